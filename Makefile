@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the suite).
+# Each builds .venv from scratch on a fresh machine (Python 3.11, g++, make, perl).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.offload-installed
+
+.PHONY: demo test bench venv clean check-system
+
+check-system:
+	@for t in g++ make perl; do command -v $$t >/dev/null || { echo "offload: '$$t' is missing: apt-get install g++ make perl" >&2; exit 1; }; done
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "offload: Python >= 3.11 is required, found " + sys.version.split()[0])'
+
+$(STAMP): pyproject.toml | check-system
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/offload demo
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbmake --timeout 900 -q
+
+bench: $(STAMP)
+	$(VENV)/bin/offload bench --json bench.json
+
+clean:
+	rm -rf $(VENV) build .offload-cache

@@ -1,0 +1,1 @@
+"""offload.hw: Amaranth components for every operator and the offload engine top."""

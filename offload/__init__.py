@@ -1,0 +1,1 @@
+"""offload: one operator set, four executions that agree bit for bit."""

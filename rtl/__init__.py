@@ -1,0 +1,1 @@
+"""offload.rtl: exported Verilog (generated, never hand-edited), hand-written wrappers, vendor scripts."""

@@ -1,0 +1,1 @@
+"""offload.sim: Verilator build and drive, the simulated PYNQ device, cocotb benches."""
