@@ -1,0 +1,468 @@
+"""The runtime: backend discovery, ``backend="auto"``, verification and fallback without loss.
+
+``Runtime(backends=[...])`` holds an ordered chain of backends. A call runs on the first backend in
+the chain that is available and able to run it (or on the one named with ``backend=``); when a
+backend fails part-way, the records it did not complete are recomputed on the next backend of the
+chain and finally on the CPU, so the caller always receives the whole result, in order.
+``fallback=False`` raises the failure instead. ``verify`` checks results against the golden model
+(``"sample"``) or against the CPU kernels with the golden model as referee (``"full"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from offload import batch as _batch
+from offload.backend import (Availability, Backend, BackendError, BackendUnavailable, BitExactError,
+                             Batch, Result, concat_results, empty_result)
+from offload.ops import OpCall, golden_result, make_call
+
+__all__ = ["Runtime", "BACKEND_FACTORIES", "AUTO_ORDER", "VERIFY_MODES", "default_runtime"]
+
+# name -> "module:Class"; a factory takes the options the Runtime was given for that name.
+BACKEND_FACTORIES: dict[str, str] = {
+    "cpu": "offload.cpu:CpuBackend",
+    "sim": "offload.host.sim_backend:SimBackend",
+    "fpga": "offload.host.fpga:FpgaBackend",
+    "smartnic": "offload.host.smartnic:SmartNicBackend",
+}
+AUTO_ORDER = ("fpga", "smartnic", "cpu")
+VERIFY_MODES = ("off", "sample", "full")
+AVAILABILITY_TTL_S = 5.0
+
+
+@dataclass
+class _Slot:
+    name: str
+    backend: Backend | None = None
+    error: str | None = None
+    checked_at: float = -1e18
+    availability: Availability | None = None
+
+
+@dataclass
+class _Stats:
+    calls: int = 0
+    records: int = 0
+    by_backend: dict[str, dict[str, float]] = field(default_factory=dict)
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    verified_records: int = 0
+    last_call: dict[str, Any] = field(default_factory=dict)
+
+
+class Runtime:
+    """An ordered chain of backends with verification and fallback.
+
+    ``backends``: names (``"fpga"``, ``"smartnic"``, ``"sim"``, ``"cpu"``) or Backend instances, in
+    order of preference; default ``("fpga", "smartnic", "cpu")``. The CPU backend is the last
+    resort of every chain (added if absent) unless ``fallback=False``.
+    ``fpga``: passed to the fpga backend (``"sim"`` selects the simulated PYNQ device; default from
+    ``OFFLOAD_FPGA``). ``smartnic``: ``"host:port"`` of an ``offload serve`` (default from
+    ``OFFLOAD_SMARTNIC``). ``sample_size``: records checked per batch by ``verify="sample"``.
+    """
+
+    def __init__(self, backends: Sequence[str | Backend] | None = None, *, verify: str = "off",
+                 fallback: bool = True, fpga: str | None = None, smartnic: str | None = None,
+                 sample_size: int = 32, options: dict[str, dict[str, Any]] | None = None,
+                 rng_seed: int | None = None) -> None:
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"unknown verify mode {verify!r}: expected 'off', 'sample' or 'full'")
+        if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
+            raise ValueError(f"sample_size must be a positive int, got {sample_size!r}")
+        self.verify = verify
+        self.fallback = bool(fallback)
+        self.sample_size = sample_size
+        self._options: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (options or {}).items()}
+        if fpga is not None:
+            self._options.setdefault("fpga", {})["device"] = fpga
+        if smartnic is not None:
+            self._options.setdefault("smartnic", {})["address"] = smartnic
+        self._slots: dict[str, _Slot] = {}
+        order: list[str] = []
+        for b in (AUTO_ORDER if backends is None else backends):
+            if isinstance(b, Backend):
+                name = b.name
+                self._slots[name] = _Slot(name, backend=b)
+            elif isinstance(b, str):
+                if b not in BACKEND_FACTORIES:
+                    raise ValueError(f"unknown backend {b!r}: expected one of "
+                                     f"{', '.join(BACKEND_FACTORIES)}")
+                name = b
+                self._slots.setdefault(name, _Slot(name))
+            else:
+                raise TypeError(f"a backend is a name or a Backend, got {type(b).__name__}")
+            if name in order:
+                raise ValueError(f"backend {name!r} is listed twice")
+            order.append(name)
+        if not order:
+            raise ValueError("a Runtime needs at least one backend")
+        self.order: tuple[str, ...] = tuple(order)
+        self._stats = _Stats()
+        self._lock = threading.RLock()
+        self._rng = random.Random(rng_seed)
+
+    # -- backends ---------------------------------------------------------------------------
+
+    def _slot(self, name: str) -> _Slot:
+        if name not in self._slots:
+            if name not in BACKEND_FACTORIES:
+                raise ValueError(f"unknown backend {name!r}: expected one of "
+                                 f"{', '.join(BACKEND_FACTORIES)}")
+            self._slots[name] = _Slot(name)
+        return self._slots[name]
+
+    def backend(self, name: str) -> Backend:
+        """The backend instance for ``name`` (constructed on first use)."""
+        slot = self._slot(name)
+        if slot.backend is None:
+            if slot.error is not None:
+                raise BackendUnavailable(f"backend {name!r} is unavailable: {slot.error}")
+            module, cls = BACKEND_FACTORIES[name].split(":")
+            try:
+                factory = getattr(importlib.import_module(module), cls)
+                slot.backend = factory(**self._options.get(name, {}))
+            except BackendUnavailable as e:
+                slot.error = str(e)
+                raise BackendUnavailable(f"backend {name!r} is unavailable: {e}") from None
+            except ImportError as e:
+                slot.error = f"cannot import {module}: {e}"
+                raise BackendUnavailable(f"backend {name!r} is unavailable: {slot.error}") from None
+        return slot.backend
+
+    def availability(self, name: str, *, refresh: bool = False) -> Availability:
+        """Whether ``name`` can run now, and why not (cached for a few seconds)."""
+        slot = self._slot(name)
+        now = time.monotonic()
+        if not refresh and slot.availability is not None and now - slot.checked_at < AVAILABILITY_TTL_S:
+            return slot.availability
+        try:
+            av = self.backend(name).availability()
+        except BackendUnavailable as e:
+            av = Availability(False, str(e).split(": ", 1)[-1])
+        except Exception as e:  # a backend's probe must never take the runtime down
+            av = Availability(False, f"availability check failed: {type(e).__name__}: {e}")
+        slot.availability, slot.checked_at = av, now
+        return av
+
+    def backends(self, refresh: bool = True) -> list[tuple[str, bool, str]]:
+        """``(name, available, reason)`` for every known backend, chain order first."""
+        names = list(self.order) + [n for n in BACKEND_FACTORIES if n not in self.order]
+        out = []
+        for n in names:
+            av = self.availability(n, refresh=refresh)
+            out.append((n, av.ok, av.reason))
+        return out
+
+    def _chain(self, call: OpCall, batch: Batch, backend: str | None) -> list[Backend]:
+        """Backends to try, in order. A named backend must be able to run the call."""
+        names = list(self.order)
+        if backend not in (None, "auto"):
+            assert backend is not None
+            if backend not in BACKEND_FACTORIES:
+                raise ValueError(f"unknown backend {backend!r}: expected 'auto' or one of "
+                                 f"{', '.join(BACKEND_FACTORIES)}")
+            av = self.availability(backend)
+            if not av.ok:
+                raise BackendUnavailable(f"backend {backend!r} is unavailable: {av.reason}")
+            be = self.backend(backend)
+            why = be.supports(call, batch)
+            if why is not None:
+                raise BackendUnavailable(f"backend {backend!r} cannot run {call.op}: {why}")
+            rest = names[names.index(backend) + 1:] if backend in names else []
+            names = [backend] + rest
+        if self.fallback and "cpu" not in names:
+            names.append("cpu")
+        chain: list[Backend] = []
+        skipped: list[str] = []
+        for n in names:
+            if n != names[0] or backend in (None, "auto"):
+                av = self.availability(n)
+                if not av.ok:
+                    skipped.append(f"{n}: {av.reason}")
+                    continue
+                be = self.backend(n)
+                why = be.supports(call, batch)
+                if why is not None:
+                    skipped.append(f"{n}: {why}")
+                    continue
+            else:
+                be = self.backend(n)
+            chain.append(be)
+            if not self.fallback:
+                break
+        if not chain:
+            raise BackendUnavailable(f"no backend can run {call.op}: " + "; ".join(skipped))
+        return chain
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, call: OpCall, batch: Batch, *, backend: str | None = None,
+            verify: str | None = None) -> Result:
+        """Run a validated call on a normalised batch; the whole result, in record order."""
+        verify = self.verify if verify is None else verify
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"unknown verify mode {verify!r}: expected 'off', 'sample' or 'full'")
+        n = batch.n
+        if n == 0:
+            return empty_result(call.op)
+        chain = self._chain(call, batch, backend)
+        parts: list[Result] = []
+        segments: list[tuple[str, int, int]] = []
+        start = 0
+        failures: list[str] = []
+        for i, be in enumerate(chain):
+            sub = batch if start == 0 else batch.slice(start, n)
+            t0 = time.perf_counter()
+            try:
+                res = be.run(call, sub)
+            except BackendError as e:
+                done = max(0, min(int(e.completed), sub.n)) if e.partial is not None else 0
+                if done:
+                    part = _head(call.op, e.partial, done)
+                    self._check(call, sub, part, be.name, verify, base=start)
+                    parts.append(part)
+                    segments.append((be.name, start, start + done))
+                    self._account(be.name, done, time.perf_counter() - t0, sub)
+                nxt = chain[i + 1].name if i + 1 < len(chain) else None
+                self._record_fallback(call, be.name, nxt, e.cause, str(e), start + done, n - start - done)
+                failures.append(f"{be.name}: {e}")
+                start += done
+                if not self.fallback or nxt is None:
+                    raise
+                continue
+            except (BitExactError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # a crashing backend is a failing backend: nothing it did counts
+                nxt = chain[i + 1].name if i + 1 < len(chain) else None
+                self._record_fallback(call, be.name, nxt, "exception", f"{type(e).__name__}: {e}",
+                                      start, n - start)
+                failures.append(f"{be.name}: {type(e).__name__}: {e}")
+                if not self.fallback or nxt is None:
+                    raise BackendError(f"backend {be.name!r} failed on {call.describe()}: "
+                                       f"{type(e).__name__}: {e}", cause="exception") from e
+                continue
+            self._check(call, sub, res, be.name, verify, base=start)
+            self._account(be.name, sub.n, time.perf_counter() - t0, sub)
+            parts.append(res)
+            segments.append((be.name, start, n))
+            start = n
+            break
+        if start != n:  # pragma: no cover - the loop raises before this
+            raise BackendError("; ".join(failures), cause="exhausted")
+        with self._lock:
+            self._stats.calls += 1
+            self._stats.records += n
+            self._stats.last_call = {"op": call.op, "records": n, "segments": segments}
+        return concat_results(call.op, parts)
+
+    def _account(self, name: str, records: int, seconds: float, batch: Batch) -> None:
+        with self._lock:
+            s = self._stats.by_backend.setdefault(
+                name, {"records": 0, "batches": 0, "seconds": 0.0, "bytes": 0})
+            s["records"] += records
+            s["batches"] += 1
+            s["seconds"] += seconds
+            s["bytes"] += int(getattr(batch, "nbytes", 0))
+
+    def _record_fallback(self, call: OpCall, frm: str, to: str | None, cause: str, message: str,
+                         at: int, redone: int) -> None:
+        with self._lock:
+            self._stats.fallbacks.append({"op": call.op, "from": frm, "to": to, "cause": cause,
+                                          "message": message, "at_record": at,
+                                          "records_redone": redone, "time": time.time()})
+
+    # -- verification -----------------------------------------------------------------------
+
+    def _check(self, call: OpCall, batch: Batch, res: Result, name: str, verify: str,
+               base: int = 0) -> None:
+        if verify == "off" or batch.n == 0:
+            return
+        n = _result_len(call.op, res)
+        if verify == "full" and name != "cpu":
+            ref = self.backend("cpu").run(call, batch)
+            bad = _first_difference(call.op, ref, res, n)
+            idx = [] if bad is None else [bad]
+        elif verify == "full":
+            idx = list(range(n))
+        else:
+            k = min(self.sample_size, n)
+            idx = sorted(self._rng.sample(range(n), k))
+        for i in idx:
+            expected = golden_result(call, batch.record(i))
+            got = _element(call.op, res, i)
+            if not _equal(expected, got):
+                self._mismatch(call, batch, name, i, base, expected, got)
+        with self._lock:
+            self._stats.verified_records += n if verify == "full" else len(idx)
+
+    def _mismatch(self, call: OpCall, batch: Batch, name: str, i: int, base: int, expected: Any,
+                  got: Any) -> None:
+        record = batch.record(i)
+        with self._lock:
+            self._stats.mismatches.append({"op": call.op, "backend": name, "index": base + i,
+                                           "record": record, "expected": expected, "got": got})
+        raise BitExactError(
+            f"{name} result differs from the golden model for {call.describe()} at index "
+            f"{base + i}: record {record!r}, expected {_fmt(expected)}, got {_fmt(got)}",
+            backend=name, op=call.op, index=base + i, record=record, expected=expected, got=got)
+
+    # -- stats and lifetime -----------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Which backend ran what, fallbacks and their causes, mismatches, throughput."""
+        with self._lock:
+            s = self._stats
+            by = {}
+            for k, v in s.by_backend.items():
+                d = dict(v)
+                d["records_per_s"] = v["records"] / v["seconds"] if v["seconds"] else 0.0
+                by[k] = d
+            return {"calls": s.calls, "records": s.records, "by_backend": by,
+                    "fallbacks": list(s.fallbacks), "mismatches": list(s.mismatches),
+                    "verified_records": s.verified_records, "last_call": dict(s.last_call)}
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._stats = _Stats()
+
+    def close(self) -> None:
+        for slot in self._slots.values():
+            if slot.backend is not None:
+                try:
+                    slot.backend.close()
+                finally:
+                    slot.backend = None
+                    slot.availability = None
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- operators --------------------------------------------------------------------------
+
+    def xxh32(self, values: Any, seed: int = 0, *, backend: str | None = None,
+              verify: str | None = None) -> np.ndarray:
+        b = _batch.as_records(values)
+        return _shaped(self.run(make_call("xxh32", seed=seed), b, backend=backend, verify=verify), b)
+
+    def xxh64(self, values: Any, seed: int = 0, *, backend: str | None = None,
+              verify: str | None = None) -> np.ndarray:
+        b = _batch.as_records(values)
+        return _shaped(self.run(make_call("xxh64", seed=seed), b, backend=backend, verify=verify), b)
+
+    def hash_bucket(self, values: Any, num_buckets: int, seed: int = 0, method: str = "mod", *,
+                    backend: str | None = None, verify: str | None = None) -> np.ndarray:
+        call = make_call("hash_bucket", num_buckets=num_buckets, seed=seed, method=method)
+        b = _batch.as_records(values)
+        return _shaped(self.run(call, b, backend=backend, verify=verify), b)
+
+    def fid(self, values: Any, slot: int, version: int = 2, seed: int = 0, *,
+            backend: str | None = None, verify: str | None = None) -> np.ndarray:
+        call = make_call("fid", slot=slot, version=version, seed=seed)
+        b = _batch.as_records(values)
+        return _shaped(self.run(call, b, backend=backend, verify=verify), b)
+
+    def bucketize(self, x: Any, boundaries: Any, right: bool = True, *, backend: str | None = None,
+                  verify: str | None = None) -> np.ndarray:
+        b = _batch.as_numbers(x)
+        call = make_call("bucketize", boundaries=boundaries, dtype=b.values.dtype, right=right)
+        return _shaped(self.run(call, b, backend=backend, verify=verify), b)
+
+    def delta_varint_encode(self, sequences: Any, *, backend: str | None = None,
+                            verify: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        b = _batch.as_sequences(sequences)
+        return self.run(make_call("delta_varint_encode"), b, backend=backend,
+                        verify=verify)  # type: ignore[return-value]
+
+    def delta_varint_decode(self, offsets: Any, data: Any, *, backend: str | None = None,
+                            verify: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        b = _batch.as_encoded(offsets, data)
+        return self.run(make_call("delta_varint_decode"), b, backend=backend,
+                        verify=verify)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def _shaped(res: Result, batch: Any) -> np.ndarray:
+    arr = res if isinstance(res, np.ndarray) else np.asarray(res)
+    shape = getattr(batch, "shape", None)
+    if shape is not None and tuple(shape) != arr.shape:
+        return arr.reshape(shape)
+    return arr
+
+
+def _result_len(op: str, res: Result) -> int:
+    if isinstance(res, tuple):
+        return int(res[0].shape[0]) - 1
+    return int(res.shape[0])
+
+
+def _head(op: str, res: Result, k: int) -> Result:
+    if isinstance(res, tuple):
+        o, d = res
+        return o[:k + 1], d
+    return res[:k]
+
+
+def _element(op: str, res: Result, i: int) -> Any:
+    if isinstance(res, tuple):
+        o, d = res
+        seg = d[int(o[i]):int(o[i + 1])]
+        return seg.tobytes() if op == "delta_varint_encode" else seg.tolist()
+    return res[i].item()
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return bool(a == b)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v} (0x{v & ((1 << 64) - 1):x})"
+    return repr(v)
+
+
+def _first_difference(op: str, a: Result, b: Result, n: int) -> int | None:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        (oa, da), (ob, db) = a, b
+        oa0, ob0 = oa - oa[0], ob - ob[0]
+        if np.array_equal(oa0, ob0) and np.array_equal(da[int(oa[0]):int(oa[-1])],
+                                                       db[int(ob[0]):int(ob[-1])]):
+            return None
+        for i in range(n):  # segments compared one by one only on the slow path
+            if _element(op, a, i) != _element(op, b, i):
+                return i
+        return None
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
+    if a_arr.shape != b_arr.shape:
+        return int(min(a_arr.shape[0], b_arr.shape[0]))
+    diff = np.flatnonzero(a_arr != b_arr)
+    return int(diff[0]) if diff.size else None
+
+
+_DEFAULT: Runtime | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_runtime() -> Runtime:
+    """The process-wide Runtime behind ``offload.xxh64(...)`` and friends (auto chain)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        with _DEFAULT_LOCK:
+            if _DEFAULT is None:
+                _DEFAULT = Runtime(verify=os.environ.get("OFFLOAD_VERIFY", "off"))
+    return _DEFAULT
