@@ -240,7 +240,9 @@ class Runtime:
                 if not self.fallback or nxt is None:
                     raise
                 continue
-            except (BitExactError, KeyboardInterrupt):
+            except (BitExactError, KeyboardInterrupt, ValueError, TypeError):
+                # Bad input (a malformed varint stream...) is the caller's error on every backend:
+                # it is raised as documented, never retried elsewhere.
                 raise
             except Exception as e:  # a crashing backend is a failing backend: nothing it did counts
                 nxt = chain[i + 1].name if i + 1 < len(chain) else None

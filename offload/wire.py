@@ -478,6 +478,7 @@ def reference_engine(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
             nw = (h + 7) // 8 if fmt == FORMATS["VAR"] else h
             if pos + nw > n:
                 err |= ERR_FLAGS["EARLY_TLAST"]
+                pos = n  # the cut-off record's words, tlast included, were consumed
                 break
             body = words[pos:pos + nw]
             pos += nw
