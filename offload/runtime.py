@@ -237,7 +237,11 @@ class Runtime:
                 self._record_fallback(call, be.name, nxt, e.cause, str(e), start + done, n - start - done)
                 failures.append(f"{be.name}: {e}")
                 start += done
-                if not self.fallback or nxt is None:
+                if not self.fallback:
+                    raise
+                if start == n:  # every record came back before the fault was flagged
+                    break
+                if nxt is None:
                     raise
                 continue
             except (BitExactError, KeyboardInterrupt, ValueError, TypeError):

