@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"golden sample {min(a.sample, b.n)}{agrees})"))
         rt.close()
 
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
+    w0 = max([len("backend")] + [len(r[0]) for r in rows])
+    w1 = max([len("operator")] + [len(r[1]) for r in rows])
     print()
     print(f"{'backend':<{w0}}  {'operator':<{w1}}  {'status':<11}  throughput / reason")
     print("-" * (w0 + w1 + 60))
