@@ -102,6 +102,14 @@ def toolchain() -> Toolchain:
         raise ToolchainError(f"verilator does not run: {e}") from None
     parts = out.split()
     version = parts[1] if len(parts) > 1 else "unknown"
+    if not version[:1].isdigit():
+        # The PyPI wheel prints "rev vUNKNOWN-built...": read the version from its headers.
+        cfg = Path(root) / "include" / "verilated_config.h"
+        if cfg.exists():
+            import re
+            m = re.search(r'#define VERILATOR_VERSION "([0-9.]+)', cfg.read_text())
+            if m:
+                version = m.group(1)
     try:
         major, minor = (int(x) for x in version.split(".")[:2])
     except ValueError:
@@ -179,11 +187,14 @@ def build_engine(trace: bool = False, quiet: bool = True) -> Path:
         cwd = os.getcwd()
         env_backup = os.environ.get("MAKEFLAGS")
         # -Os is Verilator's default for the model; the batch loop wants -O2 and both cores.
-        os.environ["MAKEFLAGS"] = f"OPT_FAST=-O2 OPT_SLOW=-O1 -j{os.cpu_count() or 2}"
+        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks precompiled headers.
+        os.environ["MAKEFLAGS"] = (f"OPT_FAST=-O2 OPT_SLOW=-O1 CFG_CXXFLAGS_PCH_I=-include "
+                                   f"-j{os.cpu_count() or 2}")
         try:
             os.chdir(tmp)  # pyverilator writes relative paths
             PyVerilator.build(
-                str(srcs[0]), preceding_files=f"{srcs[1]} {driver}", build_dir="obj",
+                str(srcs[0]), preceding_files=str(driver), verilog_path=[str(srcs[1].parent)],
+                build_dir="obj",
                 quiet=quiet, args=list(VERILATOR_ARGS) + ["--top-module", TOP],
                 cargs=CFLAGS, dump_en=trace, dump_fst=False, gen_only=False)
         except subprocess.CalledProcessError as e:

@@ -1,0 +1,248 @@
+"""The offload engine through its AXI-Lite and AXI-Stream ports, every operator, against golden.
+
+Also the malformed-framing rules of docs/wire_format.md (trailer, ERR, never hangs), register
+readback, parameter validation and the throughput goal (>= 0.95 input beats per cycle).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from offload import golden
+from offload.hw.engine import ENGINE_ID, ENGINE_VERSION, ERR, OffloadEngine
+from offload.hw.enginesim import (Batch, pack_seq, pack_var, run_batches, trailer_fields,
+                                  unpack_seq_output)
+from tests.lengths import BOUNDARY_LENGTHS
+
+M64 = golden.MASK64
+MAGIC = 0x0FF1
+
+
+def _small_engine():
+    return OffloadEngine(table_depth=16, fifo_depth=256, seq_max=64)
+
+
+def _check_trailer(res, n, flags=0):
+    assert not res.timed_out
+    assert res.last[-1] == 1 and sum(res.last) == 1
+    assert trailer_fields(res.out[-1]) == (n, flags, MAGIC)
+    assert res.regs["ERR"] == flags and res.regs["DONE_COUNT"] == n
+
+
+def _recs(rng, lengths):
+    return [bytes(rng.randrange(256) for _ in range(n)) for n in lengths]
+
+
+def _regs(op, fmt, count, seed=0, **kw):
+    return dict(OP=op, FORMAT=fmt, COUNT=count, SEED_LO=seed & 0xFFFF_FFFF, SEED_HI=seed >> 32,
+                **kw)
+
+
+def test_all_hash_operators_all_formats():
+    rng = random.Random(1)
+    keys = [rng.getrandbits(64) for _ in range(12)] + [0, M64]
+    recs = _recs(rng, BOUNDARY_LENGTHS)
+    seed = rng.getrandbits(64)
+    nb = 12345678901
+    funcs = {
+        1: lambda r: golden.xxh32(r, seed & 0xFFFF_FFFF),
+        2: lambda r: golden.xxh64(r, seed),
+        3: lambda r: golden.hash_bucket(r, nb, seed, "mod"),
+        4: lambda r: golden.hash_bucket(r, nb, seed, "fastrange"),
+        5: lambda r: golden.fid(r, 1000, 1, seed),
+        6: lambda r: golden.fid(r, 30000, 2, seed),
+    }
+    batches, expect = [], []
+    for op, f in funcs.items():
+        extra = dict(NUM_BUCKETS_LO=nb & 0xFFFF_FFFF, NUM_BUCKETS_HI=nb >> 32,
+                     SLOT=1000 if op == 5 else 30000)
+        for fmt in (0, 1, 2):
+            if fmt == 2:
+                data, words = recs, pack_var(recs)
+            else:
+                kb = 8 if fmt == 0 else 4
+                data = [(k & ((1 << 8 * kb) - 1)).to_bytes(kb, "little") for k in keys]
+                words = [k & ((1 << 8 * kb) - 1) for k in keys]
+            batches.append(Batch(_regs(op, fmt, len(data), seed, **extra), words))
+            expect.append([f(r) for r in data])
+    results = run_batches(batches, engine=_small_engine(), valid_prob=0.8, ready_prob=0.7)
+    for b, res, exp in zip(batches, results, expect):
+        assert res.out[:-1] == exp, (b.regs["OP"], b.regs["FORMAT"])
+        _check_trailer(res, len(exp))
+
+
+def _f32(x):
+    return struct.unpack("<I", struct.pack("<f", x))[0]
+
+
+def _f64(x):
+    return struct.unpack("<Q", struct.pack("<d", x))[0]
+
+
+def test_bucketize_all_dtypes():
+    nan = float("nan")
+    cases = {   # dtype: (format, boundaries, xs, encoder of a boundary, encoder of x)
+        0: (1, [-5, 0, 7, 2**31 - 1], [-2**31, -5, -1, 0, 3, 7, 2**31 - 1],
+            lambda v: v & M64, lambda v: v & 0xFFFF_FFFF),
+        1: (0, [-2**63, -1, 10**18], [-2**63, -2, -1, 0, 10**18, 2**63 - 1],
+            lambda v: v & M64, lambda v: v & M64),
+        2: (1, [-1.5, -0.0, 2.0, float("inf")], [-float("inf"), -1.5, 0.0, -0.0, 1.0, 2.0,
+                                                  float("inf"), nan], _f32, _f32),
+        3: (0, [-1e300, 0.0, 1e-300], [-float("inf"), -1e300, -0.0, 0.0, 1e-300, 5.0, nan],
+            _f64, _f64),
+    }
+    batches, expect = [], []
+    for dtype, (fmt, bounds, xs, benc, xenc) in cases.items():
+        for op, right in ((7, True), (8, False)):
+            batches.append(Batch(dict(OP=op, FORMAT=fmt, DTYPE=dtype, COUNT=len(xs),
+                                      NUM_BOUNDARIES=len(bounds)),
+                                 [xenc(x) for x in xs], table=[benc(b) for b in bounds]))
+            expect.append([golden.bucketize(x, bounds, right) for x in xs])
+    results = run_batches(batches, engine=_small_engine(), ready_prob=0.6)
+    for res, exp in zip(results, expect):
+        assert res.out[:-1] == exp
+        _check_trailer(res, len(exp))
+
+
+def test_delta_varint_encode():
+    rng = random.Random(3)
+    seqs = [[], [5], [1, 2, 3], [2**63 - 1, -2**63, 0],
+            [rng.randrange(-2**63, 2**63) for _ in range(10)],
+            [rng.randrange(-1000, 1000) for _ in range(40)], []]
+    batches = [Batch(dict(OP=9, FORMAT=3, COUNT=len(seqs)), pack_seq(seqs))]
+    for vp, rp in ((1.0, 1.0), (0.7, 0.5)):
+        res, = run_batches(batches, engine=_small_engine(), valid_prob=vp, ready_prob=rp, seed=4)
+        out, rest = unpack_seq_output(res.out, len(seqs))
+        assert out == [golden.delta_varint_encode_seq(s) for s in seqs]
+        assert len(rest) == 1
+        _check_trailer(res, len(seqs))
+
+
+def test_registers_readback():
+    dut = OffloadEngine()
+    from offload.hw.enginesim import axil_read, axil_write
+    from amaranth.sim import Simulator
+    got = {}
+
+    async def tb(ctx):
+        await axil_write(ctx, dut, 0x14, 0xABCDEF12)
+        await axil_write(ctx, dut, 0x2C, 0x12345678)
+        for a in (0x00, 0x04, 0x0C, 0x10, 0x14, 0x2C, 0x4C, 0x58, 0x5C, 0xFC):
+            got[a] = await axil_read(ctx, dut, a)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got == {0x00: ENGINE_ID, 0x04: ENGINE_VERSION, 0x0C: 0, 0x10: 0, 0x14: 0xABCDEF12,
+                   0x2C: 0x12345678, 0x4C: 256 | (1 << 16) | (8 << 24), 0x58: 0x3FE,
+                   0x5C: 1024, 0xFC: 0}
+
+
+def test_malformed_framing_never_hangs():
+    eng = _small_engine()
+    keys = list(range(1, 9))
+    rec = pack_var([b"abc", b"0123456789"])
+    B = [
+        # early tlast mid-record: the record in progress gets no result
+        Batch(_regs(2, 2, 5), rec[:3], tlast=[0, 0, 1]),
+        # missing tlast on the last record; the words after are discarded as EXTRA_DATA
+        Batch(_regs(2, 0, 4), keys[:6], tlast=[0] * 6),
+        # bad header (bits 63..32 set)
+        Batch(_regs(2, 2, 3), [3, int.from_bytes(b"abc", "little"), 1 << 40, 5, 6]),
+        # bad param: unknown op, then fid v1 slot out of range, then mod with 0 buckets
+        Batch(_regs(11, 0, 3), keys[:3]),
+        Batch(_regs(5, 0, 2, SLOT=1024), keys[:2]),
+        Batch(_regs(3, 0, 2, NUM_BUCKETS_LO=0, NUM_BUCKETS_HI=0), keys[:2]),
+        # bucketize with FORMAT VAR is not in the table
+        Batch(_regs(7, 2, 1, NUM_BOUNDARIES=0, DTYPE=1), [8, 1]),
+        # too many boundaries for the table
+        Batch(_regs(7, 0, 1, NUM_BOUNDARIES=17, DTYPE=1), [8]),
+        # bad tkeep: processed as if all ones
+        Batch(_regs(2, 0, 2), keys[:2], tkeep=[0xFF, 0x0F]),
+        # extra data while idle (no START)
+        Batch({}, keys[:3], start=False),
+        # a good batch afterwards still works
+        Batch(_regs(2, 0, 3), keys[:3]),
+        # SEQ longer than SEQ_MAX is a bad header; early tlast inside a sequence
+        Batch(dict(OP=9, FORMAT=3, COUNT=2), [65] + [1] * 3),
+        Batch(dict(OP=9, FORMAT=3, COUNT=2), pack_seq([[1, 2], [3, 4, 5]])[:-1]),
+        Batch(dict(OP=9, FORMAT=3, COUNT=1), pack_seq([[1, 2]])),
+    ]
+    R = run_batches(B, engine=eng, timeout=2000)
+    e = {k: 1 << v for k, v in ERR.items()}
+    h = lambda b: golden.xxh64(b, 0)
+    k8 = lambda k: k.to_bytes(8, "little")
+    assert R[0].out[:-1] == [h(b"abc")] and trailer_fields(R[0].out[-1]) == (1, e["EARLY_TLAST"], MAGIC)
+    assert R[1].out[:-1] == [h(k8(k)) for k in keys[:4]]
+    assert trailer_fields(R[1].out[-1]) == (4, e["MISSING_TLAST"], MAGIC)
+    assert R[1].regs["ERR"] == e["MISSING_TLAST"] | e["EXTRA_DATA"]
+    assert R[2].out[:-1] == [h(b"abc")] and trailer_fields(R[2].out[-1]) == (1, e["BAD_HEADER"], MAGIC)
+    for r in R[3:8]:
+        assert r.out == [r.out[-1]] and trailer_fields(r.out[-1]) == (0, e["BAD_PARAM"], MAGIC)
+        assert r.accepted > 0                         # the words were discarded, not stalled
+    assert R[8].out[:-1] == [h(k8(k)) for k in keys[:2]]
+    assert trailer_fields(R[8].out[-1]) == (2, e["BAD_TKEEP"], MAGIC)
+    assert R[9].out == [] and R[9].regs["ERR"] & e["EXTRA_DATA"] and R[9].accepted == 3
+    assert R[10].out[:-1] == [h(k8(k)) for k in keys[:3]]
+    _check_trailer(R[10], 3)
+    assert R[11].out == [R[11].out[-1]] and trailer_fields(R[11].out[-1]) == (0, e["BAD_HEADER"], MAGIC)
+    out, rest = unpack_seq_output(R[12].out, 1)
+    assert out == [golden.delta_varint_encode_seq([1, 2])] and len(rest) == 1
+    assert trailer_fields(R[12].out[-1]) == (1, e["EARLY_TLAST"], MAGIC)
+    assert unpack_seq_output(R[13].out, 1)[0] == [golden.delta_varint_encode_seq([1, 2])]
+    _check_trailer(R[13], 1)
+    for r in R:
+        assert not r.timed_out
+
+
+def test_soft_reset_aborts_and_recovers():
+    keys = list(range(10))
+    R = run_batches([Batch(_regs(2, 0, 10), keys, soft_reset_after=4),
+                     Batch(_regs(2, 0, 3), keys[:3])], engine=_small_engine(), timeout=300)
+    assert R[1].out[:-1] == [golden.xxh64(k.to_bytes(8, "little")) for k in keys[:3]]
+    _check_trailer(R[1], 3)
+
+
+@pytest.mark.parametrize("op,fmt", [(2, 0), (3, 1), (1, 2), (7, 0), (9, 3)])
+def test_throughput_one_beat_per_cycle(op, fmt):
+    rng = random.Random(op)
+    if fmt == 2:
+        recs = _recs(rng, [rng.randrange(0, 80) for _ in range(40)])
+        words, n = pack_var(recs), len(recs)
+    elif fmt == 3:
+        seqs = [[rng.randrange(-100, 100) for _ in range(40)] for _ in range(8)]
+        words, n = pack_seq(seqs), len(seqs)
+    else:
+        words = [rng.getrandbits(64 if fmt == 0 else 32) for _ in range(300)]
+        n = len(words)
+    regs = _regs(op, fmt, n, NUM_BUCKETS_LO=1000, NUM_BUCKETS_HI=0, DTYPE=1, NUM_BOUNDARIES=0)
+    res, = run_batches([Batch(regs, words)], engine=OffloadEngine())
+    _check_trailer(res, n)
+    rate = res.accepted / res.in_cycles
+    assert rate >= 0.95, rate
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(table_depth=3), "table_depth must be a power of two between 1 and 4096, not 3"),
+    (dict(fifo_depth=1000), "fifo_depth must be a power of two between 256 and 65536, not 1000"),
+    (dict(fifo_depth=256, seq_max=200), "seq_max must be between 1 and 100 for fifo_depth 256, not 200"),
+    (dict(lanes=2), r"lanes must be 1 \(only the 64-bit bus is built\), not 2"),
+    (dict(mod_bits_per_stage=8), "mod_bits_per_stage must be one of 1, 2, 4, not 8"),
+])
+def test_engine_parameter_validation(kw, msg):
+    with pytest.raises(ValueError, match="^" + msg + "$"):
+        OffloadEngine(**kw)
+
+
+def test_engine_equation_can_fail():
+    """Mutation: the same check with one flipped expected bit fails."""
+    keys = [1, 2, 3]
+    res, = run_batches([Batch(_regs(2, 0, 3), keys)], engine=_small_engine())
+    exp = [golden.xxh64(k.to_bytes(8, "little")) for k in keys]
+    assert res.out[:-1] == exp
+    exp[1] ^= 1 << 17
+    assert res.out[:-1] != exp
