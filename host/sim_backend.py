@@ -14,9 +14,8 @@ device faults (``offload.sim.faults``); ``chunk_records`` bounds one transfer.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,9 +23,11 @@ import numpy as np
 from offload import wire
 from offload.backend import (Availability, Backend, BackendError, Batch, Capabilities, Result,
                              concat_results)
+from offload.batch import Sequences, VarRecords
 from offload.ops import OpCall
 
-__all__ = ["SimBackend", "program_engine", "engine_capabilities"]
+__all__ = ["SimBackend", "program_engine", "engine_capabilities", "engine_info", "EngineInfo",
+           "supports_on_engine", "chunks"]
 
 _OPS_BY_CODE = {1: "xxh32", 2: "xxh64", 3: "hash_bucket", 4: "hash_bucket", 5: "fid", 6: "fid",
                 7: "bucketize", 8: "bucketize", 9: "delta_varint_encode"}
@@ -47,6 +48,28 @@ def program_engine(write: Any, job: wire.WireJob) -> None:
     write(R["CTRL"], wire.CTRL_START)
 
 
+@dataclass(frozen=True)
+class EngineInfo:
+    """What an engine reports about itself in its read-only registers."""
+    caps: Capabilities
+    ops_mask: int
+    seq_max: int
+    version: int
+
+
+def engine_info(read: Any, name: str) -> EngineInfo:
+    """Read and check the engine's ID, VERSION, CAPS, OPS and SEQ_MAX registers."""
+    R = wire.REGISTERS
+    caps, ops = engine_capabilities(read, name)
+    version = read(R["VERSION"])
+    if version >> 16 != wire.ENGINE_VERSION >> 16:
+        raise BackendError(f"{name}: engine wire format {version >> 16}.{version & 0xFFFF} is not "
+                           f"compatible with the host's {wire.ENGINE_VERSION >> 16}."
+                           f"{wire.ENGINE_VERSION & 0xFFFF}", cause="device")
+    seq_max = read(R["SEQ_MAX"]) if version >= 0x00010001 else wire.DEFAULT_SEQ_MAX
+    return EngineInfo(caps, ops, seq_max, version)
+
+
 def engine_capabilities(read: Any, name: str) -> tuple[Capabilities, int]:
     """Capabilities from the engine's ID, CAPS and OPS registers (checks the ID)."""
     R = wire.REGISTERS
@@ -61,13 +84,22 @@ def engine_capabilities(read: Any, name: str) -> tuple[Capabilities, int]:
                         batch_kinds=frozenset({"fixed", "var", "numbers", "sequences"})), ops
 
 
-def supports_on_engine(caps: Capabilities, ops_mask: int, call: OpCall, batch: Batch) -> str | None:
+def supports_on_engine(caps: Capabilities, ops_mask: int, call: OpCall, batch: Batch,
+                       seq_max: int = wire.DEFAULT_SEQ_MAX) -> str | None:
     try:
         code = wire.op_code(call)
     except wire.WireError as e:
         return str(e)
     if not ops_mask >> code & 1:
         return f"the engine is built without op {code} ({call.describe()})"
+    if isinstance(batch, Sequences) and batch.n:
+        longest = int(np.diff(batch.value_offsets).max())
+        if longest > seq_max:
+            return f"a sequence has {longest} values, the engine encodes at most {seq_max}"
+    if isinstance(batch, VarRecords) and batch.n:
+        longest = max(int(np.diff(c.offsets).max()) for c in batch.chunks if c.n)
+        if longest >= 1 << 32:
+            return f"a record has {longest} bytes, the wire format carries fewer than 2**32"
     return None
 
 
@@ -89,8 +121,7 @@ class SimBackend(Backend):
         self.chunk_records = chunk_records
         self.stall_cycles = stall_cycles
         self._model: Any = None
-        self._caps: Capabilities | None = None
-        self._ops_mask = 0
+        self._info: EngineInfo | None = None
         self._lock = threading.Lock()
         self.cycles = 0
 
@@ -112,17 +143,21 @@ class SimBackend(Backend):
         if self._model is None:
             from offload.sim.verilator import EngineModel
             self._model = EngineModel(trace=self.trace)
-            self._caps, self._ops_mask = engine_capabilities(self._model.read, self.name)
+            self._info = engine_info(self._model.read, self.name)
         return self._model
 
-    def capabilities(self) -> Capabilities:
+    def info(self) -> EngineInfo:
         self.model()
-        assert self._caps is not None
-        return self._caps
+        assert self._info is not None
+        return self._info
+
+    def capabilities(self) -> Capabilities:
+        return self.info().caps
 
     def supports(self, call: OpCall, batch: Batch) -> str | None:
         why = super().supports(call, batch)
-        return why or supports_on_engine(self.capabilities(), self._ops_mask, call, batch)
+        info = self.info()
+        return why or supports_on_engine(info.caps, info.ops_mask, call, batch, info.seq_max)
 
     def close(self) -> None:
         if self._model is not None:

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 ENGINE_ID = 0x0FF10AD0
-ENGINE_VERSION = 0x00010000
+ENGINE_VERSION = 0x00010001  # wire format 1.1
 TRAILER_MAGIC = 0x0FF1
 
 REGISTERS: dict[str, int] = {
@@ -40,8 +40,9 @@ REGISTERS: dict[str, int] = {
     "FORMAT": 0x18, "DTYPE": 0x1C, "COUNT": 0x20, "DONE_COUNT": 0x24, "SEED_LO": 0x28,
     "SEED_HI": 0x2C, "NUM_BUCKETS_LO": 0x30, "NUM_BUCKETS_HI": 0x34, "SLOT": 0x38,
     "NUM_BOUNDARIES": 0x3C, "TABLE_ADDR": 0x40, "TABLE_DATA_LO": 0x44, "TABLE_DATA_HI": 0x48,
-    "CAPS": 0x4C, "CYCLES_LO": 0x50, "CYCLES_HI": 0x54, "OPS": 0x58,
+    "CAPS": 0x4C, "CYCLES_LO": 0x50, "CYCLES_HI": 0x54, "OPS": 0x58, "SEQ_MAX": 0x5C,
 }
+DEFAULT_SEQ_MAX = 1024
 CTRL_START, CTRL_SOFT_RESET = 1, 2
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
 
@@ -436,7 +437,8 @@ def encode_response(call: OpCall, result: Result, completed: int | None = None,
 
 
 def reference_engine(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
-                     *, table_depth: int = 256) -> tuple[np.ndarray, int]:
+                     *, table_depth: int = 256,
+                     seq_max: int = DEFAULT_SEQ_MAX) -> tuple[np.ndarray, int]:
     """What the engine does with one batch, flags included: ``(output words, ERR register)``.
 
     ``words`` is the whole input transfer; its last word carries ``tlast``. Written on the golden
@@ -472,7 +474,7 @@ def reference_engine(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
         else:
             h = int(words[pos])
             pos += 1
-            if h >> 32:
+            if h >> 32 or (fmt == FORMATS["SEQ"] and h > seq_max):
                 err |= ERR_FLAGS["BAD_HEADER"]
                 break
             nw = (h + 7) // 8 if fmt == FORMATS["VAR"] else h
