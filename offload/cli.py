@@ -43,15 +43,31 @@ def _backends(argv: list[str]) -> int:
     return 0
 
 
+BENCH_GROUPS = {
+    "devices": "offload.host.bench_devices:rows",
+    "smartnic": "offload.host.smartnic.bench:rows",
+}
+
+
 def _bench(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="offload bench",
                                 description="Benchmarks as ratios against baselines in the same run.")
     p.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     p.add_argument("--json", metavar="PATH", default="bench.json", help="write results here")
-    p.add_argument("--only", default=None, help="comma-separated suite names")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated device groups to add to the CPU rows: {', '.join(BENCH_GROUPS)}")
     a = p.parse_args(argv)
     from offload import bench
-    results = bench.run_benchmarks(quick=a.quick, only=a.only.split(",") if a.only else None)
+    # Device and service benchmark groups register themselves here (each is optional).
+    for name, target in BENCH_GROUPS.items():
+        if a.only and name not in a.only.split(","):
+            continue
+        module, fn = target.split(":")
+        try:
+            bench.register(name, getattr(importlib.import_module(module), fn))
+        except (ImportError, AttributeError) as e:
+            print(f"offload bench: skipping {name}: {e}", file=sys.stderr)
+    results = bench.run_benchmarks(quick=a.quick)
     print(bench.format_table(results))
     with open(a.json, "w") as f:
         json.dump(results, f, indent=2, default=str)
