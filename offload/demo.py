@@ -120,23 +120,23 @@ def check_against_golden(w: Workload, res: Result, sample: int, rng: random.Rand
 def local_service(backend: str = "cpu") -> Iterator[str | None]:
     """Start an ``offload serve`` on loopback for the demo; yields its address or None."""
     try:
-        from offload.host.smartnic import server as srv
-        start = getattr(srv, "start_subprocess", None)
-    except ImportError:
-        start = None
-    if start is None:
+        from offload.host.smartnic.testing import ServerProcess
+    except ImportError as e:
+        print(f"  (smartnic service unavailable: {e})", file=sys.stderr)
         yield None
         return
+    proc = ServerProcess(backend=backend)
     try:
-        handle = start(backend=backend)
+        proc.start()  # starts `offload serve` on an ephemeral loopback port and health-checks it
     except Exception as e:  # the demo goes on without the service; the table says why
         print(f"  (smartnic service did not start: {e})", file=sys.stderr)
+        proc.stop()
         yield None
         return
     try:
-        yield handle.address
+        yield proc.address
     finally:
-        handle.stop()
+        proc.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="fpga device: 'sim' (simulated PYNQ device, default here) or 'board'")
     p.add_argument("--smartnic", default=os.environ.get("OFFLOAD_SMARTNIC", "local"),
                    help="'local' starts an 'offload serve' on loopback; or HOST:PORT")
-    p.add_argument("--device-events", type=int, default=None,
-                   help="cap the events sent to the simulated devices (default: all)")
+    p.add_argument("--sim-events", type=int, default=50_000,
+                   help="events sent to simulated hardware (the Verilator model runs at ~0.1-1 M "
+                        "cycles/s; 0 = all)")
     p.add_argument("--sample", type=int, default=500, help="records checked against golden per cell")
     a = p.parse_args(argv)
     if a.events < 1:
@@ -187,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append((name, w.name, "n/a", why))
                     continue
                 b = w.batch
-                if name != "cpu" and a.device_events and b.n > a.device_events:
-                    b = b.slice(0, a.device_events)
+                simulated = name == "sim" or (name == "fpga" and fpga_dev == "sim")
+                if simulated and a.sim_events and b.n > a.sim_events:
+                    b = b.slice(0, a.sim_events)
                 try:
                     t = time.perf_counter()
                     res = rt.run(w.call, b, backend=name)
