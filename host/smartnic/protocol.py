@@ -1,0 +1,411 @@
+"""The SmartNIC service protocol, version 1 (``docs/smartnic_protocol.md``).
+
+Every message is one **frame**: a fixed 40-byte header, a small ``meta`` section and an optional
+``payload`` of 64-bit words. The header and the body (meta + payload) each carry a CRC32C, so a
+corrupted frame is detected rather than computed on. Requests carry the engine wire format of
+:mod:`offload.wire` unchanged (registers in the meta, boundary table and input words in the
+payload); results carry the engine's output words, trailer included.
+
+This module is pure: no sockets. :class:`FrameReader` is the incremental decoder used by both the
+server (as an ``asyncio.BufferedProtocol`` buffer) and the client (``recv_into``); whatever bytes it
+is fed, it either returns frames or raises :class:`ProtocolError` (the fuzz tests hold it to that).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+import numpy as np
+
+from offload.wire import REGISTERS
+
+__all__ = [
+    "MAGIC", "VERSION", "HEADER", "HEADER_SIZE", "MsgType", "ErrorCode", "FATAL_CODES", "Flags",
+    "ProtocolError", "RemoteError", "Header", "Frame", "FrameReader", "crc32c", "encode_frame",
+    "parse_header", "pack_request", "parse_request", "pack_error", "parse_error", "pack_json",
+    "parse_json", "auth_digest", "OP_DELTA_VARINT_DECODE", "DEFAULT_MAX_META", "DEFAULT_MAX_FRAME",
+]
+
+MAGIC = b"OFLD"
+VERSION = 1
+# magic, version, type, flags, batch_id, meta_len, reserved, payload_len, body_crc, header_crc
+HEADER = struct.Struct("<4sBBHQIIQII")
+HEADER_SIZE = HEADER.size  # 40
+assert HEADER_SIZE == 40
+
+DEFAULT_MAX_META = 64 << 10
+DEFAULT_MAX_FRAME = 64 << 20
+_SMALL_PAYLOAD = 64 << 10      # payloads up to this size are assembled in the staging buffer
+_STAGING = 256 << 10
+
+# A service extension of the engine's OP register: delta_varint_decode runs on the service's
+# runtime. Input: VAR records (the encoded bytes of each sequence); output: SEQ framing (a header
+# word K and K int64 words per record), then the usual trailer.
+OP_DELTA_VARINT_DECODE = 16
+
+
+class MsgType(enum.IntEnum):
+    HELLO = 1       # server -> client on connect: nonce, whether auth is required, limits
+    AUTH = 2        # client -> server: HMAC-SHA256(token, nonce) (empty without a token)
+    AUTH_OK = 3     # server -> client: the connection may send requests
+    HEALTH = 4      # client -> server
+    HEALTH_OK = 5   # server -> client: JSON status
+    REQUEST = 6     # client -> server: one batch (regs in meta; table + words in payload)
+    RESULT = 7      # server -> client: output words + trailer; JSON meta (backend, timing)
+    ERROR = 8       # either way: code + message; fatal codes close the connection
+
+
+class Flags(enum.IntFlag):
+    NONE = 0
+    AUTH_REQUIRED = 1   # in HELLO
+    DRAINING = 2        # in any server frame: the server is shutting down, do not send more
+
+
+class ErrorCode(enum.IntEnum):
+    BAD_FRAME = 1       # magic, version, header CRC, lengths, unknown type (fatal)
+    BAD_CRC = 2         # body CRC mismatch (fatal)
+    TOO_LARGE = 3       # meta or payload above the limits (fatal)
+    OUT_OF_ORDER = 4    # a frame the connection's state does not allow (fatal)
+    AUTH_FAILED = 5     # missing or wrong credential (fatal)
+    BAD_REQUEST = 6     # the request's wire-format content is malformed
+    VALUE_ERROR = 7     # the operator rejected the input (e.g. a truncated varint)
+    BACKEND_FAILED = 8  # the service's runtime could not complete the batch
+    SHUTTING_DOWN = 9   # the service is draining and takes no new batch
+    INTERNAL = 10       # anything else
+
+
+FATAL_CODES = frozenset({ErrorCode.BAD_FRAME, ErrorCode.BAD_CRC, ErrorCode.TOO_LARGE,
+                         ErrorCode.OUT_OF_ORDER, ErrorCode.AUTH_FAILED})
+
+
+class ProtocolError(Exception):
+    """A frame that does not follow this protocol. ``code`` is an :class:`ErrorCode`."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RemoteError(Exception):
+    """The peer answered with an ERROR frame."""
+
+    def __init__(self, code: int, message: str, batch_id: int = 0) -> None:
+        try:
+            name = ErrorCode(code).name
+        except ValueError:
+            name = f"code {code}"
+        super().__init__(f"service error {name}: {message}")
+        self.code = code
+        self.name = name
+        self.message = message
+        self.batch_id = batch_id
+
+    @property
+    def fatal(self) -> bool:
+        return self.code in FATAL_CODES
+
+
+def _ro(buf: Any) -> np.ndarray:
+    v = np.frombuffer(buf, np.uint8).view()
+    v.flags.writeable = False
+    return v
+
+
+def crc32c(*bufs: Any) -> int:
+    """CRC32C (Castagnoli) over the concatenation of ``bufs`` (no copy)."""
+    crc = 0
+    for b in bufs:
+        if isinstance(b, bytes):
+            if b:
+                crc = google_crc32c.extend(crc, b)
+            continue
+        n = b.nbytes if isinstance(b, (np.ndarray, memoryview)) else len(b)
+        if n:
+            # small buffers: a copy is cheaper than a read-only view
+            crc = google_crc32c.extend(crc, bytes(b) if n <= 4096 else _ro(b))
+    return crc
+
+
+@dataclass(frozen=True)
+class Header:
+    type: MsgType
+    flags: int
+    batch_id: int
+    meta_len: int
+    payload_len: int
+    body_crc: int
+
+
+@dataclass
+class Frame:
+    type: MsgType
+    flags: int
+    batch_id: int
+    meta: bytes
+    payload: np.ndarray  # uint8, length a multiple of 8 (``words`` views it as uint64)
+    tail: bytes = b""    # the payload's last 8 bytes as received (set when a sink buffer was used)
+    sunk: bool = False   # the payload was received into a buffer given by ``FrameReader.sink``
+
+    @property
+    def words(self) -> np.ndarray:
+        return self.payload.view(np.uint64)
+
+
+def encode_frame(mtype: MsgType, batch_id: int = 0, meta: bytes = b"",
+                 payload: tuple[Any, ...] | list[Any] = (), flags: int = 0) -> list[Any]:
+    """A frame as a list of buffers for ``sendmsg``/``write``: header+meta, then the payload
+    buffers untouched (numpy arrays are sent in place)."""
+    bufs = [p if isinstance(p, (bytes, memoryview)) else memoryview(np.ascontiguousarray(p)).cast("B")
+            for p in payload]
+    bufs = [b for b in bufs if len(b)]
+    plen = sum(len(b) for b in bufs)
+    if plen % 8:
+        raise ValueError(f"payload length {plen} is not a multiple of 8")
+    body_crc = crc32c(meta, *bufs)
+    head = HEADER.pack(MAGIC, VERSION, int(mtype), int(flags), batch_id, len(meta), 0, plen,
+                       body_crc, 0)
+    hcrc = google_crc32c.value(head[:-4])
+    head = head[:-4] + struct.pack("<I", hcrc)
+    return [head + meta, *bufs]
+
+
+def parse_header(buf: Any, *, max_meta: int = DEFAULT_MAX_META,
+                 max_payload: int = DEFAULT_MAX_FRAME) -> Header:
+    """Check and parse a 40-byte header (:class:`ProtocolError` when it is not one)."""
+    b = bytes(buf[:HEADER_SIZE])
+    if len(b) != HEADER_SIZE:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"short header ({len(b)} bytes)")
+    magic, version, mtype, flags, batch_id, meta_len, reserved, plen, body_crc, hcrc = \
+        HEADER.unpack(b)
+    if magic != MAGIC:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"bad magic {magic!r}")
+    if google_crc32c.value(b[:-4]) != hcrc:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "header CRC mismatch")
+    if version != VERSION:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"unsupported protocol version {version} "
+                                                 f"(this side speaks {VERSION})")
+    try:
+        t = MsgType(mtype)
+    except ValueError:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"unknown message type {mtype}") from None
+    if reserved != 0:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "reserved header field is not 0")
+    if meta_len > max_meta:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"meta of {meta_len} bytes exceeds {max_meta}")
+    if plen > max_payload:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"payload of {plen} bytes exceeds {max_payload}")
+    if plen % 8:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"payload length {plen} is not whole words")
+    return Header(t, flags, batch_id, meta_len, plen, body_crc)
+
+
+class FrameReader:
+    """Incremental frame decoder with caller-visible buffers (no intermediate copies of large
+    payloads: they are received straight into their final array).
+
+    Use: ``buf = r.get_buffer()``; fill ``k`` bytes of it (``sock.recv_into(buf)``);
+    ``frames = r.buffer_updated(k)``. Or ``r.feed(data)`` for tests.
+    """
+
+    def __init__(self, *, max_meta: int = DEFAULT_MAX_META,
+                 max_payload: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_meta = max_meta
+        self.max_payload = max_payload
+        self._buf = bytearray(max(_STAGING, HEADER_SIZE + max_meta + _SMALL_PAYLOAD + 4096))
+        self._mv = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._hdr: Header | None = None
+        self._meta: bytes | None = None
+        self._direct: np.ndarray | None = None
+        self._direct_pos = 0
+        self._sunk = False
+        self.failed: ProtocolError | None = None
+        # Optional: ``sink(header)`` returns a writable uint8 array of exactly ``payload_len``
+        # bytes to receive that frame's payload into (e.g. a slice of a result array), or None.
+        self.sink: Any = None
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an incomplete frame held (0 between frames)."""
+        return (self._end - self._start) + (self._direct_pos if self._direct is not None else 0) \
+            + (HEADER_SIZE if self._hdr is not None else 0)
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        if self.failed is not None:
+            raise self.failed
+        if self._direct is not None:
+            return memoryview(self._direct)[self._direct_pos:]
+        if len(self._buf) - self._end < _SMALL_PAYLOAD:
+            n = self._end - self._start
+            self._buf[:n] = self._mv[self._start:self._end]
+            self._start, self._end = 0, n
+        return self._mv[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> list[Frame]:
+        if self.failed is not None:
+            raise self.failed
+        try:
+            if self._direct is not None:
+                self._direct_pos += nbytes
+                if self._direct_pos < self._direct.shape[0]:
+                    return []
+                payload, self._direct, self._direct_pos = self._direct, None, 0
+                return [self._finish(payload)]
+            self._end += nbytes
+            return self._parse()
+        except ProtocolError as e:
+            self.failed = e
+            raise
+
+    def feed(self, data: bytes) -> list[Frame]:
+        frames: list[Frame] = []
+        mv = memoryview(data)
+        while len(mv):
+            buf = self.get_buffer()
+            k = min(len(buf), len(mv))
+            buf[:k] = mv[:k]
+            mv = mv[k:]
+            frames.extend(self.buffer_updated(k))
+        return frames
+
+    def _finish(self, payload: np.ndarray) -> Frame:
+        hdr, meta = self._hdr, self._meta
+        assert hdr is not None and meta is not None
+        self._hdr = self._meta = None
+        sunk, self._sunk = self._sunk, False
+        if crc32c(meta, payload) != hdr.body_crc:
+            raise ProtocolError(ErrorCode.BAD_CRC, f"body CRC mismatch in {hdr.type.name} frame "
+                                                   f"{hdr.batch_id}")
+        tail = payload[-8:].tobytes() if sunk and payload.shape[0] >= 8 else b""
+        return Frame(hdr.type, hdr.flags, hdr.batch_id, meta, payload, tail, sunk)
+
+    def _target(self, hdr: Header) -> np.ndarray:
+        if self.sink is not None and hdr.payload_len:
+            buf = self.sink(hdr)
+            if buf is not None and buf.dtype == np.uint8 and buf.shape == (hdr.payload_len,):
+                self._sunk = True
+                return buf
+        return np.empty(hdr.payload_len, np.uint8)
+
+    def _parse(self) -> list[Frame]:
+        frames: list[Frame] = []
+        mv = self._mv
+        while True:
+            if self._hdr is None:
+                if self._end - self._start < HEADER_SIZE:
+                    break
+                self._hdr = parse_header(mv[self._start:self._start + HEADER_SIZE],
+                                         max_meta=self.max_meta, max_payload=self.max_payload)
+                self._start += HEADER_SIZE
+            hdr = self._hdr
+            if self._meta is None:
+                if self._end - self._start < hdr.meta_len:
+                    break
+                self._meta = bytes(mv[self._start:self._start + hdr.meta_len])
+                self._start += hdr.meta_len
+            avail = self._end - self._start
+            plen = hdr.payload_len
+            if plen <= avail:
+                payload = self._target(hdr)
+                payload[:] = np.frombuffer(mv[self._start:self._start + plen], np.uint8)
+                self._start += plen
+                frames.append(self._finish(payload))
+                continue
+            if plen <= _SMALL_PAYLOAD:
+                break
+            payload = self._target(hdr)
+            payload[:avail] = np.frombuffer(mv[self._start:self._end], np.uint8)
+            self._direct, self._direct_pos = payload, avail
+            self._start = self._end = 0
+            break
+        if self._start == self._end:
+            self._start = self._end = 0
+        return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# message bodies
+# ---------------------------------------------------------------------------------------------
+
+_ADDR_TO_NAME = {v: k for k, v in REGISTERS.items()}
+_REQ = struct.Struct("<IIQII")  # n_regs, table_words, words, deadline_ms, reserved
+_REG = struct.Struct("<II")
+
+
+def pack_request(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
+                 deadline_ms: int = 0) -> tuple[bytes, list[Any]]:
+    """REQUEST meta and payload buffers for a :class:`offload.wire.WireJob`'s content."""
+    table = np.ascontiguousarray(table, dtype=np.uint64)
+    words = np.ascontiguousarray(words, dtype=np.uint64)
+    parts = [_REQ.pack(len(regs), table.shape[0], words.shape[0], min(deadline_ms, 0xFFFFFFFF), 0)]
+    for name, value in regs.items():
+        parts.append(_REG.pack(REGISTERS[name], int(value) & 0xFFFFFFFF))
+    return b"".join(parts), [table, words]
+
+
+def parse_request(frame: Frame) -> tuple[dict[str, int], np.ndarray, np.ndarray, int]:
+    """``(regs, table, words, deadline_ms)`` of a REQUEST (:class:`ProtocolError` if malformed)."""
+    meta = frame.meta
+    if len(meta) < _REQ.size:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "request meta too short")
+    nregs, ntable, nwords, deadline_ms, _ = _REQ.unpack_from(meta, 0)
+    if len(meta) != _REQ.size + nregs * _REG.size:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"request meta length {len(meta)} does not match "
+                                                 f"{nregs} registers")
+    if 8 * (ntable + nwords) != frame.payload.shape[0]:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"payload of {frame.payload.shape[0]} bytes does "
+                                                 f"not hold {ntable} table + {nwords} words")
+    regs: dict[str, int] = {}
+    for i in range(nregs):
+        addr, value = _REG.unpack_from(meta, _REQ.size + i * _REG.size)
+        name = _ADDR_TO_NAME.get(addr)
+        if name is None:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"unknown register address 0x{addr:02x}")
+        if name in regs:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"register {name} given twice")
+        regs[name] = value
+    w = frame.words
+    return regs, w[:ntable], w[ntable:], deadline_ms
+
+
+_ERR = struct.Struct("<HH")
+
+
+def pack_error(code: ErrorCode, message: str) -> bytes:
+    m = message.encode("utf-8", "replace")[:4000]
+    return _ERR.pack(int(code), 0) + m
+
+
+def parse_error(meta: bytes) -> tuple[int, str]:
+    if len(meta) < _ERR.size:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "error meta too short")
+    code, _ = _ERR.unpack_from(meta, 0)
+    return code, meta[_ERR.size:].decode("utf-8", "replace")
+
+
+def pack_json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def parse_json(meta: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(meta.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"bad JSON meta: {e}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "JSON meta is not an object")
+    return obj
+
+
+def auth_digest(token: bytes, nonce: bytes) -> bytes:
+    """The client's answer to a HELLO challenge: HMAC-SHA256(token, nonce)."""
+    return hmac.new(token, nonce, hashlib.sha256).digest()
