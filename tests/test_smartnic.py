@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import offload
 import pytest
 
 from offload.backend import BackendError
@@ -101,15 +102,17 @@ def test_every_operator_round_trip(server, cpu, chunk_bytes):
     rt.close()
 
 
-def test_remote_value_error_recomputed_by_cpu(server, cpu):
-    """A malformed varint: the service refuses the chunk; the runtime recomputes it on the CPU,
-    which raises the ValueError naming the global sequence index."""
+def test_remote_value_error_names_the_global_index(server, cpu):
+    """A malformed varint in a later chunk: the service refuses it; the backend re-checks locally
+    and raises the documented ValueError with the index into the caller's batch (bad input is
+    never a device failure, so nothing falls back)."""
     rt = Runtime(backends=[SmartNicBackend(server.address, chunk_bytes=64)])
     offsets = np.array([0, 1, 2, 3, 4, 6], np.int64)
     data = np.array([2, 4, 6, 8, 0x80, 0x80], np.uint8)  # the last sequence is cut off
-    with pytest.raises(ValueError, match="4"):
+    with pytest.raises(ValueError, match=r"^malformed varint in sequence 4 at byte offset 4: cut "
+                                         r"off at the end of the sequence$"):
         rt.delta_varint_decode(offsets, data)
-    assert rt.stats()["fallbacks"][0]["cause"].startswith("remote_")
+    assert rt.stats()["fallbacks"] == []
     rt.close()
 
 
@@ -526,3 +529,17 @@ def test_backpressure_bounded_inflight(cpu):
         _same(_rt(srv.address).xxh64(keys), cpu.xxh64(keys))
         s.close()
         srv.kill()
+
+
+def test_bad_input_on_the_service_is_the_callers_value_error():
+    """A malformed varint sent to the service raises the documented ValueError, with the index
+    into the caller's batch, even with fallback=False (never a device error)."""
+    from offload.host.smartnic.testing import ServerProcess
+    with ServerProcess(backend="cpu") as srv:
+        if srv.port is None:
+            srv.start()
+        rt = offload.Runtime(backends=["smartnic"], fallback=False, smartnic=srv.address)
+        with pytest.raises(ValueError, match=r"^malformed varint in sequence 1 at byte offset 1: "
+                                             r"cut off at the end of the sequence$"):
+            rt.delta_varint_decode(np.array([0, 1, 3]), np.array([2, 0x80, 0x80], np.uint8))
+        rt.close()

@@ -253,6 +253,11 @@ class SmartNicBackend(Backend):
                     conn.close()
                 else:
                     self._release(conn)
+                if e.code == ErrorCode.VALUE_ERROR:
+                    # The input itself is bad: the caller gets the documented ValueError with
+                    # indices into *its* batch, so re-check locally (only on this error path).
+                    from offload.cpu import CpuBackend
+                    CpuBackend().run(call, batch)
                 raise fail(str(e), f"remote_{e.name.lower()}") from e
             except (OSError, ProtocolError, ConnectionLost) as e:
                 conn.close()
