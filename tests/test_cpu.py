@@ -1,0 +1,426 @@
+"""CpuBackend against the golden models: every operator, every batch form, serial and parallel paths.
+
+The parallel kernels are forced on small batches with ``parallel_threshold=0``; every property is
+checked on both backends.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import xxhash
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from offload import golden
+from offload.batch import (FixedKeys, Sequences, VarChunk, VarRecords, as_encoded, as_numbers,
+                           as_records, as_sequences)
+from offload.cpu import CpuBackend, mod_magic
+from offload.ops import OpCall, golden_result, make_call, result_dtype
+
+try:
+    from tests.lengths import BOUNDARY_LENGTHS
+except ImportError:  # pragma: no cover - the shared list is created by another module's owner
+    BOUNDARY_LENGTHS = list(range(0, 34)) + [63, 64, 65, 127, 128, 129, 1000]
+
+SER = CpuBackend(threads=1)
+PAR = CpuBackend(threads=2, parallel_threshold=0)
+BACKENDS = [SER, PAR]
+MASK64 = (1 << 64) - 1
+HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm() -> None:
+    SER.warmup()
+    PAR.warmup()
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies
+# ---------------------------------------------------------------------------------------------
+
+seeds64 = st.sampled_from([0, 1, 2**32 - 1, 2**63, MASK64]) | st.integers(0, MASK64)
+seeds32 = st.sampled_from([0, 1, 2**31, 2**32 - 1]) | st.integers(0, 2**32 - 1)
+num_buckets = (st.sampled_from([1, 2, 3, 7, 1000, 2**32, 2**32 + 1, 2**63 - 1, 2**63])
+               | st.integers(1, 2**63))
+
+
+@st.composite
+def hash_calls(draw: st.DrawFn) -> OpCall:
+    op = draw(st.sampled_from(["xxh32", "xxh64", "hash_bucket", "fid"]))
+    if op == "xxh32":
+        return make_call(op, seed=draw(seeds32))
+    if op == "xxh64":
+        return make_call(op, seed=draw(seeds64))
+    if op == "hash_bucket":
+        return make_call(op, num_buckets=draw(num_buckets), seed=draw(seeds64),
+                         method=draw(st.sampled_from(["mod", "fastrange"])))
+    version = draw(st.sampled_from([1, 2]))
+    slot_max = (1 << golden.FID_LAYOUT[version][0]) - 1
+    slot = draw(st.sampled_from([0, 1, slot_max]) | st.integers(0, slot_max))
+    return make_call(op, slot=slot, version=version, seed=draw(seeds64))
+
+
+_INT_DTYPES = {np.int32: (-(2**31), 2**31 - 1), np.uint32: (0, 2**32 - 1),
+               np.int64: (-(2**63), 2**63 - 1), np.uint64: (0, 2**64 - 1)}
+
+
+@st.composite
+def fixed_arrays(draw: st.DrawFn) -> np.ndarray:
+    dt = draw(st.sampled_from(list(_INT_DTYPES)))
+    lo, hi = _INT_DTYPES[dt]
+    vals = draw(st.lists(st.sampled_from([lo, hi, 0, 1]) | st.integers(lo, hi), max_size=70))
+    arr = np.array(vals, dtype=dt)
+    layout = draw(st.sampled_from(["contiguous", "strided", "2d-transposed"]))
+    if layout == "strided":
+        big = np.empty(2 * len(arr), dt)
+        big[::2] = arr
+        arr = big[::2]
+    elif layout == "2d-transposed" and len(arr) % 2 == 0 and len(arr):
+        arr = arr.reshape(2, -1).T  # Fortran-ordered view: non-contiguous
+    return arr
+
+
+record_bytes = st.sampled_from(BOUNDARY_LENGTHS).flatmap(
+    lambda n: st.binary(min_size=n, max_size=n))
+
+
+@st.composite
+def var_batches(draw: st.DrawFn) -> tuple[object, list[bytes]]:
+    """(batch in some accepted form, the records as bytes)."""
+    form = draw(st.sampled_from(["bytes", "str", "pa.binary", "pa.large_binary", "pa.string",
+                                 "pa.large_string", "pa.sliced", "pa.chunked", "pair"]))
+    if form in ("str", "pa.string", "pa.large_string"):
+        texts = draw(st.lists(st.text(max_size=40), max_size=30))
+        recs = [t.encode("utf-8") for t in texts]
+        if form == "str":
+            return texts, recs
+        return pa.array(texts, type=pa.string() if form == "pa.string" else pa.large_string()), recs
+    recs = draw(st.lists(record_bytes, max_size=30))
+    if form == "bytes":
+        return recs, recs
+    if form == "pair":
+        offs = np.zeros(len(recs) + 1, np.int64)
+        np.cumsum([len(r) for r in recs], out=offs[1:])
+        return (offs, np.frombuffer(b"".join(recs), np.uint8).copy()), recs
+    if form in ("pa.binary", "pa.large_binary"):
+        return pa.array(recs, type=pa.binary() if form == "pa.binary" else pa.large_binary()), recs
+    typ = draw(st.sampled_from([pa.binary(), pa.large_binary()]))
+    full = pa.array([b"x" * 3] + recs + [b"tail"], type=typ)
+    if form == "pa.sliced":  # offsets do not start at 0
+        return full.slice(1, len(recs)), recs
+    cut = draw(st.integers(0, len(recs)))  # chunked: chunks of sliced arrays, maybe empty ones
+    chunks = [full.slice(1, cut), pa.array([], type=typ), full.slice(1 + cut, len(recs) - cut)]
+    return pa.chunked_array(chunks, type=typ), recs
+
+
+def _check(backend: CpuBackend, call: OpCall, batch: object, recs: list[bytes]) -> None:
+    got = backend.run(call, batch)  # type: ignore[arg-type]
+    assert got.dtype == result_dtype(call.op)
+    assert got.shape == (len(recs),)
+    for i, r in enumerate(recs):
+        exp = golden_result(call, r)
+        assert int(got[i]) == exp, (backend.threads, call.describe(), i, r, int(got[i]), exp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hash operators
+# ---------------------------------------------------------------------------------------------
+
+@HYP
+@given(call=hash_calls(), arr=fixed_arrays())
+def test_hash_fixed_keys(call: OpCall, arr: np.ndarray) -> None:
+    batch = as_records(arr)
+    assert isinstance(batch, FixedKeys)
+    recs = [np.asarray(v, arr.dtype).tobytes() for v in arr.reshape(-1, order="C").tolist()]
+    for be in BACKENDS:
+        _check(be, call, batch, recs)
+
+
+@HYP
+@given(call=hash_calls(), vb=var_batches())
+def test_hash_var_records(call: OpCall, vb: tuple[object, list[bytes]]) -> None:
+    values, recs = vb
+    batch = as_records(values)
+    for be in BACKENDS:
+        _check(be, call, batch, recs)
+
+
+@pytest.mark.parametrize("be", BACKENDS, ids=["serial", "parallel"])
+def test_hash_every_boundary_length_vs_xxhash(be: CpuBackend) -> None:
+    rng = np.random.default_rng(11)
+    recs = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in BOUNDARY_LENGTHS * 2]
+    recs.append(b"\xff" * 300)
+    batch = as_records(recs)
+    for seed in (0, 1, 2**32 - 1, MASK64):
+        h64 = be.run(make_call("xxh64", seed=seed), batch)
+        h32 = be.run(make_call("xxh32", seed=seed & 0xFFFFFFFF), batch)
+        for i, r in enumerate(recs):
+            assert int(h64[i]) == xxhash.xxh64_intdigest(r, seed)
+            assert int(h32[i]) == xxhash.xxh32_intdigest(r, seed & 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize("be", BACKENDS, ids=["serial", "parallel"])
+def test_multi_chunk_offsets(be: CpuBackend) -> None:
+    """Several chunks, int32 and int64 offsets, none starting at 0, into one output."""
+    data = np.frombuffer(bytes(range(256)) * 4, np.uint8)
+    c1 = VarChunk(np.array([5, 9, 9, 40], np.int32), data)
+    c2 = VarChunk(np.array([100, 101, 300, 1000], np.int64), data)
+    c3 = VarChunk(np.array([7], np.int64), data)  # empty chunk
+    batch = VarRecords((c1, c3, c2))
+    recs = [batch.record(i) for i in range(batch.n)]
+    for call in (make_call("xxh64", seed=3), make_call("xxh32", seed=3),
+                 make_call("hash_bucket", num_buckets=97), make_call("fid", slot=5, version=1)):
+        _check(be, call, batch, recs)
+    # A runtime-style slice (the offsets view starts mid-chunk).
+    sl = batch.slice(1, 5)
+    _check(be, make_call("xxh64"), sl, [sl.record(i) for i in range(sl.n)])
+
+
+def test_empty_batches() -> None:
+    for be in BACKENDS:
+        for values in ([], np.zeros(0, np.uint64), pa.array([], pa.string()),
+                       pa.chunked_array([], pa.binary())):
+            for call in (make_call("xxh64"), make_call("xxh32"),
+                         make_call("hash_bucket", num_buckets=5), make_call("fid", slot=1)):
+                out = be.run(call, as_records(values))
+                assert out.shape == (0,) and out.dtype == result_dtype(call.op)
+
+
+def test_parallel_path_large_batch_matches_serial() -> None:
+    """Above the default threshold, with an uneven split, both paths agree with xxhash."""
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, MASK64, 70001, dtype=np.uint64, endpoint=True)
+    auto = CpuBackend()
+    batch = as_records(keys)
+    for call in (make_call("xxh64", seed=9), make_call("hash_bucket", num_buckets=2**63 - 25),
+                 make_call("hash_bucket", num_buckets=12345, method="fastrange"),
+                 make_call("xxh32", seed=9)):
+        a, b = auto.run(call, batch), SER.run(call, batch)
+        assert np.array_equal(a, b)
+    h = auto.run(make_call("xxh64", seed=9), batch)
+    for i in rng.integers(0, len(keys), 200):
+        assert int(h[i]) == xxhash.xxh64_intdigest(keys[i:i + 1].tobytes(), 9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(d=st.integers(1, 2**63) | st.sampled_from([1, 2, 3, 2**32, 2**63 - 1, 2**63]),
+       h=st.integers(0, MASK64) | st.sampled_from([0, 1, MASK64, 2**63, 2**63 - 1]))
+def test_mod_magic(d: int, h: int) -> None:
+    """The division-free ``h % d`` used by hash_bucket's "mod" (Python model of the kernel)."""
+    m, sh = mod_magic(d)
+    t1 = (m * h) >> 64
+    q = (t1 + ((h - t1) >> (sh & 0xFF))) >> (sh >> 8)
+    assert (h - q * d) & MASK64 == h % d
+
+
+# ---------------------------------------------------------------------------------------------
+# bucketize
+# ---------------------------------------------------------------------------------------------
+
+_SPECIAL_F = [np.nan, -0.0, 0.0, np.inf, -np.inf, 1.0, -1.0, 1e-30, -1e30, 3.5]
+
+
+@st.composite
+def bucketize_cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, bool]:
+    dt = draw(st.sampled_from([np.float32, np.float64, np.int32, np.int64]))
+    right = draw(st.booleans())
+    if np.dtype(dt).kind == "f":
+        elem = (st.sampled_from(_SPECIAL_F)
+                | st.floats(width=32 if dt is np.float32 else 64, allow_nan=True))
+        bel = st.sampled_from([-np.inf, np.inf, 0.0, -0.0, 1.0, -1.0]) | st.floats(
+            width=32 if dt is np.float32 else 64, allow_nan=False)
+    else:
+        info = np.iinfo(dt)
+        elem = st.sampled_from([int(info.min), int(info.max), 0, 1, -1]) | st.integers(
+            int(info.min), int(info.max)) | st.integers(-50, 50)
+        bel = elem
+    x = np.array(draw(st.lists(elem, max_size=60)), dtype=dt)
+    bnd = np.unique(np.array(draw(st.lists(bel, max_size=70)), dtype=dt))
+    if bnd.dtype.kind == "f" and bnd.size:  # -0.0 and 0.0 are one boundary
+        bnd = bnd[np.concatenate([[True], bnd[1:] != bnd[:-1]])]
+    return x, bnd, right
+
+
+@HYP
+@given(case=bucketize_cases())
+def test_bucketize(case: tuple[np.ndarray, np.ndarray, bool]) -> None:
+    x, bnd, right = case
+    call = make_call("bucketize", boundaries=bnd, dtype=x.dtype, right=right)
+    exp = np.searchsorted(bnd, x, side="right" if right else "left").astype(np.int32)
+    for be in BACKENDS:
+        got = be.run(call, as_numbers(x))
+        assert got.dtype == np.int32 and np.array_equal(got, exp)
+    for i in range(0, len(x), 7):  # and the golden model itself, on a sample
+        assert int(got[i]) == golden_result(call, x[i].item())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("right", [True, False])
+def test_bucketize_specials(dtype: type, right: bool) -> None:
+    bnd = np.array([-np.inf, -1.0, -0.0, 2.0, np.inf], dtype)
+    x = np.array([np.nan, -np.inf, -2.0, -1.0, -0.0, 0.0, 1.0, 2.0, np.inf, -np.nan], dtype)
+    call = make_call("bucketize", boundaries=bnd, dtype=x.dtype, right=right)
+    exp = [golden.bucketize(v, bnd.tolist(), right) for v in x.tolist()]
+    assert exp[0] == exp[-1] == 5
+    for be in BACKENDS:
+        assert be.run(call, as_numbers(x)).tolist() == exp
+        assert be.run(call, as_numbers(x[::2])).tolist() == exp[::2]  # non-contiguous
+    none = make_call("bucketize", boundaries=[], dtype=x.dtype, right=right)
+    assert SER.run(none, as_numbers(x)).tolist() == [0] * len(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# delta_varint
+# ---------------------------------------------------------------------------------------------
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+seq_elems = INT64 | st.sampled_from([-(2**63), 2**63 - 1, 0, -1, 1, 63, 64, -65]) | st.integers(
+    -1000, 1000)
+
+
+@st.composite
+def sequence_batches(draw: st.DrawFn) -> tuple[object, list[list[int]]]:
+    seqs = draw(st.lists(st.lists(seq_elems, max_size=25), max_size=12))
+    form = draw(st.sampled_from(["lists", "arrays", "pair", "arrow", "arrow-sliced"]))
+    if form == "lists":
+        return seqs, seqs
+    if form == "arrays":
+        return [np.array(s, np.int64) for s in seqs], seqs
+    if form == "pair":
+        vo = np.zeros(len(seqs) + 1, np.int64)
+        np.cumsum([len(s) for s in seqs], out=vo[1:])
+        return (vo, np.array([v for s in seqs for v in s], np.int64)), seqs
+    typ = draw(st.sampled_from([pa.list_(pa.int64()), pa.large_list(pa.int64())]))
+    if form == "arrow":
+        return pa.array(seqs, type=typ), seqs
+    full = pa.array([[5, 6]] + seqs + [[7]], type=typ)
+    return full.slice(1, len(seqs)), seqs
+
+
+@HYP
+@given(sb=sequence_batches())
+def test_delta_varint_encode_decode(sb: tuple[object, list[list[int]]]) -> None:
+    values, seqs = sb
+    batch = as_sequences(values)
+    exp = [golden.delta_varint_encode_seq(s) for s in seqs]
+    for be in BACKENDS:
+        offs, data = be.run(OpCall("delta_varint_encode"), batch)
+        assert offs.dtype == np.int64 and data.dtype == np.uint8 and offs.shape == (len(seqs) + 1,)
+        assert offs[0] == 0
+        assert [data[offs[i]:offs[i + 1]].tobytes() for i in range(len(seqs))] == exp
+        vo, vals = be.run(OpCall("delta_varint_decode"), as_encoded(offs, data))
+        assert vo.dtype == np.int64 and vals.dtype == np.int64 and vo[0] == 0
+        assert [vals[vo[i]:vo[i + 1]].tolist() for i in range(len(seqs))] == seqs
+
+
+@pytest.mark.parametrize("be", BACKENDS, ids=["serial", "parallel"])
+def test_delta_varint_long_sequences(be: CpuBackend) -> None:
+    """Word-store fast path (3..8-byte varints) next to sequence ends, in both paths."""
+    rng = np.random.default_rng(2)
+    seqs = []
+    for n in (0, 1, 2, 3, 9, 100, 257):
+        for scale in (1 << 10, 1 << 20, 1 << 40, 1 << 55, 1 << 62):
+            seqs.append(rng.integers(-scale, scale, n).astype(np.int64))
+    batch = as_sequences(seqs)
+    offs, data = be.run(OpCall("delta_varint_encode"), batch)
+    for i, s in enumerate(seqs):
+        assert data[offs[i]:offs[i + 1]].tobytes() == golden.delta_varint_encode_seq(s.tolist())
+    vo, vals = be.run(OpCall("delta_varint_decode"), as_encoded(offs, data))
+    assert np.array_equal(vals, np.concatenate(seqs))
+
+
+def _golden_decode_error(offs: np.ndarray, data: bytes) -> str | None:
+    for i in range(len(offs) - 1):
+        try:
+            golden.delta_varint_decode_seq(data[offs[i]:offs[i + 1]], i, int(offs[i]))
+        except ValueError as e:
+            return str(e)
+    return None
+
+
+BAD_SEQS = [b"\x80", b"\xff" * 9, b"\x80" * 10 + b"\x00", b"\xff" * 11, b"\xff" * 9 + b"\x02",
+            b"\x80" * 9 + b"\x7f", b"\x01\x81", b"\x00" * 3 + b"\xff" * 9 + b"\x03"]
+
+
+@pytest.mark.parametrize("be", BACKENDS, ids=["serial", "parallel"])
+@pytest.mark.parametrize("bad", BAD_SEQS)
+@pytest.mark.parametrize("where", [0, 3, 6])
+def test_delta_varint_decode_errors(be: CpuBackend, bad: bytes, where: int) -> None:
+    good = [golden.delta_varint_encode_seq([1, -5, 2**40]), b"", b"\x02"]
+    seqs = [good[i % 3] for i in range(7)]
+    seqs[where] = bad
+    offs = np.zeros(8, np.int64)
+    np.cumsum([len(s) for s in seqs], out=offs[1:])
+    data = b"".join(seqs)
+    msg = _golden_decode_error(offs, data)
+    assert msg is not None and f"sequence {where} " in msg
+    with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
+        be.run(OpCall("delta_varint_decode"), as_encoded(offs, np.frombuffer(data, np.uint8)))
+
+
+@HYP
+@given(st.lists(st.binary(max_size=14), max_size=8))
+def test_delta_varint_decode_arbitrary_bytes(seqs: list[bytes]) -> None:
+    offs = np.zeros(len(seqs) + 1, np.int64)
+    np.cumsum([len(s) for s in seqs], out=offs[1:])
+    data = b"".join(seqs)
+    msg = _golden_decode_error(offs, data)
+    for be in BACKENDS:
+        batch = as_encoded(offs, np.frombuffer(data, np.uint8))
+        if msg is None:
+            vo, vals = be.run(OpCall("delta_varint_decode"), batch)
+            exp = [golden.delta_varint_decode_seq(s) for s in seqs]
+            assert [vals[vo[i]:vo[i + 1]].tolist() for i in range(len(seqs))] == exp
+        else:
+            with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
+                be.run(OpCall("delta_varint_decode"), batch)
+
+
+def test_delta_varint_sliced_inputs() -> None:
+    """Encoded batches sliced by the runtime (offsets not at 0; absolute error offsets)."""
+    seqs = [[1, 2], [3], [], [2**62, -(2**62)]]
+    offs, data = SER.run(OpCall("delta_varint_encode"), as_sequences(seqs))
+    enc = as_encoded(offs, data).slice(1, 4)
+    for be in BACKENDS:
+        vo, vals = be.run(OpCall("delta_varint_decode"), enc)
+        assert vo.tolist()[0] == 0 and [vals[vo[i]:vo[i + 1]].tolist() for i in range(3)] == seqs[1:]
+    bad = VarRecords((VarChunk(np.array([2, 3, 4], np.int64),
+                               np.frombuffer(b"\x00\x00\x02\x80", np.uint8)),))
+    for be in BACKENDS:
+        with pytest.raises(ValueError, match=r"^malformed varint in sequence 1 at byte offset 3: "
+                                             r"cut off at the end of the sequence$"):
+            be.run(OpCall("delta_varint_decode"), bad)
+    sl = as_sequences(seqs).slice(1, 4)  # value_offsets not at 0
+    offs2, data2 = PAR.run(OpCall("delta_varint_encode"), Sequences(sl.value_offsets, sl.values))
+    assert offs2.tolist() == (offs[1:5] - offs[1]).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend interface, threads, benchmarks
+# ---------------------------------------------------------------------------------------------
+
+def test_backend_interface() -> None:
+    be = CpuBackend()
+    assert be.name == "cpu" and be.availability().ok
+    assert be.capabilities().ops == frozenset({"xxh32", "xxh64", "hash_bucket", "fid", "bucketize",
+                                               "delta_varint_encode", "delta_varint_decode"})
+    assert CpuBackend(threads=1).threads == 1
+    with pytest.raises(ValueError):
+        CpuBackend(threads=0)
+
+
+def test_bench_quick_structure() -> None:
+    from offload import bench
+    res = bench.run_benchmarks(quick=True)
+    rows = res["rows"]
+    assert rows and all({"name", "value", "unit", "baseline", "ratio", "target", "passed"}
+                        <= set(r) for r in rows)
+    names = [r["name"] for r in rows]
+    assert any("xxh64" in n for n in names) and any("bucketize" in n for n in names)
+    table = bench.format_table(res)
+    assert isinstance(table, str) and names[0] in table
