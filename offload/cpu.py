@@ -788,6 +788,9 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_CPU_CAPS = Capabilities(ops=frozenset(OPERATORS))
+
+
 class CpuBackend(Backend):
     """All seven operators on the host CPU (numba); always available.
 
@@ -813,7 +816,10 @@ class CpuBackend(Backend):
         return Availability(True, "numba CPU kernels")
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(ops=frozenset(OPERATORS))
+        return _CPU_CAPS
+
+    def supports(self, call: OpCall, batch: Batch) -> str | None:
+        return None if call.op in _CPU_CAPS.ops else f"cpu does not implement {call.op}"
 
     def run(self, call: OpCall, batch: Batch) -> Result:
         op = call.op

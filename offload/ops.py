@@ -106,8 +106,31 @@ def check_boundaries(boundaries: Any, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+_CALLS: dict[tuple[Any, ...], OpCall] = {}
+
+
 def make_call(op: str, **params: Any) -> OpCall:
-    """Validate one operator's parameters (``ValueError``/``TypeError`` with exact messages)."""
+    """Validate one operator's parameters (``ValueError``/``TypeError`` with exact messages).
+
+    Validated calls of the hash operators are memoised (keyed by value *and* type, so ``True``
+    never passes for ``1``): the per-call cost of the public API stays a dictionary lookup.
+    """
+    if op != "bucketize":
+        try:
+            key = (op, *((k, type(v), v) for k, v in sorted(params.items())))
+            hit = _CALLS.get(key)
+        except TypeError:  # an unhashable parameter: validate it the slow way (and fail there)
+            return _make_call(op, **params)
+        if hit is not None:
+            return hit
+        call = _make_call(op, **params)
+        if len(_CALLS) < 4096:
+            _CALLS[key] = call
+        return call
+    return _make_call(op, **params)
+
+
+def _make_call(op: str, **params: Any) -> OpCall:
     if op in ("xxh32",):
         return OpCall(op, seed=_check_seed(params.get("seed", 0), 32))
     if op == "xxh64":

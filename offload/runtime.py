@@ -15,7 +15,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,7 @@ class Runtime:
             raise ValueError("a Runtime needs at least one backend")
         self.order: tuple[str, ...] = tuple(order)
         self._stats = _Stats()
+        self._names_cache: dict[str | None, list[str]] = {}
         self._lock = threading.RLock()
         self._rng = random.Random(rng_seed)
 
@@ -163,46 +164,58 @@ class Runtime:
             out.append((n, av.ok, av.reason))
         return out
 
-    def _chain(self, call: OpCall, batch: Batch, backend: str | None) -> list[Backend]:
-        """Backends to try, in order. A named backend must be able to run the call."""
-        names = list(self.order)
-        if backend not in (None, "auto"):
-            assert backend is not None
-            if backend not in BACKEND_FACTORIES:
-                raise ValueError(f"unknown backend {backend!r}: expected 'auto' or one of "
-                                 f"{', '.join(BACKEND_FACTORIES)}")
-            av = self.availability(backend)
-            if not av.ok:
-                raise BackendUnavailable(f"backend {backend!r} is unavailable: {av.reason}")
-            be = self.backend(backend)
-            why = be.supports(call, batch)
-            if why is not None:
-                raise BackendUnavailable(f"backend {backend!r} cannot run {call.op}: {why}")
-            rest = names[names.index(backend) + 1:] if backend in names else []
-            names = [backend] + rest
-        if self.fallback and "cpu" not in names:
-            names.append("cpu")
-        chain: list[Backend] = []
-        skipped: list[str] = []
-        for n in names:
-            if n != names[0] or backend in (None, "auto"):
-                av = self.availability(n)
-                if not av.ok:
-                    skipped.append(f"{n}: {av.reason}")
-                    continue
-                be = self.backend(n)
-                why = be.supports(call, batch)
-                if why is not None:
-                    skipped.append(f"{n}: {why}")
-                    continue
-            else:
-                be = self.backend(n)
-            chain.append(be)
+    def _names(self, backend: str | None) -> list[str]:
+        """Backend names to try, in order, for ``backend=`` (memoised: the order never changes)."""
+        key = backend
+        names = self._names_cache.get(key)
+        if names is None:
+            order = list(self.order)
+            if backend not in (None, "auto"):
+                if backend not in BACKEND_FACTORIES:
+                    raise ValueError(f"unknown backend {backend!r}: expected 'auto' or one of "
+                                     f"{', '.join(BACKEND_FACTORIES)}")
+                order = [backend] + (order[order.index(backend) + 1:] if backend in order else [])
+            if self.fallback and "cpu" not in order:
+                order.append("cpu")
             if not self.fallback:
-                break
-        if not chain:
+                order = order[:1] if backend not in (None, "auto") else order
+            names = self._names_cache[key] = order
+        return names
+
+    def _usable(self, name: str, call: OpCall, batch: Batch) -> tuple[Backend | None, str]:
+        """The backend if it is available and able to run this call, else ``(None, reason)``."""
+        slot = self._slots.get(name)
+        av = slot.availability if slot is not None else None
+        if av is None or time.monotonic() - slot.checked_at >= AVAILABILITY_TTL_S:  # type: ignore[union-attr]
+            av = self.availability(name)
+        if not av.ok:
+            return None, f"is unavailable: {av.reason}"
+        be = self.backend(name)
+        why = be.supports(call, batch)
+        if why is not None:
+            return None, f"cannot run {call.op}: {why}"
+        return be, ""
+
+    def _candidates(self, call: OpCall, batch: Batch, backend: str | None) -> Iterator[Backend]:
+        """Backends able to run the call, in chain order, checked lazily: a later backend is
+        probed only when an earlier one failed. A named backend must be able to run it."""
+        names = self._names(backend)
+        named = backend not in (None, "auto")
+        skipped: list[str] = []
+        found = False
+        for i, name in enumerate(names):
+            be, why = self._usable(name, call, batch)
+            if be is None:
+                if named and i == 0:
+                    raise BackendUnavailable(f"backend {name!r} {why}")
+                skipped.append(f"{name} {why}")
+                continue
+            found = True
+            yield be
+            if not self.fallback:
+                return
+        if not found:
             raise BackendUnavailable(f"no backend can run {call.op}: " + "; ".join(skipped))
-        return chain
 
     # -- running ----------------------------------------------------------------------------
 
@@ -215,12 +228,12 @@ class Runtime:
         n = batch.n
         if n == 0:
             return empty_result(call.op)
-        chain = self._chain(call, batch, backend)
+        chain = _Lookahead(self._candidates(call, batch, backend))
         parts: list[Result] = []
         segments: list[tuple[str, int, int]] = []
         start = 0
         failures: list[str] = []
-        for i, be in enumerate(chain):
+        for be in chain:
             sub = batch if start == 0 else batch.slice(start, n)
             t0 = time.perf_counter()
             try:
@@ -229,11 +242,12 @@ class Runtime:
                 done = max(0, min(int(e.completed), sub.n)) if e.partial is not None else 0
                 if done:
                     part = _head(call.op, e.partial, done)
-                    self._check(call, sub, part, be.name, verify, base=start)
+                    if verify != "off":
+                        self._check(call, sub, part, be.name, verify, base=start)
                     parts.append(part)
                     segments.append((be.name, start, start + done))
                     self._account(be.name, done, time.perf_counter() - t0, sub)
-                nxt = chain[i + 1].name if i + 1 < len(chain) else None
+                nxt = chain.peek_name() if self.fallback and start + done < n else None
                 self._record_fallback(call, be.name, nxt, e.cause, str(e), start + done, n - start - done)
                 failures.append(f"{be.name}: {e}")
                 start += done
@@ -249,7 +263,7 @@ class Runtime:
                 # it is raised as documented, never retried elsewhere.
                 raise
             except Exception as e:  # a crashing backend is a failing backend: nothing it did counts
-                nxt = chain[i + 1].name if i + 1 < len(chain) else None
+                nxt = chain.peek_name() if self.fallback else None
                 self._record_fallback(call, be.name, nxt, "exception", f"{type(e).__name__}: {e}",
                                       start, n - start)
                 failures.append(f"{be.name}: {type(e).__name__}: {e}")
@@ -257,8 +271,13 @@ class Runtime:
                     raise BackendError(f"backend {be.name!r} failed on {call.describe()}: "
                                        f"{type(e).__name__}: {e}", cause="exception") from e
                 continue
-            self._check(call, sub, res, be.name, verify, base=start)
-            self._account(be.name, sub.n, time.perf_counter() - t0, sub)
+            if verify != "off":
+                self._check(call, sub, res, be.name, verify, base=start)
+            self._account(be.name, sub.n, time.perf_counter() - t0, sub, whole=start == 0)
+            if start == 0:  # the common case: one backend ran the whole batch
+                self._stats.last_call = {"op": call.op, "records": n,
+                                         "segments": [(be.name, 0, n)]}
+                return res
             parts.append(res)
             segments.append((be.name, start, n))
             start = n
@@ -271,14 +290,21 @@ class Runtime:
             self._stats.last_call = {"op": call.op, "records": n, "segments": segments}
         return concat_results(call.op, parts)
 
-    def _account(self, name: str, records: int, seconds: float, batch: Batch) -> None:
+    def _account(self, name: str, records: int, seconds: float, batch: Batch,
+                 whole: bool = False) -> None:
+        """Per-backend counters; ``whole``: this backend ran the whole call (counts the call)."""
         with self._lock:
-            s = self._stats.by_backend.setdefault(
-                name, {"records": 0, "batches": 0, "seconds": 0.0, "bytes": 0})
+            st = self._stats
+            s = st.by_backend.get(name)
+            if s is None:
+                s = st.by_backend[name] = {"records": 0, "batches": 0, "seconds": 0.0, "bytes": 0}
             s["records"] += records
             s["batches"] += 1
             s["seconds"] += seconds
-            s["bytes"] += int(getattr(batch, "nbytes", 0))
+            s["bytes"] += batch.nbytes
+            if whole:
+                st.calls += 1
+                st.records += records
 
     def _record_fallback(self, call: OpCall, frm: str, to: str | None, cause: str, message: str,
                          at: int, redone: int) -> None:
@@ -402,6 +428,34 @@ class Runtime:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+class _Lookahead:
+    """An iterator of backends that can tell the next one's name (for fallback records)."""
+
+    def __init__(self, it: Iterator[Backend]) -> None:
+        self._it = it
+        self._next: Backend | None = None
+        self._has_next = False
+
+    def __iter__(self) -> _Lookahead:
+        return self
+
+    def __next__(self) -> Backend:
+        if self._has_next:
+            self._has_next = False
+            assert self._next is not None
+            return self._next
+        return next(self._it)
+
+    def peek_name(self) -> str | None:
+        if not self._has_next:
+            try:
+                self._next = next(self._it)
+            except (StopIteration, BackendUnavailable):
+                return None
+            self._has_next = True
+        return self._next.name if self._next is not None else None
+
 
 def _shaped(res: Result, batch: Any) -> np.ndarray:
     arr = res if isinstance(res, np.ndarray) else np.asarray(res)
