@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(VENV)/bin/offload demo
 
 test: $(STAMP)
+	@# Build (or find in the cache) the Verilator model once, before the parallel test workers.
+	$(PY) -c "from offload.sim.verilator import build_engine; print('verilator model:', build_engine())"
 	$(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbmake --timeout 900 -q
 
 bench: $(STAMP)
