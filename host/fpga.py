@@ -22,7 +22,8 @@ Options (``Runtime(fpga=...)`` passes ``device``; the rest via ``options={"fpga"
   board, the stand-in ``sim/offload_engine.bit`` on the simulated device.
 * ``engine`` (simulated device only): ``"verilator"`` (default, the RTL), ``"reference"``
   (pure Python, fast) or an engine-model instance; default ``$OFFLOAD_FPGA_ENGINE``; ``faults``: ``[offload.sim.faults.Fault(...)]`` injected into it.
-* ``timeout_s``: deadline of one chunk's DMA transfer; ``chunk_records``: records per chunk.
+* ``timeout_s``: deadline of one chunk's DMA transfer (default: 10 s plus a size-based allowance,
+  larger for the simulated device); ``chunk_records``: records per chunk.
 """
 
 from __future__ import annotations
@@ -79,20 +80,20 @@ class FpgaBackend(Backend):
 
     def __init__(self, *, device: str | None = None, bitfile: str | os.PathLike[str] | None = None,
                  engine: str | Any | None = None, faults: list[Any] | None = None,
-                 timeout_s: float = 10.0, chunk_records: int = 1 << 18,
+                 timeout_s: float | None = None, chunk_records: int = 1 << 18,
                  stall_cycles: int = 200_000) -> None:
         mode = device or os.environ.get("OFFLOAD_FPGA") or "board"
         if mode not in _MODES:
             raise ValueError(f"unknown fpga device {mode!r}: expected 'board' or 'sim'")
         if mode == "board" and (engine is not None or faults):
             raise ValueError("engine= and faults= apply only to the simulated device (device='sim')")
-        if not timeout_s > 0 or chunk_records < 1:
+        if (timeout_s is not None and not timeout_s > 0) or chunk_records < 1:
             raise ValueError("timeout_s must be > 0 and chunk_records >= 1")
         self.mode = mode
         self.bitfile = Path(bitfile) if bitfile is not None else None
         self.engine = engine
         self.faults = list(faults or [])
-        self.timeout_s = float(timeout_s)
+        self.timeout_s = None if timeout_s is None else float(timeout_s)
         self.chunk_records = int(chunk_records)
         self.stall_cycles = stall_cycles
         self.device: Any = None
@@ -331,13 +332,23 @@ class FpgaBackend(Backend):
         self._dma.sendchannel.transfer(pair.inb, nbytes=job.words.shape[0] * 8)
         self.transfers += 1
 
+    def _deadline_s(self, job: wire.WireJob) -> float:
+        """One chunk's DMA deadline: ``timeout_s`` when given, else 10 s plus the time the
+        transfer may take at a floor rate (a board moves ~100 M words/s; the simulated device's
+        Verilator engine, on a loaded machine, ~20 k words/s)."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        words = job.words.shape[0] + job.out_words_max
+        return 10.0 + words * (5e-5 if self.mode == "sim" else 1e-7)
+
     def _wait(self, item: tuple[int, int, wire.WireJob, _Pair]) -> int:
         """Words received for a started chunk; polls with a deadline, never blocks forever.
         On an error or timeout it raises; the caller resets the DMA and the engine."""
         a, b, job, pair = item
         send, recv = self._dma.sendchannel, self._dma.recvchannel
         t0 = time.monotonic()
-        deadline = t0 + self.timeout_s
+        limit = self._deadline_s(job)
+        deadline = t0 + limit
         pause = 0.0
         while True:
             if recv.idle and send.idle:
@@ -352,7 +363,7 @@ class FpgaBackend(Backend):
                          f"0x{self._engine_ip.read(wire.REGISTERS['STATUS']):x} DONE_COUNT "
                          f"{self._engine_ip.read(wire.REGISTERS['DONE_COUNT'])}")
                 raise BackendError(f"fpga: DMA transfer of records {a}..{b - 1} timed out after "
-                                   f"{self.timeout_s:g} s ({state}); DMA and engine reset",
+                                   f"{limit:g} s ({state}); DMA and engine reset",
                                    cause="timeout")
             if pause:
                 time.sleep(pause)
