@@ -261,7 +261,8 @@ def run_benchmarks(quick: bool = False) -> dict[str, Any]:
     rows = _cpu_rows(quick)
     for gname, fn in list(_REGISTRY.items()):
         try:
-            rows.extend(fn(quick))
+            # Registered groups may return partial rows: fill in row()'s fields.
+            rows.extend({**row("", None, ""), **r} for r in fn(quick))
         except Exception as e:  # noqa: BLE001 - one group's failure is one row
             rows.append(row(f"{gname}: failed", None, "", note=f"{type(e).__name__}: {e}"))
     import numba

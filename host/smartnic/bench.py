@@ -30,7 +30,7 @@ def _row(name: str, value: float, unit: str, baseline: float | None, target: flo
     return {"name": name, "value": round(value, 3), "unit": unit,
             "baseline": None if baseline is None else round(baseline, 3),
             "ratio": None if ratio is None else round(ratio, 3), "target": target,
-            "passed": passed}
+            "target_kind": "value" if higher_is_better else "max", "passed": passed}
 
 
 def measure(quick: bool = True, address: str | None = None) -> dict[str, float]:
