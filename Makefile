@@ -10,6 +10,11 @@ STAMP := $(VENV)/.offload-installed
 
 check-system:
 	@for t in g++ make perl; do command -v $$t >/dev/null || { echo "offload: '$$t' is missing: apt-get install g++ make perl" >&2; exit 1; }; done
+	@# Icarus Verilog runs the second cocotb simulator (Debian's iverilog 11 works with cocotb 2.1).
+	@command -v iverilog >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
+	  else echo "offload: iverilog is missing (apt-get install iverilog): the Icarus benches will be skipped" >&2; fi; }
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "offload: Python >= 3.11 is required, found " + sys.version.split()[0])'
 
 $(STAMP): pyproject.toml | check-system
@@ -23,7 +28,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/offload demo
 
-test: $(STAMP)
+test: $(STAMP) | check-system
 	@# Build (or find in the cache) the Verilator model once, before the parallel test workers.
 	$(PY) -c "from offload.sim.verilator import build_engine; print('verilator model:', build_engine())"
 	$(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbmake --timeout 900 -q
