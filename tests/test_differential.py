@@ -46,6 +46,12 @@ def case(name: str):
     if name == "xxh32/int32":
         return make_call("xxh32", seed=int(rng.integers(0, 1 << 32))), B.as_records(
             rng.integers(-(1 << 31), 1 << 31, N, dtype=np.int64).astype(np.int32))
+    if name == "xxh64/int64-strided-2d":
+        wide = rng.integers(-(1 << 63), (1 << 63) - 1, (N // 50, 100), dtype=np.int64)
+        return make_call("xxh64", seed=7), B.as_records(wide[:, ::2].T)  # non-contiguous, 2-D
+    if name == "fid/v1/list-of-str":
+        return make_call("fid", slot=3, version=1, seed=1), B.as_records(
+            [s.decode("latin-1") + "é" for s in strs])
     if name == "xxh32/bytes":
         return make_call("xxh32", seed=0), B.as_records(strs)
     if name == "hash_bucket/mod/strings-chunked":
@@ -93,7 +99,8 @@ def case(name: str):
     raise KeyError(name)
 
 
-CASES = ["xxh64/u64", "xxh64/arrow-large-binary-sliced", "xxh32/int32", "xxh32/bytes",
+CASES = ["xxh64/u64", "xxh64/arrow-large-binary-sliced", "xxh64/int64-strided-2d", "xxh32/int32",
+         "xxh32/bytes", "fid/v1/list-of-str",
          "hash_bucket/mod/strings-chunked", "hash_bucket/mod/u64-small", "hash_bucket/mod/2**63",
          "hash_bucket/fastrange", "fid/v1/uint32", "fid/v2/pair", "bucketize/float32",
          "bucketize/float64/left", "bucketize/int32", "bucketize/int64/left",
