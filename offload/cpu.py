@@ -229,9 +229,10 @@ def _xxh32_k8(k, seed):
     return _aval32(h)
 
 
-@njit
-def _xxh64_bytes(d, s, e, seed):
-    """XXH64 of ``d[s:e]``."""
+@njit(inline="always")
+def _xxh64_long(d, s, e, seed):
+    """XXH64 of ``d[s:e]`` for any length (the stripe loop for ``e - s >= 32``, then the tail
+    with ordinary loops)."""
     n = e - s
     p = s
     if n >= 32:
@@ -270,26 +271,36 @@ def _xxh64_bytes(d, s, e, seed):
 
 
 @njit(inline="always")
-def _xxh64_short(d, s, n, seed):
-    """XXH64 of ``d[s:s+n]`` for ``n < 32`` without data-dependent branches: every step of the
-    tail is computed and kept or dropped by a ``cmov``, so random record lengths cost no branch
-    mispredictions (needs ``len(d) >= 8``: dropped steps read ``d[0:8]``)."""
+def _tail_word(d, e, t):
+    """The last ``t`` (0..7) bytes before ``e`` in the low bytes of a uint64 (higher bytes are
+    garbage): one unaligned load of the 8 bytes ending at ``e``, or of ``d[0:8]`` when ``e < 8``
+    (needs ``len(d) >= 8``; with ``t == 0`` the result is garbage and must be unused)."""
+    top = _select_unpredictable(e >= 8, e, np.int64(8))
+    return _rd64(d, top - 8) >> _U((8 * (e - t - top + 8)) & 63)
+
+
+@njit(inline="always")
+def _xxh64_short(d, s, e, seed):
+    """XXH64 of ``d[s:e]`` for ``e - s < 32`` without data-dependent branches: every step is
+    computed and kept or dropped by a ``cmov``, so random record lengths cost no branch
+    mispredictions (needs ``len(d) >= 8``: dropped 8-byte steps read ``d[0:8]``). The 4-byte
+    step and the byte steps take their input from one load of the record's last 8 bytes."""
+    n = e - s
     h = seed + _P64_5 + _U(n)
     nl = n >> 3
-    p = s
     for k in range(3):
         c = k < nl
-        lane = _rd64(d, _select_unpredictable(c, p, 0))
+        lane = _rd64(d, _select_unpredictable(c, s + 8 * k, np.int64(0)))
         h = _select_unpredictable(c, _rotl64(h ^ _round64(_U(0), lane), 27) * _P64_1 + _P64_4, h)
-        p = _select_unpredictable(c, p + 8, p)
+    tail = _tail_word(d, e, n & 7)
     c = (n & 4) != 0
-    lane = _rd32(d, _select_unpredictable(c, p, 0))
-    h = _select_unpredictable(c, _rotl64(h ^ (lane * _P64_1), 23) * _P64_2 + _P64_3, h)
-    p = _select_unpredictable(c, p + 4, p)
+    h = _select_unpredictable(
+        c, _rotl64(h ^ ((tail & _M32) * _P64_1), 23) * _P64_2 + _P64_3, h)
+    tail >>= _U((n & 4) * 8)  # the 0..3 single bytes
     nt = n & 3
     for k in range(3):
         c = k < nt
-        b = _rd8(d, _select_unpredictable(c, p + k, 0))
+        b = (tail >> _U(8 * k)) & _U(0xFF)
         h = _select_unpredictable(c, _rotl64(h ^ (b * _P64_5), 11) * _P64_1, h)
     return _aval64(h)
 
@@ -297,13 +308,13 @@ def _xxh64_short(d, s, n, seed):
 @njit(inline="always")
 def _xxh64_rec(d, s, e, seed, short_ok):
     if short_ok and e - s < 32:
-        return _xxh64_short(d, s, e - s, seed)
-    return _xxh64_bytes(d, s, e, seed)
+        return _xxh64_short(d, s, e, seed)
+    return _xxh64_long(d, s, e, seed)
 
 
-@njit
-def _xxh32_bytes(d, s, e, seed):
-    """XXH32 of ``d[s:e]`` (``seed`` < 2**32 in a uint64)."""
+@njit(inline="always")
+def _xxh32_long(d, s, e, seed):
+    """XXH32 of ``d[s:e]`` (``seed`` < 2**32 in a uint64), any length, ordinary loops."""
     n = e - s
     p = s
     if n >= 16:
@@ -331,6 +342,45 @@ def _xxh32_bytes(d, s, e, seed):
         h = (_rotl32(h, 11) * _P32_1) & _M32
         p += 1
     return _aval32(h)
+
+
+@njit(inline="always")
+def _xxh32_short(d, s, e, seed):
+    """XXH32 of ``d[s:e]`` for ``e - s < 32``, branch-free like :func:`_xxh64_short`: at most
+    one 16-byte stripe (computed always, kept if ``n >= 16``), 0..3 4-byte steps, 0..3 byte
+    steps from one load of the record's last 8 bytes (needs ``len(d) >= 8``)."""
+    n = e - s
+    big = n >= 16
+    q = _select_unpredictable(big, s, np.int64(0))
+    w0 = _rd64(d, q)
+    w1 = _rd64(d, q + 8)
+    v1 = _round32((seed + _P32_1 + _P32_2) & _M32, w0 & _M32)
+    v2 = _round32((seed + _P32_2) & _M32, w0 >> _U(32))
+    v3 = _round32(seed, w1 & _M32)
+    v4 = _round32((seed - _P32_1) & _M32, w1 >> _U(32))
+    hs = _rotl32(v1, 1) + _rotl32(v2, 7) + _rotl32(v3, 12) + _rotl32(v4, 18)
+    h = _select_unpredictable(big, hs, seed + _P32_5)
+    h = (h + _U(n)) & _M32
+    p = s + (n & 16)
+    nw = (n & 15) >> 2
+    for k in range(3):
+        c = k < nw
+        x = _rd32(d, _select_unpredictable(c, p + 4 * k, np.int64(0)))
+        h = _select_unpredictable(c, (_rotl32((h + x * _P32_3) & _M32, 17) * _P32_4) & _M32, h)
+    nt = n & 3
+    tail = _tail_word(d, e, nt)
+    for k in range(3):
+        c = k < nt
+        b = (tail >> _U(8 * k)) & _U(0xFF)
+        h = _select_unpredictable(c, (_rotl32((h + b * _P32_5) & _M32, 11) * _P32_1) & _M32, h)
+    return _aval32(h)
+
+
+@njit(inline="always")
+def _xxh32_rec(d, s, e, seed, short_ok):
+    if short_ok and e - s < 32:
+        return _xxh32_short(d, s, e, seed)
+    return _xxh32_long(d, s, e, seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,31 +428,71 @@ def _xxh32_fixed_range(keys, seed, out, lo, hi, width):
             out[i] = np.uint32(_xxh32_k4(_U(keys[i]), seed))
 
 
-@njit
-def _xxh64_var_range(offsets, data, seed, mode, a, b, sh, out, lo, hi):
-    ok = data.shape[0] >= 8  # the branchless short-record path may read data[0:8]
+@njit(inline="always")
+def _xxh64_var_loop(offsets, data, seed, mode, a, b, sh, out, lo, hi, ok):
+    # One loop per mode (no per-record branching on it); each offset is loaded once (a record's
+    # end is the next one's start); everything is inlined: no calls, no NRT refcounting per record.
+    e = np.int64(offsets[lo])
     if mode == MODE_RAW:
-        for i in range(lo, hi):
-            out[i] = _xxh64_rec(data, np.int64(offsets[i]), np.int64(offsets[i + 1]), seed, ok)
+        i = lo
+        while i + 2 <= hi:
+            s0 = e
+            s1 = np.int64(offsets[i + 1])
+            e = np.int64(offsets[i + 2])
+            if ok and _U(s1 - s0) < _U(32) and _U(e - s1) < _U(32):
+                h0 = _xxh64_short(data, s0, s1, seed)
+                h1 = _xxh64_short(data, s1, e, seed)
+            else:
+                h0 = _xxh64_rec(data, s0, s1, seed, ok)
+                h1 = _xxh64_rec(data, s1, e, seed, ok)
+            out[i] = h0
+            out[i + 1] = h1
+            i += 2
+        if i < hi:
+            out[i] = _xxh64_rec(data, e, np.int64(offsets[i + 1]), seed, ok)
     elif mode == MODE_MOD:
         for i in range(lo, hi):
-            out[i] = _modm(_xxh64_rec(data, np.int64(offsets[i]), np.int64(offsets[i + 1]), seed,
-                                      ok), a, b, sh)
+            s = e
+            e = np.int64(offsets[i + 1])
+            out[i] = _modm(_xxh64_rec(data, s, e, seed, ok), a, b, sh)
     elif mode == MODE_FASTRANGE:
         for i in range(lo, hi):
-            out[i] = _mulhi64(_xxh64_rec(data, np.int64(offsets[i]), np.int64(offsets[i + 1]),
-                                         seed, ok), a)
+            s = e
+            e = np.int64(offsets[i + 1])
+            out[i] = _mulhi64(_xxh64_rec(data, s, e, seed, ok), a)
     else:
         for i in range(lo, hi):
-            out[i] = (_xxh64_rec(data, np.int64(offsets[i]), np.int64(offsets[i + 1]), seed, ok)
-                      & a) | b
+            s = e
+            e = np.int64(offsets[i + 1])
+            out[i] = (_xxh64_rec(data, s, e, seed, ok) & a) | b
+
+
+@njit
+def _xxh64_var_range(offsets, data, seed, mode, a, b, sh, out, lo, hi):
+    if hi <= lo:
+        return
+    # The branch-free short-record path may read data[0:8]: only with at least 8 bytes.
+    if data.shape[0] >= 8:
+        _xxh64_var_loop(offsets, data, seed, mode, a, b, sh, out, lo, hi, True)
+    else:
+        _xxh64_var_loop(offsets, data, seed, mode, a, b, sh, out, lo, hi, False)
 
 
 @njit
 def _xxh32_var_range(offsets, data, seed, out, lo, hi):
-    for i in range(lo, hi):
-        out[i] = np.uint32(
-            _xxh32_bytes(data, np.int64(offsets[i]), np.int64(offsets[i + 1]), seed))
+    if hi <= lo:
+        return
+    e = np.int64(offsets[lo])
+    if data.shape[0] >= 8:
+        for i in range(lo, hi):
+            s = e
+            e = np.int64(offsets[i + 1])
+            out[i] = np.uint32(_xxh32_rec(data, s, e, seed, True))
+    else:
+        for i in range(lo, hi):
+            s = e
+            e = np.int64(offsets[i + 1])
+            out[i] = np.uint32(_xxh32_long(data, s, e, seed))
 
 
 @njit(inline="always")

@@ -181,6 +181,27 @@ def test_multi_chunk_offsets(be: CpuBackend) -> None:
     _check(be, make_call("xxh64"), sl, [sl.record(i) for i in range(sl.n)])
 
 
+def test_short_records_at_buffer_edges() -> None:
+    """The branch-free short-record paths load the 8 bytes ending at a record (or d[0:8]) and
+    dropped steps read d[0:8]: records at the very start and end of exact-size buffers, buffers
+    under 8 bytes, odd and even record counts (the xxh64 loop hashes records in pairs)."""
+    rng = np.random.default_rng(23)
+    for size in list(range(0, 12)) + [31, 32, 33, 64, 65, 100]:
+        data = rng.integers(0, 256, size, dtype=np.uint8)
+        for _ in range(6):
+            cuts = np.sort(rng.integers(0, size + 1, int(rng.integers(1, 9))))
+            for odt in (np.int32, np.int64):
+                batch = VarRecords((VarChunk(cuts.astype(odt), data),))
+                recs = [batch.record(i) for i in range(batch.n)]
+                for be in BACKENDS:
+                    for seed in (0, 2**32 - 1):
+                        h64 = be.run(make_call("xxh64", seed=seed), batch)
+                        h32 = be.run(make_call("xxh32", seed=seed), batch)
+                        for i, r in enumerate(recs):
+                            assert int(h64[i]) == xxhash.xxh64_intdigest(r, seed), (size, cuts, i)
+                            assert int(h32[i]) == xxhash.xxh32_intdigest(r, seed), (size, cuts, i)
+
+
 def test_empty_batches() -> None:
     for be in BACKENDS:
         for values in ([], np.zeros(0, np.uint64), pa.array([], pa.string()),
