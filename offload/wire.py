@@ -337,14 +337,26 @@ _FIXED_OPS = {1: "xxh32", 2: "xxh64", 3: "hash_bucket", 4: "hash_bucket", 5: "fi
               7: "bucketize", 8: "bucketize"}
 
 
-def call_from_regs(regs: dict[str, int], table: np.ndarray) -> OpCall:
-    """The OpCall a register set describes; :class:`WireError` when the parameters are bad."""
+def call_from_regs(regs: dict[str, int], table: np.ndarray, *, engine: bool = False) -> OpCall:
+    """The OpCall a register set describes; :class:`WireError` when the parameters are bad.
+
+    ``engine=False`` (a service decoding a request) holds the registers to the API's ranges;
+    ``engine=True`` (the reference engine) accepts what the engine accepts: ``NUM_BUCKETS`` is
+    refused only when it is 0 for ``mod`` (docs/wire_format.md, ``BAD_PARAM``); ``fastrange``
+    with 0 buckets gives 0 and ``mod`` takes any 64-bit divisor.
+    """
     from offload.ops import make_call
     op = regs.get("OP", 0)
     seed = (regs.get("SEED_HI", 0) << 32) | regs.get("SEED_LO", 0)
     fmt = regs.get("FORMAT", -1)
     try:
-        if op == 1:
+        if engine and op in (3, 4):
+            nb = (regs.get("NUM_BUCKETS_HI", 0) << 32) | regs.get("NUM_BUCKETS_LO", 0)
+            if op == 3 and nb == 0:
+                raise WireError("NUM_BUCKETS is 0 for hash_bucket mod")
+            call = OpCall("hash_bucket", seed=seed, num_buckets=nb,
+                          method="mod" if op == 3 else "fastrange")
+        elif op == 1:
             call = make_call("xxh32", seed=regs.get("SEED_LO", 0))
         elif op == 2:
             call = make_call("xxh64", seed=seed)
@@ -446,7 +458,7 @@ def reference_engine(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
     """
     words = np.asarray(words, dtype=np.uint64)
     try:
-        call = call_from_regs(regs, table)
+        call = call_from_regs(regs, table, engine=True)
         if regs.get("NUM_BOUNDARIES", 0) > table_depth:
             raise WireError("table too small")
     except WireError:

@@ -143,3 +143,20 @@ def test_a_corrupted_golden_value_is_caught():
     out, _ = wire.reference_engine(job.regs, job.table, job.words)
     out[5] ^= np.uint64(1)
     assert as_list(call, wire.decode_response(job, out)) != expected(call, batch)
+
+
+def test_reference_engine_accepts_what_the_engine_accepts():
+    """Register level, beyond the API's range: only mod by 0 is BAD_PARAM."""
+    from offload import golden
+    job = wire.encode_request(make_call("hash_bucket", num_buckets=5), B.as_records(VAR[:4]))
+    out, err = wire.reference_engine(dict(job.regs, OP=4, NUM_BUCKETS_LO=0), job.table, job.words)
+    assert err == 0 and out[:-1].tolist() == [0, 0, 0, 0]
+    nb = (1 << 63) + 1
+    regs = dict(job.regs, NUM_BUCKETS_LO=nb & 0xFFFFFFFF, NUM_BUCKETS_HI=nb >> 32)
+    out, err = wire.reference_engine(regs, job.table, job.words)
+    assert err == 0 and out[:-1].tolist() == [golden.xxh64(v) % nb for v in VAR[:4]]
+    out, err = wire.reference_engine(dict(job.regs, NUM_BUCKETS_LO=0), job.table, job.words)
+    assert out.tolist() == [wire.trailer(0, wire.ERR_FLAGS["BAD_PARAM"])]
+    # a service decoding a request still holds it to the API's range
+    with pytest.raises(wire.WireError, match=r"^bad parameters: num_buckets must be in"):
+        wire.decode_request(regs, job.table, job.words)

@@ -15,7 +15,8 @@ first frame, plus what the page says for what the reference does not model:
 * a ``SEQ`` header above ``SEQ_MAX``: ``BAD_HEADER`` (the header is presented to the reference
   as a bad header at the same position);
 * a beat with ``tkeep != 0xFF`` during a batch: ``BAD_TKEEP`` in the trailer and ``ERR``;
-* no ``START``: no output, ``EXTRA_DATA``.
+* no ``START`` (the bench writes ``SOFT_RESET`` first to clear old flags): no output,
+  ``EXTRA_DATA``.
 
 Never compared with another backend.
 """

@@ -169,7 +169,20 @@ def build(sim: str = "verilator", parameters: Mapping[str, object] | None = None
              "sources": [str(p) for p in rtl_sources()]}, indent=1))
         os.replace(stage, final)            # atomic publish
         shutil.rmtree(tmp, ignore_errors=True)
+        _prune(sim, keep=final)
     return final
+
+
+def _prune(sim: str, keep: Path, count: int = 4) -> None:
+    """Keep the ``count`` newest builds of ``sim`` (the RTL changes often while developing)."""
+    builds = sorted((p for p in keep.parent.glob(f"{sim}-*") if p.is_dir()
+                     and not p.name.endswith((".stage",)) and "." not in p.name),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in builds[count:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (old.parent / f"{old.name}.lock").unlink()
 
 
 @dataclass
