@@ -174,3 +174,26 @@ def test_fuzz_wire_content(regs, words, table):
         except wire.WireError:
             continue
         assert batch.n == r.get("COUNT", 0)
+
+
+def test_request_register_cache_is_not_shared():
+    # parse_request caches parsed register sections: a caller mutating its dict must not change
+    # what the next identical request decodes to
+    from offload.batch import as_records
+    from offload.ops import make_call
+    job = codec.encode_job(make_call("xxh64", seed=3), as_records(np.arange(5, dtype=np.uint64)))
+    meta, bufs = pack_request(job.regs, job.table, job.words)
+    data = _bytes(encode_frame(MsgType.REQUEST, 1, meta, bufs))
+    regs1 = parse_request(FrameReader().feed(data)[0])[0]
+    regs1["OP"] = 99
+    regs2 = parse_request(FrameReader().feed(data)[0])[0]
+    assert regs2 == {k: int(v) & 0xFFFFFFFF for k, v in job.regs.items()}
+
+
+def test_result_meta_backend_name():
+    from offload.host.smartnic.backend import _meta_backend
+    assert _meta_backend(b'{"backend":"cpu","us":12}') == "cpu"
+    assert _meta_backend(b'{"backend":"fpga,cpu","us":1}') == "fpga,cpu"
+    assert _meta_backend(b'{"us":1,"backend":"sim"}') == "sim"
+    assert _meta_backend(b'{"backend":"a\\u0062"}') == "ab"
+    assert _meta_backend(b"[1]") == "?" and _meta_backend(b"\xff") == "?"

@@ -19,7 +19,7 @@ import hmac
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import google_crc32c
 import numpy as np
@@ -39,6 +39,9 @@ VERSION = 1
 HEADER = struct.Struct("<4sBBHQIIQII")
 HEADER_SIZE = HEADER.size  # 40
 assert HEADER_SIZE == 40
+_HEAD36 = struct.Struct("<4sBBHQIIQI")  # the header without its CRC (the CRC covers these bytes)
+_U32 = struct.Struct("<I")
+_value = google_crc32c.value
 
 DEFAULT_MAX_META = 64 << 10
 DEFAULT_MAX_FRAME = 64 << 20
@@ -60,6 +63,9 @@ class MsgType(enum.IntEnum):
     REQUEST = 6     # client -> server: one batch (regs in meta; table + words in payload)
     RESULT = 7      # server -> client: output words + trailer; JSON meta (backend, timing)
     ERROR = 8       # either way: code + message; fatal codes close the connection
+
+
+_MSG_TYPES = {int(m): m for m in MsgType}
 
 
 class Flags(enum.IntFlag):
@@ -119,23 +125,37 @@ def _ro(buf: Any) -> np.ndarray:
     return v
 
 
+_extend = google_crc32c.extend
+_ndarray = np.ndarray
+
+
+def _crc_extend(crc: int, b: Any) -> int:
+    """Extend ``crc`` over one buffer without copying it when the C extension takes it as is."""
+    if type(b) is bytes:
+        return _extend(crc, b) if b else crc
+    if type(b) is _ndarray and b.flags.c_contiguous:
+        if not b.nbytes:
+            return crc
+        try:
+            return _extend(crc, b)  # numpy arrays export a read-only-compatible buffer
+        except TypeError:
+            pass
+    n = b.nbytes if isinstance(b, (np.ndarray, memoryview)) else len(b)
+    if not n:
+        return crc
+    # small buffers: a copy is cheaper than a read-only view
+    return _extend(crc, bytes(b) if n <= 4096 else _ro(b))
+
+
 def crc32c(*bufs: Any) -> int:
     """CRC32C (Castagnoli) over the concatenation of ``bufs`` (no copy)."""
     crc = 0
     for b in bufs:
-        if isinstance(b, bytes):
-            if b:
-                crc = google_crc32c.extend(crc, b)
-            continue
-        n = b.nbytes if isinstance(b, (np.ndarray, memoryview)) else len(b)
-        if n:
-            # small buffers: a copy is cheaper than a read-only view
-            crc = google_crc32c.extend(crc, bytes(b) if n <= 4096 else _ro(b))
+        crc = _crc_extend(crc, b)
     return crc
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     type: MsgType
     flags: int
     batch_id: int
@@ -163,39 +183,52 @@ def encode_frame(mtype: MsgType, batch_id: int = 0, meta: bytes = b"",
                  payload: tuple[Any, ...] | list[Any] = (), flags: int = 0) -> list[Any]:
     """A frame as a list of buffers for ``sendmsg``/``write``: header+meta, then the payload
     buffers untouched (numpy arrays are sent in place)."""
-    bufs = [p if isinstance(p, (bytes, memoryview)) else memoryview(np.ascontiguousarray(p)).cast("B")
-            for p in payload]
-    bufs = [b for b in bufs if len(b)]
-    plen = sum(len(b) for b in bufs)
+    out: list[Any] = [b""]
+    plen = 0
+    crc = _extend(0, meta) if meta else 0
+    for p in payload:
+        if type(p) is _ndarray:
+            if not p.flags.c_contiguous:
+                p = np.ascontiguousarray(p)
+            n = p.nbytes
+            if not n:
+                continue
+            crc = _crc_extend(crc, p)
+            out.append(memoryview(p).cast("B"))
+        else:
+            if not isinstance(p, (bytes, memoryview)):
+                p = memoryview(np.ascontiguousarray(p)).cast("B")
+            n = memoryview(p).nbytes if type(p) is not bytes else len(p)
+            if not n:
+                continue
+            crc = _crc_extend(crc, p)
+            out.append(p)
+        plen += n
     if plen % 8:
         raise ValueError(f"payload length {plen} is not a multiple of 8")
-    body_crc = crc32c(meta, *bufs)
-    head = HEADER.pack(MAGIC, VERSION, int(mtype), int(flags), batch_id, len(meta), 0, plen,
-                       body_crc, 0)
-    hcrc = google_crc32c.value(head[:-4])
-    head = head[:-4] + struct.pack("<I", hcrc)
-    return [head + meta, *bufs]
+    head = _HEAD36.pack(MAGIC, VERSION, int(mtype), int(flags), batch_id, len(meta), 0, plen, crc)
+    out[0] = head + _U32.pack(_value(head)) + meta
+    return out
 
 
 def parse_header(buf: Any, *, max_meta: int = DEFAULT_MAX_META,
                  max_payload: int = DEFAULT_MAX_FRAME) -> Header:
     """Check and parse a 40-byte header (:class:`ProtocolError` when it is not one)."""
-    b = bytes(buf[:HEADER_SIZE])
+    b = buf[:HEADER_SIZE] if type(buf) is bytes else bytes(buf[:HEADER_SIZE])
     if len(b) != HEADER_SIZE:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"short header ({len(b)} bytes)")
     magic, version, mtype, flags, batch_id, meta_len, reserved, plen, body_crc, hcrc = \
         HEADER.unpack(b)
     if magic != MAGIC:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"bad magic {magic!r}")
-    if google_crc32c.value(b[:-4]) != hcrc:
+    if _value(b[:-4]) != hcrc:
         raise ProtocolError(ErrorCode.BAD_FRAME, "header CRC mismatch")
     if version != VERSION:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"unsupported protocol version {version} "
                                                  f"(this side speaks {VERSION})")
-    try:
-        t = MsgType(mtype)
-    except ValueError:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"unknown message type {mtype}") from None
+    t = _MSG_TYPES.get(mtype)
+    if t is None:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"unknown message type {mtype}")
     if reserved != 0:
         raise ProtocolError(ErrorCode.BAD_FRAME, "reserved header field is not 0")
     if meta_len > max_meta:
@@ -315,8 +348,11 @@ class FrameReader:
             avail = self._end - self._start
             plen = hdr.payload_len
             if plen <= avail:
-                payload = self._target(hdr)
-                payload[:] = np.frombuffer(mv[self._start:self._start + plen], np.uint8)
+                if self.sink is None or not plen:
+                    payload = np.frombuffer(self._buf, np.uint8, plen, self._start).copy()
+                else:
+                    payload = self._target(hdr)
+                    payload[:] = np.frombuffer(self._buf, np.uint8, plen, self._start)
                 self._start += plen
                 frames.append(self._finish(payload))
                 continue
@@ -339,6 +375,19 @@ class FrameReader:
 _ADDR_TO_NAME = {v: k for k, v in REGISTERS.items()}
 _REQ = struct.Struct("<IIQII")  # n_regs, table_words, words, deadline_ms, reserved
 _REG = struct.Struct("<II")
+_REGS_STRUCTS: dict[int, struct.Struct] = {}
+# register section bytes -> parsed registers: a client sends the same registers batch after batch
+_REGS_CACHE: dict[bytes, dict[str, int]] = {}
+
+
+def _regs_struct(n: int) -> struct.Struct:
+    """A struct for ``n`` (address, value) pairs (cached for the usual small counts)."""
+    st = _REGS_STRUCTS.get(n)
+    if st is None:
+        st = struct.Struct("<" + "II" * n)
+        if n <= 64:
+            _REGS_STRUCTS[n] = st
+    return st
 
 
 def pack_request(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
@@ -364,15 +413,26 @@ def parse_request(frame: Frame) -> tuple[dict[str, int], np.ndarray, np.ndarray,
     if 8 * (ntable + nwords) != frame.payload.shape[0]:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"payload of {frame.payload.shape[0]} bytes does "
                                                  f"not hold {ntable} table + {nwords} words")
-    regs: dict[str, int] = {}
-    for i in range(nregs):
-        addr, value = _REG.unpack_from(meta, _REQ.size + i * _REG.size)
-        name = _ADDR_TO_NAME.get(addr)
-        if name is None:
-            raise ProtocolError(ErrorCode.BAD_FRAME, f"unknown register address 0x{addr:02x}")
-        if name in regs:
-            raise ProtocolError(ErrorCode.BAD_FRAME, f"register {name} given twice")
-        regs[name] = value
+    key = meta[_REQ.size:]
+    cached = _REGS_CACHE.get(key)
+    if cached is not None:
+        regs = dict(cached)
+    else:
+        regs = {}
+        if nregs:
+            vals = _regs_struct(nregs).unpack_from(meta, _REQ.size)
+            names = _ADDR_TO_NAME
+            for addr, value in zip(vals[0::2], vals[1::2]):
+                name = names.get(addr)
+                if name is None:
+                    raise ProtocolError(ErrorCode.BAD_FRAME,
+                                        f"unknown register address 0x{addr:02x}")
+                if name in regs:
+                    raise ProtocolError(ErrorCode.BAD_FRAME, f"register {name} given twice")
+                regs[name] = value
+        if len(_REGS_CACHE) >= 256:
+            _REGS_CACHE.clear()
+        _REGS_CACHE[key] = dict(regs)
     w = frame.words
     return regs, w[:ntable], w[ntable:], deadline_ms
 
