@@ -25,12 +25,14 @@ $(STAMP): pyproject.toml | check-system
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) | check-system
 	$(VENV)/bin/offload demo
 
 test: $(STAMP) | check-system
 	@# Build (or find in the cache) the Verilator model once, before the parallel test workers.
 	$(PY) -c "from offload.sim.verilator import build_engine; print('verilator model:', build_engine())"
+	@# Compile the numba kernels into their on-disk cache once, so test processes only load them.
+	$(PY) -c "from offload.cpu import CpuBackend; CpuBackend().warmup(); print('cpu kernels: cached')"
 	$(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbmake --timeout 900 -q
 
 bench: $(STAMP)

@@ -125,11 +125,13 @@ def local_service(backend: str = "cpu") -> Iterator[str | None]:
         print(f"  (smartnic service unavailable: {e})", file=sys.stderr)
         yield None
         return
-    proc = ServerProcess(backend=backend)
+    # The service compiles/loads its kernels before it listens: allow for a cold numba cache.
+    proc = ServerProcess(backend=backend, startup_timeout=600.0)
     try:
         proc.start()  # starts `offload serve` on an ephemeral loopback port and health-checks it
     except Exception as e:  # the demo goes on without the service; the table says why
-        print(f"  (smartnic service did not start: {e})", file=sys.stderr)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"  (smartnic service did not start: {first})", file=sys.stderr)
         proc.stop()
         yield None
         return
