@@ -543,3 +543,43 @@ def test_bad_input_on_the_service_is_the_callers_value_error():
                                              r"cut off at the end of the sequence$"):
             rt.delta_varint_decode(np.array([0, 1, 3]), np.array([2, 0x80, 0x80], np.uint8))
         rt.close()
+
+
+def _read_until_closed(sock: socket.socket, limit_s: float) -> bytes:
+    sock.settimeout(limit_s)
+    got = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return got
+            got += chunk
+    except socket.timeout:
+        raise AssertionError(f"connection still open after {limit_s} s") from None
+
+
+def test_stalled_or_unauthenticated_connections_are_closed():
+    """A sender stalled mid-frame, or one that never authenticates, loses its connection after
+    --frame-timeout; an authenticated idle connection between frames is kept."""
+    from offload.host.smartnic.testing import ServerProcess
+    with ServerProcess("--frame-timeout", "0.5", backend="cpu") as srv:
+        if srv.port is None:
+            srv.start()
+        host, port = srv.address.rsplit(":", 1)
+        stalled = socket.create_connection((host, int(port)))
+        stalled.sendall(b"\x4f\x46")  # two bytes of a frame header, then nothing
+        silent = socket.create_connection((host, int(port)))
+        got = _read_until_closed(stalled, 10)
+        assert b"incomplete frame stalled for more than 0.5 s" in got
+        got = _read_until_closed(silent, 10)
+        assert b"no authentication within 0.5 s" in got
+        be = SmartNicBackend(srv.address)
+        keys = as_records(np.arange(100, dtype=np.uint64))
+        from offload.ops import make_call
+        first = be.run(make_call("xxh64"), keys)
+        time.sleep(1.5)
+        assert np.array_equal(be.run(make_call("xxh64"), keys), first)
+        assert be.stats()["reconnects"] == 0
+        be.close()
+        stalled.close()
+        silent.close()

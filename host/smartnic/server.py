@@ -110,6 +110,9 @@ class ServeConfig:
     log_level: str = "info"
     port_file: str | None = None
     warmup: bool = True
+    # A connection that holds part of a frame, or has not authenticated, for this long is closed
+    # (a slow or stalled sender must not hold a connection and its buffer forever).
+    frame_timeout: float = 30.0
 
 
 _CHAINS = {"auto": ["fpga", "cpu"], "cpu": ["cpu"], "sim": ["sim", "cpu"], "fpga": ["fpga", "cpu"]}
@@ -262,6 +265,28 @@ class Service:
             self.log("info", "signal", action="draining")
             self._stop.set()
 
+    async def _watchdog(self) -> None:
+        """Close connections stalled mid-frame or still unauthenticated after ``frame_timeout``."""
+        limit = self.cfg.frame_timeout
+        period = max(0.05, min(1.0, limit / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for c in list(self.conns):
+                if c.closed:
+                    continue
+                if c.reader.pending_bytes:
+                    if c.partial_since is None:
+                        c.partial_since = now
+                    elif now - c.partial_since > limit:
+                        c._fatal(ErrorCode.BAD_FRAME, f"incomplete frame stalled for more than "
+                                                      f"{limit:g} s")
+                        continue
+                else:
+                    c.partial_since = None
+                if not c.authed and now - c.opened > limit:
+                    c._fatal(ErrorCode.AUTH_FAILED, f"no authentication within {limit:g} s")
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -293,7 +318,9 @@ class Service:
                  loop=f"{type(loop).__module__}.{type(loop).__name__}",
                  chain=avail, auth=self.cfg.token is not None, max_frame=self.cfg.max_frame,
                  max_inflight=self.cfg.max_inflight, delay_ms=self.cfg.delay_ms)
+        watchdog = loop.create_task(self._watchdog())
         await self._stop.wait()
+        watchdog.cancel()
         # graceful shutdown: stop accepting, stop reading, finish what was received
         server.close()
         self.draining = True
@@ -343,6 +370,8 @@ class _Conn(asyncio.BufferedProtocol):
         self.writable.set()
         self.done = asyncio.Event()
         self.worker: asyncio.Task[None] | None = None
+        self.opened = time.monotonic()
+        self.partial_since: float | None = None
         self._inline_ok = not svc.cfg.delay_ms
         self._debug = svc.log.level <= _LEVELS["debug"]
 
@@ -605,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per connection: stop reading while queued request bytes exceed this")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight batches after SIGTERM (default 30)")
+    p.add_argument("--frame-timeout", type=float,
+                   default=float(_env("OFFLOAD_SERVE_FRAME_TIMEOUT", 30.0)),
+                   help="close a connection stalled mid-frame or unauthenticated this long (s)")
     p.add_argument("--workers", type=int, default=0, help="executor threads (default min(4, cpus))")
     p.add_argument("--log-level", choices=sorted(_LEVELS, key=_LEVELS.__getitem__),
                    default=_env("OFFLOAD_SERVE_LOG_LEVEL", "info"))
@@ -625,12 +657,14 @@ def config_from_args(argv: list[str] | None) -> ServeConfig:
         token = read_token(a.token_file)
     if not (0 <= a.port <= 65535):
         raise ValueError(f"--port must be in [0, 65535], got {a.port}")
+    if not a.frame_timeout > 0:
+        raise ValueError(f"--frame-timeout must be > 0, got {a.frame_timeout}")
     return ServeConfig(host=a.host, port=a.port, backend=a.backend, token=token,
                        max_frame=int(a.max_frame_mb * (1 << 20)),
                        max_inflight=int(a.max_inflight_mb * (1 << 20)),
                        delay_ms=a.debug_delay_ms, drain_timeout=a.drain_timeout,
                        workers=a.workers, log_level=a.log_level, port_file=a.port_file,
-                       warmup=not a.no_warmup)
+                       warmup=not a.no_warmup, frame_timeout=a.frame_timeout)
 
 
 def event_loop_factory() -> Any:
