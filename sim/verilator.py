@@ -164,7 +164,8 @@ def build_key(trace: bool = False) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing): serialises builds across processes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -256,7 +257,7 @@ def build_engine(trace: bool = False, quiet: bool = True) -> Path:
     lib = final / f"V{TOP}"
     if lib.exists():
         return lib
-    with _locked(cache_root() / "verilator" / f"{key}.lock"):
+    with file_lock(cache_root() / "verilator" / f"{key}.lock"):
         if lib.exists():  # another process finished it while we waited
             return lib
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ not rebuild. Builds are serialised with a file lock and published with an atomic
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +26,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from offload.sim.verilator import cache_root, file_lock
 
 __all__ = ["SIMULATORS", "TOP", "BENCH_MODULE", "SimulatorUnavailable", "unavailable_reason",
            "build", "run", "RunResult", "cache_root", "rtl_sources"]
@@ -45,12 +46,6 @@ ICARUS_ARGS: tuple[str, ...] = ()
 
 class SimulatorUnavailable(RuntimeError):
     """The simulator (or its toolchain) is not installed; the message says what to install."""
-
-
-def cache_root() -> Path:
-    base = os.environ.get("OFFLOAD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "offload")
-    return Path(base)
 
 
 def rtl_sources() -> list[Path]:
@@ -107,17 +102,6 @@ def _key(sim: str, parameters: Mapping[str, object]) -> str:
     return h.hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _runner(sim: str):
     from cocotb_tools.runner import Verilator, get_runner
     if sim == "verilator":
@@ -143,7 +127,7 @@ def build(sim: str = "verilator", parameters: Mapping[str, object] | None = None
     final = cache_root() / "cocotb" / f"{sim}-{key}"
     if (final / _artifact(sim)).exists():
         return final
-    with _locked(cache_root() / "cocotb" / f"{sim}-{key}.lock"):
+    with file_lock(cache_root() / "cocotb" / f"{sim}-{key}.lock"):
         if (final / _artifact(sim)).exists():
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f"{sim}-{key}.", dir=final.parent))
