@@ -28,7 +28,7 @@ BASE_SEED = int(os.environ.get("OFFLOAD_COCOTB_SEED", "1"))
 def _need(sim: str) -> None:
     why = R.unavailable_reason(sim)
     if why:
-        pytest.skip(f"{sim} not usable: {why}")
+        pytest.skip(reason=f"{sim} not usable: {why}")
 
 
 def _run(sim: str, jobs, tmp_path, testcases="test_plan", mutate=None, **env) -> R.RunResult:

@@ -128,7 +128,7 @@ def runtime(name: str) -> offload.Runtime:
     if not av.ok:
         if os.environ.get("CI"):
             pytest.fail(f"{name} must be available in CI: {av.reason}")
-        pytest.skip(f"{name} unavailable here: {av.reason}")
+        pytest.skip(reason=f"{name} unavailable here: {av.reason}")
     return rt
 
 

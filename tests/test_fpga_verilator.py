@@ -34,7 +34,7 @@ def _skip_reason() -> str | None:
 
 _WHY = _skip_reason()
 if _WHY:
-    pytest.skip(f"Verilator engine unavailable: {_WHY}", allow_module_level=True)
+    pytest.skip(reason=f"Verilator engine unavailable: {_WHY}", allow_module_level=True)
 
 
 def runtime(**kw):

@@ -25,7 +25,7 @@ def available():
     if not av.ok:
         if os.environ.get("CI"):
             pytest.fail(f"the sim backend must be available in CI: {av.reason}")
-        pytest.skip(f"sim unavailable here: {av.reason}")
+        pytest.skip(reason=f"sim unavailable here: {av.reason}")
 
 
 KEYS = (np.arange(3000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))

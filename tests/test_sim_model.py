@@ -36,7 +36,7 @@ def _skip_reason() -> str | None:
 
 _WHY = _skip_reason()
 if _WHY:
-    pytest.skip(f"Verilator model unavailable: {_WHY}", allow_module_level=True)
+    pytest.skip(reason=f"Verilator model unavailable: {_WHY}", allow_module_level=True)
 
 R = wire.REGISTERS
 

@@ -50,7 +50,7 @@ def netns_pair():
     subnet = f"10.199.{os.getpid() % 250}"
     probe = _ip("netns", "add", a, check=False)
     if probe.returncode != 0:
-        pytest.skip(f"ip netns add does not work here: {probe.stderr.strip()}")
+        pytest.skip(reason=f"ip netns add does not work here: {probe.stderr.strip()}")
     try:
         _ip("netns", "add", b)
         _ip("link", "add", f"vsa{tag}", "type", "veth", "peer", "name", f"vsb{tag}")
