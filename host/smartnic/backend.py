@@ -105,13 +105,7 @@ class SmartNicBackend(Backend):
         if cached is not None and now - cached[0] < self.availability_ttl:
             return cached[1]
         try:
-            conn = self._acquire(self.health_timeout)
-            try:
-                h = conn.health(self.health_timeout)
-            except BaseException:
-                conn.close()
-                raise
-            self._release(conn)
+            h = self.health()
             if h.get("status") != "ok":
                 av = Availability(False, f"SmartNIC service at {self.address} is "
                                          f"{h.get('status')}")
