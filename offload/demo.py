@@ -23,7 +23,7 @@ import numpy as np
 from offload import batch as B
 from offload.backend import BackendError, BackendUnavailable, BitExactError, Result
 from offload.ops import OpCall, golden_result, make_call
-from offload.runtime import Runtime
+from offload.runtime import Runtime, result_element
 
 
 @dataclass
@@ -93,14 +93,6 @@ def _encode_reference(seqs: B.Sequences) -> tuple[np.ndarray, np.ndarray]:
     return CpuBackend().run(make_call("delta_varint_encode"), seqs)  # type: ignore[return-value]
 
 
-def _element(res: Result, i: int, op: str) -> Any:
-    if isinstance(res, tuple):
-        o, d = res
-        seg = d[int(o[i]):int(o[i + 1])]
-        return seg.tobytes() if op == "delta_varint_encode" else seg.tolist()
-    return res[i].item()
-
-
 def _same(a: Result, b: Result) -> bool:
     if isinstance(a, tuple):
         return all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -111,7 +103,7 @@ def check_against_golden(w: Workload, res: Result, sample: int, rng: random.Rand
     """First sampled index whose result differs from the golden model, or None."""
     n = w.batch.n
     for i in sorted(rng.sample(range(n), min(sample, n))):
-        if _element(res, i, w.call.op) != golden_result(w.call, w.batch.record(i)):
+        if result_element(w.call.op, res, i) != golden_result(w.call, w.batch.record(i)):
             return i
     return None
 

@@ -331,7 +331,7 @@ class Runtime:
             idx = sorted(self._rng.sample(range(n), k))
         for i in idx:
             expected = golden_result(call, batch.record(i))
-            got = _element(call.op, res, i)
+            got = result_element(call.op, res, i)
             if not _equal(expected, got):
                 self._mismatch(call, batch, name, i, base, expected, got)
         with self._lock:
@@ -478,7 +478,8 @@ def _head(op: str, res: Result, k: int) -> Result:
     return res[:k]
 
 
-def _element(op: str, res: Result, i: int) -> Any:
+def result_element(op: str, res: Result, i: int) -> Any:
+    """Record ``i``'s result as the golden model returns it (int, bytes or list of ints)."""
     if isinstance(res, tuple):
         o, d = res
         seg = d[int(o[i]):int(o[i + 1])]
@@ -504,7 +505,7 @@ def _first_difference(op: str, a: Result, b: Result, n: int) -> int | None:
                                                        db[int(ob[0]):int(ob[-1])]):
             return None
         for i in range(n):  # segments compared one by one only on the slow path
-            if _element(op, a, i) != _element(op, b, i):
+            if result_element(op, a, i) != result_element(op, b, i):
                 return i
         return None
     a_arr, b_arr = np.asarray(a), np.asarray(b)
