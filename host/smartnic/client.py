@@ -191,7 +191,7 @@ class Connection:
         if self.closed or self.inbox:
             return False
         try:
-            data = self.sock.recv(1, socket.MSG_PEEK)
+            self.sock.recv(1, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:

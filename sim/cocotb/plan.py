@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from offload import golden
 from offload.wire import (ERR_FLAGS, FORMATS, OP_CODES, TRAILER_MAGIC, encode_request,
                           reference_engine)
 
