@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
 
-__all__ = ["Pipe", "mul_partials", "mul_sum", "mux_index", "check_choice", "check_pow2"]
+__all__ = ["Pipe", "mux_index", "check_choice", "check_pow2", "csd_digits", "const_mul_terms",
+           "tree_level", "csa_level", "term_value", "tree_depth", "mul_depth"]
 
 
 def check_pow2(name: str, value, lo: int, hi: int) -> int:
@@ -36,49 +37,27 @@ def mux_index(index: Value, items: list[Value]) -> Value:
     return out
 
 
-def mul_partials(a: Value, b, width: int) -> dict[str, Value]:
-    """Partial products of ``a * b`` modulo ``2**width`` (``b`` an int constant or a Value).
-
-    The low ``width`` bits of a product need only three half-width products: lo*lo (full
-    width), lo*hi and hi*lo (their low half). For width 64 these are 32x32 multipliers (ECP5:
-    a few MULT18X18D each, 7-series: DSP48 cascades), registered before they are summed, so a
-    64x64 multiply is two pipeline stages instead of one long combinational path.
-    """
-    h = width // 2
-    mask = (1 << h) - 1
-    a = Value.cast(a)
-    if isinstance(b, int):
-        b_lo, b_hi = b & mask, (b >> h) & mask
-    else:
-        b = Value.cast(b)
-        b_lo, b_hi = b[:h], b[h:width]
-    return {
-        "p0": (a[:h] * b_lo)[:width],
-        "p1": (a[:h] * b_hi)[:h],
-        "p2": (a[h:width] * b_lo)[:h],
-    }
-
-
-def mul_sum(p: dict[str, Value], width: int, add=0) -> Value:
-    """Second stage of :func:`mul_partials`: the low ``width`` bits of the product (+ ``add``)."""
-    h = width // 2
-    hi = (p["p1"] + p["p2"])[:h]
-    return (p["p0"] + Cat(Const(0, h), hi) + add)[:width]
-
-
 class Pipe:
     """Builder of a flow-through pipeline inside a module ``m``.
 
     ``fields`` are the named values entering the pipeline; :meth:`stage` registers every live
     field (after applying ``updates`` and dropping ``drop``), so the caller writes the pipeline
     as a list of stages in program order. ``depth`` counts the register levels built so far.
+
+    Tree sums (:meth:`tree`, used by :meth:`mul_step`) run alongside: each :meth:`stage`
+    reduces every tree in flight by one adder level before registering, and a finished tree
+    becomes an ordinary field (or calls its ``done`` hook in the stage where it finishes).
     """
 
-    def __init__(self, m, name: str, **fields):
+    def __init__(self, m, name: str, levels: int = 1, **fields):
         self.m = m
         self.name = name
+        #: adder levels of a tree between two registers (1: every stage is one carry chain;
+        #: 2: two chained carry chains, half the registers and stages)
+        self.levels = levels
         self.f: dict[str, Value] = {k: Value.cast(v) for k, v in fields.items()}
         self.depth = 0
+        self._trees: dict[str, tuple[list[int], int, object]] = {}
 
     def __getitem__(self, key: str) -> Value:
         return self.f[key]
@@ -86,11 +65,40 @@ class Pipe:
     def __contains__(self, key: str) -> bool:
         return key in self.f
 
+    def tree(self, name: str, terms: list[Term], width: int, done=None) -> int:
+        """Start the pipelined sum of ``terms`` (modulo ``2**width``); returns its depth in
+        stages. When it finishes, field ``name`` holds the sum, or ``done(sum)`` returns the
+        field updates of that stage."""
+        if name in self._trees or f"{name}__0" in self.f:
+            raise ValueError(f"tree {name!r} is already in flight")
+        for i, (v, _) in enumerate(terms):
+            self.f[f"{name}__{i}"] = Value.cast(v)
+        self._trees[name] = ([s for _, s in terms], width, done)
+        return max(1, -(-tree_depth(len(terms)) // self.levels))
+
     def stage(self, drop=(), **updates) -> None:
         for k in drop:
             self.f.pop(k, None)
         for k, v in updates.items():
             self.f[k] = Value.cast(v)
+        for name in list(self._trees):
+            shifts, width, done = self._trees[name]
+            terms = [(self.f.pop(f"{name}__{i}"), s) for i, s in enumerate(shifts)]
+            for lv in range(self.levels):
+                if lv:
+                    # Name the first level's sums: the next level reads each twice (low bits
+                    # and the adder), and simulators expand expressions as trees.
+                    terms = [(self.wire(v, f"{name}_l{lv}_{i}"), s_) for i, (v, s_) in enumerate(terms)]
+                terms = tree_level(terms, width) if len(terms) > 1 else terms
+            if len(terms) == 1:
+                del self._trees[name]
+                total = term_value(terms[0], width)
+                for k, v in (done(total) if done else {name: total}).items():
+                    self.f[k] = Value.cast(v)
+            else:
+                for i, (v, _) in enumerate(terms):
+                    self.f[f"{name}__{i}"] = v
+                self._trees[name] = ([s for _, s in terms], width, done)
         new = {}
         for k, v in self.f.items():
             s = Signal(v.shape(), name=f"{self.name}_s{self.depth + 1}_{k}")
@@ -99,15 +107,171 @@ class Pipe:
         self.f = new
         self.depth += 1
 
-    def mul_step(self, key: str, x: Value, const, width: int, active: Value, add=0, drop=()):
-        """Two stages: ``f[key] = active ? (x * const + add) mod 2**width : f[key]``.
+    def wire(self, v: Value, name: str) -> Signal:
+        """``v`` as a named combinational signal (shared by every reader instead of copied into
+        each reader's expression)."""
+        w = Signal(Value.cast(v).shape(), name=f"{self.name}_w{self.depth + 1}_{name}")
+        self.m.d.comb += w.eq(v)
+        return w
 
-        ``x`` is computed by the caller from the current (registered) fields.
-        """
-        parts = mul_partials(x, const, width)
-        self.stage(drop=drop, **{f"{key}_p0": parts["p0"], f"{key}_p1": parts["p1"], f"{key}_p2": parts["p2"],
-                      f"{key}_act": active})
-        p = {n: self.f[f"{key}_{n}"] for n in ("p0", "p1", "p2")}
-        res = mul_sum(p, width, add)
-        self.stage(drop=[f"{key}_p0", f"{key}_p1", f"{key}_p2", f"{key}_act"],
-                   **{key: Mux(self.f[f"{key}_act"], res, self.f[key])})
+    def busy(self) -> bool:
+        """Whether a tree is still in flight."""
+        return bool(self._trees)
+
+    def drain(self) -> None:
+        """Stages until every tree in flight has finished."""
+        while self._trees:
+            self.stage()
+
+    def mul_step(self, key: str, x: Value, const: int, width: int, active: Value, add=0,
+                 drop=()) -> int:
+        """``f[key] = active ? (x * const + add) mod 2**width : f[key]`` in
+        :func:`mul_depth` stages; ``x`` is computed by the caller from the current (registered)
+        fields. Returns the number of stages."""
+        act = f"{key}_act"
+        self.f[act] = Value.cast(active)
+        depth0 = self.depth
+
+        def done(res):
+            out = {key: Mux(self.f[act], res, self.f[key])}
+            self.f.pop(act)
+            return out
+
+        # Every term reads x: one named signal instead of ~23 copies of its expression.
+        x = self.wire(x, f"{key}_x")
+        self.tree(f"{key}_m", const_mul_terms(x, const, width, add), width, done)
+        self.stage(drop=drop)
+        while f"{key}_m" in self._trees:
+            self.stage()
+        return self.depth - depth0
+
+
+def mul_depth(x_width: int, const: int, width: int, add: int = 0, levels: int = 1) -> int:
+    """Stages of :meth:`Pipe.mul_step` for an ``x_width``-bit operand (for latency formulas),
+    with ``levels`` adder levels per stage."""
+    digits = len(csd_digits(const, width))
+    if x_width < digits:
+        n = sum(1 for i in range(min(x_width, width)) if (const << i) & ((1 << width) - 1))
+        k = add & ((1 << width) - 1)
+    else:
+        n = digits
+        k = (add + sum(1 << s for s, d in csd_digits(const, width) if d < 0)) & ((1 << width) - 1)
+    return max(1, -(-tree_depth(n + (1 if k else 0)) // levels))
+
+
+# ---------------------------------------------------------------------------------------------
+# Constant multipliers in LUTs
+# ---------------------------------------------------------------------------------------------
+#
+# Every XXH multiply is by a constant prime, and only the low ``width`` bits of the product are
+# used. A DSP multiplier would need ten 18x18 blocks per 64-bit product (three 32x32 partial
+# products), and XXH64 needs ~30 products in flight for one record per cycle: more DSP blocks
+# than the xc7z020 (220) or the ECP5-85 (156) have. So the product is built from the constant's
+# canonical signed digits (CSD: ~23 non-zero digits for a 64-bit prime instead of ~36 set bits)
+# as a sum of shifted copies of ``x``, summed by a binary tree of adders whose widths shrink
+# with the shifts (a term shifted by ``s`` only touches bits ``s..width-1``), one tree level per
+# register stage: every stage is at most one carry chain, which is what sets Fmax on an FPGA.
+
+
+def csd_digits(c: int, width: int) -> list[tuple[int, int]]:
+    """Canonical signed-digit form of ``c mod 2**width``: ``[(shift, +1|-1), ...]`` with no two
+    adjacent non-zero digits, so ``sum(d << s) == c (mod 2**width)``."""
+    n = c & ((1 << width) - 1)
+    out = []
+    s = 0
+    while n and s < width:
+        if n & 1:
+            d = 2 - (n & 3)        # +1 if the next bit is 0, -1 if it is 1 (starts a run)
+            out.append((s, d))
+            n -= d
+        n >>= 1
+        s += 1
+    return out
+
+
+#: A term of a tree sum: ``(value, shift)`` stands for ``value << shift`` truncated to the sum's
+#: width (``len(value) <= width - shift``).
+Term = tuple[Value, int]
+
+
+def const_mul_terms(x: Value, c: int, width: int, add: int = 0) -> list[Term]:
+    """Terms whose sum modulo ``2**width`` is ``x * c + add``.
+
+    ``x`` narrower than the constant's digit count (a byte, say) is decomposed by its own bits
+    (``x[i] ? c << i : 0``); otherwise by the CSD digits of ``c``, where a negative digit
+    ``-(x << s)`` is ``(~x << s) + (1 << s)`` and all such constants are folded, with ``add``,
+    into one constant term.
+    """
+    x = Value.cast(x)
+    mask = (1 << width) - 1
+    digits = csd_digits(c, width)
+    terms: list[Term] = []
+    k = add & mask
+    if len(x) < len(digits):
+        for i in range(min(len(x), width)):
+            v = (c << i) & mask
+            if v:
+                s = (v & -v).bit_length() - 1
+                terms.append((x[i].replicate(width - s) & Const(v >> s, width - s), s))
+        if k:
+            terms.append((Const(k >> ((k & -k).bit_length() - 1), width), (k & -k).bit_length() - 1))
+        return terms or [(Const(0, width), 0)]
+    for s, d in digits:
+        w = min(len(x), width - s)
+        if d > 0:
+            terms.append((x[:w], s))
+        else:
+            # -(x << s) = (~x << s) + (1 << s), with ~x taken over all width - s bits.
+            terms.append(((~Cat(x[:w], Const(0, width - s - w)))[:width - s], s))
+            k = (k + (1 << s)) & mask
+    if k:
+        s = (k & -k).bit_length() - 1
+        terms.append((Const(k >> s, width - s), s))
+    return terms or [(Const(0, width), 0)]
+
+
+def add_terms(a: Term, b: Term, width: int) -> Term:
+    """``a + b`` as one term: the bits below the larger shift are copied, not added."""
+    (va, sa), (vb, sb) = sorted([a, b], key=lambda t: t[1])
+    d = sb - sa
+    hi_w = width - sb
+    if hi_w <= 0:
+        return va, sa
+    hi = (Value.cast(va[d:]) + vb)[:hi_w] if len(va) > d else Value.cast(vb)[:hi_w]
+    low = va[:d] if len(va) >= d else Cat(va, Const(0, d - len(va)))
+    return Cat(low, hi), sa
+
+
+def tree_level(terms: list[Term], width: int) -> list[Term]:
+    """One adder level: pairs of terms with neighbouring shifts (keeps the adders narrow)."""
+    terms = sorted(terms, key=lambda t: -t[1])
+    out = [add_terms(terms[i], terms[i + 1], width) for i in range(0, len(terms) - 1, 2)]
+    if len(terms) % 2:
+        out.append(terms[-1])
+    return out
+
+
+def term_value(t: Term, width: int) -> Value:
+    v, s = t
+    return Cat(Const(0, s), v)[:width] if s else Value.cast(v)[:width]
+
+
+def csa_level(terms: list[Term], width: int) -> list[Term]:
+    """One carry-save level: every three terms become two (sum and shifted majority) with no
+    carry chain at all (one LUT level). Used inside the stripe loops, whose recurrence has too
+    few cycles for a tree of carry chains."""
+    out: list[Term] = []
+    full = [term_value(t, width) for t in terms]
+    i = 0
+    while len(terms) - i >= 3:
+        a, b, c = full[i:i + 3]
+        out.append((a ^ b ^ c, 0))
+        out.append((((a & b) | (a & c) | (b & c))[:width - 1], 1))
+        i += 3
+    out.extend(terms[i:])
+    return out
+
+
+def tree_depth(n_terms: int) -> int:
+    """Register levels of a binary tree over ``n_terms`` terms (0 for a single term)."""
+    return max(0, (n_terms - 1).bit_length())

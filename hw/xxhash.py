@@ -15,12 +15,20 @@ Structure of the record cores (why it sustains one word per cycle):
    accumulators ``v1..v4``. Word ``i`` of a record feeds lane ``i % 4`` (XXH32: the two 32-bit
    lanes ``2*(i%2)``, ``2*(i%2)+1``), so a lane is updated at most every 4 (2) cycles; the round
    ``acc = rotl(acc + lane*P2, 31) * P1`` is split so that ``lane*P2`` is computed ahead (it does
-   not depend on ``acc``) and only ``rotl(acc + .)*P1`` (2 stages) sits in the loop.
+   not depend on ``acc``) and only ``rotl(acc + .)*P1`` sits in the loop, as one adder followed
+   by carry-save levels and a final adder spread over exactly 4 (2) register stages.
 2. *Tail buffer.* Words after the last full stripe (at most 4; XXH32: 2) are kept.
 3. *Finaliser.* On a record's last word, ``v1..v4``, the tail words and the length enter a fully
    unrolled pipeline (merge rounds, up to 3 word steps, the 4-byte step, up to 3 byte steps,
-   avalanche), each step a registered 2-stage multiply that is bypassed when the record is too
+   avalanche), each step a pipelined constant multiply that is bypassed when the record is too
    short for it. Records are independent, so one record can enter per cycle.
+
+Multipliers: no DSP blocks. Every multiply is by a constant prime, built in LUTs from the
+prime's signed digits as an adder tree (``offload.hw.common``); ``adder_levels`` (1 or 2) sets
+how many adder levels sit between two registers: 1 gives one carry chain per stage (highest
+Fmax, most registers), 2 halves the multiply's stages and registers. The DSP version (three
+32x32 partial products per 64-bit product) needed ~309 DSP blocks for ``XXH64Core``, more than
+an xc7z020 or an ECP5-85 has.
 
 Ports (all cores): ``i`` (stream in, never stalls: ``ready`` is always 1), ``o`` (stream out,
 must always be accepted: ``valid`` for one cycle per record), ``seed`` (held stable during a
@@ -32,13 +40,14 @@ its result on ``o``. Throughput: one input word per cycle, any mix of records.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from offload.golden import MASK32, MASK64, XXH32_PRIMES, XXH64_PRIMES
 
-from .common import Pipe, check_choice, mul_partials, mul_sum, mux_index
+from .common import (Pipe, check_choice, const_mul_terms, csa_level, mul_depth, mux_index,
+                     term_value)
 
 __all__ = ["HashBeat", "XXH64Core", "XXH32Core", "XXH64Fixed", "XXH32Fixed",
            "xxh64_finalize", "xxh32_finalize"]
@@ -53,78 +62,120 @@ HashBeat = data.StructLayout({"data": 64, "first": 1, "last": 1, "empty": 1, "le
 # Finalisers (pipeline builders)
 # ---------------------------------------------------------------------------------------------
 
-def xxh64_finalize_depth(stripes: bool, max_words: int, four: bool, max_bytes: int) -> int:
-    return 4 + (8 if stripes else 0) + 1 + 2 * max_words + (2 if four else 0) + 2 * max_bytes + 5
+P64 = XXH64_PRIMES
+P32 = XXH32_PRIMES
+def stage_counts(levels: int) -> tuple[int, int, int, int]:
+    """Stages of one 64-bit (XXH64) and one 32-bit (XXH32) constant multiply, and of a byte
+    times PRIME64_5 / PRIME32_5, with ``levels`` adder levels per stage."""
+    m64 = mul_depth(64, P64[1], 64, levels=levels)
+    m32 = mul_depth(32, P32[1], 32, levels=levels)
+    mb64 = mul_depth(8, P64[4], 64, levels=levels)
+    mb32 = mul_depth(8, P32[4], 32, levels=levels)
+    # Every step of a finaliser takes the same number of stages whatever its prime, so the
+    # pipelines line up (checked, not assumed).
+    assert all(mul_depth(64, c, 64, a, levels) == m64 for c in P64 for a in (0, P64[2], P64[3]))
+    assert all(mul_depth(32, c, 32, 0, levels) == m32 for c in P32)
+    assert mb64 <= m64 and mb32 <= m32
+    return m64, m32, mb64, mb32
+
+
+def _rot_terms(vs, rots, seed_p5, hs, extra=()):
+    """Terms of ``hs ? rotl(v0,1) + rotl(v1,7) + rotl(v2,12) + rotl(v3,18) : seed + P5`` (plus
+    ``extra``), summed by a tree instead of three chained adders."""
+    zero = Const(0, len(seed_p5))
+    terms = [(Mux(hs, vs[0].rotate_left(rots[0]), seed_p5), 0)]
+    terms += [(Mux(hs, v.rotate_left(r), zero), 0) for v, r in zip(vs[1:], rots[1:])]
+    return terms + [(Value.cast(e), 0) for e in extra]
+
+
+def xxh64_finalize_depth(stripes: bool, max_words: int, four: bool, max_bytes: int,
+                         levels: int = 1) -> int:
+    M64, _, MB64, _ = stage_counts(levels)
+    if stripes or max_words:
+        first = 2 * M64                      # round(0, .) of the tail words and v0..v3
+    else:
+        first = M64 if four else (MB64 if max_bytes else 1)
+    return (first + (4 * M64 if stripes else 0) + 1 + M64 * (max_words + four + max_bytes)
+            + 2 * M64 + 1)
 
 
 def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: bool,
                    max_bytes: int) -> None:
     """Extend pipe ``p`` (fields ``valid``, ``len``, [``hs``, ``v0..v3``], ``t0..``) with the XXH64
-    finalisation; leaves the hash in field ``h``. Steps a record does not need are bypassed."""
-    P1, P2, P3, P4, P5 = XXH64_PRIMES
+    finalisation; leaves the hash in field ``h``. Steps a record does not need are bypassed.
+
+    Order: round(0, w) = rotl(w * P2, 31) * P1 of the tail words and of ``v0..v3`` (two
+    multiplies, in parallel), the four merge rounds, ``h += len``, up to three word steps, the
+    4-byte step, up to three byte steps, the avalanche. The 4-byte and byte products are started
+    one step before they are needed, so they are not carried down the whole pipeline.
+    """
+    P1, P2, P3, P4, P5 = P64
     depth0 = p.depth
     r = p["len"][:5]                       # bytes after the last full stripe
-    nw, has4, nb = r[3:5], r[2], r[:2]
+    nw = r[3:5]                            # tail words after the stripes
     ntail = min(4, max_words + (1 if (four or max_bytes) else 0))
-    tails = [p[f"t{j}"] for j in range(ntail)]
-    tw = mux_index(nw, tails) if ntail else Const(0, 64)   # word holding the 4-byte/byte tail
+    tails = [p.wire(p[f"t{j}"], f"t{j}") for j in range(ntail)]
     upd = {"r": r}
-    # Level 1 of the independent products: round(0, w) needs w*P2 then *P1.
+    if four or max_bytes:
+        upd["tw"] = mux_index(nw, tails)    # the word holding the 4-byte and byte tail
     for j in range(max_words):
-        for k, v in mul_partials(tails[j], P2, 64).items():
-            upd[f"kw{j}_{k}"] = v
+        p.tree(f"kw{j}", const_mul_terms(tails[j], P2, 64), 64)
     if stripes:
+        vs = [p.wire(p[f"v{j}"], f"v{j}") for j in range(4)]
         for j in range(4):
-            for k, v in mul_partials(p[f"v{j}"], P2, 64).items():
-                upd[f"km{j}_{k}"] = v
-        vs = [p[f"v{j}"] for j in range(4)]
-        conv = (vs[0].rotate_left(1) + vs[1].rotate_left(7) + vs[2].rotate_left(12)
-                + vs[3].rotate_left(18))[:64]
-        upd["h"] = Mux(p["hs"], conv, seed_p5)
+            p.tree(f"km{j}", const_mul_terms(vs[j], P2, 64), 64)
+        p.tree("h", _rot_terms(vs, (1, 7, 12, 18), seed_p5, p["hs"]), 64)
     else:
         upd["h"] = seed_p5
-    if four:
-        for k, v in mul_partials(Cat(tw[:32], Const(0, 32)), P1, 64).items():
-            upd[f"k4_{k}"] = v
-    for i in range(max_bytes):
-        byte = Mux(has4, tw.word_select(4 + i, 8), tw.word_select(i, 8))
-        upd[f"kb{i}"] = (byte * P5)[:64]
+
+    def start_k4():
+        p.tree("k4", const_mul_terms(p.wire(p["tw"][:32], "k4x"), P1, 64), 64)
+
+    def start_kb():
+        has4_ = p["r"][2]
+        for i in range(max_bytes):
+            byte = Mux(has4_, p["tw"].word_select(4 + i, 8), p["tw"].word_select(i, 8))
+            p.tree(f"kb{i}", const_mul_terms(p.wire(byte, f"byte{i}"), P5, 64), 64)
+
+    if not (stripes or max_words):
+        # Fixed 4-byte keys: nothing else runs first, start the tail products right away.
+        p.f.update(upd)
+        if four:
+            start_k4()
+        elif max_bytes:
+            start_kb()
     p.stage(drop=[f"t{j}" for j in range(ntail)] + [f"v{j}" for j in range(4)], **upd)
-    # Level 1 sums.
-    upd = {}
+    p.drain()
     names = [f"kw{j}" for j in range(max_words)] + ([f"km{j}" for j in range(4)] if stripes else [])
-    for n in names:
-        upd[n] = mul_sum({k: p[f"{n}_{k}"] for k in ("p0", "p1", "p2")}, 64)
-    if four:
-        upd["k4"] = mul_sum({k: p[f"k4_{k}"] for k in ("p0", "p1", "p2")}, 64)
-    drop = [f"{n}_{k}" for n in names + (["k4"] if four else []) for k in ("p0", "p1", "p2")]
-    p.stage(drop=drop, **upd)
-    # Level 2: rotl(., 31) * P1.
-    upd = {}
-    for n in names:
-        for k, v in mul_partials(p[n].rotate_left(31), P1, 64).items():
-            upd[f"{n}_{k}"] = v
-    p.stage(drop=names, **upd)
-    upd = {n: mul_sum({k: p[f"{n}_{k}"] for k in ("p0", "p1", "p2")}, 64) for n in names}
-    p.stage(drop=[f"{n}_{k}" for n in names for k in ("p0", "p1", "p2")], **upd)
+    if names:
+        for n in names:
+            p.tree(n + "r", const_mul_terms(p.wire(p[n].rotate_left(31), n + "x"), P1, 64), 64)
+        p.stage(drop=names)
+        p.drain()
+        for n in names:
+            p.f[n] = p.f.pop(n + "r")
     # Merge rounds (only records with stripes): h = (h ^ round(0, v)) * P1 + P4.
     if stripes:
         for j in range(4):
             p.mul_step("h", p["h"] ^ p[f"km{j}"], P1, 64, p["hs"], add=P4, drop=[f"km{j}"])
-        p.stage(drop=["hs"])
-    else:
-        p.stage()
-    p.f["h"] = (p["h"] + p["len"])[:64]          # folded into the next stage's input
+    p.stage(drop=["hs"], h=(p["h"] + p["len"])[:64])
     # The step conditions are re-read from the current stage's ``r`` (it moves with the record).
     for j in range(max_words):
+        if j == max_words - 1:
+            if four:
+                start_k4()
+            elif max_bytes:
+                start_kb()
         p.mul_step("h", (p["h"] ^ p[f"kw{j}"]).rotate_left(27), P1, 64, p["r"][3:5] > j, add=P4,
                    drop=[f"kw{j}"])
     if four:
+        if max_bytes:
+            start_kb()
         p.mul_step("h", (p["h"] ^ p["k4"]).rotate_left(23), P2, 64, p["r"][2], add=P3,
-                   drop=["k4"])
+                   drop=["k4"] + ([] if max_bytes else ["tw"]))
     for i in range(max_bytes):
         p.mul_step("h", (p["h"] ^ p[f"kb{i}"]).rotate_left(11), P1, 64, p["r"][:2] > i,
-                   drop=[f"kb{i}"])
+                   drop=[f"kb{i}"] + (["tw"] if i == 0 else []))
     # Avalanche.
     h = p["h"]
     p.mul_step("h", h ^ (h >> 33), P2, 64, Const(1), drop=["r", "len"])
@@ -132,58 +183,130 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     p.mul_step("h", h ^ (h >> 29), P3, 64, Const(1))
     h = p["h"]
     p.stage(h=h ^ (h >> 32))
-    assert p.depth - depth0 == xxh64_finalize_depth(stripes, max_words, four, max_bytes)
+    assert not p.busy()
+    assert p.depth - depth0 == xxh64_finalize_depth(stripes, max_words, four, max_bytes,
+                                                    p.levels)
 
 
-def xxh32_finalize_depth(stripes: bool, max_lanes: int, max_bytes: int) -> int:
-    return 2 + 2 * max_lanes + 2 * max_bytes + 5
+def xxh32_finalize_depth(stripes: bool, max_lanes: int, max_bytes: int, levels: int = 1) -> int:
+    M32 = stage_counts(levels)[1]
+    return M32 + (M32 + 1) * (max_lanes + max_bytes) + 2 * M32 + 1
 
 
 def xxh32_finalize(p: Pipe, seed_p5, *, stripes: bool, max_lanes: int, max_bytes: int) -> None:
     """XXH32 finalisation of pipe ``p`` (fields ``valid``, ``len``, [``hs``, ``v0..v3``], ``t0``,
-    [``t1``]); leaves the 32-bit hash in field ``h``."""
-    P1, P2, P3, P4, P5 = XXH32_PRIMES
+    [``t1``]); leaves the 32-bit hash in field ``h``.
+
+    Each lane/byte step is ``h = rotl(h + k, r) * P``: the 32-bit add gets its own stage (``hk``)
+    so that no stage holds two carry chains."""
+    P1, P2, P3, P4, P5 = P32
     depth0 = p.depth
     r = p["len"][:4]
-    nl, nb = r[2:4], r[:2]
-    tails = [p[k] for k in ("t0", "t1") if k in p]
+    nl = r[2:4]
+    tails = [p.wire(p[k], k) for k in ("t0", "t1") if k in p]
     t = Cat(*tails)
     lanes = [t.word_select(j, 32) for j in range(len(tails) * 2)]
-    upd = {"r": r}
     for j in range(max_lanes):
-        for k, v in mul_partials(lanes[j], P3, 32).items():
-            upd[f"kl{j}_{k}"] = v
+        p.tree(f"kl{j}", const_mul_terms(lanes[j], P3, 32), 32)
     for i in range(max_bytes):
         # byte i of the tail after the nl full 4-byte lanes
         byte = mux_index(nl, [t.word_select(4 * q + i, 8) if 4 * q + i < len(t) // 8 else Const(0, 8)
                               for q in range(4)])
-        upd[f"kb{i}"] = (byte * P5)[:32]
+        p.tree(f"kb{i}", const_mul_terms(p.wire(byte, f"byte{i}"), P5, 32), 32)
+    ln = p["len"][:32]
     if stripes:
-        vs = [p[f"v{j}"] for j in range(4)]
-        conv = (vs[0].rotate_left(1) + vs[1].rotate_left(7) + vs[2].rotate_left(12)
-                + vs[3].rotate_left(18))[:32]
-        upd["h"] = Mux(p["hs"], conv, seed_p5)
+        vs = [p.wire(p[f"v{j}"], f"v{j}") for j in range(4)]
+        p.tree("h", _rot_terms(vs, (1, 7, 12, 18), seed_p5, p["hs"], extra=[ln]), 32)
     else:
-        upd["h"] = seed_p5
-    p.stage(drop=["t0", "t1", "hs", "v0", "v1", "v2", "v3"], **upd)
-    upd = {f"kl{j}": mul_sum({k: p[f"kl{j}_{k}"] for k in ("p0", "p1", "p2")}, 32)
-           for j in range(max_lanes)}
-    upd["h"] = (p["h"] + p["len"])[:32]
-    p.stage(drop=[f"kl{j}_{k}" for j in range(max_lanes) for k in ("p0", "p1", "p2")] + ["len"],
-            **upd)
-    for j in range(max_lanes):
-        p.mul_step("h", (p["h"] + p[f"kl{j}"])[:32].rotate_left(17), P4, 32, p["r"][2:4] > j,
-                   drop=[f"kl{j}"])
-    for i in range(max_bytes):
-        p.mul_step("h", (p["h"] + p[f"kb{i}"])[:32].rotate_left(11), P1, 32, p["r"][:2] > i,
-                   drop=[f"kb{i}"])
+        p.tree("h", [(seed_p5, 0), (ln, 0)], 32)
+    p.stage(drop=["t0", "t1", "hs", "v0", "v1", "v2", "v3", "len"], r=r)
+    p.drain()
+    steps = ([(f"kl{j}", 17, P4, p["r"][2:4] > j) for j in range(max_lanes)]
+             + [(f"kb{i}", 11, P1, p["r"][:2] > i) for i in range(max_bytes)])
+    for j, (k, rot, prime, _) in enumerate(steps):
+        p.stage(drop=[k], hk=(p["h"] + p[k])[:32])
+        act = (p["r"][2:4] > j) if j < max_lanes else (p["r"][:2] > j - max_lanes)
+        p.mul_step("h", p["hk"].rotate_left(rot), prime, 32, act, drop=["hk"])
     h = p["h"]
     p.mul_step("h", h ^ (h >> 15), P2, 32, Const(1), drop=["r"])
     h = p["h"]
     p.mul_step("h", h ^ (h >> 13), P3, 32, Const(1))
     h = p["h"]
     p.stage(h=h ^ (h >> 16))
-    assert p.depth - depth0 == xxh32_finalize_depth(stripes, max_lanes, max_bytes)
+    assert not p.busy()
+    assert p.depth - depth0 == xxh32_finalize_depth(stripes, max_lanes, max_bytes, p.levels)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stripe loops
+# ---------------------------------------------------------------------------------------------
+
+def _loop_round(m, fe: Pipe, accs: list, lps: list, rot: int, prime: int, width: int,
+                stages: int, redundant: bool = False) -> list:
+    """``rotl(acc + lp, rot) * prime`` for each (acc, lp) pair in ``stages`` register levels:
+    one carry chain for the add, then carry-save levels (no carry chain) spread over the
+    stages, then one final carry chain. Returns the combinational results of the last stage
+    (the caller registers them in the lane accumulators). Used in the stripe loops, whose
+    recurrence allows only ``stages`` cycles (XXH64: 4 lanes, XXH32: 2 word pairs).
+
+    ``redundant``: the accumulators are kept in carry-save form, a ``(sum, carry)`` pair per
+    lane: each ``acc`` is such a pair, the add becomes one carry-save level and a carry chain,
+    and the result is returned as a pair without the final carry chain (the consumer of the
+    accumulator adds the pair once, outside the loop). The loop then holds one carry chain
+    instead of two, which is what the two-stage XXH32 loop needs."""
+    if redundant:
+        xs = []
+        for j, ((acc_s, acc_c), lp) in enumerate(zip(accs, lps)):
+            a, b = csa_level([(acc_s, 0), (acc_c, 0), (lp, 0)], width)
+            xs.append((term_value(a, width) + term_value(b, width))[:width])
+    else:
+        xs = [(acc + lp)[:width] for acc, lp in zip(accs, lps)]
+    # CSA levels needed to reach two terms, spread so the first stage (which holds the add)
+    # and the last (which holds the final add) get the fewest.
+    n_levels = 0
+    n = len(const_mul_terms(Signal(width), prime, width))
+    while n > 2:
+        n = n - n // 3
+        n_levels += 1
+    plan = [0] * stages
+    mids = list(range(1, stages - 1))
+    if redundant:
+        # No final carry chain: the last stage takes as many levels as the middle ones.
+        mids = list(range(1, stages))
+    for i in range(n_levels):
+        free = [s for s in mids if plan[s] < (5 if redundant else 3)]
+        s = min(free, key=lambda s: plan[s]) if free else min((stages - 1, 0), key=lambda s: plan[s])
+        plan[s] += 1
+    first = 0
+    if plan[0] == 0 and stages > 1:
+        # Nothing but the add in the first stage: register the (rotated) sum itself, not its
+        # ~20 shifted copies.
+        fe.stage(**{f"lx{j}": x.rotate_left(rot) for j, x in enumerate(xs)})
+        terms = [const_mul_terms(fe[f"lx{j}"], prime, width) for j in range(len(xs))]
+        first = 1
+    else:
+        terms = [const_mul_terms(fe.wire(x.rotate_left(rot), f"lx{j}"), prime, width)
+                 for j, x in enumerate(xs)]
+    for s in range(first, stages):
+        for lv in range(plan[s]):
+            terms = [csa_level(ts, width) for ts in terms]
+            # Named: the next level reads every term twice (sum and majority).
+            terms = [[(fe.wire(term_value(t, width), f"cs{j}_{lv}_{i}"), 0) for i, t in enumerate(ts)]
+                     for j, ts in enumerate(terms)]
+        if s == stages - 1:
+            break
+        upd = {}
+        for j, ts in enumerate(terms):
+            for i, t in enumerate(ts):
+                upd[f"cs{j}_{i}"] = term_value(t, width)
+        fe.stage(drop=[k for k in fe.f if k.startswith(("cs", "lx"))], **upd)
+        terms = [[(fe[f"cs{j}_{i}"], 0) for i in range(len(ts))] for j, ts in enumerate(terms)]
+    fe.f = {k: v for k, v in fe.f.items() if not k.startswith(("cs", "lx"))}
+    if redundant:
+        assert all(len(ts) == 2 for ts in terms)
+        return [(term_value(ts[0], width), term_value(ts[1], width)) for ts in terms]
+    return [sum((term_value(t, width) for t in ts[1:]), term_value(ts[0], width))[:width]
+            for ts in terms]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,14 +318,20 @@ class XXH64Core(wiring.Component):
 
     Ports: ``i`` In(stream of :data:`HashBeat`, always ready), ``o`` Out(stream of 64-bit
     hashes, always ready: the consumer must take every result), ``seed`` In(64).
-    Latency ``FRONT + finaliser`` = :attr:`latency` cycles from the last word; throughput one word
-    per cycle.
+    Latency ``FRONT + 1 + finaliser`` = :attr:`latency` cycles from the last word; throughput
+    one word per cycle. ``adder_levels``: 1 or 2 adder levels per pipeline stage (see the module
+    docstring).
     """
 
-    FRONT = 3
+    LOOP = 4                    # a lane comes back every 4 words: the round may take 4 cycles
 
-    def __init__(self):
-        self.latency = self.FRONT + xxh64_finalize_depth(True, 3, True, 3)
+    def __init__(self, adder_levels: int = 1):
+        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self._MustUse__silence = False
+        # lane * P2, then the loop; the finaliser reads the loop's last stage
+        self.FRONT = stage_counts(adder_levels)[0] + self.LOOP - 1
+        self.latency = self.FRONT + 1 + xxh64_finalize_depth(True, 3, True, 3, adder_levels)
         super().__init__({
             "i": In(stream.Signature(HashBeat, always_ready=True)),
             "o": Out(stream.Signature(64, always_ready=True)),
@@ -211,7 +340,7 @@ class XXH64Core(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P1, P2, P3, P4, P5 = XXH64_PRIMES
+        P1, P2, P3, P4, P5 = P64
         seed = self.seed
         init = [Signal(64, name=f"init{k}") for k in range(4)]
         seed_p5 = Signal(64)
@@ -229,18 +358,20 @@ class XXH64Core(wiring.Component):
         with m.If(self.i.valid):
             m.d.sync += idx.eq(cur + 1)
         nsw = Cat(Const(0, 2), b.length[5:])   # words in full stripes: (L // 32) * 4
-        fe = Pipe(m, "fe", valid=self.i.valid, data=b.data, last=b.last, empty=b.empty,
+        fe = Pipe(m, "fe", levels=self.adder_levels, valid=self.i.valid, data=b.data, last=b.last, empty=b.empty,
                   length=b.length, stripe=~b.empty & (cur < nsw), lane=cur[:2], fs=cur < 4,
                   tidx=(cur - nsw)[:2])
-        fe.stage(**{f"lp_{k}": v for k, v in mul_partials(b.data, P2, 64).items()})
-        fe.stage(drop=["lp_p0", "lp_p1", "lp_p2"],
-                 lp=mul_sum({k: fe[f"lp_{k}"] for k in ("p0", "p1", "p2")}, 64))
+        fe.tree("lp", const_mul_terms(fe.wire(b.data, "data"), P2, 64), 64)
+        fe.stage()
+        fe.drain()
         v = [Signal(64, name=f"v{k}") for k in range(4)]
-        # The loop: read v[lane] (or the init value on a record's first stripe), 2 stages back.
+        # The loop: read v[lane] (or the init value on a record's first stripe) LOOP stages
+        # after the same lane's previous word read it.
         acc = Mux(fe["fs"], mux_index(fe["lane"], init), mux_index(fe["lane"], v))
-        x = (acc + fe["lp"])[:64].rotate_left(31)
-        fe.stage(drop=["lp", "fs"], **{f"ap_{k}": v_ for k, v_ in mul_partials(x, P1, 64).items()})
-        new = mul_sum({k: fe[f"ap_{k}"] for k in ("p0", "p1", "p2")}, 64)
+        lp = fe["lp"]
+        del fe.f["lp"]
+        del fe.f["fs"]
+        new = _loop_round(m, fe, [acc], [lp], 31, P1, 64, self.LOOP)[0]
         lane, stripe, valid = fe["lane"], fe["stripe"], fe["valid"]
         for k in range(4):
             with m.If(valid & stripe & (lane == k)):
@@ -252,10 +383,13 @@ class XXH64Core(wiring.Component):
             with m.If(valid & tail_here & (fe["tidx"] == k)):
                 m.d.sync += tb[k].eq(fe["data"])
         tf = [Mux(tail_here & (fe["tidx"] == k), fe["data"], tb[k]) for k in range(4)]
-        assert fe.depth == self.FRONT
-        fin = Pipe(m, "fin", valid=valid & fe["last"], len=fe["length"],
+        assert fe.depth == self.FRONT, (fe.depth, self.FRONT)
+        fin = Pipe(m, "fin", levels=self.adder_levels, valid=valid & fe["last"], len=fe["length"],
                    hs=fe["length"][5:] != 0, **{f"v{k}": vf[k] for k in range(4)},
                    **{f"t{k}": tf[k] for k in range(4)})
+        # The bypassed accumulator ends in the loop's last adder: register it before the
+        # finaliser's first adder level (two carry chains in one stage capped Fmax at ~60 MHz).
+        fin.stage()
         xxh64_finalize(fin, seed_p5, stripes=True, max_words=3, four=True, max_bytes=3)
         m.d.comb += [self.o.valid.eq(fin["valid"]), self.o.payload.eq(fin["h"])]
         assert fe.depth + fin.depth == self.latency
@@ -269,10 +403,14 @@ class XXH32Core(wiring.Component):
     always ready), ``seed`` In(32). Latency :attr:`latency` cycles from the last word.
     """
 
-    FRONT = 3
+    LOOP = 2                    # a lane pair comes back every 2 words
 
-    def __init__(self):
-        self.latency = self.FRONT + xxh32_finalize_depth(True, 3, 3)
+    def __init__(self, adder_levels: int = 1):
+        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self._MustUse__silence = False
+        self.FRONT = stage_counts(adder_levels)[1] + self.LOOP - 1
+        self.latency = self.FRONT + 1 + xxh32_finalize_depth(True, 3, 3, adder_levels)
         super().__init__({
             "i": In(stream.Signature(HashBeat, always_ready=True)),
             "o": Out(stream.Signature(32, always_ready=True)),
@@ -281,7 +419,7 @@ class XXH32Core(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P1, P2, P3, P4, P5 = XXH32_PRIMES
+        P1, P2, P3, P4, P5 = P32
         seed = self.seed
         init = [Signal(32, name=f"init{k}") for k in range(4)]
         seed_p5 = Signal(32)
@@ -298,44 +436,44 @@ class XXH32Core(wiring.Component):
         with m.If(self.i.valid):
             m.d.sync += idx.eq(cur + 1)
         nsw = Cat(Const(0, 1), b.length[4:])   # words in full 16-byte stripes
-        fe = Pipe(m, "fe", valid=self.i.valid, data=b.data, last=b.last, empty=b.empty,
+        fe = Pipe(m, "fe", levels=self.adder_levels, valid=self.i.valid, data=b.data, last=b.last, empty=b.empty,
                   length=b.length, stripe=~b.empty & (cur < nsw), pair=cur[0], fs=cur < 2,
                   tidx=(cur - nsw)[0])
-        upd = {}
         for half in range(2):
-            for k, v in mul_partials(b.data.word_select(half, 32), P2, 32).items():
-                upd[f"lp{half}_{k}"] = v
-        fe.stage(**upd)
-        fe.stage(drop=[f"lp{h}_{k}" for h in range(2) for k in ("p0", "p1", "p2")],
-                 **{f"lp{h}": mul_sum({k: fe[f"lp{h}_{k}"] for k in ("p0", "p1", "p2")}, 32)
-                    for h in range(2)})
-        v = [Signal(32, name=f"v{k}") for k in range(4)]
-        upd = {}
-        for half in range(2):
-            acc = Mux(fe["fs"], Mux(fe["pair"], init[2 + half], init[half]),
-                      Mux(fe["pair"], v[2 + half], v[half]))
-            x = (acc + fe[f"lp{half}"])[:32].rotate_left(13)
-            for k, v_ in mul_partials(x, P1, 32).items():
-                upd[f"ap{half}_{k}"] = v_
-        fe.stage(drop=["lp0", "lp1", "fs"], **upd)
-        new = [mul_sum({k: fe[f"ap{h}_{k}"] for k in ("p0", "p1", "p2")}, 32) for h in range(2)]
+            fe.tree(f"lp{half}", const_mul_terms(fe.wire(b.data.word_select(half, 32), f"d{half}"),
+                                                 P2, 32), 32)
+        fe.stage()
+        fe.drain()
+        # The accumulators in carry-save form (sum, carry): see _loop_round.
+        vs = [Signal(32, name=f"v{k}_s") for k in range(4)]
+        vc = [Signal(32, name=f"v{k}_c") for k in range(4)]
+        accs = [(Mux(fe["fs"], Mux(fe["pair"], init[2 + h], init[h]),
+                     Mux(fe["pair"], vs[2 + h], vs[h])),
+                 Mux(fe["fs"], 0, Mux(fe["pair"], vc[2 + h], vc[h]))) for h in range(2)]
+        lps = [fe["lp0"], fe["lp1"]]
+        for k in ("lp0", "lp1", "fs"):
+            del fe.f[k]
+        new = _loop_round(m, fe, accs, lps, 13, P1, 32, self.LOOP, redundant=True)
         pair, stripe, valid = fe["pair"], fe["stripe"], fe["valid"]
         vf = []
         for k in range(4):
             hit = stripe & (pair == (k >> 1))
             with m.If(valid & hit):
-                m.d.sync += v[k].eq(new[k & 1])
-            vf.append(Mux(hit, new[k & 1], v[k]))
+                m.d.sync += [vs[k].eq(new[k & 1][0]), vc[k].eq(new[k & 1][1])]
+            vf.append((Mux(hit, new[k & 1][0], vs[k]), Mux(hit, new[k & 1][1], vc[k])))
         tb = [Signal(64, name=f"tail{k}") for k in range(2)]
         tail_here = ~stripe & ~fe["empty"]
         for k in range(2):
             with m.If(valid & tail_here & (fe["tidx"] == k)):
                 m.d.sync += tb[k].eq(fe["data"])
         tf = [Mux(tail_here & (fe["tidx"] == k), fe["data"], tb[k]) for k in range(2)]
-        assert fe.depth == self.FRONT
-        fin = Pipe(m, "fin", valid=valid & fe["last"], len=fe["length"],
-                   hs=fe["length"][4:] != 0, **{f"v{k}": vf[k] for k in range(4)},
-                   t0=tf[0], t1=tf[1])
+        assert fe.depth == self.FRONT, (fe.depth, self.FRONT)
+        fin = Pipe(m, "fin", levels=self.adder_levels, valid=valid & fe["last"], len=fe["length"],
+                   hs=fe["length"][4:] != 0, **{f"v{k}_s": vf[k][0] for k in range(4)},
+                   **{f"v{k}_c": vf[k][1] for k in range(4)}, t0=tf[0], t1=tf[1])
+        # The accumulators leave carry-save form here: one carry chain, in a stage of its own.
+        fin.stage(drop=[f"v{k}_{x}" for k in range(4) for x in "sc"],
+                  **{f"v{k}": (fin[f"v{k}_s"] + fin[f"v{k}_c"])[:32] for k in range(4)})
         xxh32_finalize(fin, seed_p5, stripes=True, max_lanes=3, max_bytes=3)
         m.d.comb += [self.o.valid.eq(fin["valid"]), self.o.payload.eq(fin["h"])]
         assert fe.depth + fin.depth == self.latency
@@ -354,11 +492,13 @@ class XXH64Fixed(wiring.Component):
     Latency :attr:`latency` cycles, throughput one key per cycle, no reset needed but ``valid``.
     """
 
-    def __init__(self, key_bytes: int = 8):
+    def __init__(self, key_bytes: int = 8, adder_levels: int = 1):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.key_bytes = check_choice("key_bytes", key_bytes, (4, 8))
+        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
         self._MustUse__silence = False
-        self.latency = xxh64_finalize_depth(False, 1 if key_bytes == 8 else 0, key_bytes == 4, 0)
+        self.latency = xxh64_finalize_depth(False, 1 if key_bytes == 8 else 0, key_bytes == 4, 0,
+                                            adder_levels)
         super().__init__({
             "i": In(stream.Signature(64, always_ready=True)),
             "o": Out(stream.Signature(64, always_ready=True)),
@@ -368,8 +508,8 @@ class XXH64Fixed(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         seed_p5 = Signal(64)
-        m.d.sync += seed_p5.eq((self.seed + XXH64_PRIMES[4])[:64])
-        p = Pipe(m, "fx", valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
+        m.d.sync += seed_p5.eq((self.seed + P64[4])[:64])
+        p = Pipe(m, "fx", levels=self.adder_levels, valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
         xxh64_finalize(p, seed_p5, stripes=False, max_words=1 if self.key_bytes == 8 else 0,
                        four=self.key_bytes == 4, max_bytes=0)
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["h"])]
@@ -380,11 +520,12 @@ class XXH32Fixed(wiring.Component):
     """XXH32 of one fixed ``key_bytes``-byte key (4 or 8) per cycle. Ports as :class:`XXH64Fixed`
     with a 32-bit ``seed`` and 32-bit results."""
 
-    def __init__(self, key_bytes: int = 4):
+    def __init__(self, key_bytes: int = 4, adder_levels: int = 1):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.key_bytes = check_choice("key_bytes", key_bytes, (4, 8))
+        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
         self._MustUse__silence = False
-        self.latency = xxh32_finalize_depth(False, key_bytes // 4, 0)
+        self.latency = xxh32_finalize_depth(False, key_bytes // 4, 0, adder_levels)
         super().__init__({
             "i": In(stream.Signature(64, always_ready=True)),
             "o": Out(stream.Signature(32, always_ready=True)),
@@ -395,7 +536,7 @@ class XXH32Fixed(wiring.Component):
         m = Module()
         seed_p5 = Signal(32)
         m.d.sync += seed_p5.eq((self.seed + XXH32_PRIMES[4])[:32])
-        p = Pipe(m, "fx", valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
+        p = Pipe(m, "fx", levels=self.adder_levels, valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
         xxh32_finalize(p, seed_p5, stripes=False, max_lanes=self.key_bytes // 4, max_bytes=0)
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["h"])]
         return m
