@@ -7,9 +7,15 @@ non-NaN values becomes unsigned integer order; infinities fall out right). A NaN
 ``num_boundaries`` (SPEC.md).
 
 The count is found by a pipelined binary search over the boundary table (a memory written
-through the engine's registers): ``log2(table_depth) + 1`` steps, each a synchronous memory
-read and a compare, every step with its own read port so one value enters per cycle. Entries at
-index ``>= num_boundaries`` act as +infinity.
+through the engine's registers): ``log2(table_depth) + 1`` steps, every step with its own read
+port so one value enters per cycle. Entries at index ``>= num_boundaries`` act as +infinity.
+Each step is three register stages, each with at most one carry chain (ECP5 >= 110 MHz):
+M, the synchronous read, addressed straight from the registered position (the index is
+``pos | (step - 1)``: no adder); R, the boundary registered as read (block RAM clock-to-out is
+slow); C, the boundary's key (:func:`boundary_key`, an XOR mask: the ``-0.0`` rule is applied
+to x instead, see :func:`x_key`) and a compare split into three parallel 33-bit chains.
+Latency ``3 * (log2(table_depth) + 1) + 1`` cycles (:attr:`latency`: 16 for depth 16, 28 for
+256). Reset: only the ``valid`` bits matter.
 
 Ports: ``i`` In(stream of 64-bit raw values, always ready), ``o`` Out(stream of 32-bit counts,
 always ready), ``dtype`` In(2) (0 int32, 1 int64, 2 float32, 3 float64), ``right`` In(1)
@@ -27,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 
 from .common import Pipe, check_pow2
 
-__all__ = ["Bucketize", "order_key"]
+__all__ = ["Bucketize", "order_key", "boundary_key", "x_key"]
 
 DTYPE_INT32, DTYPE_INT64, DTYPE_FLOAT32, DTYPE_FLOAT64 = 0, 1, 2, 3
 
@@ -50,6 +56,48 @@ def order_key(raw, dtype):
     return key, nan
 
 
+def boundary_key(raw, dtype):
+    """The ordered key of a boundary WITHOUT the ``-0.0 -> +0.0`` step (so it is one XOR with a
+    mask chosen by dtype and sign: two LUT levels). A ``-0.0`` boundary then has the key just
+    below ``+0.0``'s, which no x has (see :func:`x_key`)."""
+    s32, s64 = raw[31], raw[63]
+    i32 = Cat(raw[:31], s32.replicate(32), ~s32)
+    i64 = Cat(raw[:63], ~s64)
+    f32 = Cat(raw[:31] ^ s32.replicate(31), ~s32, Const(0, 32))
+    f64 = Cat(raw[:63] ^ s64.replicate(63), ~s64)
+    return Mux(dtype == DTYPE_INT32, i32, Mux(dtype == DTYPE_INT64, i64,
+                                                 Mux(dtype == DTYPE_FLOAT32, f32, f64)))
+
+
+def x_key(raw, dtype, right):
+    """(key, is-NaN) of the value ``x``: :func:`order_key`, except that a float ``x == ±0.0``
+    gets the key of ``+0.0`` when ``right`` and the key just below it (that of an unmapped
+    ``-0.0``) when not. Against :func:`boundary_key` keys this gives exactly ``b <= x`` /
+    ``b < x`` with ``-0.0 == 0.0``: a ``-0.0`` boundary's key is that just-below key, a
+    ``+0.0`` boundary's is ``+0.0``'s, and no other value lies between them."""
+    key, nan = order_key(raw, dtype)
+    zero32 = (dtype == DTYPE_FLOAT32) & (raw[:31] == 0)
+    zero64 = (dtype == DTYPE_FLOAT64) & (raw[:63] == 0)
+    below = Mux(dtype == DTYPE_FLOAT32, 0x7FFF_FFFF, 0x7FFF_FFFF_FFFF_FFFF)
+    return Mux((zero32 | zero64) & ~right, below, key), nan
+
+
+def _carry_out(a, b_inv, cin):
+    """Carry out of ``a + b_inv + cin`` (``cin`` one bit) as ONE adder: the carry-in is folded
+    into an extra low bit (``cin + 1`` carries exactly ``cin``)."""
+    w = len(a)
+    return (Cat(cin, a) + Cat(Const(1, 1), b_inv))[w + 1]
+
+
+def _ge_halves(kx, kb, right):
+    """``kb <= kx`` if ``right`` else ``kb < kx`` (unsigned 64-bit), from three parallel 33-bit
+    carry chains: hi(kx) > hi(kb), hi(kx) >= hi(kb), and the low halves' compare."""
+    hi_gt = _carry_out(kx[32:], ~kb[32:], Const(0, 1))
+    hi_ge = _carry_out(kx[32:], ~kb[32:], Const(1, 1))
+    lo = _carry_out(kx[:32], ~kb[:32], right)
+    return hi_gt | (hi_ge & lo)
+
+
 class Bucketize(wiring.Component):
     """See the module docstring. ``table_depth``: a power of two between 1 and 4096."""
 
@@ -59,7 +107,7 @@ class Bucketize(wiring.Component):
         self._MustUse__silence = False
         self.abits = max(1, (table_depth - 1).bit_length())
         self.steps = table_depth.bit_length()           # log2(depth) + 1 lookups
-        self.latency = 1 + 2 * self.steps + 1
+        self.latency = 3 * self.steps + 1
         super().__init__({
             "i": In(stream.Signature(64, always_ready=True)),
             "o": Out(stream.Signature(32, always_ready=True)),
@@ -82,23 +130,37 @@ class Bucketize(wiring.Component):
         dtype = Signal(2)
         right = Signal()
         m.d.sync += [nb.eq(self.num_boundaries), dtype.eq(self.dtype), right.eq(self.right)]
-        kx, nan = order_key(self.i.payload, self.dtype)
-        pw = self.abits + 2
-        p = Pipe(m, "bz", valid=self.i.valid, kx=kx, nan=nan, pos=Const(0, pw))
-        p.stage()
+        kx, nan = x_key(self.i.payload, self.dtype, self.right)
+        pw = self.abits + 1
         # Binary lifting: after the steps D/2..1, pos = min(count, D-1); one more lookup at pos
-        # adds the last boundary when all D are below x.
+        # adds the last boundary when all D are below x. Before the step of size s, pos is a
+        # multiple of 2s, so the index pos + s - 1 is pos | (s - 1) and pos + s is pos | s:
+        # the address logic is wiring, no adders.
         steps = [D >> k for k in range(1, self.steps)] + [1]
+        offs = [s - 1 for s in steps[:-1]] + [0]            # index = pos | offs[n]
+        p = Pipe(m, "bz", valid=self.i.valid, kx=kx, nan=nan, pos=Const(0, pw))
         for n, step in enumerate(steps):
             final = n == len(steps) - 1
-            idx = (p["pos"] + (0 if final else step - 1))[:pw]
+            # Stage M: the lookup's read, addressed straight from registers (memory address
+            # inputs are far from the logic; nothing else is in front of them).
+            idx = p["pos"] | offs[n]
             rp = table.read_port(domain="sync")
-            m.d.comb += rp.addr.eq(idx)
-            p.stage(idx=idx)                                    # rp.data belongs to this stage
-            kb, _ = order_key(rp.data, dtype)
-            pred = (p["idx"] < nb) & Mux(right, kb <= p["kx"], kb < p["kx"])
-            p.stage(drop=["idx"], pos=(p["pos"] + Mux(pred, step, 0))[:pw])
-        p.stage(drop=["kx", "nan", "pos"], res=Mux(p["nan"], nb, p["pos"]))
+            m.d.comb += rp.addr.eq(idx[:self.abits])
+            p.stage(inb=idx < nb)
+            # Stage R: the boundary as read (a DP16KD's clock-to-out is ~5 ns).
+            p.stage(kraw=rp.data)
+            # Stage C: key (two LUT levels) and compare: kx + ~kb + right = kx - kb - (1 -
+            # right) carries out iff (kb <= kx) when right, else (kb < kx); split in 32-bit
+            # halves computed in parallel (three 33-bit chains instead of one 65-bit chain).
+            ge = _ge_halves(p["kx"], boundary_key(p["kraw"], dtype), right)
+            pred = p["inb"] & ge
+            if final:
+                # Only reached with pos == D - 1 (all earlier lookups below x): count is D.
+                p.stage(drop=["kraw", "inb"], fin=pred)
+            else:
+                p.stage(drop=["kraw", "inb"], pos=p["pos"] | Mux(pred, step, 0))
+        p.stage(drop=["kx", "nan", "pos", "fin"],
+                res=Mux(p["nan"], nb, Mux(p["fin"], D, p["pos"])))
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["res"])]
         assert p.depth == self.latency
         return m

@@ -3,11 +3,14 @@
 All are flow-through pipelines (input always ready, output must always be taken), one value per
 cycle, bit-exact with :func:`offload.golden.hash_bucket` and :func:`offload.golden.fid`.
 Parameters (``num_buckets``, ``slot``) are ports held stable during a batch.
+
+Timing rule used throughout (ECP5 target >= 110 MHz, i.e. ~9 ns per stage): a register stage
+holds at most one carry chain of ~64 bits (parallel chains are fine) plus a few LUT levels.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,11 +24,28 @@ __all__ = ["ModPipe", "FastRange", "FidCore"]
 class ModPipe(wiring.Component):
     """``h % num_buckets`` for ANY 64-bit ``num_buckets >= 1``, exact, one value per cycle.
 
-    A restoring division pipeline that keeps only the remainder: ``bits_per_stage`` quotient
-    bits are resolved per register stage (each is one 65-bit compare/subtract), so there is no
-    divider that stalls per record and no reciprocal to precompute. Latency
-    ``64 // bits_per_stage + 1`` cycles. ``num_buckets == 0`` gives ``h`` (the engine rejects
-    it with BAD_PARAM before a batch starts).
+    A restoring division pipeline that keeps only the remainder, so there is no divider that
+    stalls per record and no reciprocal to precompute. Each register stage shifts the next
+    ``rb`` bits of ``h`` into the partial remainder, ``R = r << rb | bits`` (``R < 2**rb * n``
+    because ``r < n``), and subtracts the largest multiple ``q * n <= R``: the ``2**rb - 1``
+    candidates ``R - k * n`` are computed in parallel, each by ONE ``64 + rb + 1``-bit subtract
+    whose borrow is the compare (no separate comparator), and a mux steered by the borrows
+    picks the result (they are a thermometer code in ``k``, so borrow ``k`` alone decides
+    "``q >= k``"). So a register stage holds one carry chain and ``rb`` mux levels.
+
+    ``bits_per_stage`` (``rb``) is 1 or 2, the co-design knob between latency and Fmax, measured
+    on ECP5 (LFE5U-85F, nextpnr, router1): radix 2 (one 66-bit chain + 2:1 mux per stage,
+    latency 65) reaches 121 MHz; radix 4 (three parallel 67-bit chains + 4:1 mux, latency 33)
+    96 MHz (routing of the borrow fan-out). A single-cycle radix-16 step (15 parallel 68-bit
+    subtracts per stage, ~30k LUT4s) did not finish routing in 30 minutes, so 4 bits per stage
+    is no longer offered.
+    The multiples ``n`` (and ``3n`` for radix 4) are registered once from the ``num_buckets``
+    port (``2n`` is wiring), so ``num_buckets`` must be stable 1 cycle before the first value
+    (it is held during a batch).
+
+    Latency :attr:`latency` = ``64 // rb + 1`` cycles (65 or 33), throughput one value per cycle, no
+    stall. ``num_buckets == 0`` gives ``h`` (the engine rejects it with BAD_PARAM before a
+    batch starts). Reset: only the ``valid`` bits matter.
 
     Ports: ``i`` In(stream of 64-bit values, always ready), ``o`` Out(stream of 64-bit
     remainders, always ready), ``num_buckets`` In(64).
@@ -33,9 +53,10 @@ class ModPipe(wiring.Component):
 
     def __init__(self, bits_per_stage: int = 1):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
-        self.bits_per_stage = check_choice("bits_per_stage", bits_per_stage, (1, 2, 4))
+        self.bits_per_stage = check_choice("bits_per_stage", bits_per_stage, (1, 2))
         self._MustUse__silence = False
-        self.latency = 64 // bits_per_stage + 1
+        self.radix_bits = bits_per_stage           # quotient bits per register stage
+        self.latency = 64 // self.radix_bits + 1
         super().__init__({
             "i": In(stream.Signature(64, always_ready=True)),
             "o": Out(stream.Signature(64, always_ready=True)),
@@ -44,33 +65,70 @@ class ModPipe(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        b = self.radix_bits
+        w = 64 + b                        # width of R and of the multiples k * n < 2**b * 2**64
         n = Signal(64)
-        m.d.sync += n.eq(self.num_buckets)    # registered: fan-out to 64 comparators
+        m.d.sync += n.eq(self.num_buckets)    # registered: fan-out to every stage
+        mult = [None, n]
+        if b == 2:
+            n3 = Signal(66)
+            m.d.sync += n3.eq(self.num_buckets + (self.num_buckets << 1))
+            mult += [n << 1, n3]
+
         p = Pipe(m, "mod", valid=self.i.valid, h=self.i.payload, r=Const(0, 64))
-        for s in range(64 // self.bits_per_stage):
+        stages = 64 // b
+        for s in range(stages):
             r, h = p["r"], p["h"]
-            for _ in range(self.bits_per_stage):
-                # r2 = (r << 1) | next bit of h is 65 bits; keep it as its low 64 bits plus the
-                # carry r[63] (r2 >= n iff r[63] or low >= n, and r2 - n < n fits 64 bits).
-                # Same logic, but no 65-bit operands: simulators evaluate 64-bit words natively.
-                lo = Cat(h[63], r[:63])
-                r = Mux(r[63] | (lo >= n), (lo - n)[:64], lo)  # r < n always
-                h = Cat(Const(0, 1), h[:63])
-            p.stage(r=r, h=h)
-        p.stage(drop=["h"])
+            hw = len(h)
+            R = Cat(h[hw - b:], r)                          # the next b bits of h, MSB first
+            cand = [R[:64]]                                 # q = 0: R < n, so it fits 64 bits
+            ge = [None]
+            for k in range(1, 1 << b):
+                d = R - mult[k]                             # w + 1 bits; top bit = borrow
+                ge.append(~d[w])                            # R >= k * n
+                cand.append(d[:64])                         # < n when k == q: fits 64 bits
+            # ge is a thermometer code (R >= k*n implies R >= j*n for j < k): the result is
+            # the candidate of q = max{k : ge[k]}.
+            if b == 1:
+                r = Mux(ge[1], cand[1], cand[0])
+            else:
+                r = Mux(ge[2], Mux(ge[3], cand[3], cand[2]), Mux(ge[1], cand[1], cand[0]))
+            if s < stages - 1:
+                p.stage(r=r, h=h[:hw - b])                  # consumed bits are not carried on
+            else:
+                p.stage(drop=["h"], r=r)
+        p.stage()                                           # output register
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["r"])]
         assert p.depth == self.latency
         return m
 
 
+def _csa(a: Value, b: Value, c: Value, width: int) -> tuple[Value, Value]:
+    """3:2 carry-save adder: ``a + b + c == s + cy`` modulo ``2**width``; one LUT level."""
+    s = (a ^ b ^ c)[:width]
+    cy = Cat(Const(0, 1), (a & b) | (a & c) | (b & c))[:width]
+    return s, cy
+
+
 class FastRange(wiring.Component):
-    """``(h * num_buckets) >> 64`` (Lemire's fastrange): the high half of a 64x64 product, built
-    from four registered 32x32 partial products. Latency 3 cycles, one value per cycle.
+    """``(h * num_buckets) >> 64`` (Lemire's fastrange): the high half of the 128-bit product.
+
+    Both operands are split into four 16-bit limbs; the 16 limb products (16x16, one ECP5
+    MULT18X18D / 7-series DSP48E1 each) are registered (stage 1). They are packed into 7
+    non-overlapping 128-bit rows (products whose diagonals ``i + j`` differ by >= 2 share a row)
+    which two stages of 3:2 carry-save adders reduce to two rows, two CSA levels (LUTs only, no
+    carry chain) per stage: 7 -> 5 -> 4 (stage 2), 4 -> 3 -> 2 (stage 3). Stage 4 adds the two
+    rows with carry select: the carry out of the low 64 bits and both ``hi`` and ``hi + 1``
+    are three parallel ~64-bit chains, then a mux. Every stage holds at most one carry chain.
+
+    Latency 4 cycles (:attr:`latency`), one value per cycle, no stall. ``num_buckets`` is
+    registered once, so it must be stable 1 cycle before the first value. Reset: only the
+    ``valid`` bits matter. The critical path (ECP5) is the unregistered MULT18X18D itself.
 
     Ports: ``i``, ``o`` as :class:`ModPipe`, ``num_buckets`` In(64).
     """
 
-    latency = 3
+    latency = 4
 
     def __init__(self):
         super().__init__({
@@ -84,17 +142,49 @@ class FastRange(wiring.Component):
         n = Signal(64)
         m.d.sync += n.eq(self.num_buckets)
         h = self.i.payload
-        p = Pipe(m, "fr", valid=self.i.valid,
-                 ll=h[:32] * n[:32], lh=h[:32] * n[32:], hl=h[32:] * n[:32], hh=h[32:] * n[32:])
+        L, N = 16, 4
+        prods = {f"p{i}{j}": h[L * i:L * (i + 1)] * n[L * j:L * (j + 1)]
+                 for i in range(N) for j in range(N)}
+        p = Pipe(m, "fr", valid=self.i.valid, **prods)
         p.stage()
-        mid = p["lh"] + p["hl"] + p["ll"][32:]                  # 66 bits, weight 2**32
-        p.stage(drop=["ll", "lh", "hl"], hi=(p["hh"] + (mid >> 32))[:64])
-        p.stage(drop=["hh"])
+        # Rows: greedy packing by diagonal; a product at diagonal d covers bits 16d .. 16d+31.
+        rows: list[dict[int, Value]] = []
+        for i in range(N):
+            for j in range(N):
+                d = i + j
+                for row in rows:
+                    if all(abs(d - e) >= 2 for e in row):
+                        row[d] = p[f"p{i}{j}"]
+                        break
+                else:
+                    rows.append({d: p[f"p{i}{j}"]})
+        W = 128
+        vals = []
+        for row in rows:
+            v = Const(0, W)
+            for d, prod in row.items():
+                v = v | (prod << (L * d))[:W]
+            vals.append(v)
+        assert len(vals) == 7
+        drop = list(prods)
+        # Stage 2: 7 -> 5 -> 4.
+        s0, c0 = _csa(vals[0], vals[1], vals[2], W)
+        s1, c1 = _csa(vals[3], vals[4], vals[5], W)
+        s2, c2 = _csa(s0, c0, s1, W)
+        p.stage(drop=drop, a=s2, b=c2, c=c1, d=vals[6])
+        # Stage 3: 4 -> 3 -> 2.
+        s3, c3 = _csa(p["a"], p["b"], p["c"], W)
+        s4, c4 = _csa(s3, c3, p["d"], W)
+        p.stage(drop=["a", "b", "c", "d"], x=s4, y=c4)
+        # Stage 4: carry-select final add; only the high half is kept.
+        x, y = p["x"], p["y"]
+        carry = (x[:64] + y[:64])[64]
+        hi0 = (x[64:] + y[64:])[:64]
+        hi1 = (Cat(Const(1, 1), x[64:]) + Cat(Const(1, 1), y[64:]))[1:65]   # x + y + 1, one chain
+        p.stage(drop=["x", "y"], hi=Mux(carry, hi1, hi0))
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["hi"])]
         assert p.depth == self.latency
         return m
-
-
 class FidCore(wiring.Component):
     """Monolith feature id: ``slot << sig_bits | h & (2**sig_bits - 1)`` with the layout of
     ``golden.FID_LAYOUT[version]``; ``version`` (1 or 2) is a port so one core serves OP 5 and 6.

@@ -7,17 +7,20 @@ one zero-padded), then one word with ``header=1`` whose ``data`` is the sequence
 ``B``. The engine's output FIFO places that header word *before* the sequence's data words
 (it reserves the slot when the first data word arrives), which is the wire format.
 
-Stage A computes ``z = zigzag(v - prev)``; the packer turns ``z`` into its LEB128 bytes (all 10
-possible bytes at once: byte ``i`` is bits ``7i..7i+6`` with 0x80 when anything is left above),
-appends them at the fill level of a 24-byte buffer and emits one word per cycle when 8 bytes are
-ready. A value (<= 10 bytes) is accepted when the buffer, after this cycle's emitted word, has
+Stage A computes ``z = zigzag(v - prev)``; stage B turns ``z`` into its LEB128 bytes (all 10
+possible bytes at once: byte ``i`` is bits ``7i..7i+6`` with 0x80 when anything is left above)
+and their count; the packer appends them at the fill level of a 24-byte buffer and emits one
+word per cycle when 8 bytes are ready. A value (<= 10 bytes) is accepted when the buffer, after this cycle's emitted word, has
 room for 10 more bytes; so values up to 6 bytes (|delta| < 2**41) flow at one per cycle, and at
 the end of each sequence the buffer is flushed (one cycle per remaining word) and the header
 emitted (one cycle).
 
 Ports: ``i`` In(stream of :data:`SeqBeat`, with ready), ``o`` Out(stream of :data:`OutWord`,
 always ready: the consumer must take every word), ``busy`` Out(1) (a value or a full word still to come out).
-Latency: first data word 2 cycles after the value that fills it; header 1 cycle after the flush.
+Latency: first data word 3 cycles after the value that fills it (stage A: delta/zigzag,
+stage B: LEB128 bytes and count, then the buffer register); header 1 cycle after the flush.
+Reset: ``valid``/count/flush state only. Timing: stage B keeps the wide "anything left above
+byte i" ORs out of the packer, whose byte shifter is steered by a register (``sh``).
 """
 
 from __future__ import annotations
@@ -48,12 +51,16 @@ class DeltaVarintEncoder(wiring.Component):
         m = Module()
         b = self.i.payload
         prev = Signal(64)
-        a_valid = Signal()
-        a_z = Signal(64)
-        a_last = Signal()
-        a_empty = Signal()
-        a_take = Signal()
-        m.d.comb += self.i.ready.eq(~a_valid | a_take)
+        a_valid, a_z, a_last, a_empty = Signal(), Signal(64), Signal(), Signal()
+        b_valid, b_last, b_empty = Signal(), Signal(), Signal()
+        b_vb = Signal(80)               # the value's LEB128 bytes (10 bytes, zero above)
+        b_nbytes = Signal(4)
+        a_adv = Signal()                # stage A moves into stage B this cycle
+        b_take = Signal()               # the packer takes stage B's value this cycle
+        m.d.comb += [
+            a_adv.eq(a_valid & (~b_valid | b_take)),
+            self.i.ready.eq(~a_valid | a_adv),
+        ]
 
         # Stage A: delta and zigzag (two's complement wrap: 64-bit subtract, arithmetic shift).
         d = (b.data - Mux(b.first, 0, prev))[:64]
@@ -62,43 +69,57 @@ class DeltaVarintEncoder(wiring.Component):
             m.d.sync += [a_valid.eq(1), a_z.eq(z), a_last.eq(b.last), a_empty.eq(b.empty)]
             with m.If(~b.empty):
                 m.d.sync += prev.eq(b.data)
-        with m.Elif(a_take):
+        with m.Elif(a_adv):
             m.d.sync += a_valid.eq(0)
 
-        # Packer.
+        # Stage B: LEB128 bytes and their count, registered so the packer's count/shift logic
+        # starts from registers (the wide "anything left above" ORs stay out of the packer).
         more = [Const(1, 1)] + [a_z[7 * i:] != 0 for i in range(1, 10)] + [Const(0, 1)]
-        nbytes = Signal(4)
-        m.d.comb += nbytes.eq(sum(more[1:10], Const(1, 4)))
         groups = [a_z[7 * i:7 * i + 7] for i in range(10)]
         vb = Cat(*[Cat(groups[i], Const(0, 7 - len(groups[i])), more[i + 1]) for i in range(10)])
+        with m.If(a_adv):
+            m.d.sync += [b_valid.eq(1), b_vb.eq(vb), b_nbytes.eq(sum(more[1:10], Const(1, 4))),
+                         b_last.eq(a_last), b_empty.eq(a_empty)]
+        with m.Elif(b_take):
+            m.d.sync += b_valid.eq(0)
 
+        # Packer.
         buf = Signal(8 * self.BUF_BYTES)
         cnt = Signal(5)                 # bytes in buf
+        sh = Signal(4)                  # where a value taken now goes: cnt, minus 8 if cnt >= 8
         total = Signal(32)              # bytes of the current sequence so far
         flushing = Signal()
         emit = Signal()
         header_now = Signal()
         c_after = Signal(5)
+        c_next = Signal(5)
         m.d.comb += [
             emit.eq((cnt >= 8) | (flushing & (cnt != 0))),
             header_now.eq(flushing & (cnt == 0)),
             c_after.eq(Mux(emit, Mux(cnt >= 8, cnt - 8, 0), cnt)),
-            a_take.eq(a_valid & ~flushing & (c_after <= self.BUF_BYTES - 10)),
+            # A value is taken when the buffer, after this cycle's word, has room for 10 more
+            # bytes: c_after <= BUF_BYTES - 10. Not flushing, so emit == (cnt >= 8) and that is
+            # cnt <= BUF_BYTES - 2 (a compare on a register, not on c_after).
+            b_take.eq(b_valid & ~flushing & (cnt <= self.BUF_BYTES - 2)),
             self.o.valid.eq(emit | header_now),
             self.o.payload.data.eq(Mux(header_now, total, buf[:64])),
             self.o.payload.header.eq(header_now),
-            self.busy.eq(a_valid | flushing | (cnt >= 8)),   # more words will come
+            self.busy.eq(a_valid | b_valid | flushing | (cnt >= 8)),   # more words will come
         ]
         buf_after = Mux(emit, buf >> 64, buf)
-        with m.If(a_take & ~a_empty):
+        with m.If(b_take & ~b_empty):
+            # sh == c_after here (taking implies not flushing); it is a register, so the byte
+            # shifter's select lines do not wait for the count logic.
             m.d.sync += [
-                buf.eq((buf_after | (vb << Cat(Const(0, 3), c_after)))[:8 * self.BUF_BYTES]),
-                cnt.eq(c_after + nbytes),
-                total.eq(total + nbytes),
+                buf.eq((buf_after | (b_vb << Cat(Const(0, 3), sh)))[:8 * self.BUF_BYTES]),
+                total.eq(total + b_nbytes),
             ]
+            m.d.comb += c_next.eq(c_after + b_nbytes)
         with m.Else():
-            m.d.sync += [buf.eq(buf_after), cnt.eq(c_after)]
-        with m.If(a_take & (a_last | a_empty)):
+            m.d.sync += buf.eq(buf_after)
+            m.d.comb += c_next.eq(c_after)
+        m.d.sync += [cnt.eq(c_next), sh.eq(Mux(c_next >= 8, c_next - 8, c_next))]
+        with m.If(b_take & (b_last | b_empty)):
             m.d.sync += flushing.eq(1)
         with m.If(header_now):
             m.d.sync += [flushing.eq(0), total.eq(0)]

@@ -139,7 +139,8 @@ def test_mod_and_fastrange(n):
 
 def test_mod_bits_per_stage_option():
     n = 0xFFFF_FFFF_FFFF_FFC5
-    assert sim_mod(HASHES, n, 4) == [h % n for h in HASHES]
+    assert sim_mod(HASHES, n, 2) == [h % n for h in HASHES]
+    assert (ModPipe(1).latency, ModPipe(2).latency) == (65, 33)   # the knob buys latency
 
 
 def test_hash_bucket_composed():
@@ -156,6 +157,41 @@ def test_fid_core(version, slot):
     res, _ = run_flow(FidCore(), hs, len(hs), params={"slot": slot, "version": version})
     assert res == [golden.fid(r, slot, version, 0) for r in recs]
     assert all(r >> 63 == 0 for r in res) or version == 1
+
+
+# Divisors at the edges of the radix-2**b stages: the smallest, powers of two and their
+# neighbours (quotient digits all 0 or all 2**b - 1), around 2**63 (the top bit of n, where
+# R - k*n needs the extra bits) and 2**64 - 1; plus random full-width and short ones.
+MOD_NS = ([1, 2, 3, 5, 15, 16, 17, 1 << 32, (1 << 63) - 1, 1 << 63, (1 << 63) + 1, M64 - 1, M64]
+          + [random.Random(6).getrandbits(64) for _ in range(3)]
+          + [random.Random(7).getrandbits(k) | 1 << (k - 1) for k in (7, 33, 50)])
+EDGE_HASHES = HASHES + [2, 3, M64 - 1, (1 << 63) + 1, 1 << 32, (1 << 32) - 1]
+
+
+@pytest.mark.parametrize("bits_per_stage", [1, 2])
+def test_mod_every_radix_edge_divisors(bits_per_stage):
+    for n in MOD_NS:
+        assert sim_mod(EDGE_HASHES, n, bits_per_stage) == [h % n for h in EDGE_HASHES], n
+
+
+def test_fastrange_edge_values():
+    for n in [0, 1, 2, M64, M64 - 1, 1 << 63, (1 << 63) - 1] + MOD_NS[-6:]:
+        assert sim_fastrange(EDGE_HASHES, n) == [golden.fastrange64(h, n) for h in EDGE_HASHES], n
+
+
+@pytest.mark.parametrize("make,params", [
+    (lambda: ModPipe(1), {"num_buckets": 7}), (lambda: ModPipe(2), {"num_buckets": 7}),
+    (FastRange, {"num_buckets": 7}),
+    (FidCore, {"slot": 3, "version": 2}),
+])
+def test_postproc_latency_attribute_is_exact(make, params):
+    """The engine sizes its credit from ``.latency``: a value entering at cycle t leaves at
+    t + latency, one per cycle, idle cycles preserved."""
+    dut = make()
+    beats = [5, 6, None, 7, None, None, 8]
+    _, when = run_flow(dut, beats, 4, params=params, settle=3)
+    entered = [i for i, b in enumerate(beats) if b is not None]
+    assert when == [3 + 1 + dut.latency + i for i in entered]
 
 
 # ------------------------------------------------------------------------------ bucketize
@@ -218,6 +254,58 @@ def test_bucketize_table_sizes(depth, n):
             golden.bucketize(x, bounds, right) for x in xs]
 
 
+@pytest.mark.parametrize("depth", [4, 256])
+@pytest.mark.parametrize("dtype", [1, 3])
+def test_bucketize_deep_tables(depth, dtype):
+    """Every step of the binary search (the address bits are OR-ed in, not added): a full
+    table, a part-full one, and x below, between, on and above every boundary."""
+    rng = random.Random(depth + dtype)
+    for n in sorted({depth, depth - 1, depth // 2 + 1, 1}):
+        if dtype == 1:
+            bounds = sorted({rng.randrange(-(1 << 62), 1 << 62) for _ in range(n)})
+            xs = bounds + [b + 1 for b in bounds] + [b - 1 for b in bounds] + [-(1 << 63), M64 >> 1]
+        else:
+            bounds = sorted({rng.uniform(-1e6, 1e6) for _ in range(n)})
+            xs = bounds + [math.nextafter(b, math.inf) for b in bounds] + [-math.inf, math.inf,
+                                                                          math.nan, -0.0, 0.0]
+        xs = rng.sample(xs, min(len(xs), 40))
+        for right in (True, False):
+            assert sim_bucketize(xs, bounds, dtype, right, depth) == [
+                golden.bucketize(x, bounds, right) for x in xs], (n, right)
+
+
+@pytest.mark.parametrize("dtype", [2, 3])
+def test_bucketize_signed_zero_boundaries(dtype):
+    """A -0.0 or +0.0 boundary against x = ±0.0 and the values right next to zero (the
+    hardware places ±0.0 x keys by ``right`` instead of mapping -0.0 boundaries)."""
+    tiny = 1e-45 if dtype == 2 else 5e-324                 # the smallest subnormals
+    conv = _f32 if dtype == 2 else float
+    xs = [conv(x) for x in (-0.0, 0.0, -tiny, tiny, -1.0, 1.0, -math.inf, math.inf)] + [math.nan]
+    for zero in (-0.0, 0.0):
+        for bounds in ([zero], [conv(-tiny), zero, conv(tiny)], [-1.0, zero, 1.0]):
+            for right in (True, False):
+                assert sim_bucketize(xs, bounds, dtype, right) == [
+                    golden.bucketize(x, bounds, right) for x in xs], (bounds, right)
+
+
+def test_bucketize_latency_attribute_is_exact():
+    dut = Bucketize(16)
+    bounds = [1, 5, 9]
+
+    async def load(ctx):
+        for i, b in enumerate(bounds):
+            ctx.set(dut.table_addr, i)
+            ctx.set(dut.table_data, b)
+            ctx.set(dut.table_we, 1)
+            await ctx.tick()
+        ctx.set(dut.table_we, 0)
+
+    res, when = run_flow(dut, [0, 6, None, 10], 3, pre=load, settle=3,
+                         params={"dtype": 1, "right": 1, "num_boundaries": 3})
+    assert res == [0, 2, 3]
+    assert when == [len(bounds) + 3 + 1 + dut.latency + i for i in (0, 1, 3)]
+
+
 # ------------------------------------------------------------------------------ delta varint
 
 def sim_delta_encode(seqs, valid_prob=1.0, rng=None):
@@ -264,7 +352,7 @@ def test_delta_varint_small_values_one_per_cycle():
 @pytest.mark.parametrize("cls,kw,msg", [
     (Bucketize, dict(table_depth=3), "table_depth must be a power of two between 1 and 4096, not 3"),
     (Bucketize, dict(table_depth=8192), "table_depth must be a power of two between 1 and 4096, not 8192"),
-    (ModPipe, dict(bits_per_stage=3), r"bits_per_stage must be one of 1, 2, 4, not 3"),
+    (ModPipe, dict(bits_per_stage=3), r"bits_per_stage must be one of 1, 2, not 3"),
     (XXH64Fixed, dict(key_bytes=2), r"key_bytes must be one of 4, 8, not 2"),
     (XXH32Fixed, dict(key_bytes=16), r"key_bytes must be one of 4, 8, not 16"),
 ])
