@@ -3,26 +3,46 @@
 Implements ``docs/wire_format.md`` (version 1.0 plus the ``SEQ_MAX`` register, see there).
 
 Ports (flat AXI names, so the Verilog wrapper ``rtl/offload_axi.v`` only renames the clock and
-inverts the reset): ``s_axis_tdata[63:0] tkeep[7:0] tlast tvalid tready``, ``m_axis_*`` the same
-in the other direction, ``s_axi_aw*/w*/b*/ar*/r*`` an AXI4-Lite slave (8-bit byte address;
-32-bit data; ``wstrb`` is ignored: registers are written whole). Clock ``clk``, synchronous
-active-high ``rst``.
+inverts the reset): ``s_axis_tdata[64*N-1:0] tkeep[8*N-1:0] tlast tvalid tready``, ``m_axis_*``
+the same in the other direction, where ``N = lanes`` (1: the default 64-bit bus, the ports of
+``rtl/offload_engine.v``; 2 or 4: a 128/256-bit bus carrying N consecutive 64-bit words per beat,
+word ``j`` in bits ``64j+63..64j``); ``s_axi_aw*/w*/b*/ar*/r*`` an AXI4-Lite slave (8-bit byte
+address; 32-bit data; ``wstrb`` is ignored: registers are written whole). Clock ``clk``,
+synchronous active-high ``rst``.
 
-Data path: a framing parser feeds one word per cycle to the operator selected by ``OP`` (every
-core is a flow-through pipeline, see the cores' docstrings); results go into a
-:class:`~offload.hw.fifo.CommitFIFO` that drives ``m_axis``. Flow control is by credit: the input
-is accepted only while the FIFO has room for everything that can still be in the pipelines
-(``SLACK`` words), so cores never stall and results are never lost under backpressure. With
-``m_axis_tready`` held high one input beat is accepted every cycle for every operator
-(``delta_varint_encode``: up to the encoder's flush cycles per sequence).
+Data path: a framing parser feeds the operator selected by ``OP`` (every core is a flow-through
+pipeline, see the cores' docstrings); results go into a :class:`~offload.hw.fifo.CommitFIFO`
+that drives ``m_axis``. Flow control is by credit: a beat is accepted only while the FIFO has
+room for everything that can still be in the pipelines (:attr:`OffloadEngine.SLACK` words,
+derived from the instantiated cores' latencies), so cores never stall and results are never lost
+under backpressure.
+
+Lanes (``lanes = N``): ``FIXED8``/``FIXED4`` beats carry N records that go to N parallel lanes
+(hash core + ``mod``/``fastrange``/``fid`` + ``bucketize`` per lane; lane 0 has the record cores
+that also serve ``VAR``, lanes 1..N-1 the one-word cores of :mod:`offload.hw.lanes`, padded to
+the same latency, so the N results of a beat reach the FIFO in the same cycle, in order).
+``VAR``/``SEQ`` beats go through a serialiser that hands their words one per cycle to the
+one-word parser of lane 0 (a beat of ``m`` words takes ``m`` cycles). The FIFO packs results
+contiguously into N-word output beats; the trailer ends its beat (the words after it are zero with
+``tkeep`` clear). How ``tkeep`` is read and checked: see ``docs/wire_format.md`` ("Words and
+beats"). For ``lanes == 1`` the engine is the 64-bit engine of ``rtl/`` (same ports and cycle
+behaviour).
+
+Throughput with ``m_axis_tready`` held high: one input beat per cycle for the fixed formats
+(N keys per cycle), one word per cycle for ``VAR``/``SEQ`` (``delta_varint_encode``: up to the
+encoder's flush cycles per sequence). Latency from a record's last word to its result entering
+the FIFO: the operator's core latency (:attr:`OffloadEngine.latency` is the longest), plus 2
+cycles to ``m_axis`` (plus the rest of its output beat for ``lanes > 1``).
 
 Errors never deadlock: in the idle state ``s_axis_tready`` is 1 and words are discarded
 (``EXTRA_DATA``); after an error the engine drains its pipelines (a bounded number of cycles,
-independent of the input stream), sends the trailer and goes idle.
+independent of the input stream), sends the trailer and goes idle; words of an accepted beat
+that follow the batch's end are discarded with ``EXTRA_DATA`` once the trailer is sent (so, as
+on the 64-bit bus, that flag is in ``ERR`` but not in the trailer).
 
 Reset: ``rst`` clears every register (parameters to 0). ``CTRL.SOFT_RESET`` aborts a batch,
-clears flags, empties the FIFO and the pipelines (the boundary table is kept). ``START`` while a
-batch runs is ignored.
+clears flags, empties the FIFO, the serialiser and the pipelines (the boundary tables are kept).
+``START`` while a batch runs is ignored.
 """
 
 from __future__ import annotations
@@ -33,12 +53,13 @@ from amaranth.lib.wiring import In, Out
 
 from .bucketize import Bucketize
 from .common import check_choice, check_pow2
-from .fifo import RESULT, SEQ_DATA, SEQ_HEADER, TRAILER, CommitFIFO
+from .fifo import SEQ_DATA, SEQ_HEADER, TRAILER, CommitFIFO
+from .lanes import XXH32Lane, XXH64Lane
 from .postproc import FastRange, FidCore, ModPipe
 from .varint import DeltaVarintEncoder
 from .xxhash import XXH32Core, XXH64Core
 
-__all__ = ["OffloadEngine", "REG", "ERR", "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC"]
+__all__ = ["OffloadEngine", "REG", "ERR", "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "LANES"]
 
 ENGINE_ID = 0x0FF10AD0
 ENGINE_VERSION = 0x00010001      # wire format 1.1 (1.0 + SEQ_MAX)
@@ -55,44 +76,81 @@ ERR = dict(EARLY_TLAST=0, MISSING_TLAST=1, EXTRA_DATA=2, BAD_HEADER=3, BAD_PARAM
 
 FIXED8, FIXED4, VAR, SEQ = 0, 1, 2, 3
 OPS_BUILT = tuple(range(1, 10))
+#: Bus widths built: 64-bit words per beat.
+LANES = (1, 2, 4)
+
+
+def _latency(core) -> int:
+    """``core.latency`` of a core instantiated only to read it (no UnusedElaboratable warning)."""
+    core._MustUse__silence = True
+    return core.latency
 
 
 class OffloadEngine(wiring.Component):
     """The engine top. Parameters:
 
     * ``table_depth``: bucketize boundary table entries, a power of two in [1, 4096];
-    * ``fifo_depth``: output FIFO words, a power of two in [256, 65536];
+    * ``fifo_depth``: output FIFO words, a power of two in [256, 65536], and large enough for
+      :attr:`SLACK` (the smallest allowed depth is named in the error message);
     * ``seq_max``: largest ``delta_varint_encode`` sequence (values) accepted; a longer one is
-      ``BAD_HEADER``. Its whole encoding must fit in the FIFO: ``2 + ceil(10*seq_max/8) <=
-      fifo_depth - SLACK``;
-    * ``mod_bits_per_stage``: quotient bits per stage of the ``mod`` pipeline (1, 2 or 4);
-    * ``lanes``: 64-bit words per beat; only 1 is built.
+      ``BAD_HEADER``. Its whole encoding, plus a partly filled output beat, must fit in the FIFO
+      beside the credit reserve: ``lanes + 1 + ceil(10*seq_max/8) <= fifo_depth - SLACK``;
+    * ``mod_bits_per_stage``: quotient bits per stage of the ``mod`` pipeline (1 or 2);
+    * ``adder_levels``: adder levels per pipeline stage of the hash cores' constant multipliers
+      (1: one carry chain per stage, for Fmax; 2: half the stages and registers);
+    * ``lanes``: 64-bit words per AXI-Stream beat, 1, 2 or 4 (see the module docstring).
+
+    Attributes: :attr:`latency`, the longest core path (cycles from a record's last word to its
+    result at the FIFO); :attr:`SLACK` = ``lanes * (latency + SLACK_MARGIN)``, the FIFO words
+    kept free for results in flight (a beat yields at most ``lanes`` results).
     """
 
-    SLACK = 128
+    #: Cycles of margin over the longest core path in :attr:`SLACK` (the accepting cycle, the
+    #: credit check's view of the FIFO level, the varint encoder's buffered words and header).
+    SLACK_MARGIN = 8
 
     def __init__(self, *, table_depth: int = 256, fifo_depth: int = 2048, seq_max: int = 1024,
-                 mod_bits_per_stage: int = 1, lanes: int = 1):
+                 mod_bits_per_stage: int = 1, lanes: int = 1, adder_levels: int = 1):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)
         self.fifo_depth = check_pow2("fifo_depth", fifo_depth, 256, 65536)
-        limit = (fifo_depth - self.SLACK - 2) * 8 // 10
+        self.mod_bits_per_stage = check_choice("mod_bits_per_stage", mod_bits_per_stage, (1, 2))
+        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.lanes = check_choice("lanes", lanes, LANES)
+        # In-flight results: the longest path from the input to the FIFO, from the cores that
+        # are built (their pipelines change depth with Fmax work; the credit follows).
+        hash_post = max(_latency(ModPipe(mod_bits_per_stage)), _latency(FastRange()),
+                        _latency(FidCore()))
+        self.latency = max(_latency(XXH64Core(adder_levels)) + hash_post,
+                           _latency(XXH32Core(adder_levels)),
+                           _latency(Bucketize(table_depth)))
+        self.SLACK = lanes * (self.latency + self.SLACK_MARGIN)
+
+        def limit_of(depth: int) -> int:
+            # A sequence's words, its header slot and a partly filled output row (lanes - 1)
+            # must fit beside SLACK, or the FIFO could never make room for its last value.
+            return (depth - self.SLACK - lanes - 1) * 8 // 10
+
+        lo = 256
+        while limit_of(lo) < 1:
+            lo *= 2
+        if fifo_depth < lo:
+            raise ValueError(f"fifo_depth must be a power of two between {lo} and 65536, "
+                             f"not {fifo_depth!r}")
+        limit = limit_of(fifo_depth)
         if (not isinstance(seq_max, int) or isinstance(seq_max, bool) or seq_max < 1
                 or seq_max > limit):
             raise ValueError(f"seq_max must be between 1 and {limit} for fifo_depth {fifo_depth}, "
                              f"not {seq_max!r}")
         self.seq_max = seq_max
-        self.mod_bits_per_stage = check_choice("mod_bits_per_stage", mod_bits_per_stage, (1, 2, 4))
-        if lanes != 1 or isinstance(lanes, bool):
-            raise ValueError(f"lanes must be 1 (only the 64-bit bus is built), not {lanes!r}")
-        self.lanes = lanes
         self._MustUse__silence = False
         self.caps = table_depth | (lanes << 16) | ((8 * lanes) << 24)
         self.ops_mask = sum(1 << k for k in OPS_BUILT)
+        bus = 64 * lanes
         super().__init__({
-            "s_axis_tdata": In(64), "s_axis_tkeep": In(8), "s_axis_tlast": In(1),
+            "s_axis_tdata": In(bus), "s_axis_tkeep": In(bus // 8), "s_axis_tlast": In(1),
             "s_axis_tvalid": In(1), "s_axis_tready": Out(1),
-            "m_axis_tdata": Out(64), "m_axis_tkeep": Out(8), "m_axis_tlast": Out(1),
+            "m_axis_tdata": Out(bus), "m_axis_tkeep": Out(bus // 8), "m_axis_tlast": Out(1),
             "m_axis_tvalid": Out(1), "m_axis_tready": In(1),
             "s_axi_awaddr": In(8), "s_axi_awvalid": In(1), "s_axi_awready": Out(1),
             "s_axi_wdata": In(32), "s_axi_wstrb": In(4), "s_axi_wvalid": In(1),
@@ -151,7 +209,6 @@ class OffloadEngine(wiring.Component):
         IDLE, RUN, DRAIN, ROLLBACK, TRAIL = range(5)
         state = Signal(3)
         op, fmt, dtype = Signal(4), Signal(2), Signal(2)
-        count = Signal(32)
         seed = Signal(64)
         nbuckets = Signal(64)
         slot = Signal(16)
@@ -177,67 +234,121 @@ class OffloadEngine(wiring.Component):
             m.d.sync += rvalid.eq(0)
 
         # ---------------------------------------------------------------- cores
+        N = self.lanes
         core_clr = Signal()
-        x64, x32 = XXH64Core(), XXH32Core()
-        mod, fr, fid = ModPipe(self.mod_bits_per_stage), FastRange(), FidCore()
-        bz = Bucketize(self.table_depth)
+        framed = fmt[1]                                  # VAR or SEQ (lane 0 only)
+        fixed = ~framed
+        x64, x32 = XXH64Core(self.adder_levels), XXH32Core(self.adder_levels)
+        h64 = [x64] + [XXH64Lane(x64.latency, self.adder_levels) for _ in range(1, N)]
+        h32 = [x32] + [XXH32Lane(x32.latency, self.adder_levels) for _ in range(1, N)]
+        mods = [ModPipe(self.mod_bits_per_stage) for _ in range(N)]
+        frs = [FastRange() for _ in range(N)]
+        fids = [FidCore() for _ in range(N)]
+        bzs = [Bucketize(self.table_depth) for _ in range(N)]
         dv = DeltaVarintEncoder()
-        fifo = CommitFIFO(self.fifo_depth)
+        fifo = CommitFIFO(self.fifo_depth, N)
         # A core only advances while the current OP uses it (and on core_clr, which resets it at
         # START): the others hold their reset state, so their outputs stay invalid exactly as
         # before, but a cycle-based simulator does not recompute idle pipelines every cycle (and
-        # on silicon they do not toggle). Boundary table writes always reach bucketize.
+        # on silicon they do not toggle). Lanes 1..N-1 only run for the fixed formats. Boundary
+        # table writes always reach every lane's bucketize.
+        is_bz = (op == 7) | (op == 8)
         uses = {
             "xxh64": (op >= 2) & (op <= 6), "xxh32": op == 1, "mod": op == 3,
             "fastrange": op == 4, "fid": (op == 5) | (op == 6),
-            "bucketize": (op == 7) | (op == 8) | table_we, "varint": op == 9,
         }
-        for name, core in (("xxh64", x64), ("xxh32", x32), ("mod", mod), ("fastrange", fr),
-                           ("fid", fid), ("bucketize", bz), ("varint", dv)):
-            core_en = Signal(name=f"{name}_en")
-            m.d.comb += core_en.eq(core_clr | uses[name])
-            m.submodules[name] = ResetInserter(core_clr)(EnableInserter(core_en)(core))
+        for j in range(N):
+            sfx = "" if j == 0 else f"_l{j}"
+            lane_cores = (("xxh64", h64[j]), ("xxh32", h32[j]), ("mod", mods[j]),
+                          ("fastrange", frs[j]), ("fid", fids[j]))
+            for name, core in lane_cores + (("bucketize", bzs[j]),):
+                use = (is_bz | table_we) if name == "bucketize" else uses[name]
+                core_en = Signal(name=f"{name}{sfx}_en")
+                m.d.comb += core_en.eq(core_clr | (use if j == 0 or name == "bucketize"
+                                                   else use & fixed))
+                m.submodules[name + sfx] = ResetInserter(core_clr)(EnableInserter(core_en)(core))
+        dv_en = Signal(name="varint_en")
+        m.d.comb += dv_en.eq(core_clr | (op == 9))
+        m.submodules.varint = ResetInserter(core_clr)(EnableInserter(dv_en)(dv))
         m.submodules.fifo = ResetInserter(soft_reset)(fifo)
-        assert max(x64.latency + mod.latency, x32.latency, bz.latency) + 8 < self.SLACK
-        m.d.comb += [
-            x64.seed.eq(seed), x32.seed.eq(seed[:32]),
-            mod.num_buckets.eq(nbuckets), fr.num_buckets.eq(nbuckets),
-            fid.slot.eq(slot), fid.version.eq(Mux(op == 5, 1, 2)),
-            bz.dtype.eq(dtype), bz.right.eq(op == 7), bz.num_boundaries.eq(nbound),
-            bz.table_addr.eq(r["TABLE_ADDR"]), bz.table_we.eq(table_we),
-            bz.table_data.eq(Cat(r["TABLE_DATA_LO"], wdata)),
-        ]
+        for j in range(N):
+            m.d.comb += [
+                h64[j].seed.eq(seed), h32[j].seed.eq(seed[:32]),
+                mods[j].num_buckets.eq(nbuckets), frs[j].num_buckets.eq(nbuckets),
+                fids[j].slot.eq(slot), fids[j].version.eq(Mux(op == 5, 1, 2)),
+                bzs[j].dtype.eq(dtype), bzs[j].right.eq(op == 7), bzs[j].num_boundaries.eq(nbound),
+                bzs[j].table_addr.eq(r["TABLE_ADDR"]), bzs[j].table_we.eq(table_we),
+                bzs[j].table_data.eq(Cat(r["TABLE_DATA_LO"], wdata)),
+            ]
+            if j:
+                m.d.comb += [h64[j].key8.eq(fmt == FIXED8), h32[j].key8.eq(fmt == FIXED8)]
+
+        # ---------------------------------------------------------------- input beat
+        words = [self.s_axis_tdata.word_select(j, 64) for j in range(N)]
+        tkeep = self.s_axis_tkeep
+        tlast = self.s_axis_tlast
+        tvalid = self.s_axis_tvalid
+        # Words carried by the beat: up to the highest word whose tkeep bits are not all clear
+        # (at least 1); the beat is well-formed when tkeep is exactly those words' bits.
+        nw = Const(1, range(N + 1))
+        canon = Const(0xFF, 8 * N)
+        for j in range(1, N):
+            grp = tkeep[8 * j:8 * j + 8].any()
+            nw = Mux(grp, j + 1, nw)
+            canon = Mux(grp, (1 << 8 * (j + 1)) - 1, canon)
+        bad_tkeep = tkeep != canon
+
+        # Serialiser (VAR/SEQ, lanes > 1): a beat's word 0 goes to the parser straight from the
+        # bus; its words 1..nw-1 are held and handed over one per cycle (the bus waits).
+        if N == 1:
+            hold = Const(0)
+            w, wlast, wvalid = words[0], tlast, tvalid
+        else:
+            hold = Signal()
+            left = Signal(range(N))                      # held words still to hand over
+            buf = Signal(64 * (N - 1))
+            btl = Signal()
+            w = Mux(hold, buf[:64], words[0])
+            wlast = Mux(hold, btl & (left == 1), tlast & (nw == 1))
+            wvalid = hold | tvalid
+        ulast = Mux(framed, wlast, tlast)                # tlast of the unit the parser takes
 
         # ---------------------------------------------------------------- parser
-        w = self.s_axis_tdata
-        tlast = self.s_axis_tlast
         in_rec = Signal()
         first_word = Signal()
         remaining = Signal(32)
         rec_len = Signal(32)
         recs_in = Signal(32)
+        rem = Signal(32)                                 # records still to come (COUNT - recs_in)
+        extra_pending = Signal()                         # words of an accepted beat after the end
         credit = fifo.level < (self.fifo_depth - self.SLACK)
         is_delta = op == 9
-        framed = fmt[1]                                  # VAR or SEQ
         hdr = framed & ~in_rec
         hdr_len = w[:32]
         bad_hdr = hdr & ((w[32:] != 0) | ((fmt == SEQ) & (hdr_len > self.seq_max)))
         empty_rec = hdr & ~bad_hdr & (hdr_len == 0)
-        send = ~hdr | empty_rec                          # this beat goes into a core
+        send = ~hdr | empty_rec                          # this word goes into a core
         needs_dv = is_delta & send
+        unit_ready = Signal()
         tready = Signal()
-        acc = Signal()
+        beat_acc = Signal()                              # a bus beat is accepted
+        uacc = Signal()                                  # the parser takes a word / fixed beat
         m.d.comb += [
-            tready.eq(Mux(state == IDLE, 1,
-                          (state == RUN) & credit & (dv.i.ready | ~needs_dv))),
+            unit_ready.eq(credit & (dv.i.ready | ~needs_dv)),
+            tready.eq(Mux(state == IDLE, 1, (state == RUN) & unit_ready & ~hold)),
             self.s_axis_tready.eq(tready),
-            acc.eq(self.s_axis_tvalid & tready),
+            beat_acc.eq(tvalid & tready),
+            uacc.eq((state == RUN) & wvalid & unit_ready),
         ]
         last_word = Mux(hdr, empty_rec, remaining == 1)
-        complete = (state == RUN) & acc & send & (~framed | last_word)
+        complete = uacc & send & (~framed | last_word)
         beat_first = Mux(framed, Mux(hdr, 1, first_word), 1)
         beat_len = Mux(framed, Mux(hdr, 0, rec_len), Mux(fmt == FIXED8, 8, 4))
-        core_valid = (state == RUN) & acc & send
+        core_valid = uacc & send
+        # Fixed formats: lane j takes word j when the beat carries it and a record is left for it.
+        lane_on = [Const(1)] + [fixed & (nw > j) & (rem > j) for j in range(1, N)]
+        n_fixed = sum(lane_on[1:], Const(1, range(N + 1)))
+        n_in = Mux(framed, complete, n_fixed)            # records completed by this unit
         for core in (x64, x32):
             m.d.comb += [
                 core.i.valid.eq(core_valid & Mux(core is x32, op == 1, (op >= 2) & (op <= 6))),
@@ -245,51 +356,63 @@ class OffloadEngine(wiring.Component):
                 core.i.payload.last.eq(~framed | last_word), core.i.payload.empty.eq(empty_rec),
                 core.i.payload.length.eq(beat_len),
             ]
+        for j in range(1, N):
+            lv = core_valid & lane_on[j]
+            m.d.comb += [
+                h64[j].i.valid.eq(lv & (op >= 2) & (op <= 6)), h64[j].i.payload.eq(words[j]),
+                h32[j].i.valid.eq(lv & (op == 1)), h32[j].i.payload.eq(words[j]),
+                bzs[j].i.valid.eq(lv & is_bz), bzs[j].i.payload.eq(words[j]),
+            ]
         m.d.comb += [
-            bz.i.valid.eq(core_valid & ((op == 7) | (op == 8))), bz.i.payload.eq(w),
+            bzs[0].i.valid.eq(core_valid & is_bz), bzs[0].i.payload.eq(w),
             # valid must not depend on ready: use the credit/state terms only
-            dv.i.valid.eq((state == RUN) & self.s_axis_tvalid & credit & needs_dv),
+            dv.i.valid.eq((state == RUN) & wvalid & credit & needs_dv),
             dv.i.payload.data.eq(w), dv.i.payload.first.eq(beat_first),
             dv.i.payload.last.eq(last_word), dv.i.payload.empty.eq(empty_rec),
-            mod.i.valid.eq(x64.o.valid & (op == 3)), mod.i.payload.eq(x64.o.payload),
-            fr.i.valid.eq(x64.o.valid & (op == 4)), fr.i.payload.eq(x64.o.payload),
-            fid.i.valid.eq(x64.o.valid & ((op == 5) | (op == 6))), fid.i.payload.eq(x64.o.payload),
         ]
+        for j in range(N):
+            hv, hp = h64[j].o.valid, h64[j].o.payload
+            m.d.comb += [
+                mods[j].i.valid.eq(hv & (op == 3)), mods[j].i.payload.eq(hp),
+                frs[j].i.valid.eq(hv & (op == 4)), frs[j].i.payload.eq(hp),
+                fids[j].i.valid.eq(hv & ((op == 5) | (op == 6))), fids[j].i.payload.eq(hp),
+            ]
 
         # ---------------------------------------------------------------- results -> FIFO
-        res_valid = Signal()
-        res_data = Signal(64)
+        res_valid = [Signal(name="res_valid" if j == 0 else f"res_valid_l{j}") for j in range(N)]
+        res_data = [Signal(64, name="res_data" if j == 0 else f"res_data_l{j}") for j in range(N)]
         res_kind = Signal(2)
         with m.Switch(op):
-            with m.Case(1):
-                m.d.comb += [res_valid.eq(x32.o.valid), res_data.eq(x32.o.payload)]
-            with m.Case(2):
-                m.d.comb += [res_valid.eq(x64.o.valid), res_data.eq(x64.o.payload)]
-            with m.Case(3):
-                m.d.comb += [res_valid.eq(mod.o.valid), res_data.eq(mod.o.payload)]
-            with m.Case(4):
-                m.d.comb += [res_valid.eq(fr.o.valid), res_data.eq(fr.o.payload)]
-            with m.Case(5, 6):
-                m.d.comb += [res_valid.eq(fid.o.valid), res_data.eq(fid.o.payload)]
-            with m.Case(7, 8):
-                m.d.comb += [res_valid.eq(bz.o.valid), res_data.eq(bz.o.payload)]
+            for case, cores in (((1,), h32), ((2,), h64), ((3,), mods), ((4,), frs),
+                                ((5, 6), fids), ((7, 8), bzs)):
+                with m.Case(*case):
+                    for j in range(N):
+                        m.d.comb += [res_valid[j].eq(cores[j].o.valid),
+                                     res_data[j].eq(cores[j].o.payload)]
             with m.Case(9):
-                m.d.comb += [res_valid.eq(dv.o.valid), res_data.eq(dv.o.payload.data),
+                m.d.comb += [res_valid[0].eq(dv.o.valid), res_data[0].eq(dv.o.payload.data),
                              res_kind.eq(Mux(dv.o.payload.header, SEQ_HEADER, SEQ_DATA))]
-        result_done = res_valid & (res_kind != SEQ_DATA)
+        any_res = Cat(*res_valid).any()
+        n_res = sum(res_valid[1:], Cat(res_valid[0], Const(0, (N + 1).bit_length() - 1)))
+        n_done = Mux(res_kind == SEQ_DATA, 0, n_res)     # records whose result was written
         trailer = Cat(done_count, err, Const(0, 16 - len(err)), Const(TRAILER_MAGIC, 16))
-        write_trailer = (state == TRAIL) & (fifo.level < self.fifo_depth)
+        write_trailer = (state == TRAIL) & (fifo.level <= self.fifo_depth - N)
         m.d.comb += [
-            fifo.w_valid.eq(Mux(state == TRAIL, write_trailer, res_valid)),
+            fifo.w_valid.eq(Mux(state == TRAIL, write_trailer, Cat(*res_valid))),
             fifo.w_kind.eq(Mux(state == TRAIL, TRAILER, res_kind)),
-            fifo.w_data.eq(Mux(state == TRAIL, trailer, res_data)),
+            fifo.w_data.eq(Mux(state == TRAIL, trailer, Cat(*res_data))),
             fifo.rollback.eq((state == ROLLBACK) | core_clr),
             self.m_axis_tdata.eq(fifo.o.payload.data), self.m_axis_tlast.eq(fifo.o.payload.last),
-            self.m_axis_tkeep.eq(0xFF), self.m_axis_tvalid.eq(fifo.o.valid),
+            self.m_axis_tvalid.eq(fifo.o.valid),
             fifo.o.ready.eq(self.m_axis_tready),
         ]
-        with m.If(result_done):
-            m.d.sync += done_count.eq(done_count + 1)
+        if N == 1:
+            m.d.comb += self.m_axis_tkeep.eq(0xFF)
+        else:
+            m.d.comb += self.m_axis_tkeep.eq(
+                Cat(*(fifo.o.payload.keep[j].replicate(8) for j in range(N))))
+        with m.If(any_res):
+            m.d.sync += done_count.eq(done_count + n_done)
         with m.If(self.m_axis_tvalid & self.m_axis_tready & self.m_axis_tlast):
             m.d.sync += [done_flag.eq(1), busy_out.eq(0)]
 
@@ -311,15 +434,21 @@ class OffloadEngine(wiring.Component):
         with m.If(state != IDLE):
             m.d.sync += cycles.eq(cycles + 1)
 
+        # The batch ends with this unit: the last record's word (framed) or the beat holding the
+        # last record (fixed; ``extra``: the beat carries words after it).
+        fin = Mux(framed, complete & (rem == 1), rem <= nw)
+        extra = fixed & (nw > rem) if N > 1 else Const(0)
         with m.If(soft_reset):
             m.d.sync += [state.eq(IDLE), err.eq(0), done_flag.eq(0), busy_out.eq(0),
                          in_rec.eq(0)]
+            if N > 1:
+                m.d.sync += [hold.eq(0), extra_pending.eq(0)]
         with m.Else():
             with m.Switch(state):
                 with m.Case(IDLE):
                     with m.If(start):
                         m.d.sync += [
-                            op.eq(rop), fmt.eq(rfmt), dtype.eq(rdt), count.eq(r["COUNT"]),
+                            op.eq(rop), fmt.eq(rfmt), dtype.eq(rdt), rem.eq(r["COUNT"]),
                             seed.eq(Cat(r["SEED_LO"], r["SEED_HI"])),
                             nbuckets.eq(Cat(r["NUM_BUCKETS_LO"], r["NUM_BUCKETS_HI"])),
                             slot.eq(r["SLOT"]), nbound.eq(r["NUM_BOUNDARIES"]),
@@ -328,12 +457,17 @@ class OffloadEngine(wiring.Component):
                             recs_in.eq(0), in_rec.eq(0),
                             state.eq(Mux(bad_param | (r["COUNT"] == 0), TRAIL, RUN)),
                         ]
-                    with m.Elif(acc):
+                    with m.Elif(beat_acc):
                         m.d.sync += err[ERR["EXTRA_DATA"]].eq(1)
                 with m.Case(RUN):
-                    with m.If(acc):
-                        with m.If(self.s_axis_tkeep != 0xFF):
+                    with m.If(beat_acc):
+                        with m.If(bad_tkeep):
                             m.d.sync += err[ERR["BAD_TKEEP"]].eq(1)
+                        if N > 1:
+                            with m.If(framed & (nw > 1)):
+                                m.d.sync += [hold.eq(1), buf.eq(self.s_axis_tdata[64:]),
+                                             left.eq(nw - 1), btl.eq(tlast)]
+                    with m.If(uacc):
                         with m.If(hdr & ~bad_hdr & ~empty_rec):
                             m.d.sync += [
                                 in_rec.eq(1), first_word.eq(1), rec_len.eq(hdr_len),
@@ -343,23 +477,36 @@ class OffloadEngine(wiring.Component):
                             m.d.sync += [first_word.eq(0), remaining.eq(remaining - 1)]
                             with m.If(remaining == 1):
                                 m.d.sync += in_rec.eq(0)
-                        with m.If(complete):
-                            m.d.sync += recs_in.eq(recs_in + 1)
+                        if N > 1:
+                            with m.If(hold):
+                                m.d.sync += [buf.eq(buf >> 64), left.eq(left - 1)]
+                                with m.If(left == 1):
+                                    m.d.sync += hold.eq(0)
+                        m.d.sync += [recs_in.eq(recs_in + n_in), rem.eq(rem - n_in)]
                         with m.If(bad_hdr):
                             m.d.sync += [err[ERR["BAD_HEADER"]].eq(1), state.eq(DRAIN)]
-                        with m.Elif(complete & (recs_in + 1 == count)):
-                            with m.If(~tlast):
+                        with m.Elif(fin):
+                            with m.If(~ulast | extra):
                                 m.d.sync += err[ERR["MISSING_TLAST"]].eq(1)
+                            if N > 1:
+                                with m.If(extra):
+                                    m.d.sync += extra_pending.eq(1)
                             m.d.sync += state.eq(DRAIN)
-                        with m.Elif(tlast):
+                        with m.Elif(ulast):
                             m.d.sync += [err[ERR["EARLY_TLAST"]].eq(1), state.eq(DRAIN)]
                 with m.Case(DRAIN):
                     # Every complete record has its result in the FIFO and nothing is in flight.
-                    with m.If((done_count == recs_in) & ~dv.busy & ~res_valid):
+                    with m.If((done_count == recs_in) & ~dv.busy & ~any_res):
                         m.d.sync += state.eq(ROLLBACK)
                 with m.Case(ROLLBACK):
                     m.d.sync += state.eq(TRAIL)
                 with m.Case(TRAIL):
                     with m.If(write_trailer):
                         m.d.sync += [state.eq(IDLE), in_rec.eq(0)]
+                        if N > 1:
+                            # Words of accepted beats after the batch's end: discarded now, after
+                            # the trailer (as the 64-bit engine discards them in IDLE).
+                            m.d.sync += [hold.eq(0), extra_pending.eq(0)]
+                            with m.If(hold | extra_pending):
+                                m.d.sync += err[ERR["EXTRA_DATA"]].eq(1)
         return m

@@ -11,105 +11,164 @@ Write kinds (``w_kind``): 0 ``RESULT`` append+commit; 1 ``SEQ_DATA`` append (res
 header slot first if no sequence is open); 2 ``SEQ_HEADER`` fill the reserved slot (or append if
 none) and commit; 3 ``TRAILER`` append+commit with ``last`` set. One write per cycle.
 
-Ports: ``w_valid``, ``w_kind`` In(2), ``w_data`` In(64), ``rollback`` In(1), ``level`` Out
-(words held incl. uncommitted and reserved: the writer must keep ``level < depth``),
-``o`` Out(stream of {data, last}, valid/ready). Read latency 2 cycles from commit to ``o.valid``;
-one word per cycle sustained (a 2-entry output queue hides the synchronous RAM read).
+``lanes`` (1, 2 or 4): the read side delivers *rows* of ``lanes`` consecutive words (one output
+beat of a ``64*lanes``-bit bus), and a ``RESULT`` write may append up to ``lanes`` words at once
+(``w_valid`` is then a mask of ``w_data``'s words, which must be a prefix: lanes ``0..k-1``).
+The other kinds write word 0 only. Words are stored in ``lanes`` banks (word position ``p`` in
+bank ``p % lanes``, row ``p // lanes``) so a write of ``k`` words is one write per bank. A row is
+read only when all its words are committed; a ``TRAILER`` write also fills the rest of its row
+with *pad* words (zero data, ``keep`` clear) and moves the pointers to the next row, so the
+trailer ends its output beat and the next batch starts on a new row.
+
+Ports: ``w_valid`` In(lanes), ``w_kind`` In(2), ``w_data`` In(64*lanes), ``rollback`` In(1),
+``level`` Out (words held incl. uncommitted, reserved and pad words: a ``RESULT`` writer must
+keep ``level + k <= depth``, a ``TRAILER`` writer ``level + lanes <= depth``), ``o`` Out(stream
+of :data:`FifoWord` ``{data, last}`` for ``lanes == 1``, of :func:`fifo_row` ``{data, keep,
+last}`` otherwise; valid/ready). Read latency 2 cycles from commit to ``o.valid``; one row per
+cycle sustained (a 2-entry output queue hides the synchronous RAM read).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import check_pow2
+from .common import check_choice, check_pow2
 
-__all__ = ["CommitFIFO", "FifoWord", "RESULT", "SEQ_DATA", "SEQ_HEADER", "TRAILER"]
+__all__ = ["CommitFIFO", "FifoWord", "fifo_row", "RESULT", "SEQ_DATA", "SEQ_HEADER", "TRAILER"]
 
 RESULT, SEQ_DATA, SEQ_HEADER, TRAILER = 0, 1, 2, 3
 FifoWord = data.StructLayout({"data": 64, "last": 1})
 
 
+def fifo_row(lanes: int) -> data.StructLayout:
+    """Output row of a ``lanes``-wide FIFO: ``keep`` bit ``j`` is set when word ``j`` is a result
+    or the trailer (clear for pad words, whose data is zero); ``last`` when the row holds the
+    trailer."""
+    return data.StructLayout({"data": 64 * lanes, "keep": lanes, "last": 1})
+
+
 class CommitFIFO(wiring.Component):
-    def __init__(self, depth: int = 2048):
+    def __init__(self, depth: int = 2048, lanes: int = 1):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.depth = check_pow2("fifo_depth", depth, 16, 65536)
+        self.lanes = check_choice("lanes", lanes, (1, 2, 4))
         self._MustUse__silence = False
         self.abits = depth.bit_length() - 1
+        self.lbits = lanes.bit_length() - 1
         super().__init__({
-            "w_valid": In(1),
+            "w_valid": In(lanes),
             "w_kind": In(2),
-            "w_data": In(64),
+            "w_data": In(64 * lanes),
             "rollback": In(1),
             "level": Out(self.abits + 1),
-            "o": Out(stream.Signature(FifoWord)),
+            "o": Out(stream.Signature(FifoWord if lanes == 1 else fifo_row(lanes))),
         })
 
     def elaborate(self, platform):
         m = Module()
+        N, lg = self.lanes, self.lbits
         pw = self.abits + 1
-        m.submodules.mem = mem = Memory(shape=65, depth=self.depth, init=[])
-        wr = mem.write_port()
-        rd = mem.read_port(domain="sync")
-        wp, cp, rp, hslot = (Signal(pw, name=n) for n in ("wp", "cp", "rp", "hslot"))
+        rbits = self.abits - lg                 # row address bits of a bank
+        wbits = 65 if N == 1 else 66            # {data, last} (+ keep for lanes > 1)
+        banks = []
+        for b in range(N):
+            mem = Memory(shape=wbits, depth=self.depth >> lg, init=[])
+            m.submodules["mem" if N == 1 else f"mem{b}"] = mem
+            banks.append((mem.write_port(), mem.read_port(domain="sync")))
+        wp, cp, hslot = (Signal(pw, name=n) for n in ("wp", "cp", "hslot"))
+        rp = Signal(pw - lg, name="rp")         # row pointer
         open_ = Signal()
-        m.d.comb += self.level.eq((wp - rp)[:pw])
+        m.d.comb += self.level.eq((wp - Cat(Const(0, lg), rp))[:pw])
 
         kind = self.w_kind
-        m.d.comb += wr.data.eq(Cat(self.w_data, kind == TRAILER))
+        is_tr = kind == TRAILER
+        # Position of word 0 of this write.
+        pos0 = Signal(pw)
+        with m.Switch(kind):
+            with m.Case(SEQ_DATA):
+                m.d.comb += pos0.eq(Mux(open_, wp, wp + 1))
+            with m.Case(SEQ_HEADER):
+                m.d.comb += pos0.eq(Mux(open_, hslot, wp))
+            with m.Default():
+                m.d.comb += pos0.eq(wp)
+        write = self.w_valid.any() & ~self.rollback
+        if N == 1:
+            wr, _ = banks[0]
+            m.d.comb += [wr.addr.eq(pos0[:rbits]), wr.data.eq(Cat(self.w_data, is_tr)),
+                         wr.en.eq(write)]
+        else:
+            off = pos0[:lg]
+            prow = pos0[lg:]
+            for b, (wr, _) in enumerate(banks):
+                i_b = (b - off)[:lg]            # which word of this write lands in bank b
+                pad = is_tr & (b > off)         # the rest of the trailer's row
+                m.d.comb += [
+                    wr.addr.eq((prow + (b < off))[:rbits]),
+                    wr.data.eq(Cat(Mux(pad, 0, self.w_data.word_select(i_b, 64)),
+                                   is_tr & (i_b == 0), ~pad)),
+                    wr.en.eq(write & (self.w_valid.bit_select(i_b, 1) | pad)),
+                ]
+        count = sum((self.w_valid[j] for j in range(N)), Const(0, lg + 1))
+        next_row = Cat(Const(0, lg), wp[lg:] + 1)[:pw]
         with m.If(self.rollback):
             m.d.sync += [wp.eq(cp), open_.eq(0)]
-        with m.Elif(self.w_valid):
-            m.d.comb += wr.en.eq(1)
+        with m.Elif(write):
             with m.Switch(kind):
-                with m.Case(RESULT, TRAILER):
-                    m.d.comb += wr.addr.eq(wp)
-                    m.d.sync += [wp.eq(wp + 1), cp.eq(wp + 1)]
+                with m.Case(RESULT):
+                    m.d.sync += [wp.eq(wp + count), cp.eq(wp + count)]
+                with m.Case(TRAILER):
+                    m.d.sync += [wp.eq(next_row), cp.eq(next_row)]
                 with m.Case(SEQ_DATA):
                     with m.If(open_):
-                        m.d.comb += wr.addr.eq(wp)
                         m.d.sync += wp.eq(wp + 1)
                     with m.Else():
-                        m.d.comb += wr.addr.eq(wp + 1)
                         m.d.sync += [hslot.eq(wp), wp.eq(wp + 2), open_.eq(1)]
                 with m.Case(SEQ_HEADER):
                     with m.If(open_):
-                        m.d.comb += wr.addr.eq(hslot)
                         m.d.sync += [cp.eq(wp), open_.eq(0)]
                     with m.Else():
-                        m.d.comb += wr.addr.eq(wp)
                         m.d.sync += [wp.eq(wp + 1), cp.eq(wp + 1)]
 
-        # Read side: issue a RAM read when a committed word exists and the 2-entry queue will
+        # Read side: issue a RAM read when a committed row exists and the 2-entry queue will
         # have room for it; the data lands one cycle later.
-        q = [Signal(65, name=f"q{k}") for k in range(2)]
+        qw = wbits * N
+        q = [Signal(qw, name=f"q{k}") for k in range(2)]
         cnt = Signal(2)
         inflight = Signal()
         pop = Signal()
+        rdata = Cat(*(rd.data for _, rd in banks))
+        if N == 1:
+            payload = q[0]
+        else:
+            words = [q[0].word_select(b, wbits) for b in range(N)]
+            payload = Cat(Cat(*(w[:64] for w in words)), Cat(*(w[65] for w in words)),
+                          Cat(*(w[64] for w in words)).any())
         m.d.comb += [
             self.o.valid.eq(cnt != 0),
-            self.o.payload.eq(q[0]),
+            self.o.payload.eq(payload),
             pop.eq(self.o.valid & self.o.ready),
         ]
-        issue = (rp != cp) & ((cnt + inflight) < (pop + 2))
-        m.d.comb += [rd.addr.eq(rp), rd.en.eq(1)]
+        issue = (rp != cp[lg:]) & ((cnt + inflight) < (pop + 2))
+        for _, rd in banks:
+            m.d.comb += [rd.addr.eq(rp[:rbits]), rd.en.eq(1)]
         with m.If(issue):
             m.d.sync += rp.eq(rp + 1)
         m.d.sync += inflight.eq(issue)
         push = inflight
         with m.If(push & pop):
             with m.If(cnt == 1):
-                m.d.sync += q[0].eq(rd.data)
+                m.d.sync += q[0].eq(rdata)
             with m.Else():
-                m.d.sync += [q[0].eq(q[1]), q[1].eq(rd.data)]
+                m.d.sync += [q[0].eq(q[1]), q[1].eq(rdata)]
         with m.Elif(pop):
             m.d.sync += [q[0].eq(q[1]), cnt.eq(cnt - 1)]
         with m.Elif(push):
             with m.If(cnt == 0):
-                m.d.sync += q[0].eq(rd.data)
+                m.d.sync += q[0].eq(rdata)
             with m.Else():
-                m.d.sync += q[1].eq(rd.data)
+                m.d.sync += q[1].eq(rdata)
             m.d.sync += cnt.eq(cnt + 1)
         return m

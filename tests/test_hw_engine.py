@@ -22,7 +22,8 @@ MAGIC = 0x0FF1
 
 
 def _small_engine():
-    return OffloadEngine(table_depth=16, fifo_depth=256, seq_max=64)
+    # fifo_depth 512: room for SLACK (which grows with the cores' pipelines) and seq_max 64.
+    return OffloadEngine(table_depth=16, fifo_depth=512, seq_max=64)
 
 
 def _check_trailer(res, n, flags=0):
@@ -226,16 +227,59 @@ def test_throughput_one_beat_per_cycle(op, fmt):
     assert rate >= 0.95, rate
 
 
+def _slack(lanes=1, mod_bits=1, table_depth=256):
+    """The engine's credit reserve, recomputed from the cores' own latencies: ``lanes`` results
+    per cycle over the longest core path plus 8 cycles of margin."""
+    from offload.hw.bucketize import Bucketize
+    from offload.hw.postproc import FastRange, FidCore, ModPipe
+    from offload.hw.xxhash import XXH32Core, XXH64Core
+
+    def lat(core):
+        core._MustUse__silence = True             # built only to read its latency
+        return core.latency
+
+    post = max(lat(ModPipe(mod_bits)), lat(FastRange()), lat(FidCore()))
+    path = max(lat(XXH64Core()) + post, lat(XXH32Core()), lat(Bucketize(table_depth)))
+    return lanes * (path + 8)
+
+
+def _seq_limit(fifo_depth, lanes=1):
+    return (fifo_depth - _slack(lanes) - lanes - 1) * 8 // 10
+
+
+def _min_fifo(lanes):
+    d = 256
+    while _seq_limit(d, lanes) < 1:
+        d *= 2
+    return d
+
+
 @pytest.mark.parametrize("kw,msg", [
     (dict(table_depth=3), "table_depth must be a power of two between 1 and 4096, not 3"),
     (dict(fifo_depth=1000), "fifo_depth must be a power of two between 256 and 65536, not 1000"),
-    (dict(fifo_depth=256, seq_max=200), "seq_max must be between 1 and 100 for fifo_depth 256, not 200"),
-    (dict(lanes=2), r"lanes must be 1 \(only the 64-bit bus is built\), not 2"),
-    (dict(mod_bits_per_stage=8), "mod_bits_per_stage must be one of 1, 2, 4, not 8"),
+    (dict(fifo_depth=1024, seq_max=2000),
+     f"seq_max must be between 1 and {_seq_limit(1024)} for fifo_depth 1024, not 2000"),
+    (dict(fifo_depth=2048, seq_max=2000, lanes=4),
+     f"seq_max must be between 1 and {_seq_limit(2048, 4)} for fifo_depth 2048, not 2000"),
+    (dict(fifo_depth=256, lanes=4),
+     f"fifo_depth must be a power of two between {_min_fifo(4)} and 65536, not 256"),
+    (dict(lanes=3), "lanes must be one of 1, 2, 4, not 3"),
+    (dict(lanes=True), "lanes must be one of 1, 2, 4, not True"),
+    (dict(mod_bits_per_stage=8), "mod_bits_per_stage must be one of 1, 2, not 8"),
 ])
 def test_engine_parameter_validation(kw, msg):
     with pytest.raises(ValueError, match="^" + msg + "$"):
         OffloadEngine(**kw)
+
+
+def test_engine_slack_follows_core_latencies():
+    """SLACK is derived from the instantiated cores (not a constant), per lane."""
+    for lanes in (1, 2, 4):
+        for mb in (1, 2):
+            eng = OffloadEngine(lanes=lanes, mod_bits_per_stage=mb)
+            eng._MustUse__silence = True              # not elaborated here
+            assert eng.SLACK == _slack(lanes, mb)
+    assert _min_fifo(4) > 256                         # the 4-lane reserve needs a deeper FIFO
 
 
 def test_engine_equation_can_fail():

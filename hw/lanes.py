@@ -1,0 +1,172 @@
+"""Per-lane hash cores of the wide engine (``OffloadEngine(lanes=N)``, N > 1).
+
+Lane 0 of the wide engine keeps the record cores (:class:`~offload.hw.xxhash.XXH64Core`,
+:class:`~offload.hw.xxhash.XXH32Core`), which handle every format. Lanes 1..N-1 only ever see
+one-word records (``FIXED8``/``FIXED4`` keys), so they use the cheaper cores of this module: the
+XXH64/XXH32 finalisation of one 4- or 8-byte key (no stripe loop, no tail buffer, no byte steps),
+bit-exact with :func:`offload.golden.xxh64` / :func:`offload.golden.xxh32` of the key's bytes.
+
+The engine needs every lane's result in the same cycle as lane 0's (results of one beat are
+written to the output FIFO together, in lane order), so a lane core is built with the latency of
+the record core it stands beside (``latency`` parameter) and pads its own short pipeline with a
+delay line: registers for the ``valid`` bit (reset clears them) and, for longer delays, a small
+ring-buffer memory for the data (no reset needed: ``valid`` qualifies it).
+
+Ports (both cores): ``i`` In(stream of 64-bit words, always ready; a FIXED4 key is the low
+half), ``o`` Out(stream of hashes, always ready: the consumer takes every result), ``seed``,
+``key8`` In(1) (1: the key is the whole word, 0: the low 4 bytes; held stable during a batch, as
+the seed; allow 2 cycles after a change). Latency exactly ``latency`` cycles; throughput one key
+per cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from offload.golden import XXH32_PRIMES, XXH64_PRIMES
+
+from .common import Pipe, check_choice
+
+__all__ = ["XXH64Lane", "XXH32Lane", "delay"]
+
+#: Delays up to this many cycles are plain registers; longer ones use a ring-buffer memory.
+REG_DELAY_MAX = 4
+
+
+def delay(m: Module, name: str, valid: Value, data: Value, cycles: int) -> tuple[Value, Value]:
+    """``(valid, data)`` delayed by ``cycles`` clock cycles (``valid`` through resettable registers,
+    ``data`` through registers or, above :data:`REG_DELAY_MAX`, a memory)."""
+    if cycles < 0:
+        raise ValueError(f"delay must be >= 0, not {cycles}")
+    valid, data = Value.cast(valid), Value.cast(data)
+    vs = valid
+    for k in range(cycles):
+        v = Signal(name=f"{name}_v{k + 1}")
+        m.d.sync += v.eq(vs)
+        vs = v
+    if cycles <= REG_DELAY_MAX:
+        ds = data
+        for k in range(cycles):
+            d = Signal(len(data), name=f"{name}_d{k + 1}")
+            m.d.sync += d.eq(ds)
+            ds = d
+        return vs, ds
+    depth = 1 << (cycles - 1).bit_length()
+    mem = Memory(shape=len(data), depth=depth, init=[])
+    m.submodules[f"{name}_mem"] = mem
+    wp = Signal(range(depth), name=f"{name}_wp")
+    m.d.sync += wp.eq(wp + 1)
+    w = mem.write_port()
+    r = mem.read_port(domain="sync")
+    # Written at cycle t at address wp(t); the read issued at t + cycles - 1 (address
+    # wp - cycles + 1) lands at t + cycles. The slot is rewritten only at t + depth >= t + cycles.
+    m.d.comb += [w.addr.eq(wp), w.data.eq(data), w.en.eq(1),
+                 r.addr.eq((wp - (cycles - 1))[:len(wp)]), r.en.eq(1)]
+    return vs, r.data
+
+
+class _LaneCore(wiring.Component):
+    """Common part of the lane cores: latency validation and the padding delay."""
+
+    WIDTH = 64
+
+    def __init__(self, latency: int, adder_levels: int = 1):
+        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.depth = self._natural_depth(adder_levels)
+        if not isinstance(latency, int) or isinstance(latency, bool) or latency < self.depth:
+            raise ValueError(f"latency must be at least {self.depth}, not {latency!r}")
+        self._MustUse__silence = False
+        self.latency = latency
+        super().__init__({
+            "i": In(stream.Signature(64, always_ready=True)),
+            "o": Out(stream.Signature(self.WIDTH, always_ready=True)),
+            "seed": In(self.WIDTH),
+            "key8": In(1),
+        })
+
+    @classmethod
+    def _natural_depth(cls, levels: int) -> int:
+        """Register levels of the unpadded pipeline (built once into a scratch module, so the
+        figure follows any change of the multiplier pipelines in :mod:`offload.hw.common`)."""
+        cache = cls.__dict__.get("_depth_cache")
+        if cache is None:
+            cache = cls._depth_cache = {}
+        if levels not in cache:
+            scratch = Module()
+            scratch._MustUse__silence = True
+            cache[levels] = cls._pipeline(scratch, Signal(), Signal(64), Signal(cls.WIDTH),
+                                          Signal(), levels).depth
+        return cache[levels]
+
+    @staticmethod
+    def _pipeline(m, valid, w, seed_p5, key8, levels) -> Pipe:
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        P5 = (XXH64_PRIMES if self.WIDTH == 64 else XXH32_PRIMES)[4]
+        seed_p5 = Signal(self.WIDTH)
+        key8 = Signal()
+        m.d.sync += [seed_p5.eq((self.seed + P5)[:self.WIDTH]), key8.eq(self.key8)]
+        p = self._pipeline(m, self.i.valid, self.i.payload, seed_p5, key8, self.adder_levels)
+        assert p.depth == self.depth
+        valid, data = delay(m, "pad", p["valid"], p["h"], self.latency - p.depth)
+        m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(data)]
+        return m
+
+
+class XXH64Lane(_LaneCore):
+    """XXH64 of one 4- or 8-byte key per cycle, padded to ``latency`` cycles (see the module
+    docstring); ``latency`` must be at least :attr:`depth` (the unpadded pipeline)."""
+
+    WIDTH = 64
+
+    @staticmethod
+    def _pipeline(m, valid, w, seed_p5, key8, levels) -> Pipe:
+        P1, P2, P3, P4, _P5 = XXH64_PRIMES
+        p = Pipe(m, "x64l", levels=levels, valid=valid, k8=key8, h=(seed_p5 + Mux(key8, 8, 4))[:64],
+                 k=Mux(key8, w, Cat(w[:32], Const(0, 32))))
+        # 8 bytes: k = round(0, w) = rotl(w * P2, 31) * P1;  4 bytes: k = w32 * P1.
+        p.mul_step("k", p["k"], P2, 64, p["k8"])
+        p.mul_step("k", Mux(p["k8"], p["k"].rotate_left(31), p["k"]), P1, 64, Const(1))
+        # 8 bytes: h = rotl(h ^ k, 27) * P1 + P4;  4 bytes: h = rotl(h ^ k, 23) * P2 + P3.
+        p.mul_step("h", (p["h"] ^ p["k"]).rotate_left(27), P1, 64, p["k8"], add=P4)
+        p.mul_step("h", (p["h"] ^ p["k"]).rotate_left(23), P2, 64, ~p["k8"], add=P3,
+                   drop=["k"])
+        # Avalanche.
+        h = p["h"]
+        p.mul_step("h", h ^ (h >> 33), P2, 64, Const(1), drop=["k8"])
+        h = p["h"]
+        p.mul_step("h", h ^ (h >> 29), P3, 64, Const(1))
+        h = p["h"]
+        p.stage(h=h ^ (h >> 32))
+        return p
+
+
+class XXH32Lane(_LaneCore):
+    """XXH32 of one 4- or 8-byte key per cycle, padded to ``latency`` cycles; ``seed`` In(32),
+    32-bit results."""
+
+    WIDTH = 32
+
+    @staticmethod
+    def _pipeline(m, valid, w, seed_p5, key8, levels) -> Pipe:
+        P1, P2, P3, P4, _P5 = XXH32_PRIMES
+        p = Pipe(m, "x32l", levels=levels, valid=valid, k8=key8, h=(seed_p5 + Mux(key8, 8, 4))[:32],
+                 l0=w[:32], l1=w[32:])
+        p.mul_step("l0", p["l0"], P3, 32, Const(1))
+        p.mul_step("l1", p["l1"], P3, 32, p["k8"])
+        # Per 4-byte lane: h = rotl(h + lane * P3, 17) * P4 (the second lane only for 8 bytes).
+        p.mul_step("h", (p["h"] + p["l0"])[:32].rotate_left(17), P4, 32, Const(1), drop=["l0"])
+        p.mul_step("h", (p["h"] + p["l1"])[:32].rotate_left(17), P4, 32, p["k8"], drop=["l1"])
+        h = p["h"]
+        p.mul_step("h", h ^ (h >> 15), P2, 32, Const(1), drop=["k8"])
+        h = p["h"]
+        p.mul_step("h", h ^ (h >> 13), P3, 32, Const(1))
+        h = p["h"]
+        p.stage(h=h ^ (h >> 16))
+        return p
