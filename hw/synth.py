@@ -544,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cache", action="store_true", help="ignore and do not write the cache")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="run no tools: report the points already in the cache ('-' for the rest)")
     ap.add_argument("--quiet", "-q", action="store_true")
     a = ap.parse_args(argv)
     points = grid(a.grid, a.core)
@@ -555,8 +557,12 @@ def main(argv: list[str] | None = None) -> int:
         f"  done {r.label} {r.target} in {r.seconds:.0f}s{' (cached)' if r.cached else ''}"
         f"{' ERROR' if r.error else ''}", file=sys.stderr))
     try:
-        results = run_grid(points, targets, freq=a.freq, jobs=a.jobs, use_cache=not a.no_cache,
-                           progress=prog)
+        if a.cached_only:
+            results = [r for p in points for t in targets
+                       if (r := cached_result(p, t, a.freq)) is not None]
+        else:
+            results = run_grid(points, targets, freq=a.freq, jobs=a.jobs,
+                               use_cache=not a.no_cache, progress=prog)
     except RuntimeError as e:
         print(f"offload synth: {e}", file=sys.stderr)
         return 2

@@ -82,3 +82,12 @@ def test_synth_small_core_sane(tmp_path, capsys):
     assert "FastRange()" in table and "Fmax" in table
     again = S.synthesize(S.DesignPoint.of("FastRange"), "xc7")
     assert again.cached and again.lut == by_target["xc7"]["lut"]
+
+
+def test_cached_only_runs_no_tool(tmp_path, monkeypatch, capsys):
+    """`--cached-only` reports what the cache holds and never starts Yosys or nextpnr."""
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(S, "_run", lambda *a, **k: pytest.fail("a tool was started"))
+    assert S.main(["--grid", "small", "--core", "FastRange", "--cached-only", "--markdown",
+                   "-q"]) == 0
+    assert capsys.readouterr().out.startswith("| design |")
