@@ -275,16 +275,15 @@ class Service:
             for c in list(self.conns):
                 if c.closed:
                     continue
-                if c.reader.pending_bytes:
-                    if c.partial_since is None:
-                        c.partial_since = now
-                    elif now - c.partial_since > limit:
+                # A partial frame is timed from its first byte (stamped on receipt, so the
+                # diagnosis does not depend on when this loop happens to run); while one is
+                # pending, its stall timer, not the authentication timer, closes the
+                # connection: both end it within 2 * limit, and the message names the cause.
+                if c.reader.pending_bytes and c.partial_since is not None:
+                    if now - c.partial_since > limit:
                         c._fatal(ErrorCode.BAD_FRAME, f"incomplete frame stalled for more than "
                                                       f"{limit:g} s")
-                        continue
-                else:
-                    c.partial_since = None
-                if not c.authed and now - c.opened > limit:
+                elif not c.authed and now - c.opened > limit:
                     c._fatal(ErrorCode.AUTH_FAILED, f"no authentication within {limit:g} s")
 
     async def run(self) -> int:
@@ -407,6 +406,11 @@ class _Conn(asyncio.BufferedProtocol):
         except ProtocolError as e:
             self._fatal(e.code, e.message)
             return
+        # The stall watchdog times a partial frame from the byte that started it.
+        if not self.reader.pending_bytes:
+            self.partial_since = None
+        elif frames or self.partial_since is None:
+            self.partial_since = time.monotonic()
         for f in frames:
             if self.closed:
                 return
