@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 from offload.golden import XXH32_PRIMES, XXH64_PRIMES
 
 from .common import Pipe, check_choice
+from .xxhash import xxh32_avalanche, xxh64_avalanche
 
 __all__ = ["XXH64Lane", "XXH32Lane", "delay"]
 
@@ -137,13 +138,7 @@ class XXH64Lane(_LaneCore):
         p.mul_step("h", (p["h"] ^ p["k"]).rotate_left(27), P1, 64, p["k8"], add=P4)
         p.mul_step("h", (p["h"] ^ p["k"]).rotate_left(23), P2, 64, ~p["k8"], add=P3,
                    drop=["k"])
-        # Avalanche.
-        h = p["h"]
-        p.mul_step("h", h ^ (h >> 33), P2, 64, Const(1), drop=["k8"])
-        h = p["h"]
-        p.mul_step("h", h ^ (h >> 29), P3, 64, Const(1))
-        h = p["h"]
-        p.stage(h=h ^ (h >> 32))
+        xxh64_avalanche(p, drop=["k8"])
         return p
 
 
@@ -163,10 +158,5 @@ class XXH32Lane(_LaneCore):
         # Per 4-byte lane: h = rotl(h + lane * P3, 17) * P4 (the second lane only for 8 bytes).
         p.mul_step("h", (p["h"] + p["l0"])[:32].rotate_left(17), P4, 32, Const(1), drop=["l0"])
         p.mul_step("h", (p["h"] + p["l1"])[:32].rotate_left(17), P4, 32, p["k8"], drop=["l1"])
-        h = p["h"]
-        p.mul_step("h", h ^ (h >> 15), P2, 32, Const(1), drop=["k8"])
-        h = p["h"]
-        p.mul_step("h", h ^ (h >> 13), P3, 32, Const(1))
-        h = p["h"]
-        p.stage(h=h ^ (h >> 16))
+        xxh32_avalanche(p, drop=["k8"])
         return p

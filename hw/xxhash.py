@@ -50,7 +50,7 @@ from .common import (Pipe, check_choice, const_mul_terms, csa_level, mul_depth, 
                      term_value)
 
 __all__ = ["HashBeat", "XXH64Core", "XXH32Core", "XXH64Fixed", "XXH32Fixed",
-           "xxh64_finalize", "xxh32_finalize"]
+           "xxh64_finalize", "xxh32_finalize", "xxh64_avalanche", "xxh32_avalanche"]
 
 #: One input word of a record: ``first`` on the record's first beat, ``last`` on its last,
 #: ``empty`` for a beat that carries no data (a 0-byte record is one beat with first, last and
@@ -86,6 +86,27 @@ def _rot_terms(vs, rots, seed_p5, hs, extra=()):
     terms = [(Mux(hs, vs[0].rotate_left(rots[0]), seed_p5), 0)]
     terms += [(Mux(hs, v.rotate_left(r), zero), 0) for v, r in zip(vs[1:], rots[1:])]
     return terms + [(Value.cast(e), 0) for e in extra]
+
+
+def xxh64_avalanche(p: Pipe, drop=()) -> None:
+    """The XXH64 avalanche of field ``h`` (2 multiplies + 1 stage); ``drop`` leaves at its
+    first stage."""
+    h = p["h"]
+    p.mul_step("h", h ^ (h >> 33), P64[1], 64, Const(1), drop=drop)
+    h = p["h"]
+    p.mul_step("h", h ^ (h >> 29), P64[2], 64, Const(1))
+    h = p["h"]
+    p.stage(h=h ^ (h >> 32))
+
+
+def xxh32_avalanche(p: Pipe, drop=()) -> None:
+    """The XXH32 avalanche of field ``h`` (2 multiplies + 1 stage)."""
+    h = p["h"]
+    p.mul_step("h", h ^ (h >> 15), P32[1], 32, Const(1), drop=drop)
+    h = p["h"]
+    p.mul_step("h", h ^ (h >> 13), P32[2], 32, Const(1))
+    h = p["h"]
+    p.stage(h=h ^ (h >> 16))
 
 
 def xxh64_finalize_depth(stripes: bool, max_words: int, four: bool, max_bytes: int,
@@ -176,13 +197,7 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     for i in range(max_bytes):
         p.mul_step("h", (p["h"] ^ p[f"kb{i}"]).rotate_left(11), P1, 64, p["r"][:2] > i,
                    drop=[f"kb{i}"] + (["tw"] if i == 0 else []))
-    # Avalanche.
-    h = p["h"]
-    p.mul_step("h", h ^ (h >> 33), P2, 64, Const(1), drop=["r", "len"])
-    h = p["h"]
-    p.mul_step("h", h ^ (h >> 29), P3, 64, Const(1))
-    h = p["h"]
-    p.stage(h=h ^ (h >> 32))
+    xxh64_avalanche(p, drop=["r", "len"])
     assert not p.busy()
     assert p.depth - depth0 == xxh64_finalize_depth(stripes, max_words, four, max_bytes,
                                                     p.levels)
@@ -227,12 +242,7 @@ def xxh32_finalize(p: Pipe, seed_p5, *, stripes: bool, max_lanes: int, max_bytes
         p.stage(drop=[k], hk=(p["h"] + p[k])[:32])
         act = (p["r"][2:4] > j) if j < max_lanes else (p["r"][:2] > j - max_lanes)
         p.mul_step("h", p["hk"].rotate_left(rot), prime, 32, act, drop=["hk"])
-    h = p["h"]
-    p.mul_step("h", h ^ (h >> 15), P2, 32, Const(1), drop=["r"])
-    h = p["h"]
-    p.mul_step("h", h ^ (h >> 13), P3, 32, Const(1))
-    h = p["h"]
-    p.stage(h=h ^ (h >> 16))
+    xxh32_avalanche(p, drop=["r"])
     assert not p.busy()
     assert p.depth - depth0 == xxh32_finalize_depth(stripes, max_lanes, max_bytes, p.levels)
 
