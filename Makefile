@@ -29,8 +29,9 @@ demo: $(STAMP) | check-system
 	$(VENV)/bin/offload demo
 
 test: $(STAMP) | check-system
-	@# Build (or find in the cache) the Verilator model once, before the parallel test workers.
-	$(PY) -c "from offload.sim.verilator import build_engine; print('verilator model:', build_engine())"
+	@# Build (or find in the cache) the Verilator model of each engine flavour once, before the
+	@# parallel test workers (lut: the synthesised design; behavioural: the sim backend's).
+	$(PY) -c "from offload.sim.verilator import FLAVOURS, build_engine; [print(f'verilator model ({f}):', build_engine(flavour=f)) for f in FLAVOURS]"
 	@# Compile the numba kernels into their on-disk cache once, so test processes only load them.
 	$(PY) -c "from offload.cpu import CpuBackend; CpuBackend().warmup(); print('cpu kernels: cached')"
 	$(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbmake --timeout 900 -q

@@ -6,7 +6,9 @@ in the same run.
 * ``sim engine beats/cycle``: input words accepted per clock with output ready held high
   (target >= 0.95; from the drive loop's cycle count);
 * ``fpga(sim device) / sim time``: the PYNQ driver + DMA model overhead over the bare model
-  (target <= 2x).
+  (target <= 2x). The simulated PYNQ device runs the LUT flavour of the engine (what is
+  synthesised) while the ``sim`` backend runs the faster behavioural flavour by default, so
+  this ratio is taken against a ``sim`` backend on the LUT flavour: the same model on both sides.
 """
 
 from __future__ import annotations
@@ -54,11 +56,19 @@ def rows(quick: bool = False) -> list[dict[str, Any]]:
                        target_kind="value", note=f"{cycles:,} cycles for {n:,} words"))
         fav = rt.availability("fpga")
         if fav.ok:
+            from offload.host.sim_backend import SimBackend
+            rt_lut = Runtime(backends=[SimBackend(flavour="lut")], fallback=False)
+            try:
+                rt_lut.run(call, keys.slice(0, 1024), backend="sim")
+                t_lut = _time(lambda: rt_lut.run(call, keys, backend="sim"))
+            finally:
+                rt_lut.close()
             rt.run(call, keys.slice(0, 1024), backend="fpga")
             t_fpga = _time(lambda: rt.run(call, keys, backend="fpga"))
-            out.append(row(f"fpga (simulated PYNQ) / sim time, {n:,} keys", t_fpga / t_sim, "x",
+            out.append(row(f"fpga (simulated PYNQ) / sim time, {n:,} keys", t_fpga / t_lut, "x",
                            target=2.0, target_kind="max",
-                           note=f"fpga {n / t_fpga / 1e6:.2f} M keys/s"))
+                           note=f"fpga {n / t_fpga / 1e6:.2f} M keys/s; both on the LUT-flavour "
+                                f"model ({n / t_lut / 1e6:.2f} M keys/s on sim)"))
         else:
             out.append(row("fpga (simulated PYNQ) / sim time", None, "x",
                            note=f"fpga unavailable: {fav.reason}"))

@@ -7,9 +7,17 @@ are split into chunks of whole records (one wire batch each). A failing chunk ra
 :class:`~offload.backend.BackendError` carrying every result completed before it, so the runtime
 recomputes only the rest.
 
+The model is the *behavioural* flavour of the engine by default (``rtl/offload_engine_sim.v``:
+every constant multiply of the hash cores is one ``*`` delayed to the depth of the LUT adder
+tree it stands for), which Verilator runs ~3x faster than the synthesised LUT flavour
+(``rtl/offload_engine.v``) and which is cycle-identical to it at the ports: same results, same
+cycle counts, same registers (``tests/test_hw_flavours.py``). ``flavour="lut"`` runs the
+synthesised design itself, as the cocotb benches and the simulated PYNQ device do.
+
 Options: ``trace="batch.vcd"`` records a VCD of everything the model does (slow);
 ``idle_pct``/``backpressure_pct`` randomise the stream handshakes; ``faults=[Fault(...)]`` injects
-device faults (``offload.sim.faults``); ``chunk_records`` bounds one transfer.
+device faults (``offload.sim.faults``); ``chunk_records`` bounds one transfer; ``flavour`` selects
+the engine flavour (``"behavioural"`` or ``"lut"``).
 """
 
 from __future__ import annotations
@@ -108,13 +116,17 @@ def chunks(n: int, size: int) -> list[tuple[int, int]]:
 
 
 class SimBackend(Backend):
-    """The Verilator model of the engine (``rtl/``), built once per RTL hash and cached."""
+    """The Verilator model of the engine (``rtl/``), built once per RTL hash and flavour and
+    cached; the behavioural-multiplier flavour unless ``flavour="lut"`` (see the module
+    docstring)."""
 
     name = "sim"
 
     def __init__(self, *, trace: str | None = None, idle_pct: int = 0, backpressure_pct: int = 0,
                  faults: list[Any] | None = None, chunk_records: int = 1 << 20,
-                 stall_cycles: int = 200_000) -> None:
+                 stall_cycles: int = 200_000, flavour: str = "behavioural") -> None:
+        from offload.sim.verilator import _check_flavour
+        self.flavour = _check_flavour(flavour)
         self.trace = trace
         self.idle_pct, self.backpressure_pct = idle_pct, backpressure_pct
         self.faults = list(faults or [])
@@ -131,18 +143,18 @@ class SimBackend(Backend):
         try:
             from offload.sim import verilator as v
             tc = v.toolchain()
-            v._sources()
+            v._sources(self.flavour)
         except Exception as e:  # ToolchainError, ImportError: say why, never raise
             return Availability(False, str(e))
         if self._model is not None:
-            return Availability(True, f"Verilator {tc.version} model loaded")
-        return Availability(True, f"Verilator {tc.version}; model built on first use "
-                                   f"(cache {v.cache_root()})")
+            return Availability(True, f"Verilator {tc.version} model loaded ({self.flavour})")
+        return Availability(True, f"Verilator {tc.version}; {self.flavour} model built on first "
+                                   f"use (cache {v.cache_root()})")
 
     def model(self) -> Any:
         if self._model is None:
             from offload.sim.verilator import EngineModel
-            self._model = EngineModel(trace=self.trace)
+            self._model = EngineModel(trace=self.trace, flavour=self.flavour)
             self._info = engine_info(self._model.read, self.name)
         return self._model
 

@@ -12,7 +12,14 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
 
 __all__ = ["Pipe", "mux_index", "check_choice", "check_pow2", "csd_digits", "const_mul_terms",
-           "tree_level", "csa_level", "term_value", "tree_depth", "mul_depth"]
+           "tree_level", "csa_level", "term_value", "tree_depth", "mul_depth", "MULTIPLIERS"]
+
+#: How the hash cores build their constant multiplies (the ``multipliers`` parameter of the cores
+#: and of the engine): ``"lut"``, adder trees of shifted copies (what is synthesised: no DSP, one
+#: carry chain per stage); ``"behavioural"``, one ``*`` per product carried through a delay line
+#: of the same depth: cycle-identical at the ports, for fast simulation only (a Verilator model
+#: evaluates one native multiply instead of ~23 registered adders per product).
+MULTIPLIERS = ("lut", "behavioural")
 
 
 def check_pow2(name: str, value, lo: int, hi: int) -> int:
@@ -44,20 +51,32 @@ class Pipe:
     field (after applying ``updates`` and dropping ``drop``), so the caller writes the pipeline
     as a list of stages in program order. ``depth`` counts the register levels built so far.
 
-    Tree sums (:meth:`tree`, used by :meth:`mul_step`) run alongside: each :meth:`stage`
-    reduces every tree in flight by one adder level before registering, and a finished tree
-    becomes an ordinary field (or calls its ``done`` hook in the stage where it finishes).
+    Tree sums (:meth:`tree`, used by :meth:`mul_tree` and :meth:`mul_step`) run alongside: each
+    :meth:`stage` reduces every tree in flight by one adder level before registering, and a
+    finished tree becomes an ordinary field (or calls its ``done`` hook in the stage where it
+    finishes).
+
+    ``behavioural``: the simulation flavour of the constant multiplies (see :data:`MULTIPLIERS`).
+    :meth:`mul_tree` then computes the product with one ``*`` in the stage where its adder tree
+    would start and carries it through a *delay tree*: as many register stages as the adder
+    tree has, finishing in the same :meth:`stage` call (same field or ``done`` hook, same
+    :meth:`busy`/:meth:`drain`), so the pipeline is cycle-identical to the LUT flavour.
     """
 
-    def __init__(self, m, name: str, levels: int = 1, **fields):
+    def __init__(self, m, name: str, levels: int = 1, behavioural: bool = False, **fields):
         self.m = m
         self.name = name
         #: adder levels of a tree between two registers (1: every stage is one carry chain;
         #: 2: two chained carry chains, half the registers and stages)
         self.levels = levels
+        #: constant multiplies as ``*`` + delay trees instead of adder trees (simulation only)
+        self.behavioural = behavioural
         self.f: dict[str, Value] = {k: Value.cast(v) for k, v in fields.items()}
         self.depth = 0
         self._trees: dict[str, tuple[list[int], int, object]] = {}
+        #: delay trees in flight (behavioural flavour): name -> (stages left, ``done`` hook);
+        #: the value travels in field ``{name}__0``
+        self._delays: dict[str, tuple[int, object]] = {}
 
     def __getitem__(self, key: str) -> Value:
         return self.f[key]
@@ -69,18 +88,58 @@ class Pipe:
         """Start the pipelined sum of ``terms`` (modulo ``2**width``); returns its depth in
         stages. When it finishes, field ``name`` holds the sum, or ``done(sum)`` returns the
         field updates of that stage."""
-        if name in self._trees or f"{name}__0" in self.f:
-            raise ValueError(f"tree {name!r} is already in flight")
+        self._check_free(name)
         for i, (v, _) in enumerate(terms):
             self.f[f"{name}__{i}"] = Value.cast(v)
         self._trees[name] = ([s for _, s in terms], width, done)
-        return max(1, -(-tree_depth(len(terms)) // self.levels))
+        return self.tree_stages(len(terms))
+
+    def tree_stages(self, n_terms: int) -> int:
+        """Stages of a tree over ``n_terms`` terms (at least one: a single term is registered
+        once) with :attr:`levels` adder levels per stage."""
+        return max(1, -(-tree_depth(n_terms) // self.levels))
+
+    def _check_free(self, name: str) -> None:
+        if name in self._trees or name in self._delays or f"{name}__0" in self.f:
+            raise ValueError(f"tree {name!r} is already in flight")
+
+    def mul_tree(self, name: str, x: Value, const: int, width: int, add: int = 0,
+                 done=None) -> int:
+        """Start the pipelined product ``(x * const + add) mod 2**width``; finishes like
+        :meth:`tree` (field ``name``, or ``done(product)``) and returns its depth in stages.
+
+        LUT flavour: the adder tree of :func:`const_mul_terms`. Behavioural flavour: the
+        product as one ``*``, computed from ``x`` here (where the adder tree would read its
+        terms) and delayed by exactly the adder tree's depth, so both flavours deliver the same
+        value in the same stage."""
+        terms = const_mul_terms(x, const, width, add)
+        if not self.behavioural:
+            return self.tree(name, terms, width, done)
+        return self._delay(name, _product(x, const, width, add), self.tree_stages(len(terms)),
+                           done)
+
+    def _delay(self, name: str, value: Value, depth: int, done=None) -> int:
+        """Start a delay tree: ``value`` finishes like a tree of ``depth`` stages."""
+        self._check_free(name)
+        self.f[f"{name}__0"] = Value.cast(value)
+        self._delays[name] = (depth, done)
+        return depth
+
+    def _finish(self, name: str, total: Value, done) -> None:
+        for k, v in (done(total) if done else {name: total}).items():
+            self.f[k] = Value.cast(v)
 
     def stage(self, drop=(), **updates) -> None:
         for k in drop:
             self.f.pop(k, None)
         for k, v in updates.items():
             self.f[k] = Value.cast(v)
+        for name in list(self._delays):
+            left, done = self._delays.pop(name)
+            if left == 1:
+                self._finish(name, self.f.pop(f"{name}__0"), done)
+            else:
+                self._delays[name] = (left - 1, done)
         for name in list(self._trees):
             shifts, width, done = self._trees[name]
             terms = [(self.f.pop(f"{name}__{i}"), s) for i, s in enumerate(shifts)]
@@ -92,16 +151,17 @@ class Pipe:
                 terms = tree_level(terms, width) if len(terms) > 1 else terms
             if len(terms) == 1:
                 del self._trees[name]
-                total = term_value(terms[0], width)
-                for k, v in (done(total) if done else {name: total}).items():
-                    self.f[k] = Value.cast(v)
+                self._finish(name, term_value(terms[0], width), done)
             else:
                 for i, (v, _) in enumerate(terms):
                     self.f[f"{name}__{i}"] = v
                 self._trees[name] = ([s for _, s in terms], width, done)
         new = {}
         for k, v in self.f.items():
-            s = Signal(v.shape(), name=f"{self.name}_s{self.depth + 1}_{k}")
+            # Only the valid bits are reset: a datapath register holds data only while its
+            # stage's valid bit is set, and a reset on it would be one more high-fanout net.
+            s = Signal(v.shape(), name=f"{self.name}_s{self.depth + 1}_{k}",
+                       reset_less=k != "valid")
             self.m.d.sync += s.eq(v)
             new[k] = s
         self.f = new
@@ -115,12 +175,12 @@ class Pipe:
         return w
 
     def busy(self) -> bool:
-        """Whether a tree is still in flight."""
-        return bool(self._trees)
+        """Whether a tree (adder or delay tree) is still in flight."""
+        return bool(self._trees or self._delays)
 
     def drain(self) -> None:
         """Stages until every tree in flight has finished."""
-        while self._trees:
+        while self.busy():
             self.stage()
 
     def mul_step(self, key: str, x: Value, const: int, width: int, active: Value, add=0,
@@ -128,22 +188,36 @@ class Pipe:
         """``f[key] = active ? (x * const + add) mod 2**width : f[key]`` in
         :func:`mul_depth` stages; ``x`` is computed by the caller from the current (registered)
         fields. Returns the number of stages."""
-        act = f"{key}_act"
-        self.f[act] = Value.cast(active)
         depth0 = self.depth
-
-        def done(res):
-            out = {key: Mux(self.f[act], res, self.f[key])}
-            self.f.pop(act)
-            return out
-
         # Every term reads x: one named signal instead of ~23 copies of its expression.
         x = self.wire(x, f"{key}_x")
-        self.tree(f"{key}_m", const_mul_terms(x, const, width, add), width, done)
+        if self.behavioural:
+            # The selection is made where the product is computed, and the result travels as
+            # one delay tree: the same value in the same stage as the LUT flavour's late
+            # selection, with one field in flight instead of three (product, kept value, active
+            # bit), i.e. fewer registers for a simulator to copy every cycle.
+            n_terms = len(const_mul_terms(x, const, width, add))
+            self._delay(f"{key}_m", Mux(active, _product(x, const, width, add), self.f.pop(key)),
+                        self.tree_stages(n_terms), lambda res: {key: res})
+        else:
+            act = f"{key}_act"
+            self.f[act] = Value.cast(active)
+
+            def done(res):
+                out = {key: Mux(self.f[act], res, self.f[key])}
+                self.f.pop(act)
+                return out
+
+            self.mul_tree(f"{key}_m", x, const, width, add, done)
         self.stage(drop=drop)
-        while f"{key}_m" in self._trees:
+        while f"{key}_m" in self._trees or f"{key}_m" in self._delays:
             self.stage()
         return self.depth - depth0
+
+
+def _product(x: Value, const: int, width: int, add: int = 0) -> Value:
+    """``(x * const + add) mod 2**width`` as one behavioural multiply (simulation flavour)."""
+    return (Value.cast(x) * const + (add & ((1 << width) - 1)))[:width]
 
 
 def mul_depth(x_width: int, const: int, width: int, add: int = 0, levels: int = 1) -> int:

@@ -52,7 +52,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .bucketize import Bucketize
-from .common import check_choice, check_pow2
+from .common import MULTIPLIERS, check_choice, check_pow2
 from .fifo import SEQ_DATA, SEQ_HEADER, TRAILER, CommitFIFO
 from .lanes import XXH32Lane, XXH64Lane
 from .postproc import FastRange, FidCore, ModPipe
@@ -98,6 +98,10 @@ class OffloadEngine(wiring.Component):
     * ``mod_bits_per_stage``: quotient bits per stage of the ``mod`` pipeline (1 or 2);
     * ``adder_levels``: adder levels per pipeline stage of the hash cores' constant multipliers
       (1: one carry chain per stage, for Fmax; 2: half the stages and registers);
+    * ``multipliers``: how the hash cores build those multipliers: ``"lut"`` (adder trees, what
+      is synthesised) or ``"behavioural"`` (one ``*`` each, delayed to the same depth: the same
+      cycles at every port and the same register map, for fast simulation only;
+      ``rtl/offload_engine_sim.v``, see :mod:`offload.hw.export`);
     * ``lanes``: 64-bit words per AXI-Stream beat, 1, 2 or 4 (see the module docstring).
 
     Attributes: :attr:`latency`, the longest core path (cycles from a record's last word to its
@@ -110,12 +114,14 @@ class OffloadEngine(wiring.Component):
     SLACK_MARGIN = 8
 
     def __init__(self, *, table_depth: int = 256, fifo_depth: int = 2048, seq_max: int = 1024,
-                 mod_bits_per_stage: int = 1, lanes: int = 1, adder_levels: int = 1):
+                 mod_bits_per_stage: int = 1, lanes: int = 1, adder_levels: int = 1,
+                 multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)
         self.fifo_depth = check_pow2("fifo_depth", fifo_depth, 256, 65536)
         self.mod_bits_per_stage = check_choice("mod_bits_per_stage", mod_bits_per_stage, (1, 2))
         self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.lanes = check_choice("lanes", lanes, LANES)
         # In-flight results: the longest path from the input to the FIFO, from the cores that
         # are built (their pipelines change depth with Fmax work; the credit follows).
@@ -238,20 +244,25 @@ class OffloadEngine(wiring.Component):
         core_clr = Signal()
         framed = fmt[1]                                  # VAR or SEQ (lane 0 only)
         fixed = ~framed
-        x64, x32 = XXH64Core(self.adder_levels), XXH32Core(self.adder_levels)
-        h64 = [x64] + [XXH64Lane(x64.latency, self.adder_levels) for _ in range(1, N)]
-        h32 = [x32] + [XXH32Lane(x32.latency, self.adder_levels) for _ in range(1, N)]
+        mul = self.multipliers
+        x64, x32 = XXH64Core(self.adder_levels, mul), XXH32Core(self.adder_levels, mul)
+        h64 = [x64] + [XXH64Lane(x64.latency, self.adder_levels, mul) for _ in range(1, N)]
+        h32 = [x32] + [XXH32Lane(x32.latency, self.adder_levels, mul) for _ in range(1, N)]
         mods = [ModPipe(self.mod_bits_per_stage) for _ in range(N)]
         frs = [FastRange() for _ in range(N)]
         fids = [FidCore() for _ in range(N)]
         bzs = [Bucketize(self.table_depth) for _ in range(N)]
         dv = DeltaVarintEncoder()
         fifo = CommitFIFO(self.fifo_depth, N)
-        # A core only advances while the current OP uses it (and on core_clr, which resets it at
-        # START): the others hold their reset state, so their outputs stay invalid exactly as
-        # before, but a cycle-based simulator does not recompute idle pipelines every cycle (and
-        # on silicon they do not toggle). Lanes 1..N-1 only run for the fixed formats. Boundary
-        # table writes always reach every lane's bucketize.
+        # core_clr (START, SOFT_RESET) resets every core; in the pipelines that clears the valid
+        # bits only (``Pipe`` registers are reset-less otherwise), so the reset reaches a few
+        # hundred flip-flops, not the whole datapath. In the behavioural (simulation) flavour a
+        # core also only advances while the current OP uses it, so a cycle-based simulator does
+        # not recompute idle pipelines every cycle; the others hold their cleared state and
+        # their outputs are not selected, so the ports see the same thing in both flavours. The
+        # LUT flavour (synthesised) has no such enable: it would be one clock-enable net to
+        # every datapath flip-flop (~40k loads). Lanes 1..N-1 only run for the fixed formats.
+        # Boundary table writes always reach every lane's bucketize.
         is_bz = (op == 7) | (op == 8)
         uses = {
             "xxh64": (op >= 2) & (op <= 6), "xxh32": op == 1, "mod": op == 3,
@@ -263,10 +274,12 @@ class OffloadEngine(wiring.Component):
                           ("fastrange", frs[j]), ("fid", fids[j]))
             for name, core in lane_cores + (("bucketize", bzs[j]),):
                 use = (is_bz | table_we) if name == "bucketize" else uses[name]
-                core_en = Signal(name=f"{name}{sfx}_en")
-                m.d.comb += core_en.eq(core_clr | (use if j == 0 or name == "bucketize"
-                                                   else use & fixed))
-                m.submodules[name + sfx] = ResetInserter(core_clr)(EnableInserter(core_en)(core))
+                if mul == "behavioural":
+                    core_en = Signal(name=f"{name}{sfx}_en")
+                    m.d.comb += core_en.eq(core_clr | (use if j == 0 or name == "bucketize"
+                                                       else use & fixed))
+                    core = EnableInserter(core_en)(core)
+                m.submodules[name + sfx] = ResetInserter(core_clr)(core)
         dv_en = Signal(name="varint_en")
         m.d.comb += dv_en.eq(core_clr | (op == 9))
         m.submodules.varint = ResetInserter(core_clr)(EnableInserter(dv_en)(dv))

@@ -110,10 +110,12 @@ async def axil_read(ctx, dut, addr: int) -> int:
 
 
 def run_batches(batches, *, engine=None, valid_prob=1.0, ready_prob=1.0, seed=0,
-                timeout=20000, read_regs=("STATUS", "ERR", "DONE_COUNT", "CYCLES_LO")):
+                timeout=20000, read_regs=("STATUS", "ERR", "DONE_COUNT", "CYCLES_LO"),
+                monitor=None):
     """Run ``batches`` one after the other on one engine; returns a :class:`BatchResult` each.
     A batch ends when the trailer (``tlast``) is received, or after ``timeout`` cycles without
-    one (``timed_out``)."""
+    one (``timed_out``). ``monitor(ctx)``: an async testbench run in the background from the
+    first cycle (e.g. to compare other signals on every cycle)."""
     dut = engine or OffloadEngine()
     lanes = dut.lanes
     rng = random.Random(seed)
@@ -196,6 +198,8 @@ def run_batches(batches, *, engine=None, valid_prob=1.0, ready_prob=1.0, seed=0,
     sim.add_clock(CLOCK_PERIOD)
     sim.add_testbench(main)
     sim.add_testbench(sink, background=True)
+    if monitor is not None:
+        sim.add_testbench(monitor, background=True)
     sim.run()
     return results
 

@@ -16,7 +16,8 @@ Ports (both cores): ``i`` In(stream of 64-bit words, always ready; a FIXED4 key 
 half), ``o`` Out(stream of hashes, always ready: the consumer takes every result), ``seed``,
 ``key8`` In(1) (1: the key is the whole word, 0: the low 4 bytes; held stable during a batch, as
 the seed; allow 2 cycles after a change). Latency exactly ``latency`` cycles; throughput one key
-per cycle.
+per cycle. ``adder_levels`` and ``multipliers`` as the record cores (``"behavioural"``: the
+simulation flavour, same depth; see :mod:`offload.hw.xxhash`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden import XXH32_PRIMES, XXH64_PRIMES
 
-from .common import Pipe, check_choice
+from .common import MULTIPLIERS, Pipe, check_choice
 from .xxhash import xxh32_avalanche, xxh64_avalanche
 
 __all__ = ["XXH64Lane", "XXH32Lane", "delay"]
@@ -51,7 +52,7 @@ def delay(m: Module, name: str, valid: Value, data: Value, cycles: int) -> tuple
     if cycles <= REG_DELAY_MAX:
         ds = data
         for k in range(cycles):
-            d = Signal(len(data), name=f"{name}_d{k + 1}")
+            d = Signal(len(data), name=f"{name}_d{k + 1}", reset_less=True)   # data: no reset net
             m.d.sync += d.eq(ds)
             ds = d
         return vs, ds
@@ -74,9 +75,11 @@ class _LaneCore(wiring.Component):
 
     WIDTH = 64
 
-    def __init__(self, latency: int, adder_levels: int = 1):
+    def __init__(self, latency: int, adder_levels: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
+        self.behavioural = multipliers == "behavioural"
         self.depth = self._natural_depth(adder_levels)
         if not isinstance(latency, int) or isinstance(latency, bool) or latency < self.depth:
             raise ValueError(f"latency must be at least {self.depth}, not {latency!r}")
@@ -92,7 +95,9 @@ class _LaneCore(wiring.Component):
     @classmethod
     def _natural_depth(cls, levels: int) -> int:
         """Register levels of the unpadded pipeline (built once into a scratch module, so the
-        figure follows any change of the multiplier pipelines in :mod:`offload.hw.common`)."""
+        figure follows any change of the multiplier pipelines in :mod:`offload.hw.common`; the
+        behavioural flavour has the same depth by construction, which :meth:`elaborate`
+        asserts)."""
         cache = cls.__dict__.get("_depth_cache")
         if cache is None:
             cache = cls._depth_cache = {}
@@ -104,7 +109,7 @@ class _LaneCore(wiring.Component):
         return cache[levels]
 
     @staticmethod
-    def _pipeline(m, valid, w, seed_p5, key8, levels) -> Pipe:
+    def _pipeline(m, valid, w, seed_p5, key8, levels, behavioural=False) -> Pipe:
         raise NotImplementedError
 
     def elaborate(self, platform):
@@ -113,7 +118,8 @@ class _LaneCore(wiring.Component):
         seed_p5 = Signal(self.WIDTH)
         key8 = Signal()
         m.d.sync += [seed_p5.eq((self.seed + P5)[:self.WIDTH]), key8.eq(self.key8)]
-        p = self._pipeline(m, self.i.valid, self.i.payload, seed_p5, key8, self.adder_levels)
+        p = self._pipeline(m, self.i.valid, self.i.payload, seed_p5, key8, self.adder_levels,
+                           self.behavioural)
         assert p.depth == self.depth
         valid, data = delay(m, "pad", p["valid"], p["h"], self.latency - p.depth)
         m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(data)]
@@ -127,9 +133,9 @@ class XXH64Lane(_LaneCore):
     WIDTH = 64
 
     @staticmethod
-    def _pipeline(m, valid, w, seed_p5, key8, levels) -> Pipe:
+    def _pipeline(m, valid, w, seed_p5, key8, levels, behavioural=False) -> Pipe:
         P1, P2, P3, P4, _P5 = XXH64_PRIMES
-        p = Pipe(m, "x64l", levels=levels, valid=valid, k8=key8, h=(seed_p5 + Mux(key8, 8, 4))[:64],
+        p = Pipe(m, "x64l", levels=levels, behavioural=behavioural, valid=valid, k8=key8, h=(seed_p5 + Mux(key8, 8, 4))[:64],
                  k=Mux(key8, w, Cat(w[:32], Const(0, 32))))
         # 8 bytes: k = round(0, w) = rotl(w * P2, 31) * P1;  4 bytes: k = w32 * P1.
         p.mul_step("k", p["k"], P2, 64, p["k8"])
@@ -149,9 +155,9 @@ class XXH32Lane(_LaneCore):
     WIDTH = 32
 
     @staticmethod
-    def _pipeline(m, valid, w, seed_p5, key8, levels) -> Pipe:
+    def _pipeline(m, valid, w, seed_p5, key8, levels, behavioural=False) -> Pipe:
         P1, P2, P3, P4, _P5 = XXH32_PRIMES
-        p = Pipe(m, "x32l", levels=levels, valid=valid, k8=key8, h=(seed_p5 + Mux(key8, 8, 4))[:32],
+        p = Pipe(m, "x32l", levels=levels, behavioural=behavioural, valid=valid, k8=key8, h=(seed_p5 + Mux(key8, 8, 4))[:32],
                  l0=w[:32], l1=w[32:])
         p.mul_step("l0", p["l0"], P3, 32, Const(1))
         p.mul_step("l1", p["l1"], P3, 32, p["k8"])

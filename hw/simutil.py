@@ -39,16 +39,18 @@ def _setup(ctx, dut, params):
 
 
 def run_flow(dut, beats, n_results: int, *, params=None, settle: int = 3, timeout: int = 1000,
-             out_port: str = "o", in_port: str = "i", pre=None):
+             out_port: str = "o", in_port: str = "i", pre=None, monitor=None):
     """Apply ``beats`` (payload ints/dicts, ``None`` = idle cycle) to ``dut.<in_port>`` one per
     cycle, collect ``n_results`` payloads from ``dut.<out_port>``; returns (results, cycles)
     where ``cycles`` maps result index to the cycle it appeared. ``pre(ctx)``: an async
-    function run after setting ``params`` and before the beats (e.g. to load a table)."""
+    function run after setting ``params`` and before the beats (e.g. to load a table).
+    ``monitor(ctx)``: an async testbench run in the background from the first cycle (e.g. to
+    compare other signals on every cycle)."""
     results: list[int] = []
     when: list[int] = []
     inp, out = getattr(dut, in_port), getattr(dut, out_port)
 
-    async def monitor(ctx):
+    async def collect(ctx):
         cycle = 0
         async for _clk, _rst, valid, payload in ctx.tick().sample(out.valid, out.payload):
             cycle += 1
@@ -78,7 +80,9 @@ def run_flow(dut, beats, n_results: int, *, params=None, settle: int = 3, timeou
     sim = Simulator(dut)
     sim.add_clock(CLOCK_PERIOD)
     sim.add_testbench(driver)
-    sim.add_testbench(monitor, background=True)
+    sim.add_testbench(collect, background=True)
+    if monitor is not None:
+        sim.add_testbench(monitor, background=True)
     sim.run()
     return results, when
 

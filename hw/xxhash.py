@@ -28,7 +28,10 @@ prime's signed digits as an adder tree (``offload.hw.common``); ``adder_levels``
 how many adder levels sit between two registers: 1 gives one carry chain per stage (highest
 Fmax, most registers), 2 halves the multiply's stages and registers. The DSP version (three
 32x32 partial products per 64-bit product) needed ~309 DSP blocks for ``XXH64Core``, more than
-an xc7z020 or an ECP5-85 has.
+an xc7z020 or an ECP5-85 has. ``multipliers="behavioural"`` (every core) builds the simulation
+flavour instead: each product is one ``*`` carried through registers of the adder tree's depth
+(``Pipe.mul_tree``, and a branch of the stripe loop), cycle-identical at the ports, only so that
+a Verilator model runs fast; ``"lut"`` (the default) is what is synthesised.
 
 Ports (all cores): ``i`` (stream in, never stalls: ``ready`` is always 1), ``o`` (stream out,
 must always be accepted: ``valid`` for one cycle per record), ``seed`` (held stable during a
@@ -46,8 +49,8 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden import MASK32, MASK64, XXH32_PRIMES, XXH64_PRIMES
 
-from .common import (Pipe, check_choice, const_mul_terms, csa_level, mul_depth, mux_index,
-                     term_value)
+from .common import (MULTIPLIERS, Pipe, check_choice, const_mul_terms, csa_level, mul_depth,
+                     mux_index, term_value)
 
 __all__ = ["HashBeat", "XXH64Core", "XXH32Core", "XXH64Fixed", "XXH32Fixed",
            "xxh64_finalize", "xxh32_finalize", "xxh64_avalanche", "xxh32_avalanche"]
@@ -140,23 +143,23 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     if four or max_bytes:
         upd["tw"] = mux_index(nw, tails)    # the word holding the 4-byte and byte tail
     for j in range(max_words):
-        p.tree(f"kw{j}", const_mul_terms(tails[j], P2, 64), 64)
+        p.mul_tree(f"kw{j}", tails[j], P2, 64)
     if stripes:
         vs = [p.wire(p[f"v{j}"], f"v{j}") for j in range(4)]
         for j in range(4):
-            p.tree(f"km{j}", const_mul_terms(vs[j], P2, 64), 64)
+            p.mul_tree(f"km{j}", vs[j], P2, 64)
         p.tree("h", _rot_terms(vs, (1, 7, 12, 18), seed_p5, p["hs"]), 64)
     else:
         upd["h"] = seed_p5
 
     def start_k4():
-        p.tree("k4", const_mul_terms(p.wire(p["tw"][:32], "k4x"), P1, 64), 64)
+        p.mul_tree("k4", p.wire(p["tw"][:32], "k4x"), P1, 64)
 
     def start_kb():
         has4_ = p["r"][2]
         for i in range(max_bytes):
             byte = Mux(has4_, p["tw"].word_select(4 + i, 8), p["tw"].word_select(i, 8))
-            p.tree(f"kb{i}", const_mul_terms(p.wire(byte, f"byte{i}"), P5, 64), 64)
+            p.mul_tree(f"kb{i}", p.wire(byte, f"byte{i}"), P5, 64)
 
     if not (stripes or max_words):
         # Fixed 4-byte keys: nothing else runs first, start the tail products right away.
@@ -170,7 +173,7 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     names = [f"kw{j}" for j in range(max_words)] + ([f"km{j}" for j in range(4)] if stripes else [])
     if names:
         for n in names:
-            p.tree(n + "r", const_mul_terms(p.wire(p[n].rotate_left(31), n + "x"), P1, 64), 64)
+            p.mul_tree(n + "r", p.wire(p[n].rotate_left(31), n + "x"), P1, 64)
         p.stage(drop=names)
         p.drain()
         for n in names:
@@ -222,12 +225,12 @@ def xxh32_finalize(p: Pipe, seed_p5, *, stripes: bool, max_lanes: int, max_bytes
     t = Cat(*tails)
     lanes = [t.word_select(j, 32) for j in range(len(tails) * 2)]
     for j in range(max_lanes):
-        p.tree(f"kl{j}", const_mul_terms(lanes[j], P3, 32), 32)
+        p.mul_tree(f"kl{j}", lanes[j], P3, 32)
     for i in range(max_bytes):
         # byte i of the tail after the nl full 4-byte lanes
         byte = mux_index(nl, [t.word_select(4 * q + i, 8) if 4 * q + i < len(t) // 8 else Const(0, 8)
                               for q in range(4)])
-        p.tree(f"kb{i}", const_mul_terms(p.wire(byte, f"byte{i}"), P5, 32), 32)
+        p.mul_tree(f"kb{i}", p.wire(byte, f"byte{i}"), P5, 32)
     ln = p["len"][:32]
     if stripes:
         vs = [p.wire(p[f"v{j}"], f"v{j}") for j in range(4)]
@@ -264,6 +267,22 @@ def _loop_round(m, fe: Pipe, accs: list, lps: list, rot: int, prime: int, width:
     and the result is returned as a pair without the final carry chain (the consumer of the
     accumulator adds the pair once, outside the loop). The loop then holds one carry chain
     instead of two, which is what the two-stage XXH32 loop needs."""
+    if fe.behavioural:
+        # Simulation flavour (see Pipe): the product as one ``*`` in the first stage, then the
+        # same ``stages - 1`` registers as below, so the loop recurrence and every output keep
+        # their cycles. A carry-save result is returned as ``(product, 0)``: it differs from the
+        # LUT pair, but every reader of a pair only uses its sum.
+        if redundant:
+            xs = [(s + c + lp)[:width] for (s, c), lp in zip(accs, lps)]
+        else:
+            xs = [(acc + lp)[:width] for acc, lp in zip(accs, lps)]
+        names = [f"lm{j}" for j in range(len(xs))]
+        for k, x in zip(names, xs):
+            fe.f[k] = (x.rotate_left(rot) * prime)[:width]
+        for _ in range(stages - 1):
+            fe.stage()
+        outs = [fe.f.pop(k) for k in names]
+        return [(v, Const(0, width)) for v in outs] if redundant else outs
     if redundant:
         xs = []
         for j, ((acc_s, acc_c), lp) in enumerate(zip(accs, lps)):
@@ -329,15 +348,17 @@ class XXH64Core(wiring.Component):
     Ports: ``i`` In(stream of :data:`HashBeat`, always ready), ``o`` Out(stream of 64-bit
     hashes, always ready: the consumer must take every result), ``seed`` In(64).
     Latency ``FRONT + 1 + finaliser`` = :attr:`latency` cycles from the last word; throughput
-    one word per cycle. ``adder_levels``: 1 or 2 adder levels per pipeline stage (see the module
-    docstring).
+    one word per cycle. ``adder_levels``: 1 or 2 adder levels per pipeline stage;
+    ``multipliers``: ``"lut"`` or ``"behavioural"`` (simulation only; see the module docstring).
     """
 
     LOOP = 4                    # a lane comes back every 4 words: the round may take 4 cycles
 
-    def __init__(self, adder_levels: int = 1):
+    def __init__(self, adder_levels: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
+        self.behavioural = multipliers == "behavioural"
         self._MustUse__silence = False
         # lane * P2, then the loop; the finaliser reads the loop's last stage
         self.FRONT = stage_counts(adder_levels)[0] + self.LOOP - 1
@@ -368,19 +389,29 @@ class XXH64Core(wiring.Component):
         with m.If(self.i.valid):
             m.d.sync += idx.eq(cur + 1)
         nsw = Cat(Const(0, 2), b.length[5:])   # words in full stripes: (L // 32) * 4
-        fe = Pipe(m, "fe", levels=self.adder_levels, valid=self.i.valid, data=b.data, last=b.last, empty=b.empty,
+        fe = Pipe(m, "fe", levels=self.adder_levels, behavioural=self.behavioural, valid=self.i.valid, data=b.data, last=b.last, empty=b.empty,
                   length=b.length, stripe=~b.empty & (cur < nsw), lane=cur[:2], fs=cur < 4,
                   tidx=(cur - nsw)[:2])
-        fe.tree("lp", const_mul_terms(fe.wire(b.data, "data"), P2, 64), 64)
+        fe.mul_tree("lp", fe.wire(b.data, "data"), P2, 64)
         fe.stage()
+        # While lp is in its tree, prepare the loop's accumulator select, so that the loop's
+        # first stage is one AND-OR level in front of the add (a 4:1 mux behind a lane compare
+        # and the first-stripe mux there set the core's Fmax): ``ini`` is the lane's init value
+        # on a record's first stripe (else 0), ``sel{k}`` the one-hot, registered select of
+        # v[k] otherwise (each drives the 64 bits of one lane, not 256 through a compare).
+        fe.stage(ini=Mux(fe["fs"], mux_index(fe["lane"], init), 0),
+                 **{f"sel{k}": ~fe["fs"] & (fe["lane"] == k) for k in range(4)})
+        assert fe.busy(), "the lp tree is at least two stages deep"
         fe.drain()
         v = [Signal(64, name=f"v{k}") for k in range(4)]
         # The loop: read v[lane] (or the init value on a record's first stripe) LOOP stages
         # after the same lane's previous word read it.
-        acc = Mux(fe["fs"], mux_index(fe["lane"], init), mux_index(fe["lane"], v))
+        acc = fe["ini"]
+        for k in range(4):
+            acc = acc | (fe[f"sel{k}"].replicate(64) & v[k])
         lp = fe["lp"]
-        del fe.f["lp"]
-        del fe.f["fs"]
+        for k in ("lp", "fs", "ini", "sel0", "sel1", "sel2", "sel3"):
+            del fe.f[k]
         new = _loop_round(m, fe, [acc], [lp], 31, P1, 64, self.LOOP)[0]
         lane, stripe, valid = fe["lane"], fe["stripe"], fe["valid"]
         for k in range(4):
@@ -394,7 +425,7 @@ class XXH64Core(wiring.Component):
                 m.d.sync += tb[k].eq(fe["data"])
         tf = [Mux(tail_here & (fe["tidx"] == k), fe["data"], tb[k]) for k in range(4)]
         assert fe.depth == self.FRONT, (fe.depth, self.FRONT)
-        fin = Pipe(m, "fin", levels=self.adder_levels, valid=valid & fe["last"], len=fe["length"],
+        fin = Pipe(m, "fin", levels=self.adder_levels, behavioural=self.behavioural, valid=valid & fe["last"], len=fe["length"],
                    hs=fe["length"][5:] != 0, **{f"v{k}": vf[k] for k in range(4)},
                    **{f"t{k}": tf[k] for k in range(4)})
         # The bypassed accumulator ends in the loop's last adder: register it before the
@@ -411,13 +442,16 @@ class XXH32Core(wiring.Component):
 
     Ports: ``i`` In(stream of :data:`HashBeat`, always ready), ``o`` Out(stream of 32-bit hashes,
     always ready), ``seed`` In(32). Latency :attr:`latency` cycles from the last word.
+    ``adder_levels``, ``multipliers``: as :class:`XXH64Core`.
     """
 
     LOOP = 2                    # a lane pair comes back every 2 words
 
-    def __init__(self, adder_levels: int = 1):
+    def __init__(self, adder_levels: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
+        self.behavioural = multipliers == "behavioural"
         self._MustUse__silence = False
         self.FRONT = stage_counts(adder_levels)[1] + self.LOOP - 1
         self.latency = self.FRONT + 1 + xxh32_finalize_depth(True, 3, 3, adder_levels)
@@ -446,12 +480,11 @@ class XXH32Core(wiring.Component):
         with m.If(self.i.valid):
             m.d.sync += idx.eq(cur + 1)
         nsw = Cat(Const(0, 1), b.length[4:])   # words in full 16-byte stripes
-        fe = Pipe(m, "fe", levels=self.adder_levels, valid=self.i.valid, data=b.data, last=b.last, empty=b.empty,
+        fe = Pipe(m, "fe", levels=self.adder_levels, behavioural=self.behavioural, valid=self.i.valid, data=b.data, last=b.last, empty=b.empty,
                   length=b.length, stripe=~b.empty & (cur < nsw), pair=cur[0], fs=cur < 2,
                   tidx=(cur - nsw)[0])
         for half in range(2):
-            fe.tree(f"lp{half}", const_mul_terms(fe.wire(b.data.word_select(half, 32), f"d{half}"),
-                                                 P2, 32), 32)
+            fe.mul_tree(f"lp{half}", fe.wire(b.data.word_select(half, 32), f"d{half}"), P2, 32)
         fe.stage()
         fe.drain()
         # The accumulators in carry-save form (sum, carry): see _loop_round.
@@ -478,7 +511,7 @@ class XXH32Core(wiring.Component):
                 m.d.sync += tb[k].eq(fe["data"])
         tf = [Mux(tail_here & (fe["tidx"] == k), fe["data"], tb[k]) for k in range(2)]
         assert fe.depth == self.FRONT, (fe.depth, self.FRONT)
-        fin = Pipe(m, "fin", levels=self.adder_levels, valid=valid & fe["last"], len=fe["length"],
+        fin = Pipe(m, "fin", levels=self.adder_levels, behavioural=self.behavioural, valid=valid & fe["last"], len=fe["length"],
                    hs=fe["length"][4:] != 0, **{f"v{k}_s": vf[k][0] for k in range(4)},
                    **{f"v{k}_c": vf[k][1] for k in range(4)}, t0=tf[0], t1=tf[1])
         # The accumulators leave carry-save form here: one carry chain, in a stage of its own.
@@ -500,12 +533,15 @@ class XXH64Fixed(wiring.Component):
     Ports: ``i`` In(stream of 64-bit words, always ready; a 4-byte key is the low half),
     ``o`` Out(stream of 64-bit hashes, always ready), ``seed`` In(64).
     Latency :attr:`latency` cycles, throughput one key per cycle, no reset needed but ``valid``.
+    ``adder_levels``, ``multipliers``: as :class:`XXH64Core`.
     """
 
-    def __init__(self, key_bytes: int = 8, adder_levels: int = 1):
+    def __init__(self, key_bytes: int = 8, adder_levels: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.key_bytes = check_choice("key_bytes", key_bytes, (4, 8))
         self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
+        self.behavioural = multipliers == "behavioural"
         self._MustUse__silence = False
         self.latency = xxh64_finalize_depth(False, 1 if key_bytes == 8 else 0, key_bytes == 4, 0,
                                             adder_levels)
@@ -519,7 +555,7 @@ class XXH64Fixed(wiring.Component):
         m = Module()
         seed_p5 = Signal(64)
         m.d.sync += seed_p5.eq((self.seed + P64[4])[:64])
-        p = Pipe(m, "fx", levels=self.adder_levels, valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
+        p = Pipe(m, "fx", levels=self.adder_levels, behavioural=self.behavioural, valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
         xxh64_finalize(p, seed_p5, stripes=False, max_words=1 if self.key_bytes == 8 else 0,
                        four=self.key_bytes == 4, max_bytes=0)
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["h"])]
@@ -530,10 +566,12 @@ class XXH32Fixed(wiring.Component):
     """XXH32 of one fixed ``key_bytes``-byte key (4 or 8) per cycle. Ports as :class:`XXH64Fixed`
     with a 32-bit ``seed`` and 32-bit results."""
 
-    def __init__(self, key_bytes: int = 4, adder_levels: int = 1):
+    def __init__(self, key_bytes: int = 4, adder_levels: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.key_bytes = check_choice("key_bytes", key_bytes, (4, 8))
         self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
+        self.behavioural = multipliers == "behavioural"
         self._MustUse__silence = False
         self.latency = xxh32_finalize_depth(False, key_bytes // 4, 0, adder_levels)
         super().__init__({
@@ -546,7 +584,7 @@ class XXH32Fixed(wiring.Component):
         m = Module()
         seed_p5 = Signal(32)
         m.d.sync += seed_p5.eq((self.seed + XXH32_PRIMES[4])[:32])
-        p = Pipe(m, "fx", levels=self.adder_levels, valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
+        p = Pipe(m, "fx", levels=self.adder_levels, behavioural=self.behavioural, valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
         xxh32_finalize(p, seed_p5, stripes=False, max_lanes=self.key_bytes // 4, max_bytes=0)
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["h"])]
         return m

@@ -4,7 +4,15 @@
 // active-high reset, keeps the low 8 address bits (the register map is 0x00-0x5F; higher address
 // bits alias), and registers the inbound AXI channels (s_axis skid buffer, AW/W/AR input
 // registers; see below). Register map and stream format: docs/wire_format.md.
+//
+// The engine module is offload_engine (rtl/offload_engine.v, what is synthesised). A simulator
+// may define OFFLOAD_ENGINE_MODULE as offload_engine_sim (rtl/offload_engine_sim.v: the same
+// engine with behavioural multipliers, cycle-identical at these ports, faster to simulate);
+// sim/verilator.py does so for the sim backend's model.
 `default_nettype none
+`ifndef OFFLOAD_ENGINE_MODULE
+`define OFFLOAD_ENGINE_MODULE offload_engine
+`endif
 
 module offload_axi #(
     parameter integer C_S_AXI_ADDR_WIDTH = 12   // Vivado assigns at least a 4 KiB window
@@ -126,7 +134,7 @@ module offload_axi #(
         end
     end
 
-    offload_engine engine (
+    `OFFLOAD_ENGINE_MODULE engine (
         .clk(aclk),
         .rst(rst),
         .s_axis_tdata(e_data[63:0]),

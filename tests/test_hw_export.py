@@ -1,24 +1,56 @@
-"""rtl/offload_engine.v is a fresh export of hw/ (drift check) and the wrapper matches its ports."""
+"""rtl/offload_engine.v and rtl/offload_engine_sim.v are fresh exports of hw/ (drift check) and
+the wrapper matches their ports."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+
 from offload.hw import export
 
 RTL = Path(__file__).resolve().parent.parent / "rtl"
 
 
-def test_exported_verilog_matches_sources():
-    """The committed Verilog was generated from the current hw/ sources: its recorded RTLIL digest
-    equals a fresh one (Yosys itself takes minutes; `python -m offload.hw.export --check` does
-    the byte-for-byte comparison)."""
-    path = RTL / "offload_engine.v"
+@pytest.mark.parametrize("flavour", list(export.FLAVOURS))
+def test_exported_verilog_matches_sources(flavour):
+    """The committed Verilog of each flavour was generated from the current hw/ sources: its
+    recorded RTLIL digest equals a fresh one (Yosys itself takes minutes; `python -m
+    offload.hw.export --check` does the byte-for-byte comparison)."""
+    path = export.default_path(flavour)
+    assert path.parent == RTL
     first = path.read_text().splitlines()[0]
     assert first == export.HEADER.rstrip("\n")
-    assert export.file_digest(path) == export.rtlil_digest(), (
-        "rtl/offload_engine.v is out of date: run python -m offload.hw.export")
+    assert export.file_digest(path) == export.rtlil_digest(flavour), (
+        f"rtl/{path.name} is out of date: run python -m offload.hw.export")
+
+
+def test_flavour_tables_agree():
+    """sim/verilator.py keeps its own copy of the flavour table (it needs no Amaranth)."""
+    from offload.sim import verilator
+    assert verilator.FLAVOURS == export.FLAVOURS
+    assert export.FLAVOURS["lut"] == ("offload_engine.v", export.MODULE_NAME)
+
+
+def test_quick_check_covers_both_files(tmp_path, capsys, monkeypatch):
+    """--quick-check (default: every flavour) compares each file's digest line with the digest
+    of its own flavour and names every stale file; --out needs one flavour. (A stand-in digest
+    keeps this fast: the real ones are checked above.)"""
+    asked = []
+    monkeypatch.setattr(export, "rtlil_digest", lambda flavour="lut": asked.append(flavour) or flavour)
+    paths = {f: tmp_path / export.FLAVOURS[f][0] for f in export.FLAVOURS}
+    monkeypatch.setattr(export, "default_path", lambda flavour="lut": paths[flavour])
+    for f, path in paths.items():
+        path.write_text(export.HEADER + export.DIGEST_PREFIX + f + "\n")
+    assert export.main(["--quick-check"]) == 0 and asked == list(export.FLAVOURS)
+    paths["behavioural"].write_text(export.HEADER + export.DIGEST_PREFIX + "lut\n")
+    assert export.main(["--quick-check"]) == 1
+    err = capsys.readouterr().err
+    assert f"{paths['behavioural']} is out of date" in err and str(paths["lut"]) not in err
+    assert export.main(["--quick-check", "--flavour", "lut"]) == 0
+    with pytest.raises(SystemExit):
+        export.main(["--quick-check", "--out", str(tmp_path / "x.v")])
 
 
 def test_rtlil_is_deterministic():
@@ -38,3 +70,8 @@ def test_wrapper_connects_every_engine_port():
     assert eng == connected
     axi = _ports(wrapper, "offload_axi #")
     assert {"aclk", "aresetn"} <= axi and (eng - {"clk", "rst"}) <= axi
+    # The simulation flavour has the same ports, so the wrapper takes either module.
+    sim = _ports((RTL / "offload_engine_sim.v").read_text(), "offload_engine_sim(")
+    assert sim == eng
+    assert "`define OFFLOAD_ENGINE_MODULE offload_engine\n" in wrapper
+    assert "`OFFLOAD_ENGINE_MODULE engine (" in wrapper

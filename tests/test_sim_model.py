@@ -162,3 +162,12 @@ def test_two_processes_build_at_once(tmp_path):
     left = sorted(p.name for p in (tmp_path / "verilator").iterdir()
                   if not p.name.endswith(".lock"))
     assert left == [v.build_key()]
+
+
+def test_a_model_leaves_no_library_copy_behind(model):
+    """Each model loads its own copy of the library from a temporary directory; the copy is
+    removed as soon as it is loaded, so a model that is never closed (alive at interpreter
+    exit) cannot leave files in the temporary directory."""
+    assert not model._libcopy.parent.exists()
+    # ... and the model still runs after its file is gone.
+    assert model.read(R["ID"]) == 0x0FF10AD0
