@@ -12,7 +12,16 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
 
 __all__ = ["Pipe", "mux_index", "check_choice", "check_pow2", "csd_digits", "const_mul_terms",
-           "tree_level", "csa_level", "term_value", "tree_depth", "mul_depth", "MULTIPLIERS"]
+           "tree_level", "csa_level", "term_value", "tree_depth", "tree_stages", "mul_depth", "MULTIPLIERS",
+           "ADDER_LEVELS", "ternary_level"]
+
+#: Values of ``adder_levels`` (hash cores, lanes, engine): how much of a constant multiply's
+#: adder tree sits between two registers. ``1``: one binary adder level (one carry chain per
+#: stage: highest Fmax, most stages and registers); ``2``: two chained binary levels (a quarter
+#: of the terms per stage, about half the registers, two carry chains in a stage); ``"csa"``: a
+#: carry-save (3:2) level of LUTs in front of one carry chain, so a stage adds three terms with
+#: one carry chain (about the registers of ``2``, nearly the stage delay of ``1``).
+ADDER_LEVELS = (1, 2, "csa")
 
 #: How the hash cores build their constant multiplies (the ``multipliers`` parameter of the cores
 #: and of the engine): ``"lut"``, adder trees of shifted copies (what is synthesised: no DSP, one
@@ -97,7 +106,7 @@ class Pipe:
     def tree_stages(self, n_terms: int) -> int:
         """Stages of a tree over ``n_terms`` terms (at least one: a single term is registered
         once) with :attr:`levels` adder levels per stage."""
-        return max(1, -(-tree_depth(n_terms) // self.levels))
+        return tree_stages(n_terms, self.levels)
 
     def _check_free(self, name: str) -> None:
         if name in self._trees or name in self._delays or f"{name}__0" in self.f:
@@ -143,7 +152,10 @@ class Pipe:
         for name in list(self._trees):
             shifts, width, done = self._trees[name]
             terms = [(self.f.pop(f"{name}__{i}"), s) for i, s in enumerate(shifts)]
-            for lv in range(self.levels):
+            for lv in range(1 if self.levels == "csa" else self.levels):
+                if self.levels == "csa":
+                    terms = ternary_level(terms, width) if len(terms) > 1 else terms
+                    break
                 if lv:
                     # Name the first level's sums: the next level reads each twice (low bits
                     # and the adder), and simulators expand expressions as trees.
@@ -230,7 +242,7 @@ def mul_depth(x_width: int, const: int, width: int, add: int = 0, levels: int = 
     else:
         n = digits
         k = (add + sum(1 << s for s, d in csd_digits(const, width) if d < 0)) & ((1 << width) - 1)
-    return max(1, -(-tree_depth(n + (1 if k else 0)) // levels))
+    return tree_stages(n + (1 if k else 0), levels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,6 +328,41 @@ def add_terms(a: Term, b: Term, width: int) -> Term:
     return Cat(low, hi), sa
 
 
+def add3_terms(a: Term, b: Term, c: Term, width: int) -> Term:
+    """``a + b + c`` as one term with one carry chain: below the middle shift the lowest term's
+    bits are copied; above it a carry-save level (sum and majority, one LUT level, no chain)
+    turns the three addends into two, which one adder sums."""
+    (va, sa), (vb, sb), (vc, sc) = sorted([a, b, c], key=lambda t: t[1])
+    d = sb - sa
+    hi_w = width - sb
+    if hi_w <= 0:
+        return va, sa
+    low = va[:d] if len(va) >= d else Cat(va, Const(0, d - len(va)))
+    y = Cat(vb, Const(0, hi_w))[:hi_w]
+    z = term_value((vc, sc - sb), hi_w)
+    if len(va) <= d:                     # the lowest term has nothing above the middle shift
+        return Cat(low, (y + z)[:hi_w]), sa
+    x = Cat(va[d:], Const(0, hi_w))[:hi_w]
+    sm = x ^ y ^ z
+    maj = (x & y) | (x & z) | (y & z)
+    hi = (sm + Cat(Const(0, 1), maj[:hi_w - 1]))[:hi_w]
+    return Cat(low, hi), sa
+
+
+def ternary_level(terms: list[Term], width: int) -> list[Term]:
+    """One ``"csa"`` stage: triples of terms with neighbouring shifts become one term each
+    (:func:`add3_terms`); a remaining pair is added, a single term passes."""
+    terms = sorted(terms, key=lambda t: -t[1])
+    out = []
+    i = 0
+    while len(terms) - i >= 3:
+        out.append(add3_terms(terms[i], terms[i + 1], terms[i + 2], width))
+        i += 3
+    rest = terms[i:]
+    out.extend([add_terms(rest[0], rest[1], width)] if len(rest) == 2 else rest)
+    return out
+
+
 def tree_level(terms: list[Term], width: int) -> list[Term]:
     """One adder level: pairs of terms with neighbouring shifts (keeps the adders narrow)."""
     terms = sorted(terms, key=lambda t: -t[1])
@@ -344,6 +391,18 @@ def csa_level(terms: list[Term], width: int) -> list[Term]:
         i += 3
     out.extend(terms[i:])
     return out
+
+
+def tree_stages(n_terms: int, levels) -> int:
+    """Register stages of a tree over ``n_terms`` terms with ``levels`` (see
+    :data:`ADDER_LEVELS`) per stage; at least one (a single term is registered once)."""
+    if levels == "csa":
+        stages = 0
+        while n_terms > 1:
+            n_terms = -(-n_terms // 3)
+            stages += 1
+        return max(1, stages)
+    return max(1, -(-tree_depth(n_terms) // levels))
 
 
 def tree_depth(n_terms: int) -> int:

@@ -40,7 +40,9 @@ independent of the input stream), sends the trailer and goes idle; words of an a
 that follow the batch's end are discarded with ``EXTRA_DATA`` once the trailer is sent (so, as
 on the 64-bit bus, that flag is in ``ERR`` but not in the trailer).
 
-Reset: ``rst`` clears every register (parameters to 0). ``CTRL.SOFT_RESET`` aborts a batch,
+Reset: ``rst`` clears every control register (parameters to 0) and every pipeline's valid
+bits; the pipelines' data registers are not reset (a stage's data is read only while its valid
+bit is set, and a reset on ~40k datapath flip-flops would be one more high-fanout net). ``CTRL.SOFT_RESET`` aborts a batch,
 clears flags, empties the FIFO, the serialiser and the pipelines (the boundary tables are kept).
 ``START`` while a batch runs is ignored.
 """
@@ -52,7 +54,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .bucketize import Bucketize
-from .common import MULTIPLIERS, check_choice, check_pow2
+from .common import ADDER_LEVELS, MULTIPLIERS, check_choice, check_pow2, mux_index
 from .fifo import SEQ_DATA, SEQ_HEADER, TRAILER, CommitFIFO
 from .lanes import XXH32Lane, XXH64Lane
 from .postproc import FastRange, FidCore, ModPipe
@@ -120,7 +122,7 @@ class OffloadEngine(wiring.Component):
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)
         self.fifo_depth = check_pow2("fifo_depth", fifo_depth, 256, 65536)
         self.mod_bits_per_stage = check_choice("mod_bits_per_stage", mod_bits_per_stage, (1, 2))
-        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.lanes = check_choice("lanes", lanes, LANES)
         # In-flight results: the longest path from the input to the FIFO, from the cores that
@@ -131,11 +133,15 @@ class OffloadEngine(wiring.Component):
                            _latency(XXH32Core(adder_levels)),
                            _latency(Bucketize(table_depth)))
         self.SLACK = lanes * (self.latency + self.SLACK_MARGIN)
+        #: FIFO words one cycle can add (N results, or a sequence's header slot and first word):
+        #: the credit is a register (the FIFO level a cycle ago), so it stops this much earlier.
+        self.CREDIT_LAG = max(lanes, 2)
 
         def limit_of(depth: int) -> int:
             # A sequence's words, its header slot and a partly filled output row (lanes - 1)
-            # must fit beside SLACK, or the FIFO could never make room for its last value.
-            return (depth - self.SLACK - lanes - 1) * 8 // 10
+            # must fit below the credit limit, or the FIFO could never make room for its last
+            # value.
+            return (depth - self.SLACK - self.CREDIT_LAG - lanes - 1) * 8 // 10
 
         lo = 256
         while limit_of(lo) < 1:
@@ -334,7 +340,11 @@ class OffloadEngine(wiring.Component):
         recs_in = Signal(32)
         rem = Signal(32)                                 # records still to come (COUNT - recs_in)
         extra_pending = Signal()                         # words of an accepted beat after the end
-        credit = fifo.level < (self.fifo_depth - self.SLACK)
+        # Registered: the FIFO level is a subtraction of its pointers, and the credit gates the
+        # whole input decision (tready, the cores' valid, the record counters). A cycle-old level
+        # is safe with CREDIT_LAG words of margin (a cycle adds at most that many words).
+        credit = Signal()
+        m.d.sync += credit.eq(fifo.level < (self.fifo_depth - self.SLACK - self.CREDIT_LAG))
         is_delta = op == 9
         hdr = framed & ~in_rec
         hdr_len = w[:32]
@@ -409,7 +419,11 @@ class OffloadEngine(wiring.Component):
         n_res = sum(res_valid[1:], Cat(res_valid[0], Const(0, (N + 1).bit_length() - 1)))
         n_done = Mux(res_kind == SEQ_DATA, 0, n_res)     # records whose result was written
         trailer = Cat(done_count, err, Const(0, 16 - len(err)), Const(TRAILER_MAGIC, 16))
-        write_trailer = (state == TRAIL) & (fifo.level <= self.fifo_depth - N)
+        # Room for the trailer's row, from a cycle-old level: in TRAIL nothing else writes, so the
+        # level can only have gone down since (registered for the same reason as the credit).
+        trailer_room = Signal()
+        m.d.sync += trailer_room.eq(fifo.level <= self.fifo_depth - N)
+        write_trailer = (state == TRAIL) & trailer_room
         m.d.comb += [
             fifo.w_valid.eq(Mux(state == TRAIL, write_trailer, Cat(*res_valid))),
             fifo.w_kind.eq(Mux(state == TRAIL, TRAILER, res_kind)),
@@ -495,7 +509,12 @@ class OffloadEngine(wiring.Component):
                                 m.d.sync += [buf.eq(buf >> 64), left.eq(left - 1)]
                                 with m.If(left == 1):
                                     m.d.sync += hold.eq(0)
-                        m.d.sync += [recs_in.eq(recs_in + n_in), rem.eq(rem - n_in)]
+                        # n_in comes at the end of the input decision: add every candidate count
+                        # in parallel with it and select (a mux, not a carry chain, after it).
+                        m.d.sync += [
+                            recs_in.eq(mux_index(n_in, [(recs_in + k)[:32] for k in range(N + 1)])),
+                            rem.eq(mux_index(n_in, [(rem - k)[:32] for k in range(N + 1)])),
+                        ]
                         with m.If(bad_hdr):
                             m.d.sync += [err[ERR["BAD_HEADER"]].eq(1), state.eq(DRAIN)]
                         with m.Elif(fin):

@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden import XXH32_PRIMES, XXH64_PRIMES
 
-from .common import MULTIPLIERS, Pipe, check_choice
+from .common import ADDER_LEVELS, MULTIPLIERS, Pipe, check_choice
 from .xxhash import xxh32_avalanche, xxh64_avalanche
 
 __all__ = ["XXH64Lane", "XXH32Lane", "delay"]
@@ -77,7 +77,7 @@ class _LaneCore(wiring.Component):
 
     def __init__(self, latency: int, adder_levels: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
-        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.behavioural = multipliers == "behavioural"
         self.depth = self._natural_depth(adder_levels)

@@ -59,11 +59,15 @@ def _cores() -> dict[str, Callable[..., Any]]:
 CORES = ("XXH64Fixed", "XXH64Core", "XXH32Core", "ModPipe", "FastRange", "Bucketize",
          "DeltaVarintEncoder", "OffloadEngine")
 
+#: ``adder_levels`` of the hash cores (``offload.hw.common.ADDER_LEVELS``, not imported here so
+#: that reading the grids does not load Amaranth).
+_LEVELS = (1, 2, "csa")
+
 #: Parameter grids per core. ``small`` is what CI and the notebooks use.
 GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
     "small": {
         "XXH64Fixed": [{"key_bytes": 8}],
-        "XXH64Core": [{}, {"adder_levels": 2}],
+        "XXH64Core": [{}, {"adder_levels": 2}, {"adder_levels": "csa"}],
         "XXH32Core": [{}],
         "ModPipe": [{"bits_per_stage": 1}, {"bits_per_stage": 2}],
         "FastRange": [{}],
@@ -72,14 +76,14 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "OffloadEngine": [{}],
     },
     "full": {
-        "XXH64Fixed": [{"key_bytes": k, "adder_levels": a} for k in (4, 8) for a in (1, 2)],
-        "XXH64Core": [{"adder_levels": a} for a in (1, 2)],
-        "XXH32Core": [{"adder_levels": a} for a in (1, 2)],
+        "XXH64Fixed": [{"key_bytes": k, "adder_levels": a} for k in (4, 8) for a in _LEVELS],
+        "XXH64Core": [{"adder_levels": a} for a in _LEVELS],
+        "XXH32Core": [{"adder_levels": a} for a in _LEVELS],
         "ModPipe": [{"bits_per_stage": b} for b in (1, 2)],
         "FastRange": [{}],
         "Bucketize": [{"table_depth": d} for d in (16, 64, 256, 1024)],
         "DeltaVarintEncoder": [{}],
-        "OffloadEngine": [{}, {"adder_levels": 2}, {"lanes": 2}, {"lanes": 4},
+        "OffloadEngine": [{}, {"adder_levels": 2}, {"adder_levels": "csa"}, {"lanes": 2}, {"lanes": 4},
                           {"mod_bits_per_stage": 2}, {"table_depth": 1024},
                           {"table_depth": 64, "fifo_depth": 512, "seq_max": 256}],
     },

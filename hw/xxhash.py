@@ -49,7 +49,7 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden import MASK32, MASK64, XXH32_PRIMES, XXH64_PRIMES
 
-from .common import (MULTIPLIERS, Pipe, check_choice, const_mul_terms, csa_level, mul_depth,
+from .common import (ADDER_LEVELS, MULTIPLIERS, Pipe, check_choice, const_mul_terms, csa_level, mul_depth,
                      mux_index, term_value)
 
 __all__ = ["HashBeat", "XXH64Core", "XXH32Core", "XXH64Fixed", "XXH32Fixed",
@@ -356,7 +356,7 @@ class XXH64Core(wiring.Component):
 
     def __init__(self, adder_levels: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
-        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.behavioural = multipliers == "behavioural"
         self._MustUse__silence = False
@@ -449,7 +449,7 @@ class XXH32Core(wiring.Component):
 
     def __init__(self, adder_levels: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
-        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.behavioural = multipliers == "behavioural"
         self._MustUse__silence = False
@@ -539,7 +539,7 @@ class XXH64Fixed(wiring.Component):
     def __init__(self, key_bytes: int = 8, adder_levels: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.key_bytes = check_choice("key_bytes", key_bytes, (4, 8))
-        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.behavioural = multipliers == "behavioural"
         self._MustUse__silence = False
@@ -569,7 +569,7 @@ class XXH32Fixed(wiring.Component):
     def __init__(self, key_bytes: int = 4, adder_levels: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.key_bytes = check_choice("key_bytes", key_bytes, (4, 8))
-        self.adder_levels = check_choice("adder_levels", adder_levels, (1, 2))
+        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.behavioural = multipliers == "behavioural"
         self._MustUse__silence = False

@@ -244,7 +244,8 @@ def _slack(lanes=1, mod_bits=1, table_depth=256):
 
 
 def _seq_limit(fifo_depth, lanes=1):
-    return (fifo_depth - _slack(lanes) - lanes - 1) * 8 // 10
+    credit_lag = max(lanes, 2)            # the registered credit's margin (OffloadEngine.CREDIT_LAG)
+    return (fifo_depth - _slack(lanes) - credit_lag - lanes - 1) * 8 // 10
 
 
 def _min_fifo(lanes):

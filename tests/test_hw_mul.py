@@ -11,8 +11,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from offload import golden
-from offload.hw.common import (Pipe, const_mul_terms, csa_level, csd_digits, mul_depth,
-                               term_value, tree_level)
+from offload.hw.common import (ADDER_LEVELS, Pipe, const_mul_terms, csa_level, csd_digits, mul_depth,
+                               term_value, ternary_level, tree_level)
 from offload.hw.simutil import run_flow
 
 EDGE = [0, 1, 2, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 63, (1 << 64) - 1,
@@ -22,9 +22,10 @@ EDGE = [0, 1, 2, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 63, (1 << 64) - 1,
 class _MulStep(wiring.Component):
     """``o = active ? x * const + add : keep`` through :meth:`Pipe.mul_step`."""
 
-    def __init__(self, const: int, width: int, x_width: int, add: int = 0):
+    def __init__(self, const: int, width: int, x_width: int, add: int = 0, levels=1):
         self.const, self.width, self.add, self.x_width = const, width, add, x_width
-        self.latency = mul_depth(x_width, const, width, add)
+        self.levels = levels
+        self.latency = mul_depth(x_width, const, width, add, levels)
         super().__init__({"i": In(stream.Signature(x_width + 1 + width, always_ready=True)),
                           "o": Out(stream.Signature(width, always_ready=True))})
 
@@ -33,7 +34,7 @@ class _MulStep(wiring.Component):
         x = self.i.payload[:self.x_width]
         act = self.i.payload[self.x_width]
         keep = self.i.payload[self.x_width + 1:]
-        p = Pipe(m, "t", valid=self.i.valid, h=keep)
+        p = Pipe(m, "t", levels=self.levels, valid=self.i.valid, h=keep)
         n = p.mul_step("h", x, self.const, self.width, act, add=self.add)
         assert n == self.latency
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["h"])]
@@ -61,12 +62,12 @@ class _CsaSum(wiring.Component):
         return m
 
 
-def rtl_mul(const, width, xs, *, x_width=None, add=0, active=None, keep=None):
+def rtl_mul(const, width, xs, *, x_width=None, add=0, active=None, keep=None, levels=1):
     x_width = x_width or width
     active = active or [1] * len(xs)
     keep = keep or [0] * len(xs)
     beats = [x | (a << x_width) | (k << (x_width + 1)) for x, a, k in zip(xs, active, keep)]
-    return run_flow(_MulStep(const, width, x_width, add), beats, len(xs))[0]
+    return run_flow(_MulStep(const, width, x_width, add, levels), beats, len(xs))[0]
 
 
 def model_mul(const, width, x, add=0):
@@ -84,27 +85,30 @@ def test_csd_digits(const):
 
 @pytest.mark.parametrize("width,primes,add", [(64, golden.XXH64_PRIMES, golden.XXH64_PRIMES[3]),
                                               (32, golden.XXH32_PRIMES, 0)])
-def test_mul_step_every_prime(width, primes, add):
+@pytest.mark.parametrize("levels", ADDER_LEVELS)
+def test_mul_step_every_prime(width, primes, add, levels):
     rng = random.Random(width)
     mask = (1 << width) - 1
     xs = [x & mask for x in EDGE] + [rng.getrandbits(width) for _ in range(40)]
     for c in primes:
         for a in (0, add):
-            assert rtl_mul(c, width, xs, add=a) == [model_mul(c, width, x, a) for x in xs]
+            assert rtl_mul(c, width, xs, add=a, levels=levels) == [model_mul(c, width, x, a)
+                                                                   for x in xs]
 
 
-def test_mul_step_narrow_operand_and_bypass():
+@pytest.mark.parametrize("levels", ADDER_LEVELS)
+def test_mul_step_narrow_operand_and_bypass(levels):
     # A byte times PRIME64_5 (the XXH64 byte step) takes the operand-bit decomposition.
     c = golden.XXH64_PRIMES[4]
     xs = list(range(256))
-    assert rtl_mul(c, 64, xs, x_width=8) == [model_mul(c, 64, x) for x in xs]
+    assert rtl_mul(c, 64, xs, x_width=8, levels=levels) == [model_mul(c, 64, x) for x in xs]
     # A 32-bit operand (the 4-byte step) and the bypass: inactive steps keep the old value.
     rng = random.Random(1)
     xs = [rng.getrandbits(32) for _ in range(30)]
     act = [rng.getrandbits(1) for _ in xs]
     keep = [rng.getrandbits(64) for _ in xs]
     c = golden.XXH64_PRIMES[0]
-    assert rtl_mul(c, 64, xs, x_width=32, active=act, keep=keep) == [
+    assert rtl_mul(c, 64, xs, x_width=32, active=act, keep=keep, levels=levels) == [
         model_mul(c, 64, x) if a else k for x, a, k in zip(xs, act, keep)]
 
 
@@ -123,6 +127,10 @@ def test_tree_depth_is_logarithmic():
         assert mul_depth(64, c, 64) == 5
     assert mul_depth(8, golden.XXH64_PRIMES[4], 64) == 3
     assert len(tree_level([(Signal(8), 0)] * 5, 8)) == 3
+    # "csa": three terms per stage, so 22..25 terms take three stages (27 >= 25), as with two
+    # binary levels, but with one carry chain per stage.
+    assert {mul_depth(64, c, 64, levels="csa") for c in golden.XXH64_PRIMES} == {3}
+    assert [len(ternary_level([(Signal(8), 0)] * n, 8)) for n in (2, 3, 4, 5, 7)] == [1, 1, 2, 2, 3]
 
 
 def test_equation_fails_on_a_wrong_constant():
@@ -132,10 +140,11 @@ def test_equation_fails_on_a_wrong_constant():
     assert rtl_mul(c ^ 1 << 40, 64, xs) != [model_mul(c, 64, x) for x in xs]
 
 
-@pytest.mark.parametrize("levels", [1, 2])
+@pytest.mark.parametrize("levels", ADDER_LEVELS)
 def test_xxh_cores_adder_levels(levels):
-    """Both pipeline depths of the hash cores (one or two adder levels per stage) are bit-exact
-    on the boundary lengths, with idle gaps; the latency attribute is the measured one."""
+    """Every ``adder_levels`` of the hash cores (one or two binary adder levels, or a carry-save
+    level and one adder, per stage) is bit-exact on the boundary lengths, with idle gaps; the
+    latency attribute is the measured one."""
     from offload.hw.xxhash import XXH32Core, XXH32Fixed, XXH64Core, XXH64Fixed
 
     from tests.lengths import BOUNDARY_LENGTHS

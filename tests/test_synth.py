@@ -91,3 +91,10 @@ def test_cached_only_runs_no_tool(tmp_path, monkeypatch, capsys):
     assert S.main(["--grid", "small", "--core", "FastRange", "--cached-only", "--markdown",
                    "-q"]) == 0
     assert capsys.readouterr().out.startswith("| design |")
+
+
+def test_grid_levels_are_the_cores_levels():
+    # The grids spell out adder_levels without importing Amaranth; they must not drift.
+    from offload.hw.common import ADDER_LEVELS
+    assert S._LEVELS == ADDER_LEVELS
+    assert {p["adder_levels"] for p in S.GRIDS["full"]["XXH64Core"]} == set(ADDER_LEVELS)
