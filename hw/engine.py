@@ -96,10 +96,12 @@ class OffloadEngine(wiring.Component):
       :attr:`SLACK` (the smallest allowed depth is named in the error message);
     * ``seq_max``: largest ``delta_varint_encode`` sequence (values) accepted; a longer one is
       ``BAD_HEADER``. Its whole encoding, plus a partly filled output beat, must fit in the FIFO
-      beside the credit reserve: ``lanes + 1 + ceil(10*seq_max/8) <= fifo_depth - SLACK``;
+      below the credit limit:
+      ``lanes + 1 + ceil(10*seq_max/8) <= fifo_depth - SLACK - CREDIT_LAG``;
     * ``mod_bits_per_stage``: quotient bits per stage of the ``mod`` pipeline (1 or 2);
     * ``adder_levels``: adder levels per pipeline stage of the hash cores' constant multipliers
-      (1: one carry chain per stage, for Fmax; 2: half the stages and registers);
+      (``offload.hw.common.ADDER_LEVELS``: 1, one carry chain per stage; 2, two, with about
+      half the stages and registers; ``"csa"``, a carry-save level and one carry chain);
     * ``multipliers``: how the hash cores build those multipliers: ``"lut"`` (adder trees, what
       is synthesised) or ``"behavioural"`` (one ``*`` each, delayed to the same depth: the same
       cycles at every port and the same register map, for fast simulation only;

@@ -24,9 +24,11 @@ Structure of the record cores (why it sustains one word per cycle):
    short for it. Records are independent, so one record can enter per cycle.
 
 Multipliers: no DSP blocks. Every multiply is by a constant prime, built in LUTs from the
-prime's signed digits as an adder tree (``offload.hw.common``); ``adder_levels`` (1 or 2) sets
-how many adder levels sit between two registers: 1 gives one carry chain per stage (highest
-Fmax, most registers), 2 halves the multiply's stages and registers. The DSP version (three
+prime's signed digits as an adder tree (``offload.hw.common``); ``adder_levels`` sets how much
+of the tree sits between two registers (``offload.hw.common.ADDER_LEVELS``): 1 gives one carry
+chain per stage (most registers and stages), 2 two chained carry chains (about half the stages
+and registers, the slowest stage), ``"csa"`` a carry-save LUT level in front of one carry chain
+(three terms per stage: the stages of 2 for a 64-bit product, nearly the stage delay of 1). The DSP version (three
 32x32 partial products per 64-bit product) needed ~309 DSP blocks for ``XXH64Core``, more than
 an xc7z020 or an ECP5-85 has. ``multipliers="behavioural"`` (every core) builds the simulation
 flavour instead: each product is one ``*`` carried through registers of the adder tree's depth
@@ -348,7 +350,7 @@ class XXH64Core(wiring.Component):
     Ports: ``i`` In(stream of :data:`HashBeat`, always ready), ``o`` Out(stream of 64-bit
     hashes, always ready: the consumer must take every result), ``seed`` In(64).
     Latency ``FRONT + 1 + finaliser`` = :attr:`latency` cycles from the last word; throughput
-    one word per cycle. ``adder_levels``: 1 or 2 adder levels per pipeline stage;
+    one word per cycle. ``adder_levels``: 1, 2 or ``"csa"`` (see the module docstring);
     ``multipliers``: ``"lut"`` or ``"behavioural"`` (simulation only; see the module docstring).
     """
 
