@@ -118,7 +118,7 @@ class OffloadEngine(wiring.Component):
     SLACK_MARGIN = 8
 
     def __init__(self, *, table_depth: int = 256, fifo_depth: int = 2048, seq_max: int = 1024,
-                 mod_bits_per_stage: int = 1, lanes: int = 1, adder_levels: int = 1,
+                 mod_bits_per_stage: int = 1, lanes: int = 1, adder_levels: int | str = "csa",
                  multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)

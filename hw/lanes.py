@@ -75,7 +75,7 @@ class _LaneCore(wiring.Component):
 
     WIDTH = 64
 
-    def __init__(self, latency: int, adder_levels: int = 1, multipliers: str = "lut"):
+    def __init__(self, latency: int, adder_levels: int | str = "csa", multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)

@@ -67,7 +67,7 @@ _LEVELS = (1, 2, "csa")
 GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
     "small": {
         "XXH64Fixed": [{"key_bytes": 8}],
-        "XXH64Core": [{}, {"adder_levels": 2}, {"adder_levels": "csa"}],
+        "XXH64Core": [{}, {"adder_levels": 1}, {"adder_levels": 2}],
         "XXH32Core": [{}],
         "ModPipe": [{"bits_per_stage": 1}, {"bits_per_stage": 2}],
         "FastRange": [{}],
