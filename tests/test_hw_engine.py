@@ -42,11 +42,9 @@ def _regs(op, fmt, count, seed=0, **kw):
                 **kw)
 
 
-def test_all_hash_operators_all_formats():
-    rng = random.Random(1)
-    keys = [rng.getrandbits(64) for _ in range(12)] + [0, M64]
-    recs = _recs(rng, BOUNDARY_LENGTHS)
-    seed = rng.getrandbits(64)
+def hash_op_batches(keys, recs, seed):
+    """A batch per hash operator (1..6) and format (FIXED8, FIXED4 of ``keys``; VAR of ``recs``)
+    and its golden results (shared with tests/test_hw_flavours.py)."""
     nb = 12345678901
     funcs = {
         1: lambda r: golden.xxh32(r, seed & 0xFFFF_FFFF),
@@ -69,6 +67,15 @@ def test_all_hash_operators_all_formats():
                 words = [k & ((1 << 8 * kb) - 1) for k in keys]
             batches.append(Batch(_regs(op, fmt, len(data), seed, **extra), words))
             expect.append([f(r) for r in data])
+    return batches, expect
+
+
+def test_all_hash_operators_all_formats():
+    rng = random.Random(1)
+    keys = [rng.getrandbits(64) for _ in range(12)] + [0, M64]
+    recs = _recs(rng, BOUNDARY_LENGTHS)
+    seed = rng.getrandbits(64)
+    batches, expect = hash_op_batches(keys, recs, seed)
     results = run_batches(batches, engine=_small_engine(), valid_prob=0.8, ready_prob=0.7)
     for b, res, exp in zip(batches, results, expect):
         assert res.out[:-1] == exp, (b.regs["OP"], b.regs["FORMAT"])

@@ -28,12 +28,13 @@ from amaranth.lib import wiring
 from offload import golden
 from offload.hw import common
 from offload.hw.engine import OffloadEngine
-from offload.hw.enginesim import Batch, pack_seq, pack_var, run_batches, unpack_seq_output
+from offload.hw.enginesim import Batch, pack_seq, run_batches, unpack_seq_output
 from offload.hw.lanes import XXH32Lane, XXH64Lane
 from offload.hw.simutil import run_flow
 from offload.hw.xxhash import XXH32Core, XXH32Fixed, XXH64Core, XXH64Fixed
 from tests.lengths import BOUNDARY_LENGTHS
 from tests.test_hw_cores import _record_beats, _with_gaps
+from tests.test_hw_engine import hash_op_batches
 
 M64 = golden.MASK64
 
@@ -146,11 +147,6 @@ def _latency_of(core_cls, **params) -> int:
     return core.latency
 
 
-def _regs(op, fmt, count, seed=0, **kw):
-    return dict(OP=op, FORMAT=fmt, COUNT=count, SEED_LO=seed & 0xFFFF_FFFF, SEED_HI=seed >> 32,
-                **kw)
-
-
 def _engine_batches():
     """A short batch per operator (every hash op in FIXED8, FIXED4 and VAR, both bucketize
     sides, delta_varint_encode) and its golden results."""
@@ -158,26 +154,7 @@ def _engine_batches():
     keys = [rng.getrandbits(64) for _ in range(6)] + [0, M64]
     recs = _records(rng, [0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 65])
     seed = rng.getrandbits(64)
-    nb = 12345678901
-    funcs = {1: lambda r: golden.xxh32(r, seed & 0xFFFF_FFFF),
-             2: lambda r: golden.xxh64(r, seed),
-             3: lambda r: golden.hash_bucket(r, nb, seed, "mod"),
-             4: lambda r: golden.hash_bucket(r, nb, seed, "fastrange"),
-             5: lambda r: golden.fid(r, 1000, 1, seed),
-             6: lambda r: golden.fid(r, 30000, 2, seed)}
-    batches, expect = [], []
-    for op, f in funcs.items():
-        extra = dict(NUM_BUCKETS_LO=nb & 0xFFFF_FFFF, NUM_BUCKETS_HI=nb >> 32,
-                     SLOT=1000 if op == 5 else 30000)
-        for fmt in (0, 1, 2):
-            if fmt == 2:
-                data, words = recs, pack_var(recs)
-            else:
-                kb = 8 if fmt == 0 else 4
-                data = [(k & ((1 << 8 * kb) - 1)).to_bytes(kb, "little") for k in keys]
-                words = [k & ((1 << 8 * kb) - 1) for k in keys]
-            batches.append(Batch(_regs(op, fmt, len(data), seed, **extra), words))
-            expect.append([f(r) for r in data])
+    batches, expect = hash_op_batches(keys, recs, seed)
     bounds, xs = [-5, 0, 7, 1000], [-6, -5, 0, 3, 7, 8, 1000, 2**40]
     for op, right in ((7, True), (8, False)):
         batches.append(Batch(dict(OP=op, FORMAT=0, DTYPE=1, COUNT=len(xs),
