@@ -405,6 +405,9 @@ def cached_result(point: DesignPoint, target: str, freq: float = 100.0) -> Synth
     except ValueError:
         return None
     data["cached"] = True
+    # The key is the design, not how it was asked for: XXH64Core() and
+    # XXH64Core(adder_levels="csa") are one entry; label it as this point asks.
+    data["params"] = dict(point.params)
     return _annotate(SynthResult(**data))
 
 
@@ -430,6 +433,7 @@ def synthesize(point: DesignPoint, target: str = "xc7", *, freq: float = 100.0,
         try:
             data = json.loads(path.read_text())
             data["cached"] = True
+            data["params"] = params          # one entry per design (see cached_result)
             return _annotate(SynthResult(**data))
         except (ValueError, TypeError):
             pass

@@ -98,3 +98,16 @@ def test_grid_levels_are_the_cores_levels():
     from offload.hw.common import ADDER_LEVELS
     assert S._LEVELS == ADDER_LEVELS
     assert {p["adder_levels"] for p in S.GRIDS["full"]["XXH64Core"]} == set(ADDER_LEVELS)
+
+
+def test_a_cached_design_is_labelled_as_asked(tmp_path, monkeypatch):
+    # The cache key is the design's RTLIL: the default point and the same design spelled with
+    # its parameter share one entry, and each is reported under its own label.
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path))
+    a = S.DesignPoint.of("FastRange")
+    path = S.cache_root() / f"FastRange-xc7-{S.design_hash(a, 'xc7', 100.0)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stored = S.SynthResult("FastRange", {"other": 1}, "xc7", lut=5, ff=6, latency=a.latency())
+    path.write_text(json.dumps(S.asdict(stored)))
+    r = S.cached_result(a, "xc7")
+    assert r is not None and r.params == {} and r.lut == 5 and r.cached
