@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
 
-__all__ = ["Pipe", "mux_index", "check_choice", "check_pow2", "csd_digits", "const_mul_terms",
+__all__ = ["Pipe", "mux_index", "set_multiplier_params", "check_choice", "check_pow2", "csd_digits", "const_mul_terms",
            "tree_level", "csa_level", "term_value", "tree_depth", "tree_stages", "mul_depth", "MULTIPLIERS",
            "ADDER_LEVELS", "ternary_level"]
 
@@ -43,6 +43,14 @@ def check_choice(name: str, value, choices) -> object:
     if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
     return value
+
+
+def set_multiplier_params(core, adder_levels, multipliers: str) -> None:
+    """Validate a hash core's ``adder_levels`` and ``multipliers`` and set them (and
+    ``behavioural``) on ``core``; exact messages from :func:`check_choice`."""
+    core.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
+    core.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
+    core.behavioural = multipliers == "behavioural"
 
 
 def mux_index(index: Value, items: list[Value]) -> Value:

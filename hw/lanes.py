@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden import XXH32_PRIMES, XXH64_PRIMES
 
-from .common import ADDER_LEVELS, MULTIPLIERS, Pipe, check_choice
+from .common import Pipe, set_multiplier_params
 from .xxhash import xxh32_avalanche, xxh64_avalanche
 
 __all__ = ["XXH64Lane", "XXH32Lane", "delay"]
@@ -77,9 +77,7 @@ class _LaneCore(wiring.Component):
 
     def __init__(self, latency: int, adder_levels: int | str = "csa", multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
-        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
-        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
-        self.behavioural = multipliers == "behavioural"
+        set_multiplier_params(self, adder_levels, multipliers)
         self.depth = self._natural_depth(adder_levels)
         if not isinstance(latency, int) or isinstance(latency, bool) or latency < self.depth:
             raise ValueError(f"latency must be at least {self.depth}, not {latency!r}")

@@ -53,8 +53,8 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden import MASK32, MASK64, XXH32_PRIMES, XXH64_PRIMES
 
-from .common import (ADDER_LEVELS, MULTIPLIERS, Pipe, check_choice, const_mul_terms, csa_level, mul_depth,
-                     mux_index, term_value)
+from .common import (Pipe, check_choice, const_mul_terms, csa_level, mul_depth, mux_index,
+                     set_multiplier_params, term_value)
 
 __all__ = ["HashBeat", "XXH64Core", "XXH32Core", "XXH64Fixed", "XXH32Fixed",
            "xxh64_finalize", "xxh32_finalize", "xxh64_avalanche", "xxh32_avalanche"]
@@ -360,9 +360,7 @@ class XXH64Core(wiring.Component):
 
     def __init__(self, adder_levels: int | str = "csa", multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
-        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
-        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
-        self.behavioural = multipliers == "behavioural"
+        set_multiplier_params(self, adder_levels, multipliers)
         self._MustUse__silence = False
         # lane * P2, then the loop; the finaliser reads the loop's last stage
         self.FRONT = stage_counts(adder_levels)[0] + self.LOOP - 1
@@ -453,9 +451,7 @@ class XXH32Core(wiring.Component):
 
     def __init__(self, adder_levels: int | str = "csa", multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
-        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
-        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
-        self.behavioural = multipliers == "behavioural"
+        set_multiplier_params(self, adder_levels, multipliers)
         self._MustUse__silence = False
         self.FRONT = stage_counts(adder_levels)[1] + self.LOOP - 1
         self.latency = self.FRONT + 1 + xxh32_finalize_depth(True, 3, 3, adder_levels)
@@ -543,9 +539,7 @@ class XXH64Fixed(wiring.Component):
     def __init__(self, key_bytes: int = 8, adder_levels: int | str = "csa", multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.key_bytes = check_choice("key_bytes", key_bytes, (4, 8))
-        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
-        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
-        self.behavioural = multipliers == "behavioural"
+        set_multiplier_params(self, adder_levels, multipliers)
         self._MustUse__silence = False
         self.latency = xxh64_finalize_depth(False, 1 if key_bytes == 8 else 0, key_bytes == 4, 0,
                                             adder_levels)
@@ -573,9 +567,7 @@ class XXH32Fixed(wiring.Component):
     def __init__(self, key_bytes: int = 4, adder_levels: int | str = "csa", multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.key_bytes = check_choice("key_bytes", key_bytes, (4, 8))
-        self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
-        self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
-        self.behavioural = multipliers == "behavioural"
+        set_multiplier_params(self, adder_levels, multipliers)
         self._MustUse__silence = False
         self.latency = xxh32_finalize_depth(False, key_bytes // 4, 0, adder_levels)
         super().__init__({
