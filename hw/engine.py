@@ -42,8 +42,9 @@ on the 64-bit bus, that flag is in ``ERR`` but not in the trailer).
 
 Reset: ``rst`` clears every control register (parameters to 0) and every pipeline's valid
 bits; the pipelines' data registers are not reset (a stage's data is read only while its valid
-bit is set, and a reset on ~40k datapath flip-flops would be one more high-fanout net). ``CTRL.SOFT_RESET`` aborts a batch,
-clears flags, empties the FIFO, the serialiser and the pipelines (the boundary tables are kept).
+bit is set, and a reset on ~40k datapath flip-flops would be one more high-fanout net).
+``CTRL.SOFT_RESET`` aborts a batch, clears flags, empties the FIFO, the serialiser and the
+pipelines (the boundary tables are kept).
 ``START`` while a batch runs is ignored.
 """
 
