@@ -95,25 +95,26 @@ def _rot_terms(vs, rots, seed_p5, hs, extra=()):
     return terms + [(Value.cast(e), 0) for e in extra]
 
 
+def _avalanche(p: Pipe, primes: tuple[int, int], width: int, shifts: tuple[int, int, int],
+               drop=()) -> None:
+    """``h ^= h >> s0; h *= p0; h ^= h >> s1; h *= p1; h ^= h >> s2`` on field ``h`` (2
+    multiplies + 1 stage); ``drop`` leaves at its first stage."""
+    h = p["h"]
+    p.mul_step("h", h ^ (h >> shifts[0]), primes[0], width, Const(1), drop=drop)
+    h = p["h"]
+    p.mul_step("h", h ^ (h >> shifts[1]), primes[1], width, Const(1))
+    h = p["h"]
+    p.stage(h=h ^ (h >> shifts[2]))
+
+
 def xxh64_avalanche(p: Pipe, drop=()) -> None:
-    """The XXH64 avalanche of field ``h`` (2 multiplies + 1 stage); ``drop`` leaves at its
-    first stage."""
-    h = p["h"]
-    p.mul_step("h", h ^ (h >> 33), P64[1], 64, Const(1), drop=drop)
-    h = p["h"]
-    p.mul_step("h", h ^ (h >> 29), P64[2], 64, Const(1))
-    h = p["h"]
-    p.stage(h=h ^ (h >> 32))
+    """The XXH64 avalanche of field ``h``."""
+    _avalanche(p, (P64[1], P64[2]), 64, (33, 29, 32), drop)
 
 
 def xxh32_avalanche(p: Pipe, drop=()) -> None:
-    """The XXH32 avalanche of field ``h`` (2 multiplies + 1 stage)."""
-    h = p["h"]
-    p.mul_step("h", h ^ (h >> 15), P32[1], 32, Const(1), drop=drop)
-    h = p["h"]
-    p.mul_step("h", h ^ (h >> 13), P32[2], 32, Const(1))
-    h = p["h"]
-    p.stage(h=h ^ (h >> 16))
+    """The XXH32 avalanche of field ``h``."""
+    _avalanche(p, (P32[1], P32[2]), 32, (15, 13, 16), drop)
 
 
 def xxh64_finalize_depth(stripes: bool, max_words: int, four: bool, max_bytes: int,
