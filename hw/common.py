@@ -94,6 +94,8 @@ class Pipe:
         #: delay trees in flight (behavioural flavour): name -> (stages left, ``done`` hook);
         #: the value travels in field ``{name}__0``
         self._delays: dict[str, tuple[int, object]] = {}
+        #: callbacks to run once the pipeline reaches a depth (see :meth:`at`)
+        self._hooks: dict[int, list] = {}
 
     def __getitem__(self, key: str) -> Value:
         return self.f[key]
@@ -186,6 +188,20 @@ class Pipe:
             new[k] = s
         self.f = new
         self.depth += 1
+        for fn in self._hooks.pop(self.depth, []):
+            fn()
+
+    def at(self, depth: int, fn) -> None:
+        """Call ``fn()`` when the pipeline reaches ``depth`` (right after the :meth:`stage` that
+        builds that register level; now if it is the current depth). ``fn`` reads and updates
+        :attr:`f` as the caller would at that point: this is how a value from a side pipeline
+        (one shared by several stages, see ``xxh64_finalize``) joins the record that fed it."""
+        if depth < self.depth:
+            raise ValueError(f"depth {depth} is behind the pipeline ({self.depth})")
+        if depth == self.depth:
+            fn()
+        else:
+            self._hooks.setdefault(depth, []).append(fn)
 
     def wire(self, v: Value, name: str) -> Signal:
         """``v`` as a named combinational signal (shared by every reader instead of copied into
@@ -197,6 +213,10 @@ class Pipe:
     def busy(self) -> bool:
         """Whether a tree (adder or delay tree) is still in flight."""
         return bool(self._trees or self._delays)
+
+    def pending(self) -> bool:
+        """Whether a callback of :meth:`at` has not run yet."""
+        return bool(self._hooks)
 
     def drain(self) -> None:
         """Stages until every tree in flight has finished."""

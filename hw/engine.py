@@ -352,9 +352,13 @@ class OffloadEngine(wiring.Component):
         hdr = framed & ~in_rec
         hdr_len = w[:32]
         bad_hdr = hdr & ((w[32:] != 0) | ((fmt == SEQ) & (hdr_len > self.seq_max)))
-        empty_rec = hdr & ~bad_hdr & (hdr_len == 0)
+        # A header of length 0 (an all-zero word: never bad, as seq_max >= 1). Written without
+        # bad_hdr: the length comparison then stays off the accept path (uacc, the cores' valid).
+        empty_rec = hdr & (w == 0)
         send = ~hdr | empty_rec                          # this word goes into a core
         needs_dv = is_delta & send
+        # Registered: the record's next word is its last (remaining == 1), kept with remaining.
+        rem_last = Signal()
         unit_ready = Signal()
         tready = Signal()
         beat_acc = Signal()                              # a bus beat is accepted
@@ -366,7 +370,7 @@ class OffloadEngine(wiring.Component):
             beat_acc.eq(tvalid & tready),
             uacc.eq((state == RUN) & wvalid & unit_ready),
         ]
-        last_word = Mux(hdr, empty_rec, remaining == 1)
+        last_word = Mux(hdr, empty_rec, rem_last)
         complete = uacc & send & (~framed | last_word)
         beat_first = Mux(framed, Mux(hdr, 1, first_word), 1)
         beat_len = Mux(framed, Mux(hdr, 0, rec_len), Mux(fmt == FIXED8, 8, 4))
@@ -497,15 +501,22 @@ class OffloadEngine(wiring.Component):
                             with m.If(framed & (nw > 1)):
                                 m.d.sync += [hold.eq(1), buf.eq(self.s_axis_tdata[64:]),
                                              left.eq(nw - 1), btl.eq(tlast)]
+                    # Between records the record registers follow the bus word, accepted or not:
+                    # they are read only inside a record (in_rec), which starts with the cycle
+                    # that accepts the header, so they then hold that header's values; their
+                    # enable is one register (in_rec), not the accept decision (uacc, which
+                    # depends on the header checks and the credit: the engine's longest path).
+                    with m.If(~in_rec):
+                        n_words = Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)
+                        m.d.sync += [first_word.eq(1), rec_len.eq(hdr_len),
+                                     remaining.eq(n_words), rem_last.eq(n_words == 1)]
                     with m.If(uacc):
                         with m.If(hdr & ~bad_hdr & ~empty_rec):
-                            m.d.sync += [
-                                in_rec.eq(1), first_word.eq(1), rec_len.eq(hdr_len),
-                                remaining.eq(Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)),
-                            ]
+                            m.d.sync += in_rec.eq(1)
                         with m.If(framed & ~hdr):
-                            m.d.sync += [first_word.eq(0), remaining.eq(remaining - 1)]
-                            with m.If(remaining == 1):
+                            m.d.sync += [first_word.eq(0), remaining.eq(remaining - 1),
+                                         rem_last.eq(remaining == 2)]
+                            with m.If(rem_last):
                                 m.d.sync += in_rec.eq(0)
                         if N > 1:
                             with m.If(hold):

@@ -21,7 +21,10 @@ Structure of the record cores (why it sustains one word per cycle):
 3. *Finaliser.* On a record's last word, ``v1..v4``, the tail words and the length enter a fully
    unrolled pipeline (merge rounds, up to 3 word steps, the 4-byte step, up to 3 byte steps,
    avalanche), each step a pipelined constant multiply that is bypassed when the record is too
-   short for it. Records are independent, so one record can enter per cycle.
+   short for it. Records are independent, so one record can enter per cycle. The rounds only
+   long records need share multipliers (``round(0, v)`` of ``v1..v4``: one pipeline fed in 4
+   consecutive cycles, as two records with stripes are at least 4 words apart; tail words 2 and
+   3 likewise): 8 of the core's ~30 64-bit multiplies (see ``xxh64_finalize``).
 
 Multipliers: no DSP blocks. Every multiply is by a constant prime, built in LUTs from the
 prime's signed digits as an adder tree (``offload.hw.common``); ``adder_levels`` sets how much
@@ -124,8 +127,49 @@ def xxh64_finalize_depth(stripes: bool, max_words: int, four: bool, max_bytes: i
         first = 2 * M64                      # round(0, .) of the tail words and v0..v3
     else:
         first = M64 if four else (MB64 if max_bytes else 1)
-    return (first + (4 * M64 if stripes else 0) + 1 + M64 * (max_words + four + max_bytes)
+    # + 1 with stripes: the shared round(0, v) pipeline registers its input (see below)
+    return (first + (4 * M64 + 1 if stripes else 0) + 1 + M64 * (max_words + four + max_bytes)
             + 2 * M64 + 1)
+
+
+def _shared_round0(p: Pipe, name: str, feeds) -> int:
+    """``round(0, x) = rotl(x * P2, 31) * P1`` for several fields of pipe ``p`` in one side
+    pipeline instead of one per field. ``feeds``: ``(offset, field, active, out)``: the record
+    at depth ``p.depth + offset`` hands its ``field`` (then dropped) to the side pipeline when
+    ``active(p)`` is true (read at that depth), and gets the result back as field ``out`` at
+    depth ``p.depth + offset +`` the side pipeline's depth, which is returned. The caller
+    guarantees that no two feeds are active in the same cycle (records that use a feed are far
+    enough apart in the stream); the inputs are OR-ed, then registered, so a feed costs an AND
+    and the multiplies are not behind the OR.
+    """
+    P1, P2 = P64[0], P64[1]
+    m = p.m
+    d0 = p.depth
+    x = Signal(64, name=f"{name}_x")
+    q = Pipe(m, name, levels=p.levels, behavioural=p.behavioural, x=x)
+    q.stage()
+    q.mul_tree("a", q["x"], P2, 64)
+    q.stage(drop=["x"])
+    q.drain()
+    q.mul_tree("b", q.wire(q["a"].rotate_left(31), "ax"), P1, 64)
+    q.stage(drop=["a"])
+    q.drain()
+    out, depth = q["b"], q.depth
+    gated = []
+    for off, field, active, dest in feeds:
+        g = Signal(64, name=f"{name}_{field}")
+        gated.append(g)
+
+        def feed(g=g, field=field, active=active):
+            m.d.comb += g.eq(p.f.pop(field) & active(p).replicate(64))
+
+        p.at(d0 + off, feed)
+        p.at(d0 + off + depth, lambda dest=dest: p.f.__setitem__(dest, out))
+    acc = gated[0]
+    for g in gated[1:]:
+        acc = acc | g
+    m.d.comb += x.eq(acc)
+    return depth
 
 
 def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: bool,
@@ -137,6 +181,15 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     multiplies, in parallel), the four merge rounds, ``h += len``, up to three word steps, the
     4-byte step, up to three byte steps, the avalanche. The 4-byte and byte products are started
     one step before they are needed, so they are not carried down the whole pipeline.
+
+    With ``stripes`` (the record core, one word per cycle), rounds that only long records need
+    share a multiplier pipeline (:func:`_shared_round0`): a record with stripes has at least 4
+    words, so two of them reach the finaliser at least 4 cycles apart and ``v0..v3`` can enter one
+    pipeline in 4 consecutive cycles (6 fewer 64-bit multiplies); a record with a second (third)
+    tail word has at least 2 (3) words, so tail words 1 and 2 can share another one, in
+    consecutive cycles (2 fewer). The merge rounds read ``round(0, v_j)`` ``j`` steps later, so
+    the staggered results are in time. This relies on a record's ``len`` matching its words,
+    which the engine's parser guarantees.
     """
     P1, P2, P3, P4, P5 = P64
     depth0 = p.depth
@@ -147,13 +200,20 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     upd = {"r": r}
     if four or max_bytes:
         upd["tw"] = mux_index(nw, tails)    # the word holding the 4-byte and byte tail
+    shared_kw = range(1, max_words) if stripes else range(0)
+    kept = []                              # fields a shared pipeline reads after this stage
     for j in range(max_words):
-        p.mul_tree(f"kw{j}", tails[j], P2, 64)
+        if j not in shared_kw:
+            p.mul_tree(f"kw{j}", tails[j], P2, 64)
     if stripes:
         vs = [p.wire(p[f"v{j}"], f"v{j}") for j in range(4)]
-        for j in range(4):
-            p.mul_tree(f"km{j}", vs[j], P2, 64)
         p.tree("h", _rot_terms(vs, (1, 7, 12, 18), seed_p5, p["hs"]), 64)
+        d_km = _shared_round0(p, "km", [
+            (j, f"v{j}", lambda p: p["valid"] & p["hs"], f"km{j}") for j in range(4)])
+        _shared_round0(p, "kw", [
+            (j - 1, f"t{j}", lambda p, j=j: p["valid"] & (p["len"][3:5] > j), f"kw{j}")
+            for j in shared_kw])
+        kept = [f"v{j}" for j in range(1, 4)] + [f"t{j}" for j in shared_kw if j > 1]
     else:
         upd["h"] = seed_p5
 
@@ -173,9 +233,10 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
             start_k4()
         elif max_bytes:
             start_kb()
-    p.stage(drop=[f"t{j}" for j in range(ntail)] + [f"v{j}" for j in range(4)], **upd)
+    p.stage(drop=[k for k in [f"t{j}" for j in range(ntail)] + [f"v{j}" for j in range(4)]
+                  if k not in kept], **upd)
     p.drain()
-    names = [f"kw{j}" for j in range(max_words)] + ([f"km{j}" for j in range(4)] if stripes else [])
+    names = [f"kw{j}" for j in range(max_words) if j not in shared_kw]
     if names:
         for n in names:
             p.mul_tree(n + "r", p.wire(p[n].rotate_left(31), n + "x"), P1, 64)
@@ -185,6 +246,9 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
             p.f[n] = p.f.pop(n + "r")
     # Merge rounds (only records with stripes): h = (h ^ round(0, v)) * P1 + P4.
     if stripes:
+        # The shared pipeline registers its input: its first result comes one stage later.
+        while p.depth < depth0 + d_km:
+            p.stage()
         for j in range(4):
             p.mul_step("h", p["h"] ^ p[f"km{j}"], P1, 64, p["hs"], add=P4, drop=[f"km{j}"])
     p.stage(drop=["hs"], h=(p["h"] + p["len"])[:64])
@@ -206,7 +270,7 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
         p.mul_step("h", (p["h"] ^ p[f"kb{i}"]).rotate_left(11), P1, 64, p["r"][:2] > i,
                    drop=[f"kb{i}"] + (["tw"] if i == 0 else []))
     xxh64_avalanche(p, drop=["r", "len"])
-    assert not p.busy()
+    assert not p.busy() and not p.pending()
     assert p.depth - depth0 == xxh64_finalize_depth(stripes, max_words, four, max_bytes,
                                                     p.levels)
 

@@ -86,6 +86,22 @@ def test_xxh_cores_idle_gaps_random_order():
         golden.xxh32(r, seed & 0xFFFFFFFF) for r in recs]
 
 
+@pytest.mark.parametrize("multipliers", ["lut", "behavioural"])
+def test_xxh64_core_shared_rounds_back_to_back(multipliers):
+    # Long records share the finaliser's round(0, v) pipeline and records with 2-3 tail words
+    # share another (see xxh64_finalize): pack such records as tightly as the stream allows,
+    # no gaps: 32-byte records every 4 cycles, 16/24-byte ones every 2/3, mixed with short ones.
+    rng = random.Random(7)
+    lengths = [32] * 4 + [24] * 4 + [16] * 4 + [56, 8, 40, 1, 32, 31, 23, 17, 33, 0, 63, 24, 16]
+    lengths += [rng.choice([0, 1, 8, 9, 16, 17, 24, 31, 32, 33, 40, 48, 56, 64]) for _ in range(40)]
+    recs = _records(rng, lengths)
+    seed = rng.getrandbits(64)
+    beats = [b for r in recs for b in _record_beats(r)]
+    res, _ = run_flow(XXH64Core(multipliers=multipliers), beats, len(recs),
+                      params={"seed": seed})
+    assert res == [golden.xxh64(r, seed) for r in recs]
+
+
 def test_xxh_sanity_vectors():
     # xxHash's sanity test buffer (xxhsum's sanityBuffer generator) and its known values.
     buf, byte_gen = bytearray(), 2654435761
