@@ -10,7 +10,9 @@ word ``j`` in bits ``64j+63..64j``); ``s_axi_aw*/w*/b*/ar*/r*`` an AXI4-Lite sla
 address; 32-bit data; ``wstrb`` is ignored: registers are written whole). Clock ``clk``,
 synchronous active-high ``rst``.
 
-Data path: a framing parser feeds the operator selected by ``OP`` (every core is a flow-through
+Data path: ``s_axis`` enters a register slice (a two-entry skid buffer: ``s_axis_tready`` is a
+register, and each word's header checks are computed on the way in), then a framing parser feeds
+the operator selected by ``OP`` (every core is a flow-through
 pipeline, see the cores' docstrings); results go into a :class:`~offload.hw.fifo.CommitFIFO`
 that drives ``m_axis``. Flow control is by credit: a beat is accepted only while the FIFO has
 room for everything that can still be in the pipelines (:attr:`OffloadEngine.SLACK` words,
@@ -30,8 +32,9 @@ behaviour).
 
 Throughput with ``m_axis_tready`` held high: one input beat per cycle for the fixed formats
 (N keys per cycle), one word per cycle for ``VAR``/``SEQ`` (``delta_varint_encode``: up to the
-encoder's flush cycles per sequence). Latency from a record's last word to its result entering
-the FIFO: the operator's core latency (:attr:`OffloadEngine.latency` is the longest), plus 2
+encoder's flush cycles per sequence). Latency from a record's last word on ``s_axis`` to its
+result entering the FIFO: 1 cycle in the input slice plus the operator's core latency
+(:attr:`OffloadEngine.latency` is the longest), plus 2
 cycles to ``m_axis`` (plus the rest of its output beat for ``lanes > 1``).
 
 Errors never deadlock: in the idle state ``s_axis_tready`` is 1 and words are discarded
@@ -305,34 +308,70 @@ class OffloadEngine(wiring.Component):
             if j:
                 m.d.comb += [h64[j].key8.eq(fmt == FIXED8), h32[j].key8.eq(fmt == FIXED8)]
 
-        # ---------------------------------------------------------------- input beat
-        words = [self.s_axis_tdata.word_select(j, 64) for j in range(N)]
-        tkeep = self.s_axis_tkeep
-        tlast = self.s_axis_tlast
-        tvalid = self.s_axis_tvalid
-        # Words carried by the beat: up to the highest word whose tkeep bits are not all clear
+        # ---------------------------------------------------------------- input slice
+        # A register slice (two-entry skid buffer) between s_axis and the parser: s_axis_tready
+        # is a register (no path from the bus through the parser back to the bus), and the
+        # header checks of every word are computed on the way in and registered with it, so the
+        # parser's accept decision, which fans out to the cores and every counter, starts at
+        # registers. It costs one cycle of latency, not throughput (a beat per cycle).
+        # Per word: its data and the checks the parser makes when the word is a header.
+        def checks(x):
+            ln = x[:32]
+            return Cat(x,
+                       x == 0,                                   # zero: a 0-byte record
+                       x[32:] != 0,                              # bad header (upper half)
+                       ln > self.seq_max,                        # bad SEQ header (too long)
+                       ln == 1,                                  # SEQ: one word
+                       (ln != 0) & (ln <= 8))                    # VAR: one word
+        XW = 64 + 5
+        bus_words = [self.s_axis_tdata.word_select(j, 64) for j in range(N)]
+        tkeep_in = self.s_axis_tkeep
+        # Words carried by a beat: up to the highest word whose tkeep bits are not all clear
         # (at least 1); the beat is well-formed when tkeep is exactly those words' bits.
-        nw = Const(1, range(N + 1))
+        nw_in = Const(1, range(N + 1))
         canon = Const(0xFF, 8 * N)
         for j in range(1, N):
-            grp = tkeep[8 * j:8 * j + 8].any()
-            nw = Mux(grp, j + 1, nw)
+            grp = tkeep_in[8 * j:8 * j + 8].any()
+            nw_in = Mux(grp, j + 1, nw_in)
             canon = Mux(grp, (1 << 8 * (j + 1)) - 1, canon)
-        bad_tkeep = tkeep != canon
+        in_beat = Cat(*(checks(x) for x in bus_words), self.s_axis_tlast, tkeep_in != canon,
+                      nw_in)
+        main = Signal(len(in_beat), name="slice_main", reset_less=True)
+        skid = Signal(len(in_beat), name="slice_skid", reset_less=True)
+        main_v, skid_v = Signal(name="slice_main_valid"), Signal(name="slice_skid_valid")
+        take = Signal()                                  # the parser takes the main beat
+        m.d.comb += self.s_axis_tready.eq(~skid_v)
+        in_fire = self.s_axis_tvalid & ~skid_v
+        with m.If(soft_reset):
+            # Abort: beats already taken from the bus are dropped with the batch.
+            m.d.sync += [main_v.eq(0), skid_v.eq(0)]
+        with m.Elif(take | ~main_v):
+            m.d.sync += [main.eq(Mux(skid_v, skid, in_beat)), main_v.eq(skid_v | in_fire),
+                         skid_v.eq(0)]
+        with m.Elif(in_fire):
+            m.d.sync += [skid.eq(in_beat), skid_v.eq(1)]
+        xwords = [main.word_select(j, XW) for j in range(N)]
+        words = [x[:64] for x in xwords]
+        tlast = main[XW * N]
+        bad_tkeep = main[XW * N + 1]
+        nw = main[XW * N + 2:]
+        tvalid = main_v
 
         # Serialiser (VAR/SEQ, lanes > 1): a beat's word 0 goes to the parser straight from the
-        # bus; its words 1..nw-1 are held and handed over one per cycle (the bus waits).
+        # slice; its words 1..nw-1 are held and handed over one per cycle (the slice waits).
         if N == 1:
             hold = Const(0)
-            w, wlast, wvalid = words[0], tlast, tvalid
+            xw, wlast, wvalid = xwords[0], tlast, tvalid
         else:
             hold = Signal()
             left = Signal(range(N))                      # held words still to hand over
-            buf = Signal(64 * (N - 1))
+            buf = Signal(XW * (N - 1))
             btl = Signal()
-            w = Mux(hold, buf[:64], words[0])
+            xw = Mux(hold, buf[:XW], xwords[0])
             wlast = Mux(hold, btl & (left == 1), tlast & (nw == 1))
             wvalid = hold | tvalid
+        w = xw[:64]
+        w_zero, w_hi, w_long, w_one, w_le8 = (xw[64 + k] for k in range(5))
         ulast = Mux(framed, wlast, tlast)                # tlast of the unit the parser takes
 
         # ---------------------------------------------------------------- parser
@@ -351,10 +390,9 @@ class OffloadEngine(wiring.Component):
         is_delta = op == 9
         hdr = framed & ~in_rec
         hdr_len = w[:32]
-        bad_hdr = hdr & ((w[32:] != 0) | ((fmt == SEQ) & (hdr_len > self.seq_max)))
-        # A header of length 0 (an all-zero word: never bad, as seq_max >= 1). Written without
-        # bad_hdr: the length comparison then stays off the accept path (uacc, the cores' valid).
-        empty_rec = hdr & (w == 0)
+        bad_hdr = hdr & (w_hi | ((fmt == SEQ) & w_long))
+        # A header of length 0 (an all-zero word: never bad, as seq_max >= 1).
+        empty_rec = hdr & w_zero
         send = ~hdr | empty_rec                          # this word goes into a core
         needs_dv = is_delta & send
         # Registered: the record's next word is its last (remaining == 1), kept with remaining.
@@ -366,7 +404,7 @@ class OffloadEngine(wiring.Component):
         m.d.comb += [
             unit_ready.eq(credit & (dv.i.ready | ~needs_dv)),
             tready.eq(Mux(state == IDLE, 1, (state == RUN) & unit_ready & ~hold)),
-            self.s_axis_tready.eq(tready),
+            take.eq(tready),
             beat_acc.eq(tvalid & tready),
             uacc.eq((state == RUN) & wvalid & unit_ready),
         ]
@@ -499,7 +537,7 @@ class OffloadEngine(wiring.Component):
                             m.d.sync += err[ERR["BAD_TKEEP"]].eq(1)
                         if N > 1:
                             with m.If(framed & (nw > 1)):
-                                m.d.sync += [hold.eq(1), buf.eq(self.s_axis_tdata[64:]),
+                                m.d.sync += [hold.eq(1), buf.eq(Cat(*xwords[1:])),
                                              left.eq(nw - 1), btl.eq(tlast)]
                     # Between records the record registers follow the bus word, accepted or not:
                     # they are read only inside a record (in_rec), which starts with the cycle
@@ -507,9 +545,9 @@ class OffloadEngine(wiring.Component):
                     # enable is one register (in_rec), not the accept decision (uacc, which
                     # depends on the header checks and the credit: the engine's longest path).
                     with m.If(~in_rec):
-                        n_words = Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)
                         m.d.sync += [first_word.eq(1), rec_len.eq(hdr_len),
-                                     remaining.eq(n_words), rem_last.eq(n_words == 1)]
+                                     remaining.eq(Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)),
+                                     rem_last.eq(Mux(fmt == SEQ, w_one, w_le8))]
                     with m.If(uacc):
                         with m.If(hdr & ~bad_hdr & ~empty_rec):
                             m.d.sync += in_rec.eq(1)
@@ -520,7 +558,7 @@ class OffloadEngine(wiring.Component):
                                 m.d.sync += in_rec.eq(0)
                         if N > 1:
                             with m.If(hold):
-                                m.d.sync += [buf.eq(buf >> 64), left.eq(left - 1)]
+                                m.d.sync += [buf.eq(buf >> XW), left.eq(left - 1)]
                                 with m.If(left == 1):
                                     m.d.sync += hold.eq(0)
                         # n_in comes at the end of the input decision: add every candidate count
