@@ -132,9 +132,9 @@ def xxh64_finalize_depth(stripes: bool, max_words: int, four: bool, max_bytes: i
             + 2 * M64 + 1)
 
 
-def _shared_round0(p: Pipe, name: str, feeds) -> int:
+def _shared_round0(p: Pipe, name: str, feeds, premul: bool = False) -> int:
     """``round(0, x) = rotl(x * P2, 31) * P1`` for several fields of pipe ``p`` in one side
-    pipeline instead of one per field. ``feeds``: ``(offset, field, active, out)``: the record
+    pipeline instead of one per field (``premul``: the fields are ``x * P2`` already). ``feeds``: ``(offset, field, active, out)``: the record
     at depth ``p.depth + offset`` hands its ``field`` (then dropped) to the side pipeline when
     ``active(p)`` is true (read at that depth), and gets the result back as field ``out`` at
     depth ``p.depth + offset +`` the side pipeline's depth, which is returned. The caller
@@ -148,9 +148,12 @@ def _shared_round0(p: Pipe, name: str, feeds) -> int:
     x = Signal(64, name=f"{name}_x")
     q = Pipe(m, name, levels=p.levels, behavioural=p.behavioural, x=x)
     q.stage()
-    q.mul_tree("a", q["x"], P2, 64)
-    q.stage(drop=["x"])
-    q.drain()
+    if premul:
+        q.f["a"] = q.f.pop("x")
+    else:
+        q.mul_tree("a", q["x"], P2, 64)
+        q.stage(drop=["x"])
+        q.drain()
     q.mul_tree("b", q.wire(q["a"].rotate_left(31), "ax"), P1, 64)
     q.stage(drop=["a"])
     q.drain()
@@ -176,6 +179,9 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
                    max_bytes: int) -> None:
     """Extend pipe ``p`` (fields ``valid``, ``len``, [``hs``, ``v0..v3``], ``t0..``) with the XXH64
     finalisation; leaves the hash in field ``h``. Steps a record does not need are bypassed.
+    With ``stripes`` (the record core) the tail words come as their products with P2 instead,
+    ``p0..p{max_words-1}`` (the core's front computes ``word * P2`` for every word anyway), with
+    ``tw``, the record's last word (the one that holds a 4-byte and byte tail, if any).
 
     Order: round(0, w) = rotl(w * P2, 31) * P1 of the tail words and of ``v0..v3`` (two
     multiplies, in parallel), the four merge rounds, ``h += len``, up to three word steps, the
@@ -195,26 +201,27 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     depth0 = p.depth
     r = p["len"][:5]                       # bytes after the last full stripe
     nw = r[3:5]                            # tail words after the stripes
-    ntail = min(4, max_words + (1 if (four or max_bytes) else 0))
+    ntail = 0 if stripes else min(4, max_words + (1 if (four or max_bytes) else 0))
     tails = [p.wire(p[f"t{j}"], f"t{j}") for j in range(ntail)]
     upd = {"r": r}
-    if four or max_bytes:
+    if (four or max_bytes) and not stripes:
         upd["tw"] = mux_index(nw, tails)    # the word holding the 4-byte and byte tail
     shared_kw = range(1, max_words) if stripes else range(0)
     kept = []                              # fields a shared pipeline reads after this stage
-    for j in range(max_words):
-        if j not in shared_kw:
-            p.mul_tree(f"kw{j}", tails[j], P2, 64)
     if stripes:
+        if max_words:
+            p.mul_tree("kw0", p.wire(p["p0"].rotate_left(31), "p0x"), P1, 64)
         vs = [p.wire(p[f"v{j}"], f"v{j}") for j in range(4)]
         p.tree("h", _rot_terms(vs, (1, 7, 12, 18), seed_p5, p["hs"]), 64)
         d_km = _shared_round0(p, "km", [
             (j, f"v{j}", lambda p: p["valid"] & p["hs"], f"km{j}") for j in range(4)])
         _shared_round0(p, "kw", [
-            (j - 1, f"t{j}", lambda p, j=j: p["valid"] & (p["len"][3:5] > j), f"kw{j}")
-            for j in shared_kw])
-        kept = [f"v{j}" for j in range(1, 4)] + [f"t{j}" for j in shared_kw if j > 1]
+            (j - 1, f"p{j}", lambda p, j=j: p["valid"] & (p["len"][3:5] > j), f"kw{j}")
+            for j in shared_kw], premul=True)
+        kept = [f"v{j}" for j in range(1, 4)] + [f"p{j}" for j in shared_kw if j > 1]
     else:
+        for j in range(max_words):
+            p.mul_tree(f"kw{j}", tails[j], P2, 64)
         upd["h"] = seed_p5
 
     def start_k4():
@@ -234,9 +241,9 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
         elif max_bytes:
             start_kb()
     p.stage(drop=[k for k in [f"t{j}" for j in range(ntail)] + [f"v{j}" for j in range(4)]
-                  if k not in kept], **upd)
+                  + [f"p{j}" for j in range(max_words)] if k not in kept], **upd)
     p.drain()
-    names = [f"kw{j}" for j in range(max_words) if j not in shared_kw]
+    names = [] if stripes else [f"kw{j}" for j in range(max_words)]
     if names:
         for n in names:
             p.mul_tree(n + "r", p.wire(p[n].rotate_left(31), n + "x"), P1, 64)
@@ -479,22 +486,25 @@ class XXH64Core(wiring.Component):
         lp = fe["lp"]
         for k in ("lp", "fs", "ini", "sel0", "sel1", "sel2", "sel3"):
             del fe.f[k]
+        fe.f["lpt"] = lp              # word * P2 goes on: a tail word's product for the finaliser
         new = _loop_round(m, fe, [acc], [lp], 31, P1, 64, self.LOOP)[0]
         lane, stripe, valid = fe["lane"], fe["stripe"], fe["valid"]
         for k in range(4):
             with m.If(valid & stripe & (lane == k)):
                 m.d.sync += v[k].eq(new)
         vf = [Mux(stripe & (lane == k), new, v[k]) for k in range(4)]   # bypass this word
-        tb = [Signal(64, name=f"tail{k}") for k in range(4)]
+        # The tail: products word * P2 of tail words 0..2 (tail word 3 is always partial); the
+        # partial word itself is the record's last, which enters the finaliser as ``tw``.
+        tb = [Signal(64, name=f"tailp{k}") for k in range(3)]
         tail_here = ~stripe & ~fe["empty"]
-        for k in range(4):
+        for k in range(3):
             with m.If(valid & tail_here & (fe["tidx"] == k)):
-                m.d.sync += tb[k].eq(fe["data"])
-        tf = [Mux(tail_here & (fe["tidx"] == k), fe["data"], tb[k]) for k in range(4)]
+                m.d.sync += tb[k].eq(fe["lpt"])
+        tf = [Mux(tail_here & (fe["tidx"] == k), fe["lpt"], tb[k]) for k in range(3)]
         assert fe.depth == self.FRONT, (fe.depth, self.FRONT)
         fin = Pipe(m, "fin", levels=self.adder_levels, behavioural=self.behavioural, valid=valid & fe["last"], len=fe["length"],
                    hs=fe["length"][5:] != 0, **{f"v{k}": vf[k] for k in range(4)},
-                   **{f"t{k}": tf[k] for k in range(4)})
+                   **{f"p{k}": tf[k] for k in range(3)}, tw=fe["data"])
         # The bypassed accumulator ends in the loop's last adder: register it before the
         # finaliser's first adder level (two carry chains in one stage capped Fmax at ~60 MHz).
         fin.stage()
