@@ -126,9 +126,9 @@ class Bucketize(wiring.Component):
         wp = table.write_port()
         m.d.comb += [wp.addr.eq(self.table_addr), wp.data.eq(self.table_data),
                      wp.en.eq(self.table_we)]
-        nb = Signal(13)
-        dtype = Signal(2)
-        right = Signal()
+        nb = Signal(13, reset_less=True)         # copies of the ports, reloaded every cycle
+        dtype = Signal(2, reset_less=True)
+        right = Signal(reset_less=True)
         m.d.sync += [nb.eq(self.num_boundaries), dtype.eq(self.dtype), right.eq(self.right)]
         kx, nan = x_key(self.i.payload, self.dtype, self.right)
         pw = self.abits + 1

@@ -120,6 +120,9 @@ class OffloadEngine(wiring.Component):
     #: Cycles of margin over the longest core path in :attr:`SLACK` (the accepting cycle, the
     #: credit check's view of the FIFO level, the varint encoder's buffered words and header).
     SLACK_MARGIN = 8
+    #: Registers on every core path besides the cores' own: the core's input register and the
+    #: result register in front of the FIFO.
+    BOUNDARY = 2
 
     def __init__(self, *, table_depth: int = 256, fifo_depth: int = 2048, seq_max: int = 1024,
                  mod_bits_per_stage: int = 1, lanes: int = 1, adder_levels: int | str = "csa",
@@ -135,9 +138,11 @@ class OffloadEngine(wiring.Component):
         # are built (their pipelines change depth with Fmax work; the credit follows).
         hash_post = max(_latency(ModPipe(mod_bits_per_stage)), _latency(FastRange()),
                         _latency(FidCore()))
-        self.latency = max(_latency(XXH64Core(adder_levels)) + hash_post,
-                           _latency(XXH32Core(adder_levels)),
-                           _latency(Bucketize(table_depth)))
+        # Plus the engine's registers at the cores' boundaries (see elaborate): one in front
+        # of every core, one between the hash and its post-processing, one before the FIFO.
+        self.latency = self.BOUNDARY + max(
+            _latency(XXH64Core(adder_levels)) + 1 + hash_post,
+            _latency(XXH32Core(adder_levels)), _latency(Bucketize(table_depth)))
         self.SLACK = lanes * (self.latency + self.SLACK_MARGIN)
         #: FIFO words one cycle can add (N results, or a sequence's header slot and first word):
         #: the credit is a register (the FIFO level a cycle ago), so it stops this much earlier.
@@ -196,23 +201,30 @@ class OffloadEngine(wiring.Component):
         bvalid, rvalid = Signal(), Signal()
         rdata = Signal(32)
         wr_en = Signal()
-        wr_idx = self.s_axi_awaddr[2:8]
+        # A write is taken into registers and applied in the next cycle, then answered: its
+        # effects (START, SOFT_RESET, a table write, the parameters) start at registers, not
+        # at a decode of the bus (which fanned out to hundreds of flip-flops).
+        wr_q = Signal()
+        wr_idx = Signal(6, reset_less=True)
+        wdata = Signal(32, reset_less=True)
+        m.d.sync += wr_q.eq(wr_en)
+        with m.If(wr_en):
+            m.d.sync += [wr_idx.eq(self.s_axi_awaddr[2:8]), wdata.eq(self.s_axi_wdata)]
         m.d.comb += [
-            wr_en.eq(self.s_axi_awvalid & self.s_axi_wvalid & ~bvalid),
+            wr_en.eq(self.s_axi_awvalid & self.s_axi_wvalid & ~bvalid & ~wr_q),
             self.s_axi_awready.eq(wr_en), self.s_axi_wready.eq(wr_en),
             self.s_axi_bvalid.eq(bvalid), self.s_axi_bresp.eq(0),
             self.s_axi_arready.eq(~rvalid),
             self.s_axi_rvalid.eq(rvalid), self.s_axi_rdata.eq(rdata), self.s_axi_rresp.eq(0),
         ]
-        with m.If(wr_en):
+        with m.If(wr_q):
             m.d.sync += bvalid.eq(1)
         with m.Elif(self.s_axi_bready):
             m.d.sync += bvalid.eq(0)
-        wdata = self.s_axi_wdata
         start = Signal()
         soft_reset = Signal()
         table_we = Signal()
-        with m.If(wr_en):
+        with m.If(wr_q):
             with m.Switch(wr_idx):
                 for name, sig in r.items():
                     with m.Case(REG[name] >> 2):
@@ -254,6 +266,8 @@ class OffloadEngine(wiring.Component):
         # ---------------------------------------------------------------- cores
         N = self.lanes
         core_clr = Signal()
+        core_rst = Signal()
+        m.d.sync += core_rst.eq(core_clr)
         framed = fmt[1]                                  # VAR or SEQ (lane 0 only)
         fixed = ~framed
         mul = self.multipliers
@@ -267,8 +281,13 @@ class OffloadEngine(wiring.Component):
         dv = DeltaVarintEncoder()
         fifo = CommitFIFO(self.fifo_depth, N)
         # core_clr (START, SOFT_RESET) resets every core; in the pipelines that clears the valid
-        # bits only (``Pipe`` registers are reset-less otherwise), so the reset reaches a few
-        # hundred flip-flops, not the whole datapath. In the behavioural (simulation) flavour a
+        # bits only (``Pipe`` registers and the cores' data registers are reset-less), so the
+        # reset reaches a few hundred flip-flops, not the whole datapath. It reaches them a
+        # cycle later, from a register (core_rst): as a decode of the AXI-Lite write it was the
+        # engine's longest path (routing to every core). The varint encoder (small, fed by the
+        # parser without a register) keeps core_clr itself; the cores' inputs come through
+        # registers that core_clr clears, and their outputs are ignored while core_rst is set,
+        # so nothing from before the reset gets through in that cycle. In the behavioural (simulation) flavour a
         # core also only advances while the current OP uses it, so a cycle-based simulator does
         # not recompute idle pipelines every cycle; the others hold their cleared state and
         # their outputs are not selected, so the ports see the same thing in both flavours. The
@@ -288,10 +307,10 @@ class OffloadEngine(wiring.Component):
                 use = (is_bz | table_we) if name == "bucketize" else uses[name]
                 if mul == "behavioural":
                     core_en = Signal(name=f"{name}{sfx}_en")
-                    m.d.comb += core_en.eq(core_clr | (use if j == 0 or name == "bucketize"
+                    m.d.comb += core_en.eq(core_rst | (use if j == 0 or name == "bucketize"
                                                        else use & fixed))
                     core = EnableInserter(core_en)(core)
-                m.submodules[name + sfx] = ResetInserter(core_clr)(core)
+                m.submodules[name + sfx] = ResetInserter(core_rst)(core)
         dv_en = Signal(name="varint_en")
         m.d.comb += dv_en.eq(core_clr | (op == 9))
         m.submodules.varint = ResetInserter(core_clr)(EnableInserter(dv_en)(dv))
@@ -417,34 +436,50 @@ class OffloadEngine(wiring.Component):
         lane_on = [Const(1)] + [fixed & (nw > j) & (rem > j) for j in range(1, N)]
         n_fixed = sum(lane_on[1:], Const(1, range(N + 1)))
         n_in = Mux(framed, complete, n_fixed)            # records completed by this unit
-        for core in (x64, x32):
-            m.d.comb += [
-                core.i.valid.eq(core_valid & Mux(core is x32, op == 1, (op >= 2) & (op <= 6))),
-                core.i.payload.data.eq(w), core.i.payload.first.eq(beat_first),
-                core.i.payload.last.eq(~framed | last_word), core.i.payload.empty.eq(empty_rec),
-                core.i.payload.length.eq(beat_len),
-            ]
+        # Every core's input goes through a register of its own, placed by the tools next to the
+        # core: the cores are large and spread over the device, and a path from the parser's
+        # registers across it into a core's first adder stage was the engine's longest (routing
+        # ~80 % of it). The data register loads only while the batch's operator uses the core
+        # (a static enable), which also keeps the copies distinct (not merged by synthesis).
+        use_x64, use_x32, use_bz = (op >= 2) & (op <= 6), op == 1, is_bz
+
+        def feed(name: str, port, valid, payload, use, after_core: bool = False) -> None:
+            # Cleared by core_clr; behind a core (after_core) also while core_rst still lets
+            # the core's output from before the reset out. (The parser may hand over a batch's
+            # first word while core_rst is set: the core's reset does not reach this register.)
+            v = Signal(name=f"{name}_in_valid")
+            d = Signal.like(port.payload, name=f"{name}_in_data", reset_less=True)
+            m.d.sync += v.eq(valid & use & ~core_clr & (~core_rst if after_core else 1))
+            with m.If(use):
+                m.d.sync += d.eq(payload)
+            m.d.comb += [port.valid.eq(v), port.payload.eq(d)]
+
+        for core, use, name in ((x64, use_x64, "xxh64"), (x32, use_x32, "xxh32")):
+            beat = Signal.like(core.i.payload, name=f"{name}_beat")
+            m.d.comb += [beat.data.eq(w), beat.first.eq(beat_first),
+                         beat.last.eq(~framed | last_word), beat.empty.eq(empty_rec),
+                         beat.length.eq(beat_len)]
+            feed(name, core.i, core_valid, beat, use)
         for j in range(1, N):
             lv = core_valid & lane_on[j]
-            m.d.comb += [
-                h64[j].i.valid.eq(lv & (op >= 2) & (op <= 6)), h64[j].i.payload.eq(words[j]),
-                h32[j].i.valid.eq(lv & (op == 1)), h32[j].i.payload.eq(words[j]),
-                bzs[j].i.valid.eq(lv & is_bz), bzs[j].i.payload.eq(words[j]),
-            ]
+            feed(f"xxh64_l{j}", h64[j].i, lv, words[j], use_x64)
+            feed(f"xxh32_l{j}", h32[j].i, lv, words[j], use_x32)
+            feed(f"bucketize_l{j}", bzs[j].i, lv, words[j], use_bz)
+        feed("bucketize", bzs[0].i, core_valid, w, use_bz)
         m.d.comb += [
-            bzs[0].i.valid.eq(core_valid & is_bz), bzs[0].i.payload.eq(w),
             # valid must not depend on ready: use the credit/state terms only
             dv.i.valid.eq((state == RUN) & wvalid & credit & needs_dv),
             dv.i.payload.data.eq(w), dv.i.payload.first.eq(beat_first),
             dv.i.payload.last.eq(last_word), dv.i.payload.empty.eq(empty_rec),
         ]
+        # Hash -> post-processing: a register per post core, for the same reason.
+        use_mod, use_fr, use_fid = op == 3, op == 4, (op == 5) | (op == 6)
         for j in range(N):
+            sfx = "" if j == 0 else f"_l{j}"
             hv, hp = h64[j].o.valid, h64[j].o.payload
-            m.d.comb += [
-                mods[j].i.valid.eq(hv & (op == 3)), mods[j].i.payload.eq(hp),
-                frs[j].i.valid.eq(hv & (op == 4)), frs[j].i.payload.eq(hp),
-                fids[j].i.valid.eq(hv & ((op == 5) | (op == 6))), fids[j].i.payload.eq(hp),
-            ]
+            feed("mod" + sfx, mods[j].i, hv, hp, use_mod, after_core=True)
+            feed("fastrange" + sfx, frs[j].i, hv, hp, use_fr, after_core=True)
+            feed("fid" + sfx, fids[j].i, hv, hp, use_fid, after_core=True)
 
         # ---------------------------------------------------------------- results -> FIFO
         res_valid = [Signal(name="res_valid" if j == 0 else f"res_valid_l{j}") for j in range(N)]
@@ -461,6 +496,13 @@ class OffloadEngine(wiring.Component):
                 m.d.comb += [res_valid[0].eq(dv.o.valid), res_data[0].eq(dv.o.payload.data),
                              res_kind.eq(Mux(dv.o.payload.header, SEQ_HEADER, SEQ_DATA))]
         any_res = Cat(*res_valid).any()
+        # The results go through one register on their way to the FIFO (the operator mux and
+        # the FIFO's write side are apart from the cores that produce them).
+        resq_valid = Signal(N, name="resq_valid")
+        resq_data = Signal(64 * N, name="resq_data", reset_less=True)
+        resq_kind = Signal(2, name="resq_kind", reset_less=True)
+        m.d.sync += [resq_valid.eq(Mux(core_clr | core_rst, 0, Cat(*res_valid))),
+                     resq_data.eq(Cat(*res_data)), resq_kind.eq(res_kind)]
         n_res = sum(res_valid[1:], Cat(res_valid[0], Const(0, (N + 1).bit_length() - 1)))
         n_done = Mux(res_kind == SEQ_DATA, 0, n_res)     # records whose result was written
         trailer = Cat(done_count, err, Const(0, 16 - len(err)), Const(TRAILER_MAGIC, 16))
@@ -470,9 +512,9 @@ class OffloadEngine(wiring.Component):
         m.d.sync += trailer_room.eq(fifo.level <= self.fifo_depth - N)
         write_trailer = (state == TRAIL) & trailer_room
         m.d.comb += [
-            fifo.w_valid.eq(Mux(state == TRAIL, write_trailer, Cat(*res_valid))),
-            fifo.w_kind.eq(Mux(state == TRAIL, TRAILER, res_kind)),
-            fifo.w_data.eq(Mux(state == TRAIL, trailer, Cat(*res_data))),
+            fifo.w_valid.eq(Mux(state == TRAIL, write_trailer, resq_valid)),
+            fifo.w_kind.eq(Mux(state == TRAIL, TRAILER, resq_kind)),
+            fifo.w_data.eq(Mux(state == TRAIL, trailer, resq_data)),
             fifo.rollback.eq((state == ROLLBACK) | core_clr),
             self.m_axis_tdata.eq(fifo.o.payload.data), self.m_axis_tlast.eq(fifo.o.payload.last),
             self.m_axis_tvalid.eq(fifo.o.valid),
@@ -483,7 +525,7 @@ class OffloadEngine(wiring.Component):
         else:
             m.d.comb += self.m_axis_tkeep.eq(
                 Cat(*(fifo.o.payload.keep[j].replicate(8) for j in range(N))))
-        with m.If(any_res):
+        with m.If(any_res & ~core_rst):
             m.d.sync += done_count.eq(done_count + n_done)
         with m.If(self.m_axis_tvalid & self.m_axis_tready & self.m_axis_tlast):
             m.d.sync += [done_flag.eq(1), busy_out.eq(0)]
@@ -580,7 +622,7 @@ class OffloadEngine(wiring.Component):
                             m.d.sync += [err[ERR["EARLY_TLAST"]].eq(1), state.eq(DRAIN)]
                 with m.Case(DRAIN):
                     # Every complete record has its result in the FIFO and nothing is in flight.
-                    with m.If((done_count == recs_in) & ~dv.busy & ~any_res):
+                    with m.If((done_count == recs_in) & ~dv.busy & ~any_res & ~resq_valid.any()):
                         m.d.sync += state.eq(ROLLBACK)
                 with m.Case(ROLLBACK):
                     m.d.sync += state.eq(TRAIL)

@@ -113,8 +113,8 @@ class _LaneCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         P5 = (XXH64_PRIMES if self.WIDTH == 64 else XXH32_PRIMES)[4]
-        seed_p5 = Signal(self.WIDTH)
-        key8 = Signal()
+        seed_p5 = Signal(self.WIDTH, reset_less=True)
+        key8 = Signal(reset_less=True)
         m.d.sync += [seed_p5.eq((self.seed + P5)[:self.WIDTH]), key8.eq(self.key8)]
         p = self._pipeline(m, self.i.valid, self.i.payload, seed_p5, key8, self.adder_levels,
                            self.behavioural)

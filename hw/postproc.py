@@ -67,11 +67,11 @@ class ModPipe(wiring.Component):
         m = Module()
         b = self.radix_bits
         w = 64 + b                        # width of R and of the multiples k * n < 2**b * 2**64
-        n = Signal(64)
+        n = Signal(64, reset_less=True)
         m.d.sync += n.eq(self.num_buckets)    # registered: fan-out to every stage
         mult = [None, n]
         if b == 2:
-            n3 = Signal(66)
+            n3 = Signal(66, reset_less=True)
             m.d.sync += n3.eq(self.num_buckets + (self.num_buckets << 1))
             mult += [n << 1, n3]
 
@@ -139,7 +139,7 @@ class FastRange(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n = Signal(64)
+        n = Signal(64, reset_less=True)
         m.d.sync += n.eq(self.num_buckets)
         h = self.i.payload
         L, N = 16, 4

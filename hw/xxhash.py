@@ -204,8 +204,12 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     ntail = 0 if stripes else min(4, max_words + (1 if (four or max_bytes) else 0))
     tails = [p.wire(p[f"t{j}"], f"t{j}") for j in range(ntail)]
     upd = {"r": r}
-    if (four or max_bytes) and not stripes:
-        upd["tw"] = mux_index(nw, tails)    # the word holding the 4-byte and byte tail
+    if four or max_bytes:
+        # The word holding the 4-byte and byte tail (the record core: its last word), cut to
+        # what the steps read, as it travels until the byte steps: the 4-byte chunk, then the
+        # (up to 3) bytes after it.
+        tw = p["tw"] if stripes else mux_index(nw, tails)
+        upd["tw"] = Cat(tw[:32], Mux(r[2], tw[32:56], tw[:24])) if max_bytes else tw[:32]
     shared_kw = range(1, max_words) if stripes else range(0)
     kept = []                              # fields a shared pipeline reads after this stage
     if stripes:
@@ -228,10 +232,8 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
         p.mul_tree("k4", p.wire(p["tw"][:32], "k4x"), P1, 64)
 
     def start_kb():
-        has4_ = p["r"][2]
         for i in range(max_bytes):
-            byte = Mux(has4_, p["tw"].word_select(4 + i, 8), p["tw"].word_select(i, 8))
-            p.mul_tree(f"kb{i}", p.wire(byte, f"byte{i}"), P5, 64)
+            p.mul_tree(f"kb{i}", p.wire(p["tw"].word_select(4 + i, 8), f"byte{i}"), P5, 64)
 
     if not (stripes or max_words):
         # Fixed 4-byte keys: nothing else runs first, start the tail products right away.
@@ -258,7 +260,7 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
             p.stage()
         for j in range(4):
             p.mul_step("h", p["h"] ^ p[f"km{j}"], P1, 64, p["hs"], add=P4, drop=[f"km{j}"])
-    p.stage(drop=["hs"], h=(p["h"] + p["len"])[:64])
+    p.stage(drop=["hs", "len"], h=(p["h"] + p["len"])[:64])
     # The step conditions are re-read from the current stage's ``r`` (it moves with the record).
     for j in range(max_words):
         if j == max_words - 1:
@@ -276,7 +278,7 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     for i in range(max_bytes):
         p.mul_step("h", (p["h"] ^ p[f"kb{i}"]).rotate_left(11), P1, 64, p["r"][:2] > i,
                    drop=[f"kb{i}"] + (["tw"] if i == 0 else []))
-    xxh64_avalanche(p, drop=["r", "len"])
+    xxh64_avalanche(p, drop=["r"])
     assert not p.busy() and not p.pending()
     assert p.depth - depth0 == xxh64_finalize_depth(stripes, max_words, four, max_bytes,
                                                     p.levels)
@@ -447,8 +449,8 @@ class XXH64Core(wiring.Component):
         m = Module()
         P1, P2, P3, P4, P5 = P64
         seed = self.seed
-        init = [Signal(64, name=f"init{k}") for k in range(4)]
-        seed_p5 = Signal(64)
+        init = [Signal(64, name=f"init{k}", reset_less=True) for k in range(4)]
+        seed_p5 = Signal(64, reset_less=True)
         # Registered once per batch (the seed is constant while records flow).
         m.d.sync += [
             init[0].eq((seed + ((P1 + P2) & MASK64))[:64]),
@@ -458,7 +460,7 @@ class XXH64Core(wiring.Component):
             seed_p5.eq((seed + P5)[:64]),
         ]
         b = self.i.payload
-        idx = Signal(32)                       # index of the next word within its record
+        idx = Signal(32, reset_less=True)  # index of the next word within its record
         cur = Mux(b.first, 0, idx)
         with m.If(self.i.valid):
             m.d.sync += idx.eq(cur + 1)
@@ -477,7 +479,7 @@ class XXH64Core(wiring.Component):
                  **{f"sel{k}": ~fe["fs"] & (fe["lane"] == k) for k in range(4)})
         assert fe.busy(), "the lp tree is at least two stages deep"
         fe.drain()
-        v = [Signal(64, name=f"v{k}") for k in range(4)]
+        v = [Signal(64, name=f"v{k}", reset_less=True) for k in range(4)]
         # The loop: read v[lane] (or the init value on a record's first stripe) LOOP stages
         # after the same lane's previous word read it.
         acc = fe["ini"]
@@ -495,7 +497,7 @@ class XXH64Core(wiring.Component):
         vf = [Mux(stripe & (lane == k), new, v[k]) for k in range(4)]   # bypass this word
         # The tail: products word * P2 of tail words 0..2 (tail word 3 is always partial); the
         # partial word itself is the record's last, which enters the finaliser as ``tw``.
-        tb = [Signal(64, name=f"tailp{k}") for k in range(3)]
+        tb = [Signal(64, name=f"tailp{k}", reset_less=True) for k in range(3)]
         tail_here = ~stripe & ~fe["empty"]
         for k in range(3):
             with m.If(valid & tail_here & (fe["tidx"] == k)):
@@ -540,8 +542,8 @@ class XXH32Core(wiring.Component):
         m = Module()
         P1, P2, P3, P4, P5 = P32
         seed = self.seed
-        init = [Signal(32, name=f"init{k}") for k in range(4)]
-        seed_p5 = Signal(32)
+        init = [Signal(32, name=f"init{k}", reset_less=True) for k in range(4)]
+        seed_p5 = Signal(32, reset_less=True)
         m.d.sync += [
             init[0].eq((seed + ((P1 + P2) & MASK32))[:32]),
             init[1].eq((seed + P2)[:32]),
@@ -550,7 +552,7 @@ class XXH32Core(wiring.Component):
             seed_p5.eq((seed + P5)[:32]),
         ]
         b = self.i.payload
-        idx = Signal(32)
+        idx = Signal(32, reset_less=True)
         cur = Mux(b.first, 0, idx)
         with m.If(self.i.valid):
             m.d.sync += idx.eq(cur + 1)
@@ -563,8 +565,8 @@ class XXH32Core(wiring.Component):
         fe.stage()
         fe.drain()
         # The accumulators in carry-save form (sum, carry): see _loop_round.
-        vs = [Signal(32, name=f"v{k}_s") for k in range(4)]
-        vc = [Signal(32, name=f"v{k}_c") for k in range(4)]
+        vs = [Signal(32, name=f"v{k}_s", reset_less=True) for k in range(4)]
+        vc = [Signal(32, name=f"v{k}_c", reset_less=True) for k in range(4)]
         accs = [(Mux(fe["fs"], Mux(fe["pair"], init[2 + h], init[h]),
                      Mux(fe["pair"], vs[2 + h], vs[h])),
                  Mux(fe["fs"], 0, Mux(fe["pair"], vc[2 + h], vc[h]))) for h in range(2)]
@@ -579,7 +581,7 @@ class XXH32Core(wiring.Component):
             with m.If(valid & hit):
                 m.d.sync += [vs[k].eq(new[k & 1][0]), vc[k].eq(new[k & 1][1])]
             vf.append((Mux(hit, new[k & 1][0], vs[k]), Mux(hit, new[k & 1][1], vc[k])))
-        tb = [Signal(64, name=f"tail{k}") for k in range(2)]
+        tb = [Signal(64, name=f"tail{k}", reset_less=True) for k in range(2)]
         tail_here = ~stripe & ~fe["empty"]
         for k in range(2):
             with m.If(valid & tail_here & (fe["tidx"] == k)):
@@ -626,7 +628,7 @@ class XXH64Fixed(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        seed_p5 = Signal(64)
+        seed_p5 = Signal(64, reset_less=True)
         m.d.sync += seed_p5.eq((self.seed + P64[4])[:64])
         p = Pipe(m, "fx", levels=self.adder_levels, behavioural=self.behavioural, valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
         xxh64_finalize(p, seed_p5, stripes=False, max_words=1 if self.key_bytes == 8 else 0,
@@ -653,7 +655,7 @@ class XXH32Fixed(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        seed_p5 = Signal(32)
+        seed_p5 = Signal(32, reset_less=True)
         m.d.sync += seed_p5.eq((self.seed + XXH32_PRIMES[4])[:32])
         p = Pipe(m, "fx", levels=self.adder_levels, behavioural=self.behavioural, valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
         xxh32_finalize(p, seed_p5, stripes=False, max_lanes=self.key_bytes // 4, max_bytes=0)

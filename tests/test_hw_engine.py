@@ -287,7 +287,7 @@ def test_s_axis_tready_is_a_register():
 
 def _slack(lanes=1, mod_bits=1, table_depth=256):
     """The engine's credit reserve, recomputed from the cores' own latencies: ``lanes`` results
-    per cycle over the longest core path plus 8 cycles of margin."""
+    per cycle over the longest path through the cores plus 8 cycles of margin."""
     from offload.hw.bucketize import Bucketize
     from offload.hw.postproc import FastRange, FidCore, ModPipe
     from offload.hw.xxhash import XXH32Core, XXH64Core
@@ -297,7 +297,9 @@ def _slack(lanes=1, mod_bits=1, table_depth=256):
         return core.latency
 
     post = max(lat(ModPipe(mod_bits)), lat(FastRange()), lat(FidCore()))
-    path = max(lat(XXH64Core()) + post, lat(XXH32Core()), lat(Bucketize(table_depth)))
+    # + the engine's registers: one in front of each core, one between hash and post-processing,
+    # one before the FIFO
+    path = 2 + max(lat(XXH64Core()) + 1 + post, lat(XXH32Core()), lat(Bucketize(table_depth)))
     return lanes * (path + 8)
 
 
