@@ -221,18 +221,26 @@ class OffloadEngine(wiring.Component):
             m.d.sync += bvalid.eq(1)
         with m.Elif(self.s_axi_bready):
             m.d.sync += bvalid.eq(0)
+        # START, SOFT_RESET and a table write are flip-flops, decoded from the bus when the
+        # write is taken (they reach the whole engine; a decode in front of them was the longest
+        # routed path).
         start = Signal()
         soft_reset = Signal()
         table_we = Signal()
+        bus_idx, bus_data = self.s_axi_awaddr[2:8], self.s_axi_wdata
+        m.d.sync += [
+            start.eq(wr_en & (bus_idx == REG["CTRL"] >> 2) & bus_data[0] & ~bus_data[1]),
+            soft_reset.eq(wr_en & (bus_idx == REG["CTRL"] >> 2) & bus_data[1]),
+            # TABLE_ADDR is not being written now: writes are at least 3 cycles apart
+            table_we.eq(wr_en & (bus_idx == REG["TABLE_DATA_HI"] >> 2)
+                        & (r["TABLE_ADDR"] < self.table_depth)),
+        ]
         with m.If(wr_q):
             with m.Switch(wr_idx):
                 for name, sig in r.items():
                     with m.Case(REG[name] >> 2):
                         m.d.sync += sig.eq(wdata)
-                with m.Case(REG["CTRL"] >> 2):
-                    m.d.comb += [start.eq(wdata[0] & ~wdata[1]), soft_reset.eq(wdata[1])]
                 with m.Case(REG["TABLE_DATA_HI"] >> 2):
-                    m.d.comb += table_we.eq(r["TABLE_ADDR"] < self.table_depth)
                     m.d.sync += r["TABLE_ADDR"].eq(r["TABLE_ADDR"] + 1)
 
         # ---------------------------------------------------------------- batch state
@@ -552,6 +560,14 @@ class OffloadEngine(wiring.Component):
         # last record (fixed; ``extra``: the beat carries words after it).
         fin = Mux(framed, complete & (rem == 1), rem <= nw)
         extra = fixed & (nw > rem) if N > 1 else Const(0)
+        # Between records the record registers follow the parser's word, accepted or not, in
+        # any state: they are read only inside a record (in_rec), which starts with the cycle
+        # that accepts the header, so they then hold that header's values; their enable is one
+        # register (in_rec), not the accept decision (uacc) or the state.
+        with m.If(~in_rec):
+            m.d.sync += [first_word.eq(1), rec_len.eq(hdr_len),
+                         remaining.eq(Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)),
+                         rem_last.eq(Mux(fmt == SEQ, w_one, w_le8))]
         with m.If(soft_reset):
             m.d.sync += [state.eq(IDLE), err.eq(0), done_flag.eq(0), busy_out.eq(0),
                          in_rec.eq(0)]
@@ -581,15 +597,6 @@ class OffloadEngine(wiring.Component):
                             with m.If(framed & (nw > 1)):
                                 m.d.sync += [hold.eq(1), buf.eq(Cat(*xwords[1:])),
                                              left.eq(nw - 1), btl.eq(tlast)]
-                    # Between records the record registers follow the bus word, accepted or not:
-                    # they are read only inside a record (in_rec), which starts with the cycle
-                    # that accepts the header, so they then hold that header's values; their
-                    # enable is one register (in_rec), not the accept decision (uacc, which
-                    # depends on the header checks and the credit: the engine's longest path).
-                    with m.If(~in_rec):
-                        m.d.sync += [first_word.eq(1), rec_len.eq(hdr_len),
-                                     remaining.eq(Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)),
-                                     rem_last.eq(Mux(fmt == SEQ, w_one, w_le8))]
                     with m.If(uacc):
                         with m.If(hdr & ~bad_hdr & ~empty_rec):
                             m.d.sync += in_rec.eq(1)

@@ -43,8 +43,9 @@ a Verilator model runs fast; ``"lut"`` (the default) is what is synthesised.
 Ports (all cores): ``i`` (stream in, never stalls: ``ready`` is always 1), ``o`` (stream out,
 must always be accepted: ``valid`` for one cycle per record), ``seed`` (held stable during a
 batch; derived init values are registered, so allow 2 cycles after a change before the first
-word). Reset: the synchronous ``rst`` clears only ``valid`` and the word counter state; data
-registers need no reset. Latency: ``self.latency`` cycles from a record's last word on ``i`` to
+word). Reset: the synchronous ``rst`` clears only the ``valid`` bits; data registers (the
+accumulators, tail buffers, the word counter, which a record's first word restarts) need none,
+so a reset is a net to a few dozen flip-flops, not thousands. Latency: ``self.latency`` cycles from a record's last word on ``i`` to
 its result on ``o``. Throughput: one input word per cycle, any mix of records.
 """
 
