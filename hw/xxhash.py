@@ -32,7 +32,7 @@ of the tree sits between two registers (``offload.hw.common.ADDER_LEVELS``): 1 g
 chain per stage (most registers and stages), 2 two chained carry chains (about half the stages
 and registers, the slowest stage), ``"csa"`` a carry-save LUT level in front of one carry chain
 (three terms per stage: the stages of 2 for a 64-bit product, nearly the stage delay of 1;
-the default: ``XXH64Core`` 104 MHz on the ECP5-85 with 27k flip-flops, where 1 did not finish
+the default: ``XXH64Core`` 102 MHz on the ECP5-85 with 21k flip-flops, where 1 did not finish
 routing in an hour with 46k). The DSP version (three
 32x32 partial products per 64-bit product) needed ~309 DSP blocks for ``XXH64Core``, more than
 an xc7z020 or an ECP5-85 has. ``multipliers="behavioural"`` (every core) builds the simulation
