@@ -295,7 +295,8 @@ class OffloadEngine(wiring.Component):
         # engine's longest path (routing to every core). The varint encoder (small, fed by the
         # parser without a register) keeps core_clr itself; the cores' inputs come through
         # registers that core_clr clears, and their outputs are ignored while core_rst is set,
-        # so nothing from before the reset gets through in that cycle. In the behavioural (simulation) flavour a
+        # so nothing from before the reset gets through in that cycle. In the behavioural
+        # (simulation) flavour a
         # core also only advances while the current OP uses it, so a cycle-based simulator does
         # not recompute idle pipelines every cycle; the others hold their cleared state and
         # their outputs are not selected, so the ports see the same thing in both flavours. The
@@ -449,7 +450,7 @@ class OffloadEngine(wiring.Component):
         # registers across it into a core's first adder stage was the engine's longest (routing
         # ~80 % of it). The data register loads only while the batch's operator uses the core
         # (a static enable), which also keeps the copies distinct (not merged by synthesis).
-        use_x64, use_x32, use_bz = (op >= 2) & (op <= 6), op == 1, is_bz
+        use_x64, use_x32, use_bz = uses["xxh64"], uses["xxh32"], is_bz
 
         def feed(name: str, port, valid, payload, use, after_core: bool = False) -> None:
             # Cleared by core_clr; behind a core (after_core) also while core_rst still lets
@@ -481,7 +482,7 @@ class OffloadEngine(wiring.Component):
             dv.i.payload.last.eq(last_word), dv.i.payload.empty.eq(empty_rec),
         ]
         # Hash -> post-processing: a register per post core, for the same reason.
-        use_mod, use_fr, use_fid = op == 3, op == 4, (op == 5) | (op == 6)
+        use_mod, use_fr, use_fid = uses["mod"], uses["fastrange"], uses["fid"]
         for j in range(N):
             sfx = "" if j == 0 else f"_l{j}"
             hv, hp = h64[j].o.valid, h64[j].o.payload

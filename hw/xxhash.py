@@ -45,8 +45,8 @@ must always be accepted: ``valid`` for one cycle per record), ``seed`` (held sta
 batch; derived init values are registered, so allow 2 cycles after a change before the first
 word). Reset: the synchronous ``rst`` clears only the ``valid`` bits; data registers (the
 accumulators, tail buffers, the word counter, which a record's first word restarts) need none,
-so a reset is a net to a few dozen flip-flops, not thousands. Latency: ``self.latency`` cycles from a record's last word on ``i`` to
-its result on ``o``. Throughput: one input word per cycle, any mix of records.
+so a reset is a net to a few dozen flip-flops, not thousands. Latency: ``self.latency`` cycles
+from a record's last word on ``i`` to its result on ``o``. Throughput: one input word per cycle, any mix of records.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def xxh64_finalize_depth(stripes: bool, max_words: int, four: bool, max_bytes: i
 
 def _shared_round0(p: Pipe, name: str, feeds, premul: bool = False) -> int:
     """``round(0, x) = rotl(x * P2, 31) * P1`` for several fields of pipe ``p`` in one side
-    pipeline instead of one per field (``premul``: the fields are ``x * P2`` already). ``feeds``: ``(offset, field, active, out)``: the record
+    pipeline instead of one per field (``premul``: the fields are ``x * P2`` already).
+    ``feeds``: ``(offset, field, active, out)``: the record
     at depth ``p.depth + offset`` hands its ``field`` (then dropped) to the side pipeline when
     ``active(p)`` is true (read at that depth), and gets the result back as field ``out`` at
     depth ``p.depth + offset +`` the side pipeline's depth, which is returned. The caller
