@@ -292,8 +292,8 @@ class OffloadEngine(wiring.Component):
         # bits only (``Pipe`` registers and the cores' data registers are reset-less), so the
         # reset reaches a few hundred flip-flops, not the whole datapath. It reaches them a
         # cycle later, from a register (core_rst): as a decode of the AXI-Lite write it was the
-        # engine's longest path (routing to every core). The varint encoder (small, fed by the
-        # parser without a register) keeps core_clr itself; the cores' inputs come through
+        # engine's longest path (routing to every core). The varint encoder keeps core_clr
+        # itself (as does its input skid buffer); the cores' inputs come through
         # registers that core_clr clears, and their outputs are ignored while core_rst is set,
         # so nothing from before the reset gets through in that cycle. In the behavioural
         # (simulation) flavour a
@@ -425,12 +425,14 @@ class OffloadEngine(wiring.Component):
         needs_dv = is_delta & send
         # Registered: the record's next word is its last (remaining == 1), kept with remaining.
         rem_last = Signal()
+        dv_room = Signal()                               # the varint skid buffer has room
+        dv_busy = Signal()                               # a value in the varint path
         unit_ready = Signal()
         tready = Signal()
         beat_acc = Signal()                              # a bus beat is accepted
         uacc = Signal()                                  # the parser takes a word / fixed beat
         m.d.comb += [
-            unit_ready.eq(credit & (dv.i.ready | ~needs_dv)),
+            unit_ready.eq(credit & (dv_room | ~needs_dv)),
             tready.eq(Mux(state == IDLE, 1, (state == RUN) & unit_ready & ~hold)),
             take.eq(tready),
             beat_acc.eq(tvalid & tready),
@@ -475,12 +477,27 @@ class OffloadEngine(wiring.Component):
             feed(f"xxh32_l{j}", h32[j].i, lv, words[j], use_x32)
             feed(f"bucketize_l{j}", bzs[j].i, lv, words[j], use_bz)
         feed("bucketize", bzs[0].i, core_valid, w, use_bz)
-        m.d.comb += [
-            # valid must not depend on ready: use the credit/state terms only
-            dv.i.valid.eq((state == RUN) & wvalid & credit & needs_dv),
-            dv.i.payload.data.eq(w), dv.i.payload.first.eq(beat_first),
-            dv.i.payload.last.eq(last_word), dv.i.payload.empty.eq(empty_rec),
-        ]
+        # The varint encoder has a ready handshake, so its input register is a two-entry skid
+        # buffer: the parser sees a registered ready (dvq_skid_valid clear), and the encoder's
+        # first stage (a 64-bit subtraction) starts at a register next to it rather than at the
+        # parser's (it was the engine's longest path without one). A value taken by the parser
+        # reaches the encoder a cycle later, a value per cycle as before.
+        dvq = Signal.like(dv.i.payload, name="dvq_data", reset_less=True)
+        dvs = Signal.like(dv.i.payload, name="dvq_skid", reset_less=True)
+        dvq_v, dvs_v = Signal(name="dvq_valid"), Signal(name="dvq_skid_valid")
+        dv_in = Signal.like(dv.i.payload, name="dvq_in")
+        m.d.comb += [dv_in.data.eq(w), dv_in.first.eq(beat_first), dv_in.last.eq(last_word),
+                     dv_in.empty.eq(empty_rec), dv_room.eq(~dvs_v)]
+        dv_fire = uacc & needs_dv
+        with m.If(core_clr):
+            m.d.sync += [dvq_v.eq(0), dvs_v.eq(0)]
+        with m.Elif(dv.i.ready | ~dvq_v):
+            m.d.sync += [dvq.eq(Mux(dvs_v, dvs, dv_in)), dvq_v.eq(dvs_v | dv_fire),
+                         dvs_v.eq(0)]
+        with m.Elif(dv_fire):
+            m.d.sync += [dvs.eq(dv_in), dvs_v.eq(1)]
+        m.d.comb += [dv.i.valid.eq(dvq_v), dv.i.payload.eq(dvq),
+                     dv_busy.eq(dvq_v | dvs_v | dv.busy)]
         # Hash -> post-processing: a register per post core, for the same reason.
         use_mod, use_fr, use_fid = uses["mod"], uses["fastrange"], uses["fid"]
         for j in range(N):
@@ -630,7 +647,7 @@ class OffloadEngine(wiring.Component):
                             m.d.sync += [err[ERR["EARLY_TLAST"]].eq(1), state.eq(DRAIN)]
                 with m.Case(DRAIN):
                     # Every complete record has its result in the FIFO and nothing is in flight.
-                    with m.If((done_count == recs_in) & ~dv.busy & ~any_res & ~resq_valid.any()):
+                    with m.If((done_count == recs_in) & ~dv_busy & ~any_res & ~resq_valid.any()):
                         m.d.sync += state.eq(ROLLBACK)
                 with m.Case(ROLLBACK):
                     m.d.sync += state.eq(TRAIL)
