@@ -69,6 +69,16 @@ def boundary_key(raw, dtype):
                                                  Mux(dtype == DTYPE_FLOAT32, f32, f64)))
 
 
+def _boundary_key_sim(raw, dtype):
+    """:func:`boundary_key` for the behavioural flavour: the same key as a 64-bit value XOR a
+    mask (no replicated sign bits, whose shared terms a simulator computes every cycle)."""
+    s32, s64 = raw[31], raw[63]
+    top = Const(1 << 63, 64)
+    value = Mux(dtype[0], raw, Cat(raw[:32], Mux(~dtype[1] & s32, 0xFFFF_FFFF, 0)))
+    flip_f = Mux(dtype[0], Mux(s64, (1 << 63) - 1, 0) ^ top, Mux(s32, 0x7FFF_FFFF, 0) ^ 0x8000_0000)
+    return value ^ Mux(dtype[1], flip_f, top)
+
+
 def x_key(raw, dtype, right):
     """(key, is-NaN) of the value ``x``: :func:`order_key`, except that a float ``x == ±0.0``
     gets the key of ``+0.0`` when ``right`` and the key just below it (that of an unmapped
@@ -99,12 +109,19 @@ def _ge_halves(kx, kb, right):
 
 
 class Bucketize(wiring.Component):
-    """See the module docstring. ``table_depth``: a power of two between 1 and 4096."""
+    """See the module docstring. ``table_depth``: a power of two between 1 and 4096.
 
-    def __init__(self, table_depth: int = 256):
+    ``behavioural`` (simulation flavour): stage R registers the boundary's key instead of the
+    raw boundary and stage C compares with one native ``<=``/``<``: the same counts in the same
+    cycles (``dtype`` is held during a batch), and a Verilator model computes nothing for the
+    core while its enable is low (the key and the split compares were shared terms computed
+    every cycle, outside the enable)."""
+
+    def __init__(self, table_depth: int = 256, behavioural: bool = False):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)
         self._MustUse__silence = False
+        self.behavioural = behavioural
         self.abits = max(1, (table_depth - 1).bit_length())
         self.steps = table_depth.bit_length()           # log2(depth) + 1 lookups
         self.latency = 3 * self.steps + 1
@@ -148,11 +165,15 @@ class Bucketize(wiring.Component):
             m.d.comb += rp.addr.eq(idx[:self.abits])
             p.stage(inb=idx < nb)
             # Stage R: the boundary as read (a DP16KD's clock-to-out is ~5 ns).
-            p.stage(kraw=rp.data)
-            # Stage C: key (two LUT levels) and compare: kx + ~kb + right = kx - kb - (1 -
-            # right) carries out iff (kb <= kx) when right, else (kb < kx); split in 32-bit
-            # halves computed in parallel (three 33-bit chains instead of one 65-bit chain).
-            ge = _ge_halves(p["kx"], boundary_key(p["kraw"], dtype), right)
+            if self.behavioural:
+                p.stage(kraw=_boundary_key_sim(rp.data, dtype))
+                ge = Mux(right, p["kraw"] <= p["kx"], p["kraw"] < p["kx"])
+            else:
+                p.stage(kraw=rp.data)
+                # Stage C: key (two LUT levels) and compare: kx + ~kb + right = kx - kb - (1 -
+                # right) carries out iff (kb <= kx) when right, else (kb < kx); split in 32-bit
+                # halves computed in parallel (three 33-bit chains instead of one 65-bit chain).
+                ge = _ge_halves(p["kx"], boundary_key(p["kraw"], dtype), right)
             pred = p["inb"] & ge
             if final:
                 # Only reached with pos == D - 1 (all earlier lookups below x): count is D.

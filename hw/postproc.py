@@ -49,12 +49,20 @@ class ModPipe(wiring.Component):
 
     Ports: ``i`` In(stream of 64-bit values, always ready), ``o`` Out(stream of 64-bit
     remainders, always ready), ``num_buckets`` In(64).
+
+    ``behavioural`` (simulation flavour, see :data:`~offload.hw.common.MULTIPLIERS`): the
+    remainder is one ``%`` where the first stage reads ``h`` and travels through the same
+    number of registers, so the ports see the same values in the same cycles (``num_buckets``
+    is held while values are in flight). A Verilator model then evaluates one native ``%`` per
+    value instead of 64 wide subtracts per cycle, and nothing at all while the core's enable
+    is low (the subtracts' shared terms were computed every cycle, outside the enable).
     """
 
-    def __init__(self, bits_per_stage: int = 1):
+    def __init__(self, bits_per_stage: int = 1, behavioural: bool = False):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.bits_per_stage = check_choice("bits_per_stage", bits_per_stage, (1, 2))
         self._MustUse__silence = False
+        self.behavioural = behavioural
         self.radix_bits = bits_per_stage           # quotient bits per register stage
         self.latency = 64 // self.radix_bits + 1
         super().__init__({
@@ -75,8 +83,16 @@ class ModPipe(wiring.Component):
             m.d.sync += n3.eq(self.num_buckets + (self.num_buckets << 1))
             mult += [n << 1, n3]
 
-        p = Pipe(m, "mod", valid=self.i.valid, h=self.i.payload, r=Const(0, 64))
         stages = 64 // b
+        if self.behavioural:
+            h = self.i.payload
+            p = Pipe(m, "mod", valid=self.i.valid, r=Mux(n == 0, h, h % n))
+            for _ in range(stages + 1):
+                p.stage()
+            m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["r"])]
+            assert p.depth == self.latency
+            return m
+        p = Pipe(m, "mod", valid=self.i.valid, h=self.i.payload, r=Const(0, 64))
         for s in range(stages):
             r, h = p["r"], p["h"]
             hw = len(h)
@@ -126,11 +142,15 @@ class FastRange(wiring.Component):
     ``valid`` bits matter. The critical path (ECP5) is the unregistered MULT18X18D itself.
 
     Ports: ``i``, ``o`` as :class:`ModPipe`, ``num_buckets`` In(64).
+
+    ``behavioural`` (simulation flavour): the high half as one ``*`` where stage 1 reads ``h``,
+    delayed by the same 4 registers (same values in the same cycles, see :class:`ModPipe`).
     """
 
     latency = 4
 
-    def __init__(self):
+    def __init__(self, behavioural: bool = False):
+        self.behavioural = behavioural
         super().__init__({
             "i": In(stream.Signature(64, always_ready=True)),
             "o": Out(stream.Signature(64, always_ready=True)),
@@ -142,6 +162,12 @@ class FastRange(wiring.Component):
         n = Signal(64, reset_less=True)
         m.d.sync += n.eq(self.num_buckets)
         h = self.i.payload
+        if self.behavioural:
+            p = Pipe(m, "fr", valid=self.i.valid, hi=(h * n)[64:128])
+            for _ in range(self.latency):
+                p.stage()
+            m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["hi"])]
+            return m
         L, N = 16, 4
         prods = {f"p{i}{j}": h[L * i:L * (i + 1)] * n[L * j:L * (j + 1)]
                  for i in range(N) for j in range(N)}

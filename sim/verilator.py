@@ -46,7 +46,9 @@ TOP = "offload_axi"
 VERILATOR_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                   "-Wno-fatal", "-Wno-lint", "-Wno-style")
 CFLAGS = "-std=c++20"
-OPT_FAST = "-O2"
+# The model is a shared library loaded privately (ctypes): its functions need no symbol
+# interposition or PLT stubs, so GCC may inline and call them directly (~5 % per cycle).
+OPT_FAST = "-O2 -fno-semantic-interposition -fno-plt"
 OPT_SLOW = "-O1"
 OPT_GLOBAL = "-O1"
 STATUS_NAMES = {0: "ok", 1: "timeout", 2: "overflow", 3: "stall", 4: "axi-lite timeout"}

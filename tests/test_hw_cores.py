@@ -225,8 +225,8 @@ XENC = dict(ENC)
 XENC[0] = lambda v: v & 0xFFFF_FFFF                      # FIXED4: the low 4 bytes
 
 
-def sim_bucketize(xs, boundaries, dtype, right=True, table_depth=16):
-    dut = Bucketize(table_depth)
+def sim_bucketize(xs, boundaries, dtype, right=True, table_depth=16, dut=None, monitor=None):
+    dut = Bucketize(table_depth) if dut is None else dut
 
     async def load(ctx):
         for i, b in enumerate(boundaries):
@@ -236,7 +236,7 @@ def sim_bucketize(xs, boundaries, dtype, right=True, table_depth=16):
             await ctx.tick()
         ctx.set(dut.table_we, 0)
 
-    return run_flow(dut, [XENC[dtype](x) for x in xs], len(xs), pre=load,
+    return run_flow(dut, [XENC[dtype](x) for x in xs], len(xs), pre=load, monitor=monitor,
                     params={"dtype": dtype, "right": int(right),
                             "num_boundaries": len(boundaries)})[0]
 

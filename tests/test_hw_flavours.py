@@ -7,9 +7,10 @@ same register map. So each check runs both flavours *side by side in one simulat
 stimulus and compares every output port of the two on every cycle (not only the results):
 
 1. Amaranth simulator: every hash core (record cores, fixed cores, lane cores) on records of
-   every boundary length with idle gaps, and ``OffloadEngine(lanes=1)`` on a short batch of
-   every operator with gaps and backpressure (results also checked against golden, so the
-   comparison is not between two idle designs);
+   every boundary length with idle gaps, the post-processing cores (``ModPipe``, ``FastRange``)
+   on edge divisors and ``Bucketize`` on every dtype, and ``OffloadEngine(lanes=1)`` on a short
+   batch of every operator with gaps and backpressure (results also checked against golden, so
+   the comparison is not between two idle designs);
 2. Verilator: both exported flavours (``EngineModel(flavour=...)``) stream the same batches and
    return the same words, the same cycle counts and the same registers after each batch;
 3. a mutation: one behavioural product made one register late fails check 1.
@@ -18,6 +19,7 @@ stimulus and compares every output port of the two on every cycle (not only the 
 from __future__ import annotations
 
 import importlib
+import math
 import random
 
 import numpy as np
@@ -27,13 +29,15 @@ from amaranth.lib import wiring
 
 from offload import golden
 from offload.hw import common
+from offload.hw.bucketize import Bucketize
 from offload.hw.engine import OffloadEngine
 from offload.hw.enginesim import Batch, pack_seq, run_batches, unpack_seq_output
 from offload.hw.lanes import XXH32Lane, XXH64Lane
+from offload.hw.postproc import FastRange, ModPipe
 from offload.hw.simutil import run_flow
 from offload.hw.xxhash import XXH32Core, XXH32Fixed, XXH64Core, XXH64Fixed
 from tests.lengths import BOUNDARY_LENGTHS
-from tests.test_hw_cores import _record_beats, _with_gaps
+from tests.test_hw_cores import FLOATS, _f32, _record_beats, _with_gaps, sim_bucketize
 from tests.test_hw_engine import hash_op_batches
 
 M64 = golden.MASK64
@@ -139,6 +143,44 @@ def test_lane_core_flavours_cycle_identical(cls, model, core, key8):
                       params={"seed": seed, "key8": key8}, monitor=pair.monitor)
     assert res == [model((k & ((1 << 8 * kb) - 1)).to_bytes(kb, "little"), seed) for k in keys]
     _check(pair, len(keys) + latency)
+
+
+@pytest.mark.parametrize("make", [lambda b: ModPipe(1, b), lambda b: ModPipe(2, b), FastRange],
+                         ids=["ModPipe1", "ModPipe2", "FastRange"])
+def test_post_core_flavours_cycle_identical(make):
+    """ModPipe/FastRange: the behavioural flavour's one ``%``/``*`` delayed to the pipeline's
+    depth against the subtract/adder pipelines, on edge divisors (0 included: ``h``)."""
+    rng = random.Random(11)
+    hs = [0, 1, 2, M64, M64 - 1, 1 << 63, (1 << 63) - 1] + [rng.getrandbits(64) for _ in range(12)]
+    for n in [0, 1, 3, 1 << 32, (1 << 63) + 1, M64, rng.getrandbits(64), rng.getrandbits(20)]:
+        pair = _flavours(lambda mul: make(mul == "behavioural"))
+        res, _ = run_flow(pair, _with_gaps(hs, rng, 0.25), len(hs), params={"num_buckets": n},
+                          monitor=pair.monitor)
+        want = ([h % n if n else h for h in hs] if isinstance(pair.a, ModPipe)
+                else [golden.fastrange64(h, n) for h in hs])
+        assert res == want, n
+        _check(pair, len(hs) + pair.a.latency)
+
+
+@pytest.mark.parametrize("dtype", [0, 1, 2, 3])
+def test_bucketize_flavours_cycle_identical(dtype):
+    """Bucketize: the behavioural flavour's registered boundary key and native compare against
+    the raw boundary register and split compares, every dtype, both sides, ±0.0 and NaN."""
+    rng = random.Random(dtype)
+    if dtype in (0, 1):
+        lim = 1 << (31 if dtype == 0 else 63)
+        bounds = sorted({rng.randrange(-lim, lim) for _ in range(9)} | {-lim, -1, 0, lim - 1})
+        xs = bounds + [rng.randrange(-lim, lim) for _ in range(8)] + [-lim, 1, lim - 1]
+    else:
+        conv = _f32 if dtype == 2 else float
+        bounds = sorted({conv(x) for x in (-1e30, -2.5, -1.0, 1.0, 2.5, math.inf)}) + [-0.0]
+        bounds.sort()
+        xs = [conv(x) for x in FLOATS] + [math.nan, -math.nan, conv(0.75), conv(-1e-30)]
+    for right in (True, False):
+        pair = _flavours(lambda mul: Bucketize(16, mul == "behavioural"))
+        res = sim_bucketize(xs, bounds, dtype, right, dut=pair, monitor=pair.monitor)
+        assert res == [golden.bucketize(x, bounds, right) for x in xs], right
+        _check(pair, len(xs) + pair.a.latency)
 
 
 def _latency_of(core_cls, **params) -> int:
