@@ -246,20 +246,13 @@ class OffloadEngine(wiring.Component):
         # ---------------------------------------------------------------- batch state
         IDLE, RUN, DRAIN, ROLLBACK, TRAIL = range(5)
         state = Signal(3)
-        # One-hot copies of the two states the parser's accept decision reads (it has enough
-        # inputs without a 3-bit decode), kept with every transition below.
-        idle, running = Signal(init=1, name="state_idle"), Signal(name="state_run")
-        is_delta = Signal(name="op_is_delta")            # op == 9, loaded with op
         op, fmt, dtype = Signal(4), Signal(2), Signal(2)
-        #: Internal signals a test bench may watch (set by the last elaboration).
-        self.probes = {"state": state, "idle": idle, "running": running, "op": op,
-                       "is_delta": is_delta}
         seed = Signal(64)
         nbuckets = Signal(64)
         slot = Signal(16)
         nbound = Signal(13)
 
-        status = Cat(busy_out | ~idle, done_flag, err != 0)
+        status = Cat(busy_out | (state != IDLE), done_flag, err != 0)
         read_map = {
             "ID": Const(ENGINE_ID, 32), "VERSION": Const(ENGINE_VERSION, 32), "STATUS": status,
             "ERR": err, "DONE_COUNT": done_count, "CAPS": Const(self.caps, 32),
@@ -429,6 +422,7 @@ class OffloadEngine(wiring.Component):
         # is safe with CREDIT_LAG words of margin (a cycle adds at most that many words).
         credit = Signal()
         m.d.sync += credit.eq(fifo.level < (self.fifo_depth - self.SLACK - self.CREDIT_LAG))
+        is_delta = op == 9
         hdr = framed & ~in_rec
         hdr_len = w[:32]
         bad_hdr = hdr & (w_hi | ((fmt == SEQ) & w_long))
@@ -446,10 +440,10 @@ class OffloadEngine(wiring.Component):
         uacc = Signal()                                  # the parser takes a word / fixed beat
         m.d.comb += [
             unit_ready.eq(credit & (dv_room | ~needs_dv)),
-            tready.eq(Mux(idle, 1, running & unit_ready & ~hold)),
+            tready.eq(Mux(state == IDLE, 1, (state == RUN) & unit_ready & ~hold)),
             take.eq(tready),
             beat_acc.eq(tvalid & tready),
-            uacc.eq(running & wvalid & unit_ready),
+            uacc.eq((state == RUN) & wvalid & unit_ready),
         ]
         last_word = Mux(hdr, empty_rec, rem_last)
         complete = uacc & send & (~framed | last_word)
@@ -592,8 +586,8 @@ class OffloadEngine(wiring.Component):
             | ((rop == 5) & (r["SLOT"] >= 1024))
             | ((rop == 6) & (r["SLOT"] >= 32768))
             | (bz_op & (r["NUM_BOUNDARIES"] > self.table_depth)))
-        m.d.comb += core_clr.eq(soft_reset | (start & idle))
-        with m.If(~idle):
+        m.d.comb += core_clr.eq(soft_reset | (start & (state == IDLE)))
+        with m.If(state != IDLE):
             m.d.sync += cycles.eq(cycles + 1)
 
         # The batch ends with this unit: the last record's word (framed) or the beat holding the
@@ -609,8 +603,7 @@ class OffloadEngine(wiring.Component):
                          remaining.eq(Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)),
                          rem_last.eq(Mux(fmt == SEQ, w_one, w_le8))]
         with m.If(soft_reset):
-            m.d.sync += [state.eq(IDLE), idle.eq(1), running.eq(0),
-                         err.eq(0), done_flag.eq(0), busy_out.eq(0),
+            m.d.sync += [state.eq(IDLE), err.eq(0), done_flag.eq(0), busy_out.eq(0),
                          in_rec.eq(0)]
             if N > 1:
                 m.d.sync += [hold.eq(0), extra_pending.eq(0)]
@@ -627,8 +620,6 @@ class OffloadEngine(wiring.Component):
                             done_flag.eq(0), busy_out.eq(1), done_count.eq(0), cycles.eq(0),
                             recs_in.eq(0), in_rec.eq(0),
                             state.eq(Mux(bad_param | (r["COUNT"] == 0), TRAIL, RUN)),
-                            idle.eq(0), running.eq(~bad_param & (r["COUNT"] != 0)),
-                            is_delta.eq(rop == 9),
                         ]
                     with m.Elif(beat_acc):
                         m.d.sync += err[ERR["EXTRA_DATA"]].eq(1)
@@ -660,18 +651,16 @@ class OffloadEngine(wiring.Component):
                             rem.eq(mux_index(n_in, [(rem - k)[:32] for k in range(N + 1)])),
                         ]
                         with m.If(bad_hdr):
-                            m.d.sync += [err[ERR["BAD_HEADER"]].eq(1), state.eq(DRAIN),
-                                         running.eq(0)]
+                            m.d.sync += [err[ERR["BAD_HEADER"]].eq(1), state.eq(DRAIN)]
                         with m.Elif(fin):
                             with m.If(~ulast | extra):
                                 m.d.sync += err[ERR["MISSING_TLAST"]].eq(1)
                             if N > 1:
                                 with m.If(extra):
                                     m.d.sync += extra_pending.eq(1)
-                            m.d.sync += [state.eq(DRAIN), running.eq(0)]
+                            m.d.sync += state.eq(DRAIN)
                         with m.Elif(ulast):
-                            m.d.sync += [err[ERR["EARLY_TLAST"]].eq(1), state.eq(DRAIN),
-                                         running.eq(0)]
+                            m.d.sync += [err[ERR["EARLY_TLAST"]].eq(1), state.eq(DRAIN)]
                 with m.Case(DRAIN):
                     # Every complete record has its result in the FIFO and nothing is in flight.
                     with m.If((done_count == recs_in) & ~dv_busy & ~any_res & ~resq_valid.any()):
@@ -680,7 +669,7 @@ class OffloadEngine(wiring.Component):
                     m.d.sync += state.eq(TRAIL)
                 with m.Case(TRAIL):
                     with m.If(write_trailer):
-                        m.d.sync += [state.eq(IDLE), idle.eq(1), in_rec.eq(0)]
+                        m.d.sync += [state.eq(IDLE), in_rec.eq(0)]
                         if N > 1:
                             # Words of accepted beats after the batch's end: discarded now, after
                             # the trailer (as the 64-bit engine discards them in IDLE).
