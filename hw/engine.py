@@ -370,21 +370,14 @@ class OffloadEngine(wiring.Component):
         take = Signal()                                  # the parser takes the main beat
         m.d.comb += self.s_axis_tready.eq(~skid_v)
         in_fire = self.s_axis_tvalid & ~skid_v
-        # The skid entry follows the bus while it is empty (its enable is its own valid bit,
-        # not the parser's decision); the main entry's data loads with the decision (it must
-        # hold a beat the parser has not taken), its valid bit also clears on SOFT_RESET.
-        slice_move = take | ~main_v
-        with m.If(slice_move):
-            m.d.sync += main.eq(Mux(skid_v, skid, in_beat))
-        with m.If(~skid_v):
-            m.d.sync += skid.eq(in_beat)
         with m.If(soft_reset):
             # Abort: beats already taken from the bus are dropped with the batch.
             m.d.sync += [main_v.eq(0), skid_v.eq(0)]
-        with m.Elif(slice_move):
-            m.d.sync += [main_v.eq(skid_v | in_fire), skid_v.eq(0)]
+        with m.Elif(take | ~main_v):
+            m.d.sync += [main.eq(Mux(skid_v, skid, in_beat)), main_v.eq(skid_v | in_fire),
+                         skid_v.eq(0)]
         with m.Elif(in_fire):
-            m.d.sync += skid_v.eq(1)
+            m.d.sync += [skid.eq(in_beat), skid_v.eq(1)]
         xwords = [main.word_select(j, XW) for j in range(N)]
         words = [x[:64] for x in xwords]
         tlast = main[XW * N]
@@ -496,22 +489,13 @@ class OffloadEngine(wiring.Component):
         m.d.comb += [dv_in.data.eq(w), dv_in.first.eq(beat_first), dv_in.last.eq(last_word),
                      dv_in.empty.eq(empty_rec), dv_room.eq(~dvs_v)]
         dv_fire = uacc & needs_dv
-        # The data registers' enables are local (the encoder's ready, the skid's own valid
-        # bits), not the parser's decision: the skid entry follows the parser's word while it is
-        # empty, so it holds the right value when the fire that fills it happens. (With the
-        # decision in the enable, the parser's state -> credit -> enable of a register next
-        # to the encoder was the routed critical path, 10.23 ns, 8.77 of it routing.)
-        dv_move = dv.i.ready | ~dvq_v
-        with m.If(dv_move):
-            m.d.sync += dvq.eq(Mux(dvs_v, dvs, dv_in))
-        with m.If(~dvs_v):
-            m.d.sync += dvs.eq(dv_in)
         with m.If(core_clr):
             m.d.sync += [dvq_v.eq(0), dvs_v.eq(0)]
-        with m.Elif(dv_move):
-            m.d.sync += [dvq_v.eq(dvs_v | dv_fire), dvs_v.eq(0)]
+        with m.Elif(dv.i.ready | ~dvq_v):
+            m.d.sync += [dvq.eq(Mux(dvs_v, dvs, dv_in)), dvq_v.eq(dvs_v | dv_fire),
+                         dvs_v.eq(0)]
         with m.Elif(dv_fire):
-            m.d.sync += dvs_v.eq(1)
+            m.d.sync += [dvs.eq(dv_in), dvs_v.eq(1)]
         m.d.comb += [dv.i.valid.eq(dvq_v), dv.i.payload.eq(dvq),
                      dv_busy.eq(dvq_v | dvs_v | dv.busy)]
         # Hash -> post-processing: a register per post core, for the same reason.
