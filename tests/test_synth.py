@@ -117,3 +117,21 @@ def test_a_cached_design_is_labelled_as_asked(tmp_path, monkeypatch):
     path.write_text(json.dumps(S.asdict(stored)))
     r = S.cached_result(a, "xc7")
     assert r is not None and r.params == {} and r.lut == 5 and r.cached
+
+
+def test_seed_is_another_cache_entry(tmp_path, monkeypatch, capsys):
+    """nextpnr's placer seed: the default keeps the keys the cache always had; another seed is
+    another entry (the same design placed another way); a bad seed is refused up front."""
+    p = S.DesignPoint.of("FastRange")
+    assert S.design_hash(p, "ecp5", 100.0) == S.design_hash(p, "ecp5", 100.0, 1)
+    assert S.design_hash(p, "ecp5", 100.0, 2) != S.design_hash(p, "ecp5", 100.0)
+    assert S.design_hash(p, "xc7", 100.0, 2) == S.design_hash(p, "xc7", 100.0)   # no placer
+    for bad in (0, -1, True, 2**31, "1"):
+        with pytest.raises(ValueError, match=r"^seed must be an integer between 1 and 2147483647, not "):
+            S.synthesize(p, "ecp5", seed=bad)
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(S, "_run", lambda *a, **k: pytest.fail("a tool was started"))
+    with pytest.raises(SystemExit):
+        S.main(["--core", "FastRange", "--seed", "0", "--cached-only"])
+    assert "seed must be an integer between 1 and 2147483647, not 0" in capsys.readouterr().err
+    assert S.main(["--core", "FastRange", "--seed", "3", "--cached-only", "-q"]) == 0
