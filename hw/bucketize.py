@@ -31,7 +31,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import Pipe, check_pow2
+from .common import MULTIPLIERS, Pipe, check_choice, check_pow2
 
 __all__ = ["Bucketize", "order_key", "boundary_key", "x_key"]
 
@@ -111,17 +111,17 @@ def _ge_halves(kx, kb, right):
 class Bucketize(wiring.Component):
     """See the module docstring. ``table_depth``: a power of two between 1 and 4096.
 
-    ``behavioural`` (simulation flavour): stage R registers the boundary's key instead of the
+    ``multipliers="behavioural"`` (simulation flavour, as the hash cores'): stage R registers the boundary's key instead of the
     raw boundary and stage C compares with one native ``<=``/``<``: the same counts in the same
     cycles (``dtype`` is held during a batch), and a Verilator model computes nothing for the
     core while its enable is low (the key and the split compares were shared terms computed
     every cycle, outside the enable)."""
 
-    def __init__(self, table_depth: int = 256, behavioural: bool = False):
+    def __init__(self, table_depth: int = 256, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)
+        self.behavioural = check_choice("multipliers", multipliers, MULTIPLIERS) == "behavioural"
         self._MustUse__silence = False
-        self.behavioural = behavioural
         self.abits = max(1, (table_depth - 1).bit_length())
         self.steps = table_depth.bit_length()           # log2(depth) + 1 lookups
         self.latency = 3 * self.steps + 1

@@ -282,10 +282,10 @@ class OffloadEngine(wiring.Component):
         x64, x32 = XXH64Core(self.adder_levels, mul), XXH32Core(self.adder_levels, mul)
         h64 = [x64] + [XXH64Lane(x64.latency, self.adder_levels, mul) for _ in range(1, N)]
         h32 = [x32] + [XXH32Lane(x32.latency, self.adder_levels, mul) for _ in range(1, N)]
-        mods = [ModPipe(self.mod_bits_per_stage, mul == "behavioural") for _ in range(N)]
-        frs = [FastRange(mul == "behavioural") for _ in range(N)]
+        mods = [ModPipe(self.mod_bits_per_stage, mul) for _ in range(N)]
+        frs = [FastRange(mul) for _ in range(N)]
         fids = [FidCore() for _ in range(N)]
-        bzs = [Bucketize(self.table_depth, mul == "behavioural") for _ in range(N)]
+        bzs = [Bucketize(self.table_depth, mul) for _ in range(N)]
         dv = DeltaVarintEncoder()
         fifo = CommitFIFO(self.fifo_depth, N)
         # core_clr (START, SOFT_RESET) resets every core; in the pipelines that clears the valid

@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden import FID_LAYOUT
 
-from .common import Pipe, check_choice
+from .common import MULTIPLIERS, Pipe, check_choice
 
 __all__ = ["ModPipe", "FastRange", "FidCore"]
 
@@ -50,7 +50,7 @@ class ModPipe(wiring.Component):
     Ports: ``i`` In(stream of 64-bit values, always ready), ``o`` Out(stream of 64-bit
     remainders, always ready), ``num_buckets`` In(64).
 
-    ``behavioural`` (simulation flavour, see :data:`~offload.hw.common.MULTIPLIERS`): the
+    ``multipliers="behavioural"`` (simulation flavour, see :data:`~offload.hw.common.MULTIPLIERS`): the
     remainder is one ``%`` where the first stage reads ``h`` and travels through the same
     number of registers, so the ports see the same values in the same cycles (``num_buckets``
     is held while values are in flight). A Verilator model then evaluates one native ``%`` per
@@ -58,11 +58,11 @@ class ModPipe(wiring.Component):
     is low (the subtracts' shared terms were computed every cycle, outside the enable).
     """
 
-    def __init__(self, bits_per_stage: int = 1, behavioural: bool = False):
+    def __init__(self, bits_per_stage: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.bits_per_stage = check_choice("bits_per_stage", bits_per_stage, (1, 2))
+        self.behavioural = check_choice("multipliers", multipliers, MULTIPLIERS) == "behavioural"
         self._MustUse__silence = False
-        self.behavioural = behavioural
         self.radix_bits = bits_per_stage           # quotient bits per register stage
         self.latency = 64 // self.radix_bits + 1
         super().__init__({
@@ -143,14 +143,16 @@ class FastRange(wiring.Component):
 
     Ports: ``i``, ``o`` as :class:`ModPipe`, ``num_buckets`` In(64).
 
-    ``behavioural`` (simulation flavour): the high half as one ``*`` where stage 1 reads ``h``,
+    ``multipliers="behavioural"`` (simulation flavour): the high half as one ``*`` where stage 1 reads ``h``,
     delayed by the same 4 registers (same values in the same cycles, see :class:`ModPipe`).
     """
 
     latency = 4
 
-    def __init__(self, behavioural: bool = False):
-        self.behavioural = behavioural
+    def __init__(self, multipliers: str = "lut"):
+        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self.behavioural = check_choice("multipliers", multipliers, MULTIPLIERS) == "behavioural"
+        self._MustUse__silence = False
         super().__init__({
             "i": In(stream.Signature(64, always_ready=True)),
             "o": Out(stream.Signature(64, always_ready=True)),

@@ -145,7 +145,7 @@ def test_lane_core_flavours_cycle_identical(cls, model, core, key8):
     _check(pair, len(keys) + latency)
 
 
-@pytest.mark.parametrize("make", [lambda b: ModPipe(1, b), lambda b: ModPipe(2, b), FastRange],
+@pytest.mark.parametrize("make", [lambda m: ModPipe(1, m), lambda m: ModPipe(2, m), FastRange],
                          ids=["ModPipe1", "ModPipe2", "FastRange"])
 def test_post_core_flavours_cycle_identical(make):
     """ModPipe/FastRange: the behavioural flavour's one ``%``/``*`` delayed to the pipeline's
@@ -153,7 +153,7 @@ def test_post_core_flavours_cycle_identical(make):
     rng = random.Random(11)
     hs = [0, 1, 2, M64, M64 - 1, 1 << 63, (1 << 63) - 1] + [rng.getrandbits(64) for _ in range(12)]
     for n in [0, 1, 3, 1 << 32, (1 << 63) + 1, M64, rng.getrandbits(64), rng.getrandbits(20)]:
-        pair = _flavours(lambda mul: make(mul == "behavioural"))
+        pair = _flavours(make)
         res, _ = run_flow(pair, _with_gaps(hs, rng, 0.25), len(hs), params={"num_buckets": n},
                           monitor=pair.monitor)
         want = ([h % n if n else h for h in hs] if isinstance(pair.a, ModPipe)
@@ -177,7 +177,7 @@ def test_bucketize_flavours_cycle_identical(dtype):
         bounds.sort()
         xs = [conv(x) for x in FLOATS] + [math.nan, -math.nan, conv(0.75), conv(-1e-30)]
     for right in (True, False):
-        pair = _flavours(lambda mul: Bucketize(16, mul == "behavioural"))
+        pair = _flavours(lambda mul: Bucketize(16, mul))
         res = sim_bucketize(xs, bounds, dtype, right, dut=pair, monitor=pair.monitor)
         assert res == [golden.bucketize(x, bounds, right) for x in xs], right
         _check(pair, len(xs) + pair.a.latency)
@@ -233,7 +233,8 @@ def test_multipliers_parameter_is_validated():
     for make in (lambda: XXH64Core(multipliers="dsp"), lambda: XXH32Core(multipliers="dsp"),
                  lambda: XXH64Fixed(8, multipliers="dsp"), lambda: XXH32Fixed(4, multipliers="dsp"),
                  lambda: XXH64Lane(100, multipliers="dsp"), lambda: XXH32Lane(100, multipliers="dsp"),
-                 lambda: OffloadEngine(multipliers="dsp")):
+                 lambda: OffloadEngine(multipliers="dsp"), lambda: ModPipe(1, multipliers="dsp"),
+                 lambda: FastRange(multipliers="dsp"), lambda: Bucketize(16, multipliers="dsp")):
         with pytest.raises(ValueError) as e:
             make()
         assert str(e.value) == msg
