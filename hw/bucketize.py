@@ -111,8 +111,8 @@ def _ge_halves(kx, kb, right):
 class Bucketize(wiring.Component):
     """See the module docstring. ``table_depth``: a power of two between 1 and 4096.
 
-    ``multipliers="behavioural"`` (simulation flavour, as the hash cores'): stage R registers the boundary's key instead of the
-    raw boundary and stage C compares with one native ``<=``/``<``: the same counts in the same
+    ``multipliers="behavioural"`` (simulation flavour, as the hash cores'): stage R
+    registers the boundary's key instead of the raw boundary and stage C compares with one native ``<=``/``<``: the same counts in the same
     cycles (``dtype`` is held during a batch), and a Verilator model computes nothing for the
     core while its enable is low (the key and the split compares were shared terms computed
     every cycle, outside the enable)."""

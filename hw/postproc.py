@@ -50,7 +50,8 @@ class ModPipe(wiring.Component):
     Ports: ``i`` In(stream of 64-bit values, always ready), ``o`` Out(stream of 64-bit
     remainders, always ready), ``num_buckets`` In(64).
 
-    ``multipliers="behavioural"`` (simulation flavour, see :data:`~offload.hw.common.MULTIPLIERS`): the
+    ``multipliers="behavioural"`` (simulation flavour, see
+    :data:`~offload.hw.common.MULTIPLIERS`): the
     remainder is one ``%`` where the first stage reads ``h`` and travels through the same
     number of registers, so the ports see the same values in the same cycles (``num_buckets``
     is held while values are in flight). A Verilator model then evaluates one native ``%`` per
@@ -143,8 +144,8 @@ class FastRange(wiring.Component):
 
     Ports: ``i``, ``o`` as :class:`ModPipe`, ``num_buckets`` In(64).
 
-    ``multipliers="behavioural"`` (simulation flavour): the high half as one ``*`` where stage 1 reads ``h``,
-    delayed by the same 4 registers (same values in the same cycles, see :class:`ModPipe`).
+    ``multipliers="behavioural"`` (simulation flavour): the high half as one ``*`` where
+    stage 1 reads ``h``, delayed by the same 4 registers (same values in the same cycles, see :class:`ModPipe`).
     """
 
     latency = 4

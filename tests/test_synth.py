@@ -127,7 +127,8 @@ def test_seed_is_another_cache_entry(tmp_path, monkeypatch, capsys):
     assert S.design_hash(p, "ecp5", 100.0, 2) != S.design_hash(p, "ecp5", 100.0)
     assert S.design_hash(p, "xc7", 100.0, 2) == S.design_hash(p, "xc7", 100.0)   # no placer
     for bad in (0, -1, True, 2**31, "1"):
-        with pytest.raises(ValueError, match=r"^seed must be an integer between 1 and 2147483647, not "):
+        with pytest.raises(ValueError,
+                           match=r"^seed must be an integer between 1 and 2147483647, not "):
             S.synthesize(p, "ecp5", seed=bad)
     monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(S, "_run", lambda *a, **k: pytest.fail("a tool was started"))
