@@ -61,11 +61,12 @@ from .bucketize import Bucketize
 from .common import ADDER_LEVELS, MULTIPLIERS, check_choice, check_pow2, mux_index
 from .fifo import SEQ_DATA, SEQ_HEADER, TRAILER, CommitFIFO
 from .lanes import XXH32Lane, XXH64Lane
-from .postproc import FastRange, FidCore, ModPipe
+from .postproc import FastRange, FidCore, ModPipe, ModReciprocal
 from .varint import DeltaVarintEncoder
 from .xxhash import XXH32Core, XXH64Core
 
-__all__ = ["OffloadEngine", "REG", "ERR", "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "LANES"]
+__all__ = ["OffloadEngine", "REG", "ERR", "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "LANES",
+           "MODULO"]
 
 ENGINE_ID = 0x0FF10AD0
 ENGINE_VERSION = 0x00010001      # wire format 1.1 (1.0 + SEQ_MAX)
@@ -84,6 +85,8 @@ FIXED8, FIXED4, VAR, SEQ = 0, 1, 2, 3
 OPS_BUILT = tuple(range(1, 10))
 #: Bus widths built: 64-bit words per beat.
 LANES = (1, 2, 4)
+#: Cores of ``hash_bucket``'s ``mod`` method (the ``modulo`` parameter).
+MODULO = ("reciprocal", "restoring")
 
 
 def _latency(core) -> int:
@@ -102,7 +105,11 @@ class OffloadEngine(wiring.Component):
       ``BAD_HEADER``. Its whole encoding, plus a partly filled output beat, must fit in the FIFO
       below the credit limit:
       ``lanes + 1 + ceil(10*seq_max/8) <= fifo_depth - SLACK - CREDIT_LAG``;
-    * ``mod_bits_per_stage``: quotient bits per stage of the ``mod`` pipeline (1 or 2);
+    * ``modulo``: the core of ``hash_bucket``'s ``mod`` method: ``"reciprocal"`` (the default:
+      :class:`~offload.hw.postproc.ModReciprocal`, a reciprocal computed when the batch starts,
+      then two multiplies on DSP blocks, latency 12) or ``"restoring"``
+      (:class:`~offload.hw.postproc.ModPipe`, a quotient bit per stage, no DSP, ~5x the logic);
+    * ``mod_bits_per_stage``: quotient bits per stage of the ``"restoring"`` pipeline (1 or 2);
     * ``adder_levels``: adder levels per pipeline stage of the hash cores' constant multipliers
       (``offload.hw.common.ADDER_LEVELS``: 1, one carry chain per stage; 2, two, with about
       half the stages and registers; ``"csa"``, a carry-save level and one carry chain);
@@ -126,17 +133,21 @@ class OffloadEngine(wiring.Component):
 
     def __init__(self, *, table_depth: int = 256, fifo_depth: int = 2048, seq_max: int = 1024,
                  mod_bits_per_stage: int = 1, lanes: int = 1, adder_levels: int | str = "csa",
-                 multipliers: str = "lut"):
+                 multipliers: str = "lut", modulo: str = "reciprocal"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)
         self.fifo_depth = check_pow2("fifo_depth", fifo_depth, 256, 65536)
         self.mod_bits_per_stage = check_choice("mod_bits_per_stage", mod_bits_per_stage, (1, 2))
+        self.modulo = check_choice("modulo", modulo, MODULO)
+        if modulo != "restoring" and mod_bits_per_stage != 1:
+            raise ValueError(f"mod_bits_per_stage applies to modulo='restoring' only, not to "
+                             f"modulo={modulo!r}")
         self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.lanes = check_choice("lanes", lanes, LANES)
         # In-flight results: the longest path from the input to the FIFO, from the cores that
         # are built (their pipelines change depth with Fmax work; the credit follows).
-        hash_post = max(_latency(ModPipe(mod_bits_per_stage)), _latency(FastRange()),
+        hash_post = max(_latency(self._mod_core("lut")), _latency(FastRange()),
                         _latency(FidCore()))
         # Plus the engine's registers at the cores' boundaries (see elaborate): one in front
         # of every core, one between the hash and its post-processing, one before the FIFO.
@@ -183,6 +194,11 @@ class OffloadEngine(wiring.Component):
             "s_axi_rdata": Out(32), "s_axi_rresp": Out(2), "s_axi_rvalid": Out(1),
             "s_axi_rready": In(1),
         })
+
+    def _mod_core(self, multipliers: str):
+        if self.modulo == "restoring":
+            return ModPipe(self.mod_bits_per_stage, multipliers)
+        return ModReciprocal(multipliers)
 
     def elaborate(self, platform):
         m = Module()
@@ -282,7 +298,16 @@ class OffloadEngine(wiring.Component):
         x64, x32 = XXH64Core(self.adder_levels, mul), XXH32Core(self.adder_levels, mul)
         h64 = [x64] + [XXH64Lane(x64.latency, self.adder_levels, mul) for _ in range(1, N)]
         h32 = [x32] + [XXH32Lane(x32.latency, self.adder_levels, mul) for _ in range(1, N)]
-        mods = [ModPipe(self.mod_bits_per_stage, mul) for _ in range(N)]
+        mods = [self._mod_core(mul) for _ in range(N)]
+        # ModReciprocal needs num_buckets stable ``setup`` cycles before its first value. Its
+        # copy (nb_mod below) changes the cycle after START's, two cycles after START; the
+        # first word the parser takes (in START's next cycle) reaches the mod core through its
+        # input register, XXH64Core and the register between them: x64.latency + 1 cycles
+        # after nb_mod changed. (The cores' reset, a cycle after START, restarts the
+        # reciprocal too, earlier than that.)
+        if isinstance(mods[0], ModReciprocal) and mods[0].setup > x64.latency + 1:
+            raise AssertionError(f"ModReciprocal.setup ({mods[0].setup}) exceeds the hash "
+                                 f"pipeline in front of it ({x64.latency + 1} cycles)")
         frs = [FastRange(mul) for _ in range(N)]
         fids = [FidCore() for _ in range(N)]
         bzs = [Bucketize(self.table_depth, mul) for _ in range(N)]

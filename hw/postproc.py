@@ -1,5 +1,9 @@
 """Post-processing cores on a stream of XXH64 values: ``hash_bucket`` (mod / fastrange) and ``fid``.
 
+``h % num_buckets`` has two cores: :class:`ModReciprocal` (a reciprocal computed in hardware
+when ``num_buckets`` changes, then two multiplies on DSP blocks per value: the engine's
+default) and :class:`ModPipe` (a restoring subtract pipeline, no DSP, 5x the logic).
+
 All are flow-through pipelines (input always ready, output must always be taken), one value per
 cycle, bit-exact with :func:`offload.golden.hash_bucket` and :func:`offload.golden.fid`.
 Parameters (``num_buckets``, ``slot``) are ports held stable during a batch.
@@ -18,7 +22,9 @@ from offload.golden import FID_LAYOUT
 
 from .common import MULTIPLIERS, Pipe, check_choice
 
-__all__ = ["ModPipe", "FastRange", "FidCore"]
+M64 = (1 << 64) - 1
+
+__all__ = ["ModPipe", "ModReciprocal", "FastRange", "FidCore", "reciprocal"]
 
 
 class ModPipe(wiring.Component):
@@ -214,6 +220,203 @@ class FastRange(wiring.Component):
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["hi"])]
         assert p.depth == self.latency
         return m
+#: Shift amounts of :class:`ModReciprocal`'s normalisation steps, one per cycle.
+_NORM_SHIFTS = (32, 16, 8, 4, 2, 1)
+
+
+def reciprocal(n: int) -> tuple[int, int]:
+    """The reciprocal :class:`ModReciprocal` computes for a divisor ``1 <= n < 2**64``, as the
+    hardware does it: ``(m, s)`` with ``s`` the leading zeros of ``n`` and
+    ``m = floor((2**(127 - s) - 1) / n) < 2**64``. A model of the hardware's steps, so tests
+    can check each one; ``h % n`` is then :func:`mod_by_reciprocal`."""
+    if not 1 <= n < 1 << 64:
+        raise ValueError(f"n must be between 1 and 2**64 - 1, not {n!r}")
+    nn, s = n, 0
+    for k in _NORM_SHIFTS:                      # normalise: nn = n << s has its top bit set
+        if nn >> (64 - k) == 0:
+            nn, s = (nn << k) & M64, s | k
+    # (2**(127 - s) - 1) / n == (2**127 - 2**s) / nn: a 127-bit dividend whose bits s..126 are
+    # set, divided two quotient bits per step. Its top 63 bits (2**63 - 1) are below nn, so the
+    # quotient has 64 bits: 32 steps.
+    r, q = (1 << 63) - 1, 0
+    for i in range(63, 0, -2):
+        big = r << 2 | (i >= s) << 1 | (i - 1 >= s)
+        k = min(3, big // nn)
+        r, q = big - k * nn, q << 2 | k
+    return q, s
+
+
+def mod_by_reciprocal(h: int, n: int) -> int:
+    """``h % n`` as :class:`ModReciprocal` computes it: ``q = ((h * m) >> 64) >> (63 - s)`` is
+    ``h // n`` or one less, so ``h - q * n`` (never negative, at most ``h``: 64 bits) needs at
+    most one subtraction of ``n``."""
+    if n == 0:
+        return h
+    m, s = reciprocal(n)
+    r = h - (((h * m) >> 64) >> (63 - s)) * n
+    assert 0 <= r < 2 * n
+    return r - n if r >= n else r
+
+
+class ModReciprocal(wiring.Component):
+    """``h % num_buckets`` for any 64-bit ``num_buckets >= 1``, exact, one value per cycle, by a
+    reciprocal: Barrett reduction with the reciprocal computed by the core itself.
+
+    When ``num_buckets`` changes (or after reset), a small sequential unit computes
+    ``m = floor((2**(127 - s) - 1) / n)`` with ``s`` the leading zeros of ``n``
+    (:func:`reciprocal`): 6 normalisation steps, then a radix-4 restoring division, 32 steps of
+    three parallel 66-bit compare-subtracts: :attr:`setup` cycles in all. Per value, a
+    pipeline with no loop computes ``q = ((h * m) >> 64) >> (63 - s)``, which is ``h // n`` or
+    one less for every ``h < 2**64`` (the error of ``m`` times ``h`` is below 1), so
+    ``r = h - q * n`` is in ``[0, 2n)`` and one conditional subtraction finishes it
+    (:func:`mod_by_reciprocal`). The two multiplies run on DSP blocks: ``h * m``'s high half is
+    a :class:`FastRange` (16 limb products), ``q * n``'s low half 10 limb products (16x16,
+    limbs ``i + j <= 3``) summed by carry-save levels. :class:`ModPipe` resolves one quotient
+    bit per stage instead: no DSP, but 64 subtract stages (~8k LUT4 on ECP5, 5x this core).
+
+    ``num_buckets`` must be stable :attr:`setup` cycles before the first value and while values
+    are in flight (the engine loads it at START, and its first value needs the hash pipeline's
+    latency to arrive, which the engine checks at elaboration). ``num_buckets == 0`` gives ``h``
+    (the engine rejects it with BAD_PARAM before a batch starts).
+
+    Stages: the :class:`FastRange` (4), the variable shift (2: 8-bit then 1-bit steps), the
+    limb products (1, registered), two carry-save stages (7 -> 4 -> 2 rows), ``q * n`` (one
+    carry chain), ``h - q * n`` (one), the correction (one subtract and a mux): latency
+    :attr:`latency` = 12, one value per cycle, no stall. Reset: the valid bits, and a
+    ``stale`` flag that restarts the reciprocal (the data registers are reset-less).
+
+    Ports: ``i`` In(stream of 64-bit values, always ready), ``o`` Out(stream of 64-bit
+    remainders, always ready), ``num_buckets`` In(64).
+
+    ``multipliers="behavioural"`` (simulation flavour, see
+    :data:`~offload.hw.common.MULTIPLIERS`): one ``%`` where the first stage reads ``h``,
+    carried through the same number of registers; the ports see the same values in the same
+    cycles once ``num_buckets`` has been stable for :attr:`setup` cycles (no reciprocal unit).
+    """
+
+    latency = 12
+    #: cycles from a change of ``num_buckets`` to the first value that uses it: its register,
+    #: the restart, 6 normalisation steps, the multiple ``3n``, 32 division steps, and the
+    #: FastRange's register of ``m``.
+    setup = 1 + 1 + len(_NORM_SHIFTS) + 1 + 32 + 1
+
+    def __init__(self, multipliers: str = "lut"):
+        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self.behavioural = check_choice("multipliers", multipliers, MULTIPLIERS) == "behavioural"
+        self._MustUse__silence = False
+        super().__init__({
+            "i": In(stream.Signature(64, always_ready=True)),
+            "o": Out(stream.Signature(64, always_ready=True)),
+            "num_buckets": In(64),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n_in = Signal(64, reset_less=True)              # the port, registered
+        m.d.sync += n_in.eq(self.num_buckets)
+        h = self.i.payload
+        if self.behavioural:
+            p = Pipe(m, "mr", valid=self.i.valid, r=Mux(n_in == 0, h, h % n_in))
+            for _ in range(self.latency):
+                p.stage()
+            m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["r"])]
+            return m
+
+        # ---- the reciprocal unit (sequential; only runs after num_buckets changes)
+        n = Signal(64, name="mr_n", reset_less=True)    # the divisor m is (being) computed for
+        stale = Signal(init=1)                          # restart after reset
+        nn = Signal(64, name="mr_nn", reset_less=True)  # n normalised
+        s = Signal(6, name="mr_s", reset_less=True)     # n's leading zeros
+        n3 = Signal(66, name="mr_n3", reset_less=True)  # 3 * nn
+        r = Signal(64, name="mr_rem", reset_less=True)  # the division's partial remainder
+        q = Signal(64, name="mr_m", reset_less=True)    # the quotient: m when done
+        i = Signal(6, name="mr_i", reset_less=True)     # dividend bit of the step (63, 61, ..)
+        step = Signal(range(len(_NORM_SHIFTS)), reset_less=True)
+        NORM, PREP, DIV, DONE = range(4)
+        phase = Signal(2, reset_less=True)
+        with m.If(stale | (n_in != n)):
+            m.d.sync += [n.eq(n_in), nn.eq(n_in), s.eq(0), step.eq(0), phase.eq(NORM),
+                         stale.eq(0)]
+        with m.Else():
+            with m.Switch(phase):
+                with m.Case(NORM):
+                    with m.Switch(step):
+                        for k_i, k in enumerate(_NORM_SHIFTS):
+                            with m.Case(k_i):
+                                with m.If(nn[64 - k:] == 0):
+                                    m.d.sync += [nn.eq(nn << k), s.eq(s | k)]
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == len(_NORM_SHIFTS) - 1):
+                        m.d.sync += phase.eq(PREP)
+                with m.Case(PREP):
+                    m.d.sync += [n3.eq(nn + (nn << 1)), r.eq((1 << 63) - 1), i.eq(63),
+                                 phase.eq(DIV)]
+                with m.Case(DIV):
+                    big = Cat(i - 1 >= s, i >= s, r)                  # 4r + two dividend bits
+                    d = [big - nn, big - (nn << 1), big - n3]         # 67 bits; top = borrow
+                    ge = [~x[66] for x in d]                          # thermometer in k
+                    m.d.sync += [
+                        r.eq(Mux(ge[1], Mux(ge[2], d[2][:64], d[1][:64]),
+                                 Mux(ge[0], d[0][:64], big[:64]))),
+                        q.eq(Cat(ge[0] & ~ge[1] | ge[2], ge[1], q[:62])),
+                        i.eq(i - 2),
+                    ]
+                    with m.If(i == 1):
+                        m.d.sync += phase.eq(DONE)
+
+        # ---- per value: q = ((h * m) >> 64) >> (63 - s), r = h - q * n, one correction
+        fr = FastRange()
+        m.submodules.recip_mul = fr
+        m.d.comb += [fr.num_buckets.eq(q), fr.i.valid.eq(self.i.valid), fr.i.payload.eq(h)]
+        sh = ~s                                          # 63 - s
+        zero = Signal(reset_less=True)
+        m.d.sync += zero.eq(n == 0)
+        p = Pipe(m, "mr", valid=self.i.valid, h=h)
+        for _ in range(FastRange.latency):
+            p.stage()
+        hi = fr.o.payload
+        p.stage(q8=hi >> Cat(Const(0, 3), sh[3:]))          # 0, 8, .., 56
+        p.stage(drop=["q8"], q=p["q8"] >> sh[:3])           # 0..7
+        L = 16
+        prods = {(a, b): (p["q"][L * a:L * a + L] * n[L * b:L * b + L])
+                 for a in range(4) for b in range(4) if a + b <= 3}
+        p.stage(drop=["q"], **{f"p{a}{b}": v for (a, b), v in prods.items()})
+        # Rows of the truncated 64-bit sum: products on diagonals that differ by 2 or more
+        # share a row (a product on diagonal d covers bits 16d .. 16d + 31).
+        rows: list[dict[int, Value]] = []
+        for (a, b) in prods:
+            dg = a + b
+            for row in rows:
+                if all(abs(dg - e) >= 2 for e in row):
+                    row[dg] = p[f"p{a}{b}"]
+                    break
+            else:
+                rows.append({dg: p[f"p{a}{b}"]})
+        vals = []
+        for row in rows:
+            v = Const(0, 64)
+            for dg, prod in row.items():
+                v = v | (prod << (L * dg))[:64]
+            vals.append(v)
+        assert len(vals) == 7
+        W = 64
+        s0, c0 = _csa(vals[0], vals[1], vals[2], W)
+        s1, c1 = _csa(vals[3], vals[4], vals[5], W)
+        s2, c2 = _csa(s0, c0, s1, W)
+        p.stage(drop=[f"p{a}{b}" for (a, b) in prods], a=s2, b=c2, c=c1, d=vals[6])
+        s3, c3 = _csa(p["a"], p["b"], p["c"], W)
+        s4, c4 = _csa(s3, c3, p["d"], W)
+        p.stage(drop=["a", "b", "c", "d"], x=s4, y=c4)
+        p.stage(drop=["x", "y"], qn=(p["x"] + p["y"])[:64])
+        p.stage(drop=["qn"], r=(p["h"] - p["qn"])[:64])          # in [0, 2n): fits 64 bits
+        rr = p["r"]
+        dn = rr - n                                               # 65 bits; top = borrow
+        p.stage(drop=["r", "h"], res=Mux(zero, p["h"], Mux(dn[64], rr, dn[:64])))
+        m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["res"])]
+        assert p.depth == self.latency
+        return m
+
+
 class FidCore(wiring.Component):
     """Monolith feature id: ``slot << sig_bits | h & (2**sig_bits - 1)`` with the layout of
     ``golden.FID_LAYOUT[version]``; ``version`` (1 or 2) is a port so one core serves OP 5 and 6.

@@ -49,16 +49,16 @@ ECP5_DEVICE = ("--85k", "--package", "CABGA381")
 def _cores() -> dict[str, Callable[..., Any]]:
     from .bucketize import Bucketize
     from .engine import OffloadEngine
-    from .postproc import FastRange, ModPipe
+    from .postproc import FastRange, ModPipe, ModReciprocal
     from .varint import DeltaVarintEncoder
     from .xxhash import XXH32Core, XXH64Core, XXH64Fixed
     return {"XXH64Fixed": XXH64Fixed, "XXH64Core": XXH64Core, "XXH32Core": XXH32Core,
-            "ModPipe": ModPipe, "FastRange": FastRange, "Bucketize": Bucketize,
+            "ModPipe": ModPipe, "ModReciprocal": ModReciprocal, "FastRange": FastRange, "Bucketize": Bucketize,
             "DeltaVarintEncoder": DeltaVarintEncoder, "OffloadEngine": OffloadEngine}
 
 
-CORES = ("XXH64Fixed", "XXH64Core", "XXH32Core", "ModPipe", "FastRange", "Bucketize",
-         "DeltaVarintEncoder", "OffloadEngine")
+CORES = ("XXH64Fixed", "XXH64Core", "XXH32Core", "ModPipe", "ModReciprocal", "FastRange",
+         "Bucketize", "DeltaVarintEncoder", "OffloadEngine")
 
 #: ``adder_levels`` of the hash cores (``offload.hw.common.ADDER_LEVELS``, not imported here so
 #: that reading the grids does not load Amaranth).
@@ -71,6 +71,7 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "XXH64Core": [{}, {"adder_levels": 1}, {"adder_levels": 2}],
         "XXH32Core": [{}],
         "ModPipe": [{"bits_per_stage": 1}, {"bits_per_stage": 2}],
+        "ModReciprocal": [{}],
         "FastRange": [{}],
         "Bucketize": [{"table_depth": 16}, {"table_depth": 256}],
         "DeltaVarintEncoder": [{}],
@@ -81,11 +82,13 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "XXH64Core": [{"adder_levels": a} for a in _LEVELS],
         "XXH32Core": [{"adder_levels": a} for a in _LEVELS],
         "ModPipe": [{"bits_per_stage": b} for b in (1, 2)],
+        "ModReciprocal": [{}],
         "FastRange": [{}],
         "Bucketize": [{"table_depth": d} for d in (16, 64, 256, 1024)],
         "DeltaVarintEncoder": [{}],
         "OffloadEngine": [{}, {"adder_levels": 2}, {"adder_levels": "csa"}, {"lanes": 2}, {"lanes": 4},
-                          {"mod_bits_per_stage": 2}, {"table_depth": 1024},
+                          {"modulo": "restoring"},
+                          {"modulo": "restoring", "mod_bits_per_stage": 2}, {"table_depth": 1024},
                           {"table_depth": 64, "fifo_depth": 512, "seq_max": 256}],
     },
 }

@@ -14,7 +14,10 @@ import pytest
 
 from offload import golden
 from offload.hw.bucketize import Bucketize
-from offload.hw.postproc import FastRange, FidCore, ModPipe
+from offload.hw.postproc import (FastRange, FidCore, ModPipe, ModReciprocal, mod_by_reciprocal,
+                                 reciprocal)
+from amaranth.sim import Simulator
+
 from offload.hw.simutil import run_flow, run_handshake
 from offload.hw.varint import DeltaVarintEncoder
 from offload.hw.xxhash import XXH32Core, XXH32Fixed, XXH64Core, XXH64Fixed
@@ -143,6 +146,11 @@ def sim_mod(hs, n, bits_per_stage=1):
     return run_flow(ModPipe(bits_per_stage), hs, len(hs), params={"num_buckets": n})[0]
 
 
+def sim_mod_reciprocal(hs, n, settle=ModReciprocal.setup):
+    """``ModReciprocal`` with ``num_buckets`` set ``settle`` cycles before the first value."""
+    return run_flow(ModReciprocal(), hs, len(hs), params={"num_buckets": n}, settle=settle)[0]
+
+
 def sim_fastrange(hs, n):
     return run_flow(FastRange(), hs, len(hs), params={"num_buckets": n})[0]
 
@@ -150,6 +158,7 @@ def sim_fastrange(hs, n):
 @pytest.mark.parametrize("n", [1, 2, 3, 1000, 12345678901234567, (1 << 63) - 1, 1 << 63])
 def test_mod_and_fastrange(n):
     assert sim_mod(HASHES, n) == [h % n for h in HASHES]
+    assert sim_mod_reciprocal(HASHES, n) == [h % n for h in HASHES]
     assert sim_fastrange(HASHES, n) == [golden.fastrange64(h, n) for h in HASHES]
 
 
@@ -163,6 +172,7 @@ def test_hash_bucket_composed():
     recs = _records(random.Random(8), [0, 4, 8, 33])
     hs = sim_xxh64(recs, 3)
     assert sim_mod(hs, 97) == [golden.hash_bucket(r, 97, 3, "mod") for r in recs]
+    assert sim_mod_reciprocal(hs, 97) == [golden.hash_bucket(r, 97, 3, "mod") for r in recs]
     assert sim_fastrange(hs, 97) == [golden.hash_bucket(r, 97, 3, "fastrange") for r in recs]
 
 
@@ -190,6 +200,66 @@ def test_mod_every_radix_edge_divisors(bits_per_stage):
         assert sim_mod(EDGE_HASHES, n, bits_per_stage) == [h % n for h in EDGE_HASHES], n
 
 
+def test_mod_reciprocal_edge_divisors():
+    for n in MOD_NS + [0]:
+        assert sim_mod_reciprocal(EDGE_HASHES, n) == [h % n if n else h for h in EDGE_HASHES], n
+
+
+def test_reciprocal_model_is_barrett_exact():
+    """The model of ModReciprocal's steps: ``m`` is the documented reciprocal, and the one
+    correction suffices for every divisor shape (all 64 bit lengths, powers of two and their
+    neighbours, random) on values at and around multiples of ``n``."""
+    rng = random.Random(12)
+    ns = ([1 << k for k in range(64)] + [(1 << k) + 1 for k in range(64)]
+          + [(1 << k) - 1 for k in range(2, 65)] + [rng.getrandbits(rng.randint(1, 64)) | 1
+                                                     for _ in range(400)])
+    for n in ns:
+        m, s = reciprocal(n)
+        assert n << s >> 63 == 1 and n << s < 1 << 64
+        assert m == ((1 << (127 - s)) - 1) // n < 1 << 64
+        xs = [0, 1, M64, M64 - 1, rng.getrandbits(64)]
+        xs += [v for k in (1, 2, rng.getrandbits(20)) for d in (-1, 0, 1)
+               if 0 <= (v := n * k + d) <= M64]
+        assert [mod_by_reciprocal(x, n) for x in xs] == [x % n for x in xs], n
+    with pytest.raises(ValueError, match=r"^n must be between 1 and 2\*\*64 - 1, not 0$"):
+        reciprocal(0)
+
+
+def test_mod_reciprocal_setup_is_exact():
+    """``setup`` is the exact wait after ``num_buckets`` is set: a cycle less and values near
+    2**64 use a reciprocal still being computed; a change between two groups of values, with
+    ``setup`` idle cycles in between, gives each group its own divisor."""
+    hs = [M64, M64 - 1, 12345]
+    assert sim_mod_reciprocal(hs, 3) == [h % 3 for h in hs]
+    assert sim_mod_reciprocal(hs, 3, settle=ModReciprocal.setup - 1) != [h % 3 for h in hs]
+    dut = ModReciprocal()
+    got = []
+
+    async def bench(ctx):
+        for n in (7, (1 << 63) + 5, 1):
+            ctx.set(dut.num_buckets, n)
+            ctx.set(dut.i.valid, 0)
+            await ctx.tick().repeat(ModReciprocal.setup)
+            for h in hs:
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, h)
+                await ctx.tick()
+            ctx.set(dut.i.valid, 0)
+            await ctx.tick().repeat(dut.latency + 1)
+
+    async def collect(ctx):
+        async for _clk, _rst, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):
+            if valid:
+                got.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.add_testbench(collect, background=True)
+    sim.run()
+    assert got == [h % n for n in (7, (1 << 63) + 5, 1) for h in hs]
+
+
 def test_fastrange_edge_values():
     for n in [0, 1, 2, M64, M64 - 1, 1 << 63, (1 << 63) - 1] + MOD_NS[-6:]:
         assert sim_fastrange(EDGE_HASHES, n) == [golden.fastrange64(h, n) for h in EDGE_HASHES], n
@@ -197,6 +267,7 @@ def test_fastrange_edge_values():
 
 @pytest.mark.parametrize("make,params", [
     (lambda: ModPipe(1), {"num_buckets": 7}), (lambda: ModPipe(2), {"num_buckets": 7}),
+    (ModReciprocal, {"num_buckets": 7}),
     (FastRange, {"num_buckets": 7}),
     (FidCore, {"slot": 3, "version": 2}),
 ])
@@ -205,9 +276,12 @@ def test_postproc_latency_attribute_is_exact(make, params):
     t + latency, one per cycle, idle cycles preserved."""
     dut = make()
     beats = [5, 6, None, 7, None, None, 8]
-    _, when = run_flow(dut, beats, 4, params=params, settle=3)
+    settle = getattr(dut, "setup", 3)
+    res, when = run_flow(dut, beats, 4, params=params, settle=settle)
     entered = [i for i, b in enumerate(beats) if b is not None]
-    assert when == [3 + 1 + dut.latency + i for i in entered]
+    assert when == [settle + 1 + dut.latency + i for i in entered]
+    if "num_buckets" in params:
+        assert res == [b % 7 for b in beats if b is not None] or isinstance(dut, FastRange)
 
 
 # ------------------------------------------------------------------------------ bucketize

@@ -33,7 +33,7 @@ from offload.hw.bucketize import Bucketize
 from offload.hw.engine import OffloadEngine
 from offload.hw.enginesim import Batch, pack_seq, run_batches, unpack_seq_output
 from offload.hw.lanes import XXH32Lane, XXH64Lane
-from offload.hw.postproc import FastRange, ModPipe
+from offload.hw.postproc import FastRange, ModPipe, ModReciprocal
 from offload.hw.simutil import run_flow
 from offload.hw.xxhash import XXH32Core, XXH32Fixed, XXH64Core, XXH64Fixed
 from tests.lengths import BOUNDARY_LENGTHS
@@ -145,18 +145,21 @@ def test_lane_core_flavours_cycle_identical(cls, model, core, key8):
     _check(pair, len(keys) + latency)
 
 
-@pytest.mark.parametrize("make", [lambda m: ModPipe(1, m), lambda m: ModPipe(2, m), FastRange],
-                         ids=["ModPipe1", "ModPipe2", "FastRange"])
+@pytest.mark.parametrize("make", [lambda m: ModPipe(1, m), lambda m: ModPipe(2, m), ModReciprocal,
+                                  FastRange],
+                         ids=["ModPipe1", "ModPipe2", "ModReciprocal", "FastRange"])
 def test_post_core_flavours_cycle_identical(make):
-    """ModPipe/FastRange: the behavioural flavour's one ``%``/``*`` delayed to the pipeline's
-    depth against the subtract/adder pipelines, on edge divisors (0 included: ``h``)."""
+    """ModPipe/ModReciprocal/FastRange: the behavioural flavour's one ``%``/``*`` delayed to
+    the pipeline's depth against the subtract pipeline, the reciprocal's multiplies, the adder
+    pipeline, on edge divisors (0 included: ``h``); ModReciprocal's values come ``setup``
+    cycles after ``num_buckets``, as its contract says."""
     rng = random.Random(11)
     hs = [0, 1, 2, M64, M64 - 1, 1 << 63, (1 << 63) - 1] + [rng.getrandbits(64) for _ in range(12)]
     for n in [0, 1, 3, 1 << 32, (1 << 63) + 1, M64, rng.getrandbits(64), rng.getrandbits(20)]:
         pair = _flavours(make)
         res, _ = run_flow(pair, _with_gaps(hs, rng, 0.25), len(hs), params={"num_buckets": n},
-                          monitor=pair.monitor)
-        want = ([h % n if n else h for h in hs] if isinstance(pair.a, ModPipe)
+                          monitor=pair.monitor, settle=getattr(pair.a, "setup", 3))
+        want = ([h % n if n else h for h in hs] if isinstance(pair.a, (ModPipe, ModReciprocal))
                 else [golden.fastrange64(h, n) for h in hs])
         assert res == want, n
         _check(pair, len(hs) + pair.a.latency)
@@ -234,6 +237,7 @@ def test_multipliers_parameter_is_validated():
                  lambda: XXH64Fixed(8, multipliers="dsp"), lambda: XXH32Fixed(4, multipliers="dsp"),
                  lambda: XXH64Lane(100, multipliers="dsp"), lambda: XXH32Lane(100, multipliers="dsp"),
                  lambda: OffloadEngine(multipliers="dsp"), lambda: ModPipe(1, multipliers="dsp"),
+                 lambda: ModReciprocal(multipliers="dsp"),
                  lambda: FastRange(multipliers="dsp"), lambda: Bucketize(16, multipliers="dsp")):
         with pytest.raises(ValueError) as e:
             make()
