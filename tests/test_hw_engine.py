@@ -70,6 +70,24 @@ def hash_op_batches(keys, recs, seed):
     return batches, expect
 
 
+@pytest.mark.parametrize("modulo", ["reciprocal", "restoring"])
+def test_mod_batches_back_to_back_with_new_num_buckets(modulo):
+    """hash_bucket ``mod`` batches one after the other, each with another ``num_buckets`` (1,
+    2**63, a 64-bit and a small one) and its first key right after START: the reciprocal
+    core recomputes its reciprocal in time (its ``setup`` against the hash pipeline, checked
+    at elaboration), the restoring one needs none."""
+    rng = random.Random(21)
+    keys = [rng.getrandbits(64) for _ in range(6)] + [0, M64]
+    data = [k.to_bytes(8, "little") for k in keys]
+    nbs = [1, 1 << 63, 0xFFFF_FFFF_FFFF_FFC5 >> 1, 97, 97]
+    batches = [Batch(_regs(3, 0, len(keys), 7, NUM_BUCKETS_LO=nb & 0xFFFF_FFFF,
+                           NUM_BUCKETS_HI=nb >> 32), keys) for nb in nbs]
+    eng = OffloadEngine(table_depth=16, fifo_depth=512, seq_max=64, modulo=modulo)
+    for nb, res in zip(nbs, run_batches(batches, engine=eng)):
+        _check_trailer(res, len(keys))
+        assert res.out[:-1] == [golden.hash_bucket(r, nb, 7, "mod") for r in data], nb
+
+
 def test_all_hash_operators_all_formats():
     rng = random.Random(1)
     keys = [rng.getrandbits(64) for _ in range(12)] + [0, M64]
