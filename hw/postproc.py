@@ -1,8 +1,9 @@
 """Post-processing cores on a stream of XXH64 values: ``hash_bucket`` (mod / fastrange) and ``fid``.
 
-``h % num_buckets`` has two cores: :class:`ModReciprocal` (a reciprocal computed in hardware
-when ``num_buckets`` changes, then two multiplies on DSP blocks per value: the engine's
-default) and :class:`ModPipe` (a restoring subtract pipeline, no DSP, 5x the logic).
+``h % num_buckets`` has two cores: :class:`ModPipe` (a restoring subtract pipeline, no DSP: the
+engine's default) and :class:`ModReciprocal` (a reciprocal computed in hardware when
+``num_buckets`` changes, then two multiplies on DSP blocks per value: a third of the logic,
+but in the engine its DSP paths placed far slower, see its docstring).
 
 All are flow-through pipelines (input always ready, output must always be taken), one value per
 cycle, bit-exact with :func:`offload.golden.hash_bucket` and :func:`offload.golden.fid`.

@@ -87,8 +87,8 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "Bucketize": [{"table_depth": d} for d in (16, 64, 256, 1024)],
         "DeltaVarintEncoder": [{}],
         "OffloadEngine": [{}, {"adder_levels": 2}, {"adder_levels": "csa"}, {"lanes": 2}, {"lanes": 4},
-                          {"modulo": "restoring"},
-                          {"modulo": "restoring", "mod_bits_per_stage": 2}, {"table_depth": 1024},
+                          {"modulo": "reciprocal"},
+                          {"mod_bits_per_stage": 2}, {"table_depth": 1024},
                           {"table_depth": 64, "fifo_depth": 512, "seq_max": 256}],
     },
 }

@@ -303,7 +303,7 @@ def test_s_axis_tready_is_a_register():
     assert 0 in seen and seen[-1] == 1
 
 
-def _slack(lanes=1, mod_bits=None, table_depth=256):
+def _slack(lanes=1, mod_bits=1, table_depth=256):
     """The engine's credit reserve, recomputed from the cores' own latencies: ``lanes`` results
     per cycle over the longest path through the cores plus 8 cycles of margin. ``mod_bits``:
     the restoring ``mod`` core's bits per stage (None: the reciprocal core)."""
@@ -348,7 +348,7 @@ def _min_fifo(lanes):
     (dict(lanes=True), "lanes must be one of 1, 2, 4, not True"),
     (dict(mod_bits_per_stage=8), "mod_bits_per_stage must be one of 1, 2, not 8"),
     (dict(modulo="barrett"), "modulo must be one of 'reciprocal', 'restoring', not 'barrett'"),
-    (dict(mod_bits_per_stage=2),
+    (dict(modulo="reciprocal", mod_bits_per_stage=2),
      "mod_bits_per_stage applies to modulo='restoring' only, not to modulo='reciprocal'"),
 ])
 def test_engine_parameter_validation(kw, msg):
@@ -360,8 +360,8 @@ def test_engine_slack_follows_core_latencies():
     """SLACK is derived from the instantiated cores (not a constant), per lane."""
     for lanes in (1, 2, 4):
         for mb in (None, 1, 2):
-            eng = (OffloadEngine(lanes=lanes) if mb is None else
-                   OffloadEngine(lanes=lanes, modulo="restoring", mod_bits_per_stage=mb))
+            eng = (OffloadEngine(lanes=lanes, modulo="reciprocal") if mb is None else
+                   OffloadEngine(lanes=lanes, mod_bits_per_stage=mb))
             eng._MustUse__silence = True              # not elaborated here
             assert eng.SLACK == _slack(lanes, mb)
     assert _min_fifo(4) > 256                         # the 4-lane reserve needs a deeper FIFO
