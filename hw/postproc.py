@@ -28,7 +28,23 @@ M64 = (1 << 64) - 1
 __all__ = ["ModPipe", "ModReciprocal", "FastRange", "FidCore", "reciprocal"]
 
 
-class ModPipe(wiring.Component):
+class _BucketCore(wiring.Component):
+    """A core of ``hash_bucket``'s second step: ports ``i`` In(stream of 64-bit values, always
+    ready), ``o`` Out(stream of 64-bit results, always ready), ``num_buckets`` In(64); the
+    ``multipliers`` flavour validated (see :data:`~offload.hw.common.MULTIPLIERS`)."""
+
+    def __init__(self, multipliers: str = "lut"):
+        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self.behavioural = check_choice("multipliers", multipliers, MULTIPLIERS) == "behavioural"
+        self._MustUse__silence = False
+        super().__init__({
+            "i": In(stream.Signature(64, always_ready=True)),
+            "o": Out(stream.Signature(64, always_ready=True)),
+            "num_buckets": In(64),
+        })
+
+
+class ModPipe(_BucketCore):
     """``h % num_buckets`` for ANY 64-bit ``num_buckets >= 1``, exact, one value per cycle.
 
     A restoring division pipeline that keeps only the remainder, so there is no divider that
@@ -69,15 +85,9 @@ class ModPipe(wiring.Component):
     def __init__(self, bits_per_stage: int = 1, multipliers: str = "lut"):
         self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
         self.bits_per_stage = check_choice("bits_per_stage", bits_per_stage, (1, 2))
-        self.behavioural = check_choice("multipliers", multipliers, MULTIPLIERS) == "behavioural"
-        self._MustUse__silence = False
         self.radix_bits = bits_per_stage           # quotient bits per register stage
         self.latency = 64 // self.radix_bits + 1
-        super().__init__({
-            "i": In(stream.Signature(64, always_ready=True)),
-            "o": Out(stream.Signature(64, always_ready=True)),
-            "num_buckets": In(64),
-        })
+        super().__init__(multipliers)
 
     def elaborate(self, platform):
         m = Module()
@@ -134,7 +144,7 @@ def _csa(a: Value, b: Value, c: Value, width: int) -> tuple[Value, Value]:
     return s, cy
 
 
-class FastRange(wiring.Component):
+class FastRange(_BucketCore):
     """``(h * num_buckets) >> 64`` (Lemire's fastrange): the high half of the 128-bit product.
 
     Both operands are split into four 16-bit limbs; the 16 limb products (16x16, one ECP5
@@ -156,16 +166,6 @@ class FastRange(wiring.Component):
     """
 
     latency = 4
-
-    def __init__(self, multipliers: str = "lut"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
-        self.behavioural = check_choice("multipliers", multipliers, MULTIPLIERS) == "behavioural"
-        self._MustUse__silence = False
-        super().__init__({
-            "i": In(stream.Signature(64, always_ready=True)),
-            "o": Out(stream.Signature(64, always_ready=True)),
-            "num_buckets": In(64),
-        })
 
     def elaborate(self, platform):
         m = Module()
@@ -255,7 +255,7 @@ def mod_by_reciprocal(h: int, n: int) -> int:
     return r - n if r >= n else r
 
 
-class ModReciprocal(wiring.Component):
+class ModReciprocal(_BucketCore):
     """``h % num_buckets`` for any 64-bit ``num_buckets >= 1``, exact, one value per cycle, by a
     reciprocal: Barrett reduction with the reciprocal computed by the core itself.
 
@@ -298,16 +298,6 @@ class ModReciprocal(wiring.Component):
     #: normalisation stages, the start of the division (``3n``), 32 division steps, and the
     #: FastRange's register of ``m``.
     setup = 1 + 1 + 1 + 4 + 1 + 32 + 1
-
-    def __init__(self, multipliers: str = "lut"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
-        self.behavioural = check_choice("multipliers", multipliers, MULTIPLIERS) == "behavioural"
-        self._MustUse__silence = False
-        super().__init__({
-            "i": In(stream.Signature(64, always_ready=True)),
-            "o": Out(stream.Signature(64, always_ready=True)),
-            "num_buckets": In(64),
-        })
 
     def elaborate(self, platform):
         m = Module()
