@@ -144,6 +144,37 @@ def _csa(a: Value, b: Value, c: Value, width: int) -> tuple[Value, Value]:
     return s, cy
 
 
+def _sum_limb_products(p: Pipe, limbs: list[tuple[int, int]], L: int, width: int) -> None:
+    """Two stages of pipe ``p`` that sum its fields ``p{a}{b}`` (registered products of the
+    ``L``-bit limbs ``a`` and ``b``, at bit ``L * (a + b)``) modulo ``2**width`` to two rows,
+    fields ``x`` and ``y``, and drop them. Products whose diagonals ``a + b`` differ by 2 or
+    more do not overlap, so they share a row; the 7 rows go through two 3:2 carry-save levels
+    per stage (LUTs only): 7 -> 5 -> 4, then 4 -> 3 -> 2."""
+    rows: list[dict[int, Value]] = []
+    for (a, b) in limbs:
+        d = a + b
+        for row in rows:
+            if all(abs(d - e) >= 2 for e in row):
+                row[d] = p[f"p{a}{b}"]
+                break
+        else:
+            rows.append({d: p[f"p{a}{b}"]})
+    vals = []
+    for row in rows:
+        v = Const(0, width)
+        for d, prod in row.items():
+            v = v | (prod << (L * d))[:width]
+        vals.append(v)
+    assert len(vals) == 7
+    s0, c0 = _csa(vals[0], vals[1], vals[2], width)
+    s1, c1 = _csa(vals[3], vals[4], vals[5], width)
+    s2, c2 = _csa(s0, c0, s1, width)
+    p.stage(drop=[f"p{a}{b}" for (a, b) in limbs], a=s2, b=c2, c=c1, d=vals[6])
+    s3, c3 = _csa(p["a"], p["b"], p["c"], width)
+    s4, c4 = _csa(s3, c3, p["d"], width)
+    p.stage(drop=["a", "b", "c", "d"], x=s4, y=c4)
+
+
 class FastRange(_BucketCore):
     """``(h * num_buckets) >> 64`` (Lemire's fastrange): the high half of the 128-bit product.
 
@@ -183,35 +214,8 @@ class FastRange(_BucketCore):
                  for i in range(N) for j in range(N)}
         p = Pipe(m, "fr", valid=self.i.valid, **prods)
         p.stage()
-        # Rows: greedy packing by diagonal; a product at diagonal d covers bits 16d .. 16d+31.
-        rows: list[dict[int, Value]] = []
-        for i in range(N):
-            for j in range(N):
-                d = i + j
-                for row in rows:
-                    if all(abs(d - e) >= 2 for e in row):
-                        row[d] = p[f"p{i}{j}"]
-                        break
-                else:
-                    rows.append({d: p[f"p{i}{j}"]})
-        W = 128
-        vals = []
-        for row in rows:
-            v = Const(0, W)
-            for d, prod in row.items():
-                v = v | (prod << (L * d))[:W]
-            vals.append(v)
-        assert len(vals) == 7
-        drop = list(prods)
-        # Stage 2: 7 -> 5 -> 4.
-        s0, c0 = _csa(vals[0], vals[1], vals[2], W)
-        s1, c1 = _csa(vals[3], vals[4], vals[5], W)
-        s2, c2 = _csa(s0, c0, s1, W)
-        p.stage(drop=drop, a=s2, b=c2, c=c1, d=vals[6])
-        # Stage 3: 4 -> 3 -> 2.
-        s3, c3 = _csa(p["a"], p["b"], p["c"], W)
-        s4, c4 = _csa(s3, c3, p["d"], W)
-        p.stage(drop=["a", "b", "c", "d"], x=s4, y=c4)
+        # Stages 2 and 3: the 16 products in 7 rows, summed to two.
+        _sum_limb_products(p, [(i, j) for i in range(N) for j in range(N)], L, 128)
         # Stage 4: carry-select final add; only the high half is kept.
         x, y = p["x"], p["y"]
         carry = (x[:64] + y[:64])[64]
@@ -396,32 +400,8 @@ class ModReciprocal(_BucketCore):
         prods = {(a, b): (p["q"][L * a:L * a + L] * n[L * b:L * b + L])
                  for a in range(4) for b in range(4) if a + b <= 3}
         p.stage(drop=["q"], **{f"p{a}{b}": v for (a, b), v in prods.items()})
-        # Rows of the truncated 64-bit sum: products on diagonals that differ by 2 or more
-        # share a row (a product on diagonal d covers bits 16d .. 16d + 31).
-        rows: list[dict[int, Value]] = []
-        for (a, b) in prods:
-            dg = a + b
-            for row in rows:
-                if all(abs(dg - e) >= 2 for e in row):
-                    row[dg] = p[f"p{a}{b}"]
-                    break
-            else:
-                rows.append({dg: p[f"p{a}{b}"]})
-        vals = []
-        for row in rows:
-            v = Const(0, 64)
-            for dg, prod in row.items():
-                v = v | (prod << (L * dg))[:64]
-            vals.append(v)
-        assert len(vals) == 7
-        W = 64
-        s0, c0 = _csa(vals[0], vals[1], vals[2], W)
-        s1, c1 = _csa(vals[3], vals[4], vals[5], W)
-        s2, c2 = _csa(s0, c0, s1, W)
-        p.stage(drop=[f"p{a}{b}" for (a, b) in prods], a=s2, b=c2, c=c1, d=vals[6])
-        s3, c3 = _csa(p["a"], p["b"], p["c"], W)
-        s4, c4 = _csa(s3, c3, p["d"], W)
-        p.stage(drop=["a", "b", "c", "d"], x=s4, y=c4)
+        # The 10 products of the truncated 64-bit sum in 7 rows, summed to two (2 stages).
+        _sum_limb_products(p, list(prods), L, 64)
         p.stage(drop=["x", "y"], qn=(p["x"] + p["y"])[:64])
         p.stage(drop=["qn"], r=(p["h"] - p["qn"])[:64])          # in [0, 2n): fits 64 bits
         rr = p["r"]
