@@ -193,9 +193,8 @@ class FastRange(_BucketCore):
 
     Latency 5 cycles (:attr:`latency`), one value per cycle, no stall. ``num_buckets`` is
     registered with the first value (into the copies), so it must be stable from the first
-    value's cycle on.
-    Reset: only the ``valid`` bits matter. The critical path (ECP5) is the unregistered
-    MULT18X18D itself.
+    value's cycle on. Reset: only the ``valid`` bits matter. The critical path (ECP5) is the
+    unregistered MULT18X18D itself.
 
     Ports: ``i``, ``o`` as :class:`ModPipe`, ``num_buckets`` In(64).
 
@@ -226,14 +225,14 @@ class FastRange(_BucketCore):
         prods = {}
         for i in range(N):
             for j in range(N):
-                # Stage 1: this multiplier's own copy of h's limb i and num_buckets' limb j.
+                # Stage 1: each multiplier's own copy of h's limb i and num_buckets' limb j.
                 ops = Signal(2 * L, name=f"fr_ops{i}{j}", reset_less=True, attrs={"keep": 1})
                 m.d.sync += ops.eq(Cat(h[L * i:L * (i + 1)], self.num_buckets[L * j:L * (j + 1)]))
                 prods[f"p{i}{j}"] = ops[:L] * ops[L:]
         p.stage(**prods)
-        # Stages 2 and 3: the 16 products in 7 rows, summed to two.
+        # Stages 3 and 4: the 16 products in 7 rows, summed to two.
         _sum_limb_products(p, [(i, j) for i in range(N) for j in range(N)], L, 128)
-        # Stage 4: carry-select final add; only the high half is kept.
+        # Stage 5: carry-select final add; only the high half is kept.
         x, y = p["x"], p["y"]
         carry = (x[:64] + y[:64])[64]
         hi0 = (x[64:] + y[64:])[:64]
