@@ -448,6 +448,10 @@ class OffloadEngine(wiring.Component):
         rec_len = Signal(32)
         recs_in = Signal(32)
         rem = Signal(32)                                 # records still to come (COUNT - recs_in)
+        # rem compared with 0..N, kept with rem (rem_gt[j] == rem > j): the end-of-batch and
+        # lane decisions read one register bit instead of a 32-bit compare (in a fixed batch's
+        # decision ``rem <= nw`` fed the state's enable, a routed critical path).
+        rem_gt = Signal(N + 1, name="rem_gt")
         extra_pending = Signal()                         # words of an accepted beat after the end
         # Registered: the FIFO level is a subtraction of its pointers, and the credit gates the
         # whole input decision (tready, the cores' valid, the record counters). A cycle-old level
@@ -483,7 +487,7 @@ class OffloadEngine(wiring.Component):
         beat_len = Mux(framed, Mux(hdr, 0, rec_len), Mux(fmt == FIXED8, 8, 4))
         core_valid = uacc & send
         # Fixed formats: lane j takes word j when the beat carries it and a record is left for it.
-        lane_on = [Const(1)] + [fixed & (nw > j) & (rem > j) for j in range(1, N)]
+        lane_on = [Const(1)] + [fixed & (nw > j) & rem_gt[j] for j in range(1, N)]
         n_fixed = sum(lane_on[1:], Const(1, range(N + 1)))
         n_in = Mux(framed, complete, n_fixed)            # records completed by this unit
         # Every core's input goes through a register of its own, placed by the tools next to the
@@ -620,8 +624,12 @@ class OffloadEngine(wiring.Component):
 
         # The batch ends with this unit: the last record's word (framed) or the beat holding the
         # last record (fixed; ``extra``: the beat carries words after it).
-        fin = Mux(framed, complete & (rem == 1), rem <= nw)
-        extra = fixed & (nw > rem) if N > 1 else Const(0)
+        rem_one = rem_gt[0] & ~rem_gt[1]
+        rem_le_nw = ~mux_index(nw, [rem_gt[v] for v in range(N + 1)])
+        fin = Mux(framed, complete & rem_one, rem_le_nw)
+        # nw > rem, i.e. not rem > nw - 1 (nw >= 1)
+        extra = fixed & mux_index(nw, [Const(0)] + [~rem_gt[v - 1] for v in range(1, N + 1)]) \
+            if N > 1 else Const(0)
         # Between records the record registers follow the parser's word, accepted or not, in
         # any state: they are read only inside a record (in_rec), which starts with the cycle
         # that accepts the header, so they then hold that header's values; their enable is one
@@ -630,6 +638,13 @@ class OffloadEngine(wiring.Component):
             m.d.sync += [first_word.eq(1), rec_len.eq(hdr_len),
                          remaining.eq(Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)),
                          rem_last.eq(Mux(fmt == SEQ, w_one, w_le8))]
+        # Inside a record (framed, so no header word) an accepted word is one of its words. Not
+        # under SOFT_RESET or the state switch below: uacc already implies RUN, and a reset
+        # clears in_rec, after which these registers reload. (The reset's and the state's
+        # decode in their enables was a routed critical path: 11.03 ns, 9.07 of it routing.)
+        with m.Elif(uacc):
+            m.d.sync += [first_word.eq(0), remaining.eq(remaining - 1),
+                         rem_last.eq(remaining == 2)]
         with m.If(soft_reset):
             m.d.sync += [state.eq(IDLE), err.eq(0), done_flag.eq(0), busy_out.eq(0),
                          in_rec.eq(0)]
@@ -641,6 +656,7 @@ class OffloadEngine(wiring.Component):
                     with m.If(start):
                         m.d.sync += [
                             op.eq(rop), fmt.eq(rfmt), dtype.eq(rdt), rem.eq(r["COUNT"]),
+                            rem_gt.eq(Cat(*(r["COUNT"] > j for j in range(N + 1)))),
                             seed.eq(Cat(r["SEED_LO"], r["SEED_HI"])),
                             nbuckets.eq(Cat(r["NUM_BUCKETS_LO"], r["NUM_BUCKETS_HI"])),
                             slot.eq(r["SLOT"]), nbound.eq(r["NUM_BOUNDARIES"]),
@@ -663,8 +679,6 @@ class OffloadEngine(wiring.Component):
                         with m.If(hdr & ~bad_hdr & ~empty_rec):
                             m.d.sync += in_rec.eq(1)
                         with m.If(framed & ~hdr):
-                            m.d.sync += [first_word.eq(0), remaining.eq(remaining - 1),
-                                         rem_last.eq(remaining == 2)]
                             with m.If(rem_last):
                                 m.d.sync += in_rec.eq(0)
                         if N > 1:
@@ -677,6 +691,10 @@ class OffloadEngine(wiring.Component):
                         m.d.sync += [
                             recs_in.eq(mux_index(n_in, [(recs_in + k)[:32] for k in range(N + 1)])),
                             rem.eq(mux_index(n_in, [(rem - k)[:32] for k in range(N + 1)])),
+                            # rem - k > j is rem > j + k: rem >= n_in in RUN (rem >= 1, a
+                            # framed unit completes at most one record, lane j needs rem > j).
+                            rem_gt.eq(Cat(*(mux_index(n_in, [rem > j + k for k in range(N + 1)])
+                                            for j in range(N + 1)))),
                         ]
                         with m.If(bad_hdr):
                             m.d.sync += [err[ERR["BAD_HEADER"]].eq(1), state.eq(DRAIN)]
