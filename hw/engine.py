@@ -110,7 +110,7 @@ class OffloadEngine(wiring.Component):
       ``"reciprocal"`` (:class:`~offload.hw.postproc.ModReciprocal`, a reciprocal computed when
       the batch starts, then two multiplies on 26 DSP blocks, latency 12 instead of 65, a third
       of the logic; the engine built with it routed at 78 MHz on the ECP5, its paths into and
-      out of the DSP blocks, against 95-98 MHz with the default);
+      out of the DSP blocks, against 99-106 MHz with the default, seeds 1-2);
     * ``mod_bits_per_stage``: quotient bits per stage of the ``"restoring"`` pipeline (1 or 2);
     * ``adder_levels``: adder levels per pipeline stage of the hash cores' constant multipliers
       (``offload.hw.common.ADDER_LEVELS``: 1, one carry chain per stage; 2, two, with about
