@@ -108,7 +108,7 @@ class OffloadEngine(wiring.Component):
     * ``modulo``: the core of ``hash_bucket``'s ``mod`` method: ``"restoring"`` (the default:
       :class:`~offload.hw.postproc.ModPipe`, a quotient bit per stage, no DSP) or
       ``"reciprocal"`` (:class:`~offload.hw.postproc.ModReciprocal`, a reciprocal computed when
-      the batch starts, then two multiplies on 26 DSP blocks, latency 12 instead of 65, a third
+      the batch starts, then two multiplies on 26 DSP blocks, latency 13 instead of 65, a third
       of the logic; the engine built with it routed at 78 MHz on the ECP5, its paths into and
       out of the DSP blocks, against 99-106 MHz with the default, seeds 1-2);
     * ``mod_bits_per_stage``: quotient bits per stage of the ``"restoring"`` pipeline (1 or 2);
