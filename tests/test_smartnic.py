@@ -583,3 +583,33 @@ def test_stalled_or_unauthenticated_connections_are_closed():
         be.close()
         stalled.close()
         silent.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the client fits its chunks to the service's frame limit (announced in HELLO)
+# ---------------------------------------------------------------------------------------------
+
+def test_chunks_fit_the_services_frame_limit(cpu):
+    """Against a service with a 64 KiB max_frame, batches much larger than one frame (and records
+    of very different sizes) run entirely on the service: no fallback, an exact result. One record
+    larger than a frame is the documented too_large failure, naming the record."""
+    long_and_short = [b"x" * 30_000 if i % 50 == 7 else bytes([i % 256]) * (i % 9)
+                      for i in range(2000)]
+    seqs = [np.arange(int(k), dtype=np.int64) * 977 for k in RNG.integers(0, 3000, 200)]
+    keys = RNG.integers(0, 2**63, 200_000, dtype=np.uint64)
+    with ServerProcess("--max-frame-mb", "0.0625", backend="cpu") as srv:
+        be = SmartNicBackend(srv.address)
+        rt = Runtime(backends=[be, "cpu"])
+        _same(rt.xxh64(keys, seed=5), cpu.xxh64(keys, seed=5))
+        _same(rt.xxh32(long_and_short, seed=1), cpu.xxh32(long_and_short, seed=1))
+        _same(rt.delta_varint_encode(seqs), cpu.delta_varint_encode(seqs))
+        st = rt.stats()
+        assert st["fallbacks"] == [] and set(st["by_backend"]) == {"smartnic"}
+        assert be.stats()["chunks"] > 30  # 1.6 MB of keys in frames of at most 64 KiB
+        strict = Runtime(backends=[SmartNicBackend(srv.address)], fallback=False)
+        with pytest.raises(BackendError, match=r"record 2 needs a frame of \d+ bytes, above the "
+                                               r"service's limit of 65536") as ei:
+            strict.xxh64([b"a", b"b", b"y" * 70_000, b"c"])
+        assert ei.value.cause == "too_large" and ei.value.completed == 2
+        rt.close()
+        strict.close()

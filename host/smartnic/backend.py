@@ -25,8 +25,8 @@ from offload.ops import OPERATORS, OpCall, result_dtype
 
 from . import codec
 from .client import Connection, ConnectionLost, DeadlineExceeded, parse_address
-from .protocol import ErrorCode, Frame, MsgType, ProtocolError, RemoteError, encode_frame, \
-    pack_request
+from .protocol import (HEADER_SIZE, ErrorCode, Frame, MsgType, ProtocolError, RemoteError,
+                       encode_frame, pack_request)
 
 __all__ = ["SmartNicBackend"]
 
@@ -130,9 +130,8 @@ class SmartNicBackend(Backend):
             return empty_result(call.op)
         if self._config_error or not self.address:
             raise BackendError(self.availability().reason, cause="unavailable")
-        est = int(getattr(batch, "nbytes", 0)) + 8 * n
-        per_chunk = n if est <= self.chunk_bytes else max(1, int(n * self.chunk_bytes // est))
-        bounds = [(a, min(a + per_chunk, n)) for a in range(0, n, per_chunk)]
+        # chunk bounds are set once the first connection has told the service's frame limit
+        bounds: list[tuple[int, int]] = []
         results: list[Result] = []
         # 8-byte results are received straight into the final array: chunk [a, b) lands at words
         # a..b (its trailer on word b, which the next chunk then overwrites): no concatenation.
@@ -156,7 +155,7 @@ class SmartNicBackend(Backend):
                                 f"{n} records", cause=cause, completed=completed + extra_n,
                                 partial=concat_results(call.op, parts) if parts else None)
 
-        while next_chunk < len(bounds):
+        while not bounds or next_chunk < len(bounds):
             try:
                 conn = self._acquire(self.connect_timeout, fresh=attempts > 0)
             except RemoteError as e:
@@ -167,6 +166,8 @@ class SmartNicBackend(Backend):
                     raise fail(f"cannot connect: {type(e).__name__}: {e}", "connection_lost") from e
                 time.sleep(self.backoff * (2 ** (attempts - 1)))
                 continue
+            if not bounds:
+                bounds = _chunk_bounds(call, batch, self.chunk_bytes, conn.max_frame)
             jobs: dict[int, Any] = {}
             bids: dict[int, int] = {}
             base = next_chunk
@@ -181,17 +182,11 @@ class SmartNicBackend(Backend):
                 return out_bytes[8 * a:8 * (b + 1)]
 
             def make(i: int, bid: int) -> list[Any]:
-                a, b = bounds[base + i]
-                job = codec.encode_job(call, batch.slice(a, b) if (a, b) != (0, n) else batch)
+                job = self._fitted_job(call, batch, bounds, base + i, conn.max_frame)
                 jobs[i] = job
                 bids[bid] = i
                 meta, bufs = pack_request(job.regs, job.table, job.words, deadline_ms)
-                frame = encode_frame(MsgType.REQUEST, bid, meta, bufs)
-                size = sum(len(memoryview(x).cast("B")) for x in frame)
-                if size > conn.max_frame:
-                    raise _TooLarge(f"a chunk of {size} bytes exceeds the service's frame limit "
-                                    f"of {conn.max_frame}")
-                return frame
+                return encode_frame(MsgType.REQUEST, bid, meta, bufs)
 
             def handle(i: int, f: Frame) -> None:
                 nonlocal completed, next_chunk
@@ -226,13 +221,13 @@ class SmartNicBackend(Backend):
             if direct:
                 conn.reader.sink = sink
             try:
-                conn.pipeline(len(bounds) - base, make, handle, window=self.window,
+                conn.pipeline(lambda: len(bounds) - base, make, handle, window=self.window,
                               timeout=self.timeout)
             except DeadlineExceeded as e:
                 conn.close()
                 raise fail(f"deadline of {self.timeout:g} s exceeded", "timeout") from e
             except _TooLarge as e:
-                conn.close()
+                self._release(conn)  # the chunks sent before were answered: the link is clean
                 raise fail(str(e), "too_large") from None
             except _Partial as p:
                 self._release(conn)
@@ -269,6 +264,24 @@ class SmartNicBackend(Backend):
         if direct:
             return out[:n].view(dt)
         return concat_results(call.op, results)
+
+    @staticmethod
+    def _fitted_job(call: OpCall, batch: Batch, bounds: list[tuple[int, int]], k: int,
+                    max_frame: int) -> wire.WireJob:
+        """The job of chunk ``bounds[k]``, first split (in place: ``bounds`` gains entries) until
+        its REQUEST frame fits the service's ``max_frame``; a chunk's size is only an estimate
+        until it is encoded (records differ in length)."""
+        while True:
+            a, b = bounds[k]
+            job = codec.encode_job(call, batch.slice(a, b) if (a, b) != (0, batch.n) else batch)
+            size = _request_frame_bytes(job)
+            if size <= max_frame:
+                return job
+            if b - a == 1:
+                raise _TooLarge(f"record {a} needs a frame of {size} bytes, above the service's "
+                                f"limit of {max_frame}")
+            m = a + max(1, min(b - a - 1, (b - a) * max_frame * 7 // (size * 8)))
+            bounds[k:k + 1] = [(a, m), (m, b)]
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -332,6 +345,35 @@ class SmartNicBackend(Backend):
 
     def __repr__(self) -> str:
         return f"SmartNicBackend({self.address!r})"
+
+
+# REQUEST bytes besides the input words: header, request meta (every register), slack
+_REQUEST_OVERHEAD = HEADER_SIZE + 24 + 8 * 16 + 64
+
+
+def _request_frame_bytes(job: wire.WireJob) -> int:
+    """The size of the REQUEST frame of ``job`` (what the service compares with its limit)."""
+    return _REQUEST_OVERHEAD + 8 * (job.table.shape[0] + job.words.shape[0])
+
+
+def _chunk_bounds(call: OpCall, batch: Batch, chunk_bytes: int,
+                  max_frame: int) -> list[tuple[int, int]]:
+    """Chunks of whole records of about ``chunk_bytes`` input bytes, each expected to fit a
+    REQUEST frame of ``max_frame`` bytes (a record takes at most its bytes plus 16 on the wire;
+    ``_fitted_job`` splits a chunk that does not fit all the same)."""
+    n = batch.n
+    nbytes = int(getattr(batch, "nbytes", 0))
+    per = [n]
+    est = nbytes + 8 * n
+    if est > chunk_bytes:
+        per.append(n * chunk_bytes // est)
+    table = 0 if call.boundaries is None else len(call.boundaries)
+    room = max_frame - _REQUEST_OVERHEAD - 8 * (table + 1)
+    worst = nbytes + 16 * n
+    if worst > room:
+        per.append(n * max(0, room) // worst)
+    size = max(1, min(per))
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
 
 
 _BACKEND_PREFIX = b'{"backend":"'

@@ -211,22 +211,35 @@ class Connection:
                                                         f"{f.type.name} {f.batch_id}")
         return parse_json(f.meta)
 
-    def pipeline(self, count: int, make: Callable[[int, int], list[Any]],
+    def pipeline(self, count: int | Callable[[], int], make: Callable[[int, int], list[Any]],
                  handle: Callable[[int, Frame], None], *, window: int = 4,
                  timeout: float = 30.0) -> None:
         """Send requests ``make(i, batch_id)`` for ``i < count`` with at most ``window``
-        outstanding and give each answer to ``handle(i, frame)`` in order. A request whose
-        answer has not arrived ``timeout`` seconds after it started to go out raises
-        :class:`DeadlineExceeded`; an ERROR answer raises :class:`RemoteError`."""
+        outstanding and give each answer to ``handle(i, frame)`` in order. ``count`` may be a
+        callable, read again after every ``make`` (which may split its request and so add one).
+        An exception from ``make`` is raised once the requests already sent are answered.
+        A request whose answer has not arrived ``timeout`` seconds after it started to go out
+        raises :class:`DeadlineExceeded`; an ERROR answer raises :class:`RemoteError`."""
+        given = count if callable(count) else (lambda: count)
+        refused: Exception | None = None  # raised by ``make``: raised once the sent are answered
+
+        def total() -> int:
+            return nxt if refused is not None else given()
+
         outstanding: deque[tuple[int, int, float]] = deque()
         out: deque[memoryview] = deque()
         nxt = done = 0
         R, W = selectors.EVENT_READ, selectors.EVENT_WRITE
-        while done < count:
-            while not out and nxt < count and len(outstanding) < window:
+        while done < total():
+            while not out and nxt < total() and len(outstanding) < window:
                 bid = self.next_bid
+                try:
+                    frame = make(nxt, bid)
+                except Exception as e:  # noqa: BLE001 - re-raised below
+                    refused = e
+                    break
                 self.next_bid += 1
-                out.extend(memoryview(b).cast("B") for b in make(nxt, bid))
+                out.extend(memoryview(b).cast("B") for b in frame)
                 outstanding.append((nxt, bid, time.monotonic()))
                 nxt += 1
             if out:
@@ -243,9 +256,9 @@ class Connection:
                 outstanding.popleft()
                 handle(i, f)
                 done += 1
-            if done >= count:
+            if done >= total():
                 break
-            if not out and (nxt < count and len(outstanding) < window):
+            if not out and (nxt < total() and len(outstanding) < window):
                 continue
             if not self.inbox:
                 # on loopback the answer is often in already (the service ran while we sent):
@@ -258,3 +271,5 @@ class Connection:
                 self._recv()
             if ev & W and out:
                 self._send(out)
+        if refused is not None:
+            raise refused
