@@ -237,13 +237,13 @@ class Runtime:
             sub = batch if start == 0 else batch.slice(start, n)
             t0 = time.perf_counter()
             try:
-                res = be.run(call, sub)
+                res = _run_checked(be, call, sub)
             except BackendError as e:
-                done = max(0, min(int(e.completed), sub.n)) if e.partial is not None else 0
+                done = _vouched(call.op, e, sub.n)
                 if done:
                     part = _head(call.op, e.partial, done)
-                    if verify != "off":
-                        self._check(call, sub, part, be.name, verify, base=start)
+                    if verify != "off":  # verify what came back against its own records only
+                        self._check(call, sub.slice(0, done), part, be.name, verify, base=start)
                     parts.append(part)
                     segments.append((be.name, start, start + done))
                     self._account(be.name, done, time.perf_counter() - t0, sub)
@@ -455,6 +455,24 @@ class _Lookahead:
                 return None
             self._has_next = True
         return self._next.name if self._next is not None else None
+
+
+def _run_checked(be: Backend, call: OpCall, batch: Batch) -> Result:
+    """``be.run``, with a result of the wrong length turned into that backend's failure (a backend
+    that loses records without saying so must not hand the caller a short array)."""
+    res = be.run(call, batch)
+    got = _result_len(call.op, res)
+    if got != batch.n:
+        raise BackendError(f"{be.name}: returned {got} results for {batch.n} records of "
+                           f"{call.describe()}", cause="result_length")
+    return res
+
+
+def _vouched(op: str, e: BackendError, n: int) -> int:
+    """How many leading records a failed backend's ``partial`` really holds (at most ``n``)."""
+    if e.partial is None:
+        return 0
+    return max(0, min(int(e.completed), n, _result_len(op, e.partial)))
 
 
 def _shaped(res: Result, batch: Any) -> np.ndarray:

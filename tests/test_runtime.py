@@ -44,6 +44,10 @@ class Faulty(Backend):
                                partial=part)
         if self.mode == "crash":
             raise RuntimeError("segfault in driver")
+        if self.mode == "short":  # loses its last records without saying so
+            return res[:max(0, batch.n - self.at)]
+        if self.mode == "overclaim":  # claims more completed records than its partial holds
+            raise BackendError("lost", cause="device_lost", completed=batch.n, partial=res[:self.at])
         if self.mode == "flip" and not isinstance(res, tuple):
             res = res.copy()
             res[self.at] ^= res.dtype.type(1)
@@ -186,3 +190,22 @@ def test_backends_lists_every_backend_with_a_reason(monkeypatch):
     assert rows["cpu"][0] is True
     assert rows["smartnic"][0] is False and rows["smartnic"][1]
     assert rows["fpga"][0] is False and rows["fpga"][1]
+
+
+@pytest.mark.parametrize("verify", ["off", "sample", "full"])
+def test_a_short_result_is_a_failure_not_an_answer(verify):
+    rt = offload.Runtime(backends=[Faulty("fpga", "short", at=7), "cpu"], verify=verify)
+    assert np.array_equal(rt.xxh64(KEYS, seed=3), expected_xxh64(KEYS, 3))
+    (fb,) = rt.stats()["fallbacks"]
+    assert (fb["cause"], fb["at_record"], fb["records_redone"]) == ("result_length", 0, 1000)
+    assert fb["message"] == "fpga: returned 993 results for 1000 records of xxh64(seed=3)"
+    strict = offload.Runtime(backends=[Faulty("fpga", "short", at=7)], fallback=False)
+    with pytest.raises(BackendError, match=r"^fpga: returned 993 results for 1000 records"):
+        strict.xxh64(KEYS, seed=3)
+
+
+@pytest.mark.parametrize("verify", ["off", "sample", "full"])
+def test_a_partial_result_counts_only_the_records_it_holds(verify):
+    rt = offload.Runtime(backends=[Faulty("fpga", "overclaim", at=400), "cpu"], verify=verify)
+    assert np.array_equal(rt.xxh64(KEYS, seed=3), expected_xxh64(KEYS, 3))
+    assert rt.stats()["last_call"]["segments"] == [("fpga", 0, 400), ("cpu", 400, 1000)]
