@@ -1,4 +1,4 @@
-"""Input normalisation: every batch form of SPEC.md to one internal representation.
+"""Input normalisation: every batch form of docs/operators.md to one internal representation.
 
 Every backend sees only these classes:
 
@@ -203,7 +203,8 @@ def _check_offsets(offsets: np.ndarray, data_len: int, what: str = "offsets",
 
 
 def _from_pair(pair: tuple[Any, Any]) -> VarRecords:
-    offsets, data = pair
+    offsets, data = (_native(_unmasked(a, "offset" if i == 0 else "byte")) if isinstance(a, np.ndarray)
+                     else a for i, a in enumerate(pair))
     if not isinstance(offsets, np.ndarray) or offsets.dtype != np.int64:
         raise TypeError(f"(offsets, data): offsets must be a numpy int64 array, "
                         f"got {_describe(offsets)}")
@@ -262,59 +263,125 @@ def _from_arrow(values: Any) -> VarRecords:
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+_ELEMENT_TYPES = "expected bytes, bytearray, memoryview or str"
 
 
 def _from_sequence(values: Sequence[Any]) -> VarRecords:
+    """A Python sequence of ``str`` (hashed as UTF-8) or of bytes-like records, in one pass.
+
+    The fast paths let C do the work: ``"".join`` both checks that every element is a ``str`` and
+    builds the text, ``str.isascii`` is O(1), and an ASCII text's UTF-8 is one copy; non-ASCII text
+    goes through Arrow's converter. Any failure re-reads the sequence element by element to raise
+    the exact error (type and index of the first bad element)."""
     n = len(values)
     if n == 0:
         return VarRecords((VarChunk(np.zeros(1, np.int64), np.zeros(0, np.uint8)),))
     first = values[0]
-    if isinstance(first, str):
-        kind: type | tuple[type, ...] = str
-    elif isinstance(first, _BYTES_LIKE):
-        kind = _BYTES_LIKE
-    else:
-        raise TypeError(f"element 0 has unsupported type {type(first).__name__}: expected bytes, "
-                        "bytearray, memoryview or str")
+    if not isinstance(first, (str, *_BYTES_LIKE)):
+        raise TypeError(f"element 0 has unsupported type {type(first).__name__}: {_ELEMENT_TYPES}")
+    fast = _str_fast(values, n) if isinstance(first, str) else _bytes_fast(values, n)
+    if fast is not None:
+        return fast
+    _raise_first_bad_element(values)
+    return _bytes_slow(values, n)
+
+
+def _str_fast(values: Sequence[Any], n: int) -> VarRecords | None:
     try:
-        if kind is str:
-            parts = [v.encode("utf-8") for v in values]
-        else:
-            parts = [v if isinstance(v, bytes) else bytes(v) for v in values]
-    except (AttributeError, TypeError, UnicodeEncodeError):
-        parts = None
-    if parts is None or not all(isinstance(v, kind) for v in values):
-        for i, v in enumerate(values):
-            if not isinstance(v, (str, *_BYTES_LIKE)):
-                raise TypeError(f"element {i} has unsupported type {type(v).__name__}: expected "
-                                "bytes, bytearray, memoryview or str")
-            if not isinstance(v, kind):
-                raise TypeError(f"mixed element types: element 0 is {type(first).__name__} but "
-                                f"element {i} is {type(v).__name__}")
-            if isinstance(v, str):
-                try:
-                    v.encode("utf-8")
-                except UnicodeEncodeError as e:
-                    raise ValueError(f"element {i} is not encodable as UTF-8: {e.reason}") from None
-        raise AssertionError("unreachable")  # pragma: no cover
-    lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=n)
-    offsets = np.zeros(n + 1, np.int64)
+        text = "".join(values)
+    except TypeError:
+        return None
+    if not text.isascii():
+        del text
+        return _str_arrow(values)
+    data = np.frombuffer(text.encode("ascii"), np.uint8)
+    del text
+    return _chunk_from_lengths(np.fromiter(map(len, values), np.int64, n), data)
+
+
+def _str_arrow(values: Sequence[Any]) -> VarRecords | None:
+    import pyarrow as pa
+    try:
+        arr = pa.array(values, type=pa.large_string())
+    except (UnicodeEncodeError, pa.ArrowException, TypeError):
+        return None
+    return VarRecords((_arrow_chunk(arr, 0),))
+
+
+def _bytes_fast(values: Sequence[Any], n: int) -> VarRecords | None:
+    kinds = set(map(type, values))
+    # bytes and bytearray (and subclasses such as numpy.bytes_): len() is the byte count. A
+    # memoryview's len() counts items, so views take the element-by-element path.
+    if not all(issubclass(k, (bytes, bytearray)) for k in kinds):
+        return None if not all(issubclass(k, _BYTES_LIKE) for k in kinds) else _bytes_slow(values, n)
+    data = np.frombuffer(b"".join(values), np.uint8)
+    return _chunk_from_lengths(np.fromiter(map(len, values), np.int64, n), data)
+
+
+def _bytes_slow(values: Sequence[Any], n: int) -> VarRecords:
+    parts = [v.encode("utf-8") if isinstance(v, str) else v if isinstance(v, bytes) else bytes(v)
+             for v in values]
+    data = np.frombuffer(b"".join(parts), np.uint8)
+    return _chunk_from_lengths(np.fromiter(map(len, parts), np.int64, n), data)
+
+
+def _chunk_from_lengths(lengths: np.ndarray, data: np.ndarray) -> VarRecords:
+    offsets = np.zeros(lengths.shape[0] + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    data = np.frombuffer(b"".join(parts), dtype=np.uint8)
     return VarRecords((VarChunk(offsets, data),))
 
 
+def _raise_first_bad_element(values: Sequence[Any]) -> None:
+    """Raise the exact error for the first element that breaks the sequence's rules."""
+    first = values[0]
+    for i, v in enumerate(values):
+        if not isinstance(v, (str, *_BYTES_LIKE)):
+            raise TypeError(f"element {i} has unsupported type {type(v).__name__}: {_ELEMENT_TYPES}")
+        if isinstance(v, str) != isinstance(first, str):
+            raise TypeError(f"mixed element types: element 0 is {type(first).__name__} but "
+                            f"element {i} is {type(v).__name__}")
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"element {i} is not encodable as UTF-8: {e.reason}") from None
+
+
+def _unmasked(arr: np.ndarray, what: str = "value") -> np.ndarray:
+    """A numpy masked array's data when nothing is masked; a masked element is refused like an
+    Arrow null, naming its index (a flat index for 1-D arrays, the index tuple otherwise)."""
+    if not isinstance(arr, np.ma.MaskedArray):
+        return arr
+    mask = np.ma.getmaskarray(arr)
+    if mask.any():
+        where = np.argwhere(mask)[0]
+        index = int(where[0]) if arr.ndim == 1 else tuple(int(i) for i in where)
+        raise ValueError(f"masked {what} at index {index}: masked values cannot be processed "
+                         "(fill or drop them first)")
+    return np.ma.getdata(arr)
+
+
+def _native(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in the machine's byte order: a big-endian array is read as the values it holds
+    (the contract hashes each value's little-endian bytes, not the caller's memory layout)."""
+    if arr.dtype.byteorder not in ("=", "|") and not arr.dtype.isnative:
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
 def as_records(values: Any) -> Records:
-    """Normalise a hash operator's batch (SPEC.md "Values") or raise TypeError/ValueError."""
+    """Normalise a hash operator's batch (docs/operators.md, "Values") or raise
+    TypeError/ValueError."""
     if isinstance(values, (FixedKeys, VarRecords)):
         return values
     if isinstance(values, np.ndarray):
+        given, values = values.dtype, _native(_unmasked(values))
         if values.dtype in _KEY_DTYPES:
             arr = np.ascontiguousarray(values)
             return FixedKeys(arr.reshape(-1).view(_KEY_DTYPES[values.dtype]), values.shape)
         if values.dtype == object:
             return _from_sequence(values.reshape(-1).tolist())
-        raise TypeError(f"unsupported array dtype {values.dtype}: expected int32, uint32, int64 or "
+        raise TypeError(f"unsupported array dtype {given}: expected int32, uint32, int64 or "
                         "uint64 keys (8/16-bit ints, floats and bools are not hashed; cast "
                         "explicitly)")
     if isinstance(values, tuple) and len(values) == 2 and all(
@@ -350,6 +417,7 @@ def as_numbers(x: Any) -> Numbers:
     if not isinstance(x, np.ndarray):
         raise TypeError(f"bucketize: x must be a numpy float32, float64, int32 or int64 array, "
                         f"got {type(x).__name__}")
+    x = _native(_unmasked(x))
     if x.dtype not in _NUMBER_DTYPES:
         raise TypeError(f"bucketize: unsupported x dtype {x.dtype}: expected float32, float64, "
                         "int32 or int64")
@@ -362,7 +430,7 @@ def as_sequences(sequences: Any) -> Sequences:
         return sequences
     if isinstance(sequences, tuple) and len(sequences) == 2 and all(
             isinstance(v, np.ndarray) for v in sequences):
-        vo, vals = sequences
+        vo, vals = (_native(_unmasked(a)) for a in sequences)
         if vo.dtype != np.int64:
             raise TypeError(f"(value_offsets, values): value_offsets must be int64, got {vo.dtype}")
         if vals.dtype != np.int64 or vals.ndim != 1:
@@ -399,6 +467,7 @@ def as_sequences(sequences: Any) -> Sequences:
     arrays: list[np.ndarray] = []
     for i, s in enumerate(sequences):
         if isinstance(s, np.ndarray):
+            s = _unmasked(s)
             if s.ndim != 1 or s.dtype.kind != "i":
                 raise TypeError(f"sequence {i} must be a 1-D signed integer array, got {_describe(s)}")
             arrays.append(s.astype(np.int64, copy=False))

@@ -138,13 +138,18 @@ def _make_call(op: str, **params: Any) -> OpCall:
     if op == "hash_bucket":
         nb = _check_int("num_buckets", params["num_buckets"], 1, 1 << 63, "[1, 2**63]")
         method = params.get("method", "mod")
+        if not isinstance(method, str):
+            raise TypeError(f"method must be a str, got {type(method).__name__}")
         if method not in ("mod", "fastrange"):
             raise ValueError(f"unknown hash_bucket method {method!r}: expected 'mod' or 'fastrange'")
         return OpCall(op, seed=_check_seed(params.get("seed", 0), 64), num_buckets=nb, method=method)
     if op == "fid":
         version = params.get("version", 2)
-        if isinstance(version, bool) or version not in golden.FID_LAYOUT:
+        if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)):
+            raise TypeError(f"version must be an int, got {type(version).__name__}")
+        if int(version) not in golden.FID_LAYOUT:
             raise ValueError(f"unknown fid version {version!r}: expected 1 or 2")
+        version = int(version)
         slot_bits = golden.FID_LAYOUT[version][0]
         slot = _check_int("slot", params["slot"], 0, (1 << slot_bits) - 1,
                           f"[0, {1 << slot_bits}) for fid version {version}")

@@ -1,4 +1,5 @@
-"""Errors are API: every bad input of SPEC.md's "Values" and every bad parameter, exact messages."""
+"""Errors are API: every bad input of the contract's "Values" (docs/operators.md) and every bad
+parameter, exact messages."""
 
 from __future__ import annotations
 
@@ -53,6 +54,35 @@ BAD_BATCHES = [
      "mixed element types: element 0 is str but element 2 is bytes"),
     ("lone surrogate", lambda: offload.xxh64(["ok", "\ud800"]), ValueError,
      "element 1 is not encodable as UTF-8: surrogates not allowed"),
+    ("nested list element", lambda: offload.xxh64([b"a", [300]]), TypeError,
+     "element 1 has unsupported type list: expected bytes, bytearray, memoryview or str"),
+    ("negative int element", lambda: offload.xxh64([b"a", -1]), TypeError,
+     "element 1 has unsupported type int: expected bytes, bytearray, memoryview or str"),
+    ("huge int element", lambda: offload.xxh64([b"a", 2**40]), TypeError,
+     "element 1 has unsupported type int: expected bytes, bytearray, memoryview or str"),
+    ("overflowing int element", lambda: offload.xxh64([b"a", 2**70]), TypeError,
+     "element 1 has unsupported type int: expected bytes, bytearray, memoryview or str"),
+    ("int element after str", lambda: offload.xxh64(["a", 2**70]), TypeError,
+     "element 1 has unsupported type int: expected bytes, bytearray, memoryview or str"),
+    ("non-ASCII then bad", lambda: offload.xxh64(["é", "é", None]), TypeError,
+     "element 2 has unsupported type NoneType: expected bytes, bytearray, memoryview or str"),
+    ("masked key", lambda: offload.xxh64(np.ma.array(K, mask=[0, 0, 0, 1])), ValueError,
+     "masked value at index 3: masked values cannot be processed (fill or drop them first)"),
+    ("masked 2-D key", lambda: offload.xxh32(np.ma.array(K.reshape(2, 2), mask=[[0, 0], [1, 0]])),
+     ValueError, "masked value at index (1, 0): masked values cannot be processed (fill or drop "
+     "them first)"),
+    ("masked bucketize x", lambda: offload.bucketize(np.ma.array([1.0, 2.0], mask=[1, 0]), [0.0]),
+     ValueError, "masked value at index 0: masked values cannot be processed (fill or drop them "
+     "first)"),
+    ("masked sequence", lambda: offload.delta_varint_encode([np.ma.array([1, 2], mask=[0, 1])]),
+     ValueError, "masked value at index 1: masked values cannot be processed (fill or drop them "
+     "first)"),
+    ("masked offsets", lambda: offload.delta_varint_decode(np.ma.array([0, 1], mask=[0, 1]),
+                                                           np.zeros(1, np.uint8)), ValueError,
+     "masked offset at index 1: masked values cannot be processed (fill or drop them first)"),
+    ("big-endian uint16", lambda: offload.xxh32(np.zeros(3, ">u2")), TypeError,
+     "unsupported array dtype >u2: expected int32, uint32, int64 or uint64 keys (8/16-bit ints, "
+     "floats and bools are not hashed; cast explicitly)"),
     ("arrow null", lambda: offload.xxh64(pa.array(["a", None, "c"])), ValueError,
      "null at index 1: nulls cannot be hashed"),
     ("chunked arrow null", lambda: offload.xxh64(pa.chunked_array([["a", "b"], ["c", None]])),
@@ -95,6 +125,19 @@ BAD_PARAMS = [
      "slot must be in [0, 32768) for fid version 2, got -1"),
     ("unknown version", lambda: offload.fid(K, slot=1, version=3), ValueError,
      "unknown fid version 3: expected 1 or 2"),
+    ("float version", lambda: offload.fid(K, slot=1, version=2.0), TypeError,
+     "version must be an int, got float"),
+    ("numpy float version", lambda: offload.fid(K, slot=1, version=np.float64(1)), TypeError,
+     "version must be an int, got float64"),
+    ("bool version", lambda: offload.fid(K, slot=1, version=True), TypeError,
+     "version must be an int, got bool"),
+    ("float slot", lambda: offload.fid(K, slot=1.0), TypeError, "slot must be an int, got float"),
+    ("float num_buckets", lambda: offload.hash_bucket(K, 10.0), TypeError,
+     "num_buckets must be an int, got float"),
+    ("numpy float seed", lambda: offload.xxh32(K, seed=np.float32(1)), TypeError,
+     "seed must be an int, got float32"),
+    ("method not a str", lambda: offload.hash_bucket(K, 10, method=1), TypeError,
+     "method must be a str, got int"),
     ("unsorted boundaries", lambda: offload.bucketize(np.zeros(2), [1.0, 3.0, 2.0]), ValueError,
      "boundaries must be strictly increasing: boundaries[2] = 2.0 <= boundaries[1] = 3.0"),
     ("repeated boundaries", lambda: offload.bucketize(np.zeros(2), [1.0, 1.0]), ValueError,
@@ -177,3 +220,34 @@ def test_runtime_constructor_errors():
         offload.Runtime(backends=[])
     with pytest.raises(ValueError, match=_m("sample_size must be a positive int, got 0")):
         offload.Runtime(sample_size=0)
+
+
+BIG_ENDIAN = [(">u8", np.uint64), (">i8", np.int64), (">u4", np.uint32), (">i4", np.int32)]
+
+
+@pytest.mark.parametrize("dtype,native", BIG_ENDIAN, ids=[d for d, _ in BIG_ENDIAN])
+def test_non_native_byte_order_hashes_the_values(dtype, native):
+    x = np.array([0, 1, 2**31 - 1, 7, 12345], dtype=native).reshape(5, 1)
+    assert offload.xxh64(x.astype(dtype), seed=3).tolist() == offload.xxh64(x, seed=3).tolist()
+    assert offload.xxh32(x.astype(dtype)).tolist() == offload.xxh32(x).tolist()
+    assert offload.fid(x.astype(dtype), slot=4).tolist() == offload.fid(x, slot=4).tolist()
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">i4", ">i8"])
+def test_non_native_byte_order_bucketizes_the_values(dtype):
+    x = np.array([-1, 0, 0.5, 2, np.nan if dtype[1] == "f" else 3]).astype(dtype)
+    native = x.astype(x.dtype.newbyteorder("="))
+    assert offload.bucketize(x, [0, 2]).tolist() == offload.bucketize(native, [0, 2]).tolist()
+
+
+def test_non_native_offsets_and_sequences_are_read_as_values():
+    seqs = [np.array([5, 3, 9], ">i8"), np.array([], ">i8")]
+    off, data = offload.delta_varint_encode(seqs)
+    ref_off, ref_data = offload.delta_varint_encode([s.astype(np.int64) for s in seqs])
+    assert (off.tolist(), data.tolist()) == (ref_off.tolist(), ref_data.tolist())
+    vo, vals = offload.delta_varint_decode(off.astype(">i8"), data)
+    assert (vo.tolist(), vals.tolist()) == ([0, 3, 3], [5, 3, 9])
+
+
+def test_an_unmasked_masked_array_is_hashed_as_its_data():
+    assert offload.xxh64(np.ma.array(K, mask=False)).tolist() == offload.xxh64(K).tolist()
