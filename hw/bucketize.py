@@ -4,7 +4,7 @@ Values and boundaries are mapped to *ordered 64-bit keys* so that one unsigned c
 every dtype: int32 (sign-extended) and int64 flip the sign bit; float32/float64 map ``-0.0`` to
 ``+0.0`` then flip all bits of negatives and set the sign bit of positives (the IEEE order of
 non-NaN values becomes unsigned integer order; infinities fall out right). A NaN ``x`` goes to
-``num_boundaries`` (SPEC.md).
+``num_boundaries`` (docs/operators.md).
 
 The count is found by a pipelined binary search over the boundary table (a memory written
 through the engine's registers): ``log2(table_depth) + 1`` steps, every step with its own read

@@ -6,7 +6,7 @@
     rt = offload.Runtime(backends=["fpga", "smartnic", "cpu"], verify="sample")
     h = rt.xxh64(values, seed=7); rt.stats()
 
-The operator contract is SPEC.md; :mod:`offload.golden` is its executable form.
+The operator contract is docs/operators.md; :mod:`offload.golden` is its executable form.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Golden models: the operator contract of ``shared/SPEC.md`` written as plain Python on ints.
+"""Golden models: the operator contract (docs/operators.md) written as plain Python on ints.
 
 These functions are the specification. Every backend (CPU kernels, Amaranth cores, the Verilator
 model, the FPGA, the SmartNIC service) is checked against them and never against each other.

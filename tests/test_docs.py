@@ -1,0 +1,261 @@
+"""The documentation states what the code does, and refers to nothing outside the repository.
+
+``docs/operators.md`` is the operator contract. Every line of its ``python check`` blocks is an
+equation (``call == expected``) or an error (``call  # raises Error: message``). Each equation is
+evaluated twice: once with the golden models (``offload.golden``, record by record, reading the
+batch with this module's own plain-Python reading of the contract) and once with the public API on
+the CPU backend, whose result dtype must also be the one in the page's operator table. Each error
+is raised by the public API with exactly that message.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import offload
+from offload import golden
+from offload.ops import OPERATORS, result_dtype
+
+ROOT = Path(__file__).resolve().parents[1]
+OPERATORS_MD = ROOT / "docs" / "operators.md"
+
+_FENCE = re.compile(r"^```python check\n(.*?)^```$", re.S | re.M)
+_RAISES = re.compile(r"^(?P<call>.*?)\s+# raises (?P<exc>\w+): (?P<msg>.*)$")
+
+
+@dataclass(frozen=True)
+class Example:
+    line: int
+    text: str
+    op: str
+    exc: str | None = None
+    message: str | None = None
+
+
+def _called_op(expr: ast.expr) -> str | None:
+    return expr.func.id if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) else None
+
+
+def _example(line: int, text: str) -> Example:
+    m = _RAISES.match(text)
+    src = m["call"] if m else text
+    tree = ast.parse(src, mode="eval").body
+    if m:
+        op = _called_op(tree)
+        assert op in OPERATORS, f"docs/operators.md:{line}: not an operator call: {src}"
+        return Example(line, src, op, m["exc"], m["msg"])
+    assert isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], ast.Eq), \
+        f"docs/operators.md:{line}: an example is `call == expected` or `call  # raises E: msg`"
+    op = _called_op(tree.left)
+    assert op in OPERATORS, f"docs/operators.md:{line}: the left side is not an operator call"
+    return Example(line, text, op)
+
+
+@lru_cache(maxsize=None)
+def examples() -> tuple[Example, ...]:
+    text = OPERATORS_MD.read_text(encoding="utf-8")
+    found = []
+    for block in _FENCE.finditer(text):
+        first = text.count("\n", 0, block.start(1)) + 1
+        for k, raw in enumerate(block[1].splitlines()):
+            if raw.strip() and not raw.lstrip().startswith("#"):
+                found.append(_example(first + k, raw.strip()))
+    return tuple(found)
+
+
+def _ids(exs: tuple[Example, ...]) -> list[str]:
+    return [f"L{e.line}:{e.text[:60]}" for e in exs]
+
+
+VALUES = tuple(e for e in examples() if e.exc is None)
+ERRORS = tuple(e for e in examples() if e.exc is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The golden reading: a batch as records, each through offload.golden
+# ---------------------------------------------------------------------------------------------
+
+def _as_bytes(v: Any) -> bytes:
+    return v.encode("utf-8") if isinstance(v, str) else bytes(v)
+
+
+def _records(values: Any) -> tuple[list[bytes], tuple[int, ...] | None]:
+    """A hash operator's batch as byte records (and the result shape for numpy keys)."""
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        width, signed = values.dtype.itemsize, values.dtype.kind == "i"
+        keys = values.reshape(-1).tolist()          # the values, whatever the byte order
+        return [int(v).to_bytes(width, "little", signed=signed) for v in keys], values.shape
+    if isinstance(values, np.ndarray):
+        return [_as_bytes(v) for v in values.reshape(-1).tolist()], None
+    if isinstance(values, tuple):
+        offsets, data = values
+        blob = bytes(data)
+        return [blob[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)], None
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return [_as_bytes(v) for v in values.to_pylist()], None
+    return [_as_bytes(v) for v in values], None
+
+
+def _shaped(flat: list[Any], shape: tuple[int, ...] | None) -> list[Any]:
+    return flat if shape is None else np.array(flat, dtype=object).reshape(shape).tolist()
+
+
+def _param(v: Any) -> Any:
+    return int(v) if isinstance(v, np.integer) else v   # a numpy integer parameter is its value
+
+
+def _golden_hash(fn: Callable[..., int]) -> Callable[..., list[Any]]:
+    def op(values: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        recs, shape = _records(values)
+        a, k = [_param(v) for v in args], {n: _param(v) for n, v in kwargs.items()}
+        return _shaped([fn(r, *a, **k) for r in recs], shape)
+    return op
+
+
+def _golden_bucketize(x: Any, boundaries: Any, right: bool = True) -> list[Any]:
+    bnd = np.asarray(boundaries).tolist()
+    if isinstance(x, (pa.Array, pa.ChunkedArray)):
+        return [golden.bucketize(v, bnd, right) for v in x.to_pylist()]
+    return _shaped([golden.bucketize(v, bnd, right) for v in x.reshape(-1).tolist()], x.shape)
+
+
+def _sequences(sequences: Any) -> list[list[int]]:
+    if isinstance(sequences, tuple):
+        vo, vals = (np.asarray(a).tolist() for a in sequences)
+        return [vals[vo[i]:vo[i + 1]] for i in range(len(vo) - 1)]
+    if isinstance(sequences, (pa.Array, pa.ChunkedArray)):
+        return sequences.to_pylist()
+    return [[int(v) for v in s] for s in sequences]
+
+
+def _golden_encode(sequences: Any) -> tuple[list[int], bytes]:
+    parts = [golden.delta_varint_encode_seq(s) for s in _sequences(sequences)]
+    return np.cumsum([0] + [len(p) for p in parts]).tolist(), b"".join(parts)
+
+
+def _golden_decode(offsets: Any, data: Any) -> tuple[list[int], list[int]]:
+    o, blob = np.asarray(offsets).tolist(), bytes(data)
+    seqs = [golden.delta_varint_decode_seq(blob[o[i]:o[i + 1]], i, o[i]) for i in range(len(o) - 1)]
+    return np.cumsum([0] + [len(s) for s in seqs]).tolist(), [v for s in seqs for v in s]
+
+
+GOLDEN: dict[str, Callable[..., Any]] = {
+    "xxh32": _golden_hash(golden.xxh32), "xxh64": _golden_hash(golden.xxh64),
+    "hash_bucket": _golden_hash(golden.hash_bucket), "fid": _golden_hash(golden.fid),
+    "bucketize": _golden_bucketize, "delta_varint_encode": _golden_encode,
+    "delta_varint_decode": _golden_decode,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The public API's reading, on the CPU backend; its dtypes are the page's
+# ---------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def documented_dtypes() -> dict[str, list[np.dtype]]:
+    """Operator -> result dtype(s), from the operator table at the top of the page."""
+    table = {}
+    for row in OPERATORS_MD.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^\| `(\w+)\(.*\| (?P<result>[^|]*) \|$", row)
+        if m and m[1] in OPERATORS:
+            table[m[1]] = [np.dtype(t) for t in re.findall(r"`(\w+)`", m["result"])]
+    return table
+
+
+def _api(op: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        res = getattr(offload, op)(*args, backend="cpu", **kwargs)
+        arrays = list(res) if isinstance(res, tuple) else [res]
+        assert [a.dtype for a in arrays] == documented_dtypes()[op], f"{op}: result dtype"
+        if op == "delta_varint_encode":
+            return res[0].tolist(), res[1].tobytes()
+        return tuple(a.tolist() for a in res) if isinstance(res, tuple) else res.tolist()
+    return call
+
+
+API: dict[str, Callable[..., Any]] = {op: _api(op) for op in OPERATORS}
+
+
+def _namespace(ops: dict[str, Callable[..., Any]]) -> dict[str, Any]:
+    return {"np": np, "pa": pa, **ops}
+
+
+def sides(ex: Example, ops: dict[str, Callable[..., Any]]) -> tuple[Any, Any]:
+    """Both sides of an equation, evaluated with the given operators."""
+    tree = ast.parse(ex.text, mode="eval").body
+    assert isinstance(tree, ast.Compare)
+    ns = _namespace(ops)
+    return eval(ast.unparse(tree.left), ns), eval(ast.unparse(tree.comparators[0]), ns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ex", VALUES, ids=_ids(VALUES))
+def test_example_holds_for_the_golden_model(ex: Example) -> None:
+    got, expected = sides(ex, GOLDEN)
+    assert got == expected, f"docs/operators.md:{ex.line}: {ex.text}"
+
+
+@pytest.mark.parametrize("ex", VALUES, ids=_ids(VALUES))
+def test_example_holds_for_the_public_api(ex: Example) -> None:
+    got, expected = sides(ex, API)
+    assert got == expected, f"docs/operators.md:{ex.line}: {ex.text}"
+
+
+@pytest.mark.parametrize("ex", ERRORS, ids=_ids(ERRORS))
+def test_error_example_is_raised_by_the_public_api(ex: Example) -> None:
+    assert ex.message is not None and ex.exc is not None
+    exc = {"TypeError": TypeError, "ValueError": ValueError}[ex.exc]
+    pattern = (re.escape(ex.message[:-3]) if ex.message.endswith("...")
+               else re.escape(ex.message) + "$")
+    with pytest.raises(exc, match="^" + pattern):
+        eval(ex.text, _namespace(API))
+
+
+def test_a_wrong_example_fails() -> None:
+    """The checks are not vacuous: a value off by one fails on both readings."""
+    ex = next(e for e in VALUES if e.text.startswith("xxh64([b\"abc\"]) == [0x44BC2CF5AD770999]"))
+    wrong = Example(ex.line, ex.text.replace("0x44BC2CF5AD770999", "0x44BC2CF5AD77099A"), ex.op)
+    for ops in (GOLDEN, API):
+        got, expected = sides(wrong, ops)
+        assert got != expected
+
+
+def test_every_operator_has_a_section_a_table_row_and_examples() -> None:
+    text = OPERATORS_MD.read_text(encoding="utf-8")
+    sections = re.findall(r"^### `(\w+)\(", text, re.M)
+    assert sorted(sections) == sorted(OPERATORS)
+    assert sorted(documented_dtypes()) == sorted(OPERATORS)
+    assert {e.op for e in VALUES} == set(OPERATORS)
+    assert {e.op for e in ERRORS} == set(OPERATORS)
+
+
+@pytest.mark.parametrize("op", [o for o in OPERATORS if not o.startswith("delta_varint")])
+def test_documented_dtype_is_the_operator_result_dtype(op: str) -> None:
+    assert documented_dtypes()[op] == [np.dtype(result_dtype(op))]
+
+
+def test_the_repository_refers_to_nothing_outside_itself() -> None:
+    """Tracked files (code, docs, notebooks, tests) name no file outside the repository."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip(reason="not a git checkout with git installed: the check reads tracked files")
+    # The bracketed characters keep this file's own patterns from matching themselves.
+    pattern = r"[.][.]/shared|shared[ ]folder|SPEC[.]md|/work[/]shared"
+    out = subprocess.run(["git", "grep", "-nIE", pattern], cwd=ROOT, capture_output=True,
+                         text=True, check=False)
+    assert out.returncode in (0, 1), out.stderr
+    assert out.stdout == "", "references outside the repository:\n" + out.stdout
