@@ -327,7 +327,7 @@ def _group_rows(name: str, quick: bool) -> list[Row]:
         # Groups may return partial rows: fill in row()'s fields.
         return [{**row("", None, ""), **r} for r in fn(quick)]
     except ImportError as e:
-        why = extras.explain(f"the {name} benchmarks", e)
+        why = extras.explain(f"offload bench --only {name}", e)
         if why is None:
             return [{**row(f"{name}: failed", None, "", note=f"{type(e).__name__}: {e}"),
                      "passed": False}]
