@@ -269,53 +269,39 @@ _ELEMENT_TYPES = "expected bytes, bytearray, memoryview or str"
 def _from_sequence(values: Sequence[Any]) -> VarRecords:
     """A Python sequence of ``str`` (hashed as UTF-8) or of bytes-like records, in one pass.
 
-    The fast paths let C do the work: ``"".join`` both checks that every element is a ``str`` and
-    builds the text, ``str.isascii`` is O(1), and an ASCII text's UTF-8 is one copy; non-ASCII text
-    goes through Arrow's converter. Any failure re-reads the sequence element by element to raise
-    the exact error (type and index of the first bad element)."""
+    One C-level pass takes the set of element types; when they are all ``str`` or all
+    bytes/bytearray, Arrow's converter writes the UTF-8/bytes and int64 offsets straight into its
+    buffers (no per-element ``bytes`` objects, no joined copy: the peak is about the data's size).
+    Anything else re-reads the sequence element by element, which raises the exact error (type and
+    index of the first bad element) or converts memoryviews by their bytes."""
     n = len(values)
     if n == 0:
         return VarRecords((VarChunk(np.zeros(1, np.int64), np.zeros(0, np.uint8)),))
     first = values[0]
     if not isinstance(first, (str, *_BYTES_LIKE)):
         raise TypeError(f"element 0 has unsupported type {type(first).__name__}: {_ELEMENT_TYPES}")
-    fast = _str_fast(values, n) if isinstance(first, str) else _bytes_fast(values, n)
+    kinds = set(map(type, values))
+    if all(issubclass(k, str) for k in kinds):
+        fast = _arrow_converted(values, "large_string")
+    elif all(issubclass(k, (bytes, bytearray)) for k in kinds):
+        fast = _arrow_converted(values, "large_binary")
+    else:
+        fast = None
     if fast is not None:
         return fast
     _raise_first_bad_element(values)
     return _bytes_slow(values, n)
 
 
-def _str_fast(values: Sequence[Any], n: int) -> VarRecords | None:
-    try:
-        text = "".join(values)
-    except TypeError:
-        return None
-    if not text.isascii():
-        del text
-        return _str_arrow(values)
-    data = np.frombuffer(text.encode("ascii"), np.uint8)
-    del text
-    return _chunk_from_lengths(np.fromiter(map(len, values), np.int64, n), data)
-
-
-def _str_arrow(values: Sequence[Any]) -> VarRecords | None:
+def _arrow_converted(values: Sequence[Any], type_name: str) -> VarRecords | None:
     import pyarrow as pa
     try:
-        arr = pa.array(values, type=pa.large_string())
-    except (UnicodeEncodeError, pa.ArrowException, TypeError):
-        return None
+        arr = pa.array(values, type=getattr(pa, type_name)())
+    except (UnicodeEncodeError, pa.ArrowException, TypeError, ValueError):
+        return None  # e.g. a lone surrogate: the element-by-element pass names it
+    if isinstance(arr, pa.ChunkedArray):
+        return VarRecords(tuple(_arrow_chunk(c, 0) for c in arr.chunks if len(c)))
     return VarRecords((_arrow_chunk(arr, 0),))
-
-
-def _bytes_fast(values: Sequence[Any], n: int) -> VarRecords | None:
-    kinds = set(map(type, values))
-    # bytes and bytearray (and subclasses such as numpy.bytes_): len() is the byte count. A
-    # memoryview's len() counts items, so views take the element-by-element path.
-    if not all(issubclass(k, (bytes, bytearray)) for k in kinds):
-        return None if not all(issubclass(k, _BYTES_LIKE) for k in kinds) else _bytes_slow(values, n)
-    data = np.frombuffer(b"".join(values), np.uint8)
-    return _chunk_from_lengths(np.fromiter(map(len, values), np.int64, n), data)
 
 
 def _bytes_slow(values: Sequence[Any], n: int) -> VarRecords:
