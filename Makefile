@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.offload-installed
 
-.PHONY: demo test bench venv clean check-system
+.PHONY: demo test bench notebooks venv clean check-system
 
 check-system:
 	@for t in g++ make perl; do command -v $$t >/dev/null || { echo "offload: '$$t' is missing: apt-get install g++ make perl" >&2; exit 1; }; done
@@ -35,6 +35,11 @@ test: $(STAMP) | check-system
 	@# Compile the numba kernels into their on-disk cache once, so test processes only load them.
 	$(PY) -c "from offload.cpu import CpuBackend; CpuBackend().warmup(); print('cpu kernels: cached')"
 	$(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbmake --timeout 900 -q
+
+# Execute every notebook in place, keeping its outputs (the figures a reader of the repository
+# sees) and stamping its code hash; tests/test_notebooks.py fails when a notebook is not current.
+notebooks: $(STAMP) | check-system
+	$(PY) -m offload.notebooks notebooks/*.ipynb
 
 bench: $(STAMP)
 	$(VENV)/bin/offload bench --json bench.json
