@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import random
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +46,7 @@ AVAILABILITY_TTL_S = 5.0
 class _Slot:
     name: str
     backend: Backend | None = None
+    given: bool = False  # the caller passed this instance (pickled as it is)
     error: str | None = None
     checked_at: float = -1e18
     availability: Availability | None = None
@@ -75,6 +78,8 @@ class Runtime:
                  fallback: bool = True, fpga: str | None = None, smartnic: str | None = None,
                  sample_size: int = 32, options: dict[str, dict[str, Any]] | None = None,
                  rng_seed: int | None = None) -> None:
+        if rng_seed is not None and (isinstance(rng_seed, bool) or not isinstance(rng_seed, int)):
+            raise TypeError(f"rng_seed must be an int or None, got {type(rng_seed).__name__}")
         if verify not in VERIFY_MODES:
             raise ValueError(f"unknown verify mode {verify!r}: expected 'off', 'sample' or 'full'")
         if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
@@ -92,7 +97,7 @@ class Runtime:
         for b in (AUTO_ORDER if backends is None else backends):
             if isinstance(b, Backend):
                 name = b.name
-                self._slots[name] = _Slot(name, backend=b)
+                self._slots[name] = _Slot(name, backend=b, given=True)
             elif isinstance(b, str):
                 if b not in BACKEND_FACTORIES:
                     raise ValueError(f"unknown backend {b!r}: expected one of "
@@ -110,7 +115,40 @@ class Runtime:
         self._stats = _Stats()
         self._names_cache: dict[str | None, list[str]] = {}
         self._lock = threading.RLock()
+        self._rng_seed = rng_seed
         self._rng = random.Random(rng_seed)
+        self._warned: set[str] = set()
+
+    # -- pickling: the configuration travels, backends are rebuilt lazily in the new process ----
+
+    def __getstate__(self) -> dict[str, Any]:
+        given: dict[str, Backend] = {}
+        for name, slot in self._slots.items():
+            if slot.given and slot.backend is not None:
+                try:
+                    pickle.dumps(slot.backend)
+                except Exception as e:
+                    raise TypeError(
+                        f"cannot pickle this Runtime: backend {name!r} was given as a "
+                        f"{type(slot.backend).__name__} instance, which cannot be pickled "
+                        f"({type(e).__name__}: {e}); give its name and options instead") from None
+                given[name] = slot.backend
+        return {"order": self.order, "given": given, "verify": self.verify,
+                "fallback": self.fallback, "sample_size": self.sample_size,
+                "options": self._options, "rng_seed": self._rng_seed}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        given = state["given"]
+        self.__init__([given.get(n, n) for n in state["order"]],  # type: ignore[misc]
+                      verify=state["verify"], fallback=state["fallback"],
+                      sample_size=state["sample_size"], options=state["options"],
+                      rng_seed=state["rng_seed"])
+
+    def explicit(self, name: str) -> bool:
+        """Whether the caller asked for this backend by instance or by its options (``fpga=``,
+        ``smartnic=``, ``options={name: ...}``): skipping it is then worth a record."""
+        slot = self._slots.get(name)
+        return (slot is not None and slot.given) or name in self._options
 
     # -- backends ---------------------------------------------------------------------------
 
@@ -202,6 +240,7 @@ class Runtime:
         names = self._names(backend)
         named = backend not in (None, "auto")
         skipped: list[str] = []
+        configured: list[tuple[str, str]] = []  # asked for by the caller, yet unusable
         found = False
         for i, name in enumerate(names):
             be, why = self._usable(name, call, batch)
@@ -209,8 +248,12 @@ class Runtime:
                 if named and i == 0:
                     raise BackendUnavailable(f"backend {name!r} {why}")
                 skipped.append(f"{name} {why}")
+                if self.explicit(name):
+                    configured.append((name, why))
                 continue
             found = True
+            self._record_skipped(call, batch, configured, be.name)
+            configured = []
             yield be
             if not self.fallback:
                 return
@@ -305,6 +348,17 @@ class Runtime:
             if whole:
                 st.calls += 1
                 st.records += records
+
+    def _record_skipped(self, call: OpCall, batch: Batch, skipped: list[tuple[str, str]],
+                        to: str) -> None:
+        """A backend the caller configured could not run the call: a fallback record (cause
+        ``"unavailable"``) per call, and one warning per backend per Runtime."""
+        for name, why in skipped:
+            message = f"backend {name!r} {why}"
+            self._record_fallback(call, name, to, "unavailable", message, 0, batch.n)
+            if name not in self._warned:
+                self._warned.add(name)
+                warnings.warn(f"offload: {message}; running on {to}", RuntimeWarning, stacklevel=2)
 
     def _record_fallback(self, call: OpCall, frm: str, to: str | None, cause: str, message: str,
                          at: int, redone: int) -> None:

@@ -209,3 +209,87 @@ def test_a_partial_result_counts_only_the_records_it_holds(verify):
     rt = offload.Runtime(backends=[Faulty("fpga", "overclaim", at=400), "cpu"], verify=verify)
     assert np.array_equal(rt.xxh64(KEYS, seed=3), expected_xxh64(KEYS, 3))
     assert rt.stats()["last_call"]["segments"] == [("fpga", 0, 400), ("cpu", 400, 1000)]
+
+
+# -- a backend the caller asked for, unavailable: recorded, warned once -------------------------
+
+def test_a_configured_backend_that_is_unavailable_is_recorded_and_warned_once():
+    rt = offload.Runtime(backends=[Faulty("fpga", "unavailable"), "cpu"])
+    with pytest.warns(RuntimeWarning, match=r"^offload: backend 'fpga' is unavailable: board not "
+                                            r"found; running on cpu$"):
+        assert np.array_equal(rt.xxh64(KEYS, seed=3), expected_xxh64(KEYS, 3))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call warns no more, but is recorded again
+        rt.xxh64(KEYS, seed=3)
+    fbs = rt.stats()["fallbacks"]
+    assert [(f["from"], f["to"], f["cause"], f["at_record"], f["records_redone"]) for f in fbs] == \
+        [("fpga", "cpu", "unavailable", 0, 1000)] * 2
+    assert fbs[0]["message"] == "backend 'fpga' is unavailable: board not found"
+
+
+def test_fpga_sim_without_pynq_is_recorded(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "pynq", None)  # as on an install without the 'fpga' extra
+    rt = offload.Runtime(backends=["fpga", "cpu"], fpga="sim")
+    with pytest.warns(RuntimeWarning, match=r"^offload: backend 'fpga' is unavailable: .*fpga"):
+        rt.xxh64(KEYS)
+    (fb,) = rt.stats()["fallbacks"]
+    assert (fb["from"], fb["to"], fb["cause"]) == ("fpga", "cpu", "unavailable")
+
+
+def test_the_default_chain_skips_absent_devices_silently(monkeypatch):
+    monkeypatch.delenv("OFFLOAD_FPGA", raising=False)
+    monkeypatch.delenv("OFFLOAD_SMARTNIC", raising=False)
+    rt = offload.Runtime()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rt.xxh64(KEYS)
+    assert rt.stats()["fallbacks"] == []
+
+
+# -- pickling: configuration travels, backends are rebuilt in the new process -------------------
+
+def _hash_in_child(rt):
+    return rt.xxh64(KEYS, seed=3).tolist(), rt.order, rt.verify, rt.stats()["calls"]
+
+
+def test_a_runtime_pickles_with_its_configuration():
+    import pickle
+    rt = offload.Runtime(backends=["fpga", "cpu"], fpga="sim", verify="sample", fallback=True,
+                         sample_size=5, rng_seed=9,
+                         options={"fpga": {"chunk_records": 64, "engine": "reference"}})
+    rt.xxh64(KEYS)  # a used runtime: its backends, lock and stats stay behind
+    copy = pickle.loads(pickle.dumps(rt))
+    assert (copy.order, copy.verify, copy.fallback, copy.sample_size) == (
+        ("fpga", "cpu"), "sample", True, 5)
+    assert copy._options == {"fpga": {"device": "sim", "chunk_records": 64, "engine": "reference"}}
+    assert copy.stats()["calls"] == 0
+    assert all(s.backend is None for s in copy._slots.values())
+
+
+def test_a_runtime_runs_in_a_spawned_process():
+    import multiprocessing as mp
+    rt = offload.Runtime(backends=["cpu"], verify="full")
+    with mp.get_context("spawn").Pool(1) as pool:
+        got, order, verify, calls = pool.apply(_hash_in_child, (rt,))
+    assert got == expected_xxh64(KEYS, 3).tolist()
+    assert (order, verify, calls) == (("cpu",), "full", 1)
+
+
+def test_a_runtime_with_an_unpicklable_backend_says_what_to_do():
+    import pickle
+    import threading
+
+    be = Faulty("fpga", "ok")
+    be.lock = threading.Lock()  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"^cannot pickle this Runtime: backend 'fpga' was given as a "
+                                        r"Faulty instance, which cannot be pickled \(TypeError: .*\); "
+                                        r"give its name and options instead$"):
+        pickle.dumps(offload.Runtime(backends=[be, "cpu"]))
+
+
+def test_rng_seed_is_validated():
+    with pytest.raises(TypeError, match=r"^rng_seed must be an int or None, got float$"):
+        offload.Runtime(rng_seed=1.5)
