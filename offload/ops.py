@@ -65,8 +65,11 @@ def _check_seed(seed: Any, bits: int) -> int:
 
 def check_boundaries(boundaries: Any, dtype: np.dtype) -> np.ndarray:
     """Boundaries as an array of ``dtype``: 1-D, strictly increasing, no NaN, exactly representable."""
+    if isinstance(boundaries, np.ma.MaskedArray) and np.ma.getmaskarray(boundaries).any():
+        first = int(np.argwhere(np.ma.getmaskarray(boundaries))[0][0])
+        raise ValueError(f"boundaries must not be masked (boundaries[{first}])")
     if isinstance(boundaries, np.ndarray):
-        b = boundaries
+        b = np.ma.getdata(boundaries)
     else:
         try:
             b = np.asarray(boundaries)

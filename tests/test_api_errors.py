@@ -142,6 +142,8 @@ BAD_PARAMS = [
      "boundaries must be strictly increasing: boundaries[2] = 2.0 <= boundaries[1] = 3.0"),
     ("repeated boundaries", lambda: offload.bucketize(np.zeros(2), [1.0, 1.0]), ValueError,
      "boundaries must be strictly increasing: boundaries[1] = 1.0 <= boundaries[0] = 1.0"),
+    ("masked boundary", lambda: offload.bucketize(np.zeros(2), np.ma.array([0.0, 1.0], mask=[0, 1])),
+     ValueError, "boundaries must not be masked (boundaries[1])"),
     ("NaN boundary", lambda: offload.bucketize(np.zeros(2), [0.0, np.nan]), ValueError,
      "boundaries must not contain NaN (boundaries[1])"),
     ("boundary not float32", lambda: offload.bucketize(np.zeros(2, np.float32), [0.1]), ValueError,
