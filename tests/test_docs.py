@@ -259,3 +259,23 @@ def test_the_repository_refers_to_nothing_outside_itself() -> None:
                          text=True, check=False)
     assert out.returncode in (0, 1), out.stderr
     assert out.stdout == "", "references outside the repository:\n" + out.stdout
+
+
+def _is_commit(word: str) -> bool:
+    out = subprocess.run(["git", "cat-file", "-t", word], cwd=ROOT, capture_output=True, text=True,
+                         check=False)
+    return out.stdout.strip() == "commit"
+
+
+def test_the_docs_are_a_reference_not_a_work_log() -> None:
+    """No commit hashes and no session narration in the documentation pages."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip(reason="not a git checkout with git installed: commit names need the history")
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    found = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        words = set(re.findall(r"\b(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b", text))
+        found += [f"{page.name}: commit {w}" for w in sorted(words) if _is_commit(w)]
+        found += [f"{page.name}: {m}" for m in re.findall(r"[^.\n]*\bsessions?\b[^.\n]*", text, re.I)]
+    assert found == []
