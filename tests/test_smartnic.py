@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 
@@ -13,8 +14,9 @@ import pytest
 from offload.backend import BackendError
 from offload.batch import as_records
 from offload.host.smartnic import SmartNicBackend
-from offload.host.smartnic.protocol import (ErrorCode, FrameReader, MsgType, auth_digest,
-                                            encode_frame, pack_request, parse_error, parse_json)
+from offload.host.smartnic.protocol import (HEADER, MAGIC, VERSION, ErrorCode, FrameReader,
+                                            MsgType, auth_digest, crc32c, encode_frame,
+                                            pack_request, parse_error, parse_json)
 from offload.host.smartnic.server import is_loopback, main as serve_main
 from offload.host.smartnic.testing import ServerProcess
 from offload.ops import make_call
@@ -613,3 +615,119 @@ def test_chunks_fit_the_services_frame_limit(cpu):
         assert ei.value.cause == "too_large" and ei.value.completed == 2
         rt.close()
         strict.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# memory before authentication, the connection limit, closed connections' buffers
+# ---------------------------------------------------------------------------------------------
+
+def _raw_header(mtype: MsgType, meta_len: int, payload_len: int, bid: int = 1) -> bytes:
+    """A well-formed header announcing a body that is not (all) sent."""
+    head = HEADER.pack(MAGIC, VERSION, int(mtype), 0, bid, meta_len, 0, payload_len, 0, 0)[:36]
+    return head + struct.pack("<I", crc32c(head))
+
+
+def _hello(port: int) -> tuple[socket.socket, FrameReader]:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    r = FrameReader()
+    assert _read_frames(s, r, 1)[0].type == MsgType.HELLO
+    return s, r
+
+
+def _health(address: str) -> dict:
+    """The service's health over a fresh connection (closed afterwards, none kept in a pool)."""
+    be = SmartNicBackend(address, pool_size=0)
+    try:
+        return be.health()
+    finally:
+        be.close()
+
+
+def test_unauthenticated_peers_are_cut_off_at_the_header():
+    """Before AUTH_OK only the small AUTH frame is read: a header announcing a max_frame-sized
+    body (or an oversized AUTH) is refused from its 40 bytes, with a clear error, and the service
+    holds a few KB per unauthenticated connection. An AUTH sent together with the first REQUEST
+    is still served."""
+    with ServerProcess(backend="cpu") as srv:  # max_frame 256 MiB
+        max_frame = _health(srv.address)["max_frame"]
+        too_large = "AUTH frame with {} bytes of meta and {} of payload: an AUTH frame has at " \
+                    "most 256 bytes of meta and no payload"
+        for mtype, meta_len, plen, error in (
+                (MsgType.REQUEST, 40, max_frame - 8,
+                 (ErrorCode.OUT_OF_ORDER, "expected AUTH, got REQUEST")),
+                (MsgType.AUTH, 0, max_frame - 8,
+                 (ErrorCode.TOO_LARGE, too_large.format(0, max_frame - 8))),
+                (MsgType.AUTH, 60_000, 0, (ErrorCode.TOO_LARGE, too_large.format(60_000, 0)))):
+            s, r = _hello(srv.port)
+            with s:
+                s.sendall(_raw_header(mtype, meta_len, plen) + bytes(min(meta_len + plen, 2048)))
+                err = _read_frames(s, r, 1)[0]
+                assert err.type == MsgType.ERROR and parse_error(err.meta) == error
+                assert _closed(s)
+        idle, _ = _hello(srv.port)
+        with idle:
+            h = _health(srv.address)
+            assert h["preauth_connections"] == 1 and 0 < h["preauth_buffered_bytes"] <= 4096
+        # the handshake and a first request in one send: answered in order
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        with s:
+            r = FrameReader()
+            nonce = bytes.fromhex(parse_json(_read_frames(s, r, 1)[0].meta)["nonce"])
+            meta, bufs = pack_request({"OP": 2, "FORMAT": 0, "COUNT": 4},
+                                      np.zeros(0, np.uint64), np.arange(4, dtype=np.uint64))
+            _send(s, encode_frame(MsgType.AUTH, 0, auth_digest(b"unused", nonce))
+                  + encode_frame(MsgType.REQUEST, 1, meta, bufs))
+            ok, res = _read_frames(s, r, 2)
+            assert ok.type == MsgType.AUTH_OK and res.type == MsgType.RESULT
+        assert len(srv.events("protocol_error")) == 3 and srv.running()
+
+
+def test_connection_limit_refuses_with_a_reason():
+    with ServerProcess("--max-connections", "2", backend="cpu") as srv:
+        a, _ = _hello(srv.port)
+        pooled = SmartNicBackend(srv.address)
+        assert pooled.availability().ok  # its connection stays open in its pool: 2 of 2
+        why = ("connection limit reached: this service serves at most 2 connections at a time; "
+               "try again later")
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        with s:
+            err = _read_frames(s, FrameReader(), 1)[0]
+            assert err.type == MsgType.ERROR
+            assert parse_error(err.meta) == (ErrorCode.TOO_MANY_CONNECTIONS, why)
+            assert _closed(s)
+        av = SmartNicBackend(srv.address).availability()
+        assert not av.ok and av.reason.endswith(f"service error TOO_MANY_CONNECTIONS: {why}")
+        strict = Runtime(backends=[SmartNicBackend(srv.address, availability_ttl=60)],
+                         fallback=False)
+        a.close()
+        t_end = time.monotonic() + 5
+        while strict.availability("smartnic").reason.endswith(why) and time.monotonic() < t_end:
+            time.sleep(0.05)  # the service sees the close
+        keys = np.arange(10, dtype=np.uint64)
+        assert strict.xxh64(keys).tolist() == offload.xxh64(keys, backend="cpu").tolist()
+        h = pooled.health()
+        assert h["max_connections"] == 2 and h["refused_connections"] == 2
+        assert [e["reason"] for e in srv.events("connection_refused")] == [why, why]
+        pooled.close()
+        strict.close()
+
+
+def test_a_closed_connections_buffers_are_released_at_once():
+    """A connection closed mid-frame gives back its buffers when it closes, not when the
+    watchdog's next tick drops its last reference (the default --frame-timeout: a tick a second)."""
+    with ServerProcess(backend="cpu") as srv:
+        s, _ = _handshake(srv.port)
+        big = 8 << 20
+        s.sendall(_raw_header(MsgType.REQUEST, 0, big) + bytes(1 << 20))
+        t_end = time.monotonic() + 5
+        while _health(srv.address)["buffered_bytes"] < big and time.monotonic() < t_end:
+            time.sleep(0.05)
+        assert _health(srv.address)["buffered_bytes"] >= big  # the frame's buffer, sized from the header
+        time.sleep(1.2)  # a watchdog tick while this is the only connection
+        s.close()
+        t0 = time.monotonic()
+        h = _health(srv.address)
+        while h["connections"] > 1 and time.monotonic() - t0 < 0.5:
+            h = _health(srv.address)
+        own = h["buffered_bytes"] - h["preauth_buffered_bytes"]  # the asking connection's reader
+        assert h["connections"] == 1 and own < (512 << 10), h

@@ -3,6 +3,8 @@ frames or raises ProtocolError — never another exception, never a hang."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,9 +13,10 @@ from hypothesis import strategies as st
 from offload import wire
 from offload.batch import as_records, as_sequences
 from offload.host.smartnic import codec
-from offload.host.smartnic.protocol import (HEADER_SIZE, ErrorCode, FrameReader, MsgType,
-                                            ProtocolError, encode_frame, pack_error, pack_request,
-                                            parse_error, parse_json, parse_request)
+from offload.host.smartnic.protocol import (HANDSHAKE_STAGING, HEADER_SIZE, ErrorCode,
+                                            FrameReader, MsgType, ProtocolError, encode_frame,
+                                            pack_error, pack_request, parse_error, parse_json,
+                                            parse_request)
 from offload.ops import make_call
 
 pytestmark = pytest.mark.timeout(120)
@@ -86,6 +89,33 @@ def test_limits():
     assert e.value.code == ErrorCode.TOO_LARGE
 
 
+def test_handshake_mode_reads_one_small_frame_then_admits():
+    """A server's reader before authentication: the AUTH frame alone (what follows it waits in
+    the staging buffer), another or a larger frame refused from its header; admit() applies the
+    full limits and returns the frames that followed."""
+    auth, request = VALID[1], VALID[4]  # REQUEST above 64 KiB: the direct-receive path
+    r = FrameReader(max_payload=1 << 20, handshake=True)
+    assert r.held_bytes == HANDSHAKE_STAGING
+    frames = r.feed(auth + request[:1000])
+    assert [f.type for f in frames] == [MsgType.AUTH] and r.pending_bytes == 1000
+    assert r.admit(max_meta=64 << 10, max_payload=1 << 20) == []
+    assert [f.type for f in r.feed(request[1000:])] == [MsgType.REQUEST]
+    assert r.held_bytes >= 256 << 10 and r.pending_bytes == 0
+    refusals = [(request, ErrorCode.OUT_OF_ORDER, r"^expected AUTH, got REQUEST$"),
+                (_bytes(encode_frame(MsgType.AUTH, 0, b"x" * 257)), ErrorCode.TOO_LARGE,
+                 r"^AUTH frame with 257 bytes of meta and 0 of payload: an AUTH frame has at "
+                 r"most 256 bytes of meta and no payload$")]
+    for frame, code, message in refusals:
+        r = FrameReader(handshake=True)
+        with pytest.raises(ProtocolError) as e:
+            r.feed(frame[:HEADER_SIZE])  # the header alone is enough to refuse it
+        assert e.value.code == code and re.match(message, e.value.message)
+    r.release()
+    assert r.held_bytes == 0
+    with pytest.raises(ProtocolError):
+        r.get_buffer()
+
+
 @pytest.mark.parametrize("op,batch", [
     ("xxh32", as_records([b"abc", b"", b"0123456789"])),
     ("delta_varint_decode", as_records([b"\x02\x04", b"", b"\x01"])),
@@ -139,6 +169,22 @@ def _drive(data: bytes, chunk: int) -> None:
 @given(st.binary(max_size=2048), st.integers(1, 300))
 def test_fuzz_random_bytes(data, chunk):
     _drive(data, chunk)
+
+
+@_SETTINGS
+@given(st.binary(max_size=6000), st.integers(1, 300))
+def test_fuzz_handshake_mode(data, chunk):
+    """Whatever an unauthenticated peer sends: frames or ProtocolError, and never more than the
+    handshake staging buffer held."""
+    r = FrameReader(handshake=True)
+    for i in range(0, len(data), chunk):
+        try:
+            frames = r.feed(data[i:i + chunk])
+        except ProtocolError:
+            return
+        assert r.held_bytes == HANDSHAKE_STAGING and len(frames) <= 1
+        if frames:
+            return
 
 
 @_SETTINGS

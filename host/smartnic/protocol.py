@@ -31,6 +31,7 @@ __all__ = [
     "ProtocolError", "RemoteError", "Header", "Frame", "FrameReader", "crc32c", "encode_frame",
     "parse_header", "pack_request", "parse_request", "pack_error", "parse_error", "pack_json",
     "parse_json", "auth_digest", "OP_DELTA_VARINT_DECODE", "DEFAULT_MAX_META", "DEFAULT_MAX_FRAME",
+    "HANDSHAKE_MAX_META", "HANDSHAKE_STAGING",
 ]
 
 MAGIC = b"OFLD"
@@ -47,6 +48,10 @@ DEFAULT_MAX_META = 64 << 10
 DEFAULT_MAX_FRAME = 64 << 20
 _SMALL_PAYLOAD = 64 << 10      # payloads up to this size are assembled in the staging buffer
 _STAGING = 256 << 10
+# Before authentication a server accepts one AUTH frame: its meta is an HMAC-SHA256 digest (32
+# bytes, or empty), it has no payload. A reader in handshake mode holds HANDSHAKE_STAGING bytes.
+HANDSHAKE_MAX_META = 256
+HANDSHAKE_STAGING = 4096
 
 # A service extension of the engine's OP register: delta_varint_decode runs on the service's
 # runtime. Input: VAR records (the encoded bytes of each sequence); output: SEQ framing (a header
@@ -85,10 +90,12 @@ class ErrorCode(enum.IntEnum):
     BACKEND_FAILED = 8  # the service's runtime could not complete the batch
     SHUTTING_DOWN = 9   # the service is draining and takes no new batch
     INTERNAL = 10       # anything else
+    TOO_MANY_CONNECTIONS = 11  # instead of HELLO: the service is at its connection limit (fatal)
 
 
 FATAL_CODES = frozenset({ErrorCode.BAD_FRAME, ErrorCode.BAD_CRC, ErrorCode.TOO_LARGE,
-                         ErrorCode.OUT_OF_ORDER, ErrorCode.AUTH_FAILED})
+                         ErrorCode.OUT_OF_ORDER, ErrorCode.AUTH_FAILED,
+                         ErrorCode.TOO_MANY_CONNECTIONS})
 
 
 class ProtocolError(Exception):
@@ -246,13 +253,22 @@ class FrameReader:
 
     Use: ``buf = r.get_buffer()``; fill ``k`` bytes of it (``sock.recv_into(buf)``);
     ``frames = r.buffer_updated(k)``. Or ``r.feed(data)`` for tests.
+
+    ``handshake=True`` (a server before authentication): only an AUTH frame of at most
+    ``HANDSHAKE_MAX_META`` bytes of meta and no payload is accepted; any other frame is refused
+    from its header (``OUT_OF_ORDER``, ``TOO_LARGE``) before any of its body is buffered. The
+    reader holds ``HANDSHAKE_STAGING`` bytes and stops after that one frame; :meth:`admit` then
+    applies ``max_meta``/``max_payload`` and returns the frames that followed it.
     """
 
     def __init__(self, *, max_meta: int = DEFAULT_MAX_META,
-                 max_payload: int = DEFAULT_MAX_FRAME) -> None:
+                 max_payload: int = DEFAULT_MAX_FRAME, handshake: bool = False) -> None:
         self.max_meta = max_meta
         self.max_payload = max_payload
-        self._buf = bytearray(max(_STAGING, HEADER_SIZE + max_meta + _SMALL_PAYLOAD + 4096))
+        self.handshake = handshake
+        self._held = False  # handshake mode: the one frame was returned; the rest waits
+        size = HANDSHAKE_STAGING if handshake else self._staging_size()
+        self._buf = bytearray(size)
         self._mv = memoryview(self._buf)
         self._start = 0
         self._end = 0
@@ -266,21 +282,57 @@ class FrameReader:
         # bytes to receive that frame's payload into (e.g. a slice of a result array), or None.
         self.sink: Any = None
 
+    def _staging_size(self) -> int:
+        return max(_STAGING, HEADER_SIZE + self.max_meta + _SMALL_PAYLOAD + 4096)
+
     @property
     def pending_bytes(self) -> int:
         """Bytes of an incomplete frame held (0 between frames)."""
         return (self._end - self._start) + (self._direct_pos if self._direct is not None else 0) \
             + (HEADER_SIZE if self._hdr is not None else 0)
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of buffer this reader holds: its staging buffer and the array an incomplete
+        large payload is being received into (its full size, allocated from the header)."""
+        return len(self._buf) + (self._direct.nbytes if self._direct is not None else 0)
+
+    def admit(self, *, max_meta: int, max_payload: int) -> list[Frame]:
+        """Leave handshake mode (the peer is authenticated): apply these limits and return the
+        frames already received after the handshake frame."""
+        self.max_meta, self.max_payload = max_meta, max_payload
+        self.handshake = self._held = False
+        size = self._staging_size()
+        if len(self._buf) < size:
+            n = self._end - self._start
+            buf = bytearray(size)
+            buf[:n] = self._mv[self._start:self._end]
+            self._buf, self._mv = buf, memoryview(buf)
+            self._start, self._end = 0, n
+        return self.buffer_updated(0)
+
+    def release(self) -> None:
+        """Drop every buffer at once (the connection is closed); later bytes are discarded."""
+        self._buf = bytearray(0)
+        self._mv = memoryview(self._buf)
+        self._direct, self._direct_pos, self._hdr, self._meta = None, 0, None, None
+        self._start = self._end = 0
+        self.sink = None
+        self.failed = self.failed or ProtocolError(ErrorCode.BAD_FRAME, "connection closed")
+
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         if self.failed is not None:
             raise self.failed
         if self._direct is not None:
             return memoryview(self._direct)[self._direct_pos:]
-        if len(self._buf) - self._end < _SMALL_PAYLOAD:
+        if len(self._buf) - self._end < min(_SMALL_PAYLOAD, len(self._buf) // 2):
             n = self._end - self._start
             self._buf[:n] = self._mv[self._start:self._end]
             self._start, self._end = 0, n
+        if self._end == len(self._buf):  # only when held in handshake mode: a full buffer
+            self.failed = ProtocolError(ErrorCode.TOO_LARGE, f"more than {len(self._buf)} bytes "
+                                                             "sent before authentication")
+            raise self.failed
         return self._mv[self._end:]
 
     def buffer_updated(self, nbytes: int) -> list[Frame]:
@@ -329,15 +381,27 @@ class FrameReader:
                 return buf
         return np.empty(hdr.payload_len, np.uint8)
 
+    def _header(self) -> Header:
+        head = self._mv[self._start:self._start + HEADER_SIZE]
+        if not self.handshake:
+            return parse_header(head, max_meta=self.max_meta, max_payload=self.max_payload)
+        hdr = parse_header(head, max_meta=1 << 32, max_payload=1 << 64)
+        if hdr.type != MsgType.AUTH:
+            raise ProtocolError(ErrorCode.OUT_OF_ORDER, f"expected AUTH, got {hdr.type.name}")
+        if hdr.meta_len > HANDSHAKE_MAX_META or hdr.payload_len:
+            raise ProtocolError(ErrorCode.TOO_LARGE, (
+                f"AUTH frame with {hdr.meta_len} bytes of meta and {hdr.payload_len} of payload: "
+                f"an AUTH frame has at most {HANDSHAKE_MAX_META} bytes of meta and no payload"))
+        return hdr
+
     def _parse(self) -> list[Frame]:
         frames: list[Frame] = []
         mv = self._mv
-        while True:
+        while not self._held:
             if self._hdr is None:
                 if self._end - self._start < HEADER_SIZE:
                     break
-                self._hdr = parse_header(mv[self._start:self._start + HEADER_SIZE],
-                                         max_meta=self.max_meta, max_payload=self.max_payload)
+                self._hdr = self._header()
                 self._start += HEADER_SIZE
             hdr = self._hdr
             if self._meta is None:
@@ -355,6 +419,7 @@ class FrameReader:
                     payload[:] = np.frombuffer(self._buf, np.uint8, plen, self._start)
                 self._start += plen
                 frames.append(self._finish(payload))
+                self._held = self.handshake
                 continue
             if plen <= _SMALL_PAYLOAD:
                 break

@@ -30,6 +30,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -113,6 +114,8 @@ class ServeConfig:
     # A connection that holds part of a frame, or has not authenticated, for this long is closed
     # (a slow or stalled sender must not hold a connection and its buffer forever).
     frame_timeout: float = 30.0
+    # Connections served at a time; one more is refused (ERROR TOO_MANY_CONNECTIONS, closed).
+    max_connections: int = 256
 
 
 _CHAINS = {"auto": ["fpga", "cpu"], "cpu": ["cpu"], "sim": ["sim", "cpu"], "fpga": ["fpga", "cpu"]}
@@ -127,6 +130,9 @@ class Service:
         self.cfg = cfg
         self.log = log or Logger(cfg.log_level)
         self.conns: set[_Conn] = set()
+        # every connection object still in memory, open or closed (health's buffered_bytes)
+        self.alive: weakref.WeakSet[_Conn] = weakref.WeakSet()
+        self.refused = 0
         self.draining = False
         self.started = time.monotonic()
         self.batches = 0
@@ -249,6 +255,8 @@ class Service:
         return encode_frame(MsgType.ERROR, bid, pack_error(code, message))
 
     def health(self) -> dict[str, Any]:
+        alive = list(self.alive)
+        preauth = [c for c in alive if not c.authed]
         return {"status": "draining" if self.draining else "ok", "proto": VERSION,
                 "backend": self.cfg.backend,
                 "chain": [b.name for b in self._instances],
@@ -256,7 +264,12 @@ class Service:
                 "errors": self.errors,
                 "inflight_bytes": sum(c.inflight for c in self.conns),
                 "uptime_s": round(time.monotonic() - self.started, 3), "pid": os.getpid(),
-                "auth": self.cfg.token is not None, "max_frame": self.cfg.max_frame}
+                "auth": self.cfg.token is not None, "max_frame": self.cfg.max_frame,
+                "max_connections": self.cfg.max_connections, "refused_connections": self.refused,
+                # frame buffers held by every connection object in memory, open or closed
+                "buffered_bytes": sum(c.reader.held_bytes for c in alive),
+                "preauth_connections": sum(1 for c in preauth if not c.closed),
+                "preauth_buffered_bytes": sum(c.reader.held_bytes for c in preauth)}
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -267,24 +280,27 @@ class Service:
 
     async def _watchdog(self) -> None:
         """Close connections stalled mid-frame or still unauthenticated after ``frame_timeout``."""
-        limit = self.cfg.frame_timeout
-        period = max(0.05, min(1.0, limit / 4))
+        period = max(0.05, min(1.0, self.cfg.frame_timeout / 4))
         while True:
             await asyncio.sleep(period)
-            now = time.monotonic()
-            for c in list(self.conns):
-                if c.closed:
-                    continue
-                # A partial frame is timed from its first byte (stamped on receipt, so the
-                # diagnosis does not depend on when this loop happens to run); while one is
-                # pending, its stall timer, not the authentication timer, closes the
-                # connection: both end it within 2 * limit, and the message names the cause.
-                if c.reader.pending_bytes and c.partial_since is not None:
-                    if now - c.partial_since > limit:
-                        c._fatal(ErrorCode.BAD_FRAME, f"incomplete frame stalled for more than "
-                                                      f"{limit:g} s")
-                elif not c.authed and now - c.opened > limit:
-                    c._fatal(ErrorCode.AUTH_FAILED, f"no authentication within {limit:g} s")
+            # one call per tick: no local of this coroutine keeps a connection alive between ticks
+            self._sweep(time.monotonic())
+
+    def _sweep(self, now: float) -> None:
+        limit = self.cfg.frame_timeout
+        for c in list(self.conns):
+            if c.closed:
+                continue
+            # A partial frame is timed from its first byte (stamped on receipt, so the
+            # diagnosis does not depend on when this loop happens to run); while one is
+            # pending, its stall timer, not the authentication timer, closes the
+            # connection: both end it within 2 * limit, and the message names the cause.
+            if c.reader.pending_bytes and c.partial_since is not None:
+                if now - c.partial_since > limit:
+                    c._fatal(ErrorCode.BAD_FRAME, f"incomplete frame stalled for more than "
+                                                  f"{limit:g} s")
+            elif not c.authed and now - c.opened > limit:
+                c._fatal(ErrorCode.AUTH_FAILED, f"no authentication within {limit:g} s")
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -316,6 +332,7 @@ class Service:
         self.log("info", "listening", host=self.cfg.host, port=self.port, backend=self.cfg.backend,
                  loop=f"{type(loop).__module__}.{type(loop).__name__}",
                  chain=avail, auth=self.cfg.token is not None, max_frame=self.cfg.max_frame,
+                 max_connections=self.cfg.max_connections,
                  max_inflight=self.cfg.max_inflight, delay_ms=self.cfg.delay_ms)
         watchdog = loop.create_task(self._watchdog())
         await self._stop.wait()
@@ -351,7 +368,8 @@ class _Conn(asyncio.BufferedProtocol):
 
     def __init__(self, svc: Service) -> None:
         self.svc = svc
-        self.reader = FrameReader(max_meta=DEFAULT_MAX_META, max_payload=svc.cfg.max_frame)
+        # until AUTH_OK only the small AUTH frame is read (a few KB held per connection)
+        self.reader = FrameReader(handshake=True)
         self.transport: asyncio.Transport | None = None
         self.authed = False
         self.nonce = os.urandom(32)
@@ -388,6 +406,12 @@ class _Conn(asyncio.BufferedProtocol):
             except OSError:
                 pass
         transport.set_write_buffer_limits(high=8 << 20, low=1 << 20)
+        self.svc.alive.add(self)
+        limit = self.svc.cfg.max_connections
+        if len(self.svc.conns) >= limit:
+            self._refuse(f"connection limit reached: this service serves at most {limit} "
+                         "connections at a time; try again later")
+            return
         self.svc.conns.add(self)
         self.svc.log("info", "connection_open", peer=self.peer)
         flags = Flags.AUTH_REQUIRED if self.svc.cfg.token is not None else 0
@@ -401,6 +425,8 @@ class _Conn(asyncio.BufferedProtocol):
         return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self.closed:
+            return
         try:
             frames = self.reader.buffer_updated(nbytes)
         except ProtocolError as e:
@@ -411,10 +437,22 @@ class _Conn(asyncio.BufferedProtocol):
             self.partial_since = None
         elif frames or self.partial_since is None:
             self.partial_since = time.monotonic()
-        for f in frames:
-            if self.closed:
-                return
-            self._on_frame(f)
+        while frames:
+            for f in frames:
+                if self.closed:
+                    return
+                self._on_frame(f)
+            frames = []
+            if self.authed and self.reader.handshake:
+                # the AUTH frame was accepted: full limits; frames sent right after it follow
+                try:
+                    frames = self.reader.admit(max_meta=DEFAULT_MAX_META,
+                                               max_payload=self.svc.cfg.max_frame)
+                except ProtocolError as e:
+                    self._fatal(e.code, e.message)
+                    return
+                if not self.reader.pending_bytes:
+                    self.partial_since = None
 
     def eof_received(self) -> bool:
         # the client is done sending; answer what was received, then close
@@ -425,12 +463,15 @@ class _Conn(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.reader.release()  # at once, whoever still holds this object
+        refused = self not in self.svc.conns
         self.svc.conns.discard(self)
         self.wake.set()
         self.writable.set()
-        self.svc.log("info", "connection_closed", peer=self.peer,
-                     error=None if exc is None else f"{type(exc).__name__}: {exc}",
-                     dropped=len(self.queue))
+        if not refused:
+            self.svc.log("info", "connection_closed", peer=self.peer,
+                         error=None if exc is None else f"{type(exc).__name__}: {exc}",
+                         dropped=len(self.queue))
         self.queue.clear()
         self.inflight = 0
         self.done.set()
@@ -538,8 +579,21 @@ class _Conn(asyncio.BufferedProtocol):
         self.svc.errors += 1
         self._send(encode_frame(MsgType.ERROR, 0, pack_error(code, message)))
         self.closed = True
+        self.reader.release()  # nothing more is read; the ERROR may wait for a slow peer
         self.queue.clear()
         self.wake.set()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _refuse(self, message: str) -> None:
+        """Instead of HELLO: say why this connection is not served, then close it."""
+        self.svc.refused += 1
+        self.svc.log("warning", "connection_refused", peer=self.peer, reason=message)
+        self._send(encode_frame(MsgType.ERROR, 0, pack_error(ErrorCode.TOO_MANY_CONNECTIONS,
+                                                             message)))
+        self.closed = True
+        self.reader.release()
+        self.done.set()
         if self.transport is not None:
             self.transport.close()
 
@@ -641,6 +695,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-timeout", type=float,
                    default=float(_env("OFFLOAD_SERVE_FRAME_TIMEOUT", 30.0)),
                    help="close a connection stalled mid-frame or unauthenticated this long (s)")
+    p.add_argument("--max-connections", type=int,
+                   default=int(_env("OFFLOAD_SERVE_MAX_CONNECTIONS", 256)),
+                   help="connections served at a time (default 256; env "
+                        "OFFLOAD_SERVE_MAX_CONNECTIONS); one more gets an ERROR saying so and "
+                        "is closed")
     p.add_argument("--workers", type=int, default=0, help="executor threads (default min(4, cpus))")
     p.add_argument("--log-level", choices=sorted(_LEVELS, key=_LEVELS.__getitem__),
                    default=_env("OFFLOAD_SERVE_LOG_LEVEL", "info"))
@@ -663,12 +722,15 @@ def config_from_args(argv: list[str] | None) -> ServeConfig:
         raise ValueError(f"--port must be in [0, 65535], got {a.port}")
     if not a.frame_timeout > 0:
         raise ValueError(f"--frame-timeout must be > 0, got {a.frame_timeout}")
+    if a.max_connections < 1:
+        raise ValueError(f"--max-connections must be >= 1, got {a.max_connections}")
     return ServeConfig(host=a.host, port=a.port, backend=a.backend, token=token,
                        max_frame=int(a.max_frame_mb * (1 << 20)),
                        max_inflight=int(a.max_inflight_mb * (1 << 20)),
                        delay_ms=a.debug_delay_ms, drain_timeout=a.drain_timeout,
                        workers=a.workers, log_level=a.log_level, port_file=a.port_file,
-                       warmup=not a.no_warmup, frame_timeout=a.frame_timeout)
+                       warmup=not a.no_warmup, frame_timeout=a.frame_timeout,
+                       max_connections=a.max_connections)
 
 
 def event_loop_factory() -> Any:
