@@ -259,7 +259,7 @@ def _cpu_rows(quick: bool) -> list[Row]:
     dec = OpCall("delta_varint_decode")
     td = _best(lambda: one.run(dec, eb), reps)
     rows.append(row("delta_varint_decode, sequences of 100, 1 thread", n_vals / td / 1e6,
-                    "M values/s", note="no target in the brief"))
+                    "M values/s", note="no target set"))
     for name, fn, n in (("bucketize", lambda: two.run(cb, xs), n_vals),
                         ("delta_varint_encode", lambda: two.run(enc, seqs), n_vals),
                         ("xxh64 pyarrow strings", lambda: two.run(c64, vr), n_str)):

@@ -80,7 +80,7 @@ SANITY = sanity_buffer()
 
 # (length, seed, expected): the XXH32/XXH64 table of xxHash's cli/xsum_sanity_check.c
 # (XSUM_sanityCheck). Note: XXH32(buffer, 1, PRIME32) is 0xB4545AA4 there (and in python-xxhash);
-# the value 0xA9A9D4E0 once quoted for it in this project's brief is not an xxHash vector.
+# 0xA9A9D4E0, a value that has been quoted for this case, is not an xxHash vector.
 XXH32_VECTORS = [
     (0, 0, 0x02CC5D05),
     (0, SANITY_PRIME32, 0x36B78AE7),
