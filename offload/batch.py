@@ -453,7 +453,7 @@ def as_sequences(sequences: Any) -> Sequences:
     arrays: list[np.ndarray] = []
     for i, s in enumerate(sequences):
         if isinstance(s, np.ndarray):
-            s = _unmasked(s)
+            s = _unmasked(s, f"value in sequence {i}")
             if s.ndim != 1 or s.dtype.kind != "i":
                 raise TypeError(f"sequence {i} must be a 1-D signed integer array, got {_describe(s)}")
             arrays.append(s.astype(np.int64, copy=False))

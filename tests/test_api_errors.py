@@ -74,9 +74,9 @@ BAD_BATCHES = [
     ("masked bucketize x", lambda: offload.bucketize(np.ma.array([1.0, 2.0], mask=[1, 0]), [0.0]),
      ValueError, "masked value at index 0: masked values cannot be processed (fill or drop them "
      "first)"),
-    ("masked sequence", lambda: offload.delta_varint_encode([np.ma.array([1, 2], mask=[0, 1])]),
-     ValueError, "masked value at index 1: masked values cannot be processed (fill or drop them "
-     "first)"),
+    ("masked sequence", lambda: offload.delta_varint_encode([[3], np.ma.array([1, 2], mask=[0, 1])]),
+     ValueError, "masked value in sequence 1 at index 1: masked values cannot be processed (fill or "
+     "drop them first)"),
     ("masked offsets", lambda: offload.delta_varint_decode(np.ma.array([0, 1], mask=[0, 1]),
                                                            np.zeros(1, np.uint8)), ValueError,
      "masked offset at index 1: masked values cannot be processed (fill or drop them first)"),
