@@ -216,3 +216,39 @@ def test_the_notebooks_extra_installs_what_the_notebooks_import_and_jupyterlab()
                 continue
             names = {re.sub(r"[-_.]+", "-", d).lower() for d in dists.get(mod, [mod])}
             assert names & (extra | core), f"{path.name} imports {mod}: not in the notebooks extra"
+
+
+# -- offload.service.LocalService: the notebooks' way to start a service --------------------------
+
+def test_local_service_refuses_test_only_flags():
+    from offload.service import LocalService
+
+    with pytest.raises(ValueError, match=r"^--debug-delay-ms is a test-only flag of offload serve, "
+                                         r"not an option$"):
+        LocalService(options=["--debug-delay-ms", "100"])
+
+
+def test_local_service_serves_a_runtime_and_stops():
+    import numpy as np
+
+    import offload
+    from offload.service import LocalService
+
+    keys = np.arange(1000, dtype=np.uint64)
+    with LocalService(backend="cpu", options=["--max-frame-mb", "16"]) as svc:
+        assert svc.running() and svc.events("listening")[0]["max_frame"] == 16 << 20
+        with offload.Runtime(backends=["smartnic"], smartnic=svc.address, fallback=False) as rt:
+            assert np.array_equal(rt.xxh64(keys, seed=3), offload.xxh64(keys, seed=3, backend="cpu"))
+        assert svc.terminate() == 0 and not svc.running()
+    assert svc.events() == []           # closed: its files (log, port file) are removed
+
+
+def test_local_service_kill_is_a_crash():
+    from offload.service import LocalService
+
+    svc = LocalService().start()
+    try:
+        svc.kill()
+        assert not svc.running()
+    finally:
+        svc.close()
