@@ -22,8 +22,11 @@ Options (``Runtime(fpga=...)`` passes ``device``; the rest via ``options={"fpga"
   board, the stand-in ``sim/offload_engine.bit`` on the simulated device.
 * ``engine`` (simulated device only): ``"verilator"`` (default, the RTL), ``"reference"``
   (pure Python, fast) or an engine-model instance; default ``$OFFLOAD_FPGA_ENGINE``; ``faults``: ``[offload.sim.faults.Fault(...)]`` injected into it.
-* ``timeout_s``: deadline of one chunk's DMA transfer (default: 10 s plus a size-based allowance,
-  larger for the simulated device); ``chunk_records``: records per chunk.
+* ``timeout_s``: a fixed deadline for one chunk's DMA transfer. By default each chunk's deadline
+  scales with its size (:mod:`offload.host.deadline`): 4 x its expected time at the rate measured
+  on the previous chunks, plus 10 ms, at least 1 s; before the first chunk completes, 10 s plus
+  1e-7 s per word in and out (5e-5 s on the simulated device). ``chunk_records``: records per
+  chunk.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from offload.backend import (Availability, Backend, BackendError, BackendUnavail
                              Capabilities, Result, concat_results, empty_result)
 from offload.ops import OpCall
 
+from .deadline import DeadlineEstimator
 from .sim_backend import engine_capabilities, program_engine, supports_on_engine
 
 __all__ = ["FpgaBackend", "ENGINE_IP_NAME", "NO_BOARD", "default_bitfile"]
@@ -68,6 +72,7 @@ class _Pair:
     """One input and one output DMA buffer (uint64 words)."""
     inb: Any
     outb: Any
+    started: float = 0.0  # when the chunk now in these buffers was started (time.monotonic)
 
 
 class FpgaBackend(Backend):
@@ -93,6 +98,12 @@ class FpgaBackend(Backend):
         self.timeout_s = None if timeout_s is None else float(timeout_s)
         self.chunk_records = int(chunk_records)
         self.stall_cycles = stall_cycles
+        # a chunk's deadline from the rate measured on the chunks before it; the prior before
+        # any: a board moves ~100 M words/s (1e-7 s/word is 10x slower), the simulated device's
+        # Verilator engine ~20 k words/s on a loaded machine
+        self.deadlines = DeadlineEstimator(
+            prior_fixed_s=10.0, prior_byte_s=(5e-5 if mode == "sim" else 1e-7) / 8,
+            latency_s=0.01, floor_s=1.0, margin=4.0)
         self.device: Any = None
         self.overlay: Any = None
         self._engine_ip: Any = None
@@ -328,26 +339,30 @@ class FpgaBackend(Backend):
 
     def _start(self, item: tuple[int, int, wire.WireJob, _Pair]) -> None:
         _, _, job, pair = item
+        pair.started = time.monotonic()  # the chunk's deadline counts from here
         self._dma.recvchannel.transfer(pair.outb, nbytes=job.out_words_max * 8)
         program_engine(self._engine_ip.write, job)
         self._dma.sendchannel.transfer(pair.inb, nbytes=job.words.shape[0] * 8)
         self.transfers += 1
 
+    @staticmethod
+    def _size(job: wire.WireJob) -> tuple[int, int]:
+        """A chunk's size for its deadline: records, and bytes moved in and (at most) out."""
+        return job.n, 8 * (job.words.shape[0] + job.out_words_max)
+
     def _deadline_s(self, job: wire.WireJob) -> float:
-        """One chunk's DMA deadline: ``timeout_s`` when given, else 10 s plus the time the
-        transfer may take at a floor rate (a board moves ~100 M words/s; the simulated device's
-        Verilator engine, on a loaded machine, ~20 k words/s)."""
+        """One chunk's DMA deadline: ``timeout_s`` when given, else from its size and the rate
+        measured on the chunks before it (``self.deadlines``)."""
         if self.timeout_s is not None:
             return self.timeout_s
-        words = job.words.shape[0] + job.out_words_max
-        return 10.0 + words * (5e-5 if self.mode == "sim" else 1e-7)
+        return self.deadlines.deadline(*self._size(job))
 
     def _wait(self, item: tuple[int, int, wire.WireJob, _Pair]) -> int:
         """Words received for a started chunk; polls with a deadline, never blocks forever.
         On an error or timeout it raises; the caller resets the DMA and the engine."""
         a, b, job, pair = item
         send, recv = self._dma.sendchannel, self._dma.recvchannel
-        t0 = time.monotonic()
+        t0 = pair.started
         limit = self._deadline_s(job)
         deadline = t0 + limit
         pause = 0.0
@@ -363,12 +378,15 @@ class FpgaBackend(Backend):
                          f"{'idle' if recv.idle else 'busy'}, engine STATUS "
                          f"0x{self._engine_ip.read(wire.REGISTERS['STATUS']):x} DONE_COUNT "
                          f"{self._engine_ip.read(wire.REGISTERS['DONE_COUNT'])}")
+                why = "" if self.timeout_s is not None else \
+                    f" ({self.deadlines.explain(*self._size(job))})"
                 raise BackendError(f"fpga: DMA transfer of records {a}..{b - 1} timed out after "
-                                   f"{limit:g} s ({state}); DMA and engine reset",
+                                   f"{limit:.3g} s ({state}); DMA and engine reset{why}",
                                    cause="timeout")
             if pause:
                 time.sleep(pause)
             pause = min(1e-3, pause * 2 or 20e-6)
+        self.deadlines.observe(*self._size(job), time.monotonic() - t0)
         send.wait()  # both idle: these return at once (PYNQ's bookkeeping, cache invalidate)
         recv.wait()
         return int(recv.transferred) // 8

@@ -28,7 +28,11 @@ class ConnectionLost(ConnectionError):
 
 
 class DeadlineExceeded(TimeoutError):
-    """No answer from the service before the deadline."""
+    """No answer from the service before the deadline. From :meth:`Connection.pipeline`:
+    ``index`` is the request that missed its deadline of ``limit`` seconds."""
+
+    index: int | None = None
+    limit: float | None = None
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -213,13 +217,19 @@ class Connection:
 
     def pipeline(self, count: int | Callable[[], int], make: Callable[[int, int], list[Any]],
                  handle: Callable[[int, Frame], None], *, window: int = 4,
-                 timeout: float = 30.0) -> None:
+                 timeout: float | Callable[[int], float] = 30.0,
+                 took: Callable[[int, float], None] | None = None) -> None:
         """Send requests ``make(i, batch_id)`` for ``i < count`` with at most ``window``
         outstanding and give each answer to ``handle(i, frame)`` in order. ``count`` may be a
         callable, read again after every ``make`` (which may split its request and so add one).
         An exception from ``make`` is raised once the requests already sent are answered.
-        A request whose answer has not arrived ``timeout`` seconds after it started to go out
-        raises :class:`DeadlineExceeded`; an ERROR answer raises :class:`RemoteError`."""
+
+        The service answers in order, so request ``i``'s turn starts when it started to go out
+        or when the answer before it arrived, whichever is later. A request not answered
+        ``timeout`` seconds (``timeout(i)`` when callable) into its turn raises
+        :class:`DeadlineExceeded`; ``took(i, seconds)`` is told the time each answered request
+        took from its turn. An ERROR answer raises :class:`RemoteError`."""
+        limit = timeout if callable(timeout) else (lambda i: timeout)
         given = count if callable(count) else (lambda: count)
         refused: Exception | None = None  # raised by ``make``: raised once the sent are answered
 
@@ -229,6 +239,7 @@ class Connection:
         outstanding: deque[tuple[int, int, float]] = deque()
         out: deque[memoryview] = deque()
         nxt = done = 0
+        answered = 0.0  # when the last answer was handled
         R, W = selectors.EVENT_READ, selectors.EVENT_WRITE
         while done < total():
             while not out and nxt < total() and len(outstanding) < window:
@@ -253,8 +264,12 @@ class Connection:
                 if f.type != MsgType.RESULT or f.batch_id != bid:
                     raise ProtocolError(ErrorCode.OUT_OF_ORDER,
                                         f"expected RESULT {bid}, got {f.type.name} {f.batch_id}")
-                outstanding.popleft()
+                t_answer = time.monotonic()
+                turn = max(outstanding.popleft()[2], answered)
                 handle(i, f)
+                if took is not None:
+                    took(i, t_answer - turn)
+                answered = time.monotonic()
                 done += 1
             if done >= total():
                 break
@@ -266,7 +281,12 @@ class Connection:
                 self._recv()
                 if self.inbox:
                     continue
-            ev = self._wait(R | (W if out else 0), outstanding[0][2] + timeout)
+            i, _, sent = outstanding[0]
+            try:
+                ev = self._wait(R | (W if out else 0), max(sent, answered) + limit(i))
+            except DeadlineExceeded as e:
+                e.index, e.limit = i, limit(i)
+                raise
             if ev & R:
                 self._recv()
             if ev & W and out:

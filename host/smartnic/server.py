@@ -417,7 +417,8 @@ class _Conn(asyncio.BufferedProtocol):
         flags = Flags.AUTH_REQUIRED if self.svc.cfg.token is not None else 0
         self._send(encode_frame(MsgType.HELLO, 0, pack_json(
             {"nonce": self.nonce.hex(), "proto": VERSION, "server": "offload",
-             "max_frame": self.svc.cfg.max_frame, "auth": self.svc.cfg.token is not None}),
+             "max_frame": self.svc.cfg.max_frame, "auth": self.svc.cfg.token is not None,
+             "chain": [b.name for b in self.svc._instances]}),
             flags=flags))
         self.worker = asyncio.get_running_loop().create_task(self._work())
 
