@@ -57,6 +57,9 @@ from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, ResetInserter,
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from offload.engine_map import (ENGINE_ID, ENGINE_VERSION, ERR_BITS, FORMATS, OP_CODES, REGISTERS,
+                                TRAILER_MAGIC)
+
 from .bucketize import Bucketize
 from .common import ADDER_LEVELS, MULTIPLIERS, check_choice, check_pow2, mux_index
 from .fifo import SEQ_DATA, SEQ_HEADER, TRAILER, CommitFIFO
@@ -68,21 +71,12 @@ from .xxhash import XXH32Core, XXH64Core
 __all__ = ["OffloadEngine", "REG", "ERR", "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "LANES",
            "MODULO"]
 
-ENGINE_ID = 0x0FF10AD0
-ENGINE_VERSION = 0x00010001      # wire format 1.1 (1.0 + SEQ_MAX)
-TRAILER_MAGIC = 0x0FF1
+#: Register byte addresses and error bit positions (the engine map, docs/wire_format.md).
+REG = REGISTERS
+ERR = ERR_BITS
 
-#: Register byte addresses (docs/wire_format.md).
-REG = dict(ID=0x00, VERSION=0x04, CTRL=0x08, STATUS=0x0C, ERR=0x10, OP=0x14, FORMAT=0x18,
-           DTYPE=0x1C, COUNT=0x20, DONE_COUNT=0x24, SEED_LO=0x28, SEED_HI=0x2C,
-           NUM_BUCKETS_LO=0x30, NUM_BUCKETS_HI=0x34, SLOT=0x38, NUM_BOUNDARIES=0x3C,
-           TABLE_ADDR=0x40, TABLE_DATA_LO=0x44, TABLE_DATA_HI=0x48, CAPS=0x4C, CYCLES_LO=0x50,
-           CYCLES_HI=0x54, OPS=0x58, SEQ_MAX=0x5C)
-#: Error flag bits.
-ERR = dict(EARLY_TLAST=0, MISSING_TLAST=1, EXTRA_DATA=2, BAD_HEADER=3, BAD_PARAM=4, BAD_TKEEP=5)
-
-FIXED8, FIXED4, VAR, SEQ = 0, 1, 2, 3
-OPS_BUILT = tuple(range(1, 10))
+FIXED8, FIXED4, VAR, SEQ = (FORMATS[k] for k in ("FIXED8", "FIXED4", "VAR", "SEQ"))
+OPS_BUILT = tuple(sorted(OP_CODES.values()))
 #: Bus widths built: 64-bit words per beat.
 LANES = (1, 2, 4)
 #: Cores of ``hash_bucket``'s ``mod`` method (the ``modulo`` parameter).

@@ -20,51 +20,29 @@ import numpy as np
 from numba import njit
 
 from offload import golden
+from offload.engine_map import (CTRL_SOFT_RESET, CTRL_START, DEFAULT_SEQ_MAX, DTYPE_CODES, ENGINE_ID,
+                                ENGINE_VERSION, ERR_FLAGS, FORMATS, OP_CODES, REGISTERS,
+                                STATUS_BUSY, STATUS_DONE, STATUS_ERROR, TRAILER_MAGIC, err_names)
 from offload.backend import Batch, BackendError, Result
 from offload.batch import FixedKeys, Numbers, Sequences, VarChunk, VarRecords
 from offload.ops import OpCall, golden_result, result_dtype
 
 __all__ = [
-    "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "REGISTERS", "OP_CODES", "FORMATS", "DTYPES",
-    "ERR_FLAGS", "WireError", "WireJob", "op_code", "encode_request", "decode_request",
+    # the engine map's names the framing uses (defined in offload.engine_map, not here)
+    "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "REGISTERS", "OP_CODES", "FORMATS", "ERR_FLAGS",
+    "CTRL_START", "CTRL_SOFT_RESET", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
+    "DEFAULT_SEQ_MAX", "err_names",
+    "DTYPES", "WireError", "WireJob", "op_code", "encode_request", "decode_request",
     "encode_response", "decode_response", "reference_engine", "trailer", "parse_trailer",
-    "err_names",
 ]
 
-ENGINE_ID = 0x0FF10AD0
-ENGINE_VERSION = 0x00010001  # wire format 1.1
-TRAILER_MAGIC = 0x0FF1
-
-REGISTERS: dict[str, int] = {
-    "ID": 0x00, "VERSION": 0x04, "CTRL": 0x08, "STATUS": 0x0C, "ERR": 0x10, "OP": 0x14,
-    "FORMAT": 0x18, "DTYPE": 0x1C, "COUNT": 0x20, "DONE_COUNT": 0x24, "SEED_LO": 0x28,
-    "SEED_HI": 0x2C, "NUM_BUCKETS_LO": 0x30, "NUM_BUCKETS_HI": 0x34, "SLOT": 0x38,
-    "NUM_BOUNDARIES": 0x3C, "TABLE_ADDR": 0x40, "TABLE_DATA_LO": 0x44, "TABLE_DATA_HI": 0x48,
-    "CAPS": 0x4C, "CYCLES_LO": 0x50, "CYCLES_HI": 0x54, "OPS": 0x58, "SEQ_MAX": 0x5C,
-}
-DEFAULT_SEQ_MAX = 1024
-CTRL_START, CTRL_SOFT_RESET = 1, 2
-STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
-
-OP_CODES = {"xxh32": 1, "xxh64": 2, "hash_bucket/mod": 3, "hash_bucket/fastrange": 4,
-            "fid/1": 5, "fid/2": 6, "bucketize/right": 7, "bucketize/left": 8,
-            "delta_varint_encode": 9}
-FORMATS = {"FIXED8": 0, "FIXED4": 1, "VAR": 2, "SEQ": 3}
-DTYPES = {np.dtype(np.int32): 0, np.dtype(np.int64): 1, np.dtype(np.float32): 2,
-          np.dtype(np.float64): 3}
+DTYPES = {np.dtype(name): code for name, code in DTYPE_CODES.items()}
 _DTYPE_OF = {v: k for k, v in DTYPES.items()}
-ERR_FLAGS = {"EARLY_TLAST": 1, "MISSING_TLAST": 2, "EXTRA_DATA": 4, "BAD_HEADER": 8,
-             "BAD_PARAM": 16, "BAD_TKEEP": 32}
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
 class WireError(ValueError):
     """A request or response that does not follow the wire format."""
-
-
-def err_names(err: int) -> str:
-    names = [k for k, v in ERR_FLAGS.items() if err & v]
-    return "|".join(names) if names else "none"
 
 
 def op_code(call: OpCall) -> int:

@@ -5,7 +5,7 @@ tests/test_fpga_hwh.py fails when the checked-in file drifts from this generator
 """
 from pathlib import Path
 
-from offload import wire
+from offload.engine_map import REGISTERS
 
 ENGINE_BASE, ENGINE_HIGH = 0x43C00000, 0x43C00FFF
 DMA_BASE, DMA_HIGH = 0x40400000, 0x4040FFFF
@@ -63,7 +63,7 @@ AXI_S2MM_SIGS = ["AWADDR", "AWBURST", "AWCACHE", "AWLEN", "AWPROT", "AWREADY", "
 
 def registers():
     out = []
-    for name, off in wire.REGISTERS.items():
+    for name, off in REGISTERS.items():
         acc = ("write-only" if name in ("CTRL", "TABLE_DATA_LO", "TABLE_DATA_HI") else
                "read-only" if name in ("ID", "VERSION", "STATUS", "ERR", "DONE_COUNT", "CAPS",
                                        "CYCLES_LO", "CYCLES_HI", "OPS", "SEQ_MAX") else "read-write")

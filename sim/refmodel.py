@@ -16,13 +16,14 @@ import threading
 
 import numpy as np
 
+from offload import engine_map as em
 from offload import wire
 
 __all__ = ["ReferenceEngineModel", "DEFAULT_OPS", "TABLE_DEPTH"]
 
 TABLE_DEPTH = 256
 DEFAULT_OPS = sum(1 << code for code in range(1, 10))  # OP 1..9 built in
-_R = wire.REGISTERS
+_R = em.REGISTERS
 _RW = {"OP", "FORMAT", "DTYPE", "COUNT", "SEED_LO", "SEED_HI", "NUM_BUCKETS_LO", "NUM_BUCKETS_HI",
        "SLOT", "NUM_BOUNDARIES", "TABLE_ADDR"}
 _PARAMS = ("OP", "FORMAT", "DTYPE", "COUNT", "SEED_LO", "SEED_HI", "NUM_BUCKETS_LO",
@@ -70,11 +71,11 @@ class ReferenceEngineModel:
             if name in _RW:
                 self.regs[name] = value
             elif name == "CTRL":
-                if value & wire.CTRL_SOFT_RESET:
+                if value & em.CTRL_SOFT_RESET:
                     self.busy = self.done = False
                     self.err = 0
                     self.latched = None
-                elif value & wire.CTRL_START:
+                elif value & em.CTRL_START:
                     self.latched = {k: self.regs[k] for k in _PARAMS}
                     self.busy, self.done = True, False
                     self.err = 0
@@ -96,9 +97,9 @@ class ReferenceEngineModel:
             if name in _RW:
                 return self.regs[name]
             return {
-                "ID": wire.ENGINE_ID, "VERSION": wire.ENGINE_VERSION,
-                "STATUS": (wire.STATUS_BUSY if self.busy else 0)
-                | (wire.STATUS_DONE if self.done else 0) | (wire.STATUS_ERROR if self.err else 0),
+                "ID": em.ENGINE_ID, "VERSION": em.ENGINE_VERSION,
+                "STATUS": (em.STATUS_BUSY if self.busy else 0)
+                | (em.STATUS_DONE if self.done else 0) | (em.STATUS_ERROR if self.err else 0),
                 "ERR": self.err, "DONE_COUNT": self.done_count, "CAPS": self.caps,
                 "CYCLES_LO": self.cycles & 0xFFFFFFFF, "CYCLES_HI": self.cycles >> 32 & 0xFFFFFFFF,
                 "OPS": self.ops,
@@ -118,7 +119,7 @@ class ReferenceEngineModel:
             if not self.busy or self.latched is None:
                 # idle engine: everything is consumed and discarded, nothing comes out
                 if n:
-                    self.err |= wire.ERR_FLAGS["EXTRA_DATA"]
+                    self.err |= em.ERR_FLAGS["EXTRA_DATA"]
                 cyc = n + (max_cycles or 64 * n + 1_000_000)
                 self.time += cyc
                 return np.zeros(0, np.uint64), _TIMEOUT, n, cyc
@@ -129,7 +130,7 @@ class ReferenceEngineModel:
                 # TLAST"); one word of padding stands for "no TLAST yet" in the golden statement.
                 out, err = wire.reference_engine(regs, self.table, np.append(words, np.uint64(0)),
                                                  table_depth=self.table_depth)
-                err &= ~wire.ERR_FLAGS["EXTRA_DATA"]
+                err &= ~em.ERR_FLAGS["EXTRA_DATA"]
             else:
                 out, err = wire.reference_engine(regs, self.table, words,
                                                  table_depth=self.table_depth)

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from offload.engine_map import RTL_FLAVOURS, check_flavour
+
 __all__ = ["ToolchainError", "SimError", "toolchain", "rtl_dir", "build_engine", "EngineModel",
            "STATUS_NAMES", "FLAVOURS"]
 
@@ -53,11 +55,7 @@ OPT_SLOW = "-O1"
 OPT_GLOBAL = "-O1"
 STATUS_NAMES = {0: "ok", 1: "timeout", 2: "overflow", 3: "stall", 4: "axi-lite timeout"}
 #: Engine flavours: name (the engine's ``multipliers`` parameter) -> (file in ``rtl/``, module).
-#: The same table as ``offload.hw.export.FLAVOURS`` (not imported: this module needs no Amaranth).
-FLAVOURS = {
-    "lut": ("offload_engine.v", "offload_engine"),
-    "behavioural": ("offload_engine_sim.v", "offload_engine_sim"),
-}
+FLAVOURS = RTL_FLAVOURS
 
 
 class ToolchainError(RuntimeError):
@@ -153,10 +151,7 @@ def _patch_pyverilator(version: str) -> None:
 
 
 def _check_flavour(flavour: str) -> str:
-    if flavour not in FLAVOURS:
-        raise ValueError(f"flavour must be one of {', '.join(map(repr, FLAVOURS))}, "
-                         f"not {flavour!r}")
-    return flavour
+    return check_flavour(flavour)
 
 
 def _sources(flavour: str = "lut") -> list[Path]:

@@ -26,13 +26,6 @@ def test_exported_verilog_matches_sources(flavour):
         f"rtl/{path.name} is out of date: run python -m offload.hw.export")
 
 
-def test_flavour_tables_agree():
-    """sim/verilator.py keeps its own copy of the flavour table (it needs no Amaranth)."""
-    from offload.sim import verilator
-    assert verilator.FLAVOURS == export.FLAVOURS
-    assert export.FLAVOURS["lut"] == ("offload_engine.v", export.MODULE_NAME)
-
-
 def test_quick_check_covers_both_files(tmp_path, capsys, monkeypatch):
     """--quick-check (default: every flavour) compares each file's digest line with the digest
     of its own flavour and names every stale file; --out needs one flavour. (A stand-in digest

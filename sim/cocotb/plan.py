@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from offload.wire import (ERR_FLAGS, FORMATS, OP_CODES, TRAILER_MAGIC, encode_request,
-                          reference_engine)
+from offload.engine_map import ERR_FLAGS, FORMATS, OP_CODES, TRAILER_MAGIC
+from offload.wire import encode_request, reference_engine
 
 __all__ = ["FLOWS", "ENGINE", "expected", "batch_job", "stream_jobs", "malformed_jobs",
            "param_jobs", "register_expectations", "write_plan", "boundary_lengths"]
