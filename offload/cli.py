@@ -46,7 +46,8 @@ def _delegate(target: str, command: str, needs: tuple[str, ...] = ()) -> Callabl
 def _backends(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="offload backends",
                                 description="List every backend with its status and the reason.")
-    p.add_argument("--fpga", default=None, help="fpga device: 'sim' for the simulated PYNQ device")
+    p.add_argument("--fpga", default=None, choices=("board", "sim"),
+                   help="fpga device: 'sim' for the simulated PYNQ device")
     p.add_argument("--smartnic", default=None, help="HOST:PORT of an 'offload serve'")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     a = p.parse_args(argv)
@@ -81,8 +82,11 @@ def _bench(argv: list[str]) -> int:
     except ValueError as e:
         p.error(str(e))
     out = None if a.json is None else Path(a.json)
+    # Checked before a run of minutes, not when the results are ready to be written.
     if out is not None and not out.parent.is_dir():
         p.error(f"--json {a.json}: directory {out.parent} does not exist")
+    if out is not None and out.is_dir():
+        p.error(f"--json {a.json}: is a directory")
     results = bench.run_benchmarks(quick=a.quick, only=groups)
     failed, summary = bench.check(results)
     print(bench.format_table(results))

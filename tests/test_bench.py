@@ -165,6 +165,15 @@ def test_json_into_a_missing_directory_is_an_error_before_running(groups, tmp_pa
     assert "crash" not in err.out
 
 
+def test_json_onto_a_directory_is_an_error_before_running(groups, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_cli("--only", "crash", "--json", str(tmp_path))
+    assert e.value.code == 2
+    err = capsys.readouterr()
+    assert err.err.splitlines()[-1] == f"offload bench: error: --json {tmp_path}: is a directory"
+    assert "crash" not in err.out
+
+
 def test_the_make_target_names_its_json_file():
     make = (Path(__file__).parent.parent / "Makefile").read_text()
     assert "offload bench --json bench.json" in make

@@ -36,6 +36,14 @@ def test_backends_json_has_a_reason_for_each(monkeypatch):
     assert all(d["reason"] for d in rows.values())
 
 
+def test_backends_rejects_an_unknown_fpga_device():
+    r = offload("backends", "--fpga", "bogus")
+    assert r.returncode == 2 and r.stdout == ""
+    # argparse's wording of the choices differs between Python versions: up to the value.
+    assert r.stderr.splitlines()[-1].startswith(
+        "offload backends: error: argument --fpga: invalid choice: 'bogus' (choose from ")
+
+
 @pytest.mark.timeout(600)
 def test_demo_small_on_cpu_and_a_local_smartnic_service():
     r = offload("demo", "--events", "3000", "--backends", "cpu,smartnic", "--sample", "50")
