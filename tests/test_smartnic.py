@@ -731,3 +731,35 @@ def test_a_closed_connections_buffers_are_released_at_once():
             h = _health(srv.address)
         own = h["buffered_bytes"] - h["preauth_buffered_bytes"]  # the asking connection's reader
         assert h["connections"] == 1 and own < (512 << 10), h
+
+
+def test_client_refuses_an_oversized_answer_from_its_header():
+    """The client's counterpart of the service's header checks: a RESULT announcing more than the
+    chunk's results can take (here 1 GiB for 10 keys) is refused from its 40 bytes, before any
+    buffer is sized from it, and reported as a broken link."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+
+    def fake_service() -> None:
+        c, _ = lsock.accept()
+        with c:
+            r = FrameReader()
+            _send(c, encode_frame(MsgType.HELLO, 0, b'{"nonce":"00","max_frame":1048576}'))
+            _read_frames(c, r, 1)  # AUTH
+            _send(c, encode_frame(MsgType.AUTH_OK, 0))
+            _read_frames(c, r, 1)  # REQUEST
+            c.sendall(_raw_header(MsgType.RESULT, 0, 1 << 30, bid=1))
+            _closed(c)
+
+    t = threading.Thread(target=fake_service, daemon=True)
+    t.start()
+    be = SmartNicBackend(f"127.0.0.1:{lsock.getsockname()[1]}", retries=0, timeout=5.0)
+    t0 = time.monotonic()
+    with pytest.raises(BackendError, match=r"link lost: ProtocolError: TOO_LARGE: payload of "
+                                           r"1073741824 bytes exceeds 88") as ei:
+        be.run(make_call("xxh64"), as_records(np.arange(10, dtype=np.uint64)))
+    assert ei.value.cause == "connection_lost" and time.monotonic() - t0 < 4
+    be.close()
+    lsock.close()
+    t.join(5)

@@ -195,6 +195,9 @@ class SmartNicBackend(Backend):
                 job = self._fitted_job(call, batch, bounds, base + i, conn.max_frame)
                 jobs[i] = job
                 bids[bid] = i
+                # the answer is at most out_words_max words: a larger RESULT header is refused
+                # before anything is allocated for it
+                conn.reader.max_payload = max(conn.reader.max_payload, 8 * job.out_words_max)
                 sizes[i] = _job_size(job)
                 limits[i] = self.timeout or deadlines.deadline(*sizes[i])
                 meta, bufs = pack_request(job.regs, job.table, job.words,
@@ -272,6 +275,7 @@ class SmartNicBackend(Backend):
                 continue
             finally:
                 conn.reader.sink = None
+                conn.reader.max_payload = 0
                 with self._lock:
                     st["bytes_sent"] += conn.bytes_sent - sent0
                     st["bytes_received"] += conn.bytes_received - recv0

@@ -48,10 +48,15 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 class Connection:
-    """One authenticated connection (handshake done in the constructor)."""
+    """One authenticated connection (handshake done in the constructor).
+
+    ``max_payload``: the largest payload accepted in a frame from the service, checked from its
+    header before anything is allocated. HELLO, AUTH_OK, HEALTH_OK and ERROR have none, so it is
+    0 until the caller raises it to the size of the results it asks for (``reader.max_payload``).
+    """
 
     def __init__(self, host: str, port: int, *, token: bytes | None = None,
-                 connect_timeout: float = 2.0, max_payload: int = 1 << 36) -> None:
+                 connect_timeout: float = 2.0, max_payload: int = 0) -> None:
         self.address = f"{host}:{port}"
         deadline = time.monotonic() + connect_timeout
         self.sock = socket.create_connection((host, port), timeout=connect_timeout)
