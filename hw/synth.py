@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import functools
 import hashlib
 import json
 import os
@@ -281,14 +282,21 @@ def rtlil_text(point: DesignPoint, wrapped: bool = False) -> str:
     ``run_grid`` hashes points from worker threads, and Amaranth's elaboration is not meant to
     run concurrently (two threads could name things differently, so the same point would get
     two cache keys)."""
-    from amaranth.back import rtlil
     with _ELABORATE:
-        core = point.build()
-        if wrapped:
-            top, ports = _wrapped(core)
-            return rtlil.convert(top, name="top", ports=ports, emit_src=False)
-        ins, outs = _ports(core)
-        return rtlil.convert(core, name="top", ports=ins + outs, emit_src=False)
+        return _rtlil_text(point, wrapped)
+
+
+@functools.lru_cache(maxsize=64)
+def _rtlil_text(point: DesignPoint, wrapped: bool) -> str:
+    # Kept: a point is hashed once per target and elaborated again by its flow, and the
+    # checks of a whole grid (--cached-only, stale_committed) hash every point.
+    from amaranth.back import rtlil
+    core = point.build()
+    if wrapped:
+        top, ports = _wrapped(core)
+        return rtlil.convert(top, name="top", ports=ports, emit_src=False)
+    ins, outs = _ports(core)
+    return rtlil.convert(core, name="top", ports=ins + outs, emit_src=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,8 +694,10 @@ def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5
     beat.start()
     # Threads are enough: the work happens in the yowasp subprocesses.
     ex = cf.ThreadPoolExecutor(max_workers=jobs)
+    futs: dict[cf.Future, int] = {}
     try:
-        futs = {ex.submit(one, i, p, t): i for i, (p, t) in enumerate(work)}
+        for i, (p, t) in enumerate(work):
+            futs[ex.submit(one, i, p, t)] = i
         for fut in cf.as_completed(futs):
             i = futs[fut]
             r = results[i] = fut.result()
@@ -705,6 +715,11 @@ def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5
             ex.shutdown(wait=True)      # the started points end at their next step
         except KeyboardInterrupt:
             pass                        # a second Ctrl-C: report without waiting
+        # Points that finished while the interrupt came (their tools were not stopped).
+        for fut, i in futs.items():
+            if fut.done() and not fut.cancelled() and fut.exception() is None \
+                    and not fut.result().error:
+                results.setdefault(i, fut.result())
         raise GridInterrupted([results[i] for i in sorted(results)], len(work)) from e
     except BaseException:
         cancel.set()

