@@ -908,6 +908,20 @@ def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         ap.error("--cached-only and --committed are two sources: choose one")
 
 
+def _from_cache(points: list[DesignPoint], targets: tuple[str, ...], freq: float,
+                seed: int) -> list[SynthResult]:
+    """Every point from the cache, a missing one as a row of "-" (Ctrl-C: GridInterrupted,
+    since hashing a grid elaborates each point)."""
+    results: list[SynthResult] = []
+    try:
+        for p in points:
+            for t in targets:
+                results.append(cached_result(p, t, freq, seed) or missing_result(p, t, seed))
+    except KeyboardInterrupt as e:
+        raise GridInterrupted(results, len(points) * len(targets)) from e
+    return results
+
+
 def _write_json(path: str, results: list[SynthResult], freq: float) -> None:
     Path(path).write_text(json.dumps(
         {"device": DEVICES, "freq_target_mhz": freq, "tools": tool_versions(),
@@ -938,8 +952,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         if a.cached_only:
-            results = [cached_result(p, t, a.freq, a.seed) or missing_result(p, t, a.seed)
-                       for p in points for t in targets]
+            results = _from_cache(points, targets, a.freq, a.seed)
         else:
             results = run_grid(points, targets, freq=a.freq, jobs=a.jobs,
                                use_cache=not a.no_cache, seed=a.seed, log=say,

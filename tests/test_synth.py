@@ -239,6 +239,22 @@ def test_cached_only_shows_every_point_with_dashes(fake_cache, monkeypatch, caps
     assert sum(ln.endswith("not synthesised") for ln in table) == 2 * len(points) - 1
 
 
+def test_cached_only_interrupted_prints_what_it_read(fake_cache, monkeypatch, capsys):
+    real, calls = S.cached_result, []
+
+    def cached_then_interrupt(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(S, "cached_result", cached_then_interrupt)
+    assert S.main(["--cached-only", "--core", "FastRange"]) == 130
+    out, err = capsys.readouterr()
+    assert [ln.split()[:2] for ln in out.splitlines()[2:]] == [["FastRange()", "xc7"]]
+    assert "1 of 2 design points finished" in err
+
+
 def test_a_failed_point_has_no_figures_in_the_markdown(fake_cache, monkeypatch):
     monkeypatch.setattr(S, "_run", FakeTools(fail=True))
     r = S.synthesize(S.DesignPoint.of("FastRange"), "xc7")
