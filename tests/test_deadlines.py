@@ -4,7 +4,7 @@ simulated PYNQ device, a SIGSTOPped SmartNIC service. An explicit ``timeout_s=``
 honoured as given.
 
 The elapsed-time bounds are generous correctness bounds of the deadline rule (a measured rate x 4
-plus a 1 s floor, against the former fixed 13 s and 30 s), not performance assertions.
+plus a 1 s floor, against the former 13 s and 30 s for these calls), not performance assertions.
 """
 
 from __future__ import annotations

@@ -261,7 +261,7 @@ class SmartNicBackend(Backend):
                 if e.code == ErrorCode.VALUE_ERROR:
                     # The input itself is bad: the caller gets the documented ValueError with
                     # indices into *its* batch, so re-check locally (only on this error path).
-                    from offload.cpu import CpuBackend
+                    from offload.host.cpu import CpuBackend
                     CpuBackend().run(call, batch)
                 raise fail(str(e), f"remote_{e.name.lower()}") from e
             except (OSError, ProtocolError, ConnectionLost) as e:
@@ -417,7 +417,8 @@ def _chunk_bounds(call: OpCall, batch: Batch, chunk_bytes: int,
     est = nbytes + 8 * n
     if est > chunk_bytes:
         per.append(n * chunk_bytes // est)
-    table = 0 if call.boundaries is None else len(call.boundaries)
+    boundaries = getattr(call, "boundaries", None)  # bucketize only
+    table = 0 if boundaries is None else len(boundaries)
     room = max_frame - _REQUEST_OVERHEAD - 8 * (table + 1)
     worst = nbytes + 16 * n
     if worst > room:
