@@ -33,7 +33,7 @@ test: $(STAMP) | check-system
 	@# parallel test workers (lut: the synthesised design; behavioural: the sim backend's).
 	$(PY) -c "from offload.sim.verilator import FLAVOURS, build_engine; [print(f'verilator model ({f}):', build_engine(flavour=f)) for f in FLAVOURS]"
 	@# Compile the numba kernels into their on-disk cache once, so test processes only load them.
-	$(PY) -c "from offload.cpu import CpuBackend; CpuBackend().warmup(); print('cpu kernels: cached')"
+	$(PY) -c "from offload.host.cpu import CpuBackend; CpuBackend().warmup(); print('cpu kernels: cached')"
 	$(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbmake --timeout 900 -q
 
 # Execute every notebook in place, keeping its outputs (the figures a reader of the repository

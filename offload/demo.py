@@ -89,7 +89,7 @@ def workloads(ev: dict[str, Any]) -> list[Workload]:
 
 
 def _encode_reference(seqs: B.Sequences) -> tuple[np.ndarray, np.ndarray]:
-    from offload.cpu import CpuBackend
+    from offload.host.cpu import CpuBackend
     return CpuBackend().run(make_call("delta_varint_encode"), seqs)  # type: ignore[return-value]
 
 

@@ -32,7 +32,7 @@ __all__ = ["Runtime", "BACKEND_FACTORIES", "AUTO_ORDER", "VERIFY_MODES", "defaul
 
 # name -> "module:Class"; a factory takes the options the Runtime was given for that name.
 BACKEND_FACTORIES: dict[str, str] = {
-    "cpu": "offload.cpu:CpuBackend",
+    "cpu": "offload.host.cpu:CpuBackend",
     "sim": "offload.host.sim_backend:SimBackend",
     "fpga": "offload.host.fpga:FpgaBackend",
     "smartnic": "offload.host.smartnic:SmartNicBackend",

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from offload import golden
 from offload.batch import (FixedKeys, Sequences, VarChunk, VarRecords, as_encoded, as_numbers,
                            as_records, as_sequences)
-from offload.cpu import CpuBackend, mod_magic
+from offload.host.cpu import CpuBackend, mod_magic
 from offload.ops import OpCall, golden_result, make_call, result_dtype
 
 try:

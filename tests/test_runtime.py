@@ -12,7 +12,7 @@ import pytest
 import offload
 from offload import golden
 from offload.backend import Availability, Backend, BackendError, Capabilities
-from offload.cpu import CpuBackend
+from offload.host.cpu import CpuBackend
 from offload.ops import OPERATORS
 
 

@@ -126,7 +126,7 @@ def test_codec_round_trip(op, batch):
     job = codec.encode_job(call, batch)
     call2, batch2 = codec.decode_job(job.regs, job.table, job.words)
     assert call2.op == op and batch2.n == batch.n
-    from offload.cpu import CpuBackend
+    from offload.host.cpu import CpuBackend
     res = CpuBackend().run(call2, batch2)
     words = np.concatenate(codec.encode_result(call2, res))
     back = codec.decode_result(job, words)

@@ -71,7 +71,7 @@ def test_device_side_decode_and_encode_response(call, batch):
 
 
 def _cpu(call, batch):
-    from offload.cpu import CpuBackend
+    from offload.host.cpu import CpuBackend
     return CpuBackend().run(call, batch)
 
 

@@ -36,7 +36,7 @@ def _row(name: str, value: float, unit: str, baseline: float | None, target: flo
 
 def measure(quick: bool = True, address: str | None = None) -> dict[str, float]:
     from offload.batch import as_records
-    from offload.cpu import CpuBackend
+    from offload.host.cpu import CpuBackend
     from offload.ops import make_call
 
     from .backend import SmartNicBackend

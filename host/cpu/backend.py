@@ -14,7 +14,7 @@ keeps its state in the low 32 bits of a ``uint64`` masked after every add/multip
 intrinsics make the hot loops branch-free: unaligned little-endian loads/stores, and a ``select``
 marked ``!unpredictable`` so binary-search and short-record steps stay ``cmov``s.
 
-Kernel inputs are passed as read-only views (:func:`_ro`) so each kernel has one signature per
+Kernel inputs are passed as read-only views (:func:`readonly`) so each kernel has one signature per
 dtype whatever the caller's buffer (Arrow buffers are read-only, numpy arrays usually are not):
 fewer compilations, and a warm cache covers every batch form.
 """
@@ -37,7 +37,7 @@ from offload.golden import FID_LAYOUT, XXH32_PRIMES, XXH64_PRIMES
 from offload.ops import HASH_OPS, OPERATORS, OpCall
 
 if sys.byteorder != "little":  # pragma: no cover - the unaligned-load intrinsics assume it
-    raise ImportError("offload.cpu needs a little-endian host")
+    raise ImportError("offload.host.cpu needs a little-endian host")
 
 __all__ = ["CpuBackend", "DEFAULT_PARALLEL_THRESHOLD", "MODE_RAW", "MODE_MOD", "MODE_FASTRANGE",
            "MODE_FID", "hash_params", "mod_magic"]
@@ -775,7 +775,7 @@ def decode_fill_ser(offsets, data, vo, out):
 # Python side
 # ---------------------------------------------------------------------------------------------
 
-def _ro(a: np.ndarray) -> np.ndarray:
+def readonly(a: np.ndarray) -> np.ndarray:
     """A read-only view (one kernel signature per dtype, whatever the caller's buffer)."""
     if a.flags.writeable:
         a = a.view()
@@ -949,7 +949,7 @@ class CpuBackend(Backend):
         if op == "xxh32":
             out = np.empty(n, np.uint32)
             if type(batch) is FixedKeys:
-                keys = _ro(batch.keys)
+                keys = readonly(batch.keys)
                 bounds = self._bounds(n)
                 if bounds is None:
                     xxh32_fixed_ser(keys, seed, out)
@@ -962,7 +962,7 @@ class CpuBackend(Backend):
                 cn = c.offsets.shape[0] - 1
                 if cn <= 0:
                     continue
-                o, d, dst = _ro(c.offsets), _ro(c.data), out[base:base + cn]
+                o, d, dst = readonly(c.offsets), readonly(c.data), out[base:base + cn]
                 bounds = self._bounds(cn)
                 if bounds is None:
                     xxh32_var_ser(o, d, seed, dst)
@@ -974,7 +974,7 @@ class CpuBackend(Backend):
         mode, a, b, sh = hash_params(call)
         out = np.empty(n, np.uint64)
         if type(batch) is FixedKeys:
-            keys = _ro(batch.keys)
+            keys = readonly(batch.keys)
             bounds = self._bounds(n)
             if bounds is None:
                 xxh64_fixed_ser(keys, seed, mode, a, b, sh, out)
@@ -987,7 +987,7 @@ class CpuBackend(Backend):
                 cn = c.offsets.shape[0] - 1
                 if cn <= 0:
                     continue
-                o, d, dst = _ro(c.offsets), _ro(c.data), out[base:base + cn]
+                o, d, dst = readonly(c.offsets), readonly(c.data), out[base:base + cn]
                 bounds = self._bounds(cn)
                 if bounds is None:
                     xxh64_var_ser(o, d, seed, mode, a, b, sh, dst)
@@ -999,12 +999,12 @@ class CpuBackend(Backend):
         return out.view(np.int64) if op == "hash_bucket" else out
 
     def _bucketize(self, call: OpCall, batch: Numbers) -> np.ndarray:
-        x = _ro(batch.values)
+        x = readonly(batch.values)
         bnd = call.boundaries
         assert bnd is not None
         if bnd.dtype != x.dtype:  # ops.check_boundaries casts to x's dtype; be safe anyway
             bnd = bnd.astype(x.dtype)
-        bnd = _ro(np.ascontiguousarray(bnd))
+        bnd = readonly(np.ascontiguousarray(bnd))
         right = bool(call.right)
         n = x.shape[0]
         out = np.empty(n, np.int32)
@@ -1016,7 +1016,7 @@ class CpuBackend(Backend):
         return out
 
     def _encode(self, batch: Sequences) -> tuple[np.ndarray, np.ndarray]:
-        vo, vals = _ro(batch.value_offsets), _ro(batch.values)
+        vo, vals = readonly(batch.value_offsets), readonly(batch.values)
         n = vo.shape[0] - 1
         if n <= 0:
             return empty_result("delta_varint_encode")  # type: ignore[return-value]
@@ -1040,7 +1040,7 @@ class CpuBackend(Backend):
             cn = c.offsets.shape[0] - 1
             if cn <= 0:
                 continue
-            parts.append(self._decode_chunk(_ro(c.offsets), _ro(c.data), seq_base))
+            parts.append(self._decode_chunk(readonly(c.offsets), readonly(c.data), seq_base))
             seq_base += cn
         if not parts:
             return empty_result("delta_varint_decode")  # type: ignore[return-value]
