@@ -11,6 +11,9 @@ SHA-256 of its code cells' sources. ``python -m offload.notebooks --check notebo
 * a plotting cell (one that calls a drawing function of ``plt``, an ``ax…`` or a ``fig…``) without
   an ``image/png`` output: the class of ``matplotlib.use("Agg")`` followed by ``plt.show()``, which
   draws nothing in Jupyter or in CI;
+* a figure whose texts overlap (titles, axis and tick labels, annotations, legends): the kernel
+  :func:`execute` starts checks every figure it draws (:func:`text_overlaps`) and the stamp keeps
+  what it found;
 * a reach into offload's internals: a private attribute or name (``x._name``), ``sys.path``
   edits, the internal modules (:data:`INTERNAL_MODULES`) or the test suite, test-only flags.
 
@@ -24,8 +27,10 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import re
 import sys
+import tempfile
 import time
 import tokenize
 from collections.abc import Iterator, Sequence
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["STAMP_KEY", "INTERNAL_MODULES", "code_sources", "code_hash", "plotting_cells",
-           "internal_uses", "problems", "execute", "main"]
+           "internal_uses", "text_overlaps", "problems", "execute", "main"]
 
 #: Metadata key of the stamp: ``nb["metadata"]["offload"]["code_sha256"]``.
 STAMP_KEY = "offload"
@@ -159,15 +164,96 @@ def internal_uses(src: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def text_overlaps(fig: Any, renderer: Any = None) -> list[str]:
+    """Pairs of a matplotlib figure's visible texts whose boxes overlap (by more than a pixel each
+    way): every axes' title, axis labels, tick labels in view and texts/annotations, each legend
+    as one box, the figure's own texts. Empty: nothing overlaps."""
+    if renderer is None:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+    boxes = []
+    for name, artist in _figure_texts(fig):
+        bb = artist.get_window_extent(renderer)
+        if bb.width > 0 and bb.height > 0:
+            boxes.append((name, bb))
+    found = []
+    for i, (a, ba) in enumerate(boxes):
+        for b, bb in boxes[i + 1:]:
+            w = min(ba.x1, bb.x1) - max(ba.x0, bb.x0)
+            h = min(ba.y1, bb.y1) - max(ba.y0, bb.y0)
+            if w > 1 and h > 1:
+                found.append(f"{a} overlaps {b}")
+    return found
+
+
+def _figure_texts(fig: Any) -> Iterator[tuple[str, Any]]:
+    def visible(t: Any) -> bool:
+        return t.get_visible() and bool(t.get_text().strip())
+
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for what, t in (("title", ax.title), ("x label", ax.xaxis.label), ("y label", ax.yaxis.label)):
+            if visible(t):
+                yield f"{what} {t.get_text()!r}", t
+        for axis, lim in (("x", ax.get_xlim()), ("y", ax.get_ylim())):
+            locs = ax.get_xticks() if axis == "x" else ax.get_yticks()
+            labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+            lo, hi = min(lim), max(lim)
+            for loc, t in zip(locs, labels):
+                if lo <= loc <= hi and visible(t):
+                    yield f"{axis} tick label {t.get_text()!r}", t
+        for t in ax.texts:
+            if visible(t):
+                yield f"text {t.get_text()!r}", t
+        legend = ax.get_legend()
+        if legend is not None and legend.get_visible():
+            yield "a legend", legend
+    for t in fig.texts:
+        if visible(t):
+            yield f"figure text {t.get_text()!r}", t
+    for legend in fig.legends:
+        yield "a figure legend", legend
+
+
+_FIGURE_LOG_ENV = "OFFLOAD_NB_FIGURE_LOG"
+
+
+def _watch_figures() -> None:
+    """In a kernel started by :func:`execute` (IPython startup file): after every figure drawn,
+    append the cell's source and the figure's :func:`text_overlaps` to $OFFLOAD_NB_FIGURE_LOG."""
+    import matplotlib.figure
+    from IPython import get_ipython
+
+    log_path, current = os.environ[_FIGURE_LOG_ENV], {"cell": ""}
+    get_ipython().events.register("pre_run_cell", lambda info: current.update(cell=info.raw_cell))
+    draw = matplotlib.figure.Figure.draw
+
+    def checked_draw(fig: Any, renderer: Any) -> Any:
+        out = draw(fig, renderer)
+        try:
+            overlaps = text_overlaps(fig, renderer)
+        except Exception as e:      # a checker bug must show, not break the notebook's figure
+            overlaps = [f"the overlap check failed: {type(e).__name__}: {e}"]
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"cell": current["cell"], "overlaps": overlaps}) + "\n")
+        return out
+
+    matplotlib.figure.Figure.draw = checked_draw
+
+
 def problems(nb: dict[str, Any] | str | Path, name: str = "notebook") -> list[str]:
     """Everything wrong with a committed, executed notebook (empty: it is current and clean)."""
     nb = _load(nb)
     out: list[str] = []
-    stamp = nb.get("metadata", {}).get(STAMP_KEY, {}).get("code_sha256")
-    if stamp is None:
+    meta = nb.get("metadata", {}).get(STAMP_KEY, {})
+    stamp = meta.get("code_sha256")
+    if stamp is None or "text_overlaps" not in meta:
         out.append(f"{name}: not executed by `make notebooks` (no {STAMP_KEY}.code_sha256 stamp)")
     elif stamp != code_hash(nb):
         out.append(f"{name}: its code changed since its outputs were produced: run `make notebooks`")
+    for i, pairs in sorted(meta.get("text_overlaps", {}).items(), key=lambda kv: int(kv[0])):
+        out += [f"{name}: cell {i}: a figure's {pair}" for pair in pairs]
     plotting = set(plotting_cells(nb))
     for i, cell in enumerate(nb["cells"]):
         if cell.get("cell_type") != "code":
@@ -194,10 +280,30 @@ def execute(path: str | Path, *, timeout: int = 900, kernel: str = "python3") ->
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     t0 = time.monotonic()
-    # record_timing=False: no per-cell timestamps, so a re-run only changes what the cells print.
-    NotebookClient(nb, timeout=timeout, kernel_name=kernel, record_timing=False,
-                   resources={"metadata": {"path": str(path.parent.resolve())}}).execute()
-    nb.metadata[STAMP_KEY] = {"code_sha256": code_hash(nb)}
+    with tempfile.TemporaryDirectory(prefix="offload-nb-") as tmp:
+        # The kernel runs _watch_figures from an IPython startup file of its own profile directory.
+        startup = Path(tmp, "ipython", "profile_default", "startup")
+        startup.mkdir(parents=True)
+        (startup / "00-offload-figures.py").write_text(
+            "from offload.notebooks import _watch_figures\n_watch_figures()\ndel _watch_figures\n")
+        log = Path(tmp, "figures.jsonl")
+        log.touch()
+        env = {**os.environ, "IPYTHONDIR": str(Path(tmp, "ipython")), _FIGURE_LOG_ENV: str(log)}
+        # record_timing=False: no per-cell timestamps, so a re-run only changes what the cells print.
+        NotebookClient(nb, timeout=timeout, kernel_name=kernel, record_timing=False,
+                       resources={"metadata": {"path": str(path.parent.resolve())}}).execute(env=env)
+        drawn = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    cell_of = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell_of.setdefault(cell.source, i)
+    overlaps: dict[str, list[str]] = {}
+    for rec in drawn:
+        key = str(cell_of.get(rec["cell"], "?"))
+        overlaps.setdefault(key, [])
+        overlaps[key] += [p for p in rec["overlaps"] if p not in overlaps[key]]
+    nb.metadata[STAMP_KEY] = {"code_sha256": code_hash(nb), "figures_drawn": len(drawn),
+                              "text_overlaps": {k: v for k, v in overlaps.items() if v}}
     nbformat.write(nb, path)
     return time.monotonic() - t0
 

@@ -30,7 +30,8 @@ def notebook(*sources: str, outputs: list[list[dict]] | None = None, stamp: bool
                                           outputs=(outputs or [[]] * len(sources))[i])
                 for i, s in enumerate(sources)]
     if stamp:
-        nb.metadata[N.STAMP_KEY] = {"code_sha256": N.code_hash(nb)}
+        nb.metadata[N.STAMP_KEY] = {"code_sha256": N.code_hash(nb), "figures_drawn": 0,
+                                    "text_overlaps": {}}
     return nb
 
 
@@ -89,6 +90,12 @@ def test_markdown_edits_do_not_make_a_notebook_stale():
     nb = notebook("x = 1")
     nb.cells.insert(0, nbformat.v4.new_markdown_cell("# new words"))
     assert N.problems(nb) == []
+
+
+def test_overlaps_found_when_executed_are_reported():
+    nb = notebook(PLOT, outputs=[[PNG]])
+    nb.metadata[N.STAMP_KEY]["text_overlaps"] = {"0": ["title 'a' overlaps text 'b'"]}
+    assert N.problems(nb, "nb") == ["nb: cell 0: a figure's title 'a' overlaps text 'b'"]
 
 
 def test_unstamped_unexecuted_and_failed_cells_are_reported():
@@ -161,6 +168,56 @@ def test_the_agg_bug_fails_the_check_and_inline_passes(tmp_path):
     assert N.problems(agg, "agg") == [
         "agg: cell 0 plots but produced no image (matplotlib.use('Agg')? no plt.show()?)"]
     assert N.problems(inline, "inline") == []
+    assert nbformat.read(inline, as_version=4).metadata[N.STAMP_KEY]["figures_drawn"] >= 1
+
+
+def test_overlapping_labels_fail_the_check_after_execution(tmp_path):
+    path = tmp_path / "overlap.ipynb"
+    nbformat.write(notebook("x = 1", PLOT.replace(
+        "plt.show()", 'ax.set_title("t")\nax.annotate("first label", (2, 2))\n'
+                      'ax.annotate("second label", (2, 2))\nplt.show()'), stamp=False), path)
+    N.execute(path, timeout=120)
+    assert N.problems(path, "nb") == ["nb: cell 1: a figure's text 'first label' overlaps text "
+                                      "'second label'"]
+
+
+def _figure(*texts: tuple[float, float, str]):
+    import matplotlib
+    matplotlib.use("Agg")      # in this test process only: no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 10], [0, 10])
+    ax.set_title("title"); ax.set_xlabel("x (s)"); ax.set_ylabel("y (m)")
+    for x, y, text in texts:
+        ax.annotate(text, (x, y))
+    return fig, plt
+
+
+def test_text_overlaps_of_a_clean_figure_is_empty():
+    fig, plt = _figure((1, 1, "a"), (8, 8, "b"))
+    try:
+        assert N.text_overlaps(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_text_overlaps_names_both_texts():
+    fig, plt = _figure((5, 5, "one label"), (5.2, 5.1, "other label"))
+    try:
+        assert N.text_overlaps(fig) == ["text 'one label' overlaps text 'other label'"]
+    finally:
+        plt.close(fig)
+
+
+def test_a_legend_over_the_axis_label_is_found():
+    fig, plt = _figure()
+    fig.axes[0].plot([0, 1], label="a line")
+    fig.axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.02))
+    try:
+        assert any("a legend" in o for o in N.text_overlaps(fig)), N.text_overlaps(fig)
+    finally:
+        plt.close(fig)
 
 
 def test_execute_leaves_a_failing_notebook_unchanged(tmp_path):
