@@ -135,9 +135,10 @@ def _dotted_names(toks: list[tokenize.TokenInfo]) -> Iterator[str]:
 
 def _from_imports(src: str) -> Iterator[tuple[str, list[str]]]:
     """``(module, names)`` of each ``from module import names`` statement."""
-    for m in re.finditer(r"^\s*from\s+([\w.]+)\s+import\s+\(?([\w\s,]+)", _strip_comments(src),
-                         re.MULTILINE):
-        yield m.group(1), [n.split()[0] for n in m.group(2).split(",") if n.strip()]
+    for m in re.finditer(r"^[ \t]*from\s+([\w.]+)\s+import\s+(?:\(([^)]*)\)|([^\n]+))",
+                         _strip_comments(src), re.MULTILINE):
+        names = m.group(2) if m.group(2) is not None else m.group(3)
+        yield m.group(1), [n.split()[0] for n in names.split(",") if n.strip()]
 
 
 def internal_uses(src: str) -> list[str]:

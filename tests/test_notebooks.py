@@ -140,6 +140,7 @@ def test_other_cells_are_not_plotting_cells(src):
     ("core._MustUse__silence = True", "private attribute ._MustUse__silence"),
     ("n = rt._stats.calls", "private attribute ._stats"),
     ("from offload.runtime import _Slot", "private name offload.runtime._Slot"),
+    ("from offload.hw.synth import (\n    grid,\n    _cores,\n)", "private name offload.hw.synth._cores"),
     ("srv = Server('--debug-delay-ms', '100')", "test-only flag --debug-delay-ms"),
 ])
 def test_internal_uses_are_reported(src, use):
@@ -151,6 +152,7 @@ def test_internal_uses_are_reported(src, use):
     "cls = x.__class__.__name__", "# sys.path is not touched: offload is installed",
     "from offload.service import LocalService", "print('offload.batch')",
     "%matplotlib inline\nimport matplotlib.pyplot as plt",
+    "from offload import golden\nx, _y = 1, 2",
 ])
 def test_public_uses_are_not_reported(src):
     assert N.internal_uses(src) == []
