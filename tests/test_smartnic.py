@@ -712,6 +712,12 @@ def test_connection_limit_refuses_with_a_reason():
         strict.close()
 
 
+def test_serve_refuses_a_connection_limit_below_one(capsys):
+    assert serve_main(["--max-connections", "0", "--port", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "offload serve: --max-connections must be >= 1, got 0"
+
+
 def test_a_closed_connections_buffers_are_released_at_once():
     """A connection closed mid-frame gives back its buffers when it closes, not when the
     watchdog's next tick drops its last reference (the default --frame-timeout: a tick a second)."""
