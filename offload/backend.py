@@ -81,7 +81,8 @@ class Capabilities:
 
 
 def batch_kind(batch: Batch, op: str) -> str:
-    if op == "delta_varint_decode":
+    from offload.ops import operator
+    if operator(op).inputs == "encoded":
         return "encoded"
     if isinstance(batch, FixedKeys):
         return "fixed"
@@ -113,7 +114,7 @@ class Backend(abc.ABC):
         kind = batch_kind(batch, call.op)
         if kind not in caps.batch_kinds:
             return f"{self.name} does not take {kind} batches for {call.op}"
-        if call.op == "bucketize" and caps.max_boundaries is not None and call.boundaries is not None \
+        if caps.max_boundaries is not None and call.params.get("boundaries") is not None \
                 and len(call.boundaries) > caps.max_boundaries:
             return (f"{self.name} holds at most {caps.max_boundaries} boundaries, "
                     f"the call has {len(call.boundaries)}")
@@ -133,19 +134,23 @@ class Backend(abc.ABC):
         self.close()
 
 
+_PAIR_DTYPES = {"encoded": np.uint8, "sequences": np.int64}
+
+
 def empty_result(op: str) -> Result:
-    from offload.ops import result_dtype
-    if op in ("delta_varint_encode",):
-        return np.zeros(1, np.int64), np.zeros(0, np.uint8)
-    if op == "delta_varint_decode":
-        return np.zeros(1, np.int64), np.zeros(0, np.int64)
-    return np.zeros(0, result_dtype(op))
+    from offload.ops import operator
+    entry = operator(op)
+    if entry.result_dtype is None:
+        return np.zeros(1, np.int64), np.zeros(0, _PAIR_DTYPES[entry.result])
+    return np.zeros(0, entry.result_dtype)
 
 
 def concat_results(op: str, parts: list[Result]) -> Result:
     """Join the results of consecutive record ranges (as produced by fallback)."""
+    from offload.ops import operator
     parts = [p for p in parts if p is not None]
-    if op in ("delta_varint_encode", "delta_varint_decode"):
+    entry = operator(op)
+    if entry.result_dtype is None:
         if len(parts) == 1:
             return parts[0]
         offs = [np.zeros(1, np.int64)]
@@ -155,7 +160,7 @@ def concat_results(op: str, parts: list[Result]) -> Result:
             offs.append(o[1:] - o[0] + base)
             datas.append(d[int(o[0]):int(o[-1])])
             base += int(o[-1]) - int(o[0])
-        dt = np.uint8 if op == "delta_varint_encode" else np.int64
+        dt = _PAIR_DTYPES[entry.result]
         return np.concatenate(offs), (np.concatenate(datas) if datas else np.zeros(0, dt))
     if len(parts) == 1:
         return parts[0]

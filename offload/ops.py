@@ -1,56 +1,51 @@
-"""Operator specs: validated calls, result types and the golden reference per record.
+"""The operator registry: one :class:`Operator` entry per operator, read by every layer.
+
+An entry holds what the layers need to know of an operator: its typed, validated parameters
+(:class:`Param`), the batch form it takes, its result type, its golden function (one record at a
+time, :mod:`offload.golden`), how it travels to the engine (:class:`WireForm`: op codes from
+:mod:`offload.engine_map`, the registers its parameters occupy), its CPU kernel, its hardware core
+and example calls. The public functions, the runtime, the CPU backend, the wire format and the
+reference engine, the device backends, the benches and the tests list operators by iterating
+:data:`REGISTRY`; ``docs/adding_an_operator.md`` walks through adding one.
 
 An :class:`OpCall` is an operator with checked parameters. Backends receive an OpCall and a
-normalised batch (``offload.batch``); the runtime uses :func:`golden_result` to verify any record
-of any backend against ``offload.golden``.
+normalised batch (:mod:`offload.batch`); the runtime uses :func:`golden_result` to verify any
+record of any backend against the golden model.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from offload import golden
+from offload.engine_map import OP_CODES
 
-__all__ = ["OPERATORS", "HASH_OPS", "OpCall", "make_call", "result_dtype", "golden_result",
-           "check_boundaries"]
+__all__ = [
+    "Param", "WireForm", "Operator", "OpCall", "REGISTRY", "register", "unregister", "operator",
+    "operators", "by_code", "make_call", "result_dtype", "golden_result", "check_boundaries",
+    "check_int", "OPERATORS", "HASH_OPS", "InputKind",
+]
 
-HASH_OPS = ("xxh32", "xxh64", "hash_bucket", "fid")
-OPERATORS = HASH_OPS + ("bucketize", "delta_varint_encode", "delta_varint_decode")
+#: The batch form an operator takes (``offload.batch``): byte records (``FixedKeys`` or
+#: ``VarRecords``), numbers (``Numbers``), int64 sequences (``Sequences``) or encoded sequences
+#: (``VarRecords`` of LEB128 bytes).
+InputKind = Literal["records", "numbers", "sequences", "encoded"]
 
-_RESULT_DTYPES = {"xxh32": np.uint32, "xxh64": np.uint64, "hash_bucket": np.int64,
-                  "fid": np.uint64, "bucketize": np.int32}
-
-
-@dataclass(frozen=True)
-class OpCall:
-    """One operator with validated parameters (only the ones it uses are meaningful)."""
-    op: str
-    seed: int = 0
-    num_buckets: int = 0
-    method: str = "mod"
-    slot: int = 0
-    version: int = 2
-    boundaries: np.ndarray | None = field(default=None, compare=False)
-    right: bool = True
-
-    def describe(self) -> str:
-        p = {"xxh32": f"seed={self.seed}", "xxh64": f"seed={self.seed}",
-             "hash_bucket": f"num_buckets={self.num_buckets}, seed={self.seed}, method={self.method!r}",
-             "fid": f"slot={self.slot}, version={self.version}, seed={self.seed}",
-             "bucketize": f"{0 if self.boundaries is None else len(self.boundaries)} boundaries, "
-                          f"right={self.right}"}.get(self.op, "")
-        return f"{self.op}({p})"
+_REQUIRED: Any = object()
 
 
-def result_dtype(op: str) -> type:
-    return _RESULT_DTYPES[op]
+# ---------------------------------------------------------------------------------------------
+# parameter checks (exact messages: errors are API)
+# ---------------------------------------------------------------------------------------------
 
-
-def _check_int(name: str, value: Any, lo: int, hi: int, what: str) -> int:
+def check_int(name: str, value: Any, lo: int, hi: int, what: str) -> int:
+    """``value`` as an int in ``[lo, hi]``; a bool, float or other type is a ``TypeError``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     v = int(value)
@@ -59,9 +54,300 @@ def _check_int(name: str, value: Any, lo: int, hi: int, what: str) -> int:
     return v
 
 
-def _check_seed(seed: Any, bits: int) -> int:
-    return _check_int("seed", seed, 0, (1 << bits) - 1, f"[0, 2**{bits})")
+def seed_check(bits: int) -> Callable[[Any, Mapping[str, Any]], int]:
+    def check(value: Any, _: Mapping[str, Any]) -> int:
+        return check_int("seed", value, 0, (1 << bits) - 1, f"[0, 2**{bits})")
+    return check
 
+
+def choice_check(name: str, choices: tuple[str, ...], what: str) -> Callable[[Any, Mapping[str, Any]], str]:
+    def check(value: Any, _: Mapping[str, Any]) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+        if value not in choices:
+            raise ValueError(f"unknown {what} {value!r}: expected "
+                             + " or ".join(repr(c) for c in choices))
+        return value
+    return check
+
+
+def bool_check(name: str) -> Callable[[Any, Mapping[str, Any]], bool]:
+    def check(value: Any, _: Mapping[str, Any]) -> bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        return bool(value)
+    return check
+
+
+# ---------------------------------------------------------------------------------------------
+# entries
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its name, default (none: required), check and engine registers.
+
+    ``check(value, earlier)`` returns the validated value or raises ``TypeError``/``ValueError``
+    with an exact message; ``earlier`` holds the parameters validated before it (a range may
+    depend on another parameter). ``registers`` names the engine registers that carry the value,
+    32 bits each, low word first (empty: the parameter selects the op code or is not sent).
+    """
+    name: str
+    check: Callable[[Any, Mapping[str, Any]], Any]
+    default: Any = _REQUIRED
+    registers: tuple[str, ...] = ()
+    shown: bool = True  # part of OpCall.describe()
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+
+@dataclass(frozen=True)
+class WireForm:
+    """How an operator travels to the engine: ``codes`` maps the value of the ``selector``
+    parameter (``None`` when one code serves every call) to a key of
+    :data:`offload.engine_map.OP_CODES`; ``engine_error(params)`` names parameter values the
+    engine refuses with ``BAD_PARAM`` although the host's validation would accept them."""
+    codes: Mapping[Any, str]
+    selector: str | None = None
+    engine_error: Callable[[Mapping[str, Any]], str | None] | None = None
+
+    def key(self, params: Mapping[str, Any]) -> str:
+        return self.codes[None if self.selector is None else params[self.selector]]
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One operator of the registry (see the module docstring).
+
+    ``result``: the numpy dtype name of a one-value-per-record result, or ``"encoded"``
+    (``(offsets int64[n+1], data uint8[])``) or ``"sequences"`` (``(value_offsets, values)``).
+    ``golden(call, record)``: the golden model's result for one record. ``cpu``: the CPU kernel,
+    ``(backend, call, batch) -> result``, or a ``"module:qualname"`` string resolved on first use.
+    ``hw_core``/``hw_lane``: ``"module:Class"`` of the Amaranth core and of its one-word lane form.
+    ``examples``: parameter sets every layer is tested with.
+    """
+    name: str
+    summary: str
+    inputs: InputKind
+    params: tuple[Param, ...]
+    result: str
+    golden: Callable[[OpCall, Any], Any]
+    cpu: Callable[..., Any] | str
+    wire: WireForm | None = None
+    hw_core: str | None = None
+    hw_lane: str | None = None
+    examples: tuple[Mapping[str, Any], ...] = ({},)
+    memoise: bool = True  # validated calls are cached by value (not for array parameters)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def result_dtype(self) -> np.dtype | None:
+        return None if self.result in ("encoded", "sequences") else np.dtype(self.result)
+
+    def cpu_kernel(self) -> Callable[..., Any]:
+        if isinstance(self.cpu, str):
+            module, _, qualname = self.cpu.partition(":")
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            return obj  # type: ignore[no-any-return]
+        return self.cpu
+
+    def op_codes(self) -> dict[int, Any]:
+        """Engine op code -> the selector value it stands for (empty: runs on the host only)."""
+        if self.wire is None:
+            return {}
+        return {OP_CODES[key]: value for value, key in self.wire.codes.items()}
+
+
+#: Every operator, by name, in registration order.
+REGISTRY: dict[str, Operator] = {}
+_BY_CODE: dict[int, tuple[Operator, Any]] = {}
+
+
+def register(op: Operator) -> Operator:
+    """Add an operator (a test or an extension may add its own). Its name and op codes must be
+    new; every piece is checked here, so a missing one fails at import, not at the first call."""
+    if op.name in REGISTRY:
+        raise ValueError(f"operator {op.name!r} is already registered")
+    if op.inputs not in ("records", "numbers", "sequences", "encoded"):
+        raise ValueError(f"{op.name}: unknown input kind {op.inputs!r}")
+    if op.result not in ("encoded", "sequences"):
+        np.dtype(op.result)
+    if not callable(op.golden) or not (callable(op.cpu) or isinstance(op.cpu, str)):
+        raise TypeError(f"{op.name}: golden and cpu must be callables (cpu may be 'module:name')")
+    names = [p.name for p in op.params]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{op.name}: parameter names repeat: {names}")
+    codes = op.op_codes() if op.wire is not None and all(k in OP_CODES for k in op.wire.codes.values()) \
+        else None
+    if op.wire is not None and codes is None:
+        raise ValueError(f"{op.name}: op codes {sorted(op.wire.codes.values())} are not all in "
+                         "offload.engine_map.OP_CODES")
+    taken = [c for c in (codes or {}) if c in _BY_CODE]
+    if taken:
+        raise ValueError(f"{op.name}: op code {taken[0]} already belongs to "
+                         f"{_BY_CODE[taken[0]][0].name}")
+    REGISTRY[op.name] = op
+    for code, value in (codes or {}).items():
+        _BY_CODE[code] = (op, value)
+    _CALLS.clear()
+    return op
+
+
+def unregister(name: str) -> None:
+    """Remove an operator added with :func:`register` (tests clean up after themselves)."""
+    op = REGISTRY.pop(name)
+    for code in op.op_codes():
+        _BY_CODE.pop(code, None)
+    _CALLS.clear()
+
+
+def operator(name: str) -> Operator:
+    """The registry entry of ``name`` (``ValueError`` naming the known operators)."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown operator {name!r}: expected one of "
+                         f"{', '.join(REGISTRY)}") from None
+
+
+def operators(inputs: InputKind | None = None) -> Iterator[Operator]:
+    """The registered operators, optionally only those taking one input kind."""
+    return (op for op in list(REGISTRY.values()) if inputs is None or op.inputs == inputs)
+
+
+def by_code(code: int) -> tuple[Operator, Any] | None:
+    """The operator an engine op code runs and its selector value, or None."""
+    return _BY_CODE.get(code)
+
+
+# ---------------------------------------------------------------------------------------------
+# calls
+# ---------------------------------------------------------------------------------------------
+
+class OpCall:
+    """One operator with its parameters: ``call.op`` and each parameter as an attribute
+    (``call.seed``). Built by :func:`make_call`, which validates; constructing one directly fills
+    defaults but checks nothing (device-side decoding that mirrors the engine does that)."""
+
+    __slots__ = ("op", "params", "_key")
+
+    def __init__(self, op: str, **params: Any) -> None:
+        entry = operator(op)
+        full = {p.name: params.pop(p.name, p.default) for p in entry.params}
+        if params:
+            raise TypeError(f"{op}() got an unexpected parameter {next(iter(params))!r}")
+        object.__setattr__(self, "op", op)
+        object.__setattr__(self, "params", full)
+        object.__setattr__(self, "_key", (op, tuple(
+            (k, v.dtype.str, v.tobytes()) if isinstance(v, np.ndarray) else (k, v)
+            for k, v in full.items())))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.params[name]
+        except KeyError:
+            raise AttributeError(f"{self.op} has no parameter {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("OpCall is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OpCall) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_call, (self.op, self.params))
+
+    def __repr__(self) -> str:
+        return f"OpCall({self.describe()})"
+
+    @property
+    def operator(self) -> Operator:
+        return operator(self.op)
+
+    def describe(self) -> str:
+        shown = []
+        for p in operator(self.op).params:
+            if not p.shown:
+                continue
+            v = self.params[p.name]
+            if isinstance(v, np.ndarray):
+                shown.append(f"{v.shape[0]} {p.name}")
+            else:
+                shown.append(f"{p.name}={v!r}")
+        return f"{self.op}({', '.join(shown)})"
+
+
+def _rebuild_call(op: str, params: dict[str, Any]) -> OpCall:
+    return OpCall(op, **params)
+
+
+_CALLS: dict[tuple[Any, ...], OpCall] = {}
+
+
+def make_call(op: str, **params: Any) -> OpCall:
+    """Validate one operator's parameters (``ValueError``/``TypeError`` with exact messages).
+
+    Validated calls are memoised (keyed by value *and* type, so ``True`` never passes for ``1``):
+    the per-call cost of the public API stays a dictionary lookup.
+    """
+    entry = operator(op)
+    if not entry.memoise:
+        return _validate(entry, params)
+    try:
+        key = (op, *((k, type(v), v) for k, v in sorted(params.items())))
+        hit = _CALLS.get(key)
+    except TypeError:  # an unhashable parameter: validate it the slow way (and fail there)
+        return _validate(entry, params)
+    if hit is not None:
+        return hit
+    call = _validate(entry, params)
+    if len(_CALLS) < 4096:
+        _CALLS[key] = call
+    return call
+
+
+def _validate(entry: Operator, params: Mapping[str, Any]) -> OpCall:
+    unknown = [k for k in params if k not in {p.name for p in entry.params}]
+    if unknown:
+        raise TypeError(f"{entry.name}() got an unexpected parameter {unknown[0]!r}")
+    done: dict[str, Any] = {}
+    for p in entry.params:
+        if p.name in params:
+            done[p.name] = p.check(params[p.name], done)
+        elif p.required:
+            raise TypeError(f"{entry.name}() missing required parameter {p.name!r}")
+        else:
+            done[p.name] = p.default
+    return OpCall(entry.name, **done)
+
+
+def result_dtype(op: str) -> type:
+    dt = operator(op).result_dtype
+    if dt is None:
+        raise ValueError(f"{op} returns {operator(op).result}, not one value per record")
+    return dt.type  # type: ignore[no-any-return]
+
+
+def golden_result(call: OpCall, record: Any) -> Any:
+    """The golden model's result for one record (bytes, a number, or a sequence)."""
+    return operator(call.op).golden(call, record)
+
+
+# ---------------------------------------------------------------------------------------------
+# bucketize's boundaries
+# ---------------------------------------------------------------------------------------------
 
 def check_boundaries(boundaries: Any, dtype: np.dtype) -> np.ndarray:
     """Boundaries as an array of ``dtype``: 1-D, strictly increasing, no NaN, exactly representable."""
@@ -85,20 +371,10 @@ def check_boundaries(boundaries: Any, dtype: np.dtype) -> np.ndarray:
         nan = np.flatnonzero(np.isnan(b))
         if nan.size:
             raise ValueError(f"boundaries must not contain NaN (boundaries[{int(nan[0])}])")
-    # Exact representability, checked value by value with Python numbers (no silent wrap).
     target = np.dtype(dtype)
-    for i, v in enumerate(b.tolist()):
-        if target.kind == "i":
-            info = np.iinfo(target)
-            if isinstance(v, float) and (math.isinf(v) or v != math.floor(v)):
-                raise ValueError(f"boundaries[{i}] = {v!r} is not exactly representable in {target}")
-            if not info.min <= v <= info.max:
-                raise ValueError(f"boundaries[{i}] = {v!r} is not exactly representable in {target}")
-        else:
-            if isinstance(v, int) and int(np.array(v, dtype=target).item()) != v:
-                raise ValueError(f"boundaries[{i}] = {v!r} is not exactly representable in {target}")
-            if isinstance(v, float) and not math.isinf(v) and float(np.array(v, dtype=target)) != v:
-                raise ValueError(f"boundaries[{i}] = {v!r} is not exactly representable in {target}")
+    for i, v in enumerate(b.tolist()):  # exact representability, value by value (no silent wrap)
+        if not _representable(v, target):
+            raise ValueError(f"boundaries[{i}] = {v!r} is not exactly representable in {target}")
     out = b.astype(target)
     if out.size > 1:
         bad = np.flatnonzero(~(out[1:] > out[:-1]))
@@ -109,81 +385,107 @@ def check_boundaries(boundaries: Any, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-_CALLS: dict[tuple[Any, ...], OpCall] = {}
+def _representable(v: Any, target: np.dtype) -> bool:
+    if target.kind == "i":
+        info = np.iinfo(target)
+        if isinstance(v, float) and (math.isinf(v) or v != math.floor(v)):
+            return False
+        return bool(info.min <= v <= info.max)
+    if isinstance(v, int):
+        return int(np.array(v, dtype=target).item()) == v
+    return math.isinf(v) or float(np.array(v, dtype=target)) == v
 
 
-def make_call(op: str, **params: Any) -> OpCall:
-    """Validate one operator's parameters (``ValueError``/``TypeError`` with exact messages).
+# ---------------------------------------------------------------------------------------------
+# the built-in operators
+# ---------------------------------------------------------------------------------------------
 
-    Validated calls of the hash operators are memoised (keyed by value *and* type, so ``True``
-    never passes for ``1``): the per-call cost of the public API stays a dictionary lookup.
-    """
-    if op != "bucketize":
-        try:
-            key = (op, *((k, type(v), v) for k, v in sorted(params.items())))
-            hit = _CALLS.get(key)
-        except TypeError:  # an unhashable parameter: validate it the slow way (and fail there)
-            return _make_call(op, **params)
-        if hit is not None:
-            return hit
-        call = _make_call(op, **params)
-        if len(_CALLS) < 4096:
-            _CALLS[key] = call
-        return call
-    return _make_call(op, **params)
+_SEED64 = ("SEED_LO", "SEED_HI")
+_CPU = "offload.host.cpu:CpuBackend"
 
 
-def _make_call(op: str, **params: Any) -> OpCall:
-    if op in ("xxh32",):
-        return OpCall(op, seed=_check_seed(params.get("seed", 0), 32))
-    if op == "xxh64":
-        return OpCall(op, seed=_check_seed(params.get("seed", 0), 64))
-    if op == "hash_bucket":
-        nb = _check_int("num_buckets", params["num_buckets"], 1, 1 << 63, "[1, 2**63]")
-        method = params.get("method", "mod")
-        if not isinstance(method, str):
-            raise TypeError(f"method must be a str, got {type(method).__name__}")
-        if method not in ("mod", "fastrange"):
-            raise ValueError(f"unknown hash_bucket method {method!r}: expected 'mod' or 'fastrange'")
-        return OpCall(op, seed=_check_seed(params.get("seed", 0), 64), num_buckets=nb, method=method)
-    if op == "fid":
-        version = params.get("version", 2)
-        if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)):
-            raise TypeError(f"version must be an int, got {type(version).__name__}")
-        if int(version) not in golden.FID_LAYOUT:
-            raise ValueError(f"unknown fid version {version!r}: expected 1 or 2")
-        version = int(version)
-        slot_bits = golden.FID_LAYOUT[version][0]
-        slot = _check_int("slot", params["slot"], 0, (1 << slot_bits) - 1,
-                          f"[0, {1 << slot_bits}) for fid version {version}")
-        return OpCall(op, seed=_check_seed(params.get("seed", 0), 64), slot=slot, version=int(version))
-    if op == "bucketize":
-        right = params.get("right", True)
-        if not isinstance(right, (bool, np.bool_)):
-            raise TypeError(f"right must be a bool, got {type(right).__name__}")
-        return OpCall(op, boundaries=check_boundaries(params["boundaries"], params["dtype"]),
-                      right=bool(right))
-    if op in ("delta_varint_encode", "delta_varint_decode"):
-        return OpCall(op)
-    raise ValueError(f"unknown operator {op!r}: expected one of {', '.join(OPERATORS)}")
+def _num_buckets(value: Any, _: Mapping[str, Any]) -> int:
+    return check_int("num_buckets", value, 1, 1 << 63, "[1, 2**63]")
 
 
-def golden_result(call: OpCall, record: Any) -> Any:
-    """The golden model's result for one record (bytes, a number, or a sequence)."""
-    op = call.op
-    if op == "xxh32":
-        return golden.xxh32(record, call.seed)
-    if op == "xxh64":
-        return golden.xxh64(record, call.seed)
-    if op == "hash_bucket":
-        return golden.hash_bucket(record, call.num_buckets, call.seed, call.method)
-    if op == "fid":
-        return golden.fid(record, call.slot, call.version, call.seed)
-    if op == "bucketize":
-        assert call.boundaries is not None
-        return golden.bucketize(record, call.boundaries.tolist(), call.right)
-    if op == "delta_varint_encode":
-        return golden.delta_varint_encode_seq(record)
-    if op == "delta_varint_decode":
-        return golden.delta_varint_decode_seq(record)
-    raise ValueError(f"unknown operator {op!r}")
+def _version(value: Any, _: Mapping[str, Any]) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"version must be an int, got {type(value).__name__}")
+    if int(value) not in golden.FID_LAYOUT:
+        raise ValueError(f"unknown fid version {value!r}: expected 1 or 2")
+    return int(value)
+
+
+def _slot(value: Any, earlier: Mapping[str, Any]) -> int:
+    version = earlier["version"]
+    bits = golden.FID_LAYOUT[version][0]
+    return check_int("slot", value, 0, (1 << bits) - 1, f"[0, {1 << bits}) for fid version {version}")
+
+
+def _dtype(value: Any, _: Mapping[str, Any]) -> np.dtype:
+    return np.dtype(value)
+
+
+def _boundaries(value: Any, earlier: Mapping[str, Any]) -> np.ndarray:
+    return check_boundaries(value, earlier["dtype"])
+
+
+def _mod_zero(params: Mapping[str, Any]) -> str | None:
+    if params["method"] == "mod" and params["num_buckets"] == 0:
+        return "NUM_BUCKETS is 0 for hash_bucket mod"
+    return None
+
+
+register(Operator(
+    "xxh32", "XXH32 of each record", "records",
+    (Param("seed", seed_check(32), 0, ("SEED_LO",)),),
+    "uint32", lambda c, r: golden.xxh32(r, c.seed), f"{_CPU}.run_xxh32",
+    WireForm({None: "xxh32"}), "offload.hw.xxhash:XXH32Core", "offload.hw.lanes:XXH32Lane",
+    ({}, {"seed": 0xFFFFFFFF})))
+register(Operator(
+    "xxh64", "XXH64 of each record", "records",
+    (Param("seed", seed_check(64), 0, _SEED64),),
+    "uint64", lambda c, r: golden.xxh64(r, c.seed), f"{_CPU}.run_xxh64",
+    WireForm({None: "xxh64"}), "offload.hw.xxhash:XXH64Core", "offload.hw.lanes:XXH64Lane",
+    ({}, {"seed": (1 << 64) - 1})))
+register(Operator(
+    "hash_bucket", "xxh64(v, seed) % num_buckets, or (h * num_buckets) >> 64", "records",
+    (Param("num_buckets", _num_buckets, registers=("NUM_BUCKETS_LO", "NUM_BUCKETS_HI")),
+     Param("seed", seed_check(64), 0, _SEED64),
+     Param("method", choice_check("method", ("mod", "fastrange"), "hash_bucket method"), "mod")),
+    "int64", lambda c, r: golden.hash_bucket(r, c.num_buckets, c.seed, c.method),
+    f"{_CPU}.run_xxh64",
+    WireForm({"mod": "hash_bucket/mod", "fastrange": "hash_bucket/fastrange"}, "method",
+             _mod_zero),
+    "offload.hw.postproc:ModPipe", None,
+    ({"num_buckets": 1_000_003}, {"num_buckets": 1 << 63, "method": "fastrange", "seed": 9},
+     {"num_buckets": 1})))
+register(Operator(
+    "fid", "Monolith feature id: slot above an XXH64 signature", "records",
+    (Param("version", _version, 2), Param("slot", _slot, registers=("SLOT",)),
+     Param("seed", seed_check(64), 0, _SEED64)),
+    "uint64", lambda c, r: golden.fid(r, c.slot, c.version, c.seed), f"{_CPU}.run_xxh64",
+    WireForm({1: "fid/1", 2: "fid/2"}, "version"), "offload.hw.postproc:FidCore", None,
+    ({"slot": 42}, {"slot": 1023, "version": 1, "seed": 5})))
+register(Operator(
+    "bucketize", "index of each value among strictly increasing boundaries", "numbers",
+    (Param("dtype", _dtype, shown=False), Param("boundaries", _boundaries),
+     Param("right", bool_check("right"), True)),
+    "int32", lambda c, r: golden.bucketize(r, c.boundaries.tolist(), c.right),
+    f"{_CPU}.run_bucketize",
+    WireForm({True: "bucketize/right", False: "bucketize/left"}, "right"),
+    "offload.hw.bucketize:Bucketize", None,
+    ({"boundaries": [-1.5, 0.0, 2.0]}, {"boundaries": [0.0, 1.0], "right": False}),
+    memoise=False))
+register(Operator(
+    "delta_varint_encode", "delta + zigzag + LEB128 of int64 sequences", "sequences", (),
+    "encoded", lambda c, r: golden.delta_varint_encode_seq(r), f"{_CPU}.run_encode",
+    WireForm({None: "delta_varint_encode"}), "offload.hw.varint:DeltaVarintEncoder"))
+register(Operator(
+    "delta_varint_decode", "inverse of delta_varint_encode", "encoded", (),
+    "sequences", lambda c, r: golden.delta_varint_decode_seq(r), f"{_CPU}.run_decode"))
+
+#: The built-in operators' names (the registry may hold more: iterate :data:`REGISTRY`).
+OPERATORS = tuple(REGISTRY)
+#: The built-in operators that hash byte records.
+HASH_OPS = tuple(op.name for op in operators("records"))

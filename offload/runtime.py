@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 from offload import batch as _batch
 from offload.backend import (Availability, Backend, BackendError, BackendUnavailable, BitExactError,
                              Batch, Result, concat_results, empty_result)
-from offload.ops import OpCall, golden_result, make_call
+from offload.ops import OpCall, Operator, golden_result, make_call, operator
 
 __all__ = ["Runtime", "BACKEND_FACTORIES", "AUTO_ORDER", "VERIFY_MODES", "default_runtime"]
 
@@ -351,12 +351,14 @@ class Runtime:
 
     def _record_skipped(self, call: OpCall, batch: Batch, skipped: list[tuple[str, str]],
                         to: str) -> None:
-        """A backend the caller configured could not run the call: a fallback record (cause
-        ``"unavailable"``) per call, and one warning per backend per Runtime."""
+        """A backend the caller configured could not run the call: a fallback record per call
+        (cause ``"unavailable"``, or ``"unsupported"`` when it is up but lacks the operator or
+        the call's size), and one warning per unavailable backend per Runtime."""
         for name, why in skipped:
             message = f"backend {name!r} {why}"
-            self._record_fallback(call, name, to, "unavailable", message, 0, batch.n)
-            if name not in self._warned:
+            cause = "unavailable" if why.startswith("is unavailable") else "unsupported"
+            self._record_fallback(call, name, to, cause, message, 0, batch.n)
+            if cause == "unavailable" and name not in self._warned:
                 self._warned.add(name)
                 warnings.warn(f"offload: {message}; running on {to}", RuntimeWarning, stacklevel=2)
 
@@ -436,47 +438,53 @@ class Runtime:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- operators --------------------------------------------------------------------------
+    # -- operators ----------------------------------------------------------------------------
+
+    def call(self, op: str, values: Any, /, *, backend: str | None = None,
+             verify: str | None = None, **params: Any) -> Any:
+        """Run any registered operator: ``rt.call("xxh64", keys, seed=7)``. ``values`` is the
+        operator's batch (``delta_varint_decode``: the ``(offsets, data)`` pair); the result is
+        shaped like a numpy input for one-value-per-record operators, else the operator's pair."""
+        entry = operator(op)
+        batch = _as_batch(entry, values)
+        if entry.inputs == "numbers":
+            params["dtype"] = batch.values.dtype  # type: ignore[union-attr]
+        res = self.run(make_call(op, **params), batch, backend=backend, verify=verify)
+        return _shaped(res, batch) if entry.result_dtype is not None else res
+
+    # One typed method per built-in operator (tests check they match the registry's parameters).
 
     def xxh32(self, values: Any, seed: int = 0, *, backend: str | None = None,
               verify: str | None = None) -> np.ndarray:
-        b = _batch.as_records(values)
-        return _shaped(self.run(make_call("xxh32", seed=seed), b, backend=backend, verify=verify), b)
+        return self.call("xxh32", values, seed=seed, backend=backend, verify=verify)  # type: ignore[no-any-return]
 
     def xxh64(self, values: Any, seed: int = 0, *, backend: str | None = None,
               verify: str | None = None) -> np.ndarray:
-        b = _batch.as_records(values)
-        return _shaped(self.run(make_call("xxh64", seed=seed), b, backend=backend, verify=verify), b)
+        return self.call("xxh64", values, seed=seed, backend=backend, verify=verify)  # type: ignore[no-any-return]
 
     def hash_bucket(self, values: Any, num_buckets: int, seed: int = 0, method: str = "mod", *,
                     backend: str | None = None, verify: str | None = None) -> np.ndarray:
-        call = make_call("hash_bucket", num_buckets=num_buckets, seed=seed, method=method)
-        b = _batch.as_records(values)
-        return _shaped(self.run(call, b, backend=backend, verify=verify), b)
+        return self.call("hash_bucket", values, num_buckets=num_buckets, seed=seed,  # type: ignore[no-any-return]
+                         method=method, backend=backend, verify=verify)
 
     def fid(self, values: Any, slot: int, version: int = 2, seed: int = 0, *,
             backend: str | None = None, verify: str | None = None) -> np.ndarray:
-        call = make_call("fid", slot=slot, version=version, seed=seed)
-        b = _batch.as_records(values)
-        return _shaped(self.run(call, b, backend=backend, verify=verify), b)
+        return self.call("fid", values, slot=slot, version=version, seed=seed,  # type: ignore[no-any-return]
+                         backend=backend, verify=verify)
 
     def bucketize(self, x: Any, boundaries: Any, right: bool = True, *, backend: str | None = None,
                   verify: str | None = None) -> np.ndarray:
-        b = _batch.as_numbers(x)
-        call = make_call("bucketize", boundaries=boundaries, dtype=b.values.dtype, right=right)
-        return _shaped(self.run(call, b, backend=backend, verify=verify), b)
+        return self.call("bucketize", x, boundaries=boundaries, right=right,  # type: ignore[no-any-return]
+                         backend=backend, verify=verify)
 
     def delta_varint_encode(self, sequences: Any, *, backend: str | None = None,
                             verify: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        b = _batch.as_sequences(sequences)
-        return self.run(make_call("delta_varint_encode"), b, backend=backend,
-                        verify=verify)  # type: ignore[return-value]
+        return self.call("delta_varint_encode", sequences, backend=backend, verify=verify)  # type: ignore[no-any-return]
 
     def delta_varint_decode(self, offsets: Any, data: Any, *, backend: str | None = None,
                             verify: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        b = _batch.as_encoded(offsets, data)
-        return self.run(make_call("delta_varint_decode"), b, backend=backend,
-                        verify=verify)  # type: ignore[return-value]
+        return self.call("delta_varint_decode", (offsets, data), backend=backend,  # type: ignore[no-any-return]
+                         verify=verify)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,6 +537,22 @@ def _vouched(op: str, e: BackendError, n: int) -> int:
     return max(0, min(int(e.completed), n, _result_len(op, e.partial)))
 
 
+_NORMALISE: dict[str, Callable[[Any], Batch]] = {
+    "records": _batch.as_records, "numbers": _batch.as_numbers, "sequences": _batch.as_sequences,
+    "encoded": lambda pair: _batch.as_encoded(*_pair(pair)),
+}
+
+
+def _pair(values: Any) -> tuple[Any, Any]:
+    if not (isinstance(values, tuple) and len(values) == 2):
+        raise TypeError(f"expected an (offsets, data) pair, got {type(values).__name__}")
+    return values
+
+
+def _as_batch(entry: Operator, values: Any) -> Batch:
+    return _NORMALISE[entry.inputs](values)
+
+
 def _shaped(res: Result, batch: Any) -> np.ndarray:
     arr = res if isinstance(res, np.ndarray) else np.asarray(res)
     shape = getattr(batch, "shape", None)
@@ -555,7 +579,7 @@ def result_element(op: str, res: Result, i: int) -> Any:
     if isinstance(res, tuple):
         o, d = res
         seg = d[int(o[i]):int(o[i + 1])]
-        return seg.tobytes() if op == "delta_varint_encode" else seg.tolist()
+        return seg.tobytes() if operator(op).result == "encoded" else seg.tolist()
     return res[i].item()
 
 

@@ -21,11 +21,12 @@ from numba import njit
 
 from offload import golden
 from offload.engine_map import (CTRL_SOFT_RESET, CTRL_START, DEFAULT_SEQ_MAX, DTYPE_CODES, ENGINE_ID,
-                                ENGINE_VERSION, ERR_FLAGS, FORMATS, OP_CODES, REGISTERS,
+                                ENGINE_VERSION, ERR_FLAGS, FORMATS, OP_CODES, PARAM_REGISTERS,
+                                REGISTERS,
                                 STATUS_BUSY, STATUS_DONE, STATUS_ERROR, TRAILER_MAGIC, err_names)
 from offload.backend import Batch, BackendError, Result
 from offload.batch import FixedKeys, Numbers, Sequences, VarChunk, VarRecords
-from offload.ops import OpCall, golden_result, result_dtype
+from offload.ops import OpCall, by_code, golden_result, make_call, result_dtype
 
 __all__ = [
     # the engine map's names the framing uses (defined in offload.engine_map, not here)
@@ -46,11 +47,21 @@ class WireError(ValueError):
 
 
 def op_code(call: OpCall) -> int:
-    key = {"hash_bucket": f"hash_bucket/{call.method}", "fid": f"fid/{call.version}",
-           "bucketize": f"bucketize/{'right' if call.right else 'left'}"}.get(call.op, call.op)
-    if key not in OP_CODES:
+    """The engine op code of a call (its registry entry's :class:`~offload.ops.WireForm`)."""
+    wire = call.operator.wire
+    if wire is None:
         raise WireError(f"{call.op} has no engine op code (it runs on the host)")
-    return OP_CODES[key]
+    return OP_CODES[wire.key(call.params)]
+
+
+def _param_registers(call: OpCall) -> dict[str, int]:
+    """Every parameter register: 0, then each parameter's value in its registers, low word first."""
+    regs = dict.fromkeys(PARAM_REGISTERS, 0)
+    for p in call.operator.params:
+        value = int(call.params[p.name]) if p.registers else 0
+        for i, name in enumerate(p.registers):
+            regs[name] = (value >> (32 * i)) & 0xFFFFFFFF
+    return regs
 
 
 @dataclass
@@ -211,28 +222,26 @@ def _fixed_words(arr: np.ndarray) -> tuple[np.ndarray, int]:
 
 def encode_request(call: OpCall, batch: Batch) -> WireJob:
     """Pack a validated call and a normalised batch into registers, table and input words."""
-    regs = {"OP": op_code(call), "DTYPE": 0, "COUNT": batch.n,
-            "SEED_LO": call.seed & 0xFFFFFFFF, "SEED_HI": call.seed >> 32,
-            "NUM_BUCKETS_LO": call.num_buckets & 0xFFFFFFFF, "NUM_BUCKETS_HI": call.num_buckets >> 32,
-            "SLOT": call.slot, "NUM_BOUNDARIES": 0}
+    regs = {**_param_registers(call), "OP": op_code(call), "COUNT": batch.n}
     table = np.zeros(0, np.uint64)
     n = batch.n
     if n >= 1 << 32:
         raise WireError(f"a wire batch holds fewer than 2**32 records, got {n}")
     out_max = n + 1
     dtype = None
-    if call.op == "bucketize":
+    kind = call.operator.inputs
+    if kind == "numbers":
         if not isinstance(batch, Numbers):
-            raise WireError("bucketize takes a numeric batch")
+            raise WireError(f"{call.op} takes a numeric batch")
         assert call.boundaries is not None
         words, fmt = _fixed_words(batch.values)
         dtype = batch.values.dtype
         regs["DTYPE"] = DTYPES[dtype]
         regs["NUM_BOUNDARIES"] = len(call.boundaries)
         table = _boundary_table(call.boundaries)
-    elif call.op == "delta_varint_encode":
+    elif kind == "sequences":
         if not isinstance(batch, Sequences):
-            raise WireError("delta_varint_encode takes a Sequences batch")
+            raise WireError(f"{call.op} takes a Sequences batch")
         vo = batch.value_offsets
         nvals = int(vo[-1] - vo[0]) if n else 0
         words = np.empty(n + nvals, np.uint64)
@@ -279,7 +288,7 @@ def decode_response(job: WireJob, words: np.ndarray) -> Result:
         raise BackendError(f"engine trailer claims {completed} records of a {job.n}-record batch",
                            cause="framing")
     body = words[:-1]
-    if op == "delta_varint_encode":
+    if job.call.operator.result == "encoded":
         res = _decode_encoded(body, completed)
         if res is None:
             raise BackendError("engine output framing does not match its trailer", cause="framing")
@@ -311,68 +320,63 @@ def _decode_encoded(body: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarra
 # device side
 # ---------------------------------------------------------------------------------------------
 
-_FIXED_OPS = {1: "xxh32", 2: "xxh64", 3: "hash_bucket", 4: "hash_bucket", 5: "fid", 6: "fid",
-              7: "bucketize", 8: "bucketize"}
-
-
 def call_from_regs(regs: dict[str, int], table: np.ndarray, *, engine: bool = False) -> OpCall:
-    """The OpCall a register set describes; :class:`WireError` when the parameters are bad.
+    """The OpCall a register set describes (the registry entry of its op code, each parameter
+    read from its registers); :class:`WireError` when the parameters are bad.
 
     ``engine=False`` (a service decoding a request) holds the registers to the API's ranges;
-    ``engine=True`` (the reference engine) accepts what the engine accepts: ``NUM_BUCKETS`` is
-    refused only when it is 0 for ``mod`` (docs/wire_format.md, ``BAD_PARAM``); ``fastrange``
-    with 0 buckets gives 0 and ``mod`` takes any 64-bit divisor.
+    ``engine=True`` (the reference engine) accepts what the engine accepts: an operator whose
+    :class:`~offload.ops.WireForm` has an ``engine_error`` check is refused only by it
+    (``hash_bucket``: ``NUM_BUCKETS`` 0 for ``mod``, docs/wire_format.md, ``BAD_PARAM``;
+    ``fastrange`` with 0 buckets gives 0 and ``mod`` takes any 64-bit divisor).
     """
-    from offload.ops import make_call
-    op = regs.get("OP", 0)
-    seed = (regs.get("SEED_HI", 0) << 32) | regs.get("SEED_LO", 0)
-    fmt = regs.get("FORMAT", -1)
+    code, fmt = regs.get("OP", 0), regs.get("FORMAT", -1)
+    hit = by_code(code)
+    if hit is None:
+        raise WireError(f"unknown OP {code}")
+    entry, selected = hit
+    assert entry.wire is not None
+    params = {p.name: sum(regs.get(r, 0) << (32 * i) for i, r in enumerate(p.registers))
+              for p in entry.params if p.registers}
+    if entry.wire.selector is not None:
+        params[entry.wire.selector] = selected
+    if entry.inputs == "numbers":
+        params.update(_table_params(regs, table, fmt))
     try:
-        if engine and op in (3, 4):
-            nb = (regs.get("NUM_BUCKETS_HI", 0) << 32) | regs.get("NUM_BUCKETS_LO", 0)
-            if op == 3 and nb == 0:
-                raise WireError("NUM_BUCKETS is 0 for hash_bucket mod")
-            call = OpCall("hash_bucket", seed=seed, num_buckets=nb,
-                          method="mod" if op == 3 else "fastrange")
-        elif op == 1:
-            call = make_call("xxh32", seed=regs.get("SEED_LO", 0))
-        elif op == 2:
-            call = make_call("xxh64", seed=seed)
-        elif op in (3, 4):
-            nb = (regs.get("NUM_BUCKETS_HI", 0) << 32) | regs.get("NUM_BUCKETS_LO", 0)
-            call = make_call("hash_bucket", num_buckets=nb, seed=seed,
-                             method="mod" if op == 3 else "fastrange")
-        elif op in (5, 6):
-            call = make_call("fid", slot=regs.get("SLOT", 0), version=op - 4, seed=seed)
-        elif op in (7, 8):
-            dtype = _DTYPE_OF.get(regs.get("DTYPE", -1))
-            if dtype is None:
-                raise WireError(f"bad DTYPE {regs.get('DTYPE')}")
-            nb = regs.get("NUM_BOUNDARIES", 0)
-            if nb > table.shape[0]:
-                raise WireError(f"NUM_BOUNDARIES {nb} exceeds the table of {table.shape[0]}")
-            if (fmt == FORMATS["FIXED4"]) != (dtype.itemsize == 4):
-                raise WireError(f"FORMAT {fmt} does not fit DTYPE {dtype}")
-            raw = np.ascontiguousarray(table[:nb], dtype=np.uint64)
-            if dtype.itemsize == 4:
-                b = raw.astype(np.uint32).view(dtype)
-            else:
-                b = raw.view(dtype)
-            call = make_call("bucketize", boundaries=b, dtype=dtype, right=(op == 7))
-        elif op == 9:
-            call = make_call("delta_varint_encode")
+        if engine and entry.wire.engine_error is not None:
+            why = entry.wire.engine_error(params)
+            if why is not None:
+                raise WireError(why)
+            call = OpCall(entry.name, **params)
         else:
-            raise WireError(f"unknown OP {op}")
+            call = make_call(entry.name, **params)
     except (ValueError, TypeError) as e:
         if isinstance(e, WireError):
             raise
         raise WireError(f"bad parameters: {e}") from None
-    allowed = {FORMATS["SEQ"]} if op == 9 else (
-        {FORMATS["FIXED4"], FORMATS["FIXED8"]} if op in (7, 8)
-        else {FORMATS["FIXED4"], FORMATS["FIXED8"], FORMATS["VAR"]})
-    if fmt not in allowed:
-        raise WireError(f"FORMAT {fmt} is not valid for OP {op}")
+    if fmt not in _FORMATS_OF[entry.inputs]:
+        raise WireError(f"FORMAT {fmt} is not valid for OP {code}")
     return call
+
+
+_FORMATS_OF = {"records": {FORMATS["FIXED4"], FORMATS["FIXED8"], FORMATS["VAR"]},
+               "numbers": {FORMATS["FIXED4"], FORMATS["FIXED8"]}, "sequences": {FORMATS["SEQ"]},
+               "encoded": set()}
+
+
+def _table_params(regs: dict[str, int], table: np.ndarray, fmt: int) -> dict[str, Any]:
+    """A numeric operator's ``dtype`` and ``boundaries`` from DTYPE, NUM_BOUNDARIES and the table."""
+    dtype = _DTYPE_OF.get(regs.get("DTYPE", -1))
+    if dtype is None:
+        raise WireError(f"bad DTYPE {regs.get('DTYPE')}")
+    nb = regs.get("NUM_BOUNDARIES", 0)
+    if nb > table.shape[0]:
+        raise WireError(f"NUM_BOUNDARIES {nb} exceeds the table of {table.shape[0]}")
+    if (fmt == FORMATS["FIXED4"]) != (dtype.itemsize == 4):
+        raise WireError(f"FORMAT {fmt} does not fit DTYPE {dtype}")
+    raw = np.ascontiguousarray(table[:nb], dtype=np.uint64)
+    return {"dtype": dtype,
+            "boundaries": raw.astype(np.uint32).view(dtype) if dtype.itemsize == 4 else raw.view(dtype)}
 
 
 def decode_request(regs: dict[str, int], table: np.ndarray, words: np.ndarray) -> tuple[OpCall, Batch]:
@@ -384,7 +388,7 @@ def decode_request(regs: dict[str, int], table: np.ndarray, words: np.ndarray) -
     if fmt in (FORMATS["FIXED8"], FORMATS["FIXED4"]):
         if words.shape[0] != count:
             raise WireError(f"COUNT is {count} but {words.shape[0]} words were sent")
-        if call.op == "bucketize":
+        if call.operator.inputs == "numbers":
             dtype = _DTYPE_OF[regs["DTYPE"]]
             vals = words.astype(np.uint32).view(dtype) if dtype.itemsize == 4 else words.view(dtype)
             return call, Numbers(vals, (count,))
@@ -408,7 +412,7 @@ _STATUS = {1: "truncated", 2: "bad header", 3: "words after the last record"}
 def encode_response(call: OpCall, result: Result, completed: int | None = None,
                     err: int = 0) -> np.ndarray:
     """Output words for a result: one word per record (or encoded framing) and the trailer."""
-    if call.op == "delta_varint_encode":
+    if call.operator.result == "encoded":
         offsets, data = result  # type: ignore[misc]
         n = offsets.shape[0] - 1
         completed = n if completed is None else completed
@@ -453,7 +457,7 @@ def reference_engine(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
         if fmt in (FORMATS["FIXED8"], FORMATS["FIXED4"]):
             w = int(words[pos])
             pos += 1
-            if call.op == "bucketize":
+            if call.operator.inputs == "numbers":
                 dtype = _DTYPE_OF[regs["DTYPE"]]
                 raw = np.array([w & 0xFFFFFFFF if dtype.itemsize == 4 else w],
                                np.uint32 if dtype.itemsize == 4 else np.uint64)
@@ -477,7 +481,7 @@ def reference_engine(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
             if fmt == FORMATS["VAR"]:
                 out.append(int(golden_result(call, body.tobytes()[:h])))
             else:
-                enc = golden.delta_varint_encode_seq(body.view(np.int64).tolist())
+                enc = golden_result(call, body.view(np.int64).tolist())
                 out.append(len(enc))
                 padded = enc + bytes(-len(enc) % 8)
                 out.extend(np.frombuffer(padded, np.uint64).tolist())

@@ -238,6 +238,17 @@ def test_fpga_sim_without_pynq_is_recorded(monkeypatch):
     assert (fb["from"], fb["to"], fb["cause"]) == ("fpga", "cpu", "unavailable")
 
 
+def test_a_configured_backend_lacking_the_operator_is_recorded_without_a_warning():
+    rt = offload.Runtime(backends=[Faulty("fpga", "ok", ops=("xxh64",)), "cpu"])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rt.xxh32(KEYS)
+    (fb,) = rt.stats()["fallbacks"]
+    assert (fb["from"], fb["to"], fb["cause"], fb["message"]) == (
+        "fpga", "cpu", "unsupported", "backend 'fpga' cannot run xxh32: fpga does not implement xxh32")
+
+
 def test_the_default_chain_skips_absent_devices_silently(monkeypatch):
     monkeypatch.delenv("OFFLOAD_FPGA", raising=False)
     monkeypatch.delenv("OFFLOAD_SMARTNIC", raising=False)
