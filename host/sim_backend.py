@@ -32,21 +32,16 @@ from offload import extras, wire
 from offload.backend import (Availability, Backend, BackendError, Batch, Capabilities, Result,
                              concat_results)
 from offload.batch import Sequences, VarRecords
-from offload.ops import OpCall
+from offload.engine_map import PARAM_REGISTERS
+from offload.ops import OpCall, by_code
 
 __all__ = ["SimBackend", "program_engine", "engine_capabilities", "engine_info", "EngineInfo",
            "supports_on_engine", "chunks"]
 
-_OPS_BY_CODE = {1: "xxh32", 2: "xxh64", 3: "hash_bucket", 4: "hash_bucket", 5: "fid", 6: "fid",
-                7: "bucketize", 8: "bucketize", 9: "delta_varint_encode"}
-_PARAM_REGS = ("OP", "FORMAT", "DTYPE", "COUNT", "SEED_LO", "SEED_HI", "NUM_BUCKETS_LO",
-               "NUM_BUCKETS_HI", "SLOT", "NUM_BOUNDARIES")
-
-
 def program_engine(write: Any, job: wire.WireJob) -> None:
     """Write a job's parameters and boundary table through ``write(addr, value)``, then START."""
     R = wire.REGISTERS
-    for name in _PARAM_REGS:
+    for name in PARAM_REGISTERS:
         write(R[name], job.regs.get(name, 0))
     if job.table.shape[0]:
         write(R["TABLE_ADDR"], 0)
@@ -86,7 +81,7 @@ def engine_capabilities(read: Any, name: str) -> tuple[Capabilities, int]:
         raise BackendError(f"{name}: engine ID register reads 0x{ident:08x}, expected "
                            f"0x{wire.ENGINE_ID:08x}", cause="device")
     caps, ops = read(R["CAPS"]), read(R["OPS"])
-    names = {op for code, op in _OPS_BY_CODE.items() if ops >> code & 1}
+    names = {hit[0].name for code in range(32) if ops >> code & 1 and (hit := by_code(code))}
     return Capabilities(ops=frozenset(names), max_boundaries=caps & 0xFFFF,
                         max_record_bytes=(1 << 32) - 1,
                         batch_kinds=frozenset({"fixed", "var", "numbers", "sequences"})), ops

@@ -21,7 +21,7 @@ import numpy as np
 from offload.backend import (Availability, Backend, BackendError, Batch, Capabilities, Result,
                              concat_results, empty_result)
 from offload import wire
-from offload.ops import OPERATORS, OpCall, result_dtype
+from offload.ops import REGISTRY, OpCall, result_dtype
 
 from . import codec
 from ..deadline import DeadlineEstimator
@@ -34,7 +34,6 @@ __all__ = ["SmartNicBackend"]
 ENV_ADDRESS = "OFFLOAD_SMARTNIC"
 ENV_TOKEN = "OFFLOAD_SMARTNIC_TOKEN"
 ENV_TOKEN_FILE = "OFFLOAD_SMARTNIC_TOKEN_FILE"
-_DIRECT_OPS = frozenset({"xxh64", "hash_bucket", "fid"})
 
 
 class SmartNicBackend(Backend):
@@ -100,7 +99,7 @@ class SmartNicBackend(Backend):
     # -- Backend interface --------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(ops=frozenset(OPERATORS))
+        return Capabilities(ops=frozenset(REGISTRY))
 
     def availability(self) -> Availability:
         if self._config_error:
@@ -143,7 +142,8 @@ class SmartNicBackend(Backend):
         results: list[Result] = []
         # 8-byte results are received straight into the final array: chunk [a, b) lands at words
         # a..b (its trailer on word b, which the next chunk then overwrites): no concatenation.
-        direct = call.op in _DIRECT_OPS
+        rdt = call.operator.result_dtype
+        direct = rdt is not None and rdt.itemsize == 8
         out = np.empty(n + 1, np.uint64) if direct else None
         out_bytes = out.view(np.uint8) if out is not None else None
         dt = np.dtype(result_dtype(call.op)) if direct else None
