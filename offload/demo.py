@@ -23,7 +23,7 @@ import numpy as np
 from offload import batch as B
 from offload.backend import BackendError, BackendUnavailable, BitExactError, Result
 from offload.ops import OpCall, golden_result, make_call
-from offload.runtime import Runtime, result_element
+from offload.runtime import BACKEND_FACTORIES, Runtime, result_element
 
 
 @dataclass
@@ -150,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.events < 1:
         p.error("--events must be at least 1")
     names = [n.strip() for n in a.backends.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKEND_FACTORIES]
+    if unknown or not names:
+        p.error(f"unknown backend {unknown[0]!r}: expected a comma-separated list of "
+                f"{', '.join(BACKEND_FACTORIES)}" if unknown else "--backends names no backend")
 
     t0 = time.perf_counter()
     print(f"offload demo: {a.events:,} synthetic recsys events")
@@ -216,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = [r for r in rows if r[2] in ("MISMATCH", "FAILED")]
     print(f"\n{sum(r[2] == 'bit-exact' for r in rows)} bit-exact, {len(bad)} failed or mismatched; "
           f"total {time.perf_counter() - t0:.1f} s")
+    if not any(r[2] == "bit-exact" for r in rows):
+        print("offload demo: nothing ran: every backend named was unavailable or unable to run "
+              "the workloads (see the reasons above)", file=sys.stderr)
+        return 1
     return 1 if bad else 0
 
 

@@ -57,6 +57,19 @@ def test_demo_small_on_cpu_and_a_local_smartnic_service():
 def test_demo_rejects_bad_arguments():
     r = offload("demo", "--events", "0")
     assert r.returncode == 2 and "--events must be at least 1" in r.stderr
+    r = offload("demo", "--events", "10", "--backends", "cpu,gpu")
+    assert r.returncode == 2 and r.stderr.splitlines()[-1] == (
+        "offload demo: error: unknown backend 'gpu': expected a comma-separated list of cpu, sim, "
+        "fpga, smartnic")
+
+
+def test_demo_fails_when_nothing_ran():
+    r = offload("demo", "--events", "100", "--backends", "smartnic", "--smartnic", "127.0.0.1:9")
+    assert r.returncode == 1, r.stdout
+    assert "smartnic  *         unavailable" in r.stdout
+    assert r.stderr.splitlines()[-1] == (
+        "offload demo: nothing ran: every backend named was unavailable or unable to run the "
+        "workloads (see the reasons above)")
 
 
 # -- a missing extra: one line naming it, exit 2, no traceback -----------------------------------
