@@ -138,6 +138,11 @@ def _loop_rate(fn: Callable[[], Any] | None, n: int, repeats: int) -> float | No
     return None if fn is None else n / _best(fn, repeats)
 
 
+def offload_xxh64_list(values: list[str]) -> Any:
+    import offload
+    return offload.xxh64(values, seed=7, backend="cpu")
+
+
 def _cpu_rows(quick: bool) -> list[Row]:
     from offload.batch import as_numbers, as_records, as_sequences
     from offload.host.cpu import CpuBackend
@@ -213,6 +218,18 @@ def _cpu_rows(quick: bool) -> list[Row]:
                     target_kind="ratio",
                     note=NO_XXHASH if h is None else
                     "CpuBackend() as the runtime builds it; the python loop is one thread"))
+
+    # -- a Python list[str], as a user hands it: normalise + hash vs the python-xxhash loop -------
+    words = [f"user_{i * 2654435761 % 10**12}|ios|{i % 97}" for i in range(n_py)]
+    tl = _best(lambda: offload_xxh64_list(words), reps)
+    py_words = None if h is None else (lambda: [h(w.encode(), 7) for w in words])
+    rows.append(row(f"xxh64 of a Python list of {n_py:,} str (mean 23 B), normalise + hash",
+                    n_py / tl / 1e6, "M strings/s",
+                    baseline=_mega(_loop_rate(py_words, n_py, 1 if quick else 2)),
+                    baseline_unit="M strings/s (python-xxhash loop, encode + hash)",
+                    target=1.5, target_kind="ratio",
+                    note=NO_XXHASH if h is None else
+                    "offload.xxh64(list, backend='cpu'): one pass to Arrow buffers, then the kernels"))
 
     # -- every other operator, single-threaded, 8-byte inputs -------------------------------------
     py_mod = None if h is None else (lambda: [h(b, 7) % 1000003 for b in key_bytes[: n_py // 4]])
