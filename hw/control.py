@@ -1,0 +1,214 @@
+"""The engine's control: the batch registers, the parameter check and the batch FSM.
+
+An elaboration helper of :class:`~offload.hw.engine.OffloadEngine` (it adds its logic to the
+engine's module, see :class:`Control`).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
+
+from offload.engine_map import (DTYPE_CODES, ERR_BITS, FORMATS, OP_CODES, STATUS_BUSY,
+                                STATUS_DONE, STATUS_ERROR)
+from offload.golden import FID_LAYOUT
+
+from .common import mux_index
+from .regfile import ANON
+
+__all__ = ["Control", "op_in"]
+
+FIXED8, FIXED4, VAR, SEQ = (FORMATS[k] for k in ("FIXED8", "FIXED4", "VAR", "SEQ"))
+ERR = ERR_BITS
+HASH_OPS = ("xxh32", "xxh64", "hash_bucket/mod", "hash_bucket/fastrange", "fid/1", "fid/2")
+BUCKETIZE_OPS = ("bucketize/right", "bucketize/left")
+# The framed formats are the ones with bit 1 set: the batch's ``framed`` is that bit.
+assert [f >> 1 & 1 for f in (FIXED8, FIXED4, VAR, SEQ)] == [0, 0, 1, 1]
+# STATUS is read as Cat(busy, done, error): its bits in that order.
+assert [STATUS_BUSY, STATUS_DONE, STATUS_ERROR] == [1 << k for k in range(3)]
+
+
+def op_in(op: Value, names) -> Value:
+    """``op`` is the code of one of the operators ``names``: an ``==``, two ``==`` or'ed, or a
+    range compare for three or more (their codes must then be consecutive)."""
+    codes = sorted(OP_CODES[n] for n in names)
+    if len(codes) == 1:
+        return op == codes[0]
+    if len(codes) == 2:
+        return (op == codes[0]) | (op == codes[1])
+    if codes != list(range(codes[0], codes[-1] + 1)):
+        raise ValueError(f"op codes of {names} are not consecutive: {codes}")
+    return (op >= codes[0]) & (op <= codes[-1])
+
+
+class Control:
+    """The batch: its registers, its checks, its state and its error flags.
+
+    States: ``IDLE`` (``s_axis`` discards beats, ``EXTRA_DATA``), ``RUN`` (the parser takes
+    units), ``DRAIN`` (every complete record's result reaches the FIFO), ``ROLLBACK`` (the FIFO
+    drops an unfinished sequence), ``TRAIL`` (the trailer is written once it has room).
+
+    Outputs (signals created here): :attr:`state`; the batch registers loaded at START from
+    the parameter registers (:attr:`op`, :attr:`fmt`, :attr:`dtype`, :attr:`seed`,
+    :attr:`nbuckets`, :attr:`slot`, :attr:`nbound`) and :attr:`framed` / :attr:`fixed` (the
+    format's framing); the counters :attr:`rem` (records still to come), :attr:`rem_gt` (bit j:
+    ``rem > j``, kept with ``rem`` so the end-of-batch and lane decisions read one register bit,
+    not a 32-bit compare) and :attr:`recs_in` (records taken); :attr:`extra_pending` (words of
+    an accepted beat after the batch's end); the status registers :attr:`err`,
+    :attr:`done_flag`, :attr:`busy_out` (set at START, cleared when the trailer leaves
+    ``m_axis``), :attr:`done_count`, :attr:`cycles` (cycles since START while not idle) and
+    :attr:`core_clr` (START in IDLE or SOFT_RESET: clears the data path), :attr:`bad_param`
+    (the parameter registers do not make a batch: :meth:`param_error`).
+
+    Inputs, at :meth:`elaborate_fsm`: the register file's strobes and parameters, the slice,
+    serialiser and parser decisions, the collector's ``write_trailer`` and in-flight results
+    and the varint path's ``dv_busy``. Reset (``rst``): IDLE, every register 0; ``SOFT_RESET``:
+    IDLE, flags clear (the batch registers are kept, reloaded by the next START).
+    """
+
+    IDLE, RUN, DRAIN, ROLLBACK, TRAIL = range(5)
+
+    def __init__(self, lanes: int, table_depth: int):
+        N = self.lanes = lanes
+        self.table_depth = table_depth
+        self.state = Signal(3, name="state")
+        self.op = Signal(max(OP_CODES.values()).bit_length(), name=ANON)
+        self.fmt = Signal(max(FORMATS.values()).bit_length(), name=ANON)
+        self.dtype = Signal(max(DTYPE_CODES.values()).bit_length(), name="dtype")
+        self.seed = Signal(64, name="seed")
+        self.nbuckets = Signal(64, name="nbuckets")
+        self.slot = Signal(16, name="slot")
+        self.nbound = Signal(13, name="nbound")
+        self.framed = self.fmt[1]                        # VAR or SEQ (lane 0 only)
+        self.fixed = ~self.framed
+        self.recs_in = Signal(32, name="recs_in")
+        self.rem = Signal(32, name="rem")                # records still to come (COUNT - recs_in)
+        self.rem_gt = Signal(N + 1, name="rem_gt")
+        self.extra_pending = Signal(name="extra_pending")
+        self.err = Signal(len(ERR_BITS), name="err")
+        self.done_flag = Signal(name="done_flag")
+        self.busy_out = Signal(name="busy_out")
+        self.done_count = Signal(32, name="done_count")
+        self.cycles = Signal(64, name="cycles")
+        self.core_clr = Signal(name="core_clr")
+        self.bad_param = Signal(name="bad_param")
+
+    def status(self) -> Value:
+        """The ``STATUS`` register: busy, done, error."""
+        return Cat(self.busy_out | (self.state != self.IDLE), self.done_flag, self.err != 0)
+
+    def param_error(self, r: dict[str, Signal]) -> Value:
+        """The parameter registers ``r`` do not make a batch the engine runs (``BAD_PARAM``):
+        an operator with a format or key type it does not take, or a parameter out of range."""
+        rop, rfmt, rdt = r["OP"], r["FORMAT"], r["DTYPE"]
+        hash_op = op_in(rop, HASH_OPS)
+        bz_op = op_in(rop, BUCKETIZE_OPS)
+        return (
+            ~(hash_op & (rfmt <= VAR)
+              | bz_op & (((rfmt == FIXED8) & ((rdt == DTYPE_CODES["int64"])
+                                              | (rdt == DTYPE_CODES["float64"])))
+                         | ((rfmt == FIXED4) & ((rdt == DTYPE_CODES["int32"])
+                                                | (rdt == DTYPE_CODES["float32"]))))
+              | (rop == OP_CODES["delta_varint_encode"]) & (rfmt == SEQ))
+            | ((rop == OP_CODES["hash_bucket/mod"])
+               & (Cat(r["NUM_BUCKETS_LO"], r["NUM_BUCKETS_HI"]) == 0))
+            | ((rop == OP_CODES["fid/1"]) & (r["SLOT"] >= 1 << FID_LAYOUT[1][0]))
+            | ((rop == OP_CODES["fid/2"]) & (r["SLOT"] >= 1 << FID_LAYOUT[2][0]))
+            | (bz_op & (r["NUM_BOUNDARIES"] > self.table_depth)))
+
+    def elaborate_decode(self, m: Module, regs) -> None:
+        """Add BAD_PARAM, the data path's clear and the cycle counter to ``m``."""
+        m.d.comb += self.bad_param.eq(self.param_error(regs.params))
+        m.d.comb += self.core_clr.eq(regs.soft_reset | (regs.start & (self.state == self.IDLE)))
+        with m.If(self.state != self.IDLE):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+
+    def elaborate_fsm(self, m: Module, regs, sl, ser, p, coll, dv_busy: Value) -> None:
+        """Add the batch FSM to ``m`` (after :meth:`elaborate_decode`)."""
+        with m.If(regs.soft_reset):
+            m.d.sync += [self.state.eq(self.IDLE), self.err.eq(0), self.done_flag.eq(0),
+                         self.busy_out.eq(0), p.in_rec.eq(0)]
+            if self.lanes > 1:
+                m.d.sync += ser.clear() + [self.extra_pending.eq(0)]
+        with m.Else():
+            with m.Switch(self.state):
+                with m.Case(self.IDLE):
+                    self._idle(m, regs, p)
+                with m.Case(self.RUN):
+                    self._run(m, sl, ser, p)
+                with m.Case(self.DRAIN):
+                    # Every complete record has its result in the FIFO and nothing is in flight.
+                    with m.If((self.done_count == self.recs_in) & ~dv_busy & ~coll.any_res
+                              & ~coll.resq_valid.any()):
+                        m.d.sync += self.state.eq(self.ROLLBACK)
+                with m.Case(self.ROLLBACK):
+                    m.d.sync += self.state.eq(self.TRAIL)
+                with m.Case(self.TRAIL):
+                    self._trail(m, ser, p, coll)
+
+    def _idle(self, m: Module, regs, p) -> None:
+        """IDLE: START loads the batch (or goes straight to the trailer: a bad parameter or
+        no records); a beat on ``s_axis`` is discarded (``EXTRA_DATA``)."""
+        r, N = regs.params, self.lanes
+        with m.If(regs.start):
+            m.d.sync += [
+                self.op.eq(r["OP"]), self.fmt.eq(r["FORMAT"]), self.dtype.eq(r["DTYPE"]),
+                self.rem.eq(r["COUNT"]),
+                self.rem_gt.eq(Cat(*(r["COUNT"] > j for j in range(N + 1)))),
+                self.seed.eq(Cat(r["SEED_LO"], r["SEED_HI"])),
+                self.nbuckets.eq(Cat(r["NUM_BUCKETS_LO"], r["NUM_BUCKETS_HI"])),
+                self.slot.eq(r["SLOT"]), self.nbound.eq(r["NUM_BOUNDARIES"]),
+                self.err.eq(Mux(self.bad_param, 1 << ERR["BAD_PARAM"], 0)),
+                self.done_flag.eq(0), self.busy_out.eq(1), self.done_count.eq(0),
+                self.cycles.eq(0), self.recs_in.eq(0), p.in_rec.eq(0),
+                self.state.eq(Mux(self.bad_param | (r["COUNT"] == 0), self.TRAIL, self.RUN)),
+            ]
+        with m.Elif(p.beat_acc):
+            m.d.sync += self.err[ERR["EXTRA_DATA"]].eq(1)
+
+    def _run(self, m: Module, sl, ser, p) -> None:
+        """RUN: a beat accepted (its tkeep checked, its words held by the serialiser), a unit
+        taken (the record tracked, the counters advanced, the batch's end or an error)."""
+        with m.If(p.beat_acc):
+            with m.If(sl.bad_tkeep):
+                m.d.sync += self.err[ERR["BAD_TKEEP"]].eq(1)
+            ser.load(m, self.framed)
+        with m.If(p.uacc):
+            p.track_record(m, self.framed)
+            ser.advance(m)
+            self._count(m, p.n_in)
+            with m.If(p.bad_hdr):
+                m.d.sync += [self.err[ERR["BAD_HEADER"]].eq(1), self.state.eq(self.DRAIN)]
+            with m.Elif(p.fin):
+                with m.If(~ser.ulast | p.extra):
+                    m.d.sync += self.err[ERR["MISSING_TLAST"]].eq(1)
+                if self.lanes > 1:
+                    with m.If(p.extra):
+                        m.d.sync += self.extra_pending.eq(1)
+                m.d.sync += self.state.eq(self.DRAIN)
+            with m.Elif(ser.ulast):
+                m.d.sync += [self.err[ERR["EARLY_TLAST"]].eq(1), self.state.eq(self.DRAIN)]
+
+    def _count(self, m: Module, n_in: Value) -> None:
+        """Advance the record counters by ``n_in``. n_in comes at the end of the input
+        decision: add every candidate count in parallel with it and select (a mux, not a carry
+        chain, after it)."""
+        N, rem = self.lanes, self.rem
+        m.d.sync += [
+            self.recs_in.eq(mux_index(n_in, [(self.recs_in + k)[:32] for k in range(N + 1)])),
+            rem.eq(mux_index(n_in, [(rem - k)[:32] for k in range(N + 1)])),
+            # rem - k > j is rem > j + k: rem >= n_in in RUN (rem >= 1, a framed unit completes
+            # at most one record, lane j needs rem > j).
+            self.rem_gt.eq(Cat(*(mux_index(n_in, [rem > j + k for k in range(N + 1)])
+                                 for j in range(N + 1)))),
+        ]
+
+    def _trail(self, m: Module, ser, p, coll) -> None:
+        """TRAIL: once the trailer is written, IDLE."""
+        with m.If(coll.write_trailer):
+            m.d.sync += [self.state.eq(self.IDLE), p.in_rec.eq(0)]
+            if self.lanes > 1:
+                # Words of accepted beats after the batch's end: discarded now, after the
+                # trailer (as the 64-bit engine discards them in IDLE).
+                m.d.sync += ser.clear() + [self.extra_pending.eq(0)]
+                with m.If(ser.hold | self.extra_pending):
+                    m.d.sync += self.err[ERR["EXTRA_DATA"]].eq(1)

@@ -1,0 +1,238 @@
+"""The engine's lanes: every operator core, its enables, parameters and input registers.
+
+An elaboration helper of :class:`~offload.hw.engine.OffloadEngine` (it adds its logic and the
+cores, as submodules, to the engine's module, see :class:`LaneBank`).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, EnableInserter, Module, Mux, ResetInserter, Signal, Value
+
+from offload.engine_map import FORMATS, OP_CODES
+
+from .bucketize import Bucketize
+from .control import BUCKETIZE_OPS, op_in
+from .lanes import XXH32Lane, XXH64Lane
+from .parser import Parser
+from .postproc import FastRange, FidCore, ModPipe, ModReciprocal
+from .slicer import InputSlice, Serialiser
+from .varint import DeltaVarintEncoder
+from .xxhash import XXH32Core, XXH64Core
+
+__all__ = ["LaneBank", "mod_core", "RESULT_OPS"]
+
+#: The operators each core serves (the core's enable and its input register's load).
+CORE_OPS = {
+    "xxh64": ("xxh64", "hash_bucket/mod", "hash_bucket/fastrange", "fid/1", "fid/2"),
+    "xxh32": ("xxh32",), "mod": ("hash_bucket/mod",), "fastrange": ("hash_bucket/fastrange",),
+    "fid": ("fid/1", "fid/2"),
+}
+#: The cores whose outputs are an operator's results, and the operators (``LaneBank`` names).
+RESULT_OPS = (("h32", ("xxh32",)), ("h64", ("xxh64",)), ("mods", ("hash_bucket/mod",)),
+              ("frs", ("hash_bucket/fastrange",)), ("fids", ("fid/1", "fid/2")),
+              ("bzs", BUCKETIZE_OPS))
+
+
+def mod_core(modulo: str, bits_per_stage: int, multipliers: str):
+    """The core of ``hash_bucket``'s ``mod`` method (see ``OffloadEngine``'s ``modulo``)."""
+    if modulo == "restoring":
+        return ModPipe(bits_per_stage, multipliers)
+    return ModReciprocal(multipliers)
+
+
+class LaneBank:
+    """The operator cores of every lane, as submodules, and what feeds them.
+
+    Lane 0 has the record cores (``XXH64Core``, ``XXH32Core``, which also serve ``VAR``) and
+    the varint encoder; lanes 1..N-1 the one-word cores of :mod:`offload.hw.lanes`, padded to
+    the same latency. Every lane has ``mod`` (the ``modulo`` core), ``fastrange``, ``fid``
+    behind its XXH64 and a ``bucketize``.
+
+    Inputs: the batch registers of :class:`~offload.hw.control.Control` (``op``, ``fmt``,
+    ``dtype``, ``seed``, ``nbuckets``, ``slot``, ``nbound``, ``fixed``, ``core_clr``), the
+    register file's boundary table write (``TABLE_ADDR``, ``TABLE_DATA_LO``, ``wdata``,
+    ``table_we``) and, at :meth:`elaborate_inputs`, the parser's unit. Outputs: the cores
+    (:attr:`h64`, :attr:`h32`, :attr:`mods`, :attr:`frs`, :attr:`fids`, :attr:`bzs`, one per
+    lane; :attr:`dv`), :attr:`core_rst`, :attr:`dv_room` (the varint input has room),
+    :attr:`dv_busy` (a value in the varint path), :attr:`uses` (which cores the batch's
+    operator uses).
+
+    Latency: one input register in front of every core and one between a hash and its
+    post-processing, besides the cores' own (``OffloadEngine.latency``). Reset: ``core_clr``
+    (START, SOFT_RESET) clears the input registers' valid bits and, a cycle later (from the
+    register :attr:`core_rst`), the cores' valid bits; data registers are not reset.
+    """
+
+    def __init__(self, engine, ctl):
+        N = self.lanes = engine.lanes
+        mul = self.multipliers = engine.multipliers
+        self.ctl = ctl
+        self.core_rst = Signal(name="core_rst")
+        self.dv_room = Signal(name="dv_room")            # the varint skid buffer has room
+        self.dv_busy = Signal(name="dv_busy")            # a value in the varint path
+        levels = engine.adder_levels
+        self.x64, self.x32 = XXH64Core(levels, mul), XXH32Core(levels, mul)
+        x64 = self.x64
+        self.h64 = [x64] + [XXH64Lane(x64.latency, levels, mul) for _ in range(1, N)]
+        self.h32 = [self.x32] + [XXH32Lane(self.x32.latency, levels, mul) for _ in range(1, N)]
+        self.mods = [mod_core(engine.modulo, engine.mod_bits_per_stage, mul) for _ in range(N)]
+        # ModReciprocal needs num_buckets stable ``setup`` cycles before its first value. Its
+        # copy (nb_mod below) changes the cycle after START's, two cycles after START; the
+        # first word the parser takes (in START's next cycle) reaches the mod core through its
+        # input register, XXH64Core and the register between them: x64.latency + 1 cycles
+        # after nb_mod changed. (The cores' reset, a cycle after START, restarts the
+        # reciprocal too, earlier than that.)
+        if isinstance(self.mods[0], ModReciprocal) and self.mods[0].setup > x64.latency + 1:
+            raise AssertionError(f"ModReciprocal.setup ({self.mods[0].setup}) exceeds the hash "
+                                 f"pipeline in front of it ({x64.latency + 1} cycles)")
+        self.frs = [FastRange(mul) for _ in range(N)]
+        self.fids = [FidCore() for _ in range(N)]
+        self.bzs = [Bucketize(engine.table_depth, mul) for _ in range(N)]
+        self.dv = DeltaVarintEncoder()
+
+    def elaborate_cores(self, m: Module, regs) -> None:
+        """Add the cores to ``m`` with their enables, resets and parameters."""
+        ctl = self.ctl
+        m.d.sync += self.core_rst.eq(ctl.core_clr)
+        self.is_bz = op_in(ctl.op, BUCKETIZE_OPS)
+        self.uses = {name: op_in(ctl.op, ops) for name, ops in CORE_OPS.items()}
+        self._submodules(m, regs.table_we)
+        self._parameters(m, regs)
+
+    def _submodules(self, m: Module, table_we: Value) -> None:
+        # core_clr (START, SOFT_RESET) resets every core; in the pipelines that clears the valid
+        # bits only (``Pipe`` registers and the cores' data registers are reset-less), so the
+        # reset reaches a few hundred flip-flops, not the whole datapath. It reaches them a
+        # cycle later, from a register (core_rst): as a decode of the AXI-Lite write it was the
+        # engine's longest path (routing to every core). The varint encoder keeps core_clr
+        # itself (as does its input skid buffer); the cores' inputs come through
+        # registers that core_clr clears, and their outputs are ignored while core_rst is set,
+        # so nothing from before the reset gets through in that cycle. In the behavioural
+        # (simulation) flavour a core also only advances while the current OP uses it, so a
+        # cycle-based simulator does not recompute idle pipelines every cycle; the others hold
+        # their cleared state and their outputs are not selected, so the ports see the same
+        # thing in both flavours. The LUT flavour (synthesised) has no such enable: it would be
+        # one clock-enable net to every datapath flip-flop (~40k loads). Lanes 1..N-1 only run
+        # for the fixed formats. Boundary table writes always reach every lane's bucketize.
+        ctl, core_rst = self.ctl, self.core_rst
+        for j in range(self.lanes):
+            sfx = "" if j == 0 else f"_l{j}"
+            lane_cores = (("xxh64", self.h64[j]), ("xxh32", self.h32[j]), ("mod", self.mods[j]),
+                          ("fastrange", self.frs[j]), ("fid", self.fids[j]))
+            for name, core in lane_cores + (("bucketize", self.bzs[j]),):
+                use = (self.is_bz | table_we) if name == "bucketize" else self.uses[name]
+                if self.multipliers == "behavioural":
+                    core_en = Signal(name=f"{name}{sfx}_en")
+                    m.d.comb += core_en.eq(core_rst | (use if j == 0 or name == "bucketize"
+                                                       else use & ctl.fixed))
+                    core = EnableInserter(core_en)(core)
+                m.submodules[name + sfx] = ResetInserter(core_rst)(core)
+        dv_en = Signal(name="varint_en")
+        m.d.comb += dv_en.eq(ctl.core_clr | (ctl.op == OP_CODES["delta_varint_encode"]))
+        m.submodules.varint = ResetInserter(ctl.core_clr)(EnableInserter(dv_en)(self.dv))
+
+    def _parameters(self, m: Module, regs) -> None:
+        # Each post core gets a copy of num_buckets of its own, loaded only while the batch's
+        # operator uses that core (a static enable, as the cores' inputs have). Both cores
+        # register the port; fed by one signal, synthesis merged the two copies, and the merged
+        # register, placed by ModPipe, fed FastRange's multipliers across the device (11.72 ns,
+        # nextpnr seed 2). The copies are a cycle behind START; the first value reaches either
+        # core behind the whole hash pipeline.
+        ctl, op, r = self.ctl, self.ctl.op, regs.params
+        nb_mod = Signal(64, name="mod_num_buckets", reset_less=True)
+        nb_fr = Signal(64, name="fastrange_num_buckets", reset_less=True)
+        with m.If(self.uses["mod"]):
+            m.d.sync += nb_mod.eq(ctl.nbuckets)
+        with m.If(self.uses["fastrange"]):
+            m.d.sync += nb_fr.eq(ctl.nbuckets)
+        for j in range(self.lanes):
+            bz = self.bzs[j]
+            m.d.comb += [
+                self.h64[j].seed.eq(ctl.seed), self.h32[j].seed.eq(ctl.seed[:32]),
+                self.mods[j].num_buckets.eq(nb_mod), self.frs[j].num_buckets.eq(nb_fr),
+                self.fids[j].slot.eq(ctl.slot),
+                self.fids[j].version.eq(Mux(op == OP_CODES["fid/1"], 1, 2)),
+                bz.dtype.eq(ctl.dtype), bz.right.eq(op == OP_CODES["bucketize/right"]),
+                bz.num_boundaries.eq(ctl.nbound),
+                bz.table_addr.eq(r["TABLE_ADDR"]), bz.table_we.eq(regs.table_we),
+                bz.table_data.eq(Cat(r["TABLE_DATA_LO"], regs.wdata)),
+            ]
+            if j:
+                m.d.comb += [self.h64[j].key8.eq(ctl.fmt == FORMATS["FIXED8"]),
+                             self.h32[j].key8.eq(ctl.fmt == FORMATS["FIXED8"])]
+
+    def elaborate_inputs(self, m: Module, p: Parser, sl: InputSlice, ser: Serialiser) -> None:
+        """Add every core's input register to ``m``, fed from the parser's unit.
+
+        Every core's input goes through a register of its own, placed by the tools next to the
+        core: the cores are large and spread over the device, and a path from the parser's
+        registers across it into a core's first adder stage was the engine's longest (routing
+        ~80 % of it). The data register loads only while the batch's operator uses the core (a
+        static enable), which also keeps the copies distinct (not merged by synthesis)."""
+        N, ctl, uses = self.lanes, self.ctl, self.uses
+        use_x64, use_x32, use_bz = uses["xxh64"], uses["xxh32"], self.is_bz
+        for core, use, name in ((self.x64, use_x64, "xxh64"), (self.x32, use_x32, "xxh32")):
+            beat = Signal.like(core.i.payload, name=f"{name}_beat")
+            m.d.comb += [beat.data.eq(ser.w), beat.first.eq(p.beat_first),
+                         beat.last.eq(~ctl.framed | p.last_word), beat.empty.eq(p.empty_rec),
+                         beat.length.eq(p.beat_len)]
+            self._feed(m, name, core.i, p.core_valid, beat, use)
+        for j in range(1, N):
+            lv = p.core_valid & p.lane_on[j]
+            self._feed(m, f"xxh64_l{j}", self.h64[j].i, lv, sl.words[j], use_x64)
+            self._feed(m, f"xxh32_l{j}", self.h32[j].i, lv, sl.words[j], use_x32)
+            self._feed(m, f"bucketize_l{j}", self.bzs[j].i, lv, sl.words[j], use_bz)
+        self._feed(m, "bucketize", self.bzs[0].i, p.core_valid, ser.w, use_bz)
+        self._varint_input(m, p, ser)
+        # Hash -> post-processing: a register per post core, for the same reason.
+        use_mod, use_fr, use_fid = uses["mod"], uses["fastrange"], uses["fid"]
+        for j in range(N):
+            sfx = "" if j == 0 else f"_l{j}"
+            hv, hp = self.h64[j].o.valid, self.h64[j].o.payload
+            self._feed(m, "mod" + sfx, self.mods[j].i, hv, hp, use_mod, after_core=True)
+            self._feed(m, "fastrange" + sfx, self.frs[j].i, hv, hp, use_fr, after_core=True)
+            self._feed(m, "fid" + sfx, self.fids[j].i, hv, hp, use_fid, after_core=True)
+
+    def _feed(self, m: Module, name: str, port, valid: Value, payload: Value, use: Value,
+              after_core: bool = False) -> None:
+        """A core's input register: ``valid`` while ``use``, ``payload`` loaded while ``use``.
+        Cleared by core_clr; behind a core (after_core) also while core_rst still lets the
+        core's output from before the reset out. (The parser may hand over a batch's first word
+        while core_rst is set: the core's reset does not reach this register.)"""
+        v = Signal(name=f"{name}_in_valid")
+        d = Signal.like(port.payload, name=f"{name}_in_data", reset_less=True)
+        m.d.sync += v.eq(valid & use & ~self.ctl.core_clr
+                         & (~self.core_rst if after_core else 1))
+        with m.If(use):
+            m.d.sync += d.eq(payload)
+        m.d.comb += [port.valid.eq(v), port.payload.eq(d)]
+
+    def _varint_input(self, m: Module, p: Parser, ser: Serialiser) -> None:
+        """The varint encoder has a ready handshake, so its input register is a two-entry skid
+        buffer: the parser sees a registered ready (dvq_skid_valid clear), and the encoder's
+        first stage (a 64-bit subtraction) starts at a register next to it rather than at the
+        parser's (it was the engine's longest path without one). A value taken by the parser
+        reaches the encoder a cycle later, a value per cycle as before."""
+        dv, core_clr = self.dv, self.ctl.core_clr
+        dvq = Signal.like(dv.i.payload, name="dvq_data", reset_less=True)
+        dvs = Signal.like(dv.i.payload, name="dvq_skid", reset_less=True)
+        dvq_v, dvs_v = Signal(name="dvq_valid"), Signal(name="dvq_skid_valid")
+        dv_in = Signal.like(dv.i.payload, name="dvq_in")
+        m.d.comb += [dv_in.data.eq(ser.w), dv_in.first.eq(p.beat_first),
+                     dv_in.last.eq(p.last_word), dv_in.empty.eq(p.empty_rec),
+                     self.dv_room.eq(~dvs_v)]
+        dv_fire = p.uacc & p.needs_dv
+        with m.If(core_clr):
+            m.d.sync += [dvq_v.eq(0), dvs_v.eq(0)]
+        with m.Elif(dv.i.ready | ~dvq_v):
+            m.d.sync += [dvq.eq(Mux(dvs_v, dvs, dv_in)), dvq_v.eq(dvs_v | dv_fire),
+                         dvs_v.eq(0)]
+        with m.Elif(dv_fire):
+            m.d.sync += [dvs.eq(dv_in), dvs_v.eq(1)]
+        m.d.comb += [dv.i.valid.eq(dvq_v), dv.i.payload.eq(dvq),
+                     self.dv_busy.eq(dvq_v | dvs_v | dv.busy)]
+
+    def results(self) -> list:
+        """``(op codes, [core per lane])`` for every operator whose results are a core's
+        output, in the collector's order."""
+        return [(tuple(OP_CODES[o] for o in ops), getattr(self, attr)) for attr, ops in RESULT_OPS]

@@ -1,0 +1,140 @@
+"""The engine's register file: an AXI4-Lite slave over the registers of the engine map.
+
+An elaboration helper of :class:`~offload.hw.engine.OffloadEngine` (it adds its logic to the
+engine's module, see :class:`RegisterFile`).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, Value
+from amaranth.lib.wiring import In, Out
+
+from offload.engine_map import (CTRL_SOFT_RESET, CTRL_START, PARAM_REGISTERS, REGISTERS,
+                                TABLE_REGISTERS)
+
+__all__ = ["RegisterFile", "AXI_LITE", "WRITABLE"]
+
+#: The name Amaranth gives a signal it cannot name (kept where the engine had one, so its
+#: exported RTL stays byte-identical).
+ANON = "$signal"
+
+#: The registers a host writes and the engine stores: the batch parameters, the boundary
+#: table's address and an entry's low half (a write of ``TABLE_DATA_HI`` stores the entry
+#: instead, see :attr:`RegisterFile.table_we`).
+WRITABLE = PARAM_REGISTERS + TABLE_REGISTERS[:2]
+
+#: The AXI4-Lite slave ports (8-bit byte address, 32-bit data), in the engine's port order.
+AXI_LITE = {
+    "s_axi_awaddr": In(8), "s_axi_awvalid": In(1), "s_axi_awready": Out(1),
+    "s_axi_wdata": In(32), "s_axi_wstrb": In(4), "s_axi_wvalid": In(1),
+    "s_axi_wready": Out(1),
+    "s_axi_bresp": Out(2), "s_axi_bvalid": Out(1), "s_axi_bready": In(1),
+    "s_axi_araddr": In(8), "s_axi_arvalid": In(1), "s_axi_arready": Out(1),
+    "s_axi_rdata": Out(32), "s_axi_rresp": Out(2), "s_axi_rvalid": Out(1),
+    "s_axi_rready": In(1),
+}
+
+
+def _index(name: str) -> int:
+    """The word index of register ``name`` (its byte address / 4)."""
+    return REGISTERS[name] >> 2
+
+
+def _bit(mask: int) -> int:
+    """The position of a one-bit mask's bit."""
+    return mask.bit_length() - 1
+
+
+class RegisterFile:
+    """AXI4-Lite slave, parameter registers and the command strobes.
+
+    Ports: the :data:`AXI_LITE` ports of the component passed to :meth:`elaborate` (``wstrb``
+    is ignored: registers are written whole; responses are always OKAY). Outputs, created here:
+    :attr:`params` (``name -> Signal(32)``, one per :data:`WRITABLE` register, named
+    ``reg_<name>``), :attr:`wdata` (the last write's data: the high half of a table entry),
+    :attr:`start`, :attr:`soft_reset` and :attr:`table_we` (one-cycle strobes from flip-flops:
+    ``CTRL.START`` without ``SOFT_RESET``, ``CTRL.SOFT_RESET``, a ``TABLE_DATA_HI`` write while
+    ``TABLE_ADDR < table_depth``). Inputs, given to :meth:`elaborate`: the read-only registers
+    (``name -> value``), read back as they are.
+
+    Latency: a write handshake in cycle t (``awvalid & wvalid``, taken at once) raises its strobe
+    in t+1, stores the register in t+1 (readable from t+2) and answers with ``bvalid`` from
+    t+2; a write of ``TABLE_DATA_HI`` also advances ``TABLE_ADDR``. A read handshake in cycle t
+    answers with ``rvalid``/``rdata`` from t+1. One write is in flight at a time.
+
+    Reset (``rst``): every register to 0, strobes low; ``wdata`` and the taken write's address
+    are not reset (read only after a write).
+    """
+
+    def __init__(self, table_depth: int):
+        self.table_depth = table_depth
+        self.params = {n: Signal(32, name=f"reg_{n.lower()}") for n in WRITABLE}
+        self.wdata = Signal(32, name="wdata", reset_less=True)
+        self.start = Signal(name="start")
+        self.soft_reset = Signal(name="soft_reset")
+        self.table_we = Signal(name="table_we")
+
+    def elaborate(self, m: Module, bus, read_only: dict[str, Value]) -> None:
+        """Add the slave to ``m``: ``bus`` has the :data:`AXI_LITE` ports; ``read_only`` names
+        the registers only read (their order is the read decoder's)."""
+        bvalid, rvalid = Signal(name=ANON), Signal(name="rvalid")
+        rdata = Signal(32, name="rdata")
+        self._write(m, bus, bvalid, rvalid, rdata)
+        self._read(m, bus, rvalid, rdata, read_only)
+
+    def _write(self, m: Module, bus, bvalid: Signal, rvalid: Signal, rdata: Signal) -> None:
+        r = self.params
+        wr_en = Signal(name="wr_en")
+        # A write is taken into registers and applied in the next cycle, then answered: its
+        # effects (START, SOFT_RESET, a table write, the parameters) start at registers, not
+        # at a decode of the bus (which fanned out to hundreds of flip-flops).
+        wr_q = Signal(name="wr_q")
+        wr_idx = Signal(6, name="wr_idx", reset_less=True)
+        m.d.sync += wr_q.eq(wr_en)
+        with m.If(wr_en):
+            m.d.sync += [wr_idx.eq(bus.s_axi_awaddr[2:8]), self.wdata.eq(bus.s_axi_wdata)]
+        m.d.comb += [
+            wr_en.eq(bus.s_axi_awvalid & bus.s_axi_wvalid & ~bvalid & ~wr_q),
+            bus.s_axi_awready.eq(wr_en), bus.s_axi_wready.eq(wr_en),
+            bus.s_axi_bvalid.eq(bvalid), bus.s_axi_bresp.eq(0),
+            bus.s_axi_arready.eq(~rvalid),
+            bus.s_axi_rvalid.eq(rvalid), bus.s_axi_rdata.eq(rdata), bus.s_axi_rresp.eq(0),
+        ]
+        with m.If(wr_q):
+            m.d.sync += bvalid.eq(1)
+        with m.Elif(bus.s_axi_bready):
+            m.d.sync += bvalid.eq(0)
+        # START, SOFT_RESET and a table write are flip-flops, decoded from the bus when the
+        # write is taken (they reach the whole engine; a decode in front of them was the longest
+        # routed path).
+        bus_idx, bus_data = bus.s_axi_awaddr[2:8], bus.s_axi_wdata
+        m.d.sync += [
+            self.start.eq(wr_en & (bus_idx == _index("CTRL")) & bus_data[_bit(CTRL_START)]
+                          & ~bus_data[_bit(CTRL_SOFT_RESET)]),
+            self.soft_reset.eq(wr_en & (bus_idx == _index("CTRL"))
+                               & bus_data[_bit(CTRL_SOFT_RESET)]),
+            # TABLE_ADDR is not being written now: writes are at least 3 cycles apart
+            self.table_we.eq(wr_en & (bus_idx == _index("TABLE_DATA_HI"))
+                             & (r["TABLE_ADDR"] < self.table_depth)),
+        ]
+        with m.If(wr_q):
+            with m.Switch(wr_idx):
+                for name, sig in r.items():
+                    with m.Case(_index(name)):
+                        m.d.sync += sig.eq(self.wdata)
+                with m.Case(_index("TABLE_DATA_HI")):
+                    m.d.sync += r["TABLE_ADDR"].eq(r["TABLE_ADDR"] + 1)
+
+    def _read(self, m: Module, bus, rvalid: Signal, rdata: Signal,
+              read_only: dict[str, Value]) -> None:
+        read_map = {**read_only, **{n: s for n, s in self.params.items() if n != "TABLE_DATA_LO"}}
+        with m.If(bus.s_axi_arvalid & ~rvalid):
+            m.d.sync += rvalid.eq(1)
+            with m.Switch(bus.s_axi_araddr[2:8]):
+                for name, val in read_map.items():
+                    with m.Case(_index(name)):
+                        m.d.sync += rdata.eq(val)
+                with m.Default():
+                    m.d.sync += rdata.eq(0)
+        with m.Elif(bus.s_axi_rready):
+            m.d.sync += rvalid.eq(0)
