@@ -1,1 +1,1 @@
-"""offload.host: the runtime's device backends (sim, fpga, smartnic) and the SmartNIC service."""
+"""offload.host: the runtime's backends (cpu, sim, fpga, smartnic) and the SmartNIC service."""

@@ -48,8 +48,11 @@ def test_core_suite_on_numpy2(tmp_path_factory):
     out = subprocess.run([str(py), "-c", code], env=env, capture_output=True, text=True, cwd=target)
     assert out.returncode == 0, out.stderr
     tests = [t for t in CORE_TESTS if (ROOT / t).exists()]
+    # --import-mode=append: pytest's default would put the checkout first on sys.path, and its
+    # offload/ (without the mapped offload.host, where the cpu backend is) would shadow the copy.
     res = subprocess.run([str(py), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                          "--rootdir", str(target), *[str(ROOT / t) for t in tests]],
+                          "--import-mode=append", "--rootdir", str(target),
+                          *[str(ROOT / t) for t in tests]],
                          env=env, capture_output=True, text=True, cwd=target, timeout=800)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert " passed" in res.stdout

@@ -1,0 +1,438 @@
+"""XXH64 and XXH32 kernels, with the XXH64 post-processing of ``hash_bucket`` and ``fid`` fused in.
+
+All hash arithmetic is done on ``uint64``: every constant is an explicit ``np.uint64`` (numba
+promotes ``uint64 op int64`` to ``float64``), multiplies wrap, rotates are two shifts, and XXH32
+keeps its state in the low 32 bits of a ``uint64`` masked after every add/multiply.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from offload.golden import XXH32_PRIMES, XXH64_PRIMES
+
+from .intrinsics import (kernel, load_u8, load_u32, load_u64, rotl32, rotl64,
+                         select_unpredictable)
+
+__all__ = ["MODE_FASTRANGE", "MODE_FID", "MODE_MOD", "MODE_RAW", "mod_magic", "xxh32_fixed_ser",
+           "xxh32_var_ser", "xxh64_fixed_ser", "xxh64_var_ser"]
+
+_U = np.uint64
+_M32 = _U(0xFFFFFFFF)
+_P32_1, _P32_2, _P32_3, _P32_4, _P32_5 = (_U(p) for p in XXH32_PRIMES)
+_P64_1, _P64_2, _P64_3, _P64_4, _P64_5 = (_U(p) for p in XXH64_PRIMES)
+
+# Post-processing of an XXH64 inside the hash kernels (fused: one pass over the keys).
+MODE_RAW = 0        # xxh64
+MODE_MOD = 1        # hash_bucket "mod":       h % a
+MODE_FASTRANGE = 2  # hash_bucket "fastrange": (h * a) >> 64
+MODE_FID = 3        # fid:                     (h & a) | b
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar building blocks (compiled into the kernels that call them)
+# ---------------------------------------------------------------------------------------------
+
+@njit(inline="always")
+def _round64(acc, lane):
+    acc = acc + lane * _P64_2
+    acc = (acc << _U(31)) | (acc >> _U(33))
+    return acc * _P64_1
+
+
+@njit(inline="always")
+def _merge64(h, v):
+    h ^= _round64(_U(0), v)
+    return h * _P64_1 + _P64_4
+
+
+@njit(inline="always")
+def _aval64(h):
+    h ^= h >> _U(33)
+    h *= _P64_2
+    h ^= h >> _U(29)
+    h *= _P64_3
+    h ^= h >> _U(32)
+    return h
+
+
+@njit(inline="always")
+def _round32(acc, lane):
+    acc = (acc + lane * _P32_2) & _M32
+    acc = ((acc << _U(13)) | (acc >> _U(19))) & _M32
+    return (acc * _P32_1) & _M32
+
+
+@njit(inline="always")
+def _aval32(h):
+    h ^= h >> _U(15)
+    h = (h * _P32_2) & _M32
+    h ^= h >> _U(13)
+    h = (h * _P32_3) & _M32
+    h ^= h >> _U(16)
+    return h
+
+
+@njit(inline="always")
+def _mulhi64(a, b):
+    """High 64 bits of the 128-bit product of two uint64, from 32-bit halves."""
+    a_lo = a & _M32
+    a_hi = a >> _U(32)
+    b_lo = b & _M32
+    b_hi = b >> _U(32)
+    p0 = a_lo * b_lo
+    p1 = a_lo * b_hi
+    p2 = a_hi * b_lo
+    p3 = a_hi * b_hi
+    mid = (p0 >> _U(32)) + (p1 & _M32) + (p2 & _M32)
+    return p3 + (p1 >> _U(32)) + (p2 >> _U(32)) + (mid >> _U(32))
+
+
+@njit(inline="always")
+def _modm(h, d, m, sh):
+    """``h % d`` without a division (Granlund-Montgomery, "Division by invariant integers using
+    multiplication", fig. 4.1): ``m``/``sh`` from :func:`mod_magic`; exact for every uint64 h and
+    1 <= d < 2**64."""
+    t1 = _mulhi64(m, h)
+    q = (t1 + ((h - t1) >> (sh & _U(0xFF)))) >> (sh >> _U(8))
+    return h - q * d
+
+
+@njit(inline="always")
+def _xxh64_k8(k, seed):
+    """XXH64 of one 8-byte little-endian key."""
+    h = seed + _P64_5 + _U(8)
+    h ^= _round64(_U(0), k)
+    h = rotl64(h, 27) * _P64_1 + _P64_4
+    return _aval64(h)
+
+
+@njit(inline="always")
+def _xxh64_k4(k, seed):
+    """XXH64 of one 4-byte little-endian key (``k`` < 2**32)."""
+    h = seed + _P64_5 + _U(4)
+    h ^= k * _P64_1
+    h = rotl64(h, 23) * _P64_2 + _P64_3
+    return _aval64(h)
+
+
+@njit(inline="always")
+def _xxh32_k4(k, seed):
+    """XXH32 of one 4-byte key; ``seed`` and the result are < 2**32 held in uint64."""
+    h = (seed + _P32_5 + _U(4)) & _M32
+    h = (h + k * _P32_3) & _M32
+    h = (rotl32(h, 17) * _P32_4) & _M32
+    return _aval32(h)
+
+
+@njit(inline="always")
+def _xxh32_k8(k, seed):
+    h = (seed + _P32_5 + _U(8)) & _M32
+    h = (h + (k & _M32) * _P32_3) & _M32
+    h = (rotl32(h, 17) * _P32_4) & _M32
+    h = (h + (k >> _U(32)) * _P32_3) & _M32
+    h = (rotl32(h, 17) * _P32_4) & _M32
+    return _aval32(h)
+
+
+@njit(inline="always")
+def _xxh64_long(d, s, e, seed):
+    """XXH64 of ``d[s:e]`` for any length (the stripe loop for ``e - s >= 32``, then the tail
+    with ordinary loops)."""
+    n = e - s
+    p = s
+    if n >= 32:
+        v1 = seed + _P64_1 + _P64_2
+        v2 = seed + _P64_2
+        v3 = seed
+        v4 = seed - _P64_1
+        lim = e - 32
+        while p <= lim:
+            v1 = _round64(v1, load_u64(d, p))
+            v2 = _round64(v2, load_u64(d, p + 8))
+            v3 = _round64(v3, load_u64(d, p + 16))
+            v4 = _round64(v4, load_u64(d, p + 24))
+            p += 32
+        h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18)
+        h = _merge64(h, v1)
+        h = _merge64(h, v2)
+        h = _merge64(h, v3)
+        h = _merge64(h, v4)
+    else:
+        h = seed + _P64_5
+    h += _U(n)
+    while p + 8 <= e:
+        h ^= _round64(_U(0), load_u64(d, p))
+        h = rotl64(h, 27) * _P64_1 + _P64_4
+        p += 8
+    if p + 4 <= e:
+        h ^= load_u32(d, p) * _P64_1
+        h = rotl64(h, 23) * _P64_2 + _P64_3
+        p += 4
+    while p < e:
+        h ^= load_u8(d, p) * _P64_5
+        h = rotl64(h, 11) * _P64_1
+        p += 1
+    return _aval64(h)
+
+
+@njit(inline="always")
+def _tail_word(d, e, t):
+    """The last ``t`` (0..7) bytes before ``e`` in the low bytes of a uint64 (higher bytes are
+    garbage): one unaligned load of the 8 bytes ending at ``e``, or of ``d[0:8]`` when ``e < 8``
+    (needs ``len(d) >= 8``; with ``t == 0`` the result is garbage and must be unused)."""
+    top = select_unpredictable(e >= 8, e, np.int64(8))
+    return load_u64(d, top - 8) >> _U((8 * (e - t - top + 8)) & 63)
+
+
+@njit(inline="always")
+def _xxh64_short(d, s, e, seed):
+    """XXH64 of ``d[s:e]`` for ``e - s < 32`` without data-dependent branches: every step is
+    computed and kept or dropped by a ``cmov``, so random record lengths cost no branch
+    mispredictions (needs ``len(d) >= 8``: dropped 8-byte steps read ``d[0:8]``). The 4-byte
+    step and the byte steps take their input from one load of the record's last 8 bytes."""
+    n = e - s
+    h = seed + _P64_5 + _U(n)
+    nl = n >> 3
+    for k in range(3):
+        c = k < nl
+        lane = load_u64(d, select_unpredictable(c, s + 8 * k, np.int64(0)))
+        h = select_unpredictable(c, rotl64(h ^ _round64(_U(0), lane), 27) * _P64_1 + _P64_4, h)
+    tail = _tail_word(d, e, n & 7)
+    c = (n & 4) != 0
+    h = select_unpredictable(
+        c, rotl64(h ^ ((tail & _M32) * _P64_1), 23) * _P64_2 + _P64_3, h)
+    tail >>= _U((n & 4) * 8)  # the 0..3 single bytes
+    nt = n & 3
+    for k in range(3):
+        c = k < nt
+        b = (tail >> _U(8 * k)) & _U(0xFF)
+        h = select_unpredictable(c, rotl64(h ^ (b * _P64_5), 11) * _P64_1, h)
+    return _aval64(h)
+
+
+@njit(inline="always")
+def _xxh64_rec(d, s, e, seed, short_ok):
+    if short_ok and e - s < 32:
+        return _xxh64_short(d, s, e, seed)
+    return _xxh64_long(d, s, e, seed)
+
+
+@njit(inline="always")
+def _xxh32_long(d, s, e, seed):
+    """XXH32 of ``d[s:e]`` (``seed`` < 2**32 in a uint64), any length, ordinary loops."""
+    n = e - s
+    p = s
+    if n >= 16:
+        v1 = (seed + _P32_1 + _P32_2) & _M32
+        v2 = (seed + _P32_2) & _M32
+        v3 = seed
+        v4 = (seed - _P32_1) & _M32
+        lim = e - 16
+        while p <= lim:
+            v1 = _round32(v1, load_u32(d, p))
+            v2 = _round32(v2, load_u32(d, p + 4))
+            v3 = _round32(v3, load_u32(d, p + 8))
+            v4 = _round32(v4, load_u32(d, p + 12))
+            p += 16
+        h = (rotl32(v1, 1) + rotl32(v2, 7) + rotl32(v3, 12) + rotl32(v4, 18)) & _M32
+    else:
+        h = (seed + _P32_5) & _M32
+    h = (h + _U(n)) & _M32
+    while p + 4 <= e:
+        h = (h + load_u32(d, p) * _P32_3) & _M32
+        h = (rotl32(h, 17) * _P32_4) & _M32
+        p += 4
+    while p < e:
+        h = (h + load_u8(d, p) * _P32_5) & _M32
+        h = (rotl32(h, 11) * _P32_1) & _M32
+        p += 1
+    return _aval32(h)
+
+
+@njit(inline="always")
+def _xxh32_short(d, s, e, seed):
+    """XXH32 of ``d[s:e]`` for ``e - s < 32``, branch-free like :func:`_xxh64_short`: at most
+    one 16-byte stripe (computed always, kept if ``n >= 16``), 0..3 4-byte steps, 0..3 byte
+    steps from one load of the record's last 8 bytes (needs ``len(d) >= 8``)."""
+    n = e - s
+    big = n >= 16
+    q = select_unpredictable(big, s, np.int64(0))
+    w0 = load_u64(d, q)
+    w1 = load_u64(d, q + 8)
+    v1 = _round32((seed + _P32_1 + _P32_2) & _M32, w0 & _M32)
+    v2 = _round32((seed + _P32_2) & _M32, w0 >> _U(32))
+    v3 = _round32(seed, w1 & _M32)
+    v4 = _round32((seed - _P32_1) & _M32, w1 >> _U(32))
+    hs = rotl32(v1, 1) + rotl32(v2, 7) + rotl32(v3, 12) + rotl32(v4, 18)
+    h = select_unpredictable(big, hs, seed + _P32_5)
+    h = (h + _U(n)) & _M32
+    p = s + (n & 16)
+    nw = (n & 15) >> 2
+    for k in range(3):
+        c = k < nw
+        x = load_u32(d, select_unpredictable(c, p + 4 * k, np.int64(0)))
+        h = select_unpredictable(c, (rotl32((h + x * _P32_3) & _M32, 17) * _P32_4) & _M32, h)
+    nt = n & 3
+    tail = _tail_word(d, e, nt)
+    for k in range(3):
+        c = k < nt
+        b = (tail >> _U(8 * k)) & _U(0xFF)
+        h = select_unpredictable(c, (rotl32((h + b * _P32_5) & _M32, 11) * _P32_1) & _M32, h)
+    return _aval32(h)
+
+
+@njit(inline="always")
+def _xxh32_rec(d, s, e, seed, short_ok):
+    if short_ok and e - s < 32:
+        return _xxh32_short(d, s, e, seed)
+    return _xxh32_long(d, s, e, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-range bodies (shared by the serial and the parallel kernels)
+# ---------------------------------------------------------------------------------------------
+
+@njit
+def _xxh64_fixed_range(keys, seed, mode, a, b, sh, out, lo, hi, width):
+    # One tight loop per (width, mode): no per-key branching.
+    if width == 8:
+        if mode == MODE_RAW:
+            for i in range(lo, hi):
+                out[i] = _xxh64_k8(_U(keys[i]), seed)
+        elif mode == MODE_MOD:
+            for i in range(lo, hi):
+                out[i] = _modm(_xxh64_k8(_U(keys[i]), seed), a, b, sh)
+        elif mode == MODE_FASTRANGE:
+            for i in range(lo, hi):
+                out[i] = _mulhi64(_xxh64_k8(_U(keys[i]), seed), a)
+        else:
+            for i in range(lo, hi):
+                out[i] = (_xxh64_k8(_U(keys[i]), seed) & a) | b
+    else:
+        if mode == MODE_RAW:
+            for i in range(lo, hi):
+                out[i] = _xxh64_k4(_U(keys[i]), seed)
+        elif mode == MODE_MOD:
+            for i in range(lo, hi):
+                out[i] = _modm(_xxh64_k4(_U(keys[i]), seed), a, b, sh)
+        elif mode == MODE_FASTRANGE:
+            for i in range(lo, hi):
+                out[i] = _mulhi64(_xxh64_k4(_U(keys[i]), seed), a)
+        else:
+            for i in range(lo, hi):
+                out[i] = (_xxh64_k4(_U(keys[i]), seed) & a) | b
+
+
+@njit
+def _xxh32_fixed_range(keys, seed, out, lo, hi, width):
+    if width == 8:
+        for i in range(lo, hi):
+            out[i] = np.uint32(_xxh32_k8(_U(keys[i]), seed))
+    else:
+        for i in range(lo, hi):
+            out[i] = np.uint32(_xxh32_k4(_U(keys[i]), seed))
+
+
+@njit(inline="always")
+def _xxh64_var_loop(offsets, data, seed, mode, a, b, sh, out, lo, hi, ok):
+    # One loop per mode (no per-record branching on it); each offset is loaded once (a record's
+    # end is the next one's start); everything is inlined: no calls, no NRT refcounting per record.
+    e = np.int64(offsets[lo])
+    if mode == MODE_RAW:
+        i = lo
+        while i + 2 <= hi:
+            s0 = e
+            s1 = np.int64(offsets[i + 1])
+            e = np.int64(offsets[i + 2])
+            if ok and _U(s1 - s0) < _U(32) and _U(e - s1) < _U(32):
+                h0 = _xxh64_short(data, s0, s1, seed)
+                h1 = _xxh64_short(data, s1, e, seed)
+            else:
+                h0 = _xxh64_rec(data, s0, s1, seed, ok)
+                h1 = _xxh64_rec(data, s1, e, seed, ok)
+            out[i] = h0
+            out[i + 1] = h1
+            i += 2
+        if i < hi:
+            out[i] = _xxh64_rec(data, e, np.int64(offsets[i + 1]), seed, ok)
+    elif mode == MODE_MOD:
+        for i in range(lo, hi):
+            s = e
+            e = np.int64(offsets[i + 1])
+            out[i] = _modm(_xxh64_rec(data, s, e, seed, ok), a, b, sh)
+    elif mode == MODE_FASTRANGE:
+        for i in range(lo, hi):
+            s = e
+            e = np.int64(offsets[i + 1])
+            out[i] = _mulhi64(_xxh64_rec(data, s, e, seed, ok), a)
+    else:
+        for i in range(lo, hi):
+            s = e
+            e = np.int64(offsets[i + 1])
+            out[i] = (_xxh64_rec(data, s, e, seed, ok) & a) | b
+
+
+@njit
+def _xxh64_var_range(offsets, data, seed, mode, a, b, sh, out, lo, hi):
+    if hi <= lo:
+        return
+    # The branch-free short-record path may read data[0:8]: only with at least 8 bytes.
+    if data.shape[0] >= 8:
+        _xxh64_var_loop(offsets, data, seed, mode, a, b, sh, out, lo, hi, True)
+    else:
+        _xxh64_var_loop(offsets, data, seed, mode, a, b, sh, out, lo, hi, False)
+
+
+@njit
+def _xxh32_var_range(offsets, data, seed, out, lo, hi):
+    if hi <= lo:
+        return
+    e = np.int64(offsets[lo])
+    if data.shape[0] >= 8:
+        for i in range(lo, hi):
+            s = e
+            e = np.int64(offsets[i + 1])
+            out[i] = np.uint32(_xxh32_rec(data, s, e, seed, True))
+    else:
+        for i in range(lo, hi):
+            s = e
+            e = np.int64(offsets[i + 1])
+            out[i] = np.uint32(_xxh32_long(data, s, e, seed))
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels: each runs one contiguous range on the calling thread with the GIL released; the
+# backend calls them on the whole batch (small batches) or on chunks from several threads.
+# ---------------------------------------------------------------------------------------------
+
+@kernel
+def xxh64_fixed_ser(keys, seed, mode, a, b, sh, out):
+    _xxh64_fixed_range(keys, seed, mode, a, b, sh, out, 0, keys.shape[0], keys.itemsize)
+
+
+@kernel
+def xxh32_fixed_ser(keys, seed, out):
+    _xxh32_fixed_range(keys, seed, out, 0, keys.shape[0], keys.itemsize)
+
+
+@kernel
+def xxh64_var_ser(offsets, data, seed, mode, a, b, sh, out):
+    _xxh64_var_range(offsets, data, seed, mode, a, b, sh, out, 0, offsets.shape[0] - 1)
+
+
+@kernel
+def xxh32_var_ser(offsets, data, seed, out):
+    _xxh32_var_range(offsets, data, seed, out, 0, offsets.shape[0] - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side
+# ---------------------------------------------------------------------------------------------
+
+def mod_magic(d: int) -> tuple[int, int]:
+    """(m, sh) for :func:`_modm`: ``h % d`` as a multiply-high, shifts and a multiply."""
+    ell = (d - 1).bit_length()  # ceil(log2(d))
+    m = ((1 << 64) * ((1 << ell) - d)) // d + 1
+    return m, min(ell, 1) | (max(ell - 1, 0) << 8)
