@@ -15,11 +15,11 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from offload import golden
+from offload import golden, ops
 from offload.batch import (FixedKeys, Sequences, VarChunk, VarRecords, as_encoded, as_numbers,
                            as_records, as_sequences)
 from offload.host.cpu import CpuBackend, mod_magic
-from offload.ops import OpCall, golden_result, make_call, result_dtype
+from offload.ops import Operator, OpCall, Param, golden_result, make_call, result_dtype
 
 try:
     from tests.lengths import BOUNDARY_LENGTHS
@@ -433,6 +433,63 @@ def test_backend_interface() -> None:
     assert CpuBackend(threads=1).threads == 1
     with pytest.raises(ValueError):
         CpuBackend(threads=0)
+
+
+SEEN: list[object] = []
+
+
+def _record_lengths(backend: CpuBackend, call: OpCall, batch: VarRecords) -> np.ndarray:
+    """A throwaway operator's CPU kernel; it notes the batches it is given."""
+    SEEN.append(batch)
+    return np.array([len(batch.record(i)) for i in range(batch.n)], np.uint64)
+
+
+@pytest.fixture
+def record_lengths():
+    entry = ops.register(Operator("t_lengths", "length of each record", "records", (), "uint64",
+                                  lambda c, r: len(r), _record_lengths))
+    SEEN.clear()
+    yield entry
+    ops.unregister("t_lengths")
+
+
+def _form(batch: object) -> tuple[str, str]:
+    if isinstance(batch, FixedKeys):
+        return "fixed", batch.keys.dtype.name
+    return "var", batch.chunks[0].offsets.dtype.name  # type: ignore[attr-defined]
+
+
+def test_a_registered_operator_runs_and_is_warmed_on_every_batch_form(record_lengths) -> None:
+    be = CpuBackend(threads=1)
+    call = make_call("t_lengths")
+    assert "t_lengths" in be.capabilities().ops
+    assert be.supports(call, as_records([b"ab"])) is None
+    assert be.run(call, as_records([b"", b"abc", b"x" * 40])).tolist() == [0, 3, 40]
+    SEEN.clear()
+    be.warmup()
+    assert sorted(map(_form, SEEN)) == [("fixed", "uint32"), ("fixed", "uint64"),
+                                        ("var", "int32"), ("var", "int64")]
+
+
+def _float_cut(value: object, earlier: dict) -> float:
+    if np.dtype(earlier["dtype"]).kind != "f":
+        raise ValueError("cut needs float values")
+    return float(value)  # type: ignore[arg-type]
+
+
+def test_warmup_names_an_operator_without_an_example_for_a_dtype() -> None:
+    ops.register(Operator(
+        "t_cut", "values above a cut", "numbers",
+        (Param("dtype", lambda v, _: np.dtype(v), shown=False), Param("cut", _float_cut)),
+        "int32", lambda c, r: int(r > c.cut), lambda be, c, b: (b.values > c.cut).astype(np.int32),
+        examples=({"cut": 0.5},)))
+    try:
+        with pytest.raises(ValueError, match=r"^t_cut: none of its examples is valid for int32 "
+                                             r"values; the CPU warm-up runs every operator on "
+                                             r"every batch form of its input kind$"):
+            CpuBackend(threads=1).warmup()
+    finally:
+        ops.unregister("t_cut")
 
 
 def test_bench_quick_structure() -> None:

@@ -12,14 +12,15 @@ fewer compilations, and a warm cache covers every batch form.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from offload.backend import Availability, Backend, Batch, Capabilities, Result, empty_result
-from offload.batch import FixedKeys, Numbers, Sequences, VarRecords
+from offload.batch import FixedKeys, Numbers, Sequences, VarChunk, VarRecords
 from offload.golden import FID_LAYOUT
-from offload.ops import HASH_OPS, OPERATORS, OpCall
+from offload.ops import REGISTRY, Operator, OpCall, make_call, operators
 
 from .kernels_bucketize import bucketize_ser
 from .kernels_hash import (MODE_FASTRANGE, MODE_FID, MODE_MOD, MODE_RAW, mod_magic,
@@ -57,11 +58,10 @@ def hash_params(call: OpCall) -> tuple[int, np.uint64, np.uint64, np.uint64]:
     return MODE_RAW, _U(0), _U(0), _U(0)
 
 
-_CPU_CAPS = Capabilities(ops=frozenset(OPERATORS))
-
-
 class CpuBackend(Backend):
-    """All seven operators on the host CPU (numba); always available.
+    """Every registered operator on the host CPU (numba); always available. An operator's entry
+    names its CPU kernel (:attr:`offload.ops.Operator.cpu`); the built-in ones are the ``run_*``
+    methods below.
 
     ``threads``: threads for batches of at least ``parallel_threshold`` records (default: the
     CPUs this process may run on). ``threads=1`` runs everything on the calling thread. Smaller
@@ -85,24 +85,16 @@ class CpuBackend(Backend):
         return Availability(True, "numba CPU kernels")
 
     def capabilities(self) -> Capabilities:
-        return _CPU_CAPS
+        return Capabilities(ops=frozenset(REGISTRY))
 
     def supports(self, call: OpCall, batch: Batch) -> str | None:
-        return None if call.op in _CPU_CAPS.ops else f"cpu does not implement {call.op}"
+        return None if call.op in REGISTRY else f"cpu does not implement {call.op}"
 
     def run(self, call: OpCall, batch: Batch) -> Result:
-        op = call.op
-        if op == "xxh32":
-            return self.run_xxh32(call, batch)  # type: ignore[arg-type]
-        if op in HASH_OPS:
-            return self.run_xxh64(call, batch)  # type: ignore[arg-type]
-        if op == "bucketize":
-            return self.run_bucketize(call, batch)  # type: ignore[arg-type]
-        if op == "delta_varint_encode":
-            return self.run_encode(call, batch)  # type: ignore[arg-type]
-        if op == "delta_varint_decode":
-            return self.run_decode(call, batch)  # type: ignore[arg-type]
-        raise ValueError(f"unknown operator {op!r}")
+        entry = REGISTRY.get(call.op)
+        if entry is None:
+            raise ValueError(f"unknown operator {call.op!r}")
+        return _kernel_of(entry)(self, call, batch)  # type: ignore[no-any-return]
 
     # -- operators: (call, batch) -> result, one method per kernel family -----------------------
 
@@ -270,41 +262,68 @@ class CpuBackend(Backend):
     # -- warm-up --------------------------------------------------------------------------------
 
     def warmup(self) -> None:
-        """Compile (or load from numba's cache) every kernel signature the backend can call."""
-        from offload.ops import make_call
+        """Compile (or load from numba's cache) every kernel signature the backend can call: each
+        registered operator on every batch form of its input kind, serially and in chunks."""
         saved = self.parallel_threshold
         try:
             for thr in (1 << 62, 0):  # serial, then chunked paths
-                self.parallel_threshold = thr
                 if thr == 0 and self.threads < 2:
                     continue
-                for dt in (np.uint32, np.uint64):
-                    keys = FixedKeys(np.arange(4, dtype=dt), (4,))
-                    for call in _warm_hash_calls(make_call):
-                        self.run(call, keys)
-                for odt in (np.int32, np.int64):
-                    recs = VarRecords((_warm_chunk(odt),))
-                    for call in _warm_hash_calls(make_call):
-                        self.run(call, recs)
-                for dt in (np.float32, np.float64, np.int32, np.int64):
-                    x = Numbers(np.arange(4, dtype=dt), (4,))
-                    self.run(make_call("bucketize", boundaries=[1, 2], dtype=dt), x)
-                seqs = Sequences(np.array([0, 2, 4], np.int64), np.arange(4, dtype=np.int64))
-                offs, data = self.run(OpCall("delta_varint_encode"), seqs)
-                self.run(OpCall("delta_varint_decode"), VarRecords(((_vc(offs, data)),)))
+                self.parallel_threshold = thr
+                for entry in operators():
+                    for call, batch in _warm_runs(entry):
+                        self.run(call, batch)
         finally:
             self.parallel_threshold = saved
 
 
-def _vc(offsets: np.ndarray, data: np.ndarray) -> Any:
-    from offload.batch import VarChunk
-    return VarChunk(offsets, data)
+# An operator's kernel as its registry entry names it, resolved once per entry (run stays lean).
+_KERNELS: dict[str, tuple[Operator, Callable[..., Any]]] = {}
 
 
-def _warm_chunk(odt: Any) -> Any:
-    return _vc(np.array([0, 0, 3, 40], odt), np.arange(40, dtype=np.uint8))
+def _kernel_of(entry: Operator) -> Callable[..., Any]:
+    hit = _KERNELS.get(entry.name)
+    if hit is None or hit[0] is not entry:
+        hit = _KERNELS[entry.name] = (entry, entry.cpu_kernel())
+    return hit[1]
 
 
-def _warm_hash_calls(make_call: Any) -> list[OpCall]:
-    return [make_call("xxh32"), make_call("xxh64"),
-            make_call("hash_bucket", num_buckets=10), make_call("fid", slot=1)]
+# The batch forms of each input kind, one per kernel signature: both key widths, both offset
+# widths, and every value dtype of a Numbers batch.
+_WARM_KEY_DTYPES = (np.uint32, np.uint64)
+_WARM_OFFSET_DTYPES = (np.int32, np.int64)
+_WARM_NUMBER_DTYPES = (np.float32, np.float64, np.int32, np.int64)
+
+
+def _warm_chunk(odt: Any) -> VarChunk:
+    # an empty record, a short one and a long one (the short and the long hash paths); the bytes
+    # are 0..39, each a one-byte varint, so the chunk is valid encoded input too
+    return VarChunk(np.array([0, 0, 3, 40], odt), np.arange(40, dtype=np.uint8))
+
+
+def _warm_runs(entry: Operator) -> list[tuple[OpCall, Batch]]:
+    """(call, batch) pairs that run ``entry`` on every batch form of its input kind."""
+    if entry.inputs == "numbers":
+        return [(_first_valid_example(entry, dtype=dt), Numbers(np.arange(4, dtype=dt), (4,)))
+                for dt in _WARM_NUMBER_DTYPES]
+    call = _first_valid_example(entry)
+    if entry.inputs == "sequences":
+        return [(call, Sequences(np.array([0, 2, 4], np.int64), np.arange(4, dtype=np.int64)))]
+    batches: list[Batch] = [VarRecords((_warm_chunk(odt),)) for odt in _WARM_OFFSET_DTYPES]
+    if entry.inputs == "records":
+        batches += [FixedKeys(np.arange(4, dtype=dt), (4,)) for dt in _WARM_KEY_DTYPES]
+    return [(call, b) for b in batches]
+
+
+def _first_valid_example(entry: Operator, dtype: Any = None) -> OpCall:
+    """The first of the entry's examples that validates (for a Numbers batch, with its ``dtype``:
+    an example's boundaries may not fit every dtype)."""
+    extra = {} if dtype is None else {"dtype": dtype}
+    for example in entry.examples:
+        try:
+            return make_call(entry.name, **example, **extra)
+        except (TypeError, ValueError):
+            continue
+    values = "" if dtype is None else f" for {np.dtype(dtype).name} values"
+    raise ValueError(f"{entry.name}: none of its examples is valid{values}; the CPU warm-up "
+                     "runs every operator on every batch form of its input kind")
