@@ -288,8 +288,8 @@ def _kernel_of(entry: Operator) -> Callable[..., Any]:
     return hit[1]
 
 
-# The batch forms of each input kind, one per kernel signature: both key widths, both offset
-# widths, and every value dtype of a Numbers batch.
+# The batch forms of each input kind, one per kernel signature: records as fixed keys of both
+# widths and as variable records with both offset widths; numbers of every dtype.
 _WARM_KEY_DTYPES = (np.uint32, np.uint64)
 _WARM_OFFSET_DTYPES = (np.int32, np.int64)
 _WARM_NUMBER_DTYPES = (np.float32, np.float64, np.int32, np.int64)
@@ -309,9 +309,10 @@ def _warm_runs(entry: Operator) -> list[tuple[OpCall, Batch]]:
     call = _first_valid_example(entry)
     if entry.inputs == "sequences":
         return [(call, Sequences(np.array([0, 2, 4], np.int64), np.arange(4, dtype=np.int64)))]
+    if entry.inputs == "encoded":  # batch.as_encoded takes int64 offsets only
+        return [(call, VarRecords((_warm_chunk(np.int64),)))]
     batches: list[Batch] = [VarRecords((_warm_chunk(odt),)) for odt in _WARM_OFFSET_DTYPES]
-    if entry.inputs == "records":
-        batches += [FixedKeys(np.arange(4, dtype=dt), (4,)) for dt in _WARM_KEY_DTYPES]
+    batches += [FixedKeys(np.arange(4, dtype=dt), (4,)) for dt in _WARM_KEY_DTYPES]
     return [(call, b) for b in batches]
 
 
