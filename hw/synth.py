@@ -87,21 +87,25 @@ CORES = ("XXH64Fixed", "XXH64Core", "XXH32Core", "ModPipe", "ModReciprocal", "Fa
 #: that reading the grids does not load Amaranth).
 _LEVELS = (1, 2, "csa")
 
-#: Parameter grids per core. ``default`` (``offload synth`` with no ``--grid``): each core
-#: but the engine and XXH64Core with its default parameters, and small sweeps (the hash
-#: trees' ``adder_levels`` on XXH64Fixed, the mod cores, the bucket table), a few minutes from
-#: an empty cache on two cores; its results are kept in the repository (:data:`COMMITTED`).
-#: ``engine``: the whole engine (nextpnr takes 25-45 minutes on it). ``small`` and ``full``:
-#: every core, the wide ones included (tens of minutes to hours).
+#: Parameter grids per core. ``default`` (``offload synth`` with no ``--grid``): the cores that
+#: place and route in seconds to a few minutes, each with its default parameters, and the
+#: bucket table's depth (16 and 256); minutes from an empty cache on two cores. Its results are
+#: kept in the repository (:data:`COMMITTED`). ``engine``: the whole engine (nextpnr takes
+#: 25-45 minutes on it). ``small`` and ``full``: every core, the wide ones (XXH64Core, ModPipe)
+#: and the parameter sweeps included (hours).
 GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    # Cheapest first, so the first rows come in seconds. Both targets of a point, from an
+    # empty cache, one point at a time, on 2 cores shared with other work: 14-26 s each up to
+    # Bucketize(table_depth=16), 1.5-4 min each after it. The points left to "small"/"full"
+    # took 3-7.5 min each: ModPipe() 6.5, ModPipe(bits_per_stage=2) 7.9,
+    # XXH64Fixed(adder_levels=1) 5.7, XXH64Fixed(adder_levels=2) 3.2.
     "default": {
         "DeltaVarintEncoder": [{}],
         "FastRange": [{}],
-        "Bucketize": [{}, {"table_depth": 16}],
+        "Bucketize": [{"table_depth": 16}, {}],
         "ModReciprocal": [{}],
-        "XXH64Fixed": [{}, {"adder_levels": 1}, {"adder_levels": 2}],
+        "XXH64Fixed": [{}],
         "XXH32Core": [{}],
-        "ModPipe": [{}, {"bits_per_stage": 2}],
     },
     "engine": {"OffloadEngine": [{}]},
     "small": {
@@ -667,6 +671,7 @@ def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5
     results: dict[int, SynthResult] = {}
     running: dict[int, _Running] = {}
     lock = threading.Lock()
+    finished: list[int] = []
     cancel = threading.Event()
     t0 = time.monotonic()
 
@@ -682,11 +687,18 @@ def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5
             running[i] = job
         say(f"[{i + 1}/{len(work)}] {point.label} {target}: started")
         try:
-            return synthesize(point, target, freq=freq, use_cache=use_cache, seed=seed,
-                              on_stage=on_stage)
+            r = synthesize(point, target, freq=freq, use_cache=use_cache, seed=seed,
+                           on_stage=on_stage)
         finally:
             with lock:
                 running.pop(i, None)
+        with lock:              # said here, not when collected: before this worker's next start
+            finished.append(i)
+            say(f"[{i + 1}/{len(work)}] {r.label} {r.target}: "
+                f"{'ERROR' if r.error else 'done'} in {duration(r.seconds)}"
+                f"{' (cached)' if r.cached else ''}; {len(finished)}/{len(work)} finished, "
+                f"{duration(time.monotonic() - t0)} elapsed")
+        return r
 
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(stop, running, lock, heartbeat, say),
@@ -699,12 +711,7 @@ def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5
         for i, (p, t) in enumerate(work):
             futs[ex.submit(one, i, p, t)] = i
         for fut in cf.as_completed(futs):
-            i = futs[fut]
-            r = results[i] = fut.result()
-            say(f"[{i + 1}/{len(work)}] {r.label} {r.target}: "
-                f"{'ERROR' if r.error else 'done'} in {duration(r.seconds)}"
-                f"{' (cached)' if r.cached else ''}; {len(results)}/{len(work)} finished, "
-                f"{duration(time.monotonic() - t0)} elapsed")
+            r = results[futs[fut]] = fut.result()
             if progress:
                 progress(r)
     except KeyboardInterrupt as e:
