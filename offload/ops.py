@@ -88,8 +88,8 @@ class Param:
     """One parameter: its name, default (none: required), check and engine registers.
 
     ``check(value, earlier)`` returns the validated value or raises ``TypeError``/``ValueError``
-    with an exact message; ``earlier`` holds the parameters validated before it (a range may
-    depend on another parameter). ``registers`` names the engine registers that carry the value,
+    with an exact message; ``earlier`` holds the parameters validated before it: those without
+    ``needs`` in declaration order, then those with ``needs`` (whose range depends on them). ``registers`` names the engine registers that carry the value,
     32 bits each, low word first (empty: the parameter selects the op code or is not sent).
     """
     name: str
@@ -97,6 +97,7 @@ class Param:
     default: Any = _REQUIRED
     registers: tuple[str, ...] = ()
     shown: bool = True  # part of OpCall.describe()
+    needs: tuple[str, ...] = ()  # parameters validated before this one (its range depends on them)
 
     @property
     def required(self) -> bool:
@@ -186,6 +187,11 @@ def register(op: Operator) -> Operator:
     names = [p.name for p in op.params]
     if len(set(names)) != len(names):
         raise ValueError(f"{op.name}: parameter names repeat: {names}")
+    plain = {p.name for p in op.params if not p.needs}
+    for p in op.params:  # one level: a parameter depends only on parameters without needs
+        if not set(p.needs) <= plain:
+            raise ValueError(f"{op.name}: parameter {p.name!r} needs {sorted(set(p.needs) - plain)}, "
+                             "which are not parameters without needs")
     codes = op.op_codes() if op.wire is not None and all(k in OP_CODES for k in op.wire.codes.values()) \
         else None
     if op.wire is not None and codes is None:
@@ -323,14 +329,14 @@ def _validate(entry: Operator, params: Mapping[str, Any]) -> OpCall:
     if unknown:
         raise TypeError(f"{entry.name}() got an unexpected parameter {unknown[0]!r}")
     done: dict[str, Any] = {}
-    for p in entry.params:
+    for p in sorted(entry.params, key=lambda q: bool(q.needs)):  # stable: declaration order
         if p.name in params:
             done[p.name] = p.check(params[p.name], done)
         elif p.required:
             raise TypeError(f"{entry.name}() missing required parameter {p.name!r}")
         else:
             done[p.name] = p.default
-    return OpCall(entry.name, **done)
+    return OpCall(entry.name, **{p.name: done[p.name] for p in entry.params})
 
 
 def result_dtype(op: str) -> type:
@@ -462,7 +468,7 @@ register(Operator(
      {"num_buckets": 1})))
 register(Operator(
     "fid", "Monolith feature id: slot above an XXH64 signature", "records",
-    (Param("version", _version, 2), Param("slot", _slot, registers=("SLOT",)),
+    (Param("slot", _slot, registers=("SLOT",), needs=("version",)), Param("version", _version, 2),
      Param("seed", seed_check(64), 0, _SEED64)),
     "uint64", lambda c, r: golden.fid(r, c.slot, c.version, c.seed), f"{_CPU}.run_xxh64",
     WireForm({1: "fid/1", 2: "fid/2"}, "version"), "offload.hw.postproc:FidCore", None,
