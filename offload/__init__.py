@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "xxh32", "xxh64", "hash_bucket", "fid", "bucketize", "delta_varint_encode",
     "delta_varint_decode", "Runtime", "Backend", "Capabilities", "BackendError",
-    "BackendUnavailable", "BitExactError", "backends", "__version__",
+    "BackendUnavailable", "BitExactError", "backends", "call", "operators", "__version__",
 ]
 
 
@@ -73,6 +73,18 @@ def delta_varint_decode(offsets: Any, data: Any, *, backend: str = "auto",
     """Inverse of :func:`delta_varint_encode`: ``(value_offsets int64[n+1], values int64[])``."""
     return default_runtime().delta_varint_decode(offsets, data, backend=_backend(backend),
                                                  verify=verify)
+
+
+def call(op: str, values: Any, /, *, backend: str = "auto", verify: str | None = None,
+         **params: Any) -> Any:
+    """Any registered operator by name: ``offload.call("xxh64", keys, seed=7)``."""
+    return default_runtime().call(op, values, backend=_backend(backend), verify=verify, **params)
+
+
+def operators() -> list[str]:
+    """The names of the registered operators (``offload.ops.REGISTRY``), in registration order."""
+    from offload.ops import REGISTRY
+    return list(REGISTRY)
 
 
 def backends() -> list[tuple[str, bool, str]]:

@@ -158,6 +158,9 @@ def xorfold(monkeypatch):
 
 
 def test_a_registered_operator_runs_on_the_cpu_backend(xorfold):
+    assert "xorfold" in offload.operators()
+    assert offload.call("xorfold", KEYS[:1], mask=1, backend="cpu").tolist() == [
+        golden.xxh64(KEYS[:1].tobytes(), 0) ^ 1]
     rt = offload.Runtime(backends=["cpu"], verify="full")
     got = rt.call("xorfold", KEYS, mask=0xFF00, seed=3)
     assert got.tolist() == [golden.xxh64(k.tobytes(), 3) ^ 0xFF00 for k in KEYS]
