@@ -6,7 +6,12 @@ checked on both backends.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -491,6 +496,50 @@ def test_warmup_names_an_operator_without_an_example_for_a_dtype() -> None:
     finally:
         ops.unregister("t_cut")
 
+
+
+# ---------------------------------------------------------------------------------------------
+# numba's on-disk cache
+# ---------------------------------------------------------------------------------------------
+
+def _run_python(code: str, cwd: Path, **env: str) -> list[int]:
+    res = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=dict(os.environ, **env),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return [int(v) for v in res.stdout.split()]
+
+
+def test_a_second_process_loads_every_kernel_from_the_cache(tmp_path: Path) -> None:
+    # this process has run every kernel signature (the _warm fixture), so all are in the cache
+    code = ("from offload.host.cpu import CpuBackend, kernels_bucketize, kernels_hash, "
+            "kernels_varint as kv\n"
+            "CpuBackend(threads=2).warmup()\n"
+            "ks = [getattr(m, n) for m in (kernels_hash, kernels_bucketize, kv) for n in m.__all__ "
+            "if n.endswith('_ser')]\n"
+            "print(len(ks), sum(sum(k.stats.cache_hits.values()) for k in ks), "
+            "sum(sum(k.stats.cache_misses.values()) for k in ks))")
+    kernels, hits, misses = _run_python(code, tmp_path)
+    assert (kernels, misses) == (11, 0) and hits >= kernels
+
+
+def test_an_edit_of_the_intrinsics_recompiles_the_kernels_that_inline_them(tmp_path: Path) -> None:
+    # numba checks a cached kernel against its own file only; kernels_bucketize inlines
+    # intrinsics.select_unpredictable. A copy of the package, so the edit stays in tmp_path.
+    import offload.host.cpu
+    pkg = tmp_path / "cpu_copy"
+    shutil.copytree(Path(offload.host.cpu.__file__).parent, pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import numpy as np\n"
+            "from cpu_copy.kernels_bucketize import bucketize_ser as k\n"
+            "out = np.empty(3, np.int32)\n"
+            "k(np.array([0.5, 1.5, 2.5]), np.array([1.0, 2.0]), True, out)\n"
+            "print(*out, sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))")
+    cache = str(tmp_path / "numba-cache")
+    assert _run_python(code, tmp_path, NUMBA_CACHE_DIR=cache) == [0, 1, 2, 0, 1]  # compiled
+    assert _run_python(code, tmp_path, NUMBA_CACHE_DIR=cache) == [0, 1, 2, 1, 0]  # loaded
+    with open(pkg / "intrinsics.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert _run_python(code, tmp_path, NUMBA_CACHE_DIR=cache) == [0, 1, 2, 0, 1]  # compiled
 
 def test_bench_quick_structure() -> None:
     from offload import bench

@@ -12,7 +12,9 @@ compiled on their own and cached on disk.
 
 from __future__ import annotations
 
+import hashlib
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,11 +32,23 @@ _U = np.uint64
 _M32 = _U(0xFFFFFFFF)
 
 
+# numba checks a cached kernel against the source of its own file only (a documented limit of
+# its cache, numba issue #1833): an edit of this file, whose code every kernel inlines, would
+# leave the kernels of the other files stale in the cache. So each kernel's stamp includes it.
+_OWN_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 def kernel(fn: Any) -> Any:
     """Compile ``fn`` as a CPU kernel: ``@njit(cache=True, nogil=True)``. A kernel runs one
     contiguous range of records on the calling thread with the GIL released, and numba keeps its
-    machine code in an on-disk cache, so a process only compiles what no earlier one did."""
-    return njit(cache=True, nogil=True)(fn)
+    machine code in an on-disk cache, so a process only compiles what no earlier one did. The
+    cache entry is valid while the kernel's file and this file are unchanged."""
+    dispatcher = njit(cache=True, nogil=True)(fn)
+    # numba internals (checked by tests/test_cpu.py; without them numba's own stamp stays)
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = (cache_file._source_stamp, _OWN_DIGEST)
+    return dispatcher
 
 
 @intrinsic

@@ -20,6 +20,8 @@ __all__ = ["MODE_FASTRANGE", "MODE_FID", "MODE_MOD", "MODE_RAW", "mod_magic", "x
 
 _U = np.uint64
 _M32 = _U(0xFFFFFFFF)
+# numba freezes globals into a kernel when it compiles it, and its cache does not watch
+# offload.golden: fine for the primes, which never change.
 _P32_1, _P32_2, _P32_3, _P32_4, _P32_5 = (_U(p) for p in XXH32_PRIMES)
 _P64_1, _P64_2, _P64_3, _P64_4, _P64_5 = (_U(p) for p in XXH64_PRIMES)
 
