@@ -915,6 +915,17 @@ def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         ap.error("--cached-only and --committed are two sources: choose one")
 
 
+_SAY = threading.Lock()
+
+
+def _say(line: str) -> None:
+    """A progress line on stderr, whole: the workers and the heartbeat say them concurrently
+    (print writes the line and its newline separately)."""
+    with _SAY:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
 def _from_cache(points: list[DesignPoint], targets: tuple[str, ...], freq: float,
                 seed: int) -> list[SynthResult]:
     """Every point from the cache, a missing one as a row of "-" (Ctrl-C: GridInterrupted,
@@ -952,7 +963,7 @@ def main(argv: list[str] | None = None) -> int:
                     if r.target in targets and (not a.core or r.core in a.core)])
         return 0
     points = grid(a.grid, a.core)
-    say = None if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    say = None if a.quiet else _say
     if say:
         say(f"offload synth: {len(points)} design points x {len(targets)} targets "
             f"(cache {cache_root()})")

@@ -159,6 +159,35 @@ def test_progress_names_each_point_with_its_time_and_a_heartbeat(fake_cache, mon
                         lines[-1]), lines
 
 
+class SlowStream:
+    """A stderr whose every write takes a moment: lines said concurrently interleave unless
+    each is written whole."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        time.sleep(0.002)
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_lines_are_whole_when_points_run_side_by_side(fake_cache, monkeypatch, capsys):
+    monkeypatch.setattr(S, "_run", FakeTools(delay=0.3))
+    stderr = SlowStream()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "-j", "2",
+                   "--heartbeat", "0.001"]) == 0
+    err = "".join(stderr.parts).splitlines()
+    line = re.compile(r"offload synth: .*|\[\d/4\] \S+ (xc7|ecp5): (started|done in \d+s; .*)"
+                      r"|  still [a-z ]+ \S+ on (xc7|ecp5): \d+s")
+    assert [ln for ln in err if not line.fullmatch(ln)] == []
+    assert sum(ln.endswith(": started") for ln in err) == 4
+
+
 def test_durations_read_as_minutes_and_hours():
     assert [S.duration(s) for s in (0, 59.9, 60, 150, 3599, 3600, 3725)] == \
         ["0s", "59s", "1m00s", "2m30s", "59m59s", "1h00m", "1h02m"]
