@@ -176,7 +176,7 @@ class FpgaBackend(Backend):
                 try:
                     from offload.sim import verilator as v
                     v.toolchain()
-                    v._sources()
+                    v.sources()
                 except Exception as e:
                     why = extras.missing("", "verilator") or f"cannot be built ({e})"
                 else:

