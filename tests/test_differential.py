@@ -16,7 +16,8 @@ import pytest
 
 import offload
 from offload import batch as B
-from offload.ops import golden_result, make_call
+from offload import golden as golden_model
+from offload.ops import golden_result, make_call, operator
 from tests.lengths import BOUNDARY_LENGTHS
 
 N = int(os.environ.get("OFFLOAD_DIFF_RECORDS", "100000"))
@@ -96,6 +97,13 @@ def case(name: str):
         vals[::3] = np.cumsum(rng.integers(0, 100, vals[::3].shape[0]))
         vo = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         return make_call("delta_varint_encode"), B.as_sequences((vo, vals))
+    if name == "delta_varint_decode":
+        lens = rng.integers(0, 9, N)
+        vals = rng.integers(-(1 << 63), (1 << 63) - 1, int(lens.sum()), dtype=np.int64)
+        seqs = np.split(vals, np.cumsum(lens)[:-1])
+        parts = [golden_model.delta_varint_encode_seq(x.tolist()) for x in seqs]
+        offs = np.concatenate([[0], np.cumsum([len(x) for x in parts])]).astype(np.int64)
+        return make_call("delta_varint_decode"), B.as_encoded(offs, b"".join(parts))
     raise KeyError(name)
 
 
@@ -104,7 +112,15 @@ CASES = ["xxh64/u64", "xxh64/arrow-large-binary-sliced", "xxh64/int64-strided-2d
          "hash_bucket/mod/strings-chunked", "hash_bucket/mod/u64-small", "hash_bucket/mod/2**63",
          "hash_bucket/fastrange", "fid/v1/uint32", "fid/v2/pair", "bucketize/float32",
          "bucketize/float64/left", "bucketize/int32", "bucketize/int64/left",
-         "delta_varint_encode"]
+         "delta_varint_encode", "delta_varint_decode"]
+
+
+def _runs_on(backend: str, name: str) -> bool:
+    """Devices run the operators with an engine op code; the host backends run every one."""
+    return backend == "cpu" or operator(name.split("/")[0]).wire is not None
+
+
+PAIRS = [(b, n) for n in CASES for b in BACKENDS if _runs_on(b, n)]
 
 
 @lru_cache(maxsize=None)
@@ -113,11 +129,11 @@ def golden(name: str) -> list:
     return [golden_result(call, batch.record(i)) for i in range(batch.n)]
 
 
-def as_list(res) -> list:
+def as_list(op: str, res) -> list:
     if isinstance(res, tuple):
         o, d = res
-        b = d.tobytes()
-        return [b[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+        seg = [d[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+        return [x.tobytes() if operator(op).result == "encoded" else x.tolist() for x in seg]
     return res.tolist()
 
 
@@ -132,27 +148,40 @@ def runtime(name: str) -> offload.Runtime:
     return rt
 
 
+def difference(backend: str, name: str, got: list, want: list) -> str | None:
+    """None when ``got == want``, else the message naming the first differing record."""
+    if got == want:
+        return None
+    bad = next(i for i, (g, w) in enumerate(zip(got, want)) if g != w) if len(got) == len(want) \
+        else min(len(got), len(want))
+    return (f"{backend} differs from golden for {name} at record {bad}: "
+            f"{got[bad] if bad < len(got) else None!r} != {want[bad] if bad < len(want) else None!r}")
+
+
 @pytest.mark.xdist_group("differential")
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("backend,name", PAIRS, ids=[f"{n}-{b}" for b, n in PAIRS])
 def test_backend_equals_golden(backend, name):
     rt = runtime(backend)
     call, batch = case(name)
     assert batch.n >= min(N, 25_000)
     res = rt.run(call, batch, backend=backend)
-    got, want = as_list(res), golden(name)
-    if got != want:
-        bad = next(i for i, (g, w) in enumerate(zip(got, want)) if g != w) if len(got) == len(want) \
-            else min(len(got), len(want))
-        pytest.fail(f"{backend} differs from golden for {name} at record {bad}: "
-                    f"{got[bad] if bad < len(got) else None!r} != {want[bad] if bad < len(want) else None!r}")
+    why = difference(backend, name, as_list(call.op, res), golden(name))
+    if why is not None:
+        pytest.fail(why)
     assert rt.stats()["last_call"]["segments"] == [(backend, 0, batch.n)]
 
 
 def test_the_comparison_can_fail():
-    """A corrupted golden value makes the check fail (the bench is not vacuous)."""
+    """A corrupted golden value, or a result one record short, fails the check with the first
+    differing record named (the bench is not vacuous)."""
     call, batch = case("xxh64/u64")
-    res = offload.Runtime(backends=["cpu"]).run(call, batch)
+    got = as_list(call.op, offload.Runtime(backends=["cpu"]).run(call, batch))
     want = list(golden("xxh64/u64"))
-    want[12345 % len(want)] ^= 1 << 17
-    assert as_list(res) != want
+    assert difference("cpu", "xxh64/u64", got, want) is None
+    k = 12345 % len(want)
+    bad = want[:k] + [want[k] ^ (1 << 17)] + want[k + 1:]
+    assert difference("cpu", "xxh64/u64", got, bad) == (
+        f"cpu differs from golden for xxh64/u64 at record {k}: {got[k]!r} != {bad[k]!r}")
+    assert difference("cpu", "xxh64/u64", got[:-1], want) == (
+        f"cpu differs from golden for xxh64/u64 at record {len(want) - 1}: None != "
+        f"{want[-1]!r}")

@@ -202,3 +202,19 @@ def test_opcall_is_a_value():
     assert bz.describe() == "bucketize(2 boundaries, right=True)"
     assert bz == make_call("bucketize", boundaries=np.array([0.0, 1.0]), dtype=np.float64)
     assert bz != make_call("bucketize", boundaries=[0.0, 2.0], dtype=np.float64)
+
+
+def test_the_differential_cases_and_the_demo_cover_the_registry():
+    from offload.demo import synthetic_events, workloads
+    from tests.test_differential import CASES
+    assert {c.split("/")[0] for c in CASES} == set(ops.OPERATORS)
+    assert {w.call.op for w in workloads(synthetic_events(2000))} == set(ops.OPERATORS)
+
+
+def test_the_cocotb_plan_drives_every_op_code(monkeypatch):
+    from offload.sim.cocotb import plan
+    jobs = plan.stream_jobs(1, ["steady"], lengths=[0, 1, 9], fixed_n=2)
+    assert {j["regs"]["OP"] for j in jobs} == set(engine_map.OP_CODES.values())
+    monkeypatch.setitem(engine_map.OP_CODES, "xorfold", 15)
+    with pytest.raises(ValueError, match=r"^the stream plan has no stimulus for op code\(s\) \[15\]"):
+        plan.stream_jobs(1, ["steady"], lengths=[0, 1], fixed_n=2)

@@ -266,7 +266,17 @@ def stream_jobs(seed: int, flows: Iterable[str] = FLOWS, *, lengths: Sequence[in
             seqs = _sequences(rng, [k for k in lengths if k <= ENGINE["seq_max"]])
             jobs.append(_job_from_call("delta_varint_encode/SEQ", "delta_varint_encode", seqs,
                                        flow, seed))
+    if want is None:
+        _check_covers_every_op_code(jobs)
     return jobs
+
+
+def _check_covers_every_op_code(jobs: list[dict[str, Any]]) -> None:
+    """A full plan drives every op code of the engine map (a new operator needs its stimulus)."""
+    missing = sorted(set(OP_CODES.values()) - {job["regs"]["OP"] for job in jobs})
+    if missing:
+        raise ValueError(f"the stream plan has no stimulus for op code(s) {missing}: add them to "
+                         "sim/cocotb/plan.py")
 
 
 def _var_words(recs: Sequence[bytes]) -> list[int]:
