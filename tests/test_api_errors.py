@@ -201,8 +201,24 @@ def test_bad_input_raises_exact_message(case):
         fn()
 
 
-def test_enough_distinct_bad_inputs():
-    assert len(BAD_BATCHES) + len(BAD_PARAMS) >= 25
+def _scalar_params():
+    from offload.ops import REGISTRY
+    for entry in REGISTRY.values():
+        for p in entry.params:
+            if p.shown and p.name != "boundaries":
+                yield entry, p
+
+
+@pytest.mark.parametrize("entry,param", list(_scalar_params()),
+                         ids=[f"{e.name}.{p.name}" for e, p in _scalar_params()])
+def test_every_scalar_parameter_refuses_a_float(entry, param):
+    """Each registered operator's scalar parameters take their own type only (a float is never
+    silently an int, a str or a bool)."""
+    from offload.ops import make_call
+    base = dict(entry.examples[0], **({"dtype": np.float64} if entry.inputs == "numbers" else {}))
+    base[param.name] = 1.5
+    with pytest.raises(TypeError, match=rf"^{param.name} must be (an int|a str|a bool), got float$"):
+        make_call(entry.name, **base)
 
 
 def test_named_unavailable_backend_says_why(monkeypatch):

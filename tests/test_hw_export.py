@@ -3,6 +3,7 @@ the wrapper matches their ports."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -47,8 +48,17 @@ def test_quick_check_covers_both_files(tmp_path, capsys, monkeypatch):
 
 
 def test_rtlil_is_deterministic():
-    assert export.rtlil_digest(table_depth=4, fifo_depth=256, seq_max=8) == \
-        export.rtlil_digest(table_depth=4, fifo_depth=256, seq_max=8)
+    """The same digest from two processes with different string-hash seeds (a set or dict order
+    that leaked into the netlist would differ between them; one process cannot see it)."""
+    import subprocess
+    import sys
+    code = ("from offload.hw import export; "
+            "print(export.rtlil_digest(table_depth=4, fifo_depth=256, seq_max=8))")
+    digests = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, timeout=600,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+               for seed in ("1", "2")]
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
 
 
 def _ports(text: str, module: str) -> set[str]:

@@ -110,7 +110,7 @@ def test_fallback_false_raises_the_device_error():
     assert ei.value.completed == 10
 
 
-def test_verify_sample_catches_a_flipped_bit():
+def test_verify_full_catches_a_flipped_bit():
     rt = offload.Runtime(backends=[Faulty("fpga", "flip", at=7)], verify="full")
     with pytest.raises(offload.BitExactError, match=r"^fpga result differs from the golden model for "
                        r"xxh64\(seed=0\) at index 7: record b'.*', expected \d+ \(0x[0-9a-f]+\), "
@@ -121,12 +121,29 @@ def test_verify_sample_catches_a_flipped_bit():
     assert rt.stats()["mismatches"][0]["index"] == 7
 
 
+def test_verify_sample_catches_a_flipped_bit_it_samples():
+    """The sample is drawn from the runtime's seeded generator: with every record sampled the one
+    flipped record is found; with one sampled record elsewhere it is not (what sampling means)."""
+    import random
+    rt = offload.Runtime(backends=[Faulty("fpga", "flip", at=7)], verify="sample",
+                         sample_size=len(KEYS))
+    with pytest.raises(offload.BitExactError, match=r"at index 7: "):
+        rt.xxh64(KEYS)
+    assert rt.stats()["verified_records"] == 0 and rt.stats()["mismatches"][0]["index"] == 7
+    seed = next(s for s in range(100) if random.Random(s).sample(range(len(KEYS)), 1) != [7])
+    lucky = offload.Runtime(backends=[Faulty("fpga", "flip", at=7)], verify="sample",
+                            sample_size=1, rng_seed=seed)
+    assert lucky.xxh64(KEYS)[7] != expected_xxh64(KEYS)[7]
+    assert lucky.stats()["verified_records"] == 1
+
+
 def test_verify_sample_finds_a_widespread_error():
     dev = Faulty("fpga", "flip", at=0)
     dev.run = lambda call, batch: dev.cpu.run(call, batch) ^ np.uint64(1 << 40)  # type: ignore
     rt = offload.Runtime(backends=[dev], verify="sample", sample_size=8)
     with pytest.raises(offload.BitExactError):
         rt.xxh64(KEYS)
+    assert len(rt.stats()["mismatches"]) == 1
 
 
 def test_verify_full_on_cpu_checks_every_record_against_golden():
