@@ -146,10 +146,22 @@ def test_verify_sample_finds_a_widespread_error():
     assert len(rt.stats()["mismatches"]) == 1
 
 
-def test_verify_full_on_cpu_checks_every_record_against_golden():
+def test_verify_full_on_cpu_checks_every_record_against_golden(monkeypatch):
+    import offload.runtime as runtime_module
+    seen = []
+    real = runtime_module.golden_result
+    monkeypatch.setattr(runtime_module, "golden_result",
+                        lambda call, record: seen.append(record) or real(call, record))
     rt = offload.Runtime(backends=["cpu"], verify="full")
     rt.xxh32([b"a", b"bc", b""], seed=1)
-    assert rt.stats()["verified_records"] == 3
+    assert seen == [b"a", b"bc", b""] and rt.stats()["verified_records"] == 3
+    # ... and a wrong CPU result is caught by that comparison
+    from offload.host.cpu import CpuBackend
+    monkeypatch.setattr(CpuBackend, "run_xxh32", lambda self, call, batch: np.zeros(batch.n, np.uint32))
+    monkeypatch.setattr("offload.host.cpu.backend._KERNELS", {})  # resolve the kernel afresh
+    with pytest.raises(offload.BitExactError, match=r"^cpu result differs from the golden model "
+                                                    r"for xxh32\(seed=1\) at index 0: "):
+        offload.Runtime(backends=["cpu"], verify="full").xxh32([b"a", b"bc", b""], seed=1)
 
 
 def test_auto_skips_unavailable_and_incapable_backends():
