@@ -18,6 +18,7 @@ import offload
 from offload import batch as B
 from offload import golden as golden_model
 from offload.ops import golden_result, make_call, operator
+from tests.conftest import require
 from tests.lengths import BOUNDARY_LENGTHS
 
 N = int(os.environ.get("OFFLOAD_DIFF_RECORDS", "100000"))
@@ -140,11 +141,7 @@ def as_list(op: str, res) -> list:
 @lru_cache(maxsize=None)
 def runtime(name: str) -> offload.Runtime:
     rt = offload.Runtime(backends=[name], fallback=False, fpga="sim")
-    av = rt.availability(name)
-    if not av.ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} must be available in CI: {av.reason}")
-        pytest.skip(reason=f"{name} unavailable here: {av.reason}")
+    require(rt, name)
     return rt
 
 

@@ -8,7 +8,6 @@ verified records. Expected values come from the golden model, never from another
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,16 +39,6 @@ def _fpga(kind: str) -> offload.Backend:
     from offload.host.fpga import FpgaBackend
     return FpgaBackend(device="sim", engine="reference", faults=[Fault(kind, at_record=AT)],
                        chunk_records=CHUNK, timeout_s=0.5)
-
-
-@pytest.fixture(scope="module")
-def sim_available() -> None:
-    from offload.host.sim_backend import SimBackend
-    av = SimBackend().availability()
-    if not av.ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"the sim backend must be available in CI: {av.reason}")
-        pytest.skip(reason=f"sim unavailable here: {av.reason}")
 
 
 def _check_complete(rt: offload.Runtime, out: np.ndarray, device: str, verify: str) -> None:
