@@ -114,14 +114,16 @@ class VarRecords:
                 return c.offsets, c.data[:int(c.offsets[-1])]
             offs = c.offsets.astype(np.int64) - o0
             return offs, c.data[o0:int(c.offsets[-1])]
-        parts, offs, total = [], [np.zeros(1, np.int64)], 0
+        parts: list[np.ndarray] = []
+        pieces: list[np.ndarray] = [np.zeros(1, np.int64)]
+        total = 0
         for c in self.chunks:
             o0 = int(c.offsets[0])
             parts.append(c.data[o0:int(c.offsets[-1])])
-            offs.append(c.offsets[1:].astype(np.int64) - o0 + total)
+            pieces.append(c.offsets[1:].astype(np.int64) - o0 + total)
             total += int(c.offsets[-1]) - o0
         data = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
-        return np.concatenate(offs), data
+        return np.concatenate(pieces), data
 
 
 Records = Union[FixedKeys, VarRecords]
@@ -224,6 +226,7 @@ def _arrow_chunk(arr: Any, index_base: int) -> VarChunk:
     import pyarrow as pa
 
     t = arr.type
+    odt: type[np.signedinteger[Any]]
     if pa.types.is_string(t) or pa.types.is_binary(t):
         odt = np.int32
     elif pa.types.is_large_string(t) or pa.types.is_large_binary(t):

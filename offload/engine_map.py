@@ -4,11 +4,13 @@ Register byte addresses, control and status bits, operator codes, input formats,
 bits, the identity registers and the trailer's magic (``docs/wire_format.md`` explains them). The
 Amaranth engine (``offload.hw.engine``), the wire format (``offload.wire``), the simulated devices
 and the ``.hwh`` generator (``offload.sim``) and the drivers (``offload.host``) import them from
-here; nothing else spells them. This module imports nothing, so the hardware build reads it
+here; nothing else spells them. It imports only the standard library, so the hardware build reads it
 without the host's dependencies.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 __all__ = [
     "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "DEFAULT_SEQ_MAX", "REGISTERS",
@@ -86,7 +88,7 @@ def err_names(err: int) -> str:
     return "|".join(names) if names else "none"
 
 
-def ops_mask(codes: object = None) -> int:
+def ops_mask(codes: Iterable[int] | None = None) -> int:
     """The ``OPS`` register of an engine built with ``codes`` (default: every op code)."""
     chosen = OP_CODES.values() if codes is None else codes
-    return sum(1 << int(c) for c in chosen)  # type: ignore[union-attr]
+    return sum(1 << int(c) for c in chosen)

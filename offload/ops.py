@@ -19,7 +19,7 @@ import importlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -29,13 +29,18 @@ from offload.engine_map import OP_CODES
 __all__ = [
     "Param", "WireForm", "Operator", "OpCall", "REGISTRY", "register", "unregister", "operator",
     "operators", "by_code", "make_call", "result_dtype", "golden_result", "check_boundaries",
-    "check_int", "OPERATORS", "HASH_OPS", "InputKind",
+    "check_int", "OPERATORS", "HASH_OPS", "InputKind", "OperatorName", "HashBucketMethod",
 ]
 
 #: The batch form an operator takes (``offload.batch``): byte records (``FixedKeys`` or
 #: ``VarRecords``), numbers (``Numbers``), int64 sequences (``Sequences``) or encoded sequences
 #: (``VarRecords`` of LEB128 bytes).
 InputKind = Literal["records", "numbers", "sequences", "encoded"]
+#: The built-in operators' names (a registry may hold more; ``OpCall.op`` is any registered name).
+OperatorName = Literal["xxh32", "xxh64", "hash_bucket", "fid", "bucketize", "delta_varint_encode",
+                       "delta_varint_decode"]
+#: ``hash_bucket``'s ``method``.
+HashBucketMethod = Literal["mod", "fastrange"]
 
 _REQUIRED: Any = object()
 
@@ -493,5 +498,8 @@ register(Operator(
 
 #: The built-in operators' names (the registry may hold more: iterate :data:`REGISTRY`).
 OPERATORS = tuple(REGISTRY)
+if OPERATORS != get_args(OperatorName):  # the typed name list and the registry must agree
+    raise ImportError(f"offload.ops.OperatorName lists {get_args(OperatorName)}, the registry "
+                      f"{OPERATORS}")
 #: The built-in operators that hash byte records.
 HASH_OPS = tuple(op.name for op in operators("records"))

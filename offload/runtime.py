@@ -19,16 +19,18 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from offload import batch as _batch
 from offload.backend import (Availability, Backend, BackendError, BackendUnavailable, BitExactError,
                              Batch, Result, concat_results, empty_result)
-from offload.ops import OpCall, Operator, golden_result, make_call, operator
+from offload.ops import (HashBucketMethod, OpCall, Operator, OperatorName, golden_result, make_call,
+                         operator)
 
-__all__ = ["Runtime", "BACKEND_FACTORIES", "AUTO_ORDER", "VERIFY_MODES", "default_runtime"]
+__all__ = ["Runtime", "BACKEND_FACTORIES", "AUTO_ORDER", "VERIFY_MODES", "VerifyMode", "BackendChoice",
+           "default_runtime"]
 
 # name -> "module:Class"; a factory takes the options the Runtime was given for that name.
 BACKEND_FACTORIES: dict[str, str] = {
@@ -39,6 +41,10 @@ BACKEND_FACTORIES: dict[str, str] = {
 }
 AUTO_ORDER = ("fpga", "smartnic", "cpu")
 VERIFY_MODES = ("off", "sample", "full")
+#: ``verify=``: no check, a sample of each batch against the golden model, or every record.
+VerifyMode = Literal["off", "sample", "full"]
+#: ``backend=`` of a call: ``"auto"`` (the chain's order) or one backend by name.
+BackendChoice = Literal["auto", "cpu", "sim", "fpga", "smartnic"]
 AVAILABILITY_TTL_S = 5.0
 
 
@@ -74,7 +80,7 @@ class Runtime:
     ``OFFLOAD_SMARTNIC``). ``sample_size``: records checked per batch by ``verify="sample"``.
     """
 
-    def __init__(self, backends: Sequence[str | Backend] | None = None, *, verify: str = "off",
+    def __init__(self, backends: Sequence[str | Backend] | None = None, *, verify: VerifyMode = "off",
                  fallback: bool = True, fpga: str | None = None, smartnic: str | None = None,
                  sample_size: int = 32, options: dict[str, dict[str, Any]] | None = None,
                  rng_seed: int | None = None) -> None:
@@ -262,8 +268,8 @@ class Runtime:
 
     # -- running ----------------------------------------------------------------------------
 
-    def run(self, call: OpCall, batch: Batch, *, backend: str | None = None,
-            verify: str | None = None) -> Result:
+    def run(self, call: OpCall, batch: Batch, *, backend: BackendChoice | None = None,
+            verify: VerifyMode | None = None) -> Result:
         """Run a validated call on a normalised batch; the whole result, in record order."""
         verify = self.verify if verify is None else verify
         if verify not in VERIFY_MODES:
@@ -283,7 +289,7 @@ class Runtime:
                 res = _run_checked(be, call, sub)
             except BackendError as e:
                 done = _vouched(call.op, e, sub.n)
-                if done:
+                if done and e.partial is not None:
                     part = _head(call.op, e.partial, done)
                     if verify != "off":  # verify what came back against its own records only
                         self._check(call, sub.slice(0, done), part, be.name, verify, base=start)
@@ -440,8 +446,8 @@ class Runtime:
 
     # -- operators ----------------------------------------------------------------------------
 
-    def call(self, op: str, values: Any, /, *, backend: str | None = None,
-             verify: str | None = None, **params: Any) -> Any:
+    def call(self, op: OperatorName | str, values: Any, /, *, backend: BackendChoice | None = None,
+             verify: VerifyMode | None = None, **params: Any) -> Any:
         """Run any registered operator: ``rt.call("xxh64", keys, seed=7)``. ``values`` is the
         operator's batch (``delta_varint_decode``: the ``(offsets, data)`` pair); the result is
         shaped like a numpy input for one-value-per-record operators, else the operator's pair."""
@@ -454,36 +460,38 @@ class Runtime:
 
     # One typed method per built-in operator (tests check they match the registry's parameters).
 
-    def xxh32(self, values: Any, seed: int = 0, *, backend: str | None = None,
-              verify: str | None = None) -> np.ndarray:
-        return self.call("xxh32", values, seed=seed, backend=backend, verify=verify)  # type: ignore[no-any-return]
+    def xxh32(self, values: Any, seed: int = 0, *, backend: BackendChoice | None = None,
+              verify: VerifyMode | None = None) -> np.ndarray:
+        return self.call("xxh32", values, seed=seed, backend=backend, verify=verify)
 
-    def xxh64(self, values: Any, seed: int = 0, *, backend: str | None = None,
-              verify: str | None = None) -> np.ndarray:
-        return self.call("xxh64", values, seed=seed, backend=backend, verify=verify)  # type: ignore[no-any-return]
+    def xxh64(self, values: Any, seed: int = 0, *, backend: BackendChoice | None = None,
+              verify: VerifyMode | None = None) -> np.ndarray:
+        return self.call("xxh64", values, seed=seed, backend=backend, verify=verify)
 
-    def hash_bucket(self, values: Any, num_buckets: int, seed: int = 0, method: str = "mod", *,
-                    backend: str | None = None, verify: str | None = None) -> np.ndarray:
-        return self.call("hash_bucket", values, num_buckets=num_buckets, seed=seed,  # type: ignore[no-any-return]
+    def hash_bucket(self, values: Any, num_buckets: int, seed: int = 0,
+                    method: HashBucketMethod = "mod", *, backend: BackendChoice | None = None,
+                    verify: VerifyMode | None = None) -> np.ndarray:
+        return self.call("hash_bucket", values, num_buckets=num_buckets, seed=seed,
                          method=method, backend=backend, verify=verify)
 
     def fid(self, values: Any, slot: int, version: int = 2, seed: int = 0, *,
-            backend: str | None = None, verify: str | None = None) -> np.ndarray:
-        return self.call("fid", values, slot=slot, version=version, seed=seed,  # type: ignore[no-any-return]
+            backend: BackendChoice | None = None, verify: VerifyMode | None = None) -> np.ndarray:
+        return self.call("fid", values, slot=slot, version=version, seed=seed,
                          backend=backend, verify=verify)
 
-    def bucketize(self, x: Any, boundaries: Any, right: bool = True, *, backend: str | None = None,
-                  verify: str | None = None) -> np.ndarray:
-        return self.call("bucketize", x, boundaries=boundaries, right=right,  # type: ignore[no-any-return]
+    def bucketize(self, x: Any, boundaries: Any, right: bool = True, *,
+                  backend: BackendChoice | None = None,
+                  verify: VerifyMode | None = None) -> np.ndarray:
+        return self.call("bucketize", x, boundaries=boundaries, right=right,
                          backend=backend, verify=verify)
 
-    def delta_varint_encode(self, sequences: Any, *, backend: str | None = None,
-                            verify: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self.call("delta_varint_encode", sequences, backend=backend, verify=verify)  # type: ignore[no-any-return]
+    def delta_varint_encode(self, sequences: Any, *, backend: BackendChoice | None = None,
+                            verify: VerifyMode | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.call("delta_varint_encode", sequences, backend=backend, verify=verify)
 
-    def delta_varint_decode(self, offsets: Any, data: Any, *, backend: str | None = None,
-                            verify: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self.call("delta_varint_decode", (offsets, data), backend=backend,  # type: ignore[no-any-return]
+    def delta_varint_decode(self, offsets: Any, data: Any, *, backend: BackendChoice | None = None,
+                            verify: VerifyMode | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.call("delta_varint_decode", (offsets, data), backend=backend,
                          verify=verify)
 
 
@@ -615,11 +623,18 @@ _DEFAULT: Runtime | None = None
 _DEFAULT_LOCK = threading.Lock()
 
 
+def _env_verify() -> VerifyMode:
+    mode = os.environ.get("OFFLOAD_VERIFY", "off")
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"OFFLOAD_VERIFY={mode!r}: expected 'off', 'sample' or 'full'")
+    return mode  # type: ignore[return-value]
+
+
 def default_runtime() -> Runtime:
     """The process-wide Runtime behind ``offload.xxh64(...)`` and friends (auto chain)."""
     global _DEFAULT
     if _DEFAULT is None:
         with _DEFAULT_LOCK:
             if _DEFAULT is None:
-                _DEFAULT = Runtime(verify=os.environ.get("OFFLOAD_VERIFY", "off"))
+                _DEFAULT = Runtime(verify=_env_verify())
     return _DEFAULT
