@@ -694,6 +694,9 @@ def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5
         finally:
             with lock:
                 running.pop(i, None)
+        if r.error and cancel.is_set():
+            say(f"[{i + 1}/{len(work)}] {r.label} {r.target}: stopped after {duration(r.seconds)}")
+            return r
         with lock:              # said here, not when collected: before this worker's next start
             finished.append(i)
             say(f"[{i + 1}/{len(work)}] {r.label} {r.target}: "

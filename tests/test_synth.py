@@ -239,6 +239,9 @@ def test_sigterm_stops_the_grid_as_ctrl_c_does(fake_cache, monkeypatch, capsys):
     assert (rc, signal.getsignal(signal.SIGTERM)) == (130, before)
     assert "DeltaVarintEncoder()" in out and "FastRange()" not in out
     assert "1 of 2 design points finished" in err
+    assert any(re.fullmatch(r"\[2/2\] FastRange\(\) xc7: stopped after \d+s", ln)
+               for ln in err.splitlines()), err
+    assert "ERROR" not in err and "2/2 finished" not in err
 
 
 def test_run_grid_raises_grid_interrupted_with_the_finished_results(fake_cache, monkeypatch):
