@@ -607,6 +607,11 @@ def _keep_logs(work: Path, dest: Path) -> Path:
 def grid(name: str = "small", cores: list[str] | None = None) -> list[DesignPoint]:
     if name not in GRIDS:
         raise ValueError(f"grid must be one of {', '.join(GRIDS)}, not {name!r}")
+    absent = [c for c in cores or () if c not in GRIDS[name]]
+    if absent:
+        having = [g for g in GRIDS if absent[0] in GRIDS[g]]
+        raise ValueError(f"{absent[0]} is not in the {name!r} grid: it is in "
+                         f"{', '.join(repr(g) for g in having)} (--grid)")
     out = []
     for core, plist in GRIDS[name].items():
         if cores and core not in cores:
@@ -876,8 +881,10 @@ def write_committed(results: list[SynthResult], path: Path | None = None) -> Pat
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="offload synth", description=__doc__.split("\n")[0])
     ap.add_argument("--grid", choices=sorted(GRIDS), default=COMMITTED_GRID,
-                    help="parameter grid (default: %(default)s, a few minutes from an empty "
-                         "cache; 'engine' is the whole engine, 25-45 minutes of place and route)")
+                    help="parameter grid (default: %(default)s, the cores that place and route "
+                         "in seconds to minutes, 7 CPU-minutes from an empty cache; 'engine': "
+                         "the whole engine, 25-45 minutes; 'small', 'full': every core and the "
+                         "parameter sweeps, hours)")
     ap.add_argument("--core", action="append", choices=CORES, metavar="CORE",
                     help=f"only this core (repeatable): {', '.join(CORES)}")
     ap.add_argument("--target", choices=("xc7", "ecp5", "both"), default="both")
@@ -885,7 +892,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="nextpnr target MHz (default %(default)g)")
     ap.add_argument("--seed", type=int, default=COMMITTED_SEED,
                     help="nextpnr placer seed (default 1; another seed is another cache entry)")
-    ap.add_argument("--jobs", "-j", type=int, default=None, help="parallel tool runs")
+    ap.add_argument("--jobs", "-j", type=int, default=None,
+                    help="design points synthesised at a time (default: the CPU count)")
     ap.add_argument("--no-cache", action="store_true", help="ignore and do not write the cache")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
@@ -985,7 +993,10 @@ def main(argv: list[str] | None = None) -> int:
         _report(a, [r for r in committed_results()
                     if r.target in targets and (not a.core or r.core in a.core)])
         return 0
-    points = grid(a.grid, a.core)
+    try:
+        points = grid(a.grid, a.core)
+    except ValueError as e:
+        ap.error(str(e))
     say = None if a.quiet else _say
     if say:
         say(f"offload synth: {len(points)} design points x {len(targets)} targets "

@@ -319,6 +319,18 @@ def test_a_failed_point_has_no_figures_in_the_markdown(fake_cache, monkeypatch):
     assert row.split(" | ")[1:5] == ["-"] * 4
 
 
+def test_a_core_outside_the_grid_is_an_error_naming_its_grids(capsys):
+    """`--core ModPipe` on the default grid (which leaves ModPipe out) was an empty table."""
+    with pytest.raises(ValueError, match=r"^ModPipe is not in the 'default' grid: it is in "
+                                         r"'small', 'full' \(--grid\)$"):
+        S.grid("default", ["FastRange", "ModPipe"])
+    with pytest.raises(SystemExit):
+        S.main(["--core", "OffloadEngine", "--cached-only"])
+    assert ("OffloadEngine is not in the 'default' grid: it is in 'engine', 'small', 'full'"
+            in capsys.readouterr().err)
+    assert [p.label for p in S.grid("engine", ["OffloadEngine"])] == ["OffloadEngine()"]
+
+
 def test_heartbeat_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         S.main(["--heartbeat", "0", "--cached-only"])
