@@ -192,6 +192,11 @@ class Connection:
             raise ProtocolError(ErrorCode.OUT_OF_ORDER, f"expected AUTH_OK, got {ok.type.name}")
 
     @property
+    def at_eof(self) -> bool:
+        """The service closed its side (frames received before are still delivered)."""
+        return self._eof
+
+    @property
     def max_frame(self) -> int:
         return int(self.server.get("max_frame", 64 << 20))
 

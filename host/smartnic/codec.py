@@ -1,96 +1,280 @@
-"""Jobs on the SmartNIC wire: :mod:`offload.wire` plus the service's host-operator extension.
+"""REQUEST and RESULT bodies of protocol version 2: a call and its batch in their own buffers.
 
-The engine's wire format has no op code for ``delta_varint_decode`` (it runs on the host). The
-service runs it on its own runtime, so the protocol extends the OP register with
-:data:`~offload.host.smartnic.protocol.OP_DELTA_VARINT_DECODE` (16): the input is ``VAR`` records
-(the encoded bytes of each sequence, exactly as ``offload.wire`` frames byte records) and the
-output is ``SEQ`` framing (per record a header word ``K`` and ``K`` int64 words), then the trailer.
-Everything else is ``offload.wire`` unchanged.
+A REQUEST's meta is compact JSON naming the operator, its validated parameters and the batch
+layout; its payload is the batch's arrays (and any array parameter, e.g. bucketize's boundaries)
+one after the other, each padded with zeros to a whole number of 8-byte words::
+
+    {"op": "bucketize", "params": {"dtype": {"dtype": "<f8"}, "boundaries": {"buf": 0},
+     "right": true}, "batch": "numbers", "bufs": [["<f8", 3], ["<f8", 1000]], "deadline_ms": 40}
+
+Batch layouts (the forms of :mod:`offload.batch`): ``fixed`` (the keys, ``<u4`` or ``<u8``),
+``var`` (int64 offsets from 0, then the bytes), ``numbers`` (the values), ``sequences`` (int64
+value offsets from 0, then the int64 values). The service rebuilds the call with
+:func:`offload.ops.make_call` (so a bad parameter gets the registry's exact message) and the batch
+with :mod:`offload.batch`'s public constructors, as views of the received payload (no copy).
+
+A RESULT carries the result's arrays the same way: one array, or ``(offsets, data)`` /
+``(value_offsets, values)`` with offsets from 0. Nothing here names an operator: any registered
+operator travels as it is.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
-from offload import wire
-from offload.backend import Batch, BackendError, Result
-from offload.ops import OpCall, make_call
+from offload.backend import BackendError, Batch, Result
+from offload.batch import (FixedKeys, Numbers, Sequences, VarRecords, as_encoded, as_numbers,
+                           as_records, as_sequences)
+from offload.ops import OpCall, make_call, operator
 
-from .protocol import OP_DELTA_VARINT_DECODE
+__all__ = ["RequestError", "Buffers", "batch_arrays", "request_arrays", "request_body", "parse_request", "result_body",
+           "parse_result", "padded", "body_bytes", "result_bound", "LAYOUTS"]
 
-__all__ = ["encode_job", "decode_result", "decode_job", "encode_result"]
+#: The batch layouts an operator's input kind travels in.
+LAYOUTS: Mapping[str, tuple[str, ...]] = {"records": ("fixed", "var"), "numbers": ("numbers",),
+                                          "sequences": ("sequences",), "encoded": ("var",)}
+# the element types a buffer may have (little-endian numbers only: never object arrays)
+_DTYPES = frozenset({"|u1", "<u4", "<u8", "<i4", "<i8", "<f4", "<f8"})
+_PAD = [b"", b"\0" * 7, b"\0" * 6, b"\0" * 5, b"\0" * 4, b"\0" * 3, b"\0" * 2, b"\0"]
 
-_XXH64 = make_call("xxh64")
-
-
-def encode_job(call: OpCall, batch: Batch) -> wire.WireJob:
-    """Host side: the registers, table and input words of one batch."""
-    if call.op != "delta_varint_decode":
-        return wire.encode_request(call, batch)
-    job = wire.encode_request(_XXH64, batch)  # VAR framing of the encoded byte records
-    job.regs["OP"] = OP_DELTA_VARINT_DECODE
-    job.regs["SEED_LO"] = job.regs["SEED_HI"] = 0
-    job.call = call
-    # each byte yields at most one value: header + <= nbytes words per record
-    job.out_words_max = job.n + int(getattr(batch, "nbytes", 0)) + 1
-    return job
+#: A body's buffers: numpy arrays, each followed by its zero padding (bytes) when not whole words.
+Buffers = list[Any]
 
 
-def decode_result(job: wire.WireJob, words: np.ndarray) -> Result:
-    """Host side: the results from the output words; trailer errors raise BackendError with the
-    completed records' results in ``partial``."""
-    if job.call.op != "delta_varint_decode":
-        return wire.decode_response(job, words)
-    words = np.asarray(words, dtype=np.uint64)
-    if words.shape[0] == 0:
-        raise BackendError("service returned no words (no trailer)", cause="framing")
-    magic, err, completed = wire.parse_trailer(words[-1])
-    if magic != wire.TRAILER_MAGIC or completed > job.n:
-        raise BackendError(f"bad trailer 0x{int(words[-1]):016x}", cause="framing")
-    body = words[:-1]
-    status, k, vo = wire._unpack_seq(body, completed)
-    if status != 0 or k != completed:
-        raise BackendError("service output framing does not match its trailer", cause="framing")
-    result = (vo, wire._gather_seq(body, vo, completed))
-    if err or completed != job.n:
-        raise BackendError(f"service completed {completed} of {job.n} records "
-                           f"(flags {wire.err_names(err)})", cause="trailer", completed=completed,
-                           partial=result)
-    return result
+class RequestError(ValueError):
+    """A REQUEST body that does not follow this format (answered as ``BAD_REQUEST``)."""
 
 
-def decode_job(regs: dict[str, int], table: np.ndarray, words: np.ndarray) -> tuple[OpCall, Batch]:
-    """Service side: the call and batch of a request (:class:`offload.wire.WireError` if bad)."""
-    if "FORMAT" not in regs or "OP" not in regs:
-        raise wire.WireError("a request needs the OP and FORMAT registers")
-    count = regs.get("COUNT", 0)
-    if count > words.shape[0]:  # every record takes at least one word
-        raise wire.WireError(f"COUNT is {count} but only {words.shape[0]} words were sent")
-    if regs["OP"] == OP_DELTA_VARINT_DECODE:
-        if regs["FORMAT"] != wire.FORMATS["VAR"]:
-            raise wire.WireError("delta_varint_decode takes VAR records")
-        _, batch = wire.decode_request(dict(regs, OP=2), table, words)
-        return make_call("delta_varint_decode"), batch
-    return wire.decode_request(regs, table, words)
+def padded(nbytes: int) -> int:
+    """``nbytes`` rounded up to whole 8-byte words."""
+    return (nbytes + 7) & ~7
 
 
-def encode_result(call: OpCall, result: Result) -> list[np.ndarray]:
-    """Service side: output words + trailer, as buffers to send one after the other (8-byte
-    results are sent in place, without the copy ``wire.encode_response`` makes)."""
-    if call.op != "delta_varint_decode":
-        if isinstance(result, np.ndarray) and result.dtype.itemsize == 8 and result.ndim == 1:
-            n = result.shape[0]
-            return [np.ascontiguousarray(result).view(np.uint64),
-                    np.array([wire.trailer(n, 0)], np.uint64)]
-        return [wire.encode_response(call, result)]
-    vo, values = result  # type: ignore[misc]
-    vo = np.ascontiguousarray(vo, dtype=np.int64)
-    n = vo.shape[0] - 1
-    if n and int(vo[0]) != 0:
-        values = values[int(vo[0]):]
-        vo = vo - vo[0]
-    nvals = int(vo[-1]) if n else 0
-    out = np.empty(n + nvals + 1, np.uint64)
-    wire._pack_seq(vo, np.ascontiguousarray(values, dtype=np.int64), out[:-1])
-    out[-1] = wire.trailer(n, 0)
-    return [out]
+def body_bytes(arrays: list[np.ndarray]) -> int:
+    """The payload bytes of these arrays, each padded to whole words."""
+    return sum(padded(a.nbytes) for a in arrays)
+
+
+def _payload(arrays: list[np.ndarray]) -> Buffers:
+    out: Buffers = []
+    for a in arrays:
+        out.append(a)
+        if a.nbytes % 8:
+            out.append(_PAD[a.nbytes % 8])
+    return out
+
+
+def _describe(arrays: list[np.ndarray]) -> list[list[Any]]:
+    return [[a.dtype.str, int(a.shape[0])] for a in arrays]
+
+
+# ---------------------------------------------------------------------------------------------
+# requests
+# ---------------------------------------------------------------------------------------------
+
+def batch_arrays(batch: Batch) -> tuple[str, list[np.ndarray]]:
+    """A batch's layout name and its arrays (offsets rebased to 0; copies only what must be)."""
+    if isinstance(batch, FixedKeys):
+        return "fixed", [batch.keys]
+    if isinstance(batch, VarRecords):
+        return "var", list(batch.contiguous())
+    if isinstance(batch, Numbers):
+        return "numbers", [batch.values]
+    if isinstance(batch, Sequences):
+        vo, values = batch.value_offsets, batch.values
+        lo, hi = int(vo[0]), int(vo[-1])
+        if lo:
+            vo = vo - lo
+        return "sequences", [np.ascontiguousarray(vo, np.int64), values[lo:hi]]
+    raise TypeError(f"unsupported batch type {type(batch).__name__}")
+
+
+def _param_json(name: str, value: Any, arrays: list[np.ndarray]) -> Any:
+    if isinstance(value, np.ndarray):
+        arrays.append(np.ascontiguousarray(value).reshape(-1))
+        return {"buf": len(arrays) - 1}
+    if isinstance(value, np.dtype):
+        return {"dtype": value.str}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"parameter {name!r} of type {type(value).__name__} cannot be sent to the "
+                    "SmartNIC service (JSON scalars, numpy dtypes and 1-D arrays can)")
+
+
+def request_arrays(call: OpCall, batch: Batch) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """A REQUEST's meta (without its deadline) and its arrays: array parameters, then the batch's."""
+    arrays: list[np.ndarray] = []
+    params = {k: _param_json(k, v, arrays) for k, v in call.params.items()}
+    layout, batch_bufs = batch_arrays(batch)
+    arrays += batch_bufs
+    return {"op": call.op, "params": params, "batch": layout, "bufs": _describe(arrays)}, arrays
+
+
+def request_body(meta: dict[str, Any], arrays: list[np.ndarray],
+                 deadline_ms: int = 0) -> tuple[bytes, Buffers]:
+    """The REQUEST meta bytes and payload buffers of :func:`request_arrays`' output."""
+    text = json.dumps(dict(meta, deadline_ms=int(deadline_ms)), separators=(",", ":"))
+    return text.encode(), _payload(arrays)
+
+
+def _json(meta: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(meta)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise RequestError(f"bad JSON meta: {e}") from None
+    if not isinstance(obj, dict):
+        raise RequestError("JSON meta is not an object")
+    return obj
+
+
+def _views(spec: Any, payload: np.ndarray) -> list[np.ndarray]:
+    """The arrays ``spec`` (``[[dtype, count], ...]``) names, as views of ``payload``."""
+    if not isinstance(spec, list):
+        raise RequestError("bufs must be a list of [dtype, count]")
+    views, pos, total = [], 0, payload.shape[0]
+    for item in spec:
+        if not (isinstance(item, list) and len(item) == 2 and item[0] in _DTYPES
+                and type(item[1]) is int and item[1] >= 0):
+            raise RequestError(f"bad buffer {item!r}: expected [dtype, count] with dtype one of "
+                               f"{', '.join(sorted(_DTYPES))}")
+        dt = np.dtype(item[0])
+        nbytes = dt.itemsize * item[1]
+        if pos + padded(nbytes) > total:
+            raise RequestError(f"buffers need more than the payload's {total} bytes")
+        views.append(payload[pos:pos + nbytes].view(dt))
+        pos += padded(nbytes)
+    if pos != total:
+        raise RequestError(f"buffers take {pos} bytes of a payload of {total}")
+    return views
+
+
+def _param_value(name: str, value: Any, views: list[np.ndarray], used: set[int]) -> Any:
+    if not isinstance(value, dict):
+        return value
+    if list(value) == ["dtype"] and isinstance(value["dtype"], str):
+        try:
+            return np.dtype(value["dtype"])
+        except TypeError:
+            raise RequestError(f"parameter {name!r}: bad dtype {value['dtype']!r}") from None
+    i = value.get("buf") if list(value) == ["buf"] else None
+    if type(i) is not int or not 0 <= i < len(views) or i in used:
+        raise RequestError(f"parameter {name!r}: bad value {value!r}")
+    used.add(i)
+    return views[i]
+
+
+def _batch(kind: str, layout: Any, arrays: list[np.ndarray]) -> Batch:
+    """The batch of ``layout`` over ``arrays`` (offload.batch's checks and exact messages)."""
+    if layout not in LAYOUTS[kind]:
+        raise RequestError(f"a {kind} operator takes the layout "
+                           f"{' or '.join(LAYOUTS[kind])}, got {layout!r}")
+    want = 1 if layout in ("fixed", "numbers") else 2
+    if len(arrays) != want:
+        raise RequestError(f"the {layout} layout has {want} buffer(s), got {len(arrays)}")
+    if layout == "fixed":
+        if arrays[0].dtype.str not in ("<u4", "<u8"):
+            raise RequestError(f"fixed keys are <u4 or <u8, got {arrays[0].dtype.str}")
+        return as_records(arrays[0])
+    if layout == "numbers":
+        return as_numbers(arrays[0])
+    if layout == "sequences":
+        return as_sequences((arrays[0], arrays[1]))
+    return as_encoded(*arrays) if kind == "encoded" else as_records((arrays[0], arrays[1]))
+
+
+def parse_request(meta: bytes, payload: np.ndarray) -> tuple[OpCall, Batch, int]:
+    """``(call, batch, deadline_ms)`` of a REQUEST body. A malformed body raises
+    :class:`RequestError`; a parameter or batch the registry or :mod:`offload.batch` refuses
+    raises their exact ``TypeError``/``ValueError``."""
+    m = _json(meta)
+    op, params, layout = m.get("op"), m.get("params"), m.get("batch")
+    if not isinstance(op, str) or not isinstance(params, dict):
+        raise RequestError("a request names op (a string) and params (an object)")
+    entry = operator(op)  # ValueError naming the known operators
+    views = _views(m.get("bufs"), payload)
+    used: set[int] = set()
+    values = {k: _param_value(k, v, views, used) for k, v in params.items()}
+    if used != set(range(len(used))):
+        raise RequestError("array parameters take the first buffers, in order")
+    call = make_call(op, **values)
+    batch = _batch(entry.inputs, layout, views[len(used):])
+    deadline = m.get("deadline_ms", 0)
+    return call, batch, deadline if type(deadline) is int else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------
+
+def result_arrays(result: Result) -> list[np.ndarray]:
+    """A result's arrays as sent: one array, or a pair with its offsets rebased to 0."""
+    if isinstance(result, np.ndarray):
+        return [np.ascontiguousarray(result).reshape(-1)]
+    offsets, data = result
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    if lo:
+        offsets = offsets - lo
+    return [np.ascontiguousarray(offsets, np.int64), np.ascontiguousarray(data[lo:hi])]
+
+
+def result_body(result: Result) -> tuple[bytes, Buffers]:
+    """The ``"bufs"`` JSON fragment of a RESULT's meta and its payload buffers (in place)."""
+    arrays = result_arrays(result)
+    return json.dumps(_describe(arrays), separators=(",", ":")).encode(), _payload(arrays)
+
+
+def expected_bufs(call: OpCall, n: int) -> list[str] | None:
+    """The dtypes of ``call``'s result buffers for ``n`` records; the count is checked for a
+    one-array result (None for a pair: its data length follows from its offsets)."""
+    entry = call.operator
+    dt = entry.result_dtype
+    if dt is not None:
+        return [dt.str]
+    return ["<i8", "|u1" if entry.result == "encoded" else "<i8"]
+
+
+def result_bound(call: OpCall, n: int, request_bytes: int) -> int:
+    """The largest RESULT payload accepted for ``n`` records sent in ``request_bytes``: exact for
+    a one-value-per-record result; for a pair, the offsets plus 8 result bytes per request byte
+    (delta_varint_decode: at most one int64 per encoded byte)."""
+    dt = call.operator.result_dtype
+    if dt is not None:
+        return padded(dt.itemsize * n)
+    return 8 * (n + 2) + 8 * request_bytes
+
+
+def _framing(message: str) -> BackendError:
+    return BackendError(f"service result: {message}", cause="framing")
+
+
+def parse_result(call: OpCall, n: int, meta: dict[str, Any], payload: np.ndarray) -> Result:
+    """The result of ``n`` records from a RESULT's meta and payload (views, no copy). A result
+    that does not fit the call raises :class:`BackendError` (cause ``framing``)."""
+    try:
+        arrays = _views(meta.get("bufs"), payload)
+    except RequestError as e:
+        raise _framing(str(e)) from None
+    want = expected_bufs(call, n)
+    got = [a.dtype.str for a in arrays]
+    if got != want:
+        raise _framing(f"buffers {got} where {call.op} returns {want}")
+    if len(arrays) == 1:
+        if arrays[0].shape[0] != n:
+            raise _framing(f"{arrays[0].shape[0]} results for {n} records")
+        return arrays[0]
+    offsets, data = arrays
+    if offsets.shape[0] != n + 1 or int(offsets[0]) != 0 or int(offsets[-1]) != data.shape[0] \
+            or (n > 1 and bool((offsets[1:] < offsets[:-1]).any())):
+        raise _framing(f"offsets do not frame {n} records of {data.shape[0]} elements")
+    return offsets, data
+
+
+def check_sunk(call: OpCall, n: int, meta: dict[str, Any]) -> None:
+    """A one-array RESULT received straight into the caller's array: its meta must say so."""
+    want = [[expected_bufs(call, n)[0], n]]  # type: ignore[index]
+    if meta.get("bufs") != want:
+        raise _framing(f"buffers {meta.get('bufs')!r} where {call.op} returns {want}")

@@ -1,10 +1,9 @@
-"""The SmartNIC service protocol, version 1 (``docs/smartnic_protocol.md``).
+"""The SmartNIC service protocol, version 2 (``docs/smartnic_protocol.md``).
 
 Every message is one **frame**: a fixed 40-byte header, a small ``meta`` section and an optional
-``payload`` of 64-bit words. The header and the body (meta + payload) each carry a CRC32C, so a
-corrupted frame is detected rather than computed on. Requests carry the engine wire format of
-:mod:`offload.wire` unchanged (registers in the meta, boundary table and input words in the
-payload); results carry the engine's output words, trailer included.
+``payload`` of whole 64-bit words. The header and the body (meta + payload) each carry a CRC32C, so
+a corrupted frame is detected rather than computed on. A request carries an operator call and its
+batch in the batch's own buffers, a result the result's arrays (:mod:`.codec`).
 
 This module is pure: no sockets. :class:`FrameReader` is the incremental decoder used by both the
 server (as an ``asyncio.BufferedProtocol`` buffer) and the client (``recv_into``); whatever bytes it
@@ -17,6 +16,7 @@ import enum
 import hashlib
 import hmac
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -24,18 +24,16 @@ from typing import Any, NamedTuple
 import google_crc32c
 import numpy as np
 
-from offload.wire import REGISTERS
-
 __all__ = [
     "MAGIC", "VERSION", "HEADER", "HEADER_SIZE", "MsgType", "ErrorCode", "FATAL_CODES", "Flags",
     "ProtocolError", "RemoteError", "Header", "Frame", "FrameReader", "crc32c", "encode_frame",
-    "parse_header", "pack_request", "parse_request", "pack_error", "parse_error", "pack_json",
-    "parse_json", "auth_digest", "OP_DELTA_VARINT_DECODE", "DEFAULT_MAX_META", "DEFAULT_MAX_FRAME",
+    "parse_header", "pack_error", "parse_error", "pack_located_error", "parse_located_error",
+    "pack_json", "parse_json", "auth_digest", "DEFAULT_MAX_META", "DEFAULT_MAX_FRAME",
     "HANDSHAKE_MAX_META", "HANDSHAKE_STAGING",
 ]
 
 MAGIC = b"OFLD"
-VERSION = 1
+VERSION = 2
 # magic, version, type, flags, batch_id, meta_len, reserved, payload_len, body_crc, header_crc
 HEADER = struct.Struct("<4sBBHQIIQII")
 HEADER_SIZE = HEADER.size  # 40
@@ -53,20 +51,14 @@ _STAGING = 256 << 10
 HANDSHAKE_MAX_META = 256
 HANDSHAKE_STAGING = 4096
 
-# A service extension of the engine's OP register: delta_varint_decode runs on the service's
-# runtime. Input: VAR records (the encoded bytes of each sequence); output: SEQ framing (a header
-# word K and K int64 words per record), then the usual trailer.
-OP_DELTA_VARINT_DECODE = 16
-
-
 class MsgType(enum.IntEnum):
     HELLO = 1       # server -> client on connect: nonce, whether auth is required, limits
     AUTH = 2        # client -> server: HMAC-SHA256(token, nonce) (empty without a token)
     AUTH_OK = 3     # server -> client: the connection may send requests
     HEALTH = 4      # client -> server
     HEALTH_OK = 5   # server -> client: JSON status
-    REQUEST = 6     # client -> server: one batch (regs in meta; table + words in payload)
-    RESULT = 7      # server -> client: output words + trailer; JSON meta (backend, timing)
+    REQUEST = 6     # client -> server: one batch (call and layout in JSON meta; arrays in payload)
+    RESULT = 7      # server -> client: the result's arrays; JSON meta (backend, timing, layout)
     ERROR = 8       # either way: code + message; fatal codes close the connection
 
 
@@ -85,7 +77,7 @@ class ErrorCode(enum.IntEnum):
     TOO_LARGE = 3       # meta or payload above the limits (fatal)
     OUT_OF_ORDER = 4    # a frame the connection's state does not allow (fatal)
     AUTH_FAILED = 5     # missing or wrong credential (fatal)
-    BAD_REQUEST = 6     # the request's wire-format content is malformed
+    BAD_REQUEST = 6     # the request's body is malformed or its parameters are refused
     VALUE_ERROR = 7     # the operator rejected the input (e.g. a truncated varint)
     BACKEND_FAILED = 8  # the service's runtime could not complete the batch
     SHUTTING_DOWN = 9   # the service is draining and takes no new batch
@@ -231,8 +223,9 @@ def parse_header(buf: Any, *, max_meta: int = DEFAULT_MAX_META,
     if _value(b[:-4]) != hcrc:
         raise ProtocolError(ErrorCode.BAD_FRAME, "header CRC mismatch")
     if version != VERSION:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"unsupported protocol version {version} "
-                                                 f"(this side speaks {VERSION})")
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"protocol version {version} is not supported: "
+                                                 f"this side speaks version {VERSION} (client and "
+                                                 "service must be the same offload release)")
     t = _MSG_TYPES.get(mtype)
     if t is None:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"unknown message type {mtype}")
@@ -434,73 +427,8 @@ class FrameReader:
 
 
 # ---------------------------------------------------------------------------------------------
-# message bodies
+# message bodies (REQUEST and RESULT bodies: :mod:`.codec`)
 # ---------------------------------------------------------------------------------------------
-
-_ADDR_TO_NAME = {v: k for k, v in REGISTERS.items()}
-_REQ = struct.Struct("<IIQII")  # n_regs, table_words, words, deadline_ms, reserved
-_REG = struct.Struct("<II")
-_REGS_STRUCTS: dict[int, struct.Struct] = {}
-# register section bytes -> parsed registers: a client sends the same registers batch after batch
-_REGS_CACHE: dict[bytes, dict[str, int]] = {}
-
-
-def _regs_struct(n: int) -> struct.Struct:
-    """A struct for ``n`` (address, value) pairs (cached for the usual small counts)."""
-    st = _REGS_STRUCTS.get(n)
-    if st is None:
-        st = struct.Struct("<" + "II" * n)
-        if n <= 64:
-            _REGS_STRUCTS[n] = st
-    return st
-
-
-def pack_request(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
-                 deadline_ms: int = 0) -> tuple[bytes, list[Any]]:
-    """REQUEST meta and payload buffers for a :class:`offload.wire.WireJob`'s content."""
-    table = np.ascontiguousarray(table, dtype=np.uint64)
-    words = np.ascontiguousarray(words, dtype=np.uint64)
-    parts = [_REQ.pack(len(regs), table.shape[0], words.shape[0], min(deadline_ms, 0xFFFFFFFF), 0)]
-    for name, value in regs.items():
-        parts.append(_REG.pack(REGISTERS[name], int(value) & 0xFFFFFFFF))
-    return b"".join(parts), [table, words]
-
-
-def parse_request(frame: Frame) -> tuple[dict[str, int], np.ndarray, np.ndarray, int]:
-    """``(regs, table, words, deadline_ms)`` of a REQUEST (:class:`ProtocolError` if malformed)."""
-    meta = frame.meta
-    if len(meta) < _REQ.size:
-        raise ProtocolError(ErrorCode.BAD_FRAME, "request meta too short")
-    nregs, ntable, nwords, deadline_ms, _ = _REQ.unpack_from(meta, 0)
-    if len(meta) != _REQ.size + nregs * _REG.size:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"request meta length {len(meta)} does not match "
-                                                 f"{nregs} registers")
-    if 8 * (ntable + nwords) != frame.payload.shape[0]:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"payload of {frame.payload.shape[0]} bytes does "
-                                                 f"not hold {ntable} table + {nwords} words")
-    key = meta[_REQ.size:]
-    cached = _REGS_CACHE.get(key)
-    if cached is not None:
-        regs = dict(cached)
-    else:
-        regs = {}
-        if nregs:
-            vals = _regs_struct(nregs).unpack_from(meta, _REQ.size)
-            names = _ADDR_TO_NAME
-            for addr, value in zip(vals[0::2], vals[1::2]):
-                name = names.get(addr)
-                if name is None:
-                    raise ProtocolError(ErrorCode.BAD_FRAME,
-                                        f"unknown register address 0x{addr:02x}")
-                if name in regs:
-                    raise ProtocolError(ErrorCode.BAD_FRAME, f"register {name} given twice")
-                regs[name] = value
-        if len(_REGS_CACHE) >= 256:
-            _REGS_CACHE.clear()
-        _REGS_CACHE[key] = dict(regs)
-    w = frame.words
-    return regs, w[:ntable], w[ntable:], deadline_ms
-
 
 _ERR = struct.Struct("<HH")
 
@@ -515,6 +443,45 @@ def parse_error(meta: bytes) -> tuple[int, str]:
         raise ProtocolError(ErrorCode.BAD_FRAME, "error meta too short")
     code, _ = _ERR.unpack_from(meta, 0)
     return code, meta[_ERR.size:].decode("utf-8", "replace")
+
+
+# A VALUE_ERROR names the record (and byte) where the input is bad in the chunk the service got;
+# its message is JSON locating those numbers so that the client restates them for its own batch.
+_RECORD = re.compile(r"\b(?:sequence|record|index) (\d+)")
+_BYTE = re.compile(r"\bbyte offset (\d+)")
+
+
+def pack_located_error(message: str) -> bytes:
+    """A VALUE_ERROR's meta: ``{"message", "record": [start, end] | null, "byte": ...}`` where
+    the spans are the characters of the message holding the chunk's record index and byte
+    offset (the first "sequence N"/"record N"/"index N" and "byte offset M")."""
+    spans: dict[str, Any] = {"message": message}
+    for key, pattern in (("record", _RECORD), ("byte", _BYTE)):
+        m = pattern.search(message)
+        spans[key] = [m.start(1), m.end(1)] if m else None
+    return pack_error(ErrorCode.VALUE_ERROR, json.dumps(spans, separators=(",", ":")))
+
+
+def parse_located_error(message: str) -> tuple[str, tuple[int, int] | None,
+                                                tuple[int, int] | None]:
+    """``(message, record span, byte span)`` of a VALUE_ERROR's message (spans checked: each
+    holds a decimal number of the message; an unreadable one is None)."""
+    try:
+        obj = json.loads(message)
+        text = obj["message"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return message, None, None
+    if not isinstance(text, str):
+        return message, None, None
+
+    def span(key: str) -> tuple[int, int] | None:
+        v = obj.get(key)
+        if (isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)
+                and 0 <= v[0] < v[1] <= len(text) and text[v[0]:v[1]].isdigit()):
+            return v[0], v[1]
+        return None
+
+    return text, span("record"), span("byte")
 
 
 def pack_json(obj: dict[str, Any]) -> bytes:

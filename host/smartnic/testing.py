@@ -1,22 +1,27 @@
-"""Run ``offload serve`` as a child process (tests, benchmarks, notebooks).
+"""Run ``offload serve`` as a child process (tests, benchmarks, notebooks), or in this process.
 
 ``with ServerProcess(backend="cpu") as srv: SmartNicBackend(srv.address)`` starts the service on an
 ephemeral loopback port, waits until it listens and always stops it (SIGTERM, then SIGKILL).
+``InProcessService`` runs the same service on a thread of this process, so it sees what this
+process registered (a test's throwaway operator).
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
-__all__ = ["ServerProcess"]
+__all__ = ["ServerProcess", "InProcessService"]
 
 
 class ServerProcess:
@@ -130,3 +135,51 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class InProcessService:
+    """``offload serve`` on a thread of this process: ``with InProcessService() as svc:
+    SmartNicBackend(svc.address)``. ``config`` are :class:`~.service.ServeConfig` fields."""
+
+    def __init__(self, *, backend: str = "cpu", startup_timeout: float = 60.0,
+                 **config: Any) -> None:
+        from .service import Logger, ServeConfig, Service
+        self.logs = io.StringIO()
+        cfg = ServeConfig(port=0, backend=backend, **config)
+        self.service = Service(cfg, Logger(cfg.log_level, self.logs))
+        self.startup_timeout = startup_timeout
+        self.exit_code: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, name="offload-serve-test", daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.service.port}"
+
+    def _main(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self.exit_code = self._loop.run_until_complete(self.service.run())
+        finally:
+            self._loop.close()
+
+    def start(self) -> InProcessService:
+        self._thread.start()
+        deadline = time.monotonic() + self.startup_timeout
+        while self.service.port is None:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the in-process service did not start:\n{self.logs.getvalue()}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Drain and stop, as on SIGTERM."""
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.service.stop)
+            self._thread.join(30)
+
+    def __enter__(self) -> InProcessService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
