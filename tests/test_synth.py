@@ -369,6 +369,15 @@ def test_committed_results_are_current():
                          + "\n".join(stale))
 
 
+def test_a_hardware_change_makes_every_committed_row_of_it_stale(monkeypatch):
+    """Hashed from the RTLIL: a core elaborated differently is named, row by row."""
+    real = S._rtlil_text
+    monkeypatch.setattr(S, "_rtlil_text", lambda point, wrapped: (
+        real(point, wrapped) + ("\n# changed" if point.core == "FastRange" else "")))
+    assert [ln.split(": committed for design ")[0] for ln in S.stale_committed()] == \
+        ["FastRange() xc7", "FastRange() ecp5"]
+
+
 def test_committed_results_are_package_data():
     import tomllib
     data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
