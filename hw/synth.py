@@ -57,9 +57,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 __all__ = ["CORES", "GRIDS", "DesignPoint", "SynthResult", "grid", "synthesize", "run_grid",
            "format_table", "main", "FLOW_VERSION", "cached_result", "merge", "check_seed",

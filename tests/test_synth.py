@@ -16,9 +16,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
-
 from offload.hw import synth as S
 
 
@@ -111,7 +111,7 @@ class FakeTools:
     ``delay`` seconds of nextpnr; raises KeyboardInterrupt at tool call ``interrupt_at``
     (counting from 1), or makes every call fail (``fail``)."""
 
-    OUTPUTS = {
+    OUTPUTS: ClassVar[dict[str, tuple[str, dict]]] = {
         "xc7_yosys.log": ("xc7_stat.json", {"design": {"num_cells_by_type": {"LUT6": 7, "FDRE": 5}}}),
         "ecp5_yosys.log": ("ecp5_stat.json", {"design": {"num_cells_by_type": {"LUT4": 9, "TRELLIS_FF": 6}}}),
         "wrap_yosys.log": ("wrap.json", {}),
