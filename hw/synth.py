@@ -739,9 +739,10 @@ def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5
                     and not fut.result().error:
                 results.setdefault(i, fut.result())
         raise GridInterrupted([results[i] for i in sorted(results)], len(work)) from e
-    except BaseException:
+    except BaseException:       # a bug in a point: the others' tools must not run on
         cancel.set()
         ex.shutdown(wait=False, cancel_futures=True)
+        _stop_tools()
         raise
     finally:
         stop.set()

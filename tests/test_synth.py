@@ -252,6 +252,21 @@ def test_run_grid_raises_grid_interrupted_with_the_finished_results(fake_cache, 
     assert ([r.label for r in e.value.results], e.value.total) == (["DeltaVarintEncoder()"], 2)
 
 
+def test_an_unexpected_error_stops_the_grid(fake_cache, monkeypatch):
+    """An exception that is not a tool's failure (a bug) propagates out of the grid."""
+    fake = FakeTools()
+
+    def run(cmd, cwd, log, deadline):
+        if fake.calls:
+            raise ZeroDivisionError("a bug")
+        fake(cmd, cwd, log, deadline)
+
+    monkeypatch.setattr(S, "_run", run)
+    points = [S.DesignPoint.of("DeltaVarintEncoder"), S.DesignPoint.of("FastRange")]
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        S.run_grid(points, ("xc7", "ecp5"), jobs=1)
+
+
 def test_stopping_the_tools_ends_a_running_one(tmp_path):
     """An interrupted grid kills the tools it started (a SIGINT sent to this process alone
     does not reach them); the point ends with an error at once, not at its deadline."""
