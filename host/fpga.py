@@ -2,11 +2,12 @@
 
 ``Overlay(bitfile)`` loads the engine's bitstream and its ``.hwh``; the engine IP is found by its
 VLNV name (``offload_axi``) and driven over its AXI-Lite MMIO, the AXI DMA is the stock
-``pynq.lib.dma.DMA`` driver, and the batch crosses in ``pynq.allocate``d buffers: one input
-buffer packed by :func:`offload.wire.encode_request`, one output buffer unpacked by
-:func:`offload.wire.decode_response` (trailer checked). Large batches are split into chunks of
-whole records and double-buffered: two buffer pairs, chunk k+1 is packed while chunk k is in
-flight, and chunk k is unpacked while chunk k+1 is in flight.
+``pynq.lib.dma.DMA`` driver, and the batch crosses in ``pynq.allocate``d buffers. The engine
+driver (:mod:`offload.host.engine_driver`, shared with the ``sim`` backend) reads the engine's
+capabilities, splits a batch into chunks of whole records (smaller still when a chunk's transfer
+would exceed the DMA's length), packs, programs and unpacks them; this module is its transport.
+Chunks are double-buffered: two buffer pairs, chunk k+1 is packed into one while chunk k is in
+flight from the other, and chunk k is unpacked while chunk k+1 is in flight.
 
 PYNQ's own ``wait()`` spins forever on a transfer that never ends (wrong length, missing TLAST),
 so this driver never calls it on a busy channel: it polls the channels' status with a deadline,
@@ -40,13 +41,15 @@ from typing import Any
 
 import numpy as np
 
-from offload import extras, wire
+from offload import extras
 from offload.backend import (Availability, Backend, BackendError, BackendUnavailable, Batch,
-                             Capabilities, Result, concat_results, empty_result)
+                             Capabilities, Result)
+from offload.engine_map import REGISTERS
 from offload.ops import OpCall
+from offload.wire import WireJob
 
 from .deadline import DeadlineEstimator
-from .sim_backend import engine_capabilities, program_engine, supports_on_engine
+from .engine_driver import Chunk, EngineDriver, soft_reset
 
 __all__ = ["FpgaBackend", "ENGINE_IP_NAME", "NO_BOARD", "default_bitfile"]
 
@@ -69,10 +72,11 @@ def _pynq_missing() -> str | None:
 
 @dataclass
 class _Pair:
-    """One input and one output DMA buffer (uint64 words)."""
+    """One input and one output DMA buffer (uint64 words), and the chunk loaded into them."""
     inb: Any
     outb: Any
-    started: float = 0.0  # when the chunk now in these buffers was started (time.monotonic)
+    chunk: Chunk | None = None
+    started: float = 0.0  # when the chunk was started (time.monotonic)
 
 
 class FpgaBackend(Backend):
@@ -108,9 +112,8 @@ class FpgaBackend(Backend):
         self.overlay: Any = None
         self._engine_ip: Any = None
         self._dma: Any = None
-        self._pairs: list[_Pair | None] = [None, None]
-        self._caps: Capabilities | None = None
-        self._ops_mask = 0
+        self._transport: _DmaTransport | None = None
+        self._driver: EngineDriver | None = None
         self._broken: str | None = None  # why the device can no longer be used
         self._lock = threading.RLock()
         self.transfers = 0
@@ -194,9 +197,10 @@ class FpgaBackend(Backend):
 
     # -- opening ----------------------------------------------------------------------------
 
-    def _open(self) -> None:
-        if self.overlay is not None:
-            return
+    def _open(self) -> EngineDriver:
+        """The engine driver over the loaded overlay (loaded, checked and reset on first use)."""
+        if self._driver is not None:
+            return self._driver
         if self._broken:
             raise BackendUnavailable(self._broken)
         av = self.availability()
@@ -225,40 +229,82 @@ class FpgaBackend(Backend):
             raise BackendUnavailable(f"{dmas[0]} is not a simple-mode AXI DMA with both channels")
         self.device, self.overlay = dev, ol
         self._engine_ip, self._dma = getattr(ol, engines[0]), dma
+        self._transport = _DmaTransport(self, self._engine_ip, dma)
+        driver = EngineDriver(self._transport, self.name)
         try:
-            self._caps, self._ops_mask = engine_capabilities(self._engine_ip.read, self.name)
+            driver.open()
         except BackendError as e:
             self._broken = str(e)
             raise BackendUnavailable(str(e)) from None
-        self._engine_ip.write(wire.REGISTERS["CTRL"], wire.CTRL_SOFT_RESET)
+        soft_reset(self._transport.write)
+        self._driver = driver
+        return driver
 
     def capabilities(self) -> Capabilities:
         with self._lock:
-            self._open()
-            assert self._caps is not None
-            return self._caps
+            return self._open().open().caps
 
     def supports(self, call: OpCall, batch: Batch) -> str | None:
-        why = super().supports(call, batch)
-        return why or supports_on_engine(self.capabilities(), self._ops_mask, call, batch)
+        with self._lock:
+            return super().supports(call, batch) or self._open().supports(call, batch)
 
     def close(self) -> None:
         with self._lock:
-            for p in self._pairs:
-                if p is not None:
-                    p.inb.freebuffer()
-                    p.outb.freebuffer()
-            self._pairs = [None, None]
+            if self._transport is not None:
+                self._transport.free()
             if self.mode == "sim" and self.device is not None:
                 from offload.sim import pynq_device
                 pynq_device.deactivate(self.device)
             self.device = self.overlay = self._engine_ip = self._dma = None
+            self._transport = self._driver = None
 
     # -- running ----------------------------------------------------------------------------
 
+    def run(self, call: OpCall, batch: Batch) -> Result:
+        with self._lock:
+            driver = self._open()
+            try:
+                return driver.run(call, batch, self.chunk_records)
+            finally:
+                if driver.lost:  # every later use says why
+                    self._broken = driver.lost
+
+    @staticmethod
+    def _size(job: WireJob) -> tuple[int, int]:
+        """A chunk's size for its deadline: records, and bytes moved in and (at most) out."""
+        return job.n, 8 * (job.words.shape[0] + job.out_words_max)
+
+    def _deadline_s(self, job: WireJob) -> float:
+        """One chunk's DMA deadline: ``timeout_s`` when given, else from its size and the rate
+        measured on the chunks before it (``self.deadlines``)."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return self.deadlines.deadline(*self._size(job))
+
+
+class _DmaTransport:
+    """The driver's transport on PYNQ: the engine IP's MMIO for registers; the AXI DMA and two
+    ``pynq.allocate``d buffer pairs (used in turn) for a chunk's words. A transfer is waited for by
+    polling with a deadline, never in PYNQ's ``wait()`` on a busy channel."""
+
+    link = "DMA"
+
+    def __init__(self, backend: FpgaBackend, engine_ip: Any, dma: Any) -> None:
+        self.backend = backend
+        self.dma = dma
+        self.read = engine_ip.read
+        self.write = engine_ip.write
+        self.max_words = dma.buffer_max_size // 8
+        self.pairs: list[_Pair | None] = [None, None]
+        self._next = 0  # the pair the next chunk is loaded into
+
+    @property
+    def where(self) -> str:
+        return self.backend._where()
+
     def _pair(self, slot: int, in_words: int, out_words: int) -> _Pair:
         import pynq
-        p = self._pairs[slot]
+        p = self.pairs[slot]
         if p is None or p.inb.shape[0] < in_words or p.outb.shape[0] < out_words:
             if p is not None:
                 p.inb.freebuffer()
@@ -266,140 +312,85 @@ class FpgaBackend(Backend):
             # Grow with headroom so a run of similar chunks allocates once.
             ni = max(in_words, 1024, p.inb.shape[0] if p else 0) * 5 // 4
             no = max(out_words, 1024, p.outb.shape[0] if p else 0) * 5 // 4
-            p = _Pair(pynq.allocate(ni, np.uint64, target=self.device),
-                      pynq.allocate(no, np.uint64, target=self.device))
-            self._pairs[slot] = p
+            p = _Pair(pynq.allocate(ni, np.uint64, target=self.backend.device),
+                      pynq.allocate(no, np.uint64, target=self.backend.device))
+            self.pairs[slot] = p
         return p
 
-    def _jobs(self, call: OpCall, batch: Batch) -> Any:
-        """``(a, b, job)`` per chunk of whole records whose transfers fit the DMA's length."""
-        max_words = (self._dma.buffer_max_size // 8) if self._dma is not None else 1 << 23
-        a, n = 0, batch.n
-        size = self.chunk_records
-        while a < n:
-            b = min(a + size, n)
-            sub = batch if (a, b) == (0, n) else batch.slice(a, b)
-            job = wire.encode_request(call, sub)
-            if max(job.words.shape[0], job.out_words_max) > max_words:
-                if b - a == 1:
-                    raise BackendError(f"fpga: record {a} needs a transfer of "
-                                       f"{max(job.words.shape[0], job.out_words_max) * 8} bytes, "
-                                       f"more than the DMA's {max_words * 8}", cause="too_large",
-                                       completed=a)
-                size = max(1, (b - a) // 2)
-                continue
-            yield a, b, job
-            a = b
+    def _loaded(self, chunk: Chunk) -> _Pair:
+        return next(p for p in self.pairs if p is not None and p.chunk is chunk)
 
-    def run(self, call: OpCall, batch: Batch) -> Result:
-        with self._lock:
-            self._open()
-            if batch.n == 0:
-                return empty_result(call.op)
-            parts: list[Result] = []
-            done = 0
-            inflight: tuple[int, int, wire.WireJob, _Pair] | None = None
-            try:
-                jobs = self._jobs(call, batch)
-                nxt = self._prepare(next(jobs), 0)
-                self._start(nxt)
-                k = 0
-                while nxt is not None:
-                    cur, inflight = nxt, nxt
-                    k += 1
-                    following = next(jobs, None)
-                    nxt = self._prepare(following, k) if following is not None else None
-                    nwords = self._wait(cur)
-                    inflight = None
-                    out = np.array(cur[3].outb[:nwords])  # the buffer is reused two chunks on
-                    if nxt is not None:
-                        self._start(nxt)
-                        inflight = nxt
-                    parts.append(wire.decode_response(cur[2], out))
-                    done = cur[1]
-                return concat_results(call.op, parts)
-            except BackendError as e:
-                if inflight is not None:
-                    self._abort()
-                k = e.completed if e.partial is not None and e.cause != "timeout" else 0
-                if k:
-                    parts.append(e.partial)  # type: ignore[arg-type]
-                raise BackendError(str(e), cause=e.cause, completed=done + k,
-                                   partial=concat_results(call.op, parts) if parts else None) from e
-            except OSError as e:  # the board's registers or memory went away
-                self._broken = f"{self._where()} lost: {e}"
-                raise BackendError(f"fpga: {self._broken}", cause="device_lost", completed=done,
-                                   partial=concat_results(call.op, parts) if parts else None) from e
-
-    def _prepare(self, item: tuple[int, int, wire.WireJob], k: int) -> tuple[int, int, wire.WireJob, _Pair]:
-        a, b, job = item
-        pair = self._pair(k % 2, job.words.shape[0], job.out_words_max)
+    def load(self, chunk: Chunk) -> None:
+        job = chunk.job
+        pair = self._pair(self._next, job.words.shape[0], job.out_words_max)
+        self._next ^= 1
         pair.inb[: job.words.shape[0]] = job.words
-        return a, b, job, pair
+        pair.chunk = chunk
 
-    def _start(self, item: tuple[int, int, wire.WireJob, _Pair]) -> None:
-        _, _, job, pair = item
+    def start(self, chunk: Chunk) -> None:
+        pair, job = self._loaded(chunk), chunk.job
         pair.started = time.monotonic()  # the chunk's deadline counts from here
-        self._dma.recvchannel.transfer(pair.outb, nbytes=job.out_words_max * 8)
-        program_engine(self._engine_ip.write, job)
-        self._dma.sendchannel.transfer(pair.inb, nbytes=job.words.shape[0] * 8)
-        self.transfers += 1
+        self.dma.recvchannel.transfer(pair.outb, nbytes=job.out_words_max * 8)
+        self.dma.sendchannel.transfer(pair.inb, nbytes=job.words.shape[0] * 8)
+        self.backend.transfers += 1
 
-    @staticmethod
-    def _size(job: wire.WireJob) -> tuple[int, int]:
-        """A chunk's size for its deadline: records, and bytes moved in and (at most) out."""
-        return job.n, 8 * (job.words.shape[0] + job.out_words_max)
+    def collect(self, chunk: Chunk) -> np.ndarray:
+        pair = self._loaded(chunk)
+        nwords = self._wait(chunk, pair)
+        return np.array(pair.outb[:nwords])  # the buffer is reused two chunks on
 
-    def _deadline_s(self, job: wire.WireJob) -> float:
-        """One chunk's DMA deadline: ``timeout_s`` when given, else from its size and the rate
-        measured on the chunks before it (``self.deadlines``)."""
-        if self.timeout_s is not None:
-            return self.timeout_s
-        return self.deadlines.deadline(*self._size(job))
-
-    def _wait(self, item: tuple[int, int, wire.WireJob, _Pair]) -> int:
+    def _wait(self, chunk: Chunk, pair: _Pair) -> int:
         """Words received for a started chunk; polls with a deadline, never blocks forever.
-        On an error or timeout it raises; the caller resets the DMA and the engine."""
-        a, b, job, pair = item
-        send, recv = self._dma.sendchannel, self._dma.recvchannel
+        On an error or timeout it raises; the driver then aborts (:meth:`abort`)."""
+        be, job = self.backend, chunk.job
+        send, recv = self.dma.sendchannel, self.dma.recvchannel
         t0 = pair.started
-        limit = self._deadline_s(job)
+        limit = be._deadline_s(job)
         deadline = t0 + limit
         pause = 0.0
-        while True:
-            if recv.idle and send.idle:
-                break
+        while not (recv.idle and send.idle):
             if send.error or recv.error:
-                st = (self._dma.mmio.read(0x04), self._dma.mmio.read(0x34))
-                raise BackendError(f"fpga: AXI DMA error on records {a}..{b - 1} (MM2S_DMASR "
-                                   f"0x{st[0]:08x}, S2MM_DMASR 0x{st[1]:08x})", cause="dma_error")
+                st = (self.dma.mmio.read(0x04), self.dma.mmio.read(0x34))
+                raise BackendError(f"fpga: AXI DMA error on records {chunk.start}..{chunk.stop - 1}"
+                                   f" (MM2S_DMASR 0x{st[0]:08x}, S2MM_DMASR 0x{st[1]:08x})",
+                                   cause="dma_error")
             if time.monotonic() > deadline:
-                state = (f"MM2S {'idle' if send.idle else 'busy'}, S2MM "
-                         f"{'idle' if recv.idle else 'busy'}, engine STATUS "
-                         f"0x{self._engine_ip.read(wire.REGISTERS['STATUS']):x} DONE_COUNT "
-                         f"{self._engine_ip.read(wire.REGISTERS['DONE_COUNT'])}")
-                why = "" if self.timeout_s is not None else \
-                    f" ({self.deadlines.explain(*self._size(job))})"
-                raise BackendError(f"fpga: DMA transfer of records {a}..{b - 1} timed out after "
-                                   f"{limit:.3g} s ({state}); DMA and engine reset{why}",
-                                   cause="timeout")
+                raise self._timeout(chunk, limit)
             if pause:
                 time.sleep(pause)
             pause = min(1e-3, pause * 2 or 20e-6)
-        self.deadlines.observe(*self._size(job), time.monotonic() - t0)
+        be.deadlines.observe(*be._size(job), time.monotonic() - t0)
         send.wait()  # both idle: these return at once (PYNQ's bookkeeping, cache invalidate)
         recv.wait()
         return int(recv.transferred) // 8
 
-    def _abort(self) -> None:
-        """Reset the DMA (both channels), restart it and soft-reset the engine."""
-        try:
-            self._dma.mmio.write(0x00, 0x4)  # MM2S_DMACR.Reset resets the whole AXI DMA
-            deadline = time.monotonic() + 1.0
-            while self._dma.mmio.read(0x00) & 0x4 and time.monotonic() < deadline:
-                time.sleep(1e-4)
-            self._dma.sendchannel.start()
-            self._dma.recvchannel.start()
-            self._engine_ip.write(wire.REGISTERS["CTRL"], wire.CTRL_SOFT_RESET)
-        except OSError as e:
-            self._broken = f"{self._where()} lost: {e}"
+    def _timeout(self, chunk: Chunk, limit: float) -> BackendError:
+        send, recv = self.dma.sendchannel, self.dma.recvchannel
+        state = (f"MM2S {'idle' if send.idle else 'busy'}, S2MM "
+                 f"{'idle' if recv.idle else 'busy'}, engine STATUS "
+                 f"0x{self.read(REGISTERS['STATUS']):x} DONE_COUNT "
+                 f"{self.read(REGISTERS['DONE_COUNT'])}")
+        be = self.backend
+        why = "" if be.timeout_s is not None else f" ({be.deadlines.explain(*be._size(chunk.job))})"
+        return BackendError(f"fpga: DMA transfer of records {chunk.start}..{chunk.stop - 1} timed "
+                            f"out after {limit:.3g} s ({state}); DMA and engine reset{why}",
+                            cause="timeout")
+
+    def abort(self) -> None:
+        """Reset the DMA (both channels) and restart it, then soft-reset the engine: no word
+        reaches the engine after its reset."""
+        mmio = self.dma.mmio
+        mmio.write(0x00, 0x4)  # MM2S_DMACR.Reset resets the whole AXI DMA
+        deadline = time.monotonic() + 1.0
+        while mmio.read(0x00) & 0x4 and time.monotonic() < deadline:
+            time.sleep(1e-4)
+        self.dma.sendchannel.start()
+        self.dma.recvchannel.start()
+        soft_reset(self.write)
+
+    def free(self) -> None:
+        for p in self.pairs:
+            if p is not None:
+                p.inb.freebuffer()
+                p.outb.freebuffer()
+        self.pairs = [None, None]

@@ -1,11 +1,12 @@
 """The ``sim`` backend: whole batches through the Verilator model of the engine.
 
-The batch is packed by :mod:`offload.wire`, the registers are written over AXI-Lite, and the input
-words are streamed through the engine's AXI-Stream ports by the compiled drive loop
-(``sim/engine_driver.cpp``); the output words are unpacked and the trailer checked. Large batches
-are split into chunks of whole records (one wire batch each). A failing chunk raises
-:class:`~offload.backend.BackendError` carrying every result completed before it, so the runtime
-recomputes only the rest.
+The engine driver (:mod:`offload.host.engine_driver`, shared with the ``fpga`` backend) reads the
+engine's capabilities, splits a batch into chunks of whole records, packs and programs each one
+and unpacks its output; a failing chunk raises :class:`~offload.backend.BackendError` carrying
+every result completed before it, so the runtime recomputes only the rest. This module is the
+driver's transport: the registers are written over the model's AXI-Lite port and a chunk's words
+are streamed through its AXI-Stream ports by the compiled drive loop (``sim/engine_driver.cpp``),
+with the device faults of ``offload.sim.faults`` applied on the way.
 
 The model is the *behavioural* flavour of the engine by default (``rtl/offload_engine_sim.v``:
 every constant multiply of the hash cores is one ``*`` delayed to the depth of the LUT adder
@@ -23,91 +24,19 @@ the engine flavour (``"behavioural"`` or ``"lut"``).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from offload import extras, wire
-from offload.backend import (Availability, Backend, BackendError, Batch, Capabilities, Result,
-                             concat_results)
-from offload.batch import Sequences, VarRecords
-from offload.engine_map import PARAM_REGISTERS, check_flavour
-from offload.ops import OpCall, by_code
+from offload import extras
+from offload.backend import Availability, Backend, BackendError, Batch, Capabilities, Result
+from offload.engine_map import check_flavour
+from offload.ops import OpCall
+from offload.sim.faults import damage, firing
 
-__all__ = ["SimBackend", "program_engine", "engine_capabilities", "engine_info", "EngineInfo",
-           "supports_on_engine", "chunks"]
+from .engine_driver import Chunk, DeviceLost, EngineDriver, EngineInfo, soft_reset
 
-def program_engine(write: Any, job: wire.WireJob) -> None:
-    """Write a job's parameters and boundary table through ``write(addr, value)``, then START."""
-    R = wire.REGISTERS
-    for name in PARAM_REGISTERS:
-        write(R[name], job.regs.get(name, 0))
-    if job.table.shape[0]:
-        write(R["TABLE_ADDR"], 0)
-        for v in job.table.tolist():
-            write(R["TABLE_DATA_LO"], v & 0xFFFFFFFF)
-            write(R["TABLE_DATA_HI"], v >> 32)
-    write(R["CTRL"], wire.CTRL_START)
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """What an engine reports about itself in its read-only registers."""
-    caps: Capabilities
-    ops_mask: int
-    seq_max: int
-    version: int
-
-
-def engine_info(read: Any, name: str) -> EngineInfo:
-    """Read and check the engine's ID, VERSION, CAPS, OPS and SEQ_MAX registers."""
-    R = wire.REGISTERS
-    caps, ops = engine_capabilities(read, name)
-    version = read(R["VERSION"])
-    if version >> 16 != wire.ENGINE_VERSION >> 16:
-        raise BackendError(f"{name}: engine wire format {version >> 16}.{version & 0xFFFF} is not "
-                           f"compatible with the host's {wire.ENGINE_VERSION >> 16}."
-                           f"{wire.ENGINE_VERSION & 0xFFFF}", cause="device")
-    seq_max = read(R["SEQ_MAX"]) if version >= 0x00010001 else wire.DEFAULT_SEQ_MAX
-    return EngineInfo(caps, ops, seq_max, version)
-
-
-def engine_capabilities(read: Any, name: str) -> tuple[Capabilities, int]:
-    """Capabilities from the engine's ID, CAPS and OPS registers (checks the ID)."""
-    R = wire.REGISTERS
-    ident = read(R["ID"])
-    if ident != wire.ENGINE_ID:
-        raise BackendError(f"{name}: engine ID register reads 0x{ident:08x}, expected "
-                           f"0x{wire.ENGINE_ID:08x}", cause="device")
-    caps, ops = read(R["CAPS"]), read(R["OPS"])
-    names = {hit[0].name for code in range(32) if ops >> code & 1 and (hit := by_code(code))}
-    return Capabilities(ops=frozenset(names), max_boundaries=caps & 0xFFFF,
-                        max_record_bytes=(1 << 32) - 1,
-                        batch_kinds=frozenset({"fixed", "var", "numbers", "sequences"})), ops
-
-
-def supports_on_engine(caps: Capabilities, ops_mask: int, call: OpCall, batch: Batch,
-                       seq_max: int = wire.DEFAULT_SEQ_MAX) -> str | None:
-    try:
-        code = wire.op_code(call)
-    except wire.WireError as e:
-        return str(e)
-    if not ops_mask >> code & 1:
-        return f"the engine is built without op {code} ({call.describe()})"
-    if isinstance(batch, Sequences) and batch.n:
-        longest = int(np.diff(batch.value_offsets).max())
-        if longest > seq_max:
-            return f"a sequence has {longest} values, the engine encodes at most {seq_max}"
-    if isinstance(batch, VarRecords) and batch.n:
-        longest = max(int(np.diff(c.offsets).max()) for c in batch.chunks if c.n)
-        if longest >= 1 << 32:
-            return f"a record has {longest} bytes, the wire format carries fewer than 2**32"
-    return None
-
-
-def chunks(n: int, size: int) -> list[tuple[int, int]]:
-    return [(a, min(a + size, n)) for a in range(0, n, size)] or [(0, 0)]
+__all__ = ["SimBackend"]
 
 
 class SimBackend(Backend):
@@ -127,9 +56,9 @@ class SimBackend(Backend):
         self.chunk_records = chunk_records
         self.stall_cycles = stall_cycles
         self._model: Any = None
-        self._info: EngineInfo | None = None
+        self._driver: EngineDriver | None = None
         self._lock = threading.Lock()
-        self.cycles = 0
+        self.cycles = 0  # the model's clock cycles spent in transfers, over every model
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -149,82 +78,83 @@ class SimBackend(Backend):
         return Availability(True, f"Verilator {tc.version}; {self.flavour} model built on first "
                                    f"use (cache {v.cache_root()})")
 
-    def model(self) -> Any:
-        if self._model is None:
+    def driver(self) -> EngineDriver:
+        """The engine driver over a loaded model (built and its registers read on first use)."""
+        if self._driver is None:
             from offload.sim.verilator import EngineModel
             self._model = EngineModel(trace=self.trace, flavour=self.flavour)
-            self._info = engine_info(self._model.read, self.name)
-        return self._model
+            self._driver = EngineDriver(_ModelTransport(self, self._model), self.name)
+            self._driver.open()
+        return self._driver
 
     def info(self) -> EngineInfo:
-        self.model()
-        assert self._info is not None
-        return self._info
+        return self.driver().open()
 
     def capabilities(self) -> Capabilities:
         return self.info().caps
 
     def supports(self, call: OpCall, batch: Batch) -> str | None:
-        why = super().supports(call, batch)
-        info = self.info()
-        return why or supports_on_engine(info.caps, info.ops_mask, call, batch, info.seq_max)
+        return super().supports(call, batch) or self.driver().supports(call, batch)
 
     def close(self) -> None:
         if self._model is not None:
             self._model.close()
-            self._model = None
+            self._model = self._driver = None
 
     # -- running ----------------------------------------------------------------------------
 
     def run(self, call: OpCall, batch: Batch) -> Result:
         with self._lock:
-            m = self.model()
-            parts: list[Result] = []
-            done = 0
-            for a, b in chunks(batch.n, self.chunk_records):
-                sub = batch if (a, b) == (0, batch.n) else batch.slice(a, b)
-                try:
-                    parts.append(self._run_chunk(m, call, sub, a))
-                except BackendError as e:
-                    k = e.completed if e.partial is not None else 0
-                    if k:
-                        parts.append(e.partial)  # type: ignore[arg-type]
-                    raise BackendError(str(e), cause=e.cause, completed=done + k,
-                                       partial=concat_results(call.op, parts) if parts else None) from e
-                done = b
-            return concat_results(call.op, parts)
+            driver = self.driver()
+            try:
+                return driver.run(call, batch, self.chunk_records)
+            except BackendError:
+                if driver.lost:  # the next run loads a new model, as a replugged device
+                    self.close()
+                raise
 
-    def _fault(self, kind: str, a: int, b: int) -> Any:
-        for f in self.faults:
-            if f.kind == kind and f.fires(a, b):
-                return f
-        return None
 
-    def _run_chunk(self, m: Any, call: OpCall, sub: Batch, a: int) -> Result:
-        b = a + sub.n
-        if self._fault("disappear", a, b):
-            self.close()
-            raise BackendError("sim: the simulated device disappeared", cause="device_lost")
-        job = wire.encode_request(call, sub)
-        program_engine(m.write, job)
-        stall = self._fault("stall", a, b) is not None
-        out, status, accepted, cycles = m.stream(
-            job.words, job.out_words_max, idle_pct=self.idle_pct,
-            backpressure_pct=100 if stall else self.backpressure_pct,
-            drop_tlast=self._fault("drop_tlast", a, b) is not None,
-            stall_cycles=self.stall_cycles)
-        self.cycles += cycles
+class _ModelTransport:
+    """The driver's transport to the Verilator model: its AXI-Lite port for registers, the
+    compiled drive loop for a chunk's words (one call, in :meth:`collect`); the backend's device
+    faults hit the chunk whose records contain their ``at_record``."""
+
+    max_words = None  # the drive loop takes any length
+    link = "AXI-Stream"
+    where = "the Verilator model"
+
+    def __init__(self, backend: SimBackend, model: Any) -> None:
+        self.backend = backend
+        self.model = model
+        self.read = model.read
+        self.write = model.write
+
+    def _fault(self, kind: str, chunk: Chunk) -> Any:
+        return firing(self.backend.faults, kind, chunk.start, chunk.stop)
+
+    def load(self, chunk: Chunk) -> None:
+        pass  # the drive loop reads the job's words where they are
+
+    def start(self, chunk: Chunk) -> None:
+        if self._fault("disappear", chunk):
+            raise DeviceLost("sim", "the simulated device disappeared")
+
+    def collect(self, chunk: Chunk) -> np.ndarray:
+        be, job = self.backend, chunk.job
+        stall = self._fault("stall", chunk) is not None
+        out, status, accepted, cycles = self.model.stream(
+            job.words, job.out_words_max, idle_pct=be.idle_pct,
+            backpressure_pct=100 if stall else be.backpressure_pct,
+            drop_tlast=self._fault("drop_tlast", chunk) is not None, stall_cycles=be.stall_cycles)
+        be.cycles += cycles
         if status != 0:
             from offload.sim.verilator import STATUS_NAMES
-            m.write(wire.REGISTERS["CTRL"], wire.CTRL_SOFT_RESET)  # leave the engine idle
-            m.idle(64)
             raise BackendError(f"sim: transfer {STATUS_NAMES.get(status, status)} after {cycles} "
                                f"cycles ({accepted} of {job.words.shape[0]} words accepted, "
                                f"{out.shape[0]} out)", cause=STATUS_NAMES.get(status, "error"))
-        if self._fault("short_result", a, b):
-            out = out[: max(0, out.shape[0] - 3)]
-        f = self._fault("flip_bit", a, b)
-        if f is not None and out.shape[0] > 1:
-            out = out.copy()
-            out[min(f.at_record - a, out.shape[0] - 2)] ^= np.uint64(1 << f.bit)
-        return wire.decode_response(job, out)
+        return damage(out, chunk.start, self._fault("short_result", chunk),
+                      self._fault("flip_bit", chunk))
+
+    def abort(self) -> None:
+        soft_reset(self.write)
+        self.model.idle(64)  # the reset reaches every stage before the next chunk's registers

@@ -14,9 +14,12 @@ record ``at_record`` of a batch (counted from the start of the backend's batch):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Fault", "FAULT_KINDS"]
+import numpy as np
+
+__all__ = ["Fault", "FAULT_KINDS", "firing", "damage"]
 
 FAULT_KINDS = ("stall", "drop_tlast", "short_result", "flip_bit", "disappear")
 
@@ -41,3 +44,25 @@ class Fault:
             self.times -= 1
             return True
         return False
+
+
+def firing(faults: Iterable[Fault], kind: str, start: int, stop: int) -> Fault | None:
+    """The first fault of ``kind`` that hits the transfer of records [start, stop) (one firing
+    of it is consumed), or None."""
+    for f in faults:
+        if f.kind == kind and f.fires(start, stop):
+            return f
+    return None
+
+
+def damage(out: np.ndarray, start: int, short_result: Fault | None,
+           flip_bit: Fault | None) -> np.ndarray:
+    """A transfer's output words as these faults leave them (the transfer's first record is
+    ``start``): ``short_result`` loses the last 3 words, ``flip_bit`` flips a bit of its record's
+    result word (never of the trailer)."""
+    if short_result is not None:
+        out = out[: max(0, out.shape[0] - 3)]
+    if flip_bit is not None and out.shape[0] > 1:
+        out = out.copy()
+        out[min(max(flip_bit.at_record - start, 0), out.shape[0] - 2)] ^= np.uint64(1 << flip_bit.bit)
+    return out

@@ -102,7 +102,7 @@ class ReferenceEngineModel:
                 | (em.STATUS_DONE if self.done else 0) | (em.STATUS_ERROR if self.err else 0),
                 "ERR": self.err, "DONE_COUNT": self.done_count, "CAPS": self.caps,
                 "CYCLES_LO": self.cycles & 0xFFFFFFFF, "CYCLES_HI": self.cycles >> 32 & 0xFFFFFFFF,
-                "OPS": self.ops,
+                "OPS": self.ops, "SEQ_MAX": em.DEFAULT_SEQ_MAX,
             }.get(name, 0)
 
     def stream(self, words: np.ndarray, out_cap: int, *, idle_pct: int = 0,

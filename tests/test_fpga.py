@@ -176,7 +176,7 @@ def test_driver_uses_pynq_overlay_dma_and_buffers(rt):
     assert be.overlay.ip_dict["offload"]["type"] == "offload.dev:user:offload_axi:1.0"
     assert be.overlay.ip_dict["offload"]["phys_addr"] == pynq_device.ENGINE_BASE
     assert be.overlay.offload.register_map.ID.ID == 0x0FF10AD0
-    assert all(isinstance(b, pynq.buffer.PynqBuffer) for p in be._pairs if p for b in (p.inb, p.outb))
+    assert all(isinstance(b, pynq.buffer.PynqBuffer) for p in be._transport.pairs if p for b in (p.inb, p.outb))
     assert pynq.Device.active_device is be.device
 
 

@@ -317,7 +317,7 @@ def test_verilator_flavours_same_words_and_cycles(models, idle, bp):
     """The exported flavours under Verilator: the same batches give the same output words, the
     same status and accepted words, the same cycle count and the same registers afterwards."""
     from offload import wire
-    from offload.host.sim_backend import program_engine
+    from offload.host.engine_driver import program_engine
     from offload.ops import golden_result
     R = wire.REGISTERS
     for name, call, batch in _verilator_cases():

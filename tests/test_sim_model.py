@@ -50,7 +50,7 @@ def model():
 
 def _run(model, call, batch, **kw):
     job = wire.encode_request(call, batch)
-    from offload.host.sim_backend import program_engine
+    from offload.host.engine_driver import program_engine
     program_engine(model.write, job)
     out, status, accepted, cycles = model.stream(job.words, job.out_words_max, **kw)
     assert status == 0, v.STATUS_NAMES.get(status, status)
