@@ -11,12 +11,14 @@ import numpy as np
 import offload
 import pytest
 
+from offload import golden
 from offload.backend import BackendError
 from offload.batch import as_records
 from offload.host.smartnic import SmartNicBackend
+from offload.host.smartnic import codec
 from offload.host.smartnic.protocol import (HEADER, MAGIC, VERSION, ErrorCode, FrameReader,
                                             MsgType, auth_digest, crc32c, encode_frame,
-                                            pack_request, parse_error, parse_json)
+                                            parse_error, parse_json)
 from offload.host.smartnic.server import is_loopback, main as serve_main
 from offload.host.smartnic.testing import ServerProcess
 from offload.ops import make_call
@@ -52,6 +54,11 @@ def _same(a, b) -> None:
         return
     assert a.dtype == b.dtype and a.shape == b.shape
     np.testing.assert_array_equal(a, b)
+
+
+def _xxh64_request(keys: np.ndarray) -> tuple[bytes, list]:
+    """A REQUEST body for xxh64 of ``keys``."""
+    return codec.request_body(*codec.request_arrays(make_call("xxh64"), as_records(keys)))
 
 
 def _strings(n: int) -> list[bytes]:
@@ -105,8 +112,8 @@ def test_every_operator_round_trip(server, cpu, chunk_bytes):
 
 
 def test_remote_value_error_names_the_global_index(server, cpu):
-    """A malformed varint in a later chunk: the service refuses it; the backend re-checks locally
-    and raises the documented ValueError with the index into the caller's batch (bad input is
+    """A malformed varint: the service's ValueError is raised with its message as the service
+    wrote it, the record index and byte offset restated for the caller's batch (bad input is
     never a device failure, so nothing falls back)."""
     rt = Runtime(backends=[SmartNicBackend(server.address, chunk_bytes=64)])
     offsets = np.array([0, 1, 2, 3, 4, 6], np.int64)
@@ -123,7 +130,7 @@ def test_health_and_availability(server, monkeypatch):
     av = be.availability()
     assert av.ok, av.reason
     h = be.health()
-    assert h["status"] == "ok" and h["chain"] == ["cpu"] and h["proto"] == 1
+    assert h["status"] == "ok" and h["chain"] == ["cpu"] and h["proto"] == 2
     be.close()
     monkeypatch.delenv("OFFLOAD_SMARTNIC", raising=False)
     av = SmartNicBackend().availability()
@@ -363,8 +370,7 @@ def test_token_auth(tmp_path, cpu):
             r = FrameReader()
             hello = _read_frames(s, r, 1)[0]
             assert hello.type == MsgType.HELLO and parse_json(hello.meta)["auth"] is True
-            meta, bufs = pack_request({"OP": 2, "FORMAT": 0, "COUNT": 1}, np.zeros(0, np.uint64),
-                                      np.zeros(1, np.uint64))
+            meta, bufs = _xxh64_request(np.zeros(1, np.uint64))
             _send(s, encode_frame(MsgType.REQUEST, 1, meta, bufs))
             err = _read_frames(s, r, 1)[0]
             assert err.type == MsgType.ERROR
@@ -441,8 +447,7 @@ def test_malformed_frames_close_only_that_connection(cpu):
         good = encode_frame(MsgType.HEALTH, 1)
         raw = bytearray(b"".join(bytes(memoryview(b).cast("B")) for b in good))
         bad_magic = b"XXXX" + bytes(raw[4:])
-        meta, bufs = pack_request({"OP": 2, "FORMAT": 0, "COUNT": 4}, np.zeros(0, np.uint64),
-                                  np.arange(4, dtype=np.uint64))
+        meta, bufs = _xxh64_request(np.arange(4, dtype=np.uint64))
         req = bytearray(b"".join(bytes(memoryview(b).cast("B"))
                                  for b in encode_frame(MsgType.REQUEST, 1, meta, bufs)))
         corrupt = bytearray(req)
@@ -474,17 +479,15 @@ def test_malformed_frames_close_only_that_connection(cpu):
             _send(s, encode_frame(MsgType.REQUEST, 5, meta, bufs))
             err = _read_frames(s, r, 1)[0]
             assert parse_error(err.meta)[0] == ErrorCode.OUT_OF_ORDER and _closed(s)
-        # a well-framed request with bad wire content: an error answer, the connection stays
+        # a well-framed request with a bad body: an error answer, the connection stays
         s, r = _handshake(srv.port)
         with s:
-            bad_meta, bad_bufs = pack_request({"OP": 99, "FORMAT": 0, "COUNT": 4},
-                                              np.zeros(0, np.uint64), np.arange(4, dtype=np.uint64))
-            _send(s, encode_frame(MsgType.REQUEST, 1, bad_meta, bad_bufs))
+            bad_meta = meta.replace(b'"op":"xxh64"', b'"op":"xxh99"')
+            _send(s, encode_frame(MsgType.REQUEST, 1, bad_meta, bufs))
             err = _read_frames(s, r, 1)[0]
             assert parse_error(err.meta)[0] == ErrorCode.BAD_REQUEST and err.batch_id == 1
-            huge_count, hb = pack_request({"OP": 2, "FORMAT": 2, "COUNT": 2**32 - 1},
-                                          np.zeros(0, np.uint64), np.zeros(1, np.uint64))
-            _send(s, encode_frame(MsgType.REQUEST, 2, huge_count, hb))
+            huge_count = meta.replace(b'["<u8",4]', b'["<u8",4294967295]')
+            _send(s, encode_frame(MsgType.REQUEST, 2, huge_count, bufs))
             err = _read_frames(s, r, 1)[0]
             assert parse_error(err.meta)[0] == ErrorCode.BAD_REQUEST and err.batch_id == 2
             _send(s, encode_frame(MsgType.REQUEST, 3, meta, bufs))
@@ -505,8 +508,7 @@ def test_backpressure_bounded_inflight(cpu):
     with ServerProcess("--max-inflight-mb", "1", "--max-frame-mb", "1", backend="cpu") as srv:
         s, r = _handshake(srv.port)
         words = np.arange((512 << 10) // 8, dtype=np.uint64)
-        meta, bufs = pack_request({"OP": 2, "FORMAT": 0, "COUNT": words.size},
-                                  np.zeros(0, np.uint64), words)
+        meta, bufs = _xxh64_request(words)
         s.setblocking(False)
         sent = 0
         t0 = time.monotonic()
@@ -531,6 +533,39 @@ def test_backpressure_bounded_inflight(cpu):
         _same(_rt(srv.address).xxh64(keys), cpu.xxh64(keys))
         s.close()
         srv.kill()
+
+
+@pytest.mark.parametrize("bad", ["cut", "long", "high"])
+def test_a_decode_error_in_a_later_chunk_is_exact_without_a_local_rerun(server, cpu, monkeypatch,
+                                                                          bad):
+    """The bad record sits in a later chunk, its bytes far into the caller's data: the message is
+    the CPU backend's for the whole batch, exactly, and nothing ran on this process's CPU (the
+    client's CPU backend and golden decoder raise if called)."""
+    seqs = [RNG.integers(-(1 << 40), 1 << 40, int(k)).astype(np.int64)
+            for k in RNG.integers(0, 20, 400)]
+    offsets, data = cpu.delta_varint_encode(seqs)
+    record = 333
+    start, end = int(offsets[record]), int(offsets[record + 1])
+    tail = {"cut": [0x80], "long": [0x80] * 10 + [0x01], "high": [0x80] * 9 + [0x02]}[bad]
+    data = np.concatenate([data[:end], np.array(tail, np.uint8), data[end:]])
+    offsets = np.concatenate([offsets[:record + 1], offsets[record + 1:] + len(tail)])
+    with pytest.raises(ValueError) as expected:
+        cpu.delta_varint_decode(offsets, data)
+    assert f"in sequence {record} at byte offset " in str(expected.value) and start > 0
+
+    def no_local_work(*args, **kwargs):
+        raise AssertionError("the client recomputed the batch locally")
+
+    from offload.host.cpu import CpuBackend
+    monkeypatch.setattr(CpuBackend, "run", no_local_work)
+    monkeypatch.setattr(golden, "delta_varint_decode_seq", no_local_work)
+    be = SmartNicBackend(server.address, chunk_bytes=1024)
+    rt = Runtime(backends=[be], fallback=False)
+    with pytest.raises(ValueError) as got:
+        rt.delta_varint_decode(offsets, data)
+    assert str(got.value) == str(expected.value)
+    assert be.stats()["chunks"] > 3  # the record was in a later chunk: earlier ones answered
+    rt.close()
 
 
 def test_bad_input_on_the_service_is_the_callers_value_error():
@@ -673,8 +708,7 @@ def test_unauthenticated_peers_are_cut_off_at_the_header():
         with s:
             r = FrameReader()
             nonce = bytes.fromhex(parse_json(_read_frames(s, r, 1)[0].meta)["nonce"])
-            meta, bufs = pack_request({"OP": 2, "FORMAT": 0, "COUNT": 4},
-                                      np.zeros(0, np.uint64), np.arange(4, dtype=np.uint64))
+            meta, bufs = _xxh64_request(np.arange(4, dtype=np.uint64))
             _send(s, encode_frame(MsgType.AUTH, 0, auth_digest(b"unused", nonce))
                   + encode_frame(MsgType.REQUEST, 1, meta, bufs))
             ok, res = _read_frames(s, r, 2)
@@ -763,7 +797,7 @@ def test_client_refuses_an_oversized_answer_from_its_header():
     be = SmartNicBackend(f"127.0.0.1:{lsock.getsockname()[1]}", retries=0, timeout=5.0)
     t0 = time.monotonic()
     with pytest.raises(BackendError, match=r"link lost: ProtocolError: TOO_LARGE: payload of "
-                                           r"1073741824 bytes exceeds 88") as ei:
+                                           r"1073741824 bytes exceeds 80") as ei:
         be.run(make_call("xxh64"), as_records(np.arange(10, dtype=np.uint64)))
     assert ei.value.cause == "connection_lost" and time.monotonic() - t0 < 4
     be.close()

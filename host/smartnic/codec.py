@@ -37,8 +37,9 @@ __all__ = ["RequestError", "Buffers", "batch_arrays", "request_arrays", "request
 #: The batch layouts an operator's input kind travels in.
 LAYOUTS: Mapping[str, tuple[str, ...]] = {"records": ("fixed", "var"), "numbers": ("numbers",),
                                           "sequences": ("sequences",), "encoded": ("var",)}
-# the element types a buffer may have (little-endian numbers only: never object arrays)
-_DTYPES = frozenset({"|u1", "<u4", "<u8", "<i4", "<i8", "<f4", "<f8"})
+# the element types a buffer may have: little-endian bools, integers and floats of up to 8 bytes
+# (never object arrays: a buffer is only ever a view of received bytes)
+_DTYPES = frozenset(np.dtype(c).newbyteorder("<").str for c in "?bBhHiIqQefd")
 _PAD = [b"", b"\0" * 7, b"\0" * 6, b"\0" * 5, b"\0" * 4, b"\0" * 3, b"\0" * 2, b"\0"]
 
 #: A body's buffers: numpy arrays, each followed by its zero padding (bytes) when not whole words.
@@ -137,7 +138,8 @@ def _views(spec: Any, payload: np.ndarray) -> list[np.ndarray]:
         raise RequestError("bufs must be a list of [dtype, count]")
     views, pos, total = [], 0, payload.shape[0]
     for item in spec:
-        if not (isinstance(item, list) and len(item) == 2 and item[0] in _DTYPES
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and item[0] in _DTYPES
                 and type(item[1]) is int and item[1] >= 0):
             raise RequestError(f"bad buffer {item!r}: expected [dtype, count] with dtype one of "
                                f"{', '.join(sorted(_DTYPES))}")
@@ -155,11 +157,10 @@ def _views(spec: Any, payload: np.ndarray) -> list[np.ndarray]:
 def _param_value(name: str, value: Any, views: list[np.ndarray], used: set[int]) -> Any:
     if not isinstance(value, dict):
         return value
-    if list(value) == ["dtype"] and isinstance(value["dtype"], str):
-        try:
-            return np.dtype(value["dtype"])
-        except TypeError:
-            raise RequestError(f"parameter {name!r}: bad dtype {value['dtype']!r}") from None
+    if list(value) == ["dtype"]:
+        if not isinstance(value["dtype"], str) or value["dtype"] not in _DTYPES:
+            raise RequestError(f"parameter {name!r}: bad dtype {value['dtype']!r}")
+        return np.dtype(value["dtype"])
     i = value.get("buf") if list(value) == ["buf"] else None
     if type(i) is not int or not 0 <= i < len(views) or i in used:
         raise RequestError(f"parameter {name!r}: bad value {value!r}")
