@@ -3,6 +3,7 @@ frames or raises ProtocolError — never another exception, never a hang."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -10,14 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from offload import wire
-from offload.batch import as_records, as_sequences
+from offload.backend import BackendError
+from offload.batch import FixedKeys, Numbers, Sequences, VarChunk, VarRecords, as_records
+from offload.host.cpu import CpuBackend
 from offload.host.smartnic import codec
 from offload.host.smartnic.protocol import (HANDSHAKE_STAGING, HEADER_SIZE, ErrorCode,
                                             FrameReader, MsgType, ProtocolError, encode_frame,
-                                            pack_error, pack_request, parse_error, parse_json,
-                                            parse_request)
-from offload.ops import make_call
+                                            pack_error, pack_located_error, parse_error,
+                                            parse_json, parse_located_error)
+from offload.ops import REGISTRY, make_call
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,12 +28,15 @@ def _bytes(bufs) -> bytes:
     return b"".join(bytes(memoryview(b).cast("B")) for b in bufs)
 
 
+def _request(call, batch) -> tuple[bytes, list]:
+    return codec.request_body(*codec.request_arrays(call, batch))
+
+
 def _valid_frames() -> list[bytes]:
-    words = np.arange(50, dtype=np.uint64)
-    meta, bufs = pack_request({"OP": 2, "FORMAT": 0, "COUNT": 50}, np.zeros(0, np.uint64), words)
+    meta, bufs = _request(make_call("bucketize", boundaries=[0.0, 2.5], dtype=np.float64),
+                          Numbers(np.arange(50, dtype=np.float64), (50,)))
     big = np.arange((72 << 10) // 8, dtype=np.uint64)  # above 64 KiB: the direct-receive path
-    bmeta, bbufs = pack_request({"OP": 2, "FORMAT": 0, "COUNT": big.size}, np.zeros(0, np.uint64),
-                                big)
+    bmeta, bbufs = _request(make_call("xxh64"), as_records(big))
     return [
         _bytes(encode_frame(MsgType.HELLO, 0, b'{"nonce":"00","auth":false}')),
         _bytes(encode_frame(MsgType.AUTH, 0, b"x" * 32)),
@@ -54,10 +59,11 @@ def test_round_trip_any_split():
             frames.extend(r.feed(stream[i:i + step]))
         assert [f.type for f in frames] == [MsgType.HELLO, MsgType.AUTH, MsgType.HEALTH,
                                             MsgType.REQUEST, MsgType.REQUEST, MsgType.ERROR]
-        regs, table, words, _ = parse_request(frames[3])
-        assert regs == {"OP": 2, "FORMAT": 0, "COUNT": 50} and table.size == 0
-        np.testing.assert_array_equal(words, np.arange(50, dtype=np.uint64))
-        assert parse_request(frames[4])[2][-1] == (72 << 10) // 8 - 1
+        call, batch, _ = codec.parse_request(frames[3].meta, frames[3].payload)
+        assert call == make_call("bucketize", boundaries=[0.0, 2.5], dtype=np.float64)
+        np.testing.assert_array_equal(batch.values, np.arange(50, dtype=np.float64))
+        assert codec.parse_request(frames[4].meta, frames[4].payload)[1].keys[-1] == \
+            (72 << 10) // 8 - 1
         assert parse_error(frames[5].meta) == (ErrorCode.VALUE_ERROR, "bad")
         assert r.pending_bytes == 0
 
@@ -116,26 +122,84 @@ def test_handshake_mode_reads_one_small_frame_then_admits():
         r.get_buffer()
 
 
-@pytest.mark.parametrize("op,batch", [
-    ("xxh32", as_records([b"abc", b"", b"0123456789"])),
-    ("delta_varint_decode", as_records([b"\x02\x04", b"", b"\x01"])),
-    ("delta_varint_encode", as_sequences([np.array([1, -2], np.int64), np.zeros(0, np.int64)])),
+def _batches(kind: str) -> list:
+    """Batches of every layout of an input kind, sliced so that offsets do not start at 0."""
+    var = VarRecords((VarChunk(np.array([0, 2, 2, 5, 9], np.int32), np.arange(9, dtype=np.uint8)),
+                      VarChunk(np.array([3, 4], np.int64), np.arange(6, dtype=np.uint8))))
+    if kind == "numbers":
+        return [Numbers(np.array([-3.0, 0.0, 2.0, 7.5]), (4,))]
+    if kind == "sequences":
+        return [Sequences(np.array([0, 2, 2, 5], np.int64), np.arange(-2, 3, dtype=np.int64))
+                .slice(1, 3)]
+    if kind == "encoded":
+        return [var.slice(1, 5)]
+    return [var, var.slice(1, 5), FixedKeys(np.arange(5, dtype=np.uint32), (5,)),
+            FixedKeys(np.arange(5, dtype=np.uint64), (5,)).slice(2, 5)]
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_codec_round_trip_of_every_operator(name):
+    """Every registered operator's examples, on every batch layout of its input kind: the request
+    body rebuilds an equal call and batch, and the result body the CPU backend's result."""
+    cpu = CpuBackend()
+    entry = REGISTRY[name]
+    for example in entry.examples:
+        extra = {"dtype": np.float64} if entry.inputs == "numbers" else {}
+        call = make_call(name, **example, **extra)
+        for batch in _batches(entry.inputs):
+            meta, bufs = _request(call, batch)
+            payload = np.frombuffer(b"".join(bytes(memoryview(b).cast("B")) for b in bufs),
+                                    np.uint8).copy()
+            call2, batch2, _ = codec.parse_request(meta, payload)
+            assert call2 == call and batch2.n == batch.n
+            assert [batch2.record(i) for i in range(batch.n)] == \
+                [batch.record(i) for i in range(batch.n)]
+            res = cpu.run(call2, batch2)
+            fields, out = codec.result_body(res)
+            body = np.frombuffer(b"".join(bytes(memoryview(b).cast("B")) for b in out), np.uint8)
+            back = codec.parse_result(call, batch.n, {"bufs": json.loads(fields)}, body)
+            ref = cpu.run(call, batch)
+            for a, b in zip(ref if isinstance(ref, tuple) else (ref,),
+                            back if isinstance(back, tuple) else (back,)):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("meta,message", [
+    ({"bufs": [["<u8", 3]]}, r"^service result: buffers need more than the payload's 16 bytes$"),
+    ({"bufs": [["<u4", 4]]}, r"^service result: buffers \['<u4'\] where xxh64 returns "
+                             r"\['<u8'\]$"),
+    ({"bufs": [["<u8", 1], ["<u8", 1]]}, r"^service result: buffers \['<u8', '<u8'\] where "),
+    ({"bufs": [["<u8", 1]]}, r"^service result: buffers take 8 bytes of a payload of 16$"),
+    ({}, r"^service result: bufs must be a list of \[dtype, count\]$"),
 ])
-def test_codec_round_trip(op, batch):
-    call = make_call(op)
-    job = codec.encode_job(call, batch)
-    call2, batch2 = codec.decode_job(job.regs, job.table, job.words)
-    assert call2.op == op and batch2.n == batch.n
-    from offload.host.cpu import CpuBackend
-    res = CpuBackend().run(call2, batch2)
-    words = np.concatenate(codec.encode_result(call2, res))
-    back = codec.decode_result(job, words)
-    ref = CpuBackend().run(call, batch)
-    if isinstance(ref, tuple):
-        for a, b in zip(ref, back):
-            np.testing.assert_array_equal(a, b)
-    else:
-        np.testing.assert_array_equal(ref, back)
+def test_a_result_that_does_not_fit_the_call_is_a_framing_error(meta, message):
+    with pytest.raises(BackendError, match=message) as ei:
+        codec.parse_result(make_call("xxh64"), 2, meta, np.zeros(16, np.uint8))
+    assert ei.value.cause == "framing"
+
+
+def test_pair_results_are_checked_against_their_offsets():
+    call = make_call("delta_varint_encode")
+    for offsets, message in (([0, 3, 2], "offsets do not frame 2 records of 2 elements"),
+                             ([1, 1, 2], "offsets do not frame 2 records of 2 elements")):
+        arrays = [np.array(offsets, np.int64), np.zeros(2, np.uint8)]
+        meta = {"bufs": [["<i8", 3], ["|u1", 2]]}
+        payload = np.frombuffer(arrays[0].tobytes() + arrays[1].tobytes() + bytes(6), np.uint8)
+        with pytest.raises(BackendError, match=message):
+            codec.parse_result(call, 2, meta, payload)
+
+
+def test_a_value_error_locates_the_record_and_byte_in_its_message():
+    message = "malformed varint in sequence 12 at byte offset 345: cut off at the end"
+    code, text = parse_error(pack_located_error(message))
+    assert code == ErrorCode.VALUE_ERROR
+    located, record, byte = parse_located_error(text)
+    assert located == message
+    assert (message[slice(*record)], message[slice(*byte)]) == ("12", "345")
+    assert parse_located_error("plain text") == ("plain text", None, None)
+    forged = json.dumps({"message": "record x1", "record": [7, 9], "byte": [0, 99]})
+    assert parse_located_error(forged) == ("record x1", None, None)
 
 
 _SETTINGS = settings(max_examples=200, deadline=None,
@@ -152,10 +216,9 @@ def _drive(data: bytes, chunk: int) -> None:
         for f in frames:  # whatever decodes must also parse or fail with ProtocolError
             try:
                 if f.type == MsgType.REQUEST:
-                    regs, table, words, _ = parse_request(f)
                     try:
-                        codec.decode_job(regs, table, words)
-                    except wire.WireError:
+                        codec.parse_request(f.meta, f.payload)
+                    except (ValueError, TypeError):  # the service answers BAD_REQUEST
                         pass
                 elif f.type == MsgType.ERROR:
                     parse_error(f.meta)
@@ -202,44 +265,30 @@ def test_fuzz_mutated_frames(which, flips, cut, chunk, fix_crc):
     _drive(bytes(data[:len(data) - cut]), chunk)
 
 
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats()
+                     | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+_BUF = st.tuples(st.sampled_from(["|u1", "<u4", "<u8", "<i8", "<f8", "<f4", "<i4", "|O", ">u8",
+                                  "<U4"]), st.integers(-1, 40)).map(list)
+
+
 @_SETTINGS
-@given(st.dictionaries(st.sampled_from(["OP", "FORMAT", "DTYPE", "COUNT", "SEED_LO", "SEED_HI",
-                                        "NUM_BUCKETS_LO", "NUM_BUCKETS_HI", "SLOT",
-                                        "NUM_BOUNDARIES"]),
-                       st.integers(0, 2**32 - 1), max_size=10),
-       st.lists(st.integers(0, 2**64 - 1), max_size=40), st.lists(st.integers(0, 2**64 - 1),
-                                                                  max_size=4))
-def test_fuzz_wire_content(regs, words, table):
-    """Well-framed requests with arbitrary register and word content: the service's decoder
-    raises WireError (answered as BAD_REQUEST) or yields a batch — nothing else."""
-    for r in (regs, dict(regs, OP=regs.get("OP", 0) % 17, FORMAT=regs.get("FORMAT", 0) % 4,
-                         COUNT=regs.get("COUNT", 0) % 50, DTYPE=regs.get("DTYPE", 0) % 5)):
-        try:
-            call, batch = codec.decode_job(r, np.array(table, np.uint64),
-                                           np.array(words, np.uint64))
-        except wire.WireError:
-            continue
-        assert batch.n == r.get("COUNT", 0)
-
-
-def test_request_register_cache_is_not_shared():
-    # parse_request caches parsed register sections: a caller mutating its dict must not change
-    # what the next identical request decodes to
-    from offload.batch import as_records
-    from offload.ops import make_call
-    job = codec.encode_job(make_call("xxh64", seed=3), as_records(np.arange(5, dtype=np.uint64)))
-    meta, bufs = pack_request(job.regs, job.table, job.words)
-    data = _bytes(encode_frame(MsgType.REQUEST, 1, meta, bufs))
-    regs1 = parse_request(FrameReader().feed(data)[0])[0]
-    regs1["OP"] = 99
-    regs2 = parse_request(FrameReader().feed(data)[0])[0]
-    assert regs2 == {k: int(v) & 0xFFFFFFFF for k, v in job.regs.items()}
-
-
-def test_result_meta_backend_name():
-    from offload.host.smartnic.backend import _meta_backend
-    assert _meta_backend(b'{"backend":"cpu","us":12}') == "cpu"
-    assert _meta_backend(b'{"backend":"fpga,cpu","us":1}') == "fpga,cpu"
-    assert _meta_backend(b'{"us":1,"backend":"sim"}') == "sim"
-    assert _meta_backend(b'{"backend":"a\\u0062"}') == "ab"
-    assert _meta_backend(b"[1]") == "?" and _meta_backend(b"\xff") == "?"
+@given(st.sampled_from(list(REGISTRY) + ["nope"]),
+       st.dictionaries(st.sampled_from(["seed", "num_buckets", "method", "slot", "version",
+                                        "dtype", "boundaries", "right", "extra"]),
+                       _JSON | st.builds(lambda i: {"buf": i}, st.integers(-1, 3))
+                       | st.builds(lambda d: {"dtype": d}, st.sampled_from(["<f8", "<i4", "O"])),
+                       max_size=4),
+       st.sampled_from(["fixed", "var", "numbers", "sequences", "other"]),
+       st.lists(_BUF, max_size=4), st.binary(max_size=256))
+def test_fuzz_request_content(op, params, layout, bufs, payload):
+    """Well-framed requests with arbitrary body content: the service's decoder raises ValueError
+    or TypeError (answered as BAD_REQUEST) or yields a call and a batch of the declared size."""
+    meta = json.dumps({"op": op, "params": params, "batch": layout, "bufs": bufs}).encode()
+    data = np.frombuffer(payload[:len(payload) // 8 * 8], np.uint8).copy()
+    try:
+        call, batch, _ = codec.parse_request(meta, data)
+    except (ValueError, TypeError):
+        return
+    assert call.op == op and batch.n >= 0
