@@ -62,9 +62,9 @@ def measure(quick: bool = True, address: str | None = None) -> dict[str, float]:
         conn_stats = []
         times = []
         for _ in range(reps):
-            conn = be._acquire(2.0)
+            conn = be.pool.acquire(2.0)
             s0, r0, ts0, tr0 = conn.bytes_sent, conn.bytes_received, conn.send_s, conn.recv_s
-            be._release(conn)
+            be.pool.release(conn)
             times.append(_timed(lambda: be.run(call, big)))
             conn_stats.append((conn.bytes_sent - s0, conn.bytes_received - r0,
                                conn.send_s - ts0, conn.recv_s - tr0))
