@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from offload import wire
-from offload.backend import Batch, BackendError, Capabilities, Result, concat_results, empty_result
+from offload.backend import BackendError, Batch, Capabilities, Result, concat_results, empty_result
 from offload.batch import Sequences, VarRecords
 from offload.engine_map import (CTRL_SOFT_RESET, CTRL_START, DEFAULT_SEQ_MAX, ENGINE_ID,
                                 ENGINE_VERSION, PARAM_REGISTERS, REGISTERS)
@@ -60,12 +60,20 @@ class Transport(Protocol):
     :meth:`collect`.
     """
 
-    #: The longest transfer, in 64-bit words either way; ``None``: no limit.
-    max_words: int | None
-    #: What the transport moves words over, for messages (``"DMA"``).
-    link: str
-    #: The device, for messages (``"simulated PYNQ-Z2"``).
-    where: str
+    @property
+    def max_words(self) -> int | None:
+        """The longest transfer, in 64-bit words either way; ``None``: no limit."""
+        ...
+
+    @property
+    def link(self) -> str:
+        """What the transport moves words over, for messages (``"DMA"``)."""
+        ...
+
+    @property
+    def where(self) -> str:
+        """The device, for messages (``"simulated PYNQ-Z2"``)."""
+        ...
 
     def read(self, addr: int) -> int:
         """The 32-bit register at byte address ``addr``."""
@@ -191,7 +199,9 @@ class ChunkResults:
         """``e`` (the failing chunk's error) restated for the whole batch: ``completed`` and
         ``partial`` are the chunks before it plus the records its own ``partial`` vouches for."""
         vouched = e.completed if e.partial is not None else 0
-        parts = self.parts + ([e.partial] if vouched else [])  # type: ignore[list-item]
+        parts = list(self.parts)
+        if vouched and e.partial is not None:
+            parts.append(e.partial)
         return BackendError(str(e), cause=e.cause, completed=self.completed + vouched,
                             partial=concat_results(self.op, parts) if parts else None)
 
@@ -204,11 +214,15 @@ class EngineDriver:
         self.name = name
         self.info: EngineInfo | None = None
         self.lost: str | None = None  # why the device is gone (set by a DeviceLost)
+        self._inflight: Chunk | None = None
 
     def open(self) -> EngineInfo:
-        """Read the engine's identity and capabilities (once) and leave it idle."""
+        """The engine's identity and capabilities, read and checked once; then the engine is
+        soft-reset (its last user may have left it mid-batch)."""
         if self.info is None:
-            self.info = read_info(self.transport.read, self.name)
+            info = read_info(self.transport.read, self.name)
+            soft_reset(self.transport.write)
+            self.info = info
         return self.info
 
     def supports(self, call: OpCall, batch: Batch) -> str | None:
@@ -238,25 +252,9 @@ class EngineDriver:
         if batch.n == 0:
             return empty_result(call.op)
         done = ChunkResults(call.op)
-        inflight: Chunk | None = None  # started and not collected: aborted on a failure
+        self._inflight = None  # started and not collected: aborted on a failure
         try:
-            chunks = self.chunks(call, batch, chunk_records)
-            cur: Chunk | None = next(chunks)
-            self.transport.load(cur)
-            inflight = cur
-            self._start(cur)
-            while cur is not None:
-                nxt = next(chunks, None)  # packed and loaded while cur is in flight
-                if nxt is not None:
-                    self.transport.load(nxt)
-                out = self.transport.collect(cur)
-                inflight = nxt
-                try:
-                    if nxt is not None:
-                        self._start(nxt)
-                finally:  # cur's results count even when nxt fails to start
-                    done.add(cur, wire.decode_response(cur.job, out))  # while nxt is in flight
-                cur = nxt
+            self._pipeline(self.chunks(call, batch, chunk_records), done)
             return done.result()
         except OSError as e:  # a register access failed: the device went away
             raise done.failure(self._gone(DeviceLost(
@@ -264,11 +262,32 @@ class EngineDriver:
         except DeviceLost as e:
             raise done.failure(self._gone(e)) from e
         except BackendError as e:
-            if inflight is not None:
+            if self._inflight is not None:
                 self.abort()
             raise done.failure(e) from e
 
+    def _pipeline(self, chunks: Iterator[Chunk], done: ChunkResults) -> None:
+        """Each chunk through the engine, in order: chunk k+1 is packed and loaded while chunk k
+        is in flight, and chunk k is unpacked while chunk k+1 is in flight."""
+        first = next(chunks)
+        self.transport.load(first)
+        self._start(first)
+        cur: Chunk | None = first
+        while cur is not None:
+            nxt = next(chunks, None)
+            if nxt is not None:
+                self.transport.load(nxt)
+            out = self.transport.collect(cur)
+            try:
+                if nxt is not None:
+                    self._start(nxt)
+            finally:  # cur's results count even when nxt fails to start
+                self._inflight = nxt
+                done.add(cur, wire.decode_response(cur.job, out))
+            cur = nxt
+
     def _start(self, chunk: Chunk) -> None:
+        self._inflight = chunk
         program_engine(self.transport.write, chunk.job)
         self.transport.start(chunk)
 

@@ -236,7 +236,6 @@ class FpgaBackend(Backend):
         except BackendError as e:
             self._broken = str(e)
             raise BackendUnavailable(str(e)) from None
-        soft_reset(self._transport.write)
         self._driver = driver
         return driver
 

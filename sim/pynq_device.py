@@ -47,6 +47,7 @@ from pynq.buffer import PynqBuffer
 from pynq.pl_server.device import Device
 
 from offload import wire
+from offload.sim.faults import damage, firing
 
 __all__ = ["SimulatedPynqDevice", "activate", "deactivate", "standin_bitfile", "DMA_BASE",
            "ENGINE_BASE", "SLCR_BASE", "PRIORITY"]
@@ -173,12 +174,6 @@ class SimulatedPynqDevice(Device):
         with self._lock:
             self.faults = list(faults)
             self.records_started = 0
-
-    def _fault(self, kind: str, a: int, b: int) -> Any:
-        for f in self.faults:
-            if f.kind == kind and f.fires(a, b):
-                return f
-        return None
 
     def close(self) -> None:  # pynq's Device.close only warns; this releases the engine model
         with self._lock:
@@ -356,7 +351,7 @@ class SimulatedPynqDevice(Device):
         a = self.records_started
         b = a + max(count, 1)
         self.records_started = b
-        plan = {kind: self._fault(kind, a, b) for kind in
+        plan = {kind: firing(self.faults, kind, a, b) for kind in
                 ("disappear", "stall", "drop_tlast", "short_result", "flip_bit")}
         self.transfers += 1
         if plan["disappear"] is not None:
@@ -396,12 +391,7 @@ class SimulatedPynqDevice(Device):
                 return
             if status != 0:  # no TLAST came out: the S2MM transfer stays busy
                 return
-            if plan["short_result"] is not None:
-                out = out[: max(0, out.shape[0] - 3)]
-            f = plan["flip_bit"]
-            if f is not None and out.shape[0] > 1:
-                out = out.copy()
-                out[min(max(f.at_record - a, 0), out.shape[0] - 2)] ^= np.uint64(1 << f.bit)
+            out = damage(out, a, plan["short_result"], plan["flip_bit"])
             n = int(out.shape[0])
             dst[: n * 8].view(np.uint64)[:] = out
             self._s2mm.complete(n * 8)

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import offload
-from offload.backend import BackendError, BackendUnavailable, BitExactError
+from offload.backend import Availability, BackendError, BackendUnavailable, BitExactError
 from offload.batch import as_numbers, as_records, as_sequences
+from offload.engine_map import REGISTERS
 from offload.ops import golden_result, make_call
 from offload.sim.faults import Fault
 
@@ -161,6 +162,41 @@ def test_capabilities_come_from_the_engine_registers():
         r.bucketize(x, [1, 2, 3, 4, 5], backend="fpga")
     r.delta_varint_encode([x])
     assert r.stats()["last_call"]["segments"] == [("cpu", 0, 1)]
+    r.close()
+
+
+class _Engine(ReferenceEngineModel):
+    """The reference engine with some read-only registers replaced (another build's)."""
+
+    def __init__(self, **regs):
+        super().__init__()
+        self.over = {REGISTERS[k]: v for k, v in regs.items()}
+
+    def read(self, addr):
+        return self.over.get(addr, super().read(addr))
+
+
+def test_an_engine_of_another_wire_format_major_is_refused():
+    be = FpgaBackend(device="sim", engine=_Engine(VERSION=0x00020000))
+    message = "fpga: engine wire format 2.0 is not compatible with the host's 1.1"
+    with pytest.raises(BackendUnavailable, match=f"^{re.escape(message)}$"):
+        be.capabilities()
+    assert be.availability() == Availability(False, message)
+    be.close()
+
+
+def test_sequences_longer_than_the_engines_seq_max_go_to_the_cpu():
+    r = runtime(engine=_Engine(SEQ_MAX=4))
+    seqs = [np.arange(4, dtype=np.int64), np.arange(5, dtype=np.int64)]
+    off, data = r.delta_varint_encode(seqs[:1])
+    ran_on_fpga_only(r)
+    off, data = r.delta_varint_encode(seqs)
+    assert r.stats()["last_call"]["segments"] == [("cpu", 0, 2)]
+    assert data.tobytes() == b"".join(golden(make_call("delta_varint_encode"), as_sequences(seqs)))
+    with pytest.raises(BackendUnavailable, match=r"^backend 'fpga' cannot run delta_varint_encode: "
+                                                 r"a sequence has 5 values, the engine encodes at "
+                                                 r"most 4$"):
+        r.delta_varint_encode(seqs, backend="fpga")
     r.close()
 
 
