@@ -69,8 +69,11 @@ def _payload(arrays: list[np.ndarray]) -> Buffers:
     return out
 
 
-def _describe(arrays: list[np.ndarray]) -> list[list[Any]]:
-    return [[a.dtype.str, int(a.shape[0])] for a in arrays]
+def _describe_json(arrays: list[np.ndarray]) -> bytes:
+    """``[[dtype, count], ...]`` of ``arrays`` as JSON, formatted by hand (dtype strings need no
+    escaping): this is on every request's and result's path."""
+    return b"[" + b",".join(b'["%s",%d]' % (a.dtype.str.encode(), a.shape[0])
+                            for a in arrays) + b"]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,20 +109,42 @@ def _param_json(name: str, value: Any, arrays: list[np.ndarray]) -> Any:
                     "SmartNIC service (JSON scalars, numpy dtypes and 1-D arrays can)")
 
 
-def request_arrays(call: OpCall, batch: Batch) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """A REQUEST's meta (without its deadline) and its arrays: array parameters, then the batch's."""
-    arrays: list[np.ndarray] = []
+# a call's ``"op"`` and ``"params"`` JSON, by call (calls without array parameters: the others
+# are not memoised by the registry either)
+_CALL_JSON: dict[OpCall, bytes] = {}
+
+
+def _call_json(call: OpCall, arrays: list[np.ndarray]) -> bytes:
+    """``{"op": ..., "params": ...}`` of ``call``; its array parameters are appended to
+    ``arrays`` (such a call is not cached: its JSON names their positions)."""
+    hit = _CALL_JSON.get(call)
+    if hit is not None:
+        return hit
     params = {k: _param_json(k, v, arrays) for k, v in call.params.items()}
+    text = json.dumps({"op": call.op, "params": params}, separators=(",", ":")).encode()
+    if not arrays:
+        if len(_CALL_JSON) >= 1024:
+            _CALL_JSON.clear()
+        _CALL_JSON[call] = text
+    return text
+
+
+def request_arrays(call: OpCall, batch: Batch) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """A REQUEST's meta fields (``call``: the op and params JSON; ``batch``: the layout) and its
+    arrays: array parameters, then the batch's."""
+    arrays: list[np.ndarray] = []
+    call_json = _call_json(call, arrays)
     layout, batch_bufs = batch_arrays(batch)
     arrays += batch_bufs
-    return {"op": call.op, "params": params, "batch": layout, "bufs": _describe(arrays)}, arrays
+    return {"call": call_json, "batch": layout}, arrays
 
 
 def request_body(meta: dict[str, Any], arrays: list[np.ndarray],
                  deadline_ms: int = 0) -> tuple[bytes, Buffers]:
     """The REQUEST meta bytes and payload buffers of :func:`request_arrays`' output."""
-    text = json.dumps(dict(meta, deadline_ms=int(deadline_ms)), separators=(",", ":"))
-    return text.encode(), _payload(arrays)
+    text = b'%s,"batch":"%s","bufs":%s,"deadline_ms":%d}' % (
+        meta["call"][:-1], meta["batch"].encode(), _describe_json(arrays), int(deadline_ms))
+    return text, _payload(arrays)
 
 
 def _json(meta: bytes) -> dict[str, Any]:
@@ -225,7 +250,7 @@ def result_arrays(result: Result) -> list[np.ndarray]:
 def result_body(result: Result) -> tuple[bytes, Buffers]:
     """The ``"bufs"`` JSON fragment of a RESULT's meta and its payload buffers (in place)."""
     arrays = result_arrays(result)
-    return json.dumps(_describe(arrays), separators=(",", ":")).encode(), _payload(arrays)
+    return _describe_json(arrays), _payload(arrays)
 
 
 def expected_bufs(call: OpCall, n: int) -> list[str] | None:
