@@ -10,9 +10,9 @@ Chunks are double-buffered: two buffer pairs, chunk k+1 is packed into one while
 flight from the other, and chunk k is unpacked while chunk k+1 is in flight.
 
 PYNQ's own ``wait()`` spins forever on a transfer that never ends (wrong length, missing TLAST),
-so this driver never calls it on a busy channel: it polls the channels' status with a deadline,
-and on timeout resets the DMA, soft-resets the engine and raises
-``BackendError(cause="timeout")`` carrying the results of the chunks already completed.
+so the transport never calls it on a busy channel: it polls the channels' status with a deadline,
+and on timeout raises ``BackendError(cause="timeout")``; the driver then has the DMA reset and the
+engine soft-reset, and hands back the results of the chunks already completed.
 
 Options (``Runtime(fpga=...)`` passes ``device``; the rest via ``options={"fpga": {...}}``):
 
@@ -22,7 +22,8 @@ Options (``Runtime(fpga=...)`` passes ``device``; the rest via ``options={"fpga"
 * ``bitfile``: the ``.bit`` (its ``.hwh`` beside it); default ``rtl/offload_engine.bit`` on a
   board, the stand-in ``sim/offload_engine.bit`` on the simulated device.
 * ``engine`` (simulated device only): ``"verilator"`` (default, the RTL), ``"reference"``
-  (pure Python, fast) or an engine-model instance; default ``$OFFLOAD_FPGA_ENGINE``; ``faults``: ``[offload.sim.faults.Fault(...)]`` injected into it.
+  (pure Python, fast) or an engine-model instance; default ``$OFFLOAD_FPGA_ENGINE``;
+  ``faults``: ``[offload.sim.faults.Fault(...)]`` injected into it.
 * ``timeout_s``: a fixed deadline for one chunk's DMA transfer. By default each chunk's deadline
   scales with its size (:mod:`offload.host.deadline`): 4 x its expected time at the rate measured
   on the previous chunks, plus 10 ms, at least 1 s; before the first chunk completes, 10 s plus
