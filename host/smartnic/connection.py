@@ -161,11 +161,11 @@ class PeerConnection(asyncio.BufferedProtocol):
                 self.fatal(ErrorCode.OUT_OF_ORDER, f"expected AUTH, got {f.type.name}")
                 return
             token = self.svc.cfg.token
-            if token is not None:
-                if not hmac.compare_digest(auth_digest(token, self.nonce), f.meta):
-                    self.fatal(ErrorCode.AUTH_FAILED, "missing or wrong credential"
-                                if f.meta else "this service requires a token")
-                    return
+            if token is not None and not hmac.compare_digest(auth_digest(token, self.nonce),
+                                                             f.meta):
+                self.fatal(ErrorCode.AUTH_FAILED, "missing or wrong credential"
+                           if f.meta else "this service requires a token")
+                return
             self.authed = True
             self._send(encode_frame(MsgType.AUTH_OK, f.batch_id))
             return

@@ -333,8 +333,8 @@ class Service:
             c.begin_drain()
         waits = [c.done.wait() for c in conns]
         if waits:
-            _, pending = await asyncio.wait([asyncio.ensure_future(w) for w in waits],
-                                            timeout=self.cfg.drain_timeout)
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits],
+                               timeout=self.cfg.drain_timeout)
             for c in self.conns:
                 if not c.done.is_set():
                     c.abort("drain timeout")
