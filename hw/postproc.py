@@ -56,12 +56,12 @@ class ModPipe(_BucketCore):
     picks the result (they are a thermometer code in ``k``, so borrow ``k`` alone decides
     "``q >= k``"). So a register stage holds one carry chain and ``rb`` mux levels.
 
-    ``bits_per_stage`` (``rb``) is 1 or 2, the co-design knob between latency and Fmax, measured
-    on ECP5 (LFE5U-85F, nextpnr, router1): radix 2 (one 66-bit chain + 2:1 mux per stage,
-    latency 65) reaches 121 MHz; radix 4 (three parallel 67-bit chains + 4:1 mux, latency 33)
-    96 MHz (routing of the borrow fan-out). A single-cycle radix-16 step (15 parallel 68-bit
-    subtracts per stage, ~30k LUT4s) did not finish routing in 30 minutes, so 4 bits per stage
-    is no longer offered.
+    ``bits_per_stage`` (``rb``) is 1 or 2, the co-design knob between latency and Fmax: radix 2
+    (one 66-bit chain + 2:1 mux per stage, latency 65) has the shorter stage; radix 4 (three
+    parallel 67-bit chains + 4:1 mux, latency 33) halves the latency at a lower Fmax (the
+    borrows fan out to the mux). A single-cycle radix-16 step (15 parallel 68-bit subtracts per
+    stage) does not route on the ECP5-85, so 4 bits per stage is not offered. The measured
+    figures are in docs/verification.md.
     The multiples ``n`` (and ``3n`` for radix 4) are registered once from the ``num_buckets``
     port (``2n`` is wiring), so ``num_buckets`` must be stable 1 cycle before the first value
     (it is held during a batch).

@@ -32,8 +32,8 @@ of the tree sits between two registers (``offload.hw.common.ADDER_LEVELS``): 1 g
 chain per stage (most registers and stages), 2 two chained carry chains (about half the stages
 and registers, the slowest stage), ``"csa"`` a carry-save LUT level in front of one carry chain
 (three terms per stage: the stages of 2 for a 64-bit product, nearly the stage delay of 1;
-the default: ``XXH64Core`` 102 MHz on the ECP5-85 with 21k flip-flops, where 1 did not finish
-routing in an hour with 46k). The DSP version (three
+the default: with 1, ``XXH64Core`` has twice the flip-flops and did not route on the ECP5-85;
+docs/verification.md has the figures). The DSP version (three
 32x32 partial products per 64-bit product) needed ~309 DSP blocks for ``XXH64Core``, more than
 an xc7z020 or an ECP5-85 has. ``multipliers="behavioural"`` (every core) builds the simulation
 flavour instead: each product is one ``*`` carried through registers of the adder tree's depth
@@ -510,7 +510,7 @@ class XXH64Core(wiring.Component):
                    hs=fe["length"][5:] != 0, **{f"v{k}": vf[k] for k in range(4)},
                    **{f"p{k}": tf[k] for k in range(3)}, tw=fe["data"])
         # The bypassed accumulator ends in the loop's last adder: register it before the
-        # finaliser's first adder level (two carry chains in one stage capped Fmax at ~60 MHz).
+        # finaliser's first adder level (two carry chains in one stage were the core's slowest path).
         fin.stage()
         xxh64_finalize(fin, seed_p5, stripes=True, max_words=3, four=True, max_bytes=3)
         m.d.comb += [self.o.valid.eq(fin["valid"]), self.o.payload.eq(fin["h"])]
