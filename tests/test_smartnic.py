@@ -803,3 +803,43 @@ def test_client_refuses_an_oversized_answer_from_its_header():
     be.close()
     lsock.close()
     t.join(5)
+
+
+def test_a_result_that_does_not_fit_its_chunk_keeps_the_chunks_before_it():
+    """A service whose second answer's meta does not describe its chunk (received in place all
+    the same): a framing failure whose partial result is exactly the first chunk's."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    keys = np.arange(20, dtype=np.uint64)
+    hashes = offload.xxh64(keys, backend="cpu")
+
+    def fake_service() -> None:
+        c, _ = lsock.accept()
+        with c:
+            r = FrameReader()
+            _send(c, encode_frame(MsgType.HELLO, 0, b'{"nonce":"00","max_frame":1048576}'))
+            _read_frames(c, r, 1)  # AUTH
+            _send(c, encode_frame(MsgType.AUTH_OK, 0))
+            first, second = _read_frames(c, r, 2)
+            n1 = codec.parse_request(first.meta, first.payload)[1].n
+            _send(c, encode_frame(MsgType.RESULT, first.batch_id,
+                                  b'{"backend":"cpu","bufs":[["<u8",%d]]}' % n1, [hashes[:n1]]))
+            n2 = codec.parse_request(second.meta, second.payload)[1].n
+            _send(c, encode_frame(MsgType.RESULT, second.batch_id,
+                                  b'{"backend":"cpu","bufs":[["<i8",%d]]}' % n2,
+                                  [hashes[n1:n1 + n2]]))
+            _closed(c)
+
+    t = threading.Thread(target=fake_service, daemon=True)
+    t.start()
+    be = SmartNicBackend(f"127.0.0.1:{lsock.getsockname()[1]}", chunk_bytes=160, window=2,
+                         retries=0, timeout=5.0)
+    with pytest.raises(BackendError, match=r"service result: buffers \[\['<i8', 10\]\] where "
+                                           r"xxh64 returns \[\['<u8', 10\]\] after 10 of 20") as ei:
+        be.run(make_call("xxh64"), as_records(keys))
+    assert ei.value.cause == "framing" and ei.value.completed == 10
+    _same(ei.value.partial, hashes[:10])
+    be.close()
+    lsock.close()
+    t.join(5)

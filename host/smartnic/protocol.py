@@ -170,7 +170,6 @@ class Frame:
     batch_id: int
     meta: bytes
     payload: np.ndarray  # uint8, length a multiple of 8 (``words`` views it as uint64)
-    tail: bytes = b""    # the payload's last 8 bytes as received (set when a sink buffer was used)
     sunk: bool = False   # the payload was received into a buffer given by ``FrameReader.sink``
 
     @property
@@ -363,8 +362,7 @@ class FrameReader:
         if crc32c(meta, payload) != hdr.body_crc:
             raise ProtocolError(ErrorCode.BAD_CRC, f"body CRC mismatch in {hdr.type.name} frame "
                                                    f"{hdr.batch_id}")
-        tail = payload[-8:].tobytes() if sunk and payload.shape[0] >= 8 else b""
-        return Frame(hdr.type, hdr.flags, hdr.batch_id, meta, payload, tail, sunk)
+        return Frame(hdr.type, hdr.flags, hdr.batch_id, meta, payload, sunk)
 
     def _target(self, hdr: Header) -> np.ndarray:
         if self.sink is not None and hdr.payload_len:
