@@ -192,14 +192,16 @@ def test_pair_results_are_checked_against_their_offsets():
 
 def test_a_value_error_locates_the_record_and_byte_in_its_message():
     message = "malformed varint in sequence 12 at byte offset 345: cut off at the end"
-    code, text = parse_error(pack_located_error(message))
+    code, text = parse_error(pack_located_error(ValueError(message)))
     assert code == ErrorCode.VALUE_ERROR
-    located, record, byte = parse_located_error(text)
-    assert located == message
+    kind, located, record, byte = parse_located_error(text)
+    assert (kind, located) == (ValueError, message)
     assert (message[slice(*record)], message[slice(*byte)]) == ("12", "345")
-    assert parse_located_error("plain text") == ("plain text", None, None)
+    assert parse_located_error(parse_error(pack_located_error(TypeError("index 3")))[1]) == \
+        (TypeError, "index 3", (6, 7), None)
+    assert parse_located_error("plain text") == (ValueError, "plain text", None, None)
     forged = json.dumps({"message": "record x1", "record": [7, 9], "byte": [0, 99]})
-    assert parse_located_error(forged) == ("record x1", None, None)
+    assert parse_located_error(forged) == (ValueError, "record x1", None, None)
 
 
 _SETTINGS = settings(max_examples=200, deadline=None,

@@ -203,3 +203,32 @@ def test_a_client_of_another_protocol_version_is_refused_with_a_clear_error(serv
             "must be the same offload release)"))
         s.settimeout(5)
         assert s.recv(1) == b""
+
+
+def _strict_cpu(backend, call: OpCall, batch) -> np.ndarray:
+    for i in range(batch.n):
+        if not batch.record(i):
+            raise ValueError(f"t_strict: record {i} is empty")
+    return np.array([len(batch.record(i)) for i in range(batch.n)], np.int64)
+
+
+@pytest.fixture
+def strict():
+    entry = ops.register(Operator(
+        "t_strict", "the length of each record, which must not be empty", "records", (),
+        "int64", lambda c, r: len(r), _strict_cpu))
+    yield entry
+    ops.unregister("t_strict")
+
+
+def test_a_registered_operators_value_error_names_the_callers_record(service, strict):
+    """The service's ValueError for a record in a later chunk names that record's index in the
+    caller's batch: the restatement knows no operator."""
+    records = [b"x" * (1 + i % 7) for i in range(500)]
+    records[321] = b""
+    be = SmartNicBackend(service.address, chunk_bytes=256)
+    rt = Runtime(backends=[be], fallback=False)
+    with pytest.raises(ValueError, match=r"^t_strict: record 321 is empty$"):
+        rt.call("t_strict", records)
+    assert be.stats()["chunks"] >= 3
+    rt.close()

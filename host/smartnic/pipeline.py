@@ -27,7 +27,7 @@ from ..deadline import DeadlineEstimator
 from .client import Connection, ConnectionLost, DeadlineExceeded
 from .pool import ConnectionPool, Counters
 from .protocol import (ErrorCode, Frame, Header, MsgType, ProtocolError, RemoteError,
-                       encode_frame, parse_json, parse_located_error)
+                       LocatedError, encode_frame, parse_json, parse_located_error)
 
 __all__ = ["ChunkPipeline", "Settings", "chunk_bounds"]
 
@@ -70,7 +70,7 @@ class ChunkPipeline:
         self.bounds: list[tuple[int, int]] = []  # set once a connection told the frame limit
         self.completed = 0  # leading records answered
         self.next = 0       # the first chunk not answered
-        self.attempts = 0   # connections lost or refused in a row
+        self.attempts = 0   # links lost or connects failed: ``retries`` of them for the batch
         self.dtype = call.operator.result_dtype
         # a one-value-per-record result is received in place: chunk [a, b) at bytes
         # itemsize*a.., its padding overwritten by the chunk after it
@@ -188,7 +188,8 @@ class ChunkPipeline:
             else:
                 self.s.pool.release(conn)
             if e.code == ErrorCode.VALUE_ERROR and e.batch_id in by_bid:
-                raise ValueError(self._restated(e.message, by_bid[e.batch_id])) from None
+                located = parse_located_error(e.message)
+                raise located.type(self._restated(located, by_bid[e.batch_id])) from None
             raise self._fail(str(e), f"remote_{e.name.lower()}") from e
         except (OSError, ProtocolError, ConnectionLost) as e:
             conn.close()
@@ -246,10 +247,10 @@ class ChunkPipeline:
 
     # -- the service's ValueError, restated for the caller's batch --------------------------------
 
-    def _restated(self, message: str, chunk: _Chunk) -> str:
+    def _restated(self, located: LocatedError, chunk: _Chunk) -> str:
         """The service's message with the chunk's record index (and byte offset, for records
         sent as offsets + bytes) restated for the caller's batch."""
-        text, rec, byte = parse_located_error(message)
+        text, rec, byte = located.message, located.record, located.byte
         if rec is None:
             if chunk.a == 0:
                 return text

@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "MAGIC", "VERSION", "HEADER", "HEADER_SIZE", "MsgType", "ErrorCode", "FATAL_CODES", "Flags",
     "ProtocolError", "RemoteError", "Header", "Frame", "FrameReader", "crc32c", "encode_frame",
-    "parse_header", "pack_error", "parse_error", "pack_located_error", "parse_located_error",
+    "parse_header", "pack_error", "parse_error", "pack_located_error", "parse_located_error", "LocatedError",
     "pack_json", "parse_json", "auth_digest", "DEFAULT_MAX_META", "DEFAULT_MAX_FRAME",
     "HANDSHAKE_MAX_META", "HANDSHAKE_STAGING",
 ]
@@ -449,28 +449,39 @@ _RECORD = re.compile(r"\b(?:sequence|record|index) (\d+)")
 _BYTE = re.compile(r"\bbyte offset (\d+)")
 
 
-def pack_located_error(message: str) -> bytes:
-    """A VALUE_ERROR's meta: ``{"message", "record": [start, end] | null, "byte": ...}`` where
-    the spans are the characters of the message holding the chunk's record index and byte
+def pack_located_error(error: ValueError | TypeError) -> bytes:
+    """A VALUE_ERROR's meta: ``{"type", "message", "record": [start, end] | null, "byte": ...}``
+    where the spans are the characters of the message holding the chunk's record index and byte
     offset (the first "sequence N"/"record N"/"index N" and "byte offset M")."""
-    spans: dict[str, Any] = {"message": message}
+    message = str(error)
+    spans: dict[str, Any] = {"type": "TypeError" if isinstance(error, TypeError) else "ValueError",
+                             "message": message}
     for key, pattern in (("record", _RECORD), ("byte", _BYTE)):
         m = pattern.search(message)
         spans[key] = [m.start(1), m.end(1)] if m else None
     return pack_error(ErrorCode.VALUE_ERROR, json.dumps(spans, separators=(",", ":")))
 
 
-def parse_located_error(message: str) -> tuple[str, tuple[int, int] | None,
-                                                tuple[int, int] | None]:
-    """``(message, record span, byte span)`` of a VALUE_ERROR's message (spans checked: each
-    holds a decimal number of the message; an unreadable one is None)."""
+class LocatedError(NamedTuple):
+    """A VALUE_ERROR's content: the exception type to raise, its message and the spans of the
+    message holding the record index and the byte offset (None: not in the message)."""
+    type: type[ValueError] | type[TypeError]
+    message: str
+    record: tuple[int, int] | None
+    byte: tuple[int, int] | None
+
+
+def parse_located_error(message: str) -> LocatedError:
+    """A VALUE_ERROR's message read (spans checked: each holds a decimal number of the message;
+    an unreadable one is None; a message that is not located JSON is a plain ValueError's)."""
     try:
         obj = json.loads(message)
         text = obj["message"]
     except (ValueError, TypeError, KeyError, RecursionError):
-        return message, None, None
+        return LocatedError(ValueError, message, None, None)
     if not isinstance(text, str):
-        return message, None, None
+        return LocatedError(ValueError, message, None, None)
+    kind = TypeError if obj.get("type") == "TypeError" else ValueError
 
     def span(key: str) -> tuple[int, int] | None:
         v = obj.get(key)
@@ -479,7 +490,7 @@ def parse_located_error(message: str) -> tuple[str, tuple[int, int] | None,
             return v[0], v[1]
         return None
 
-    return text, span("record"), span("byte")
+    return LocatedError(kind, text, span("record"), span("byte"))
 
 
 def pack_json(obj: dict[str, Any]) -> bytes:

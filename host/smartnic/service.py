@@ -221,7 +221,7 @@ class Service:
         except (ValueError, TypeError) as e:
             # bad input: the message locates the record so the client restates it for its batch
             self.errors += 1
-            return encode_frame(MsgType.ERROR, bid, pack_located_error(str(e))), 0, ""
+            return encode_frame(MsgType.ERROR, bid, pack_located_error(e)), 0, ""
         except Exception as e:  # noqa: BLE001 - the service must answer
             self.log("error", "batch_failed", batch_id=bid, op=call.op, error=f"{type(e).__name__}: {e}")
             return self._error(bid, ErrorCode.BACKEND_FAILED, f"{type(e).__name__}: {e}"), 0, ""
