@@ -202,9 +202,10 @@ def _batch(kind: str, layout: Any, arrays: list[np.ndarray]) -> Batch:
     if len(arrays) != want:
         raise RequestError(f"the {layout} layout has {want} buffer(s), got {len(arrays)}")
     if layout == "fixed":
-        if arrays[0].dtype.str not in ("<u4", "<u8"):
-            raise RequestError(f"fixed keys are <u4 or <u8, got {arrays[0].dtype.str}")
-        return as_records(arrays[0])
+        keys = arrays[0]
+        if keys.dtype.str not in ("<u4", "<u8"):
+            raise RequestError(f"fixed keys are <u4 or <u8, got {keys.dtype.str}")
+        return FixedKeys(keys, keys.shape)  # already what as_records makes of them
     if layout == "numbers":
         return as_numbers(arrays[0])
     if layout == "sequences":
