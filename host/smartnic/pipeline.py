@@ -22,8 +22,8 @@ from offload.backend import BackendError, Batch, Result, concat_results
 from offload.batch import VarRecords
 from offload.ops import OpCall
 
-from . import codec
 from ..deadline import DeadlineEstimator
+from . import codec
 from .client import Connection, ConnectionLost, DeadlineExceeded
 from .pool import ConnectionPool, Counters
 from .protocol import (ErrorCode, Frame, Header, MsgType, ProtocolError, RemoteError,
