@@ -425,6 +425,12 @@ class Runtime:
                     "fallbacks": list(s.fallbacks), "mismatches": list(s.mismatches),
                     "verified_records": s.verified_records, "last_call": dict(s.last_call)}
 
+    def last_call(self) -> dict[str, Any]:
+        """The last call's operator, record count and ``segments`` (``(backend, start, stop)``):
+        what :meth:`stats` holds under ``"last_call"``, without copying the rest."""
+        with self._lock:
+            return dict(self._stats.last_call)
+
     def reset_stats(self) -> None:
         with self._lock:
             self._stats = _Stats()

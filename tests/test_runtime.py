@@ -71,6 +71,7 @@ def test_fallback_recomputes_only_the_unfinished_part():
     assert np.array_equal(out, expected_xxh64(KEYS, 3))
     st = rt.stats()
     assert st["last_call"]["segments"] == [("fpga", 0, 300), ("cpu", 300, 1000)]
+    assert rt.last_call() == st["last_call"]
     (fb,) = st["fallbacks"]
     assert (fb["from"], fb["to"], fb["cause"], fb["at_record"], fb["records_redone"]) == \
         ("fpga", "cpu", "device_lost", 300, 700)

@@ -225,7 +225,7 @@ class Service:
         except Exception as e:  # noqa: BLE001 - the service must answer
             self.log("error", "batch_failed", batch_id=bid, op=call.op, error=f"{type(e).__name__}: {e}")
             return self._error(bid, ErrorCode.BACKEND_FAILED, f"{type(e).__name__}: {e}"), 0, ""
-        names = _backends(rt.stats()["last_call"].get("segments", []))
+        names = _backends(rt.last_call().get("segments", []))
         # names are backend identifiers ([a-z,]); formatted by hand, this is on the latency path
         meta = b'{"backend":"%s","us":%d,"bufs":%s}' % (
             names.encode(), (time.perf_counter() - t0) * 1e6, bufs_meta)
