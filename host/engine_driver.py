@@ -32,8 +32,15 @@ import numpy as np
 from offload import wire
 from offload.backend import BackendError, Batch, Capabilities, Result, concat_results, empty_result
 from offload.batch import Sequences, VarRecords
-from offload.engine_map import (CTRL_SOFT_RESET, CTRL_START, DEFAULT_SEQ_MAX, ENGINE_ID,
-                                ENGINE_VERSION, PARAM_REGISTERS, REGISTERS)
+from offload.engine_map import (
+    CTRL_SOFT_RESET,
+    CTRL_START,
+    DEFAULT_SEQ_MAX,
+    ENGINE_ID,
+    ENGINE_VERSION,
+    PARAM_REGISTERS,
+    REGISTERS,
+)
 from offload.ops import OpCall, by_code
 
 __all__ = ["Chunk", "Transport", "EngineInfo", "EngineDriver", "ChunkResults", "DeviceLost",

@@ -43,8 +43,15 @@ from typing import Any
 import numpy as np
 
 from offload import extras
-from offload.backend import (Availability, Backend, BackendError, BackendUnavailable, Batch,
-                             Capabilities, Result)
+from offload.backend import (
+    Availability,
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    Batch,
+    Capabilities,
+    Result,
+)
 from offload.engine_map import REGISTERS
 from offload.ops import OpCall
 from offload.wire import WireJob

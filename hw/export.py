@@ -20,12 +20,11 @@ Ports are the flat AXI names of :class:`offload.hw.engine.OffloadEngine` plus ``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import sys
 from pathlib import Path
-
-import hashlib
 
 from amaranth.back import rtlil
 

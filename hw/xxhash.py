@@ -57,8 +57,16 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden import MASK32, MASK64, XXH32_PRIMES, XXH64_PRIMES
 
-from .common import (Pipe, check_choice, const_mul_terms, csa_level, mul_depth, mux_index,
-                     set_multiplier_params, term_value)
+from .common import (
+    Pipe,
+    check_choice,
+    const_mul_terms,
+    csa_level,
+    mul_depth,
+    mux_index,
+    set_multiplier_params,
+    term_value,
+)
 
 __all__ = ["HashBeat", "XXH64Core", "XXH32Core", "XXH64Fixed", "XXH32Fixed",
            "xxh64_finalize", "xxh32_finalize", "xxh64_avalanche", "xxh32_avalanche"]

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from offload.backend import (Backend, BackendError, BackendUnavailable, BitExactError,
-                             Capabilities)
+from offload.backend import Backend, BackendError, BackendUnavailable, BitExactError, Capabilities
 from offload.ops import HashBucketMethod, OperatorName
 from offload.runtime import BackendChoice, Runtime, VerifyMode, default_runtime
 

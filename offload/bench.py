@@ -180,7 +180,8 @@ def _cpu_rows(quick: bool) -> list[Row]:
                     note=NO_XXHASH if h is None else
                     f"CpuBackend.run (allocates the output); the python loop is timed on "
                     f"{n_py:,} pre-made 8-byte bytes objects (no per-key conversion)"))
-    from offload.host.cpu import readonly as _ro, xxh64_fixed_ser
+    from offload.host.cpu import readonly as _ro
+    from offload.host.cpu import xxh64_fixed_ser
     out = np.empty(n_keys, np.uint64)
     ro = _ro(keys)
     s7, z = np.uint64(7), np.uint64(0)
@@ -315,7 +316,8 @@ def _overhead_rows(quick: bool) -> list[Row]:
 def _kernel_and_backend_call(keys: np.ndarray, calls: int, reps: int) -> tuple[float, float]:
     """Per-call time of the xxh64 kernel alone and of ``CpuBackend.run`` on the same keys."""
     from offload.batch import as_records
-    from offload.host.cpu import CpuBackend, readonly as _ro, xxh64_fixed_ser
+    from offload.host.cpu import CpuBackend, xxh64_fixed_ser
+    from offload.host.cpu import readonly as _ro
     from offload.ops import make_call
     out = np.empty(len(keys), np.uint64)
     ro = _ro(keys)

@@ -24,10 +24,18 @@ from typing import Any, Literal
 import numpy as np
 
 from offload import batch as _batch
-from offload.backend import (Availability, Backend, BackendError, BackendUnavailable, BitExactError,
-                             Batch, Result, concat_results, empty_result)
-from offload.ops import (HashBucketMethod, OpCall, Operator, OperatorName, golden_result, make_call,
-                         operator)
+from offload.backend import (
+    Availability,
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    Batch,
+    BitExactError,
+    Result,
+    concat_results,
+    empty_result,
+)
+from offload.ops import HashBucketMethod, OpCall, Operator, OperatorName, golden_result, make_call, operator
 
 __all__ = ["Runtime", "BACKEND_FACTORIES", "AUTO_ORDER", "VERIFY_MODES", "VerifyMode", "BackendChoice",
            "default_runtime"]

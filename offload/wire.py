@@ -19,13 +19,26 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from offload import golden
-from offload.engine_map import (CTRL_SOFT_RESET, CTRL_START, DEFAULT_SEQ_MAX, DTYPE_CODES, ENGINE_ID,
-                                ENGINE_VERSION, ERR_FLAGS, FORMATS, OP_CODES, PARAM_REGISTERS,
-                                REGISTERS,
-                                STATUS_BUSY, STATUS_DONE, STATUS_ERROR, TRAILER_MAGIC, err_names)
-from offload.backend import Batch, BackendError, Result
+from offload.backend import BackendError, Batch, Result
 from offload.batch import FixedKeys, Numbers, Sequences, VarChunk, VarRecords
+from offload.engine_map import (
+    CTRL_SOFT_RESET,
+    CTRL_START,
+    DEFAULT_SEQ_MAX,
+    DTYPE_CODES,
+    ENGINE_ID,
+    ENGINE_VERSION,
+    ERR_FLAGS,
+    FORMATS,
+    OP_CODES,
+    PARAM_REGISTERS,
+    REGISTERS,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+    TRAILER_MAGIC,
+    err_names,
+)
 from offload.ops import OpCall, by_code, golden_result, make_call, result_dtype
 
 __all__ = [

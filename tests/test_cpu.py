@@ -21,10 +21,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from offload import golden, ops
-from offload.batch import (FixedKeys, Sequences, VarChunk, VarRecords, as_encoded, as_numbers,
-                           as_records, as_sequences)
+from offload.batch import (
+    FixedKeys,
+    Sequences,
+    VarChunk,
+    VarRecords,
+    as_encoded,
+    as_numbers,
+    as_records,
+    as_sequences,
+)
 from offload.host.cpu import CpuBackend, mod_magic
-from offload.ops import Operator, OpCall, Param, golden_result, make_call, result_dtype
+from offload.ops import OpCall, Operator, Param, golden_result, make_call, result_dtype
 
 try:
     from tests.lengths import BOUNDARY_LENGTHS

@@ -8,7 +8,7 @@ compared with the golden model, never with each other.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +33,7 @@ def _strings(rng: np.random.Generator, n: int) -> list[bytes]:
     return [blob[offs[i]:offs[i + 1]] for i in range(n)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def case(name: str):
     """(call, batch) for one named case; deterministic."""
     rng = np.random.default_rng(abs(hash(name)) % (1 << 32))
@@ -124,7 +124,7 @@ def _runs_on(backend: str, name: str) -> bool:
 PAIRS = [(b, n) for n in CASES for b in BACKENDS if _runs_on(b, n)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def golden(name: str) -> list:
     call, batch = case(name)
     return [golden_result(call, batch.record(i)) for i in range(batch.n)]
@@ -138,7 +138,7 @@ def as_list(op: str, res) -> list:
     return res.tolist()
 
 
-@lru_cache(maxsize=None)
+@cache
 def runtime(name: str) -> offload.Runtime:
     rt = offload.Runtime(backends=[name], fallback=False, fpga="sim")
     require(rt, name)

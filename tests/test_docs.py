@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def _example(line: int, text: str) -> Example:
     return Example(line, text, op)
 
 
-@lru_cache(maxsize=None)
+@cache
 def examples() -> tuple[Example, ...]:
     text = OPERATORS_MD.read_text(encoding="utf-8")
     found = []
@@ -163,7 +163,7 @@ GOLDEN: dict[str, Callable[..., Any]] = {
 # The public API's reading, on the CPU backend; its dtypes are the page's
 # ---------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
+@cache
 def documented_dtypes() -> dict[str, list[np.dtype]]:
     """Operator -> result dtype(s), from the operator table at the top of the page."""
     table = {}

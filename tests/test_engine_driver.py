@@ -16,10 +16,22 @@ import pytest
 from offload import wire
 from offload.backend import BackendError
 from offload.batch import as_numbers, as_records, as_sequences
-from offload.engine_map import (CTRL_SOFT_RESET, CTRL_START, DEFAULT_SEQ_MAX, ENGINE_ID,
-                                PARAM_REGISTERS, REGISTERS)
-from offload.host.engine_driver import (Chunk, ChunkResults, DeviceLost, EngineDriver,
-                                        program_engine, read_info)
+from offload.engine_map import (
+    CTRL_SOFT_RESET,
+    CTRL_START,
+    DEFAULT_SEQ_MAX,
+    ENGINE_ID,
+    PARAM_REGISTERS,
+    REGISTERS,
+)
+from offload.host.engine_driver import (
+    Chunk,
+    ChunkResults,
+    DeviceLost,
+    EngineDriver,
+    program_engine,
+    read_info,
+)
 from offload.ops import make_call
 from offload.sim.refmodel import ReferenceEngineModel
 from tests.conftest import golden

@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator")]
 
 
 def _skip_reason() -> str | None:
-    import offload.rtl
     from pathlib import Path
+
+    import offload.rtl
     rtl = Path(offload.rtl.__file__).resolve().parent
     if not (rtl / "offload_axi.v").exists():
         return "rtl/offload_axi.v does not exist yet (the engine's Verilog is not exported)"

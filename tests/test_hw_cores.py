@@ -11,17 +11,14 @@ import random
 import struct
 
 import pytest
+from amaranth.sim import Simulator
 
 from offload import golden
 from offload.hw.bucketize import Bucketize
-from offload.hw.postproc import (FastRange, FidCore, ModPipe, ModReciprocal, mod_by_reciprocal,
-                                 reciprocal)
-from amaranth.sim import Simulator
-
+from offload.hw.postproc import FastRange, FidCore, ModPipe, ModReciprocal, mod_by_reciprocal, reciprocal
 from offload.hw.simutil import run_flow, run_handshake
 from offload.hw.varint import DeltaVarintEncoder
 from offload.hw.xxhash import XXH32Core, XXH32Fixed, XXH64Core, XXH64Fixed
-
 from tests.lengths import BOUNDARY_LENGTHS
 
 M64 = golden.MASK64

@@ -13,8 +13,7 @@ import pytest
 
 from offload import golden
 from offload.hw.engine import ENGINE_ID, ENGINE_VERSION, ERR, OffloadEngine
-from offload.hw.enginesim import (Batch, pack_seq, pack_var, run_batches, trailer_fields,
-                                  unpack_seq_output)
+from offload.hw.enginesim import Batch, pack_seq, pack_var, run_batches, trailer_fields, unpack_seq_output
 from tests.lengths import BOUNDARY_LENGTHS
 
 M64 = golden.MASK64
@@ -149,8 +148,9 @@ def test_delta_varint_encode():
 
 def test_registers_readback():
     dut = OffloadEngine()
-    from offload.hw.enginesim import axil_read, axil_write
     from amaranth.sim import Simulator
+
+    from offload.hw.enginesim import axil_read, axil_write
     got = {}
 
     async def tb(ctx):
@@ -259,8 +259,8 @@ def test_s_axis_tready_is_a_register():
     (here: m_axis held off until the credit stops the parser), then comes back."""
     from amaranth.sim import Simulator
 
-    from offload.hw.enginesim import axil_write
     from offload.hw.engine import REG
+    from offload.hw.enginesim import axil_write
 
     dut = _small_engine()
     sim = Simulator(dut)

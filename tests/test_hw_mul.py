@@ -11,8 +11,17 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from offload import golden
-from offload.hw.common import (ADDER_LEVELS, Pipe, const_mul_terms, csa_level, csd_digits, mul_depth,
-                               term_value, ternary_level, tree_level)
+from offload.hw.common import (
+    ADDER_LEVELS,
+    Pipe,
+    const_mul_terms,
+    csa_level,
+    csd_digits,
+    mul_depth,
+    term_value,
+    ternary_level,
+    tree_level,
+)
 from offload.hw.simutil import run_flow
 
 EDGE = [0, 1, 2, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 63, (1 << 64) - 1,
@@ -146,7 +155,6 @@ def test_xxh_cores_adder_levels(levels):
     level and one adder, per stage) is bit-exact on the boundary lengths, with idle gaps; the
     latency attribute is the measured one."""
     from offload.hw.xxhash import XXH32Core, XXH32Fixed, XXH64Core, XXH64Fixed
-
     from tests.lengths import BOUNDARY_LENGTHS
     from tests.test_hw_cores import _record_beats, _with_gaps
 

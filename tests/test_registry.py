@@ -15,7 +15,7 @@ import pytest
 import offload
 from offload import engine_map, golden, ops, wire
 from offload.batch import as_encoded, as_numbers, as_records, as_sequences
-from offload.ops import REGISTRY, OpCall, Operator, Param, WireForm, make_call, operator
+from offload.ops import REGISTRY, OpCall, Operator, Param, WireForm, make_call
 
 RECORDS = [b"", b"a", b"abc", bytes(range(40)), "h\u00e9llo".encode()]
 KEYS = np.array([0, 1, 2**64 - 1, 0x9E3779B97F4A7C15], np.uint64)

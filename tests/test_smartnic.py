@@ -8,18 +8,28 @@ import threading
 import time
 
 import numpy as np
-import offload
 import pytest
 
+import offload
 from offload import golden
 from offload.backend import BackendError
 from offload.batch import as_records
-from offload.host.smartnic import SmartNicBackend
-from offload.host.smartnic import codec
-from offload.host.smartnic.protocol import (HEADER, MAGIC, VERSION, ErrorCode, FrameReader,
-                                            MsgType, auth_digest, crc32c, encode_frame,
-                                            parse_error, parse_json)
-from offload.host.smartnic.server import is_loopback, main as serve_main
+from offload.host.smartnic import SmartNicBackend, codec
+from offload.host.smartnic.protocol import (
+    HEADER,
+    MAGIC,
+    VERSION,
+    ErrorCode,
+    FrameReader,
+    MsgType,
+    auth_digest,
+    crc32c,
+    encode_frame,
+    parse_error,
+    parse_json,
+)
+from offload.host.smartnic.server import is_loopback
+from offload.host.smartnic.server import main as serve_main
 from offload.host.smartnic.testing import ServerProcess
 from offload.ops import make_call
 from offload.runtime import Runtime
@@ -591,7 +601,7 @@ def _read_until_closed(sock: socket.socket, limit_s: float) -> bytes:
             if not chunk:
                 return got
             got += chunk
-    except socket.timeout:
+    except TimeoutError:
         raise AssertionError(f"connection still open after {limit_s} s") from None
 
 

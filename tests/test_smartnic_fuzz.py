@@ -15,10 +15,20 @@ from offload.backend import BackendError
 from offload.batch import FixedKeys, Numbers, Sequences, VarChunk, VarRecords, as_records
 from offload.host.cpu import CpuBackend
 from offload.host.smartnic import codec
-from offload.host.smartnic.protocol import (HANDSHAKE_STAGING, HEADER_SIZE, ErrorCode,
-                                            FrameReader, MsgType, ProtocolError, encode_frame,
-                                            pack_error, pack_located_error, parse_error,
-                                            parse_json, parse_located_error)
+from offload.host.smartnic.protocol import (
+    HANDSHAKE_STAGING,
+    HEADER_SIZE,
+    ErrorCode,
+    FrameReader,
+    MsgType,
+    ProtocolError,
+    encode_frame,
+    pack_error,
+    pack_located_error,
+    parse_error,
+    parse_json,
+    parse_located_error,
+)
 from offload.ops import REGISTRY, make_call
 
 pytestmark = pytest.mark.timeout(120)
@@ -261,8 +271,9 @@ def test_fuzz_mutated_frames(which, flips, cut, chunk, fix_crc):
     for pos, val in flips:
         data[pos % len(data)] = val
     if fix_crc:  # re-seal the header so mutations reach the deeper parsers
-        import google_crc32c
         import struct
+
+        import google_crc32c
         data[36:40] = struct.pack("<I", google_crc32c.value(bytes(data[:36])))
     _drive(bytes(data[:len(data) - cut]), chunk)
 

@@ -14,9 +14,18 @@ import pytest
 from offload import golden, ops
 from offload.batch import Sequences
 from offload.host.smartnic import SmartNicBackend
-from offload.host.smartnic.protocol import (HEADER, MAGIC, ErrorCode, FrameReader, MsgType,
-                                            auth_digest, crc32c, encode_frame, parse_error,
-                                            parse_json)
+from offload.host.smartnic.protocol import (
+    HEADER,
+    MAGIC,
+    ErrorCode,
+    FrameReader,
+    MsgType,
+    auth_digest,
+    crc32c,
+    encode_frame,
+    parse_error,
+    parse_json,
+)
 from offload.host.smartnic.testing import InProcessService
 from offload.ops import OpCall, Operator, Param
 from offload.runtime import Runtime

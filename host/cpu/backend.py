@@ -20,13 +20,29 @@ import numpy as np
 from offload.backend import Availability, Backend, Batch, Capabilities, Result, empty_result
 from offload.batch import FixedKeys, Numbers, Sequences, VarChunk, VarRecords
 from offload.golden import FID_LAYOUT
-from offload.ops import REGISTRY, Operator, OpCall, make_call, operators
+from offload.ops import REGISTRY, OpCall, Operator, make_call, operators
 
 from .kernels_bucketize import bucketize_ser
-from .kernels_hash import (MODE_FASTRANGE, MODE_FID, MODE_MOD, MODE_RAW, mod_magic,
-                           xxh32_fixed_ser, xxh32_var_ser, xxh64_fixed_ser, xxh64_var_ser)
-from .kernels_varint import (decode_count_ser, decode_error, decode_fill_ser, decode_ser,
-                             encode_fill_ser, encode_ser, encode_sizes_ser)
+from .kernels_hash import (
+    MODE_FASTRANGE,
+    MODE_FID,
+    MODE_MOD,
+    MODE_RAW,
+    mod_magic,
+    xxh32_fixed_ser,
+    xxh32_var_ser,
+    xxh64_fixed_ser,
+    xxh64_var_ser,
+)
+from .kernels_varint import (
+    decode_count_ser,
+    decode_error,
+    decode_fill_ser,
+    decode_ser,
+    encode_fill_ser,
+    encode_ser,
+    encode_sizes_ser,
+)
 from .pool import default_threads, shared_pool
 
 __all__ = ["CpuBackend", "DEFAULT_PARALLEL_THRESHOLD", "hash_params", "readonly"]

@@ -12,8 +12,7 @@ from numba import njit
 
 from offload.golden import XXH32_PRIMES, XXH64_PRIMES
 
-from .intrinsics import (kernel, load_u8, load_u32, load_u64, rotl32, rotl64,
-                         select_unpredictable)
+from .intrinsics import kernel, load_u8, load_u32, load_u64, rotl32, rotl64, select_unpredictable
 
 __all__ = ["MODE_FASTRANGE", "MODE_FID", "MODE_MOD", "MODE_RAW", "mod_magic", "xxh32_fixed_ser",
            "xxh32_var_ser", "xxh64_fixed_ser", "xxh64_var_ser"]

@@ -18,9 +18,7 @@ import threading
 import time
 from typing import Any
 
-
-from offload.backend import (Availability, Backend, BackendError, Batch, Capabilities, Result,
-                             empty_result)
+from offload.backend import Availability, Backend, BackendError, Batch, Capabilities, Result, empty_result
 from offload.ops import REGISTRY, OpCall
 
 from ..deadline import DeadlineEstimator

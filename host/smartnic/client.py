@@ -15,8 +15,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .protocol import (ErrorCode, Flags, Frame, FrameReader, MsgType, ProtocolError, RemoteError,
-                       auth_digest, encode_frame, parse_error, parse_json)
+from .protocol import (
+    ErrorCode,
+    Flags,
+    Frame,
+    FrameReader,
+    MsgType,
+    ProtocolError,
+    RemoteError,
+    auth_digest,
+    encode_frame,
+    parse_error,
+    parse_json,
+)
 
 __all__ = ["Connection", "ConnectionLost", "DeadlineExceeded", "parse_address"]
 

@@ -27,8 +27,16 @@ from typing import Any
 import numpy as np
 
 from offload.backend import BackendError, Batch, Result
-from offload.batch import (FixedKeys, Numbers, Sequences, VarRecords, as_encoded, as_numbers,
-                           as_records, as_sequences)
+from offload.batch import (
+    FixedKeys,
+    Numbers,
+    Sequences,
+    VarRecords,
+    as_encoded,
+    as_numbers,
+    as_records,
+    as_sequences,
+)
 from offload.ops import OpCall, make_call, operator
 
 __all__ = ["RequestError", "Buffers", "batch_arrays", "request_arrays", "request_body", "parse_request", "result_body",

@@ -20,8 +20,20 @@ import time
 from collections import deque
 from typing import Any
 
-from .protocol import (DEFAULT_MAX_META, ErrorCode, Flags, Frame, FrameReader, MsgType,
-                       ProtocolError, auth_digest, encode_frame, pack_error, pack_json, VERSION)
+from .protocol import (
+    DEFAULT_MAX_META,
+    VERSION,
+    ErrorCode,
+    Flags,
+    Frame,
+    FrameReader,
+    MsgType,
+    ProtocolError,
+    auth_digest,
+    encode_frame,
+    pack_error,
+    pack_json,
+)
 from .service import INLINE_BYTES, LEVELS, Service
 
 __all__ = ["PeerConnection"]

@@ -26,8 +26,18 @@ from ..deadline import DeadlineEstimator
 from . import codec
 from .client import Connection, ConnectionLost, DeadlineExceeded
 from .pool import ConnectionPool, Counters
-from .protocol import (ErrorCode, Frame, Header, MsgType, ProtocolError, RemoteError,
-                       LocatedError, encode_frame, parse_json, parse_located_error)
+from .protocol import (
+    ErrorCode,
+    Frame,
+    Header,
+    LocatedError,
+    MsgType,
+    ProtocolError,
+    RemoteError,
+    encode_frame,
+    parse_json,
+    parse_located_error,
+)
 
 __all__ = ["ChunkPipeline", "Settings", "chunk_bounds"]
 

@@ -32,11 +32,10 @@ import numpy as np
 
 from offload.backend import Batch
 from offload.batch import FixedKeys, Numbers, Sequences, VarChunk, VarRecords
-from offload.ops import REGISTRY, Operator, OpCall, make_call
+from offload.ops import REGISTRY, OpCall, Operator, make_call
 
 from . import codec
-from .protocol import (ErrorCode, Frame, MsgType, VERSION, encode_frame, pack_error,
-                       pack_located_error)
+from .protocol import VERSION, ErrorCode, Frame, MsgType, encode_frame, pack_error, pack_located_error
 
 if TYPE_CHECKING:
     from .connection import PeerConnection

@@ -28,8 +28,14 @@ try:
     from cocotb.simtime import get_sim_time
 except ImportError:  # cocotb < 2.1
     from cocotb.utils import get_sim_time
-from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
-                           AxiStreamSink, AxiStreamSource)
+from cocotbext.axi import (
+    AxiLiteBus,
+    AxiLiteMaster,
+    AxiStreamBus,
+    AxiStreamFrame,
+    AxiStreamSink,
+    AxiStreamSource,
+)
 
 # cocotbext-axi 0.1.28 uses APIs cocotb 2 deprecates; the warnings are noise here.
 warnings.filterwarnings("ignore", category=DeprecationWarning)
