@@ -13,7 +13,6 @@ from offload.engine_map import (DTYPE_CODES, ERR_BITS, FORMATS, OP_CODES, STATUS
 from offload.golden import FID_LAYOUT
 
 from .common import mux_index
-from .regfile import ANON
 
 __all__ = ["Control", "op_in"]
 
@@ -71,8 +70,8 @@ class Control:
         N = self.lanes = lanes
         self.table_depth = table_depth
         self.state = Signal(3, name="state")
-        self.op = Signal(max(OP_CODES.values()).bit_length(), name=ANON)
-        self.fmt = Signal(max(FORMATS.values()).bit_length(), name=ANON)
+        self.op = Signal(max(OP_CODES.values()).bit_length(), name="op")
+        self.fmt = Signal(max(FORMATS.values()).bit_length(), name="fmt")
         self.dtype = Signal(max(DTYPE_CODES.values()).bit_length(), name="dtype")
         self.seed = Signal(64, name="seed")
         self.nbuckets = Signal(64, name="nbuckets")

@@ -37,16 +37,19 @@ result entering the FIFO: 1 cycle in the input slice plus the operator's core la
 (:attr:`OffloadEngine.latency` is the longest), plus 2
 cycles to ``m_axis`` (plus the rest of its output beat for ``lanes > 1``).
 
-Blocks (each in its own module, with its ports, latency and reset in its docstring):
+Blocks (each in its own module, with its ports, latency and reset in its docstring). Two are
+submodules (``wiring.Component``, their signature is their whole interface):
 :class:`~offload.hw.regfile.RegisterFile` (AXI-Lite slave, parameter registers, command
-strobes), :class:`~offload.hw.slicer.InputSlice` and :class:`~offload.hw.slicer.Serialiser`
-(``s_axis`` to the parser's unit), :class:`~offload.hw.parser.Parser` (accept decision, record
-framing), :class:`~offload.hw.lanebank.LaneBank` (the cores of every lane, their enables,
-parameters and input registers), :class:`~offload.hw.collector.Collector` (results, trailer,
-FIFO, ``m_axis``) and :class:`~offload.hw.control.Control` (batch registers, ``BAD_PARAM``, the
-batch FSM, the status registers). They are elaboration helpers that add their logic to the
-engine's module rather than submodules: a submodule boundary would change the exported RTL's
-hierarchy and names, and the cores stay the engine's direct submodules as before.
+strobes) and :class:`~offload.hw.slicer.InputSlice` (the ``s_axis`` register slice). The others
+are elaboration helpers that add their logic to the engine's module, because they share the
+batch FSM: :class:`~offload.hw.control.Control` (batch registers, ``BAD_PARAM``, the FSM, the
+status registers) writes the registers of :class:`~offload.hw.slicer.Serialiser` (a framed
+beat's held words) and :class:`~offload.hw.parser.Parser` (accept decision, record framing)
+inside its states, and :class:`~offload.hw.collector.Collector` (results, trailer, FIFO,
+``m_axis``) counts ``DONE_COUNT`` and ends the batch's busy/done state, which the FSM sets at
+START; as components they would need that logic restructured, not only renamed.
+:class:`~offload.hw.lanebank.LaneBank` (the cores of every lane, their enables, parameters and
+input registers) keeps the cores as the engine's own submodules, as they were.
 
 Errors never deadlock: in the idle state ``s_axis_tready`` is 1 and words are discarded
 (``EXTRA_DATA``); after an error the engine drains its pipelines (a bounded number of cycles,
@@ -64,7 +67,7 @@ pipelines (the boundary tables are kept).
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module
+from amaranth.hdl import Module
 from amaranth.lib import wiring
 
 from offload.engine_map import (ENGINE_ID, ENGINE_VERSION, ERR_BITS, OP_CODES, REGISTERS,
@@ -191,17 +194,25 @@ class OffloadEngine(wiring.Component):
         super().__init__({**axis_in(lanes), **axis_out(lanes), **AXI_LITE})
 
     def elaborate(self, platform):
-        """The blocks, in the order their logic is added (each block's docstring says its
-        ports, latency and reset): the register file, the lanes' cores, the input slice and
-        serialiser, the parser, the cores' input registers, the collector, the control."""
+        """The blocks (see the module docstring), in the order their logic is added: the
+        lanes' cores, the register file, the input slice and serialiser, the parser, the cores'
+        input registers, the collector, the control."""
         m = Module()
         ctl = Control(self.lanes, self.table_depth)
-        regs = RegisterFile(self.table_depth)
-        regs.elaborate(m, self, self._read_only(ctl))
+        m.submodules.regfile = regs = RegisterFile(
+            table_depth=self.table_depth, caps=self.caps, ops_mask=self.ops_mask,
+            seq_max=self.seq_max)
         lanes = LaneBank(self, ctl)
+        # The cores' logic comes first: a net's name in the RTL is that of the first signal
+        # the module's statements use for it, sync before comb when the first statement is a
+        # register's, so the cores' input registers keep their names (not their ports').
         lanes.elaborate_cores(m, regs)
-        sl = InputSlice(self.lanes, self.seq_max)
-        sl.elaborate(m, self, regs.soft_reset)
+        self._connect(m, regs, AXI_LITE)
+        m.d.comb += [regs.status.eq(ctl.status()), regs.err.eq(ctl.err),
+                     regs.done_count.eq(ctl.done_count), regs.cycles.eq(ctl.cycles)]
+        m.submodules.slice = sl = InputSlice(self.lanes, self.seq_max)
+        self._connect(m, sl, axis_in(self.lanes))
+        m.d.comb += sl.soft_reset.eq(regs.soft_reset)
         ser = Serialiser(sl, ctl.framed)
         coll = Collector(self.lanes, self.fifo_depth)
         parser = Parser(self.lanes, self.fifo_depth - self.SLACK - self.CREDIT_LAG)
@@ -213,12 +224,9 @@ class OffloadEngine(wiring.Component):
         ctl.elaborate_fsm(m, regs, sl, ser, parser, coll, lanes.dv_busy)
         return m
 
-    def _read_only(self, ctl: Control) -> dict:
-        """The registers the host only reads, in the read decoder's order."""
-        return {
-            "ID": Const(ENGINE_ID, 32), "VERSION": Const(ENGINE_VERSION, 32),
-            "STATUS": ctl.status(), "ERR": ctl.err, "DONE_COUNT": ctl.done_count,
-            "CAPS": Const(self.caps, 32), "CYCLES_LO": ctl.cycles[:32],
-            "CYCLES_HI": ctl.cycles[32:], "OPS": Const(self.ops_mask, 32),
-            "SEQ_MAX": Const(self.seq_max, 32),
-        }
+    def _connect(self, m: Module, sub: wiring.Component, ports: dict) -> None:
+        """Connect the engine's ``ports`` to the submodule ``sub``'s ports of the same names
+        and directions."""
+        for name, member in ports.items():
+            outer, inner = getattr(self, name), getattr(sub, name)
+            m.d.comb += inner.eq(outer) if member.flow == wiring.In else outer.eq(inner)

@@ -102,7 +102,7 @@ def _rtlil_to_verilog(il: str) -> str:
       of multi-word arithmetic;
     * ``opt_dff``: register enables and synchronous resets become ``if`` conditions of the
       ``always @(posedge clk)`` blocks instead of muxes in front of every flip-flop, so a core
-      whose enable is low (see ``core_en`` in :mod:`offload.hw.engine`) is skipped by the
+      whose enable is low (see ``core_en`` in :mod:`offload.hw.lanebank`) is skipped by the
       simulator rather than recomputed and discarded.
     """
     from amaranth._toolchain.yosys import find_yosys

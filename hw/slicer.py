@@ -1,12 +1,11 @@
-"""The engine's input side: the ``s_axis`` register slice and the serialiser of framed beats.
-
-Elaboration helpers of :class:`~offload.hw.engine.OffloadEngine` (they add their logic to the
-engine's module, see :class:`InputSlice` and :class:`Serialiser`).
-"""
+"""The engine's input side: the ``s_axis`` register slice (:class:`InputSlice`, a submodule of
+:class:`~offload.hw.engine.OffloadEngine`) and the serialiser of framed beats
+(:class:`Serialiser`, an elaboration helper: the engine's control FSM drives its registers)."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["InputSlice", "Serialiser", "axis_in", "XW"]
@@ -23,7 +22,7 @@ def axis_in(lanes: int) -> dict:
             "s_axis_tvalid": In(1), "s_axis_tready": Out(1)}
 
 
-class InputSlice:
+class InputSlice(wiring.Component):
     """A register slice (two-entry skid buffer) between ``s_axis`` and the parser.
 
     ``s_axis_tready`` is a register (no path from the bus through the parser back to the bus),
@@ -31,12 +30,11 @@ class InputSlice:
     the parser's accept decision, which fans out to the cores and every counter, starts at
     registers. It costs one cycle of latency, not throughput (a beat per cycle).
 
-    Ports: the :func:`axis_in` ports of the component passed to :meth:`elaborate`; input
-    :attr:`take` (the parser takes the held beat this cycle; created here, driven by the
-    parser); ``soft_reset`` (given to :meth:`elaborate`). Outputs: :attr:`valid` (a beat is
-    held), :attr:`xwords` (per word: the word and its checks, :data:`XW` bits), :attr:`words`
-    (the 64-bit words), :attr:`tlast`, :attr:`bad_tkeep` (``tkeep`` is not exactly the bytes of
-    the words carried), :attr:`nw` (words carried: up to the highest word whose ``tkeep`` bits
+    Ports: the :func:`axis_in` ports; In ``take`` (the parser takes the held beat this cycle),
+    ``soft_reset``; Out ``valid`` (a beat is held) and ``beat`` (the held beat), read through
+    :attr:`xwords` (per word: the word and its checks, :data:`XW` bits), :attr:`words` (the
+    64-bit words), :attr:`tlast`, :attr:`bad_tkeep` (``tkeep`` is not exactly the bytes of the
+    words carried) and :attr:`nw` (words carried: up to the highest word whose ``tkeep`` bits
     are not all clear, at least 1).
 
     Latency 1 cycle (a beat accepted in cycle t is held from t+1). Reset (``rst`` or
@@ -45,8 +43,17 @@ class InputSlice:
     """
 
     def __init__(self, lanes: int, seq_max: int):
-        self.lanes, self.seq_max = lanes, seq_max
-        self.take = Signal(name="take")
+        N = self.lanes = lanes
+        self.seq_max = seq_max
+        nw_bits = Shape.cast(range(N + 1)).width
+        super().__init__({**axis_in(lanes), "take": In(1), "soft_reset": In(1),
+                          "valid": Out(1), "beat": Out(XW * N + 2 + nw_bits)})
+        beat = self.beat
+        self.xwords = [beat.word_select(j, XW) for j in range(N)]
+        self.words = [x[:64] for x in self.xwords]
+        self.tlast = beat[XW * N]
+        self.bad_tkeep = beat[XW * N + 1]
+        self.nw = beat[XW * N + 2:]
 
     def checks(self, x: Value) -> Value:
         """A word ``x`` and the checks the parser makes when it is a header."""
@@ -58,30 +65,31 @@ class InputSlice:
                    ln == 1,                                  # SEQ: one word
                    (ln != 0) & (ln <= 8))                    # VAR: one word
 
-    def _beat(self, bus) -> Value:
+    def _beat(self) -> Value:
         """The bus beat as the slice stores it: the words with their checks, ``tlast``,
         ``tkeep``'s check and the word count."""
         N = self.lanes
-        bus_words = [bus.s_axis_tdata.word_select(j, 64) for j in range(N)]
-        tkeep_in = bus.s_axis_tkeep
+        bus_words = [self.s_axis_tdata.word_select(j, 64) for j in range(N)]
+        tkeep_in = self.s_axis_tkeep
         nw_in = Const(1, range(N + 1))
         canon = Const(0xFF, 8 * N)
         for j in range(1, N):
             grp = tkeep_in[8 * j:8 * j + 8].any()
             nw_in = Mux(grp, j + 1, nw_in)
             canon = Mux(grp, (1 << 8 * (j + 1)) - 1, canon)
-        return Cat(*(self.checks(x) for x in bus_words), bus.s_axis_tlast, tkeep_in != canon,
+        return Cat(*(self.checks(x) for x in bus_words), self.s_axis_tlast, tkeep_in != canon,
                    nw_in)
 
-    def elaborate(self, m: Module, bus, soft_reset: Value) -> None:
-        N = self.lanes
-        in_beat = self._beat(bus)
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        in_beat = self._beat()
+        assert len(in_beat) == len(self.beat)
         main = Signal(len(in_beat), name="slice_main", reset_less=True)
         skid = Signal(len(in_beat), name="slice_skid", reset_less=True)
         main_v, skid_v = Signal(name="slice_main_valid"), Signal(name="slice_skid_valid")
-        m.d.comb += bus.s_axis_tready.eq(~skid_v)
-        in_fire = bus.s_axis_tvalid & ~skid_v
-        with m.If(soft_reset):
+        m.d.comb += [self.s_axis_tready.eq(~skid_v), self.beat.eq(main), self.valid.eq(main_v)]
+        in_fire = self.s_axis_tvalid & ~skid_v
+        with m.If(self.soft_reset):
             # Abort: beats already taken from the bus are dropped with the batch.
             m.d.sync += [main_v.eq(0), skid_v.eq(0)]
         with m.Elif(self.take | ~main_v):
@@ -89,12 +97,7 @@ class InputSlice:
                          skid_v.eq(0)]
         with m.Elif(in_fire):
             m.d.sync += [skid.eq(in_beat), skid_v.eq(1)]
-        self.xwords = [main.word_select(j, XW) for j in range(N)]
-        self.words = [x[:64] for x in self.xwords]
-        self.tlast = main[XW * N]
-        self.bad_tkeep = main[XW * N + 1]
-        self.nw = main[XW * N + 2:]
-        self.valid = main_v
+        return m
 
 
 class Serialiser:
