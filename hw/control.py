@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, Value
 
-from offload.engine_map import (DTYPE_CODES, ERR_BITS, FORMATS, OP_CODES, STATUS_BUSY,
-                                STATUS_DONE, STATUS_ERROR)
+from offload.engine_map import (
+    DTYPE_CODES,
+    ERR_BITS,
+    FORMATS,
+    OP_CODES,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+)
 from offload.golden import FID_LAYOUT
 
 from .common import mux_index

@@ -70,8 +70,7 @@ from __future__ import annotations
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 
-from offload.engine_map import (ENGINE_ID, ENGINE_VERSION, ERR_BITS, OP_CODES, REGISTERS,
-                                TRAILER_MAGIC)
+from offload.engine_map import ENGINE_ID, ENGINE_VERSION, ERR_BITS, OP_CODES, REGISTERS, TRAILER_MAGIC
 
 from .bucketize import Bucketize
 from .collector import Collector, axis_out

@@ -7,8 +7,16 @@ from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from offload.engine_map import (CTRL_SOFT_RESET, CTRL_START, ENGINE_ID, ENGINE_VERSION, ERR_BITS,
-                                PARAM_REGISTERS, REGISTERS, TABLE_REGISTERS)
+from offload.engine_map import (
+    CTRL_SOFT_RESET,
+    CTRL_START,
+    ENGINE_ID,
+    ENGINE_VERSION,
+    ERR_BITS,
+    PARAM_REGISTERS,
+    REGISTERS,
+    TABLE_REGISTERS,
+)
 
 __all__ = ["RegisterFile", "AXI_LITE", "WRITABLE"]
 
