@@ -94,7 +94,6 @@ class RegisterFile(wiring.Component):
 
     def _write(self, m: Module, bvalid: Signal, rvalid: Signal, rdata: Signal,
                wdata: Signal) -> None:
-        r = self.params
         wr_en = Signal(name="wr_en")
         # A write is taken into registers and applied in the next cycle, then answered: its
         # effects (START, SOFT_RESET, a table write, the parameters) start at registers, not
@@ -115,9 +114,14 @@ class RegisterFile(wiring.Component):
             m.d.sync += bvalid.eq(1)
         with m.Elif(self.s_axi_bready):
             m.d.sync += bvalid.eq(0)
-        # START, SOFT_RESET and a table write are flip-flops, decoded from the bus when the
-        # write is taken (they reach the whole engine; a decode in front of them was the longest
-        # routed path).
+        self._strobes(m, wr_en)
+        self._store(m, wr_q, wr_idx, wdata)
+
+    def _strobes(self, m: Module, wr_en: Signal) -> None:
+        """START, SOFT_RESET and a table write are flip-flops, decoded from the bus when the
+        write is taken (they reach the whole engine; a decode in front of them was the longest
+        routed path)."""
+        r = self.params
         bus_idx, bus_data = self.s_axi_awaddr[2:8], self.s_axi_wdata
         m.d.sync += [
             self.start.eq(wr_en & (bus_idx == _index("CTRL")) & bus_data[_bit(CTRL_START)]
@@ -128,6 +132,10 @@ class RegisterFile(wiring.Component):
             self.table_we.eq(wr_en & (bus_idx == _index("TABLE_DATA_HI"))
                              & (r["TABLE_ADDR"] < self.table_depth)),
         ]
+
+    def _store(self, m: Module, wr_q: Signal, wr_idx: Signal, wdata: Signal) -> None:
+        """The taken write's register stores the data; a table write advances TABLE_ADDR."""
+        r = self.params
         with m.If(wr_q):
             with m.Switch(wr_idx):
                 for name, sig in r.items():
