@@ -50,14 +50,32 @@ def rows(quick: bool = False) -> list[dict[str, Any]]:
         t_sim = _time(lambda: rt.run(call, keys, backend="sim"))
         cycles = sim.cycles - c0  # type: ignore[attr-defined]
         t_cpu = _time(lambda: rt.run(call, keys, backend="cpu"))
-        out.append(row(f"sim xxh64 {n:,} uint64 keys", n / t_sim / 1e6, "M keys/s",
-                       baseline=n / t_cpu / 1e6, baseline_unit="M keys/s (cpu backend)",
-                       target=2.0, target_kind="value", note="baseline: cpu backend, same keys"))
-        out.append(row("sim engine input beats/cycle", n / cycles, "beats/cycle", target=0.95,
-                       target_kind="value", note=f"{cycles:,} cycles for {n:,} words"))
+        out.append(
+            row(
+                f"sim xxh64 {n:,} uint64 keys",
+                n / t_sim / 1e6,
+                "M keys/s",
+                baseline=n / t_cpu / 1e6,
+                baseline_unit="M keys/s (cpu backend)",
+                target=2.0,
+                target_kind="value",
+                note="baseline: cpu backend, same keys",
+            )
+        )
+        out.append(
+            row(
+                "sim engine input beats/cycle",
+                n / cycles,
+                "beats/cycle",
+                target=0.95,
+                target_kind="value",
+                note=f"{cycles:,} cycles for {n:,} words",
+            )
+        )
         fav = rt.availability("fpga")
         if fav.ok:
             from offload.host.sim_backend import SimBackend
+
             rt_lut = Runtime(backends=[SimBackend(flavour="lut")], fallback=False)
             try:
                 rt_lut.run(call, keys.slice(0, 1024), backend="sim")
@@ -66,13 +84,21 @@ def rows(quick: bool = False) -> list[dict[str, Any]]:
                 rt_lut.close()
             rt.run(call, keys.slice(0, 1024), backend="fpga")
             t_fpga = _time(lambda: rt.run(call, keys, backend="fpga"))
-            out.append(row(f"fpga (simulated PYNQ) / sim time, {n:,} keys", t_fpga / t_lut, "x",
-                           target=2.0, target_kind="max",
-                           note=f"fpga {n / t_fpga / 1e6:.2f} M keys/s; both on the LUT-flavour "
-                                f"model ({n / t_lut / 1e6:.2f} M keys/s on sim)"))
+            out.append(
+                row(
+                    f"fpga (simulated PYNQ) / sim time, {n:,} keys",
+                    t_fpga / t_lut,
+                    "x",
+                    target=2.0,
+                    target_kind="max",
+                    note=f"fpga {n / t_fpga / 1e6:.2f} M keys/s; both on the LUT-flavour "
+                    f"model ({n / t_lut / 1e6:.2f} M keys/s on sim)",
+                )
+            )
         else:
-            out.append(row("fpga (simulated PYNQ) / sim time", None, "x",
-                           note=f"fpga unavailable: {fav.reason}"))
+            out.append(
+                row("fpga (simulated PYNQ) / sim time", None, "x", note=f"fpga unavailable: {fav.reason}")
+            )
     finally:
         rt.close()
     return out

@@ -38,16 +38,31 @@ class _Costs:
 class DeadlineEstimator:
     """Per-call deadlines from measured rates (see the module docs for the rule)."""
 
-    def __init__(self, *, prior_fixed_s: float, prior_byte_s: float, prior_record_s: float = 0.0,
-                 margin: float = 4.0, latency_s: float = 0.05, floor_s: float = 1.0,
-                 min_records: int = 1024, min_bytes: int = 64 << 10, decay: float = 0.25) -> None:
-        for name, v in (("prior_fixed_s", prior_fixed_s), ("prior_byte_s", prior_byte_s),
-                        ("prior_record_s", prior_record_s), ("latency_s", latency_s)):
+    def __init__(
+        self,
+        *,
+        prior_fixed_s: float,
+        prior_byte_s: float,
+        prior_record_s: float = 0.0,
+        margin: float = 4.0,
+        latency_s: float = 0.05,
+        floor_s: float = 1.0,
+        min_records: int = 1024,
+        min_bytes: int = 64 << 10,
+        decay: float = 0.25,
+    ) -> None:
+        for name, v in (
+            ("prior_fixed_s", prior_fixed_s),
+            ("prior_byte_s", prior_byte_s),
+            ("prior_record_s", prior_record_s),
+            ("latency_s", latency_s),
+        ):
             if not v >= 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
         if not margin >= 1 or not floor_s > 0 or not 0 < decay <= 1:
-            raise ValueError(f"margin must be >= 1, floor_s > 0 and decay in (0, 1], got "
-                             f"{margin}, {floor_s}, {decay}")
+            raise ValueError(
+                f"margin must be >= 1, floor_s > 0 and decay in (0, 1], got {margin}, {floor_s}, {decay}"
+            )
         if min_records < 1 or min_bytes < 1:
             raise ValueError("min_records and min_bytes must be >= 1")
         self.prior_fixed_s = float(prior_fixed_s)
@@ -65,13 +80,18 @@ class DeadlineEstimator:
     def observe(self, records: int, nbytes: int, seconds: float) -> None:
         """A call of ``records`` records and ``nbytes`` bytes completed in ``seconds``."""
         if records < 0 or nbytes < 0 or not seconds >= 0:
-            raise ValueError(f"an observation needs records, bytes >= 0 and seconds >= 0, got "
-                             f"{records}, {nbytes}, {seconds}")
+            raise ValueError(
+                f"an observation needs records, bytes >= 0 and seconds >= 0, got "
+                f"{records}, {nbytes}, {seconds}"
+            )
         seen = _Costs(seconds / max(records, self.min_records), seconds / max(nbytes, self.min_bytes))
         with self._lock:
             old = self.costs
-            self.costs = seen if old is None else _Costs(self._move(old.record_s, seen.record_s),
-                                                         self._move(old.byte_s, seen.byte_s))
+            self.costs = (
+                seen
+                if old is None
+                else _Costs(self._move(old.record_s, seen.record_s), self._move(old.byte_s, seen.byte_s))
+            )
             self.observations += 1
 
     def _move(self, est: float, seen: float) -> float:
@@ -89,15 +109,15 @@ class DeadlineEstimator:
         work = self.expected(records, nbytes)
         if work is None:
             p = self.prior
-            return max(self.floor_s,
-                       self.prior_fixed_s + max(records * p.record_s, nbytes * p.byte_s))
+            return max(self.floor_s, self.prior_fixed_s + max(records * p.record_s, nbytes * p.byte_s))
         return max(self.floor_s, self.latency_s + self.margin * work)
 
     def explain(self, records: int, nbytes: int) -> str:
         """How :meth:`deadline` came about, for error messages."""
         work = self.expected(records, nbytes)
         if work is None:
-            return (f"the prior deadline for {records} records, {nbytes} bytes (nothing "
-                    f"measured yet)")
-        return (f"the deadline for {records} records, {nbytes} bytes: {self.margin:g} x their "
-                f"expected {work:.3g} s + {self.latency_s:g} s, at least {self.floor_s:g} s")
+            return f"the prior deadline for {records} records, {nbytes} bytes (nothing measured yet)"
+        return (
+            f"the deadline for {records} records, {nbytes} bytes: {self.margin:g} x their "
+            f"expected {work:.3g} s + {self.latency_s:g} s, at least {self.floor_s:g} s"
+        )

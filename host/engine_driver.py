@@ -43,8 +43,18 @@ from offload.engine_map import (
 )
 from offload.ops import OpCall, by_code
 
-__all__ = ["Chunk", "Transport", "EngineInfo", "EngineDriver", "ChunkResults", "DeviceLost",
-           "program_engine", "soft_reset", "read_info", "supports_on_engine"]
+__all__ = [
+    "Chunk",
+    "Transport",
+    "EngineInfo",
+    "EngineDriver",
+    "ChunkResults",
+    "DeviceLost",
+    "program_engine",
+    "soft_reset",
+    "read_info",
+    "supports_on_engine",
+]
 
 #: What the engine's batch kinds are on the wire: every one but pre-encoded input.
 _BATCH_KINDS = frozenset({"fixed", "var", "numbers", "sequences"})
@@ -53,6 +63,7 @@ _BATCH_KINDS = frozenset({"fixed", "var", "numbers", "sequences"})
 @dataclass(frozen=True)
 class Chunk:
     """One transfer: records ``[start, stop)`` of the backend's batch, packed as ``job``."""
+
     start: int
     stop: int
     job: wire.WireJob
@@ -123,6 +134,7 @@ class DeviceLost(BackendError):
 @dataclass(frozen=True)
 class EngineInfo:
     """What an engine reports about itself in its read-only registers."""
+
     caps: Capabilities
     ops_mask: int
     seq_max: int
@@ -150,20 +162,32 @@ def read_info(read: Callable[[int], int], name: str) -> EngineInfo:
     """Read and check the engine's ID, VERSION, CAPS, OPS and SEQ_MAX registers."""
     ident = read(REGISTERS["ID"])
     if ident != ENGINE_ID:
-        raise BackendError(f"{name}: engine ID register reads 0x{ident:08x}, expected "
-                           f"0x{ENGINE_ID:08x}", cause="device")
+        raise BackendError(
+            f"{name}: engine ID register reads 0x{ident:08x}, expected 0x{ENGINE_ID:08x}", cause="device"
+        )
     caps, ops = read(REGISTERS["CAPS"]), read(REGISTERS["OPS"])
     version = read(REGISTERS["VERSION"])
     if version >> 16 != ENGINE_VERSION >> 16:
-        raise BackendError(f"{name}: engine wire format {version >> 16}.{version & 0xFFFF} is not "
-                           f"compatible with the host's {ENGINE_VERSION >> 16}."
-                           f"{ENGINE_VERSION & 0xFFFF}", cause="device")
+        raise BackendError(
+            f"{name}: engine wire format {version >> 16}.{version & 0xFFFF} is not "
+            f"compatible with the host's {ENGINE_VERSION >> 16}."
+            f"{ENGINE_VERSION & 0xFFFF}",
+            cause="device",
+        )
     # SEQ_MAX came with wire format 1.1; an older engine encodes the default
     seq_max = read(REGISTERS["SEQ_MAX"]) if version >= 0x00010001 else DEFAULT_SEQ_MAX
     names = {hit[0].name for code in range(32) if ops >> code & 1 and (hit := by_code(code))}
-    return EngineInfo(Capabilities(ops=frozenset(names), max_boundaries=caps & 0xFFFF,
-                                   max_record_bytes=(1 << 32) - 1, batch_kinds=_BATCH_KINDS),
-                      ops, seq_max, version)
+    return EngineInfo(
+        Capabilities(
+            ops=frozenset(names),
+            max_boundaries=caps & 0xFFFF,
+            max_record_bytes=(1 << 32) - 1,
+            batch_kinds=_BATCH_KINDS,
+        ),
+        ops,
+        seq_max,
+        version,
+    )
 
 
 def supports_on_engine(info: EngineInfo, call: OpCall, batch: Batch) -> str | None:
@@ -209,8 +233,12 @@ class ChunkResults:
         parts = list(self.parts)
         if vouched and e.partial is not None:
             parts.append(e.partial)
-        return BackendError(str(e), cause=e.cause, completed=self.completed + vouched,
-                            partial=concat_results(self.op, parts) if parts else None)
+        return BackendError(
+            str(e),
+            cause=e.cause,
+            completed=self.completed + vouched,
+            partial=concat_results(self.op, parts) if parts else None,
+        )
 
 
 class EngineDriver:
@@ -246,9 +274,11 @@ class EngineDriver:
             words = max(job.words.shape[0], job.out_words_max)
             if limit is not None and words > limit:
                 if b - a == 1:
-                    raise BackendError(f"{self.name}: record {a} needs a transfer of {words * 8} "
-                                       f"bytes, more than the {self.transport.link}'s {limit * 8}",
-                                       cause="too_large")
+                    raise BackendError(
+                        f"{self.name}: record {a} needs a transfer of {words * 8} "
+                        f"bytes, more than the {self.transport.link}'s {limit * 8}",
+                        cause="too_large",
+                    )
                 size = max(1, (b - a) // 2)
                 continue
             yield Chunk(a, b, job)
@@ -264,8 +294,7 @@ class EngineDriver:
             self._pipeline(self.chunks(call, batch, chunk_records), done)
             return done.result()
         except OSError as e:  # a register access failed: the device went away
-            raise done.failure(self._gone(DeviceLost(
-                self.name, f"{self.transport.where} lost: {e}"))) from e
+            raise done.failure(self._gone(DeviceLost(self.name, f"{self.transport.where} lost: {e}"))) from e
         except DeviceLost as e:
             raise done.failure(self._gone(e)) from e
         except BackendError as e:

@@ -70,6 +70,7 @@ _MODES = ("board", "sim")
 
 def default_bitfile() -> Path:
     import offload.rtl
+
     return Path(offload.rtl.__file__).resolve().parent / "offload_engine.bit"
 
 
@@ -81,6 +82,7 @@ def _pynq_missing() -> str | None:
 @dataclass
 class _Pair:
     """One input and one output DMA buffer (uint64 words), and the chunk loaded into them."""
+
     inb: Any
     outb: Any
     chunk: Chunk | None = None
@@ -92,10 +94,17 @@ class FpgaBackend(Backend):
 
     name = "fpga"
 
-    def __init__(self, *, device: str | None = None, bitfile: str | os.PathLike[str] | None = None,
-                 engine: str | Any | None = None, faults: list[Any] | None = None,
-                 timeout_s: float | None = None, chunk_records: int = 1 << 18,
-                 stall_cycles: int = 200_000) -> None:
+    def __init__(
+        self,
+        *,
+        device: str | None = None,
+        bitfile: str | os.PathLike[str] | None = None,
+        engine: str | Any | None = None,
+        faults: list[Any] | None = None,
+        timeout_s: float | None = None,
+        chunk_records: int = 1 << 18,
+        stall_cycles: int = 200_000,
+    ) -> None:
         mode = device or os.environ.get("OFFLOAD_FPGA") or "board"
         if mode not in _MODES:
             raise ValueError(f"unknown fpga device {mode!r}: expected 'board' or 'sim'")
@@ -114,8 +123,12 @@ class FpgaBackend(Backend):
         # any: a board moves ~100 M words/s (1e-7 s/word is 10x slower), the simulated device's
         # Verilator engine ~20 k words/s on a loaded machine
         self.deadlines = DeadlineEstimator(
-            prior_fixed_s=10.0, prior_byte_s=(5e-5 if mode == "sim" else 1e-7) / 8,
-            latency_s=0.01, floor_s=1.0, margin=4.0)
+            prior_fixed_s=10.0,
+            prior_byte_s=(5e-5 if mode == "sim" else 1e-7) / 8,
+            latency_s=0.01,
+            floor_s=1.0,
+            margin=4.0,
+        )
         self.device: Any = None
         self.overlay: Any = None
         self._engine_ip: Any = None
@@ -133,14 +146,17 @@ class FpgaBackend(Backend):
             return self.bitfile
         if self.mode == "sim":
             from offload.sim.pynq_device import standin_bitfile
+
             return standin_bitfile()
         return default_bitfile()
 
     def _bitfile_problem(self) -> str | None:
         bit = self._bitfile()
         if not bit.exists():
-            return (f"bitstream {bit} not found: build it with Vivado (rtl/package_ip.tcl), "
-                    "or pass options={'fpga': {'bitfile': ...}}")
+            return (
+                f"bitstream {bit} not found: build it with Vivado (rtl/package_ip.tcl), "
+                "or pass options={'fpga': {'bitfile': ...}}"
+            )
         if not bit.with_suffix(".hwh").exists():
             return f"{bit.with_suffix('.hwh')} not found: PYNQ needs the .hwh beside the .bit"
         return None
@@ -154,6 +170,7 @@ class FpgaBackend(Backend):
         import warnings
 
         from pynq import Device
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             devices = list(Device.devices)
@@ -181,11 +198,13 @@ class FpgaBackend(Backend):
             if not isinstance(kind, str):
                 kind = type(kind).__name__
             elif kind not in ("verilator", "reference"):
-                return Availability(False, f"unknown engine model {kind!r}: expected 'verilator' "
-                                           "or 'reference'")
+                return Availability(
+                    False, f"unknown engine model {kind!r}: expected 'verilator' or 'reference'"
+                )
             if kind == "verilator":
                 try:
                     from offload.sim import verilator as v
+
                     v.toolchain()
                     v.sources()
                 except Exception as e:
@@ -193,15 +212,19 @@ class FpgaBackend(Backend):
                 else:
                     why = extras.missing("", "pyverilator")  # loads the built model
                 if why:
-                    return Availability(False, f"simulated PYNQ device: the Verilator engine model "
-                                               f"{why}; engine='reference' runs "
-                                               "the pure-Python engine")
+                    return Availability(
+                        False,
+                        f"simulated PYNQ device: the Verilator engine model "
+                        f"{why}; engine='reference' runs "
+                        "the pure-Python engine",
+                    )
             return Availability(True, f"simulated PYNQ-Z2 ({kind} engine model), no board")
         return Availability(True, f"PYNQ board; {self._bitfile().name} loaded on first use")
 
     def _where(self) -> str:
-        return "simulated PYNQ-Z2" if self.mode == "sim" else \
-            f"PYNQ device {getattr(self.device, 'name', '?')}"
+        return (
+            "simulated PYNQ-Z2" if self.mode == "sim" else f"PYNQ device {getattr(self.device, 'name', '?')}"
+        )
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -216,8 +239,10 @@ class FpgaBackend(Backend):
             raise BackendUnavailable(av.reason)
         import pynq
         from pynq.lib.dma import DMA
+
         if self.mode == "sim":
             from offload.sim import pynq_device
+
             dev = pynq_device.activate(engine=self.engine, stall_cycles=self.stall_cycles)
             if self.faults:
                 dev.inject(self.faults)
@@ -225,13 +250,15 @@ class FpgaBackend(Backend):
             dev = self._real_devices()[0]
         # From here on the code is the same for the board and the simulated device.
         ol = pynq.Overlay(str(self._bitfile()), device=dev)
-        engines = [k for k, v in ol.ip_dict.items()
-                   if str(v.get("type", "")).split(":")[2:3] == [ENGINE_IP_NAME]]
+        engines = [
+            k for k, v in ol.ip_dict.items() if str(v.get("type", "")).split(":")[2:3] == [ENGINE_IP_NAME]
+        ]
         dmas = [k for k, v in ol.ip_dict.items() if str(v.get("type", "")).startswith(DMA_VLNV)]
         if len(engines) != 1 or len(dmas) != 1:
             raise BackendUnavailable(
                 f"{self._bitfile().name}: expected one {ENGINE_IP_NAME} IP and one AXI DMA, found "
-                f"{engines or 'no engine'} and {dmas or 'no DMA'} in {sorted(ol.ip_dict)}")
+                f"{engines or 'no engine'} and {dmas or 'no DMA'} in {sorted(ol.ip_dict)}"
+            )
         dma = getattr(ol, dmas[0])
         if not isinstance(dma, DMA) or dma.sendchannel is None or dma.recvchannel is None:
             raise BackendUnavailable(f"{dmas[0]} is not a simple-mode AXI DMA with both channels")
@@ -261,6 +288,7 @@ class FpgaBackend(Backend):
                 self._transport.free()
             if self.mode == "sim" and self.device is not None:
                 from offload.sim import pynq_device
+
                 pynq_device.deactivate(self.device)
             self.device = self.overlay = self._engine_ip = self._dma = None
             self._transport = self._driver = None
@@ -311,6 +339,7 @@ class _DmaTransport:
 
     def _pair(self, slot: int, in_words: int, out_words: int) -> _Pair:
         import pynq
+
         p = self.pairs[slot]
         if p is None or p.inb.shape[0] < in_words or p.outb.shape[0] < out_words:
             if p is not None:
@@ -319,8 +348,10 @@ class _DmaTransport:
             # Grow with headroom so a run of similar chunks allocates once.
             ni = max(in_words, 1024, p.inb.shape[0] if p else 0) * 5 // 4
             no = max(out_words, 1024, p.outb.shape[0] if p else 0) * 5 // 4
-            p = _Pair(pynq.allocate(ni, np.uint64, target=self.backend.device),
-                      pynq.allocate(no, np.uint64, target=self.backend.device))
+            p = _Pair(
+                pynq.allocate(ni, np.uint64, target=self.backend.device),
+                pynq.allocate(no, np.uint64, target=self.backend.device),
+            )
             self.pairs[slot] = p
         return p
 
@@ -358,9 +389,11 @@ class _DmaTransport:
         while not (recv.idle and send.idle):
             if send.error or recv.error:
                 st = (self.dma.mmio.read(0x04), self.dma.mmio.read(0x34))
-                raise BackendError(f"fpga: AXI DMA error on records {chunk.start}..{chunk.stop - 1}"
-                                   f" (MM2S_DMASR 0x{st[0]:08x}, S2MM_DMASR 0x{st[1]:08x})",
-                                   cause="dma_error")
+                raise BackendError(
+                    f"fpga: AXI DMA error on records {chunk.start}..{chunk.stop - 1}"
+                    f" (MM2S_DMASR 0x{st[0]:08x}, S2MM_DMASR 0x{st[1]:08x})",
+                    cause="dma_error",
+                )
             if time.monotonic() > deadline:
                 raise self._timeout(chunk, limit)
             if pause:
@@ -373,15 +406,19 @@ class _DmaTransport:
 
     def _timeout(self, chunk: Chunk, limit: float) -> BackendError:
         send, recv = self.dma.sendchannel, self.dma.recvchannel
-        state = (f"MM2S {'idle' if send.idle else 'busy'}, S2MM "
-                 f"{'idle' if recv.idle else 'busy'}, engine STATUS "
-                 f"0x{self.read(REGISTERS['STATUS']):x} DONE_COUNT "
-                 f"{self.read(REGISTERS['DONE_COUNT'])}")
+        state = (
+            f"MM2S {'idle' if send.idle else 'busy'}, S2MM "
+            f"{'idle' if recv.idle else 'busy'}, engine STATUS "
+            f"0x{self.read(REGISTERS['STATUS']):x} DONE_COUNT "
+            f"{self.read(REGISTERS['DONE_COUNT'])}"
+        )
         be = self.backend
         why = "" if be.timeout_s is not None else f" ({be.deadlines.explain(*be._size(chunk.job))})"
-        return BackendError(f"fpga: DMA transfer of records {chunk.start}..{chunk.stop - 1} timed "
-                            f"out after {limit:.3g} s ({state}); DMA and engine reset{why}",
-                            cause="timeout")
+        return BackendError(
+            f"fpga: DMA transfer of records {chunk.start}..{chunk.stop - 1} timed "
+            f"out after {limit:.3g} s ({state}); DMA and engine reset{why}",
+            cause="timeout",
+        )
 
     def abort(self) -> None:
         """Reset the DMA (both channels) and restart it, then soft-reset the engine: no word

@@ -46,9 +46,17 @@ class SimBackend(Backend):
 
     name = "sim"
 
-    def __init__(self, *, trace: str | None = None, idle_pct: int = 0, backpressure_pct: int = 0,
-                 faults: list[Any] | None = None, chunk_records: int = 1 << 20,
-                 stall_cycles: int = 200_000, flavour: str = "behavioural") -> None:
+    def __init__(
+        self,
+        *,
+        trace: str | None = None,
+        idle_pct: int = 0,
+        backpressure_pct: int = 0,
+        faults: list[Any] | None = None,
+        chunk_records: int = 1 << 20,
+        stall_cycles: int = 200_000,
+        flavour: str = "behavioural",
+    ) -> None:
         self.flavour = check_flavour(flavour)
         self.trace = trace
         self.idle_pct, self.backpressure_pct = idle_pct, backpressure_pct
@@ -65,6 +73,7 @@ class SimBackend(Backend):
     def availability(self) -> Availability:
         try:
             from offload.sim import verilator as v
+
             tc = v.toolchain()
             v.sources(self.flavour)
         except Exception as e:  # ToolchainError, ImportError: say why, never raise
@@ -75,13 +84,15 @@ class SimBackend(Backend):
         why = extras.missing("", "pyverilator")  # loads the built model
         if why:
             return Availability(False, why)
-        return Availability(True, f"Verilator {tc.version}; {self.flavour} model built on first "
-                                   f"use (cache {v.cache_root()})")
+        return Availability(
+            True, f"Verilator {tc.version}; {self.flavour} model built on first use (cache {v.cache_root()})"
+        )
 
     def driver(self) -> EngineDriver:
         """The engine driver over a loaded model (built and its registers read on first use)."""
         if self._driver is None:
             from offload.sim.verilator import EngineModel
+
             self._model = EngineModel(trace=self.trace, flavour=self.flavour)
             self._driver = EngineDriver(_ModelTransport(self, self._model), self.name)
             self._driver.open()
@@ -143,17 +154,24 @@ class _ModelTransport:
         be, job = self.backend, chunk.job
         stall = self._fault("stall", chunk) is not None
         out, status, accepted, cycles = self.model.stream(
-            job.words, job.out_words_max, idle_pct=be.idle_pct,
+            job.words,
+            job.out_words_max,
+            idle_pct=be.idle_pct,
             backpressure_pct=100 if stall else be.backpressure_pct,
-            drop_tlast=self._fault("drop_tlast", chunk) is not None, stall_cycles=be.stall_cycles)
+            drop_tlast=self._fault("drop_tlast", chunk) is not None,
+            stall_cycles=be.stall_cycles,
+        )
         be.cycles += cycles
         if status != 0:
             from offload.sim.verilator import STATUS_NAMES
-            raise BackendError(f"sim: transfer {STATUS_NAMES.get(status, status)} after {cycles} "
-                               f"cycles ({accepted} of {job.words.shape[0]} words accepted, "
-                               f"{out.shape[0]} out)", cause=STATUS_NAMES.get(status, "error"))
-        return damage(out, chunk.start, self._fault("short_result", chunk),
-                      self._fault("flip_bit", chunk))
+
+            raise BackendError(
+                f"sim: transfer {STATUS_NAMES.get(status, status)} after {cycles} "
+                f"cycles ({accepted} of {job.words.shape[0]} words accepted, "
+                f"{out.shape[0]} out)",
+                cause=STATUS_NAMES.get(status, "error"),
+            )
+        return damage(out, chunk.start, self._fault("short_result", chunk), self._fault("flip_bit", chunk))
 
     def abort(self) -> None:
         soft_reset(self.write)

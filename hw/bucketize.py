@@ -43,15 +43,17 @@ def order_key(raw, dtype):
     s32 = raw[:32]
     i32 = Cat(s32, s32[31].replicate(31), ~s32[31])
     i64 = Cat(raw[:63], ~raw[63])
-    b32 = Mux(s32 == 0x8000_0000, 0, s32)                       # -0.0 -> +0.0
+    b32 = Mux(s32 == 0x8000_0000, 0, s32)  # -0.0 -> +0.0
     f32 = Mux(b32[31], ~b32, b32 | 0x8000_0000)[:32]
     b64 = Mux(raw == 0x8000_0000_0000_0000, 0, raw)
     f64 = Mux(b64[63], ~b64, b64 | 0x8000_0000_0000_0000)[:64]
     nan32 = (s32[23:31] == 0xFF) & (s32[:23] != 0)
     nan64 = (raw[52:63] == 0x7FF) & (raw[:52] != 0)
-    key = Mux(dtype == DTYPE_INT32, i32,
-              Mux(dtype == DTYPE_INT64, i64,
-                  Mux(dtype == DTYPE_FLOAT32, Cat(f32, Const(0, 32)), f64)))
+    key = Mux(
+        dtype == DTYPE_INT32,
+        i32,
+        Mux(dtype == DTYPE_INT64, i64, Mux(dtype == DTYPE_FLOAT32, Cat(f32, Const(0, 32)), f64)),
+    )
     nan = Mux(dtype == DTYPE_FLOAT32, nan32, Mux(dtype == DTYPE_FLOAT64, nan64, 0))
     return key, nan
 
@@ -65,8 +67,9 @@ def boundary_key(raw, dtype):
     i64 = Cat(raw[:63], ~s64)
     f32 = Cat(raw[:31] ^ s32.replicate(31), ~s32, Const(0, 32))
     f64 = Cat(raw[:63] ^ s64.replicate(63), ~s64)
-    return Mux(dtype == DTYPE_INT32, i32, Mux(dtype == DTYPE_INT64, i64,
-                                                 Mux(dtype == DTYPE_FLOAT32, f32, f64)))
+    return Mux(
+        dtype == DTYPE_INT32, i32, Mux(dtype == DTYPE_INT64, i64, Mux(dtype == DTYPE_FLOAT32, f32, f64))
+    )
 
 
 def _boundary_key_sim(raw, dtype):
@@ -112,38 +115,39 @@ class Bucketize(wiring.Component):
     """See the module docstring. ``table_depth``: a power of two between 1 and 4096.
 
     ``multipliers="behavioural"`` (simulation flavour, as the hash cores'): stage R
-    registers the boundary's key instead of the raw boundary and stage C compares with one native ``<=``/``<``: the same counts in the same
-    cycles (``dtype`` is held during a batch), and a Verilator model computes nothing for the
-    core while its enable is low (the key and the split compares were shared terms computed
+    registers the boundary's key instead of the raw boundary and stage C compares with one
+    native ``<=``/``<``: the same counts in the same cycles (``dtype`` is held during a batch),
+    and a Verilator model computes nothing for the core while its enable is low (the key and the split compares were shared terms computed
     every cycle, outside the enable)."""
 
     def __init__(self, table_depth: int = 256, multipliers: str = "lut"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)
         self.behavioural = check_choice("multipliers", multipliers, MULTIPLIERS) == "behavioural"
         self._MustUse__silence = False
         self.abits = max(1, (table_depth - 1).bit_length())
-        self.steps = table_depth.bit_length()           # log2(depth) + 1 lookups
+        self.steps = table_depth.bit_length()  # log2(depth) + 1 lookups
         self.latency = 3 * self.steps + 1
-        super().__init__({
-            "i": In(stream.Signature(64, always_ready=True)),
-            "o": Out(stream.Signature(32, always_ready=True)),
-            "dtype": In(2),
-            "right": In(1),
-            "num_boundaries": In(13),
-            "table_addr": In(12),
-            "table_data": In(64),
-            "table_we": In(1),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(64, always_ready=True)),
+                "o": Out(stream.Signature(32, always_ready=True)),
+                "dtype": In(2),
+                "right": In(1),
+                "num_boundaries": In(13),
+                "table_addr": In(12),
+                "table_data": In(64),
+                "table_we": In(1),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
         D = self.table_depth
         m.submodules.table = table = Memory(shape=64, depth=D, init=[])
         wp = table.write_port()
-        m.d.comb += [wp.addr.eq(self.table_addr), wp.data.eq(self.table_data),
-                     wp.en.eq(self.table_we)]
-        nb = Signal(13, reset_less=True)         # copies of the ports, reloaded every cycle
+        m.d.comb += [wp.addr.eq(self.table_addr), wp.data.eq(self.table_data), wp.en.eq(self.table_we)]
+        nb = Signal(13, reset_less=True)  # copies of the ports, reloaded every cycle
         dtype = Signal(2, reset_less=True)
         right = Signal(reset_less=True)
         m.d.sync += [nb.eq(self.num_boundaries), dtype.eq(self.dtype), right.eq(self.right)]
@@ -154,7 +158,7 @@ class Bucketize(wiring.Component):
         # multiple of 2s, so the index pos + s - 1 is pos | (s - 1) and pos + s is pos | s:
         # the address logic is wiring, no adders.
         steps = [D >> k for k in range(1, self.steps)] + [1]
-        offs = [s - 1 for s in steps[:-1]] + [0]            # index = pos | offs[n]
+        offs = [s - 1 for s in steps[:-1]] + [0]  # index = pos | offs[n]
         p = Pipe(m, "bz", valid=self.i.valid, kx=kx, nan=nan, pos=Const(0, pw))
         for n, step in enumerate(steps):
             final = n == len(steps) - 1
@@ -162,7 +166,7 @@ class Bucketize(wiring.Component):
             # inputs are far from the logic; nothing else is in front of them).
             idx = p["pos"] | offs[n]
             rp = table.read_port(domain="sync")
-            m.d.comb += rp.addr.eq(idx[:self.abits])
+            m.d.comb += rp.addr.eq(idx[: self.abits])
             p.stage(inb=idx < nb)
             # Stage R: the boundary as read (a DP16KD's clock-to-out is ~5 ns).
             if self.behavioural:
@@ -180,8 +184,7 @@ class Bucketize(wiring.Component):
                 p.stage(drop=["kraw", "inb"], fin=pred)
             else:
                 p.stage(drop=["kraw", "inb"], pos=p["pos"] | Mux(pred, step, 0))
-        p.stage(drop=["kx", "nan", "pos", "fin"],
-                res=Mux(p["nan"], nb, Mux(p["fin"], D, p["pos"])))
+        p.stage(drop=["kx", "nan", "pos", "fin"], res=Mux(p["nan"], nb, Mux(p["fin"], D, p["pos"])))
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["res"])]
         assert p.depth == self.latency
         return m

@@ -11,9 +11,24 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
 
-__all__ = ["Pipe", "mux_index", "set_multiplier_params", "check_choice", "check_pow2", "csd_digits", "const_mul_terms",
-           "tree_level", "csa_level", "term_value", "tree_depth", "tree_stages", "mul_depth", "MULTIPLIERS",
-           "ADDER_LEVELS", "ternary_level"]
+__all__ = [
+    "Pipe",
+    "mux_index",
+    "set_multiplier_params",
+    "check_choice",
+    "check_pow2",
+    "csd_digits",
+    "const_mul_terms",
+    "tree_level",
+    "csa_level",
+    "term_value",
+    "tree_depth",
+    "tree_stages",
+    "mul_depth",
+    "MULTIPLIERS",
+    "ADDER_LEVELS",
+    "ternary_level",
+]
 
 #: Values of ``adder_levels`` (hash cores, lanes, engine): how much of a constant multiply's
 #: adder tree sits between two registers. ``1``: one binary adder level (one carry chain per
@@ -33,8 +48,13 @@ MULTIPLIERS = ("lut", "behavioural")
 
 def check_pow2(name: str, value, lo: int, hi: int) -> int:
     """Validate a power-of-two parameter; the message names the parameter and the bad value."""
-    if (not isinstance(value, int) or isinstance(value, bool) or value < lo or value > hi
-            or value & (value - 1)):
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < lo
+        or value > hi
+        or value & (value - 1)
+    ):
         raise ValueError(f"{name} must be a power of two between {lo} and {hi}, not {value!r}")
     return value
 
@@ -122,8 +142,7 @@ class Pipe:
         if name in self._trees or name in self._delays or f"{name}__0" in self.f:
             raise ValueError(f"tree {name!r} is already in flight")
 
-    def mul_tree(self, name: str, x: Value, const: int, width: int, add: int = 0,
-                 done=None) -> int:
+    def mul_tree(self, name: str, x: Value, const: int, width: int, add: int = 0, done=None) -> int:
         """Start the pipelined product ``(x * const + add) mod 2**width``; finishes like
         :meth:`tree` (field ``name``, or ``done(product)``) and returns its depth in stages.
 
@@ -134,8 +153,7 @@ class Pipe:
         terms = const_mul_terms(x, const, width, add)
         if not self.behavioural:
             return self.tree(name, terms, width, done)
-        return self._delay(name, _product(x, const, width, add), self.tree_stages(len(terms)),
-                           done)
+        return self._delay(name, _product(x, const, width, add), self.tree_stages(len(terms)), done)
 
     def _delay(self, name: str, value: Value, depth: int, done=None) -> int:
         """Start a delay tree: ``value`` finishes like a tree of ``depth`` stages."""
@@ -182,8 +200,7 @@ class Pipe:
         for k, v in self.f.items():
             # Only the valid bits are reset: a datapath register holds data only while its
             # stage's valid bit is set, and a reset on it would be one more high-fanout net.
-            s = Signal(v.shape(), name=f"{self.name}_s{self.depth + 1}_{k}",
-                       reset_less=k != "valid")
+            s = Signal(v.shape(), name=f"{self.name}_s{self.depth + 1}_{k}", reset_less=k != "valid")
             self.m.d.sync += s.eq(v)
             new[k] = s
         self.f = new
@@ -223,8 +240,7 @@ class Pipe:
         while self.busy():
             self.stage()
 
-    def mul_step(self, key: str, x: Value, const: int, width: int, active: Value, add=0,
-                 drop=()) -> int:
+    def mul_step(self, key: str, x: Value, const: int, width: int, active: Value, add=0, drop=()) -> int:
         """``f[key] = active ? (x * const + add) mod 2**width : f[key]`` in
         :func:`mul_depth` stages; ``x`` is computed by the caller from the current (registered)
         fields. Returns the number of stages."""
@@ -237,8 +253,12 @@ class Pipe:
             # selection, with one field in flight instead of three (product, kept value, active
             # bit), i.e. fewer registers for a simulator to copy every cycle.
             n_terms = len(const_mul_terms(x, const, width, add))
-            self._delay(f"{key}_m", Mux(active, _product(x, const, width, add), self.f.pop(key)),
-                        self.tree_stages(n_terms), lambda res: {key: res})
+            self._delay(
+                f"{key}_m",
+                Mux(active, _product(x, const, width, add), self.f.pop(key)),
+                self.tree_stages(n_terms),
+                lambda res: {key: res},
+            )
         else:
             act = f"{key}_act"
             self.f[act] = Value.cast(active)
@@ -295,7 +315,7 @@ def csd_digits(c: int, width: int) -> list[tuple[int, int]]:
     s = 0
     while n and s < width:
         if n & 1:
-            d = 2 - (n & 3)        # +1 if the next bit is 0, -1 if it is 1 (starts a run)
+            d = 2 - (n & 3)  # +1 if the next bit is 0, -1 if it is 1 (starts a run)
             out.append((s, d))
             n -= d
         n >>= 1
@@ -336,7 +356,7 @@ def const_mul_terms(x: Value, c: int, width: int, add: int = 0) -> list[Term]:
             terms.append((x[:w], s))
         else:
             # -(x << s) = (~x << s) + (1 << s), with ~x taken over all width - s bits.
-            terms.append(((~Cat(x[:w], Const(0, width - s - w)))[:width - s], s))
+            terms.append(((~Cat(x[:w], Const(0, width - s - w)))[: width - s], s))
             k = (k + (1 << s)) & mask
     if k:
         s = (k & -k).bit_length() - 1
@@ -368,12 +388,12 @@ def add3_terms(a: Term, b: Term, c: Term, width: int) -> Term:
     low = va[:d] if len(va) >= d else Cat(va, Const(0, d - len(va)))
     y = Cat(vb, Const(0, hi_w))[:hi_w]
     z = term_value((vc, sc - sb), hi_w)
-    if len(va) <= d:                     # the lowest term has nothing above the middle shift
+    if len(va) <= d:  # the lowest term has nothing above the middle shift
         return Cat(low, (y + z)[:hi_w]), sa
     x = Cat(va[d:], Const(0, hi_w))[:hi_w]
     sm = x ^ y ^ z
     maj = (x & y) | (x & z) | (y & z)
-    hi = (sm + Cat(Const(0, 1), maj[:hi_w - 1]))[:hi_w]
+    hi = (sm + Cat(Const(0, 1), maj[: hi_w - 1]))[:hi_w]
     return Cat(low, hi), sa
 
 
@@ -413,9 +433,9 @@ def csa_level(terms: list[Term], width: int) -> list[Term]:
     full = [term_value(t, width) for t in terms]
     i = 0
     while len(terms) - i >= 3:
-        a, b, c = full[i:i + 3]
+        a, b, c = full[i : i + 3]
         out.append((a ^ b ^ c, 0))
-        out.append((((a & b) | (a & c) | (b & c))[:width - 1], 1))
+        out.append((((a & b) | (a & c) | (b & c))[: width - 1], 1))
         i += 3
     out.extend(terms[i:])
     return out

@@ -21,35 +21,46 @@ from amaranth.sim import Simulator
 from .engine import REG, OffloadEngine
 from .simutil import CLOCK_PERIOD
 
-__all__ = ["Batch", "BatchResult", "run_batches", "axil_write", "axil_read", "words_of", "pack_var",
-           "pack_seq", "unpack_seq_output", "trailer_fields", "beats_of"]
+__all__ = [
+    "Batch",
+    "BatchResult",
+    "run_batches",
+    "axil_write",
+    "axil_read",
+    "words_of",
+    "pack_var",
+    "pack_seq",
+    "unpack_seq_output",
+    "trailer_fields",
+    "beats_of",
+]
 
 
 @dataclass
 class Batch:
-    regs: dict                       # register name -> 32-bit value (written in this order)
-    words: list                      # input words; tlast on the last unless ``tlast`` says
-    tlast: list | None = None        # explicit per-word tlast flags
-    tkeep: list | None = None        # explicit per-word tkeep (8 bits per word)
-    table: list | None = None        # 64-bit boundary patterns written before START
-    start: bool = True               # False: send the words without START (engine idle)
+    regs: dict  # register name -> 32-bit value (written in this order)
+    words: list  # input words; tlast on the last unless ``tlast`` says
+    tlast: list | None = None  # explicit per-word tlast flags
+    tkeep: list | None = None  # explicit per-word tkeep (8 bits per word)
+    table: list | None = None  # 64-bit boundary patterns written before START
+    start: bool = True  # False: send the words without START (engine idle)
     soft_reset_after: int | None = None  # SOFT_RESET after this many input beats
-    beats: list | None = None        # explicit (tdata, tkeep, tlast) beats (``words`` unused)
+    beats: list | None = None  # explicit (tdata, tkeep, tlast) beats (``words`` unused)
     valid_prob: float | None = None  # per-batch overrides of run_batches' probabilities
     ready_prob: float | None = None
-    timeout: int | None = None       # per-batch override of run_batches' timeout
+    timeout: int | None = None  # per-batch override of run_batches' timeout
 
 
 @dataclass
 class BatchResult:
-    out: list = field(default_factory=list)      # output words (the last is the trailer)
-    last: list = field(default_factory=list)     # tlast of each output word
-    regs: dict = field(default_factory=dict)     # STATUS, ERR, DONE_COUNT, CYCLES after
-    accepted: int = 0                             # input beats accepted
-    words_in: int = 0                             # input words carried by the accepted beats
-    in_cycles: int = 0                            # cycles from first to last accepted beat
+    out: list = field(default_factory=list)  # output words (the last is the trailer)
+    last: list = field(default_factory=list)  # tlast of each output word
+    regs: dict = field(default_factory=dict)  # STATUS, ERR, DONE_COUNT, CYCLES after
+    accepted: int = 0  # input beats accepted
+    words_in: int = 0  # input words carried by the accepted beats
+    in_cycles: int = 0  # cycles from first to last accepted beat
     timed_out: bool = False
-    beats: list = field(default_factory=list)    # raw output beats (tdata, tkeep, tlast)
+    beats: list = field(default_factory=list)  # raw output beats (tdata, tkeep, tlast)
 
 
 def beats_of(b: Batch, lanes: int) -> list[tuple[int, int, int]]:
@@ -109,9 +120,17 @@ async def axil_read(ctx, dut, addr: int) -> int:
             return int(rdata)
 
 
-def run_batches(batches, *, engine=None, valid_prob=1.0, ready_prob=1.0, seed=0,
-                timeout=20000, read_regs=("STATUS", "ERR", "DONE_COUNT", "CYCLES_LO"),
-                monitor=None):
+def run_batches(
+    batches,
+    *,
+    engine=None,
+    valid_prob=1.0,
+    ready_prob=1.0,
+    seed=0,
+    timeout=20000,
+    read_regs=("STATUS", "ERR", "DONE_COUNT", "CYCLES_LO"),
+    monitor=None,
+):
     """Run ``batches`` one after the other on one engine; returns a :class:`BatchResult` each.
     A batch ends when the trailer (``tlast``) is received, or after ``timeout`` cycles without
     one (``timed_out``). ``monitor(ctx)``: an async testbench run in the background from the
@@ -126,8 +145,8 @@ def run_batches(batches, *, engine=None, valid_prob=1.0, ready_prob=1.0, seed=0,
         while True:
             ctx.set(dut.m_axis_tready, int(rng.random() < state["rp"]))
             _c, _r, v, rdy, d, k, last = await ctx.tick().sample(
-                dut.m_axis_tvalid, dut.m_axis_tready, dut.m_axis_tdata, dut.m_axis_tkeep,
-                dut.m_axis_tlast)
+                dut.m_axis_tvalid, dut.m_axis_tready, dut.m_axis_tdata, dut.m_axis_tkeep, dut.m_axis_tlast
+            )
             if v and rdy:
                 state["beats"].append((int(d), int(k), int(last)))
 
@@ -207,9 +226,9 @@ def run_batches(batches, *, engine=None, valid_prob=1.0, ready_prob=1.0, seed=0,
 # Minimal packers for the engine tests (the host's packer is offload/wire.py; these are kept
 # separate on purpose so the engine is not tested with the code it is meant to check).
 
+
 def words_of(record: bytes) -> list[int]:
-    return [int.from_bytes(record[i:i + 8].ljust(8, b"\0"), "little")
-            for i in range(0, len(record), 8)]
+    return [int.from_bytes(record[i : i + 8].ljust(8, b"\0"), "little") for i in range(0, len(record), 8)]
 
 
 def pack_var(records) -> list[int]:
@@ -234,7 +253,7 @@ def unpack_seq_output(words, n: int):
     for _ in range(n):
         b = words[i] & 0xFFFF_FFFF
         nw = (b + 7) // 8
-        data = b"".join(w.to_bytes(8, "little") for w in words[i + 1:i + 1 + nw])
+        data = b"".join(w.to_bytes(8, "little") for w in words[i + 1 : i + 1 + nw])
         out.append(data[:b])
         i += 1 + nw
     return out, words[i:]

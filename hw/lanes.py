@@ -52,7 +52,7 @@ def delay(m: Module, name: str, valid: Value, data: Value, cycles: int) -> tuple
     if cycles <= REG_DELAY_MAX:
         ds = data
         for k in range(cycles):
-            d = Signal(len(data), name=f"{name}_d{k + 1}", reset_less=True)   # data: no reset net
+            d = Signal(len(data), name=f"{name}_d{k + 1}", reset_less=True)  # data: no reset net
             m.d.sync += d.eq(ds)
             ds = d
         return vs, ds
@@ -65,8 +65,13 @@ def delay(m: Module, name: str, valid: Value, data: Value, cycles: int) -> tuple
     r = mem.read_port(domain="sync")
     # Written at cycle t at address wp(t); the read issued at t + cycles - 1 (address
     # wp - cycles + 1) lands at t + cycles. The slot is rewritten only at t + depth >= t + cycles.
-    m.d.comb += [w.addr.eq(wp), w.data.eq(data), w.en.eq(1),
-                 r.addr.eq((wp - (cycles - 1))[:len(wp)]), r.en.eq(1)]
+    m.d.comb += [
+        w.addr.eq(wp),
+        w.data.eq(data),
+        w.en.eq(1),
+        r.addr.eq((wp - (cycles - 1))[: len(wp)]),
+        r.en.eq(1),
+    ]
     return vs, r.data
 
 
@@ -76,19 +81,21 @@ class _LaneCore(wiring.Component):
     WIDTH = 64
 
     def __init__(self, latency: int, adder_levels: int | str = "csa", multipliers: str = "lut"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         set_multiplier_params(self, adder_levels, multipliers)
         self.depth = self._natural_depth(adder_levels)
         if not isinstance(latency, int) or isinstance(latency, bool) or latency < self.depth:
             raise ValueError(f"latency must be at least {self.depth}, not {latency!r}")
         self._MustUse__silence = False
         self.latency = latency
-        super().__init__({
-            "i": In(stream.Signature(64, always_ready=True)),
-            "o": Out(stream.Signature(self.WIDTH, always_ready=True)),
-            "seed": In(self.WIDTH),
-            "key8": In(1),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(64, always_ready=True)),
+                "o": Out(stream.Signature(self.WIDTH, always_ready=True)),
+                "seed": In(self.WIDTH),
+                "key8": In(1),
+            }
+        )
 
     @classmethod
     def _natural_depth(cls, levels: int) -> int:
@@ -102,8 +109,9 @@ class _LaneCore(wiring.Component):
         if levels not in cache:
             scratch = Module()
             scratch._MustUse__silence = True
-            cache[levels] = cls._pipeline(scratch, Signal(), Signal(64), Signal(cls.WIDTH),
-                                          Signal(), levels).depth
+            cache[levels] = cls._pipeline(
+                scratch, Signal(), Signal(64), Signal(cls.WIDTH), Signal(), levels
+            ).depth
         return cache[levels]
 
     @staticmethod
@@ -115,9 +123,10 @@ class _LaneCore(wiring.Component):
         P5 = (XXH64_PRIMES if self.WIDTH == 64 else XXH32_PRIMES)[4]
         seed_p5 = Signal(self.WIDTH, reset_less=True)
         key8 = Signal(reset_less=True)
-        m.d.sync += [seed_p5.eq((self.seed + P5)[:self.WIDTH]), key8.eq(self.key8)]
-        p = self._pipeline(m, self.i.valid, self.i.payload, seed_p5, key8, self.adder_levels,
-                           self.behavioural)
+        m.d.sync += [seed_p5.eq((self.seed + P5)[: self.WIDTH]), key8.eq(self.key8)]
+        p = self._pipeline(
+            m, self.i.valid, self.i.payload, seed_p5, key8, self.adder_levels, self.behavioural
+        )
         assert p.depth == self.depth
         valid, data = delay(m, "pad", p["valid"], p["h"], self.latency - p.depth)
         m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(data)]
@@ -133,15 +142,22 @@ class XXH64Lane(_LaneCore):
     @staticmethod
     def _pipeline(m, valid, w, seed_p5, key8, levels, behavioural=False) -> Pipe:
         P1, P2, P3, P4, _P5 = XXH64_PRIMES
-        p = Pipe(m, "x64l", levels=levels, behavioural=behavioural, valid=valid, k8=key8, h=(seed_p5 + Mux(key8, 8, 4))[:64],
-                 k=Mux(key8, w, Cat(w[:32], Const(0, 32))))
+        p = Pipe(
+            m,
+            "x64l",
+            levels=levels,
+            behavioural=behavioural,
+            valid=valid,
+            k8=key8,
+            h=(seed_p5 + Mux(key8, 8, 4))[:64],
+            k=Mux(key8, w, Cat(w[:32], Const(0, 32))),
+        )
         # 8 bytes: k = round(0, w) = rotl(w * P2, 31) * P1;  4 bytes: k = w32 * P1.
         p.mul_step("k", p["k"], P2, 64, p["k8"])
         p.mul_step("k", Mux(p["k8"], p["k"].rotate_left(31), p["k"]), P1, 64, Const(1))
         # 8 bytes: h = rotl(h ^ k, 27) * P1 + P4;  4 bytes: h = rotl(h ^ k, 23) * P2 + P3.
         p.mul_step("h", (p["h"] ^ p["k"]).rotate_left(27), P1, 64, p["k8"], add=P4)
-        p.mul_step("h", (p["h"] ^ p["k"]).rotate_left(23), P2, 64, ~p["k8"], add=P3,
-                   drop=["k"])
+        p.mul_step("h", (p["h"] ^ p["k"]).rotate_left(23), P2, 64, ~p["k8"], add=P3, drop=["k"])
         xxh64_avalanche(p, drop=["k8"])
         return p
 
@@ -155,8 +171,17 @@ class XXH32Lane(_LaneCore):
     @staticmethod
     def _pipeline(m, valid, w, seed_p5, key8, levels, behavioural=False) -> Pipe:
         P1, P2, P3, P4, _P5 = XXH32_PRIMES
-        p = Pipe(m, "x32l", levels=levels, behavioural=behavioural, valid=valid, k8=key8, h=(seed_p5 + Mux(key8, 8, 4))[:32],
-                 l0=w[:32], l1=w[32:])
+        p = Pipe(
+            m,
+            "x32l",
+            levels=levels,
+            behavioural=behavioural,
+            valid=valid,
+            k8=key8,
+            h=(seed_p5 + Mux(key8, 8, 4))[:32],
+            l0=w[:32],
+            l1=w[32:],
+        )
         p.mul_step("l0", p["l0"], P3, 32, Const(1))
         p.mul_step("l1", p["l1"], P3, 32, p["k8"])
         # Per 4-byte lane: h = rotl(h + lane * P3, 17) * P4 (the second lane only for 8 bytes).

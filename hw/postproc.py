@@ -34,14 +34,16 @@ class _BucketCore(wiring.Component):
     ``multipliers`` flavour validated (see :data:`~offload.hw.common.MULTIPLIERS`)."""
 
     def __init__(self, multipliers: str = "lut"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         self.behavioural = check_choice("multipliers", multipliers, MULTIPLIERS) == "behavioural"
         self._MustUse__silence = False
-        super().__init__({
-            "i": In(stream.Signature(64, always_ready=True)),
-            "o": Out(stream.Signature(64, always_ready=True)),
-            "num_buckets": In(64),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(64, always_ready=True)),
+                "o": Out(stream.Signature(64, always_ready=True)),
+                "num_buckets": In(64),
+            }
+        )
 
 
 class ModPipe(_BucketCore):
@@ -83,18 +85,18 @@ class ModPipe(_BucketCore):
     """
 
     def __init__(self, bits_per_stage: int = 1, multipliers: str = "lut"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         self.bits_per_stage = check_choice("bits_per_stage", bits_per_stage, (1, 2))
-        self.radix_bits = bits_per_stage           # quotient bits per register stage
+        self.radix_bits = bits_per_stage  # quotient bits per register stage
         self.latency = 64 // self.radix_bits + 1
         super().__init__(multipliers)
 
     def elaborate(self, platform):
         m = Module()
         b = self.radix_bits
-        w = 64 + b                        # width of R and of the multiples k * n < 2**b * 2**64
+        w = 64 + b  # width of R and of the multiples k * n < 2**b * 2**64
         n = Signal(64, reset_less=True)
-        m.d.sync += n.eq(self.num_buckets)    # registered: fan-out to every stage
+        m.d.sync += n.eq(self.num_buckets)  # registered: fan-out to every stage
         mult = [None, n]
         if b == 2:
             n3 = Signal(66, reset_less=True)
@@ -114,13 +116,13 @@ class ModPipe(_BucketCore):
         for s in range(stages):
             r, h = p["r"], p["h"]
             hw = len(h)
-            R = Cat(h[hw - b:], r)                          # the next b bits of h, MSB first
-            cand = [R[:64]]                                 # q = 0: R < n, so it fits 64 bits
+            R = Cat(h[hw - b :], r)  # the next b bits of h, MSB first
+            cand = [R[:64]]  # q = 0: R < n, so it fits 64 bits
             ge = [None]
             for k in range(1, 1 << b):
-                d = R - mult[k]                             # w + 1 bits; top bit = borrow
-                ge.append(~d[w])                            # R >= k * n
-                cand.append(d[:64])                         # < n when k == q: fits 64 bits
+                d = R - mult[k]  # w + 1 bits; top bit = borrow
+                ge.append(~d[w])  # R >= k * n
+                cand.append(d[:64])  # < n when k == q: fits 64 bits
             # ge is a thermometer code (R >= k*n implies R >= j*n for j < k): the result is
             # the candidate of q = max{k : ge[k]}.
             if b == 1:
@@ -128,10 +130,10 @@ class ModPipe(_BucketCore):
             else:
                 r = Mux(ge[2], Mux(ge[3], cand[3], cand[2]), Mux(ge[1], cand[1], cand[0]))
             if s < stages - 1:
-                p.stage(r=r, h=h[:hw - b])                  # consumed bits are not carried on
+                p.stage(r=r, h=h[: hw - b])  # consumed bits are not carried on
             else:
                 p.stage(drop=["h"], r=r)
-        p.stage()                                           # output register
+        p.stage()  # output register
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["r"])]
         assert p.depth == self.latency
         return m
@@ -151,7 +153,7 @@ def _sum_limb_products(p: Pipe, limbs: list[tuple[int, int]], L: int, width: int
     more do not overlap, so they share a row; the 7 rows go through two 3:2 carry-save levels
     per stage (LUTs only): 7 -> 5 -> 4, then 4 -> 3 -> 2."""
     rows: list[dict[int, Value]] = []
-    for (a, b) in limbs:
+    for a, b in limbs:
         d = a + b
         for row in rows:
             if all(abs(d - e) >= 2 for e in row):
@@ -227,7 +229,7 @@ class FastRange(_BucketCore):
             for j in range(N):
                 # Stage 1: each multiplier's own copy of h's limb i and num_buckets' limb j.
                 ops = Signal(2 * L, name=f"fr_ops{i}{j}", reset_less=True, attrs={"keep": 1})
-                m.d.sync += ops.eq(Cat(h[L * i:L * (i + 1)], self.num_buckets[L * j:L * (j + 1)]))
+                m.d.sync += ops.eq(Cat(h[L * i : L * (i + 1)], self.num_buckets[L * j : L * (j + 1)]))
                 prods[f"p{i}{j}"] = ops[:L] * ops[L:]
         p.stage(**prods)
         # Stages 3 and 4: the 16 products in 7 rows, summed to two.
@@ -236,7 +238,7 @@ class FastRange(_BucketCore):
         x, y = p["x"], p["y"]
         carry = (x[:64] + y[:64])[64]
         hi0 = (x[64:] + y[64:])[:64]
-        hi1 = (Cat(Const(1, 1), x[64:]) + Cat(Const(1, 1), y[64:]))[1:65]   # x + y + 1, one chain
+        hi1 = (Cat(Const(1, 1), x[64:]) + Cat(Const(1, 1), y[64:]))[1:65]  # x + y + 1, one chain
         p.stage(drop=["x", "y"], hi=Mux(carry, hi1, hi0))
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["hi"])]
         assert p.depth == self.latency
@@ -250,7 +252,7 @@ def reciprocal(n: int) -> tuple[int, int]:
     can check each one; ``h % n`` is then :func:`mod_by_reciprocal`."""
     if not 1 <= n < 1 << 64:
         raise ValueError(f"n must be between 1 and 2**64 - 1, not {n!r}")
-    s = 64 - n.bit_length()                     # normalise: nn = n << s has its top bit set
+    s = 64 - n.bit_length()  # normalise: nn = n << s has its top bit set
     nn = n << s
     # (2**(127 - s) - 1) / n == (2**127 - 2**s) / nn: a 127-bit dividend whose bits s..126 are
     # set, divided two quotient bits per step. Its top 63 bits (2**63 - 1) are below nn, so the
@@ -321,7 +323,7 @@ class ModReciprocal(_BucketCore):
 
     def elaborate(self, platform):
         m = Module()
-        n_in = Signal(64, reset_less=True)              # the port, registered
+        n_in = Signal(64, reset_less=True)  # the port, registered
         m.d.sync += n_in.eq(self.num_buckets)
         h = self.i.payload
         if self.behavioural:
@@ -338,8 +340,8 @@ class ModReciprocal(_BucketCore):
         # place, its compares drove that register's enable, the core's longest path (10.9 ns,
         # 9 of it routing). Then the radix-4 division, 32 steps; one compare-subtract stage
         # each, reading the dividend's bits from a shift register (not a compare with s).
-        n = Signal(64, name="mr_n", reset_less=True)    # the divisor m is (being) computed for
-        stale = Signal(init=1)                          # restart after reset
+        n = Signal(64, name="mr_n", reset_less=True)  # the divisor m is (being) computed for
+        stale = Signal(init=1)  # restart after reset
         # n_in != n, registered: the 64-bit compare drives one flip-flop, not the enables and
         # resets of the unit (as a restart condition it was the longest path, 10.4 ns).
         differs = Signal(reset_less=True)
@@ -347,29 +349,31 @@ class ModReciprocal(_BucketCore):
         m.d.sync += differs.eq((n_in != n) & ~restart)
         with m.If(restart):
             m.d.sync += [n.eq(n_in), stale.eq(0)]
-        nbytes = [n[8 * j:8 * j + 8] for j in range(8)]
-        byte_nz = Signal(8, name="mr_byte_nz", reset_less=True)              # A
+        nbytes = [n[8 * j : 8 * j + 8] for j in range(8)]
+        byte_nz = Signal(8, name="mr_byte_nz", reset_less=True)  # A
         byte_lz = [Signal(3, name=f"mr_byte_lz{j}", reset_less=True) for j in range(8)]
         for j, b in enumerate(nbytes):
-            lz = Const(7, 3)                            # a zero byte: never selected below
-            for bit in range(8):                        # the highest set bit wins
+            lz = Const(7, 3)  # a zero byte: never selected below
+            for bit in range(8):  # the highest set bit wins
                 lz = Mux(b[bit], 7 - bit, lz)
             m.d.sync += [byte_nz[j].eq(b.any()), byte_lz[j].eq(lz)]
-        s = Signal(6, name="mr_s", reset_less=True)     # n's leading zeros         (B)
-        top = Const(0, 3)                               # the highest non-zero byte (0 if none)
+        s = Signal(6, name="mr_s", reset_less=True)  # n's leading zeros         (B)
+        top = Const(0, 3)  # the highest non-zero byte (0 if none)
         for j in range(8):
             top = Mux(byte_nz[j], j, top)
-        m.d.sync += s.eq(Cat(mux_index(top, byte_lz), ~top))     # 8 * (7 - top) + lz
-        nn1 = Signal(64, name="mr_nn1", reset_less=True)                     # C
+        m.d.sync += s.eq(Cat(mux_index(top, byte_lz), ~top))  # 8 * (7 - top) + lz
+        nn1 = Signal(64, name="mr_nn1", reset_less=True)  # C
         dv1 = Signal(64, name="mr_dv1", reset_less=True)
-        m.d.sync += [nn1.eq((n << Cat(Const(0, 3), s[3:]))[:64]),
-                     dv1.eq((Const(M64, 64) << Cat(Const(0, 3), s[3:]))[:64])]
+        m.d.sync += [
+            nn1.eq((n << Cat(Const(0, 3), s[3:]))[:64]),
+            dv1.eq((Const(M64, 64) << Cat(Const(0, 3), s[3:]))[:64]),
+        ]
         nn = Signal(64, name="mr_nn", reset_less=True)  # n << s: its top bit set     (D)
         dvn = Signal(64, name="mr_dvn", reset_less=True)  # the dividend's bits s..63 set
         m.d.sync += [nn.eq((nn1 << s[:3])[:64]), dvn.eq((dv1 << s[:3])[:64])]
         # Stage D holds the new divisor's values 5 cycles after the restart (n, A, B, C, D).
         wait = Signal(3, reset_less=True)
-        pending = Signal()                              # the division has not started yet
+        pending = Signal()  # the division has not started yet
         with m.If(restart):
             m.d.sync += [wait.eq(4), pending.eq(1)]
         with m.Elif(wait != 0):
@@ -378,21 +382,28 @@ class ModReciprocal(_BucketCore):
         m.d.comb += start.eq(pending & (wait == 0) & ~restart)
         n3 = Signal(66, name="mr_n3", reset_less=True)  # 3 * nn
         r = Signal(64, name="mr_rem", reset_less=True)  # the division's partial remainder
-        q = Signal(64, name="mr_m", reset_less=True)    # the quotient: m when done
+        q = Signal(64, name="mr_m", reset_less=True)  # the quotient: m when done
         dv = Signal(64, name="mr_dividend", reset_less=True)  # dividend bits, next two on top
-        i = Signal(5, name="mr_i", reset_less=True)     # division steps left - 1
+        i = Signal(5, name="mr_i", reset_less=True)  # division steps left - 1
         running = Signal()
         with m.If(start):
-            m.d.sync += [n3.eq(nn + (nn << 1)), r.eq((1 << 63) - 1), dv.eq(dvn), i.eq(31),
-                         running.eq(1), pending.eq(0)]
+            m.d.sync += [
+                n3.eq(nn + (nn << 1)),
+                r.eq((1 << 63) - 1),
+                dv.eq(dvn),
+                i.eq(31),
+                running.eq(1),
+                pending.eq(0),
+            ]
         with m.Elif(running & ~restart):
-            big = Cat(dv[62], dv[63], r)                          # 4r + two dividend bits
-            d = [big - nn, big - (nn << 1), big - n3]             # 67 bits; top = borrow
-            ge = [~x[66] for x in d]                              # thermometer in k
+            big = Cat(dv[62], dv[63], r)  # 4r + two dividend bits
+            d = [big - nn, big - (nn << 1), big - n3]  # 67 bits; top = borrow
+            ge = [~x[66] for x in d]  # thermometer in k
             m.d.sync += [
                 r.eq(Mux(ge[1], Mux(ge[2], d[2][:64], d[1][:64]), Mux(ge[0], d[0][:64], big[:64]))),
                 q.eq(Cat(ge[0] & ~ge[1] | ge[2], ge[1], q[:62])),
-                dv.eq(dv << 2), i.eq(i - 1),
+                dv.eq(dv << 2),
+                i.eq(i - 1),
             ]
             with m.If(i == 0):
                 m.d.sync += running.eq(0)
@@ -403,25 +414,29 @@ class ModReciprocal(_BucketCore):
         fr = FastRange()
         m.submodules.recip_mul = fr
         m.d.comb += [fr.num_buckets.eq(q), fr.i.valid.eq(self.i.valid), fr.i.payload.eq(h)]
-        sh = ~s                                          # 63 - s
+        sh = ~s  # 63 - s
         zero = Signal(reset_less=True)
         m.d.sync += zero.eq(n == 0)
         p = Pipe(m, "mr", valid=self.i.valid, h=h)
         for _ in range(FastRange.latency):
             p.stage()
         hi = fr.o.payload
-        p.stage(q8=hi >> Cat(Const(0, 3), sh[3:]))          # 0, 8, .., 56
-        p.stage(drop=["q8"], q=p["q8"] >> sh[:3])           # 0..7
+        p.stage(q8=hi >> Cat(Const(0, 3), sh[3:]))  # 0, 8, .., 56
+        p.stage(drop=["q8"], q=p["q8"] >> sh[:3])  # 0..7
         L = 16
-        prods = {(a, b): (p["q"][L * a:L * a + L] * n[L * b:L * b + L])
-                 for a in range(4) for b in range(4) if a + b <= 3}
+        prods = {
+            (a, b): (p["q"][L * a : L * a + L] * n[L * b : L * b + L])
+            for a in range(4)
+            for b in range(4)
+            if a + b <= 3
+        }
         p.stage(drop=["q"], **{f"p{a}{b}": v for (a, b), v in prods.items()})
         # The 10 products of the truncated 64-bit sum in 7 rows, summed to two (2 stages).
         _sum_limb_products(p, list(prods), L, 64)
         p.stage(drop=["x", "y"], qn=(p["x"] + p["y"])[:64])
-        p.stage(drop=["qn"], r=(p["h"] - p["qn"])[:64])          # in [0, 2n): fits 64 bits
+        p.stage(drop=["qn"], r=(p["h"] - p["qn"])[:64])  # in [0, 2n): fits 64 bits
         rr = p["r"]
-        dn = rr - n                                               # 65 bits; top = borrow
+        dn = rr - n  # 65 bits; top = borrow
         p.stage(drop=["r", "h"], res=Mux(zero, p["h"], Mux(dn[64], rr, dn[:64])))
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["res"])]
         assert p.depth == self.latency
@@ -439,12 +454,14 @@ class FidCore(wiring.Component):
     latency = 1
 
     def __init__(self):
-        super().__init__({
-            "i": In(stream.Signature(64, always_ready=True)),
-            "o": Out(stream.Signature(64, always_ready=True)),
-            "slot": In(16),
-            "version": In(2),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(64, always_ready=True)),
+                "o": Out(stream.Signature(64, always_ready=True)),
+                "slot": In(16),
+                "version": In(2),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()

@@ -38,8 +38,19 @@ def _setup(ctx, dut, params):
         ctx.set(obj, v)
 
 
-def run_flow(dut, beats, n_results: int, *, params=None, settle: int = 3, timeout: int = 1000,
-             out_port: str = "o", in_port: str = "i", pre=None, monitor=None):
+def run_flow(
+    dut,
+    beats,
+    n_results: int,
+    *,
+    params=None,
+    settle: int = 3,
+    timeout: int = 1000,
+    out_port: str = "o",
+    in_port: str = "i",
+    pre=None,
+    monitor=None,
+):
     """Apply ``beats`` (payload ints/dicts, ``None`` = idle cycle) to ``dut.<in_port>`` one per
     cycle, collect ``n_results`` payloads from ``dut.<out_port>``; returns (results, cycles)
     where ``cycles`` maps result index to the cycle it appeared. ``pre(ctx)``: an async
@@ -87,9 +98,21 @@ def run_flow(dut, beats, n_results: int, *, params=None, settle: int = 3, timeou
     return results, when
 
 
-def run_handshake(dut, beats, n_results: int, *, params=None, valid_prob: float = 1.0,
-                  ready_prob: float = 1.0, rng=None, settle: int = 3, timeout: int = 5000,
-                  in_port: str = "i", out_port: str = "o", done=None):
+def run_handshake(
+    dut,
+    beats,
+    n_results: int,
+    *,
+    params=None,
+    valid_prob: float = 1.0,
+    ready_prob: float = 1.0,
+    rng=None,
+    settle: int = 3,
+    timeout: int = 5000,
+    in_port: str = "i",
+    out_port: str = "o",
+    done=None,
+):
     """Drive ``beats`` through a valid/ready input (random ``valid`` gaps) and take results from a
     valid/ready output (random ``ready`` gaps; if the output has no ``ready`` it is ignored).
     Stops ``n_results`` results (or when ``done(results)`` is true) after the last beat.
@@ -105,8 +128,7 @@ def run_handshake(dut, beats, n_results: int, *, params=None, valid_prob: float 
             r = rng.random() < ready_prob
             if has_oready:
                 ctx.set(out.ready, int(r))
-            _clk, _rst, valid, ready, payload = await ctx.tick().sample(
-                out.valid, out.ready, out.payload)
+            _clk, _rst, valid, ready, payload = await ctx.tick().sample(out.valid, out.ready, out.payload)
             if valid and ready:
                 results.append(payload)
 

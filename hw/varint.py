@@ -10,9 +10,9 @@ one zero-padded), then one word with ``header=1`` whose ``data`` is the sequence
 Stage A computes ``z = zigzag(v - prev)``; stage B turns ``z`` into its LEB128 bytes (all 10
 possible bytes at once: byte ``i`` is bits ``7i..7i+6`` with 0x80 when anything is left above)
 and their count; the packer appends them at the fill level of a 24-byte buffer and emits one
-word per cycle when 8 bytes are ready. A value (<= 10 bytes) is accepted when the buffer, after this cycle's emitted word, has
-room for 10 more bytes; so values up to 6 bytes (|delta| < 2**41) flow at one per cycle, and at
-the end of each sequence the buffer is flushed (one cycle per remaining word) and the header
+word per cycle when 8 bytes are ready. A value (<= 10 bytes) is accepted when the buffer, after
+this cycle's emitted word, has room for 10 more bytes; so values up to 6 bytes (|delta| < 2**41)
+flow at one per cycle, and at the end of each sequence the buffer is flushed (one cycle per remaining word) and the header
 emitted (one cycle).
 
 Ports: ``i`` In(stream of :data:`SeqBeat`, with ready), ``o`` Out(stream of :data:`OutWord`,
@@ -41,11 +41,13 @@ class DeltaVarintEncoder(wiring.Component):
     BUF_BYTES = 24
 
     def __init__(self):
-        super().__init__({
-            "i": In(stream.Signature(SeqBeat)),
-            "o": Out(stream.Signature(OutWord, always_ready=True)),
-            "busy": Out(1),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(SeqBeat)),
+                "o": Out(stream.Signature(OutWord, always_ready=True)),
+                "busy": Out(1),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -53,10 +55,10 @@ class DeltaVarintEncoder(wiring.Component):
         prev = Signal(64)
         a_valid, a_z, a_last, a_empty = Signal(), Signal(64), Signal(), Signal()
         b_valid, b_last, b_empty = Signal(), Signal(), Signal()
-        b_vb = Signal(80)               # the value's LEB128 bytes (10 bytes, zero above)
+        b_vb = Signal(80)  # the value's LEB128 bytes (10 bytes, zero above)
         b_nbytes = Signal(4)
-        a_adv = Signal()                # stage A moves into stage B this cycle
-        b_take = Signal()               # the packer takes stage B's value this cycle
+        a_adv = Signal()  # stage A moves into stage B this cycle
+        b_take = Signal()  # the packer takes stage B's value this cycle
         m.d.comb += [
             a_adv.eq(a_valid & (~b_valid | b_take)),
             self.i.ready.eq(~a_valid | a_adv),
@@ -74,20 +76,25 @@ class DeltaVarintEncoder(wiring.Component):
 
         # Stage B: LEB128 bytes and their count, registered so the packer's count/shift logic
         # starts from registers (the wide "anything left above" ORs stay out of the packer).
-        more = [Const(1, 1)] + [a_z[7 * i:] != 0 for i in range(1, 10)] + [Const(0, 1)]
-        groups = [a_z[7 * i:7 * i + 7] for i in range(10)]
+        more = [Const(1, 1)] + [a_z[7 * i :] != 0 for i in range(1, 10)] + [Const(0, 1)]
+        groups = [a_z[7 * i : 7 * i + 7] for i in range(10)]
         vb = Cat(*[Cat(groups[i], Const(0, 7 - len(groups[i])), more[i + 1]) for i in range(10)])
         with m.If(a_adv):
-            m.d.sync += [b_valid.eq(1), b_vb.eq(vb), b_nbytes.eq(sum(more[1:10], Const(1, 4))),
-                         b_last.eq(a_last), b_empty.eq(a_empty)]
+            m.d.sync += [
+                b_valid.eq(1),
+                b_vb.eq(vb),
+                b_nbytes.eq(sum(more[1:10], Const(1, 4))),
+                b_last.eq(a_last),
+                b_empty.eq(a_empty),
+            ]
         with m.Elif(b_take):
             m.d.sync += b_valid.eq(0)
 
         # Packer.
         buf = Signal(8 * self.BUF_BYTES)
-        cnt = Signal(5)                 # bytes in buf
-        sh = Signal(4)                  # where a value taken now goes: cnt, minus 8 if cnt >= 8
-        total = Signal(32)              # bytes of the current sequence so far
+        cnt = Signal(5)  # bytes in buf
+        sh = Signal(4)  # where a value taken now goes: cnt, minus 8 if cnt >= 8
+        total = Signal(32)  # bytes of the current sequence so far
         flushing = Signal()
         emit = Signal()
         header_now = Signal()
@@ -104,14 +111,14 @@ class DeltaVarintEncoder(wiring.Component):
             self.o.valid.eq(emit | header_now),
             self.o.payload.data.eq(Mux(header_now, total, buf[:64])),
             self.o.payload.header.eq(header_now),
-            self.busy.eq(a_valid | b_valid | flushing | (cnt >= 8)),   # more words will come
+            self.busy.eq(a_valid | b_valid | flushing | (cnt >= 8)),  # more words will come
         ]
         buf_after = Mux(emit, buf >> 64, buf)
         with m.If(b_take & ~b_empty):
             # sh == c_after here (taking implies not flushing); it is a register, so the byte
             # shifter's select lines do not wait for the count logic.
             m.d.sync += [
-                buf.eq((buf_after | (b_vb << Cat(Const(0, 3), sh)))[:8 * self.BUF_BYTES]),
+                buf.eq((buf_after | (b_vb << Cat(Const(0, 3), sh)))[: 8 * self.BUF_BYTES]),
                 total.eq(total + b_nbytes),
             ]
             m.d.comb += c_next.eq(c_after + b_nbytes)

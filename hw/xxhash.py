@@ -46,7 +46,8 @@ batch; derived init values are registered, so allow 2 cycles after a change befo
 word). Reset: the synchronous ``rst`` clears only the ``valid`` bits; data registers (the
 accumulators, tail buffers, the word counter, which a record's first word restarts) need none,
 so a reset is a net to a few dozen flip-flops, not thousands. Latency: ``self.latency`` cycles
-from a record's last word on ``i`` to its result on ``o``. Throughput: one input word per cycle, any mix of records.
+from a record's last word on ``i`` to its result on ``o``. Throughput: one input word per cycle,
+any mix of records.
 """
 
 from __future__ import annotations
@@ -68,8 +69,17 @@ from .common import (
     term_value,
 )
 
-__all__ = ["HashBeat", "XXH64Core", "XXH32Core", "XXH64Fixed", "XXH32Fixed",
-           "xxh64_finalize", "xxh32_finalize", "xxh64_avalanche", "xxh32_avalanche"]
+__all__ = [
+    "HashBeat",
+    "XXH64Core",
+    "XXH32Core",
+    "XXH64Fixed",
+    "XXH32Fixed",
+    "xxh64_finalize",
+    "xxh32_finalize",
+    "xxh64_avalanche",
+    "xxh32_avalanche",
+]
 
 #: One input word of a record: ``first`` on the record's first beat, ``last`` on its last,
 #: ``empty`` for a beat that carries no data (a 0-byte record is one beat with first, last and
@@ -83,6 +93,8 @@ HashBeat = data.StructLayout({"data": 64, "first": 1, "last": 1, "empty": 1, "le
 
 P64 = XXH64_PRIMES
 P32 = XXH32_PRIMES
+
+
 def stage_counts(levels: int) -> tuple[int, int, int, int]:
     """Stages of one 64-bit (XXH64) and one 32-bit (XXH32) constant multiply, and of a byte
     times PRIME64_5 / PRIME32_5, with ``levels`` adder levels per stage."""
@@ -107,8 +119,7 @@ def _rot_terms(vs, rots, seed_p5, hs, extra=()):
     return terms + [(Value.cast(e), 0) for e in extra]
 
 
-def _avalanche(p: Pipe, primes: tuple[int, int], width: int, shifts: tuple[int, int, int],
-               drop=()) -> None:
+def _avalanche(p: Pipe, primes: tuple[int, int], width: int, shifts: tuple[int, int, int], drop=()) -> None:
     """``h ^= h >> s0; h *= p0; h ^= h >> s1; h *= p1; h ^= h >> s2`` on field ``h`` (2
     multiplies + 1 stage); ``drop`` leaves at its first stage."""
     h = p["h"]
@@ -129,16 +140,14 @@ def xxh32_avalanche(p: Pipe, drop=()) -> None:
     _avalanche(p, (P32[1], P32[2]), 32, (15, 13, 16), drop)
 
 
-def xxh64_finalize_depth(stripes: bool, max_words: int, four: bool, max_bytes: int,
-                         levels: int = 1) -> int:
+def xxh64_finalize_depth(stripes: bool, max_words: int, four: bool, max_bytes: int, levels: int = 1) -> int:
     M64, _, MB64, _ = stage_counts(levels)
     if stripes or max_words:
-        first = 2 * M64                      # round(0, .) of the tail words and v0..v3
+        first = 2 * M64  # round(0, .) of the tail words and v0..v3
     else:
         first = M64 if four else (MB64 if max_bytes else 1)
     # + 1 with stripes: the shared round(0, v) pipeline registers its input (see below)
-    return (first + (4 * M64 + 1 if stripes else 0) + 1 + M64 * (max_words + four + max_bytes)
-            + 2 * M64 + 1)
+    return first + (4 * M64 + 1 if stripes else 0) + 1 + M64 * (max_words + four + max_bytes) + 2 * M64 + 1
 
 
 def _shared_round0(p: Pipe, name: str, feeds, premul: bool = False) -> int:
@@ -185,8 +194,7 @@ def _shared_round0(p: Pipe, name: str, feeds, premul: bool = False) -> int:
     return depth
 
 
-def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: bool,
-                   max_bytes: int) -> None:
+def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: bool, max_bytes: int) -> None:
     """Extend pipe ``p`` (fields ``valid``, ``len``, [``hs``, ``v0..v3``], ``t0..``) with the XXH64
     finalisation; leaves the hash in field ``h``. Steps a record does not need are bypassed.
     With ``stripes`` (the record core) the tail words come as their products with P2 instead,
@@ -209,8 +217,8 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     """
     P1, P2, P3, P4, P5 = P64
     depth0 = p.depth
-    r = p["len"][:5]                       # bytes after the last full stripe
-    nw = r[3:5]                            # tail words after the stripes
+    r = p["len"][:5]  # bytes after the last full stripe
+    nw = r[3:5]  # tail words after the stripes
     ntail = 0 if stripes else min(4, max_words + (1 if (four or max_bytes) else 0))
     tails = [p.wire(p[f"t{j}"], f"t{j}") for j in range(ntail)]
     upd = {"r": r}
@@ -221,17 +229,21 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
         tw = p["tw"] if stripes else mux_index(nw, tails)
         upd["tw"] = Cat(tw[:32], Mux(r[2], tw[32:56], tw[:24])) if max_bytes else tw[:32]
     shared_kw = range(1, max_words) if stripes else range(0)
-    kept = []                              # fields a shared pipeline reads after this stage
+    kept = []  # fields a shared pipeline reads after this stage
     if stripes:
         if max_words:
             p.mul_tree("kw0", p.wire(p["p0"].rotate_left(31), "p0x"), P1, 64)
         vs = [p.wire(p[f"v{j}"], f"v{j}") for j in range(4)]
         p.tree("h", _rot_terms(vs, (1, 7, 12, 18), seed_p5, p["hs"]), 64)
-        d_km = _shared_round0(p, "km", [
-            (j, f"v{j}", lambda p: p["valid"] & p["hs"], f"km{j}") for j in range(4)])
-        _shared_round0(p, "kw", [
-            (j - 1, f"p{j}", lambda p, j=j: p["valid"] & (p["len"][3:5] > j), f"kw{j}")
-            for j in shared_kw], premul=True)
+        d_km = _shared_round0(
+            p, "km", [(j, f"v{j}", lambda p: p["valid"] & p["hs"], f"km{j}") for j in range(4)]
+        )
+        _shared_round0(
+            p,
+            "kw",
+            [(j - 1, f"p{j}", lambda p, j=j: p["valid"] & (p["len"][3:5] > j), f"kw{j}") for j in shared_kw],
+            premul=True,
+        )
         kept = [f"v{j}" for j in range(1, 4)] + [f"p{j}" for j in shared_kw if j > 1]
     else:
         for j in range(max_words):
@@ -252,8 +264,16 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
             start_k4()
         elif max_bytes:
             start_kb()
-    p.stage(drop=[k for k in [f"t{j}" for j in range(ntail)] + [f"v{j}" for j in range(4)]
-                  + [f"p{j}" for j in range(max_words)] if k not in kept], **upd)
+    p.stage(
+        drop=[
+            k
+            for k in [f"t{j}" for j in range(ntail)]
+            + [f"v{j}" for j in range(4)]
+            + [f"p{j}" for j in range(max_words)]
+            if k not in kept
+        ],
+        **upd,
+    )
     p.drain()
     names = [] if stripes else [f"kw{j}" for j in range(max_words)]
     if names:
@@ -278,20 +298,33 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
                 start_k4()
             elif max_bytes:
                 start_kb()
-        p.mul_step("h", (p["h"] ^ p[f"kw{j}"]).rotate_left(27), P1, 64, p["r"][3:5] > j, add=P4,
-                   drop=[f"kw{j}"])
+        p.mul_step(
+            "h", (p["h"] ^ p[f"kw{j}"]).rotate_left(27), P1, 64, p["r"][3:5] > j, add=P4, drop=[f"kw{j}"]
+        )
     if four:
         if max_bytes:
             start_kb()
-        p.mul_step("h", (p["h"] ^ p["k4"]).rotate_left(23), P2, 64, p["r"][2], add=P3,
-                   drop=["k4"] + ([] if max_bytes else ["tw"]))
+        p.mul_step(
+            "h",
+            (p["h"] ^ p["k4"]).rotate_left(23),
+            P2,
+            64,
+            p["r"][2],
+            add=P3,
+            drop=["k4"] + ([] if max_bytes else ["tw"]),
+        )
     for i in range(max_bytes):
-        p.mul_step("h", (p["h"] ^ p[f"kb{i}"]).rotate_left(11), P1, 64, p["r"][:2] > i,
-                   drop=[f"kb{i}"] + (["tw"] if i == 0 else []))
+        p.mul_step(
+            "h",
+            (p["h"] ^ p[f"kb{i}"]).rotate_left(11),
+            P1,
+            64,
+            p["r"][:2] > i,
+            drop=[f"kb{i}"] + (["tw"] if i == 0 else []),
+        )
     xxh64_avalanche(p, drop=["r"])
     assert not p.busy() and not p.pending()
-    assert p.depth - depth0 == xxh64_finalize_depth(stripes, max_words, four, max_bytes,
-                                                    p.levels)
+    assert p.depth - depth0 == xxh64_finalize_depth(stripes, max_words, four, max_bytes, p.levels)
 
 
 def xxh32_finalize_depth(stripes: bool, max_lanes: int, max_bytes: int, levels: int = 1) -> int:
@@ -316,8 +349,9 @@ def xxh32_finalize(p: Pipe, seed_p5, *, stripes: bool, max_lanes: int, max_bytes
         p.mul_tree(f"kl{j}", lanes[j], P3, 32)
     for i in range(max_bytes):
         # byte i of the tail after the nl full 4-byte lanes
-        byte = mux_index(nl, [t.word_select(4 * q + i, 8) if 4 * q + i < len(t) // 8 else Const(0, 8)
-                              for q in range(4)])
+        byte = mux_index(
+            nl, [t.word_select(4 * q + i, 8) if 4 * q + i < len(t) // 8 else Const(0, 8) for q in range(4)]
+        )
         p.mul_tree(f"kb{i}", p.wire(byte, f"byte{i}"), P5, 32)
     ln = p["len"][:32]
     if stripes:
@@ -327,8 +361,9 @@ def xxh32_finalize(p: Pipe, seed_p5, *, stripes: bool, max_lanes: int, max_bytes
         p.tree("h", [(seed_p5, 0), (ln, 0)], 32)
     p.stage(drop=["t0", "t1", "hs", "v0", "v1", "v2", "v3", "len"], r=r)
     p.drain()
-    steps = ([(f"kl{j}", 17, P4, p["r"][2:4] > j) for j in range(max_lanes)]
-             + [(f"kb{i}", 11, P1, p["r"][:2] > i) for i in range(max_bytes)])
+    steps = [(f"kl{j}", 17, P4, p["r"][2:4] > j) for j in range(max_lanes)] + [
+        (f"kb{i}", 11, P1, p["r"][:2] > i) for i in range(max_bytes)
+    ]
     for j, (k, rot, prime, _) in enumerate(steps):
         p.stage(drop=[k], hk=(p["h"] + p[k])[:32])
         act = (p["r"][2:4] > j) if j < max_lanes else (p["r"][:2] > j - max_lanes)
@@ -342,8 +377,10 @@ def xxh32_finalize(p: Pipe, seed_p5, *, stripes: bool, max_lanes: int, max_bytes
 # The stripe loops
 # ---------------------------------------------------------------------------------------------
 
-def _loop_round(m, fe: Pipe, accs: list, lps: list, rot: int, prime: int, width: int,
-                stages: int, redundant: bool = False) -> list:
+
+def _loop_round(
+    m, fe: Pipe, accs: list, lps: list, rot: int, prime: int, width: int, stages: int, redundant: bool = False
+) -> list:
     """``rotl(acc + lp, rot) * prime`` for each (acc, lp) pair in ``stages`` register levels:
     one carry chain for the add, then carry-save levels (no carry chain) spread over the
     stages, then one final carry chain. Returns the combinational results of the last stage
@@ -373,7 +410,7 @@ def _loop_round(m, fe: Pipe, accs: list, lps: list, rot: int, prime: int, width:
         return [(v, Const(0, width)) for v in outs] if redundant else outs
     if redundant:
         xs = []
-        for j, ((acc_s, acc_c), lp) in enumerate(zip(accs, lps)):
+        for (acc_s, acc_c), lp in zip(accs, lps):
             a, b = csa_level([(acc_s, 0), (acc_c, 0), (lp, 0)], width)
             xs.append((term_value(a, width) + term_value(b, width))[:width])
     else:
@@ -390,7 +427,7 @@ def _loop_round(m, fe: Pipe, accs: list, lps: list, rot: int, prime: int, width:
     if redundant:
         # No final carry chain: the last stage takes as many levels as the middle ones.
         mids = list(range(1, stages))
-    for i in range(n_levels):
+    for _ in range(n_levels):
         free = [s for s in mids if plan[s] < (5 if redundant else 3)]
         s = min(free, key=lambda s: plan[s]) if free else min((stages - 1, 0), key=lambda s: plan[s])
         plan[s] += 1
@@ -402,14 +439,17 @@ def _loop_round(m, fe: Pipe, accs: list, lps: list, rot: int, prime: int, width:
         terms = [const_mul_terms(fe[f"lx{j}"], prime, width) for j in range(len(xs))]
         first = 1
     else:
-        terms = [const_mul_terms(fe.wire(x.rotate_left(rot), f"lx{j}"), prime, width)
-                 for j, x in enumerate(xs)]
+        terms = [
+            const_mul_terms(fe.wire(x.rotate_left(rot), f"lx{j}"), prime, width) for j, x in enumerate(xs)
+        ]
     for s in range(first, stages):
         for lv in range(plan[s]):
             terms = [csa_level(ts, width) for ts in terms]
             # Named: the next level reads every term twice (sum and majority).
-            terms = [[(fe.wire(term_value(t, width), f"cs{j}_{lv}_{i}"), 0) for i, t in enumerate(ts)]
-                     for j, ts in enumerate(terms)]
+            terms = [
+                [(fe.wire(term_value(t, width), f"cs{j}_{lv}_{i}"), 0) for i, t in enumerate(ts)]
+                for j, ts in enumerate(terms)
+            ]
         if s == stages - 1:
             break
         upd = {}
@@ -422,13 +462,13 @@ def _loop_round(m, fe: Pipe, accs: list, lps: list, rot: int, prime: int, width:
     if redundant:
         assert all(len(ts) == 2 for ts in terms)
         return [(term_value(ts[0], width), term_value(ts[1], width)) for ts in terms]
-    return [sum((term_value(t, width) for t in ts[1:]), term_value(ts[0], width))[:width]
-            for ts in terms]
+    return [sum((term_value(t, width) for t in ts[1:]), term_value(ts[0], width))[:width] for ts in terms]
 
 
 # ---------------------------------------------------------------------------------------------
 # Record cores
 # ---------------------------------------------------------------------------------------------
+
 
 class XXH64Core(wiring.Component):
     """XXH64 of variable-length records, one 64-bit word per cycle (see the module docstring).
@@ -440,20 +480,22 @@ class XXH64Core(wiring.Component):
     ``multipliers``: ``"lut"`` or ``"behavioural"`` (simulation only; see the module docstring).
     """
 
-    LOOP = 4                    # a lane comes back every 4 words: the round may take 4 cycles
+    LOOP = 4  # a lane comes back every 4 words: the round may take 4 cycles
 
     def __init__(self, adder_levels: int | str = "csa", multipliers: str = "lut"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         set_multiplier_params(self, adder_levels, multipliers)
         self._MustUse__silence = False
         # lane * P2, then the loop; the finaliser reads the loop's last stage
         self.FRONT = stage_counts(adder_levels)[0] + self.LOOP - 1
         self.latency = self.FRONT + 1 + xxh64_finalize_depth(True, 3, True, 3, adder_levels)
-        super().__init__({
-            "i": In(stream.Signature(HashBeat, always_ready=True)),
-            "o": Out(stream.Signature(64, always_ready=True)),
-            "seed": In(64),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(HashBeat, always_ready=True)),
+                "o": Out(stream.Signature(64, always_ready=True)),
+                "seed": In(64),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -474,10 +516,22 @@ class XXH64Core(wiring.Component):
         cur = Mux(b.first, 0, idx)
         with m.If(self.i.valid):
             m.d.sync += idx.eq(cur + 1)
-        nsw = Cat(Const(0, 2), b.length[5:])   # words in full stripes: (L // 32) * 4
-        fe = Pipe(m, "fe", levels=self.adder_levels, behavioural=self.behavioural, valid=self.i.valid, data=b.data, last=b.last, empty=b.empty,
-                  length=b.length, stripe=~b.empty & (cur < nsw), lane=cur[:2], fs=cur < 4,
-                  tidx=(cur - nsw)[:2])
+        nsw = Cat(Const(0, 2), b.length[5:])  # words in full stripes: (L // 32) * 4
+        fe = Pipe(
+            m,
+            "fe",
+            levels=self.adder_levels,
+            behavioural=self.behavioural,
+            valid=self.i.valid,
+            data=b.data,
+            last=b.last,
+            empty=b.empty,
+            length=b.length,
+            stripe=~b.empty & (cur < nsw),
+            lane=cur[:2],
+            fs=cur < 4,
+            tidx=(cur - nsw)[:2],
+        )
         fe.mul_tree("lp", fe.wire(b.data, "data"), P2, 64)
         fe.stage()
         # While lp is in its tree, prepare the loop's accumulator select, so that the loop's
@@ -485,8 +539,10 @@ class XXH64Core(wiring.Component):
         # and the first-stripe mux there set the core's Fmax): ``ini`` is the lane's init value
         # on a record's first stripe (else 0), ``sel{k}`` the one-hot, registered select of
         # v[k] otherwise (each drives the 64 bits of one lane, not 256 through a compare).
-        fe.stage(ini=Mux(fe["fs"], mux_index(fe["lane"], init), 0),
-                 **{f"sel{k}": ~fe["fs"] & (fe["lane"] == k) for k in range(4)})
+        fe.stage(
+            ini=Mux(fe["fs"], mux_index(fe["lane"], init), 0),
+            **{f"sel{k}": ~fe["fs"] & (fe["lane"] == k) for k in range(4)},
+        )
         assert fe.busy(), "the lp tree is at least two stages deep"
         fe.drain()
         v = [Signal(64, name=f"v{k}", reset_less=True) for k in range(4)]
@@ -498,13 +554,13 @@ class XXH64Core(wiring.Component):
         lp = fe["lp"]
         for k in ("lp", "fs", "ini", "sel0", "sel1", "sel2", "sel3"):
             del fe.f[k]
-        fe.f["lpt"] = lp              # word * P2 goes on: a tail word's product for the finaliser
+        fe.f["lpt"] = lp  # word * P2 goes on: a tail word's product for the finaliser
         new = _loop_round(m, fe, [acc], [lp], 31, P1, 64, self.LOOP)[0]
         lane, stripe, valid = fe["lane"], fe["stripe"], fe["valid"]
         for k in range(4):
             with m.If(valid & stripe & (lane == k)):
                 m.d.sync += v[k].eq(new)
-        vf = [Mux(stripe & (lane == k), new, v[k]) for k in range(4)]   # bypass this word
+        vf = [Mux(stripe & (lane == k), new, v[k]) for k in range(4)]  # bypass this word
         # The tail: products word * P2 of tail words 0..2 (tail word 3 is always partial); the
         # partial word itself is the record's last, which enters the finaliser as ``tw``.
         tb = [Signal(64, name=f"tailp{k}", reset_less=True) for k in range(3)]
@@ -514,9 +570,18 @@ class XXH64Core(wiring.Component):
                 m.d.sync += tb[k].eq(fe["lpt"])
         tf = [Mux(tail_here & (fe["tidx"] == k), fe["lpt"], tb[k]) for k in range(3)]
         assert fe.depth == self.FRONT, (fe.depth, self.FRONT)
-        fin = Pipe(m, "fin", levels=self.adder_levels, behavioural=self.behavioural, valid=valid & fe["last"], len=fe["length"],
-                   hs=fe["length"][5:] != 0, **{f"v{k}": vf[k] for k in range(4)},
-                   **{f"p{k}": tf[k] for k in range(3)}, tw=fe["data"])
+        fin = Pipe(
+            m,
+            "fin",
+            levels=self.adder_levels,
+            behavioural=self.behavioural,
+            valid=valid & fe["last"],
+            len=fe["length"],
+            hs=fe["length"][5:] != 0,
+            **{f"v{k}": vf[k] for k in range(4)},
+            **{f"p{k}": tf[k] for k in range(3)},
+            tw=fe["data"],
+        )
         # The bypassed accumulator ends in the loop's last adder: register it before the
         # finaliser's first adder level (two carry chains in one stage were the core's slowest path).
         fin.stage()
@@ -534,20 +599,22 @@ class XXH32Core(wiring.Component):
     ``adder_levels``, ``multipliers``: as :class:`XXH64Core`.
     """
 
-    LOOP = 2                    # a lane pair comes back every 2 words
+    LOOP = 2  # a lane pair comes back every 2 words
 
     def __init__(self, adder_levels: int | str = "csa", multipliers: str = "lut"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         set_multiplier_params(self, adder_levels, multipliers)
         self._MustUse__silence = False
         self.FRONT = stage_counts(adder_levels)[1] + self.LOOP - 1
         # + 2: the accumulators' register and their carry-propagate add (see elaborate)
         self.latency = self.FRONT + 2 + xxh32_finalize_depth(True, 3, 3, adder_levels)
-        super().__init__({
-            "i": In(stream.Signature(HashBeat, always_ready=True)),
-            "o": Out(stream.Signature(32, always_ready=True)),
-            "seed": In(32),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(HashBeat, always_ready=True)),
+                "o": Out(stream.Signature(32, always_ready=True)),
+                "seed": In(32),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -567,10 +634,22 @@ class XXH32Core(wiring.Component):
         cur = Mux(b.first, 0, idx)
         with m.If(self.i.valid):
             m.d.sync += idx.eq(cur + 1)
-        nsw = Cat(Const(0, 1), b.length[4:])   # words in full 16-byte stripes
-        fe = Pipe(m, "fe", levels=self.adder_levels, behavioural=self.behavioural, valid=self.i.valid, data=b.data, last=b.last, empty=b.empty,
-                  length=b.length, stripe=~b.empty & (cur < nsw), pair=cur[0], fs=cur < 2,
-                  tidx=(cur - nsw)[0])
+        nsw = Cat(Const(0, 1), b.length[4:])  # words in full 16-byte stripes
+        fe = Pipe(
+            m,
+            "fe",
+            levels=self.adder_levels,
+            behavioural=self.behavioural,
+            valid=self.i.valid,
+            data=b.data,
+            last=b.last,
+            empty=b.empty,
+            length=b.length,
+            stripe=~b.empty & (cur < nsw),
+            pair=cur[0],
+            fs=cur < 2,
+            tidx=(cur - nsw)[0],
+        )
         for half in range(2):
             fe.mul_tree(f"lp{half}", fe.wire(b.data.word_select(half, 32), f"d{half}"), P2, 32)
         fe.stage()
@@ -578,9 +657,13 @@ class XXH32Core(wiring.Component):
         # The accumulators in carry-save form (sum, carry): see _loop_round.
         vs = [Signal(32, name=f"v{k}_s", reset_less=True) for k in range(4)]
         vc = [Signal(32, name=f"v{k}_c", reset_less=True) for k in range(4)]
-        accs = [(Mux(fe["fs"], Mux(fe["pair"], init[2 + h], init[h]),
-                     Mux(fe["pair"], vs[2 + h], vs[h])),
-                 Mux(fe["fs"], 0, Mux(fe["pair"], vc[2 + h], vc[h]))) for h in range(2)]
+        accs = [
+            (
+                Mux(fe["fs"], Mux(fe["pair"], init[2 + h], init[h]), Mux(fe["pair"], vs[2 + h], vs[h])),
+                Mux(fe["fs"], 0, Mux(fe["pair"], vc[2 + h], vc[h])),
+            )
+            for h in range(2)
+        ]
         lps = [fe["lp0"], fe["lp1"]]
         for k in ("lp0", "lp1", "fs"):
             del fe.f[k]
@@ -599,16 +682,28 @@ class XXH32Core(wiring.Component):
                 m.d.sync += tb[k].eq(fe["data"])
         tf = [Mux(tail_here & (fe["tidx"] == k), fe["data"], tb[k]) for k in range(2)]
         assert fe.depth == self.FRONT, (fe.depth, self.FRONT)
-        fin = Pipe(m, "fin", levels=self.adder_levels, behavioural=self.behavioural, valid=valid & fe["last"], len=fe["length"],
-                   hs=fe["length"][4:] != 0, **{f"v{k}_s": vf[k][0] for k in range(4)},
-                   **{f"v{k}_c": vf[k][1] for k in range(4)}, t0=tf[0], t1=tf[1])
+        fin = Pipe(
+            m,
+            "fin",
+            levels=self.adder_levels,
+            behavioural=self.behavioural,
+            valid=valid & fe["last"],
+            len=fe["length"],
+            hs=fe["length"][4:] != 0,
+            **{f"v{k}_s": vf[k][0] for k in range(4)},
+            **{f"v{k}_c": vf[k][1] for k in range(4)},
+            t0=tf[0],
+            t1=tf[1],
+        )
         # The accumulators (a record's last stripe comes straight from the loop's carry-save
         # logic) are registered first, then leave carry-save form: one carry chain, in a stage
         # of its own. Added in one stage, the loop's carry-save levels and that carry chain were
         # one path, the engine's routed critical path (10.33 ns, 7.35 of it routing).
         fin.stage()
-        fin.stage(drop=[f"v{k}_{x}" for k in range(4) for x in "sc"],
-                  **{f"v{k}": (fin[f"v{k}_s"] + fin[f"v{k}_c"])[:32] for k in range(4)})
+        fin.stage(
+            drop=[f"v{k}_{x}" for k in range(4) for x in "sc"],
+            **{f"v{k}": (fin[f"v{k}_s"] + fin[f"v{k}_c"])[:32] for k in range(4)},
+        )
         xxh32_finalize(fin, seed_p5, stripes=True, max_lanes=3, max_bytes=3)
         m.d.comb += [self.o.valid.eq(fin["valid"]), self.o.payload.eq(fin["h"])]
         assert fe.depth + fin.depth == self.latency
@@ -618,6 +713,7 @@ class XXH32Core(wiring.Component):
 # ---------------------------------------------------------------------------------------------
 # Fixed-width cores
 # ---------------------------------------------------------------------------------------------
+
 
 class XXH64Fixed(wiring.Component):
     """XXH64 of one fixed ``key_bytes``-byte key (4 or 8) per cycle.
@@ -629,25 +725,42 @@ class XXH64Fixed(wiring.Component):
     """
 
     def __init__(self, key_bytes: int = 8, adder_levels: int | str = "csa", multipliers: str = "lut"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         self.key_bytes = check_choice("key_bytes", key_bytes, (4, 8))
         set_multiplier_params(self, adder_levels, multipliers)
         self._MustUse__silence = False
-        self.latency = xxh64_finalize_depth(False, 1 if key_bytes == 8 else 0, key_bytes == 4, 0,
-                                            adder_levels)
-        super().__init__({
-            "i": In(stream.Signature(64, always_ready=True)),
-            "o": Out(stream.Signature(64, always_ready=True)),
-            "seed": In(64),
-        })
+        self.latency = xxh64_finalize_depth(
+            False, 1 if key_bytes == 8 else 0, key_bytes == 4, 0, adder_levels
+        )
+        super().__init__(
+            {
+                "i": In(stream.Signature(64, always_ready=True)),
+                "o": Out(stream.Signature(64, always_ready=True)),
+                "seed": In(64),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
         seed_p5 = Signal(64, reset_less=True)
         m.d.sync += seed_p5.eq((self.seed + P64[4])[:64])
-        p = Pipe(m, "fx", levels=self.adder_levels, behavioural=self.behavioural, valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
-        xxh64_finalize(p, seed_p5, stripes=False, max_words=1 if self.key_bytes == 8 else 0,
-                       four=self.key_bytes == 4, max_bytes=0)
+        p = Pipe(
+            m,
+            "fx",
+            levels=self.adder_levels,
+            behavioural=self.behavioural,
+            valid=self.i.valid,
+            len=Const(self.key_bytes, 32),
+            t0=self.i.payload,
+        )
+        xxh64_finalize(
+            p,
+            seed_p5,
+            stripes=False,
+            max_words=1 if self.key_bytes == 8 else 0,
+            four=self.key_bytes == 4,
+            max_bytes=0,
+        )
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["h"])]
         return m
 
@@ -657,22 +770,32 @@ class XXH32Fixed(wiring.Component):
     with a 32-bit ``seed`` and 32-bit results."""
 
     def __init__(self, key_bytes: int = 4, adder_levels: int | str = "csa", multipliers: str = "lut"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         self.key_bytes = check_choice("key_bytes", key_bytes, (4, 8))
         set_multiplier_params(self, adder_levels, multipliers)
         self._MustUse__silence = False
         self.latency = xxh32_finalize_depth(False, key_bytes // 4, 0, adder_levels)
-        super().__init__({
-            "i": In(stream.Signature(64, always_ready=True)),
-            "o": Out(stream.Signature(32, always_ready=True)),
-            "seed": In(32),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(64, always_ready=True)),
+                "o": Out(stream.Signature(32, always_ready=True)),
+                "seed": In(32),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
         seed_p5 = Signal(32, reset_less=True)
         m.d.sync += seed_p5.eq((self.seed + XXH32_PRIMES[4])[:32])
-        p = Pipe(m, "fx", levels=self.adder_levels, behavioural=self.behavioural, valid=self.i.valid, len=Const(self.key_bytes, 32), t0=self.i.payload)
+        p = Pipe(
+            m,
+            "fx",
+            levels=self.adder_levels,
+            behavioural=self.behavioural,
+            valid=self.i.valid,
+            len=Const(self.key_bytes, 32),
+            t0=self.i.payload,
+        )
         xxh32_finalize(p, seed_p5, stripes=False, max_lanes=self.key_bytes // 4, max_bytes=0)
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["h"])]
         return m

@@ -21,63 +21,105 @@ from offload.runtime import BackendChoice, Runtime, VerifyMode, default_runtime
 
 __version__ = "0.1.0"
 __all__ = [
-    "xxh32", "xxh64", "hash_bucket", "fid", "bucketize", "delta_varint_encode",
-    "delta_varint_decode", "Runtime", "Backend", "Capabilities", "BackendError",
-    "BackendUnavailable", "BitExactError", "backends", "call", "operators", "__version__",
-    "BackendChoice", "VerifyMode", "HashBucketMethod", "OperatorName",
+    "xxh32",
+    "xxh64",
+    "hash_bucket",
+    "fid",
+    "bucketize",
+    "delta_varint_encode",
+    "delta_varint_decode",
+    "Runtime",
+    "Backend",
+    "Capabilities",
+    "BackendError",
+    "BackendUnavailable",
+    "BitExactError",
+    "backends",
+    "call",
+    "operators",
+    "__version__",
+    "BackendChoice",
+    "VerifyMode",
+    "HashBucketMethod",
+    "OperatorName",
 ]
 
 
-def xxh32(values: Any, seed: int = 0, *, backend: BackendChoice = "auto",
-          verify: VerifyMode | None = None) -> np.ndarray:
+def xxh32(
+    values: Any, seed: int = 0, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
+) -> np.ndarray:
     """XXH32 of each record: uint32, shaped like a numpy key array, else 1-D."""
     return default_runtime().xxh32(values, seed, backend=backend, verify=verify)
 
 
-def xxh64(values: Any, seed: int = 0, *, backend: BackendChoice = "auto",
-          verify: VerifyMode | None = None) -> np.ndarray:
+def xxh64(
+    values: Any, seed: int = 0, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
+) -> np.ndarray:
     """XXH64 of each record: uint64, shaped like a numpy key array, else 1-D."""
     return default_runtime().xxh64(values, seed, backend=backend, verify=verify)
 
 
-def hash_bucket(values: Any, num_buckets: int, seed: int = 0, method: HashBucketMethod = "mod",
-                *, backend: BackendChoice = "auto",
-                verify: VerifyMode | None = None) -> np.ndarray:
+def hash_bucket(
+    values: Any,
+    num_buckets: int,
+    seed: int = 0,
+    method: HashBucketMethod = "mod",
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+) -> np.ndarray:
     """``xxh64(v, seed) % num_buckets`` (``"mod"``) or ``(h * num_buckets) >> 64`` (``"fastrange"``)."""
-    return default_runtime().hash_bucket(values, num_buckets, seed, method,
-                                         backend=backend, verify=verify)
+    return default_runtime().hash_bucket(values, num_buckets, seed, method, backend=backend, verify=verify)
 
 
-def fid(values: Any, slot: int, version: int = 2, seed: int = 0, *, backend: BackendChoice = "auto",
-        verify: VerifyMode | None = None) -> np.ndarray:
+def fid(
+    values: Any,
+    slot: int,
+    version: int = 2,
+    seed: int = 0,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+) -> np.ndarray:
     """Monolith-layout feature ids: ``slot`` above the XXH64 signature (v1: 10+54, v2: 15+48 bits)."""
-    return default_runtime().fid(values, slot, version, seed, backend=backend,
-                                 verify=verify)
+    return default_runtime().fid(values, slot, version, seed, backend=backend, verify=verify)
 
 
-def bucketize(x: Any, boundaries: Any, right: bool = True, *, backend: BackendChoice = "auto",
-              verify: VerifyMode | None = None) -> np.ndarray:
+def bucketize(
+    x: Any,
+    boundaries: Any,
+    right: bool = True,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+) -> np.ndarray:
     """Bucket index of each value of ``x`` among strictly increasing ``boundaries`` (int32)."""
-    return default_runtime().bucketize(x, boundaries, right, backend=backend,
-                                       verify=verify)
+    return default_runtime().bucketize(x, boundaries, right, backend=backend, verify=verify)
 
 
-def delta_varint_encode(sequences: Any, *, backend: BackendChoice = "auto",
-                        verify: VerifyMode | None = None) -> tuple[np.ndarray, np.ndarray]:
+def delta_varint_encode(
+    sequences: Any, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Delta + zigzag + LEB128 of int64 sequences: ``(offsets int64[n+1], data uint8[])``."""
     return default_runtime().delta_varint_encode(sequences, backend=backend, verify=verify)
 
 
-def delta_varint_decode(offsets: Any, data: Any, *, backend: BackendChoice = "auto",
-                        verify: VerifyMode | None = None) -> tuple[np.ndarray, np.ndarray]:
+def delta_varint_decode(
+    offsets: Any, data: Any, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`delta_varint_encode`: ``(value_offsets int64[n+1], values int64[])``."""
-    return default_runtime().delta_varint_decode(offsets, data, backend=backend,
-                                                 verify=verify)
+    return default_runtime().delta_varint_decode(offsets, data, backend=backend, verify=verify)
 
 
-def call(op: OperatorName | str, values: Any, /, *, backend: BackendChoice = "auto",
-         verify: VerifyMode | None = None,
-         **params: Any) -> Any:
+def call(
+    op: OperatorName | str,
+    values: Any,
+    /,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+    **params: Any,
+) -> Any:
     """Any registered operator by name: ``offload.call("xxh64", keys, seed=7)``."""
     return default_runtime().call(op, values, backend=backend, verify=verify, **params)
 
@@ -85,6 +127,7 @@ def call(op: OperatorName | str, values: Any, /, *, backend: BackendChoice = "au
 def operators() -> list[str]:
     """The names of the registered operators (``offload.ops.REGISTRY``), in registration order."""
     from offload.ops import REGISTRY
+
     return list(REGISTRY)
 
 

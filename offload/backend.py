@@ -17,18 +17,28 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 
 from offload.batch import FixedKeys, Numbers, Sequences, VarRecords
 from offload.ops import OpCall
 
-__all__ = ["Backend", "Capabilities", "Availability", "BackendError", "BackendUnavailable",
-           "BitExactError", "Batch", "Result", "concat_results", "empty_result"]
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "Availability",
+    "BackendError",
+    "BackendUnavailable",
+    "BitExactError",
+    "Batch",
+    "Result",
+    "concat_results",
+    "empty_result",
+]
 
-Batch = Union[FixedKeys, VarRecords, Numbers, Sequences]
-Result = Union[np.ndarray, tuple[np.ndarray, np.ndarray]]
+Batch = FixedKeys | VarRecords | Numbers | Sequences
+Result = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 
 class BackendUnavailable(RuntimeError):
@@ -42,8 +52,9 @@ class BackendError(RuntimeError):
     ``cause``: a short machine-readable cause (``"timeout"``, ``"device_lost"``, ``"trailer"``...).
     """
 
-    def __init__(self, message: str, *, cause: str = "error", completed: int = 0,
-                 partial: Result | None = None) -> None:
+    def __init__(
+        self, message: str, *, cause: str = "error", completed: int = 0, partial: Result | None = None
+    ) -> None:
         super().__init__(message)
         self.cause = cause
         self.completed = completed
@@ -53,8 +64,9 @@ class BackendError(RuntimeError):
 class BitExactError(AssertionError):
     """A backend's result differs from the golden model."""
 
-    def __init__(self, message: str, *, backend: str, op: str, index: int, record: Any,
-                 expected: Any, got: Any) -> None:
+    def __init__(
+        self, message: str, *, backend: str, op: str, index: int, record: Any, expected: Any, got: Any
+    ) -> None:
         super().__init__(message)
         self.backend = backend
         self.op = op
@@ -73,15 +85,18 @@ class Availability:
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can run. ``None`` means no limit."""
+
     ops: frozenset[str]
     max_boundaries: int | None = None
     max_record_bytes: int | None = None
     batch_kinds: frozenset[str] = field(
-        default_factory=lambda: frozenset({"fixed", "var", "numbers", "sequences", "encoded"}))
+        default_factory=lambda: frozenset({"fixed", "var", "numbers", "sequences", "encoded"})
+    )
 
 
 def batch_kind(batch: Batch, op: str) -> str:
     from offload.ops import operator
+
     if operator(op).inputs == "encoded":
         return "encoded"
     if isinstance(batch, FixedKeys):
@@ -103,8 +118,7 @@ class Backend(abc.ABC):
         """Whether the backend can run now, and if not, why (never raises)."""
 
     @abc.abstractmethod
-    def capabilities(self) -> Capabilities:
-        ...
+    def capabilities(self) -> Capabilities: ...
 
     def supports(self, call: OpCall, batch: Batch) -> str | None:
         """``None`` when this backend can run ``call`` on ``batch``, else the reason it cannot."""
@@ -114,10 +128,15 @@ class Backend(abc.ABC):
         kind = batch_kind(batch, call.op)
         if kind not in caps.batch_kinds:
             return f"{self.name} does not take {kind} batches for {call.op}"
-        if caps.max_boundaries is not None and call.params.get("boundaries") is not None \
-                and len(call.boundaries) > caps.max_boundaries:
-            return (f"{self.name} holds at most {caps.max_boundaries} boundaries, "
-                    f"the call has {len(call.boundaries)}")
+        if (
+            caps.max_boundaries is not None
+            and call.params.get("boundaries") is not None
+            and len(call.boundaries) > caps.max_boundaries
+        ):
+            return (
+                f"{self.name} holds at most {caps.max_boundaries} boundaries, "
+                f"the call has {len(call.boundaries)}"
+            )
         return None
 
     @abc.abstractmethod
@@ -139,6 +158,7 @@ _PAIR_DTYPES = {"encoded": np.uint8, "sequences": np.int64}
 
 def empty_result(op: str) -> Result:
     from offload.ops import operator
+
     entry = operator(op)
     if entry.result_dtype is None:
         return np.zeros(1, np.int64), np.zeros(0, _PAIR_DTYPES[entry.result])
@@ -148,6 +168,7 @@ def empty_result(op: str) -> Result:
 def concat_results(op: str, parts: list[Result]) -> Result:
     """Join the results of consecutive record ranges (as produced by fallback)."""
     from offload.ops import operator
+
     parts = [p for p in parts if p is not None]
     entry = operator(op)
     if entry.result_dtype is None:
@@ -158,7 +179,7 @@ def concat_results(op: str, parts: list[Result]) -> Result:
         base = 0
         for o, d in parts:  # type: ignore[misc]
             offs.append(o[1:] - o[0] + base)
-            datas.append(d[int(o[0]):int(o[-1])])
+            datas.append(d[int(o[0]) : int(o[-1])])
             base += int(o[-1]) - int(o[0])
         dt = _PAIR_DTYPES[entry.result]
         return np.concatenate(offs), (np.concatenate(datas) if datas else np.zeros(0, dt))

@@ -18,25 +18,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "FixedKeys", "VarChunk", "VarRecords", "Records", "Numbers", "Sequences",
-    "as_records", "as_numbers", "as_sequences", "as_encoded",
+    "FixedKeys",
+    "VarChunk",
+    "VarRecords",
+    "Records",
+    "Numbers",
+    "Sequences",
+    "as_records",
+    "as_numbers",
+    "as_sequences",
+    "as_encoded",
 ]
 
-_KEY_DTYPES = {np.dtype(np.int32): np.uint32, np.dtype(np.uint32): np.uint32,
-               np.dtype(np.int64): np.uint64, np.dtype(np.uint64): np.uint64}
+_KEY_DTYPES = {
+    np.dtype(np.int32): np.uint32,
+    np.dtype(np.uint32): np.uint32,
+    np.dtype(np.int64): np.uint64,
+    np.dtype(np.uint64): np.uint64,
+}
 _NUMBER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32), np.dtype(np.int64))
-_FORMS = ("a numpy int32/uint32/int64/uint64 array, a sequence of bytes/bytearray/memoryview/str, "
-          "a pyarrow binary/string array (or chunked array), or a pair (offsets int64, data uint8)")
+_FORMS = (
+    "a numpy int32/uint32/int64/uint64 array, a sequence of bytes/bytearray/memoryview/str, "
+    "a pyarrow binary/string array (or chunked array), or a pair (offsets int64, data uint8)"
+)
 
 
 @dataclass(frozen=True)
 class FixedKeys:
     """``n`` fixed-width keys: ``keys`` is a C-contiguous uint32 (width 4) or uint64 (width 8) view."""
+
     keys: np.ndarray
     shape: tuple[int, ...]
 
@@ -57,12 +72,13 @@ class FixedKeys:
         return FixedKeys(k, (k.shape[0],))
 
     def record(self, i: int) -> bytes:
-        return self.keys[i:i + 1].tobytes()
+        return self.keys[i : i + 1].tobytes()
 
 
 @dataclass(frozen=True)
 class VarChunk:
     """Records ``data[offsets[i]:offsets[i+1]]``; ``offsets`` int32 or int64, ``data`` uint8."""
+
     offsets: np.ndarray
     data: np.ndarray
 
@@ -74,6 +90,7 @@ class VarChunk:
 @dataclass(frozen=True)
 class VarRecords:
     """Variable-length byte records, possibly in several chunks (a chunked Arrow array)."""
+
     chunks: tuple[VarChunk, ...]
 
     @property
@@ -94,14 +111,14 @@ class VarRecords:
         for c in self.chunks:
             lo, hi = max(start - base, 0), min(stop - base, c.n)
             if lo < hi:
-                out.append(VarChunk(c.offsets[lo:hi + 1], c.data))
+                out.append(VarChunk(c.offsets[lo : hi + 1], c.data))
             base += c.n
         return VarRecords(tuple(out))
 
     def record(self, i: int) -> bytes:
         for c in self.chunks:
             if i < c.n:
-                return c.data[int(c.offsets[i]):int(c.offsets[i + 1])].tobytes()
+                return c.data[int(c.offsets[i]) : int(c.offsets[i + 1])].tobytes()
             i -= c.n
         raise IndexError(i)
 
@@ -111,27 +128,28 @@ class VarRecords:
             c = self.chunks[0]
             o0 = int(c.offsets[0])
             if o0 == 0 and c.offsets.dtype == np.int64:
-                return c.offsets, c.data[:int(c.offsets[-1])]
+                return c.offsets, c.data[: int(c.offsets[-1])]
             offs = c.offsets.astype(np.int64) - o0
-            return offs, c.data[o0:int(c.offsets[-1])]
+            return offs, c.data[o0 : int(c.offsets[-1])]
         parts: list[np.ndarray] = []
         pieces: list[np.ndarray] = [np.zeros(1, np.int64)]
         total = 0
         for c in self.chunks:
             o0 = int(c.offsets[0])
-            parts.append(c.data[o0:int(c.offsets[-1])])
+            parts.append(c.data[o0 : int(c.offsets[-1])])
             pieces.append(c.offsets[1:].astype(np.int64) - o0 + total)
             total += int(c.offsets[-1]) - o0
         data = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
         return np.concatenate(pieces), data
 
 
-Records = Union[FixedKeys, VarRecords]
+Records = FixedKeys | VarRecords
 
 
 @dataclass(frozen=True)
 class Numbers:
     """``bucketize``'s ``x``: C-contiguous 1-D float32/float64/int32/int64 values and result shape."""
+
     values: np.ndarray
     shape: tuple[int, ...]
 
@@ -157,6 +175,7 @@ class Sequences:
 
     ``value_offsets`` is int64 of length n+1 and may not start at 0 (Arrow slices).
     """
+
     value_offsets: np.ndarray
     values: np.ndarray
 
@@ -173,43 +192,47 @@ class Sequences:
         return 8 * (int(self.value_offsets[-1]) - int(self.value_offsets[0])) if self.n else 0
 
     def slice(self, start: int, stop: int) -> Sequences:
-        return Sequences(self.value_offsets[start:stop + 1], self.values)
+        return Sequences(self.value_offsets[start : stop + 1], self.values)
 
     def record(self, i: int) -> list[int]:
-        return self.values[int(self.value_offsets[i]):int(self.value_offsets[i + 1])].tolist()
+        return self.values[int(self.value_offsets[i]) : int(self.value_offsets[i + 1])].tolist()
 
 
 # ---------------------------------------------------------------------------------------------
 # Records: the hash operators' input
 # ---------------------------------------------------------------------------------------------
 
+
 def _is_arrow(obj: object) -> bool:
     return type(obj).__module__.startswith("pyarrow")
 
 
-def _check_offsets(offsets: np.ndarray, data_len: int, what: str = "offsets",
-                   data_name: str = "data") -> None:
+def _check_offsets(
+    offsets: np.ndarray, data_len: int, what: str = "offsets", data_name: str = "data"
+) -> None:
     if offsets.ndim != 1 or offsets.shape[0] < 1:
         raise ValueError(f"{what} must be 1-D with length n+1 >= 1, got shape {offsets.shape}")
     if int(offsets[0]) != 0:
         raise ValueError(f"{what}[0] must be 0, got {int(offsets[0])}")
     if int(offsets[-1]) != data_len:
-        raise ValueError(
-            f"{what}[-1] must equal len({data_name}) = {data_len}, got {int(offsets[-1])}")
+        raise ValueError(f"{what}[-1] must equal len({data_name}) = {data_len}, got {int(offsets[-1])}")
     if offsets.shape[0] > 1:
         bad = np.flatnonzero(offsets[1:] < offsets[:-1])
         if bad.size:
             i = int(bad[0]) + 1
-            raise ValueError(f"{what} must be non-decreasing: {what}[{i}] = {int(offsets[i])} "
-                             f"< {what}[{i - 1}] = {int(offsets[i - 1])}")
+            raise ValueError(
+                f"{what} must be non-decreasing: {what}[{i}] = {int(offsets[i])} "
+                f"< {what}[{i - 1}] = {int(offsets[i - 1])}"
+            )
 
 
 def _from_pair(pair: tuple[Any, Any]) -> VarRecords:
-    offsets, data = (_native(_unmasked(a, "offset" if i == 0 else "byte")) if isinstance(a, np.ndarray)
-                     else a for i, a in enumerate(pair))
+    offsets, data = (
+        _native(_unmasked(a, "offset" if i == 0 else "byte")) if isinstance(a, np.ndarray) else a
+        for i, a in enumerate(pair)
+    )
     if not isinstance(offsets, np.ndarray) or offsets.dtype != np.int64:
-        raise TypeError(f"(offsets, data): offsets must be a numpy int64 array, "
-                        f"got {_describe(offsets)}")
+        raise TypeError(f"(offsets, data): offsets must be a numpy int64 array, got {_describe(offsets)}")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 1:
         raise TypeError(f"(offsets, data): data must be a 1-D numpy uint8 array, got {_describe(data)}")
     _check_offsets(offsets, data.shape[0])
@@ -232,8 +255,9 @@ def _arrow_chunk(arr: Any, index_base: int) -> VarChunk:
     elif pa.types.is_large_string(t) or pa.types.is_large_binary(t):
         odt = np.int64
     else:
-        raise TypeError(f"unsupported pyarrow type {t}: expected binary, large_binary, string or "
-                        "large_string")
+        raise TypeError(
+            f"unsupported pyarrow type {t}: expected binary, large_binary, string or large_string"
+        )
     if arr.null_count:
         first = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
         raise ValueError(f"null at index {index_base + first}: nulls cannot be hashed")
@@ -242,9 +266,8 @@ def _arrow_chunk(arr: Any, index_base: int) -> VarChunk:
     if n == 0:
         return VarChunk(np.zeros(1, np.int64), np.zeros(0, np.uint8))
     # Arrow buffers are read in place: the offsets view starts at the slice's offset.
-    offsets = np.frombuffer(bufs[1], dtype=odt, count=arr.offset + n + 1)[arr.offset:]
-    data = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
-            else np.zeros(0, np.uint8))
+    offsets = np.frombuffer(bufs[1], dtype=odt, count=arr.offset + n + 1)[arr.offset :]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     return VarChunk(offsets, data)
 
 
@@ -298,6 +321,7 @@ def _from_sequence(values: Sequence[Any]) -> VarRecords:
 
 def _arrow_converted(values: Sequence[Any], type_name: str) -> VarRecords | None:
     import pyarrow as pa
+
     try:
         arr = pa.array(values, type=getattr(pa, type_name)())
     except (UnicodeEncodeError, pa.ArrowException, TypeError, ValueError):
@@ -308,8 +332,9 @@ def _arrow_converted(values: Sequence[Any], type_name: str) -> VarRecords | None
 
 
 def _bytes_slow(values: Sequence[Any], n: int) -> VarRecords:
-    parts = [v.encode("utf-8") if isinstance(v, str) else v if isinstance(v, bytes) else bytes(v)
-             for v in values]
+    parts = [
+        v.encode("utf-8") if isinstance(v, str) else v if isinstance(v, bytes) else bytes(v) for v in values
+    ]
     data = np.frombuffer(b"".join(parts), np.uint8)
     return _chunk_from_lengths(np.fromiter(map(len, parts), np.int64, n), data)
 
@@ -327,8 +352,10 @@ def _raise_first_bad_element(values: Sequence[Any]) -> None:
         if not isinstance(v, (str, *_BYTES_LIKE)):
             raise TypeError(f"element {i} has unsupported type {type(v).__name__}: {_ELEMENT_TYPES}")
         if isinstance(v, str) != isinstance(first, str):
-            raise TypeError(f"mixed element types: element 0 is {type(first).__name__} but "
-                            f"element {i} is {type(v).__name__}")
+            raise TypeError(
+                f"mixed element types: element 0 is {type(first).__name__} but "
+                f"element {i} is {type(v).__name__}"
+            )
         if isinstance(v, str):
             try:
                 v.encode("utf-8")
@@ -345,8 +372,9 @@ def _unmasked(arr: np.ndarray, what: str = "value") -> np.ndarray:
     if mask.any():
         where = np.argwhere(mask)[0]
         index = int(where[0]) if arr.ndim == 1 else tuple(int(i) for i in where)
-        raise ValueError(f"masked {what} at index {index}: masked values cannot be processed "
-                         "(fill or drop them first)")
+        raise ValueError(
+            f"masked {what} at index {index}: masked values cannot be processed (fill or drop them first)"
+        )
     return np.ma.getdata(arr)
 
 
@@ -370,19 +398,22 @@ def as_records(values: Any) -> Records:
             return FixedKeys(arr.reshape(-1).view(_KEY_DTYPES[values.dtype]), values.shape)
         if values.dtype == object:
             return _from_sequence(values.reshape(-1).tolist())
-        raise TypeError(f"unsupported array dtype {given}: expected int32, uint32, int64 or "
-                        "uint64 keys (8/16-bit ints, floats and bools are not hashed; cast "
-                        "explicitly)")
-    if isinstance(values, tuple) and len(values) == 2 and all(
-            isinstance(v, np.ndarray) for v in values):
+        raise TypeError(
+            f"unsupported array dtype {given}: expected int32, uint32, int64 or "
+            "uint64 keys (8/16-bit ints, floats and bools are not hashed; cast "
+            "explicitly)"
+        )
+    if isinstance(values, tuple) and len(values) == 2 and all(isinstance(v, np.ndarray) for v in values):
         return _from_pair(values)
     if _is_arrow(values):
         return _from_arrow(values)
     if isinstance(values, (str, bytes, bytearray, memoryview)):
-        raise TypeError(f"a single {type(values).__name__} is not a batch: pass a sequence of "
-                        "records, e.g. [value]")
-    if isinstance(values, (list, tuple)) or (isinstance(values, Sequence)
-                                              and not isinstance(values, (str, bytes))):
+        raise TypeError(
+            f"a single {type(values).__name__} is not a batch: pass a sequence of records, e.g. [value]"
+        )
+    if isinstance(values, (list, tuple)) or (
+        isinstance(values, Sequence) and not isinstance(values, (str, bytes))
+    ):
         return _from_sequence(values)
     raise TypeError(f"unsupported batch type {type(values).__name__}: expected {_FORMS}")
 
@@ -391,11 +422,13 @@ def as_records(values: Any) -> Records:
 # bucketize's x, the encoder's sequences, the decoder's (offsets, data)
 # ---------------------------------------------------------------------------------------------
 
+
 def as_numbers(x: Any) -> Numbers:
     if isinstance(x, Numbers):
         return x
     if _is_arrow(x):
         import pyarrow as pa
+
         if isinstance(x, pa.ChunkedArray):
             x = x.combine_chunks()
         if isinstance(x, pa.Array):
@@ -404,12 +437,14 @@ def as_numbers(x: Any) -> Numbers:
                 raise ValueError(f"null at index {first}: bucketize needs a value")
             x = x.to_numpy(zero_copy_only=False)
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"bucketize: x must be a numpy float32, float64, int32 or int64 array, "
-                        f"got {type(x).__name__}")
+        raise TypeError(
+            f"bucketize: x must be a numpy float32, float64, int32 or int64 array, got {type(x).__name__}"
+        )
     x = _native(_unmasked(x))
     if x.dtype not in _NUMBER_DTYPES:
-        raise TypeError(f"bucketize: unsupported x dtype {x.dtype}: expected float32, float64, "
-                        "int32 or int64")
+        raise TypeError(
+            f"bucketize: unsupported x dtype {x.dtype}: expected float32, float64, int32 or int64"
+        )
     arr = np.ascontiguousarray(x)
     return Numbers(arr.reshape(-1), x.shape)
 
@@ -417,25 +452,35 @@ def as_numbers(x: Any) -> Numbers:
 def as_sequences(sequences: Any) -> Sequences:
     if isinstance(sequences, Sequences):
         return sequences
-    if isinstance(sequences, tuple) and len(sequences) == 2 and all(
-            isinstance(v, np.ndarray) for v in sequences):
+    if (
+        isinstance(sequences, tuple)
+        and len(sequences) == 2
+        and all(isinstance(v, np.ndarray) for v in sequences)
+    ):
         vo, vals = (_native(_unmasked(a)) for a in sequences)
         if vo.dtype != np.int64:
             raise TypeError(f"(value_offsets, values): value_offsets must be int64, got {vo.dtype}")
         if vals.dtype != np.int64 or vals.ndim != 1:
-            raise TypeError(f"(value_offsets, values): values must be a 1-D int64 array, got "
-                            f"{_describe(vals)}")
+            raise TypeError(
+                f"(value_offsets, values): values must be a 1-D int64 array, got {_describe(vals)}"
+            )
         _check_offsets(vo, vals.shape[0], "value_offsets", "values")
         return Sequences(np.ascontiguousarray(vo), np.ascontiguousarray(vals))
     if _is_arrow(sequences):
         import pyarrow as pa
+
         if isinstance(sequences, pa.ChunkedArray):
             sequences = sequences.combine_chunks()
         t = sequences.type
-        if not (isinstance(sequences, pa.Array) and (pa.types.is_list(t) or pa.types.is_large_list(t))
-                and t.value_type == pa.int64()):
-            raise TypeError(f"delta_varint_encode: unsupported pyarrow type {t}: expected "
-                            "list<int64> or large_list<int64>")
+        if not (
+            isinstance(sequences, pa.Array)
+            and (pa.types.is_list(t) or pa.types.is_large_list(t))
+            and t.value_type == pa.int64()
+        ):
+            raise TypeError(
+                f"delta_varint_encode: unsupported pyarrow type {t}: expected "
+                "list<int64> or large_list<int64>"
+            )
         if sequences.null_count:
             first = int(np.flatnonzero(sequences.is_null().to_numpy(zero_copy_only=False))[0])
             raise ValueError(f"null at index {first}: a sequence cannot be null")
@@ -444,15 +489,19 @@ def as_sequences(sequences: Any) -> Sequences:
             raise ValueError("delta_varint_encode: null inside a sequence")
         odt = np.int32 if pa.types.is_list(t) else np.int64
         n = len(sequences)
-        offsets = np.frombuffer(sequences.buffers()[1], dtype=odt,
-                                count=sequences.offset + n + 1)[sequences.offset:].astype(np.int64)
-        vals = np.frombuffer(inner.buffers()[1], dtype=np.int64,
-                             count=inner.offset + len(inner))[inner.offset:]
+        offsets = np.frombuffer(sequences.buffers()[1], dtype=odt, count=sequences.offset + n + 1)[
+            sequences.offset :
+        ].astype(np.int64)
+        vals = np.frombuffer(inner.buffers()[1], dtype=np.int64, count=inner.offset + len(inner))[
+            inner.offset :
+        ]
         return Sequences(offsets, vals)
     if isinstance(sequences, np.ndarray) or not isinstance(sequences, (list, tuple)):
-        raise TypeError(f"delta_varint_encode: sequences must be a list of 1-D int64 arrays, a "
-                        f"pyarrow list<int64> array or (value_offsets, values), got "
-                        f"{_describe(sequences)}")
+        raise TypeError(
+            f"delta_varint_encode: sequences must be a list of 1-D int64 arrays, a "
+            f"pyarrow list<int64> array or (value_offsets, values), got "
+            f"{_describe(sequences)}"
+        )
     arrays: list[np.ndarray] = []
     for i, s in enumerate(sequences):
         if isinstance(s, np.ndarray):
@@ -463,16 +512,17 @@ def as_sequences(sequences: Any) -> Sequences:
         elif isinstance(s, (list, tuple)):
             if not all(type(v) is int for v in s):
                 bad = next(j for j, v in enumerate(s) if type(v) is not int)
-                raise TypeError(f"sequence {i} element {bad} has type {type(s[bad]).__name__}: "
-                                "expected int")
+                raise TypeError(f"sequence {i} element {bad} has type {type(s[bad]).__name__}: expected int")
             try:
                 arrays.append(np.array(s, dtype=np.int64))
             except OverflowError:
                 bad = next(j for j, v in enumerate(s) if not -(1 << 63) <= v < (1 << 63))
                 raise ValueError(f"sequence {i} element {bad} = {s[bad]} is outside int64") from None
         else:
-            raise TypeError(f"sequence {i} has unsupported type {type(s).__name__}: expected a 1-D "
-                            "int64 array or a list of int")
+            raise TypeError(
+                f"sequence {i} has unsupported type {type(s).__name__}: expected a 1-D "
+                "int64 array or a list of int"
+            )
     lengths = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
     vo = np.zeros(len(arrays) + 1, np.int64)
     np.cumsum(lengths, out=vo[1:])

@@ -59,14 +59,24 @@ def select(only: str | Sequence[str] | None) -> list[str]:
     names = [n.strip() for n in (only.split(",") if isinstance(only, str) else only)]
     for name in names:
         if name not in GROUPS:
-            raise ValueError(f"unknown benchmark group {name!r}: expected a comma-separated list "
-                             f"of {', '.join(GROUPS)}")
+            raise ValueError(
+                f"unknown benchmark group {name!r}: expected a comma-separated list of {', '.join(GROUPS)}"
+            )
     return [g for g in GROUPS if g in names]
 
 
-def row(name: str, value: float | None, unit: str, *, baseline: float | None = None,
-        baseline_unit: str = "", target: float | None = None, target_kind: str = "value",
-        note: str = "", ratio: float | None = None) -> Row:
+def row(
+    name: str,
+    value: float | None,
+    unit: str,
+    *,
+    baseline: float | None = None,
+    baseline_unit: str = "",
+    target: float | None = None,
+    target_kind: str = "value",
+    note: str = "",
+    ratio: float | None = None,
+) -> Row:
     """One result row; ``ratio`` defaults to value / baseline and ``passed`` follows the target."""
     if ratio is None and value is not None and baseline:
         ratio = value / baseline
@@ -79,9 +89,18 @@ def row(name: str, value: float | None, unit: str, *, baseline: float | None = N
         passed = value <= target
     else:
         passed = value >= target
-    return {"name": name, "value": value, "unit": unit, "baseline": baseline,
-            "baseline_unit": baseline_unit, "ratio": ratio, "target": target,
-            "target_kind": target_kind, "passed": passed, "note": note}
+    return {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_unit": baseline_unit,
+        "ratio": ratio,
+        "target": target,
+        "target_kind": target_kind,
+        "passed": passed,
+        "note": note,
+    }
 
 
 def _best(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -112,12 +131,14 @@ def _per_call(fn: Callable[[], Any], calls: int, repeats: int) -> float:
 def _strings(n: int, rng: np.random.Generator) -> Any:
     """A pyarrow binary array of ``n`` random records, lengths uniform in [0, 32] (mean 16)."""
     import pyarrow as pa
+
     lengths = rng.integers(0, 33, n)
     offsets = np.zeros(n + 1, np.int32)
     np.cumsum(lengths, out=offsets[1:])
     data = rng.integers(0, 256, int(offsets[-1]), dtype=np.uint8)
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets.tobytes()),
-                                                   pa.py_buffer(data.tobytes())])
+    return pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data.tobytes())]
+    )
 
 
 def _py_xxh64() -> Callable[[bytes, int], int] | None:
@@ -140,6 +161,7 @@ def _loop_rate(fn: Callable[[], Any] | None, n: int, repeats: int) -> float | No
 
 def offload_xxh64_list(values: list[str]) -> Any:
     import offload
+
     return offload.xxh64(values, seed=7, backend="cpu")
 
 
@@ -169,34 +191,64 @@ def _cpu_rows(quick: bool) -> list[Row]:
     # Several untimed calls first, for both thread counts alike: the first fresh 80 MB outputs
     # may wait on transparent-huge-page compaction.
     t1 = _best(lambda: one.run(c64, fk), reps, warmup=1 if quick else 4)
-    key_bytes = [keys[i:i + 1].tobytes() for i in range(n_py)]
+    key_bytes = [keys[i : i + 1].tobytes() for i in range(n_py)]
     h = _py_xxh64()
     py_loop = None if h is None else (lambda: [h(b, 7) for b in key_bytes])
     py_rate = _loop_rate(py_loop, n_py, 1 if quick else 2)
     rate1 = n_keys / t1
-    rows.append(row(f"xxh64 {n_keys:,} uint64 keys, 1 thread", rate1 / 1e6, "M keys/s",
-                    baseline=_mega(py_rate), baseline_unit="M keys/s (python-xxhash loop)",
-                    target=25, target_kind="ratio",
-                    note=NO_XXHASH if h is None else
-                    f"CpuBackend.run (allocates the output); the python loop is timed on "
-                    f"{n_py:,} pre-made 8-byte bytes objects (no per-key conversion)"))
+    rows.append(
+        row(
+            f"xxh64 {n_keys:,} uint64 keys, 1 thread",
+            rate1 / 1e6,
+            "M keys/s",
+            baseline=_mega(py_rate),
+            baseline_unit="M keys/s (python-xxhash loop)",
+            target=25,
+            target_kind="ratio",
+            note=NO_XXHASH
+            if h is None
+            else f"CpuBackend.run (allocates the output); the python loop is timed on "
+            f"{n_py:,} pre-made 8-byte bytes objects (no per-key conversion)",
+        )
+    )
     from offload.host.cpu import readonly as _ro
     from offload.host.cpu import xxh64_fixed_ser
+
     out = np.empty(n_keys, np.uint64)
     ro = _ro(keys)
     s7, z = np.uint64(7), np.uint64(0)
     tk = _best(lambda: xxh64_fixed_ser(ro, s7, 0, z, z, z, out), reps)
-    rows.append(row("xxh64 uint64 keys, 1 thread, kernel into a preallocated output",
-                    n_keys / tk / 1e6, "M keys/s", target=325,
-                    note="like-for-like with a tight C loop (~450 M keys/s on this machine)"))
+    rows.append(
+        row(
+            "xxh64 uint64 keys, 1 thread, kernel into a preallocated output",
+            n_keys / tk / 1e6,
+            "M keys/s",
+            target=325,
+            note="like-for-like with a tight C loop (~450 M keys/s on this machine)",
+        )
+    )
     if two.threads >= 2:
         t2 = _best(lambda: two.run(c64, fk), reps, warmup=1 if quick else 4)
-        rows.append(row(f"xxh64 {n_keys:,} uint64 keys, 2 threads vs 1", n_keys / t2 / 1e6,
-                        "M keys/s", baseline=rate1 / 1e6, baseline_unit="M keys/s (1 thread)",
-                        target=1.6, target_kind="ratio"))
+        rows.append(
+            row(
+                f"xxh64 {n_keys:,} uint64 keys, 2 threads vs 1",
+                n_keys / t2 / 1e6,
+                "M keys/s",
+                baseline=rate1 / 1e6,
+                baseline_unit="M keys/s (1 thread)",
+                target=1.6,
+                target_kind="ratio",
+            )
+        )
     else:
-        rows.append(row("xxh64 uint64 keys, 2 threads vs 1", None, "M keys/s",
-                        note=f"skipped: numba has {two.threads} thread(s) on this machine"))
+        rows.append(
+            row(
+                "xxh64 uint64 keys, 2 threads vs 1",
+                None,
+                "M keys/s",
+                note=f"skipped: numba has {two.threads} thread(s) on this machine",
+            )
+        )
 
     # -- xxh64 over pyarrow strings (mean length 16) ---------------------------------------------
     arr = _strings(n_str, rng)
@@ -205,48 +257,83 @@ def _cpu_rows(quick: bool) -> list[Row]:
     pylist = arr.to_pylist()[:n_py]
     py_str = None if h is None else (lambda: [h(b, 7) for b in pylist])
     str_rate = _mega(_loop_rate(py_str, len(pylist), 1 if quick else 2))
-    rows.append(row(f"xxh64 {n_str:,} pyarrow strings (mean 16 B), 1 thread", n_str / ts / 1e6,
-                    "M strings/s", baseline=str_rate,
-                    baseline_unit="M strings/s (python-xxhash loop)",
-                    note=NO_XXHASH if h is None else
-                    "single-thread kernel speed; the target row is the next one"))
+    rows.append(
+        row(
+            f"xxh64 {n_str:,} pyarrow strings (mean 16 B), 1 thread",
+            n_str / ts / 1e6,
+            "M strings/s",
+            baseline=str_rate,
+            baseline_unit="M strings/s (python-xxhash loop)",
+            note=NO_XXHASH if h is None else "single-thread kernel speed; the target row is the next one",
+        )
+    )
     default = CpuBackend()  # what offload.xxh64(strings) uses: every core for large batches
     td = _best(lambda: default.run(c64, vr), reps)
-    rows.append(row(f"xxh64 {n_str:,} pyarrow strings (mean 16 B), default threads "
-                    f"({default.threads})", n_str / td / 1e6, "M strings/s",
-                    baseline=str_rate,
-                    baseline_unit="M strings/s (python-xxhash loop)", target=8,
-                    target_kind="ratio",
-                    note=NO_XXHASH if h is None else
-                    "CpuBackend() as the runtime builds it; the python loop is one thread"))
+    rows.append(
+        row(
+            f"xxh64 {n_str:,} pyarrow strings (mean 16 B), default threads ({default.threads})",
+            n_str / td / 1e6,
+            "M strings/s",
+            baseline=str_rate,
+            baseline_unit="M strings/s (python-xxhash loop)",
+            target=8,
+            target_kind="ratio",
+            note=NO_XXHASH
+            if h is None
+            else "CpuBackend() as the runtime builds it; the python loop is one thread",
+        )
+    )
 
     # -- a Python list[str], as a user hands it: normalise + hash vs the python-xxhash loop -------
     words = [f"user_{i * 2654435761 % 10**12}|ios|{i % 97}" for i in range(n_py)]
     tl = _best(lambda: offload_xxh64_list(words), reps)
     py_words = None if h is None else (lambda: [h(w.encode(), 7) for w in words])
-    rows.append(row(f"xxh64 of a Python list of {n_py:,} str (mean 23 B), normalise + hash",
-                    n_py / tl / 1e6, "M strings/s",
-                    baseline=_mega(_loop_rate(py_words, n_py, 1 if quick else 2)),
-                    baseline_unit="M strings/s (python-xxhash loop, encode + hash)",
-                    target=1.5, target_kind="ratio",
-                    note=NO_XXHASH if h is None else
-                    "offload.xxh64(list, backend='cpu'): one pass to Arrow buffers, then the kernels"))
+    rows.append(
+        row(
+            f"xxh64 of a Python list of {n_py:,} str (mean 23 B), normalise + hash",
+            n_py / tl / 1e6,
+            "M strings/s",
+            baseline=_mega(_loop_rate(py_words, n_py, 1 if quick else 2)),
+            baseline_unit="M strings/s (python-xxhash loop, encode + hash)",
+            target=1.5,
+            target_kind="ratio",
+            note=NO_XXHASH
+            if h is None
+            else "offload.xxh64(list, backend='cpu'): one pass to Arrow buffers, then the kernels",
+        )
+    )
 
     # -- every other operator, single-threaded, 8-byte inputs -------------------------------------
     py_mod = None if h is None else (lambda: [h(b, 7) % 1000003 for b in key_bytes[: n_py // 4]])
     mod_rate = _loop_rate(py_mod, n_py // 4, 1)
     for name, call, base, note in (
-            ("xxh32 uint64 keys", make_call("xxh32", seed=7), None, ""),
-            ("hash_bucket mod uint64 keys", make_call("hash_bucket", num_buckets=1000003, seed=7),
-             mod_rate, NO_XXHASH if h is None else ""),
-            ("hash_bucket fastrange uint64 keys",
-             make_call("hash_bucket", num_buckets=1000003, seed=7, method="fastrange"), None, ""),
-            ("fid v2 uint64 keys", make_call("fid", slot=17, seed=7), None, "")):
+        ("xxh32 uint64 keys", make_call("xxh32", seed=7), None, ""),
+        (
+            "hash_bucket mod uint64 keys",
+            make_call("hash_bucket", num_buckets=1000003, seed=7),
+            mod_rate,
+            NO_XXHASH if h is None else "",
+        ),
+        (
+            "hash_bucket fastrange uint64 keys",
+            make_call("hash_bucket", num_buckets=1000003, seed=7, method="fastrange"),
+            None,
+            "",
+        ),
+        ("fid v2 uint64 keys", make_call("fid", slot=17, seed=7), None, ""),
+    ):
         t = _best(lambda call=call: one.run(call, fk), reps)
-        rows.append(row(f"{name}, 1 thread", n_keys / t / 1e6, "M values/s",
-                        baseline=_mega(base),
-                        baseline_unit="" if base is None else "M values/s (python loop)",
-                        target=100, note=note))
+        rows.append(
+            row(
+                f"{name}, 1 thread",
+                n_keys / t / 1e6,
+                "M values/s",
+                baseline=_mega(base),
+                baseline_unit="" if base is None else "M values/s (python loop)",
+                target=100,
+                note=note,
+            )
+        )
 
     x = rng.standard_normal(n_vals)
     bnd = np.sort(rng.standard_normal(64))
@@ -254,9 +341,16 @@ def _cpu_rows(quick: bool) -> list[Row]:
     xs = as_numbers(x)
     tb = _best(lambda: one.run(cb, xs), reps)
     tnp = _best(lambda: np.searchsorted(bnd, x, side="right"), reps)
-    rows.append(row("bucketize float64, 64 boundaries, 1 thread", n_vals / tb / 1e6,
-                    "M values/s", baseline=n_vals / tnp / 1e6,
-                    baseline_unit="M values/s (numpy.searchsorted)", target=100))
+    rows.append(
+        row(
+            "bucketize float64, 64 boundaries, 1 thread",
+            n_vals / tb / 1e6,
+            "M values/s",
+            baseline=n_vals / tnp / 1e6,
+            baseline_unit="M values/s (numpy.searchsorted)",
+            target=100,
+        )
+    )
 
     seq_len = 100
     n_seq = n_vals // seq_len
@@ -266,21 +360,38 @@ def _cpu_rows(quick: bool) -> list[Row]:
     te = _best(lambda: one.run(enc, seqs), reps)
     offs, data = one.run(enc, seqs)
     from offload import golden
-    sub = [vals[i * seq_len:(i + 1) * seq_len].tolist() for i in range(min(n_seq, 100))]
+
+    sub = [vals[i * seq_len : (i + 1) * seq_len].tolist() for i in range(min(n_seq, 100))]
     tg = _best(lambda: [golden.delta_varint_encode_seq(s) for s in sub], 1) / (len(sub) * seq_len)
-    rows.append(row("delta_varint_encode, sequences of 100, 1 thread", n_vals / te / 1e6,
-                    "M values/s", baseline=1 / tg / 1e6,
-                    baseline_unit="M values/s (golden Python)", target=100,
-                    note=f"random deltas in +-2**19 ({len(data) / len(vals):.2f} bytes/value)"))
+    rows.append(
+        row(
+            "delta_varint_encode, sequences of 100, 1 thread",
+            n_vals / te / 1e6,
+            "M values/s",
+            baseline=1 / tg / 1e6,
+            baseline_unit="M values/s (golden Python)",
+            target=100,
+            note=f"random deltas in +-2**19 ({len(data) / len(vals):.2f} bytes/value)",
+        )
+    )
     from offload.batch import as_encoded
+
     eb = as_encoded(offs, data)
     dec = OpCall("delta_varint_decode")
     td = _best(lambda: one.run(dec, eb), reps)
-    rows.append(row("delta_varint_decode, sequences of 100, 1 thread", n_vals / td / 1e6,
-                    "M values/s", note="no target set"))
-    for name, fn, n in (("bucketize", lambda: two.run(cb, xs), n_vals),
-                        ("delta_varint_encode", lambda: two.run(enc, seqs), n_vals),
-                        ("xxh64 pyarrow strings", lambda: two.run(c64, vr), n_str)):
+    rows.append(
+        row(
+            "delta_varint_decode, sequences of 100, 1 thread",
+            n_vals / td / 1e6,
+            "M values/s",
+            note="no target set",
+        )
+    )
+    for name, fn, n in (
+        ("bucketize", lambda: two.run(cb, xs), n_vals),
+        ("delta_varint_encode", lambda: two.run(enc, seqs), n_vals),
+        ("xxh64 pyarrow strings", lambda: two.run(c64, vr), n_str),
+    ):
         if two.threads >= 2:
             rows.append(row(f"{name}, 2 threads", n / _best(fn, reps) / 1e6, "M values/s"))
 
@@ -295,22 +406,56 @@ def _overhead_rows(quick: bool) -> list[Row]:
     keys = np.arange(1000, dtype=np.uint64)
     calls, reps = (200, 3) if quick else (2000, 7)
     t_k, t_be = _kernel_and_backend_call(keys, calls, reps)
-    rows = [row("CpuBackend.run per-call overhead, 1k uint64 keys", (t_be - t_k) * 1e6, "us",
-                baseline=t_k * 1e6, baseline_unit="us (kernel called directly)", target=5,
-                target_kind="max", note="the backend's share of the runtime's 20 us budget")]
+    rows = [
+        row(
+            "CpuBackend.run per-call overhead, 1k uint64 keys",
+            (t_be - t_k) * 1e6,
+            "us",
+            baseline=t_k * 1e6,
+            baseline_unit="us (kernel called directly)",
+            target=5,
+            target_kind="max",
+            note="the backend's share of the runtime's 20 us budget",
+        )
+    ]
     name = "runtime per-call overhead, 1k uint64 keys (offload.xxh64 backend='cpu')"
     if not hasattr(offload, "xxh64"):
-        return rows + [row(name, None, "us", target=20, target_kind="max",
-                           note="skipped: offload.xxh64 is not available yet")]
+        return rows + [
+            row(
+                name,
+                None,
+                "us",
+                target=20,
+                target_kind="max",
+                note="skipped: offload.xxh64 is not available yet",
+            )
+        ]
     try:
         t_api = _per_call(lambda: offload.xxh64(keys, backend="cpu"), calls, reps)
     except Exception as e:  # noqa: BLE001 - report, never fail the whole run
-        return rows + [row(name, None, "us", target=20, target_kind="max",
-                           note=f"skipped: offload.xxh64 raised {type(e).__name__}: {e}")]
-    return rows + [row(name, (t_api - t_k) * 1e6, "us", baseline=t_k * 1e6,
-                       baseline_unit="us (kernel called directly)", target=20, target_kind="max",
-                       note=f"offload.xxh64 call: {t_api * 1e6:.1f} us, of which "
-                            f"CpuBackend.run: {t_be * 1e6:.1f} us", ratio=t_api / t_k)]
+        return rows + [
+            row(
+                name,
+                None,
+                "us",
+                target=20,
+                target_kind="max",
+                note=f"skipped: offload.xxh64 raised {type(e).__name__}: {e}",
+            )
+        ]
+    return rows + [
+        row(
+            name,
+            (t_api - t_k) * 1e6,
+            "us",
+            baseline=t_k * 1e6,
+            baseline_unit="us (kernel called directly)",
+            target=20,
+            target_kind="max",
+            note=f"offload.xxh64 call: {t_api * 1e6:.1f} us, of which CpuBackend.run: {t_be * 1e6:.1f} us",
+            ratio=t_api / t_k,
+        )
+    ]
 
 
 def _kernel_and_backend_call(keys: np.ndarray, calls: int, reps: int) -> tuple[float, float]:
@@ -319,6 +464,7 @@ def _kernel_and_backend_call(keys: np.ndarray, calls: int, reps: int) -> tuple[f
     from offload.host.cpu import CpuBackend, xxh64_fixed_ser
     from offload.host.cpu import readonly as _ro
     from offload.ops import make_call
+
     out = np.empty(len(keys), np.uint64)
     ro = _ro(keys)
     seed, zero = np.uint64(0), np.uint64(0)
@@ -348,12 +494,10 @@ def _group_rows(name: str, quick: bool) -> list[Row]:
     except ImportError as e:
         why = extras.explain(f"offload bench --only {name}", e)
         if why is None:
-            return [{**row(f"{name}: failed", None, "", note=f"{type(e).__name__}: {e}"),
-                     "passed": False}]
+            return [{**row(f"{name}: failed", None, "", note=f"{type(e).__name__}: {e}"), "passed": False}]
         return [row(f"{name}: not run", None, "", note=why)]
     except Exception as e:  # noqa: BLE001 - one group's failure is one row
-        return [{**row(f"{name}: failed", None, "", note=f"{type(e).__name__}: {e}"),
-                 "passed": False}]
+        return [{**row(f"{name}: failed", None, "", note=f"{type(e).__name__}: {e}"), "passed": False}]
 
 
 def _cpuinfo() -> dict[str, Any]:
@@ -371,8 +515,7 @@ def _cpuinfo() -> dict[str, Any]:
             phys = value
         elif key == "core id":
             cores.add((phys, value))
-    return {"cpu_model": model or platform.processor() or None,
-            "physical_cores": len(cores) or None}
+    return {"cpu_model": model or platform.processor() or None, "physical_cores": len(cores) or None}
 
 
 def _machine(load_before: float | None) -> dict[str, Any]:
@@ -381,11 +524,19 @@ def _machine(load_before: float | None) -> dict[str, Any]:
     except AttributeError:  # pragma: no cover - not Linux
         usable = os.cpu_count()
     import numba
-    return {**_cpuinfo(), "cpus": os.cpu_count(), "cpus_usable": usable,
-            "load_before": load_before, "load_after": _load(),
-            "platform": platform.platform(), "processor": platform.processor(),
-            "python": platform.python_version(), "numba": numba.__version__,
-            "numpy": np.__version__}
+
+    return {
+        **_cpuinfo(),
+        "cpus": os.cpu_count(),
+        "cpus_usable": usable,
+        "load_before": load_before,
+        "load_after": _load(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def run_benchmarks(quick: bool = False, only: str | Sequence[str] | None = None) -> dict[str, Any]:
@@ -407,8 +558,7 @@ def check(results: dict[str, Any]) -> tuple[int, str]:
     rows = results["rows"]
     passed = sum(r["passed"] is True for r in rows)
     failed = sum(r["passed"] is False for r in rows)
-    unchecked = sum(r["passed"] is None and (r["target"] is not None or r["value"] is None)
-                    for r in rows)
+    unchecked = sum(r["passed"] is None and (r["target"] is not None or r["value"] is None) for r in rows)
     return failed, f"check: {passed} passed, {failed} failed, {unchecked} not checked"
 
 
@@ -427,25 +577,48 @@ def format_table(results: dict[str, Any]) -> str:
     for r in results["rows"]:
         tgt = r["target"]
         kind = r.get("target_kind", "value")
-        tgt_s = "-" if tgt is None else (f">= {tgt:g}x" if kind == "ratio" else
-                                         f"<= {tgt:g} {r['unit']}" if kind == "max" else
-                                         f">= {tgt:g} {r['unit']}")
-        res = {True: "pass", False: "FAIL", None: "skip" if r["value"] is None else
-               "-" if tgt is None else "not checked"}[r["passed"]]
+        tgt_s = (
+            "-"
+            if tgt is None
+            else (
+                f">= {tgt:g}x"
+                if kind == "ratio"
+                else f"<= {tgt:g} {r['unit']}"
+                if kind == "max"
+                else f">= {tgt:g} {r['unit']}"
+            )
+        )
+        res = {
+            True: "pass",
+            False: "FAIL",
+            None: "skip" if r["value"] is None else "-" if tgt is None else "not checked",
+        }[r["passed"]]
         base = "-" if r["baseline"] is None else f"{_fmt(r['baseline'], 2)} {r['baseline_unit']}"
-        lines.append([r["name"], _fmt(r["value"]), r["unit"], base,
-                      "-" if r["ratio"] is None else f"{r['ratio']:.1f}x", tgt_s, res])
-    widths = [max(len(head[i]), *(len(ln[i]) for ln in lines)) if lines else len(head[i])
-              for i in range(len(head))]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
-           "  ".join("-" * w for w in widths)]
+        lines.append(
+            [
+                r["name"],
+                _fmt(r["value"]),
+                r["unit"],
+                base,
+                "-" if r["ratio"] is None else f"{r['ratio']:.1f}x",
+                tgt_s,
+                res,
+            ]
+        )
+    widths = [
+        max(len(head[i]), *(len(ln[i]) for ln in lines)) if lines else len(head[i]) for i in range(len(head))
+    ]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(ln, widths)) for ln in lines]
     notes = [f"- {r['name']}: {r['note']}" for r in results["rows"] if r.get("note")]
     if notes:
         out += ["", "notes:"] + notes
     m = results.get("machine", {})
     if m:
-        out += ["", f"machine: {m.get('cpu_model') or 'unknown CPU'}, {m.get('cpus')} CPUs, "
-                    f"load average {m.get('load_before')} before / {m.get('load_after')} after the "
-                    "run (a load above the CPU count means other processes shared the CPUs)"]
+        out += [
+            "",
+            f"machine: {m.get('cpu_model') or 'unknown CPU'}, {m.get('cpus')} CPUs, "
+            f"load average {m.get('load_before')} before / {m.get('load_after')} after the "
+            "run (a load above the CPU count means other processes shared the CPUs)",
+        ]
     return "\n".join(out)

@@ -43,8 +43,7 @@ def synthetic_events(n: int, seed: int = 2026) -> dict[str, Any]:
     item = rng.integers(0, 1 << 31, n, dtype=np.int64).astype(np.int32)
     countries = np.array(["US", "DE", "BR", "IN", "JP", "FR", "GB", "CN", "MX", "KR"])
     devices = np.array(["ios_17.2", "android_14", "web_chrome", "web_safari", "tv_os"])
-    cats = np.char.add(np.char.add(countries[rng.integers(0, 10, n)], "|"),
-                       devices[rng.integers(0, 5, n)])
+    cats = np.char.add(np.char.add(countries[rng.integers(0, 10, n)], "|"), devices[rng.integers(0, 5, n)])
     cats = np.char.add(cats, np.char.mod("|cat_%d", rng.integers(0, 5000, n)))
     price = rng.lognormal(3.0, 1.0, n).astype(np.float32)
     price[rng.random(n) < 0.001] = np.nan  # missing values are NaN in the feature log
@@ -55,8 +54,14 @@ def synthetic_events(n: int, seed: int = 2026) -> dict[str, Any]:
     # Behaviour sequences: timestamps, mostly increasing, so delta coding pays.
     steps = rng.integers(1, 600, int(offsets[-1]), dtype=np.int64)
     ts = 1_700_000_000 + np.cumsum(steps)
-    return {"user_id": user, "item_id": item, "category": pa.array(cats.tolist(), pa.string()),
-            "price": price, "dwell": dwell, "sequences": (offsets, ts)}
+    return {
+        "user_id": user,
+        "item_id": item,
+        "category": pa.array(cats.tolist(), pa.string()),
+        "price": price,
+        "dwell": dwell,
+        "sequences": (offsets, ts),
+    }
 
 
 def workloads(ev: dict[str, Any]) -> list[Workload]:
@@ -68,28 +73,47 @@ def workloads(ev: dict[str, Any]) -> list[Workload]:
     return [
         Workload("xxh64 user_id", make_call("xxh64", seed=7), B.as_records(ev["user_id"]), "keys"),
         Workload("xxh32 item_id", make_call("xxh32", seed=7), B.as_records(ev["item_id"]), "keys"),
-        Workload("hash_bucket category", make_call("hash_bucket", num_buckets=1_000_003, seed=1),
-                 B.as_records(ev["category"]), "strings"),
-        Workload("hash_bucket fastrange", make_call("hash_bucket", num_buckets=1 << 20, seed=1,
-                                                    method="fastrange"),
-                 B.as_records(ev["user_id"]), "keys"),
-        Workload("fid v2 item_id", make_call("fid", slot=42, version=2), B.as_records(ev["item_id"]),
-                 "keys"),
-        Workload("fid v1 category", make_call("fid", slot=513, version=1),
-                 B.as_records(ev["category"]), "strings"),
-        Workload("bucketize price f32", make_call("bucketize", boundaries=price_b, dtype=np.float32),
-                 B.as_numbers(ev["price"]), "values"),
-        Workload("bucketize dwell f64 left", make_call("bucketize", boundaries=dwell_b,
-                                                       dtype=np.float64, right=False),
-                 B.as_numbers(ev["dwell"]), "values"),
+        Workload(
+            "hash_bucket category",
+            make_call("hash_bucket", num_buckets=1_000_003, seed=1),
+            B.as_records(ev["category"]),
+            "strings",
+        ),
+        Workload(
+            "hash_bucket fastrange",
+            make_call("hash_bucket", num_buckets=1 << 20, seed=1, method="fastrange"),
+            B.as_records(ev["user_id"]),
+            "keys",
+        ),
+        Workload("fid v2 item_id", make_call("fid", slot=42, version=2), B.as_records(ev["item_id"]), "keys"),
+        Workload(
+            "fid v1 category", make_call("fid", slot=513, version=1), B.as_records(ev["category"]), "strings"
+        ),
+        Workload(
+            "bucketize price f32",
+            make_call("bucketize", boundaries=price_b, dtype=np.float32),
+            B.as_numbers(ev["price"]),
+            "values",
+        ),
+        Workload(
+            "bucketize dwell f64 left",
+            make_call("bucketize", boundaries=dwell_b, dtype=np.float64, right=False),
+            B.as_numbers(ev["dwell"]),
+            "values",
+        ),
         Workload("delta_varint_encode", make_call("delta_varint_encode"), seqs, "sequences"),
-        Workload("delta_varint_decode", make_call("delta_varint_decode"),
-                 B.as_encoded(enc_offsets, enc_data), "sequences"),
+        Workload(
+            "delta_varint_decode",
+            make_call("delta_varint_decode"),
+            B.as_encoded(enc_offsets, enc_data),
+            "sequences",
+        ),
     ]
 
 
 def _encode_reference(seqs: B.Sequences) -> tuple[np.ndarray, np.ndarray]:
     from offload.host.cpu import CpuBackend
+
     return CpuBackend().run(make_call("delta_varint_encode"), seqs)  # type: ignore[return-value]
 
 
@@ -136,15 +160,23 @@ def local_service(backend: str = "cpu") -> Iterator[str | None]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="offload demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=1_000_000, help="events in the batch (1M)")
-    p.add_argument("--backends", default="cpu,sim,fpga,smartnic",
-                   help="backends to run, comma-separated")
-    p.add_argument("--fpga", default=os.environ.get("OFFLOAD_FPGA", "sim"),
-                   help="fpga device: 'sim' (simulated PYNQ device, default here) or 'board'")
-    p.add_argument("--smartnic", default=os.environ.get("OFFLOAD_SMARTNIC", "local"),
-                   help="'local' starts an 'offload serve' on loopback; or HOST:PORT")
-    p.add_argument("--sim-events", type=int, default=50_000,
-                   help="events sent to simulated hardware (the Verilator model runs at ~0.1-1 M "
-                        "cycles/s; 0 = all)")
+    p.add_argument("--backends", default="cpu,sim,fpga,smartnic", help="backends to run, comma-separated")
+    p.add_argument(
+        "--fpga",
+        default=os.environ.get("OFFLOAD_FPGA", "sim"),
+        help="fpga device: 'sim' (simulated PYNQ device, default here) or 'board'",
+    )
+    p.add_argument(
+        "--smartnic",
+        default=os.environ.get("OFFLOAD_SMARTNIC", "local"),
+        help="'local' starts an 'offload serve' on loopback; or HOST:PORT",
+    )
+    p.add_argument(
+        "--sim-events",
+        type=int,
+        default=50_000,
+        help="events sent to simulated hardware (the Verilator model runs at ~0.1-1 M cycles/s; 0 = all)",
+    )
     p.add_argument("--sample", type=int, default=500, help="records checked against golden per cell")
     a = p.parse_args(argv)
     if a.events < 1:
@@ -152,19 +184,28 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in a.backends.split(",") if n.strip()]
     unknown = [n for n in names if n not in BACKEND_FACTORIES]
     if unknown or not names:
-        p.error(f"unknown backend {unknown[0]!r}: expected a comma-separated list of "
-                f"{', '.join(BACKEND_FACTORIES)}" if unknown else "--backends names no backend")
+        p.error(
+            f"unknown backend {unknown[0]!r}: expected a comma-separated list of "
+            f"{', '.join(BACKEND_FACTORIES)}"
+            if unknown
+            else "--backends names no backend"
+        )
 
     t0 = time.perf_counter()
     print(f"offload demo: {a.events:,} synthetic recsys events")
     ev = synthetic_events(a.events)
     ws = workloads(ev)
-    print(f"  built the batch in {time.perf_counter() - t0:.1f} s: user/item ids, "
-          f"{len(ev['category']):,} categorical strings, 2 float features, "
-          f"{int(ev['sequences'][0][-1]):,} sequence values")
+    print(
+        f"  built the batch in {time.perf_counter() - t0:.1f} s: user/item ids, "
+        f"{len(ev['category']):,} categorical strings, 2 float features, "
+        f"{int(ev['sequences'][0][-1]):,} sequence values"
+    )
 
-    svc = local_service() if ("smartnic" in names and a.smartnic == "local") else contextlib.nullcontext(
-        None if a.smartnic == "local" else a.smartnic)
+    svc = (
+        local_service()
+        if ("smartnic" in names and a.smartnic == "local")
+        else contextlib.nullcontext(None if a.smartnic == "local" else a.smartnic)
+    )
     with svc as addr:
         fpga_dev = None if a.fpga == "board" else a.fpga
         rt = Runtime(backends=names, fallback=False, fpga=fpga_dev, smartnic=addr)
@@ -205,9 +246,15 @@ def main(argv: list[str] | None = None) -> int:
                     agrees = ", = cpu" if _same(cpu_results[w.name], res) else ", != cpu"
                 verdict = "bit-exact" if bad is None and "!=" not in agrees else "MISMATCH"
                 rate = b.n / dt if dt > 0 else float("inf")
-                rows.append((name, w.name, verdict,
-                             f"{rate / 1e6:8.2f} M {w.unit}/s ({b.n:,} in {dt * 1e3:.0f} ms; "
-                             f"golden sample {min(a.sample, b.n)}{agrees})"))
+                rows.append(
+                    (
+                        name,
+                        w.name,
+                        verdict,
+                        f"{rate / 1e6:8.2f} M {w.unit}/s ({b.n:,} in {dt * 1e3:.0f} ms; "
+                        f"golden sample {min(a.sample, b.n)}{agrees})",
+                    )
+                )
         rt.close()
 
     w0 = max([len("backend")] + [len(r[0]) for r in rows])
@@ -218,11 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r[0]:<{w0}}  {r[1]:<{w1}}  {r[2]:<11}  {r[3]}")
     bad = [r for r in rows if r[2] in ("MISMATCH", "FAILED")]
-    print(f"\n{sum(r[2] == 'bit-exact' for r in rows)} bit-exact, {len(bad)} failed or mismatched; "
-          f"total {time.perf_counter() - t0:.1f} s")
+    print(
+        f"\n{sum(r[2] == 'bit-exact' for r in rows)} bit-exact, {len(bad)} failed or mismatched; "
+        f"total {time.perf_counter() - t0:.1f} s"
+    )
     if not any(r[2] == "bit-exact" for r in rows):
-        print("offload demo: nothing ran: every backend named was unavailable or unable to run "
-              "the workloads (see the reasons above)", file=sys.stderr)
+        print(
+            "offload demo: nothing ran: every backend named was unavailable or unable to run "
+            "the workloads (see the reasons above)",
+            file=sys.stderr,
+        )
         return 1
     return 1 if bad else 0
 

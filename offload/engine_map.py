@@ -13,10 +13,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "DEFAULT_SEQ_MAX", "REGISTERS",
-    "PARAM_REGISTERS", "TABLE_REGISTERS", "CTRL_START", "CTRL_SOFT_RESET", "STATUS_BUSY",
-    "STATUS_DONE", "STATUS_ERROR", "OP_CODES", "FORMATS", "DTYPE_CODES", "ERR_BITS", "ERR_FLAGS",
-    "err_names", "ops_mask", "RTL_FLAVOURS", "check_flavour",
+    "ENGINE_ID",
+    "ENGINE_VERSION",
+    "TRAILER_MAGIC",
+    "DEFAULT_SEQ_MAX",
+    "REGISTERS",
+    "PARAM_REGISTERS",
+    "TABLE_REGISTERS",
+    "CTRL_START",
+    "CTRL_SOFT_RESET",
+    "STATUS_BUSY",
+    "STATUS_DONE",
+    "STATUS_ERROR",
+    "OP_CODES",
+    "FORMATS",
+    "DTYPE_CODES",
+    "ERR_BITS",
+    "ERR_FLAGS",
+    "err_names",
+    "ops_mask",
+    "RTL_FLAVOURS",
+    "check_flavour",
 ]
 
 #: The ``ID`` register's value.
@@ -31,15 +48,44 @@ DEFAULT_SEQ_MAX = 1024
 
 #: AXI-Lite register byte addresses.
 REGISTERS: dict[str, int] = {
-    "ID": 0x00, "VERSION": 0x04, "CTRL": 0x08, "STATUS": 0x0C, "ERR": 0x10, "OP": 0x14,
-    "FORMAT": 0x18, "DTYPE": 0x1C, "COUNT": 0x20, "DONE_COUNT": 0x24, "SEED_LO": 0x28,
-    "SEED_HI": 0x2C, "NUM_BUCKETS_LO": 0x30, "NUM_BUCKETS_HI": 0x34, "SLOT": 0x38,
-    "NUM_BOUNDARIES": 0x3C, "TABLE_ADDR": 0x40, "TABLE_DATA_LO": 0x44, "TABLE_DATA_HI": 0x48,
-    "CAPS": 0x4C, "CYCLES_LO": 0x50, "CYCLES_HI": 0x54, "OPS": 0x58, "SEQ_MAX": 0x5C,
+    "ID": 0x00,
+    "VERSION": 0x04,
+    "CTRL": 0x08,
+    "STATUS": 0x0C,
+    "ERR": 0x10,
+    "OP": 0x14,
+    "FORMAT": 0x18,
+    "DTYPE": 0x1C,
+    "COUNT": 0x20,
+    "DONE_COUNT": 0x24,
+    "SEED_LO": 0x28,
+    "SEED_HI": 0x2C,
+    "NUM_BUCKETS_LO": 0x30,
+    "NUM_BUCKETS_HI": 0x34,
+    "SLOT": 0x38,
+    "NUM_BOUNDARIES": 0x3C,
+    "TABLE_ADDR": 0x40,
+    "TABLE_DATA_LO": 0x44,
+    "TABLE_DATA_HI": 0x48,
+    "CAPS": 0x4C,
+    "CYCLES_LO": 0x50,
+    "CYCLES_HI": 0x54,
+    "OPS": 0x58,
+    "SEQ_MAX": 0x5C,
 }
 #: The batch parameters a host writes before ``START``, in the order it writes them.
-PARAM_REGISTERS = ("OP", "FORMAT", "DTYPE", "COUNT", "SEED_LO", "SEED_HI", "NUM_BUCKETS_LO",
-                   "NUM_BUCKETS_HI", "SLOT", "NUM_BOUNDARIES")
+PARAM_REGISTERS = (
+    "OP",
+    "FORMAT",
+    "DTYPE",
+    "COUNT",
+    "SEED_LO",
+    "SEED_HI",
+    "NUM_BUCKETS_LO",
+    "NUM_BUCKETS_HI",
+    "SLOT",
+    "NUM_BOUNDARIES",
+)
 #: The boundary table's write port: an address, then each entry's low and high halves (the
 #: write of the high half stores the entry and advances the address).
 TABLE_REGISTERS = ("TABLE_ADDR", "TABLE_DATA_LO", "TABLE_DATA_HI")
@@ -51,16 +97,29 @@ STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
 
 #: ``OP`` codes: an operator and the parameter its hardware path depends on.
 OP_CODES: dict[str, int] = {
-    "xxh32": 1, "xxh64": 2, "hash_bucket/mod": 3, "hash_bucket/fastrange": 4, "fid/1": 5,
-    "fid/2": 6, "bucketize/right": 7, "bucketize/left": 8, "delta_varint_encode": 9,
+    "xxh32": 1,
+    "xxh64": 2,
+    "hash_bucket/mod": 3,
+    "hash_bucket/fastrange": 4,
+    "fid/1": 5,
+    "fid/2": 6,
+    "bucketize/right": 7,
+    "bucketize/left": 8,
+    "delta_varint_encode": 9,
 }
 #: ``FORMAT`` codes: how the input stream frames records.
 FORMATS: dict[str, int] = {"FIXED8": 0, "FIXED4": 1, "VAR": 2, "SEQ": 3}
 #: ``DTYPE`` codes: bucketize's key type, by numpy dtype name.
 DTYPE_CODES: dict[str, int] = {"int32": 0, "int64": 1, "float32": 2, "float64": 3}
 #: Error flags: bit positions in ``ERR`` and in the trailer's error field.
-ERR_BITS: dict[str, int] = {"EARLY_TLAST": 0, "MISSING_TLAST": 1, "EXTRA_DATA": 2,
-                            "BAD_HEADER": 3, "BAD_PARAM": 4, "BAD_TKEEP": 5}
+ERR_BITS: dict[str, int] = {
+    "EARLY_TLAST": 0,
+    "MISSING_TLAST": 1,
+    "EXTRA_DATA": 2,
+    "BAD_HEADER": 3,
+    "BAD_PARAM": 4,
+    "BAD_TKEEP": 5,
+}
 #: The same flags as masks.
 ERR_FLAGS: dict[str, int] = {name: 1 << bit for name, bit in ERR_BITS.items()}
 
@@ -77,8 +136,7 @@ RTL_FLAVOURS: dict[str, tuple[str, str]] = {
 def check_flavour(flavour: str) -> str:
     """``flavour`` if it names an engine flavour, else ``ValueError`` naming the choices."""
     if flavour not in RTL_FLAVOURS:
-        raise ValueError(f"flavour must be one of {', '.join(map(repr, RTL_FLAVOURS))}, "
-                         f"not {flavour!r}")
+        raise ValueError(f"flavour must be one of {', '.join(map(repr, RTL_FLAVOURS))}, not {flavour!r}")
     return flavour
 
 

@@ -15,13 +15,28 @@ import struct
 from collections.abc import Sequence
 
 __all__ = [
-    "MASK32", "MASK64",
-    "XXH32_PRIMES", "XXH64_PRIMES",
-    "FID_V1_SLOT_BITS", "FID_V1_SIG_BITS", "FID_V2_SLOT_BITS", "FID_V2_SIG_BITS", "FID_LAYOUT",
-    "rotl32", "rotl64",
-    "xxh32", "xxh64",
-    "hash_bucket", "fastrange64", "fid", "bucketize",
-    "zigzag64", "unzigzag64", "leb128_encode", "delta_varint_encode_seq", "delta_varint_decode_seq",
+    "MASK32",
+    "MASK64",
+    "XXH32_PRIMES",
+    "XXH64_PRIMES",
+    "FID_V1_SLOT_BITS",
+    "FID_V1_SIG_BITS",
+    "FID_V2_SLOT_BITS",
+    "FID_V2_SIG_BITS",
+    "FID_LAYOUT",
+    "rotl32",
+    "rotl64",
+    "xxh32",
+    "xxh64",
+    "hash_bucket",
+    "fastrange64",
+    "fid",
+    "bucketize",
+    "zigzag64",
+    "unzigzag64",
+    "leb128_encode",
+    "delta_varint_encode_seq",
+    "delta_varint_decode_seq",
 ]
 
 MASK32 = (1 << 32) - 1
@@ -53,16 +68,17 @@ def rotl64(x: int, r: int) -> int:
 
 
 def _u32(b: bytes, i: int) -> int:
-    return int.from_bytes(b[i:i + 4], "little")
+    return int.from_bytes(b[i : i + 4], "little")
 
 
 def _u64(b: bytes, i: int) -> int:
-    return int.from_bytes(b[i:i + 8], "little")
+    return int.from_bytes(b[i : i + 8], "little")
 
 
 # ---------------------------------------------------------------------------------------------
 # XXH32
 # ---------------------------------------------------------------------------------------------
+
 
 def _xxh32_round(acc: int, lane: int) -> int:
     p1, p2 = XXH32_PRIMES[0], XXH32_PRIMES[1]
@@ -115,6 +131,7 @@ def xxh32(data: bytes, seed: int = 0) -> int:
 # ---------------------------------------------------------------------------------------------
 # XXH64
 # ---------------------------------------------------------------------------------------------
+
 
 def _xxh64_round(acc: int, lane: int) -> int:
     p1, p2 = XXH64_PRIMES[0], XXH64_PRIMES[1]
@@ -180,6 +197,7 @@ def xxh64(data: bytes, seed: int = 0) -> int:
 # Derived operators
 # ---------------------------------------------------------------------------------------------
 
+
 def fastrange64(h: int, num_buckets: int) -> int:
     """``(h * num_buckets) >> 64`` in 128-bit unsigned arithmetic (Lemire's fastrange)."""
     return (h * num_buckets) >> 64
@@ -224,6 +242,7 @@ def bucketize(x: float | int, boundaries: Sequence[float | int], right: bool = T
 # ---------------------------------------------------------------------------------------------
 # Sequence coding: delta + zigzag + LEB128
 # ---------------------------------------------------------------------------------------------
+
 
 def _to_signed64(v: int) -> int:
     v &= MASK64
@@ -281,17 +300,20 @@ def delta_varint_decode_seq(data: bytes, seq_index: int = 0, base_offset: int = 
             if i >= n:
                 raise ValueError(
                     f"malformed varint in sequence {seq_index} at byte offset {base_offset + start}: "
-                    "cut off at the end of the sequence")
+                    "cut off at the end of the sequence"
+                )
             byte = data[i]
             length = i - start + 1
             if length == 10 and byte & 0x80:
                 raise ValueError(
                     f"malformed varint in sequence {seq_index} at byte offset {base_offset + start}: "
-                    "longer than 10 bytes")
+                    "longer than 10 bytes"
+                )
             if length == 10 and byte > 0x01:
                 raise ValueError(
                     f"malformed varint in sequence {seq_index} at byte offset {base_offset + start}: "
-                    f"10th byte is 0x{byte:02x}, above 0x01 (value exceeds 64 bits)")
+                    f"10th byte is 0x{byte:02x}, above 0x01 (value exceeds 64 bits)"
+                )
             z |= (byte & 0x7F) << shift
             shift += 7
             i += 1

@@ -37,22 +37,39 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STAMP_KEY", "INTERNAL_MODULES", "code_sources", "code_hash", "plotting_cells",
-           "internal_uses", "text_overlaps", "problems", "execute", "main"]
+__all__ = [
+    "STAMP_KEY",
+    "INTERNAL_MODULES",
+    "code_sources",
+    "code_hash",
+    "plotting_cells",
+    "internal_uses",
+    "text_overlaps",
+    "problems",
+    "execute",
+    "main",
+]
 
 #: Metadata key of the stamp: ``nb["metadata"]["offload"]["code_sha256"]``.
 STAMP_KEY = "offload"
 #: Modules a notebook must not import: the runtime's plumbing (use the functions and ``Runtime``
 #: methods of ``offload``), the service's test harness and the test suite.
-INTERNAL_MODULES = ("offload.batch", "offload.ops", "offload.runtime", "offload.backend",
-                    "offload.host.smartnic.testing", "tests")
+INTERNAL_MODULES = (
+    "offload.batch",
+    "offload.ops",
+    "offload.runtime",
+    "offload.backend",
+    "offload.host.smartnic.testing",
+    "tests",
+)
 
 # A call of a drawing function on plt, an axes (ax, axs, ax[0], ax1 ...) or a figure.
 _DRAWING = re.compile(
     r"\b(?:plt|ax\w*|fig\w*)\s*(?:\[[^\]\n]*\])?\s*\.\s*"
     r"(?:plot|scatter|step|loglog|semilogx|semilogy|bar|barh|hist|imshow|pcolormesh|contourf?|"
     r"fill_between|errorbar|stem|pie|boxplot|violinplot|axhline|axvline|stairs|"
-    r"subplots|subplot|figure)\s*\(")
+    r"subplots|subplot|figure)\s*\("
+)
 _TEST_FLAGS = re.compile(r"--debug-[\w-]+")
 
 
@@ -78,19 +95,25 @@ def code_hash(nb: dict[str, Any] | str | Path) -> str:
     h = hashlib.sha256()
     for src in code_sources(nb):
         data = src.encode("utf-8")
-        h.update(len(data).to_bytes(8, "little") + data)   # length-prefixed: cell edges count
+        h.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: cell edges count
     return h.hexdigest()
 
 
 def plotting_cells(nb: dict[str, Any] | str | Path) -> list[int]:
     """Indexes (among all cells) of the code cells that call a drawing function."""
-    return [i for i, c in enumerate(_load(nb)["cells"])
-            if c.get("cell_type") == "code" and _DRAWING.search(_code_text(_source(c)))]
+    return [
+        i
+        for i, c in enumerate(_load(nb)["cells"])
+        if c.get("cell_type") == "code" and _DRAWING.search(_code_text(_source(c)))
+    ]
 
 
 def _has_image(cell: dict[str, Any]) -> bool:
-    return any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])
-               if o.get("output_type") in ("display_data", "execute_result"))
+    return any(
+        "image/png" in o.get("data", {})
+        for o in cell.get("outputs", [])
+        if o.get("output_type") in ("display_data", "execute_result")
+    )
 
 
 def _strip_comments(src: str) -> str:
@@ -98,8 +121,7 @@ def _strip_comments(src: str) -> str:
     lines = ["" if ln.lstrip().startswith(("%", "!")) else ln for ln in src.splitlines()]
     text = "\n".join(lines) + "\n"
     try:
-        toks = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
-                if t.type != tokenize.COMMENT]
+        toks = [t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type != tokenize.COMMENT]
         return tokenize.untokenize(toks)
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return text
@@ -107,8 +129,13 @@ def _strip_comments(src: str) -> str:
 
 def _code_text(src: str) -> str:
     """The code's tokens without comments and string literals, space-separated."""
-    skip = {tokenize.COMMENT, tokenize.STRING, tokenize.NL, tokenize.NEWLINE,
-            getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}   # Python 3.12+ f-strings
+    skip = {
+        tokenize.COMMENT,
+        tokenize.STRING,
+        tokenize.NL,
+        tokenize.NEWLINE,
+        getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING),
+    }  # Python 3.12+ f-strings
     return " ".join(t.string for t in _tokens(src) if t.type not in skip)
 
 
@@ -125,8 +152,7 @@ def _dotted_names(toks: list[tokenize.TokenInfo]) -> Iterator[str]:
     while i < len(toks):
         if toks[i].type == tokenize.NAME:
             parts = [toks[i].string]
-            while (i + 2 < len(toks) and toks[i + 1].string == "."
-                   and toks[i + 2].type == tokenize.NAME):
+            while i + 2 < len(toks) and toks[i + 1].string == "." and toks[i + 2].type == tokenize.NAME:
                 parts.append(toks[i + 2].string)
                 i += 2
             yield ".".join(parts)
@@ -135,8 +161,9 @@ def _dotted_names(toks: list[tokenize.TokenInfo]) -> Iterator[str]:
 
 def _from_imports(src: str) -> Iterator[tuple[str, list[str]]]:
     """``(module, names)`` of each ``from module import names`` statement."""
-    for m in re.finditer(r"^[ \t]*from\s+([\w.]+)\s+import\s+(?:\(([^)]*)\)|([^\n]+))",
-                         _strip_comments(src), re.MULTILINE):
+    for m in re.finditer(
+        r"^[ \t]*from\s+([\w.]+)\s+import\s+(?:\(([^)]*)\)|([^\n]+))", _strip_comments(src), re.MULTILINE
+    ):
         names = m.group(2) if m.group(2) is not None else m.group(3)
         yield m.group(1), [n.split()[0] for n in names.split(",") if n.strip()]
 
@@ -146,15 +173,18 @@ def internal_uses(src: str) -> list[str]:
     found: list[str] = []
     toks = _tokens(src)
     for a, b in zip(toks, toks[1:]):
-        if (a.string == "." and b.type == tokenize.NAME and b.string.startswith("_")
-                and not (b.string.startswith("__") and b.string.endswith("__"))):
+        if (
+            a.string == "."
+            and b.type == tokenize.NAME
+            and b.string.startswith("_")
+            and not (b.string.startswith("__") and b.string.endswith("__"))
+        ):
             found.append(f"private attribute .{b.string}")
     names = set(_dotted_names(toks))
     for mod, imported in _from_imports(src):
         names.add(mod)
         names.update(f"{mod}.{n}" for n in imported)
-        found += [f"private name {mod}.{n}" for n in imported
-                  if n.startswith("_") and not n.startswith("__")]
+        found += [f"private name {mod}.{n}" for n in imported if n.startswith("_") and not n.startswith("__")]
     for name in sorted(names):
         if name == "sys.path" or name.startswith("sys.path."):
             found.append("sys.path edit (import from the installed package instead)")
@@ -179,7 +209,7 @@ def text_overlaps(fig: Any, renderer: Any = None) -> list[str]:
             boxes.append((name, bb))
     found = []
     for i, (a, ba) in enumerate(boxes):
-        for b, bb in boxes[i + 1:]:
+        for b, bb in boxes[i + 1 :]:
             w = min(ba.x1, bb.x1) - max(ba.x0, bb.x0)
             h = min(ba.y1, bb.y1) - max(ba.y0, bb.y0)
             if w > 1 and h > 1:
@@ -234,7 +264,7 @@ def _watch_figures() -> None:
         out = draw(fig, renderer)
         try:
             overlaps = text_overlaps(fig, renderer)
-        except Exception as e:      # a checker bug must show, not break the notebook's figure
+        except Exception as e:  # a checker bug must show, not break the notebook's figure
             overlaps = [f"the overlap check failed: {type(e).__name__}: {e}"]
         with open(log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"cell": current["cell"], "overlaps": overlaps}) + "\n")
@@ -265,8 +295,9 @@ def problems(nb: dict[str, Any] | str | Path, name: str = "notebook") -> list[st
         if errors:
             out.append(f"{name}: cell {i} raised {errors[0].get('ename')}: {errors[0].get('evalue')}")
         if i in plotting and not _has_image(cell):
-            out.append(f"{name}: cell {i} plots but produced no image (matplotlib.use('Agg')? "
-                       "no plt.show()?)")
+            out.append(
+                f"{name}: cell {i} plots but produced no image (matplotlib.use('Agg')? no plt.show()?)"
+            )
         out += [f"{name}: cell {i} uses {u}" for u in internal_uses(_source(cell))]
     return out
 
@@ -286,13 +317,19 @@ def execute(path: str | Path, *, timeout: int = 900, kernel: str = "python3") ->
         startup = Path(tmp, "ipython", "profile_default", "startup")
         startup.mkdir(parents=True)
         (startup / "00-offload-figures.py").write_text(
-            "from offload.notebooks import _watch_figures\n_watch_figures()\ndel _watch_figures\n")
+            "from offload.notebooks import _watch_figures\n_watch_figures()\ndel _watch_figures\n"
+        )
         log = Path(tmp, "figures.jsonl")
         log.touch()
         env = {**os.environ, "IPYTHONDIR": str(Path(tmp, "ipython")), _FIGURE_LOG_ENV: str(log)}
         # record_timing=False: no per-cell timestamps, so a re-run only changes what the cells print.
-        NotebookClient(nb, timeout=timeout, kernel_name=kernel, record_timing=False,
-                       resources={"metadata": {"path": str(path.parent.resolve())}}).execute(env=env)
+        NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name=kernel,
+            record_timing=False,
+            resources={"metadata": {"path": str(path.parent.resolve())}},
+        ).execute(env=env)
         drawn = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     cell_of = {}
     for i, cell in enumerate(nb.cells):
@@ -303,8 +340,11 @@ def execute(path: str | Path, *, timeout: int = 900, kernel: str = "python3") ->
         key = str(cell_of.get(rec["cell"], "?"))
         overlaps.setdefault(key, [])
         overlaps[key] += [p for p in rec["overlaps"] if p not in overlaps[key]]
-    nb.metadata[STAMP_KEY] = {"code_sha256": code_hash(nb), "figures_drawn": len(drawn),
-                              "text_overlaps": {k: v for k, v in overlaps.items() if v}}
+    nb.metadata[STAMP_KEY] = {
+        "code_sha256": code_hash(nb),
+        "figures_drawn": len(drawn),
+        "text_overlaps": {k: v for k, v in overlaps.items() if v},
+    }
     nbformat.write(nb, path)
     return time.monotonic() - t0
 
@@ -312,8 +352,11 @@ def execute(path: str | Path, *, timeout: int = 900, kernel: str = "python3") ->
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offload.notebooks", description=__doc__.split("\n")[0])
     p.add_argument("paths", nargs="+", help="notebooks (.ipynb)")
-    p.add_argument("--check", action="store_true",
-                   help="only check the committed notebooks (current, executed, images, public API)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only check the committed notebooks (current, executed, images, public API)",
+    )
     p.add_argument("--timeout", type=int, default=900, help="seconds per cell (default 900)")
     args = p.parse_args(argv)
     found: list[str] = []

@@ -27,9 +27,26 @@ from offload import golden
 from offload.engine_map import OP_CODES
 
 __all__ = [
-    "Param", "WireForm", "Operator", "OpCall", "REGISTRY", "register", "unregister", "operator",
-    "operators", "by_code", "make_call", "result_dtype", "golden_result", "check_boundaries",
-    "check_int", "OPERATORS", "HASH_OPS", "InputKind", "OperatorName", "HashBucketMethod",
+    "Param",
+    "WireForm",
+    "Operator",
+    "OpCall",
+    "REGISTRY",
+    "register",
+    "unregister",
+    "operator",
+    "operators",
+    "by_code",
+    "make_call",
+    "result_dtype",
+    "golden_result",
+    "check_boundaries",
+    "check_int",
+    "OPERATORS",
+    "HASH_OPS",
+    "InputKind",
+    "OperatorName",
+    "HashBucketMethod",
 ]
 
 #: The batch form an operator takes (``offload.batch``): byte records (``FixedKeys`` or
@@ -37,8 +54,9 @@ __all__ = [
 #: (``VarRecords`` of LEB128 bytes).
 InputKind = Literal["records", "numbers", "sequences", "encoded"]
 #: The built-in operators' names (a registry may hold more; ``OpCall.op`` is any registered name).
-OperatorName = Literal["xxh32", "xxh64", "hash_bucket", "fid", "bucketize", "delta_varint_encode",
-                       "delta_varint_decode"]
+OperatorName = Literal[
+    "xxh32", "xxh64", "hash_bucket", "fid", "bucketize", "delta_varint_encode", "delta_varint_decode"
+]
 #: ``hash_bucket``'s ``method``.
 HashBucketMethod = Literal["mod", "fastrange"]
 
@@ -48,6 +66,7 @@ _REQUIRED: Any = object()
 # ---------------------------------------------------------------------------------------------
 # parameter checks (exact messages: errors are API)
 # ---------------------------------------------------------------------------------------------
+
 
 def check_int(name: str, value: Any, lo: int, hi: int, what: str) -> int:
     """``value`` as an int in ``[lo, hi]``; a bool, float or other type is a ``TypeError``."""
@@ -62,6 +81,7 @@ def check_int(name: str, value: Any, lo: int, hi: int, what: str) -> int:
 def seed_check(bits: int) -> Callable[[Any, Mapping[str, Any]], int]:
     def check(value: Any, _: Mapping[str, Any]) -> int:
         return check_int("seed", value, 0, (1 << bits) - 1, f"[0, 2**{bits})")
+
     return check
 
 
@@ -70,9 +90,9 @@ def choice_check(name: str, choices: tuple[str, ...], what: str) -> Callable[[An
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
         if value not in choices:
-            raise ValueError(f"unknown {what} {value!r}: expected "
-                             + " or ".join(repr(c) for c in choices))
+            raise ValueError(f"unknown {what} {value!r}: expected " + " or ".join(repr(c) for c in choices))
         return value
+
     return check
 
 
@@ -81,6 +101,7 @@ def bool_check(name: str) -> Callable[[Any, Mapping[str, Any]], bool]:
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
         return bool(value)
+
     return check
 
 
@@ -88,15 +109,18 @@ def bool_check(name: str) -> Callable[[Any, Mapping[str, Any]], bool]:
 # entries
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Param:
     """One parameter: its name, default (none: required), check and engine registers.
 
     ``check(value, earlier)`` returns the validated value or raises ``TypeError``/``ValueError``
     with an exact message; ``earlier`` holds the parameters validated before it: those without
-    ``needs`` in declaration order, then those with ``needs`` (whose range depends on them). ``registers`` names the engine registers that carry the value,
-    32 bits each, low word first (empty: the parameter selects the op code or is not sent).
+    ``needs`` in declaration order, then those with ``needs`` (whose range depends on them).
+    ``registers`` names the engine registers that carry the value, 32 bits each, low word first
+    (empty: the parameter selects the op code or is not sent).
     """
+
     name: str
     check: Callable[[Any, Mapping[str, Any]], Any]
     default: Any = _REQUIRED
@@ -115,6 +139,7 @@ class WireForm:
     parameter (``None`` when one code serves every call) to a key of
     :data:`offload.engine_map.OP_CODES`; ``engine_error(params)`` names parameter values the
     engine refuses with ``BAD_PARAM`` although the host's validation would accept them."""
+
     codes: Mapping[Any, str]
     selector: str | None = None
     engine_error: Callable[[Mapping[str, Any]], str | None] | None = None
@@ -134,6 +159,7 @@ class Operator:
     ``hw_core``/``hw_lane``: ``"module:Class"`` of the Amaranth core and of its one-word lane form.
     ``examples``: parameter sets every layer is tested with.
     """
+
     name: str
     summary: str
     inputs: InputKind
@@ -195,17 +221,20 @@ def register(op: Operator) -> Operator:
     plain = {p.name for p in op.params if not p.needs}
     for p in op.params:  # one level: a parameter depends only on parameters without needs
         if not set(p.needs) <= plain:
-            raise ValueError(f"{op.name}: parameter {p.name!r} needs {sorted(set(p.needs) - plain)}, "
-                             "which are not parameters without needs")
-    codes = op.op_codes() if op.wire is not None and all(k in OP_CODES for k in op.wire.codes.values()) \
-        else None
+            raise ValueError(
+                f"{op.name}: parameter {p.name!r} needs {sorted(set(p.needs) - plain)}, "
+                "which are not parameters without needs"
+            )
+    codes = (
+        op.op_codes() if op.wire is not None and all(k in OP_CODES for k in op.wire.codes.values()) else None
+    )
     if op.wire is not None and codes is None:
-        raise ValueError(f"{op.name}: op codes {sorted(op.wire.codes.values())} are not all in "
-                         "offload.engine_map.OP_CODES")
+        raise ValueError(
+            f"{op.name}: op codes {sorted(op.wire.codes.values())} are not all in offload.engine_map.OP_CODES"
+        )
     taken = [c for c in (codes or {}) if c in _BY_CODE]
     if taken:
-        raise ValueError(f"{op.name}: op code {taken[0]} already belongs to "
-                         f"{_BY_CODE[taken[0]][0].name}")
+        raise ValueError(f"{op.name}: op code {taken[0]} already belongs to {_BY_CODE[taken[0]][0].name}")
     REGISTRY[op.name] = op
     for code, value in (codes or {}).items():
         _BY_CODE[code] = (op, value)
@@ -226,8 +255,7 @@ def operator(name: str) -> Operator:
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown operator {name!r}: expected one of "
-                         f"{', '.join(REGISTRY)}") from None
+        raise ValueError(f"unknown operator {name!r}: expected one of {', '.join(REGISTRY)}") from None
 
 
 def operators(inputs: InputKind | None = None) -> Iterator[Operator]:
@@ -244,6 +272,7 @@ def by_code(code: int) -> tuple[Operator, Any] | None:
 # calls
 # ---------------------------------------------------------------------------------------------
 
+
 class OpCall:
     """One operator with its parameters: ``call.op`` and each parameter as an attribute
     (``call.seed``). Built by :func:`make_call`, which validates; constructing one directly fills
@@ -258,9 +287,17 @@ class OpCall:
             raise TypeError(f"{op}() got an unexpected parameter {next(iter(params))!r}")
         object.__setattr__(self, "op", op)
         object.__setattr__(self, "params", full)
-        object.__setattr__(self, "_key", (op, tuple(
-            (k, v.dtype.str, v.tobytes()) if isinstance(v, np.ndarray) else (k, v)
-            for k, v in full.items())))
+        object.__setattr__(
+            self,
+            "_key",
+            (
+                op,
+                tuple(
+                    (k, v.dtype.str, v.tobytes()) if isinstance(v, np.ndarray) else (k, v)
+                    for k, v in full.items()
+                ),
+            ),
+        )
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -360,6 +397,7 @@ def golden_result(call: OpCall, record: Any) -> Any:
 # bucketize's boundaries
 # ---------------------------------------------------------------------------------------------
 
+
 def check_boundaries(boundaries: Any, dtype: np.dtype) -> np.ndarray:
     """Boundaries as an array of ``dtype``: 1-D, strictly increasing, no NaN, exactly representable."""
     if isinstance(boundaries, np.ma.MaskedArray) and np.ma.getmaskarray(boundaries).any():
@@ -391,8 +429,10 @@ def check_boundaries(boundaries: Any, dtype: np.dtype) -> np.ndarray:
         bad = np.flatnonzero(~(out[1:] > out[:-1]))
         if bad.size:
             i = int(bad[0]) + 1
-            raise ValueError(f"boundaries must be strictly increasing: boundaries[{i}] = "
-                             f"{out[i].item()!r} <= boundaries[{i - 1}] = {out[i - 1].item()!r}")
+            raise ValueError(
+                f"boundaries must be strictly increasing: boundaries[{i}] = "
+                f"{out[i].item()!r} <= boundaries[{i - 1}] = {out[i - 1].item()!r}"
+            )
     return np.ascontiguousarray(out)
 
 
@@ -447,59 +487,126 @@ def _mod_zero(params: Mapping[str, Any]) -> str | None:
     return None
 
 
-register(Operator(
-    "xxh32", "XXH32 of each record", "records",
-    (Param("seed", seed_check(32), 0, ("SEED_LO",)),),
-    "uint32", lambda c, r: golden.xxh32(r, c.seed), f"{_CPU}.run_xxh32",
-    WireForm({None: "xxh32"}), "offload.hw.xxhash:XXH32Core", "offload.hw.lanes:XXH32Lane",
-    ({}, {"seed": 0xFFFFFFFF})))
-register(Operator(
-    "xxh64", "XXH64 of each record", "records",
-    (Param("seed", seed_check(64), 0, _SEED64),),
-    "uint64", lambda c, r: golden.xxh64(r, c.seed), f"{_CPU}.run_xxh64",
-    WireForm({None: "xxh64"}), "offload.hw.xxhash:XXH64Core", "offload.hw.lanes:XXH64Lane",
-    ({}, {"seed": (1 << 64) - 1})))
-register(Operator(
-    "hash_bucket", "xxh64(v, seed) % num_buckets, or (h * num_buckets) >> 64", "records",
-    (Param("num_buckets", _num_buckets, registers=("NUM_BUCKETS_LO", "NUM_BUCKETS_HI")),
-     Param("seed", seed_check(64), 0, _SEED64),
-     Param("method", choice_check("method", ("mod", "fastrange"), "hash_bucket method"), "mod")),
-    "int64", lambda c, r: golden.hash_bucket(r, c.num_buckets, c.seed, c.method),
-    f"{_CPU}.run_xxh64",
-    WireForm({"mod": "hash_bucket/mod", "fastrange": "hash_bucket/fastrange"}, "method",
-             _mod_zero),
-    "offload.hw.postproc:ModPipe", None,
-    ({"num_buckets": 1_000_003}, {"num_buckets": 1 << 63, "method": "fastrange", "seed": 9},
-     {"num_buckets": 1})))
-register(Operator(
-    "fid", "Monolith feature id: slot above an XXH64 signature", "records",
-    (Param("slot", _slot, registers=("SLOT",), needs=("version",)), Param("version", _version, 2),
-     Param("seed", seed_check(64), 0, _SEED64)),
-    "uint64", lambda c, r: golden.fid(r, c.slot, c.version, c.seed), f"{_CPU}.run_xxh64",
-    WireForm({1: "fid/1", 2: "fid/2"}, "version"), "offload.hw.postproc:FidCore", None,
-    ({"slot": 42}, {"slot": 1023, "version": 1, "seed": 5})))
-register(Operator(
-    "bucketize", "index of each value among strictly increasing boundaries", "numbers",
-    (Param("dtype", _dtype, shown=False), Param("boundaries", _boundaries),
-     Param("right", bool_check("right"), True)),
-    "int32", lambda c, r: golden.bucketize(r, c.boundaries.tolist(), c.right),
-    f"{_CPU}.run_bucketize",
-    WireForm({True: "bucketize/right", False: "bucketize/left"}, "right"),
-    "offload.hw.bucketize:Bucketize", None,
-    ({"boundaries": [-1.5, 0.0, 2.0]}, {"boundaries": [0.0, 1.0], "right": False}),
-    memoise=False))
-register(Operator(
-    "delta_varint_encode", "delta + zigzag + LEB128 of int64 sequences", "sequences", (),
-    "encoded", lambda c, r: golden.delta_varint_encode_seq(r), f"{_CPU}.run_encode",
-    WireForm({None: "delta_varint_encode"}), "offload.hw.varint:DeltaVarintEncoder"))
-register(Operator(
-    "delta_varint_decode", "inverse of delta_varint_encode", "encoded", (),
-    "sequences", lambda c, r: golden.delta_varint_decode_seq(r), f"{_CPU}.run_decode"))
+register(
+    Operator(
+        "xxh32",
+        "XXH32 of each record",
+        "records",
+        (Param("seed", seed_check(32), 0, ("SEED_LO",)),),
+        "uint32",
+        lambda c, r: golden.xxh32(r, c.seed),
+        f"{_CPU}.run_xxh32",
+        WireForm({None: "xxh32"}),
+        "offload.hw.xxhash:XXH32Core",
+        "offload.hw.lanes:XXH32Lane",
+        ({}, {"seed": 0xFFFFFFFF}),
+    )
+)
+register(
+    Operator(
+        "xxh64",
+        "XXH64 of each record",
+        "records",
+        (Param("seed", seed_check(64), 0, _SEED64),),
+        "uint64",
+        lambda c, r: golden.xxh64(r, c.seed),
+        f"{_CPU}.run_xxh64",
+        WireForm({None: "xxh64"}),
+        "offload.hw.xxhash:XXH64Core",
+        "offload.hw.lanes:XXH64Lane",
+        ({}, {"seed": (1 << 64) - 1}),
+    )
+)
+register(
+    Operator(
+        "hash_bucket",
+        "xxh64(v, seed) % num_buckets, or (h * num_buckets) >> 64",
+        "records",
+        (
+            Param("num_buckets", _num_buckets, registers=("NUM_BUCKETS_LO", "NUM_BUCKETS_HI")),
+            Param("seed", seed_check(64), 0, _SEED64),
+            Param("method", choice_check("method", ("mod", "fastrange"), "hash_bucket method"), "mod"),
+        ),
+        "int64",
+        lambda c, r: golden.hash_bucket(r, c.num_buckets, c.seed, c.method),
+        f"{_CPU}.run_xxh64",
+        WireForm({"mod": "hash_bucket/mod", "fastrange": "hash_bucket/fastrange"}, "method", _mod_zero),
+        "offload.hw.postproc:ModPipe",
+        None,
+        (
+            {"num_buckets": 1_000_003},
+            {"num_buckets": 1 << 63, "method": "fastrange", "seed": 9},
+            {"num_buckets": 1},
+        ),
+    )
+)
+register(
+    Operator(
+        "fid",
+        "Monolith feature id: slot above an XXH64 signature",
+        "records",
+        (
+            Param("slot", _slot, registers=("SLOT",), needs=("version",)),
+            Param("version", _version, 2),
+            Param("seed", seed_check(64), 0, _SEED64),
+        ),
+        "uint64",
+        lambda c, r: golden.fid(r, c.slot, c.version, c.seed),
+        f"{_CPU}.run_xxh64",
+        WireForm({1: "fid/1", 2: "fid/2"}, "version"),
+        "offload.hw.postproc:FidCore",
+        None,
+        ({"slot": 42}, {"slot": 1023, "version": 1, "seed": 5}),
+    )
+)
+register(
+    Operator(
+        "bucketize",
+        "index of each value among strictly increasing boundaries",
+        "numbers",
+        (
+            Param("dtype", _dtype, shown=False),
+            Param("boundaries", _boundaries),
+            Param("right", bool_check("right"), True),
+        ),
+        "int32",
+        lambda c, r: golden.bucketize(r, c.boundaries.tolist(), c.right),
+        f"{_CPU}.run_bucketize",
+        WireForm({True: "bucketize/right", False: "bucketize/left"}, "right"),
+        "offload.hw.bucketize:Bucketize",
+        None,
+        ({"boundaries": [-1.5, 0.0, 2.0]}, {"boundaries": [0.0, 1.0], "right": False}),
+        memoise=False,
+    )
+)
+register(
+    Operator(
+        "delta_varint_encode",
+        "delta + zigzag + LEB128 of int64 sequences",
+        "sequences",
+        (),
+        "encoded",
+        lambda c, r: golden.delta_varint_encode_seq(r),
+        f"{_CPU}.run_encode",
+        WireForm({None: "delta_varint_encode"}),
+        "offload.hw.varint:DeltaVarintEncoder",
+    )
+)
+register(
+    Operator(
+        "delta_varint_decode",
+        "inverse of delta_varint_encode",
+        "encoded",
+        (),
+        "sequences",
+        lambda c, r: golden.delta_varint_decode_seq(r),
+        f"{_CPU}.run_decode",
+    )
+)
 
 #: The built-in operators' names (the registry may hold more: iterate :data:`REGISTRY`).
 OPERATORS = tuple(REGISTRY)
 if OPERATORS != get_args(OperatorName):  # the typed name list and the registry must agree
-    raise ImportError(f"offload.ops.OperatorName lists {get_args(OperatorName)}, the registry "
-                      f"{OPERATORS}")
+    raise ImportError(f"offload.ops.OperatorName lists {get_args(OperatorName)}, the registry {OPERATORS}")
 #: The built-in operators that hash byte records.
 HASH_OPS = tuple(op.name for op in operators("records"))

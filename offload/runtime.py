@@ -37,8 +37,15 @@ from offload.backend import (
 )
 from offload.ops import HashBucketMethod, OpCall, Operator, OperatorName, golden_result, make_call, operator
 
-__all__ = ["Runtime", "BACKEND_FACTORIES", "AUTO_ORDER", "VERIFY_MODES", "VerifyMode", "BackendChoice",
-           "default_runtime"]
+__all__ = [
+    "Runtime",
+    "BACKEND_FACTORIES",
+    "AUTO_ORDER",
+    "VERIFY_MODES",
+    "VerifyMode",
+    "BackendChoice",
+    "default_runtime",
+]
 
 # name -> "module:Class"; a factory takes the options the Runtime was given for that name.
 BACKEND_FACTORIES: dict[str, str] = {
@@ -88,10 +95,18 @@ class Runtime:
     ``OFFLOAD_SMARTNIC``). ``sample_size``: records checked per batch by ``verify="sample"``.
     """
 
-    def __init__(self, backends: Sequence[str | Backend] | None = None, *, verify: VerifyMode = "off",
-                 fallback: bool = True, fpga: str | None = None, smartnic: str | None = None,
-                 sample_size: int = 32, options: dict[str, dict[str, Any]] | None = None,
-                 rng_seed: int | None = None) -> None:
+    def __init__(
+        self,
+        backends: Sequence[str | Backend] | None = None,
+        *,
+        verify: VerifyMode = "off",
+        fallback: bool = True,
+        fpga: str | None = None,
+        smartnic: str | None = None,
+        sample_size: int = 32,
+        options: dict[str, dict[str, Any]] | None = None,
+        rng_seed: int | None = None,
+    ) -> None:
         if rng_seed is not None and (isinstance(rng_seed, bool) or not isinstance(rng_seed, int)):
             raise TypeError(f"rng_seed must be an int or None, got {type(rng_seed).__name__}")
         if verify not in VERIFY_MODES:
@@ -108,14 +123,13 @@ class Runtime:
             self._options.setdefault("smartnic", {})["address"] = smartnic
         self._slots: dict[str, _Slot] = {}
         order: list[str] = []
-        for b in (AUTO_ORDER if backends is None else backends):
+        for b in AUTO_ORDER if backends is None else backends:
             if isinstance(b, Backend):
                 name = b.name
                 self._slots[name] = _Slot(name, backend=b, given=True)
             elif isinstance(b, str):
                 if b not in BACKEND_FACTORIES:
-                    raise ValueError(f"unknown backend {b!r}: expected one of "
-                                     f"{', '.join(BACKEND_FACTORIES)}")
+                    raise ValueError(f"unknown backend {b!r}: expected one of {', '.join(BACKEND_FACTORIES)}")
                 name = b
                 self._slots.setdefault(name, _Slot(name))
             else:
@@ -145,18 +159,29 @@ class Runtime:
                     raise TypeError(
                         f"cannot pickle this Runtime: backend {name!r} was given as a "
                         f"{type(slot.backend).__name__} instance, which cannot be pickled "
-                        f"({type(e).__name__}: {e}); give its name and options instead") from None
+                        f"({type(e).__name__}: {e}); give its name and options instead"
+                    ) from None
                 given[name] = slot.backend
-        return {"order": self.order, "given": given, "verify": self.verify,
-                "fallback": self.fallback, "sample_size": self.sample_size,
-                "options": self._options, "rng_seed": self._rng_seed}
+        return {
+            "order": self.order,
+            "given": given,
+            "verify": self.verify,
+            "fallback": self.fallback,
+            "sample_size": self.sample_size,
+            "options": self._options,
+            "rng_seed": self._rng_seed,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         given = state["given"]
-        self.__init__([given.get(n, n) for n in state["order"]],  # type: ignore[misc]
-                      verify=state["verify"], fallback=state["fallback"],
-                      sample_size=state["sample_size"], options=state["options"],
-                      rng_seed=state["rng_seed"])
+        self.__init__(
+            [given.get(n, n) for n in state["order"]],  # type: ignore[misc]
+            verify=state["verify"],
+            fallback=state["fallback"],
+            sample_size=state["sample_size"],
+            options=state["options"],
+            rng_seed=state["rng_seed"],
+        )
 
     def explicit(self, name: str) -> bool:
         """Whether the caller asked for this backend by instance or by its options (``fpga=``,
@@ -169,8 +194,7 @@ class Runtime:
     def _slot(self, name: str) -> _Slot:
         if name not in self._slots:
             if name not in BACKEND_FACTORIES:
-                raise ValueError(f"unknown backend {name!r}: expected one of "
-                                 f"{', '.join(BACKEND_FACTORIES)}")
+                raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(BACKEND_FACTORIES)}")
             self._slots[name] = _Slot(name)
         return self._slots[name]
 
@@ -224,9 +248,11 @@ class Runtime:
             order = list(self.order)
             if backend not in (None, "auto"):
                 if backend not in BACKEND_FACTORIES:
-                    raise ValueError(f"unknown backend {backend!r}: expected 'auto' or one of "
-                                     f"{', '.join(BACKEND_FACTORIES)}")
-                order = [backend] + (order[order.index(backend) + 1:] if backend in order else [])
+                    raise ValueError(
+                        f"unknown backend {backend!r}: expected 'auto' or one of "
+                        f"{', '.join(BACKEND_FACTORIES)}"
+                    )
+                order = [backend] + (order[order.index(backend) + 1 :] if backend in order else [])
             if self.fallback and "cpu" not in order:
                 order.append("cpu")
             if not self.fallback:
@@ -276,8 +302,14 @@ class Runtime:
 
     # -- running ----------------------------------------------------------------------------
 
-    def run(self, call: OpCall, batch: Batch, *, backend: BackendChoice | None = None,
-            verify: VerifyMode | None = None) -> Result:
+    def run(
+        self,
+        call: OpCall,
+        batch: Batch,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+    ) -> Result:
         """Run a validated call on a normalised batch; the whole result, in record order."""
         verify = self.verify if verify is None else verify
         if verify not in VERIFY_MODES:
@@ -321,19 +353,21 @@ class Runtime:
                 raise
             except Exception as e:  # a crashing backend is a failing backend: nothing it did counts
                 nxt = chain.peek_name() if self.fallback else None
-                self._record_fallback(call, be.name, nxt, "exception", f"{type(e).__name__}: {e}",
-                                      start, n - start)
+                self._record_fallback(
+                    call, be.name, nxt, "exception", f"{type(e).__name__}: {e}", start, n - start
+                )
                 failures.append(f"{be.name}: {type(e).__name__}: {e}")
                 if not self.fallback or nxt is None:
-                    raise BackendError(f"backend {be.name!r} failed on {call.describe()}: "
-                                       f"{type(e).__name__}: {e}", cause="exception") from e
+                    raise BackendError(
+                        f"backend {be.name!r} failed on {call.describe()}: {type(e).__name__}: {e}",
+                        cause="exception",
+                    ) from e
                 continue
             if verify != "off":
                 self._check(call, sub, res, be.name, verify, base=start)
             self._account(be.name, sub.n, time.perf_counter() - t0, sub, whole=start == 0)
             if start == 0:  # the common case: one backend ran the whole batch
-                self._stats.last_call = {"op": call.op, "records": n,
-                                         "segments": [(be.name, 0, n)]}
+                self._stats.last_call = {"op": call.op, "records": n, "segments": [(be.name, 0, n)]}
                 return res
             parts.append(res)
             segments.append((be.name, start, n))
@@ -347,8 +381,7 @@ class Runtime:
             self._stats.last_call = {"op": call.op, "records": n, "segments": segments}
         return concat_results(call.op, parts)
 
-    def _account(self, name: str, records: int, seconds: float, batch: Batch,
-                 whole: bool = False) -> None:
+    def _account(self, name: str, records: int, seconds: float, batch: Batch, whole: bool = False) -> None:
         """Per-backend counters; ``whole``: this backend ran the whole call (counts the call)."""
         with self._lock:
             st = self._stats
@@ -363,8 +396,7 @@ class Runtime:
                 st.calls += 1
                 st.records += records
 
-    def _record_skipped(self, call: OpCall, batch: Batch, skipped: list[tuple[str, str]],
-                        to: str) -> None:
+    def _record_skipped(self, call: OpCall, batch: Batch, skipped: list[tuple[str, str]], to: str) -> None:
         """A backend the caller configured could not run the call: a fallback record per call
         (cause ``"unavailable"``, or ``"unsupported"`` when it is up but lacks the operator or
         the call's size), and one warning per unavailable backend per Runtime."""
@@ -376,17 +408,26 @@ class Runtime:
                 self._warned.add(name)
                 warnings.warn(f"offload: {message}; running on {to}", RuntimeWarning, stacklevel=2)
 
-    def _record_fallback(self, call: OpCall, frm: str, to: str | None, cause: str, message: str,
-                         at: int, redone: int) -> None:
+    def _record_fallback(
+        self, call: OpCall, frm: str, to: str | None, cause: str, message: str, at: int, redone: int
+    ) -> None:
         with self._lock:
-            self._stats.fallbacks.append({"op": call.op, "from": frm, "to": to, "cause": cause,
-                                          "message": message, "at_record": at,
-                                          "records_redone": redone, "time": time.time()})
+            self._stats.fallbacks.append(
+                {
+                    "op": call.op,
+                    "from": frm,
+                    "to": to,
+                    "cause": cause,
+                    "message": message,
+                    "at_record": at,
+                    "records_redone": redone,
+                    "time": time.time(),
+                }
+            )
 
     # -- verification -----------------------------------------------------------------------
 
-    def _check(self, call: OpCall, batch: Batch, res: Result, name: str, verify: str,
-               base: int = 0) -> None:
+    def _check(self, call: OpCall, batch: Batch, res: Result, name: str, verify: str, base: int = 0) -> None:
         if verify == "off" or batch.n == 0:
             return
         n = _result_len(call.op, res)
@@ -407,16 +448,31 @@ class Runtime:
         with self._lock:
             self._stats.verified_records += n if verify == "full" else len(idx)
 
-    def _mismatch(self, call: OpCall, batch: Batch, name: str, i: int, base: int, expected: Any,
-                  got: Any) -> None:
+    def _mismatch(
+        self, call: OpCall, batch: Batch, name: str, i: int, base: int, expected: Any, got: Any
+    ) -> None:
         record = batch.record(i)
         with self._lock:
-            self._stats.mismatches.append({"op": call.op, "backend": name, "index": base + i,
-                                           "record": record, "expected": expected, "got": got})
+            self._stats.mismatches.append(
+                {
+                    "op": call.op,
+                    "backend": name,
+                    "index": base + i,
+                    "record": record,
+                    "expected": expected,
+                    "got": got,
+                }
+            )
         raise BitExactError(
             f"{name} result differs from the golden model for {call.describe()} at index "
             f"{base + i}: record {record!r}, expected {_fmt(expected)}, got {_fmt(got)}",
-            backend=name, op=call.op, index=base + i, record=record, expected=expected, got=got)
+            backend=name,
+            op=call.op,
+            index=base + i,
+            record=record,
+            expected=expected,
+            got=got,
+        )
 
     # -- stats and lifetime -----------------------------------------------------------------
 
@@ -429,9 +485,15 @@ class Runtime:
                 d = dict(v)
                 d["records_per_s"] = v["records"] / v["seconds"] if v["seconds"] else 0.0
                 by[k] = d
-            return {"calls": s.calls, "records": s.records, "by_backend": by,
-                    "fallbacks": list(s.fallbacks), "mismatches": list(s.mismatches),
-                    "verified_records": s.verified_records, "last_call": dict(s.last_call)}
+            return {
+                "calls": s.calls,
+                "records": s.records,
+                "by_backend": by,
+                "fallbacks": list(s.fallbacks),
+                "mismatches": list(s.mismatches),
+                "verified_records": s.verified_records,
+                "last_call": dict(s.last_call),
+            }
 
     def last_call(self) -> dict[str, Any]:
         """The last call's operator, record count and ``segments`` (``(backend, start, stop)``):
@@ -460,8 +522,16 @@ class Runtime:
 
     # -- operators ----------------------------------------------------------------------------
 
-    def call(self, op: OperatorName | str, values: Any, /, *, backend: BackendChoice | None = None,
-             verify: VerifyMode | None = None, **params: Any) -> Any:
+    def call(
+        self,
+        op: OperatorName | str,
+        values: Any,
+        /,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+        **params: Any,
+    ) -> Any:
         """Run any registered operator: ``rt.call("xxh64", keys, seed=7)``. ``values`` is the
         operator's batch (``delta_varint_decode``: the ``(offsets, data)`` pair); the result is
         shaped like a numpy input for one-value-per-record operators, else the operator's pair."""
@@ -474,44 +544,89 @@ class Runtime:
 
     # One typed method per built-in operator (tests check they match the registry's parameters).
 
-    def xxh32(self, values: Any, seed: int = 0, *, backend: BackendChoice | None = None,
-              verify: VerifyMode | None = None) -> np.ndarray:
+    def xxh32(
+        self,
+        values: Any,
+        seed: int = 0,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+    ) -> np.ndarray:
         return self.call("xxh32", values, seed=seed, backend=backend, verify=verify)
 
-    def xxh64(self, values: Any, seed: int = 0, *, backend: BackendChoice | None = None,
-              verify: VerifyMode | None = None) -> np.ndarray:
+    def xxh64(
+        self,
+        values: Any,
+        seed: int = 0,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+    ) -> np.ndarray:
         return self.call("xxh64", values, seed=seed, backend=backend, verify=verify)
 
-    def hash_bucket(self, values: Any, num_buckets: int, seed: int = 0,
-                    method: HashBucketMethod = "mod", *, backend: BackendChoice | None = None,
-                    verify: VerifyMode | None = None) -> np.ndarray:
-        return self.call("hash_bucket", values, num_buckets=num_buckets, seed=seed,
-                         method=method, backend=backend, verify=verify)
+    def hash_bucket(
+        self,
+        values: Any,
+        num_buckets: int,
+        seed: int = 0,
+        method: HashBucketMethod = "mod",
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+    ) -> np.ndarray:
+        return self.call(
+            "hash_bucket",
+            values,
+            num_buckets=num_buckets,
+            seed=seed,
+            method=method,
+            backend=backend,
+            verify=verify,
+        )
 
-    def fid(self, values: Any, slot: int, version: int = 2, seed: int = 0, *,
-            backend: BackendChoice | None = None, verify: VerifyMode | None = None) -> np.ndarray:
-        return self.call("fid", values, slot=slot, version=version, seed=seed,
-                         backend=backend, verify=verify)
+    def fid(
+        self,
+        values: Any,
+        slot: int,
+        version: int = 2,
+        seed: int = 0,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+    ) -> np.ndarray:
+        return self.call("fid", values, slot=slot, version=version, seed=seed, backend=backend, verify=verify)
 
-    def bucketize(self, x: Any, boundaries: Any, right: bool = True, *,
-                  backend: BackendChoice | None = None,
-                  verify: VerifyMode | None = None) -> np.ndarray:
-        return self.call("bucketize", x, boundaries=boundaries, right=right,
-                         backend=backend, verify=verify)
+    def bucketize(
+        self,
+        x: Any,
+        boundaries: Any,
+        right: bool = True,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+    ) -> np.ndarray:
+        return self.call("bucketize", x, boundaries=boundaries, right=right, backend=backend, verify=verify)
 
-    def delta_varint_encode(self, sequences: Any, *, backend: BackendChoice | None = None,
-                            verify: VerifyMode | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def delta_varint_encode(
+        self, sequences: Any, *, backend: BackendChoice | None = None, verify: VerifyMode | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         return self.call("delta_varint_encode", sequences, backend=backend, verify=verify)
 
-    def delta_varint_decode(self, offsets: Any, data: Any, *, backend: BackendChoice | None = None,
-                            verify: VerifyMode | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self.call("delta_varint_decode", (offsets, data), backend=backend,
-                         verify=verify)
+    def delta_varint_decode(
+        self,
+        offsets: Any,
+        data: Any,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.call("delta_varint_decode", (offsets, data), backend=backend, verify=verify)
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
 
 class _Lookahead:
     """An iterator of backends that can tell the next one's name (for fallback records)."""
@@ -547,8 +662,10 @@ def _run_checked(be: Backend, call: OpCall, batch: Batch) -> Result:
     res = be.run(call, batch)
     got = _result_len(call.op, res)
     if got != batch.n:
-        raise BackendError(f"{be.name}: returned {got} results for {batch.n} records of "
-                           f"{call.describe()}", cause="result_length")
+        raise BackendError(
+            f"{be.name}: returned {got} results for {batch.n} records of {call.describe()}",
+            cause="result_length",
+        )
     return res
 
 
@@ -560,7 +677,9 @@ def _vouched(op: str, e: BackendError, n: int) -> int:
 
 
 _NORMALISE: dict[str, Callable[[Any], Batch]] = {
-    "records": _batch.as_records, "numbers": _batch.as_numbers, "sequences": _batch.as_sequences,
+    "records": _batch.as_records,
+    "numbers": _batch.as_numbers,
+    "sequences": _batch.as_sequences,
     "encoded": lambda pair: _batch.as_encoded(*_pair(pair)),
 }
 
@@ -592,7 +711,7 @@ def _result_len(op: str, res: Result) -> int:
 def _head(op: str, res: Result, k: int) -> Result:
     if isinstance(res, tuple):
         o, d = res
-        return o[:k + 1], d
+        return o[: k + 1], d
     return res[:k]
 
 
@@ -600,7 +719,7 @@ def result_element(op: str, res: Result, i: int) -> Any:
     """Record ``i``'s result as the golden model returns it (int, bytes or list of ints)."""
     if isinstance(res, tuple):
         o, d = res
-        seg = d[int(o[i]):int(o[i + 1])]
+        seg = d[int(o[i]) : int(o[i + 1])]
         return seg.tobytes() if operator(op).result == "encoded" else seg.tolist()
     return res[i].item()
 
@@ -619,8 +738,9 @@ def _first_difference(op: str, a: Result, b: Result, n: int) -> int | None:
     if isinstance(a, tuple) and isinstance(b, tuple):
         (oa, da), (ob, db) = a, b
         oa0, ob0 = oa - oa[0], ob - ob[0]
-        if np.array_equal(oa0, ob0) and np.array_equal(da[int(oa[0]):int(oa[-1])],
-                                                       db[int(ob[0]):int(ob[-1])]):
+        if np.array_equal(oa0, ob0) and np.array_equal(
+            da[int(oa[0]) : int(oa[-1])], db[int(ob[0]) : int(ob[-1])]
+        ):
             return None
         for i in range(n):  # segments compared one by one only on the slow path
             if result_element(op, a, i) != result_element(op, b, i):

@@ -28,15 +28,22 @@ class LocalService:
     flags are refused.
     """
 
-    def __init__(self, backend: str = "cpu", *, options: Sequence[str] = (),
-                 host: str = "127.0.0.1", startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        backend: str = "cpu",
+        *,
+        options: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        startup_timeout: float = 60.0,
+    ) -> None:
         from offload.host.smartnic.testing import ServerProcess
 
         bad = [o for o in options if str(o).startswith("--debug")]
         if bad:
             raise ValueError(f"{bad[0]} is a test-only flag of offload serve, not an option")
-        self._proc = ServerProcess(*map(str, options), backend=backend, host=host,
-                                   startup_timeout=startup_timeout)
+        self._proc = ServerProcess(
+            *map(str, options), backend=backend, host=host, startup_timeout=startup_timeout
+        )
 
     def start(self) -> LocalService:
         """Start the service and wait until it listens (``RuntimeError`` with its log if not)."""

@@ -43,11 +43,31 @@ from offload.ops import OpCall, by_code, golden_result, make_call, result_dtype
 
 __all__ = [
     # the engine map's names the framing uses (defined in offload.engine_map, not here)
-    "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "REGISTERS", "OP_CODES", "FORMATS", "ERR_FLAGS",
-    "CTRL_START", "CTRL_SOFT_RESET", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
-    "DEFAULT_SEQ_MAX", "err_names",
-    "DTYPES", "WireError", "WireJob", "op_code", "encode_request", "decode_request",
-    "encode_response", "decode_response", "reference_engine", "trailer", "parse_trailer",
+    "ENGINE_ID",
+    "ENGINE_VERSION",
+    "TRAILER_MAGIC",
+    "REGISTERS",
+    "OP_CODES",
+    "FORMATS",
+    "ERR_FLAGS",
+    "CTRL_START",
+    "CTRL_SOFT_RESET",
+    "STATUS_BUSY",
+    "STATUS_DONE",
+    "STATUS_ERROR",
+    "DEFAULT_SEQ_MAX",
+    "err_names",
+    "DTYPES",
+    "WireError",
+    "WireJob",
+    "op_code",
+    "encode_request",
+    "decode_request",
+    "encode_response",
+    "decode_response",
+    "reference_engine",
+    "trailer",
+    "parse_trailer",
 ]
 
 DTYPES = {np.dtype(name): code for name, code in DTYPE_CODES.items()}
@@ -80,6 +100,7 @@ def _param_registers(call: OpCall) -> dict[str, int]:
 @dataclass
 class WireJob:
     """One batch on the wire: register values, the boundary table and the input words."""
+
     call: OpCall
     regs: dict[str, int]
     table: np.ndarray
@@ -102,6 +123,7 @@ def parse_trailer(word: int) -> tuple[int, int, int]:
 # ---------------------------------------------------------------------------------------------
 # compiled packers (numba): variable-length framing is a scatter that numpy does poorly
 # ---------------------------------------------------------------------------------------------
+
 
 @njit(cache=True, nogil=True)
 def _var_words(offsets: np.ndarray) -> int:
@@ -218,6 +240,7 @@ def _gather_seq(words: np.ndarray, vo: np.ndarray, k: int) -> np.ndarray:
 # host side
 # ---------------------------------------------------------------------------------------------
 
+
 def _boundary_table(boundaries: np.ndarray) -> np.ndarray:
     dt = boundaries.dtype
     if dt == np.int32:
@@ -282,7 +305,11 @@ def encode_request(call: OpCall, batch: Batch) -> WireJob:
 def _trailer_error(job: WireJob, completed: int, err: int, partial: Result, why: str) -> BackendError:
     return BackendError(
         f"engine reported {why} for {job.call.describe()} after {completed} of {job.n} records "
-        f"(flags {err_names(err)})", cause="trailer", completed=completed, partial=partial)
+        f"(flags {err_names(err)})",
+        cause="trailer",
+        completed=completed,
+        partial=partial,
+    )
 
 
 def decode_response(job: WireJob, words: np.ndarray) -> Result:
@@ -291,15 +318,18 @@ def decode_response(job: WireJob, words: np.ndarray) -> Result:
     words = np.asarray(words, dtype=np.uint64)
     op = job.call.op
     if words.shape[0] == 0:
-        raise BackendError(f"engine returned no words for {job.call.describe()} (no trailer)",
-                           cause="framing")
+        raise BackendError(
+            f"engine returned no words for {job.call.describe()} (no trailer)", cause="framing"
+        )
     magic, err, completed = parse_trailer(words[-1])
     if magic != TRAILER_MAGIC:
-        raise BackendError(f"engine output does not end with a trailer (last word "
-                           f"0x{int(words[-1]):016x})", cause="framing")
+        raise BackendError(
+            f"engine output does not end with a trailer (last word 0x{int(words[-1]):016x})", cause="framing"
+        )
     if completed > job.n:
-        raise BackendError(f"engine trailer claims {completed} records of a {job.n}-record batch",
-                           cause="framing")
+        raise BackendError(
+            f"engine trailer claims {completed} records of a {job.n}-record batch", cause="framing"
+        )
     body = words[:-1]
     if job.call.operator.result == "encoded":
         res = _decode_encoded(body, completed)
@@ -308,14 +338,18 @@ def decode_response(job: WireJob, words: np.ndarray) -> Result:
         result: Result = res
     else:
         if body.shape[0] != completed:
-            raise BackendError(f"engine sent {body.shape[0]} result words for {completed} records",
-                               cause="framing")
+            raise BackendError(
+                f"engine sent {body.shape[0]} result words for {completed} records", cause="framing"
+            )
         dt = result_dtype(op)
         if np.dtype(dt).itemsize == 4 and body.shape[0] and int((body >> np.uint64(32)).max()) != 0:
             bad = int(np.flatnonzero(body >> np.uint64(32))[0])
-            raise BackendError(f"engine result word {bad} has bits above 31 set for {op}",
-                               cause="framing", completed=bad,
-                               partial=body[:bad].astype(dt))
+            raise BackendError(
+                f"engine result word {bad} has bits above 31 set for {op}",
+                cause="framing",
+                completed=bad,
+                partial=body[:bad].astype(dt),
+            )
         result = body.astype(dt) if np.dtype(dt).itemsize == 4 else body.view(dt)
     if err or completed != job.n:
         raise _trailer_error(job, completed, err, result, "an error" if err else "a short batch")
@@ -333,6 +367,7 @@ def _decode_encoded(body: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarra
 # device side
 # ---------------------------------------------------------------------------------------------
 
+
 def call_from_regs(regs: dict[str, int], table: np.ndarray, *, engine: bool = False) -> OpCall:
     """The OpCall a register set describes (the registry entry of its op code, each parameter
     read from its registers); :class:`WireError` when the parameters are bad.
@@ -349,8 +384,11 @@ def call_from_regs(regs: dict[str, int], table: np.ndarray, *, engine: bool = Fa
         raise WireError(f"unknown OP {code}")
     entry, selected = hit
     assert entry.wire is not None
-    params = {p.name: sum(regs.get(r, 0) << (32 * i) for i, r in enumerate(p.registers))
-              for p in entry.params if p.registers}
+    params = {
+        p.name: sum(regs.get(r, 0) << (32 * i) for i, r in enumerate(p.registers))
+        for p in entry.params
+        if p.registers
+    }
     if entry.wire.selector is not None:
         params[entry.wire.selector] = selected
     if entry.inputs == "numbers":
@@ -372,9 +410,12 @@ def call_from_regs(regs: dict[str, int], table: np.ndarray, *, engine: bool = Fa
     return call
 
 
-_FORMATS_OF = {"records": {FORMATS["FIXED4"], FORMATS["FIXED8"], FORMATS["VAR"]},
-               "numbers": {FORMATS["FIXED4"], FORMATS["FIXED8"]}, "sequences": {FORMATS["SEQ"]},
-               "encoded": set()}
+_FORMATS_OF = {
+    "records": {FORMATS["FIXED4"], FORMATS["FIXED8"], FORMATS["VAR"]},
+    "numbers": {FORMATS["FIXED4"], FORMATS["FIXED8"]},
+    "sequences": {FORMATS["SEQ"]},
+    "encoded": set(),
+}
 
 
 def _table_params(regs: dict[str, int], table: np.ndarray, fmt: int) -> dict[str, Any]:
@@ -388,8 +429,10 @@ def _table_params(regs: dict[str, int], table: np.ndarray, fmt: int) -> dict[str
     if (fmt == FORMATS["FIXED4"]) != (dtype.itemsize == 4):
         raise WireError(f"FORMAT {fmt} does not fit DTYPE {dtype}")
     raw = np.ascontiguousarray(table[:nb], dtype=np.uint64)
-    return {"dtype": dtype,
-            "boundaries": raw.astype(np.uint32).view(dtype) if dtype.itemsize == 4 else raw.view(dtype)}
+    return {
+        "dtype": dtype,
+        "boundaries": raw.astype(np.uint32).view(dtype) if dtype.itemsize == 4 else raw.view(dtype),
+    }
 
 
 def decode_request(regs: dict[str, int], table: np.ndarray, words: np.ndarray) -> tuple[OpCall, Batch]:
@@ -411,8 +454,7 @@ def decode_request(regs: dict[str, int], table: np.ndarray, words: np.ndarray) -
         status, k, offsets, starts = _unpack_var(words, count, 1 << 32)
         if status:
             raise WireError(f"VAR framing broken at record {k} ({_STATUS[status]})")
-        return call, VarRecords((VarChunk(offsets, _gather(words.view(np.uint8), starts, offsets,
-                                                           count)),))
+        return call, VarRecords((VarChunk(offsets, _gather(words.view(np.uint8), starts, offsets, count)),))
     status, k, vo = _unpack_seq(words, count)
     if status:
         raise WireError(f"SEQ framing broken at sequence {k} ({_STATUS[status]})")
@@ -422,15 +464,14 @@ def decode_request(regs: dict[str, int], table: np.ndarray, words: np.ndarray) -
 _STATUS = {1: "truncated", 2: "bad header", 3: "words after the last record"}
 
 
-def encode_response(call: OpCall, result: Result, completed: int | None = None,
-                    err: int = 0) -> np.ndarray:
+def encode_response(call: OpCall, result: Result, completed: int | None = None, err: int = 0) -> np.ndarray:
     """Output words for a result: one word per record (or encoded framing) and the trailer."""
     if call.operator.result == "encoded":
         offsets, data = result  # type: ignore[misc]
         n = offsets.shape[0] - 1
         completed = n if completed is None else completed
-        words = np.empty(_var_words(offsets[:completed + 1]) + 1, np.uint64)
-        _pack_var(offsets[:completed + 1], data, words.view(np.uint8), 0)
+        words = np.empty(_var_words(offsets[: completed + 1]) + 1, np.uint64)
+        _pack_var(offsets[: completed + 1], data, words.view(np.uint8), 0)
     else:
         arr = np.asarray(result)
         completed = arr.shape[0] if completed is None else completed
@@ -443,9 +484,14 @@ def encode_response(call: OpCall, result: Result, completed: int | None = None,
     return words
 
 
-def reference_engine(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
-                     *, table_depth: int = 256,
-                     seq_max: int = DEFAULT_SEQ_MAX) -> tuple[np.ndarray, int]:
+def reference_engine(
+    regs: dict[str, int],
+    table: np.ndarray,
+    words: np.ndarray,
+    *,
+    table_depth: int = 256,
+    seq_max: int = DEFAULT_SEQ_MAX,
+) -> tuple[np.ndarray, int]:
     """What the engine does with one batch, flags included: ``(output words, ERR register)``.
 
     ``words`` is the whole input transfer; its last word carries ``tlast``. Written on the golden
@@ -472,11 +518,13 @@ def reference_engine(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
             pos += 1
             if call.operator.inputs == "numbers":
                 dtype = _DTYPE_OF[regs["DTYPE"]]
-                raw = np.array([w & 0xFFFFFFFF if dtype.itemsize == 4 else w],
-                               np.uint32 if dtype.itemsize == 4 else np.uint64)
+                raw = np.array(
+                    [w & 0xFFFFFFFF if dtype.itemsize == 4 else w],
+                    np.uint32 if dtype.itemsize == 4 else np.uint64,
+                )
                 rec: Any = raw.view(dtype)[0].item()
             else:
-                rec = w.to_bytes(8, "little")[:4 if fmt == FORMATS["FIXED4"] else 8]
+                rec = w.to_bytes(8, "little")[: 4 if fmt == FORMATS["FIXED4"] else 8]
             out.append(int(golden_result(call, rec)))
         else:
             h = int(words[pos])
@@ -489,7 +537,7 @@ def reference_engine(regs: dict[str, int], table: np.ndarray, words: np.ndarray,
                 err |= ERR_FLAGS["EARLY_TLAST"]
                 pos = n  # the cut-off record's words, tlast included, were consumed
                 break
-            body = words[pos:pos + nw]
+            body = words[pos : pos + nw]
             pos += nw
             if fmt == FORMATS["VAR"]:
                 out.append(int(golden_result(call, body.tobytes()[:h])))

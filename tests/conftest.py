@@ -37,4 +37,5 @@ def ran_only_on(rt: Any, name: str) -> None:
 def sim_available() -> None:
     """The Verilator model of the engine can be built here (see :func:`require`)."""
     from offload.host.sim_backend import SimBackend
+
     require(SimBackend())

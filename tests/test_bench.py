@@ -28,8 +28,7 @@ def _failing(quick: bool) -> list[Row]:
 
 
 def _unchecked(quick: bool) -> list[Row]:
-    return [bench.row("no baseline", 10.0, "M/s", target=2, target_kind="ratio",
-                      note=bench.NO_XXHASH)]
+    return [bench.row("no baseline", 10.0, "M/s", target=2, target_kind="ratio", note=bench.NO_XXHASH)]
 
 
 def _crashing(quick: bool) -> list[Row]:
@@ -42,8 +41,13 @@ def _needs_pynq(quick: bool) -> list[Row]:
 
 @pytest.fixture
 def groups(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    fake: dict[str, Any] = {"ok": _passing, "slow": _failing, "nobase": _unchecked,
-                            "crash": _crashing, "pynq": _needs_pynq}
+    fake: dict[str, Any] = {
+        "ok": _passing,
+        "slow": _failing,
+        "nobase": _unchecked,
+        "crash": _crashing,
+        "pynq": _needs_pynq,
+    }
     monkeypatch.setattr(bench, "GROUPS", fake)
     return fake
 
@@ -53,6 +57,7 @@ def bench_cli(*args: str) -> int:
 
 
 # -- --only ------------------------------------------------------------------------------------
+
 
 def test_the_groups_are_cpu_devices_smartnic_and_each_resolves_to_a_function():
     assert list(bench.GROUPS) == ["cpu", "devices", "smartnic"]
@@ -68,12 +73,10 @@ def test_select_keeps_the_group_order_and_takes_all_by_default():
 
 
 @pytest.mark.parametrize("only", ["gpu", "cpu,gpu", "", "cpu,"])
-def test_an_unknown_only_name_is_an_error_listing_the_valid_ones(only, capsys, tmp_path,
-                                                                  monkeypatch):
+def test_an_unknown_only_name_is_an_error_listing_the_valid_ones(only, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bad = [n.strip() for n in only.split(",") if n.strip() not in bench.GROUPS][0]
-    msg = (f"unknown benchmark group {bad!r}: expected a comma-separated list of "
-           "cpu, devices, smartnic")
+    msg = f"unknown benchmark group {bad!r}: expected a comma-separated list of cpu, devices, smartnic"
     with pytest.raises(ValueError, match=f"^{msg}$"):
         bench.select(only)
     with pytest.raises(SystemExit) as e:
@@ -85,6 +88,7 @@ def test_an_unknown_only_name_is_an_error_listing_the_valid_ones(only, capsys, t
 
 
 # -- --check -------------------------------------------------------------------------------------
+
 
 def test_check_exits_1_when_a_row_misses_its_target(groups, capsys):
     assert bench_cli("--only", "ok,slow", "--check") == 1
@@ -116,10 +120,15 @@ def test_a_crashing_group_is_a_failed_row_not_a_traceback(groups, capsys):
 
 def test_a_group_whose_extra_is_missing_is_not_run_and_names_the_extra(groups, capsys):
     res = bench.run_benchmarks(only="pynq")
-    assert res["rows"] == [bench.row(
-        "pynq: not run", None, "",
-        note="offload bench --only pynq needs the 'fpga' extra: pip install 'offload[fpga]' "
-             "(missing module 'pynq')")]
+    assert res["rows"] == [
+        bench.row(
+            "pynq: not run",
+            None,
+            "",
+            note="offload bench --only pynq needs the 'fpga' extra: pip install 'offload[fpga]' "
+            "(missing module 'pynq')",
+        )
+    ]
     assert bench.check(res) == (0, "check: 0 passed, 0 failed, 1 not checked")
 
 
@@ -130,6 +139,7 @@ def test_a_ratio_target_without_baseline_is_not_checked():
 
 
 # -- --json --------------------------------------------------------------------------------------
+
 
 def test_no_file_is_written_without_json(groups, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -160,8 +170,9 @@ def test_json_into_a_missing_directory_is_an_error_before_running(groups, tmp_pa
         bench_cli("--only", "crash", "--json", str(path))
     assert e.value.code == 2
     err = capsys.readouterr()
-    assert err.err.splitlines()[-1] == (f"offload bench: error: --json {path}: directory "
-                                        f"{path.parent} does not exist")
+    assert err.err.splitlines()[-1] == (
+        f"offload bench: error: --json {path}: directory {path.parent} does not exist"
+    )
     assert "crash" not in err.out
 
 
@@ -181,15 +192,25 @@ def test_the_make_target_names_its_json_file():
 
 # -- python-xxhash missing (a core-only install) ---------------------------------------------
 
+
 def test_the_cpu_group_without_xxhash_reports_missing_baselines(monkeypatch):
     monkeypatch.setitem(sys.modules, "xxhash", None)  # import xxhash -> ImportError
     rows = bench.run_benchmarks(quick=True, only="cpu")["rows"]
     missing = [r for r in rows if r["note"] == bench.NO_XXHASH]
     assert [r["name"].split(",")[0] for r in missing] == [
-        "xxh64 200", "xxh64 20", "xxh64 20", "xxh64 of a Python list of 20", "hash_bucket mod uint64 keys"]
+        "xxh64 200",
+        "xxh64 20",
+        "xxh64 20",
+        "xxh64 of a Python list of 20",
+        "hash_bucket mod uint64 keys",
+    ]
     assert all(r["baseline"] is None and r["value"] > 0 for r in missing)
     # The ratio targets (xxh64 keys >= 25x, strings >= 8x, list[str] >= 1.5x) are not checked;
     # the value target of hash_bucket does not need the baseline and still is.
     assert [(r["target_kind"], r["passed"]) for r in missing if r["target"] is not None] == [
-        ("ratio", None), ("ratio", None), ("ratio", None), ("value", missing[-1]["passed"])]
+        ("ratio", None),
+        ("ratio", None),
+        ("ratio", None),
+        ("value", missing[-1]["passed"]),
+    ]
     assert missing[-1]["passed"] is not None

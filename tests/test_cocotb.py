@@ -33,8 +33,9 @@ def _need(sim: str) -> None:
 
 def _run(sim: str, jobs, tmp_path, testcases="test_plan", mutate=None, **env) -> R.RunResult:
     path = P.write_plan(tmp_path / "plan.json", jobs, mutate=mutate)
-    return R.run(sim, testcases, env={"OFFLOAD_COCOTB_PLAN": str(path),
-                                      "OFFLOAD_COCOTB_SEED": str(BASE_SEED), **env})
+    return R.run(
+        sim, testcases, env={"OFFLOAD_COCOTB_PLAN": str(path), "OFFLOAD_COCOTB_SEED": str(BASE_SEED), **env}
+    )
 
 
 def _check(res: R.RunResult) -> None:
@@ -42,6 +43,7 @@ def _check(res: R.RunResult) -> None:
 
 
 # ------------------------------------------------------------------------------------ Verilator
+
 
 def test_registers_verilator(tmp_path):
     _need("verilator")
@@ -76,15 +78,32 @@ def test_num_buckets_edges_verilator(tmp_path):
     """Register-level edges beyond the API's range: fastrange with 0 buckets and mod by a divisor
     above 2**63 are computed (docs/wire_format.md: only mod by 0 is BAD_PARAM)."""
     _need("verilator")
-    base = {"OP": 4, "FORMAT": 0, "DTYPE": 0, "COUNT": 3, "SEED_LO": 0, "SEED_HI": 0,
-            "NUM_BUCKETS_LO": 0, "NUM_BUCKETS_HI": 0, "SLOT": 0, "NUM_BOUNDARIES": 0}
-    jobs = [P.batch_job("fastrange_zero_buckets", base, [], [[1, 2, 3]]),
-            P.batch_job("mod_over_2pow63", {**base, "OP": 3, "NUM_BUCKETS_HI": 0x80000000,
-                                            "NUM_BUCKETS_LO": 1}, [], [[1, 2, 3]])]
+    base = {
+        "OP": 4,
+        "FORMAT": 0,
+        "DTYPE": 0,
+        "COUNT": 3,
+        "SEED_LO": 0,
+        "SEED_HI": 0,
+        "NUM_BUCKETS_LO": 0,
+        "NUM_BUCKETS_HI": 0,
+        "SLOT": 0,
+        "NUM_BOUNDARIES": 0,
+    }
+    jobs = [
+        P.batch_job("fastrange_zero_buckets", base, [], [[1, 2, 3]]),
+        P.batch_job(
+            "mod_over_2pow63",
+            {**base, "OP": 3, "NUM_BUCKETS_HI": 0x80000000, "NUM_BUCKETS_LO": 1},
+            [],
+            [[1, 2, 3]],
+        ),
+    ]
     _check(_run("verilator", jobs, tmp_path))
 
 
 # ------------------------------------------------------------------------------------ mutation
+
 
 def _mutation_jobs():
     return P.stream_jobs(BASE_SEED, flows=["steady"], ops=["xxh64"], fixed_n=6)[:2]
@@ -103,10 +122,11 @@ def test_mutation_golden_prime_fails(tmp_path, monkeypatch):
     """A wrong XXH64 prime in the golden model (so every expectation is wrong): FAIL."""
     _need("verilator")
     from offload import golden
+
     p = list(golden.XXH64_PRIMES)
     p[1] ^= 1 << 17
     monkeypatch.setattr(golden, "XXH64_PRIMES", tuple(p))
-    jobs = _mutation_jobs()          # expectations computed with the bad prime
+    jobs = _mutation_jobs()  # expectations computed with the bad prime
     monkeypatch.undo()
     res = _run("verilator", jobs, tmp_path)
     assert not res.passed, "a corrupted golden model went unnoticed:\n" + res.summary()
@@ -121,6 +141,7 @@ def test_mutation_control_passes(tmp_path):
 
 # ------------------------------------------------------------------------------------ Icarus
 
+
 def test_icarus(tmp_path):
     """The same benches under Icarus Verilog (apt-get install -y iverilog), a smaller plan:
     registers; every operator on short boundary lengths with gaps and backpressure together;
@@ -128,7 +149,9 @@ def test_icarus(tmp_path):
     _need("icarus")
     seed = BASE_SEED * 1000 + 7
     lengths = [0, 1, 7, 8, 9, 31, 32, 33, 64, 65]
-    jobs = (P.stream_jobs(seed, flows=["both"], fixed_n=4, lengths=lengths)
-            + P.malformed_jobs(BASE_SEED, flows=["steady"])
-            + P.param_jobs(BASE_SEED)[:12])
+    jobs = (
+        P.stream_jobs(seed, flows=["both"], fixed_n=4, lengths=lengths)
+        + P.malformed_jobs(BASE_SEED, flows=["steady"])
+        + P.param_jobs(BASE_SEED)[:12]
+    )
     _check(_run("icarus", jobs, tmp_path, testcases=None))

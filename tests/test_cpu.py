@@ -58,8 +58,7 @@ def _warm() -> None:
 
 seeds64 = st.sampled_from([0, 1, 2**32 - 1, 2**63, MASK64]) | st.integers(0, MASK64)
 seeds32 = st.sampled_from([0, 1, 2**31, 2**32 - 1]) | st.integers(0, 2**32 - 1)
-num_buckets = (st.sampled_from([1, 2, 3, 7, 1000, 2**32, 2**32 + 1, 2**63 - 1, 2**63])
-               | st.integers(1, 2**63))
+num_buckets = st.sampled_from([1, 2, 3, 7, 1000, 2**32, 2**32 + 1, 2**63 - 1, 2**63]) | st.integers(1, 2**63)
 
 
 @st.composite
@@ -70,16 +69,24 @@ def hash_calls(draw: st.DrawFn) -> OpCall:
     if op == "xxh64":
         return make_call(op, seed=draw(seeds64))
     if op == "hash_bucket":
-        return make_call(op, num_buckets=draw(num_buckets), seed=draw(seeds64),
-                         method=draw(st.sampled_from(["mod", "fastrange"])))
+        return make_call(
+            op,
+            num_buckets=draw(num_buckets),
+            seed=draw(seeds64),
+            method=draw(st.sampled_from(["mod", "fastrange"])),
+        )
     version = draw(st.sampled_from([1, 2]))
     slot_max = (1 << golden.FID_LAYOUT[version][0]) - 1
     slot = draw(st.sampled_from([0, 1, slot_max]) | st.integers(0, slot_max))
     return make_call(op, slot=slot, version=version, seed=draw(seeds64))
 
 
-_INT_DTYPES = {np.int32: (-(2**31), 2**31 - 1), np.uint32: (0, 2**32 - 1),
-               np.int64: (-(2**63), 2**63 - 1), np.uint64: (0, 2**64 - 1)}
+_INT_DTYPES = {
+    np.int32: (-(2**31), 2**31 - 1),
+    np.uint32: (0, 2**32 - 1),
+    np.int64: (-(2**63), 2**63 - 1),
+    np.uint64: (0, 2**64 - 1),
+}
 
 
 @st.composite
@@ -98,15 +105,27 @@ def fixed_arrays(draw: st.DrawFn) -> np.ndarray:
     return arr
 
 
-record_bytes = st.sampled_from(BOUNDARY_LENGTHS).flatmap(
-    lambda n: st.binary(min_size=n, max_size=n))
+record_bytes = st.sampled_from(BOUNDARY_LENGTHS).flatmap(lambda n: st.binary(min_size=n, max_size=n))
 
 
 @st.composite
 def var_batches(draw: st.DrawFn) -> tuple[object, list[bytes]]:
     """(batch in some accepted form, the records as bytes)."""
-    form = draw(st.sampled_from(["bytes", "str", "pa.binary", "pa.large_binary", "pa.string",
-                                 "pa.large_string", "pa.sliced", "pa.chunked", "pair"]))
+    form = draw(
+        st.sampled_from(
+            [
+                "bytes",
+                "str",
+                "pa.binary",
+                "pa.large_binary",
+                "pa.string",
+                "pa.large_string",
+                "pa.sliced",
+                "pa.chunked",
+                "pair",
+            ]
+        )
+    )
     if form in ("str", "pa.string", "pa.large_string"):
         texts = draw(st.lists(st.text(max_size=40), max_size=30))
         recs = [t.encode("utf-8") for t in texts]
@@ -143,6 +162,7 @@ def _check(backend: CpuBackend, call: OpCall, batch: object, recs: list[bytes]) 
 # ---------------------------------------------------------------------------------------------
 # Hash operators
 # ---------------------------------------------------------------------------------------------
+
 
 @HYP
 @given(call=hash_calls(), arr=fixed_arrays())
@@ -186,8 +206,12 @@ def test_multi_chunk_offsets(be: CpuBackend) -> None:
     c3 = VarChunk(np.array([7], np.int64), data)  # empty chunk
     batch = VarRecords((c1, c3, c2))
     recs = [batch.record(i) for i in range(batch.n)]
-    for call in (make_call("xxh64", seed=3), make_call("xxh32", seed=3),
-                 make_call("hash_bucket", num_buckets=97), make_call("fid", slot=5, version=1)):
+    for call in (
+        make_call("xxh64", seed=3),
+        make_call("xxh32", seed=3),
+        make_call("hash_bucket", num_buckets=97),
+        make_call("fid", slot=5, version=1),
+    ):
         _check(be, call, batch, recs)
     # A runtime-style slice (the offsets view starts mid-chunk).
     sl = batch.slice(1, 5)
@@ -217,10 +241,18 @@ def test_short_records_at_buffer_edges() -> None:
 
 def test_empty_batches() -> None:
     for be in BACKENDS:
-        for values in ([], np.zeros(0, np.uint64), pa.array([], pa.string()),
-                       pa.chunked_array([], pa.binary())):
-            for call in (make_call("xxh64"), make_call("xxh32"),
-                         make_call("hash_bucket", num_buckets=5), make_call("fid", slot=1)):
+        for values in (
+            [],
+            np.zeros(0, np.uint64),
+            pa.array([], pa.string()),
+            pa.chunked_array([], pa.binary()),
+        ):
+            for call in (
+                make_call("xxh64"),
+                make_call("xxh32"),
+                make_call("hash_bucket", num_buckets=5),
+                make_call("fid", slot=1),
+            ):
                 out = be.run(call, as_records(values))
                 assert out.shape == (0,) and out.dtype == result_dtype(call.op)
 
@@ -231,19 +263,24 @@ def test_parallel_path_large_batch_matches_serial() -> None:
     keys = rng.integers(0, MASK64, 70001, dtype=np.uint64, endpoint=True)
     auto = CpuBackend()
     batch = as_records(keys)
-    for call in (make_call("xxh64", seed=9), make_call("hash_bucket", num_buckets=2**63 - 25),
-                 make_call("hash_bucket", num_buckets=12345, method="fastrange"),
-                 make_call("xxh32", seed=9)):
+    for call in (
+        make_call("xxh64", seed=9),
+        make_call("hash_bucket", num_buckets=2**63 - 25),
+        make_call("hash_bucket", num_buckets=12345, method="fastrange"),
+        make_call("xxh32", seed=9),
+    ):
         a, b = auto.run(call, batch), SER.run(call, batch)
         assert np.array_equal(a, b)
     h = auto.run(make_call("xxh64", seed=9), batch)
     for i in rng.integers(0, len(keys), 200):
-        assert int(h[i]) == xxhash.xxh64_intdigest(keys[i:i + 1].tobytes(), 9)
+        assert int(h[i]) == xxhash.xxh64_intdigest(keys[i : i + 1].tobytes(), 9)
 
 
 @settings(max_examples=300, deadline=None)
-@given(d=st.integers(1, 2**63) | st.sampled_from([1, 2, 3, 2**32, 2**63 - 1, 2**63]),
-       h=st.integers(0, MASK64) | st.sampled_from([0, 1, MASK64, 2**63, 2**63 - 1]))
+@given(
+    d=st.integers(1, 2**63) | st.sampled_from([1, 2, 3, 2**32, 2**63 - 1, 2**63]),
+    h=st.integers(0, MASK64) | st.sampled_from([0, 1, MASK64, 2**63, 2**63 - 1]),
+)
 def test_mod_magic(d: int, h: int) -> None:
     """The division-free ``h % d`` used by hash_bucket's "mod" (Python model of the kernel)."""
     m, sh = mod_magic(d)
@@ -264,14 +301,17 @@ def bucketize_cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, bool]:
     dt = draw(st.sampled_from([np.float32, np.float64, np.int32, np.int64]))
     right = draw(st.booleans())
     if np.dtype(dt).kind == "f":
-        elem = (st.sampled_from(_SPECIAL_F)
-                | st.floats(width=32 if dt is np.float32 else 64, allow_nan=True))
+        elem = st.sampled_from(_SPECIAL_F) | st.floats(width=32 if dt is np.float32 else 64, allow_nan=True)
         bel = st.sampled_from([-np.inf, np.inf, 0.0, -0.0, 1.0, -1.0]) | st.floats(
-            width=32 if dt is np.float32 else 64, allow_nan=False)
+            width=32 if dt is np.float32 else 64, allow_nan=False
+        )
     else:
         info = np.iinfo(dt)
-        elem = st.sampled_from([int(info.min), int(info.max), 0, 1, -1]) | st.integers(
-            int(info.min), int(info.max)) | st.integers(-50, 50)
+        elem = (
+            st.sampled_from([int(info.min), int(info.max), 0, 1, -1])
+            | st.integers(int(info.min), int(info.max))
+            | st.integers(-50, 50)
+        )
         bel = elem
     x = np.array(draw(st.lists(elem, max_size=60)), dtype=dt)
     bnd = np.unique(np.array(draw(st.lists(bel, max_size=70)), dtype=dt))
@@ -313,8 +353,7 @@ def test_bucketize_specials(dtype: type, right: bool) -> None:
 # ---------------------------------------------------------------------------------------------
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
-seq_elems = INT64 | st.sampled_from([-(2**63), 2**63 - 1, 0, -1, 1, 63, 64, -65]) | st.integers(
-    -1000, 1000)
+seq_elems = INT64 | st.sampled_from([-(2**63), 2**63 - 1, 0, -1, 1, 63, 64, -65]) | st.integers(-1000, 1000)
 
 
 @st.composite
@@ -346,10 +385,10 @@ def test_delta_varint_encode_decode(sb: tuple[object, list[list[int]]]) -> None:
         offs, data = be.run(OpCall("delta_varint_encode"), batch)
         assert offs.dtype == np.int64 and data.dtype == np.uint8 and offs.shape == (len(seqs) + 1,)
         assert offs[0] == 0
-        assert [data[offs[i]:offs[i + 1]].tobytes() for i in range(len(seqs))] == exp
+        assert [data[offs[i] : offs[i + 1]].tobytes() for i in range(len(seqs))] == exp
         vo, vals = be.run(OpCall("delta_varint_decode"), as_encoded(offs, data))
         assert vo.dtype == np.int64 and vals.dtype == np.int64 and vo[0] == 0
-        assert [vals[vo[i]:vo[i + 1]].tolist() for i in range(len(seqs))] == seqs
+        assert [vals[vo[i] : vo[i + 1]].tolist() for i in range(len(seqs))] == seqs
 
 
 @pytest.mark.parametrize("be", BACKENDS, ids=["serial", "parallel"])
@@ -363,7 +402,7 @@ def test_delta_varint_long_sequences(be: CpuBackend) -> None:
     batch = as_sequences(seqs)
     offs, data = be.run(OpCall("delta_varint_encode"), batch)
     for i, s in enumerate(seqs):
-        assert data[offs[i]:offs[i + 1]].tobytes() == golden.delta_varint_encode_seq(s.tolist())
+        assert data[offs[i] : offs[i + 1]].tobytes() == golden.delta_varint_encode_seq(s.tolist())
     vo, vals = be.run(OpCall("delta_varint_decode"), as_encoded(offs, data))
     assert np.array_equal(vals, np.concatenate(seqs))
 
@@ -371,14 +410,22 @@ def test_delta_varint_long_sequences(be: CpuBackend) -> None:
 def _golden_decode_error(offs: np.ndarray, data: bytes) -> str | None:
     for i in range(len(offs) - 1):
         try:
-            golden.delta_varint_decode_seq(data[offs[i]:offs[i + 1]], i, int(offs[i]))
+            golden.delta_varint_decode_seq(data[offs[i] : offs[i + 1]], i, int(offs[i]))
         except ValueError as e:
             return str(e)
     return None
 
 
-BAD_SEQS = [b"\x80", b"\xff" * 9, b"\x80" * 10 + b"\x00", b"\xff" * 11, b"\xff" * 9 + b"\x02",
-            b"\x80" * 9 + b"\x7f", b"\x01\x81", b"\x00" * 3 + b"\xff" * 9 + b"\x03"]
+BAD_SEQS = [
+    b"\x80",
+    b"\xff" * 9,
+    b"\x80" * 10 + b"\x00",
+    b"\xff" * 11,
+    b"\xff" * 9 + b"\x02",
+    b"\x80" * 9 + b"\x7f",
+    b"\x01\x81",
+    b"\x00" * 3 + b"\xff" * 9 + b"\x03",
+]
 
 
 @pytest.mark.parametrize("be", BACKENDS, ids=["serial", "parallel"])
@@ -409,7 +456,7 @@ def test_delta_varint_decode_arbitrary_bytes(seqs: list[bytes]) -> None:
         if msg is None:
             vo, vals = be.run(OpCall("delta_varint_decode"), batch)
             exp = [golden.delta_varint_decode_seq(s) for s in seqs]
-            assert [vals[vo[i]:vo[i + 1]].tolist() for i in range(len(seqs))] == exp
+            assert [vals[vo[i] : vo[i + 1]].tolist() for i in range(len(seqs))] == exp
         else:
             with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
                 be.run(OpCall("delta_varint_decode"), batch)
@@ -422,12 +469,14 @@ def test_delta_varint_sliced_inputs() -> None:
     enc = as_encoded(offs, data).slice(1, 4)
     for be in BACKENDS:
         vo, vals = be.run(OpCall("delta_varint_decode"), enc)
-        assert vo.tolist()[0] == 0 and [vals[vo[i]:vo[i + 1]].tolist() for i in range(3)] == seqs[1:]
-    bad = VarRecords((VarChunk(np.array([2, 3, 4], np.int64),
-                               np.frombuffer(b"\x00\x00\x02\x80", np.uint8)),))
+        assert vo.tolist()[0] == 0 and [vals[vo[i] : vo[i + 1]].tolist() for i in range(3)] == seqs[1:]
+    bad = VarRecords((VarChunk(np.array([2, 3, 4], np.int64), np.frombuffer(b"\x00\x00\x02\x80", np.uint8)),))
     for be in BACKENDS:
-        with pytest.raises(ValueError, match=r"^malformed varint in sequence 1 at byte offset 3: "
-                                             r"cut off at the end of the sequence$"):
+        with pytest.raises(
+            ValueError,
+            match=r"^malformed varint in sequence 1 at byte offset 3: "
+            r"cut off at the end of the sequence$",
+        ):
             be.run(OpCall("delta_varint_decode"), bad)
     sl = as_sequences(seqs).slice(1, 4)  # value_offsets not at 0
     offs2, data2 = PAR.run(OpCall("delta_varint_encode"), Sequences(sl.value_offsets, sl.values))
@@ -438,11 +487,13 @@ def test_delta_varint_sliced_inputs() -> None:
 # Backend interface, threads, benchmarks
 # ---------------------------------------------------------------------------------------------
 
+
 def test_backend_interface() -> None:
     be = CpuBackend()
     assert be.name == "cpu" and be.availability().ok
-    assert be.capabilities().ops == frozenset({"xxh32", "xxh64", "hash_bucket", "fid", "bucketize",
-                                               "delta_varint_encode", "delta_varint_decode"})
+    assert be.capabilities().ops == frozenset(
+        {"xxh32", "xxh64", "hash_bucket", "fid", "bucketize", "delta_varint_encode", "delta_varint_decode"}
+    )
     assert CpuBackend(threads=1).threads == 1
     with pytest.raises(ValueError):
         CpuBackend(threads=0)
@@ -459,8 +510,17 @@ def _record_lengths(backend: CpuBackend, call: OpCall, batch: VarRecords) -> np.
 
 @pytest.fixture
 def record_lengths():
-    entry = ops.register(Operator("t_lengths", "length of each record", "records", (), "uint64",
-                                  lambda c, r: len(r), _record_lengths))
+    entry = ops.register(
+        Operator(
+            "t_lengths",
+            "length of each record",
+            "records",
+            (),
+            "uint64",
+            lambda c, r: len(r),
+            _record_lengths,
+        )
+    )
     SEEN.clear()
     yield entry
     ops.unregister("t_lengths")
@@ -480,8 +540,12 @@ def test_a_registered_operator_runs_and_is_warmed_on_every_batch_form(record_len
     assert be.run(call, as_records([b"", b"abc", b"x" * 40])).tolist() == [0, 3, 40]
     SEEN.clear()
     be.warmup()
-    assert sorted(map(_form, SEEN)) == [("fixed", "uint32"), ("fixed", "uint64"),
-                                        ("var", "int32"), ("var", "int64")]
+    assert sorted(map(_form, SEEN)) == [
+        ("fixed", "uint32"),
+        ("fixed", "uint64"),
+        ("var", "int32"),
+        ("var", "int64"),
+    ]
 
 
 def _float_cut(value: object, earlier: dict) -> float:
@@ -491,41 +555,59 @@ def _float_cut(value: object, earlier: dict) -> float:
 
 
 def test_warmup_names_an_operator_without_an_example_for_a_dtype() -> None:
-    ops.register(Operator(
-        "t_cut", "values above a cut", "numbers",
-        (Param("dtype", lambda v, _: np.dtype(v), shown=False), Param("cut", _float_cut)),
-        "int32", lambda c, r: int(r > c.cut), lambda be, c, b: (b.values > c.cut).astype(np.int32),
-        examples=({"cut": 0.5},)))
+    ops.register(
+        Operator(
+            "t_cut",
+            "values above a cut",
+            "numbers",
+            (Param("dtype", lambda v, _: np.dtype(v), shown=False), Param("cut", _float_cut)),
+            "int32",
+            lambda c, r: int(r > c.cut),
+            lambda be, c, b: (b.values > c.cut).astype(np.int32),
+            examples=({"cut": 0.5},),
+        )
+    )
     try:
-        with pytest.raises(ValueError, match=r"^t_cut: none of its examples is valid for int32 "
-                                             r"values; the CPU warm-up runs every operator on "
-                                             r"every batch form of its input kind$"):
+        with pytest.raises(
+            ValueError,
+            match=r"^t_cut: none of its examples is valid for int32 "
+            r"values; the CPU warm-up runs every operator on "
+            r"every batch form of its input kind$",
+        ):
             CpuBackend(threads=1).warmup()
     finally:
         ops.unregister("t_cut")
-
 
 
 # ---------------------------------------------------------------------------------------------
 # numba's on-disk cache
 # ---------------------------------------------------------------------------------------------
 
+
 def _run_python(code: str, cwd: Path, **env: str) -> list[int]:
-    res = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=dict(os.environ, **env),
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return [int(v) for v in res.stdout.split()]
 
 
 def test_a_second_process_loads_every_kernel_from_the_cache(tmp_path: Path) -> None:
     # this process has run every kernel signature (the _warm fixture), so all are in the cache
-    code = ("from offload.host.cpu import CpuBackend, kernels_bucketize, kernels_hash, "
-            "kernels_varint as kv\n"
-            "CpuBackend(threads=2).warmup()\n"
-            "ks = [getattr(m, n) for m in (kernels_hash, kernels_bucketize, kv) for n in m.__all__ "
-            "if n.endswith('_ser')]\n"
-            "print(len(ks), sum(sum(k.stats.cache_hits.values()) for k in ks), "
-            "sum(sum(k.stats.cache_misses.values()) for k in ks))")
+    code = (
+        "from offload.host.cpu import CpuBackend, kernels_bucketize, kernels_hash, "
+        "kernels_varint as kv\n"
+        "CpuBackend(threads=2).warmup()\n"
+        "ks = [getattr(m, n) for m in (kernels_hash, kernels_bucketize, kv) for n in m.__all__ "
+        "if n.endswith('_ser')]\n"
+        "print(len(ks), sum(sum(k.stats.cache_hits.values()) for k in ks), "
+        "sum(sum(k.stats.cache_misses.values()) for k in ks))"
+    )
     kernels, hits, misses = _run_python(code, tmp_path)
     assert (kernels, misses) == (11, 0) and hits >= kernels
 
@@ -534,14 +616,16 @@ def test_an_edit_of_the_intrinsics_recompiles_the_kernels_that_inline_them(tmp_p
     # numba checks a cached kernel against its own file only; kernels_bucketize inlines
     # intrinsics.select_unpredictable. A copy of the package, so the edit stays in tmp_path.
     import offload.host.cpu
+
     pkg = tmp_path / "cpu_copy"
-    shutil.copytree(Path(offload.host.cpu.__file__).parent, pkg,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import numpy as np\n"
-            "from cpu_copy.kernels_bucketize import bucketize_ser as k\n"
-            "out = np.empty(3, np.int32)\n"
-            "k(np.array([0.5, 1.5, 2.5]), np.array([1.0, 2.0]), True, out)\n"
-            "print(*out, sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))")
+    shutil.copytree(Path(offload.host.cpu.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    code = (
+        "import numpy as np\n"
+        "from cpu_copy.kernels_bucketize import bucketize_ser as k\n"
+        "out = np.empty(3, np.int32)\n"
+        "k(np.array([0.5, 1.5, 2.5]), np.array([1.0, 2.0]), True, out)\n"
+        "print(*out, sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))"
+    )
     cache = str(tmp_path / "numba-cache")
     assert _run_python(code, tmp_path, NUMBA_CACHE_DIR=cache) == [0, 1, 2, 0, 1]  # compiled
     assert _run_python(code, tmp_path, NUMBA_CACHE_DIR=cache) == [0, 1, 2, 1, 0]  # loaded
@@ -549,12 +633,15 @@ def test_an_edit_of_the_intrinsics_recompiles_the_kernels_that_inline_them(tmp_p
         f.write("\n# an edit\n")
     assert _run_python(code, tmp_path, NUMBA_CACHE_DIR=cache) == [0, 1, 2, 0, 1]  # compiled
 
+
 def test_bench_quick_structure() -> None:
     from offload import bench
+
     res = bench.run_benchmarks(quick=True, only="cpu")  # the CPU group alone
     rows = res["rows"]
-    assert rows and all({"name", "value", "unit", "baseline", "ratio", "target", "passed"}
-                        <= set(r) for r in rows)
+    assert rows and all(
+        {"name", "value", "unit", "baseline", "ratio", "target", "passed"} <= set(r) for r in rows
+    )
     names = [r["name"] for r in rows]
     assert any("xxh64" in n for n in names) and any("bucketize" in n for n in names)
     table = bench.format_table(res)

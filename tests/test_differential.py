@@ -30,7 +30,7 @@ def _strings(rng: np.random.Generator, n: int) -> list[bytes]:
     lens[: len(BOUNDARY_LENGTHS)] = BOUNDARY_LENGTHS[:n]
     blob = rng.bytes(int(lens.sum()))
     offs = np.concatenate([[0], np.cumsum(lens)])
-    return [blob[offs[i]:offs[i + 1]] for i in range(n)]
+    return [blob[offs[i] : offs[i + 1]] for i in range(n)]
 
 
 @cache
@@ -47,31 +47,36 @@ def case(name: str):
         return make_call("xxh64", seed=(1 << 64) - 1), B.as_records(arr)
     if name == "xxh32/int32":
         return make_call("xxh32", seed=int(rng.integers(0, 1 << 32))), B.as_records(
-            rng.integers(-(1 << 31), 1 << 31, N, dtype=np.int64).astype(np.int32))
+            rng.integers(-(1 << 31), 1 << 31, N, dtype=np.int64).astype(np.int32)
+        )
     if name == "xxh64/int64-strided-2d":
         wide = rng.integers(-(1 << 63), (1 << 63) - 1, (N // 50, 100), dtype=np.int64)
         return make_call("xxh64", seed=7), B.as_records(wide[:, ::2].T)  # non-contiguous, 2-D
     if name == "fid/v1/list-of-str":
         return make_call("fid", slot=3, version=1, seed=1), B.as_records(
-            [s.decode("latin-1") + "é" for s in strs])
+            [s.decode("latin-1") + "é" for s in strs]
+        )
     if name == "xxh32/bytes":
         return make_call("xxh32", seed=0), B.as_records(strs)
     if name == "hash_bucket/mod/strings-chunked":
         half = N // 2
-        arr = pa.chunked_array([pa.array([s.hex() for s in strs[:half]], pa.string()),
-                                pa.array([s.hex() for s in strs[half:]], pa.string())])
-        return make_call("hash_bucket", num_buckets=int(rng.integers(1, 1 << 63)), seed=3), \
-            B.as_records(arr)
+        arr = pa.chunked_array(
+            [
+                pa.array([s.hex() for s in strs[:half]], pa.string()),
+                pa.array([s.hex() for s in strs[half:]], pa.string()),
+            ]
+        )
+        return make_call("hash_bucket", num_buckets=int(rng.integers(1, 1 << 63)), seed=3), B.as_records(arr)
     if name == "hash_bucket/mod/u64-small":
         return make_call("hash_bucket", num_buckets=7, seed=11), B.as_records(u64)
     if name == "hash_bucket/mod/2**63":
         return make_call("hash_bucket", num_buckets=1 << 63), B.as_records(u64.view(np.int64))
     if name == "hash_bucket/fastrange":
-        return make_call("hash_bucket", num_buckets=1_000_003, method="fastrange", seed=5), \
-            B.as_records(strs)
+        return make_call("hash_bucket", num_buckets=1_000_003, method="fastrange", seed=5), B.as_records(strs)
     if name == "fid/v1/uint32":
         return make_call("fid", slot=1023, version=1, seed=2), B.as_records(
-            rng.integers(0, 1 << 32, N, dtype=np.uint64).astype(np.uint32))
+            rng.integers(0, 1 << 32, N, dtype=np.uint64).astype(np.uint32)
+        )
     if name == "fid/v2/pair":
         recs = B.as_records(strs)
         off, data = recs.contiguous()
@@ -90,7 +95,7 @@ def case(name: str):
             x = rng.integers(info.min, info.max, N, dtype=dt, endpoint=True)
             x[:2] = [info.min, info.max]
             bnd = np.unique(rng.integers(info.min, info.max, 64, dtype=dt, endpoint=True))
-            x[2:2 + len(bnd)] = bnd
+            x[2 : 2 + len(bnd)] = bnd
         return make_call("bucketize", boundaries=bnd, dtype=dt, right=right), B.as_numbers(x)
     if name == "delta_varint_encode":
         lens = rng.integers(0, 9, N)
@@ -108,12 +113,26 @@ def case(name: str):
     raise KeyError(name)
 
 
-CASES = ["xxh64/u64", "xxh64/arrow-large-binary-sliced", "xxh64/int64-strided-2d", "xxh32/int32",
-         "xxh32/bytes", "fid/v1/list-of-str",
-         "hash_bucket/mod/strings-chunked", "hash_bucket/mod/u64-small", "hash_bucket/mod/2**63",
-         "hash_bucket/fastrange", "fid/v1/uint32", "fid/v2/pair", "bucketize/float32",
-         "bucketize/float64/left", "bucketize/int32", "bucketize/int64/left",
-         "delta_varint_encode", "delta_varint_decode"]
+CASES = [
+    "xxh64/u64",
+    "xxh64/arrow-large-binary-sliced",
+    "xxh64/int64-strided-2d",
+    "xxh32/int32",
+    "xxh32/bytes",
+    "fid/v1/list-of-str",
+    "hash_bucket/mod/strings-chunked",
+    "hash_bucket/mod/u64-small",
+    "hash_bucket/mod/2**63",
+    "hash_bucket/fastrange",
+    "fid/v1/uint32",
+    "fid/v2/pair",
+    "bucketize/float32",
+    "bucketize/float64/left",
+    "bucketize/int32",
+    "bucketize/int64/left",
+    "delta_varint_encode",
+    "delta_varint_decode",
+]
 
 
 def _runs_on(backend: str, name: str) -> bool:
@@ -133,7 +152,7 @@ def golden(name: str) -> list:
 def as_list(op: str, res) -> list:
     if isinstance(res, tuple):
         o, d = res
-        seg = [d[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+        seg = [d[o[i] : o[i + 1]] for i in range(len(o) - 1)]
         return [x.tobytes() if operator(op).result == "encoded" else x.tolist() for x in seg]
     return res.tolist()
 
@@ -149,10 +168,15 @@ def difference(backend: str, name: str, got: list, want: list) -> str | None:
     """None when ``got == want``, else the message naming the first differing record."""
     if got == want:
         return None
-    bad = next(i for i, (g, w) in enumerate(zip(got, want)) if g != w) if len(got) == len(want) \
+    bad = (
+        next(i for i, (g, w) in enumerate(zip(got, want)) if g != w)
+        if len(got) == len(want)
         else min(len(got), len(want))
-    return (f"{backend} differs from golden for {name} at record {bad}: "
-            f"{got[bad] if bad < len(got) else None!r} != {want[bad] if bad < len(want) else None!r}")
+    )
+    return (
+        f"{backend} differs from golden for {name} at record {bad}: "
+        f"{got[bad] if bad < len(got) else None!r} != {want[bad] if bad < len(want) else None!r}"
+    )
 
 
 @pytest.mark.xdist_group("differential")
@@ -176,9 +200,10 @@ def test_the_comparison_can_fail():
     want = list(golden("xxh64/u64"))
     assert difference("cpu", "xxh64/u64", got, want) is None
     k = 12345 % len(want)
-    bad = want[:k] + [want[k] ^ (1 << 17)] + want[k + 1:]
+    bad = want[:k] + [want[k] ^ (1 << 17)] + want[k + 1 :]
     assert difference("cpu", "xxh64/u64", got, bad) == (
-        f"cpu differs from golden for xxh64/u64 at record {k}: {got[k]!r} != {bad[k]!r}")
+        f"cpu differs from golden for xxh64/u64 at record {k}: {got[k]!r} != {bad[k]!r}"
+    )
     assert difference("cpu", "xxh64/u64", got[:-1], want) == (
-        f"cpu differs from golden for xxh64/u64 at record {len(want) - 1}: None != "
-        f"{want[-1]!r}")
+        f"cpu differs from golden for xxh64/u64 at record {len(want) - 1}: None != {want[-1]!r}"
+    )

@@ -56,8 +56,9 @@ def _example(line: int, text: str) -> Example:
         op = _called_op(tree)
         assert op in OPERATORS, f"docs/operators.md:{line}: not an operator call: {src}"
         return Example(line, src, op, m["exc"], m["msg"])
-    assert isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], ast.Eq), \
+    assert isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], ast.Eq), (
         f"docs/operators.md:{line}: an example is `call == expected` or `call  # raises E: msg`"
+    )
     op = _called_op(tree.left)
     assert op in OPERATORS, f"docs/operators.md:{line}: the left side is not an operator call"
     return Example(line, text, op)
@@ -87,6 +88,7 @@ ERRORS = tuple(e for e in examples() if e.exc is not None)
 # The golden reading: a batch as records, each through offload.golden
 # ---------------------------------------------------------------------------------------------
 
+
 def _as_bytes(v: Any) -> bytes:
     return v.encode("utf-8") if isinstance(v, str) else bytes(v)
 
@@ -95,14 +97,14 @@ def _records(values: Any) -> tuple[list[bytes], tuple[int, ...] | None]:
     """A hash operator's batch as byte records (and the result shape for numpy keys)."""
     if isinstance(values, np.ndarray) and values.dtype != object:
         width, signed = values.dtype.itemsize, values.dtype.kind == "i"
-        keys = values.reshape(-1).tolist()          # the values, whatever the byte order
+        keys = values.reshape(-1).tolist()  # the values, whatever the byte order
         return [int(v).to_bytes(width, "little", signed=signed) for v in keys], values.shape
     if isinstance(values, np.ndarray):
         return [_as_bytes(v) for v in values.reshape(-1).tolist()], None
     if isinstance(values, tuple):
         offsets, data = values
         blob = bytes(data)
-        return [blob[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)], None
+        return [blob[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)], None
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return [_as_bytes(v) for v in values.to_pylist()], None
     return [_as_bytes(v) for v in values], None
@@ -113,7 +115,7 @@ def _shaped(flat: list[Any], shape: tuple[int, ...] | None) -> list[Any]:
 
 
 def _param(v: Any) -> Any:
-    return int(v) if isinstance(v, np.integer) else v   # a numpy integer parameter is its value
+    return int(v) if isinstance(v, np.integer) else v  # a numpy integer parameter is its value
 
 
 def _golden_hash(fn: Callable[..., int]) -> Callable[..., list[Any]]:
@@ -121,6 +123,7 @@ def _golden_hash(fn: Callable[..., int]) -> Callable[..., list[Any]]:
         recs, shape = _records(values)
         a, k = [_param(v) for v in args], {n: _param(v) for n, v in kwargs.items()}
         return _shaped([fn(r, *a, **k) for r in recs], shape)
+
     return op
 
 
@@ -134,7 +137,7 @@ def _golden_bucketize(x: Any, boundaries: Any, right: bool = True) -> list[Any]:
 def _sequences(sequences: Any) -> list[list[int]]:
     if isinstance(sequences, tuple):
         vo, vals = (np.asarray(a).tolist() for a in sequences)
-        return [vals[vo[i]:vo[i + 1]] for i in range(len(vo) - 1)]
+        return [vals[vo[i] : vo[i + 1]] for i in range(len(vo) - 1)]
     if isinstance(sequences, (pa.Array, pa.ChunkedArray)):
         return sequences.to_pylist()
     return [[int(v) for v in s] for s in sequences]
@@ -147,14 +150,17 @@ def _golden_encode(sequences: Any) -> tuple[list[int], bytes]:
 
 def _golden_decode(offsets: Any, data: Any) -> tuple[list[int], list[int]]:
     o, blob = np.asarray(offsets).tolist(), bytes(data)
-    seqs = [golden.delta_varint_decode_seq(blob[o[i]:o[i + 1]], i, o[i]) for i in range(len(o) - 1)]
+    seqs = [golden.delta_varint_decode_seq(blob[o[i] : o[i + 1]], i, o[i]) for i in range(len(o) - 1)]
     return np.cumsum([0] + [len(s) for s in seqs]).tolist(), [v for s in seqs for v in s]
 
 
 GOLDEN: dict[str, Callable[..., Any]] = {
-    "xxh32": _golden_hash(golden.xxh32), "xxh64": _golden_hash(golden.xxh64),
-    "hash_bucket": _golden_hash(golden.hash_bucket), "fid": _golden_hash(golden.fid),
-    "bucketize": _golden_bucketize, "delta_varint_encode": _golden_encode,
+    "xxh32": _golden_hash(golden.xxh32),
+    "xxh64": _golden_hash(golden.xxh64),
+    "hash_bucket": _golden_hash(golden.hash_bucket),
+    "fid": _golden_hash(golden.fid),
+    "bucketize": _golden_bucketize,
+    "delta_varint_encode": _golden_encode,
     "delta_varint_decode": _golden_decode,
 }
 
@@ -162,6 +168,7 @@ GOLDEN: dict[str, Callable[..., Any]] = {
 # ---------------------------------------------------------------------------------------------
 # The public API's reading, on the CPU backend; its dtypes are the page's
 # ---------------------------------------------------------------------------------------------
+
 
 @cache
 def documented_dtypes() -> dict[str, list[np.dtype]]:
@@ -182,6 +189,7 @@ def _api(op: str) -> Callable[..., Any]:
         if op == "delta_varint_encode":
             return res[0].tolist(), res[1].tobytes()
         return tuple(a.tolist() for a in res) if isinstance(res, tuple) else res.tolist()
+
     return call
 
 
@@ -204,6 +212,7 @@ def sides(ex: Example, ops: dict[str, Callable[..., Any]]) -> tuple[Any, Any]:
 # Tests
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("ex", VALUES, ids=_ids(VALUES))
 def test_example_holds_for_the_golden_model(ex: Example) -> None:
     got, expected = sides(ex, GOLDEN)
@@ -220,15 +229,14 @@ def test_example_holds_for_the_public_api(ex: Example) -> None:
 def test_error_example_is_raised_by_the_public_api(ex: Example) -> None:
     assert ex.message is not None and ex.exc is not None
     exc = {"TypeError": TypeError, "ValueError": ValueError}[ex.exc]
-    pattern = (re.escape(ex.message[:-3]) if ex.message.endswith("...")
-               else re.escape(ex.message) + "$")
+    pattern = re.escape(ex.message[:-3]) if ex.message.endswith("...") else re.escape(ex.message) + "$"
     with pytest.raises(exc, match="^" + pattern):
         eval(ex.text, _namespace(API))
 
 
 def test_a_wrong_example_fails() -> None:
     """The checks are not vacuous: a value off by one fails on both readings."""
-    ex = next(e for e in VALUES if e.text.startswith("xxh64([b\"abc\"]) == [0x44BC2CF5AD770999]"))
+    ex = next(e for e in VALUES if e.text.startswith('xxh64([b"abc"]) == [0x44BC2CF5AD770999]'))
     wrong = Example(ex.line, ex.text.replace("0x44BC2CF5AD770999", "0x44BC2CF5AD77099A"), ex.op)
     for ops in (GOLDEN, API):
         got, expected = sides(wrong, ops)
@@ -256,15 +264,17 @@ def test_the_repository_refers_to_nothing_outside_itself() -> None:
         pytest.skip(reason="not a git checkout with git installed: the check reads tracked files")
     # The bracketed characters keep this file's own patterns from matching themselves.
     pattern = r"[.][.]/shared|shared[ ]folder|SPEC[.]md|/work[/]shared|(the|project's)[ ]brief\b"
-    out = subprocess.run(["git", "grep", "-nIE", pattern], cwd=ROOT, capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        ["git", "grep", "-nIE", pattern], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     assert out.returncode in (0, 1), out.stderr
     assert out.stdout == "", "references outside the repository:\n" + out.stdout
 
 
 def _is_commit(word: str) -> bool:
-    out = subprocess.run(["git", "cat-file", "-t", word], cwd=ROOT, capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(
+        ["git", "cat-file", "-t", word], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     return out.stdout.strip() == "commit"
 
 

@@ -55,8 +55,9 @@ class FakeTransport:
     link = "FIFO"
     where = "the fake device"
 
-    def __init__(self, fail: tuple[int, str] | None = None, max_words: int | None = None,
-                 engine: Any = None) -> None:
+    def __init__(
+        self, fail: tuple[int, str] | None = None, max_words: int | None = None, engine: Any = None
+    ) -> None:
         self.engine = engine or ReferenceEngineModel()
         self.fail = fail
         self.max_words = max_words
@@ -89,7 +90,7 @@ class FakeTransport:
             raise DeviceLost("fake", "the fake device vanished")
         words = chunk.job.words
         if self._failing(chunk, "early_tlast"):
-            words = words[:_prefix_words(chunk.job, VOUCHED)]
+            words = words[: _prefix_words(chunk.job, VOUCHED)]
         out, status, _, _ = self.engine.stream(words, chunk.job.out_words_max)
         assert status == 0
         return out[:-3] if self._failing(chunk, "no_trailer") else out
@@ -117,6 +118,7 @@ def run(transport: FakeTransport, call=XXH64, batch=KEYS, chunk=CHUNK):
 
 # -- the whole batch -------------------------------------------------------------------------------
 
+
 def test_chunks_in_order_equal_the_golden_model():
     t = FakeTransport()
     assert run(t).tolist() == EXPECTED
@@ -129,8 +131,12 @@ def test_chunk_k_plus_1_is_loaded_while_k_is_in_flight_and_started_after_it():
     run(t)
     for k in range(CHUNKS - 1):
         a, b = k * CHUNK, (k + 1) * CHUNK
-        assert t.log.index(("start", a)) < t.log.index(("load", b)) < t.log.index(("collect", a)) \
+        assert (
+            t.log.index(("start", a))
+            < t.log.index(("load", b))
+            < t.log.index(("collect", a))
             < t.log.index(("start", b))
+        )
 
 
 def test_an_empty_batch_moves_nothing():
@@ -141,15 +147,21 @@ def test_an_empty_batch_moves_nothing():
 
 def test_program_writes_the_parameters_in_order_then_the_table_then_start():
     t = FakeTransport()
-    call = make_call("bucketize", boundaries=np.array([1, 1 << 40], np.int64),
-                     dtype=np.dtype(np.int64))
+    call = make_call("bucketize", boundaries=np.array([1, 1 << 40], np.int64), dtype=np.dtype(np.int64))
     job = wire.encode_request(call, as_numbers(np.array([0, 5], np.int64)))
     program_engine(t.write, job)
     R = REGISTERS
-    assert t.writes == ([(R[name], job.regs.get(name, 0)) for name in PARAM_REGISTERS]
-                        + [(R["TABLE_ADDR"], 0), (R["TABLE_DATA_LO"], 1), (R["TABLE_DATA_HI"], 0),
-                           (R["TABLE_DATA_LO"], 0), (R["TABLE_DATA_HI"], 1 << 8),
-                           (R["CTRL"], CTRL_START)])
+    assert t.writes == (
+        [(R[name], job.regs.get(name, 0)) for name in PARAM_REGISTERS]
+        + [
+            (R["TABLE_ADDR"], 0),
+            (R["TABLE_DATA_LO"], 1),
+            (R["TABLE_DATA_HI"], 0),
+            (R["TABLE_DATA_LO"], 0),
+            (R["TABLE_DATA_HI"], 1 << 8),
+            (R["CTRL"], CTRL_START),
+        ]
+    )
 
 
 # -- a failure in chunk k: completed and partial exact ---------------------------------------------
@@ -157,9 +169,13 @@ def test_program_writes_the_parameters_in_order_then_the_table_then_start():
 # how -> (records of chunk k vouched for, cause, when the transport is aborted): a transfer that
 # did not finish is aborted; a chunk whose output is bad aborts the next one, already started;
 # a device that is gone is left alone
-FAILURES = {"timeout": (0, "timeout", "always"), "no_trailer": (0, "framing", "next started"),
-            "early_tlast": (VOUCHED, "trailer", "next started"),
-            "oserror": (0, "device_lost", "never"), "lost": (0, "device_lost", "never")}
+FAILURES = {
+    "timeout": (0, "timeout", "always"),
+    "no_trailer": (0, "framing", "next started"),
+    "early_tlast": (VOUCHED, "trailer", "next started"),
+    "oserror": (0, "device_lost", "never"),
+    "lost": (0, "device_lost", "never"),
+}
 
 
 @pytest.mark.parametrize("how", FAILURES)
@@ -174,11 +190,10 @@ def test_a_failure_in_chunk_k_keeps_the_chunks_before_it_and_what_k_vouched_for(
     assert e.cause == cause
     assert e.completed == k * CHUNK + vouched
     if e.completed:
-        assert np.asarray(e.partial).tolist() == EXPECTED[:e.completed]
+        assert np.asarray(e.partial).tolist() == EXPECTED[: e.completed]
     else:
         assert e.partial is None
-    assert (("abort", -1) in t.log) == (aborted == "always" or aborted == "next started"
-                                        and k < CHUNKS - 1)
+    assert (("abort", -1) in t.log) == (aborted == "always" or aborted == "next started" and k < CHUNKS - 1)
     assert (driver.lost is not None) == (cause == "device_lost")
 
 
@@ -212,23 +227,23 @@ def test_encoded_results_are_exact_across_chunks(k):
     e = ei.value
     assert e.completed == k * CHUNK + VOUCHED
     offs, data = e.partial
-    assert [data[offs[i]:offs[i + 1]].tobytes() for i in range(e.completed)] == want[:e.completed]
+    assert [data[offs[i] : offs[i + 1]].tobytes() for i in range(e.completed)] == want[: e.completed]
     offs, data = run(FakeTransport(), call=call, batch=seqs)
-    assert [data[offs[i]:offs[i + 1]].tobytes() for i in range(seqs.n)] == want
+    assert [data[offs[i] : offs[i + 1]].tobytes() for i in range(seqs.n)] == want
 
 
 def test_chunk_results_restate_a_chunk_error_for_the_batch():
     done = ChunkResults("xxh64")
     done.add(Chunk(0, 2, None), np.array([1, 2], np.uint64))  # type: ignore[arg-type]
     done.add(Chunk(2, 3, None), np.array([3], np.uint64))  # type: ignore[arg-type]
-    e = done.failure(BackendError("x", cause="trailer", completed=1,
-                                  partial=np.array([4], np.uint64)))
+    e = done.failure(BackendError("x", cause="trailer", completed=1, partial=np.array([4], np.uint64)))
     assert (str(e), e.cause, e.completed, e.partial.tolist()) == ("x", "trailer", 4, [1, 2, 3, 4])
     e = done.failure(BackendError("y", cause="framing", completed=7))  # no partial: vouches for none
     assert (e.completed, e.partial.tolist()) == (3, [1, 2, 3])
 
 
 # -- transfers longer than the transport carries ---------------------------------------------------
+
 
 def test_a_chunk_too_long_for_the_transport_is_halved():
     t = FakeTransport(max_words=5)  # 8 records need 9 output words: chunks of 4
@@ -239,14 +254,18 @@ def test_a_chunk_too_long_for_the_transport_is_halved():
 def test_a_record_too_long_for_the_transport_is_too_large():
     strings = as_records([b"a", b"b", b"c" * 64, b"d"])
     t = FakeTransport(max_words=8)  # the third record needs 9 words
-    with pytest.raises(BackendError, match=r"^fake: record 2 needs a transfer of 72 bytes, more "
-                                           r"than the FIFO's 64$") as ei:
+    with pytest.raises(
+        BackendError,
+        match=r"^fake: record 2 needs a transfer of 72 bytes, more "
+        r"than the FIFO's 64$",
+    ) as ei:
         run(t, batch=strings, chunk=4)
     assert (ei.value.cause, ei.value.completed) == ("too_large", 0)  # record 1's chunk was aborted
     assert ("abort", -1) in t.log
 
 
 # -- the engine's identity and capabilities --------------------------------------------------------
+
 
 class Regs(ReferenceEngineModel):
     """The reference engine with some read-only registers replaced."""
@@ -261,16 +280,27 @@ class Regs(ReferenceEngineModel):
 
 def test_info_reads_the_engine_registers():
     info = read_info(Regs(SEQ_MAX=77).read, "fake")
-    assert (info.caps.ops, info.caps.max_boundaries, info.ops_mask, info.seq_max, info.version) == \
-        (frozenset({"xxh32", "xxh64"}), 16, 0b110, 77, 0x00010001)
+    assert (info.caps.ops, info.caps.max_boundaries, info.ops_mask, info.seq_max, info.version) == (
+        frozenset({"xxh32", "xxh64"}),
+        16,
+        0b110,
+        77,
+        0x00010001,
+    )
     assert read_info(Regs(VERSION=0x00010000, SEQ_MAX=77).read, "fake").seq_max == DEFAULT_SEQ_MAX
 
 
-@pytest.mark.parametrize("regs,message", [
-    ({"ID": 0x1234}, rf"^fake: engine ID register reads 0x00001234, expected 0x{ENGINE_ID:08x}$"),
-    ({"VERSION": 0x00020000}, r"^fake: engine wire format 2\.0 is not compatible with the host's "
-                              r"1\.1$"),
-])
+@pytest.mark.parametrize(
+    "regs,message",
+    [
+        ({"ID": 0x1234}, rf"^fake: engine ID register reads 0x00001234, expected 0x{ENGINE_ID:08x}$"),
+        (
+            {"VERSION": 0x00020000},
+            r"^fake: engine wire format 2\.0 is not compatible with the host's "
+            r"1\.1$",
+        ),
+    ],
+)
 def test_a_foreign_engine_is_refused(regs, message):
     with pytest.raises(BackendError, match=message) as ei:
         read_info(Regs(**regs).read, "fake")
@@ -280,9 +310,14 @@ def test_a_foreign_engine_is_refused(regs, message):
 def test_supports_answers_from_the_engine():
     driver = EngineDriver(FakeTransport(engine=Regs(SEQ_MAX=4)), "fake")
     assert driver.supports(XXH64, KEYS) is None
-    assert driver.supports(make_call("fid", slot=1, version=1), KEYS) == \
-        "the engine is built without op 5 (fid(slot=1, version=1, seed=0))"
+    assert (
+        driver.supports(make_call("fid", slot=1, version=1), KEYS)
+        == "the engine is built without op 5 (fid(slot=1, version=1, seed=0))"
+    )
     seqs = as_sequences([np.arange(5, dtype=np.int64)])
-    assert EngineDriver(FakeTransport(engine=Regs(SEQ_MAX=4, OPS=1 << 9)), "fake").supports(
-        make_call("delta_varint_encode"), seqs) == \
-        "a sequence has 5 values, the engine encodes at most 4"
+    assert (
+        EngineDriver(FakeTransport(engine=Regs(SEQ_MAX=4, OPS=1 << 9)), "fake").supports(
+            make_call("delta_varint_encode"), seqs
+        )
+        == "a sequence has 5 values, the engine encodes at most 4"
+    )

@@ -31,14 +31,21 @@ VERIFY = ("off", "sample", "full")
 
 def _sim(kind: str) -> offload.Backend:
     from offload.host.sim_backend import SimBackend
+
     return SimBackend(faults=[Fault(kind, at_record=AT)], chunk_records=CHUNK, stall_cycles=2000)
 
 
 def _fpga(kind: str) -> offload.Backend:
     pytest.importorskip("pynq", reason="pynq is not installed (pip install 'offload[fpga]')")
     from offload.host.fpga import FpgaBackend
-    return FpgaBackend(device="sim", engine="reference", faults=[Fault(kind, at_record=AT)],
-                       chunk_records=CHUNK, timeout_s=0.5)
+
+    return FpgaBackend(
+        device="sim",
+        engine="reference",
+        faults=[Fault(kind, at_record=AT)],
+        chunk_records=CHUNK,
+        timeout_s=0.5,
+    )
 
 
 def _check_complete(rt: offload.Runtime, out: np.ndarray, device: str, verify: str) -> None:
@@ -67,8 +74,9 @@ def _check_strict(rt: offload.Runtime, e: BackendError, device: str, verify: str
     st = rt.stats()
     (fb,) = st["fallbacks"]
     assert (fb["from"], fb["to"], fb["at_record"]) == (device, None, k)
-    assert st["verified_records"] == (k if verify == "full" else min(k, rt.sample_size)
-                                      if verify == "sample" else 0)
+    assert st["verified_records"] == (
+        k if verify == "full" else min(k, rt.sample_size) if verify == "sample" else 0
+    )
 
 
 @pytest.mark.xdist_group("verilator")
@@ -122,9 +130,9 @@ class _background:
 def killed_service() -> Iterator[tuple[offload.Backend, Callable[[], None]]]:
     from offload.host.smartnic import SmartNicBackend
     from offload.host.smartnic.testing import ServerProcess
+
     with ServerProcess("--debug-delay-ms", "150", backend="cpu") as srv:
-        be = SmartNicBackend(srv.address, chunk_bytes=8 * CHUNK, window=1, retries=0,
-                             backoff=0.01)
+        be = SmartNicBackend(srv.address, chunk_bytes=8 * CHUNK, window=1, retries=0, backoff=0.01)
         assert be.availability().ok
 
         def kill_after_first_chunk() -> None:
@@ -139,8 +147,9 @@ def killed_service() -> Iterator[tuple[offload.Backend, Callable[[], None]]]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "strict"])
 @pytest.mark.parametrize("verify", VERIFY)
-def test_smartnic_service_killed_mid_batch(killed_service: tuple[offload.Backend, Callable[[], None]],
-                                           verify: str, fallback: bool) -> None:
+def test_smartnic_service_killed_mid_batch(
+    killed_service: tuple[offload.Backend, Callable[[], None]], verify: str, fallback: bool
+) -> None:
     be, kill = killed_service
     rt = offload.Runtime(backends=[be, "cpu"], verify=verify, fallback=fallback, rng_seed=1)
     try:

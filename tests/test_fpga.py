@@ -34,8 +34,9 @@ def runtime(*, faults=None, fallback=True, verify="off", chunk=CHUNK, timeout_s=
     opts = {"engine": engine, "chunk_records": chunk, "timeout_s": timeout_s}
     if faults:
         opts["faults"] = faults
-    return offload.Runtime(backends=["fpga", "cpu"], fpga="sim", fallback=fallback, verify=verify,
-                           options={"fpga": opts})
+    return offload.Runtime(
+        backends=["fpga", "cpu"], fpga="sim", fallback=fallback, verify=verify, options={"fpga": opts}
+    )
 
 
 @pytest.fixture
@@ -57,19 +58,32 @@ def ran_on_fpga_only(r):
 
 KEYS64 = (np.arange(37, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(0xFFFF0000)
 KEYS32 = np.array([0, 1, 0xFFFFFFFF, 0x80000000, 12345, 7, 99, 2**31 - 1, 3, 4, 5], np.uint32)
-STRINGS = [b"", b"a", b"abc", b"0123456789abcdef" * 3, b"x" * 33, "h\u00e9llo".encode(), bytes(range(256)),
-           b"\x00" * 7, b"tail"] * 2
+STRINGS = [
+    b"",
+    b"a",
+    b"abc",
+    b"0123456789abcdef" * 3,
+    b"x" * 33,
+    "h\u00e9llo".encode(),
+    bytes(range(256)),
+    b"\x00" * 7,
+    b"tail",
+] * 2
 
 
 # -- every operator, bit-exact ------------------------------------------------------------------
 
-@pytest.mark.parametrize("values", [KEYS64, KEYS32, KEYS64.view(np.int64).reshape(37, 1), STRINGS],
-                         ids=["u64", "u32", "i64-2d", "var"])
+
+@pytest.mark.parametrize(
+    "values",
+    [KEYS64, KEYS32, KEYS64.view(np.int64).reshape(37, 1), STRINGS],
+    ids=["u64", "u32", "i64-2d", "var"],
+)
 @pytest.mark.parametrize("seed", [0, 0xFFFFFFFF])
 def test_xxh32_xxh64(rt, values, seed):
     b = as_records(values)
     got32 = rt.xxh32(values, seed=seed)
-    assert got32.dtype == np.uint32 and got32.shape == np.asarray(values).shape[:got32.ndim]
+    assert got32.dtype == np.uint32 and got32.shape == np.asarray(values).shape[: got32.ndim]
     assert got32.ravel().tolist() == golden(make_call("xxh32", seed=seed), b)
     ran_on_fpga_only(rt)
     seed64 = seed | (0xDEADBEEF << 32)
@@ -123,14 +137,17 @@ def test_bucketize_full_table(rt):
 
 
 def test_delta_varint_encode_and_decode(rt):
-    seqs = [np.array([1, 2, 300, -5, 2**62, -2**63, 2**63 - 1], np.int64), np.zeros(0, np.int64),
-            np.arange(20, dtype=np.int64) * -1000] * 4
+    seqs = [
+        np.array([1, 2, 300, -5, 2**62, -(2**63), 2**63 - 1], np.int64),
+        np.zeros(0, np.int64),
+        np.arange(20, dtype=np.int64) * -1000,
+    ] * 4
     offs, data = rt.delta_varint_encode(seqs)
     ran_on_fpga_only(rt)
     call = make_call("delta_varint_encode")
     b = as_sequences(seqs)
     for i in range(b.n):
-        assert data[offs[i]:offs[i + 1]].tobytes() == golden_result(call, b.record(i))
+        assert data[offs[i] : offs[i + 1]].tobytes() == golden_result(call, b.record(i))
     vo, vals = rt.delta_varint_decode(offs, data)  # a host operator: runs on the CPU backend
     assert rt.stats()["last_call"]["segments"] == [("cpu", 0, len(seqs))]
     assert np.array_equal(vals, np.concatenate(seqs))
@@ -157,8 +174,11 @@ def test_capabilities_come_from_the_engine_registers():
     assert r.stats()["last_call"]["segments"] == [("fpga", 0, 10)]
     assert r.bucketize(x, [1, 2, 3, 4, 5]).tolist() == np.digitize(x, [1, 2, 3, 4, 5]).tolist()
     assert r.stats()["last_call"]["segments"] == [("cpu", 0, 10)]
-    with pytest.raises(BackendUnavailable, match=r"backend 'fpga' cannot run bucketize: fpga holds "
-                                                 r"at most 4 boundaries, the call has 5"):
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"backend 'fpga' cannot run bucketize: fpga holds "
+        r"at most 4 boundaries, the call has 5",
+    ):
         r.bucketize(x, [1, 2, 3, 4, 5], backend="fpga")
     r.delta_varint_encode([x])
     assert r.stats()["last_call"]["segments"] == [("cpu", 0, 1)]
@@ -193,17 +213,22 @@ def test_sequences_longer_than_the_engines_seq_max_go_to_the_cpu():
     off, data = r.delta_varint_encode(seqs)
     assert r.stats()["last_call"]["segments"] == [("cpu", 0, 2)]
     assert data.tobytes() == b"".join(golden(make_call("delta_varint_encode"), as_sequences(seqs)))
-    with pytest.raises(BackendUnavailable, match=r"^backend 'fpga' cannot run delta_varint_encode: "
-                                                 r"a sequence has 5 values, the engine encodes at "
-                                                 r"most 4$"):
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"^backend 'fpga' cannot run delta_varint_encode: "
+        r"a sequence has 5 values, the engine encodes at "
+        r"most 4$",
+    ):
         r.delta_varint_encode(seqs, backend="fpga")
     r.close()
 
 
 # -- the PYNQ stack really is in the loop ---------------------------------------------------------
 
+
 def test_driver_uses_pynq_overlay_dma_and_buffers(rt):
     from pynq.lib.dma import DMA
+
     rt.xxh64(KEYS64)
     be = rt.backend("fpga")
     assert isinstance(be.device, pynq_device.SimulatedPynqDevice)
@@ -212,7 +237,9 @@ def test_driver_uses_pynq_overlay_dma_and_buffers(rt):
     assert be.overlay.ip_dict["offload"]["type"] == "offload.dev:user:offload_axi:1.0"
     assert be.overlay.ip_dict["offload"]["phys_addr"] == pynq_device.ENGINE_BASE
     assert be.overlay.offload.register_map.ID.ID == 0x0FF10AD0
-    assert all(isinstance(b, pynq.buffer.PynqBuffer) for p in be._transport.pairs if p for b in (p.inb, p.outb))
+    assert all(
+        isinstance(b, pynq.buffer.PynqBuffer) for p in be._transport.pairs if p for b in (p.inb, p.outb)
+    )
     assert pynq.Device.active_device is be.device
 
 
@@ -251,12 +278,15 @@ EXPECTED = golden(make_call("xxh64", seed=3), as_records(KEYS))
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind,cause,fpga_upto", [
-    ("stall", "timeout", 16),          # chunks 0 and 1 done, chunk 2 (records 16..23) never ends
-    ("short_result", "framing", 16),   # the trailer of chunk 2 is lost
-    ("drop_tlast", "trailer", 24),     # MISSING_TLAST: chunk 2's results are complete and kept
-    ("disappear", "device_lost", 16),
-])
+@pytest.mark.parametrize(
+    "kind,cause,fpga_upto",
+    [
+        ("stall", "timeout", 16),  # chunks 0 and 1 done, chunk 2 (records 16..23) never ends
+        ("short_result", "framing", 16),  # the trailer of chunk 2 is lost
+        ("drop_tlast", "trailer", 24),  # MISSING_TLAST: chunk 2's results are complete and kept
+        ("disappear", "device_lost", 16),
+    ],
+)
 def test_fault_falls_back_complete_and_in_order(kind, cause, fpga_upto):
     r = runtime(faults=[Fault(kind, at_record=20)], timeout_s=0.5)
     got = r.xxh64(KEYS, seed=3)
@@ -277,22 +307,41 @@ def test_fault_falls_back_complete_and_in_order(kind, cause, fpga_upto):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind,message", [
-    ("stall", r"fpga: DMA transfer of records 16\.\.23 timed out after 0\.5 s \(MM2S busy, S2MM "
-              r"busy, engine STATUS 0x1 DONE_COUNT 0\); DMA and engine reset"),
-    ("short_result", r"engine output does not end with a trailer"),
-    ("drop_tlast", r"engine reported an error for xxh64\(.*\) after 8 of 8 records "
-                   r"\(flags MISSING_TLAST\)"),
-    ("disappear", r"fpga: simulated PYNQ-Z2 lost: \[Errno 19\] simulated PYNQ device lost "
-                  r"\(fault 'disappear'\)"),
-])
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        (
+            "stall",
+            r"fpga: DMA transfer of records 16\.\.23 timed out after 0\.5 s \(MM2S busy, S2MM "
+            r"busy, engine STATUS 0x1 DONE_COUNT 0\); DMA and engine reset",
+        ),
+        ("short_result", r"engine output does not end with a trailer"),
+        (
+            "drop_tlast",
+            r"engine reported an error for xxh64\(.*\) after 8 of 8 records "
+            r"\(flags MISSING_TLAST\)",
+        ),
+        (
+            "disappear",
+            r"fpga: simulated PYNQ-Z2 lost: \[Errno 19\] simulated PYNQ device lost "
+            r"\(fault 'disappear'\)",
+        ),
+    ],
+)
 def test_fault_without_fallback_raises_documented_error(kind, message):
     r = runtime(faults=[Fault(kind, at_record=20)], fallback=False, timeout_s=0.5)
     with pytest.raises(BackendError, match=message) as ei:
         r.xxh64(KEYS, seed=3)
     e = ei.value
-    assert e.cause == {"stall": "timeout", "short_result": "framing", "drop_tlast": "trailer",
-                       "disappear": "device_lost"}[kind]
+    assert (
+        e.cause
+        == {
+            "stall": "timeout",
+            "short_result": "framing",
+            "drop_tlast": "trailer",
+            "disappear": "device_lost",
+        }[kind]
+    )
     k = e.completed
     assert k in (16, 24)
     assert np.asarray(e.partial).tolist() == EXPECTED[:k]
@@ -302,8 +351,10 @@ def test_fault_without_fallback_raises_documented_error(kind, message):
 @pytest.mark.timeout(60)
 def test_flipped_bit_is_caught_by_full_verification():
     r = runtime(faults=[Fault("flip_bit", at_record=21, bit=7)], verify="full")
-    with pytest.raises(BitExactError, match=re.escape("fpga result differs from the golden model "
-                                                      "for xxh64(seed=3) at index 21")) as ei:
+    with pytest.raises(
+        BitExactError,
+        match=re.escape("fpga result differs from the golden model for xxh64(seed=3) at index 21"),
+    ) as ei:
         r.xxh64(KEYS, seed=3)
     assert ei.value.got ^ ei.value.expected == 1 << 7
     assert r.stats()["mismatches"][0]["index"] == 21
@@ -320,6 +371,7 @@ def test_flipped_bit_goes_unseen_without_verification():
 
 # -- availability ------------------------------------------------------------------------------
 
+
 def test_no_board_is_unavailable_with_a_reason(monkeypatch):
     monkeypatch.delenv("OFFLOAD_FPGA", raising=False)
     monkeypatch.delenv("PYNQ_REMOTE_DEVICES", raising=False)
@@ -331,8 +383,9 @@ def test_no_board_is_unavailable_with_a_reason(monkeypatch):
         r.xxh64(KEYS, backend="fpga")
     assert r.xxh64(KEYS, seed=3).tolist() == EXPECTED  # auto: never the simulated device
     assert r.stats()["last_call"]["segments"] == [("cpu", 0, N)]
-    assert not any(isinstance(d, pynq_device.SimulatedPynqDevice)
-                   for d in [pynq.Device.__dict__.get("_active_device")])
+    assert not any(
+        isinstance(d, pynq_device.SimulatedPynqDevice) for d in [pynq.Device.__dict__.get("_active_device")]
+    )
 
 
 def test_offload_fpga_sim_selects_the_simulated_device(monkeypatch):
@@ -352,10 +405,13 @@ def test_board_without_bitstream_says_what_is_missing(monkeypatch, tmp_path):
     av = be.availability()
     assert not av.ok and av.reason == (
         f"bitstream {tmp_path / 'offload_engine.bit'} not found: build it with Vivado "
-        "(rtl/package_ip.tcl), or pass options={'fpga': {'bitfile': ...}}")
+        "(rtl/package_ip.tcl), or pass options={'fpga': {'bitfile': ...}}"
+    )
     (tmp_path / "offload_engine.bit").write_bytes(b"")
-    assert be.availability().reason == \
-        f"{tmp_path / 'offload_engine.hwh'} not found: PYNQ needs the .hwh beside the .bit"
+    assert (
+        be.availability().reason
+        == f"{tmp_path / 'offload_engine.hwh'} not found: PYNQ needs the .hwh beside the .bit"
+    )
 
 
 def test_bad_options_are_rejected():

@@ -26,6 +26,7 @@ def _skip_reason() -> str | None:
     from pathlib import Path
 
     import offload.rtl
+
     rtl = Path(offload.rtl.__file__).resolve().parent
     if not (rtl / "offload_axi.v").exists():
         return "rtl/offload_axi.v does not exist yet (the engine's Verilog is not exported)"
@@ -68,10 +69,14 @@ STRINGS = [b"", b"a", b"abcd", b"0123456789abcdef" * 3, b"x" * 33, bytes(range(2
 def test_hash_ops_bit_exact(rt):
     for values in (KEYS, KEYS.astype(np.uint32), STRINGS):
         b = as_records(values)
-        for op, kw in [("xxh32", {"seed": 7}), ("xxh64", {"seed": 2**64 - 1}),
-                       ("hash_bucket", {"num_buckets": 1000, "method": "mod"}),
-                       ("hash_bucket", {"num_buckets": 2**63, "method": "fastrange"}),
-                       ("fid", {"slot": 1023, "version": 1}), ("fid", {"slot": 32767, "version": 2})]:
+        for op, kw in [
+            ("xxh32", {"seed": 7}),
+            ("xxh64", {"seed": 2**64 - 1}),
+            ("hash_bucket", {"num_buckets": 1000, "method": "mod"}),
+            ("hash_bucket", {"num_buckets": 2**63, "method": "fastrange"}),
+            ("fid", {"slot": 1023, "version": 1}),
+            ("fid", {"slot": 32767, "version": 2}),
+        ]:
             got = getattr(rt, op)(values, **kw)
             assert got.tolist() == golden(make_call(op, **kw), b), (op, kw)
             only_fpga(rt)
@@ -84,12 +89,12 @@ def test_bucketize_and_varint_bit_exact(rt):
         call = make_call("bucketize", boundaries=[-1.0, 0.0, 2.0], dtype=x.dtype, right=right)
         assert rt.bucketize(x, [-1.0, 0.0, 2.0], right=right).tolist() == golden(call, as_numbers(x))
         only_fpga(rt)
-    seqs = [np.array([1, 300, -5, 2**62, -2**63], np.int64), np.zeros(0, np.int64)] * 10
+    seqs = [np.array([1, 300, -5, 2**62, -(2**63)], np.int64), np.zeros(0, np.int64)] * 10
     offs, data = rt.delta_varint_encode(seqs)
     only_fpga(rt)
     call = make_call("delta_varint_encode")
     b = as_sequences(seqs)
-    assert [data[offs[i]:offs[i + 1]].tobytes() for i in range(b.n)] == golden(call, b)
+    assert [data[offs[i] : offs[i + 1]].tobytes() for i in range(b.n)] == golden(call, b)
 
 
 @pytest.mark.timeout(300)

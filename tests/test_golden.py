@@ -124,8 +124,7 @@ def test_xxh64_sanity_vectors(n: int, seed: int, expected: int) -> None:
     assert golden.xxh64(data, seed) == expected
 
 
-@pytest.mark.parametrize("n", [0, 1, 4, 8, 14, 15, 16, 17, 31, 32, 33, 222, 1024, 2048,
-                               SANITY_BUFFER_SIZE])
+@pytest.mark.parametrize("n", [0, 1, 4, 8, 14, 15, 16, 17, 31, 32, 33, 222, 1024, 2048, SANITY_BUFFER_SIZE])
 @pytest.mark.parametrize("seed", [0, SANITY_PRIME32, SANITY_PRIME64])
 def test_sanity_buffer_prefixes(n: int, seed: int) -> None:
     data = SANITY[:n]
@@ -136,6 +135,7 @@ def test_sanity_buffer_prefixes(n: int, seed: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # Derived operators
 # ---------------------------------------------------------------------------------------------
+
 
 def test_hash_bucket_and_fid_definitions() -> None:
     for n in (0, 1, 8, 40):
@@ -165,12 +165,12 @@ def test_bucketize_vs_searchsorted(dtype: type, right: bool) -> None:
     is_float = np.dtype(dtype).kind == "f"
     for nb in (0, 1, 2, 5, 64):
         if is_float:
-            pool = np.concatenate([[-np.inf, 0.0, np.inf, 1.0, -1.0],
-                                   np.round(rng.standard_normal(80) * 4, 1)]).astype(dtype)
+            pool = np.concatenate(
+                [[-np.inf, 0.0, np.inf, 1.0, -1.0], np.round(rng.standard_normal(80) * 4, 1)]
+            ).astype(dtype)
         else:
             info = np.iinfo(dtype)
-            pool = np.concatenate([[info.min, info.max, 0, 1, -1],
-                                   rng.integers(-20, 20, 80)]).astype(dtype)
+            pool = np.concatenate([[info.min, info.max, 0, 1, -1], rng.integers(-20, 20, 80)]).astype(dtype)
         uniq = np.unique(pool)
         bnd = uniq[:0] if nb == 0 else np.sort(rng.choice(uniq, min(nb, len(uniq)), False))
         if is_float:
@@ -200,6 +200,7 @@ def test_bucketize_nan_negative_zero_boundaries() -> None:
 # delta_varint vs an independent reference
 # ---------------------------------------------------------------------------------------------
 
+
 def ref_zigzag(d: int) -> int:
     """Zigzag by its arithmetic definition (0, -1, 1, -2, 2 ... -> 0, 1, 2, 3, 4 ...)."""
     return 2 * d if d >= 0 else -2 * d - 1
@@ -219,7 +220,7 @@ def ref_leb128(z: int) -> bytes:
     """LEB128 from the binary string: 7-bit groups, low group first, 0x80 on all but the last."""
     bits = format(z, "b")
     bits = "0" * (-len(bits) % 7) + bits
-    groups = [bits[i:i + 7] for i in range(0, len(bits), 7)][::-1]
+    groups = [bits[i : i + 7] for i in range(0, len(bits), 7)][::-1]
     return bytes(int(("1" if k < len(groups) - 1 else "0") + g, 2) for k, g in enumerate(groups))
 
 
@@ -246,8 +247,18 @@ def ref_decode(data: bytes) -> list[int]:
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 EDGE_SEQS = [
-    [], [0], [1], [-1], [INT64_MAX], [INT64_MIN], [INT64_MAX, INT64_MIN], [INT64_MIN, INT64_MAX],
-    [0, INT64_MIN, 0], [63, 64, -64, -65], [8191, 8192, -8192, -8193], list(range(-300, 300, 7)),
+    [],
+    [0],
+    [1],
+    [-1],
+    [INT64_MAX],
+    [INT64_MIN],
+    [INT64_MAX, INT64_MIN],
+    [INT64_MIN, INT64_MAX],
+    [0, INT64_MIN, 0],
+    [63, 64, -64, -65],
+    [8191, 8192, -8192, -8193],
+    list(range(-300, 300, 7)),
 ]
 
 
@@ -283,16 +294,18 @@ def _msg(seq: int, off: int, what: str) -> str:
     return "^" + re.escape(f"malformed varint in sequence {seq} at byte offset {off}: {what}") + "$"
 
 
-@pytest.mark.parametrize("data,seq,base,off,what", [
-    (b"\x80", 0, 0, 0, "cut off at the end of the sequence"),
-    (b"\x02\x80\x80", 4, 100, 101, "cut off at the end of the sequence"),
-    (b"\xff" * 9, 0, 0, 0, "cut off at the end of the sequence"),
-    (b"\x80" * 10 + b"\x00", 2, 0, 0, "longer than 10 bytes"),
-    (b"\x00" + b"\xff" * 11, 1, 7, 8, "longer than 10 bytes"),
-    (b"\xff" * 9 + b"\x02", 0, 0, 0, "10th byte is 0x02, above 0x01 (value exceeds 64 bits)"),
-    (b"\x04" + b"\x80" * 9 + b"\x7f", 3, 50, 51,
-     "10th byte is 0x7f, above 0x01 (value exceeds 64 bits)"),
-])
+@pytest.mark.parametrize(
+    "data,seq,base,off,what",
+    [
+        (b"\x80", 0, 0, 0, "cut off at the end of the sequence"),
+        (b"\x02\x80\x80", 4, 100, 101, "cut off at the end of the sequence"),
+        (b"\xff" * 9, 0, 0, 0, "cut off at the end of the sequence"),
+        (b"\x80" * 10 + b"\x00", 2, 0, 0, "longer than 10 bytes"),
+        (b"\x00" + b"\xff" * 11, 1, 7, 8, "longer than 10 bytes"),
+        (b"\xff" * 9 + b"\x02", 0, 0, 0, "10th byte is 0x02, above 0x01 (value exceeds 64 bits)"),
+        (b"\x04" + b"\x80" * 9 + b"\x7f", 3, 50, 51, "10th byte is 0x7f, above 0x01 (value exceeds 64 bits)"),
+    ],
+)
 def test_delta_varint_decode_errors(data: bytes, seq: int, base: int, off: int, what: str) -> None:
     with pytest.raises(ValueError, match=_msg(seq, off, what)):
         golden.delta_varint_decode_seq(data, seq, base)

@@ -28,9 +28,16 @@ def _record_beats(rec: bytes):
     n = (len(rec) + 7) // 8
     if n == 0:
         return [dict(data=0, first=1, last=1, empty=1, length=0)]
-    return [dict(data=int.from_bytes(rec[8 * i:8 * i + 8].ljust(8, b"\0"), "little"),
-                 first=int(i == 0), last=int(i == n - 1), empty=0, length=len(rec))
-            for i in range(n)]
+    return [
+        dict(
+            data=int.from_bytes(rec[8 * i : 8 * i + 8].ljust(8, b"\0"), "little"),
+            first=int(i == 0),
+            last=int(i == n - 1),
+            empty=0,
+            length=len(rec),
+        )
+        for i in range(n)
+    ]
 
 
 def _with_gaps(beats, rng, gap_prob):
@@ -63,6 +70,7 @@ def _records(rng, lengths):
 
 # ------------------------------------------------------------------------------ xxhash
 
+
 @pytest.mark.parametrize("seed", [0, 0x9E3779B185EBCA87])
 def test_xxh64_core_boundary_lengths(seed):
     recs = _records(random.Random(seed & 0xFFFF), BOUNDARY_LENGTHS)
@@ -83,7 +91,8 @@ def test_xxh_cores_idle_gaps_random_order():
     seed = rng.getrandbits(64)
     assert sim_xxh64(recs, seed, gap_prob=0.3, rng=rng) == [golden.xxh64(r, seed) for r in recs]
     assert sim_xxh32(recs, seed & 0xFFFFFFFF, gap_prob=0.3, rng=rng) == [
-        golden.xxh32(r, seed & 0xFFFFFFFF) for r in recs]
+        golden.xxh32(r, seed & 0xFFFFFFFF) for r in recs
+    ]
 
 
 @pytest.mark.parametrize("multipliers", ["lut", "behavioural"])
@@ -97,8 +106,7 @@ def test_xxh64_core_shared_rounds_back_to_back(multipliers):
     recs = _records(rng, lengths)
     seed = rng.getrandbits(64)
     beats = [b for r in recs for b in _record_beats(r)]
-    res, _ = run_flow(XXH64Core(multipliers=multipliers), beats, len(recs),
-                      params={"seed": seed})
+    res, _ = run_flow(XXH64Core(multipliers=multipliers), beats, len(recs), params={"seed": seed})
     assert res == [golden.xxh64(r, seed) for r in recs]
 
 
@@ -121,7 +129,7 @@ def test_fixed_cores_one_key_per_cycle(key_bytes):
     seed64, seed32 = rng.getrandbits(64), rng.getrandbits(32)
     res, when = run_flow(XXH64Fixed(key_bytes), keys, len(keys), params={"seed": seed64})
     assert res == [golden.xxh64(k.to_bytes(key_bytes, "little"), seed64) for k in keys]
-    assert when == list(range(when[0], when[0] + len(keys)))          # one result per cycle
+    assert when == list(range(when[0], when[0] + len(keys)))  # one result per cycle
     res, _ = run_flow(XXH32Fixed(key_bytes), keys, len(keys), params={"seed": seed32})
     assert res == [golden.xxh32(k.to_bytes(key_bytes, "little"), seed32) for k in keys]
 
@@ -162,7 +170,7 @@ def test_mod_and_fastrange(n):
 def test_mod_bits_per_stage_option():
     n = 0xFFFF_FFFF_FFFF_FFC5
     assert sim_mod(HASHES, n, 2) == [h % n for h in HASHES]
-    assert (ModPipe(1).latency, ModPipe(2).latency) == (65, 33)   # the knob buys latency
+    assert (ModPipe(1).latency, ModPipe(2).latency) == (65, 33)  # the knob buys latency
 
 
 def test_hash_bucket_composed():
@@ -185,9 +193,11 @@ def test_fid_core(version, slot):
 # Divisors at the edges of the radix-2**b stages: the smallest, powers of two and their
 # neighbours (quotient digits all 0 or all 2**b - 1), around 2**63 (the top bit of n, where
 # R - k*n needs the extra bits) and 2**64 - 1; plus random full-width and short ones.
-MOD_NS = ([1, 2, 3, 5, 15, 16, 17, 1 << 32, (1 << 63) - 1, 1 << 63, (1 << 63) + 1, M64 - 1, M64]
-          + [random.Random(6).getrandbits(64) for _ in range(3)]
-          + [random.Random(7).getrandbits(k) | 1 << (k - 1) for k in (7, 33, 50)])
+MOD_NS = (
+    [1, 2, 3, 5, 15, 16, 17, 1 << 32, (1 << 63) - 1, 1 << 63, (1 << 63) + 1, M64 - 1, M64]
+    + [random.Random(6).getrandbits(64) for _ in range(3)]
+    + [random.Random(7).getrandbits(k) | 1 << (k - 1) for k in (7, 33, 50)]
+)
 EDGE_HASHES = HASHES + [2, 3, M64 - 1, (1 << 63) + 1, 1 << 32, (1 << 32) - 1]
 
 
@@ -207,16 +217,18 @@ def test_reciprocal_model_is_barrett_exact():
     correction suffices for every divisor shape (all 64 bit lengths, powers of two and their
     neighbours, random) on values at and around multiples of ``n``."""
     rng = random.Random(12)
-    ns = ([1 << k for k in range(64)] + [(1 << k) + 1 for k in range(64)]
-          + [(1 << k) - 1 for k in range(2, 65)] + [rng.getrandbits(rng.randint(1, 64)) | 1
-                                                     for _ in range(400)])
+    ns = (
+        [1 << k for k in range(64)]
+        + [(1 << k) + 1 for k in range(64)]
+        + [(1 << k) - 1 for k in range(2, 65)]
+        + [rng.getrandbits(rng.randint(1, 64)) | 1 for _ in range(400)]
+    )
     for n in ns:
         m, s = reciprocal(n)
         assert n << s >> 63 == 1 and n << s < 1 << 64
         assert m == ((1 << (127 - s)) - 1) // n < 1 << 64
         xs = [0, 1, M64, M64 - 1, rng.getrandbits(64)]
-        xs += [v for k in (1, 2, rng.getrandbits(20)) for d in (-1, 0, 1)
-               if 0 <= (v := n * k + d) <= M64]
+        xs += [v for k in (1, 2, rng.getrandbits(20)) for d in (-1, 0, 1) if 0 <= (v := n * k + d) <= M64]
         assert [mod_by_reciprocal(x, n) for x in xs] == [x % n for x in xs], n
     with pytest.raises(ValueError, match=r"^n must be between 1 and 2\*\*64 - 1, not 0$"):
         reciprocal(0)
@@ -262,12 +274,16 @@ def test_fastrange_edge_values():
         assert sim_fastrange(EDGE_HASHES, n) == [golden.fastrange64(h, n) for h in EDGE_HASHES], n
 
 
-@pytest.mark.parametrize("make,params", [
-    (lambda: ModPipe(1), {"num_buckets": 7}), (lambda: ModPipe(2), {"num_buckets": 7}),
-    (ModReciprocal, {"num_buckets": 7}),
-    (FastRange, {"num_buckets": 7}),
-    (FidCore, {"slot": 3, "version": 2}),
-])
+@pytest.mark.parametrize(
+    "make,params",
+    [
+        (lambda: ModPipe(1), {"num_buckets": 7}),
+        (lambda: ModPipe(2), {"num_buckets": 7}),
+        (ModReciprocal, {"num_buckets": 7}),
+        (FastRange, {"num_buckets": 7}),
+        (FidCore, {"slot": 3, "version": 2}),
+    ],
+)
 def test_postproc_latency_attribute_is_exact(make, params):
     """The engine sizes its credit from ``.latency``: a value entering at cycle t leaves at
     t + latency, one per cycle, idle cycles preserved."""
@@ -283,17 +299,19 @@ def test_postproc_latency_attribute_is_exact(make, params):
 
 # ------------------------------------------------------------------------------ bucketize
 
+
 def _f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
 ENC = {
-    0: lambda v: v & M64, 1: lambda v: v & M64,
+    0: lambda v: v & M64,
+    1: lambda v: v & M64,
     2: lambda v: struct.unpack("<I", struct.pack("<f", v))[0],
     3: lambda v: struct.unpack("<Q", struct.pack("<d", v))[0],
 }
 XENC = dict(ENC)
-XENC[0] = lambda v: v & 0xFFFF_FFFF                      # FIXED4: the low 4 bytes
+XENC[0] = lambda v: v & 0xFFFF_FFFF  # FIXED4: the low 4 bytes
 
 
 def sim_bucketize(xs, boundaries, dtype, right=True, table_depth=16, dut=None, monitor=None):
@@ -307,9 +325,14 @@ def sim_bucketize(xs, boundaries, dtype, right=True, table_depth=16, dut=None, m
             await ctx.tick()
         ctx.set(dut.table_we, 0)
 
-    return run_flow(dut, [XENC[dtype](x) for x in xs], len(xs), pre=load, monitor=monitor,
-                    params={"dtype": dtype, "right": int(right),
-                            "num_boundaries": len(boundaries)})[0]
+    return run_flow(
+        dut,
+        [XENC[dtype](x) for x in xs],
+        len(xs),
+        pre=load,
+        monitor=monitor,
+        params={"dtype": dtype, "right": int(right), "num_boundaries": len(boundaries)},
+    )[0]
 
 
 FLOATS = [-math.inf, -1e30, -2.5, -1.0, -0.0, 0.0, 1e-30, 0.5, 1.0, 2.5, 1e30, math.inf]
@@ -327,7 +350,7 @@ def test_bucketize(dtype, right):
         conv = _f32 if dtype == 2 else float
         bounds = sorted({conv(x) for x in (-1e30, -2.5, -0.0, 1.0, 2.5, math.inf)})
         if rng.random() < 2:
-            bounds[bounds.index(0.0)] = -0.0                   # -0.0 boundary equals 0.0
+            bounds[bounds.index(0.0)] = -0.0  # -0.0 boundary equals 0.0
         xs = [conv(x) for x in FLOATS] + [math.nan, -math.nan, conv(0.75)]
     assert sim_bucketize(xs, bounds, dtype, right) == [golden.bucketize(x, bounds, right) for x in xs]
 
@@ -337,8 +360,7 @@ def test_bucketize_table_sizes(depth, n):
     bounds = list(range(-3 * n, 0, 3))[:n]
     xs = list(range(-3 * n - 2, 3))
     for right in (True, False):
-        assert sim_bucketize(xs, bounds, 1, right, depth) == [
-            golden.bucketize(x, bounds, right) for x in xs]
+        assert sim_bucketize(xs, bounds, 1, right, depth) == [golden.bucketize(x, bounds, right) for x in xs]
 
 
 @pytest.mark.parametrize("depth", [4, 256])
@@ -353,26 +375,31 @@ def test_bucketize_deep_tables(depth, dtype):
             xs = bounds + [b + 1 for b in bounds] + [b - 1 for b in bounds] + [-(1 << 63), M64 >> 1]
         else:
             bounds = sorted({rng.uniform(-1e6, 1e6) for _ in range(n)})
-            xs = bounds + [math.nextafter(b, math.inf) for b in bounds] + [-math.inf, math.inf,
-                                                                          math.nan, -0.0, 0.0]
+            xs = (
+                bounds
+                + [math.nextafter(b, math.inf) for b in bounds]
+                + [-math.inf, math.inf, math.nan, -0.0, 0.0]
+            )
         xs = rng.sample(xs, min(len(xs), 40))
         for right in (True, False):
             assert sim_bucketize(xs, bounds, dtype, right, depth) == [
-                golden.bucketize(x, bounds, right) for x in xs], (n, right)
+                golden.bucketize(x, bounds, right) for x in xs
+            ], (n, right)
 
 
 @pytest.mark.parametrize("dtype", [2, 3])
 def test_bucketize_signed_zero_boundaries(dtype):
     """A -0.0 or +0.0 boundary against x = ±0.0 and the values right next to zero (the
     hardware places ±0.0 x keys by ``right`` instead of mapping -0.0 boundaries)."""
-    tiny = 1e-45 if dtype == 2 else 5e-324                 # the smallest subnormals
+    tiny = 1e-45 if dtype == 2 else 5e-324  # the smallest subnormals
     conv = _f32 if dtype == 2 else float
     xs = [conv(x) for x in (-0.0, 0.0, -tiny, tiny, -1.0, 1.0, -math.inf, math.inf)] + [math.nan]
     for zero in (-0.0, 0.0):
         for bounds in ([zero], [conv(-tiny), zero, conv(tiny)], [-1.0, zero, 1.0]):
             for right in (True, False):
                 assert sim_bucketize(xs, bounds, dtype, right) == [
-                    golden.bucketize(x, bounds, right) for x in xs], (bounds, right)
+                    golden.bucketize(x, bounds, right) for x in xs
+                ], (bounds, right)
 
 
 def test_bucketize_latency_attribute_is_exact():
@@ -387,13 +414,15 @@ def test_bucketize_latency_attribute_is_exact():
             await ctx.tick()
         ctx.set(dut.table_we, 0)
 
-    res, when = run_flow(dut, [0, 6, None, 10], 3, pre=load, settle=3,
-                         params={"dtype": 1, "right": 1, "num_boundaries": 3})
+    res, when = run_flow(
+        dut, [0, 6, None, 10], 3, pre=load, settle=3, params={"dtype": 1, "right": 1, "num_boundaries": 3}
+    )
     assert res == [0, 2, 3]
     assert when == [len(bounds) + 3 + 1 + dut.latency + i for i in (0, 1, 3)]
 
 
 # ------------------------------------------------------------------------------ delta varint
+
 
 def sim_delta_encode(seqs, valid_prob=1.0, rng=None):
     beats = []
@@ -402,9 +431,15 @@ def sim_delta_encode(seqs, valid_prob=1.0, rng=None):
             beats.append(dict(data=0, first=1, last=1, empty=1))
         for i, v in enumerate(s):
             beats.append(dict(data=v & M64, first=int(i == 0), last=int(i == len(s) - 1), empty=0))
-    res, stats = run_handshake(DeltaVarintEncoder(), beats, 1 << 30, valid_prob=valid_prob,
-                               rng=rng or random.Random(0), timeout=300,
-                               done=lambda r: sum(int(x.header) for x in r) == len(seqs))
+    res, stats = run_handshake(
+        DeltaVarintEncoder(),
+        beats,
+        1 << 30,
+        valid_prob=valid_prob,
+        rng=rng or random.Random(0),
+        timeout=300,
+        done=lambda r: sum(int(x.header) for x in r) == len(seqs),
+    )
     out, cur = [], b""
     for r in res:
         if r.header:
@@ -419,16 +454,23 @@ def sim_delta_encode(seqs, valid_prob=1.0, rng=None):
 
 def test_delta_varint_encoder():
     rng = random.Random(21)
-    seqs = [[], [0], [1, 2, 3], [-1], [(1 << 63) - 1, -(1 << 63), 5, -(1 << 63)],
-            [rng.randrange(-(1 << 63), 1 << 63) for _ in range(9)],
-            [rng.randrange(-300, 300) for _ in range(25)], [7] * 33]
+    seqs = [
+        [],
+        [0],
+        [1, 2, 3],
+        [-1],
+        [(1 << 63) - 1, -(1 << 63), 5, -(1 << 63)],
+        [rng.randrange(-(1 << 63), 1 << 63) for _ in range(9)],
+        [rng.randrange(-300, 300) for _ in range(25)],
+        [7] * 33,
+    ]
     for vp in (1.0, 0.6):
         out, _ = sim_delta_encode(seqs, vp, rng)
         assert out == [golden.delta_varint_encode_seq(s) for s in seqs]
 
 
 def test_delta_varint_small_values_one_per_cycle():
-    seq = list(range(0, 2000, 37))                       # deltas of 1 byte
+    seq = list(range(0, 2000, 37))  # deltas of 1 byte
     out, stats = sim_delta_encode([seq])
     assert out == [golden.delta_varint_encode_seq(seq)]
     assert stats["accepted"] == len(seq) and stats["cycles"] - len(seq) <= 8
@@ -436,13 +478,21 @@ def test_delta_varint_small_values_one_per_cycle():
 
 # ------------------------------------------------------------------------------ parameters
 
-@pytest.mark.parametrize("cls,kw,msg", [
-    (Bucketize, dict(table_depth=3), "table_depth must be a power of two between 1 and 4096, not 3"),
-    (Bucketize, dict(table_depth=8192), "table_depth must be a power of two between 1 and 4096, not 8192"),
-    (ModPipe, dict(bits_per_stage=3), r"bits_per_stage must be one of 1, 2, not 3"),
-    (XXH64Fixed, dict(key_bytes=2), r"key_bytes must be one of 4, 8, not 2"),
-    (XXH32Fixed, dict(key_bytes=16), r"key_bytes must be one of 4, 8, not 16"),
-])
+
+@pytest.mark.parametrize(
+    "cls,kw,msg",
+    [
+        (Bucketize, dict(table_depth=3), "table_depth must be a power of two between 1 and 4096, not 3"),
+        (
+            Bucketize,
+            dict(table_depth=8192),
+            "table_depth must be a power of two between 1 and 4096, not 8192",
+        ),
+        (ModPipe, dict(bits_per_stage=3), r"bits_per_stage must be one of 1, 2, not 3"),
+        (XXH64Fixed, dict(key_bytes=2), r"key_bytes must be one of 4, 8, not 2"),
+        (XXH32Fixed, dict(key_bytes=16), r"key_bytes must be one of 4, 8, not 16"),
+    ],
+)
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_core_parameter_validation(cls, kw, msg):
     with pytest.raises(ValueError, match="^" + msg.replace("(", r"\(") + "$"):
@@ -450,6 +500,7 @@ def test_core_parameter_validation(cls, kw, msg):
 
 
 # ------------------------------------------------------------------------------ mutation
+
 
 def test_equation_check_can_fail(monkeypatch):
     """A corrupted golden (a prime off by one) or a flipped expected bit breaks the equations:

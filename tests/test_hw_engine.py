@@ -37,8 +37,7 @@ def _recs(rng, lengths):
 
 
 def _regs(op, fmt, count, seed=0, **kw):
-    return dict(OP=op, FORMAT=fmt, COUNT=count, SEED_LO=seed & 0xFFFF_FFFF, SEED_HI=seed >> 32,
-                **kw)
+    return dict(OP=op, FORMAT=fmt, COUNT=count, SEED_LO=seed & 0xFFFF_FFFF, SEED_HI=seed >> 32, **kw)
 
 
 def hash_op_batches(keys, recs, seed):
@@ -55,8 +54,9 @@ def hash_op_batches(keys, recs, seed):
     }
     batches, expect = [], []
     for op, f in funcs.items():
-        extra = dict(NUM_BUCKETS_LO=nb & 0xFFFF_FFFF, NUM_BUCKETS_HI=nb >> 32,
-                     SLOT=1000 if op == 5 else 30000)
+        extra = dict(
+            NUM_BUCKETS_LO=nb & 0xFFFF_FFFF, NUM_BUCKETS_HI=nb >> 32, SLOT=1000 if op == 5 else 30000
+        )
         for fmt in (0, 1, 2):
             if fmt == 2:
                 data, words = recs, pack_var(recs)
@@ -79,8 +79,10 @@ def test_mod_batches_back_to_back_with_new_num_buckets(modulo):
     keys = [rng.getrandbits(64) for _ in range(6)] + [0, M64]
     data = [k.to_bytes(8, "little") for k in keys]
     nbs = [1, 1 << 63, 0xFFFF_FFFF_FFFF_FFC5 >> 1, 97, 97]
-    batches = [Batch(_regs(3, 0, len(keys), 7, NUM_BUCKETS_LO=nb & 0xFFFF_FFFF,
-                           NUM_BUCKETS_HI=nb >> 32), keys) for nb in nbs]
+    batches = [
+        Batch(_regs(3, 0, len(keys), 7, NUM_BUCKETS_LO=nb & 0xFFFF_FFFF, NUM_BUCKETS_HI=nb >> 32), keys)
+        for nb in nbs
+    ]
     eng = OffloadEngine(table_depth=16, fifo_depth=512, seq_max=64, modulo=modulo)
     for nb, res in zip(nbs, run_batches(batches, engine=eng)):
         _check_trailer(res, len(keys))
@@ -109,22 +111,40 @@ def _f64(x):
 
 def test_bucketize_all_dtypes():
     nan = float("nan")
-    cases = {   # dtype: (format, boundaries, xs, encoder of a boundary, encoder of x)
-        0: (1, [-5, 0, 7, 2**31 - 1], [-2**31, -5, -1, 0, 3, 7, 2**31 - 1],
-            lambda v: v & M64, lambda v: v & 0xFFFF_FFFF),
-        1: (0, [-2**63, -1, 10**18], [-2**63, -2, -1, 0, 10**18, 2**63 - 1],
-            lambda v: v & M64, lambda v: v & M64),
-        2: (1, [-1.5, -0.0, 2.0, float("inf")], [-float("inf"), -1.5, 0.0, -0.0, 1.0, 2.0,
-                                                  float("inf"), nan], _f32, _f32),
-        3: (0, [-1e300, 0.0, 1e-300], [-float("inf"), -1e300, -0.0, 0.0, 1e-300, 5.0, nan],
-            _f64, _f64),
+    cases = {  # dtype: (format, boundaries, xs, encoder of a boundary, encoder of x)
+        0: (
+            1,
+            [-5, 0, 7, 2**31 - 1],
+            [-(2**31), -5, -1, 0, 3, 7, 2**31 - 1],
+            lambda v: v & M64,
+            lambda v: v & 0xFFFF_FFFF,
+        ),
+        1: (
+            0,
+            [-(2**63), -1, 10**18],
+            [-(2**63), -2, -1, 0, 10**18, 2**63 - 1],
+            lambda v: v & M64,
+            lambda v: v & M64,
+        ),
+        2: (
+            1,
+            [-1.5, -0.0, 2.0, float("inf")],
+            [-float("inf"), -1.5, 0.0, -0.0, 1.0, 2.0, float("inf"), nan],
+            _f32,
+            _f32,
+        ),
+        3: (0, [-1e300, 0.0, 1e-300], [-float("inf"), -1e300, -0.0, 0.0, 1e-300, 5.0, nan], _f64, _f64),
     }
     batches, expect = [], []
     for dtype, (fmt, bounds, xs, benc, xenc) in cases.items():
         for op, right in ((7, True), (8, False)):
-            batches.append(Batch(dict(OP=op, FORMAT=fmt, DTYPE=dtype, COUNT=len(xs),
-                                      NUM_BOUNDARIES=len(bounds)),
-                                 [xenc(x) for x in xs], table=[benc(b) for b in bounds]))
+            batches.append(
+                Batch(
+                    dict(OP=op, FORMAT=fmt, DTYPE=dtype, COUNT=len(xs), NUM_BOUNDARIES=len(bounds)),
+                    [xenc(x) for x in xs],
+                    table=[benc(b) for b in bounds],
+                )
+            )
             expect.append([golden.bucketize(x, bounds, right) for x in xs])
     results = run_batches(batches, engine=_small_engine(), ready_prob=0.6)
     for res, exp in zip(results, expect):
@@ -134,12 +154,18 @@ def test_bucketize_all_dtypes():
 
 def test_delta_varint_encode():
     rng = random.Random(3)
-    seqs = [[], [5], [1, 2, 3], [2**63 - 1, -2**63, 0],
-            [rng.randrange(-2**63, 2**63) for _ in range(10)],
-            [rng.randrange(-1000, 1000) for _ in range(40)], []]
+    seqs = [
+        [],
+        [5],
+        [1, 2, 3],
+        [2**63 - 1, -(2**63), 0],
+        [rng.randrange(-(2**63), 2**63) for _ in range(10)],
+        [rng.randrange(-1000, 1000) for _ in range(40)],
+        [],
+    ]
     batches = [Batch(dict(OP=9, FORMAT=3, COUNT=len(seqs)), pack_seq(seqs))]
     for vp, rp in ((1.0, 1.0), (0.7, 0.5)):
-        res, = run_batches(batches, engine=_small_engine(), valid_prob=vp, ready_prob=rp, seed=4)
+        (res,) = run_batches(batches, engine=_small_engine(), valid_prob=vp, ready_prob=rp, seed=4)
         out, rest = unpack_seq_output(res.out, len(seqs))
         assert out == [golden.delta_varint_encode_seq(s) for s in seqs]
         assert len(rest) == 1
@@ -151,6 +177,7 @@ def test_registers_readback():
     from amaranth.sim import Simulator
 
     from offload.hw.enginesim import axil_read, axil_write
+
     got = {}
 
     async def tb(ctx):
@@ -163,9 +190,18 @@ def test_registers_readback():
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
-    assert got == {0x00: ENGINE_ID, 0x04: ENGINE_VERSION, 0x0C: 0, 0x10: 0, 0x14: 0xABCDEF12,
-                   0x2C: 0x12345678, 0x4C: 256 | (1 << 16) | (8 << 24), 0x58: 0x3FE,
-                   0x5C: 1024, 0xFC: 0}
+    assert got == {
+        0x00: ENGINE_ID,
+        0x04: ENGINE_VERSION,
+        0x0C: 0,
+        0x10: 0,
+        0x14: 0xABCDEF12,
+        0x2C: 0x12345678,
+        0x4C: 256 | (1 << 16) | (8 << 24),
+        0x58: 0x3FE,
+        0x5C: 1024,
+        0xFC: 0,
+    }
 
 
 def test_malformed_framing_never_hangs():
@@ -209,7 +245,7 @@ def test_malformed_framing_never_hangs():
     assert R[2].out[:-1] == [h(b"abc")] and trailer_fields(R[2].out[-1]) == (1, e["BAD_HEADER"], MAGIC)
     for r in R[3:8]:
         assert r.out == [r.out[-1]] and trailer_fields(r.out[-1]) == (0, e["BAD_PARAM"], MAGIC)
-        assert r.accepted > 0                         # the words were discarded, not stalled
+        assert r.accepted > 0  # the words were discarded, not stalled
     assert R[8].out[:-1] == [h(k8(k)) for k in keys[:2]]
     assert trailer_fields(R[8].out[-1]) == (2, e["BAD_TKEEP"], MAGIC)
     assert R[9].out == [] and R[9].regs["ERR"] & e["EXTRA_DATA"] and R[9].accepted == 3
@@ -227,8 +263,11 @@ def test_malformed_framing_never_hangs():
 
 def test_soft_reset_aborts_and_recovers():
     keys = list(range(10))
-    R = run_batches([Batch(_regs(2, 0, 10), keys, soft_reset_after=4),
-                     Batch(_regs(2, 0, 3), keys[:3])], engine=_small_engine(), timeout=300)
+    R = run_batches(
+        [Batch(_regs(2, 0, 10), keys, soft_reset_after=4), Batch(_regs(2, 0, 3), keys[:3])],
+        engine=_small_engine(),
+        timeout=300,
+    )
     assert R[1].out[:-1] == [golden.xxh64(k.to_bytes(8, "little")) for k in keys[:3]]
     _check_trailer(R[1], 3)
 
@@ -246,7 +285,7 @@ def test_throughput_one_beat_per_cycle(op, fmt):
         words = [rng.getrandbits(64 if fmt == 0 else 32) for _ in range(300)]
         n = len(words)
     regs = _regs(op, fmt, n, NUM_BUCKETS_LO=1000, NUM_BUCKETS_HI=0, DTYPE=1, NUM_BOUNDARIES=0)
-    res, = run_batches([Batch(regs, words)], engine=OffloadEngine())
+    (res,) = run_batches([Batch(regs, words)], engine=OffloadEngine())
     _check_trailer(res, n)
     rate = res.accepted / res.in_cycles
     assert rate >= 0.95, rate
@@ -269,7 +308,7 @@ def test_s_axis_tready_is_a_register():
 
     async def tb(ctx):
         rng = random.Random(5)
-        for name, value in _regs(9, 3, 1000).items():       # SEQ: the header checks matter
+        for name, value in _regs(9, 3, 1000).items():  # SEQ: the header checks matter
             await axil_write(ctx, dut, REG[name], value)
         await axil_write(ctx, dut, REG["CTRL"], 1)
         words = [w for _ in range(1000) for w in (1, (1 << 63) | rng.getrandbits(62))]
@@ -312,7 +351,7 @@ def _slack(lanes=1, mod_bits=1, table_depth=256):
     from offload.hw.xxhash import XXH32Core, XXH64Core
 
     def lat(core):
-        core._MustUse__silence = True             # built only to read its latency
+        core._MustUse__silence = True  # built only to read its latency
         return core.latency
 
     mod = ModReciprocal() if mod_bits is None else ModPipe(mod_bits)
@@ -324,7 +363,7 @@ def _slack(lanes=1, mod_bits=1, table_depth=256):
 
 
 def _seq_limit(fifo_depth, lanes=1):
-    credit_lag = max(lanes, 2)            # the registered credit's margin (OffloadEngine.CREDIT_LAG)
+    credit_lag = max(lanes, 2)  # the registered credit's margin (OffloadEngine.CREDIT_LAG)
     return (fifo_depth - _slack(lanes) - credit_lag - lanes - 1) * 8 // 10
 
 
@@ -335,22 +374,33 @@ def _min_fifo(lanes):
     return d
 
 
-@pytest.mark.parametrize("kw,msg", [
-    (dict(table_depth=3), "table_depth must be a power of two between 1 and 4096, not 3"),
-    (dict(fifo_depth=1000), "fifo_depth must be a power of two between 256 and 65536, not 1000"),
-    (dict(fifo_depth=1024, seq_max=2000),
-     f"seq_max must be between 1 and {_seq_limit(1024)} for fifo_depth 1024, not 2000"),
-    (dict(fifo_depth=2048, seq_max=2000, lanes=4),
-     f"seq_max must be between 1 and {_seq_limit(2048, 4)} for fifo_depth 2048, not 2000"),
-    (dict(fifo_depth=256, lanes=4),
-     f"fifo_depth must be a power of two between {_min_fifo(4)} and 65536, not 256"),
-    (dict(lanes=3), "lanes must be one of 1, 2, 4, not 3"),
-    (dict(lanes=True), "lanes must be one of 1, 2, 4, not True"),
-    (dict(mod_bits_per_stage=8), "mod_bits_per_stage must be one of 1, 2, not 8"),
-    (dict(modulo="barrett"), "modulo must be one of 'reciprocal', 'restoring', not 'barrett'"),
-    (dict(modulo="reciprocal", mod_bits_per_stage=2),
-     "mod_bits_per_stage applies to modulo='restoring' only, not to modulo='reciprocal'"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(table_depth=3), "table_depth must be a power of two between 1 and 4096, not 3"),
+        (dict(fifo_depth=1000), "fifo_depth must be a power of two between 256 and 65536, not 1000"),
+        (
+            dict(fifo_depth=1024, seq_max=2000),
+            f"seq_max must be between 1 and {_seq_limit(1024)} for fifo_depth 1024, not 2000",
+        ),
+        (
+            dict(fifo_depth=2048, seq_max=2000, lanes=4),
+            f"seq_max must be between 1 and {_seq_limit(2048, 4)} for fifo_depth 2048, not 2000",
+        ),
+        (
+            dict(fifo_depth=256, lanes=4),
+            f"fifo_depth must be a power of two between {_min_fifo(4)} and 65536, not 256",
+        ),
+        (dict(lanes=3), "lanes must be one of 1, 2, 4, not 3"),
+        (dict(lanes=True), "lanes must be one of 1, 2, 4, not True"),
+        (dict(mod_bits_per_stage=8), "mod_bits_per_stage must be one of 1, 2, not 8"),
+        (dict(modulo="barrett"), "modulo must be one of 'reciprocal', 'restoring', not 'barrett'"),
+        (
+            dict(modulo="reciprocal", mod_bits_per_stage=2),
+            "mod_bits_per_stage applies to modulo='restoring' only, not to modulo='reciprocal'",
+        ),
+    ],
+)
 def test_engine_parameter_validation(kw, msg):
     with pytest.raises(ValueError, match="^" + msg + "$"):
         OffloadEngine(**kw)
@@ -360,17 +410,20 @@ def test_engine_slack_follows_core_latencies():
     """SLACK is derived from the instantiated cores (not a constant), per lane."""
     for lanes in (1, 2, 4):
         for mb in (None, 1, 2):
-            eng = (OffloadEngine(lanes=lanes, modulo="reciprocal") if mb is None else
-                   OffloadEngine(lanes=lanes, mod_bits_per_stage=mb))
-            eng._MustUse__silence = True              # not elaborated here
+            eng = (
+                OffloadEngine(lanes=lanes, modulo="reciprocal")
+                if mb is None
+                else OffloadEngine(lanes=lanes, mod_bits_per_stage=mb)
+            )
+            eng._MustUse__silence = True  # not elaborated here
             assert eng.SLACK == _slack(lanes, mb)
-    assert _min_fifo(4) > 256                         # the 4-lane reserve needs a deeper FIFO
+    assert _min_fifo(4) > 256  # the 4-lane reserve needs a deeper FIFO
 
 
 def test_engine_equation_can_fail():
     """Mutation: the same check with one flipped expected bit fails."""
     keys = [1, 2, 3]
-    res, = run_batches([Batch(_regs(2, 0, 3), keys)], engine=_small_engine())
+    (res,) = run_batches([Batch(_regs(2, 0, 3), keys)], engine=_small_engine())
     exp = [golden.xxh64(k.to_bytes(8, "little")) for k in keys]
     assert res.out[:-1] == exp
     exp[1] ^= 1 << 17

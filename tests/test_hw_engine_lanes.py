@@ -38,15 +38,13 @@ def _engine(lanes: int) -> OffloadEngine:
     depth = 256
     while True:
         try:
-            return OffloadEngine(table_depth=TABLE_DEPTH, fifo_depth=depth, seq_max=SEQ_MAX,
-                                 lanes=lanes)
+            return OffloadEngine(table_depth=TABLE_DEPTH, fifo_depth=depth, seq_max=SEQ_MAX, lanes=lanes)
         except ValueError:
             depth *= 2
 
 
 def _regs(op, fmt, count, seed=0, **kw):
-    return dict(OP=op, FORMAT=fmt, COUNT=count, SEED_LO=seed & 0xFFFF_FFFF, SEED_HI=seed >> 32,
-                **kw)
+    return dict(OP=op, FORMAT=fmt, COUNT=count, SEED_LO=seed & 0xFFFF_FFFF, SEED_HI=seed >> 32, **kw)
 
 
 def _f32(x):
@@ -69,9 +67,10 @@ def _stream_words(b: Batch, lanes: int) -> list[int]:
 def _reference(b: Batch, lanes: int):
     table = np.zeros(TABLE_DEPTH, np.uint64)
     if b.table:
-        table[:len(b.table)] = b.table
-    out, err = reference_engine(b.regs, table, np.array(_stream_words(b, lanes), np.uint64),
-                                table_depth=TABLE_DEPTH, seq_max=SEQ_MAX)
+        table[: len(b.table)] = b.table
+    out, err = reference_engine(
+        b.regs, table, np.array(_stream_words(b, lanes), np.uint64), table_depth=TABLE_DEPTH, seq_max=SEQ_MAX
+    )
     return [int(x) for x in out], int(err)
 
 
@@ -79,10 +78,10 @@ def _check_packing(res, lanes: int) -> None:
     """N words per beat; the trailer last, alone with tlast; the words after it zero, tkeep clear."""
     assert res.beats and res.beats[-1][2] == 1 and sum(last for _, _, last in res.beats) == 1
     full = (1 << (8 * lanes)) - 1
-    for data, keep, _ in res.beats[:-1]:
+    for _, keep, _ in res.beats[:-1]:
         assert keep == full
     data, keep, _ = res.beats[-1]
-    n = (len(res.out) - 1) % lanes + 1                # words in the last beat (trailer included)
+    n = (len(res.out) - 1) % lanes + 1  # words in the last beat (trailer included)
     assert keep == (1 << (8 * n)) - 1
     assert data >> (64 * n) == 0
 
@@ -108,32 +107,48 @@ def _hash_batches(lanes: int, rng: random.Random) -> dict[str, Batch]:
             i += 1
             keys = [rng.getrandbits(64 if fmt == 0 else 32) for _ in range(n)]
             out[f"op{op}_fmt{fmt}_n{n}"] = Batch(_regs(op, fmt, n, SEED, SLOT=slot, **extra), keys)
-    for n in [0] + counts:                            # the count sweep on xxh64/FIXED8
+    for n in [0] + counts:  # the count sweep on xxh64/FIXED8
         keys = [rng.getrandbits(64) for _ in range(n)] + ([0, M64] if n == 23 else [])
         out[f"count_{n}"] = Batch(_regs(2, 0, len(keys), SEED), keys)
     return out
 
 
-BUCKETIZE_CASES = {   # dtype: (format, boundaries, xs, encoder of a boundary, encoder of x)
-    0: (1, [-5, 0, 7, 2**31 - 1], [-2**31, -5, -1, 0, 3, 7, 2**31 - 1],
-        lambda v: v & M64, lambda v: v & 0xFFFF_FFFF),
-    1: (0, [-2**63, -1, 10**18], [-2**63, -2, -1, 0, 10**18, 2**63 - 1],
-        lambda v: v & M64, lambda v: v & M64),
-    2: (1, [-1.5, -0.0, 2.0, float("inf")], [-float("inf"), -1.5, 0.0, -0.0, 1.0, 2.0,
-                                              float("inf"), float("nan"), 3.0], _f32, _f32),
-    3: (0, [-1e300, 0.0, 1e-300], [-float("inf"), -1e300, -0.0, 0.0, 1e-300, 5.0,
-                                   float("nan")], _f64, _f64),
+BUCKETIZE_CASES = {  # dtype: (format, boundaries, xs, encoder of a boundary, encoder of x)
+    0: (
+        1,
+        [-5, 0, 7, 2**31 - 1],
+        [-(2**31), -5, -1, 0, 3, 7, 2**31 - 1],
+        lambda v: v & M64,
+        lambda v: v & 0xFFFF_FFFF,
+    ),
+    1: (
+        0,
+        [-(2**63), -1, 10**18],
+        [-(2**63), -2, -1, 0, 10**18, 2**63 - 1],
+        lambda v: v & M64,
+        lambda v: v & M64,
+    ),
+    2: (
+        1,
+        [-1.5, -0.0, 2.0, float("inf")],
+        [-float("inf"), -1.5, 0.0, -0.0, 1.0, 2.0, float("inf"), float("nan"), 3.0],
+        _f32,
+        _f32,
+    ),
+    3: (0, [-1e300, 0.0, 1e-300], [-float("inf"), -1e300, -0.0, 0.0, 1e-300, 5.0, float("nan")], _f64, _f64),
 }
 
 
 def _bucketize_batches() -> tuple[dict[str, Batch], dict[str, list[int]]]:
     out, exp = {}, {}
     for dtype, (fmt, bounds, xs, benc, xenc) in BUCKETIZE_CASES.items():
-        for op, right in ((7, True), (8, False))[dtype % 2:][:1]:   # each dtype, both OPs
+        for op, right in ((7, True), (8, False))[dtype % 2 :][:1]:  # each dtype, both OPs
             name = f"bz_dtype{dtype}_op{op}"
-            out[name] = Batch(dict(OP=op, FORMAT=fmt, DTYPE=dtype, COUNT=len(xs),
-                                   NUM_BOUNDARIES=len(bounds)),
-                              [xenc(x) for x in xs], table=[benc(b) for b in bounds])
+            out[name] = Batch(
+                dict(OP=op, FORMAT=fmt, DTYPE=dtype, COUNT=len(xs), NUM_BOUNDARIES=len(bounds)),
+                [xenc(x) for x in xs],
+                table=[benc(b) for b in bounds],
+            )
             exp[name] = [golden.bucketize(x, bounds, right) for x in xs]
     return out, exp
 
@@ -142,19 +157,22 @@ def _framed_batches(lanes: int) -> dict[str, Batch]:
     """VAR and SEQ batches, also with short (partial, tkeep-trimmed) beats mid-batch."""
     rng = random.Random(7)
     recs = [bytes(rng.randrange(256) for _ in range(n)) for n in (0, 1, 7, 8, 9, 31, 32, 33, 70, 3)]
-    seqs = [[], [5], [1, 2, 3], [2**63 - 1, -2**63, 0],
-            [rng.randrange(-2**63, 2**63) for _ in range(9)],
-            [rng.randrange(-1000, 1000) for _ in range(20)], []]
+    seqs = [
+        [],
+        [5],
+        [1, 2, 3],
+        [2**63 - 1, -(2**63), 0],
+        [rng.randrange(-(2**63), 2**63) for _ in range(9)],
+        [rng.randrange(-1000, 1000) for _ in range(20)],
+        [],
+    ]
     var_words, seq_words = pack_var(recs), pack_seq(seqs)
     out = {
         "var_xxh64": Batch(_regs(2, 2, len(recs), SEED), var_words),
-        "var_xxh32_gaps": Batch(_regs(1, 2, len(recs), SEED), var_words, valid_prob=0.6,
-                                ready_prob=0.5),
-        "var_mod": Batch(_regs(3, 2, len(recs), SEED, NUM_BUCKETS_LO=1000, NUM_BUCKETS_HI=0),
-                         var_words),
+        "var_xxh32_gaps": Batch(_regs(1, 2, len(recs), SEED), var_words, valid_prob=0.6, ready_prob=0.5),
+        "var_mod": Batch(_regs(3, 2, len(recs), SEED, NUM_BUCKETS_LO=1000, NUM_BUCKETS_HI=0), var_words),
         "seq": Batch(dict(OP=9, FORMAT=3, COUNT=len(seqs)), seq_words),
-        "seq_gaps": Batch(dict(OP=9, FORMAT=3, COUNT=len(seqs)), seq_words, valid_prob=0.7,
-                          ready_prob=0.4),
+        "seq_gaps": Batch(dict(OP=9, FORMAT=3, COUNT=len(seqs)), seq_words, valid_prob=0.7, ready_prob=0.4),
     }
     # The same VAR batch cut into irregular beats: some short ones without tlast (allowed: the
     # byte stream is the same), the last one short with tlast.
@@ -162,10 +180,11 @@ def _framed_batches(lanes: int) -> dict[str, Batch]:
     while i < len(var_words):
         n = min(1 + (k % lanes), len(var_words) - i)
         k += 1
-        ws = var_words[i:i + n]
+        ws = var_words[i : i + n]
         i += n
-        beats.append((sum(w << (64 * j) for j, w in enumerate(ws)), (1 << (8 * n)) - 1,
-                      int(i == len(var_words))))
+        beats.append(
+            (sum(w << (64 * j) for j, w in enumerate(ws)), (1 << (8 * n)) - 1, int(i == len(var_words)))
+        )
     out["var_short_beats"] = Batch(_regs(6, 2, len(recs), SEED, SLOT=77), [], beats=beats)
     return out
 
@@ -177,25 +196,28 @@ def _error_batches(lanes: int) -> dict[str, Batch]:
     full = (1 << (8 * N)) - 1
 
     def beat(ws, keep=None, last=0):
-        return (sum(w << (64 * j) for j, w in enumerate(ws)),
-                (1 << (8 * len(ws))) - 1 if keep is None else keep, last)
+        return (
+            sum(w << (64 * j) for j, w in enumerate(ws)),
+            (1 << (8 * len(ws))) - 1 if keep is None else keep,
+            last,
+        )
 
     return {
         # early tlast: a partial last beat, then a full one
-        "early_tlast_partial": Batch(_regs(2, 0, 3 * N + 1), keys[:2 * N + 1]),
-        "early_tlast_full": Batch(_regs(2, 0, 3 * N), keys[:2 * N]),
+        "early_tlast_partial": Batch(_regs(2, 0, 3 * N + 1), keys[: 2 * N + 1]),
+        "early_tlast_full": Batch(_regs(2, 0, 3 * N), keys[: 2 * N]),
         # early tlast mid-record (VAR)
         "early_tlast_var": Batch(_regs(2, 2, 5), rec[:3], tlast=[0, 0, 1]),
         # missing tlast: the words after the last record come in later beats (idle: EXTRA_DATA)
-        "missing_tlast": Batch(_regs(2, 0, N + 1), keys[:2 * N + 2], tlast=[0] * (2 * N + 2)),
+        "missing_tlast": Batch(_regs(2, 0, N + 1), keys[: 2 * N + 2], tlast=[0] * (2 * N + 2)),
         # missing tlast: the batch ends inside a beat that carries more words (and tlast)
-        "missing_tlast_in_beat": Batch(_regs(2, 0, N + 1), [], beats=[
-            beat(keys[:N]), beat(keys[N:2 * N], last=1)]),
+        "missing_tlast_in_beat": Batch(
+            _regs(2, 0, N + 1), [], beats=[beat(keys[:N]), beat(keys[N : 2 * N], last=1)]
+        ),
         # VAR record ends inside a beat whose other words are extra
-        "missing_tlast_var": Batch(_regs(2, 2, 1), [], beats=[beat(rec[:1]),
-                                                              beat(rec[1:1 + N], last=1)]),
+        "missing_tlast_var": Batch(_regs(2, 2, 1), [], beats=[beat(rec[:1]), beat(rec[1 : 1 + N], last=1)]),
         # bad parameters: trailer (0, BAD_PARAM) at once, the words are discarded
-        "bad_param_op": Batch(_regs(11, 0, 3), keys[:2 * N + 1]),
+        "bad_param_op": Batch(_regs(11, 0, 3), keys[: 2 * N + 1]),
         "bad_param_slot": Batch(_regs(5, 0, 2, SLOT=1024), keys[:2]),
         "bad_param_mod0": Batch(_regs(3, 0, 2, NUM_BUCKETS_LO=0, NUM_BUCKETS_HI=0), keys[:2]),
         "bad_param_bz_var": Batch(_regs(7, 2, 1, NUM_BOUNDARIES=0, DTYPE=1), [8, 1]),
@@ -205,17 +227,19 @@ def _error_batches(lanes: int) -> dict[str, Batch]:
         "early_tlast_seq": Batch(dict(OP=9, FORMAT=3, COUNT=2), pack_seq([[1, 2], [3, 4, 5]])[:-1]),
         # tkeep: a hole in a full beat (word 0 clear) and a partial word (processed as if all
         # ones: BAD_TKEEP)
-        "bad_tkeep_hole": Batch(_regs(2, 0, 2 * N), [], beats=[
-            beat(keys[:N], keep=full & ~0xFF), beat(keys[N:2 * N], last=1)]),
-        "bad_tkeep_partial_word": Batch(_regs(2, 0, N + 1), [], beats=[
-            beat(keys[:N]), beat([keys[N]], keep=0x0F, last=1)]),
+        "bad_tkeep_hole": Batch(
+            _regs(2, 0, 2 * N), [], beats=[beat(keys[:N], keep=full & ~0xFF), beat(keys[N : 2 * N], last=1)]
+        ),
+        "bad_tkeep_partial_word": Batch(
+            _regs(2, 0, N + 1), [], beats=[beat(keys[:N]), beat([keys[N]], keep=0x0F, last=1)]
+        ),
         # data while idle (no START): consumed and discarded
-        "idle_extra": Batch({}, keys[:2 * N + 1], start=False),
+        "idle_extra": Batch({}, keys[: 2 * N + 1], start=False),
         # a good batch afterwards
-        "good_after": Batch(_regs(2, 0, N + 2), keys[:N + 2]),
+        "good_after": Batch(_regs(2, 0, N + 2), keys[: N + 2]),
         # SOFT_RESET mid-batch, then a good batch
-        "soft_reset": Batch(_regs(2, 0, 4 * N), keys[:4 * N], soft_reset_after=2, timeout=300),
-        "after_soft_reset": Batch(_regs(1, 1, N + 1), keys[:N + 1]),
+        "soft_reset": Batch(_regs(2, 0, 4 * N), keys[: 4 * N], soft_reset_after=2, timeout=300),
+        "after_soft_reset": Batch(_regs(1, 1, N + 1), keys[: N + 1]),
     }
 
 
@@ -236,16 +260,21 @@ def _run_wide(lanes: int):
     # the credit limit (fifo_depth - SLACK) after the pipeline fills: the credit must stall the
     # input and lose nothing.
     n_bp = lanes * eng.latency + 2 * (eng.fifo_depth - eng.SLACK) + 1
-    named["backpressure"] = Batch(_regs(2, 0, n_bp, SEED),
-                                  [rng.getrandbits(64) for _ in range(n_bp)], ready_prob=0.2)
-    named["gaps"] = Batch(_regs(4, 1, 5 * lanes + 1, SEED, NUM_BUCKETS_LO=NB & 0xFFFF_FFFF,
-                                NUM_BUCKETS_HI=NB >> 32),
-                          [rng.getrandbits(32) for _ in range(5 * lanes + 1)], valid_prob=0.5,
-                          ready_prob=0.6)
+    named["backpressure"] = Batch(
+        _regs(2, 0, n_bp, SEED), [rng.getrandbits(64) for _ in range(n_bp)], ready_prob=0.2
+    )
+    named["gaps"] = Batch(
+        _regs(4, 1, 5 * lanes + 1, SEED, NUM_BUCKETS_LO=NB & 0xFFFF_FFFF, NUM_BUCKETS_HI=NB >> 32),
+        [rng.getrandbits(32) for _ in range(5 * lanes + 1)],
+        valid_prob=0.5,
+        ready_prob=0.6,
+    )
     # Throughput: >= 1000 keys, tready high, the longest operator path (mod).
     n_tp = 1024 + lanes - 1
-    named["throughput"] = Batch(_regs(3, 0, n_tp, SEED, NUM_BUCKETS_LO=1000, NUM_BUCKETS_HI=0),
-                                [rng.getrandbits(64) for _ in range(n_tp)])
+    named["throughput"] = Batch(
+        _regs(3, 0, n_tp, SEED, NUM_BUCKETS_LO=1000, NUM_BUCKETS_HI=0),
+        [rng.getrandbits(64) for _ in range(n_tp)],
+    )
     names = list(named)
     results = run_batches([named[n] for n in names], engine=eng, timeout=4000)
     return eng, named, dict(zip(names, results)), bz_exp
@@ -282,6 +311,7 @@ def _check_against_reference(lanes, named, results, name, extra_err=0):
 # Tests
 # ---------------------------------------------------------------------------------------------
 
+
 def test_hash_operators_fixed_formats_all_counts(wide):
     lanes, eng, named, results, _ = wide
     names = [n for n in named if n.startswith(("op", "count_"))]
@@ -292,8 +322,7 @@ def test_hash_operators_fixed_formats_all_counts(wide):
     for name in names:
         b = named[name]
         if name.startswith("count_"):
-            assert results[name].out[:-1] == [golden.xxh64(k.to_bytes(8, "little"), SEED)
-                                              for k in b.words]
+            assert results[name].out[:-1] == [golden.xxh64(k.to_bytes(8, "little"), SEED) for k in b.words]
     assert results["count_0"].out == [results["count_0"].out[-1]]
 
 
@@ -308,7 +337,7 @@ def test_var_and_seq(wide, narrow):
     lanes, eng, named, results, _ = wide
     for name in ("var_xxh64", "var_xxh32_gaps", "var_mod", "seq", "seq_gaps", "var_short_beats"):
         _check_against_reference(lanes, named, results, name)
-    for name, res1 in narrow.items():             # identical to the 64-bit engine
+    for name, res1 in narrow.items():  # identical to the 64-bit engine
         assert results[name].out == res1.out, name
         assert results[name].regs["ERR"] == res1.regs["ERR"] == 0, name
     # The irregular beats (short ones mid-batch) carry the same records: no flag, same results.
@@ -329,7 +358,7 @@ def test_errors_give_the_reference_trailer_and_never_hang(wide):
     assert r["missing_tlast_in_beat"].regs["ERR"] == E["MISSING_TLAST"] | E["EXTRA_DATA"]
     for name in ("bad_param_op", "bad_param_slot", "bad_param_mod0", "bad_param_bz_var"):
         assert trailer_fields(r[name].out[-1]) == (0, E["BAD_PARAM"], MAGIC)
-        assert r[name].accepted == len(beats_of(named[name], lanes))   # discarded, not stalled
+        assert r[name].accepted == len(beats_of(named[name], lanes))  # discarded, not stalled
     assert trailer_fields(r["bad_tkeep_hole"].out[-1]) == (2 * lanes, E["BAD_TKEEP"], MAGIC)
     assert r["idle_extra"].out == [] and r["idle_extra"].regs["ERR"] & E["EXTRA_DATA"]
     assert r["idle_extra"].accepted == len(beats_of(named["idle_extra"], lanes))
@@ -366,16 +395,23 @@ def test_lane_cores_bit_exact():
     rng = random.Random(9)
     keys = [rng.getrandbits(64) for _ in range(12)] + [0, M64]
     seed = rng.getrandbits(64)
-    for cls, rec, f, mask in ((XXH64Lane, XXH64Core, golden.xxh64, M64),
-                              (XXH32Lane, XXH32Core, golden.xxh32, 0xFFFF_FFFF)):
+    for cls, rec, f, mask in (
+        (XXH64Lane, XXH64Core, golden.xxh64, M64),
+        (XXH32Lane, XXH32Core, golden.xxh32, 0xFFFF_FFFF),
+    ):
         core = rec()
         core._MustUse__silence = True
         latency = core.latency
         for key8 in (1, 0):
             kb = 8 if key8 else 4
             beats = [k & ((1 << 8 * kb) - 1) for k in keys]
-            res, when = run_flow(cls(latency), beats[:3] + [None] + beats[3:], len(keys),
-                                 params={"seed": seed & mask, "key8": key8}, timeout=latency + 50)
+            res, when = run_flow(
+                cls(latency),
+                beats[:3] + [None] + beats[3:],
+                len(keys),
+                params={"seed": seed & mask, "key8": key8},
+                timeout=latency + 50,
+            )
             assert res == [f(k.to_bytes(kb, "little"), seed & mask) for k in beats]
             assert when[0] == 3 + latency + 1 and when[3] - when[2] == 2
 

@@ -24,7 +24,8 @@ def test_exported_verilog_matches_sources(flavour):
     first = path.read_text().splitlines()[0]
     assert first == export.HEADER.rstrip("\n")
     assert export.file_digest(path) == export.rtlil_digest(flavour), (
-        f"rtl/{path.name} is out of date: run python -m offload.hw.export")
+        f"rtl/{path.name} is out of date: run python -m offload.hw.export"
+    )
 
 
 def test_quick_check_covers_both_files(tmp_path, capsys, monkeypatch):
@@ -52,12 +53,21 @@ def test_rtlil_is_deterministic():
     that leaked into the netlist would differ between them; one process cannot see it)."""
     import subprocess
     import sys
-    code = ("from offload.hw import export; "
-            "print(export.rtlil_digest(table_depth=4, fifo_depth=256, seq_max=8))")
-    digests = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              check=True, timeout=600,
-                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
-               for seed in ("1", "2")]
+
+    code = (
+        "from offload.hw import export; print(export.rtlil_digest(table_depth=4, fifo_depth=256, seq_max=8))"
+    )
+    digests = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2")
+    ]
     assert len(digests[0]) == 64 and digests[0] == digests[1]
 
 

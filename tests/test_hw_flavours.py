@@ -56,8 +56,11 @@ class Lockstep(Elaboratable):
         pa = {path: (mem.flow, val) for path, mem, val in a.signature.flatten(a)}
         pb = {path: val for path, _mem, val in b.signature.flatten(b)}
         assert pa.keys() == pb.keys()
-        live = [(p, f, Value.cast(v), Value.cast(pb[p])) for p, (f, v) in pa.items()
-                if isinstance(Value.cast(v), Signal) or hasattr(v, "as_value")]
+        live = [
+            (p, f, Value.cast(v), Value.cast(pb[p]))
+            for p, (f, v) in pa.items()
+            if isinstance(Value.cast(v), Signal) or hasattr(v, "as_value")
+        ]
         self.inputs = [(va, vb) for _p, f, va, vb in live if f == wiring.In]
         self.outputs = [(".".join(p), va, vb) for p, f, va, vb in live if f == wiring.Out]
         self.mismatches: list[tuple[int, str, int, int]] = []
@@ -84,8 +87,7 @@ class Lockstep(Elaboratable):
 
 def _check(pair: Lockstep, min_cycles: int) -> None:
     assert pair.cycles >= min_cycles, pair.cycles
-    assert not pair.mismatches, (f"{len(pair.mismatches)} port differences, first: "
-                                 f"{pair.mismatches[:3]}")
+    assert not pair.mismatches, f"{len(pair.mismatches)} port differences, first: {pair.mismatches[:3]}"
 
 
 def _flavours(make):
@@ -98,9 +100,12 @@ def _records(rng, lengths):
 
 # ------------------------------------------------------------------------------- 1. Amaranth
 
-@pytest.mark.parametrize("cls,model,seed", [(XXH64Core, golden.xxh64, 0x9E3779B185EBCA87),
-                                            (XXH32Core, golden.xxh32, 0x9E3779B1)],
-                         ids=["XXH64Core", "XXH32Core"])
+
+@pytest.mark.parametrize(
+    "cls,model,seed",
+    [(XXH64Core, golden.xxh64, 0x9E3779B185EBCA87), (XXH32Core, golden.xxh32, 0x9E3779B1)],
+    ids=["XXH64Core", "XXH32Core"],
+)
 def test_record_core_flavours_cycle_identical(cls, model, seed):
     rng = random.Random(seed & 0xFF)
     lengths = list(range(34)) + [63, 64, 65, 127, 128, 129, 200]
@@ -113,24 +118,32 @@ def test_record_core_flavours_cycle_identical(cls, model, seed):
     _check(pair, len(beats) + pair.a.latency)
 
 
-@pytest.mark.parametrize("cls,model,key_bytes", [(XXH64Fixed, golden.xxh64, 8),
-                                                 (XXH64Fixed, golden.xxh64, 4),
-                                                 (XXH32Fixed, golden.xxh32, 4),
-                                                 (XXH32Fixed, golden.xxh32, 8)])
+@pytest.mark.parametrize(
+    "cls,model,key_bytes",
+    [
+        (XXH64Fixed, golden.xxh64, 8),
+        (XXH64Fixed, golden.xxh64, 4),
+        (XXH32Fixed, golden.xxh32, 4),
+        (XXH32Fixed, golden.xxh32, 8),
+    ],
+)
 def test_fixed_core_flavours_cycle_identical(cls, model, key_bytes):
     rng = random.Random(key_bytes)
     keys = [rng.getrandbits(8 * key_bytes) for _ in range(40)] + [0, (1 << 8 * key_bytes) - 1]
     seed = rng.getrandbits(64 if cls is XXH64Fixed else 32)
     pair = _flavours(lambda mul: cls(key_bytes, multipliers=mul))
-    res, _ = run_flow(pair, _with_gaps(keys, rng, 0.25), len(keys), params={"seed": seed},
-                      monitor=pair.monitor)
+    res, _ = run_flow(
+        pair, _with_gaps(keys, rng, 0.25), len(keys), params={"seed": seed}, monitor=pair.monitor
+    )
     assert res == [model(k.to_bytes(key_bytes, "little"), seed) for k in keys]
     _check(pair, len(keys) + pair.a.latency)
 
 
-@pytest.mark.parametrize("cls,model,core", [(XXH64Lane, golden.xxh64, XXH64Core),
-                                            (XXH32Lane, golden.xxh32, XXH32Core)],
-                         ids=["XXH64Lane", "XXH32Lane"])
+@pytest.mark.parametrize(
+    "cls,model,core",
+    [(XXH64Lane, golden.xxh64, XXH64Core), (XXH32Lane, golden.xxh32, XXH32Core)],
+    ids=["XXH64Lane", "XXH32Lane"],
+)
 @pytest.mark.parametrize("key8", [0, 1])
 def test_lane_core_flavours_cycle_identical(cls, model, core, key8):
     rng = random.Random(key8)
@@ -139,15 +152,22 @@ def test_lane_core_flavours_cycle_identical(cls, model, core, key8):
     seed = rng.getrandbits(cls.WIDTH)
     latency = _latency_of(core)
     pair = _flavours(lambda mul: cls(latency, multipliers=mul))
-    res, _ = run_flow(pair, _with_gaps(keys, rng, 0.25), len(keys),
-                      params={"seed": seed, "key8": key8}, monitor=pair.monitor)
+    res, _ = run_flow(
+        pair,
+        _with_gaps(keys, rng, 0.25),
+        len(keys),
+        params={"seed": seed, "key8": key8},
+        monitor=pair.monitor,
+    )
     assert res == [model((k & ((1 << 8 * kb) - 1)).to_bytes(kb, "little"), seed) for k in keys]
     _check(pair, len(keys) + latency)
 
 
-@pytest.mark.parametrize("make", [lambda m: ModPipe(1, m), lambda m: ModPipe(2, m), ModReciprocal,
-                                  FastRange],
-                         ids=["ModPipe1", "ModPipe2", "ModReciprocal", "FastRange"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda m: ModPipe(1, m), lambda m: ModPipe(2, m), ModReciprocal, FastRange],
+    ids=["ModPipe1", "ModPipe2", "ModReciprocal", "FastRange"],
+)
 def test_post_core_flavours_cycle_identical(make):
     """ModPipe/ModReciprocal/FastRange: the behavioural flavour's one ``%``/``*`` delayed to
     the pipeline's depth against the subtract pipeline, the reciprocal's multiplies, the adder
@@ -157,10 +177,19 @@ def test_post_core_flavours_cycle_identical(make):
     hs = [0, 1, 2, M64, M64 - 1, 1 << 63, (1 << 63) - 1] + [rng.getrandbits(64) for _ in range(12)]
     for n in [0, 1, 3, 1 << 32, (1 << 63) + 1, M64, rng.getrandbits(64), rng.getrandbits(20)]:
         pair = _flavours(make)
-        res, _ = run_flow(pair, _with_gaps(hs, rng, 0.25), len(hs), params={"num_buckets": n},
-                          monitor=pair.monitor, settle=getattr(pair.a, "setup", 3))
-        want = ([h % n if n else h for h in hs] if isinstance(pair.a, (ModPipe, ModReciprocal))
-                else [golden.fastrange64(h, n) for h in hs])
+        res, _ = run_flow(
+            pair,
+            _with_gaps(hs, rng, 0.25),
+            len(hs),
+            params={"num_buckets": n},
+            monitor=pair.monitor,
+            settle=getattr(pair.a, "setup", 3),
+        )
+        want = (
+            [h % n if n else h for h in hs]
+            if isinstance(pair.a, (ModPipe, ModReciprocal))
+            else [golden.fastrange64(h, n) for h in hs]
+        )
         assert res == want, n
         _check(pair, len(hs) + pair.a.latency)
 
@@ -188,7 +217,7 @@ def test_bucketize_flavours_cycle_identical(dtype):
 
 def _latency_of(core_cls, **params) -> int:
     core = core_cls(**params)
-    core._MustUse__silence = True          # built only to read its latency
+    core._MustUse__silence = True  # built only to read its latency
     return core.latency
 
 
@@ -202,11 +231,15 @@ def _engine_batches():
     batches, expect = hash_op_batches(keys, recs, seed)
     bounds, xs = [-5, 0, 7, 1000], [-6, -5, 0, 3, 7, 8, 1000, 2**40]
     for op, right in ((7, True), (8, False)):
-        batches.append(Batch(dict(OP=op, FORMAT=0, DTYPE=1, COUNT=len(xs),
-                                  NUM_BOUNDARIES=len(bounds)),
-                             [x & M64 for x in xs], table=[b & M64 for b in bounds]))
+        batches.append(
+            Batch(
+                dict(OP=op, FORMAT=0, DTYPE=1, COUNT=len(xs), NUM_BOUNDARIES=len(bounds)),
+                [x & M64 for x in xs],
+                table=[b & M64 for b in bounds],
+            )
+        )
         expect.append([golden.bucketize(x, bounds, right) for x in xs])
-    seqs = [[], [5], [1, 2, 3], [2**63 - 1, -2**63, 0], [rng.randrange(-1000, 1000) for _ in range(9)]]
+    seqs = [[], [5], [1, 2, 3], [2**63 - 1, -(2**63), 0], [rng.randrange(-1000, 1000) for _ in range(9)]]
     batches.append(Batch(dict(OP=9, FORMAT=3, COUNT=len(seqs)), pack_seq(seqs)))
     expect.append([golden.delta_varint_encode_seq(s) for s in seqs])
     return batches, expect
@@ -215,13 +248,14 @@ def _engine_batches():
 def test_engine_flavours_cycle_identical():
     """OffloadEngine(lanes=1): every output port (AXI-Stream and AXI-Lite) of the two flavours
     on every cycle of a run with every operator, input gaps and output backpressure."""
+
     def make(mul):
         return OffloadEngine(table_depth=16, fifo_depth=512, seq_max=64, multipliers=mul)
+
     pair = _flavours(make)
     assert pair.a.latency == pair.b.latency and pair.a.SLACK == pair.b.SLACK
     batches, expect = _engine_batches()
-    results = run_batches(batches, engine=pair, valid_prob=0.8, ready_prob=0.7,
-                          monitor=pair.monitor)
+    results = run_batches(batches, engine=pair, valid_prob=0.8, ready_prob=0.7, monitor=pair.monitor)
     for b, res, exp in zip(batches, results, expect):
         assert not res.timed_out
         if b.regs["OP"] == 9:
@@ -233,12 +267,19 @@ def test_engine_flavours_cycle_identical():
 
 def test_multipliers_parameter_is_validated():
     msg = "multipliers must be one of 'lut', 'behavioural', not 'dsp'"
-    for make in (lambda: XXH64Core(multipliers="dsp"), lambda: XXH32Core(multipliers="dsp"),
-                 lambda: XXH64Fixed(8, multipliers="dsp"), lambda: XXH32Fixed(4, multipliers="dsp"),
-                 lambda: XXH64Lane(100, multipliers="dsp"), lambda: XXH32Lane(100, multipliers="dsp"),
-                 lambda: OffloadEngine(multipliers="dsp"), lambda: ModPipe(1, multipliers="dsp"),
-                 lambda: ModReciprocal(multipliers="dsp"),
-                 lambda: FastRange(multipliers="dsp"), lambda: Bucketize(16, multipliers="dsp")):
+    for make in (
+        lambda: XXH64Core(multipliers="dsp"),
+        lambda: XXH32Core(multipliers="dsp"),
+        lambda: XXH64Fixed(8, multipliers="dsp"),
+        lambda: XXH32Fixed(4, multipliers="dsp"),
+        lambda: XXH64Lane(100, multipliers="dsp"),
+        lambda: XXH32Lane(100, multipliers="dsp"),
+        lambda: OffloadEngine(multipliers="dsp"),
+        lambda: ModPipe(1, multipliers="dsp"),
+        lambda: ModReciprocal(multipliers="dsp"),
+        lambda: FastRange(multipliers="dsp"),
+        lambda: Bucketize(16, multipliers="dsp"),
+    ):
         with pytest.raises(ValueError) as e:
             make()
         assert str(e.value) == msg
@@ -248,9 +289,11 @@ def test_multipliers_parameter_is_validated():
 
 # ------------------------------------------------------------------------------- 2. Verilator
 
+
 def _verilator_unavailable() -> str | None:
     try:
         from offload.sim import verilator as v
+
         v.toolchain()
         for flavour in v.FLAVOURS:
             v.sources(flavour)
@@ -267,6 +310,7 @@ def models():
     if why:
         pytest.skip(reason=f"Verilator model unavailable: {why}")
     from offload.sim import verilator as v
+
     ms = {f: v.EngineModel(seed=3, flavour=f) for f in v.FLAVOURS}
     yield ms
     for m in ms.values():
@@ -276,6 +320,7 @@ def models():
 def _verilator_cases():
     from offload.batch import as_numbers, as_records, as_sequences
     from offload.ops import make_call
+
     rng = random.Random(7)
     keys = np.array([rng.getrandbits(64) for _ in range(300)] + [0, M64], dtype=np.uint64)
     recs = _records(rng, BOUNDARY_LENGTHS * 2)
@@ -286,8 +331,11 @@ def _verilator_cases():
         ("xxh32-var", make_call("xxh32", seed=0xDEADBEEF), as_records(recs)),
         ("mod", make_call("hash_bucket", num_buckets=1000003, seed=9), as_records(keys)),
         ("fid2", make_call("fid", slot=3000, version=2), as_records(recs)),
-        ("bucketize", make_call("bucketize", boundaries=[0, 10, 100], dtype=np.int64),
-         as_numbers(np.array([-5, 0, 3, 10, 11, 99, 1 << 40], dtype=np.int64))),
+        (
+            "bucketize",
+            make_call("bucketize", boundaries=[0, 10, 100], dtype=np.int64),
+            as_numbers(np.array([-5, 0, 3, 10, 11, 99, 1 << 40], dtype=np.int64)),
+        ),
         ("varint", make_call("delta_varint_encode"), as_sequences([[1, 2, 3], [], [10, 5, 1 << 40]])),
     ]
 
@@ -299,6 +347,7 @@ def test_sim_backend_runs_the_behavioural_flavour():
 
     from offload.host.sim_backend import SimBackend
     from offload.sim import verilator as v
+
     assert SimBackend().flavour == "behavioural"
     assert inspect.signature(v.EngineModel).parameters["flavour"].default == "lut"
     assert inspect.signature(v.build_engine).parameters["flavour"].default == "lut"
@@ -319,14 +368,16 @@ def test_verilator_flavours_same_words_and_cycles(models, idle, bp):
     from offload import wire
     from offload.host.engine_driver import program_engine
     from offload.ops import golden_result
+
     R = wire.REGISTERS
     for name, call, batch in _verilator_cases():
         job = wire.encode_request(call, batch)
         got = {}
         for flavour, m in models.items():
             program_engine(m.write, job)
-            out, status, accepted, cycles = m.stream(job.words, job.out_words_max,
-                                                     idle_pct=idle, backpressure_pct=bp)
+            out, status, accepted, cycles = m.stream(
+                job.words, job.out_words_max, idle_pct=idle, backpressure_pct=bp
+            )
             regs = {r: m.read(R[r]) for r in ("STATUS", "ERR", "DONE_COUNT", "CYCLES_LO")}
             got[flavour] = (out.tolist(), status, accepted, cycles, regs)
         assert got["lut"] == got["behavioural"], name
@@ -336,12 +387,14 @@ def test_verilator_flavours_same_words_and_cycles(models, idle, bp):
         want = [golden_result(call, batch.record(i)) for i in range(batch.n)]
         if isinstance(res, tuple):
             offs, data = res
-            res = [data[offs[i]:offs[i + 1]].tobytes() for i in range(len(offs) - 1)]
+            res = [data[offs[i] : offs[i + 1]].tobytes() for i in range(len(offs) - 1)]
         assert [r if isinstance(r, bytes) else int(r) for r in res] == [
-            w if isinstance(w, bytes) else int(w) for w in want], name
+            w if isinstance(w, bytes) else int(w) for w in want
+        ], name
 
 
 # ------------------------------------------------------------------------------- 3. mutation
+
 
 def test_mutation_one_late_product_is_caught(monkeypatch):
     """A behavioural product one register late (its operand registered once more before the
@@ -353,7 +406,7 @@ def test_mutation_one_late_product_is_caught(monkeypatch):
     def late(self, name, x, const, width, add=0, done=None):
         if self.behavioural:
             calls["n"] += 1
-            if calls["n"] == 1:            # only the first product of the core
+            if calls["n"] == 1:  # only the first product of the core
                 r = Signal(Value.cast(x).shape(), name="mutant_late_x")
                 self.m.d.sync += r.eq(x)
                 x = r
@@ -363,8 +416,7 @@ def test_mutation_one_late_product_is_caught(monkeypatch):
     rng = random.Random(9)
     keys = [rng.getrandbits(64) for _ in range(20)]
     pair = _flavours(lambda mul: XXH64Fixed(8, multipliers=mul))
-    run_flow(pair, _with_gaps(keys, rng, 0.25), len(keys), params={"seed": 3},
-             monitor=pair.monitor)
+    run_flow(pair, _with_gaps(keys, rng, 0.25), len(keys), params={"seed": 3}, monitor=pair.monitor)
     assert calls["n"] >= 1
     assert pair.mismatches, "a one-cycle-late product went unnoticed"
     assert {name for _c, name, _a, _b in pair.mismatches} == {"o.payload"}

@@ -24,8 +24,18 @@ from offload.hw.common import (
 )
 from offload.hw.simutil import run_flow
 
-EDGE = [0, 1, 2, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 63, (1 << 64) - 1,
-        0x5555555555555555, 0xAAAAAAAAAAAAAAAA]
+EDGE = [
+    0,
+    1,
+    2,
+    (1 << 31) - 1,
+    1 << 31,
+    (1 << 32) - 1,
+    1 << 63,
+    (1 << 64) - 1,
+    0x5555555555555555,
+    0xAAAAAAAAAAAAAAAA,
+]
 
 
 class _MulStep(wiring.Component):
@@ -35,14 +45,18 @@ class _MulStep(wiring.Component):
         self.const, self.width, self.add, self.x_width = const, width, add, x_width
         self.levels = levels
         self.latency = mul_depth(x_width, const, width, add, levels)
-        super().__init__({"i": In(stream.Signature(x_width + 1 + width, always_ready=True)),
-                          "o": Out(stream.Signature(width, always_ready=True))})
+        super().__init__(
+            {
+                "i": In(stream.Signature(x_width + 1 + width, always_ready=True)),
+                "o": Out(stream.Signature(width, always_ready=True)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
-        x = self.i.payload[:self.x_width]
+        x = self.i.payload[: self.x_width]
         act = self.i.payload[self.x_width]
-        keep = self.i.payload[self.x_width + 1:]
+        keep = self.i.payload[self.x_width + 1 :]
         p = Pipe(m, "t", levels=self.levels, valid=self.i.valid, h=keep)
         n = p.mul_step("h", x, self.const, self.width, act, add=self.add)
         assert n == self.latency
@@ -55,8 +69,12 @@ class _CsaSum(wiring.Component):
 
     def __init__(self, const: int, width: int):
         self.const, self.width = const, width
-        super().__init__({"i": In(stream.Signature(width, always_ready=True)),
-                          "o": Out(stream.Signature(width, always_ready=True))})
+        super().__init__(
+            {
+                "i": In(stream.Signature(width, always_ready=True)),
+                "o": Out(stream.Signature(width, always_ready=True)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -66,7 +84,7 @@ class _CsaSum(wiring.Component):
         total = sum((term_value(t, self.width) for t in terms[1:]), term_value(terms[0], self.width))
         r = Signal(self.width)
         v = Signal()
-        m.d.sync += [r.eq(total[:self.width]), v.eq(self.i.valid)]
+        m.d.sync += [r.eq(total[: self.width]), v.eq(self.i.valid)]
         m.d.comb += [self.o.valid.eq(v), self.o.payload.eq(r)]
         return m
 
@@ -89,11 +107,12 @@ def test_csd_digits(const):
         digits = csd_digits(const, width)
         assert sum(d << s for s, d in digits) % (1 << width) == const % (1 << width)
         shifts = [s for s, _ in digits]
-        assert all(b - a >= 2 for a, b in zip(shifts, shifts[1:]))    # non-adjacent form
+        assert all(b - a >= 2 for a, b in zip(shifts, shifts[1:]))  # non-adjacent form
 
 
-@pytest.mark.parametrize("width,primes,add", [(64, golden.XXH64_PRIMES, golden.XXH64_PRIMES[3]),
-                                              (32, golden.XXH32_PRIMES, 0)])
+@pytest.mark.parametrize(
+    "width,primes,add", [(64, golden.XXH64_PRIMES, golden.XXH64_PRIMES[3]), (32, golden.XXH32_PRIMES, 0)]
+)
 @pytest.mark.parametrize("levels", ADDER_LEVELS)
 def test_mul_step_every_prime(width, primes, add, levels):
     rng = random.Random(width)
@@ -101,8 +120,7 @@ def test_mul_step_every_prime(width, primes, add, levels):
     xs = [x & mask for x in EDGE] + [rng.getrandbits(width) for _ in range(40)]
     for c in primes:
         for a in (0, add):
-            assert rtl_mul(c, width, xs, add=a, levels=levels) == [model_mul(c, width, x, a)
-                                                                   for x in xs]
+            assert rtl_mul(c, width, xs, add=a, levels=levels) == [model_mul(c, width, x, a) for x in xs]
 
 
 @pytest.mark.parametrize("levels", ADDER_LEVELS)
@@ -118,7 +136,8 @@ def test_mul_step_narrow_operand_and_bypass(levels):
     keep = [rng.getrandbits(64) for _ in xs]
     c = golden.XXH64_PRIMES[0]
     assert rtl_mul(c, 64, xs, x_width=32, active=act, keep=keep, levels=levels) == [
-        model_mul(c, 64, x) if a else k for x, a, k in zip(xs, act, keep)]
+        model_mul(c, 64, x) if a else k for x, a, k in zip(xs, act, keep)
+    ]
 
 
 @pytest.mark.parametrize("width,primes", [(64, golden.XXH64_PRIMES), (32, golden.XXH32_PRIMES)])
@@ -161,12 +180,19 @@ def test_xxh_cores_adder_levels(levels):
     rng = random.Random(levels)
     recs = [bytes(rng.getrandbits(8) for _ in range(n)) for n in BOUNDARY_LENGTHS]
     beats = _with_gaps([b for r in recs for b in _record_beats(r)], rng, 0.2)
-    for cls, model, seed in ((XXH64Core, golden.xxh64, 0x9E3779B185EBCA87),
-                             (XXH32Core, golden.xxh32, 0x12345678)):
-        assert run_flow(cls(adder_levels=levels), beats, len(recs),
-                        params={"seed": seed})[0] == [model(r, seed) for r in recs]
-    for cls, model, kb in ((XXH64Fixed, golden.xxh64, 8), (XXH64Fixed, golden.xxh64, 4),
-                           (XXH32Fixed, golden.xxh32, 4), (XXH32Fixed, golden.xxh32, 8)):
+    for cls, model, seed in (
+        (XXH64Core, golden.xxh64, 0x9E3779B185EBCA87),
+        (XXH32Core, golden.xxh32, 0x12345678),
+    ):
+        assert run_flow(cls(adder_levels=levels), beats, len(recs), params={"seed": seed})[0] == [
+            model(r, seed) for r in recs
+        ]
+    for cls, model, kb in (
+        (XXH64Fixed, golden.xxh64, 8),
+        (XXH64Fixed, golden.xxh64, 4),
+        (XXH32Fixed, golden.xxh32, 4),
+        (XXH32Fixed, golden.xxh32, 8),
+    ):
         keys = [rng.getrandbits(8 * kb) for _ in range(20)]
         core = cls(key_bytes=kb, adder_levels=levels)
         res, when = run_flow(core, keys, len(keys), params={"seed": 7})

@@ -37,7 +37,7 @@ def _resolve(module: str, node: ast.ImportFrom, package: bool = False) -> list[s
     ``__init__`` when ``package``)."""
     if node.level:
         parts = module.split(".") + ([""] if package else [])
-        base = parts[:-node.level]
+        base = parts[: -node.level]
         target = ".".join(base + ([node.module] if node.module else []))
     else:
         target = node.module or ""
@@ -70,7 +70,8 @@ def _allowed(module: str, imported: str) -> bool:
         return imported in FOUNDATION or imported.startswith(("offload.hw", "amaranth"))
     if module.startswith("offload.host"):  # the simulated devices' fault descriptions are plain data
         return imported == "offload.sim.faults" or not imported.startswith(
-            ("offload.hw", "offload.sim", "amaranth", "cocotb"))
+            ("offload.hw", "offload.sim", "amaranth", "cocotb")
+        )
     if module.startswith("offload.sim"):
         return not imported.startswith(("offload.hw", "offload.host", "amaranth"))
     return True  # the top: public API, CLI, demo, bench, notebooks helpers

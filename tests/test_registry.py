@@ -20,7 +20,7 @@ from offload.ops import REGISTRY, OpCall, Operator, Param, WireForm, make_call
 RECORDS = [b"", b"a", b"abc", bytes(range(40)), "h\u00e9llo".encode()]
 KEYS = np.array([0, 1, 2**64 - 1, 0x9E3779B97F4A7C15], np.uint64)
 NUMBERS = np.array([-3.0, -0.0, 0.5, 2.0, np.nan, np.inf])
-SEQUENCES = [np.array([5, 3, 3, 10]), np.array([], np.int64), np.array([-2**63, 2**63 - 1])]
+SEQUENCES = [np.array([5, 3, 3, 10]), np.array([], np.int64), np.array([-(2**63), 2**63 - 1])]
 
 
 def _inputs(entry: Operator) -> list[object]:
@@ -41,8 +41,12 @@ def golden_encode(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _normalised(entry: Operator, values: object):
-    return {"records": as_records, "numbers": as_numbers, "sequences": as_sequences,
-            "encoded": lambda v: as_encoded(*v)}[entry.inputs](values)
+    return {
+        "records": as_records,
+        "numbers": as_numbers,
+        "sequences": as_sequences,
+        "encoded": lambda v: as_encoded(*v),
+    }[entry.inputs](values)
 
 
 def _expected(call: OpCall, batch) -> list[object]:
@@ -53,7 +57,7 @@ def _as_list(entry: Operator, res) -> list[object]:
     if entry.result_dtype is not None:
         return np.asarray(res).ravel().tolist()
     o, d = res
-    seg = [d[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+    seg = [d[o[i] : o[i + 1]] for i in range(len(o) - 1)]
     return [s.tobytes() if entry.result == "encoded" else s.tolist() for s in seg]
 
 
@@ -77,9 +81,10 @@ def test_every_entry_is_reachable_from_the_public_api(entry):
     shown = [p.name for p in entry.params if p.shown]
     for fn in (getattr(offload, entry.name), getattr(offload.Runtime, entry.name)):
         sig = inspect.signature(fn)
-        names = [n for n, p in sig.parameters.items()
-                 if p.kind is p.POSITIONAL_OR_KEYWORD and n not in ("self",)]
-        assert names[len(names) - len(shown):] == shown
+        names = [
+            n for n, p in sig.parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD and n not in ("self",)
+        ]
+        assert names[len(names) - len(shown) :] == shown
         assert set(names) - set(shown) <= {"values", "x", "sequences", "offsets", "data"}
         assert {"backend", "verify"} <= set(sig.parameters)
     assert entry.name in offload.__all__
@@ -106,24 +111,44 @@ def test_every_engine_op_code_has_one_operator():
 
 def test_the_cpu_backend_lists_the_registry():
     from offload.host.cpu import CpuBackend
+
     assert CpuBackend().capabilities().ops == frozenset(REGISTRY)
 
 
 def test_registration_checks_its_pieces():
     with pytest.raises(ValueError, match=r"^operator 'xxh64' is already registered$"):
         ops.register(REGISTRY["xxh64"])
-    bad = Operator("t_bad", "", "records", (), "uint64", lambda c, r: 0, lambda b, c, x: None,
-                   WireForm({None: "no/such/code"}))
+    bad = Operator(
+        "t_bad",
+        "",
+        "records",
+        (),
+        "uint64",
+        lambda c, r: 0,
+        lambda b, c, x: None,
+        WireForm({None: "no/such/code"}),
+    )
     with pytest.raises(ValueError, match=r"^t_bad: op codes \['no/such/code'\] are not all in "):
         ops.register(bad)
     assert "t_bad" not in REGISTRY
-    chained = Operator("t_chain", "", "records",
-                       (Param("a", lambda v, _: v, 0, needs=("b",)), Param("b", lambda v, _: v, 0,
-                                                                           needs=("c",)),
-                        Param("c", lambda v, _: v, 0)),
-                       "uint64", lambda c, r: 0, lambda b, c, x: None)
-    with pytest.raises(ValueError, match=r"^t_chain: parameter 'a' needs \['b'\], which are not "
-                                         r"parameters without needs$"):
+    chained = Operator(
+        "t_chain",
+        "",
+        "records",
+        (
+            Param("a", lambda v, _: v, 0, needs=("b",)),
+            Param("b", lambda v, _: v, 0, needs=("c",)),
+            Param("c", lambda v, _: v, 0),
+        ),
+        "uint64",
+        lambda c, r: 0,
+        lambda b, c, x: None,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^t_chain: parameter 'a' needs \['b'\], which are not "
+        r"parameters without needs$",
+    ):
         ops.register(chained)
     with pytest.raises(ValueError, match=r"^unknown operator 'nope': expected one of xxh32, "):
         make_call("nope")
@@ -134,6 +159,7 @@ def test_registration_checks_its_pieces():
 
 
 # -- a throwaway operator, registered here, runs on the CPU backend and the reference engine ----
+
 
 def _xorfold_golden(call: OpCall, record: bytes) -> int:
     return golden.xxh64(record, call.seed) ^ call.mask
@@ -146,13 +172,26 @@ def _xorfold_cpu(backend, call: OpCall, batch) -> np.ndarray:
 @pytest.fixture
 def xorfold(monkeypatch):
     monkeypatch.setitem(engine_map.OP_CODES, "xorfold", 15)
-    entry = ops.register(Operator(
-        "xorfold", "xxh64 xor a mask", "records",
-        (Param("mask", lambda v, _: ops.check_int("mask", v, 0, 2**64 - 1, "[0, 2**64)"),
-               registers=("NUM_BUCKETS_LO", "NUM_BUCKETS_HI")),
-         Param("seed", ops.seed_check(64), 0, ("SEED_LO", "SEED_HI"))),
-        "uint64", _xorfold_golden, _xorfold_cpu, WireForm({None: "xorfold"}),
-        examples=({"mask": 0xFFFF},)))
+    entry = ops.register(
+        Operator(
+            "xorfold",
+            "xxh64 xor a mask",
+            "records",
+            (
+                Param(
+                    "mask",
+                    lambda v, _: ops.check_int("mask", v, 0, 2**64 - 1, "[0, 2**64)"),
+                    registers=("NUM_BUCKETS_LO", "NUM_BUCKETS_HI"),
+                ),
+                Param("seed", ops.seed_check(64), 0, ("SEED_LO", "SEED_HI")),
+            ),
+            "uint64",
+            _xorfold_golden,
+            _xorfold_cpu,
+            WireForm({None: "xorfold"}),
+            examples=({"mask": 0xFFFF},),
+        )
+    )
     yield entry
     ops.unregister("xorfold")
 
@@ -160,7 +199,8 @@ def xorfold(monkeypatch):
 def test_a_registered_operator_runs_on_the_cpu_backend(xorfold):
     assert "xorfold" in offload.operators()
     assert offload.call("xorfold", KEYS[:1], mask=1, backend="cpu").tolist() == [
-        golden.xxh64(KEYS[:1].tobytes(), 0) ^ 1]
+        golden.xxh64(KEYS[:1].tobytes(), 0) ^ 1
+    ]
     rt = offload.Runtime(backends=["cpu"], verify="full")
     got = rt.call("xorfold", KEYS, mask=0xFF00, seed=3)
     assert got.tolist() == [golden.xxh64(k.tobytes(), 3) ^ 0xFF00 for k in KEYS]
@@ -191,12 +231,15 @@ def test_an_unregistered_operator_is_gone_everywhere(xorfold):
 
 def test_opcall_is_a_value():
     a, b = make_call("hash_bucket", num_buckets=10, seed=1), OpCall("hash_bucket", num_buckets=10, seed=1)
-    assert a == b and hash(a) == hash(b) and a.describe() == "hash_bucket(num_buckets=10, seed=1, method='mod')"
+    assert (
+        a == b and hash(a) == hash(b) and a.describe() == "hash_bucket(num_buckets=10, seed=1, method='mod')"
+    )
     with pytest.raises(AttributeError, match=r"^OpCall is immutable$"):
         a.seed = 2  # type: ignore[misc]
     with pytest.raises(AttributeError, match=r"^hash_bucket has no parameter 'slot'$"):
         a.slot  # noqa: B018
     import pickle
+
     assert pickle.loads(pickle.dumps(a)) == a
     bz = make_call("bucketize", boundaries=[0.0, 1.0], dtype=np.float64)
     assert bz.describe() == "bucketize(2 boundaries, right=True)"
@@ -207,12 +250,14 @@ def test_opcall_is_a_value():
 def test_the_differential_cases_and_the_demo_cover_the_registry():
     from offload.demo import synthetic_events, workloads
     from tests.test_differential import CASES
+
     assert {c.split("/")[0] for c in CASES} == set(ops.OPERATORS)
     assert {w.call.op for w in workloads(synthetic_events(2000))} == set(ops.OPERATORS)
 
 
 def test_the_cocotb_plan_drives_every_op_code(monkeypatch):
     from offload.sim.cocotb import plan
+
     jobs = plan.stream_jobs(1, ["steady"], lengths=[0, 1, 9], fixed_n=2)
     assert {j["regs"]["OP"] for j in jobs} == set(engine_map.OP_CODES.values())
     monkeypatch.setitem(engine_map.OP_CODES, "xorfold", 15)

@@ -39,15 +39,16 @@ class Faulty(Backend):
         res = self.cpu.run(call, batch)
         if self.mode == "fail_after":
             k = min(self.at, batch.n)
-            part = (res[0][:k + 1], res[1]) if isinstance(res, tuple) else res[:k]
-            raise BackendError(f"device lost after {k} records", cause="device_lost", completed=k,
-                               partial=part)
+            part = (res[0][: k + 1], res[1]) if isinstance(res, tuple) else res[:k]
+            raise BackendError(
+                f"device lost after {k} records", cause="device_lost", completed=k, partial=part
+            )
         if self.mode == "crash":
             raise RuntimeError("segfault in driver")
         if self.mode == "short":  # loses its last records without saying so
-            return res[:max(0, batch.n - self.at)]
+            return res[: max(0, batch.n - self.at)]
         if self.mode == "overclaim":  # claims more completed records than its partial holds
-            raise BackendError("lost", cause="device_lost", completed=batch.n, partial=res[:self.at])
+            raise BackendError("lost", cause="device_lost", completed=batch.n, partial=res[: self.at])
         if self.mode == "flip" and not isinstance(res, tuple):
             res = res.copy()
             res[self.at] ^= res.dtype.type(1)
@@ -73,8 +74,13 @@ def test_fallback_recomputes_only_the_unfinished_part():
     assert st["last_call"]["segments"] == [("fpga", 0, 300), ("cpu", 300, 1000)]
     assert rt.last_call() == st["last_call"]
     (fb,) = st["fallbacks"]
-    assert (fb["from"], fb["to"], fb["cause"], fb["at_record"], fb["records_redone"]) == \
-        ("fpga", "cpu", "device_lost", 300, 700)
+    assert (fb["from"], fb["to"], fb["cause"], fb["at_record"], fb["records_redone"]) == (
+        "fpga",
+        "cpu",
+        "device_lost",
+        300,
+        700,
+    )
     assert st["by_backend"]["fpga"]["records"] == 300 and st["by_backend"]["cpu"]["records"] == 700
 
 
@@ -84,8 +90,11 @@ def test_fallback_through_a_chain_of_failing_devices_keeps_order():
     rt = offload.Runtime(backends=[a, b, "cpu"])
     out = rt.xxh64(KEYS)
     assert np.array_equal(out, expected_xxh64(KEYS))
-    assert rt.stats()["last_call"]["segments"] == [("fpga", 0, 100), ("smartnic", 100, 350),
-                                                   ("cpu", 350, 1000)]
+    assert rt.stats()["last_call"]["segments"] == [
+        ("fpga", 0, 100),
+        ("smartnic", 100, 350),
+        ("cpu", 350, 1000),
+    ]
 
 
 def test_varint_fallback_joins_offsets():
@@ -94,7 +103,7 @@ def test_varint_fallback_joins_offsets():
     rt = offload.Runtime(backends=[dev, "cpu"])
     off, data = rt.delta_varint_encode(seqs)
     for i, s in enumerate(seqs):
-        assert data[off[i]:off[i + 1]].tobytes() == golden.delta_varint_encode_seq(s.tolist())
+        assert data[off[i] : off[i + 1]].tobytes() == golden.delta_varint_encode_seq(s.tolist())
 
 
 def test_crashing_backend_falls_back_and_is_recorded():
@@ -113,9 +122,12 @@ def test_fallback_false_raises_the_device_error():
 
 def test_verify_full_catches_a_flipped_bit():
     rt = offload.Runtime(backends=[Faulty("fpga", "flip", at=7)], verify="full")
-    with pytest.raises(offload.BitExactError, match=r"^fpga result differs from the golden model for "
-                       r"xxh64\(seed=0\) at index 7: record b'.*', expected \d+ \(0x[0-9a-f]+\), "
-                       r"got \d+ \(0x[0-9a-f]+\)$") as ei:
+    with pytest.raises(
+        offload.BitExactError,
+        match=r"^fpga result differs from the golden model for "
+        r"xxh64\(seed=0\) at index 7: record b'.*', expected \d+ \(0x[0-9a-f]+\), "
+        r"got \d+ \(0x[0-9a-f]+\)$",
+    ) as ei:
         rt.xxh64(KEYS)
     e = ei.value
     assert e.index == 7 and e.expected ^ e.got == 1
@@ -126,14 +138,15 @@ def test_verify_sample_catches_a_flipped_bit_it_samples():
     """The sample is drawn from the runtime's seeded generator: with every record sampled the one
     flipped record is found; with one sampled record elsewhere it is not (what sampling means)."""
     import random
-    rt = offload.Runtime(backends=[Faulty("fpga", "flip", at=7)], verify="sample",
-                         sample_size=len(KEYS))
+
+    rt = offload.Runtime(backends=[Faulty("fpga", "flip", at=7)], verify="sample", sample_size=len(KEYS))
     with pytest.raises(offload.BitExactError, match=r"at index 7: "):
         rt.xxh64(KEYS)
     assert rt.stats()["verified_records"] == 0 and rt.stats()["mismatches"][0]["index"] == 7
     seed = next(s for s in range(100) if random.Random(s).sample(range(len(KEYS)), 1) != [7])
-    lucky = offload.Runtime(backends=[Faulty("fpga", "flip", at=7)], verify="sample",
-                            sample_size=1, rng_seed=seed)
+    lucky = offload.Runtime(
+        backends=[Faulty("fpga", "flip", at=7)], verify="sample", sample_size=1, rng_seed=seed
+    )
     assert lucky.xxh64(KEYS)[7] != expected_xxh64(KEYS)[7]
     assert lucky.stats()["verified_records"] == 1
 
@@ -149,19 +162,25 @@ def test_verify_sample_finds_a_widespread_error():
 
 def test_verify_full_on_cpu_checks_every_record_against_golden(monkeypatch):
     import offload.runtime as runtime_module
+
     seen = []
     real = runtime_module.golden_result
-    monkeypatch.setattr(runtime_module, "golden_result",
-                        lambda call, record: seen.append(record) or real(call, record))
+    monkeypatch.setattr(
+        runtime_module, "golden_result", lambda call, record: seen.append(record) or real(call, record)
+    )
     rt = offload.Runtime(backends=["cpu"], verify="full")
     rt.xxh32([b"a", b"bc", b""], seed=1)
     assert seen == [b"a", b"bc", b""] and rt.stats()["verified_records"] == 3
     # ... and a wrong CPU result is caught by that comparison
     from offload.host.cpu import CpuBackend
+
     monkeypatch.setattr(CpuBackend, "run_xxh32", lambda self, call, batch: np.zeros(batch.n, np.uint32))
     monkeypatch.setattr("offload.host.cpu.backend._KERNELS", {})  # resolve the kernel afresh
-    with pytest.raises(offload.BitExactError, match=r"^cpu result differs from the golden model "
-                                                    r"for xxh32\(seed=1\) at index 0: "):
+    with pytest.raises(
+        offload.BitExactError,
+        match=r"^cpu result differs from the golden model "
+        r"for xxh32\(seed=1\) at index 0: ",
+    ):
         offload.Runtime(backends=["cpu"], verify="full").xxh32([b"a", b"bc", b""], seed=1)
 
 
@@ -181,12 +200,12 @@ def test_auto_skips_unavailable_and_incapable_backends():
 
 def test_named_backend_unavailable_or_incapable_raises():
     rt = offload.Runtime(backends=[Faulty("fpga", "unavailable"), "cpu"])
-    with pytest.raises(offload.BackendUnavailable,
-                       match=r"^backend 'fpga' is unavailable: board not found$"):
+    with pytest.raises(offload.BackendUnavailable, match=r"^backend 'fpga' is unavailable: board not found$"):
         rt.xxh64(KEYS, backend="fpga")
     rt = offload.Runtime(backends=[Faulty("fpga", "ok", ops=("xxh64",)), "cpu"])
-    with pytest.raises(offload.BackendUnavailable,
-                       match=r"^backend 'fpga' cannot run xxh32: fpga does not implement xxh32$"):
+    with pytest.raises(
+        offload.BackendUnavailable, match=r"^backend 'fpga' cannot run xxh32: fpga does not implement xxh32$"
+    ):
         rt.xxh32(KEYS, backend="fpga")
 
 
@@ -243,23 +262,30 @@ def test_a_partial_result_counts_only_the_records_it_holds(verify):
 
 # -- a backend the caller asked for, unavailable: recorded, warned once -------------------------
 
+
 def test_a_configured_backend_that_is_unavailable_is_recorded_and_warned_once():
     rt = offload.Runtime(backends=[Faulty("fpga", "unavailable"), "cpu"])
-    with pytest.warns(RuntimeWarning, match=r"^offload: backend 'fpga' is unavailable: board not "
-                                            r"found; running on cpu$"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"^offload: backend 'fpga' is unavailable: board not "
+        r"found; running on cpu$",
+    ):
         assert np.array_equal(rt.xxh64(KEYS, seed=3), expected_xxh64(KEYS, 3))
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second call warns no more, but is recorded again
         rt.xxh64(KEYS, seed=3)
     fbs = rt.stats()["fallbacks"]
-    assert [(f["from"], f["to"], f["cause"], f["at_record"], f["records_redone"]) for f in fbs] == \
-        [("fpga", "cpu", "unavailable", 0, 1000)] * 2
+    assert [(f["from"], f["to"], f["cause"], f["at_record"], f["records_redone"]) for f in fbs] == [
+        ("fpga", "cpu", "unavailable", 0, 1000)
+    ] * 2
     assert fbs[0]["message"] == "backend 'fpga' is unavailable: board not found"
 
 
 def test_fpga_sim_without_pynq_is_recorded(monkeypatch):
     import sys
+
     monkeypatch.setitem(sys.modules, "pynq", None)  # as on an install without the 'fpga' extra
     rt = offload.Runtime(backends=["fpga", "cpu"], fpga="sim")
     with pytest.warns(RuntimeWarning, match=r"^offload: backend 'fpga' is unavailable: .*fpga"):
@@ -271,12 +297,17 @@ def test_fpga_sim_without_pynq_is_recorded(monkeypatch):
 def test_a_configured_backend_lacking_the_operator_is_recorded_without_a_warning():
     rt = offload.Runtime(backends=[Faulty("fpga", "ok", ops=("xxh64",)), "cpu"])
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rt.xxh32(KEYS)
     (fb,) = rt.stats()["fallbacks"]
     assert (fb["from"], fb["to"], fb["cause"], fb["message"]) == (
-        "fpga", "cpu", "unsupported", "backend 'fpga' cannot run xxh32: fpga does not implement xxh32")
+        "fpga",
+        "cpu",
+        "unsupported",
+        "backend 'fpga' cannot run xxh32: fpga does not implement xxh32",
+    )
 
 
 def test_the_default_chain_skips_absent_devices_silently(monkeypatch):
@@ -284,6 +315,7 @@ def test_the_default_chain_skips_absent_devices_silently(monkeypatch):
     monkeypatch.delenv("OFFLOAD_SMARTNIC", raising=False)
     rt = offload.Runtime()
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rt.xxh64(KEYS)
@@ -292,19 +324,26 @@ def test_the_default_chain_skips_absent_devices_silently(monkeypatch):
 
 # -- pickling: configuration travels, backends are rebuilt in the new process -------------------
 
+
 def _hash_in_child(rt):
     return rt.xxh64(KEYS, seed=3).tolist(), rt.order, rt.verify, rt.stats()["calls"]
 
 
 def test_a_runtime_pickles_with_its_configuration():
     import pickle
-    rt = offload.Runtime(backends=["fpga", "cpu"], fpga="sim", verify="sample", fallback=True,
-                         sample_size=5, rng_seed=9,
-                         options={"fpga": {"chunk_records": 64, "engine": "reference"}})
+
+    rt = offload.Runtime(
+        backends=["fpga", "cpu"],
+        fpga="sim",
+        verify="sample",
+        fallback=True,
+        sample_size=5,
+        rng_seed=9,
+        options={"fpga": {"chunk_records": 64, "engine": "reference"}},
+    )
     rt.xxh64(KEYS)  # a used runtime: its backends, lock and stats stay behind
     copy = pickle.loads(pickle.dumps(rt))
-    assert (copy.order, copy.verify, copy.fallback, copy.sample_size) == (
-        ("fpga", "cpu"), "sample", True, 5)
+    assert (copy.order, copy.verify, copy.fallback, copy.sample_size) == (("fpga", "cpu"), "sample", True, 5)
     assert copy._options == {"fpga": {"device": "sim", "chunk_records": 64, "engine": "reference"}}
     assert copy.stats()["calls"] == 0
     assert all(s.backend is None for s in copy._slots.values())
@@ -312,6 +351,7 @@ def test_a_runtime_pickles_with_its_configuration():
 
 def test_a_runtime_runs_in_a_spawned_process():
     import multiprocessing as mp
+
     rt = offload.Runtime(backends=["cpu"], verify="full")
     with mp.get_context("spawn").Pool(1) as pool:
         got, order, verify, calls = pool.apply(_hash_in_child, (rt,))
@@ -325,9 +365,12 @@ def test_a_runtime_with_an_unpicklable_backend_says_what_to_do():
 
     be = Faulty("fpga", "ok")
     be.lock = threading.Lock()  # type: ignore[attr-defined]
-    with pytest.raises(TypeError, match=r"^cannot pickle this Runtime: backend 'fpga' was given as a "
-                                        r"Faulty instance, which cannot be pickled \(TypeError: .*\); "
-                                        r"give its name and options instead$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^cannot pickle this Runtime: backend 'fpga' was given as a "
+        r"Faulty instance, which cannot be pickled \(TypeError: .*\); "
+        r"give its name and options instead$",
+    ):
         pickle.dumps(offload.Runtime(backends=[be, "cpu"]))
 
 

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.xdist_group("verilator"), pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def available():
     from offload.host.sim_backend import SimBackend
+
     av = SimBackend().availability()
     if not av.ok:
         if os.environ.get("CI"):
@@ -28,18 +29,26 @@ def available():
         pytest.skip(reason=f"sim unavailable here: {av.reason}")
 
 
-KEYS = (np.arange(3000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+KEYS = np.arange(3000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
 EXPECTED = [golden.xxh64(k.tobytes(), 5) for k in KEYS]
 
 
 def runtime(faults, *, fallback=True, verify="off", chunk=1000):
     from offload.host.sim_backend import SimBackend
+
     sim = SimBackend(faults=faults, chunk_records=chunk, stall_cycles=2000)
     return offload.Runtime(backends=[sim, "cpu"], fallback=fallback, verify=verify)
 
 
-@pytest.mark.parametrize("kind,cause", [("stall", "stall"), ("drop_tlast", "trailer"),
-                                        ("short_result", "framing"), ("disappear", "device_lost")])
+@pytest.mark.parametrize(
+    "kind,cause",
+    [
+        ("stall", "stall"),
+        ("drop_tlast", "trailer"),
+        ("short_result", "framing"),
+        ("disappear", "device_lost"),
+    ],
+)
 def test_fault_mid_batch_falls_back_without_loss(available, kind, cause):
     rt = runtime([Fault(kind, at_record=1500)])
     out = rt.xxh64(KEYS, seed=5)
@@ -56,10 +65,13 @@ def test_fault_mid_batch_falls_back_without_loss(available, kind, cause):
     rt.close()
 
 
-@pytest.mark.parametrize("kind,message", [
-    ("stall", r"^sim: transfer stall after \d+ cycles \(\d+ of 1000 words accepted, \d+ out\)$"),
-    ("disappear", r"^sim: the simulated device disappeared$"),
-])
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("stall", r"^sim: transfer stall after \d+ cycles \(\d+ of 1000 words accepted, \d+ out\)$"),
+        ("disappear", r"^sim: the simulated device disappeared$"),
+    ],
+)
 def test_fault_with_fallback_false_raises_the_documented_error(available, kind, message):
     rt = runtime([Fault(kind, at_record=10)], fallback=False)
     with pytest.raises(BackendError, match=message) as ei:
@@ -70,8 +82,11 @@ def test_fault_with_fallback_false_raises_the_documented_error(available, kind, 
 
 def test_flipped_bit_is_caught_by_verify(available):
     rt = runtime([Fault("flip_bit", at_record=1234, bit=9)], verify="full")
-    with pytest.raises(offload.BitExactError, match=r"^sim result differs from the golden model "
-                       r"for xxh64\(seed=5\) at index 1234: ") as ei:
+    with pytest.raises(
+        offload.BitExactError,
+        match=r"^sim result differs from the golden model "
+        r"for xxh64\(seed=5\) at index 1234: ",
+    ) as ei:
         rt.xxh64(KEYS, seed=5)
     assert ei.value.expected ^ ei.value.got == 1 << 9
     rt.close()
@@ -79,6 +94,7 @@ def test_flipped_bit_is_caught_by_verify(available):
 
 def test_the_engine_recovers_after_a_fault(available):
     from offload.host.sim_backend import SimBackend
+
     sim = SimBackend(faults=[Fault("stall", at_record=0)], stall_cycles=2000)
     rt = offload.Runtime(backends=[sim, "cpu"])
     assert rt.xxh64(KEYS[:500], seed=5).tolist() == EXPECTED[:500]
@@ -91,22 +107,27 @@ def test_the_engine_recovers_after_a_fault(available):
 
 def test_long_sequences_go_to_the_cpu(available):
     from offload.host.sim_backend import SimBackend
+
     sim = SimBackend()
     seqs = [np.arange(5, dtype=np.int64), np.arange(sim.info().seq_max + 1, dtype=np.int64)]
     rt = offload.Runtime(backends=[sim, "cpu"])
     off, data = rt.delta_varint_encode(seqs)
     for i, s in enumerate(seqs):
-        assert data[off[i]:off[i + 1]].tobytes() == golden.delta_varint_encode_seq(s.tolist())
+        assert data[off[i] : off[i + 1]].tobytes() == golden.delta_varint_encode_seq(s.tolist())
     assert rt.stats()["last_call"]["segments"] == [("cpu", 0, 2)]
-    with pytest.raises(offload.BackendUnavailable, match=r"^backend 'sim' cannot run "
-                       r"delta_varint_encode: a sequence has 1025 values, the engine encodes at "
-                       r"most 1024$"):
+    with pytest.raises(
+        offload.BackendUnavailable,
+        match=r"^backend 'sim' cannot run "
+        r"delta_varint_encode: a sequence has 1025 values, the engine encodes at "
+        r"most 1024$",
+    ):
         rt.delta_varint_encode(seqs, backend="sim")
     rt.close()
 
 
 def test_vcd_trace_of_a_batch(available, tmp_path):
     from offload.host.sim_backend import SimBackend
+
     vcd = tmp_path / "batch.vcd"
     sim = SimBackend(trace=str(vcd))
     rt = offload.Runtime(backends=[sim], fallback=False)

@@ -51,6 +51,7 @@ def model():
 def _run(model, call, batch, **kw):
     job = wire.encode_request(call, batch)
     from offload.host.engine_driver import program_engine
+
     program_engine(model.write, job)
     out, status, accepted, cycles = model.stream(job.words, job.out_words_max, **kw)
     assert status == 0, v.STATUS_NAMES.get(status, status)
@@ -65,7 +66,7 @@ def _golden(call, batch):
 def _same(res, want):
     if isinstance(res, tuple):  # (offsets, bytes): one byte string per record
         offs, data = res
-        assert [data[offs[i]:offs[i + 1]].tobytes() for i in range(len(offs) - 1)] == want
+        assert [data[offs[i] : offs[i + 1]].tobytes() for i in range(len(offs) - 1)] == want
     else:
         assert [int(x) for x in res] == [int(x) for x in want]
 
@@ -82,8 +83,7 @@ def test_registers_read_back(model):
     model.write(R["SLOT"], 0)
 
 
-KEYS = np.array([0, 1, 2, 0xFFFFFFFFFFFFFFFF, 0x0123456789ABCDEF] + list(range(100, 140)),
-                dtype=np.uint64)
+KEYS = np.array([0, 1, 2, 0xFFFFFFFFFFFFFFFF, 0x0123456789ABCDEF] + list(range(100, 140)), dtype=np.uint64)
 STRINGS = [b"", b"a", b"abc", b"x" * 7, b"y" * 8, b"z" * 9, bytes(range(40)), b"hello world" * 5]
 
 
@@ -102,8 +102,11 @@ def _cases():
         ("fid1", make_call("fid", slot=17, version=1, seed=2), fixed),
         ("fid2", make_call("fid", slot=3000, version=2), var),
         ("bucketize", make_call("bucketize", boundaries=[0, 10, 100], dtype=np.int64), nums),
-        ("bucketize-left", make_call("bucketize", boundaries=[0, 10, 100], dtype=np.int64,
-                                     right=False), nums),
+        (
+            "bucketize-left",
+            make_call("bucketize", boundaries=[0, 10, 100], dtype=np.int64, right=False),
+            nums,
+        ),
         ("varint", make_call("delta_varint_encode"), seqs),
     ]
 
@@ -152,15 +155,18 @@ def test_two_processes_build_at_once(tmp_path):
         print(v.build_engine())
     """)
     env = dict(os.environ, OFFLOAD_CACHE_DIR=str(tmp_path))
-    procs = [subprocess.Popen([sys.executable, "-c", src], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", src], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=900) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     libs = {out.strip().splitlines()[-1] for out, _ in outs}
     assert len(libs) == 1
-    left = sorted(p.name for p in (tmp_path / "verilator").iterdir()
-                  if not p.name.endswith(".lock"))
+    left = sorted(p.name for p in (tmp_path / "verilator").iterdir() if not p.name.endswith(".lock"))
     assert left == [v.build_key()]
 
 

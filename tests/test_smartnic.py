@@ -80,14 +80,18 @@ def _strings(n: int) -> list[bytes]:
 # round trips
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("chunk_bytes", [4 << 20, 512])
 def test_every_operator_round_trip(server, cpu, chunk_bytes):
     """Every operator, several batch forms, bit-exact against the CPU backend (itself held to the
     golden model elsewhere) and, on samples, to the golden model (verify="full")."""
-    rt = Runtime(backends=[SmartNicBackend(server.address, chunk_bytes=chunk_bytes, window=3)],
-                 verify="full", fallback=False)
+    rt = Runtime(
+        backends=[SmartNicBackend(server.address, chunk_bytes=chunk_bytes, window=3)],
+        verify="full",
+        fallback=False,
+    )
     k64 = RNG.integers(0, 2**63, 3000, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    k32 = RNG.integers(-2**31, 2**31, 3000, dtype=np.int64).astype(np.int32).reshape(30, 100)
+    k32 = RNG.integers(-(2**31), 2**31, 3000, dtype=np.int64).astype(np.int32).reshape(30, 100)
     strs = _strings(500)
     texts = ["", "a", "héllo", "x" * 100]
     arrow = pytest.importorskip("pyarrow").array(strs, type="large_binary").slice(3, 400)
@@ -98,8 +102,10 @@ def test_every_operator_round_trip(server, cpu, chunk_bytes):
             _same(rt.xxh64(values, seed=seed), cpu.xxh64(values, seed=seed))
         for method in ("mod", "fastrange"):
             for nb in (1, 1000, 2**63):
-                _same(rt.hash_bucket(values, nb, seed=3, method=method),
-                      cpu.hash_bucket(values, nb, seed=3, method=method))
+                _same(
+                    rt.hash_bucket(values, nb, seed=3, method=method),
+                    cpu.hash_bucket(values, nb, seed=3, method=method),
+                )
         _same(rt.fid(values, slot=1023, version=1, seed=5), cpu.fid(values, 1023, 1, seed=5))
         _same(rt.fid(values, slot=32767, version=2), cpu.fid(values, 32767, 2))
     for dt in (np.float32, np.float64, np.int32, np.int64):
@@ -109,8 +115,10 @@ def test_every_operator_round_trip(server, cpu, chunk_bytes):
         b = np.unique((RNG.standard_normal(50) * 80).astype(dt))
         for right in (True, False):
             _same(rt.bucketize(x, b, right=right), cpu.bucketize(x, b, right=right))
-    seqs = [RNG.integers(-2**63, 2**63 - 1, int(k), dtype=np.int64, endpoint=True)
-            for k in RNG.integers(0, 40, 300)]
+    seqs = [
+        RNG.integers(-(2**63), 2**63 - 1, int(k), dtype=np.int64, endpoint=True)
+        for k in RNG.integers(0, 40, 300)
+    ]
     enc = rt.delta_varint_encode(seqs)
     _same(enc, cpu.delta_varint_encode(seqs))
     _same(rt.delta_varint_decode(*enc), cpu.delta_varint_decode(*enc))
@@ -128,8 +136,11 @@ def test_remote_value_error_names_the_global_index(server, cpu):
     rt = Runtime(backends=[SmartNicBackend(server.address, chunk_bytes=64)])
     offsets = np.array([0, 1, 2, 3, 4, 6], np.int64)
     data = np.array([2, 4, 6, 8, 0x80, 0x80], np.uint8)  # the last sequence is cut off
-    with pytest.raises(ValueError, match=r"^malformed varint in sequence 4 at byte offset 4: cut "
-                                         r"off at the end of the sequence$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^malformed varint in sequence 4 at byte offset 4: cut "
+        r"off at the end of the sequence$",
+    ):
         rt.delta_varint_decode(offsets, data)
     assert rt.stats()["fallbacks"] == []
     rt.close()
@@ -168,8 +179,9 @@ def test_concurrent_clients(server, cpu):
             for _ in range(8):
                 keys = rng.integers(0, 2**63, int(rng.integers(1, 5000)), dtype=np.uint64)
                 _same(rt.xxh64(keys, seed=i), cpu.xxh64(keys, seed=i))
-                strs = [bytes(rng.integers(0, 256, int(rng.integers(0, 30)), dtype=np.uint8))
-                        for _ in range(200)]
+                strs = [
+                    bytes(rng.integers(0, 256, int(rng.integers(0, 30)), dtype=np.uint8)) for _ in range(200)
+                ]
                 _same(rt.hash_bucket(strs, 97, seed=i), cpu.hash_bucket(strs, 97, seed=i))
             rt.close()
         except BaseException as e:  # noqa: BLE001
@@ -186,6 +198,7 @@ def test_concurrent_clients(server, cpu):
 # ---------------------------------------------------------------------------------------------
 # faults: the runtime's result stays complete and correct
 # ---------------------------------------------------------------------------------------------
+
 
 def test_sigkill_mid_batch_falls_back_to_cpu(cpu):
     keys = RNG.integers(0, 2**63, 200_000, dtype=np.uint64)
@@ -262,7 +275,7 @@ class _DropProxy:
                 if not data:
                     break
                 if limit is not None and moved + len(data) >= limit:
-                    dst.sendall(data[:max(0, limit - moved)])
+                    dst.sendall(data[: max(0, limit - moved)])
                     break
                 dst.sendall(data)
                 moved += len(data)
@@ -288,8 +301,13 @@ def test_link_dropped_mid_batch(server, cpu, retries):
     host, port = server.address.rsplit(":", 1)
     proxy = _DropProxy((host, int(port)), drop_after=300_000)  # mid-way through the results
     try:
-        rt = Runtime(backends=[SmartNicBackend(f"127.0.0.1:{proxy.port}", chunk_bytes=64_000,
-                                               window=2, retries=retries, backoff=0.01)])
+        rt = Runtime(
+            backends=[
+                SmartNicBackend(
+                    f"127.0.0.1:{proxy.port}", chunk_bytes=64_000, window=2, retries=retries, backoff=0.01
+                )
+            ]
+        )
         out = rt.xxh64(keys, seed=3)
     finally:
         proxy.close()
@@ -352,6 +370,7 @@ def test_sigterm_finishes_in_flight_batches(cpu):
 # security
 # ---------------------------------------------------------------------------------------------
 
+
 def test_token_auth(tmp_path, cpu):
     tok = tmp_path / "token"
     tok.write_text("s3cret-token\n")
@@ -401,13 +420,13 @@ def test_non_loopback_requires_token(tmp_path, capsys):
     assert time.monotonic() - t0 < 5
     assert "--token-file" in capsys.readouterr().err
     (tmp_path / "empty").write_text("  \n")
-    assert serve_main(["--host", "0.0.0.0", "--port", "0", "--token-file",
-                       str(tmp_path / "empty")]) == 2
+    assert serve_main(["--host", "0.0.0.0", "--port", "0", "--token-file", str(tmp_path / "empty")]) == 2
 
 
 # ---------------------------------------------------------------------------------------------
 # malformed traffic closes only that connection
 # ---------------------------------------------------------------------------------------------
+
 
 def _send(s: socket.socket, bufs) -> None:
     s.sendall(b"".join(bytes(memoryview(b).cast("B")) for b in bufs))
@@ -458,8 +477,9 @@ def test_malformed_frames_close_only_that_connection(cpu):
         raw = bytearray(b"".join(bytes(memoryview(b).cast("B")) for b in good))
         bad_magic = b"XXXX" + bytes(raw[4:])
         meta, bufs = _xxh64_request(np.arange(4, dtype=np.uint64))
-        req = bytearray(b"".join(bytes(memoryview(b).cast("B"))
-                                 for b in encode_frame(MsgType.REQUEST, 1, meta, bufs)))
+        req = bytearray(
+            b"".join(bytes(memoryview(b).cast("B")) for b in encode_frame(MsgType.REQUEST, 1, meta, bufs))
+        )
         corrupt = bytearray(req)
         corrupt[-3] ^= 0x10  # a payload bit flips: the body CRC catches it
         big = encode_frame(MsgType.REQUEST, 1, meta, [np.zeros((2 << 20) // 8, np.uint64)])
@@ -468,9 +488,10 @@ def test_malformed_frames_close_only_that_connection(cpu):
             "bad_magic": (bad_magic, ErrorCode.BAD_FRAME),
             "bad_crc": (bytes(corrupt), ErrorCode.BAD_CRC),
             "oversized": (bytes(memoryview(big[0]).cast("B")), ErrorCode.TOO_LARGE),
-            "server_type": (b"".join(bytes(memoryview(b).cast("B"))
-                                     for b in encode_frame(MsgType.RESULT, 1)),
-                            ErrorCode.OUT_OF_ORDER),
+            "server_type": (
+                b"".join(bytes(memoryview(b).cast("B")) for b in encode_frame(MsgType.RESULT, 1)),
+                ErrorCode.OUT_OF_ORDER,
+            ),
         }
         for name, (data, code) in cases.items():
             s, r = _handshake(srv.port)
@@ -526,8 +547,9 @@ def test_backpressure_bounded_inflight(cpu):
         pending = b""
         while time.monotonic() - t0 < 1.5 and sent < 400 << 20:
             if not pending:
-                pending = b"".join(bytes(memoryview(b).cast("B"))
-                                   for b in encode_frame(MsgType.REQUEST, bid, meta, bufs))
+                pending = b"".join(
+                    bytes(memoryview(b).cast("B")) for b in encode_frame(MsgType.REQUEST, bid, meta, bufs)
+                )
                 bid += 1
             try:
                 k = s.send(pending)
@@ -546,19 +568,17 @@ def test_backpressure_bounded_inflight(cpu):
 
 
 @pytest.mark.parametrize("bad", ["cut", "long", "high"])
-def test_a_decode_error_in_a_later_chunk_is_exact_without_a_local_rerun(server, cpu, monkeypatch,
-                                                                          bad):
+def test_a_decode_error_in_a_later_chunk_is_exact_without_a_local_rerun(server, cpu, monkeypatch, bad):
     """The bad record sits in a later chunk, its bytes far into the caller's data: the message is
     the CPU backend's for the whole batch, exactly, and nothing ran on this process's CPU (the
     client's CPU backend and golden decoder raise if called)."""
-    seqs = [RNG.integers(-(1 << 40), 1 << 40, int(k)).astype(np.int64)
-            for k in RNG.integers(0, 20, 400)]
+    seqs = [RNG.integers(-(1 << 40), 1 << 40, int(k)).astype(np.int64) for k in RNG.integers(0, 20, 400)]
     offsets, data = cpu.delta_varint_encode(seqs)
     record = 333
     start, end = int(offsets[record]), int(offsets[record + 1])
     tail = {"cut": [0x80], "long": [0x80] * 10 + [0x01], "high": [0x80] * 9 + [0x02]}[bad]
     data = np.concatenate([data[:end], np.array(tail, np.uint8), data[end:]])
-    offsets = np.concatenate([offsets[:record + 1], offsets[record + 1:] + len(tail)])
+    offsets = np.concatenate([offsets[: record + 1], offsets[record + 1 :] + len(tail)])
     with pytest.raises(ValueError) as expected:
         cpu.delta_varint_decode(offsets, data)
     assert f"in sequence {record} at byte offset " in str(expected.value) and start > 0
@@ -567,6 +587,7 @@ def test_a_decode_error_in_a_later_chunk_is_exact_without_a_local_rerun(server, 
         raise AssertionError("the client recomputed the batch locally")
 
     from offload.host.cpu import CpuBackend
+
     monkeypatch.setattr(CpuBackend, "run", no_local_work)
     monkeypatch.setattr(golden, "delta_varint_decode_seq", no_local_work)
     be = SmartNicBackend(server.address, chunk_bytes=1024)
@@ -582,12 +603,16 @@ def test_bad_input_on_the_service_is_the_callers_value_error():
     """A malformed varint sent to the service raises the documented ValueError, with the index
     into the caller's batch, even with fallback=False (never a device error)."""
     from offload.host.smartnic.testing import ServerProcess
+
     with ServerProcess(backend="cpu") as srv:
         if srv.port is None:
             srv.start()
         rt = offload.Runtime(backends=["smartnic"], fallback=False, smartnic=srv.address)
-        with pytest.raises(ValueError, match=r"^malformed varint in sequence 1 at byte offset 1: "
-                                             r"cut off at the end of the sequence$"):
+        with pytest.raises(
+            ValueError,
+            match=r"^malformed varint in sequence 1 at byte offset 1: "
+            r"cut off at the end of the sequence$",
+        ):
             rt.delta_varint_decode(np.array([0, 1, 3]), np.array([2, 0x80, 0x80], np.uint8))
         rt.close()
 
@@ -609,6 +634,7 @@ def test_stalled_or_unauthenticated_connections_are_closed():
     """A sender stalled mid-frame, or one that never authenticates, loses its connection after
     --frame-timeout; an authenticated idle connection between frames is kept."""
     from offload.host.smartnic.testing import ServerProcess
+
     with ServerProcess("--frame-timeout", "0.5", backend="cpu") as srv:
         if srv.port is None:
             srv.start()
@@ -623,6 +649,7 @@ def test_stalled_or_unauthenticated_connections_are_closed():
         be = SmartNicBackend(srv.address)
         keys = as_records(np.arange(100, dtype=np.uint64))
         from offload.ops import make_call
+
         first = be.run(make_call("xxh64"), keys)
         time.sleep(1.5)
         assert np.array_equal(be.run(make_call("xxh64"), keys), first)
@@ -636,12 +663,12 @@ def test_stalled_or_unauthenticated_connections_are_closed():
 # the client fits its chunks to the service's frame limit (announced in HELLO)
 # ---------------------------------------------------------------------------------------------
 
+
 def test_chunks_fit_the_services_frame_limit(cpu):
     """Against a service with a 64 KiB max_frame, batches much larger than one frame (and records
     of very different sizes) run entirely on the service: no fallback, an exact result. One record
     larger than a frame is the documented too_large failure, naming the record."""
-    long_and_short = [b"x" * 30_000 if i % 50 == 7 else bytes([i % 256]) * (i % 9)
-                      for i in range(2000)]
+    long_and_short = [b"x" * 30_000 if i % 50 == 7 else bytes([i % 256]) * (i % 9) for i in range(2000)]
     seqs = [np.arange(int(k), dtype=np.int64) * 977 for k in RNG.integers(0, 3000, 200)]
     keys = RNG.integers(0, 2**63, 200_000, dtype=np.uint64)
     with ServerProcess("--max-frame-mb", "0.0625", backend="cpu") as srv:
@@ -654,8 +681,11 @@ def test_chunks_fit_the_services_frame_limit(cpu):
         assert st["fallbacks"] == [] and set(st["by_backend"]) == {"smartnic"}
         assert be.stats()["chunks"] > 30  # 1.6 MB of keys in frames of at most 64 KiB
         strict = Runtime(backends=[SmartNicBackend(srv.address)], fallback=False)
-        with pytest.raises(BackendError, match=r"record 2 needs a frame of \d+ bytes, above the "
-                                               r"service's limit of 65536") as ei:
+        with pytest.raises(
+            BackendError,
+            match=r"record 2 needs a frame of \d+ bytes, above the "
+            r"service's limit of 65536",
+        ) as ei:
             strict.xxh64([b"a", b"b", b"y" * 70_000, b"c"])
         assert ei.value.cause == "too_large" and ei.value.completed == 2
         rt.close()
@@ -665,6 +695,7 @@ def test_chunks_fit_the_services_frame_limit(cpu):
 # ---------------------------------------------------------------------------------------------
 # memory before authentication, the connection limit, closed connections' buffers
 # ---------------------------------------------------------------------------------------------
+
 
 def _raw_header(mtype: MsgType, meta_len: int, payload_len: int, bid: int = 1) -> bytes:
     """A well-formed header announcing a body that is not (all) sent."""
@@ -695,14 +726,15 @@ def test_unauthenticated_peers_are_cut_off_at_the_header():
     is still served."""
     with ServerProcess(backend="cpu") as srv:  # max_frame 256 MiB
         max_frame = _health(srv.address)["max_frame"]
-        too_large = "AUTH frame with {} bytes of meta and {} of payload: an AUTH frame has at " \
-                    "most 256 bytes of meta and no payload"
+        too_large = (
+            "AUTH frame with {} bytes of meta and {} of payload: an AUTH frame has at "
+            "most 256 bytes of meta and no payload"
+        )
         for mtype, meta_len, plen, error in (
-                (MsgType.REQUEST, 40, max_frame - 8,
-                 (ErrorCode.OUT_OF_ORDER, "expected AUTH, got REQUEST")),
-                (MsgType.AUTH, 0, max_frame - 8,
-                 (ErrorCode.TOO_LARGE, too_large.format(0, max_frame - 8))),
-                (MsgType.AUTH, 60_000, 0, (ErrorCode.TOO_LARGE, too_large.format(60_000, 0)))):
+            (MsgType.REQUEST, 40, max_frame - 8, (ErrorCode.OUT_OF_ORDER, "expected AUTH, got REQUEST")),
+            (MsgType.AUTH, 0, max_frame - 8, (ErrorCode.TOO_LARGE, too_large.format(0, max_frame - 8))),
+            (MsgType.AUTH, 60_000, 0, (ErrorCode.TOO_LARGE, too_large.format(60_000, 0))),
+        ):
             s, r = _hello(srv.port)
             with s:
                 s.sendall(_raw_header(mtype, meta_len, plen) + bytes(min(meta_len + plen, 2048)))
@@ -719,8 +751,11 @@ def test_unauthenticated_peers_are_cut_off_at_the_header():
             r = FrameReader()
             nonce = bytes.fromhex(parse_json(_read_frames(s, r, 1)[0].meta)["nonce"])
             meta, bufs = _xxh64_request(np.arange(4, dtype=np.uint64))
-            _send(s, encode_frame(MsgType.AUTH, 0, auth_digest(b"unused", nonce))
-                  + encode_frame(MsgType.REQUEST, 1, meta, bufs))
+            _send(
+                s,
+                encode_frame(MsgType.AUTH, 0, auth_digest(b"unused", nonce))
+                + encode_frame(MsgType.REQUEST, 1, meta, bufs),
+            )
             ok, res = _read_frames(s, r, 2)
             assert ok.type == MsgType.AUTH_OK and res.type == MsgType.RESULT
         assert len(srv.events("protocol_error")) == 3 and srv.running()
@@ -731,8 +766,7 @@ def test_connection_limit_refuses_with_a_reason():
         a, _ = _hello(srv.port)
         pooled = SmartNicBackend(srv.address)
         assert pooled.availability().ok  # its connection stays open in its pool: 2 of 2
-        why = ("connection limit reached: this service serves at most 2 connections at a time; "
-               "try again later")
+        why = "connection limit reached: this service serves at most 2 connections at a time; try again later"
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
         with s:
             err = _read_frames(s, FrameReader(), 1)[0]
@@ -741,8 +775,7 @@ def test_connection_limit_refuses_with_a_reason():
             assert _closed(s)
         av = SmartNicBackend(srv.address).availability()
         assert not av.ok and av.reason.endswith(f"service error TOO_MANY_CONNECTIONS: {why}")
-        strict = Runtime(backends=[SmartNicBackend(srv.address, availability_ttl=60)],
-                         fallback=False)
+        strict = Runtime(backends=[SmartNicBackend(srv.address, availability_ttl=60)], fallback=False)
         a.close()
         t_end = time.monotonic() + 5
         while strict.availability("smartnic").reason.endswith(why) and time.monotonic() < t_end:
@@ -806,8 +839,11 @@ def test_client_refuses_an_oversized_answer_from_its_header():
     t.start()
     be = SmartNicBackend(f"127.0.0.1:{lsock.getsockname()[1]}", retries=0, timeout=5.0)
     t0 = time.monotonic()
-    with pytest.raises(BackendError, match=r"link lost: ProtocolError: TOO_LARGE: payload of "
-                                           r"1073741824 bytes exceeds 80") as ei:
+    with pytest.raises(
+        BackendError,
+        match=r"link lost: ProtocolError: TOO_LARGE: payload of "
+        r"1073741824 bytes exceeds 80",
+    ) as ei:
         be.run(make_call("xxh64"), as_records(np.arange(10, dtype=np.uint64)))
     assert ei.value.cause == "connection_lost" and time.monotonic() - t0 < 4
     be.close()
@@ -833,20 +869,37 @@ def test_a_result_that_does_not_fit_its_chunk_keeps_the_chunks_before_it():
             _send(c, encode_frame(MsgType.AUTH_OK, 0))
             first, second = _read_frames(c, r, 2)
             n1 = codec.parse_request(first.meta, first.payload)[1].n
-            _send(c, encode_frame(MsgType.RESULT, first.batch_id,
-                                  b'{"backend":"cpu","bufs":[["<u8",%d]]}' % n1, [hashes[:n1]]))
+            _send(
+                c,
+                encode_frame(
+                    MsgType.RESULT,
+                    first.batch_id,
+                    b'{"backend":"cpu","bufs":[["<u8",%d]]}' % n1,
+                    [hashes[:n1]],
+                ),
+            )
             n2 = codec.parse_request(second.meta, second.payload)[1].n
-            _send(c, encode_frame(MsgType.RESULT, second.batch_id,
-                                  b'{"backend":"cpu","bufs":[["<i8",%d]]}' % n2,
-                                  [hashes[n1:n1 + n2]]))
+            _send(
+                c,
+                encode_frame(
+                    MsgType.RESULT,
+                    second.batch_id,
+                    b'{"backend":"cpu","bufs":[["<i8",%d]]}' % n2,
+                    [hashes[n1 : n1 + n2]],
+                ),
+            )
             _closed(c)
 
     t = threading.Thread(target=fake_service, daemon=True)
     t.start()
-    be = SmartNicBackend(f"127.0.0.1:{lsock.getsockname()[1]}", chunk_bytes=160, window=2,
-                         retries=0, timeout=5.0)
-    with pytest.raises(BackendError, match=r"service result: buffers \[\['<i8', 10\]\] where "
-                                           r"xxh64 returns \[\['<u8', 10\]\] after 10 of 20") as ei:
+    be = SmartNicBackend(
+        f"127.0.0.1:{lsock.getsockname()[1]}", chunk_bytes=160, window=2, retries=0, timeout=5.0
+    )
+    with pytest.raises(
+        BackendError,
+        match=r"service result: buffers \[\['<i8', 10\]\] where "
+        r"xxh64 returns \[\['<u8', 10\]\] after 10 of 20",
+    ) as ei:
         be.run(make_call("xxh64"), as_records(keys))
     assert ei.value.cause == "framing" and ei.value.completed == 10
     _same(ei.value.partial, hashes[:10])

@@ -43,6 +43,7 @@ def service():
 
 # -- throwaway operators: registered here, unknown to host/smartnic ------------------------------
 
+
 def _tagged_golden(call: OpCall, record: bytes) -> int:
     """A 16-bit result (not a whole word: the in-place receive pads it) from an array parameter
     and a float one."""
@@ -80,15 +81,30 @@ def _scale(value, _) -> float:
 
 @pytest.fixture
 def throwaway():
-    tagged = ops.register(Operator(
-        "t_tagged", "a table entry and a scaled length", "records",
-        (Param("table", _table), Param("scale", _scale, 1.0)),
-        "uint16", _tagged_golden, _tagged_cpu, memoise=False,
-        examples=({"table": np.arange(5, dtype=np.uint8)},)))
-    reverse = ops.register(Operator(
-        "t_reverse", "each sequence reversed, plus a constant", "sequences",
-        (Param("add", lambda v, _: ops.check_int("add", v, -10, 10, "[-10, 10]"), 0),),
-        "sequences", _reverse_golden, _reverse_cpu))
+    tagged = ops.register(
+        Operator(
+            "t_tagged",
+            "a table entry and a scaled length",
+            "records",
+            (Param("table", _table), Param("scale", _scale, 1.0)),
+            "uint16",
+            _tagged_golden,
+            _tagged_cpu,
+            memoise=False,
+            examples=({"table": np.arange(5, dtype=np.uint8)},),
+        )
+    )
+    reverse = ops.register(
+        Operator(
+            "t_reverse",
+            "each sequence reversed, plus a constant",
+            "sequences",
+            (Param("add", lambda v, _: ops.check_int("add", v, -10, 10, "[-10, 10]"), 0),),
+            "sequences",
+            _reverse_golden,
+            _reverse_cpu,
+        )
+    )
     yield tagged, reverse
     ops.unregister("t_tagged")
     ops.unregister("t_reverse")
@@ -100,16 +116,16 @@ def test_a_registered_operator_round_trips_through_the_service(service, throwawa
     functions: nothing in host/smartnic names them."""
     be = SmartNicBackend(service.address, chunk_bytes=512, window=3)
     rt = Runtime(backends=[be], fallback=False, verify="full")
-    records = [RNG.integers(0, 256, int(k), dtype=np.uint8).tobytes()
-               for k in RNG.integers(0, 40, 301)]
+    records = [RNG.integers(0, 256, int(k), dtype=np.uint8).tobytes() for k in RNG.integers(0, 40, 301)]
     table = RNG.integers(0, 256, 7, dtype=np.uint8)
     got = rt.call("t_tagged", records, table=table, scale=2.5)
     call = ops.make_call("t_tagged", table=table, scale=2.5)
     assert got.dtype == np.uint16 and got.tolist() == [_tagged_golden(call, r) for r in records]
     seqs = [RNG.integers(-99, 99, int(k)).astype(np.int64) for k in RNG.integers(0, 30, 120)]
     vo, values = rt.call("t_reverse", seqs, add=-3)
-    assert [values[vo[i]:vo[i + 1]].tolist() for i in range(len(seqs))] == \
-        [[v - 3 for v in reversed(s.tolist())] for s in seqs]
+    assert [values[vo[i] : vo[i + 1]].tolist() for i in range(len(seqs))] == [
+        [v - 3 for v in reversed(s.tolist())] for s in seqs
+    ]
     st = rt.stats()
     assert set(st["by_backend"]) == {"smartnic"} and st["fallbacks"] == []
     assert st["verified_records"] == len(records) + len(seqs)
@@ -118,6 +134,7 @@ def test_a_registered_operator_round_trips_through_the_service(service, throwawa
 
 
 # -- raw frames -----------------------------------------------------------------------------------
+
 
 def _bytes(bufs) -> bytes:
     return b"".join(bytes(memoryview(b).cast("B")) for b in bufs)
@@ -148,42 +165,62 @@ def _request(meta: dict, payload: np.ndarray, bid: int = 1) -> bytes:
     return _bytes(encode_frame(MsgType.REQUEST, bid, json.dumps(meta).encode(), [payload]))
 
 
-@pytest.mark.parametrize("op,params,error", [
-    ("hash_bucket", {"num_buckets": 0}, "ValueError: num_buckets must be in [1, 2**63], got 0"),
-    ("fid", {"slot": 5000, "version": 1},
-     "ValueError: slot must be in [0, 1024) for fid version 1, got 5000"),
-    ("xxh64", {"salt": 1}, "TypeError: xxh64() got an unexpected parameter 'salt'"),
-    ("nope", {}, "ValueError: unknown operator 'nope': expected one of xxh32, xxh64, "),
-])
+@pytest.mark.parametrize(
+    "op,params,error",
+    [
+        ("hash_bucket", {"num_buckets": 0}, "ValueError: num_buckets must be in [1, 2**63], got 0"),
+        (
+            "fid",
+            {"slot": 5000, "version": 1},
+            "ValueError: slot must be in [0, 1024) for fid version 1, got 5000",
+        ),
+        ("xxh64", {"salt": 1}, "TypeError: xxh64() got an unexpected parameter 'salt'"),
+        ("nope", {}, "ValueError: unknown operator 'nope': expected one of xxh32, xxh64, "),
+    ],
+)
 def test_the_service_validates_a_call_with_the_registrys_message(service, op, params, error):
     s, r = _authenticated(service.service.port)
     with s:
         keys = np.arange(4, dtype=np.uint64)
-        s.sendall(_request({"op": op, "params": params, "batch": "fixed",
-                            "bufs": [["<u8", 4]]}, keys))
+        s.sendall(_request({"op": op, "params": params, "batch": "fixed", "bufs": [["<u8", 4]]}, keys))
         err = _read(s, r, 1)[0]
         code, message = parse_error(err.meta)
         assert (code, err.batch_id) == (ErrorCode.BAD_REQUEST, 1)
         assert message.startswith(error)
 
 
-@pytest.mark.parametrize("meta,error", [
-    ({"op": "xxh64", "params": {}, "batch": "fixed", "bufs": [["<u8", 2**32 - 1]]},
-     "RequestError: buffers need more than the payload's 32 bytes"),
-    ({"op": "xxh64", "params": {}, "batch": "fixed", "bufs": [["|O", 4]]},
-     "RequestError: bad buffer ['|O', 4]: expected [dtype, count] with dtype one of "),
-    ({"op": "xxh64", "params": {}, "batch": "numbers", "bufs": [["<f8", 4]]},
-     "RequestError: a records operator takes the layout fixed or var, got 'numbers'"),
-    ({"op": "xxh64", "params": {}, "batch": "var", "bufs": [["<i8", 2], ["|u1", 16]]},
-     "ValueError: offsets[-1] must equal len(data) = 16, got 1"),
-    ({"op": "bucketize", "params": {"dtype": {"dtype": "<f8"}, "boundaries": {"buf": 0}},
-      "batch": "numbers", "bufs": [["<f8", 2], ["<f8", 2]]},
-     "ValueError: boundaries must be strictly increasing"),
-])
-def test_a_malformed_request_body_is_a_bad_request_and_the_connection_goes_on(service, meta,
-                                                                              error):
-    payload = np.array([0, 1, 1, 0], np.int64) if meta["batch"] == "var" else \
-        np.array([3.0, 1.0, 0.5, 0.25])
+@pytest.mark.parametrize(
+    "meta,error",
+    [
+        (
+            {"op": "xxh64", "params": {}, "batch": "fixed", "bufs": [["<u8", 2**32 - 1]]},
+            "RequestError: buffers need more than the payload's 32 bytes",
+        ),
+        (
+            {"op": "xxh64", "params": {}, "batch": "fixed", "bufs": [["|O", 4]]},
+            "RequestError: bad buffer ['|O', 4]: expected [dtype, count] with dtype one of ",
+        ),
+        (
+            {"op": "xxh64", "params": {}, "batch": "numbers", "bufs": [["<f8", 4]]},
+            "RequestError: a records operator takes the layout fixed or var, got 'numbers'",
+        ),
+        (
+            {"op": "xxh64", "params": {}, "batch": "var", "bufs": [["<i8", 2], ["|u1", 16]]},
+            "ValueError: offsets[-1] must equal len(data) = 16, got 1",
+        ),
+        (
+            {
+                "op": "bucketize",
+                "params": {"dtype": {"dtype": "<f8"}, "boundaries": {"buf": 0}},
+                "batch": "numbers",
+                "bufs": [["<f8", 2], ["<f8", 2]],
+            },
+            "ValueError: boundaries must be strictly increasing",
+        ),
+    ],
+)
+def test_a_malformed_request_body_is_a_bad_request_and_the_connection_goes_on(service, meta, error):
+    payload = np.array([0, 1, 1, 0], np.int64) if meta["batch"] == "var" else np.array([3.0, 1.0, 0.5, 0.25])
     s, r = _authenticated(service.service.port)
     with s:
         s.sendall(_request(meta, payload.view(np.uint8)))
@@ -193,8 +230,9 @@ def test_a_malformed_request_body_is_a_bad_request_and_the_connection_goes_on(se
         s.sendall(_request(good, np.arange(4, dtype=np.uint64), bid=2))
         ok = _read(s, r, 1)[0]
         assert ok.type == MsgType.RESULT and ok.batch_id == 2
-        assert ok.payload.view(np.uint64).tolist() == [golden.xxh64(struct.pack("<Q", k), 0)
-                                                       for k in range(4)]
+        assert ok.payload.view(np.uint64).tolist() == [
+            golden.xxh64(struct.pack("<Q", k), 0) for k in range(4)
+        ]
 
 
 def test_a_client_of_another_protocol_version_is_refused_with_a_clear_error(service):
@@ -207,9 +245,13 @@ def test_a_client_of_another_protocol_version_is_refused_with_a_clear_error(serv
         head = HEADER.pack(MAGIC, 1, int(MsgType.AUTH), 0, 0, 0, 0, 0, 0, 0)[:36]
         s.sendall(head + struct.pack("<I", crc32c(head)))
         err = _read(s, r, 1)[0]
-        assert parse_error(err.meta) == (ErrorCode.BAD_FRAME, (
-            "protocol version 1 is not supported: this side speaks version 2 (client and service "
-            "must be the same offload release)"))
+        assert parse_error(err.meta) == (
+            ErrorCode.BAD_FRAME,
+            (
+                "protocol version 1 is not supported: this side speaks version 2 (client and service "
+                "must be the same offload release)"
+            ),
+        )
         s.settimeout(5)
         assert s.recv(1) == b""
 
@@ -223,9 +265,17 @@ def _strict_cpu(backend, call: OpCall, batch) -> np.ndarray:
 
 @pytest.fixture
 def strict():
-    entry = ops.register(Operator(
-        "t_strict", "the length of each record, which must not be empty", "records", (),
-        "int64", lambda c, r: len(r), _strict_cpu))
+    entry = ops.register(
+        Operator(
+            "t_strict",
+            "the length of each record, which must not be empty",
+            "records",
+            (),
+            "int64",
+            lambda c, r: len(r),
+            _strict_cpu,
+        )
+    )
     yield entry
     ops.unregister("t_strict")
 

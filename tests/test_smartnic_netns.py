@@ -68,17 +68,34 @@ def netns_pair():
 def test_service_across_namespaces(netns_pair, tmp_path):
     ns_server, ns_client, server_ip = netns_pair
     # a non-loopback address without a token is refused
-    refused = subprocess.run(["ip", "netns", "exec", ns_server, sys.executable, "-m",
-                              "offload.host.smartnic.server", "--host", server_ip, "--port", "0"],
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns_server,
+            sys.executable,
+            "-m",
+            "offload.host.smartnic.server",
+            "--host",
+            server_ip,
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2 and "--token-file" in refused.stderr
     tok = tmp_path / "token"
     tok.write_text("netns-secret")
-    with ServerProcess("--token-file", str(tok), backend="cpu", host=server_ip,
-                       netns=ns_server) as srv:
-        out = subprocess.run(["ip", "netns", "exec", ns_client, sys.executable, "-c", CLIENT,
-                              srv.address, "netns-secret"],
-                             capture_output=True, text=True, timeout=90)
+    with ServerProcess("--token-file", str(tok), backend="cpu", host=server_ip, netns=ns_server) as srv:
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns_client, sys.executable, "-c", CLIENT, srv.address, "netns-secret"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         assert out.returncode == 0, out.stderr
         res = json.loads(out.stdout.strip().splitlines()[-1])
         assert res["ok"] and res["by"] == ["smartnic"]

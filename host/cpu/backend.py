@@ -86,8 +86,9 @@ class CpuBackend(Backend):
 
     name = "cpu"
 
-    def __init__(self, threads: int | None = None,
-                 parallel_threshold: int = DEFAULT_PARALLEL_THRESHOLD) -> None:
+    def __init__(
+        self, threads: int | None = None, parallel_threshold: int = DEFAULT_PARALLEL_THRESHOLD
+    ) -> None:
         if threads is None:
             threads = default_threads()
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
@@ -125,21 +126,22 @@ class CpuBackend(Backend):
             if bounds is None:
                 xxh32_fixed_ser(keys, seed, out)
             else:
-                self._chunks(lambda lo, hi: xxh32_fixed_ser(keys[lo:hi], seed, out[lo:hi]),
-                             bounds)
+                self._chunks(lambda lo, hi: xxh32_fixed_ser(keys[lo:hi], seed, out[lo:hi]), bounds)
             return out
         base = 0
         for c in batch.chunks:
             cn = c.offsets.shape[0] - 1
             if cn <= 0:
                 continue
-            o, d, dst = readonly(c.offsets), readonly(c.data), out[base:base + cn]
+            o, d, dst = readonly(c.offsets), readonly(c.data), out[base : base + cn]
             bounds = self._bounds(cn)
             if bounds is None:
                 xxh32_var_ser(o, d, seed, dst)
             else:
-                self._chunks(lambda lo, hi, o=o, d=d, dst=dst:
-                             xxh32_var_ser(o[lo:hi + 1], d, seed, dst[lo:hi]), bounds)
+                self._chunks(
+                    lambda lo, hi, o=o, d=d, dst=dst: xxh32_var_ser(o[lo : hi + 1], d, seed, dst[lo:hi]),
+                    bounds,
+                )
             base += cn
         return out
 
@@ -156,22 +158,26 @@ class CpuBackend(Backend):
             if bounds is None:
                 xxh64_fixed_ser(keys, seed, mode, a, b, sh, out)
             else:
-                self._chunks(lambda lo, hi: xxh64_fixed_ser(keys[lo:hi], seed, mode, a, b, sh,
-                                                            out[lo:hi]), bounds)
+                self._chunks(
+                    lambda lo, hi: xxh64_fixed_ser(keys[lo:hi], seed, mode, a, b, sh, out[lo:hi]), bounds
+                )
         else:
             base = 0
             for c in batch.chunks:
                 cn = c.offsets.shape[0] - 1
                 if cn <= 0:
                     continue
-                o, d, dst = readonly(c.offsets), readonly(c.data), out[base:base + cn]
+                o, d, dst = readonly(c.offsets), readonly(c.data), out[base : base + cn]
                 bounds = self._bounds(cn)
                 if bounds is None:
                     xxh64_var_ser(o, d, seed, mode, a, b, sh, dst)
                 else:
-                    self._chunks(lambda lo, hi, o=o, d=d, dst=dst:
-                                 xxh64_var_ser(o[lo:hi + 1], d, seed, mode, a, b, sh, dst[lo:hi]),
-                                 bounds)
+                    self._chunks(
+                        lambda lo, hi, o=o, d=d, dst=dst: xxh64_var_ser(
+                            o[lo : hi + 1], d, seed, mode, a, b, sh, dst[lo:hi]
+                        ),
+                        bounds,
+                    )
                 base += cn
         return out.view(np.int64) if op == "hash_bucket" else out
 
@@ -202,12 +208,12 @@ class CpuBackend(Backend):
         if bounds is None:
             return encode_ser(vo, vals)
         offsets = np.zeros(n + 1, np.int64)
-        self._chunks(lambda lo, hi: encode_sizes_ser(vo[lo:hi + 1], vals, offsets[lo:hi + 1]),
-                     bounds)
+        self._chunks(lambda lo, hi: encode_sizes_ser(vo[lo : hi + 1], vals, offsets[lo : hi + 1]), bounds)
         np.cumsum(offsets, out=offsets)
         data = np.empty(int(offsets[-1]), np.uint8)
-        self._chunks(lambda lo, hi: encode_fill_ser(vo[lo:hi + 1], vals, offsets[lo:hi + 1],
-                                                    data), bounds)
+        self._chunks(
+            lambda lo, hi: encode_fill_ser(vo[lo : hi + 1], vals, offsets[lo : hi + 1], data), bounds
+        )
         return offsets, data
 
     def run_decode(self, call: OpCall, batch: VarRecords) -> tuple[np.ndarray, np.ndarray]:
@@ -230,8 +236,9 @@ class CpuBackend(Backend):
             base += int(vo[-1])
         return np.concatenate(offs), np.concatenate([v for _, v in parts])
 
-    def _decode_chunk(self, offsets: np.ndarray, data: np.ndarray,
-                      seq_base: int) -> tuple[np.ndarray, np.ndarray]:
+    def _decode_chunk(
+        self, offsets: np.ndarray, data: np.ndarray, seq_base: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         n = offsets.shape[0] - 1
         bounds = self._seq_bounds(n, (int(offsets[-1]) - int(offsets[0])) // 2)
         if bounds is None:
@@ -243,8 +250,10 @@ class CpuBackend(Backend):
         vo = np.zeros(n + 1, np.int64)
         errs = np.zeros((len(bounds) - 1, 3), np.int64)
         index = {lo: k for k, lo in enumerate(bounds[:-1])}
-        self._chunks(lambda lo, hi: decode_count_ser(offsets[lo:hi + 1], data, vo[lo:hi + 1],
-                                                     errs[index[lo]]), bounds)
+        self._chunks(
+            lambda lo, hi: decode_count_ser(offsets[lo : hi + 1], data, vo[lo : hi + 1], errs[index[lo]]),
+            bounds,
+        )
         bad = np.flatnonzero(errs[:, 0])
         if bad.size:  # chunks are consecutive ranges: the first bad chunk has the first error
             k = int(bad[0])
@@ -252,8 +261,7 @@ class CpuBackend(Backend):
             raise decode_error(code, seq_base + bounds[k] + seq, off, data)
         np.cumsum(vo, out=vo)
         out = np.empty(int(vo[-1]), np.int64)
-        self._chunks(lambda lo, hi: decode_fill_ser(offsets[lo:hi + 1], data, vo[lo:hi + 1], out),
-                     bounds)
+        self._chunks(lambda lo, hi: decode_fill_ser(offsets[lo : hi + 1], data, vo[lo : hi + 1], out), bounds)
         return vo, out
 
     # -- chunking -------------------------------------------------------------------------------
@@ -320,8 +328,10 @@ def _warm_chunk(odt: Any) -> VarChunk:
 def _warm_runs(entry: Operator) -> list[tuple[OpCall, Batch]]:
     """(call, batch) pairs that run ``entry`` on every batch form of its input kind."""
     if entry.inputs == "numbers":
-        return [(_first_valid_example(entry, dtype=dt), Numbers(np.arange(4, dtype=dt), (4,)))
-                for dt in _WARM_NUMBER_DTYPES]
+        return [
+            (_first_valid_example(entry, dtype=dt), Numbers(np.arange(4, dtype=dt), (4,)))
+            for dt in _WARM_NUMBER_DTYPES
+        ]
     call = _first_valid_example(entry)
     if entry.inputs == "sequences":
         return [(call, Sequences(np.array([0, 2, 4], np.int64), np.arange(4, dtype=np.int64)))]
@@ -342,5 +352,7 @@ def _first_valid_example(entry: Operator, dtype: Any = None) -> OpCall:
         except (TypeError, ValueError):
             continue
     values = "" if dtype is None else f" for {np.dtype(dtype).name} values"
-    raise ValueError(f"{entry.name}: none of its examples is valid{values}; the CPU warm-up "
-                     "runs every operator on every batch form of its input kind")
+    raise ValueError(
+        f"{entry.name}: none of its examples is valid{values}; the CPU warm-up "
+        "runs every operator on every batch form of its input kind"
+    )

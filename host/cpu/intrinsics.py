@@ -25,8 +25,16 @@ from numba.extending import intrinsic
 if sys.byteorder != "little":  # pragma: no cover - the unaligned loads and stores assume it
     raise ImportError("offload.host.cpu needs a little-endian host")
 
-__all__ = ["kernel", "load_u8", "load_u32", "load_u64", "rotl32", "rotl64", "select_unpredictable",
-           "store_u64"]
+__all__ = [
+    "kernel",
+    "load_u8",
+    "load_u32",
+    "load_u64",
+    "rotl32",
+    "rotl64",
+    "select_unpredictable",
+    "store_u64",
+]
 
 _U = np.uint64
 _M32 = _U(0xFFFFFFFF)
@@ -65,6 +73,7 @@ def select_unpredictable(typingctx, c, a, b):
         inst = builder.select(cv, av, bv)
         inst.set_metadata("unpredictable", builder.module.add_metadata([]))
         return inst
+
     return sig, codegen
 
 
@@ -80,6 +89,7 @@ def store_u64(typingctx, arr, idx, val):
         ptr = builder.bitcast(builder.gep(ary.data, [iv]), ir.IntType(64).as_pointer())
         builder.store(vv, ptr).align = 1
         return context.get_dummy_value()
+
     return sig, codegen
 
 
@@ -108,7 +118,9 @@ def _make_load(bits):
             val = builder.load(ptr)
             val.align = 1
             return builder.zext(val, ir.IntType(64)) if bits < 64 else val
+
         return sig, codegen
+
     return _load
 
 

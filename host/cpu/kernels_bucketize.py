@@ -70,7 +70,7 @@ def _make_bucketize_range(cmp):
 
 
 _bucketize_right_range = _make_bucketize_range(_le)  # right=True: count of b <= x
-_bucketize_left_range = _make_bucketize_range(_lt)   # right=False: count of b < x
+_bucketize_left_range = _make_bucketize_range(_lt)  # right=False: count of b < x
 
 
 @njit

@@ -14,8 +14,17 @@ from offload.golden import XXH32_PRIMES, XXH64_PRIMES
 
 from .intrinsics import kernel, load_u8, load_u32, load_u64, rotl32, rotl64, select_unpredictable
 
-__all__ = ["MODE_FASTRANGE", "MODE_FID", "MODE_MOD", "MODE_RAW", "mod_magic", "xxh32_fixed_ser",
-           "xxh32_var_ser", "xxh64_fixed_ser", "xxh64_var_ser"]
+__all__ = [
+    "MODE_FASTRANGE",
+    "MODE_FID",
+    "MODE_MOD",
+    "MODE_RAW",
+    "mod_magic",
+    "xxh32_fixed_ser",
+    "xxh32_var_ser",
+    "xxh64_fixed_ser",
+    "xxh64_var_ser",
+]
 
 _U = np.uint64
 _M32 = _U(0xFFFFFFFF)
@@ -25,15 +34,16 @@ _P32_1, _P32_2, _P32_3, _P32_4, _P32_5 = (_U(p) for p in XXH32_PRIMES)
 _P64_1, _P64_2, _P64_3, _P64_4, _P64_5 = (_U(p) for p in XXH64_PRIMES)
 
 # Post-processing of an XXH64 inside the hash kernels (fused: one pass over the keys).
-MODE_RAW = 0        # xxh64
-MODE_MOD = 1        # hash_bucket "mod":       h % a
+MODE_RAW = 0  # xxh64
+MODE_MOD = 1  # hash_bucket "mod":       h % a
 MODE_FASTRANGE = 2  # hash_bucket "fastrange": (h * a) >> 64
-MODE_FID = 3        # fid:                     (h & a) | b
+MODE_FID = 3  # fid:                     (h & a) | b
 
 
 # ---------------------------------------------------------------------------------------------
 # Scalar building blocks (compiled into the kernels that call them)
 # ---------------------------------------------------------------------------------------------
+
 
 @njit(inline="always")
 def _round64(acc, lane):
@@ -202,8 +212,7 @@ def _xxh64_short(d, s, e, seed):
         h = select_unpredictable(c, rotl64(h ^ _round64(_U(0), lane), 27) * _P64_1 + _P64_4, h)
     tail = _tail_word(d, e, n & 7)
     c = (n & 4) != 0
-    h = select_unpredictable(
-        c, rotl64(h ^ ((tail & _M32) * _P64_1), 23) * _P64_2 + _P64_3, h)
+    h = select_unpredictable(c, rotl64(h ^ ((tail & _M32) * _P64_1), 23) * _P64_2 + _P64_3, h)
     tail >>= _U((n & 4) * 8)  # the 0..3 single bytes
     nt = n & 3
     for k in range(3):
@@ -294,6 +303,7 @@ def _xxh32_rec(d, s, e, seed, short_ok):
 # ---------------------------------------------------------------------------------------------
 # Per-range bodies (shared by the serial and the parallel kernels)
 # ---------------------------------------------------------------------------------------------
+
 
 @njit
 def _xxh64_fixed_range(keys, seed, mode, a, b, sh, out, lo, hi, width):
@@ -408,6 +418,7 @@ def _xxh32_var_range(offsets, data, seed, out, lo, hi):
 # backend calls them on the whole batch (small batches) or on chunks from several threads.
 # ---------------------------------------------------------------------------------------------
 
+
 @kernel
 def xxh64_fixed_ser(keys, seed, mode, a, b, sh, out):
     _xxh64_fixed_range(keys, seed, mode, a, b, sh, out, 0, keys.shape[0], keys.itemsize)
@@ -431,6 +442,7 @@ def xxh32_var_ser(offsets, data, seed, out):
 # ---------------------------------------------------------------------------------------------
 # Host side
 # ---------------------------------------------------------------------------------------------
+
 
 def mod_magic(d: int) -> tuple[int, int]:
     """(m, sh) for :func:`_modm`: ``h % d`` as a multiply-high, shifts and a multiply."""

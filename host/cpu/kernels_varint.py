@@ -12,8 +12,15 @@ from numba import njit
 
 from .intrinsics import kernel, store_u64
 
-__all__ = ["decode_count_ser", "decode_error", "decode_fill_ser", "decode_ser", "encode_fill_ser",
-           "encode_ser", "encode_sizes_ser"]
+__all__ = [
+    "decode_count_ser",
+    "decode_error",
+    "decode_fill_ser",
+    "decode_ser",
+    "encode_fill_ser",
+    "encode_ser",
+    "encode_sizes_ser",
+]
 
 _U = np.uint64
 
@@ -26,9 +33,18 @@ def _zigzag(v, prev):
 
 @njit(inline="always")
 def _varint_len(z):
-    return (1 + (z >= _U(1 << 7)) + (z >= _U(1 << 14)) + (z >= _U(1 << 21)) + (z >= _U(1 << 28))
-            + (z >= _U(1 << 35)) + (z >= _U(1 << 42)) + (z >= _U(1 << 49)) + (z >= _U(1 << 56))
-            + (z >= _U(1 << 63)))
+    return (
+        1
+        + (z >= _U(1 << 7))
+        + (z >= _U(1 << 14))
+        + (z >= _U(1 << 21))
+        + (z >= _U(1 << 28))
+        + (z >= _U(1 << 35))
+        + (z >= _U(1 << 42))
+        + (z >= _U(1 << 49))
+        + (z >= _U(1 << 56))
+        + (z >= _U(1 << 63))
+    )
 
 
 @njit
@@ -50,10 +66,16 @@ _C80 = _U(0x8080808080808080)
 @njit(inline="always")
 def _spread7(z):
     """The low 56 bits of ``z`` as eight 7-bit groups, one per byte (high bits 0)."""
-    return ((z & _U(0x7F)) | ((z << _U(1)) & _U(0x7F00)) | ((z << _U(2)) & _U(0x7F0000))
-            | ((z << _U(3)) & _U(0x7F000000)) | ((z << _U(4)) & _U(0x7F00000000))
-            | ((z << _U(5)) & _U(0x7F0000000000)) | ((z << _U(6)) & _U(0x7F000000000000))
-            | ((z << _U(7)) & _U(0x7F00000000000000)))
+    return (
+        (z & _U(0x7F))
+        | ((z << _U(1)) & _U(0x7F00))
+        | ((z << _U(2)) & _U(0x7F0000))
+        | ((z << _U(3)) & _U(0x7F000000))
+        | ((z << _U(4)) & _U(0x7F00000000))
+        | ((z << _U(5)) & _U(0x7F0000000000))
+        | ((z << _U(6)) & _U(0x7F000000000000))
+        | ((z << _U(7)) & _U(0x7F00000000000000))
+    )
 
 
 @njit
@@ -149,6 +171,7 @@ def _decode_fill_range(offsets, data, vo, out, lo, hi):
 # backend calls them on the whole batch (small batches) or on chunks from several threads.
 # ---------------------------------------------------------------------------------------------
 
+
 @kernel
 def encode_ser(vo, vals):
     n = vo.shape[0] - 1
@@ -202,6 +225,7 @@ def decode_fill_ser(offsets, data, vo, out):
 # Host side
 # ---------------------------------------------------------------------------------------------
 
+
 def decode_error(code: int, seq: int, off: int, data: np.ndarray) -> ValueError:
     """The error for a malformed varint that a count kernel reported in ``err``: its code,
     sequence and the byte offset of its first byte."""
@@ -210,5 +234,4 @@ def decode_error(code: int, seq: int, off: int, data: np.ndarray) -> ValueError:
         return ValueError(head + "cut off at the end of the sequence")
     if code == _ERR_LONG:
         return ValueError(head + "longer than 10 bytes")
-    return ValueError(head + f"10th byte is 0x{int(data[off + 9]):02x}, above 0x01 "
-                             "(value exceeds 64 bits)")
+    return ValueError(head + f"10th byte is 0x{int(data[off + 9]):02x}, above 0x01 (value exceeds 64 bits)")

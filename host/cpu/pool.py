@@ -25,6 +25,7 @@ class Pool:
 
     def __init__(self, workers: int) -> None:
         import concurrent.futures as cf
+
         self._ex = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="offload-cpu")
         self.workers = workers
 

@@ -50,12 +50,23 @@ class SmartNicBackend(Backend):
 
     name = "smartnic"
 
-    def __init__(self, address: str | None = None, *, token: str | bytes | None = None,
-                 token_file: str | None = None, timeout: float | None = None,
-                 connect_timeout: float = 2.0, health_timeout: float = 1.0,
-                 chunk_bytes: int = 4 << 20, window: int = 4, pool_size: int = 4,
-                 retries: int = 2, backoff: float = 0.05, availability_ttl: float = 1.0,
-                 **_ignored: Any) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | bytes | None = None,
+        token_file: str | None = None,
+        timeout: float | None = None,
+        connect_timeout: float = 2.0,
+        health_timeout: float = 1.0,
+        chunk_bytes: int = 4 << 20,
+        window: int = 4,
+        pool_size: int = 4,
+        retries: int = 2,
+        backoff: float = 0.05,
+        availability_ttl: float = 1.0,
+        **_ignored: Any,
+    ) -> None:
         self.address = address if address is not None else os.environ.get(ENV_ADDRESS) or None
         self._config_error: str | None = None
         self.host, self.port = "", 0
@@ -75,8 +86,7 @@ class SmartNicBackend(Backend):
                 self._config_error = f"cannot read token file {token_file}: {e}"
         self.token: bytes | None = token.encode() if isinstance(token, str) else token
         if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds (or None: scaled to each chunk), "
-                             f"got {timeout}")
+            raise ValueError(f"timeout must be > 0 seconds (or None: scaled to each chunk), got {timeout}")
         self.timeout = None if timeout is None else float(timeout)
         self.deadlines: DeadlineEstimator | None = None  # made on the first connection
         self.connect_timeout = float(connect_timeout)
@@ -101,8 +111,9 @@ class SmartNicBackend(Backend):
         if self._config_error:
             return Availability(False, self._config_error)
         if not self.address:
-            return Availability(False, "no SmartNIC service configured: pass address='host:port' "
-                                       f"or set {ENV_ADDRESS}")
+            return Availability(
+                False, f"no SmartNIC service configured: pass address='host:port' or set {ENV_ADDRESS}"
+            )
         now = time.monotonic()
         cached = self._avail
         if cached is not None and now - cached[0] < self.availability_ttl:
@@ -110,20 +121,25 @@ class SmartNicBackend(Backend):
         try:
             h = self.health()
             if h.get("status") != "ok":
-                av = Availability(False, f"SmartNIC service at {self.address} is "
-                                         f"{h.get('status')}")
+                av = Availability(False, f"SmartNIC service at {self.address} is {h.get('status')}")
             else:
-                av = Availability(True, f"offload serve at {self.address} "
-                                        f"(backends: {', '.join(h.get('chain', [])) or '?'})")
+                av = Availability(
+                    True,
+                    f"offload serve at {self.address} (backends: {', '.join(h.get('chain', [])) or '?'})",
+                )
         except RemoteError as e:
             if e.code == ErrorCode.AUTH_FAILED:
-                av = Availability(False, f"SmartNIC service at {self.address} refused the "
-                                         f"credential ({'no token set: ' + ENV_TOKEN if self.token is None else 'wrong token'})")
+                av = Availability(
+                    False,
+                    f"SmartNIC service at {self.address} refused the "
+                    f"credential ({'no token set: ' + ENV_TOKEN if self.token is None else 'wrong token'})",
+                )
             else:
                 av = Availability(False, f"SmartNIC service at {self.address}: {e}")
         except (OSError, ProtocolError, ConnectionLost, DeadlineExceeded) as e:
-            av = Availability(False, f"cannot reach SmartNIC service at {self.address}: "
-                                     f"{type(e).__name__}: {e}")
+            av = Availability(
+                False, f"cannot reach SmartNIC service at {self.address}: {type(e).__name__}: {e}"
+            )
         self._avail = (now, av)
         return av
 
@@ -149,7 +165,10 @@ class SmartNicBackend(Backend):
                 self.deadlines = DeadlineEstimator(
                     prior_fixed_s=2.0 if cpu_only else 10.0,
                     prior_byte_s=1e-7 if cpu_only else 5e-5 / 8,
-                    latency_s=0.05, floor_s=1.0, margin=4.0)
+                    latency_s=0.05,
+                    floor_s=1.0,
+                    margin=4.0,
+                )
             return self.deadlines
 
     def stats(self) -> dict[str, Any]:

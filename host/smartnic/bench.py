@@ -23,15 +23,27 @@ import numpy as np
 __all__ = ["rows", "measure"]
 
 
-def _row(name: str, value: float, unit: str, baseline: float | None, target: float | None,
-         higher_is_better: bool = True) -> dict[str, Any]:
+def _row(
+    name: str,
+    value: float,
+    unit: str,
+    baseline: float | None,
+    target: float | None,
+    higher_is_better: bool = True,
+) -> dict[str, Any]:
     ratio = (value / baseline if higher_is_better else baseline / value) if baseline else None
     passed = None if target is None else (value >= target if higher_is_better else value <= target)
-    return {"name": name, "value": round(value, 3), "unit": unit,
-            "baseline": None if baseline is None else round(baseline, 3),
-            "baseline_unit": "" if baseline is None else f"{unit} (cpu backend in process)",
-            "ratio": None if ratio is None else round(ratio, 3), "target": target,
-            "target_kind": "value" if higher_is_better else "max", "passed": passed}
+    return {
+        "name": name,
+        "value": round(value, 3),
+        "unit": unit,
+        "baseline": None if baseline is None else round(baseline, 3),
+        "baseline_unit": "" if baseline is None else f"{unit} (cpu backend in process)",
+        "ratio": None if ratio is None else round(ratio, 3),
+        "target": target,
+        "target_kind": "value" if higher_is_better else "max",
+        "passed": passed,
+    }
 
 
 def measure(quick: bool = True, address: str | None = None) -> dict[str, float]:
@@ -66,8 +78,9 @@ def measure(quick: bool = True, address: str | None = None) -> dict[str, float]:
             s0, r0, ts0, tr0 = conn.bytes_sent, conn.bytes_received, conn.send_s, conn.recv_s
             be.pool.release(conn)
             times.append(_timed(lambda: be.run(call, big)))
-            conn_stats.append((conn.bytes_sent - s0, conn.bytes_received - r0,
-                               conn.send_s - ts0, conn.recv_s - tr0))
+            conn_stats.append(
+                (conn.bytes_sent - s0, conn.bytes_received - r0, conn.send_s - ts0, conn.recv_s - tr0)
+            )
         t_med = float(np.median(times))
         sent = sum(c[0] for c in conn_stats)
         recv = sum(c[1] for c in conn_stats)
@@ -80,13 +93,16 @@ def measure(quick: bool = True, address: str | None = None) -> dict[str, float]:
     finally:
         if srv is not None:
             srv.close()
-    return {"keys_per_s": keys.size / t_med, "cpu_keys_per_s": keys.size / t_cpu,
-            "out_GBps": sent / send_s / 1e9 if send_s else 0.0,
-            "in_GBps": recv / recv_s / 1e9 if recv_s else 0.0,
-            "effective_GBps": keys.nbytes / t_med / 1e9,
-            "p50_us": float(np.percentile(lat, 50) * 1e6),
-            "p99_us": float(np.percentile(lat, 99) * 1e6),
-            "cpu_small_us": cpu_small * 1e6}
+    return {
+        "keys_per_s": keys.size / t_med,
+        "cpu_keys_per_s": keys.size / t_cpu,
+        "out_GBps": sent / send_s / 1e9 if send_s else 0.0,
+        "in_GBps": recv / recv_s / 1e9 if recv_s else 0.0,
+        "effective_GBps": keys.nbytes / t_med / 1e9,
+        "p50_us": float(np.percentile(lat, 50) * 1e6),
+        "p99_us": float(np.percentile(lat, 99) * 1e6),
+        "cpu_small_us": cpu_small * 1e6,
+    }
 
 
 def _timed(f: Any) -> float:
@@ -102,15 +118,14 @@ def rows(quick: bool = True) -> list[dict[str, Any]]:
         _row("smartnic_payload_out_GBps", m["out_GBps"], "GB/s", None, 1.0),
         _row("smartnic_payload_in_GBps", m["in_GBps"], "GB/s", None, 1.0),
         _row("smartnic_effective_GBps", m["effective_GBps"], "GB/s", None, None),
-        _row("smartnic_1k_p50_us", m["p50_us"], "us", m["cpu_small_us"], 300.0,
-             higher_is_better=False),
-        _row("smartnic_1k_p99_us", m["p99_us"], "us", m["cpu_small_us"], None,
-             higher_is_better=False),
+        _row("smartnic_1k_p50_us", m["p50_us"], "us", m["cpu_small_us"], 300.0, higher_is_better=False),
+        _row("smartnic_1k_p99_us", m["p99_us"], "us", m["cpu_small_us"], None, higher_is_better=False),
     ]
 
 
 if __name__ == "__main__":
     import json
     import sys
+
     for r in rows(quick="--full" not in sys.argv):
         print(json.dumps(r))

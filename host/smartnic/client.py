@@ -66,8 +66,15 @@ class Connection:
     0 until the caller raises it to the size of the results it asks for (``reader.max_payload``).
     """
 
-    def __init__(self, host: str, port: int, *, token: bytes | None = None,
-                 connect_timeout: float = 2.0, max_payload: int = 0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        token: bytes | None = None,
+        connect_timeout: float = 2.0,
+        max_payload: int = 0,
+    ) -> None:
         self.address = f"{host}:{port}"
         deadline = time.monotonic() + connect_timeout
         self.sock = socket.create_connection((host, port), timeout=connect_timeout)
@@ -84,8 +91,8 @@ class Connection:
             self._eof = False
             self.bytes_sent = 0
             self.bytes_received = 0
-            self.send_s = 0.0   # time inside sendmsg (bytes_sent / send_s: payload rate out)
-            self.recv_s = 0.0   # time inside recv_into + decoding (rate in)
+            self.send_s = 0.0  # time inside sendmsg (bytes_sent / send_s: payload rate out)
+            self.recv_s = 0.0  # time inside recv_into + decoding (rate in)
             self.server: dict[str, Any] = {}
             self._handshake(token, deadline)
         except BaseException:
@@ -232,14 +239,21 @@ class Connection:
         self._send_all(encode_frame(MsgType.HEALTH, bid), deadline)
         f = self._next_frame(deadline)
         if f.type != MsgType.HEALTH_OK or f.batch_id != bid:
-            raise ProtocolError(ErrorCode.OUT_OF_ORDER, f"expected HEALTH_OK {bid}, got "
-                                                        f"{f.type.name} {f.batch_id}")
+            raise ProtocolError(
+                ErrorCode.OUT_OF_ORDER, f"expected HEALTH_OK {bid}, got {f.type.name} {f.batch_id}"
+            )
         return parse_json(f.meta)
 
-    def pipeline(self, count: int | Callable[[], int], make: Callable[[int, int], list[Any]],
-                 handle: Callable[[int, Frame], None], *, window: int = 4,
-                 timeout: float | Callable[[int], float] = 30.0,
-                 took: Callable[[int, float], None] | None = None) -> None:
+    def pipeline(
+        self,
+        count: int | Callable[[], int],
+        make: Callable[[int, int], list[Any]],
+        handle: Callable[[int, Frame], None],
+        *,
+        window: int = 4,
+        timeout: float | Callable[[int], float] = 30.0,
+        took: Callable[[int, float], None] | None = None,
+    ) -> None:
         """Send requests ``make(i, batch_id)`` for ``i < count`` with at most ``window``
         outstanding and give each answer to ``handle(i, frame)`` in order. ``count`` may be a
         callable, read again after every ``make`` (which may split its request and so add one).
@@ -283,8 +297,9 @@ class Connection:
                     code, msg = parse_error(f.meta)
                     raise RemoteError(code, msg, f.batch_id)
                 if f.type != MsgType.RESULT or f.batch_id != bid:
-                    raise ProtocolError(ErrorCode.OUT_OF_ORDER,
-                                        f"expected RESULT {bid}, got {f.type.name} {f.batch_id}")
+                    raise ProtocolError(
+                        ErrorCode.OUT_OF_ORDER, f"expected RESULT {bid}, got {f.type.name} {f.batch_id}"
+                    )
                 t_answer = time.monotonic()
                 turn = max(outstanding.popleft()[2], answered)
                 handle(i, f)

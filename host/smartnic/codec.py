@@ -39,12 +39,28 @@ from offload.batch import (
 )
 from offload.ops import OpCall, make_call, operator
 
-__all__ = ["RequestError", "Buffers", "batch_arrays", "request_arrays", "request_body", "parse_request", "result_body",
-           "parse_result", "padded", "body_bytes", "result_bound", "LAYOUTS"]
+__all__ = [
+    "RequestError",
+    "Buffers",
+    "batch_arrays",
+    "request_arrays",
+    "request_body",
+    "parse_request",
+    "result_body",
+    "parse_result",
+    "padded",
+    "body_bytes",
+    "result_bound",
+    "LAYOUTS",
+]
 
 #: The batch layouts an operator's input kind travels in.
-LAYOUTS: Mapping[str, tuple[str, ...]] = {"records": ("fixed", "var"), "numbers": ("numbers",),
-                                          "sequences": ("sequences",), "encoded": ("var",)}
+LAYOUTS: Mapping[str, tuple[str, ...]] = {
+    "records": ("fixed", "var"),
+    "numbers": ("numbers",),
+    "sequences": ("sequences",),
+    "encoded": ("var",),
+}
 # the element types a buffer may have: little-endian bools, integers and floats of up to 8 bytes
 # (never object arrays: a buffer is only ever a view of received bytes)
 _DTYPES = frozenset(np.dtype(c).newbyteorder("<").str for c in "?bBhHiIqQefd")
@@ -80,13 +96,13 @@ def _payload(arrays: list[np.ndarray]) -> Buffers:
 def _describe_json(arrays: list[np.ndarray]) -> bytes:
     """``[[dtype, count], ...]`` of ``arrays`` as JSON, formatted by hand (dtype strings need no
     escaping): this is on every request's and result's path."""
-    return b"[" + b",".join(b'["%s",%d]' % (a.dtype.str.encode(), a.shape[0])
-                            for a in arrays) + b"]"
+    return b"[" + b",".join(b'["%s",%d]' % (a.dtype.str.encode(), a.shape[0]) for a in arrays) + b"]"
 
 
 # ---------------------------------------------------------------------------------------------
 # requests
 # ---------------------------------------------------------------------------------------------
+
 
 def batch_arrays(batch: Batch) -> tuple[str, list[np.ndarray]]:
     """A batch's layout name and its arrays (offsets rebased to 0; copies only what must be)."""
@@ -113,8 +129,10 @@ def _param_json(name: str, value: Any, arrays: list[np.ndarray]) -> Any:
         return {"dtype": value.str}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(f"parameter {name!r} of type {type(value).__name__} cannot be sent to the "
-                    "SmartNIC service (JSON scalars, numpy dtypes and 1-D arrays can)")
+    raise TypeError(
+        f"parameter {name!r} of type {type(value).__name__} cannot be sent to the "
+        "SmartNIC service (JSON scalars, numpy dtypes and 1-D arrays can)"
+    )
 
 
 # a call's ``"op"`` and ``"params"`` JSON, by call (calls without array parameters: the others
@@ -147,11 +165,16 @@ def request_arrays(call: OpCall, batch: Batch) -> tuple[dict[str, Any], list[np.
     return {"call": call_json, "batch": layout}, arrays
 
 
-def request_body(meta: dict[str, Any], arrays: list[np.ndarray],
-                 deadline_ms: int = 0) -> tuple[bytes, Buffers]:
+def request_body(
+    meta: dict[str, Any], arrays: list[np.ndarray], deadline_ms: int = 0
+) -> tuple[bytes, Buffers]:
     """The REQUEST meta bytes and payload buffers of :func:`request_arrays`' output."""
     text = b'%s,"batch":"%s","bufs":%s,"deadline_ms":%d}' % (
-        meta["call"][:-1], meta["batch"].encode(), _describe_json(arrays), int(deadline_ms))
+        meta["call"][:-1],
+        meta["batch"].encode(),
+        _describe_json(arrays),
+        int(deadline_ms),
+    )
     return text, _payload(arrays)
 
 
@@ -171,16 +194,22 @@ def _views(spec: Any, payload: np.ndarray) -> list[np.ndarray]:
         raise RequestError("bufs must be a list of [dtype, count]")
     views, pos, total = [], 0, payload.shape[0]
     for item in spec:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
-                and item[0] in _DTYPES
-                and type(item[1]) is int and item[1] >= 0):
-            raise RequestError(f"bad buffer {item!r}: expected [dtype, count] with dtype one of "
-                               f"{', '.join(sorted(_DTYPES))}")
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and item[0] in _DTYPES
+            and type(item[1]) is int
+            and item[1] >= 0
+        ):
+            raise RequestError(
+                f"bad buffer {item!r}: expected [dtype, count] with dtype one of {', '.join(sorted(_DTYPES))}"
+            )
         dt = np.dtype(item[0])
         nbytes = dt.itemsize * item[1]
         if pos + padded(nbytes) > total:
             raise RequestError(f"buffers need more than the payload's {total} bytes")
-        views.append(payload[pos:pos + nbytes].view(dt))
+        views.append(payload[pos : pos + nbytes].view(dt))
         pos += padded(nbytes)
     if pos != total:
         raise RequestError(f"buffers take {pos} bytes of a payload of {total}")
@@ -204,8 +233,7 @@ def _param_value(name: str, value: Any, views: list[np.ndarray], used: set[int])
 def _batch(kind: str, layout: Any, arrays: list[np.ndarray]) -> Batch:
     """The batch of ``layout`` over ``arrays`` (offload.batch's checks and exact messages)."""
     if layout not in LAYOUTS[kind]:
-        raise RequestError(f"a {kind} operator takes the layout "
-                           f"{' or '.join(LAYOUTS[kind])}, got {layout!r}")
+        raise RequestError(f"a {kind} operator takes the layout {' or '.join(LAYOUTS[kind])}, got {layout!r}")
     want = 1 if layout in ("fixed", "numbers") else 2
     if len(arrays) != want:
         raise RequestError(f"the {layout} layout has {want} buffer(s), got {len(arrays)}")
@@ -236,7 +264,7 @@ def parse_request(meta: bytes, payload: np.ndarray) -> tuple[OpCall, Batch, int]
     if used != set(range(len(used))):
         raise RequestError("array parameters take the first buffers, in order")
     call = make_call(op, **values)
-    batch = _batch(entry.inputs, layout, views[len(used):])
+    batch = _batch(entry.inputs, layout, views[len(used) :])
     deadline = m.get("deadline_ms", 0)
     return call, batch, deadline if type(deadline) is int else 0
 
@@ -244,6 +272,7 @@ def parse_request(meta: bytes, payload: np.ndarray) -> tuple[OpCall, Batch, int]
 # ---------------------------------------------------------------------------------------------
 # results
 # ---------------------------------------------------------------------------------------------
+
 
 def result_arrays(result: Result) -> list[np.ndarray]:
     """A result's arrays as sent: one array, or a pair with its offsets rebased to 0."""
@@ -302,8 +331,12 @@ def parse_result(call: OpCall, n: int, meta: dict[str, Any], payload: np.ndarray
             raise _framing(f"{arrays[0].shape[0]} results for {n} records")
         return arrays[0]
     offsets, data = arrays
-    if offsets.shape[0] != n + 1 or int(offsets[0]) != 0 or int(offsets[-1]) != data.shape[0] \
-            or (n > 1 and bool((offsets[1:] < offsets[:-1]).any())):
+    if (
+        offsets.shape[0] != n + 1
+        or int(offsets[0]) != 0
+        or int(offsets[-1]) != data.shape[0]
+        or (n > 1 and bool((offsets[1:] < offsets[:-1]).any()))
+    ):
         raise _framing(f"offsets do not frame {n} records of {data.shape[0]} elements")
     return offsets, data
 

@@ -87,17 +87,31 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.svc.alive.add(self)
         limit = self.svc.cfg.max_connections
         if len(self.svc.conns) >= limit:
-            self._refuse(f"connection limit reached: this service serves at most {limit} "
-                         "connections at a time; try again later")
+            self._refuse(
+                f"connection limit reached: this service serves at most {limit} "
+                "connections at a time; try again later"
+            )
             return
         self.svc.conns.add(self)
         self.svc.log("info", "connection_open", peer=self.peer)
         flags = Flags.AUTH_REQUIRED if self.svc.cfg.token is not None else 0
-        self._send(encode_frame(MsgType.HELLO, 0, pack_json(
-            {"nonce": self.nonce.hex(), "proto": VERSION, "server": "offload",
-             "max_frame": self.svc.cfg.max_frame, "auth": self.svc.cfg.token is not None,
-             "chain": self.svc.chain()}),
-            flags=flags))
+        self._send(
+            encode_frame(
+                MsgType.HELLO,
+                0,
+                pack_json(
+                    {
+                        "nonce": self.nonce.hex(),
+                        "proto": VERSION,
+                        "server": "offload",
+                        "max_frame": self.svc.cfg.max_frame,
+                        "auth": self.svc.cfg.token is not None,
+                        "chain": self.svc.chain(),
+                    }
+                ),
+                flags=flags,
+            )
+        )
         self.worker = asyncio.get_running_loop().create_task(self._work())
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -125,8 +139,7 @@ class PeerConnection(asyncio.BufferedProtocol):
             if self.authed and self.reader.handshake:
                 # the AUTH frame was accepted: full limits; frames sent right after it follow
                 try:
-                    frames = self.reader.admit(max_meta=DEFAULT_MAX_META,
-                                               max_payload=self.svc.cfg.max_frame)
+                    frames = self.reader.admit(max_meta=DEFAULT_MAX_META, max_payload=self.svc.cfg.max_frame)
                 except ProtocolError as e:
                     self.fatal(e.code, e.message)
                     return
@@ -148,9 +161,13 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.wake.set()
         self.writable.set()
         if not refused:
-            self.svc.log("info", "connection_closed", peer=self.peer,
-                         error=None if exc is None else f"{type(exc).__name__}: {exc}",
-                         dropped=len(self.queue))
+            self.svc.log(
+                "info",
+                "connection_closed",
+                peer=self.peer,
+                error=None if exc is None else f"{type(exc).__name__}: {exc}",
+                dropped=len(self.queue),
+            )
         self.queue.clear()
         self.inflight = 0
         self.done.set()
@@ -173,25 +190,38 @@ class PeerConnection(asyncio.BufferedProtocol):
                 self.fatal(ErrorCode.OUT_OF_ORDER, f"expected AUTH, got {f.type.name}")
                 return
             token = self.svc.cfg.token
-            if token is not None and not hmac.compare_digest(auth_digest(token, self.nonce),
-                                                             f.meta):
-                self.fatal(ErrorCode.AUTH_FAILED, "missing or wrong credential"
-                           if f.meta else "this service requires a token")
+            if token is not None and not hmac.compare_digest(auth_digest(token, self.nonce), f.meta):
+                self.fatal(
+                    ErrorCode.AUTH_FAILED,
+                    "missing or wrong credential" if f.meta else "this service requires a token",
+                )
                 return
             self.authed = True
             self._send(encode_frame(MsgType.AUTH_OK, f.batch_id))
             return
         if f.type == MsgType.HEALTH:
-            self._send(encode_frame(MsgType.HEALTH_OK, f.batch_id, pack_json(self.svc.health()),
-                                    flags=Flags.DRAINING if self.svc.draining else 0))
+            self._send(
+                encode_frame(
+                    MsgType.HEALTH_OK,
+                    f.batch_id,
+                    pack_json(self.svc.health()),
+                    flags=Flags.DRAINING if self.svc.draining else 0,
+                )
+            )
             return
         if f.type == MsgType.REQUEST:
             if f.batch_id <= self.last_bid:
                 self.fatal(ErrorCode.OUT_OF_ORDER, f"batch id {f.batch_id} after {self.last_bid}")
                 return
             self.last_bid = f.batch_id
-            if (not self.queue and not self.busy and not self.write_paused and self._inline_ok
-                    and f.payload.nbytes <= INLINE_BYTES and not self.svc.draining):
+            if (
+                not self.queue
+                and not self.busy
+                and not self.write_paused
+                and self._inline_ok
+                and f.payload.nbytes <= INLINE_BYTES
+                and not self.svc.draining
+            ):
                 # the latency path: nothing is queued or being answered on this connection, so
                 # answer right here (no hop through the worker task and another loop iteration)
                 self._run_inline(f)
@@ -219,8 +249,15 @@ class PeerConnection(asyncio.BufferedProtocol):
         svc.batches += 1
         svc.records += nrec
         if self._debug:
-            svc.log("debug", "batch", peer=self.peer, batch_id=f.batch_id, records=nrec,
-                    backend=names, ms=round((time.monotonic() - t_recv) * 1e3, 3))
+            svc.log(
+                "debug",
+                "batch",
+                peer=self.peer,
+                batch_id=f.batch_id,
+                records=nrec,
+                backend=names,
+                ms=round((time.monotonic() - t_recv) * 1e3, 3),
+            )
         self._send(bufs)
 
     def _send(self, bufs: list[Any]) -> None:
@@ -241,8 +278,12 @@ class PeerConnection(asyncio.BufferedProtocol):
     def _flow(self) -> None:
         if self.closed or self.transport is None:
             return
-        pause = (self.inflight > self.svc.cfg.max_inflight or self.write_paused
-                 or self.svc.draining or self.reader.failed is not None)
+        pause = (
+            self.inflight > self.svc.cfg.max_inflight
+            or self.write_paused
+            or self.svc.draining
+            or self.reader.failed is not None
+        )
         if pause and not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
@@ -252,8 +293,13 @@ class PeerConnection(asyncio.BufferedProtocol):
 
     def fatal(self, code: ErrorCode, message: str) -> None:
         level = "warning"
-        self.svc.log(level, "auth_refused" if code == ErrorCode.AUTH_FAILED else "protocol_error",
-                     peer=self.peer, code=code.name, message=message)
+        self.svc.log(
+            level,
+            "auth_refused" if code == ErrorCode.AUTH_FAILED else "protocol_error",
+            peer=self.peer,
+            code=code.name,
+            message=message,
+        )
         self.svc.errors += 1
         self._send(encode_frame(MsgType.ERROR, 0, pack_error(code, message)))
         self.closed = True
@@ -267,8 +313,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         """Instead of HELLO: say why this connection is not served, then close it."""
         self.svc.refused += 1
         self.svc.log("warning", "connection_refused", peer=self.peer, reason=message)
-        self._send(encode_frame(MsgType.ERROR, 0, pack_error(ErrorCode.TOO_MANY_CONNECTIONS,
-                                                             message)))
+        self._send(encode_frame(MsgType.ERROR, 0, pack_error(ErrorCode.TOO_MANY_CONNECTIONS, message)))
         self.closed = True
         self.reader.release()
         self.done.set()
@@ -317,9 +362,15 @@ class PeerConnection(asyncio.BufferedProtocol):
                     svc.batches += 1
                     svc.records += nrec
                     if self._debug:
-                        svc.log("debug", "batch", peer=self.peer, batch_id=f.batch_id,
-                                records=nrec, backend=names,
-                                ms=round((time.monotonic() - t_recv) * 1e3, 3))
+                        svc.log(
+                            "debug",
+                            "batch",
+                            peer=self.peer,
+                            batch_id=f.batch_id,
+                            records=nrec,
+                            backend=names,
+                            ms=round((time.monotonic() - t_recv) * 1e3, 3),
+                        )
                     if not self.writable.is_set():
                         await self.writable.wait()
                     self._send(bufs)

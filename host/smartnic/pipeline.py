@@ -44,6 +44,7 @@ __all__ = ["ChunkPipeline", "Settings", "chunk_bounds"]
 
 class Settings(Protocol):
     """What a pipeline reads of its backend (``SmartNicBackend``'s public attributes)."""
+
     address: str | None
     timeout: float | None
     connect_timeout: float
@@ -60,14 +61,15 @@ class Settings(Protocol):
 @dataclass
 class _Chunk:
     """One chunk on its way: records ``[a, b)`` of the batch, as sent."""
-    k: int                      # its index in the pipeline's bounds
+
+    k: int  # its index in the pipeline's bounds
     a: int
     b: int
     meta: bytes
     bufs: codec.Buffers
-    size: tuple[int, int]       # records, bytes sent + received at most (its deadline's measure)
-    limit: float                # seconds it may take from its turn
-    bound: int                  # the largest RESULT payload accepted for it
+    size: tuple[int, int]  # records, bytes sent + received at most (its deadline's measure)
+    limit: float  # seconds it may take from its turn
+    bound: int  # the largest RESULT payload accepted for it
     offsets: np.ndarray | None  # the byte offsets sent (var layout): a reported byte is restated
 
 
@@ -79,13 +81,12 @@ class ChunkPipeline:
         self.call, self.batch, self.n = call, batch, batch.n
         self.bounds: list[tuple[int, int]] = []  # set once a connection told the frame limit
         self.completed = 0  # leading records answered
-        self.next = 0       # the first chunk not answered
-        self.attempts = 0   # links lost or connects failed: ``retries`` of them for the batch
+        self.next = 0  # the first chunk not answered
+        self.attempts = 0  # links lost or connects failed: ``retries`` of them for the batch
         self.dtype = call.operator.result_dtype
         # a one-value-per-record result is received in place: chunk [a, b) at bytes
         # itemsize*a.., its padding overwritten by the chunk after it
-        self.out = None if self.dtype is None else np.empty(self.dtype.itemsize * self.n + 8,
-                                                             np.uint8)
+        self.out = None if self.dtype is None else np.empty(self.dtype.itemsize * self.n + 8, np.uint8)
         self.parts: list[Result] = []
 
     def run(self) -> Result:
@@ -94,8 +95,7 @@ class ChunkPipeline:
             if conn is None:
                 continue
             if not self.bounds:
-                self.bounds = chunk_bounds(self.call, self.batch, self.s.chunk_bytes,
-                                           conn.max_frame)
+                self.bounds = chunk_bounds(self.call, self.batch, self.s.chunk_bytes, conn.max_frame)
             if self._pass(conn):
                 self.s.pool.release(conn)
         self.s.counters.add(batches=1)
@@ -107,14 +107,17 @@ class ChunkPipeline:
         """The results of the leading ``completed`` records."""
         if self.out is not None:
             assert self.dtype is not None
-            return self.out[:self.dtype.itemsize * self.completed].view(self.dtype)
+            return self.out[: self.dtype.itemsize * self.completed].view(self.dtype)
         return concat_results(self.call.op, self.parts)
 
     def _fail(self, message: str, cause: str) -> BackendError:
         self.s.counters.failure(cause)
-        return BackendError(f"smartnic ({self.s.address}): {message} after {self.completed} of "
-                            f"{self.n} records", cause=cause, completed=self.completed,
-                            partial=self._head() if self.completed else None)
+        return BackendError(
+            f"smartnic ({self.s.address}): {message} after {self.completed} of {self.n} records",
+            cause=cause,
+            completed=self.completed,
+            partial=self._head() if self.completed else None,
+        )
 
     def _place(self, chunk: _Chunk, f: Frame) -> None:
         try:
@@ -128,7 +131,7 @@ class ChunkPipeline:
                 res = codec.parse_result(self.call, chunk.b - chunk.a, meta, f.payload)
                 if self.out is not None and isinstance(res, np.ndarray):
                     lo = res.dtype.itemsize * chunk.a
-                    self.out[lo:lo + res.nbytes] = res.view(np.uint8)
+                    self.out[lo : lo + res.nbytes] = res.view(np.uint8)
                 else:
                     self.parts.append(res)
         except BackendError as e:
@@ -144,8 +147,7 @@ class ChunkPipeline:
         try:
             return self.s.pool.acquire(self.s.connect_timeout, fresh=self.attempts > 0)
         except RemoteError as e:
-            raise self._fail(str(e), "auth" if e.code == ErrorCode.AUTH_FAILED
-                             else "refused") from e
+            raise self._fail(str(e), "auth" if e.code == ErrorCode.AUTH_FAILED else "refused") from e
         except (OSError, ProtocolError, ConnectionLost, DeadlineExceeded) as e:
             self._retry_or_fail(f"cannot connect: {type(e).__name__}: {e}", e)
             return None
@@ -180,9 +182,14 @@ class ChunkPipeline:
         sent0, recv0 = conn.bytes_sent, conn.bytes_received
         conn.reader.sink = lambda hdr: self._sink(by_bid, hdr)
         try:
-            conn.pipeline(lambda: len(self.bounds) - base, make,
-                          lambda i, f: self._place(flight[i], f), window=self.s.window,
-                          timeout=lambda i: flight[i].limit, took=took)
+            conn.pipeline(
+                lambda: len(self.bounds) - base,
+                make,
+                lambda i, f: self._place(flight[i], f),
+                window=self.s.window,
+                timeout=lambda i: flight[i].limit,
+                took=took,
+            )
         except DeadlineExceeded as e:
             conn.close()
             raise self._fail(self._missed(e, flight, deadlines), "timeout") from e
@@ -209,8 +216,9 @@ class ChunkPipeline:
         finally:
             conn.reader.sink = None
             conn.reader.max_payload = 0
-            self.s.counters.add(bytes_sent=conn.bytes_sent - sent0,
-                                bytes_received=conn.bytes_received - recv0)
+            self.s.counters.add(
+                bytes_sent=conn.bytes_sent - sent0, bytes_received=conn.bytes_received - recv0
+            )
         return True
 
     def _sink(self, by_bid: dict[int, _Chunk], hdr: Header) -> np.ndarray | None:
@@ -221,7 +229,7 @@ class ChunkPipeline:
             return None
         size = self.dtype.itemsize
         lo, plen = size * chunk.a, codec.padded(size * (chunk.b - chunk.a))
-        return self.out[lo:lo + plen] if hdr.payload_len == plen else None
+        return self.out[lo : lo + plen] if hdr.payload_len == plen else None
 
     def _chunk(self, k: int, max_frame: int, deadlines: DeadlineEstimator) -> _Chunk:
         """Chunk ``bounds[k]`` ready to send, first split (``bounds`` gains entries) until its
@@ -235,10 +243,11 @@ class ChunkPipeline:
             if nbytes <= max_frame:
                 break
             if b - a == 1:
-                raise _TooLarge(f"record {a} needs a frame of {nbytes} bytes, above the "
-                                f"service's limit of {max_frame}")
+                raise _TooLarge(
+                    f"record {a} needs a frame of {nbytes} bytes, above the service's limit of {max_frame}"
+                )
             m = a + max(1, min(b - a - 1, (b - a) * max_frame * 7 // (nbytes * 8)))
-            self.bounds[k:k + 1] = [(a, m), (m, b)]
+            self.bounds[k : k + 1] = [(a, m), (m, b)]
         bound = codec.result_bound(self.call, b - a, nbytes)
         size = (b - a, nbytes + (bound if self.dtype is not None else nbytes))
         limit = self.s.timeout or deadlines.deadline(*size)
@@ -246,8 +255,7 @@ class ChunkPipeline:
         offsets = arrays[-2] if meta["batch"] == "var" else None
         return _Chunk(k, a, b, body, bufs, size, limit, bound, offsets)
 
-    def _missed(self, e: DeadlineExceeded, flight: dict[int, _Chunk],
-                deadlines: DeadlineEstimator) -> str:
+    def _missed(self, e: DeadlineExceeded, flight: dict[int, _Chunk], deadlines: DeadlineEstimator) -> str:
         """The message for a chunk that missed its deadline."""
         if e.index is None or e.limit is None or e.index not in flight:
             return str(e)
@@ -265,13 +273,12 @@ class ChunkPipeline:
             if chunk.a == 0:
                 return text
             return f"{text} (a position in records {chunk.a}..{chunk.b - 1} counted from {chunk.a})"
-        local = int(text[rec[0]:rec[1]])
+        local = int(text[rec[0] : rec[1]])
         edits = [(rec, chunk.a + local)]
         if byte is not None and chunk.offsets is not None and local < chunk.offsets.shape[0] - 1:
             start = record_start(self.batch, chunk.a + local)
             if start is not None:
-                edits.append((byte, int(text[byte[0]:byte[1]]) - int(chunk.offsets[local])
-                               + start))
+                edits.append((byte, int(text[byte[0] : byte[1]]) - int(chunk.offsets[local]) + start))
         for (lo, hi), value in sorted(edits, reverse=True):
             text = text[:lo] + str(value) + text[hi:]
         return text
@@ -294,8 +301,7 @@ def record_start(batch: Batch, i: int) -> int | None:
 _SLACK = 16
 
 
-def chunk_bounds(call: OpCall, batch: Batch, chunk_bytes: int,
-                 max_frame: int) -> list[tuple[int, int]]:
+def chunk_bounds(call: OpCall, batch: Batch, chunk_bytes: int, max_frame: int) -> list[tuple[int, int]]:
     """Chunks of whole records of about ``chunk_bytes`` request bytes, each expected to fit a
     payload of ``max_frame`` bytes with the call's array parameters (:meth:`ChunkPipeline._chunk`
     splits one that does not, all the same)."""

@@ -68,9 +68,16 @@ class Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._c: dict[str, Any] = {"batches": 0, "chunks": 0, "records": 0, "bytes_sent": 0,
-                                   "bytes_received": 0, "reconnects": 0, "failures": {},
-                                   "server_backends": {}}
+        self._c: dict[str, Any] = {
+            "batches": 0,
+            "chunks": 0,
+            "records": 0,
+            "bytes_sent": 0,
+            "bytes_received": 0,
+            "reconnects": 0,
+            "failures": {},
+            "server_backends": {},
+        }
 
     def add(self, **counts: int) -> None:
         with self._lock:

@@ -25,11 +25,34 @@ import google_crc32c
 import numpy as np
 
 __all__ = [
-    "MAGIC", "VERSION", "HEADER", "HEADER_SIZE", "MsgType", "ErrorCode", "FATAL_CODES", "Flags",
-    "ProtocolError", "RemoteError", "Header", "Frame", "FrameReader", "crc32c", "encode_frame",
-    "parse_header", "pack_error", "parse_error", "pack_located_error", "parse_located_error", "LocatedError",
-    "pack_json", "parse_json", "auth_digest", "DEFAULT_MAX_META", "DEFAULT_MAX_FRAME",
-    "HANDSHAKE_MAX_META", "HANDSHAKE_STAGING",
+    "MAGIC",
+    "VERSION",
+    "HEADER",
+    "HEADER_SIZE",
+    "MsgType",
+    "ErrorCode",
+    "FATAL_CODES",
+    "Flags",
+    "ProtocolError",
+    "RemoteError",
+    "Header",
+    "Frame",
+    "FrameReader",
+    "crc32c",
+    "encode_frame",
+    "parse_header",
+    "pack_error",
+    "parse_error",
+    "pack_located_error",
+    "parse_located_error",
+    "LocatedError",
+    "pack_json",
+    "parse_json",
+    "auth_digest",
+    "DEFAULT_MAX_META",
+    "DEFAULT_MAX_FRAME",
+    "HANDSHAKE_MAX_META",
+    "HANDSHAKE_STAGING",
 ]
 
 MAGIC = b"OFLD"
@@ -44,22 +67,23 @@ _value = google_crc32c.value
 
 DEFAULT_MAX_META = 64 << 10
 DEFAULT_MAX_FRAME = 64 << 20
-_SMALL_PAYLOAD = 64 << 10      # payloads up to this size are assembled in the staging buffer
+_SMALL_PAYLOAD = 64 << 10  # payloads up to this size are assembled in the staging buffer
 _STAGING = 256 << 10
 # Before authentication a server accepts one AUTH frame: its meta is an HMAC-SHA256 digest (32
 # bytes, or empty), it has no payload. A reader in handshake mode holds HANDSHAKE_STAGING bytes.
 HANDSHAKE_MAX_META = 256
 HANDSHAKE_STAGING = 4096
 
+
 class MsgType(enum.IntEnum):
-    HELLO = 1       # server -> client on connect: nonce, whether auth is required, limits
-    AUTH = 2        # client -> server: HMAC-SHA256(token, nonce) (empty without a token)
-    AUTH_OK = 3     # server -> client: the connection may send requests
-    HEALTH = 4      # client -> server
-    HEALTH_OK = 5   # server -> client: JSON status
-    REQUEST = 6     # client -> server: one batch (call and layout in JSON meta; arrays in payload)
-    RESULT = 7      # server -> client: the result's arrays; JSON meta (backend, timing, layout)
-    ERROR = 8       # either way: code + message; fatal codes close the connection
+    HELLO = 1  # server -> client on connect: nonce, whether auth is required, limits
+    AUTH = 2  # client -> server: HMAC-SHA256(token, nonce) (empty without a token)
+    AUTH_OK = 3  # server -> client: the connection may send requests
+    HEALTH = 4  # client -> server
+    HEALTH_OK = 5  # server -> client: JSON status
+    REQUEST = 6  # client -> server: one batch (call and layout in JSON meta; arrays in payload)
+    RESULT = 7  # server -> client: the result's arrays; JSON meta (backend, timing, layout)
+    ERROR = 8  # either way: code + message; fatal codes close the connection
 
 
 _MSG_TYPES = {int(m): m for m in MsgType}
@@ -67,27 +91,34 @@ _MSG_TYPES = {int(m): m for m in MsgType}
 
 class Flags(enum.IntFlag):
     NONE = 0
-    AUTH_REQUIRED = 1   # in HELLO
-    DRAINING = 2        # in any server frame: the server is shutting down, do not send more
+    AUTH_REQUIRED = 1  # in HELLO
+    DRAINING = 2  # in any server frame: the server is shutting down, do not send more
 
 
 class ErrorCode(enum.IntEnum):
-    BAD_FRAME = 1       # magic, version, header CRC, lengths, unknown type (fatal)
-    BAD_CRC = 2         # body CRC mismatch (fatal)
-    TOO_LARGE = 3       # meta or payload above the limits (fatal)
-    OUT_OF_ORDER = 4    # a frame the connection's state does not allow (fatal)
-    AUTH_FAILED = 5     # missing or wrong credential (fatal)
-    BAD_REQUEST = 6     # the request's body is malformed or its parameters are refused
-    VALUE_ERROR = 7     # the operator rejected the input (e.g. a truncated varint)
+    BAD_FRAME = 1  # magic, version, header CRC, lengths, unknown type (fatal)
+    BAD_CRC = 2  # body CRC mismatch (fatal)
+    TOO_LARGE = 3  # meta or payload above the limits (fatal)
+    OUT_OF_ORDER = 4  # a frame the connection's state does not allow (fatal)
+    AUTH_FAILED = 5  # missing or wrong credential (fatal)
+    BAD_REQUEST = 6  # the request's body is malformed or its parameters are refused
+    VALUE_ERROR = 7  # the operator rejected the input (e.g. a truncated varint)
     BACKEND_FAILED = 8  # the service's runtime could not complete the batch
-    SHUTTING_DOWN = 9   # the service is draining and takes no new batch
-    INTERNAL = 10       # anything else
+    SHUTTING_DOWN = 9  # the service is draining and takes no new batch
+    INTERNAL = 10  # anything else
     TOO_MANY_CONNECTIONS = 11  # instead of HELLO: the service is at its connection limit (fatal)
 
 
-FATAL_CODES = frozenset({ErrorCode.BAD_FRAME, ErrorCode.BAD_CRC, ErrorCode.TOO_LARGE,
-                         ErrorCode.OUT_OF_ORDER, ErrorCode.AUTH_FAILED,
-                         ErrorCode.TOO_MANY_CONNECTIONS})
+FATAL_CODES = frozenset(
+    {
+        ErrorCode.BAD_FRAME,
+        ErrorCode.BAD_CRC,
+        ErrorCode.TOO_LARGE,
+        ErrorCode.OUT_OF_ORDER,
+        ErrorCode.AUTH_FAILED,
+        ErrorCode.TOO_MANY_CONNECTIONS,
+    }
+)
 
 
 class ProtocolError(Exception):
@@ -170,15 +201,20 @@ class Frame:
     batch_id: int
     meta: bytes
     payload: np.ndarray  # uint8, length a multiple of 8 (``words`` views it as uint64)
-    sunk: bool = False   # the payload was received into a buffer given by ``FrameReader.sink``
+    sunk: bool = False  # the payload was received into a buffer given by ``FrameReader.sink``
 
     @property
     def words(self) -> np.ndarray:
         return self.payload.view(np.uint64)
 
 
-def encode_frame(mtype: MsgType, batch_id: int = 0, meta: bytes = b"",
-                 payload: tuple[Any, ...] | list[Any] = (), flags: int = 0) -> list[Any]:
+def encode_frame(
+    mtype: MsgType,
+    batch_id: int = 0,
+    meta: bytes = b"",
+    payload: tuple[Any, ...] | list[Any] = (),
+    flags: int = 0,
+) -> list[Any]:
     """A frame as a list of buffers for ``sendmsg``/``write``: header+meta, then the payload
     buffers untouched (numpy arrays are sent in place)."""
     out: list[Any] = [b""]
@@ -209,22 +245,25 @@ def encode_frame(mtype: MsgType, batch_id: int = 0, meta: bytes = b"",
     return out
 
 
-def parse_header(buf: Any, *, max_meta: int = DEFAULT_MAX_META,
-                 max_payload: int = DEFAULT_MAX_FRAME) -> Header:
+def parse_header(
+    buf: Any, *, max_meta: int = DEFAULT_MAX_META, max_payload: int = DEFAULT_MAX_FRAME
+) -> Header:
     """Check and parse a 40-byte header (:class:`ProtocolError` when it is not one)."""
     b = buf[:HEADER_SIZE] if type(buf) is bytes else bytes(buf[:HEADER_SIZE])
     if len(b) != HEADER_SIZE:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"short header ({len(b)} bytes)")
-    magic, version, mtype, flags, batch_id, meta_len, reserved, plen, body_crc, hcrc = \
-        HEADER.unpack(b)
+    magic, version, mtype, flags, batch_id, meta_len, reserved, plen, body_crc, hcrc = HEADER.unpack(b)
     if magic != MAGIC:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"bad magic {magic!r}")
     if _value(b[:-4]) != hcrc:
         raise ProtocolError(ErrorCode.BAD_FRAME, "header CRC mismatch")
     if version != VERSION:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"protocol version {version} is not supported: "
-                                                 f"this side speaks version {VERSION} (client and "
-                                                 "service must be the same offload release)")
+        raise ProtocolError(
+            ErrorCode.BAD_FRAME,
+            f"protocol version {version} is not supported: "
+            f"this side speaks version {VERSION} (client and "
+            "service must be the same offload release)",
+        )
     t = _MSG_TYPES.get(mtype)
     if t is None:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"unknown message type {mtype}")
@@ -253,8 +292,13 @@ class FrameReader:
     applies ``max_meta``/``max_payload`` and returns the frames that followed it.
     """
 
-    def __init__(self, *, max_meta: int = DEFAULT_MAX_META,
-                 max_payload: int = DEFAULT_MAX_FRAME, handshake: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        max_meta: int = DEFAULT_MAX_META,
+        max_payload: int = DEFAULT_MAX_FRAME,
+        handshake: bool = False,
+    ) -> None:
         self.max_meta = max_meta
         self.max_payload = max_payload
         self.handshake = handshake
@@ -280,8 +324,11 @@ class FrameReader:
     @property
     def pending_bytes(self) -> int:
         """Bytes of an incomplete frame held (0 between frames)."""
-        return (self._end - self._start) + (self._direct_pos if self._direct is not None else 0) \
+        return (
+            (self._end - self._start)
+            + (self._direct_pos if self._direct is not None else 0)
             + (HEADER_SIZE if self._hdr is not None else 0)
+        )
 
     @property
     def held_bytes(self) -> int:
@@ -298,7 +345,7 @@ class FrameReader:
         if len(self._buf) < size:
             n = self._end - self._start
             buf = bytearray(size)
-            buf[:n] = self._mv[self._start:self._end]
+            buf[:n] = self._mv[self._start : self._end]
             self._buf, self._mv = buf, memoryview(buf)
             self._start, self._end = 0, n
         return self.buffer_updated(0)
@@ -316,16 +363,17 @@ class FrameReader:
         if self.failed is not None:
             raise self.failed
         if self._direct is not None:
-            return memoryview(self._direct)[self._direct_pos:]
+            return memoryview(self._direct)[self._direct_pos :]
         if len(self._buf) - self._end < min(_SMALL_PAYLOAD, len(self._buf) // 2):
             n = self._end - self._start
-            self._buf[:n] = self._mv[self._start:self._end]
+            self._buf[:n] = self._mv[self._start : self._end]
             self._start, self._end = 0, n
         if self._end == len(self._buf):  # only when held in handshake mode: a full buffer
-            self.failed = ProtocolError(ErrorCode.TOO_LARGE, f"more than {len(self._buf)} bytes "
-                                                             "sent before authentication")
+            self.failed = ProtocolError(
+                ErrorCode.TOO_LARGE, f"more than {len(self._buf)} bytes sent before authentication"
+            )
             raise self.failed
-        return self._mv[self._end:]
+        return self._mv[self._end :]
 
     def buffer_updated(self, nbytes: int) -> list[Frame]:
         if self.failed is not None:
@@ -360,8 +408,9 @@ class FrameReader:
         self._hdr = self._meta = None
         sunk, self._sunk = self._sunk, False
         if crc32c(meta, payload) != hdr.body_crc:
-            raise ProtocolError(ErrorCode.BAD_CRC, f"body CRC mismatch in {hdr.type.name} frame "
-                                                   f"{hdr.batch_id}")
+            raise ProtocolError(
+                ErrorCode.BAD_CRC, f"body CRC mismatch in {hdr.type.name} frame {hdr.batch_id}"
+            )
         return Frame(hdr.type, hdr.flags, hdr.batch_id, meta, payload, sunk)
 
     def _target(self, hdr: Header) -> np.ndarray:
@@ -373,16 +422,20 @@ class FrameReader:
         return np.empty(hdr.payload_len, np.uint8)
 
     def _header(self) -> Header:
-        head = self._mv[self._start:self._start + HEADER_SIZE]
+        head = self._mv[self._start : self._start + HEADER_SIZE]
         if not self.handshake:
             return parse_header(head, max_meta=self.max_meta, max_payload=self.max_payload)
         hdr = parse_header(head, max_meta=1 << 32, max_payload=1 << 64)
         if hdr.type != MsgType.AUTH:
             raise ProtocolError(ErrorCode.OUT_OF_ORDER, f"expected AUTH, got {hdr.type.name}")
         if hdr.meta_len > HANDSHAKE_MAX_META or hdr.payload_len:
-            raise ProtocolError(ErrorCode.TOO_LARGE, (
-                f"AUTH frame with {hdr.meta_len} bytes of meta and {hdr.payload_len} of payload: "
-                f"an AUTH frame has at most {HANDSHAKE_MAX_META} bytes of meta and no payload"))
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE,
+                (
+                    f"AUTH frame with {hdr.meta_len} bytes of meta and {hdr.payload_len} of payload: "
+                    f"an AUTH frame has at most {HANDSHAKE_MAX_META} bytes of meta and no payload"
+                ),
+            )
         return hdr
 
     def _parse(self) -> list[Frame]:
@@ -398,7 +451,7 @@ class FrameReader:
             if self._meta is None:
                 if self._end - self._start < hdr.meta_len:
                     break
-                self._meta = bytes(mv[self._start:self._start + hdr.meta_len])
+                self._meta = bytes(mv[self._start : self._start + hdr.meta_len])
                 self._start += hdr.meta_len
             avail = self._end - self._start
             plen = hdr.payload_len
@@ -415,7 +468,7 @@ class FrameReader:
             if plen <= _SMALL_PAYLOAD:
                 break
             payload = self._target(hdr)
-            payload[:avail] = np.frombuffer(mv[self._start:self._end], np.uint8)
+            payload[:avail] = np.frombuffer(mv[self._start : self._end], np.uint8)
             self._direct, self._direct_pos = payload, avail
             self._start = self._end = 0
             break
@@ -440,7 +493,7 @@ def parse_error(meta: bytes) -> tuple[int, str]:
     if len(meta) < _ERR.size:
         raise ProtocolError(ErrorCode.BAD_FRAME, "error meta too short")
     code, _ = _ERR.unpack_from(meta, 0)
-    return code, meta[_ERR.size:].decode("utf-8", "replace")
+    return code, meta[_ERR.size :].decode("utf-8", "replace")
 
 
 # A VALUE_ERROR names the record (and byte) where the input is bad in the chunk the service got;
@@ -454,8 +507,10 @@ def pack_located_error(error: ValueError | TypeError) -> bytes:
     where the spans are the characters of the message holding the chunk's record index and byte
     offset (the first "sequence N"/"record N"/"index N" and "byte offset M")."""
     message = str(error)
-    spans: dict[str, Any] = {"type": "TypeError" if isinstance(error, TypeError) else "ValueError",
-                             "message": message}
+    spans: dict[str, Any] = {
+        "type": "TypeError" if isinstance(error, TypeError) else "ValueError",
+        "message": message,
+    }
     for key, pattern in (("record", _RECORD), ("byte", _BYTE)):
         m = pattern.search(message)
         spans[key] = [m.start(1), m.end(1)] if m else None
@@ -465,6 +520,7 @@ def pack_located_error(error: ValueError | TypeError) -> bytes:
 class LocatedError(NamedTuple):
     """A VALUE_ERROR's content: the exception type to raise, its message and the spans of the
     message holding the record index and the byte offset (None: not in the message)."""
+
     type: type[ValueError] | type[TypeError]
     message: str
     record: tuple[int, int] | None
@@ -485,8 +541,13 @@ def parse_located_error(message: str) -> LocatedError:
 
     def span(key: str) -> tuple[int, int] | None:
         v = obj.get(key)
-        if (isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)
-                and 0 <= v[0] < v[1] <= len(text) and text[v[0]:v[1]].isdigit()):
+        if (
+            isinstance(v, list)
+            and len(v) == 2
+            and all(type(x) is int for x in v)
+            and 0 <= v[0] < v[1] <= len(text)
+            and text[v[0] : v[1]].isdigit()
+        ):
             return v[0], v[1]
         return None
 

@@ -18,8 +18,17 @@ from typing import Any
 
 from .service import CHAINS, LEVELS, Logger, ServeConfig, Service, is_loopback, read_token
 
-__all__ = ["ServeConfig", "Service", "main", "build_parser", "config_from_args", "is_loopback",
-           "read_token", "run_loop", "event_loop_factory"]
+__all__ = [
+    "ServeConfig",
+    "Service",
+    "main",
+    "build_parser",
+    "config_from_args",
+    "is_loopback",
+    "read_token",
+    "run_loop",
+    "event_loop_factory",
+]
 
 
 def _env(name: str, default: Any) -> Any:
@@ -31,43 +40,79 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="offload serve",
         description="Run the offload SmartNIC service: execute batches sent by SmartNicBackend "
-                    "clients on a local backend chain (docs/smartnic_protocol.md).")
-    p.add_argument("--host", default=_env("OFFLOAD_SERVE_HOST", "127.0.0.1"),
-                   help="address to bind (default 127.0.0.1; env OFFLOAD_SERVE_HOST). A "
-                        "non-loopback address requires --token-file.")
-    p.add_argument("--port", type=int, default=int(_env("OFFLOAD_SERVE_PORT", 7878)),
-                   help="TCP port (default 7878, 0 = ephemeral; env OFFLOAD_SERVE_PORT)")
-    p.add_argument("--backend", choices=sorted(CHAINS), default=_env("OFFLOAD_SERVE_BACKEND", "auto"),
-                   help="local backend: auto (fpga if available, else cpu), cpu, sim or fpga; "
-                        "cpu is always the fallback (env OFFLOAD_SERVE_BACKEND)")
-    p.add_argument("--token-file", default=_env("OFFLOAD_SERVE_TOKEN_FILE", None),
-                   help="file holding the shared secret; clients must answer the HMAC-SHA256 "
-                        "challenge with it (env OFFLOAD_SERVE_TOKEN_FILE)")
-    p.add_argument("--max-frame-mb", type=float, default=float(_env("OFFLOAD_SERVE_MAX_FRAME_MB", 256)),
-                   help="largest accepted frame in MiB (default 256)")
-    p.add_argument("--max-inflight-mb", type=float,
-                   default=float(_env("OFFLOAD_SERVE_MAX_INFLIGHT_MB", 512)),
-                   help="per connection: stop reading while queued request bytes exceed this")
-    p.add_argument("--drain-timeout", type=float, default=30.0,
-                   help="seconds to finish in-flight batches after SIGTERM (default 30)")
-    p.add_argument("--frame-timeout", type=float,
-                   default=float(_env("OFFLOAD_SERVE_FRAME_TIMEOUT", 30.0)),
-                   help="close a connection stalled mid-frame or unauthenticated this long (s)")
-    p.add_argument("--max-connections", type=int,
-                   default=int(_env("OFFLOAD_SERVE_MAX_CONNECTIONS", 256)),
-                   help="connections served at a time (default 256; env "
-                        "OFFLOAD_SERVE_MAX_CONNECTIONS); one more gets an ERROR saying so and "
-                        "is closed")
+        "clients on a local backend chain (docs/smartnic_protocol.md).",
+    )
+    p.add_argument(
+        "--host",
+        default=_env("OFFLOAD_SERVE_HOST", "127.0.0.1"),
+        help="address to bind (default 127.0.0.1; env OFFLOAD_SERVE_HOST). A "
+        "non-loopback address requires --token-file.",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("OFFLOAD_SERVE_PORT", 7878)),
+        help="TCP port (default 7878, 0 = ephemeral; env OFFLOAD_SERVE_PORT)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=sorted(CHAINS),
+        default=_env("OFFLOAD_SERVE_BACKEND", "auto"),
+        help="local backend: auto (fpga if available, else cpu), cpu, sim or fpga; "
+        "cpu is always the fallback (env OFFLOAD_SERVE_BACKEND)",
+    )
+    p.add_argument(
+        "--token-file",
+        default=_env("OFFLOAD_SERVE_TOKEN_FILE", None),
+        help="file holding the shared secret; clients must answer the HMAC-SHA256 "
+        "challenge with it (env OFFLOAD_SERVE_TOKEN_FILE)",
+    )
+    p.add_argument(
+        "--max-frame-mb",
+        type=float,
+        default=float(_env("OFFLOAD_SERVE_MAX_FRAME_MB", 256)),
+        help="largest accepted frame in MiB (default 256)",
+    )
+    p.add_argument(
+        "--max-inflight-mb",
+        type=float,
+        default=float(_env("OFFLOAD_SERVE_MAX_INFLIGHT_MB", 512)),
+        help="per connection: stop reading while queued request bytes exceed this",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to finish in-flight batches after SIGTERM (default 30)",
+    )
+    p.add_argument(
+        "--frame-timeout",
+        type=float,
+        default=float(_env("OFFLOAD_SERVE_FRAME_TIMEOUT", 30.0)),
+        help="close a connection stalled mid-frame or unauthenticated this long (s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(_env("OFFLOAD_SERVE_MAX_CONNECTIONS", 256)),
+        help="connections served at a time (default 256; env "
+        "OFFLOAD_SERVE_MAX_CONNECTIONS); one more gets an ERROR saying so and "
+        "is closed",
+    )
     p.add_argument("--workers", type=int, default=0, help="executor threads (default min(4, cpus))")
-    p.add_argument("--log-level", choices=sorted(LEVELS, key=LEVELS.__getitem__),
-                   default=_env("OFFLOAD_SERVE_LOG_LEVEL", "info"))
-    p.add_argument("--no-warmup", action="store_true",
-                   help="do not run every operator once before listening")
-    p.add_argument("--port-file", default=None,
-                   help="write the bound port to this file once listening")
-    p.add_argument("--debug-delay-ms", type=float,
-                   default=float(_env("OFFLOAD_SERVE_DEBUG_DELAY_MS", 0)),
-                   help=argparse.SUPPRESS)  # test only: sleep before each batch
+    p.add_argument(
+        "--log-level",
+        choices=sorted(LEVELS, key=LEVELS.__getitem__),
+        default=_env("OFFLOAD_SERVE_LOG_LEVEL", "info"),
+    )
+    p.add_argument("--no-warmup", action="store_true", help="do not run every operator once before listening")
+    p.add_argument("--port-file", default=None, help="write the bound port to this file once listening")
+    p.add_argument(
+        "--debug-delay-ms",
+        type=float,
+        default=float(_env("OFFLOAD_SERVE_DEBUG_DELAY_MS", 0)),
+        help=argparse.SUPPRESS,
+    )  # test only: sleep before each batch
     return p
 
 
@@ -82,13 +127,22 @@ def config_from_args(argv: list[str] | None) -> ServeConfig:
         raise ValueError(f"--frame-timeout must be > 0, got {a.frame_timeout}")
     if a.max_connections < 1:
         raise ValueError(f"--max-connections must be >= 1, got {a.max_connections}")
-    return ServeConfig(host=a.host, port=a.port, backend=a.backend, token=token,
-                       max_frame=int(a.max_frame_mb * (1 << 20)),
-                       max_inflight=int(a.max_inflight_mb * (1 << 20)),
-                       delay_ms=a.debug_delay_ms, drain_timeout=a.drain_timeout,
-                       workers=a.workers, log_level=a.log_level, port_file=a.port_file,
-                       warmup=not a.no_warmup, frame_timeout=a.frame_timeout,
-                       max_connections=a.max_connections)
+    return ServeConfig(
+        host=a.host,
+        port=a.port,
+        backend=a.backend,
+        token=token,
+        max_frame=int(a.max_frame_mb * (1 << 20)),
+        max_inflight=int(a.max_inflight_mb * (1 << 20)),
+        delay_ms=a.debug_delay_ms,
+        drain_timeout=a.drain_timeout,
+        workers=a.workers,
+        log_level=a.log_level,
+        port_file=a.port_file,
+        warmup=not a.no_warmup,
+        frame_timeout=a.frame_timeout,
+        max_connections=a.max_connections,
+    )
 
 
 def event_loop_factory() -> Any:
@@ -120,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log = Logger(cfg.log_level)
     if not is_loopback(cfg.host) and cfg.token is None:
-        msg = (f"refusing to listen on non-loopback address {cfg.host!r} without authentication: "
-               "pass --token-file PATH (or OFFLOAD_SERVE_TOKEN_FILE)")
+        msg = (
+            f"refusing to listen on non-loopback address {cfg.host!r} without authentication: "
+            "pass --token-file PATH (or OFFLOAD_SERVE_TOKEN_FILE)"
+        )
         log("error", "refused", error=msg)
         print(f"offload serve: {msg}", file=sys.stderr)
         return 2

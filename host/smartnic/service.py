@@ -154,10 +154,10 @@ class Service:
         if rt is None:
             from offload.backend import BackendUnavailable
             from offload.runtime import Runtime
+
             with self._rt_lock:
                 if self._base is None:
-                    self._base = Runtime(backends=list(CHAINS[self.cfg.backend]), verify="off",
-                                         fallback=True)
+                    self._base = Runtime(backends=list(CHAINS[self.cfg.backend]), verify="off", fallback=True)
                     self._runtimes.append(self._base)
                     for name in self._base.order:
                         if not self._base.availability(name).ok:
@@ -166,8 +166,7 @@ class Service:
                             self._instances.append(self._base.backend(name))
                         except BackendUnavailable:
                             pass
-                rt = Runtime(backends=list(self._instances) or ["cpu"], verify="off",
-                             fallback=True)
+                rt = Runtime(backends=list(self._instances) or ["cpu"], verify="off", fallback=True)
             self._tls.rt = rt
         return rt
 
@@ -193,13 +192,11 @@ class Service:
                 try:
                     meta, arrays = codec.request_arrays(call, batch)
                     body, bufs = codec.request_body(meta, arrays)
-                    payload = np.frombuffer(b"".join(bytes(memoryview(b).cast("B")) for b in bufs),
-                                            np.uint8)
+                    payload = np.frombuffer(b"".join(bytes(memoryview(b).cast("B")) for b in bufs), np.uint8)
                     call2, batch2, _ = codec.parse_request(body, payload.copy())
                     codec.result_body(rt.run(call2, batch2))
                 except Exception as e:  # noqa: BLE001 - warm-up is best effort
-                    self.log("warning", "warmup_failed", op=call.op,
-                             error=f"{type(e).__name__}: {e}")
+                    self.log("warning", "warmup_failed", op=call.op, error=f"{type(e).__name__}: {e}")
         rt.reset_stats()
         return time.perf_counter() - t0
 
@@ -227,7 +224,10 @@ class Service:
         names = _backends(rt.last_call().get("segments", []))
         # names are backend identifiers ([a-z,]); formatted by hand, this is on the latency path
         meta = b'{"backend":"%s","us":%d,"bufs":%s}' % (
-            names.encode(), (time.perf_counter() - t0) * 1e6, bufs_meta)
+            names.encode(),
+            (time.perf_counter() - t0) * 1e6,
+            bufs_meta,
+        )
         return encode_frame(MsgType.RESULT, bid, meta, out), batch.n, names
 
     def _error(self, bid: int, code: ErrorCode, message: str) -> list[Any]:
@@ -241,19 +241,27 @@ class Service:
     def health(self) -> dict[str, Any]:
         alive = list(self.alive)
         preauth = [c for c in alive if not c.authed]
-        return {"status": "draining" if self.draining else "ok", "proto": VERSION,
-                "backend": self.cfg.backend,
-                "chain": self.chain(),
-                "connections": len(self.conns), "batches": self.batches, "records": self.records,
-                "errors": self.errors,
-                "inflight_bytes": sum(c.inflight for c in self.conns),
-                "uptime_s": round(time.monotonic() - self.started, 3), "pid": os.getpid(),
-                "auth": self.cfg.token is not None, "max_frame": self.cfg.max_frame,
-                "max_connections": self.cfg.max_connections, "refused_connections": self.refused,
-                # frame buffers held by every connection object in memory, open or closed
-                "buffered_bytes": sum(c.reader.held_bytes for c in alive),
-                "preauth_connections": sum(1 for c in preauth if not c.closed),
-                "preauth_buffered_bytes": sum(c.reader.held_bytes for c in preauth)}
+        return {
+            "status": "draining" if self.draining else "ok",
+            "proto": VERSION,
+            "backend": self.cfg.backend,
+            "chain": self.chain(),
+            "connections": len(self.conns),
+            "batches": self.batches,
+            "records": self.records,
+            "errors": self.errors,
+            "inflight_bytes": sum(c.inflight for c in self.conns),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "pid": os.getpid(),
+            "auth": self.cfg.token is not None,
+            "max_frame": self.cfg.max_frame,
+            "max_connections": self.cfg.max_connections,
+            "refused_connections": self.refused,
+            # frame buffers held by every connection object in memory, open or closed
+            "buffered_bytes": sum(c.reader.held_bytes for c in alive),
+            "preauth_connections": sum(1 for c in preauth if not c.closed),
+            "preauth_buffered_bytes": sum(c.reader.held_bytes for c in preauth),
+        }
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -281,8 +289,7 @@ class Service:
             # connection: both end it within 2 * limit, and the message names the cause.
             if c.reader.pending_bytes and c.partial_since is not None:
                 if now - c.partial_since > limit:
-                    c.fatal(ErrorCode.BAD_FRAME, f"incomplete frame stalled for more than "
-                                                  f"{limit:g} s")
+                    c.fatal(ErrorCode.BAD_FRAME, f"incomplete frame stalled for more than {limit:g} s")
             elif not c.authed and now - c.opened > limit:
                 c.fatal(ErrorCode.AUTH_FAILED, f"no authentication within {limit:g} s")
 
@@ -297,8 +304,10 @@ class Service:
             secs = await loop.run_in_executor(self.pool, self.warmup)
             self.log("info", "warmed_up", seconds=round(secs, 3))
         from .connection import PeerConnection
-        server = await loop.create_server(lambda: PeerConnection(self), self.cfg.host, self.cfg.port,
-                                          reuse_address=True, backlog=256)
+
+        server = await loop.create_server(
+            lambda: PeerConnection(self), self.cfg.host, self.cfg.port, reuse_address=True, backlog=256
+        )
         # everything loaded so far (modules, compiled kernels, warm-up) lives as long as the
         # process: keep it out of the collector's generations so collections stay cheap
         gc.collect()
@@ -314,11 +323,20 @@ class Service:
             with open(tmp, "w") as f:
                 f.write(str(self.port))
             os.replace(tmp, self.cfg.port_file)
-        self.log("info", "listening", host=self.cfg.host, port=self.port, backend=self.cfg.backend,
-                 loop=f"{type(loop).__module__}.{type(loop).__name__}",
-                 chain=avail, auth=self.cfg.token is not None, max_frame=self.cfg.max_frame,
-                 max_connections=self.cfg.max_connections,
-                 max_inflight=self.cfg.max_inflight, delay_ms=self.cfg.delay_ms)
+        self.log(
+            "info",
+            "listening",
+            host=self.cfg.host,
+            port=self.port,
+            backend=self.cfg.backend,
+            loop=f"{type(loop).__module__}.{type(loop).__name__}",
+            chain=avail,
+            auth=self.cfg.token is not None,
+            max_frame=self.cfg.max_frame,
+            max_connections=self.cfg.max_connections,
+            max_inflight=self.cfg.max_inflight,
+            delay_ms=self.cfg.delay_ms,
+        )
         watchdog = loop.create_task(self._watchdog())
         await self._stop.wait()
         watchdog.cancel()
@@ -326,14 +344,12 @@ class Service:
         server.close()
         self.draining = True
         conns = list(self.conns)
-        self.log("info", "draining", connections=len(conns),
-                 queued=sum(len(c.queue) + c.busy for c in conns))
+        self.log("info", "draining", connections=len(conns), queued=sum(len(c.queue) + c.busy for c in conns))
         for c in conns:
             c.begin_drain()
         waits = [c.done.wait() for c in conns]
         if waits:
-            await asyncio.wait([asyncio.ensure_future(w) for w in waits],
-                               timeout=self.cfg.drain_timeout)
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=self.cfg.drain_timeout)
             for c in self.conns:
                 if not c.done.is_set():
                     c.abort("drain timeout")
@@ -346,8 +362,6 @@ class Service:
                 pass
         self.log("info", "stopped", batches=self.batches, records=self.records)
         return 0
-
-
 
 
 def _backends(segments: list[tuple[str, int, int]]) -> str:
@@ -367,9 +381,11 @@ def _warm_runs(entry: Operator) -> list[tuple[OpCall, Batch]]:
     # bytes 0..39 are one-byte varints each: valid encoded input as well as records to hash
     var = VarRecords((VarChunk(np.array([0, 0, 3, 40], np.int64), np.arange(40, dtype=np.uint8)),))
     if entry.inputs == "numbers":
-        return [(call, Numbers(np.arange(4, dtype=dt), (4,)))
-                for dt in _WARM_NUMBER_DTYPES
-                for call in _first_valid(entry, {"dtype": np.dtype(dt)})]
+        return [
+            (call, Numbers(np.arange(4, dtype=dt), (4,)))
+            for dt in _WARM_NUMBER_DTYPES
+            for call in _first_valid(entry, {"dtype": np.dtype(dt)})
+        ]
     calls = _first_valid(entry, {})
     if entry.inputs == "sequences":
         batches: list[Batch] = [Sequences(np.array([0, 2, 4], np.int64), np.arange(4, dtype=np.int64))]

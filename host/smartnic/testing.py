@@ -25,9 +25,15 @@ __all__ = ["ServerProcess", "InProcessService"]
 
 
 class ServerProcess:
-    def __init__(self, *args: str, backend: str = "cpu", host: str = "127.0.0.1",
-                 env: dict[str, str] | None = None, netns: str | None = None,
-                 startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        *args: str,
+        backend: str = "cpu",
+        host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        netns: str | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
         self.args = list(args)
         self.backend = backend
         self.host = host
@@ -51,16 +57,29 @@ class ServerProcess:
         return self.proc.pid
 
     def start(self) -> ServerProcess:
-        cmd = [sys.executable, "-m", "offload.host.smartnic.server", "--host", self.host,
-               "--port", "0", "--backend", self.backend, "--port-file", self._port_file, *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "offload.host.smartnic.server",
+            "--host",
+            self.host,
+            "--port",
+            "0",
+            "--backend",
+            self.backend,
+            "--port-file",
+            self._port_file,
+            *self.args,
+        ]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         env = dict(os.environ)
         env.pop("OFFLOAD_SMARTNIC", None)
         env.update(self.env or {})
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env,
-                                         stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=log, env=env, stdin=subprocess.DEVNULL
+            )
         atexit.register(self.stop)  # never leave a service behind, even if the caller forgets
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -141,9 +160,9 @@ class InProcessService:
     """``offload serve`` on a thread of this process: ``with InProcessService() as svc:
     SmartNicBackend(svc.address)``. ``config`` are :class:`~.service.ServeConfig` fields."""
 
-    def __init__(self, *, backend: str = "cpu", startup_timeout: float = 60.0,
-                 **config: Any) -> None:
+    def __init__(self, *, backend: str = "cpu", startup_timeout: float = 60.0, **config: Any) -> None:
         from .service import Logger, ServeConfig, Service
+
         self.logs = io.StringIO()
         cfg = ServeConfig(port=0, backend=backend, **config)
         self.service = Service(cfg, Logger(cfg.log_level, self.logs))

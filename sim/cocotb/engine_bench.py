@@ -40,13 +40,45 @@ from cocotbext.axi import (
 # cocotbext-axi 0.1.28 uses APIs cocotb 2 deprecates; the warnings are noise here.
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-REG = {"ID": 0x00, "VERSION": 0x04, "CTRL": 0x08, "STATUS": 0x0C, "ERR": 0x10, "OP": 0x14,
-       "FORMAT": 0x18, "DTYPE": 0x1C, "COUNT": 0x20, "DONE_COUNT": 0x24, "SEED_LO": 0x28,
-       "SEED_HI": 0x2C, "NUM_BUCKETS_LO": 0x30, "NUM_BUCKETS_HI": 0x34, "SLOT": 0x38,
-       "NUM_BOUNDARIES": 0x3C, "TABLE_ADDR": 0x40, "TABLE_DATA_LO": 0x44, "TABLE_DATA_HI": 0x48,
-       "CAPS": 0x4C, "CYCLES_LO": 0x50, "CYCLES_HI": 0x54, "OPS": 0x58, "SEQ_MAX": 0x5C}
-RW_REGS = ("OP", "FORMAT", "DTYPE", "COUNT", "SEED_LO", "SEED_HI", "NUM_BUCKETS_LO",
-           "NUM_BUCKETS_HI", "SLOT", "NUM_BOUNDARIES", "TABLE_ADDR")
+REG = {
+    "ID": 0x00,
+    "VERSION": 0x04,
+    "CTRL": 0x08,
+    "STATUS": 0x0C,
+    "ERR": 0x10,
+    "OP": 0x14,
+    "FORMAT": 0x18,
+    "DTYPE": 0x1C,
+    "COUNT": 0x20,
+    "DONE_COUNT": 0x24,
+    "SEED_LO": 0x28,
+    "SEED_HI": 0x2C,
+    "NUM_BUCKETS_LO": 0x30,
+    "NUM_BUCKETS_HI": 0x34,
+    "SLOT": 0x38,
+    "NUM_BOUNDARIES": 0x3C,
+    "TABLE_ADDR": 0x40,
+    "TABLE_DATA_LO": 0x44,
+    "TABLE_DATA_HI": 0x48,
+    "CAPS": 0x4C,
+    "CYCLES_LO": 0x50,
+    "CYCLES_HI": 0x54,
+    "OPS": 0x58,
+    "SEQ_MAX": 0x5C,
+}
+RW_REGS = (
+    "OP",
+    "FORMAT",
+    "DTYPE",
+    "COUNT",
+    "SEED_LO",
+    "SEED_HI",
+    "NUM_BUCKETS_LO",
+    "NUM_BUCKETS_HI",
+    "SLOT",
+    "NUM_BOUNDARIES",
+    "TABLE_ADDR",
+)
 CTRL_START, CTRL_SOFT_RESET = 1, 2
 BUSY, DONE, ERROR = 1, 2, 4
 PERIOD_NS = 10
@@ -69,12 +101,15 @@ def _pause_gen(prob: float, seed: int):
 class Env:
     def __init__(self, dut):
         self.dut = dut
-        self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.aclk,
-                                   dut.aresetn, reset_active_level=False)
-        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.aclk,
-                                  dut.aresetn, reset_active_level=False)
-        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.aclk, dut.aresetn,
-                                  reset_active_level=False)
+        self.src = AxiStreamSource(
+            AxiStreamBus.from_prefix(dut, "s_axis"), dut.aclk, dut.aresetn, reset_active_level=False
+        )
+        self.sink = AxiStreamSink(
+            AxiStreamBus.from_prefix(dut, "m_axis"), dut.aclk, dut.aresetn, reset_active_level=False
+        )
+        self.axil = AxiLiteMaster(
+            AxiLiteBus.from_prefix(dut, "s_axi"), dut.aclk, dut.aresetn, reset_active_level=False
+        )
         for lg in (self.src.log, self.sink.log, self.axil.write_if.log, self.axil.read_if.log):
             lg.setLevel("WARNING")
 
@@ -89,8 +124,7 @@ class Env:
         await ClockCycles(self.dut.aclk, n)
 
     async def write(self, name: str, value: int):
-        await with_timeout(self.axil.write_dword(REG[name], value & 0xFFFFFFFF),
-                           200 * PERIOD_NS, "ns")
+        await with_timeout(self.axil.write_dword(REG[name], value & 0xFFFFFFFF), 200 * PERIOD_NS, "ns")
 
     async def read(self, name_or_addr) -> int:
         addr = REG[name_or_addr] if isinstance(name_or_addr, str) else name_or_addr
@@ -111,7 +145,7 @@ class Env:
         if bad_tkeep:
             tkeep = [1] * len(data)
             for i in bad_tkeep:
-                for k in range(4, 8):        # high half "not kept"
+                for k in range(4, 8):  # high half "not kept"
                     tkeep[8 * i + k] = 0
         return AxiStreamFrame(data, tkeep=tkeep)
 
@@ -138,7 +172,7 @@ async def run_batch(env: Env, job: dict) -> list[str]:
     await env.setup(job["regs"], job["table"])
     if job["start"]:
         await env.write("CTRL", CTRL_START)
-    else:       # flags of the previous batch stay until START or SOFT_RESET: clear them
+    else:  # flags of the previous batch stay until START or SOFT_RESET: clear them
         await env.write("CTRL", CTRL_SOFT_RESET)
     seed = zlib.crc32(name.encode()) ^ job.get("seed", 0)
     if job["idle"]:
@@ -153,11 +187,13 @@ async def run_batch(env: Env, job: dict) -> list[str]:
         if exp_out:
             rx = await with_timeout(env.sink.recv(), limit, "ns")
             data = bytes(rx.tdata)
-            got = list(struct.unpack(f"<{len(data) // 8}Q", data[:len(data) // 8 * 8]))
+            got = list(struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8]))
         await with_timeout(env.src.wait(), limit, "ns")
     except SimTimeoutError:
-        errs.append(f"{name}: HANG: no trailer / input not accepted within {limit // PERIOD_NS} "
-                    f"cycles (received {len(got)} words)")
+        errs.append(
+            f"{name}: HANG: no trailer / input not accepted within {limit // PERIOD_NS} "
+            f"cycles (received {len(got)} words)"
+        )
         env.src.clear()
         await env.write("CTRL", CTRL_SOFT_RESET)
     env.src.clear_pause_generator()
@@ -169,8 +205,10 @@ async def run_batch(env: Env, job: dict) -> list[str]:
         return errs
     if got != exp_out:
         i = _first_diff(got, exp_out)
-        errs.append(f"{name}: output differs at word {i}: got "
-                    f"{_fmt_words(got[i:])} expected {_fmt_words(exp_out[i:])}")
+        errs.append(
+            f"{name}: output differs at word {i}: got "
+            f"{_fmt_words(got[i:])} expected {_fmt_words(exp_out[i:])}"
+        )
     if not env.sink.empty():
         errs.append(f"{name}: {env.sink.count()} extra output packet(s) after the trailer")
         env.sink.clear()
@@ -216,7 +254,7 @@ async def run_soft_reset(env: Env, job: dict) -> list[str]:
         errs.append(f"{name}: input not drained after SOFT_RESET")
         env.src.clear()
     st, err = await env.read("STATUS"), await env.read("ERR")
-    if st != 0 or err not in (0, 4):   # words still arriving after the reset are EXTRA_DATA
+    if st != 0 or err not in (0, 4):  # words still arriving after the reset are EXTRA_DATA
         errs.append(f"{name}: after SOFT_RESET STATUS 0x{st:x} ERR 0x{err:x}, expected idle")
     if not env.sink.empty():
         errs.append(f"{name}: {env.sink.count()} packet(s) sent after SOFT_RESET")
@@ -252,7 +290,7 @@ async def test_registers(dut):
         v = await env.read(addr)
         if v != 0:
             errs.append(f"unlisted address 0x{addr:02x} reads 0x{v:x}, expected 0")
-    v = await env.read(0x100 + REG["ID"])      # higher address bits alias
+    v = await env.read(0x100 + REG["ID"])  # higher address bits alias
     if v != exp["ID"]:
         errs.append(f"0x100 (alias of ID) reads 0x{v:08x}")
     assert not errs, "\n".join(errs)
@@ -276,6 +314,7 @@ async def test_plan(dut):
         else:
             errs += await run_batch(env, job)
     assert ran, "the plan selected no job"
-    dut._log.warning("offload bench: %d jobs, %d problems, %d cycles", ran, len(errs),
-                     int(get_sim_time("ns")) // PERIOD_NS)
+    dut._log.warning(
+        "offload bench: %d jobs, %d problems, %d cycles", ran, len(errs), int(get_sim_time("ns")) // PERIOD_NS
+    )
     assert not errs, f"{len(errs)} problem(s) in {ran} jobs:\n" + "\n".join(errs[:20])

