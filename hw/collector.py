@@ -19,8 +19,13 @@ __all__ = ["Collector", "axis_out"]
 def axis_out(lanes: int) -> dict:
     """The ``m_axis`` ports of a ``64*lanes``-bit bus, in the engine's port order."""
     bus = 64 * lanes
-    return {"m_axis_tdata": Out(bus), "m_axis_tkeep": Out(bus // 8), "m_axis_tlast": Out(1),
-            "m_axis_tvalid": Out(1), "m_axis_tready": In(1)}
+    return {
+        "m_axis_tdata": Out(bus),
+        "m_axis_tkeep": Out(bus // 8),
+        "m_axis_tlast": Out(1),
+        "m_axis_tvalid": Out(1),
+        "m_axis_tready": In(1),
+    }
 
 
 class Collector:
@@ -59,8 +64,11 @@ class Collector:
         resq_valid = self.resq_valid = Signal(N, name="resq_valid")
         resq_data = Signal(64 * N, name="resq_data", reset_less=True)
         resq_kind = Signal(2, name="resq_kind", reset_less=True)
-        m.d.sync += [resq_valid.eq(Mux(ctl.core_clr | lanes.core_rst, 0, Cat(*res_valid))),
-                     resq_data.eq(Cat(*res_data)), resq_kind.eq(res_kind)]
+        m.d.sync += [
+            resq_valid.eq(Mux(ctl.core_clr | lanes.core_rst, 0, Cat(*res_valid))),
+            resq_data.eq(Cat(*res_data)),
+            resq_kind.eq(res_kind),
+        ]
         # Records whose result was written, counted from the result register (not from the
         # operator's mux of the cores' valid bits: op -> mux -> the 32-bit counter's carry chain
         # was a routed critical path, 10.50 ns, 7.05 of it routing). DONE_COUNT lags the FIFO
@@ -74,8 +82,7 @@ class Collector:
         with m.If(bus.m_axis_tvalid & bus.m_axis_tready & bus.m_axis_tlast):
             m.d.sync += [ctl.done_flag.eq(1), ctl.busy_out.eq(0)]
 
-    def _select(self, m: Module, op: Value, lanes, res_valid: list, res_data: list,
-                res_kind: Signal) -> None:
+    def _select(self, m: Module, op: Value, lanes, res_valid: list, res_data: list, res_kind: Signal) -> None:
         """The batch operator's results: its cores' outputs (``delta_varint_encode``: the
         encoder's words, kind ``SEQ_DATA`` or ``SEQ_HEADER``)."""
         dv = lanes.dv
@@ -83,14 +90,15 @@ class Collector:
             for case, cores in lanes.results():
                 with m.Case(*case):
                     for j in range(self.lanes):
-                        m.d.comb += [res_valid[j].eq(cores[j].o.valid),
-                                     res_data[j].eq(cores[j].o.payload)]
+                        m.d.comb += [res_valid[j].eq(cores[j].o.valid), res_data[j].eq(cores[j].o.payload)]
             with m.Case(OP_CODES["delta_varint_encode"]):
-                m.d.comb += [res_valid[0].eq(dv.o.valid), res_data[0].eq(dv.o.payload.data),
-                             res_kind.eq(Mux(dv.o.payload.header, SEQ_HEADER, SEQ_DATA))]
+                m.d.comb += [
+                    res_valid[0].eq(dv.o.valid),
+                    res_data[0].eq(dv.o.payload.data),
+                    res_kind.eq(Mux(dv.o.payload.header, SEQ_HEADER, SEQ_DATA)),
+                ]
 
-    def _write(self, m: Module, bus, ctl, resq_valid: Signal, resq_data: Signal,
-               resq_kind: Signal) -> None:
+    def _write(self, m: Module, bus, ctl, resq_valid: Signal, resq_data: Signal, resq_kind: Signal) -> None:
         """The FIFO's write side (the results, or the trailer in TRAIL) and ``m_axis``."""
         N, fifo, err = self.lanes, self.fifo, ctl.err
         trailer = Cat(ctl.done_count, err, Const(0, 16 - len(err)), Const(TRAILER_MAGIC, 16))
@@ -105,12 +113,12 @@ class Collector:
             fifo.w_kind.eq(Mux(ctl.state == ctl.TRAIL, TRAILER, resq_kind)),
             fifo.w_data.eq(Mux(ctl.state == ctl.TRAIL, trailer, resq_data)),
             fifo.rollback.eq((ctl.state == ctl.ROLLBACK) | ctl.core_clr),
-            bus.m_axis_tdata.eq(fifo.o.payload.data), bus.m_axis_tlast.eq(fifo.o.payload.last),
+            bus.m_axis_tdata.eq(fifo.o.payload.data),
+            bus.m_axis_tlast.eq(fifo.o.payload.last),
             bus.m_axis_tvalid.eq(fifo.o.valid),
             fifo.o.ready.eq(bus.m_axis_tready),
         ]
         if N == 1:
             m.d.comb += bus.m_axis_tkeep.eq(0xFF)
         else:
-            m.d.comb += bus.m_axis_tkeep.eq(
-                Cat(*(fifo.o.payload.keep[j].replicate(8) for j in range(N))))
+            m.d.comb += bus.m_axis_tkeep.eq(Cat(*(fifo.o.payload.keep[j].replicate(8) for j in range(N))))

@@ -84,10 +84,10 @@ class Control:
         self.nbuckets = Signal(64, name="nbuckets")
         self.slot = Signal(16, name="slot")
         self.nbound = Signal(13, name="nbound")
-        self.framed = self.fmt[1]                        # VAR or SEQ (lane 0 only)
+        self.framed = self.fmt[1]  # VAR or SEQ (lane 0 only)
         self.fixed = ~self.framed
         self.recs_in = Signal(32, name="recs_in")
-        self.rem = Signal(32, name="rem")                # records still to come (COUNT - recs_in)
+        self.rem = Signal(32, name="rem")  # records still to come (COUNT - recs_in)
         self.rem_gt = Signal(N + 1, name="rem_gt")
         self.extra_pending = Signal(name="extra_pending")
         self.err = Signal(len(ERR_BITS), name="err")
@@ -109,17 +109,20 @@ class Control:
         hash_op = op_in(rop, HASH_OPS)
         bz_op = op_in(rop, BUCKETIZE_OPS)
         return (
-            ~(hash_op & (rfmt <= VAR)
-              | bz_op & (((rfmt == FIXED8) & ((rdt == DTYPE_CODES["int64"])
-                                              | (rdt == DTYPE_CODES["float64"])))
-                         | ((rfmt == FIXED4) & ((rdt == DTYPE_CODES["int32"])
-                                                | (rdt == DTYPE_CODES["float32"]))))
-              | (rop == OP_CODES["delta_varint_encode"]) & (rfmt == SEQ))
-            | ((rop == OP_CODES["hash_bucket/mod"])
-               & (Cat(r["NUM_BUCKETS_LO"], r["NUM_BUCKETS_HI"]) == 0))
+            ~(
+                hash_op & (rfmt <= VAR)
+                | bz_op
+                & (
+                    ((rfmt == FIXED8) & ((rdt == DTYPE_CODES["int64"]) | (rdt == DTYPE_CODES["float64"])))
+                    | ((rfmt == FIXED4) & ((rdt == DTYPE_CODES["int32"]) | (rdt == DTYPE_CODES["float32"])))
+                )
+                | (rop == OP_CODES["delta_varint_encode"]) & (rfmt == SEQ)
+            )
+            | ((rop == OP_CODES["hash_bucket/mod"]) & (Cat(r["NUM_BUCKETS_LO"], r["NUM_BUCKETS_HI"]) == 0))
             | ((rop == OP_CODES["fid/1"]) & (r["SLOT"] >= 1 << FID_LAYOUT[1][0]))
             | ((rop == OP_CODES["fid/2"]) & (r["SLOT"] >= 1 << FID_LAYOUT[2][0]))
-            | (bz_op & (r["NUM_BOUNDARIES"] > self.table_depth)))
+            | (bz_op & (r["NUM_BOUNDARIES"] > self.table_depth))
+        )
 
     def elaborate_decode(self, m: Module, regs) -> None:
         """Add BAD_PARAM, the data path's clear and the cycle counter to ``m``."""
@@ -131,8 +134,13 @@ class Control:
     def elaborate_fsm(self, m: Module, regs, sl, ser, p, coll, dv_busy: Value) -> None:
         """Add the batch FSM to ``m`` (after :meth:`elaborate_decode`)."""
         with m.If(regs.soft_reset):
-            m.d.sync += [self.state.eq(self.IDLE), self.err.eq(0), self.done_flag.eq(0),
-                         self.busy_out.eq(0), p.in_rec.eq(0)]
+            m.d.sync += [
+                self.state.eq(self.IDLE),
+                self.err.eq(0),
+                self.done_flag.eq(0),
+                self.busy_out.eq(0),
+                p.in_rec.eq(0),
+            ]
             if self.lanes > 1:
                 m.d.sync += ser.clear() + [self.extra_pending.eq(0)]
         with m.Else():
@@ -143,8 +151,9 @@ class Control:
                     self._run(m, sl, ser, p)
                 with m.Case(self.DRAIN):
                     # Every complete record has its result in the FIFO and nothing is in flight.
-                    with m.If((self.done_count == self.recs_in) & ~dv_busy & ~coll.any_res
-                              & ~coll.resq_valid.any()):
+                    with m.If(
+                        (self.done_count == self.recs_in) & ~dv_busy & ~coll.any_res & ~coll.resq_valid.any()
+                    ):
                         m.d.sync += self.state.eq(self.ROLLBACK)
                 with m.Case(self.ROLLBACK):
                     m.d.sync += self.state.eq(self.TRAIL)
@@ -157,15 +166,22 @@ class Control:
         r, N = regs.params, self.lanes
         with m.If(regs.start):
             m.d.sync += [
-                self.op.eq(r["OP"]), self.fmt.eq(r["FORMAT"]), self.dtype.eq(r["DTYPE"]),
+                self.op.eq(r["OP"]),
+                self.fmt.eq(r["FORMAT"]),
+                self.dtype.eq(r["DTYPE"]),
                 self.rem.eq(r["COUNT"]),
                 self.rem_gt.eq(Cat(*(r["COUNT"] > j for j in range(N + 1)))),
                 self.seed.eq(Cat(r["SEED_LO"], r["SEED_HI"])),
                 self.nbuckets.eq(Cat(r["NUM_BUCKETS_LO"], r["NUM_BUCKETS_HI"])),
-                self.slot.eq(r["SLOT"]), self.nbound.eq(r["NUM_BOUNDARIES"]),
+                self.slot.eq(r["SLOT"]),
+                self.nbound.eq(r["NUM_BOUNDARIES"]),
                 self.err.eq(Mux(self.bad_param, 1 << ERR["BAD_PARAM"], 0)),
-                self.done_flag.eq(0), self.busy_out.eq(1), self.done_count.eq(0),
-                self.cycles.eq(0), self.recs_in.eq(0), p.in_rec.eq(0),
+                self.done_flag.eq(0),
+                self.busy_out.eq(1),
+                self.done_count.eq(0),
+                self.cycles.eq(0),
+                self.recs_in.eq(0),
+                p.in_rec.eq(0),
                 self.state.eq(Mux(self.bad_param | (r["COUNT"] == 0), self.TRAIL, self.RUN)),
             ]
         with m.Elif(p.beat_acc):
@@ -204,8 +220,9 @@ class Control:
             rem.eq(mux_index(n_in, [(rem - k)[:32] for k in range(N + 1)])),
             # rem - k > j is rem > j + k: rem >= n_in in RUN (rem >= 1, a framed unit completes
             # at most one record, lane j needs rem > j).
-            self.rem_gt.eq(Cat(*(mux_index(n_in, [rem > j + k for k in range(N + 1)])
-                                 for j in range(N + 1)))),
+            self.rem_gt.eq(
+                Cat(*(mux_index(n_in, [rem > j + k for k in range(N + 1)]) for j in range(N + 1)))
+            ),
         ]
 
     def _trail(self, m: Module, ser, p, coll) -> None:

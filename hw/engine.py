@@ -83,8 +83,7 @@ from .regfile import AXI_LITE, RegisterFile
 from .slicer import InputSlice, Serialiser, axis_in
 from .xxhash import XXH32Core, XXH64Core
 
-__all__ = ["OffloadEngine", "REG", "ERR", "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "LANES",
-           "MODULO"]
+__all__ = ["OffloadEngine", "REG", "ERR", "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "LANES", "MODULO"]
 
 #: Register byte addresses and error bit positions (the engine map, docs/wire_format.md).
 REG = REGISTERS
@@ -141,29 +140,42 @@ class OffloadEngine(wiring.Component):
     #: result register in front of the FIFO.
     BOUNDARY = 2
 
-    def __init__(self, *, table_depth: int = 256, fifo_depth: int = 2048, seq_max: int = 1024,
-                 mod_bits_per_stage: int = 1, lanes: int = 1, adder_levels: int | str = "csa",
-                 multipliers: str = "lut", modulo: str = "restoring"):
-        self._MustUse__silence = True      # no UnusedElaboratable warning if rejected
+    def __init__(
+        self,
+        *,
+        table_depth: int = 256,
+        fifo_depth: int = 2048,
+        seq_max: int = 1024,
+        mod_bits_per_stage: int = 1,
+        lanes: int = 1,
+        adder_levels: int | str = "csa",
+        multipliers: str = "lut",
+        modulo: str = "restoring",
+    ):
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)
         self.fifo_depth = check_pow2("fifo_depth", fifo_depth, 256, 65536)
         self.mod_bits_per_stage = check_choice("mod_bits_per_stage", mod_bits_per_stage, (1, 2))
         self.modulo = check_choice("modulo", modulo, MODULO)
         if modulo != "restoring" and mod_bits_per_stage != 1:
-            raise ValueError(f"mod_bits_per_stage applies to modulo='restoring' only, not to "
-                             f"modulo={modulo!r}")
+            raise ValueError(
+                f"mod_bits_per_stage applies to modulo='restoring' only, not to modulo={modulo!r}"
+            )
         self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.lanes = check_choice("lanes", lanes, LANES)
         # In-flight results: the longest path from the input to the FIFO, from the cores that
         # are built (their pipelines change depth with Fmax work; the credit follows).
-        hash_post = max(_latency(mod_core(modulo, mod_bits_per_stage, "lut")),
-                        _latency(FastRange()), _latency(FidCore()))
+        hash_post = max(
+            _latency(mod_core(modulo, mod_bits_per_stage, "lut")), _latency(FastRange()), _latency(FidCore())
+        )
         # Plus the engine's registers at the cores' boundaries (see elaborate): one in front
         # of every core, one between the hash and its post-processing, one before the FIFO.
         self.latency = self.BOUNDARY + max(
             _latency(XXH64Core(adder_levels)) + 1 + hash_post,
-            _latency(XXH32Core(adder_levels)), _latency(Bucketize(table_depth)))
+            _latency(XXH32Core(adder_levels)),
+            _latency(Bucketize(table_depth)),
+        )
         self.SLACK = lanes * (self.latency + self.SLACK_MARGIN)
         #: FIFO words one cycle can add (N results, or a sequence's header slot and first word):
         #: the credit is a register (the FIFO level a cycle ago), so it stops this much earlier.
@@ -179,13 +191,12 @@ class OffloadEngine(wiring.Component):
         while limit_of(lo) < 1:
             lo *= 2
         if fifo_depth < lo:
-            raise ValueError(f"fifo_depth must be a power of two between {lo} and 65536, "
-                             f"not {fifo_depth!r}")
+            raise ValueError(f"fifo_depth must be a power of two between {lo} and 65536, not {fifo_depth!r}")
         limit = limit_of(fifo_depth)
-        if (not isinstance(seq_max, int) or isinstance(seq_max, bool) or seq_max < 1
-                or seq_max > limit):
-            raise ValueError(f"seq_max must be between 1 and {limit} for fifo_depth {fifo_depth}, "
-                             f"not {seq_max!r}")
+        if not isinstance(seq_max, int) or isinstance(seq_max, bool) or seq_max < 1 or seq_max > limit:
+            raise ValueError(
+                f"seq_max must be between 1 and {limit} for fifo_depth {fifo_depth}, not {seq_max!r}"
+            )
         self.seq_max = seq_max
         self._MustUse__silence = False
         self.caps = table_depth | (lanes << 16) | ((8 * lanes) << 24)
@@ -199,16 +210,20 @@ class OffloadEngine(wiring.Component):
         m = Module()
         ctl = Control(self.lanes, self.table_depth)
         m.submodules.regfile = regs = RegisterFile(
-            table_depth=self.table_depth, caps=self.caps, ops_mask=self.ops_mask,
-            seq_max=self.seq_max)
+            table_depth=self.table_depth, caps=self.caps, ops_mask=self.ops_mask, seq_max=self.seq_max
+        )
         lanes = LaneBank(self, ctl)
         # The cores' logic comes first: a net's name in the RTL is that of the first signal
         # the module's statements use for it, sync before comb when the first statement is a
         # register's, so the cores' input registers keep their names (not their ports').
         lanes.elaborate_cores(m, regs)
         self._connect(m, regs, AXI_LITE)
-        m.d.comb += [regs.status.eq(ctl.status()), regs.err.eq(ctl.err),
-                     regs.done_count.eq(ctl.done_count), regs.cycles.eq(ctl.cycles)]
+        m.d.comb += [
+            regs.status.eq(ctl.status()),
+            regs.err.eq(ctl.err),
+            regs.done_count.eq(ctl.done_count),
+            regs.cycles.eq(ctl.cycles),
+        ]
         m.submodules.slice = sl = InputSlice(self.lanes, self.seq_max)
         self._connect(m, sl, axis_in(self.lanes))
         m.d.comb += sl.soft_reset.eq(regs.soft_reset)

@@ -24,13 +24,20 @@ __all__ = ["LaneBank", "mod_core", "RESULT_OPS"]
 #: The operators each core serves (the core's enable and its input register's load).
 CORE_OPS = {
     "xxh64": ("xxh64", "hash_bucket/mod", "hash_bucket/fastrange", "fid/1", "fid/2"),
-    "xxh32": ("xxh32",), "mod": ("hash_bucket/mod",), "fastrange": ("hash_bucket/fastrange",),
+    "xxh32": ("xxh32",),
+    "mod": ("hash_bucket/mod",),
+    "fastrange": ("hash_bucket/fastrange",),
     "fid": ("fid/1", "fid/2"),
 }
 #: The cores whose outputs are an operator's results, and the operators (``LaneBank`` names).
-RESULT_OPS = (("h32", ("xxh32",)), ("h64", ("xxh64",)), ("mods", ("hash_bucket/mod",)),
-              ("frs", ("hash_bucket/fastrange",)), ("fids", ("fid/1", "fid/2")),
-              ("bzs", BUCKETIZE_OPS))
+RESULT_OPS = (
+    ("h32", ("xxh32",)),
+    ("h64", ("xxh64",)),
+    ("mods", ("hash_bucket/mod",)),
+    ("frs", ("hash_bucket/fastrange",)),
+    ("fids", ("fid/1", "fid/2")),
+    ("bzs", BUCKETIZE_OPS),
+)
 
 
 def mod_core(modulo: str, bits_per_stage: int, multipliers: str):
@@ -68,8 +75,8 @@ class LaneBank:
         mul = self.multipliers = engine.multipliers
         self.ctl = ctl
         self.core_rst = Signal(name="core_rst")
-        self.dv_room = Signal(name="dv_room")            # the varint skid buffer has room
-        self.dv_busy = Signal(name="dv_busy")            # a value in the varint path
+        self.dv_room = Signal(name="dv_room")  # the varint skid buffer has room
+        self.dv_busy = Signal(name="dv_busy")  # a value in the varint path
         levels = engine.adder_levels
         self.x64, self.x32 = XXH64Core(levels, mul), XXH32Core(levels, mul)
         x64 = self.x64
@@ -83,8 +90,10 @@ class LaneBank:
         # after nb_mod changed. (The cores' reset, a cycle after START, restarts the
         # reciprocal too, earlier than that.)
         if isinstance(self.mods[0], ModReciprocal) and self.mods[0].setup > x64.latency + 1:
-            raise AssertionError(f"ModReciprocal.setup ({self.mods[0].setup}) exceeds the hash "
-                                 f"pipeline in front of it ({x64.latency + 1} cycles)")
+            raise AssertionError(
+                f"ModReciprocal.setup ({self.mods[0].setup}) exceeds the hash "
+                f"pipeline in front of it ({x64.latency + 1} cycles)"
+            )
         self.frs = [FastRange(mul) for _ in range(N)]
         self.fids = [FidCore() for _ in range(N)]
         self.bzs = [Bucketize(engine.table_depth, mul) for _ in range(N)]
@@ -117,14 +126,20 @@ class LaneBank:
         ctl, core_rst = self.ctl, self.core_rst
         for j in range(self.lanes):
             sfx = "" if j == 0 else f"_l{j}"
-            lane_cores = (("xxh64", self.h64[j]), ("xxh32", self.h32[j]), ("mod", self.mods[j]),
-                          ("fastrange", self.frs[j]), ("fid", self.fids[j]))
+            lane_cores = (
+                ("xxh64", self.h64[j]),
+                ("xxh32", self.h32[j]),
+                ("mod", self.mods[j]),
+                ("fastrange", self.frs[j]),
+                ("fid", self.fids[j]),
+            )
             for name, core in lane_cores + (("bucketize", self.bzs[j]),):
                 use = (self.is_bz | table_we) if name == "bucketize" else self.uses[name]
                 if self.multipliers == "behavioural":
                     core_en = Signal(name=f"{name}{sfx}_en")
-                    m.d.comb += core_en.eq(core_rst | (use if j == 0 or name == "bucketize"
-                                                       else use & ctl.fixed))
+                    m.d.comb += core_en.eq(
+                        core_rst | (use if j == 0 or name == "bucketize" else use & ctl.fixed)
+                    )
                     core = EnableInserter(core_en)(core)
                 m.submodules[name + sfx] = ResetInserter(core_rst)(core)
         dv_en = Signal(name="varint_en")
@@ -148,18 +163,24 @@ class LaneBank:
         for j in range(self.lanes):
             bz = self.bzs[j]
             m.d.comb += [
-                self.h64[j].seed.eq(ctl.seed), self.h32[j].seed.eq(ctl.seed[:32]),
-                self.mods[j].num_buckets.eq(nb_mod), self.frs[j].num_buckets.eq(nb_fr),
+                self.h64[j].seed.eq(ctl.seed),
+                self.h32[j].seed.eq(ctl.seed[:32]),
+                self.mods[j].num_buckets.eq(nb_mod),
+                self.frs[j].num_buckets.eq(nb_fr),
                 self.fids[j].slot.eq(ctl.slot),
                 self.fids[j].version.eq(Mux(op == OP_CODES["fid/1"], 1, 2)),
-                bz.dtype.eq(ctl.dtype), bz.right.eq(op == OP_CODES["bucketize/right"]),
+                bz.dtype.eq(ctl.dtype),
+                bz.right.eq(op == OP_CODES["bucketize/right"]),
                 bz.num_boundaries.eq(ctl.nbound),
-                bz.table_addr.eq(r["TABLE_ADDR"]), bz.table_we.eq(regs.table_we),
+                bz.table_addr.eq(r["TABLE_ADDR"]),
+                bz.table_we.eq(regs.table_we),
                 bz.table_data.eq(Cat(r["TABLE_DATA_LO"], regs.wdata)),
             ]
             if j:
-                m.d.comb += [self.h64[j].key8.eq(ctl.fmt == FORMATS["FIXED8"]),
-                             self.h32[j].key8.eq(ctl.fmt == FORMATS["FIXED8"])]
+                m.d.comb += [
+                    self.h64[j].key8.eq(ctl.fmt == FORMATS["FIXED8"]),
+                    self.h32[j].key8.eq(ctl.fmt == FORMATS["FIXED8"]),
+                ]
 
     def elaborate_inputs(self, m: Module, p: Parser, sl: InputSlice, ser: Serialiser) -> None:
         """Add every core's input register to ``m``, fed from the parser's unit.
@@ -173,9 +194,13 @@ class LaneBank:
         use_x64, use_x32, use_bz = uses["xxh64"], uses["xxh32"], self.is_bz
         for core, use, name in ((self.x64, use_x64, "xxh64"), (self.x32, use_x32, "xxh32")):
             beat = Signal.like(core.i.payload, name=f"{name}_beat")
-            m.d.comb += [beat.data.eq(ser.w), beat.first.eq(p.beat_first),
-                         beat.last.eq(~ctl.framed | p.last_word), beat.empty.eq(p.empty_rec),
-                         beat.length.eq(p.beat_len)]
+            m.d.comb += [
+                beat.data.eq(ser.w),
+                beat.first.eq(p.beat_first),
+                beat.last.eq(~ctl.framed | p.last_word),
+                beat.empty.eq(p.empty_rec),
+                beat.length.eq(p.beat_len),
+            ]
             self._feed(m, name, core.i, p.core_valid, beat, use)
         for j in range(1, N):
             lv = p.core_valid & p.lane_on[j]
@@ -193,16 +218,16 @@ class LaneBank:
             self._feed(m, "fastrange" + sfx, self.frs[j].i, hv, hp, use_fr, after_core=True)
             self._feed(m, "fid" + sfx, self.fids[j].i, hv, hp, use_fid, after_core=True)
 
-    def _feed(self, m: Module, name: str, port, valid: Value, payload: Value, use: Value,
-              after_core: bool = False) -> None:
+    def _feed(
+        self, m: Module, name: str, port, valid: Value, payload: Value, use: Value, after_core: bool = False
+    ) -> None:
         """A core's input register: ``valid`` while ``use``, ``payload`` loaded while ``use``.
         Cleared by core_clr; behind a core (after_core) also while core_rst still lets the
         core's output from before the reset out. (The parser may hand over a batch's first word
         while core_rst is set: the core's reset does not reach this register.)"""
         v = Signal(name=f"{name}_in_valid")
         d = Signal.like(port.payload, name=f"{name}_in_data", reset_less=True)
-        m.d.sync += v.eq(valid & use & ~self.ctl.core_clr
-                         & (~self.core_rst if after_core else 1))
+        m.d.sync += v.eq(valid & use & ~self.ctl.core_clr & (~self.core_rst if after_core else 1))
         with m.If(use):
             m.d.sync += d.eq(payload)
         m.d.comb += [port.valid.eq(v), port.payload.eq(d)]
@@ -218,19 +243,21 @@ class LaneBank:
         dvs = Signal.like(dv.i.payload, name="dvq_skid", reset_less=True)
         dvq_v, dvs_v = Signal(name="dvq_valid"), Signal(name="dvq_skid_valid")
         dv_in = Signal.like(dv.i.payload, name="dvq_in")
-        m.d.comb += [dv_in.data.eq(ser.w), dv_in.first.eq(p.beat_first),
-                     dv_in.last.eq(p.last_word), dv_in.empty.eq(p.empty_rec),
-                     self.dv_room.eq(~dvs_v)]
+        m.d.comb += [
+            dv_in.data.eq(ser.w),
+            dv_in.first.eq(p.beat_first),
+            dv_in.last.eq(p.last_word),
+            dv_in.empty.eq(p.empty_rec),
+            self.dv_room.eq(~dvs_v),
+        ]
         dv_fire = p.uacc & p.needs_dv
         with m.If(core_clr):
             m.d.sync += [dvq_v.eq(0), dvs_v.eq(0)]
         with m.Elif(dv.i.ready | ~dvq_v):
-            m.d.sync += [dvq.eq(Mux(dvs_v, dvs, dv_in)), dvq_v.eq(dvs_v | dv_fire),
-                         dvs_v.eq(0)]
+            m.d.sync += [dvq.eq(Mux(dvs_v, dvs, dv_in)), dvq_v.eq(dvs_v | dv_fire), dvs_v.eq(0)]
         with m.Elif(dv_fire):
             m.d.sync += [dvs.eq(dv_in), dvs_v.eq(1)]
-        m.d.comb += [dv.i.valid.eq(dvq_v), dv.i.payload.eq(dvq),
-                     self.dv_busy.eq(dvq_v | dvs_v | dv.busy)]
+        m.d.comb += [dv.i.valid.eq(dvq_v), dv.i.payload.eq(dvq), self.dv_busy.eq(dvq_v | dvs_v | dv.busy)]
 
     def results(self) -> list:
         """``(op codes, [core per lane])`` for every operator whose results are a core's

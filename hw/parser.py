@@ -53,11 +53,12 @@ class Parser:
         # Registered: the record's next word is its last (remaining == 1), kept with remaining.
         self.rem_last = Signal(name="rem_last")
         self.tready = Signal(name="tready")
-        self.beat_acc = Signal(name="beat_acc")          # a bus beat is accepted
-        self.uacc = Signal(name="uacc")                  # the parser takes a word / fixed beat
+        self.beat_acc = Signal(name="beat_acc")  # a bus beat is accepted
+        self.uacc = Signal(name="uacc")  # the parser takes a word / fixed beat
 
-    def elaborate(self, m: Module, sl: InputSlice, ser: Serialiser, ctl, fifo_level: Value,
-                  dv_room: Value) -> None:
+    def elaborate(
+        self, m: Module, sl: InputSlice, ser: Serialiser, ctl, fifo_level: Value, dv_room: Value
+    ) -> None:
         """Add the accept decision to ``m`` and set the parser's output values."""
         # Registered: the FIFO level is a subtraction of its pointers, and the credit gates the
         # whole input decision (tready, the cores' valid, the record counters).
@@ -70,13 +71,12 @@ class Parser:
         self.bad_hdr = hdr & (ser.w_hi | ((fmt == SEQ) & ser.w_long))
         # A header of length 0 (an all-zero word: never bad, as seq_max >= 1).
         self.empty_rec = empty_rec = hdr & ser.w_zero
-        self.send = send = ~hdr | empty_rec              # this word goes into a core
+        self.send = send = ~hdr | empty_rec  # this word goes into a core
         self.needs_dv = needs_dv = is_delta & send
         unit_ready = Signal(name="unit_ready")
         m.d.comb += [
             unit_ready.eq(credit & (dv_room | ~needs_dv)),
-            self.tready.eq(Mux(ctl.state == ctl.IDLE, 1,
-                               (ctl.state == ctl.RUN) & unit_ready & ~ser.hold)),
+            self.tready.eq(Mux(ctl.state == ctl.IDLE, 1, (ctl.state == ctl.RUN) & unit_ready & ~ser.hold)),
             sl.take.eq(self.tready),
             self.beat_acc.eq(sl.valid & self.tready),
             self.uacc.eq((ctl.state == ctl.RUN) & ser.wvalid & unit_ready),
@@ -96,7 +96,7 @@ class Parser:
         rem_gt, nw = ctl.rem_gt, sl.nw
         self.lane_on = [Const(1)] + [ctl.fixed & (nw > j) & rem_gt[j] for j in range(1, N)]
         n_fixed = sum(self.lane_on[1:], Const(1, range(N + 1)))
-        self.n_in = Mux(framed, complete, n_fixed)        # records completed by this unit
+        self.n_in = Mux(framed, complete, n_fixed)  # records completed by this unit
         # The batch ends with this unit (fin): the last record's word (framed) or the beat
         # holding the last record (fixed; extra: the beat carries words after it).
         rem_one = rem_gt[0] & ~rem_gt[1]
@@ -113,16 +113,22 @@ class Parser:
         enable is one register (in_rec), not the accept decision (uacc) or the state."""
         fmt, hdr_len = ctl.fmt, self.hdr_len
         with m.If(~self.in_rec):
-            m.d.sync += [self.first_word.eq(1), self.rec_len.eq(hdr_len),
-                         self.remaining.eq(Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)),
-                         self.rem_last.eq(Mux(fmt == SEQ, ser.w_one, ser.w_le8))]
+            m.d.sync += [
+                self.first_word.eq(1),
+                self.rec_len.eq(hdr_len),
+                self.remaining.eq(Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)),
+                self.rem_last.eq(Mux(fmt == SEQ, ser.w_one, ser.w_le8)),
+            ]
         # Inside a record (framed, so no header word) an accepted word is one of its words. Not
         # under SOFT_RESET or the control's state: uacc already implies RUN, and a reset clears
         # in_rec, after which these registers reload. (The reset's and the state's decode in
         # their enables was a routed critical path: 11.03 ns, 9.07 of it routing.)
         with m.Elif(self.uacc):
-            m.d.sync += [self.first_word.eq(0), self.remaining.eq(self.remaining - 1),
-                         self.rem_last.eq(self.remaining == 2)]
+            m.d.sync += [
+                self.first_word.eq(0),
+                self.remaining.eq(self.remaining - 1),
+                self.rem_last.eq(self.remaining == 2),
+            ]
 
     def track_record(self, m: Module, framed: Value) -> None:
         """In the current context (RUN, a unit taken): enter a record at a good header of a

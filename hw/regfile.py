@@ -27,12 +27,22 @@ WRITABLE = PARAM_REGISTERS + TABLE_REGISTERS[:2]
 
 #: The AXI4-Lite slave ports (8-bit byte address, 32-bit data), in the engine's port order.
 AXI_LITE = {
-    "s_axi_awaddr": In(8), "s_axi_awvalid": In(1), "s_axi_awready": Out(1),
-    "s_axi_wdata": In(32), "s_axi_wstrb": In(4), "s_axi_wvalid": In(1),
+    "s_axi_awaddr": In(8),
+    "s_axi_awvalid": In(1),
+    "s_axi_awready": Out(1),
+    "s_axi_wdata": In(32),
+    "s_axi_wstrb": In(4),
+    "s_axi_wvalid": In(1),
     "s_axi_wready": Out(1),
-    "s_axi_bresp": Out(2), "s_axi_bvalid": Out(1), "s_axi_bready": In(1),
-    "s_axi_araddr": In(8), "s_axi_arvalid": In(1), "s_axi_arready": Out(1),
-    "s_axi_rdata": Out(32), "s_axi_rresp": Out(2), "s_axi_rvalid": Out(1),
+    "s_axi_bresp": Out(2),
+    "s_axi_bvalid": Out(1),
+    "s_axi_bready": In(1),
+    "s_axi_araddr": In(8),
+    "s_axi_arvalid": In(1),
+    "s_axi_arready": Out(1),
+    "s_axi_rdata": Out(32),
+    "s_axi_rresp": Out(2),
+    "s_axi_rvalid": Out(1),
     "s_axi_rready": In(1),
 }
 
@@ -71,14 +81,27 @@ class RegisterFile(wiring.Component):
 
     def __init__(self, *, table_depth: int, caps: int, ops_mask: int, seq_max: int):
         self.table_depth = table_depth
-        self.constants = {"ID": ENGINE_ID, "VERSION": ENGINE_VERSION, "CAPS": caps,
-                          "OPS": ops_mask, "SEQ_MAX": seq_max}
-        super().__init__({
-            **AXI_LITE,
-            **{f"reg_{n.lower()}": Out(32) for n in WRITABLE},
-            "wdata": Out(32), "start": Out(1), "soft_reset": Out(1), "table_we": Out(1),
-            "status": In(3), "err": In(len(ERR_BITS)), "done_count": In(32), "cycles": In(64),
-        })
+        self.constants = {
+            "ID": ENGINE_ID,
+            "VERSION": ENGINE_VERSION,
+            "CAPS": caps,
+            "OPS": ops_mask,
+            "SEQ_MAX": seq_max,
+        }
+        super().__init__(
+            {
+                **AXI_LITE,
+                **{f"reg_{n.lower()}": Out(32) for n in WRITABLE},
+                "wdata": Out(32),
+                "start": Out(1),
+                "soft_reset": Out(1),
+                "table_we": Out(1),
+                "status": In(3),
+                "err": In(len(ERR_BITS)),
+                "done_count": In(32),
+                "cycles": In(64),
+            }
+        )
         #: The stored registers by name.
         self.params = {n: getattr(self, f"reg_{n.lower()}") for n in WRITABLE}
 
@@ -92,8 +115,7 @@ class RegisterFile(wiring.Component):
         self._read(m, rvalid, rdata)
         return m
 
-    def _write(self, m: Module, bvalid: Signal, rvalid: Signal, rdata: Signal,
-               wdata: Signal) -> None:
+    def _write(self, m: Module, bvalid: Signal, rvalid: Signal, rdata: Signal, wdata: Signal) -> None:
         wr_en = Signal(name="wr_en")
         # A write is taken into registers and applied in the next cycle, then answered: its
         # effects (START, SOFT_RESET, a table write, the parameters) start at registers, not
@@ -105,10 +127,14 @@ class RegisterFile(wiring.Component):
             m.d.sync += [wr_idx.eq(self.s_axi_awaddr[2:8]), wdata.eq(self.s_axi_wdata)]
         m.d.comb += [
             wr_en.eq(self.s_axi_awvalid & self.s_axi_wvalid & ~bvalid & ~wr_q),
-            self.s_axi_awready.eq(wr_en), self.s_axi_wready.eq(wr_en),
-            self.s_axi_bvalid.eq(bvalid), self.s_axi_bresp.eq(0),
+            self.s_axi_awready.eq(wr_en),
+            self.s_axi_wready.eq(wr_en),
+            self.s_axi_bvalid.eq(bvalid),
+            self.s_axi_bresp.eq(0),
             self.s_axi_arready.eq(~rvalid),
-            self.s_axi_rvalid.eq(rvalid), self.s_axi_rdata.eq(rdata), self.s_axi_rresp.eq(0),
+            self.s_axi_rvalid.eq(rvalid),
+            self.s_axi_rdata.eq(rdata),
+            self.s_axi_rresp.eq(0),
         ]
         with m.If(wr_q):
             m.d.sync += bvalid.eq(1)
@@ -124,13 +150,17 @@ class RegisterFile(wiring.Component):
         r = self.params
         bus_idx, bus_data = self.s_axi_awaddr[2:8], self.s_axi_wdata
         m.d.sync += [
-            self.start.eq(wr_en & (bus_idx == _index("CTRL")) & bus_data[_bit(CTRL_START)]
-                          & ~bus_data[_bit(CTRL_SOFT_RESET)]),
-            self.soft_reset.eq(wr_en & (bus_idx == _index("CTRL"))
-                               & bus_data[_bit(CTRL_SOFT_RESET)]),
+            self.start.eq(
+                wr_en
+                & (bus_idx == _index("CTRL"))
+                & bus_data[_bit(CTRL_START)]
+                & ~bus_data[_bit(CTRL_SOFT_RESET)]
+            ),
+            self.soft_reset.eq(wr_en & (bus_idx == _index("CTRL")) & bus_data[_bit(CTRL_SOFT_RESET)]),
             # TABLE_ADDR is not being written now: writes are at least 3 cycles apart
-            self.table_we.eq(wr_en & (bus_idx == _index("TABLE_DATA_HI"))
-                             & (r["TABLE_ADDR"] < self.table_depth)),
+            self.table_we.eq(
+                wr_en & (bus_idx == _index("TABLE_DATA_HI")) & (r["TABLE_ADDR"] < self.table_depth)
+            ),
         ]
 
     def _store(self, m: Module, wr_q: Signal, wr_idx: Signal, wdata: Signal) -> None:
@@ -147,10 +177,16 @@ class RegisterFile(wiring.Component):
     def _read(self, m: Module, rvalid: Signal, rdata: Signal) -> None:
         c = self.constants
         read_map = {
-            "ID": Const(c["ID"], 32), "VERSION": Const(c["VERSION"], 32), "STATUS": self.status,
-            "ERR": self.err, "DONE_COUNT": self.done_count, "CAPS": Const(c["CAPS"], 32),
-            "CYCLES_LO": self.cycles[:32], "CYCLES_HI": self.cycles[32:],
-            "OPS": Const(c["OPS"], 32), "SEQ_MAX": Const(c["SEQ_MAX"], 32),
+            "ID": Const(c["ID"], 32),
+            "VERSION": Const(c["VERSION"], 32),
+            "STATUS": self.status,
+            "ERR": self.err,
+            "DONE_COUNT": self.done_count,
+            "CAPS": Const(c["CAPS"], 32),
+            "CYCLES_LO": self.cycles[:32],
+            "CYCLES_HI": self.cycles[32:],
+            "OPS": Const(c["OPS"], 32),
+            "SEQ_MAX": Const(c["SEQ_MAX"], 32),
             **{n: s for n, s in self.params.items() if n != "TABLE_DATA_LO"},
         }
         with m.If(self.s_axi_arvalid & ~rvalid):

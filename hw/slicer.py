@@ -18,8 +18,13 @@ XW = 64 + 5
 def axis_in(lanes: int) -> dict:
     """The ``s_axis`` ports of a ``64*lanes``-bit bus, in the engine's port order."""
     bus = 64 * lanes
-    return {"s_axis_tdata": In(bus), "s_axis_tkeep": In(bus // 8), "s_axis_tlast": In(1),
-            "s_axis_tvalid": In(1), "s_axis_tready": Out(1)}
+    return {
+        "s_axis_tdata": In(bus),
+        "s_axis_tkeep": In(bus // 8),
+        "s_axis_tlast": In(1),
+        "s_axis_tvalid": In(1),
+        "s_axis_tready": Out(1),
+    }
 
 
 class InputSlice(wiring.Component):
@@ -46,24 +51,33 @@ class InputSlice(wiring.Component):
         N = self.lanes = lanes
         self.seq_max = seq_max
         nw_bits = Shape.cast(range(N + 1)).width
-        super().__init__({**axis_in(lanes), "take": In(1), "soft_reset": In(1),
-                          "valid": Out(1), "beat": Out(XW * N + 2 + nw_bits)})
+        super().__init__(
+            {
+                **axis_in(lanes),
+                "take": In(1),
+                "soft_reset": In(1),
+                "valid": Out(1),
+                "beat": Out(XW * N + 2 + nw_bits),
+            }
+        )
         beat = self.beat
         self.xwords = [beat.word_select(j, XW) for j in range(N)]
         self.words = [x[:64] for x in self.xwords]
         self.tlast = beat[XW * N]
         self.bad_tkeep = beat[XW * N + 1]
-        self.nw = beat[XW * N + 2:]
+        self.nw = beat[XW * N + 2 :]
 
     def checks(self, x: Value) -> Value:
         """A word ``x`` and the checks the parser makes when it is a header."""
         ln = x[:32]
-        return Cat(x,
-                   x == 0,                                   # zero: a 0-byte record
-                   x[32:] != 0,                              # bad header (upper half)
-                   ln > self.seq_max,                        # bad SEQ header (too long)
-                   ln == 1,                                  # SEQ: one word
-                   (ln != 0) & (ln <= 8))                    # VAR: one word
+        return Cat(
+            x,
+            x == 0,  # zero: a 0-byte record
+            x[32:] != 0,  # bad header (upper half)
+            ln > self.seq_max,  # bad SEQ header (too long)
+            ln == 1,  # SEQ: one word
+            (ln != 0) & (ln <= 8),  # VAR: one word
+        )
 
     def _beat(self) -> Value:
         """The bus beat as the slice stores it: the words with their checks, ``tlast``,
@@ -74,11 +88,10 @@ class InputSlice(wiring.Component):
         nw_in = Const(1, range(N + 1))
         canon = Const(0xFF, 8 * N)
         for j in range(1, N):
-            grp = tkeep_in[8 * j:8 * j + 8].any()
+            grp = tkeep_in[8 * j : 8 * j + 8].any()
             nw_in = Mux(grp, j + 1, nw_in)
             canon = Mux(grp, (1 << 8 * (j + 1)) - 1, canon)
-        return Cat(*(self.checks(x) for x in bus_words), self.s_axis_tlast, tkeep_in != canon,
-                   nw_in)
+        return Cat(*(self.checks(x) for x in bus_words), self.s_axis_tlast, tkeep_in != canon, nw_in)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -93,8 +106,7 @@ class InputSlice(wiring.Component):
             # Abort: beats already taken from the bus are dropped with the batch.
             m.d.sync += [main_v.eq(0), skid_v.eq(0)]
         with m.Elif(self.take | ~main_v):
-            m.d.sync += [main.eq(Mux(skid_v, skid, in_beat)), main_v.eq(skid_v | in_fire),
-                         skid_v.eq(0)]
+            m.d.sync += [main.eq(Mux(skid_v, skid, in_beat)), main_v.eq(skid_v | in_fire), skid_v.eq(0)]
         with m.Elif(in_fire):
             m.d.sync += [skid.eq(in_beat), skid_v.eq(1)]
         return m
@@ -129,7 +141,7 @@ class Serialiser:
             xw, self.wlast, self.wvalid = xwords[0], tlast, tvalid
         else:
             self.hold = Signal(name="hold")
-            self.left = Signal(range(N), name="left")        # held words still to hand over
+            self.left = Signal(range(N), name="left")  # held words still to hand over
             self.buf = Signal(XW * (N - 1), name="buf")
             self.btl = Signal(name="btl")
             xw = Mux(self.hold, self.buf[:XW], xwords[0])
@@ -145,8 +157,12 @@ class Serialiser:
         if self.lanes > 1:
             nw = self.slice.nw
             with m.If(framed & (nw > 1)):
-                m.d.sync += [self.hold.eq(1), self.buf.eq(Cat(*self.slice.xwords[1:])),
-                             self.left.eq(nw - 1), self.btl.eq(self.slice.tlast)]
+                m.d.sync += [
+                    self.hold.eq(1),
+                    self.buf.eq(Cat(*self.slice.xwords[1:])),
+                    self.left.eq(nw - 1),
+                    self.btl.eq(self.slice.tlast),
+                ]
 
     def advance(self, m: Module) -> None:
         """In the current context (the parser takes a word): hand over the next held word."""
