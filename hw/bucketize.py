@@ -117,8 +117,8 @@ class Bucketize(wiring.Component):
     ``multipliers="behavioural"`` (simulation flavour, as the hash cores'): stage R
     registers the boundary's key instead of the raw boundary and stage C compares with one
     native ``<=``/``<``: the same counts in the same cycles (``dtype`` is held during a batch),
-    and a Verilator model computes nothing for the core while its enable is low (the key and the split compares were shared terms computed
-    every cycle, outside the enable)."""
+    and a Verilator model computes nothing for the core while its enable is low (the key and the
+    split compares were shared terms computed every cycle, outside the enable)."""
 
     def __init__(self, table_depth: int = 256, multipliers: str = "lut"):
         self._MustUse__silence = True  # no UnusedElaboratable warning if rejected

@@ -12,8 +12,8 @@ possible bytes at once: byte ``i`` is bits ``7i..7i+6`` with 0x80 when anything 
 and their count; the packer appends them at the fill level of a 24-byte buffer and emits one
 word per cycle when 8 bytes are ready. A value (<= 10 bytes) is accepted when the buffer, after
 this cycle's emitted word, has room for 10 more bytes; so values up to 6 bytes (|delta| < 2**41)
-flow at one per cycle, and at the end of each sequence the buffer is flushed (one cycle per remaining word) and the header
-emitted (one cycle).
+flow at one per cycle, and at the end of each sequence the buffer is flushed (one cycle per
+remaining word) and the header emitted (one cycle).
 
 Ports: ``i`` In(stream of :data:`SeqBeat`, with ready), ``o`` Out(stream of :data:`OutWord`,
 always ready: the consumer must take every word), ``busy`` Out(1) (a value or a full word still to come out).
