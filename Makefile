@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.offload-installed
 
-.PHONY: demo test bench notebooks venv clean check-system
+.PHONY: demo test typecheck bench notebooks venv clean check-system
 
 check-system:
 	@for t in g++ make perl; do command -v $$t >/dev/null || { echo "offload: '$$t' is missing: apt-get install g++ make perl" >&2; exit 1; }; done
@@ -40,6 +40,10 @@ test: $(STAMP) | check-system
 # sees) and stamping its code hash; tests/test_notebooks.py fails when a notebook is not current.
 notebooks: $(STAMP) | check-system
 	$(PY) -m offload.notebooks notebooks/*.ipynb
+
+# mypy on the whole package, with pyproject.toml's [tool.mypy] (see .ci/typecheck.py for why a script).
+typecheck: $(STAMP)
+	$(PY) .ci/typecheck.py
 
 bench: $(STAMP)
 	$(VENV)/bin/offload bench --json bench.json
