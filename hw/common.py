@@ -100,7 +100,7 @@ class Pipe:
     :meth:`busy`/:meth:`drain`), so the pipeline is cycle-identical to the LUT flavour.
     """
 
-    def __init__(self, m, name: str, levels: int = 1, behavioural: bool = False, **fields):
+    def __init__(self, m, name: str, levels: int | str = 1, behavioural: bool = False, **fields):
         self.m = m
         self.name = name
         #: adder levels of a tree between two registers (1: every stage is one carry chain;
@@ -180,7 +180,7 @@ class Pipe:
         for name in list(self._trees):
             shifts, width, done = self._trees[name]
             terms = [(self.f.pop(f"{name}__{i}"), s) for i, s in enumerate(shifts)]
-            for lv in range(1 if self.levels == "csa" else self.levels):
+            for lv in range(self.levels if isinstance(self.levels, int) else 1):  # "csa": one level
                 if self.levels == "csa":
                     terms = ternary_level(terms, width) if len(terms) > 1 else terms
                     break
@@ -280,7 +280,7 @@ def _product(x: Value, const: int, width: int, add: int = 0) -> Value:
     return (Value.cast(x) * const + (add & ((1 << width) - 1)))[:width]
 
 
-def mul_depth(x_width: int, const: int, width: int, add: int = 0, levels: int = 1) -> int:
+def mul_depth(x_width: int, const: int, width: int, add: int = 0, levels: int | str = 1) -> int:
     """Stages of :meth:`Pipe.mul_step` for an ``x_width``-bit operand (for latency formulas),
     with ``levels`` adder levels per stage."""
     digits = len(csd_digits(const, width))

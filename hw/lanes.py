@@ -98,7 +98,7 @@ class _LaneCore(wiring.Component):
         )
 
     @classmethod
-    def _natural_depth(cls, levels: int) -> int:
+    def _natural_depth(cls, levels: int | str) -> int:
         """Register levels of the unpadded pipeline (built once into a scratch module, so the
         figure follows any change of the multiplier pipelines in :mod:`offload.hw.common`; the
         behavioural flavour has the same depth by construction, which :meth:`elaborate`

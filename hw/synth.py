@@ -281,12 +281,13 @@ def tool_versions() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _ports(core) -> tuple[list, list]:
+def _ports(core) -> tuple[list[Any], list[Any]]:
     """(input signals, output signals) of a wiring.Component, flattened."""
     from amaranth.hdl import Signal, Value
     from amaranth.lib import wiring
 
-    ins, outs = [], []
+    ins: list[Any] = []  # amaranth Signals (amaranth is untyped)
+    outs: list[Any] = []
     for _path, member, value in core.signature.flatten(core):
         if not member.is_port:
             continue

@@ -95,7 +95,7 @@ P64 = XXH64_PRIMES
 P32 = XXH32_PRIMES
 
 
-def stage_counts(levels: int) -> tuple[int, int, int, int]:
+def stage_counts(levels: int | str) -> tuple[int, int, int, int]:
     """Stages of one 64-bit (XXH64) and one 32-bit (XXH32) constant multiply, and of a byte
     times PRIME64_5 / PRIME32_5, with ``levels`` adder levels per stage."""
     m64 = mul_depth(64, P64[1], 64, levels=levels)
@@ -140,7 +140,9 @@ def xxh32_avalanche(p: Pipe, drop=()) -> None:
     _avalanche(p, (P32[1], P32[2]), 32, (15, 13, 16), drop)
 
 
-def xxh64_finalize_depth(stripes: bool, max_words: int, four: bool, max_bytes: int, levels: int = 1) -> int:
+def xxh64_finalize_depth(
+    stripes: bool, max_words: int, four: bool, max_bytes: int, levels: int | str = 1
+) -> int:
     M64, _, MB64, _ = stage_counts(levels)
     if stripes or max_words:
         first = 2 * M64  # round(0, .) of the tail words and v0..v3
@@ -327,7 +329,7 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
     assert p.depth - depth0 == xxh64_finalize_depth(stripes, max_words, four, max_bytes, p.levels)
 
 
-def xxh32_finalize_depth(stripes: bool, max_lanes: int, max_bytes: int, levels: int = 1) -> int:
+def xxh32_finalize_depth(stripes: bool, max_lanes: int, max_bytes: int, levels: int | str = 1) -> int:
     M32 = stage_counts(levels)[1]
     return M32 + (M32 + 1) * (max_lanes + max_bytes) + 2 * M32 + 1
 
