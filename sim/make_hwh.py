@@ -18,8 +18,10 @@ def P(name, value):
     return f'        <PARAMETER NAME="{name}" VALUE="{value}"/>'
 
 
-REFS = {}
-OWNER = [None]
+#: the interconnects' side of every port connected to them: (port, dir, signal, owner, name, left, sigis)
+REFS: dict[str, list[tuple[str, str, str, str, str, int | None, str]]] = {}
+#: the instance whose ports are being written (set before each block below)
+OWNER: list[str | None] = [None]
 
 
 def port(name, d, sig, conns, left=None, sigis="undef", extra=""):

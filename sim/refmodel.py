@@ -115,7 +115,7 @@ class ReferenceEngineModel:
     def read(self, addr: int) -> int:
         with self.lock:
             self.time += 2
-            name = _NAME.get(addr)
+            name = _NAME.get(addr, "")  # "": unmapped, reads as 0
             if name in _RW:
                 return self.regs[name]
             return {

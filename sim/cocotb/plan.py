@@ -75,8 +75,8 @@ def boundary_lengths() -> list[int]:
 
         p = Path(__file__).resolve().parents[2] / "tests" / "lengths.py"
         spec = importlib.util.spec_from_file_location("_offload_lengths", p)
+        assert spec is not None and spec.loader is not None
         mod = importlib.util.module_from_spec(spec)
-        assert spec.loader is not None
         spec.loader.exec_module(mod)
         BOUNDARY_LENGTHS = mod.BOUNDARY_LENGTHS
     return list(BOUNDARY_LENGTHS)
@@ -122,8 +122,8 @@ def expected(
         return [], ERR_FLAGS["EXTRA_DATA"] if sum(len(f) for f in frames) else 0
     first = np.array(frames[0] if frames else [], dtype=np.uint64)
     words = _seq_max_fixup(regs, first, seq_max)
-    out, err = reference_engine(regs, np.array(table, dtype=np.uint64), words, table_depth=table_depth)
-    out = [int(w) for w in out]
+    out_words, err = reference_engine(regs, np.array(table, dtype=np.uint64), words, table_depth=table_depth)
+    out = [int(w) for w in out_words]
     if bad_tkeep and not err & ERR_FLAGS["BAD_PARAM"]:
         consumed = _consumed_in_batch(regs, first, err)
         if any(i < consumed for i in bad_tkeep):
@@ -185,8 +185,10 @@ def batch_job(
 
 def _job_from_call(name: str, call_name: str, values: Any, flow: str, job_seed: int, **params):
     from offload import batch as _batch
+    from offload.backend import Batch
     from offload.ops import make_call
 
+    b: Batch
     if call_name == "bucketize":
         b = _batch.as_numbers(values)
         call = make_call(call_name, dtype=b.values.dtype, **params)
@@ -268,7 +270,7 @@ def _bucketize_case(rng: random.Random, dtype: np.dtype, n: int, table_depth: in
             [rng.choice(cand) if rng.random() < 0.6 else rng.randint(lo, hi) for _ in range(n)], dtype
         )
     else:
-        pool = sorted(
+        fpool = sorted(
             {
                 float(dtype.type(v))
                 for v in _SPECIAL_F + [rng.uniform(-100, 100) for _ in range(nb)]
@@ -276,9 +278,9 @@ def _bucketize_case(rng: random.Random, dtype: np.dtype, n: int, table_depth: in
             }
             - {-0.0}
         )
-        b = np.array(sorted(rng.sample(pool, min(nb, len(pool)))), dtype)
-        cand = _SPECIAL_F + [float(v) for v in b] + [rng.uniform(-200, 200) for _ in range(4)]
-        x = np.array([rng.choice(cand) for _ in range(n)], dtype)
+        b = np.array(sorted(rng.sample(fpool, min(nb, len(fpool)))), dtype)
+        fcand = _SPECIAL_F + [float(v) for v in b] + [rng.uniform(-200, 200) for _ in range(4)]
+        x = np.array([rng.choice(fcand) for _ in range(n)], dtype)
     return x, b
 
 
@@ -286,6 +288,7 @@ def _sequences(rng: random.Random, lengths: Iterable[int]) -> list[np.ndarray]:
     out = []
     for k in lengths:
         style = rng.randrange(3)
+        vals: np.ndarray | list[int]
         if style == 0:  # timestamps: small positive deltas
             base = rng.randint(0, 1 << 40)
             vals = np.cumsum([base] + [rng.randint(0, 300) for _ in range(k - 1)])[:k]
@@ -363,7 +366,7 @@ def _var_words(recs: Sequence[bytes]) -> list[int]:
     return out
 
 
-def _seq_words(seqs: Sequence[Sequence[int]]) -> list[int]:
+def _seq_words(seqs: Iterable[np.ndarray]) -> list[int]:
     out = []
     for s in seqs:
         out.append(len(s))
