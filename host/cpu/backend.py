@@ -111,7 +111,7 @@ class CpuBackend(Backend):
         entry = REGISTRY.get(call.op)
         if entry is None:
             raise ValueError(f"unknown operator {call.op!r}")
-        return _kernel_of(entry)(self, call, batch)  # type: ignore[no-any-return]
+        return _kernel_of(entry)(self, call, batch)
 
     # -- operators: (call, batch) -> result, one method per kernel family -----------------------
 
@@ -120,7 +120,7 @@ class CpuBackend(Backend):
         n = batch.n
         seed = _U(call.seed)
         out = np.empty(n, np.uint32)
-        if type(batch) is FixedKeys:
+        if isinstance(batch, FixedKeys):
             keys = readonly(batch.keys)
             bounds = self._bounds(n)
             if bounds is None:
@@ -152,7 +152,7 @@ class CpuBackend(Backend):
         seed = _U(call.seed)
         mode, a, b, sh = hash_params(call)
         out = np.empty(n, np.uint64)
-        if type(batch) is FixedKeys:
+        if isinstance(batch, FixedKeys):
             keys = readonly(batch.keys)
             bounds = self._bounds(n)
             if bounds is None:

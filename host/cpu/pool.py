@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 __all__ = ["Pool", "default_threads", "shared_pool"]
+
+
+@dataclass
+class _Progress:
+    """One :meth:`Pool.run`'s shared counters (guarded by its lock) and its first error."""
+
+    next: int = 0
+    done: int = 0
+    error: BaseException | None = None
 
 
 class Pool:
@@ -29,35 +39,35 @@ class Pool:
         self._ex = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="offload-cpu")
         self.workers = workers
 
-    def run(self, fn: Any, bounds: list[int]) -> None:
+    def run(self, fn: Callable[[int, int], object], bounds: list[int]) -> None:
         """Call ``fn(lo, hi)`` for each consecutive pair of ``bounds``, in parallel."""
         nchunks = len(bounds) - 1
         lock = threading.Lock()
-        state = {"next": 0, "done": 0, "error": None}
+        state = _Progress()
         finished = threading.Event()
 
         def work() -> None:
             while True:
                 with lock:
-                    k = state["next"]
+                    k = state.next
                     if k >= nchunks:
                         return
-                    state["next"] = k + 1
+                    state.next = k + 1
                 try:
                     fn(bounds[k], bounds[k + 1])
                 except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-                    state["error"] = state["error"] or e
+                    state.error = state.error or e
                 with lock:
-                    state["done"] += 1
-                    if state["done"] == nchunks:
+                    state.done += 1
+                    if state.done == nchunks:
                         finished.set()
 
         for _ in range(min(self.workers, nchunks - 1)):
             self._ex.submit(work)
         work()
         finished.wait()
-        if state["error"] is not None:
-            raise state["error"]
+        if state.error is not None:
+            raise state.error
 
 
 _POOLS: dict[int, Pool] = {}

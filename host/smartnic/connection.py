@@ -18,7 +18,7 @@ import os
 import socket
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from .protocol import (
     DEFAULT_MAX_META,
@@ -74,7 +74,7 @@ class PeerConnection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a stream transport (asyncio's, or uvloop's: not an ``asyncio.Transport`` subclass)
-        self.transport = transport  # type: ignore[assignment]
+        stream = self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -83,7 +83,7 @@ class PeerConnection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        transport.set_write_buffer_limits(high=8 << 20, low=1 << 20)
+        stream.set_write_buffer_limits(high=8 << 20, low=1 << 20)
         self.svc.alive.add(self)
         limit = self.svc.cfg.max_connections
         if len(self.svc.conns) >= limit:

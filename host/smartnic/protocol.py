@@ -231,7 +231,8 @@ def encode_frame(
             out.append(memoryview(p).cast("B"))
         else:
             if not isinstance(p, (bytes, memoryview)):
-                p = memoryview(np.ascontiguousarray(p)).cast("B")
+                # ndarray.data is memoryview(array) (numpy<2's stubs hide ndarray's buffer on 3.11)
+                p = np.ascontiguousarray(p).data.cast("B")
             n = memoryview(p).nbytes if type(p) is not bytes else len(p)
             if not n:
                 continue
@@ -363,7 +364,7 @@ class FrameReader:
         if self.failed is not None:
             raise self.failed
         if self._direct is not None:
-            return memoryview(self._direct)[self._direct_pos :]
+            return self._direct.data[self._direct_pos :]  # ndarray.data: memoryview(self._direct)
         if len(self._buf) - self._end < min(_SMALL_PAYLOAD, len(self._buf) // 2):
             n = self._end - self._start
             self._buf[:n] = self._mv[self._start : self._end]
