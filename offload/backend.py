@@ -177,7 +177,7 @@ def concat_results(op: str, parts: list[Result]) -> Result:
         offs = [np.zeros(1, np.int64)]
         datas = []
         base = 0
-        for o, d in parts:  # type: ignore[misc]
+        for o, d in parts:
             offs.append(o[1:] - o[0] + base)
             datas.append(d[int(o[0]) : int(o[-1])])
             base += int(o[-1]) - int(o[0])
@@ -185,4 +185,4 @@ def concat_results(op: str, parts: list[Result]) -> Result:
         return np.concatenate(offs), (np.concatenate(datas) if datas else np.zeros(0, dt))
     if len(parts) == 1:
         return parts[0]
-    return np.concatenate(parts)  # type: ignore[arg-type]
+    return np.concatenate(parts)

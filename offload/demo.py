@@ -264,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * (w0 + w1 + 60))
     for r in rows:
         print(f"{r[0]:<{w0}}  {r[1]:<{w1}}  {r[2]:<11}  {r[3]}")
-    bad = [r for r in rows if r[2] in ("MISMATCH", "FAILED")]
+    failed = [r for r in rows if r[2] in ("MISMATCH", "FAILED")]
     print(
-        f"\n{sum(r[2] == 'bit-exact' for r in rows)} bit-exact, {len(bad)} failed or mismatched; "
+        f"\n{sum(r[2] == 'bit-exact' for r in rows)} bit-exact, {len(failed)} failed or mismatched; "
         f"total {time.perf_counter() - t0:.1f} s"
     )
     if not any(r[2] == "bit-exact" for r in rows):
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 1 if bad else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

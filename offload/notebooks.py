@@ -270,7 +270,8 @@ def _watch_figures() -> None:
             f.write(json.dumps({"cell": current["cell"], "overlaps": overlaps}) + "\n")
         return out
 
-    matplotlib.figure.Figure.draw = checked_draw
+    # patching the library's method is the point: every figure any cell draws gets checked
+    matplotlib.figure.Figure.draw = checked_draw  # type: ignore[method-assign, assignment]
 
 
 def problems(nb: dict[str, Any] | str | Path, name: str = "notebook") -> list[str]:
@@ -331,7 +332,7 @@ def execute(path: str | Path, *, timeout: int = 900, kernel: str = "python3") ->
             resources={"metadata": {"path": str(path.parent.resolve())}},
         ).execute(env=env)
         drawn = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
-    cell_of = {}
+    cell_of: dict[str, int] = {}  # a code cell's source -> its index
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell_of.setdefault(cell.source, i)

@@ -189,7 +189,7 @@ class Operator:
             obj: Any = importlib.import_module(module)
             for part in qualname.split("."):
                 obj = getattr(obj, part)
-            return obj  # type: ignore[no-any-return]
+            return obj
         return self.cpu
 
     def op_codes(self) -> dict[int, Any]:
@@ -385,7 +385,7 @@ def result_dtype(op: str) -> type:
     dt = operator(op).result_dtype
     if dt is None:
         raise ValueError(f"{op} returns {operator(op).result}, not one value per record")
-    return dt.type  # type: ignore[no-any-return]
+    return dt.type
 
 
 def golden_result(call: OpCall, record: Any) -> Any:

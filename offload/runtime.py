@@ -174,8 +174,9 @@ class Runtime:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         given = state["given"]
-        self.__init__(
-            [given.get(n, n) for n in state["order"]],  # type: ignore[misc]
+        type(self).__init__(
+            self,
+            [given.get(n, n) for n in state["order"]],
             verify=state["verify"],
             fallback=state["fallback"],
             sample_size=state["sample_size"],

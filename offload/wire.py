@@ -160,7 +160,7 @@ def _unpack_var(words: np.ndarray, count: int, max_len: int) -> tuple:
     """
     offsets = np.zeros(count + 1, np.int64)
     starts = np.zeros(count, np.int64)
-    pos = 0
+    pos: int | np.int64 = 0  # an int64 once compiled (a local annotation is not in the bytecode)
     n = words.shape[0]
     for i in range(count):
         if pos >= n:
@@ -206,7 +206,7 @@ def _pack_seq(value_offsets: np.ndarray, values: np.ndarray, out: np.ndarray) ->
 @njit(cache=True, nogil=True)
 def _unpack_seq(words: np.ndarray, count: int) -> tuple:
     vo = np.zeros(count + 1, np.int64)
-    pos = 0
+    pos: int | np.int64 = 0  # an int64 once compiled (a local annotation is not in the bytecode)
     n = words.shape[0]
     for i in range(count):
         if pos >= n:
@@ -467,7 +467,7 @@ _STATUS = {1: "truncated", 2: "bad header", 3: "words after the last record"}
 def encode_response(call: OpCall, result: Result, completed: int | None = None, err: int = 0) -> np.ndarray:
     """Output words for a result: one word per record (or encoded framing) and the trailer."""
     if call.operator.result == "encoded":
-        offsets, data = result  # type: ignore[misc]
+        offsets, data = result
         n = offsets.shape[0] - 1
         completed = n if completed is None else completed
         words = np.empty(_var_words(offsets[: completed + 1]) + 1, np.uint64)

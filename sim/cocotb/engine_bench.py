@@ -297,7 +297,7 @@ async def test_registers(dut):
 
 
 @cocotb.test()
-async def test_plan(dut):
+async def test_plan(dut) -> None:
     """Every job of the plan, in order, on one engine (no reset between jobs)."""
     plan = _load_plan()
     env = Env(dut)
