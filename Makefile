@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.offload-installed
 
-.PHONY: demo test typecheck bench notebooks venv clean check-system
+.PHONY: demo test lint typecheck bench notebooks venv clean check-system
 
 check-system:
 	@for t in g++ make perl; do command -v $$t >/dev/null || { echo "offload: '$$t' is missing: apt-get install g++ make perl" >&2; exit 1; }; done
@@ -40,6 +40,11 @@ test: $(STAMP) | check-system
 # sees) and stamping its code hash; tests/test_notebooks.py fails when a notebook is not current.
 notebooks: $(STAMP) | check-system
 	$(PY) -m offload.notebooks notebooks/*.ipynb
+
+# ruff, configured in pyproject.toml: lint and format (CI runs both before the tests).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # mypy on the whole package, with pyproject.toml's [tool.mypy] (see .ci/typecheck.py for why a script).
 typecheck: $(STAMP)
