@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_SEQ_MAX",
     "REGISTERS",
     "PARAM_REGISTERS",
+    "RW_REGISTERS",
     "TABLE_REGISTERS",
     "CTRL_START",
     "CTRL_SOFT_RESET",
@@ -86,6 +87,8 @@ PARAM_REGISTERS = (
     "SLOT",
     "NUM_BOUNDARIES",
 )
+#: The registers that read back what was written: the parameters and the table address.
+RW_REGISTERS = (*PARAM_REGISTERS, "TABLE_ADDR")
 #: The boundary table's write port: an address, then each entry's low and high halves (the
 #: write of the high half stores the entry and advances the address).
 TABLE_REGISTERS = ("TABLE_ADDR", "TABLE_DATA_LO", "TABLE_DATA_HI")

@@ -22,33 +22,10 @@ from offload import wire
 __all__ = ["ReferenceEngineModel", "DEFAULT_OPS", "TABLE_DEPTH"]
 
 TABLE_DEPTH = 256
-DEFAULT_OPS = sum(1 << code for code in range(1, 10))  # OP 1..9 built in
+DEFAULT_OPS = em.ops_mask()  # every op code of the engine map
 _R = em.REGISTERS
-_RW = {
-    "OP",
-    "FORMAT",
-    "DTYPE",
-    "COUNT",
-    "SEED_LO",
-    "SEED_HI",
-    "NUM_BUCKETS_LO",
-    "NUM_BUCKETS_HI",
-    "SLOT",
-    "NUM_BOUNDARIES",
-    "TABLE_ADDR",
-}
-_PARAMS = (
-    "OP",
-    "FORMAT",
-    "DTYPE",
-    "COUNT",
-    "SEED_LO",
-    "SEED_HI",
-    "NUM_BUCKETS_LO",
-    "NUM_BUCKETS_HI",
-    "SLOT",
-    "NUM_BOUNDARIES",
-)
+_RW = set(em.RW_REGISTERS)
+_PARAMS = em.PARAM_REGISTERS
 _NAME = {v: k for k, v in _R.items()}
 # Status codes of EngineModel.stream (offload.sim.verilator.STATUS_NAMES).
 _OK, _TIMEOUT, _OVERFLOW, _STALL = 0, 1, 2, 3

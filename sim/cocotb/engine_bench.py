@@ -37,50 +37,22 @@ from cocotbext.axi import (
     AxiStreamSource,
 )
 
+from offload.engine_map import (
+    CTRL_SOFT_RESET,
+    CTRL_START,
+    REGISTERS,
+    RW_REGISTERS,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+)
+
 # cocotbext-axi 0.1.28 uses APIs cocotb 2 deprecates; the warnings are noise here.
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-REG = {
-    "ID": 0x00,
-    "VERSION": 0x04,
-    "CTRL": 0x08,
-    "STATUS": 0x0C,
-    "ERR": 0x10,
-    "OP": 0x14,
-    "FORMAT": 0x18,
-    "DTYPE": 0x1C,
-    "COUNT": 0x20,
-    "DONE_COUNT": 0x24,
-    "SEED_LO": 0x28,
-    "SEED_HI": 0x2C,
-    "NUM_BUCKETS_LO": 0x30,
-    "NUM_BUCKETS_HI": 0x34,
-    "SLOT": 0x38,
-    "NUM_BOUNDARIES": 0x3C,
-    "TABLE_ADDR": 0x40,
-    "TABLE_DATA_LO": 0x44,
-    "TABLE_DATA_HI": 0x48,
-    "CAPS": 0x4C,
-    "CYCLES_LO": 0x50,
-    "CYCLES_HI": 0x54,
-    "OPS": 0x58,
-    "SEQ_MAX": 0x5C,
-}
-RW_REGS = (
-    "OP",
-    "FORMAT",
-    "DTYPE",
-    "COUNT",
-    "SEED_LO",
-    "SEED_HI",
-    "NUM_BUCKETS_LO",
-    "NUM_BUCKETS_HI",
-    "SLOT",
-    "NUM_BOUNDARIES",
-    "TABLE_ADDR",
-)
-CTRL_START, CTRL_SOFT_RESET = 1, 2
-BUSY, DONE, ERROR = 1, 2, 4
+REG = REGISTERS
+RW_REGS = RW_REGISTERS
+BUSY, DONE, ERROR = STATUS_BUSY, STATUS_DONE, STATUS_ERROR
 PERIOD_NS = 10
 
 
