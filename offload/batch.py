@@ -319,16 +319,26 @@ def _from_sequence(values: Sequence[Any]) -> VarRecords:
     return _bytes_slow(values, n)
 
 
+#: Elements converted per Arrow array: a builder grows by doubling and copies what it holds each
+#: time, so slices of this size convert ~2x faster than one large array and each finished chunk
+#: is sized exactly; the slices are still large enough for the CPU kernels' parallel path.
+_CONVERT_SLICE = 1 << 20
+
+
 def _arrow_converted(values: Sequence[Any], type_name: str) -> VarRecords | None:
     import pyarrow as pa
 
+    typ = getattr(pa, type_name)()
+    n = len(values)
     try:
-        arr = pa.array(values, type=getattr(pa, type_name)())
+        arrays = [pa.array(values[i : i + _CONVERT_SLICE], type=typ) for i in range(0, n, _CONVERT_SLICE)]
     except (UnicodeEncodeError, pa.ArrowException, TypeError, ValueError):
         return None  # e.g. a lone surrogate: the element-by-element pass names it
-    if isinstance(arr, pa.ChunkedArray):
-        return VarRecords(tuple(_arrow_chunk(c, 0) for c in arr.chunks if len(c)))
-    return VarRecords((_arrow_chunk(arr, 0),))
+    chunks: list[VarChunk] = []
+    for arr in arrays:
+        parts = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+        chunks.extend(_arrow_chunk(c, 0) for c in parts if len(c))
+    return VarRecords(tuple(chunks))
 
 
 def _bytes_slow(values: Sequence[Any], n: int) -> VarRecords:

@@ -39,3 +39,13 @@ def test_a_large_list_is_read_in_place_by_arrow():
     (chunk,) = r.chunks
     assert chunk.offsets.dtype == np.int64 and chunk.offsets[-1] == sum(map(len, values))
     assert r.record(99_999) == b"id99999"
+
+
+def test_a_list_longer_than_one_conversion_slice(monkeypatch):
+    import offload.batch as batch_module
+
+    monkeypatch.setattr(batch_module, "_CONVERT_SLICE", 4)
+    values = [f"k{i}" * (i % 3) for i in range(10)]
+    r = as_records(values)
+    assert len(r.chunks) == 3 and r.n == 10
+    assert _records(r) == [v.encode() for v in values]
