@@ -173,12 +173,6 @@ class Operator:
     examples: tuple[Mapping[str, Any], ...] = ({},)
     memoise: bool = True  # validated calls are cached by value (not for array parameters)
 
-    def param(self, name: str) -> Param:
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)
-
     @property
     def result_dtype(self) -> np.dtype | None:
         return None if self.result in ("encoded", "sequences") else np.dtype(self.result)
@@ -209,6 +203,17 @@ def register(op: Operator) -> Operator:
     new; every piece is checked here, so a missing one fails at import, not at the first call."""
     if op.name in REGISTRY:
         raise ValueError(f"operator {op.name!r} is already registered")
+    _check_pieces(op)
+    codes = _new_codes(op)
+    REGISTRY[op.name] = op
+    for code, value in codes.items():
+        _BY_CODE[code] = (op, value)
+    _CALLS.clear()
+    return op
+
+
+def _check_pieces(op: Operator) -> None:
+    """The entry's input kind, result type, callables and parameters (exact messages)."""
     if op.inputs not in ("records", "numbers", "sequences", "encoded"):
         raise ValueError(f"{op.name}: unknown input kind {op.inputs!r}")
     if op.result not in ("encoded", "sequences"):
@@ -225,21 +230,21 @@ def register(op: Operator) -> Operator:
                 f"{op.name}: parameter {p.name!r} needs {sorted(set(p.needs) - plain)}, "
                 "which are not parameters without needs"
             )
-    codes = (
-        op.op_codes() if op.wire is not None and all(k in OP_CODES for k in op.wire.codes.values()) else None
-    )
-    if op.wire is not None and codes is None:
+
+
+def _new_codes(op: Operator) -> dict[int, Any]:
+    """The entry's op codes, each in the engine map and not yet taken by another operator."""
+    if op.wire is None:
+        return {}
+    if not all(k in OP_CODES for k in op.wire.codes.values()):
         raise ValueError(
             f"{op.name}: op codes {sorted(op.wire.codes.values())} are not all in offload.engine_map.OP_CODES"
         )
-    taken = [c for c in (codes or {}) if c in _BY_CODE]
+    codes = op.op_codes()
+    taken = [c for c in codes if c in _BY_CODE]
     if taken:
         raise ValueError(f"{op.name}: op code {taken[0]} already belongs to {_BY_CODE[taken[0]][0].name}")
-    REGISTRY[op.name] = op
-    for code, value in (codes or {}).items():
-        _BY_CODE[code] = (op, value)
-    _CALLS.clear()
-    return op
+    return codes
 
 
 def unregister(name: str) -> None:
