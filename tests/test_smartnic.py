@@ -146,6 +146,45 @@ def test_remote_value_error_names_the_global_index(server, cpu):
     rt.close()
 
 
+def test_an_operator_the_service_lacks_goes_to_the_next_backend(server):
+    """An operator registered in this process only: the service (another process) announces the
+    operators it holds, so the client does not send this one; the runtime records why."""
+    from offload import ops
+
+    def golden_of(call, record):
+        return golden.xxh64(record, call.seed) ^ 1
+
+    def cpu(backend, call, batch):
+        return np.array([golden_of(call, batch.record(i)) for i in range(batch.n)], np.uint64)
+
+    ops.register(
+        ops.Operator(
+            "only_here",
+            "test",
+            "records",
+            (ops.Param("seed", ops.seed_check(64), 0),),
+            "uint64",
+            golden_of,
+            cpu,
+        )
+    )
+    try:
+        be = SmartNicBackend(server.address)
+        rt = Runtime(backends=[be, "cpu"])
+        assert rt.availability("smartnic", refresh=True).ok
+        assert "xxh64" in be.capabilities().ops and "only_here" not in be.capabilities().ops
+        keys = np.arange(10, dtype=np.uint64)
+        got = rt.call("only_here", keys, seed=3)
+        assert got.tolist() == [golden.xxh64(k.tobytes(), 3) ^ 1 for k in keys]
+        (fb,) = rt.stats()["fallbacks"]
+        assert (fb["from"], fb["to"], fb["cause"]) == ("smartnic", "cpu", "unsupported")
+        assert rt.call("xxh64", keys).tolist() == [golden.xxh64(k.tobytes()) for k in keys]
+        assert rt.last_call()["segments"] == [("smartnic", 0, 10)]
+        rt.close()
+    finally:
+        ops.unregister("only_here")
+
+
 def test_health_and_availability(server, monkeypatch):
     be = SmartNicBackend(server.address)
     av = be.availability()

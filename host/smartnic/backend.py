@@ -99,13 +99,18 @@ class SmartNicBackend(Backend):
         self.availability_ttl = float(availability_ttl)
         self._lock = threading.Lock()
         self._avail: tuple[float, Availability] | None = None
+        # the operators the service announced in its health record (None: not asked yet)
+        self._service_ops: frozenset[str] | None = None
         self.pool = ConnectionPool(self.host, self.port, self.token, self.pool_size)
         self.counters = Counters()
 
     # -- Backend interface --------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(ops=frozenset(REGISTRY))
+        """The operators both sides know: a service from another build, or one that did not see
+        an operator registered in this process, is not sent that operator."""
+        ours = frozenset(REGISTRY)
+        return Capabilities(ops=ours if self._service_ops is None else ours & self._service_ops)
 
     def availability(self) -> Availability:
         if self._config_error:
@@ -120,6 +125,8 @@ class SmartNicBackend(Backend):
             return cached[1]
         try:
             h = self.health()
+            if isinstance(h.get("ops"), list):
+                self._service_ops = frozenset(str(op) for op in h["ops"])
             if h.get("status") != "ok":
                 av = Availability(False, f"SmartNIC service at {self.address} is {h.get('status')}")
             else:

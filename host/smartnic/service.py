@@ -246,6 +246,7 @@ class Service:
             "proto": VERSION,
             "backend": self.cfg.backend,
             "chain": self.chain(),
+            "ops": list(REGISTRY),  # the operators this service's registry holds
             "connections": len(self.conns),
             "batches": self.batches,
             "records": self.records,
