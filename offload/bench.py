@@ -419,17 +419,6 @@ def _overhead_rows(quick: bool) -> list[Row]:
         )
     ]
     name = "runtime per-call overhead, 1k uint64 keys (offload.xxh64 backend='cpu')"
-    if not hasattr(offload, "xxh64"):
-        return rows + [
-            row(
-                name,
-                None,
-                "us",
-                target=20,
-                target_kind="max",
-                note="skipped: offload.xxh64 is not available yet",
-            )
-        ]
     try:
         t_api = _per_call(lambda: offload.xxh64(keys, backend="cpu"), calls, reps)
     except Exception as e:  # noqa: BLE001 - report, never fail the whole run
