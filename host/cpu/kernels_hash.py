@@ -20,6 +20,10 @@ __all__ = [
     "MODE_MOD",
     "MODE_RAW",
     "mod_magic",
+    "post64_ser",
+    "xxh64_k4",
+    "xxh64_k8",
+    "xxh64_record",
     "xxh32_fixed_ser",
     "xxh32_var_ser",
     "xxh64_fixed_ser",
@@ -437,6 +441,37 @@ def xxh64_var_ser(offsets, data, seed, mode, a, b, sh, out):
 @kernel
 def xxh32_var_ser(offsets, data, seed, out):
     _xxh32_var_range(offsets, data, seed, out, 0, offsets.shape[0] - 1)
+
+
+@kernel
+def post64_ser(h, mode, a, b, sh, out):
+    """hash_bucket's and fid's post-processing (``mode``, ``a``, ``b``, ``sh`` of
+    ``backend.hash_params``) of 64-bit hashes computed by another kernel (a second pass; the
+    XXH64 kernels fuse it instead)."""
+    n = h.shape[0]
+    if mode == MODE_MOD:
+        for i in range(n):
+            out[i] = _modm(_U(h[i]), a, b, sh)
+    elif mode == MODE_FASTRANGE:
+        for i in range(n):
+            out[i] = _mulhi64(_U(h[i]), a)
+    elif mode == MODE_FID:
+        for i in range(n):
+            out[i] = (_U(h[i]) & a) | b
+    else:
+        for i in range(n):
+            out[i] = _U(h[i])
+
+
+# Building blocks for other kernel files (inlined where they are called): XXH64 of one 8- or
+# 4-byte key held in a uint64, and of the record data[s:e] (any length; data must hold >= 8 bytes).
+xxh64_k8 = _xxh64_k8
+xxh64_k4 = _xxh64_k4
+
+
+@njit(inline="always")
+def xxh64_record(data, s, e, seed):
+    return _xxh64_rec(data, s, e, seed, data.shape[0] >= 8)
 
 
 # ---------------------------------------------------------------------------------------------
