@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: folder -> import package (pyproject's package-dir)
 PACKAGES = {"offload": "offload", "hw": "offload.hw", "sim": "offload.sim", "host": "offload.host"}
 
-FOUNDATION = {"offload.golden", "offload.engine_map"}
+FOUNDATION = {"offload.golden", "offload.engine_map", "offload.golden_cityhash"}
 CORE = {"offload.ops", "offload.batch", "offload.backend", "offload.wire", "offload.runtime"}
 OPTIONAL = ("amaranth", "pynq", "cocotb", "cocotbext", "pyverilator", "matplotlib")
 
