@@ -16,7 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 #: folder -> import package (pyproject's package-dir)
 PACKAGES = {"offload": "offload", "hw": "offload.hw", "sim": "offload.sim", "host": "offload.host"}
 
-FOUNDATION = {"offload.golden", "offload.engine_map", "offload.golden_cityhash"}
+FOUNDATION = {
+    "offload.golden",
+    "offload.engine_map",
+    "offload.golden_cityhash",
+    "offload.golden_murmur3",
+    "offload.golden_sigrid",
+}
 CORE = {"offload.ops", "offload.batch", "offload.backend", "offload.wire", "offload.runtime"}
 OPTIONAL = ("amaranth", "pynq", "cocotb", "cocotbext", "pyverilator", "matplotlib")
 
