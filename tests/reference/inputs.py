@@ -113,6 +113,12 @@ def byte_inputs() -> list[bytes]:
     return [lengths_bytes(n) for n in LENGTHS] + [s.encode("utf-8") for s in utf8_strings()]
 
 
+def byte_inputs_nonempty() -> list[bytes]:
+    """Input set ``bytes_nonempty``: :func:`byte_inputs` without the empty strings (TF's
+    ``categorical_column_with_hash_bucket`` treats ``b""`` as missing and emits no id for it)."""
+    return [b for b in byte_inputs() if b]
+
+
 def _around_powers_of_ten(limit: int) -> list[int]:
     out: list[int] = []
     for k in range(1, 19):
@@ -143,6 +149,12 @@ def int64_values() -> list[int]:
     rng = random.Random(RANDOM_SEED + 64)
     rand = [rng.randint(INT64_MIN, INT64_MAX) for _ in range(32)]
     return _unique(int32_values() + edges + _around_powers_of_ten(INT64_MAX) + rand)
+
+
+def int64_values_not_minus1() -> list[int]:
+    """Input set ``int64_not_minus1``: :func:`int64_values` without -1 (the missing value of an
+    integer ``categorical_column_with_hash_bucket``)."""
+    return [v for v in int64_values() if v != -1]
 
 
 def murmur3_seeds() -> list[int]:
@@ -203,8 +215,10 @@ def spark_int_string_rows() -> list[tuple[Value, ...]]:
 
 INPUT_SETS: dict[str, Callable[[], Sequence[Value]]] = {
     "bytes": byte_inputs,
+    "bytes_nonempty": byte_inputs_nonempty,
     "int32": int32_values,
     "int64": int64_values,
+    "int64_not_minus1": int64_values_not_minus1,
     "murmur3_seeds": murmur3_seeds,
     "cityhash_seeds": cityhash_seeds,
     "spark_string": spark_string_rows,
