@@ -39,7 +39,7 @@ PYTHON = "python3.11"
 
 # pinned requirements of each throwaway venv (exact versions: they are recorded in the JSON meta)
 VENVS: dict[str, list[str]] = {
-    "tf": ["tensorflow-cpu==2.21.0", "keras==3.15.1", "pyfarmhash==0.5.1"],
+    "tf": ["tensorflow-cpu==2.21.0", "keras==3.15.1", "numpy==2.4.6", "pyfarmhash==0.5.1"],
     "cityhash": ["cityhash==0.4.10"],
     "clickhouse-cityhash": ["clickhouse-cityhash==1.0.2.6"],
     "mmh3": ["mmh3==5.3.1"],
