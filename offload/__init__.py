@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from offload.backend import Backend, BackendError, BackendUnavailable, BitExactError, Capabilities
-from offload.ops import HashBucketMethod, OperatorName
+from offload.ops import HashBucketMethod, HashName, Murmur3Tail, OperatorName
 from offload.runtime import BackendChoice, Runtime, VerifyMode, default_runtime
 
 __version__ = "0.1.0"
@@ -28,6 +28,10 @@ __all__ = [
     "bucketize",
     "delta_varint_encode",
     "delta_varint_decode",
+    "farmhash64",
+    "cityhash64",
+    "murmur3_32",
+    "sigrid_hash",
     "Runtime",
     "Backend",
     "Capabilities",
@@ -41,6 +45,8 @@ __all__ = [
     "BackendChoice",
     "VerifyMode",
     "HashBucketMethod",
+    "HashName",
+    "Murmur3Tail",
     "OperatorName",
 ]
 
@@ -62,27 +68,70 @@ def xxh64(
 def hash_bucket(
     values: Any,
     num_buckets: int,
-    seed: int = 0,
+    seed: int | None = None,
     method: HashBucketMethod = "mod",
+    hash: HashName = "xxh64",
     *,
     backend: BackendChoice = "auto",
     verify: VerifyMode | None = None,
 ) -> np.ndarray:
-    """``xxh64(v, seed) % num_buckets`` (``"mod"``) or ``(h * num_buckets) >> 64`` (``"fastrange"``)."""
-    return default_runtime().hash_bucket(values, num_buckets, seed, method, backend=backend, verify=verify)
+    """``h % num_buckets`` (``"mod"``) or ``(h * num_buckets) >> 64`` (``"fastrange"``) of the
+    hash ``h`` named by ``hash`` (``seed``: the hash's seed; None is its default)."""
+    return default_runtime().hash_bucket(
+        values, num_buckets, seed, method, hash, backend=backend, verify=verify
+    )
 
 
 def fid(
     values: Any,
     slot: int,
     version: int = 2,
-    seed: int = 0,
+    seed: int | None = None,
+    hash: HashName = "xxh64",
     *,
     backend: BackendChoice = "auto",
     verify: VerifyMode | None = None,
 ) -> np.ndarray:
-    """Monolith-layout feature ids: ``slot`` above the XXH64 signature (v1: 10+54, v2: 15+48 bits)."""
-    return default_runtime().fid(values, slot, version, seed, backend=backend, verify=verify)
+    """Monolith-layout feature ids: ``slot`` above the hash signature (v1: 10+54, v2: 15+48 bits)."""
+    return default_runtime().fid(values, slot, version, seed, hash, backend=backend, verify=verify)
+
+
+def farmhash64(
+    values: Any, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
+) -> np.ndarray:
+    """FarmHash ``Fingerprint64`` of each record (TensorFlow's ``tf.fingerprint``): uint64."""
+    return default_runtime().farmhash64(values, backend=backend, verify=verify)
+
+
+def cityhash64(
+    values: Any, seed: int | None = None, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
+) -> np.ndarray:
+    """CityHash64 v1.1 of each record, ``CityHash64WithSeed`` when ``seed`` is given: uint64."""
+    return default_runtime().cityhash64(values, seed, backend=backend, verify=verify)
+
+
+def murmur3_32(
+    values: Any,
+    seed: int = 0,
+    tail: Murmur3Tail = "standard",
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+) -> np.ndarray:
+    """MurmurHash3_x86_32 of each record (``tail="spark"``: Spark SQL's string tail): uint32."""
+    return default_runtime().murmur3_32(values, seed, tail, backend=backend, verify=verify)
+
+
+def sigrid_hash(
+    values: Any,
+    salt: int,
+    max_value: int,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+) -> np.ndarray:
+    """TorchArrow's ``sigrid_hash`` of int64 ids (int64 in ``[0, max_value)``)."""
+    return default_runtime().sigrid_hash(values, salt, max_value, backend=backend, verify=verify)
 
 
 def bucketize(

@@ -101,6 +101,24 @@ def workloads(ev: dict[str, Any]) -> list[Workload]:
             B.as_numbers(ev["dwell"]),
             "values",
         ),
+        Workload(
+            "farmhash64 category (TF)", make_call("farmhash64"), B.as_records(ev["category"]), "strings"
+        ),
+        Workload(
+            "cityhash64 user_id (Monolith)", make_call("cityhash64"), B.as_records(ev["user_id"]), "keys"
+        ),
+        Workload(
+            "murmur3_32 category (Spark)",
+            make_call("murmur3_32", seed=42, tail="spark"),
+            B.as_records(ev["category"]),
+            "strings",
+        ),
+        Workload(
+            "sigrid_hash user_id (TorchRec)",
+            make_call("sigrid_hash", salt=0, max_value=1 << 24, dtype=np.int64),
+            B.as_numbers(ev["user_id"]),
+            "keys",
+        ),
         Workload("delta_varint_encode", make_call("delta_varint_encode"), seqs, "sequences"),
         Workload(
             "delta_varint_decode",

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from offload.golden_cityhash import cityhash64, farmhash64
+from offload.golden_murmur3 import murmur3_32
 
 __all__ = [
     "MASK32",
@@ -28,6 +31,8 @@ __all__ = [
     "rotl64",
     "xxh32",
     "xxh64",
+    "HASHES",
+    "hash_by_name",
     "hash_bucket",
     "fastrange64",
     "fid",
@@ -203,8 +208,29 @@ def fastrange64(h: int, num_buckets: int) -> int:
     return (h * num_buckets) >> 64
 
 
-def hash_bucket(data: bytes, num_buckets: int, seed: int = 0, method: str = "mod") -> int:
-    h = xxh64(data, seed)
+#: The hashes ``hash_bucket`` and ``fid`` take by name: ``(data, seed) -> int``. ``seed`` is
+#: None for the hash's default: 0 for the seeded hashes, the unseeded ``CityHash64`` for
+#: cityhash64; farmhash64 (FarmHash ``Fingerprint64``) has no seed.
+HASHES: dict[str, Callable[[bytes, int | None], int]] = {
+    "xxh64": lambda data, seed: xxh64(data, seed or 0),
+    "farmhash64": lambda data, seed: farmhash64(data),
+    "cityhash64": cityhash64,
+    "murmur3_32": lambda data, seed: murmur3_32(data, seed or 0),
+}
+
+
+def hash_by_name(hash: str, data: bytes, seed: int | None = None) -> int:
+    """The hash ``hash`` (a key of :data:`HASHES`) of ``data``, as an unsigned int."""
+    return HASHES[hash](data, seed)
+
+
+def hash_bucket(
+    data: bytes, num_buckets: int, seed: int | None = None, method: str = "mod", hash: str = "xxh64"
+) -> int:
+    """``h % num_buckets`` (``"mod"``) or ``(h * num_buckets) >> 64`` (``"fastrange"``) of the
+    unsigned hash ``h`` (``fastrange`` needs a 64-bit hash: the registry refuses it with
+    murmur3_32)."""
+    h = hash_by_name(hash, data, seed)
     if method == "mod":
         return h % num_buckets
     if method == "fastrange":
@@ -212,11 +238,12 @@ def hash_bucket(data: bytes, num_buckets: int, seed: int = 0, method: str = "mod
     raise ValueError(f"unknown hash_bucket method {method!r}: expected 'mod' or 'fastrange'")
 
 
-def fid(data: bytes, slot: int, version: int = 2, seed: int = 0) -> int:
-    """Monolith-layout feature id: ``slot`` in the high bits above an XXH64 signature."""
+def fid(data: bytes, slot: int, version: int = 2, seed: int | None = None, hash: str = "xxh64") -> int:
+    """Monolith-layout feature id: ``slot`` in the high bits above a hash signature (XXH64 by
+    default; Monolith's own code uses CityHash64)."""
     slot_bits, sig_bits = FID_LAYOUT[version]
     assert 0 <= slot < (1 << slot_bits)
-    return (slot << sig_bits) | (xxh64(data, seed) & ((1 << sig_bits) - 1))
+    return (slot << sig_bits) | (hash_by_name(hash, data, seed) & ((1 << sig_bits) - 1))
 
 
 def _key(v: float | int) -> float | int:

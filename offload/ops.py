@@ -18,12 +18,12 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
 
-from offload import golden
+from offload import golden, golden_sigrid
 from offload.engine_map import OP_CODES
 
 __all__ = [
@@ -47,6 +47,9 @@ __all__ = [
     "InputKind",
     "OperatorName",
     "HashBucketMethod",
+    "HashName",
+    "HASH_SEEDS",
+    "Murmur3Tail",
 ]
 
 #: The batch form an operator takes (``offload.batch``): byte records (``FixedKeys`` or
@@ -55,10 +58,24 @@ __all__ = [
 InputKind = Literal["records", "numbers", "sequences", "encoded"]
 #: The built-in operators' names (a registry may hold more; ``OpCall.op`` is any registered name).
 OperatorName = Literal[
-    "xxh32", "xxh64", "hash_bucket", "fid", "bucketize", "delta_varint_encode", "delta_varint_decode"
+    "xxh32",
+    "xxh64",
+    "hash_bucket",
+    "fid",
+    "bucketize",
+    "delta_varint_encode",
+    "delta_varint_decode",
+    "farmhash64",
+    "cityhash64",
+    "murmur3_32",
+    "sigrid_hash",
 ]
 #: ``hash_bucket``'s ``method``.
 HashBucketMethod = Literal["mod", "fastrange"]
+#: The hashes ``hash_bucket`` and ``fid`` take by name (``hash=``).
+HashName = Literal["xxh64", "farmhash64", "cityhash64", "murmur3_32"]
+#: ``murmur3_32``'s ``tail``: MurmurHash3's own, or Spark SQL's (``hash()`` of a string column).
+Murmur3Tail = Literal["standard", "spark"]
 
 _REQUIRED: Any = object()
 
@@ -118,7 +135,9 @@ class Param:
     with an exact message; ``earlier`` holds the parameters validated before it: those without
     ``needs`` in declaration order, then those with ``needs`` (whose range depends on them).
     ``registers`` names the engine registers that carry the value, 32 bits each, low word first
-    (empty: the parameter selects the op code or is not sent).
+    (empty: the parameter selects the op code or is not sent). ``checks_default``: a missing
+    parameter's value is ``check(default, earlier)`` (a default that depends on another
+    parameter, e.g. the seed of the chosen hash).
     """
 
     name: str
@@ -127,6 +146,7 @@ class Param:
     registers: tuple[str, ...] = ()
     shown: bool = True  # part of OpCall.describe()
     needs: tuple[str, ...] = ()  # parameters validated before this one (its range depends on them)
+    checks_default: bool = False  # the default goes through ``check`` too (it depends on ``needs``)
 
     @property
     def required(self) -> bool:
@@ -138,11 +158,22 @@ class WireForm:
     """How an operator travels to the engine: ``codes`` maps the value of the ``selector``
     parameter (``None`` when one code serves every call) to a key of
     :data:`offload.engine_map.OP_CODES`; ``engine_error(params)`` names parameter values the
-    engine refuses with ``BAD_PARAM`` although the host's validation would accept them."""
+    engine refuses with ``BAD_PARAM`` although the host's validation would accept them.
+    ``only``: parameter values the engine's cores are built for (a call with another value, e.g.
+    ``hash_bucket`` with ``hash="farmhash64"``, has no op code and runs on the host).
+    """
 
     codes: Mapping[Any, str]
     selector: str | None = None
     engine_error: Callable[[Mapping[str, Any]], str | None] | None = None
+    only: Mapping[str, Any] = field(default_factory=dict)
+
+    def unbuilt(self, params: Mapping[str, Any]) -> str | None:
+        """The first parameter whose value no engine core is built for, as ``name=value``."""
+        for name, value in self.only.items():
+            if params.get(name, value) != value:
+                return f"{name}={params[name]!r}"
+        return None
 
     def key(self, params: Mapping[str, Any]) -> str:
         return self.codes[None if self.selector is None else params[self.selector]]
@@ -382,7 +413,7 @@ def _validate(entry: Operator, params: Mapping[str, Any]) -> OpCall:
         elif p.required:
             raise TypeError(f"{entry.name}() missing required parameter {p.name!r}")
         else:
-            done[p.name] = p.default
+            done[p.name] = p.check(p.default, done) if p.checks_default else p.default
     return OpCall(entry.name, **{p.name: done[p.name] for p in entry.params})
 
 
@@ -482,6 +513,65 @@ def _dtype(value: Any, _: Mapping[str, Any]) -> np.dtype:
     return np.dtype(value)
 
 
+#: Each hash ``hash_bucket`` and ``fid`` take by name: its seed's width in bits (0: no seed) and
+#: whether a missing seed means the unseeded function (None) rather than seed 0.
+HASH_SEEDS: dict[str, tuple[int, bool]] = {
+    "xxh64": (64, False),
+    "farmhash64": (0, True),
+    "cityhash64": (64, True),
+    "murmur3_32": (32, False),
+}
+if tuple(HASH_SEEDS) != get_args(HashName) or set(HASH_SEEDS) != set(golden.HASHES):
+    raise ImportError("offload.ops.HashName, HASH_SEEDS and offload.golden.HASHES must list the same hashes")
+
+_hash_name = choice_check("hash", tuple(HASH_SEEDS), "hash")
+
+
+def _optional_seed(hash_name: str, value: Any) -> int | None:
+    """A seed for ``hash_name`` (None: the hash's default), refused where the hash has none."""
+    bits, unseeded = HASH_SEEDS[hash_name]
+    if value is None:
+        return None if unseeded else 0
+    if bits == 0:
+        raise ValueError(f"seed does not apply to hash={hash_name!r} (it takes no seed), got {value!r}")
+    return check_int("seed", value, 0, (1 << bits) - 1, f"[0, 2**{bits}) for hash={hash_name!r}")
+
+
+def _hash_seed(value: Any, earlier: Mapping[str, Any]) -> int | None:
+    return _optional_seed(earlier["hash"], value)
+
+
+def _method(value: Any, earlier: Mapping[str, Any]) -> str:
+    method = _method_name(value, earlier)
+    if method == "fastrange" and HASH_SEEDS[earlier["hash"]][0] == 32:
+        raise ValueError(
+            f"method='fastrange' needs a 64-bit hash, hash={earlier['hash']!r} gives 32 bits: "
+            "use method='mod'"
+        )
+    return method
+
+
+_method_name = choice_check("method", ("mod", "fastrange"), "hash_bucket method")
+
+
+def _city_seed(value: Any, _: Mapping[str, Any]) -> int | None:
+    return _optional_seed("cityhash64", value)
+
+
+def _sigrid_dtype(value: Any, _: Mapping[str, Any]) -> np.dtype:
+    dt = np.dtype(value)
+    if dt not in (np.dtype(np.int64), np.dtype(np.int32)):
+        raise TypeError(f"sigrid_hash takes int64 (or int32) ids, got {dt}")
+    return dt
+
+
+def _int64(name: str, lo: int) -> Callable[[Any, Mapping[str, Any]], int]:
+    def check(value: Any, _: Mapping[str, Any]) -> int:
+        return check_int(name, value, lo, (1 << 63) - 1, f"[{lo if lo >= 0 else '-2**63'}, 2**63)")
+
+    return check
+
+
 def _boundaries(value: Any, earlier: Mapping[str, Any]) -> np.ndarray:
     return check_boundaries(value, earlier["dtype"])
 
@@ -529,19 +619,28 @@ register(
         "records",
         (
             Param("num_buckets", _num_buckets, registers=("NUM_BUCKETS_LO", "NUM_BUCKETS_HI")),
-            Param("seed", seed_check(64), 0, _SEED64),
-            Param("method", choice_check("method", ("mod", "fastrange"), "hash_bucket method"), "mod"),
+            Param("seed", _hash_seed, None, _SEED64, needs=("hash",), checks_default=True),
+            Param("method", _method, "mod", needs=("hash",)),
+            Param("hash", _hash_name, "xxh64"),
         ),
         "int64",
-        lambda c, r: golden.hash_bucket(r, c.num_buckets, c.seed, c.method),
-        f"{_CPU}.run_xxh64",
-        WireForm({"mod": "hash_bucket/mod", "fastrange": "hash_bucket/fastrange"}, "method", _mod_zero),
+        lambda c, r: golden.hash_bucket(r, c.num_buckets, c.seed, c.method, c.hash),
+        f"{_CPU}.run_hashed",
+        WireForm(
+            {"mod": "hash_bucket/mod", "fastrange": "hash_bucket/fastrange"},
+            "method",
+            _mod_zero,
+            only={"hash": "xxh64"},
+        ),
         "offload.hw.postproc:ModPipe",
         None,
         (
             {"num_buckets": 1_000_003},
             {"num_buckets": 1 << 63, "method": "fastrange", "seed": 9},
             {"num_buckets": 1},
+            {"num_buckets": 1000, "hash": "farmhash64"},
+            {"num_buckets": 1 << 40, "hash": "cityhash64", "seed": 3, "method": "fastrange"},
+            {"num_buckets": 977, "hash": "murmur3_32", "seed": 42},
         ),
     )
 )
@@ -553,15 +652,21 @@ register(
         (
             Param("slot", _slot, registers=("SLOT",), needs=("version",)),
             Param("version", _version, 2),
-            Param("seed", seed_check(64), 0, _SEED64),
+            Param("seed", _hash_seed, None, _SEED64, needs=("hash",), checks_default=True),
+            Param("hash", _hash_name, "xxh64"),
         ),
         "uint64",
-        lambda c, r: golden.fid(r, c.slot, c.version, c.seed),
-        f"{_CPU}.run_xxh64",
-        WireForm({1: "fid/1", 2: "fid/2"}, "version"),
+        lambda c, r: golden.fid(r, c.slot, c.version, c.seed, c.hash),
+        f"{_CPU}.run_hashed",
+        WireForm({1: "fid/1", 2: "fid/2"}, "version", only={"hash": "xxh64"}),
         "offload.hw.postproc:FidCore",
         None,
-        ({"slot": 42}, {"slot": 1023, "version": 1, "seed": 5}),
+        (
+            {"slot": 42},
+            {"slot": 1023, "version": 1, "seed": 5},
+            {"slot": 7, "hash": "cityhash64"},
+            {"slot": 9, "version": 1, "hash": "murmur3_32"},
+        ),
     )
 )
 register(
@@ -606,6 +711,61 @@ register(
         "sequences",
         lambda c, r: golden.delta_varint_decode_seq(r),
         f"{_CPU}.run_decode",
+    )
+)
+
+register(
+    Operator(
+        "farmhash64",
+        "FarmHash Fingerprint64 of each record (TensorFlow's tf.fingerprint, Keras Hashing)",
+        "records",
+        (),
+        "uint64",
+        lambda c, r: golden.farmhash64(r),
+        f"{_CPU}.run_hash64",
+    )
+)
+register(
+    Operator(
+        "cityhash64",
+        "CityHash64 v1.1 of each record; CityHash64WithSeed when a seed is given",
+        "records",
+        (Param("seed", _city_seed, None),),
+        "uint64",
+        lambda c, r: golden.cityhash64(r, c.seed),
+        f"{_CPU}.run_hash64",
+        examples=({}, {"seed": 0}, {"seed": (1 << 64) - 1}),
+    )
+)
+register(
+    Operator(
+        "murmur3_32",
+        "MurmurHash3_x86_32 of each record; tail='spark' is Spark SQL's string tail",
+        "records",
+        (
+            Param("seed", seed_check(32), 0),
+            Param("tail", choice_check("tail", ("standard", "spark"), "murmur3_32 tail"), "standard"),
+        ),
+        "uint32",
+        lambda c, r: golden.murmur3_32(r, c.seed, c.tail),
+        f"{_CPU}.run_murmur3_32",
+        examples=({}, {"seed": 42, "tail": "spark"}, {"seed": (1 << 32) - 1}),
+    )
+)
+register(
+    Operator(
+        "sigrid_hash",
+        "TorchArrow's sigrid_hash of int64 ids: twang_mix64, hash_128_to_64 with a salt, modulo",
+        "numbers",
+        (
+            Param("dtype", _sigrid_dtype, shown=False),
+            Param("salt", _int64("salt", -(1 << 63))),
+            Param("max_value", _int64("max_value", 1)),
+        ),
+        "int64",
+        lambda c, r: golden_sigrid.sigrid_hash(int(r), c.salt, c.max_value),
+        f"{_CPU}.run_sigrid_hash",
+        examples=({"salt": 0, "max_value": 100}, {"salt": -(1 << 63), "max_value": (1 << 63) - 1}),
     )
 )
 

@@ -35,7 +35,17 @@ from offload.backend import (
     concat_results,
     empty_result,
 )
-from offload.ops import HashBucketMethod, OpCall, Operator, OperatorName, golden_result, make_call, operator
+from offload.ops import (
+    HashBucketMethod,
+    HashName,
+    Murmur3Tail,
+    OpCall,
+    Operator,
+    OperatorName,
+    golden_result,
+    make_call,
+    operator,
+)
 
 __all__ = [
     "Runtime",
@@ -569,8 +579,9 @@ class Runtime:
         self,
         values: Any,
         num_buckets: int,
-        seed: int = 0,
+        seed: int | None = None,
         method: HashBucketMethod = "mod",
+        hash: HashName = "xxh64",
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
@@ -581,6 +592,7 @@ class Runtime:
             num_buckets=num_buckets,
             seed=seed,
             method=method,
+            hash=hash,
             backend=backend,
             verify=verify,
         )
@@ -590,12 +602,53 @@ class Runtime:
         values: Any,
         slot: int,
         version: int = 2,
-        seed: int = 0,
+        seed: int | None = None,
+        hash: HashName = "xxh64",
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
     ) -> np.ndarray:
-        return self.call("fid", values, slot=slot, version=version, seed=seed, backend=backend, verify=verify)
+        return self.call(
+            "fid", values, slot=slot, version=version, seed=seed, hash=hash, backend=backend, verify=verify
+        )
+
+    def farmhash64(
+        self, values: Any, *, backend: BackendChoice | None = None, verify: VerifyMode | None = None
+    ) -> np.ndarray:
+        return self.call("farmhash64", values, backend=backend, verify=verify)
+
+    def cityhash64(
+        self,
+        values: Any,
+        seed: int | None = None,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+    ) -> np.ndarray:
+        return self.call("cityhash64", values, seed=seed, backend=backend, verify=verify)
+
+    def murmur3_32(
+        self,
+        values: Any,
+        seed: int = 0,
+        tail: Murmur3Tail = "standard",
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+    ) -> np.ndarray:
+        return self.call("murmur3_32", values, seed=seed, tail=tail, backend=backend, verify=verify)
+
+    def sigrid_hash(
+        self,
+        values: Any,
+        salt: int,
+        max_value: int,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+    ) -> np.ndarray:
+        params = {"salt": salt, "max_value": max_value}
+        return self.call("sigrid_hash", values, backend=backend, verify=verify, **params)
 
     def bucketize(
         self,

@@ -84,6 +84,9 @@ def op_code(call: OpCall) -> int:
     wire = call.operator.wire
     if wire is None:
         raise WireError(f"{call.op} has no engine op code (it runs on the host)")
+    unbuilt = wire.unbuilt(call.params)
+    if unbuilt is not None:
+        raise WireError(f"{call.op} with {unbuilt} has no engine op code (it runs on the host)")
     return OP_CODES[wire.key(call.params)]
 
 

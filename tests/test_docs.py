@@ -25,7 +25,7 @@ import pyarrow as pa
 import pytest
 
 import offload
-from offload import golden
+from offload import golden, golden_sigrid
 from offload.ops import OPERATORS, result_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +127,10 @@ def _golden_hash(fn: Callable[..., int]) -> Callable[..., list[Any]]:
     return op
 
 
+def _golden_sigrid(values: Any, salt: int, max_value: int) -> list[int]:
+    return [golden_sigrid.sigrid_hash(int(v), salt, max_value) for v in np.asarray(values).tolist()]
+
+
 def _golden_bucketize(x: Any, boundaries: Any, right: bool = True) -> list[Any]:
     bnd = np.asarray(boundaries).tolist()
     if isinstance(x, (pa.Array, pa.ChunkedArray)):
@@ -162,6 +166,10 @@ GOLDEN: dict[str, Callable[..., Any]] = {
     "bucketize": _golden_bucketize,
     "delta_varint_encode": _golden_encode,
     "delta_varint_decode": _golden_decode,
+    "farmhash64": _golden_hash(golden.farmhash64),
+    "cityhash64": _golden_hash(golden.cityhash64),
+    "murmur3_32": _golden_hash(golden.murmur3_32),
+    "sigrid_hash": _golden_sigrid,
 }
 
 

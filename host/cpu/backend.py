@@ -23,17 +23,25 @@ from offload.golden import FID_LAYOUT
 from offload.ops import REGISTRY, OpCall, Operator, make_call, operators
 
 from .kernels_bucketize import bucketize_ser
+from .kernels_cityhash import (
+    cityhash64_fixed_ser,
+    cityhash64_var_ser,
+    farmhash64_fixed_ser,
+    farmhash64_var_ser,
+)
 from .kernels_hash import (
     MODE_FASTRANGE,
     MODE_FID,
     MODE_MOD,
     MODE_RAW,
     mod_magic,
+    post64_ser,
     xxh32_fixed_ser,
     xxh32_var_ser,
     xxh64_fixed_ser,
     xxh64_var_ser,
 )
+from .kernels_murmur3 import murmur3_fixed_ser, murmur3_var_ser, sigrid_ser
 from .kernels_varint import (
     decode_count_ser,
     decode_error,
@@ -117,17 +125,85 @@ class CpuBackend(Backend):
 
     def run_xxh32(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
         """xxh32: the XXH32 of every record."""
-        n = batch.n
+        out = np.empty(batch.n, np.uint32)
+        return self._map_records(batch, out, xxh32_fixed_ser, xxh32_var_ser, (_U(call.seed),))
+
+    def run_xxh64(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
+        """xxh64, and hash_bucket and fid of XXH64: one pass with the post-processing fused in."""
+        args = (_U(call.seed or 0), *hash_params(call))
+        out = self._map_records(batch, np.empty(batch.n, np.uint64), xxh64_fixed_ser, xxh64_var_ser, args)
+        return out.view(np.int64) if call.op == "hash_bucket" else out
+
+    def run_hashed(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
+        """hash_bucket and fid: XXH64 fused (:meth:`run_xxh64`); another hash, then a second pass
+        for the bucket or id."""
+        if call.hash == "xxh64":
+            return self.run_xxh64(call, batch)
+        h = self._raw_hash(call.hash, call.seed, batch)
+        out = np.empty(batch.n, np.uint64)
+        args = hash_params(call)
+        bounds = self._bounds(batch.n)
+        if bounds is None:
+            post64_ser(h, *args, out)
+        else:
+            self._chunks(lambda lo, hi: post64_ser(h[lo:hi], *args, out[lo:hi]), bounds)
+        return out.view(np.int64) if call.op == "hash_bucket" else out
+
+    def run_hash64(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
+        """farmhash64 and cityhash64."""
+        return self._raw_hash(call.op, call.seed if call.op == "cityhash64" else None, batch)
+
+    def run_murmur3_32(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
+        out = np.empty(batch.n, np.uint32)
         seed = _U(call.seed)
-        out = np.empty(n, np.uint32)
+        if isinstance(batch, FixedKeys):  # 4- and 8-byte keys have no tail
+            return self._map_records(batch, out, murmur3_fixed_ser, None, (seed,))
+        return self._map_records(batch, out, None, murmur3_var_ser, (seed, call.tail == "spark"))
+
+    def run_sigrid_hash(self, call: OpCall, batch: Numbers) -> np.ndarray:
+        x = readonly(batch.values.astype(np.int64, copy=False))
+        out = np.empty(x.shape[0], np.int64)
+        salt, mx = np.int64(call.salt), np.int64(call.max_value)
+        bounds = self._bounds(x.shape[0])
+        if bounds is None:
+            sigrid_ser(x, salt, mx, out)
+        else:
+            self._chunks(lambda lo, hi: sigrid_ser(x[lo:hi], salt, mx, out[lo:hi]), bounds)
+        return out
+
+    def _raw_hash(self, name: str, seed: int | None, batch: FixedKeys | VarRecords) -> np.ndarray:
+        """The 64-bit (murmur3_32: zero-extended) hash ``name`` of every record."""
+        if name == "murmur3_32":
+            return self.run_murmur3_32(make_call("murmur3_32", seed=seed or 0), batch).astype(np.uint64)
+        out = np.empty(batch.n, np.uint64)
+        if name == "farmhash64":
+            return self._map_records(batch, out, farmhash64_fixed_ser, farmhash64_var_ser, ())
+        if name == "cityhash64":
+            args = (seed is not None, _U(seed or 0))
+            return self._map_records(batch, out, cityhash64_fixed_ser, cityhash64_var_ser, args)
+        raise ValueError(f"cpu has no raw kernel for hash {name!r}")
+
+    def _map_records(
+        self,
+        batch: FixedKeys | VarRecords,
+        out: np.ndarray,
+        fixed: Callable[..., Any] | None,
+        var: Callable[..., Any] | None,
+        args: tuple[Any, ...],
+    ) -> np.ndarray:
+        """Run a per-record kernel pair over every record into ``out``: ``fixed(keys, *args,
+        out)`` on fixed keys, ``var(offsets, data, *args, out)`` on each chunk of variable
+        records; from ``parallel_threshold`` records up in chunks on the pool."""
         if isinstance(batch, FixedKeys):
+            assert fixed is not None
             keys = readonly(batch.keys)
-            bounds = self._bounds(n)
+            bounds = self._bounds(batch.n)
             if bounds is None:
-                xxh32_fixed_ser(keys, seed, out)
+                fixed(keys, *args, out)
             else:
-                self._chunks(lambda lo, hi: xxh32_fixed_ser(keys[lo:hi], seed, out[lo:hi]), bounds)
+                self._chunks(lambda lo, hi: fixed(keys[lo:hi], *args, out[lo:hi]), bounds)
             return out
+        assert var is not None
         base = 0
         for c in batch.chunks:
             cn = c.offsets.shape[0] - 1
@@ -136,50 +212,13 @@ class CpuBackend(Backend):
             o, d, dst = readonly(c.offsets), readonly(c.data), out[base : base + cn]
             bounds = self._bounds(cn)
             if bounds is None:
-                xxh32_var_ser(o, d, seed, dst)
+                var(o, d, *args, dst)
             else:
                 self._chunks(
-                    lambda lo, hi, o=o, d=d, dst=dst: xxh32_var_ser(o[lo : hi + 1], d, seed, dst[lo:hi]),
-                    bounds,
+                    lambda lo, hi, o=o, d=d, dst=dst: var(o[lo : hi + 1], d, *args, dst[lo:hi]), bounds
                 )
             base += cn
         return out
-
-    def run_xxh64(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
-        """xxh64, hash_bucket and fid: one XXH64 pass with the post-processing fused in."""
-        op = call.op
-        n = batch.n
-        seed = _U(call.seed)
-        mode, a, b, sh = hash_params(call)
-        out = np.empty(n, np.uint64)
-        if isinstance(batch, FixedKeys):
-            keys = readonly(batch.keys)
-            bounds = self._bounds(n)
-            if bounds is None:
-                xxh64_fixed_ser(keys, seed, mode, a, b, sh, out)
-            else:
-                self._chunks(
-                    lambda lo, hi: xxh64_fixed_ser(keys[lo:hi], seed, mode, a, b, sh, out[lo:hi]), bounds
-                )
-        else:
-            base = 0
-            for c in batch.chunks:
-                cn = c.offsets.shape[0] - 1
-                if cn <= 0:
-                    continue
-                o, d, dst = readonly(c.offsets), readonly(c.data), out[base : base + cn]
-                bounds = self._bounds(cn)
-                if bounds is None:
-                    xxh64_var_ser(o, d, seed, mode, a, b, sh, dst)
-                else:
-                    self._chunks(
-                        lambda lo, hi, o=o, d=d, dst=dst: xxh64_var_ser(
-                            o[lo : hi + 1], d, seed, mode, a, b, sh, dst[lo:hi]
-                        ),
-                        bounds,
-                    )
-                base += cn
-        return out.view(np.int64) if op == "hash_bucket" else out
 
     def run_bucketize(self, call: OpCall, batch: Numbers) -> np.ndarray:
         x = readonly(batch.values)
@@ -326,33 +365,51 @@ def _warm_chunk(odt: Any) -> VarChunk:
 
 
 def _warm_runs(entry: Operator) -> list[tuple[OpCall, Batch]]:
-    """(call, batch) pairs that run ``entry`` on every batch form of its input kind."""
+    """(call, batch) pairs that run ``entry``'s every valid example on every batch form of its
+    input kind (examples may take different kernels: ``hash_bucket`` of each hash); numbers of
+    each dtype the operator's ``dtype`` parameter takes."""
     if entry.inputs == "numbers":
         return [
-            (_first_valid_example(entry, dtype=dt), Numbers(np.arange(4, dtype=dt), (4,)))
+            (call, Numbers(np.arange(4, dtype=dt), (4,)))
             for dt in _WARM_NUMBER_DTYPES
+            if _takes_dtype(entry, dt)
+            for call in _valid_examples(entry, dtype=dt)
         ]
-    call = _first_valid_example(entry)
+    calls = _valid_examples(entry)
     if entry.inputs == "sequences":
-        return [(call, Sequences(np.array([0, 2, 4], np.int64), np.arange(4, dtype=np.int64)))]
-    if entry.inputs == "encoded":  # batch.as_encoded takes int64 offsets only
-        return [(call, VarRecords((_warm_chunk(np.int64),)))]
-    batches: list[Batch] = [VarRecords((_warm_chunk(odt),)) for odt in _WARM_OFFSET_DTYPES]
-    batches += [FixedKeys(np.arange(4, dtype=dt), (4,)) for dt in _WARM_KEY_DTYPES]
-    return [(call, b) for b in batches]
+        batches: list[Batch] = [Sequences(np.array([0, 2, 4], np.int64), np.arange(4, dtype=np.int64))]
+    elif entry.inputs == "encoded":  # batch.as_encoded takes int64 offsets only
+        batches = [VarRecords((_warm_chunk(np.int64),))]
+    else:
+        batches = [VarRecords((_warm_chunk(odt),)) for odt in _WARM_OFFSET_DTYPES]
+        batches += [FixedKeys(np.arange(4, dtype=dt), (4,)) for dt in _WARM_KEY_DTYPES]
+    return [(call, b) for call in calls for b in batches]
 
 
-def _first_valid_example(entry: Operator, dtype: Any = None) -> OpCall:
-    """The first of the entry's examples that validates (for a Numbers batch, with its ``dtype``:
-    an example's boundaries may not fit every dtype)."""
+def _takes_dtype(entry: Operator, dtype: Any) -> bool:
+    """The operator's ``dtype`` parameter accepts numbers of ``dtype`` (sigrid_hash: integers)."""
+    param = next(p for p in entry.params if p.name == "dtype")
+    try:
+        param.check(dtype, {})
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _valid_examples(entry: Operator, dtype: Any = None) -> list[OpCall]:
+    """The entry's examples that validate (for a Numbers batch, with its ``dtype``: an
+    example's boundaries may not fit every dtype); at least one must."""
     extra = {} if dtype is None else {"dtype": dtype}
+    calls = []
     for example in entry.examples:
         try:
-            return make_call(entry.name, **example, **extra)
+            calls.append(make_call(entry.name, **example, **extra))
         except (TypeError, ValueError):
             continue
-    values = "" if dtype is None else f" for {np.dtype(dtype).name} values"
-    raise ValueError(
-        f"{entry.name}: none of its examples is valid{values}; the CPU warm-up "
-        "runs every operator on every batch form of its input kind"
-    )
+    if not calls:
+        values = "" if dtype is None else f" for {np.dtype(dtype).name} values"
+        raise ValueError(
+            f"{entry.name}: none of its examples is valid{values}; the CPU warm-up "
+            "runs every operator on every batch form of its input kind"
+        )
+    return calls
