@@ -239,7 +239,7 @@ def _mod_magic(d):
     ``m = floor(2**64 * (2**ell - d) / d) + 1`` by long division, ``s1 = min(ell, 1)``,
     ``s2 = max(ell - 1, 0)``. Needs 1 <= d < 2**63."""
     ell = 0
-    while (_U(1) << _U(ell)) < d:
+    while ell < 63 and (_U(1) << _U(ell)) < d:  # bounded: a bad d must not loop forever
         ell += 1
     r = (_U(1) << _U(ell)) - d  # < d, so r << 1 never overflows (d < 2**63)
     q = _U(0)
@@ -255,9 +255,10 @@ def _mod_magic(d):
 @kernel
 def sigrid_ser(values, salt, max_value, out):
     """``out[i] = sigrid_hash(values[i], salt, max_value)`` (int64 in and out; the caller has
-    checked ``1 <= max_value < 2**63``). The floor modulo is taken as Velox takes it: on the
-    sign-folded ``u = sign ^ h`` (in [0, 2**63)) by an unsigned multiply-high, then unfolded
-    (``h = -u - 1`` has floor modulo ``d - 1 - u % d``)."""
+    checked ``1 <= max_value < 2**63``; any other value gives meaningless results, never a hang).
+    The floor modulo is taken as Velox takes it: on the sign-folded ``u = sign ^ h`` (in
+    [0, 2**63)) by an unsigned multiply-high, then unfolded (``h = -u - 1`` has floor modulo
+    ``d - 1 - u % d``)."""
     salt_u = _U(np.int64(salt))
     d = _U(np.int64(max_value))
     m, s1, s2 = _mod_magic(d)
