@@ -45,8 +45,9 @@ def test_every_file_names_its_libraries_with_the_pinned_versions(name: str) -> N
     meta = load.meta(name)
     assert meta["name"] == name
     assert meta["libraries"], f"{name}.json names no library"
-    if name == "sigrid":  # unit-test values copied from TorchArrow's sources: a commit, no package
-        assert meta["libraries"]["torcharrow"].startswith("git ")
+    if name == "sigrid":  # TorchArrow's and folly's sources at a commit, no package
+        assert sorted(meta["libraries"]) == ["folly", "torcharrow"]
+        assert all(v.startswith("git ") and len(v) == 44 for v in meta["libraries"].values())
         return
     assert {p: PINNED.get(p) for p in meta["libraries"]} == meta["libraries"]
     for step in meta.get("steps", []):
@@ -108,11 +109,14 @@ def test_spark_groups_have_nulls_and_one_tuple_item_per_column() -> None:
         assert (tuple([None] * width), 42) in g.cases or g.name.startswith("xxhash64/")
 
 
-def test_sigrid_cases_are_torcharrows_unit_tests() -> None:
+def test_sigrid_holds_torcharrows_unit_tests_and_every_salt_and_max_value() -> None:
     groups = load.load("sigrid")
-    assert all(g.params == {"salt": 0, "max_value": 100} for g in groups)
-    cases = dict(c for g in groups for c in g.cases)
+    unit = [g for g in groups if g.name.startswith("sigrid_hash/unit_test_")]
+    assert all(g.params == {"salt": 0, "max_value": 100} for g in unit)
+    cases = dict(c for g in unit for c in g.cases)
     assert [cases[x] for x in range(1, 17)] == [60, 54, 54, 9, 4, 91, 11, 67, 79, 2, 25, 92, 98, 83, 66, 2]
+    swept = {(g.params["salt"], g.params["max_value"]) for g in groups if g not in unit}
+    assert swept == {(s, m) for s in inputs.sigrid_salts() for m in inputs.sigrid_max_values()}
 
 
 def test_the_byte_pattern_has_every_byte_value_and_short_inputs_are_prefixes() -> None:

@@ -157,6 +157,20 @@ def int64_values_not_minus1() -> list[int]:
     return [v for v in int64_values() if v != -1]
 
 
+def sigrid_salts() -> list[int]:
+    """Salts of sigrid_hash (int64): edges, then one random int64 (seeded)."""
+    rng = random.Random(RANDOM_SEED + 9)
+    return [0, 1, 42, -1, INT64_MIN, INT64_MAX, rng.randint(INT64_MIN, INT64_MAX)]
+
+
+def sigrid_max_values() -> list[int]:
+    """max_value of sigrid_hash (int64 > 0): 1 (always 0), small ones, 100 (TorchArrow's tests), the
+    32-bit edges, a prime, 2**62 + 1, int64 max, then one random one (seeded)."""
+    rng = random.Random(RANDOM_SEED + 10)
+    edges = [1, 2, 3, 7, 100, 1000, 2**31 - 1, 2**32 + 15, 10**9 + 7, 2**62 + 1, INT64_MAX]
+    return edges + [rng.randint(2, INT64_MAX)]
+
+
 def murmur3_seeds() -> list[int]:
     """Seeds of MurmurHash3_x86_32 (uint32): edges, then 2 random ones (seeded)."""
     rng = random.Random(RANDOM_SEED + 3)
@@ -221,6 +235,8 @@ INPUT_SETS: dict[str, Callable[[], Sequence[Value]]] = {
     "int64_not_minus1": int64_values_not_minus1,
     "murmur3_seeds": murmur3_seeds,
     "cityhash_seeds": cityhash_seeds,
+    "sigrid_salts": sigrid_salts,
+    "sigrid_max_values": sigrid_max_values,
     "spark_string": spark_string_rows,
     "spark_int32": spark_int32_rows,
     "spark_int64": spark_int64_rows,

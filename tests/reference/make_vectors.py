@@ -1,6 +1,7 @@
 """Regenerate the reference vectors of tests/reference/*.json with the real libraries.
 
     python tests/reference/make_vectors.py [--only NAME[,NAME...]] [--venv-dir DIR]
+                                           [--sigrid-sources TORCHARROW_GIT FOLLY_GIT]
 
 For every output (farmhash, cityhash, murmur3, tensorflow, spark, sigrid) this creates throwaway
 virtual environments with ``python3.11 -m venv`` under a temporary folder (or under ``--venv-dir``,
@@ -13,9 +14,12 @@ imported at the top of this file: it runs under the caller's Python and under ea
 
 Each JSON holds ``meta`` (libraries with their exact versions, the Python and platform of every
 step, notes), ``input_sets`` (count and sha256 of each input set used, recomputed by
-tests/test_reference_vectors.py) and ``groups`` (see load.py for their meaning). ``sigrid`` needs
-no venv: TorchArrow is archived and has no wheel for Python 3.11, so its file holds TorchArrow's
-published unit-test values (SIGRID_UNIT_TESTS below).
+tests/test_reference_vectors.py) and ``groups`` (see load.py for their meaning).
+
+``sigrid`` needs no venv but git clones of TorchArrow and folly (``--sigrid-sources``; without them
+sigrid.json is left as it is) and g++: TorchArrow is archived and has no wheel, so its own
+sigrid_hash functions, cut out of its header, are compiled with folly's hash functions, checked
+against TorchArrow's published unit-test values (SIGRID_UNIT_TESTS below, also stored), and run.
 """
 
 from __future__ import annotations
@@ -408,7 +412,8 @@ def run_step(name: str, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# TorchArrow's sigrid_hash unit tests (data; TorchArrow has no wheel for this Python)
+# sigrid_hash: TorchArrow's unit-test values (data), and TorchArrow's code compiled (TorchArrow has
+# no wheel for this Python)
 
 TORCHARROW_COMMIT = "15a7f7124d4c73c8c541547aef072264baab63b7"
 # (where, inputs, expected), all with salt 0 and max_value 100; list cases are flattened (the
@@ -442,34 +447,121 @@ SIGRID_UNIT_TESTS: list[tuple[str, list[int], list[int]]] = [
 ]
 
 
-def sigrid_document() -> dict[str, Any]:
-    groups = []
-    for i, (where, inputs, expected) in enumerate(SIGRID_UNIT_TESTS):
-        fn = "torcharrow.functional.sigrid_hash(values, salt, max_value)"
-        params = {"salt": 0, "max_value": 100}
-        groups.append(
-            group(f"sigrid_hash/unit_test_{i}", fn, params, "int64", expected, inputs=inputs, source=where)
+# TorchArrow's own sigrid_hash code (csrc/velox/functions/rec/sigrid_hash.h: computeMultiperAndShift
+# and computeSigridHash, cut out of the header at TORCHARROW_COMMIT) compiled with folly's hash
+# functions (folly/hash/Hash.h at FOLLY_COMMIT) by g++, driven like the Velox UDF drives them:
+SIGRID_HEADER = "csrc/velox/functions/rec/sigrid_hash.h"
+FOLLY_COMMIT = "ff98381ea68687a95c6185326db933aa6124d4c5"
+SIGRID_DRIVER = """#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <tuple>
+#include <folly/hash/Hash.h>
+namespace torcharrow_sigrid {
+@FUNCTIONS@
+}  // namespace torcharrow_sigrid
+// one "x salt max_value" per line in, sigrid_hash(x, salt, max_value) out, as sigridHash::callNullFree
+int main() {
+  long long x, salt, max_value;
+  while (std::scanf("%lld %lld %lld", &x, &salt, &max_value) == 3) {
+    if (max_value <= 0) return 2;
+    auto [multiplier, shift] = torcharrow_sigrid::computeMultiperAndShift(max_value, 63);
+    std::printf("%lld\\n", (long long)torcharrow_sigrid::computeSigridHash(
+        (int64_t)x, (int64_t)salt, (int64_t)max_value, multiplier, shift));
+  }
+  return 0;
+}
+"""
+CXX = ["g++", "-std=c++20", "-O2"]
+
+
+def git_show(repo: Path, commit: str, path: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "show", f"{commit}:{path}"], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def build_sigrid(torcharrow: Path, folly: Path, work: Path) -> Path:
+    """The compiled driver (work/sigrid), from the git repositories of TorchArrow and folly."""
+    header = git_show(torcharrow, TORCHARROW_COMMIT, SIGRID_HEADER)
+    functions = header[header.index("using uint128_t") : header.index("template <typename TExecParams>")]
+    paths = [f":(glob)folly/{d}*.h" for d in ("", "hash/", "lang/", "portability/")]
+    archive = subprocess.run(
+        ["git", "-C", str(folly), "archive", FOLLY_COMMIT, "--", *paths], capture_output=True
+    )
+    subprocess.run(["tar", "x", "-C", str(work)], input=archive.stdout, check=True)
+    if not (work / "folly" / "hash" / "Hash.h").exists():
+        raise SystemExit(
+            f"no folly/hash/Hash.h at {FOLLY_COMMIT} in {folly}: {archive.stderr.decode()[-500:]}"
         )
+    # what CMake would generate, and fmt: only a formatter specialization of folly's string views
+    # (not used by the hash functions) needs it
+    (work / "folly" / "folly-config.h").write_text("#pragma once\n")
+    (work / "fmt").mkdir()
+    fmt = (
+        "namespace fmt { template <typename T, typename Char = char, typename E = void> struct formatter; }\n"
+    )
+    (work / "fmt" / "format.h").write_text(fmt)
+    (work / "sigrid.cpp").write_text(SIGRID_DRIVER.replace("@FUNCTIONS@", functions))
+    subprocess.run([*CXX, "-I", str(work), str(work / "sigrid.cpp"), "-o", str(work / "sigrid")], check=True)
+    return work / "sigrid"
+
+
+def run_sigrid(program: Path, cases: list[tuple[int, int, int]]) -> list[int]:
+    text = "".join(f"{x} {salt} {m}\n" for x, salt, m in cases)
+    out = subprocess.run([str(program)], input=text, capture_output=True, text=True, check=True).stdout
+    return [int(v) for v in out.split()]
+
+
+def sigrid_document(sources: tuple[Path, Path]) -> dict[str, Any]:
+    inp = load_inputs()
+    with tempfile.TemporaryDirectory(prefix="offload-sigrid-") as tmp:
+        program = build_sigrid(*sources, Path(tmp))
+        groups = []
+        fn = "torcharrow.functional.sigrid_hash(values, salt, max_value)"
+        for i, (where, inputs, expected) in enumerate(SIGRID_UNIT_TESTS):
+            got = run_sigrid(program, [(x, 0, 100) for x in inputs])
+            assert got == expected, f"the compiled sigrid_hash does not reproduce {where}: {got}"
+            params = {"salt": 0, "max_value": 100}
+            name = f"sigrid_hash/unit_test_{i}"
+            groups.append(group(name, fn, params, "int64", expected, inputs=inputs, source=where))
+        ids = inp.input_set("int64")
+        for salt in inp.sigrid_salts():
+            for m in inp.sigrid_max_values():
+                values = run_sigrid(program, [(x, salt, m) for x in ids])
+                params = {"salt": salt, "max_value": m}
+                name = f"sigrid_hash/salt={salt}/max_value={m}"
+                groups.append(group(name, fn, params, "int64", values, input_set="int64", source="compiled"))
+    compiler = subprocess.run([CXX[0], "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     meta = {
         "name": "sigrid",
-        "generator": "tests/reference/make_vectors.py (data of SIGRID_UNIT_TESTS, no library run)",
-        "libraries": {"torcharrow": f"git {TORCHARROW_COMMIT} (unit-test values copied as data, not run)"},
-        "source": (
-            "TorchArrow's published unit-test values for sigrid_hash (github.com/pytorch/torcharrow at "
-            f"commit {TORCHARROW_COMMIT}): the Velox UDF's C++ tests and the Python functional tests; "
-            "the C++ tests say the values come from running Meta's internal koski sigrid_hash"
+        "generator": "tests/reference/make_vectors.py --sigrid-sources TORCHARROW_GIT FOLLY_GIT",
+        "libraries": {"torcharrow": f"git {TORCHARROW_COMMIT}", "folly": f"git {FOLLY_COMMIT}"},
+        "unit_tests": (
+            "groups with source != 'compiled' hold TorchArrow's published unit-test values for sigrid_hash "
+            f"(github.com/pytorch/torcharrow at commit {TORCHARROW_COMMIT}): the Velox UDF's C++ tests, "
+            "the Python functional tests and the docstring example; the C++ tests say the values come "
+            "from running Meta's internal koski sigrid_hash"
         ),
-        "not_generated": (
+        "compiled": (
+            f"groups with source 'compiled': TorchArrow's own computeMultiperAndShift and "
+            f"computeSigridHash ({SIGRID_HEADER}, cut out of the header at generation time) compiled "
+            f"with folly/hash/Hash.h (github.com/facebook/folly at {FOLLY_COMMIT}) by {compiler} "
+            f"({' '.join(CXX[1:])}), called as the Velox UDF calls them (precision 63); the program "
+            "reproduces every unit-test value above (asserted by the generator)"
+        ),
+        "why_not_pip": (
             "TorchArrow is archived: `pip download torcharrow` finds no distribution on the package "
-            "index (for Python 3.9, 3.10 or 3.11), and no other pip package found implements "
-            "sigrid_hash, so no further vectors were computed"
+            "index (for Python 3.9, 3.10 or 3.11), and no other pip package found implements sigrid_hash"
         ),
         "algorithm": (
-            "twang_mix64(x), then folly hash_128_to_64(salt, that), then a floor modulo by max_value "
-            "(max_value 1 gives 0); output int64 in [0, max_value)"
+            "twang_mix64(x), then folly hash_128_to_64(salt, that) (folly hash_combine), then a floor "
+            "modulo by max_value computed by multiply-and-shift (max_value 1 gives 0); max_value <= 0 "
+            "is an error in TorchArrow; output int64 in [0, max_value)"
         ),
     }
-    return {"meta": meta, "input_sets": {}, "groups": groups}
+    sets = {"int64": {"count": len(ids), "sha256": inp.digest(ids)}}
+    return {"meta": meta, "input_sets": sets, "groups": groups}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,9 +600,9 @@ def check_pins(result: dict[str, Any], venv: str) -> None:
             raise SystemExit(f"venv {venv}: {package} is {version}, pinned {pinned[package]}")
 
 
-def build(name: str, root: Path) -> dict[str, Any]:
+def build(name: str, root: Path, sigrid_sources: tuple[Path, Path] | None) -> dict[str, Any] | None:
     if name == "sigrid":
-        return sigrid_document()
+        return sigrid_document(sigrid_sources) if sigrid_sources else None
     inp = load_inputs()
     results = [(venv, step, call_step(root, venv, step)) for venv, step in OUTPUTS[name]]
     meta: dict[str, Any] = {
@@ -606,6 +698,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--venv-dir", type=Path, help="keep the venvs here and reuse them (default: a temporary folder)"
     )
+    parser.add_argument(
+        "--sigrid-sources",
+        nargs=2,
+        type=Path,
+        metavar=("TORCHARROW_GIT", "FOLLY_GIT"),
+        help="git clones of pytorch/torcharrow and facebook/folly (needed to rebuild sigrid.json; needs g++)",
+    )
     parser.add_argument("--step", nargs=2, metavar=("STEP", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.step:
@@ -620,7 +719,10 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         for name in names:
             print(f"{name}.json", file=sys.stderr, flush=True)
-            doc = build(name, root)
+            doc = build(name, root, args.sigrid_sources)
+            if doc is None:
+                print("  kept as it is: rebuilding it needs --sigrid-sources", file=sys.stderr)
+                continue
             (HERE / f"{name}.json").write_text(dumps(doc) + "\n", encoding="utf-8")
     return 0
 
