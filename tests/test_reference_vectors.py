@@ -76,7 +76,7 @@ def test_every_result_is_an_int_in_its_functions_range(name: str) -> None:
 
 
 def test_hash_libraries_cover_every_length_and_seed() -> None:
-    byte_set = inputs.input_set("bytes")
+    byte_set = inputs.byte_inputs()
     assert [len(b) for b in byte_set[: len(inputs.LENGTHS)]] == inputs.LENGTHS
     assert set(range(301)) <= {len(b) for b in byte_set}
     city = {g.name: g for g in load.load("cityhash")}
