@@ -313,6 +313,12 @@ ERRORS = [
         "spark.hash: column 0 must be 1-D, got shape (2, 2)",
     ),
     (
+        lambda: spark.hash(np.array([1, "a"], dtype=object)),
+        TypeError,
+        "spark.hash: column 0 is a numpy object array of non-strings: expected int32 (IntegerType), "
+        "int64 (LongType) or strings (StringType)",
+    ),
+    (
         lambda: torcharrow.sigrid_hash(np.arange(3, dtype=np.int32), 0, 100),
         TypeError,
         "sigrid_hash takes int64 ids (TorchArrow's sigrid_hash is defined on int64), got a numpy int32 array",
@@ -445,6 +451,8 @@ def test_spark_nulls_leave_the_running_value_unchanged() -> None:
     assert got[1] == spark.hash(pa.array(["abc"]))[0]  # the null first column is skipped
     assert got[2] == spark.hash(pa.array([7], pa.int32()))[0]  # and so is a null last one
     assert spark.xxhash64(pa.array([None], pa.int64())).tolist() == [42]
+    assert spark.hash(pa.array([None, None]), strs[:2]).tolist() == spark.hash(strs[:2]).tolist()  # NullType
+    assert spark.xxhash64(np.array([None, None], dtype=object)).tolist() == [42, 42]
 
 
 def test_spark_null_forms_agree() -> None:

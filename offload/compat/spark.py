@@ -47,7 +47,7 @@ __all__ = ["hash", "xxhash64"]
 
 _KINDS = {np.dtype(np.int32): "int", np.dtype(np.int64): "long"}
 _EXPECTED = "expected int32 (IntegerType), int64 (LongType) or strings (StringType)"
-#: rows checked per call by verify="sample" when the runtime gives no sample size
+#: picks the rows verify="sample" checks (the runtime's sample_size of them)
 _rng = random.Random()
 
 
@@ -185,7 +185,7 @@ def _read(col: Any, k: int, who: str) -> _Column:
     if is_arrow(col):
         return _read_arrow(col, k, who)
     if isinstance(col, (list, tuple)):
-        if all(v is None or isinstance(v, (str, bytes, bytearray, memoryview)) for v in col):
+        if _text_items(col):
             return _text(col, k, who)
         if any(type(v) is int for v in col):
             raise TypeError(
@@ -207,6 +207,8 @@ def _read_numpy(col: np.ndarray, k: int, who: str) -> _Column:
         if nulls is not None:
             keys = np.where(nulls, 0, keys).astype(keys.dtype)
         return _Column(_KINDS[keys.dtype], keys.shape[0], nulls, keys=keys)
+    if data.dtype.kind == "O" and not _text_items(data.reshape(-1).tolist()):
+        raise TypeError(f"{who}: column {k} is a numpy object array of non-strings: {_EXPECTED}")
     if data.dtype.kind in "USO":
         if nulls is None:
             return _text(data, k, who)
@@ -219,6 +221,8 @@ def _read_arrow(col: Any, k: int, who: str) -> _Column:
     import pyarrow as pa
 
     t = arrow_type(col)
+    if pa.types.is_null(t):  # Spark's NullType: every row is null and skipped
+        return _Column("int", len(col), np.ones(len(col), bool), keys=np.zeros(len(col), np.int32))
     if t in (pa.int32(), pa.int64()):
         if pa.types.is_dictionary(col.type):
             col = col.cast(t)
@@ -233,6 +237,10 @@ def _read_arrow(col: Any, k: int, who: str) -> _Column:
     ):
         return _text(col, k, who)
     raise TypeError(f"{who}: column {k} is a {describe(col)}: {_EXPECTED}")
+
+
+def _text_items(items: Sequence[Any]) -> bool:
+    return all(v is None or isinstance(v, (str, bytes, bytearray, memoryview)) for v in items)
 
 
 def _text(col: Any, k: int, who: str) -> _Column:
