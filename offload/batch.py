@@ -433,7 +433,9 @@ def as_records(values: Any) -> Records:
 # ---------------------------------------------------------------------------------------------
 
 
-def as_numbers(x: Any) -> Numbers:
+def as_numbers(x: Any, op: str = "bucketize") -> Numbers:
+    """The values of a numbers operator (``op`` names it in errors: bucketize's ``x``,
+    sigrid_hash's ids)."""
     if isinstance(x, Numbers):
         return x
     if _is_arrow(x):
@@ -444,17 +446,15 @@ def as_numbers(x: Any) -> Numbers:
         if isinstance(x, pa.Array):
             if x.null_count:
                 first = int(np.flatnonzero(x.is_null().to_numpy(zero_copy_only=False))[0])
-                raise ValueError(f"null at index {first}: bucketize needs a value")
+                raise ValueError(f"null at index {first}: {op} needs a value")
             x = x.to_numpy(zero_copy_only=False)
     if not isinstance(x, np.ndarray):
         raise TypeError(
-            f"bucketize: x must be a numpy float32, float64, int32 or int64 array, got {type(x).__name__}"
+            f"{op}: x must be a numpy float32, float64, int32 or int64 array, got {type(x).__name__}"
         )
     x = _native(_unmasked(x))
     if x.dtype not in _NUMBER_DTYPES:
-        raise TypeError(
-            f"bucketize: unsupported x dtype {x.dtype}: expected float32, float64, int32 or int64"
-        )
+        raise TypeError(f"{op}: unsupported x dtype {x.dtype}: expected float32, float64, int32 or int64")
     arr = np.ascontiguousarray(x)
     return Numbers(arr.reshape(-1), x.shape)
 

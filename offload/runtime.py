@@ -150,6 +150,7 @@ class Runtime:
         if not order:
             raise ValueError("a Runtime needs at least one backend")
         self.order: tuple[str, ...] = tuple(order)
+        self._listed = frozenset(order if backends is not None else ())  # named by the caller
         self._stats = _Stats()
         self._names_cache: dict[str | None, list[str]] = {}
         self._lock = threading.RLock()
@@ -174,6 +175,7 @@ class Runtime:
                 given[name] = slot.backend
         return {
             "order": self.order,
+            "listed": self._listed,
             "given": given,
             "verify": self.verify,
             "fallback": self.fallback,
@@ -193,12 +195,14 @@ class Runtime:
             options=state["options"],
             rng_seed=state["rng_seed"],
         )
+        self._listed = state["listed"]
 
     def explicit(self, name: str) -> bool:
-        """Whether the caller asked for this backend by instance or by its options (``fpga=``,
-        ``smartnic=``, ``options={name: ...}``): skipping it is then worth a record."""
+        """Whether the caller asked for this backend: by name or instance in ``backends=``, or by
+        its options (``fpga=``, ``smartnic=``, ``options={name: ...}``); skipping it is then
+        worth a record (the default chain's backends are tried silently)."""
         slot = self._slots.get(name)
-        return (slot is not None and slot.given) or name in self._options
+        return (slot is not None and slot.given) or name in self._listed or name in self._options
 
     # -- backends ---------------------------------------------------------------------------
 
@@ -745,6 +749,8 @@ def _pair(values: Any) -> tuple[Any, Any]:
 
 
 def _as_batch(entry: Operator, values: Any) -> Batch:
+    if entry.inputs == "numbers":
+        return _batch.as_numbers(values, entry.name)
     return _NORMALISE[entry.inputs](values)
 
 

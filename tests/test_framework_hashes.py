@@ -1,0 +1,214 @@
+"""The frameworks' hashes (farmhash64, cityhash64, murmur3_32, sigrid_hash; hash_bucket and fid
+by hash name) on every layer that runs them, and the routing of the layers that do not.
+
+The golden models are checked against the real libraries' vectors in ``tests/test_cityhash.py``,
+``tests/test_murmur3_sigrid.py`` and ``tests/test_compat.py``; here every backend is checked
+against the golden models.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import offload
+from offload import batch as B
+from offload.host.smartnic.backend import SmartNicBackend
+from offload.host.smartnic.testing import InProcessService
+from offload.ops import make_call
+from offload.runtime import Runtime
+from tests.conftest import golden, ran_only_on, require
+from tests.lengths import BOUNDARY_LENGTHS
+
+RNG = np.random.default_rng(16)
+STRINGS = [RNG.integers(0, 256, n, dtype=np.uint8).tobytes() for n in [*BOUNDARY_LENGTHS, 200, 1000]]
+KEYS = np.array([0, 1, 2**64 - 1, 0x9E3779B97F4A7C15], np.uint64)
+IDS = np.array([0, 1, -1, 2**63 - 1, -(2**63), 12345], np.int64)
+
+#: (operator, parameters, values) of every new hash and hash choice.
+CALLS = [
+    ("farmhash64", {}, STRINGS),
+    ("farmhash64", {}, KEYS),
+    ("cityhash64", {}, STRINGS),
+    ("cityhash64", {"seed": 0}, KEYS),
+    ("cityhash64", {"seed": 2**64 - 1}, STRINGS),
+    ("murmur3_32", {}, STRINGS),
+    ("murmur3_32", {"seed": 42, "tail": "spark"}, STRINGS),
+    ("murmur3_32", {"seed": 2**32 - 1}, KEYS.view(np.uint32)),
+    ("sigrid_hash", {"salt": 0, "max_value": 100}, IDS),
+    ("sigrid_hash", {"salt": -7, "max_value": 2**63 - 1}, IDS.astype(np.int32)),
+    ("hash_bucket", {"num_buckets": 1000, "hash": "farmhash64"}, STRINGS),
+    ("hash_bucket", {"num_buckets": 2**63, "hash": "cityhash64", "seed": 5, "method": "fastrange"}, KEYS),
+    ("hash_bucket", {"num_buckets": 97, "hash": "murmur3_32", "seed": 42}, STRINGS),
+    ("fid", {"slot": 3, "version": 1, "hash": "cityhash64"}, STRINGS),
+    ("fid", {"slot": 32767, "hash": "murmur3_32"}, KEYS),
+]
+IDS_OF = [f"{op}-{i}" for i, (op, _, _) in enumerate(CALLS)]
+
+
+def expected(op: str, params: dict, values) -> list:
+    if op == "sigrid_hash":
+        batch = B.as_numbers(values)
+        return golden(make_call(op, dtype=batch.values.dtype, **params), batch)
+    return golden(make_call(op, **params), B.as_records(values))
+
+
+@pytest.mark.parametrize("op,params,values", CALLS, ids=IDS_OF)
+def test_cpu_equals_golden(op, params, values):
+    rt = Runtime(backends=["cpu"], fallback=False, verify="off")
+    assert rt.call(op, values, **params).tolist() == expected(op, params, values)
+    ran_only_on(rt, "cpu")
+
+
+@pytest.fixture(scope="module")
+def service():
+    with InProcessService(warmup=False) as svc:
+        yield svc
+
+
+@pytest.mark.parametrize("op,params,values", CALLS, ids=IDS_OF)
+def test_the_smartnic_service_equals_golden(service, op, params, values):
+    """The service's runtime runs the new operators: requests carry the operator's name and
+    parameters, nothing in host/smartnic names them."""
+    rt = Runtime(backends=[SmartNicBackend(service.address, chunk_bytes=256)], fallback=False)
+    assert rt.call(op, values, **params).tolist() == expected(op, params, values)
+    ran_only_on(rt, "smartnic")
+
+
+# ---------------------------------------------------------------------------------------------
+# Capability routing: the engine (sim, fpga) has no cores for these hashes
+# ---------------------------------------------------------------------------------------------
+
+ENGINE_LESS = [
+    ("farmhash64", {}, "sim does not implement farmhash64"),
+    ("cityhash64", {"seed": 1}, "sim does not implement cityhash64"),
+    ("murmur3_32", {}, "sim does not implement murmur3_32"),
+    (
+        "hash_bucket",
+        {"num_buckets": 10, "hash": "farmhash64"},
+        "hash_bucket with hash='farmhash64' has no engine op code (it runs on the host)",
+    ),
+    (
+        "fid",
+        {"slot": 1, "hash": "murmur3_32"},
+        "fid with hash='murmur3_32' has no engine op code (it runs on the host)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def sim_runtime():
+    rt = Runtime(backends=["sim", "cpu"], verify="off")
+    require(rt, "sim")
+    return rt
+
+
+@pytest.mark.parametrize(
+    "op,params,why", ENGINE_LESS, ids=[f"{o}-{i}" for i, (o, _, _) in enumerate(ENGINE_LESS)]
+)
+def test_auto_routes_past_the_engine_and_says_why(sim_runtime, op, params, why):
+    res = sim_runtime.call(op, STRINGS, **params)
+    assert res.tolist() == expected(op, params, STRINGS)
+    st = sim_runtime.stats()
+    assert [s[0] for s in st["last_call"]["segments"]] == ["cpu"]
+    (fb,) = [f for f in st["fallbacks"] if f["op"] == op][-1:]
+    assert (fb["from"], fb["to"], fb["cause"]) == ("sim", "cpu", "unsupported")
+    assert fb["message"] == f"backend 'sim' cannot run {op}: {why}"
+
+
+@pytest.mark.parametrize(
+    "op,params,why", ENGINE_LESS, ids=[f"{o}-{i}" for i, (o, _, _) in enumerate(ENGINE_LESS)]
+)
+def test_naming_the_engine_is_an_exact_error(sim_runtime, op, params, why):
+    with pytest.raises(
+        offload.BackendUnavailable, match="^" + re.escape(f"backend 'sim' cannot run {op}: {why}") + "$"
+    ):
+        sim_runtime.call(op, STRINGS, backend="sim", **params)
+
+
+def test_the_fpga_backend_reports_the_same_on_the_simulated_device():
+    rt = Runtime(backends=["fpga", "cpu"], fpga="sim", verify="off")
+    require(rt, "fpga")
+    with pytest.raises(
+        offload.BackendUnavailable,
+        match=r"^backend 'fpga' cannot run farmhash64: fpga does not implement farmhash64$",
+    ):
+        rt.farmhash64(STRINGS, backend="fpga")
+    assert rt.hash_bucket(STRINGS, 10, hash="cityhash64").tolist() == expected(
+        "hash_bucket", {"num_buckets": 10, "hash": "cityhash64"}, STRINGS
+    )
+    assert rt.stats()["fallbacks"][-1]["cause"] == "unsupported"
+
+
+def test_xxh64_buckets_still_run_on_the_engine(sim_runtime):
+    """hash="xxh64" (the default, or named) keeps its op code: the engine runs it."""
+    for params in ({}, {"hash": "xxh64"}):
+        rt = Runtime(backends=["sim"], fallback=False)
+        res = rt.hash_bucket(STRINGS, 1000, **params)
+        assert res.tolist() == expected("hash_bucket", {"num_buckets": 1000, **params}, STRINGS)
+        ran_only_on(rt, "sim")
+
+
+# ---------------------------------------------------------------------------------------------
+# The public API: value forms, seeds, exact errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_value_form_gives_the_same_hashes():
+    text = ["", "a", "h\u00e9llo", "\u4e2d\u6587", "x" * 100]
+    want = offload.farmhash64([s.encode() for s in text], backend="cpu").tolist()
+    forms = [
+        text,
+        np.array(text, dtype=object),
+        pa.array(text),
+        pa.array(text, pa.large_string()),
+        pa.chunked_array([text[:2], text[2:]]),
+    ]
+    for form in forms:
+        assert offload.farmhash64(form, backend="cpu").tolist() == want
+
+
+def test_the_seed_default_is_the_hashs_own():
+    """seed=None is 0 for xxh64 and murmur3_32 and the unseeded CityHash64 for cityhash64."""
+    assert offload.hash_bucket(STRINGS, 99).tolist() == offload.hash_bucket(STRINGS, 99, seed=0).tolist()
+    city = offload.hash_bucket(STRINGS, 2**63, hash="cityhash64")
+    assert city.tolist() == (offload.cityhash64(STRINGS) % np.uint64(2**63)).astype(np.int64).tolist()
+    assert city.tolist() != offload.hash_bucket(STRINGS, 2**63, seed=0, hash="cityhash64").tolist()
+    assert make_call("hash_bucket", num_buckets=9, hash="murmur3_32").seed == 0
+    assert make_call("hash_bucket", num_buckets=9, hash="cityhash64").seed is None
+
+
+@pytest.mark.parametrize(
+    "fn,exc,message",
+    [
+        (
+            lambda: offload.fid(STRINGS, 1, seed=3, hash="farmhash64"),
+            ValueError,
+            "seed does not apply to hash='farmhash64' (it takes no seed), got 3",
+        ),
+        (
+            lambda: offload.hash_bucket(STRINGS, 9, seed=-1, hash="cityhash64"),
+            ValueError,
+            "seed must be in [0, 2**64) for hash='cityhash64', got -1",
+        ),
+        (lambda: offload.hash_bucket(STRINGS, 9, hash=64), TypeError, "hash must be a str, got int"),
+        (lambda: offload.cityhash64(STRINGS, seed=1.0), TypeError, "seed must be an int, got float"),
+        (lambda: offload.murmur3_32(STRINGS, tail=None), TypeError, "tail must be a str, got NoneType"),
+        (
+            lambda: offload.sigrid_hash(np.array([1], np.uint64), 0, 10),
+            TypeError,
+            "sigrid_hash: unsupported x dtype uint64: expected float32, float64, int32 or int64",
+        ),
+        (
+            lambda: offload.sigrid_hash(IDS, 2**63, 10),
+            ValueError,
+            "salt must be in [-2**63, 2**63), got 9223372036854775808",
+        ),
+    ],
+)
+def test_bad_parameters_are_exact_errors(fn, exc, message):
+    with pytest.raises(exc, match="^" + re.escape(message) + "$"):
+        fn()
