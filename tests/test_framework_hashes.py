@@ -212,3 +212,40 @@ def test_the_seed_default_is_the_hashs_own():
 def test_bad_parameters_are_exact_errors(fn, exc, message):
     with pytest.raises(exc, match="^" + re.escape(message) + "$"):
         fn()
+
+
+# ---------------------------------------------------------------------------------------------
+# Every layer against the real libraries' vectors (tests/reference)
+# ---------------------------------------------------------------------------------------------
+
+#: reference set -> (operator, the group's parameters as the operator's)
+REFERENCE = {"farmhash": "farmhash64", "cityhash": "cityhash64", "murmur3": "murmur3_32"}
+
+
+def _reference_calls():
+    from tests.reference.load import load
+
+    for name, op in REFERENCE.items():
+        for group in load(name):
+            yield pytest.param(op, dict(group.params), group.cases, id=f"{op}:{group.name}")
+
+
+@pytest.mark.parametrize("op,params,cases", list(_reference_calls()))
+@pytest.mark.parametrize("where", ["cpu", "smartnic"])
+def test_the_public_api_equals_the_real_library(service, where, op, params, cases):
+    """``offload.<op>`` on the CPU backend and through the SmartNIC service gives the real
+    library's value for every reference input (every length 0..300 and longer, UTF-8)."""
+    rt = Runtime(backends=["cpu"] if where == "cpu" else [SmartNicBackend(service.address)], fallback=False)
+    inputs = [data for data, _ in cases]
+    assert rt.call(op, inputs, **params).tolist() == [want for _, want in cases]
+    ran_only_on(rt, where)
+
+
+def test_a_corrupted_reference_value_fails():
+    from tests.reference.load import load
+
+    group = load("cityhash")[0]
+    inputs = [data for data, _ in group.cases]
+    wrong = [want for _, want in group.cases]
+    wrong[17] ^= 1
+    assert offload.cityhash64(inputs, backend="cpu", **group.params).tolist() != wrong
