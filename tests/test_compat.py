@@ -482,9 +482,16 @@ def test_spark_int32_and_int64_columns_hash_differently() -> None:
     assert spark.hash(pa.array([0], pa.int64())).tolist() == [-1670924195]
 
 
-def test_spark_big_endian_columns_hash_their_values() -> None:
+def test_big_endian_arrays_hash_their_values() -> None:
     col = np.array([1, -1, 42], ">i4")
     assert np.array_equal(spark.hash(col), spark.hash(col.astype(np.int32)))
+    assert np.array_equal(
+        keras.hashing(col, 100, mask_value=42), keras.hashing(col.astype(np.int32), 100, 42)
+    )
+    ids = np.array([1, -1, 2**40], ">i8")
+    assert np.array_equal(
+        torcharrow.sigrid_hash(ids, 5, 1000), torcharrow.sigrid_hash(ids.astype(np.int64), 5, 1000)
+    )
 
 
 def test_spark_verify_checks_the_chained_columns(monkeypatch) -> None:

@@ -94,7 +94,8 @@ def _integers(values: Any) -> np.ndarray | None:
         if isinstance(values, np.ma.MaskedArray) and np.ma.getmaskarray(values).any():
             where = first_index(np.ma.getmaskarray(values))
             raise ValueError(f"{_WHO}: masked value at index {where}: fill or drop them first")
-        return np.asarray(values) if values.dtype in _INTS else None
+        native = values.dtype.newbyteorder("=")  # a big-endian array holds the same numbers
+        return np.asarray(values).astype(native, copy=False) if native in _INTS else None
     if is_arrow(values):
         import pyarrow as pa
 

@@ -59,5 +59,5 @@ def _ids(values: Any) -> np.ndarray:
             values = values.cast(pa.int64())
         return np.asarray(values.to_numpy(zero_copy_only=False))
     if isinstance(values, np.ndarray) and values.dtype.kind == "i" and values.dtype.itemsize == 8:
-        return values
+        return values.astype(values.dtype.newbyteorder("="), copy=False)  # big-endian: the same ids
     raise TypeError(f"{_TAKES}, got a {describe(values)}")
