@@ -9,7 +9,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, Value
 from amaranth.lib.wiring import In, Out
 
-from offload.engine_map import OP_CODES, TRAILER_MAGIC
+from offload.engine_map import TRAILER_MAGIC
 
 from .fifo import SEQ_DATA, SEQ_HEADER, TRAILER, CommitFIFO
 
@@ -91,7 +91,7 @@ class Collector:
                 with m.Case(*case):
                     for j in range(self.lanes):
                         m.d.comb += [res_valid[j].eq(cores[j].o.valid), res_data[j].eq(cores[j].o.payload)]
-            with m.Case(OP_CODES["delta_varint_encode"]):
+            with m.Case(*lanes.ctl.decode.users("varint")):
                 m.d.comb += [
                     res_valid[0].eq(dv.o.valid),
                     res_data[0].eq(dv.o.payload.data),

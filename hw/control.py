@@ -6,6 +6,7 @@ engine's module, see :class:`Control`).
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, Value
 
 from offload.engine_map import (
@@ -17,33 +18,30 @@ from offload.engine_map import (
     STATUS_DONE,
     STATUS_ERROR,
 )
-from offload.golden import FID_LAYOUT
 
 from .common import mux_index
+from .opdecode import FORMATS_OF, OpDecode, any_of, op_in
 
-__all__ = ["Control", "op_in"]
+__all__ = ["Control"]
 
 FIXED8, FIXED4, VAR, SEQ = (FORMATS[k] for k in ("FIXED8", "FIXED4", "VAR", "SEQ"))
 ERR = ERR_BITS
-HASH_OPS = ("xxh32", "xxh64", "hash_bucket/mod", "hash_bucket/fastrange", "fid/1", "fid/2")
-BUCKETIZE_OPS = ("bucketize/right", "bucketize/left")
 # The framed formats are the ones with bit 1 set: the batch's ``framed`` is that bit.
 assert [f >> 1 & 1 for f in (FIXED8, FIXED4, VAR, SEQ)] == [0, 0, 1, 1]
 # STATUS is read as Cat(busy, done, error): its bits in that order.
 assert [STATUS_BUSY, STATUS_DONE, STATUS_ERROR] == [1 << k for k in range(3)]
 
 
-def op_in(op: Value, names) -> Value:
-    """``op`` is the code of one of the operators ``names``: an ``==``, two ``==`` or'ed, or a
-    range compare for three or more (their codes must then be consecutive)."""
-    codes = sorted(OP_CODES[n] for n in names)
-    if len(codes) == 1:
-        return op == codes[0]
-    if len(codes) == 2:
-        return (op == codes[0]) | (op == codes[1])
-    if codes != list(range(codes[0], codes[-1] + 1)):
-        raise ValueError(f"op codes of {names} are not consecutive: {codes}")
-    return (op >= codes[0]) & (op <= codes[-1])
+def _formats_ok(kind: str, rfmt: Value, rdt: Value) -> Value:
+    """``FORMAT``/``DTYPE`` are an input format of ``kind`` (:data:`~offload.hw.opdecode.FORMATS_OF`)."""
+    formats = FORMATS_OF[kind]
+    any_key = [FORMATS[f] for f, size in formats.items() if size is None]
+    sized = [
+        (rfmt == FORMATS[f]) & op_in(rdt, [c for n, c in DTYPE_CODES.items() if np.dtype(n).itemsize == size])
+        for f, size in formats.items()
+        if size is not None
+    ]
+    return any_of(([op_in(rfmt, any_key)] if any_key else []) + sized)
 
 
 class Control:
@@ -73,9 +71,10 @@ class Control:
 
     IDLE, RUN, DRAIN, ROLLBACK, TRAIL = range(5)
 
-    def __init__(self, lanes: int, table_depth: int):
+    def __init__(self, lanes: int, table_depth: int, decode: OpDecode):
         N = self.lanes = lanes
         self.table_depth = table_depth
+        self.decode = decode
         self.state = Signal(3, name="state")
         self.op = Signal(max(OP_CODES.values()).bit_length(), name="op")
         self.fmt = Signal(max(FORMATS.values()).bit_length(), name="fmt")
@@ -104,25 +103,21 @@ class Control:
 
     def param_error(self, r: dict[str, Signal]) -> Value:
         """The parameter registers ``r`` do not make a batch the engine runs (``BAD_PARAM``):
-        an operator with a format or key type it does not take, or a parameter out of range."""
-        rop, rfmt, rdt = r["OP"], r["FORMAT"], r["DTYPE"]
-        hash_op = op_in(rop, HASH_OPS)
-        bz_op = op_in(rop, BUCKETIZE_OPS)
-        return (
-            ~(
-                hash_op & (rfmt <= VAR)
-                | bz_op
-                & (
-                    ((rfmt == FIXED8) & ((rdt == DTYPE_CODES["int64"]) | (rdt == DTYPE_CODES["float64"])))
-                    | ((rfmt == FIXED4) & ((rdt == DTYPE_CODES["int32"]) | (rdt == DTYPE_CODES["float32"])))
-                )
-                | (rop == OP_CODES["delta_varint_encode"]) & (rfmt == SEQ)
-            )
-            | ((rop == OP_CODES["hash_bucket/mod"]) & (Cat(r["NUM_BUCKETS_LO"], r["NUM_BUCKETS_HI"]) == 0))
-            | ((rop == OP_CODES["fid/1"]) & (r["SLOT"] >= 1 << FID_LAYOUT[1][0]))
-            | ((rop == OP_CODES["fid/2"]) & (r["SLOT"] >= 1 << FID_LAYOUT[2][0]))
-            | (bz_op & (r["NUM_BOUNDARIES"] > self.table_depth))
-        )
+        an op code it does not run, a format or key type its operator does not take, a
+        parameter out of the range the operator's entry accepts (:attr:`decode`), or more
+        boundaries than the table holds."""
+        rop, dec = r["OP"], self.decode
+        of_kind = {kind: op_in(rop, dec.of_kind(kind)) for kind in dec.kinds()}
+        runs = any_of([op & _formats_ok(kind, r["FORMAT"], r["DTYPE"]) for kind, op in of_kind.items()])
+        terms = [~runs]
+        for ch in dec.checks:
+            regs = [r[n] for n in ch.registers]
+            refused = ch.refused(regs[0] if len(regs) == 1 else Cat(*regs))
+            if refused is not None:
+                terms.append((rop == ch.code) & refused)
+        if "numbers" in of_kind:  # the operators that read the boundary table
+            terms.append(of_kind["numbers"] & (r["NUM_BOUNDARIES"] > self.table_depth))
+        return any_of(terms)
 
     def elaborate_decode(self, m: Module, regs) -> None:
         """Add BAD_PARAM, the data path's clear and the cycle counter to ``m``."""

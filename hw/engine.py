@@ -70,13 +70,14 @@ from __future__ import annotations
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 
-from offload.engine_map import ENGINE_ID, ENGINE_VERSION, ERR_BITS, OP_CODES, REGISTERS, TRAILER_MAGIC
+from offload.engine_map import ENGINE_ID, ENGINE_VERSION, ERR_BITS, REGISTERS, TRAILER_MAGIC
 
 from .bucketize import Bucketize
 from .collector import Collector, axis_out
 from .common import ADDER_LEVELS, MULTIPLIERS, check_choice, check_pow2
 from .control import Control
 from .lanebank import LaneBank, mod_core
+from .opdecode import OpDecode
 from .parser import Parser
 from .postproc import FastRange, FidCore
 from .regfile import AXI_LITE, RegisterFile
@@ -89,7 +90,6 @@ __all__ = ["OffloadEngine", "REG", "ERR", "ENGINE_ID", "ENGINE_VERSION", "TRAILE
 REG = REGISTERS
 ERR = ERR_BITS
 
-OPS_BUILT = tuple(sorted(OP_CODES.values()))
 #: Bus widths built: 64-bit words per beat.
 LANES = (1, 2, 4)
 #: Cores of ``hash_bucket``'s ``mod`` method (the ``modulo`` parameter).
@@ -164,6 +164,9 @@ class OffloadEngine(wiring.Component):
         self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.lanes = check_choice("lanes", lanes, LANES)
+        #: The registry's operators as this engine decodes them (read now: an operator
+        #: registered later is in the next engine built).
+        self.decode = OpDecode()
         # In-flight results: the longest path from the input to the FIFO, from the cores that
         # are built (their pipelines change depth with Fmax work; the credit follows).
         hash_post = max(
@@ -200,7 +203,7 @@ class OffloadEngine(wiring.Component):
         self.seq_max = seq_max
         self._MustUse__silence = False
         self.caps = table_depth | (lanes << 16) | ((8 * lanes) << 24)
-        self.ops_mask = sum(1 << k for k in OPS_BUILT)
+        self.ops_mask = self.decode.ops_mask
         super().__init__({**axis_in(lanes), **axis_out(lanes), **AXI_LITE})
 
     def elaborate(self, platform):
@@ -208,7 +211,7 @@ class OffloadEngine(wiring.Component):
         lanes' cores, the register file, the input slice and serialiser, the parser, the cores'
         input registers, the collector, the control."""
         m = Module()
-        ctl = Control(self.lanes, self.table_depth)
+        ctl = Control(self.lanes, self.table_depth, self.decode)
         m.submodules.regfile = regs = RegisterFile(
             table_depth=self.table_depth, caps=self.caps, ops_mask=self.ops_mask, seq_max=self.seq_max
         )

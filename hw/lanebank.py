@@ -8,36 +8,22 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, EnableInserter, Module, Mux, ResetInserter, Signal, Value
 
-from offload.engine_map import FORMATS, OP_CODES
+from offload.engine_map import FORMATS
 
 from .bucketize import Bucketize
-from .control import BUCKETIZE_OPS, op_in
 from .lanes import XXH32Lane, XXH64Lane
+from .opdecode import op_in
 from .parser import Parser
 from .postproc import FastRange, FidCore, ModPipe, ModReciprocal
 from .slicer import InputSlice, Serialiser
 from .varint import DeltaVarintEncoder
 from .xxhash import XXH32Core, XXH64Core
 
-__all__ = ["LaneBank", "mod_core", "RESULT_OPS"]
+__all__ = ["LaneBank", "mod_core", "LANE_CORES"]
 
-#: The operators each core serves (the core's enable and its input register's load).
-CORE_OPS = {
-    "xxh64": ("xxh64", "hash_bucket/mod", "hash_bucket/fastrange", "fid/1", "fid/2"),
-    "xxh32": ("xxh32",),
-    "mod": ("hash_bucket/mod",),
-    "fastrange": ("hash_bucket/fastrange",),
-    "fid": ("fid/1", "fid/2"),
-}
-#: The cores whose outputs are an operator's results, and the operators (``LaneBank`` names).
-RESULT_OPS = (
-    ("h32", ("xxh32",)),
-    ("h64", ("xxh64",)),
-    ("mods", ("hash_bucket/mod",)),
-    ("frs", ("hash_bucket/fastrange",)),
-    ("fids", ("fid/1", "fid/2")),
-    ("bzs", BUCKETIZE_OPS),
-)
+#: The cores of a lane, in the order they are added (their names in the RTL), and the varint
+#: encoder's (lane 0 only); :class:`~offload.hw.opdecode.OpDecode` says which op codes use each.
+LANE_CORES = ("xxh64", "xxh32", "mod", "fastrange", "fid", "bucketize")
 
 
 def mod_core(modulo: str, bits_per_stage: int, multipliers: str):
@@ -98,13 +84,15 @@ class LaneBank:
         self.fids = [FidCore() for _ in range(N)]
         self.bzs = [Bucketize(engine.table_depth, mul) for _ in range(N)]
         self.dv = DeltaVarintEncoder()
+        #: Each lane core's instances, lane by lane, by its :data:`LANE_CORES` name.
+        self.cores = dict(zip(LANE_CORES, (self.h64, self.h32, self.mods, self.frs, self.fids, self.bzs)))
 
     def elaborate_cores(self, m: Module, regs) -> None:
         """Add the cores to ``m`` with their enables, resets and parameters."""
-        ctl = self.ctl
+        ctl, dec = self.ctl, self.ctl.decode
         m.d.sync += self.core_rst.eq(ctl.core_clr)
-        self.is_bz = op_in(ctl.op, BUCKETIZE_OPS)
-        self.uses = {name: op_in(ctl.op, ops) for name, ops in CORE_OPS.items()}
+        self.is_bz = op_in(ctl.op, dec.users("bucketize"))
+        self.uses = {name: op_in(ctl.op, dec.users(name)) for name in LANE_CORES[:-1]}
         self._submodules(m, regs.table_we)
         self._parameters(m, regs)
 
@@ -126,14 +114,8 @@ class LaneBank:
         ctl, core_rst = self.ctl, self.core_rst
         for j in range(self.lanes):
             sfx = "" if j == 0 else f"_l{j}"
-            lane_cores = (
-                ("xxh64", self.h64[j]),
-                ("xxh32", self.h32[j]),
-                ("mod", self.mods[j]),
-                ("fastrange", self.frs[j]),
-                ("fid", self.fids[j]),
-            )
-            for name, core in lane_cores + (("bucketize", self.bzs[j]),):
+            for name in LANE_CORES:
+                core = self.cores[name][j]
                 use = (self.is_bz | table_we) if name == "bucketize" else self.uses[name]
                 if self.multipliers == "behavioural":
                     core_en = Signal(name=f"{name}{sfx}_en")
@@ -143,7 +125,7 @@ class LaneBank:
                     core = EnableInserter(core_en)(core)
                 m.submodules[name + sfx] = ResetInserter(core_rst)(core)
         dv_en = Signal(name="varint_en")
-        m.d.comb += dv_en.eq(ctl.core_clr | (ctl.op == OP_CODES["delta_varint_encode"]))
+        m.d.comb += dv_en.eq(ctl.core_clr | op_in(ctl.op, ctl.decode.users("varint")))
         m.submodules.varint = ResetInserter(ctl.core_clr)(EnableInserter(dv_en)(self.dv))
 
     def _parameters(self, m: Module, regs) -> None:
@@ -168,9 +150,9 @@ class LaneBank:
                 self.mods[j].num_buckets.eq(nb_mod),
                 self.frs[j].num_buckets.eq(nb_fr),
                 self.fids[j].slot.eq(ctl.slot),
-                self.fids[j].version.eq(Mux(op == OP_CODES["fid/1"], 1, 2)),
+                self.fids[j].version.eq(ctl.decode.selected(op, "fid")),
                 bz.dtype.eq(ctl.dtype),
-                bz.right.eq(op == OP_CODES["bucketize/right"]),
+                bz.right.eq(ctl.decode.selected(op, "bucketize")),
                 bz.num_boundaries.eq(ctl.nbound),
                 bz.table_addr.eq(r["TABLE_ADDR"]),
                 bz.table_we.eq(regs.table_we),
@@ -260,6 +242,9 @@ class LaneBank:
         m.d.comb += [dv.i.valid.eq(dvq_v), dv.i.payload.eq(dvq), self.dv_busy.eq(dvq_v | dvs_v | dv.busy)]
 
     def results(self) -> list:
-        """``(op codes, [core per lane])`` for every operator whose results are a core's
-        output, in the collector's order."""
-        return [(tuple(OP_CODES[o] for o in ops), getattr(self, attr)) for attr, ops in RESULT_OPS]
+        """``(op codes, [core per lane])`` for every operator whose results are a lane core's
+        output, in the order of their first op code (the varint encoder's are not: see
+        :class:`~offload.hw.collector.Collector`)."""
+        return [
+            (tuple(codes), self.cores[name]) for name, codes in self.ctl.decode.results() if name != "varint"
+        ]

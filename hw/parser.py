@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from amaranth.hdl import Const, Module, Mux, Signal, Value
 
-from offload.engine_map import FORMATS, OP_CODES
+from offload.engine_map import FORMATS
 
 from .common import mux_index
+from .opdecode import op_in
 from .slicer import InputSlice, Serialiser
 
 __all__ = ["Parser"]
@@ -64,7 +65,7 @@ class Parser:
         # whole input decision (tready, the cores' valid, the record counters).
         credit = Signal(name="credit")
         m.d.sync += credit.eq(fifo_level < self.credit_limit)
-        is_delta = ctl.op == OP_CODES["delta_varint_encode"]
+        is_delta = op_in(ctl.op, ctl.decode.users("varint"))
         framed, fmt = ctl.framed, ctl.fmt
         self.hdr = hdr = framed & ~self.in_rec
         self.hdr_len = ser.w[:32]

@@ -6,14 +6,16 @@ readback, parameter validation and the throughput goal (>= 0.95 input beats per 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 
 import pytest
 
-from offload import golden
+from offload import engine_map, golden, ops
 from offload.hw.engine import ENGINE_ID, ENGINE_VERSION, ERR, OffloadEngine
 from offload.hw.enginesim import Batch, pack_seq, pack_var, run_batches, trailer_fields, unpack_seq_output
+from offload.hw.opdecode import OpDecode
 from tests.lengths import BOUNDARY_LENGTHS
 
 M64 = golden.MASK64
@@ -428,3 +430,81 @@ def test_engine_equation_can_fail():
     assert res.out[:-1] == exp
     exp[1] ^= 1 << 17
     assert res.out[:-1] != exp
+
+
+# ---------------------------------------------------------------------------------------------
+# the op decode, derived from the registry (offload.hw.opdecode)
+# ---------------------------------------------------------------------------------------------
+
+
+def _entry(base, **changes):
+    """A copy of a registry entry with some fields changed."""
+    return dataclasses.replace(ops.operator(base), **changes)
+
+
+def test_decode_tables_are_the_registry_entries():
+    """Every operator with op codes is decoded, with its entry's formats, cores and ranges
+    (hash_bucket: only mod by 0; fid: the slot widths of FID_LAYOUT); host-only ones are not."""
+    dec = OpDecode()
+    wired = [op for op in ops.REGISTRY.values() if op.wire is not None]
+    assert dec.codes == tuple(sorted(c for op in wired for c in op.op_codes()))
+    assert dec.ops_mask == engine_map.ops_mask(dec.codes)
+    codes = engine_map.OP_CODES
+    assert dec.of_kind("records") == [c for k, c in codes.items() if k.split("/")[0] in ops.HASH_OPS]
+    assert dec.of_kind("numbers") == [codes["bucketize/right"], codes["bucketize/left"]]
+    assert dec.users("xxh64") == [
+        codes[k] for k in codes if k.split("/")[0] in ("xxh64", "hash_bucket", "fid")
+    ]
+    assert dec.users("fastrange") == [codes["hash_bucket/fastrange"]]
+    assert [(ch.code, ch.lo, ch.hi) for ch in dec.checks] == [
+        (codes["hash_bucket/mod"], 1, M64),
+        (codes["fid/1"], 0, (1 << golden.FID_LAYOUT[1][0]) - 1),
+        (codes["fid/2"], 0, (1 << golden.FID_LAYOUT[2][0]) - 1),
+    ]
+
+
+def test_decode_ignores_host_only_operators():
+    host_only = _entry("xxh32", name="host_only", wire=None, hw_core=None, hw_lane=None)
+    dec = OpDecode({"host_only": host_only, "xxh64": ops.operator("xxh64")})
+    assert dec.codes == (engine_map.OP_CODES["xxh64"],) and dec.results() == [("xxh64", [2])]
+
+
+def test_an_operator_with_op_codes_but_no_core_fails_when_the_engine_is_built(monkeypatch):
+    """It would otherwise be decoded as nothing: its op code BAD_PARAM, or another's core."""
+    monkeypatch.setitem(ops.REGISTRY, "xxh32", _entry("xxh32", hw_core=None))
+    with pytest.raises(
+        ValueError, match=r"^operator 'xxh32' has engine op codes \['xxh32'\] but no hardware core"
+    ):
+        OffloadEngine()
+    monkeypatch.setitem(ops.REGISTRY, "xxh32", _entry("xxh32", hw_core="offload.hw.xxhash:Nothing"))
+    with pytest.raises(ValueError, match=r"^operator 'xxh32': the engine has no path for the core offload"):
+        OffloadEngine()
+
+
+def _ranged(lo, hi):
+    def check(value, _):
+        return ops.check_int("seed", value, lo, hi, "range")
+
+    return check
+
+
+def test_decode_ranges_are_found_by_evaluating_the_checks():
+    seed = ops.Param("seed", _ranged(5, 1000), 5, ("SEED_LO",))
+    (ch,) = OpDecode({"xxh32": _entry("xxh32", params=(seed,))}).checks
+    assert (ch.code, ch.registers, ch.lo, ch.hi, ch.top) == (1, ("SEED_LO",), 5, 1000, (1 << 32) - 1)
+    holes = ops.Param("seed", lambda v, _: ops.check_int("seed", v % 3, 0, 1, "r"), 0, ("SEED_LO",))
+    with pytest.raises(ValueError, match="^operator 'xxh32': the accepted values of seed are not one range$"):
+        OpDecode({"xxh32": _entry("xxh32", params=(holes,))})
+
+
+def test_bad_param_follows_the_entry_ranges(monkeypatch):
+    """An engine built with a narrower range in the registry refuses the values outside it:
+    the hardware test is the entry's check (seed of xxh32 in [5, 1000] here)."""
+    seed = ops.Param("seed", _ranged(5, 1000), 5, ("SEED_LO",))
+    monkeypatch.setitem(ops.REGISTRY, "xxh32", _entry("xxh32", params=(seed,)))
+    eng = _small_engine()
+    monkeypatch.undo()
+    batches = [Batch(_regs(1, 0, 1, seed=s), [7]) for s in (4, 5, 1000, 1001)]
+    res = run_batches(batches, engine=eng)
+    bad = engine_map.ERR_FLAGS["BAD_PARAM"]
+    assert [trailer_fields(r.out[-1])[1] for r in res] == [bad, 0, 0, bad]
