@@ -232,7 +232,22 @@ ERRORS = [
     (
         lambda: tf.to_hash_bucket_fast(pa.array(["a", None]), 10),
         ValueError,
-        "to_hash_bucket_fast: null at index 1: fill or drop nulls first (no bucket for them)",
+        "to_hash_bucket_fast: null at index 1: fill or drop nulls first",
+    ),
+    (
+        lambda: tf.to_hash_bucket_fast(np.ma.masked_array(["a", "b"], [False, True]), 10),
+        ValueError,
+        "to_hash_bucket_fast: null at index 1: fill or drop nulls first",
+    ),
+    (
+        lambda: keras.hashing(np.ma.masked_array(["a", "b", "c"], [False, False, True]), 10),
+        ValueError,
+        "hashing: null at index 2: fill or drop nulls first",
+    ),
+    (
+        lambda: keras.hashing(np.ma.masked_array([1, 2], [True, False]), 10),
+        ValueError,
+        "hashing: null at index 0: fill or drop nulls first",
     ),
     (
         lambda: keras.hashing(np.arange(3, dtype=np.uint32), 10),
@@ -266,7 +281,7 @@ ERRORS = [
     (
         lambda: keras.hashing(pa.array([1, None]), 10),
         ValueError,
-        "hashing: null at index 1: fill or drop nulls first (no bin for them)",
+        "hashing: null at index 1: fill or drop nulls first",
     ),
     (
         lambda: keras.hashing([1, 2**64], 10),

@@ -147,7 +147,8 @@ def text_kind(values: Any) -> bool:
 
 def read_text(values: Any, who: str, nulls_allowed: bool) -> Text:
     """A string column as :class:`Text`. ``nulls_allowed``: None elements (object arrays and
-    sequences) and pyarrow nulls are nulls; otherwise they are refused, naming the index."""
+    sequences), masked numpy elements and pyarrow nulls are nulls; otherwise they are refused,
+    naming the (row-major) index."""
     import pyarrow as pa
 
     if isinstance(values, (str, bytes)):  # a scalar string tensor
@@ -165,12 +166,23 @@ def read_text(values: Any, who: str, nulls_allowed: bool) -> Text:
     if isinstance(values, np.ndarray):
         shape = values.shape
         flat = values.reshape(-1)
+        if isinstance(flat, np.ma.MaskedArray):  # a masked element is a null
+            masked = np.ma.getmaskarray(flat)
+            flat = np.ma.getdata(flat)
+            if masked.any():
+                items = [None if m else v for v, m in zip(flat.tolist(), masked.tolist())]
+                return _with_nulls(items, shape, who, nulls_allowed)
         if values.dtype.kind in "US":  # numpy's own strings: Arrow reads them without Python objects
             return Text(pa.array(flat), shape, None)
         items = flat.tolist()
     else:
         shape = (len(values),)
         items = list(values)
+    return _with_nulls(items, shape, who, nulls_allowed)
+
+
+def _with_nulls(items: list[Any], shape: tuple[int, ...], who: str, nulls_allowed: bool) -> Text:
+    """Python string items, ``None`` being a null (replaced by an empty placeholder)."""
     nulls = np.fromiter((v is None for v in items), dtype=bool, count=len(items))
     if not nulls.any():
         return Text(items, shape, None)
@@ -182,6 +194,4 @@ def read_text(values: Any, who: str, nulls_allowed: bool) -> Text:
 
 def _refuse_null(nulls: np.ndarray, who: str, nulls_allowed: bool) -> None:
     if not nulls_allowed:
-        raise ValueError(
-            f"{who}: null at index {first_index(nulls)}: fill or drop nulls first (no bucket for them)"
-        )
+        raise ValueError(f"{who}: null at index {first_index(nulls)}: fill or drop nulls first")

@@ -91,11 +91,13 @@ def _integers(values: Any) -> np.ndarray | None:
     """``values`` as an int32/int64 numpy array when they are integers, else None (strings, or
     a dtype refused later)."""
     if isinstance(values, np.ndarray):
+        native = values.dtype.newbyteorder("=")  # a big-endian array holds the same numbers
+        if native not in _INTS:
+            return None
         if isinstance(values, np.ma.MaskedArray) and np.ma.getmaskarray(values).any():
             where = first_index(np.ma.getmaskarray(values))
-            raise ValueError(f"{_WHO}: masked value at index {where}: fill or drop them first")
-        native = values.dtype.newbyteorder("=")  # a big-endian array holds the same numbers
-        return np.asarray(values).astype(native, copy=False) if native in _INTS else None
+            raise ValueError(f"{_WHO}: null at index {where}: fill or drop nulls first")
+        return np.ma.getdata(values).astype(native, copy=False)
     if is_arrow(values):
         import pyarrow as pa
 
@@ -104,9 +106,7 @@ def _integers(values: Any) -> np.ndarray | None:
             return None
         nulls = arrow_nulls(values)
         if nulls is not None:
-            raise ValueError(
-                f"{_WHO}: null at index {first_index(nulls)}: fill or drop nulls first (no bin for them)"
-            )
+            raise ValueError(f"{_WHO}: null at index {first_index(nulls)}: fill or drop nulls first")
         if pa.types.is_dictionary(values.type):
             values = values.cast(t)
         return np.asarray(values.to_numpy(zero_copy_only=False))
