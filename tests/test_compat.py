@@ -151,29 +151,35 @@ ROUTED = [
 ]
 UNSUPPORTED = {
     "hash_bucket": "hash_bucket with hash='farmhash64' has no engine op code (it runs on the host)",
-    "murmur3_32": "sim does not implement murmur3_32",
-    "sigrid_hash": "sim does not implement sigrid_hash",
+    "murmur3_32": "{engine} does not implement murmur3_32",
+    "sigrid_hash": "{engine} does not implement sigrid_hash",
 }
+#: the engine's backends: the Verilator model, and the PYNQ driver on the simulated board
+ENGINES = {"sim": {}, "fpga": {"fpga": "sim"}}
+ROUTING = [(engine, *r) for engine in ENGINES for r in ROUTED]
 
 
-@pytest.mark.parametrize(("name", "fn", "op"), ROUTED, ids=[r[0] for r in ROUTED])
-def test_auto_routes_past_the_sim_engine_and_records_why(name, fn, op, sim_available) -> None:
-    rt = offload.Runtime(backends=["sim", "cpu"])
+def _unsupported(engine: str, op: str) -> str:
+    return f"backend '{engine}' cannot run {op}: {UNSUPPORTED[op].format(engine=engine)}"
+
+
+@pytest.mark.parametrize(("engine", "name", "fn", "op"), ROUTING, ids=[f"{r[0]}-{r[1]}" for r in ROUTING])
+def test_auto_routes_past_the_engine_and_records_why(engine, name, fn, op, sim_available) -> None:
+    rt = offload.Runtime(backends=[engine, "cpu"], **ENGINES[engine])
     assert np.array_equal(fn(runtime=rt), fn(backend="cpu"))
     ran_on = [s[0] for s in rt.stats()["last_call"]["segments"]]
     assert ran_on == ["cpu"]
-    records = [f for f in rt.stats()["fallbacks"] if f["from"] == "sim"]
+    records = [f for f in rt.stats()["fallbacks"] if f["from"] == engine]
     assert records and records[-1]["op"] == op and records[-1]["to"] == "cpu"
     assert records[-1]["cause"] == "unsupported"
-    assert records[-1]["message"] == f"backend 'sim' cannot run {op}: {UNSUPPORTED[op]}"
+    assert records[-1]["message"] == _unsupported(engine, op)
 
 
-@pytest.mark.parametrize(("name", "fn", "op"), ROUTED, ids=[r[0] for r in ROUTED])
-def test_naming_the_sim_backend_raises_naming_the_operator(name, fn, op, sim_available) -> None:
-    rt = offload.Runtime(backends=["sim", "cpu"])
-    message = f"backend 'sim' cannot run {op}: {UNSUPPORTED[op]}"
-    with pytest.raises(BackendUnavailable, match=f"^{re.escape(message)}$"):
-        fn(backend="sim", runtime=rt)
+@pytest.mark.parametrize(("engine", "name", "fn", "op"), ROUTING, ids=[f"{r[0]}-{r[1]}" for r in ROUTING])
+def test_naming_the_engine_raises_naming_the_operator(engine, name, fn, op, sim_available) -> None:
+    rt = offload.Runtime(backends=[engine, "cpu"], **ENGINES[engine])
+    with pytest.raises(BackendUnavailable, match=f"^{re.escape(_unsupported(engine, op))}$"):
+        fn(backend=engine, runtime=rt)
 
 
 def test_spark_xxhash64s_first_column_runs_on_the_sim_engine_and_the_rest_on_the_cpu(sim_available) -> None:
