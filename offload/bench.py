@@ -23,15 +23,31 @@ import importlib
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from offload import extras
 
-__all__ = ["GROUPS", "run_benchmarks", "select", "check", "format_table", "register", "row"]
+__all__ = [
+    "GROUPS",
+    "run_benchmarks",
+    "select",
+    "check",
+    "format_table",
+    "register",
+    "row",
+    "best",
+    "Baseline",
+    "CpuInputs",
+    "OpBench",
+    "OP_BENCHES",
+    "op_row",
+]
 
 Row = dict[str, Any]
 RowsFn = Callable[[bool], list[Row]]
@@ -103,7 +119,7 @@ def row(
     }
 
 
-def _best(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+def best(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     """The minimum wall time of ``repeats`` calls (after ``warmup`` untimed calls)."""
     for _ in range(warmup):
         fn()
@@ -156,7 +172,7 @@ def _mega(rate: float | None) -> float | None:
 
 def _loop_rate(fn: Callable[[], Any] | None, n: int, repeats: int) -> float | None:
     """Items/s of a python loop over ``n`` items (``None`` when its library is missing)."""
-    return None if fn is None else n / _best(fn, repeats)
+    return None if fn is None else n / best(fn, repeats)
 
 
 def offload_xxh64_list(values: list[str]) -> Any:
@@ -165,74 +181,287 @@ def offload_xxh64_list(values: list[str]) -> Any:
     return offload.xxh64(values, seed=7, backend="cpu")
 
 
-def _cpu_rows(quick: bool) -> list[Row]:
-    from offload.batch import as_numbers, as_records, as_sequences
-    from offload.host.cpu import CpuBackend
-    from offload.ops import OpCall, make_call
+class Baseline(NamedTuple):
+    """A baseline measured in the same run: its rate in items/s (``None``: not measured; the note
+    says why), unit, what it is (the row's note), and whether its results equal offload's
+    (``None``: not compared; ``False`` fails the row: it is not like for like)."""
 
-    rng = np.random.default_rng(12345)
-    # Best of N: more repeats in the full run, since the first calls into a fresh 80 MB output may
-    # hit transparent-huge-page compaction (measured: 1.35x instead of 1.85x for 2 threads).
-    reps = 2 if quick else 9
-    n_keys = 200_000 if quick else 10_000_000
-    n_py = 20_000 if quick else 1_000_000
-    n_str = 20_000 if quick else 1_000_000
-    n_vals = 200_000 if quick else 4_000_000
-    one = CpuBackend(threads=1)
-    two = CpuBackend(threads=2)
-    one.warmup()
-    two.warmup()
-    rows: list[Row] = []
+    rate: float | None
+    unit: str
+    note: str = ""
+    agrees: bool | None = None
 
-    # -- xxh64 over uint64 keys: one thread vs the python-xxhash loop, two threads vs one ------
-    keys = rng.integers(0, 2**64 - 1, n_keys, dtype=np.uint64, endpoint=True)
-    fk = as_records(keys)
-    c64 = make_call("xxh64", seed=7)
-    # Several untimed calls first, for both thread counts alike: the first fresh 80 MB outputs
-    # may wait on transparent-huge-page compaction.
-    t1 = _best(lambda: one.run(c64, fk), reps, warmup=1 if quick else 4)
-    key_bytes = [keys[i : i + 1].tobytes() for i in range(n_py)]
-    h = _py_xxh64()
-    py_loop = None if h is None else (lambda: [h(b, 7) for b in key_bytes])
-    py_rate = _loop_rate(py_loop, n_py, 1 if quick else 2)
-    rate1 = n_keys / t1
-    rows.append(
-        row(
-            f"xxh64 {n_keys:,} uint64 keys, 1 thread",
-            rate1 / 1e6,
-            "M keys/s",
-            baseline=_mega(py_rate),
-            baseline_unit="M keys/s (python-xxhash loop)",
-            target=25,
-            target_kind="ratio",
-            note=NO_XXHASH
-            if h is None
-            else f"CpuBackend.run (allocates the output); the python loop is timed on "
-            f"{n_py:,} pre-made 8-byte bytes objects (no per-key conversion)",
-        )
+
+class CpuInputs:
+    """The backends and inputs of one CPU bench run, each input built on first use (every input
+    has its own random stream, so a row's input does not depend on which rows ran before)."""
+
+    def __init__(self, quick: bool) -> None:
+        from offload.host.cpu import CpuBackend
+
+        self.quick = quick
+        # Best of N: more repeats in the full run, since the first calls into a fresh 80 MB output
+        # may hit transparent-huge-page compaction (measured: 1.35x instead of 1.85x for 2 threads).
+        self.reps = 2 if quick else 9
+        self.warmup = 1 if quick else 4
+        self.n_keys = 200_000 if quick else 10_000_000
+        self.n_py = 20_000 if quick else 1_000_000
+        self.n_str = 20_000 if quick else 1_000_000
+        self.n_vals = 200_000 if quick else 4_000_000
+        self.seq_len = 100
+        self.one = CpuBackend(threads=1)
+        self.two = CpuBackend(threads=2)
+        self.one.warmup()
+        self.two.warmup()
+        self.xxh64 = _py_xxh64()
+        self.calls: dict[str, Any] = {}  # the call each operator's row timed
+        self.batches: dict[str, Any] = {}  # and its batch
+        self.rates: dict[str, float] = {}  # and its rate (items/s)
+        self.items: dict[str, int] = {}  # and its item count (values, not sequences)
+        self._numbers: dict[np.dtype, np.ndarray] = {}
+
+    def rng(self, stream: int) -> np.random.Generator:
+        return np.random.default_rng([12345, stream])
+
+    @cached_property
+    def keys(self) -> np.ndarray:
+        return self.rng(1).integers(0, 2**64 - 1, self.n_keys, dtype=np.uint64, endpoint=True)
+
+    @cached_property
+    def key_bytes(self) -> list[bytes]:
+        """The first ``n_py`` keys as 8-byte bytes objects (the python loops' input)."""
+        return [self.keys[i : i + 1].tobytes() for i in range(self.n_py)]
+
+    @cached_property
+    def strings(self) -> Any:
+        return _strings(self.n_str, self.rng(2))
+
+    @cached_property
+    def string_bytes(self) -> list[bytes]:
+        return self.strings[: self.n_py].to_pylist()
+
+    def numbers(self, dtype: np.dtype) -> np.ndarray:
+        """``n_vals`` values of ``dtype``: standard normal floats, or integers over the full range."""
+        if dtype not in self._numbers:
+            rng = self.rng(3)
+            if dtype.kind == "f":
+                self._numbers[dtype] = rng.standard_normal(self.n_vals).astype(dtype)
+            else:
+                info = np.iinfo(dtype)
+                self._numbers[dtype] = rng.integers(info.min, info.max, self.n_vals, dtype, endpoint=True)
+        return self._numbers[dtype]
+
+    @cached_property
+    def boundaries(self) -> np.ndarray:
+        return np.sort(self.rng(4).standard_normal(64))
+
+    @cached_property
+    def sequence_values(self) -> np.ndarray:
+        """Random walks: deltas uniform in +-2**19."""
+        n = self.n_vals // self.seq_len * self.seq_len
+        return np.cumsum(self.rng(5).integers(-(1 << 19), 1 << 19, n)).astype(np.int64)
+
+    @cached_property
+    def sequences(self) -> Any:
+        from offload.batch import as_sequences
+
+        n = len(self.sequence_values)
+        return as_sequences((np.arange(0, n + 1, self.seq_len, dtype=np.int64), self.sequence_values))
+
+    @cached_property
+    def encoded(self) -> Any:
+        """The sequences delta-varint encoded (the LEB128 records of the ``encoded`` input kind)."""
+        from offload.batch import as_encoded
+        from offload.ops import OpCall
+
+        return as_encoded(*self.one.run(OpCall("delta_varint_encode"), self.sequences))
+
+
+@dataclass(frozen=True)
+class OpBench:
+    """How one operator's CPU row is judged: ``baseline(inputs, call, result)`` measures a
+    baseline in the same run (``result`` is offload's, to compare with), ``target`` and
+    ``target_kind`` as in :func:`row`, ``params(inputs)`` replaces the operator's examples."""
+
+    baseline: Callable[[CpuInputs, Any, Any], Baseline] | None = None
+    target: float | None = None
+    target_kind: str = "value"
+    params: Callable[[CpuInputs], dict[str, Any]] | None = None
+
+
+def _xxhash_loop(inp: CpuInputs, call: Any, result: Any) -> Baseline:
+    h, kb, seed = inp.xxh64, inp.key_bytes, call.seed
+    if h is None:
+        return Baseline(None, "", NO_XXHASH)
+    return Baseline(
+        _loop_rate(lambda: [h(b, seed) for b in kb], len(kb), 1 if inp.quick else 2),
+        "M keys/s (python-xxhash loop)",
+        f"CpuBackend.run (allocates the output); the python loop is timed on {len(kb):,} pre-made "
+        "8-byte bytes objects (no per-key conversion)",
     )
-    from offload.host.cpu import readonly as _ro
-    from offload.host.cpu import xxh64_fixed_ser
 
-    out = np.empty(n_keys, np.uint64)
-    ro = _ro(keys)
+
+def _bucket_loop(inp: CpuInputs, call: Any, result: Any) -> Baseline:
+    h, kb, seed, nb = inp.xxh64, inp.key_bytes[: inp.n_py // 4], call.seed, call.num_buckets
+    if h is None or call.hash != "xxh64" or call.method != "mod":
+        return Baseline(None, "", NO_XXHASH if h is None else "no baseline for this call")
+    return Baseline(_loop_rate(lambda: [h(b, seed) % nb for b in kb], len(kb), 1), "M keys/s (python loop)")
+
+
+def _searchsorted(inp: CpuInputs, call: Any, result: Any) -> Baseline:
+    x, bnd = inp.numbers(call.dtype), call.boundaries
+    side: Literal["left", "right"] = "right" if call.right else "left"
+    t = best(lambda: np.searchsorted(bnd, x, side=side), inp.reps)
+    return Baseline(len(x) / t, "M values/s (numpy.searchsorted)")
+
+
+def _golden_encode(inp: CpuInputs, call: Any, result: Any) -> Baseline:
+    from offload import golden
+
+    vals, k = inp.sequence_values, inp.seq_len
+    sub = [vals[i * k : (i + 1) * k].tolist() for i in range(min(len(vals) // k, 100))]
+    t = best(lambda: [golden.delta_varint_encode_seq(s) for s in sub], 1) / (len(sub) * k)
+    return Baseline(
+        1 / t,
+        "M values/s (golden Python)",
+        f"random deltas in +-2**19 ({len(result[1]) / len(vals):.2f} bytes/value)",
+    )
+
+
+def _c_reference(inp: CpuInputs, call: Any, result: Any) -> Baseline:
+    from offload import bench_hashes
+
+    reps = max(inp.reps, 5)  # cheap: these ratios are near 1, so filter the noise harder
+    return bench_hashes.reference_baseline(call.op, result, inp.key_bytes, reps, keys=inp.keys)
+
+
+#: The operators whose CPU row has a baseline or a target; every other registered operator gets
+#: a row too (its throughput on its first valid example), with neither.
+OP_BENCHES: dict[str, OpBench] = {
+    "xxh32": OpBench(target=100),
+    "xxh64": OpBench(_xxhash_loop, 25, "ratio"),
+    "hash_bucket": OpBench(_bucket_loop, 100),
+    "fid": OpBench(target=100),
+    "bucketize": OpBench(_searchsorted, 100, params=lambda inp: {"boundaries": inp.boundaries}),
+    "delta_varint_encode": OpBench(_golden_encode, 100),
+    "farmhash64": OpBench(_c_reference, 1.0, "ratio"),
+    "cityhash64": OpBench(_c_reference, 1.0, "ratio"),
+    "murmur3_32": OpBench(_c_reference, 1.0, "ratio"),
+}
+
+
+def _first_valid_call(op: Any, candidates: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]) -> Any:
+    from offload.ops import make_call
+
+    for params in candidates:
+        try:
+            return make_call(op.name, **params, **extra)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _op_input(inp: CpuInputs, op: Any, spec: OpBench) -> tuple[Any, Any, int, str]:
+    """The call, batch, item count and description of ``op``'s row: its input kind decides the
+    input (numbers: float64, else int64, whichever its examples accept)."""
+    from offload.batch import as_numbers, as_records
+
+    candidates = [spec.params(inp)] if spec.params is not None else list(op.examples)
+    if op.inputs == "numbers":
+        typed = any(p.name == "dtype" for p in op.params)
+        for dtype in (np.dtype(np.float64), np.dtype(np.int64)):
+            call = _first_valid_call(op, candidates, {"dtype": dtype} if typed else {})
+            if call is not None:
+                x = inp.numbers(dtype)
+                return call, as_numbers(x, op.name), len(x), f"{dtype} values"
+        raise ValueError("none of its examples is valid for float64 or int64 values")
+    call = _first_valid_call(op, candidates, {})
+    if call is None:
+        raise ValueError("none of its examples is valid")
+    if op.inputs == "records":
+        return call, as_records(inp.keys), inp.n_keys, "uint64 keys"
+    n, k = len(inp.sequence_values), inp.seq_len
+    if op.inputs == "sequences":
+        return call, inp.sequences, n, f"int64 values in sequences of {k}"
+    return call, inp.encoded, n, f"int64 values of encoded sequences of {k}"
+
+
+def op_row(inp: CpuInputs, op: Any) -> Row:
+    """One registry operator's single-thread throughput row (see :data:`OP_BENCHES`)."""
+    spec = OP_BENCHES.get(op.name, OpBench())
+    try:
+        call, batch, n, what = _op_input(inp, op, spec)
+        t = best(lambda: inp.one.run(call, batch), inp.reps, warmup=inp.warmup)
+        result = inp.one.run(call, batch)
+        base = None if spec.baseline is None else spec.baseline(inp, call, result)
+    except Exception as e:  # noqa: BLE001 - one operator's failure is its row
+        return {**row(f"{op.name}: failed", None, "", note=f"{type(e).__name__}: {e}"), "passed": False}
+    inp.calls[op.name], inp.batches[op.name], inp.rates[op.name], inp.items[op.name] = call, batch, n / t, n
+    notes = [call.describe()] + ([base.note] if base is not None and base.note else [])
+    if base is not None and base.agrees is False:
+        notes.append("FAILED: the baseline's results differ from offload's (not like for like)")
+    r = row(
+        f"{op.name} {n:,} {what}, 1 thread",
+        n / t / 1e6,
+        "M keys/s" if op.inputs == "records" else "M values/s",
+        baseline=None if base is None else _mega(base.rate),
+        baseline_unit="" if base is None or base.rate is None else base.unit,
+        target=spec.target,
+        target_kind=spec.target_kind,
+        note="; ".join(notes),
+    )
+    return {**r, "passed": False} if base is not None and base.agrees is False else r
+
+
+def _cpu_rows(quick: bool) -> list[Row]:
+    from offload.ops import REGISTRY
+
+    inp = CpuInputs(quick)
+    rows = [op_row(inp, op) for op in list(REGISTRY.values())]  # one row per operator
+    rows += _xxh64_rows(inp)
+    from offload import bench_hashes
+
+    rows += bench_hashes.string_rows(inp)
+    rows += bench_hashes.keras_row(inp)
+    rows += _two_thread_rows(inp)
+    rows.extend(_overhead_rows(quick))  # the runtime's per-call overhead on 1k-key batches
+    return rows
+
+
+def _xxh64_rows(inp: CpuInputs) -> list[Row]:
+    """xxh64 beyond its operator row: the kernel alone, two threads, strings, a Python list."""
+    from offload.host.cpu import readonly, xxh64_fixed_ser
+    from offload.ops import make_call
+
+    out, ro, n = np.empty(inp.n_keys, np.uint64), readonly(inp.keys), inp.n_keys
     s7, z = np.uint64(7), np.uint64(0)
-    tk = _best(lambda: xxh64_fixed_ser(ro, s7, 0, z, z, z, out), reps)
-    rows.append(
+    tk = best(lambda: xxh64_fixed_ser(ro, s7, 0, z, z, z, out), inp.reps)
+    rows = [
         row(
             "xxh64 uint64 keys, 1 thread, kernel into a preallocated output",
-            n_keys / tk / 1e6,
+            n / tk / 1e6,
             "M keys/s",
             target=325,
             note="like-for-like with a tight C loop (~450 M keys/s on this machine)",
         )
-    )
-    if two.threads >= 2:
-        t2 = _best(lambda: two.run(c64, fk), reps, warmup=1 if quick else 4)
+    ]
+    c64, fk = inp.calls.get("xxh64", make_call("xxh64")), inp.batches.get("xxh64")
+    rate1 = inp.rates.get("xxh64")
+    if inp.two.threads < 2:
         rows.append(
             row(
-                f"xxh64 {n_keys:,} uint64 keys, 2 threads vs 1",
-                n_keys / t2 / 1e6,
+                "xxh64 uint64 keys, 2 threads vs 1",
+                None,
+                "M keys/s",
+                note=f"skipped: numba has {inp.two.threads} thread(s) on this machine",
+            )
+        )
+    elif fk is not None and rate1 is not None:
+        t2 = best(lambda: inp.two.run(c64, fk), inp.reps, warmup=inp.warmup)
+        rows.append(
+            row(
+                f"xxh64 {n:,} uint64 keys, 2 threads vs 1",
+                n / t2 / 1e6,
                 "M keys/s",
                 baseline=rate1 / 1e6,
                 baseline_unit="M keys/s (1 thread)",
@@ -240,163 +469,76 @@ def _cpu_rows(quick: bool) -> list[Row]:
                 target_kind="ratio",
             )
         )
-    else:
-        rows.append(
-            row(
-                "xxh64 uint64 keys, 2 threads vs 1",
-                None,
-                "M keys/s",
-                note=f"skipped: numba has {two.threads} thread(s) on this machine",
-            )
-        )
+    return rows + _xxh64_string_rows(inp, c64)
 
-    # -- xxh64 over pyarrow strings (mean length 16) ---------------------------------------------
-    arr = _strings(n_str, rng)
-    vr = as_records(arr)
-    ts = _best(lambda: one.run(c64, vr), reps)
-    pylist = arr.to_pylist()[:n_py]
-    py_str = None if h is None else (lambda: [h(b, 7) for b in pylist])
-    str_rate = _mega(_loop_rate(py_str, len(pylist), 1 if quick else 2))
-    rows.append(
-        row(
-            f"xxh64 {n_str:,} pyarrow strings (mean 16 B), 1 thread",
-            n_str / ts / 1e6,
-            "M strings/s",
-            baseline=str_rate,
-            baseline_unit="M strings/s (python-xxhash loop)",
-            note=NO_XXHASH if h is None else "single-thread kernel speed; the target row is the next one",
-        )
-    )
+
+def _xxh64_string_rows(inp: CpuInputs, c64: Any) -> list[Row]:
+    from offload.batch import as_records
+    from offload.host.cpu import CpuBackend
+
+    h, n, seed = inp.xxh64, inp.n_str, c64.seed
+    vr = as_records(inp.strings)
+    ts = best(lambda: inp.one.run(c64, vr), inp.reps)
+    py_str = None if h is None else (lambda: [h(b, seed) for b in inp.string_bytes])
+    str_rate = _mega(_loop_rate(py_str, len(inp.string_bytes), 1 if inp.quick else 2))
     default = CpuBackend()  # what offload.xxh64(strings) uses: every core for large batches
-    td = _best(lambda: default.run(c64, vr), reps)
-    rows.append(
+    td = best(lambda: default.run(c64, vr), inp.reps)
+    inp.batches["xxh64 strings"], inp.items["xxh64 strings"] = vr, n
+    words = [f"user_{i * 2654435761 % 10**12}|ios|{i % 97}" for i in range(inp.n_py)]
+    tl = best(lambda: offload_xxh64_list(words), inp.reps)
+    py_words = None if h is None else (lambda: [h(w.encode(), 7) for w in words])
+    base_unit = "M strings/s (python-xxhash loop)"
+    return [
         row(
-            f"xxh64 {n_str:,} pyarrow strings (mean 16 B), default threads ({default.threads})",
-            n_str / td / 1e6,
+            f"xxh64 {n:,} pyarrow strings (mean 16 B), 1 thread",
+            n / ts / 1e6,
             "M strings/s",
             baseline=str_rate,
-            baseline_unit="M strings/s (python-xxhash loop)",
+            baseline_unit=base_unit,
+            note=NO_XXHASH if h is None else "single-thread kernel speed; the target row is the next one",
+        ),
+        row(
+            f"xxh64 {n:,} pyarrow strings (mean 16 B), default threads ({default.threads})",
+            n / td / 1e6,
+            "M strings/s",
+            baseline=str_rate,
+            baseline_unit=base_unit,
             target=8,
             target_kind="ratio",
             note=NO_XXHASH
             if h is None
             else "CpuBackend() as the runtime builds it; the python loop is one thread",
-        )
-    )
-
-    # -- a Python list[str], as a user hands it: normalise + hash vs the python-xxhash loop -------
-    words = [f"user_{i * 2654435761 % 10**12}|ios|{i % 97}" for i in range(n_py)]
-    tl = _best(lambda: offload_xxh64_list(words), reps)
-    py_words = None if h is None else (lambda: [h(w.encode(), 7) for w in words])
-    rows.append(
+        ),
         row(
-            f"xxh64 of a Python list of {n_py:,} str (mean 23 B), normalise + hash",
-            n_py / tl / 1e6,
+            f"xxh64 of a Python list of {inp.n_py:,} str (mean 23 B), normalise + hash",
+            inp.n_py / tl / 1e6,
             "M strings/s",
-            baseline=_mega(_loop_rate(py_words, n_py, 1 if quick else 2)),
+            baseline=_mega(_loop_rate(py_words, inp.n_py, 1 if inp.quick else 2)),
             baseline_unit="M strings/s (python-xxhash loop, encode + hash)",
             target=1.5,
             target_kind="ratio",
             note=NO_XXHASH
             if h is None
             else "offload.xxh64(list, backend='cpu'): one pass to Arrow buffers, then the kernels",
-        )
-    )
-
-    # -- every other operator, single-threaded, 8-byte inputs -------------------------------------
-    py_mod = None if h is None else (lambda: [h(b, 7) % 1000003 for b in key_bytes[: n_py // 4]])
-    mod_rate = _loop_rate(py_mod, n_py // 4, 1)
-    for name, call, base, note in (
-        ("xxh32 uint64 keys", make_call("xxh32", seed=7), None, ""),
-        (
-            "hash_bucket mod uint64 keys",
-            make_call("hash_bucket", num_buckets=1000003, seed=7),
-            mod_rate,
-            NO_XXHASH if h is None else "",
         ),
-        (
-            "hash_bucket fastrange uint64 keys",
-            make_call("hash_bucket", num_buckets=1000003, seed=7, method="fastrange"),
-            None,
-            "",
-        ),
-        ("fid v2 uint64 keys", make_call("fid", slot=17, seed=7), None, ""),
+    ]
+
+
+def _two_thread_rows(inp: CpuInputs) -> list[Row]:
+    """bucketize, delta_varint_encode and xxh64 of strings on two threads (no target: with two
+    CPUs shared with other jobs they mean little)."""
+    if inp.two.threads < 2:
+        return []
+    rows = []
+    for name, op, key in (
+        ("bucketize", "bucketize", "bucketize"),
+        ("delta_varint_encode", "delta_varint_encode", "delta_varint_encode"),
+        ("xxh64 pyarrow strings", "xxh64", "xxh64 strings"),
     ):
-        t = _best(lambda: one.run(call, fk), reps)  # timed within this iteration
-        rows.append(
-            row(
-                f"{name}, 1 thread",
-                n_keys / t / 1e6,
-                "M values/s",
-                baseline=_mega(base),
-                baseline_unit="" if base is None else "M values/s (python loop)",
-                target=100,
-                note=note,
-            )
-        )
-
-    x = rng.standard_normal(n_vals)
-    bnd = np.sort(rng.standard_normal(64))
-    cb = make_call("bucketize", boundaries=bnd, dtype=x.dtype)
-    xs = as_numbers(x)
-    tb = _best(lambda: one.run(cb, xs), reps)
-    tnp = _best(lambda: np.searchsorted(bnd, x, side="right"), reps)
-    rows.append(
-        row(
-            "bucketize float64, 64 boundaries, 1 thread",
-            n_vals / tb / 1e6,
-            "M values/s",
-            baseline=n_vals / tnp / 1e6,
-            baseline_unit="M values/s (numpy.searchsorted)",
-            target=100,
-        )
-    )
-
-    seq_len = 100
-    n_seq = n_vals // seq_len
-    vals = np.cumsum(rng.integers(-(1 << 19), 1 << 19, n_seq * seq_len)).astype(np.int64)
-    seqs = as_sequences((np.arange(0, n_seq * seq_len + 1, seq_len, dtype=np.int64), vals))
-    enc = OpCall("delta_varint_encode")
-    te = _best(lambda: one.run(enc, seqs), reps)
-    offs, data = one.run(enc, seqs)
-    from offload import golden
-
-    sub = [vals[i * seq_len : (i + 1) * seq_len].tolist() for i in range(min(n_seq, 100))]
-    tg = _best(lambda: [golden.delta_varint_encode_seq(s) for s in sub], 1) / (len(sub) * seq_len)
-    rows.append(
-        row(
-            "delta_varint_encode, sequences of 100, 1 thread",
-            n_vals / te / 1e6,
-            "M values/s",
-            baseline=1 / tg / 1e6,
-            baseline_unit="M values/s (golden Python)",
-            target=100,
-            note=f"random deltas in +-2**19 ({len(data) / len(vals):.2f} bytes/value)",
-        )
-    )
-    from offload.batch import as_encoded
-
-    eb = as_encoded(offs, data)
-    dec = OpCall("delta_varint_decode")
-    td = _best(lambda: one.run(dec, eb), reps)
-    rows.append(
-        row(
-            "delta_varint_decode, sequences of 100, 1 thread",
-            n_vals / td / 1e6,
-            "M values/s",
-            note="no target set",
-        )
-    )
-    for name, fn, n in (
-        ("bucketize", lambda: two.run(cb, xs), n_vals),
-        ("delta_varint_encode", lambda: two.run(enc, seqs), n_vals),
-        ("xxh64 pyarrow strings", lambda: two.run(c64, vr), n_str),
-    ):
-        if two.threads >= 2:
-            rows.append(row(f"{name}, 2 threads", n / _best(fn, reps) / 1e6, "M values/s"))
-
-    # -- the runtime's per-call overhead on 1k-key batches ----------------------------------------
-    rows.extend(_overhead_rows(quick))
+        call, batch, n = inp.calls.get(op), inp.batches.get(key), inp.items.get(key)
+        if call is not None and batch is not None and n is not None:
+            t = best(lambda: inp.two.run(call, batch), inp.reps)
+            rows.append(row(f"{name}, 2 threads", n / t / 1e6, "M values/s"))
     return rows
 
 

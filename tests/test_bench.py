@@ -12,9 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from offload import bench, cli
+import offload
+from offload import bench, bench_hashes, cli, ops
+from offload.batch import FixedKeys
+from offload.ops import OpCall, Operator, Param
 
 Row = dict[str, Any]
 
@@ -196,21 +200,156 @@ def test_the_make_target_names_its_json_file():
 def test_the_cpu_group_without_xxhash_reports_missing_baselines(monkeypatch):
     monkeypatch.setitem(sys.modules, "xxhash", None)  # import xxhash -> ImportError
     rows = bench.run_benchmarks(quick=True, only="cpu")["rows"]
-    missing = [r for r in rows if r["note"] == bench.NO_XXHASH]
+    missing = [r for r in rows if bench.NO_XXHASH in r["note"]]
     assert [r["name"].split(",")[0] for r in missing] == [
         "xxh64 200",
+        "hash_bucket 200",
         "xxh64 20",
         "xxh64 20",
         "xxh64 of a Python list of 20",
-        "hash_bucket mod uint64 keys",
     ]
     assert all(r["baseline"] is None and r["value"] > 0 for r in missing)
     # The ratio targets (xxh64 keys >= 25x, strings >= 8x, list[str] >= 1.5x) are not checked;
     # the value target of hash_bucket does not need the baseline and still is.
     assert [(r["target_kind"], r["passed"]) for r in missing if r["target"] is not None] == [
         ("ratio", None),
+        ("value", missing[1]["passed"]),
         ("ratio", None),
         ("ratio", None),
-        ("value", missing[-1]["passed"]),
     ]
-    assert missing[-1]["passed"] is not None
+    assert missing[1]["passed"] is not None
+
+
+# -- one row per registry operator, the bench never edited -----------------------------------
+
+
+def _lengths_xor(backend: Any, call: OpCall, batch: Any) -> np.ndarray:
+    if isinstance(batch, FixedKeys):
+        return np.full(batch.n, batch.width, np.uint64) ^ np.uint64(call.mask)
+    return np.array([len(batch.record(i)) for i in range(batch.n)], np.uint64) ^ np.uint64(call.mask)
+
+
+def _integers_only(value: Any, _: Any) -> np.dtype:
+    dt = np.dtype(value)
+    if dt.kind != "i":
+        raise TypeError(f"t_bench_odd takes integers, got {dt}")
+    return dt
+
+
+@pytest.fixture
+def throwaway_operators():
+    """A records operator and a numbers operator that takes integers only, registered here."""
+    mask = Param("mask", lambda v, _: ops.check_int("mask", v, 0, 2**64 - 1, "[0, 2**64)"), 0)
+    ops.register(
+        Operator(
+            "t_bench_xor",
+            "length of each record xor a mask",
+            "records",
+            (mask,),
+            "uint64",
+            lambda c, r: len(r) ^ c.mask,
+            _lengths_xor,
+            examples=({"mask": 5},),
+        )
+    )
+    ops.register(
+        Operator(
+            "t_bench_odd",
+            "1 for an odd value",
+            "numbers",
+            (Param("dtype", _integers_only, shown=False),),
+            "int32",
+            lambda c, r: int(r) & 1,
+            lambda be, c, b: (b.values & 1).astype(np.int32),
+        )
+    )
+    yield
+    ops.unregister("t_bench_xor")
+    ops.unregister("t_bench_odd")
+
+
+def test_an_operator_registered_in_a_test_gets_a_cpu_row(throwaway_operators):
+    rows = bench.run_benchmarks(quick=True, only="cpu")["rows"]
+    ours = {r["name"]: r for r in rows if r["name"].startswith("t_bench_")}
+    assert sorted(ours) == [
+        "t_bench_odd 200,000 int64 values, 1 thread",  # its examples refuse float64: int64
+        "t_bench_xor 200,000 uint64 keys, 1 thread",  # its first example, on 8-byte keys
+    ]
+    xor = ours["t_bench_xor 200,000 uint64 keys, 1 thread"]
+    assert xor["value"] > 0 and xor["unit"] == "M keys/s" and xor["note"] == "t_bench_xor(mask=5)"
+    # no baseline or target of its own: measured, neither passed nor failed
+    assert (xor["baseline"], xor["target"], xor["passed"]) == (None, None, None)
+    assert ours["t_bench_odd 200,000 int64 values, 1 thread"]["value"] > 0
+
+
+# -- the reference C baselines of the framework hashes -----------------------------------------
+
+
+KEYS = np.arange(1, 1001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+
+
+def _strings() -> Any:
+    import pyarrow as pa
+
+    return pa.array([bytes(range(i % 40)) for i in range(500)], pa.binary())
+
+
+@pytest.mark.parametrize("op", list(bench_hashes.REFERENCES))
+def test_the_c_loop_over_the_reference_computes_what_offload_computes(op):
+    pytest.importorskip(bench_hashes.REFERENCES[op].module, reason="the dev extra installs the references")
+    if isinstance(bench_hashes.c_library(), str):
+        pytest.skip(bench_hashes.c_library())
+    for kind, values, py in (("keys", KEYS, [k.tobytes() for k in KEYS]), ("strings", _strings(), None)):
+        ours = getattr(offload, op)(values, backend="cpu")
+        items = py if py is not None else values.to_pylist()
+        base = bench_hashes.reference_baseline(
+            op, ours, items, 1, **{"keys" if kind == "keys" else "strings": values}, items=kind
+        )
+        assert base.agrees is True and base.rate is not None and base.rate > 0
+        assert base.unit.startswith(f"M {kind}/s (reference C ")
+        assert "ns/call raw" in base.note and "minus hash(b)" in base.note
+
+
+def test_a_baseline_that_computes_something_else_fails_its_row():
+    if isinstance(bench_hashes.c_library(), str):
+        pytest.skip(bench_hashes.c_library())
+    pytest.importorskip("farmhash", reason="the dev extra installs cityhash (module farmhash)")
+    wrong = np.zeros(len(KEYS), np.uint64)
+    base = bench_hashes.reference_baseline("farmhash64", wrong, [b"12345678"], 1, keys=KEYS)
+    assert base.agrees is False
+    r = bench_hashes.judged("x", 1e3, "M keys/s", base, "")
+    assert r["ratio"] is not None and r["ratio"] >= 1 and r["passed"] is False
+    assert "the baseline's results differ from offload's" in r["note"]
+
+
+def test_without_the_package_the_baseline_is_missing_and_not_checked(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mmh3", None)
+    base = bench_hashes.reference_baseline("murmur3_32", np.zeros(3, np.uint32), [b"a"], 1, keys=KEYS[:3])
+    assert base == bench.Baseline(
+        None, "", "baseline missing: pip install mmh3==5.3.1 (the reference C code)"
+    )
+    r = bench_hashes.judged("murmur3_32 x", 5.0, "M keys/s", base, "")
+    assert (r["baseline"], r["ratio"], r["passed"]) == (None, None, None)
+
+
+def test_without_a_compiler_the_baselines_say_so(monkeypatch):
+    monkeypatch.setattr(bench_hashes, "c_library", lambda: "no C compiler (test)")
+    rate, note = bench_hashes.format_rate(np.arange(10, dtype=np.int64), 1)
+    assert (rate, note) == (None, "baseline missing: no C compiler (test)")
+    pytest.importorskip("cityhash", reason="the dev extra installs cityhash")
+    base = bench_hashes.reference_baseline("cityhash64", np.zeros(1, np.uint64), [b"12345678"] * 2000, 3)
+    # the estimate from the binding's per-call time, or nothing when the difference is not positive
+    assert "no C compiler (test)" in base.note and "ns/call raw" in base.note
+    if base.rate is None:
+        assert base.note.startswith("baseline not measurable: ")
+    else:
+        assert base.unit == "M keys/s (estimate: cityhash.CityHash64 per call minus hash(b))"
+
+
+def test_format_rate_times_snprintf_over_the_values():
+    if isinstance(bench_hashes.c_library(), str):
+        pytest.skip(bench_hashes.c_library())
+    rate, note = bench_hashes.format_rate(np.array([0, -1, 42, -(2**63), 2**63 - 1], np.int64), 1)
+    assert rate is not None and rate > 0
+    # 1 + 2 + 2 + 20 + 19 characters
+    assert note.startswith('snprintf("%lld") alone: ') and note.endswith(", 8.8 chars/value")
