@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from offload.backend import Backend, BackendError, BackendUnavailable, BitExactError, Capabilities
+from offload.features import Feature, FeatureSpec
 from offload.ops import HashBucketMethod, HashName, Murmur3Tail, OperatorName
 from offload.runtime import BackendChoice, Runtime, VerifyMode, default_runtime
 
@@ -32,6 +33,8 @@ __all__ = [
     "cityhash64",
     "murmur3_32",
     "sigrid_hash",
+    "Feature",
+    "FeatureSpec",
     "Runtime",
     "Backend",
     "Capabilities",
