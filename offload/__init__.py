@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from offload.backend import Backend, BackendError, BackendUnavailable, BitExactError, Capabilities
 from offload.features import Feature, FeatureSpec
 from offload.ops import HashBucketMethod, HashName, Murmur3Tail, OperatorName
-from offload.runtime import BackendChoice, Runtime, VerifyMode, default_runtime
+from offload.runtime import BackendChoice, Output, Runtime, VerifyMode, default_runtime
 
 __version__ = "0.1.0"
 __all__ = [
@@ -47,6 +45,7 @@ __all__ = [
     "__version__",
     "BackendChoice",
     "VerifyMode",
+    "Output",
     "HashBucketMethod",
     "HashName",
     "Murmur3Tail",
@@ -55,17 +54,29 @@ __all__ = [
 
 
 def xxh32(
-    values: Any, seed: int = 0, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
-) -> np.ndarray:
+    values: Any,
+    seed: int = 0,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """XXH32 of each record: uint32, shaped like a numpy key array, else 1-D."""
-    return default_runtime().xxh32(values, seed, backend=backend, verify=verify)
+    return default_runtime().xxh32(values, seed, backend=backend, verify=verify, nulls=nulls, output=output)
 
 
 def xxh64(
-    values: Any, seed: int = 0, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
-) -> np.ndarray:
+    values: Any,
+    seed: int = 0,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """XXH64 of each record: uint64, shaped like a numpy key array, else 1-D."""
-    return default_runtime().xxh64(values, seed, backend=backend, verify=verify)
+    return default_runtime().xxh64(values, seed, backend=backend, verify=verify, nulls=nulls, output=output)
 
 
 def hash_bucket(
@@ -77,11 +88,13 @@ def hash_bucket(
     *,
     backend: BackendChoice = "auto",
     verify: VerifyMode | None = None,
-) -> np.ndarray:
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """``h % num_buckets`` (``"mod"``) or ``(h * num_buckets) >> 64`` (``"fastrange"``) of the
     hash ``h`` named by ``hash`` (``seed``: the hash's seed; None is its default)."""
     return default_runtime().hash_bucket(
-        values, num_buckets, seed, method, hash, backend=backend, verify=verify
+        values, num_buckets, seed, method, hash, backend=backend, verify=verify, nulls=nulls, output=output
     )
 
 
@@ -94,23 +107,40 @@ def fid(
     *,
     backend: BackendChoice = "auto",
     verify: VerifyMode | None = None,
-) -> np.ndarray:
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """Monolith-layout feature ids: ``slot`` above the hash signature (v1: 10+54, v2: 15+48 bits)."""
-    return default_runtime().fid(values, slot, version, seed, hash, backend=backend, verify=verify)
+    return default_runtime().fid(
+        values, slot, version, seed, hash, backend=backend, verify=verify, nulls=nulls, output=output
+    )
 
 
 def farmhash64(
-    values: Any, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
-) -> np.ndarray:
+    values: Any,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """FarmHash ``Fingerprint64`` of each record (TensorFlow's ``tf.fingerprint``): uint64."""
-    return default_runtime().farmhash64(values, backend=backend, verify=verify)
+    return default_runtime().farmhash64(values, backend=backend, verify=verify, nulls=nulls, output=output)
 
 
 def cityhash64(
-    values: Any, seed: int | None = None, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
-) -> np.ndarray:
+    values: Any,
+    seed: int | None = None,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """CityHash64 v1.1 of each record, ``CityHash64WithSeed`` when ``seed`` is given: uint64."""
-    return default_runtime().cityhash64(values, seed, backend=backend, verify=verify)
+    return default_runtime().cityhash64(
+        values, seed, backend=backend, verify=verify, nulls=nulls, output=output
+    )
 
 
 def murmur3_32(
@@ -120,9 +150,13 @@ def murmur3_32(
     *,
     backend: BackendChoice = "auto",
     verify: VerifyMode | None = None,
-) -> np.ndarray:
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """MurmurHash3_x86_32 of each record (``tail="spark"``: Spark SQL's string tail): uint32."""
-    return default_runtime().murmur3_32(values, seed, tail, backend=backend, verify=verify)
+    return default_runtime().murmur3_32(
+        values, seed, tail, backend=backend, verify=verify, nulls=nulls, output=output
+    )
 
 
 def sigrid_hash(
@@ -132,9 +166,13 @@ def sigrid_hash(
     *,
     backend: BackendChoice = "auto",
     verify: VerifyMode | None = None,
-) -> np.ndarray:
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """TorchArrow's ``sigrid_hash`` of int64 ids (int64 in ``[0, max_value)``)."""
-    return default_runtime().sigrid_hash(values, salt, max_value, backend=backend, verify=verify)
+    return default_runtime().sigrid_hash(
+        values, salt, max_value, backend=backend, verify=verify, nulls=nulls, output=output
+    )
 
 
 def bucketize(
@@ -144,23 +182,42 @@ def bucketize(
     *,
     backend: BackendChoice = "auto",
     verify: VerifyMode | None = None,
-) -> np.ndarray:
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """Bucket index of each value of ``x`` among strictly increasing ``boundaries`` (int32)."""
-    return default_runtime().bucketize(x, boundaries, right, backend=backend, verify=verify)
+    return default_runtime().bucketize(
+        x, boundaries, right, backend=backend, verify=verify, nulls=nulls, output=output
+    )
 
 
 def delta_varint_encode(
-    sequences: Any, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    sequences: Any,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """Delta + zigzag + LEB128 of int64 sequences: ``(offsets int64[n+1], data uint8[])``."""
-    return default_runtime().delta_varint_encode(sequences, backend=backend, verify=verify)
+    return default_runtime().delta_varint_encode(
+        sequences, backend=backend, verify=verify, nulls=nulls, output=output
+    )
 
 
 def delta_varint_decode(
-    offsets: Any, data: Any, *, backend: BackendChoice = "auto", verify: VerifyMode | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    offsets: Any,
+    data: Any = None,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
     """Inverse of :func:`delta_varint_encode`: ``(value_offsets int64[n+1], values int64[])``."""
-    return default_runtime().delta_varint_decode(offsets, data, backend=backend, verify=verify)
+    return default_runtime().delta_varint_decode(
+        offsets, data, backend=backend, verify=verify, nulls=nulls, output=output
+    )
 
 
 def call(
@@ -170,10 +227,14 @@ def call(
     *,
     backend: BackendChoice = "auto",
     verify: VerifyMode | None = None,
+    nulls: Any = "error",
+    output: Output = "numpy",
     **params: Any,
 ) -> Any:
     """Any registered operator by name: ``offload.call("xxh64", keys, seed=7)``."""
-    return default_runtime().call(op, values, backend=backend, verify=verify, **params)
+    return default_runtime().call(
+        op, values, backend=backend, verify=verify, nulls=nulls, output=output, **params
+    )
 
 
 def operators() -> list[str]:

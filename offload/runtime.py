@@ -17,13 +17,13 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from offload import batch as _batch
+from offload import columnar as _columnar
 from offload.backend import (
     Availability,
     Backend,
@@ -35,12 +35,13 @@ from offload.backend import (
     concat_results,
     empty_result,
 )
+from offload.batch import is_arrow
+from offload.columnar import Output
 from offload.ops import (
     HashBucketMethod,
     HashName,
     Murmur3Tail,
     OpCall,
-    Operator,
     OperatorName,
     golden_result,
     make_call,
@@ -55,6 +56,7 @@ __all__ = [
     "VerifyMode",
     "BackendChoice",
     "default_runtime",
+    "Output",
 ]
 
 # name -> "module:Class"; a factory takes the options the Runtime was given for that name.
@@ -545,17 +547,24 @@ class Runtime:
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
+        nulls: Any = "error",
+        output: Output = "numpy",
         **params: Any,
     ) -> Any:
         """Run any registered operator: ``rt.call("xxh64", keys, seed=7)``. ``values`` is the
-        operator's batch (``delta_varint_decode``: the ``(offsets, data)`` pair); the result is
-        shaped like a numpy input for one-value-per-record operators, else the operator's pair."""
+        operator's batch or column (``delta_varint_decode``: the ``(offsets, data)`` pair or a
+        pyarrow binary column); the result is shaped like a numpy input for one-value-per-record
+        operators, else the operator's pair. ``nulls``: ``"error"`` (refuse them), ``"null"``
+        (null results) or a replacement value; ``output``: ``"numpy"`` or ``"arrow"``
+        (docs/operators.md, "Nulls and Arrow output")."""
         entry = operator(op)
-        batch = _as_batch(entry, values)
+        if output != "numpy":
+            _columnar.check_output(output)
+        prep = _columnar.prepare(entry, values, nulls, output)
         if entry.inputs == "numbers":
-            params["dtype"] = batch.values.dtype  # type: ignore[union-attr]
-        res = self.run(make_call(op, **params), batch, backend=backend, verify=verify)
-        return _shaped(res, batch) if entry.result_dtype is not None else res
+            params["dtype"] = prep.batch.values.dtype  # type: ignore[union-attr]
+        res = self.run(make_call(op, **params), prep.batch, backend=backend, verify=verify)
+        return _columnar.finish(entry, prep, res, output)
 
     # One typed method per built-in operator (tests check they match the registry's parameters).
 
@@ -566,8 +575,12 @@ class Runtime:
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
-    ) -> np.ndarray:
-        return self.call("xxh32", values, seed=seed, backend=backend, verify=verify)
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
+        return self.call(
+            "xxh32", values, seed=seed, backend=backend, verify=verify, nulls=nulls, output=output
+        )
 
     def xxh64(
         self,
@@ -576,8 +589,12 @@ class Runtime:
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
-    ) -> np.ndarray:
-        return self.call("xxh64", values, seed=seed, backend=backend, verify=verify)
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
+        return self.call(
+            "xxh64", values, seed=seed, backend=backend, verify=verify, nulls=nulls, output=output
+        )
 
     def hash_bucket(
         self,
@@ -589,7 +606,9 @@ class Runtime:
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
-    ) -> np.ndarray:
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
         return self.call(
             "hash_bucket",
             values,
@@ -599,6 +618,8 @@ class Runtime:
             hash=hash,
             backend=backend,
             verify=verify,
+            nulls=nulls,
+            output=output,
         )
 
     def fid(
@@ -611,15 +632,32 @@ class Runtime:
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
-    ) -> np.ndarray:
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
         return self.call(
-            "fid", values, slot=slot, version=version, seed=seed, hash=hash, backend=backend, verify=verify
+            "fid",
+            values,
+            slot=slot,
+            version=version,
+            seed=seed,
+            hash=hash,
+            backend=backend,
+            verify=verify,
+            nulls=nulls,
+            output=output,
         )
 
     def farmhash64(
-        self, values: Any, *, backend: BackendChoice | None = None, verify: VerifyMode | None = None
-    ) -> np.ndarray:
-        return self.call("farmhash64", values, backend=backend, verify=verify)
+        self,
+        values: Any,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
+        return self.call("farmhash64", values, backend=backend, verify=verify, nulls=nulls, output=output)
 
     def cityhash64(
         self,
@@ -628,8 +666,12 @@ class Runtime:
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
-    ) -> np.ndarray:
-        return self.call("cityhash64", values, seed=seed, backend=backend, verify=verify)
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
+        return self.call(
+            "cityhash64", values, seed=seed, backend=backend, verify=verify, nulls=nulls, output=output
+        )
 
     def murmur3_32(
         self,
@@ -639,8 +681,19 @@ class Runtime:
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
-    ) -> np.ndarray:
-        return self.call("murmur3_32", values, seed=seed, tail=tail, backend=backend, verify=verify)
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
+        return self.call(
+            "murmur3_32",
+            values,
+            seed=seed,
+            tail=tail,
+            backend=backend,
+            verify=verify,
+            nulls=nulls,
+            output=output,
+        )
 
     def sigrid_hash(
         self,
@@ -650,9 +703,13 @@ class Runtime:
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
-    ) -> np.ndarray:
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
         params = {"salt": salt, "max_value": max_value}
-        return self.call("sigrid_hash", values, backend=backend, verify=verify, **params)
+        return self.call(
+            "sigrid_hash", values, backend=backend, verify=verify, nulls=nulls, output=output, **params
+        )
 
     def bucketize(
         self,
@@ -662,23 +719,48 @@ class Runtime:
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
-    ) -> np.ndarray:
-        return self.call("bucketize", x, boundaries=boundaries, right=right, backend=backend, verify=verify)
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
+        return self.call(
+            "bucketize",
+            x,
+            boundaries=boundaries,
+            right=right,
+            backend=backend,
+            verify=verify,
+            nulls=nulls,
+            output=output,
+        )
 
     def delta_varint_encode(
-        self, sequences: Any, *, backend: BackendChoice | None = None, verify: VerifyMode | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.call("delta_varint_encode", sequences, backend=backend, verify=verify)
+        self,
+        sequences: Any,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
+        return self.call(
+            "delta_varint_encode", sequences, backend=backend, verify=verify, nulls=nulls, output=output
+        )
 
     def delta_varint_decode(
         self,
         offsets: Any,
-        data: Any,
+        data: Any = None,
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.call("delta_varint_decode", (offsets, data), backend=backend, verify=verify)
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
+        """``(offsets, data)``, or a pyarrow binary column alone (the encoder's arrow output)."""
+        values = offsets if data is None and is_arrow(offsets) else (offsets, data)
+        return self.call(
+            "delta_varint_decode", values, backend=backend, verify=verify, nulls=nulls, output=output
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -732,34 +814,6 @@ def _vouched(op: str, e: BackendError, n: int) -> int:
     if e.partial is None:
         return 0
     return max(0, min(int(e.completed), n, _result_len(op, e.partial)))
-
-
-_NORMALISE: dict[str, Callable[[Any], Batch]] = {
-    "records": _batch.as_records,
-    "numbers": _batch.as_numbers,
-    "sequences": _batch.as_sequences,
-    "encoded": lambda pair: _batch.as_encoded(*_pair(pair)),
-}
-
-
-def _pair(values: Any) -> tuple[Any, Any]:
-    if not (isinstance(values, tuple) and len(values) == 2):
-        raise TypeError(f"expected an (offsets, data) pair, got {type(values).__name__}")
-    return values
-
-
-def _as_batch(entry: Operator, values: Any) -> Batch:
-    if entry.inputs == "numbers":
-        return _batch.as_numbers(values, entry.name)
-    return _NORMALISE[entry.inputs](values)
-
-
-def _shaped(res: Result, batch: Any) -> np.ndarray:
-    arr = res if isinstance(res, np.ndarray) else np.asarray(res)
-    shape = getattr(batch, "shape", None)
-    if shape is not None and tuple(shape) != arr.shape:
-        return arr.reshape(shape)
-    return arr
 
 
 def _result_len(op: str, res: Result) -> int:
