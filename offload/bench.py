@@ -5,9 +5,19 @@
 target, target_kind, passed, note``. ``target_kind`` says what ``target`` applies to: ``"ratio"``
 (``ratio >= target``), ``"value"`` (``value >= target``) or ``"max"`` (``value <= target``).
 ``passed`` is ``None`` when the target was not checked: a skipped row, or a ratio whose baseline
-could not be measured (python-xxhash is not a dependency of offload: without it those rows say
-"baseline missing"). Nothing here asserts on timings: :func:`check` counts the rows that pass and
-fail, and ``offload bench --check`` exits 1 when one fails.
+could not be measured (python-xxhash, cityhash and mmh3 are not dependencies of offload, nor is a
+C compiler: without one, the rows it serves say "baseline missing"). Nothing here asserts on
+timings: :func:`check` counts the rows that pass and fail, and ``offload bench --check`` exits 1
+when one fails.
+
+The ``cpu`` group opens with one single-thread row per operator of the registry, in its order
+(:func:`op_row`): the operator's input kind decides the input (8-byte keys, numbers, int64
+sequences, or those sequences encoded) and its first example valid for it the parameters, so a
+newly registered operator gets a row with no edit here. :data:`OP_BENCHES` gives some operators a
+baseline measured in the same run and a target; the framework hashes are compared with their
+reference C implementations (:mod:`offload.bench_hashes`). Rows beyond one per operator follow:
+xxh64 on strings and lists and on two threads, the framework hashes on strings, Keras hashing of
+integers, the runtime's per-call overhead.
 
 Timings are the best of several repeats (the minimum time), which filters out other processes
 sharing the machine; the python-xxhash baselines are timed on a subset and scaled per key.

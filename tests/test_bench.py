@@ -6,6 +6,7 @@ group at its --quick sizes without python-xxhash.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import sys
@@ -330,6 +331,19 @@ def test_without_the_package_the_baseline_is_missing_and_not_checked(monkeypatch
     )
     r = bench_hashes.judged("murmur3_32 x", 5.0, "M keys/s", base, "")
     assert (r["baseline"], r["ratio"], r["passed"]) == (None, None, None)
+
+
+def test_a_package_build_without_the_symbol_has_no_baseline(monkeypatch):
+    pytest.importorskip("cityhash", reason="the dev extra installs cityhash")
+    if isinstance(bench_hashes.c_library(), str):
+        pytest.skip(bench_hashes.c_library())
+    ref = bench_hashes.REFERENCES["cityhash64"]
+    monkeypatch.setitem(
+        bench_hashes.REFERENCES, "cityhash64", dataclasses.replace(ref, symbol="_Z7NoSuchFnv")
+    )
+    base = bench_hashes.reference_baseline("cityhash64", np.zeros(3, np.uint64), [b"a"], 1, keys=KEYS[:3])
+    assert (base.rate, base.agrees) == (None, None)
+    assert base.note.startswith("baseline missing: cityhash (cityhash 0.4.10) exports no _Z7NoSuchFnv; ")
 
 
 def test_without_a_compiler_the_baselines_say_so(monkeypatch):
