@@ -26,6 +26,7 @@ MODULE_EXTRA: dict[str, str] = {
     "cocotb": "sim",
     "cocotbext": "sim",
     "pynq": "fpga",
+    "pyspark": "spark",
     "matplotlib": "notebooks",
     "nbformat": "notebooks",
     "nbclient": "notebooks",
