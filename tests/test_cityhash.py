@@ -203,6 +203,15 @@ def test_var_kernels_each_block_strategy(kind: str) -> None:
     _check_var(records[:1], *_pack(records[:1], np.int32))
 
 
+def test_var_kernels_strided_offsets_and_output() -> None:
+    records = [_bytes(_RNG.randrange(33)) for _ in range(300)]  # the vectorised path
+    offsets, data = _pack(records)
+    every_other = _readonly(np.repeat(offsets, 2)[::2])
+    out = np.zeros(2 * len(records), np.uint64)[::2]
+    cityhash64_var_ser(every_other, data, True, np.uint64(3), out)
+    assert [int(h) for h in out] == [cityhash64(r, 3) for r in records]
+
+
 def test_var_kernels_data_under_8_bytes() -> None:
     """The short path's spare fetches read data[0:8]: buffers of fewer bytes take another path."""
     for size in range(12):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from offload.golden_cityhash import CITY_K0, CITY_K1, CITY_K2, CITY_KMUL, FARM_SEED
@@ -74,13 +75,15 @@ def _in_u64(typingctx, arr, idx):
 
 @intrinsic
 def _in_offset(typingctx, arr, idx):
-    """``np.int64(arr[idx])`` of an int32 or int64 array, in the inputs' scope."""
+    """``np.int64(arr[idx])`` of an int32 or int64 array (any strides, ``idx >= 0``), in the
+    inputs' scope."""
     sig = types.int64(arr, idx)
 
     def codegen(context, builder, signature, args):
         av, iv = args
-        ary = context.make_array(signature.args[0])(context, builder, av)
-        val = builder.load(builder.gep(ary.data, [iv]))
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, av)
+        val = builder.load(cgutils.get_item_pointer(context, builder, aryty, ary, [iv]))
         val.set_metadata("alias.scope", _inputs_scope(builder.module))
         return builder.sext(val, ir.IntType(64)) if val.type.width < 64 else val
 
@@ -89,13 +92,15 @@ def _in_offset(typingctx, arr, idx):
 
 @intrinsic
 def _out_store(typingctx, arr, idx, val):
-    """``arr[idx] = val`` (uint64 array), known not to alias the inputs."""
+    """``arr[idx] = val`` (uint64 array, any strides, ``idx >= 0``), known not to alias the
+    inputs."""
     sig = types.void(arr, idx, val)
 
     def codegen(context, builder, signature, args):
         av, iv, vv = args
-        ary = context.make_array(signature.args[0])(context, builder, av)
-        store = builder.store(vv, builder.gep(ary.data, [iv]))
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, av)
+        store = builder.store(vv, cgutils.get_item_pointer(context, builder, aryty, ary, [iv]))
         store.set_metadata("noalias", _inputs_scope(builder.module))
         return context.get_dummy_value()
 
