@@ -57,6 +57,8 @@ __all__ = [
     "OpBench",
     "OP_BENCHES",
     "op_row",
+    "paired_best",
+    "compared_row",
 ]
 
 Row = dict[str, Any]
@@ -141,6 +143,21 @@ def best(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return best
 
 
+def paired_best(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int = 1) -> list[float]:
+    """:func:`best` of each of ``fns``, their runs interleaved: on a shared machine both sides
+    of a ratio then see the same load (a ratio near 1 must not depend on when each side ran)."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            times[i] = min(times[i], time.perf_counter() - t)
+    return times
+
+
 def _per_call(fn: Callable[[], Any], calls: int, repeats: int) -> float:
     """Best (over ``repeats``) mean time of one call, from loops of ``calls`` calls."""
     for _ in range(min(calls, 50)):
@@ -193,13 +210,36 @@ def offload_xxh64_list(values: list[str]) -> Any:
 
 class Baseline(NamedTuple):
     """A baseline measured in the same run: its rate in items/s (``None``: not measured; the note
-    says why), unit, what it is (the row's note), and whether its results equal offload's
-    (``None``: not compared; ``False`` fails the row: it is not like for like)."""
+    says why), unit, what it is (the row's note), whether its results equal offload's (``None``:
+    not compared; ``False`` fails the row: it is not like for like), and offload's rate when the
+    baseline timed it again, alternately with itself (:func:`paired_best`; the row's value then)."""
 
     rate: float | None
     unit: str
     note: str = ""
     agrees: bool | None = None
+    ours: float | None = None
+
+
+def compared_row(
+    name: str, value: float, unit: str, base: Baseline | None, target: float | None, kind: str, note: str
+) -> Row:
+    """A row against ``base`` (or none); failed whatever its ratio when the baseline computes
+    something else than offload."""
+    differs = base is not None and base.agrees is False
+    notes = [note, "" if base is None else base.note]
+    notes += ["FAILED: the baseline's results differ from offload's (not like for like)"] if differs else []
+    r = row(
+        name,
+        value,
+        unit,
+        baseline=None if base is None else _mega(base.rate),
+        baseline_unit="" if base is None or base.rate is None else base.unit,
+        target=target,
+        target_kind=kind,
+        note="; ".join(n for n in notes if n),
+    )
+    return {**r, "passed": False} if differs else r
 
 
 class CpuInputs:
@@ -289,17 +329,17 @@ class CpuInputs:
 
 @dataclass(frozen=True)
 class OpBench:
-    """How one operator's CPU row is judged: ``baseline(inputs, call, result)`` measures a
+    """How one operator's CPU row is judged: ``baseline(inputs, call, batch, result)`` measures a
     baseline in the same run (``result`` is offload's, to compare with), ``target`` and
     ``target_kind`` as in :func:`row`, ``params(inputs)`` replaces the operator's examples."""
 
-    baseline: Callable[[CpuInputs, Any, Any], Baseline] | None = None
+    baseline: Callable[[CpuInputs, Any, Any, Any], Baseline] | None = None
     target: float | None = None
     target_kind: str = "value"
     params: Callable[[CpuInputs], dict[str, Any]] | None = None
 
 
-def _xxhash_loop(inp: CpuInputs, call: Any, result: Any) -> Baseline:
+def _xxhash_loop(inp: CpuInputs, call: Any, batch: Any, result: Any) -> Baseline:
     h, kb, seed = inp.xxh64, inp.key_bytes, call.seed
     if h is None:
         return Baseline(None, "", NO_XXHASH)
@@ -311,21 +351,21 @@ def _xxhash_loop(inp: CpuInputs, call: Any, result: Any) -> Baseline:
     )
 
 
-def _bucket_loop(inp: CpuInputs, call: Any, result: Any) -> Baseline:
+def _bucket_loop(inp: CpuInputs, call: Any, batch: Any, result: Any) -> Baseline:
     h, kb, seed, nb = inp.xxh64, inp.key_bytes[: inp.n_py // 4], call.seed, call.num_buckets
     if h is None or call.hash != "xxh64" or call.method != "mod":
         return Baseline(None, "", NO_XXHASH if h is None else "no baseline for this call")
     return Baseline(_loop_rate(lambda: [h(b, seed) % nb for b in kb], len(kb), 1), "M keys/s (python loop)")
 
 
-def _searchsorted(inp: CpuInputs, call: Any, result: Any) -> Baseline:
+def _searchsorted(inp: CpuInputs, call: Any, batch: Any, result: Any) -> Baseline:
     x, bnd = inp.numbers(call.dtype), call.boundaries
     side: Literal["left", "right"] = "right" if call.right else "left"
     t = best(lambda: np.searchsorted(bnd, x, side=side), inp.reps)
     return Baseline(len(x) / t, "M values/s (numpy.searchsorted)")
 
 
-def _golden_encode(inp: CpuInputs, call: Any, result: Any) -> Baseline:
+def _golden_encode(inp: CpuInputs, call: Any, batch: Any, result: Any) -> Baseline:
     from offload import golden
 
     vals, k = inp.sequence_values, inp.seq_len
@@ -338,11 +378,13 @@ def _golden_encode(inp: CpuInputs, call: Any, result: Any) -> Baseline:
     )
 
 
-def _c_reference(inp: CpuInputs, call: Any, result: Any) -> Baseline:
+def _c_reference(inp: CpuInputs, call: Any, batch: Any, result: Any) -> Baseline:
     from offload import bench_hashes
 
     reps = max(inp.reps, 5)  # cheap: these ratios are near 1, so filter the noise harder
-    return bench_hashes.reference_baseline(call.op, result, inp.key_bytes, reps, keys=inp.keys)
+    return bench_hashes.reference_baseline(
+        call.op, result, inp.key_bytes, reps, keys=inp.keys, ours_fn=lambda: inp.one.run(call, batch)
+    )
 
 
 #: The operators whose CPU row has a baseline or a target; every other registered operator gets
@@ -403,24 +445,14 @@ def op_row(inp: CpuInputs, op: Any) -> Row:
         call, batch, n, what = _op_input(inp, op, spec)
         t = best(lambda: inp.one.run(call, batch), inp.reps, warmup=inp.warmup)
         result = inp.one.run(call, batch)
-        base = None if spec.baseline is None else spec.baseline(inp, call, result)
+        base = None if spec.baseline is None else spec.baseline(inp, call, batch, result)
     except Exception as e:  # noqa: BLE001 - one operator's failure is its row
         return {**row(f"{op.name}: failed", None, "", note=f"{type(e).__name__}: {e}"), "passed": False}
-    inp.calls[op.name], inp.batches[op.name], inp.rates[op.name], inp.items[op.name] = call, batch, n / t, n
-    notes = [call.describe()] + ([base.note] if base is not None and base.note else [])
-    if base is not None and base.agrees is False:
-        notes.append("FAILED: the baseline's results differ from offload's (not like for like)")
-    r = row(
-        f"{op.name} {n:,} {what}, 1 thread",
-        n / t / 1e6,
-        "M keys/s" if op.inputs == "records" else "M values/s",
-        baseline=None if base is None else _mega(base.rate),
-        baseline_unit="" if base is None or base.rate is None else base.unit,
-        target=spec.target,
-        target_kind=spec.target_kind,
-        note="; ".join(notes),
-    )
-    return {**r, "passed": False} if base is not None and base.agrees is False else r
+    rate = n / t if base is None or base.ours is None else base.ours
+    inp.calls[op.name], inp.batches[op.name], inp.rates[op.name], inp.items[op.name] = call, batch, rate, n
+    unit = "M keys/s" if op.inputs == "records" else "M values/s"
+    name = f"{op.name} {n:,} {what}, 1 thread"
+    return compared_row(name, rate / 1e6, unit, base, spec.target, spec.target_kind, call.describe())
 
 
 def _cpu_rows(quick: bool) -> list[Row]:

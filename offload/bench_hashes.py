@@ -15,7 +15,7 @@ one-argument builtin that returns the object's cached hash as a fresh 64-bit int
 difference estimates the C cost through the binding (it still counts the binding's buffer
 handling); it is the baseline when no C compiler is found.
 
-Keras ``Hashing`` of integers hashes their decimal text: :func:`format_rate` times
+Keras ``Hashing`` of integers hashes their decimal text: :func:`snprintf_loop` is
 ``snprintf("%lld")`` alone over the same int64 array, from the same C file.
 """
 
@@ -36,14 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from offload.bench import Baseline, CpuInputs, Row, best, row
+from offload.bench import Baseline, CpuInputs, Row, best, compared_row, paired_best, row
 
 __all__ = [
     "Reference",
     "REFERENCES",
     "c_library",
     "reference_baseline",
-    "format_rate",
+    "snprintf_loop",
     "string_rows",
     "keras_row",
 ]
@@ -204,11 +204,12 @@ def reference_baseline(
     keys: np.ndarray | None = None,
     strings: Any = None,
     items: str = "keys",
+    ours_fn: Callable[[], Any] | None = None,
 ) -> Baseline:
     """The reference C implementation of ``op`` over ``keys`` (uint64, hashed as 8 bytes) or
     ``strings`` (a pyarrow binary array with int32 offsets), whose results ``ours`` are offload's;
     ``py_items`` (bytes objects of the same kind) time the Python binding; ``items`` names them
-    in the unit."""
+    in the unit. ``ours_fn``, offload's call, is timed alternately with the C loop."""
     ref = REFERENCES[op]
     try:
         module = importlib.import_module(ref.module)
@@ -239,49 +240,29 @@ def reference_baseline(
             None, "", f"baseline missing: {ref.module} ({package}) exports no {ref.symbol}; {binding}"
         )
     loop, out = _c_loop(lib, ref, fn_ptr, keys, strings, len(ours))
-    t = best(loop, repeats)
+    t, *t_ours = paired_best([loop] + ([] if ours_fn is None else [ours_fn]), repeats)
     return Baseline(
         len(ours) / t,
         f"M {items}/s (reference C {ref.c_name}, {package}, C loop)",
         f"reference C: {package}'s exported {ref.symbol} called once per key from a compiled C "
         f"loop into a preallocated output ({t / len(ours) * 1e9:.2f} ns/key; offload's row allocates "
-        f"its output); {binding}",
+        f"its output; the two timed alternately); {binding}",
         bool(np.array_equal(out, ours)),
+        len(ours) / t_ours[0] if t_ours else None,
     )
 
 
-def format_rate(values: np.ndarray, repeats: int) -> tuple[float | None, str]:
-    """Values/s of ``snprintf(buf, 21, "%lld", v)`` over the int64 ``values`` into one buffer,
-    one thread, and what was measured (``None`` and the reason when no C compiler is found)."""
+def snprintf_loop(values: np.ndarray) -> tuple[Callable[[], int], int] | str:
+    """A call of ``snprintf(buf, 21, "%lld", v)`` over the int64 ``values`` into one buffer (one
+    thread), and the characters it writes; or why there is none (no C compiler)."""
     lib = c_library()
     if isinstance(lib, str):
-        return None, f"baseline missing: {lib}"
+        return f"baseline missing: {lib}"
     v = np.ascontiguousarray(values, np.int64)
     buf = ctypes.create_string_buffer(20 * len(v) + 1)
     p, n = v.ctypes.data, len(v)
-    t = best(lambda: lib.format_lld(p, n, buf), repeats)
-    chars = lib.format_lld(p, n, buf)
-    return n / t, f'snprintf("%lld") alone: {t / n * 1e9:.1f} ns/value, {chars / n:.1f} chars/value'
-
-
-def judged(name: str, value: float, unit: str, base: Baseline, note: str) -> Row:
-    """A row with target ratio >= 1 against ``base``; failed when the baseline computes something else."""
-    notes = [note, base.note] + (
-        ["FAILED: the baseline's results differ from offload's (not like for like)"]
-        if base.agrees is False
-        else []
-    )
-    r = row(
-        name,
-        value,
-        unit,
-        baseline=None if base.rate is None else base.rate / 1e6,
-        baseline_unit="" if base.rate is None else base.unit,
-        target=1.0,
-        target_kind="ratio",
-        note="; ".join(n for n in notes if n),
-    )
-    return {**r, "passed": False} if base.agrees is False else r
+    fn = lambda: int(lib.format_lld(p, n, buf))
+    return fn, fn()
 
 
 def string_rows(inp: CpuInputs) -> list[Row]:
@@ -294,18 +275,21 @@ def string_rows(inp: CpuInputs) -> list[Row]:
         if op not in REGISTRY:
             continue
         call = inp.calls.get(op) or make_call(op)
-        t = best(lambda: inp.one.run(call, batch), max(inp.reps, 5))
-        ours = inp.one.run(call, batch)
+        run = lambda: inp.one.run(call, batch)
+        t = best(run, max(inp.reps, 5))
+        ours = run()
         assert isinstance(ours, np.ndarray)  # a hash: one value per record
         base = reference_baseline(
-            op, ours, inp.string_bytes, max(inp.reps, 5), strings=inp.strings, items="strings"
+            op, ours, inp.string_bytes, max(inp.reps, 5), strings=inp.strings, items="strings", ours_fn=run
         )
         rows.append(
-            judged(
+            compared_row(
                 f"{op} {n:,} pyarrow strings (mean 16 B), 1 thread",
-                n / t / 1e6,
+                (n / t if base.ours is None else base.ours) / 1e6,
                 "M strings/s",
                 base,
+                1.0,
+                "ratio",
                 f"{call.describe()}, CpuBackend(threads=1).run",
             )
         )
@@ -315,38 +299,46 @@ def string_rows(inp: CpuInputs) -> list[Row]:
 def keras_row(inp: CpuInputs) -> list[Row]:
     """Keras ``Hashing`` of int64 (decimal text, then Fingerprint64 and a modulo) against
     ``snprintf`` alone over the same array: the drop-in as a user calls it, and its two steps
-    on one thread (the like-for-like figure: snprintf runs on one thread)."""
+    on one thread (the like-for-like figure: snprintf runs on one thread); all timed alternately."""
     from offload.batch import as_records
     from offload.host.cpu.kernels_text import format_decimal
     from offload.ops import make_call
 
     n = 200_000 if inp.quick else 1_000_000
-    v = inp.numbers(np.dtype(np.int64))[:n]  # uniform over int64: 19.5 chars/value on average
+    v = inp.numbers(np.dtype(np.int64))[:n]  # uniform over int64: 19.4 chars/value on average
     name = f"keras hashing of {n:,} int64, num_bins=1000 (decimal text included)"
     try:
         from offload.compat.keras import hashing
     except ImportError as e:
         return [row(name, None, "M values/s", note=f"skipped: offload.compat.keras is missing ({e})")]
-    rate, c_note = format_rate(v, max(inp.reps, 3))
-    base = Baseline(rate, "M values/s (C snprintf %lld alone, 1 thread)", c_note)
-    t_user = best(lambda: hashing(v, 1000, backend="cpu"), inp.reps)
     call = make_call("hash_bucket", num_buckets=1000, hash="farmhash64")
+    user = lambda: hashing(v, 1000, backend="cpu")
     one = lambda: inp.one.run(call, as_records(format_decimal(v, threads=1)))
-    t_one = best(one, inp.reps)
-    same = Baseline(rate, base.unit, c_note, bool(np.array_equal(one(), hashing(v, 1000, backend="cpu"))))
+    c = snprintf_loop(v)
+    times = paired_best([user, one] + ([] if isinstance(c, str) else [c[0]]), max(inp.reps, 3))
+    if isinstance(c, str):
+        base = Baseline(None, "", c)
+    else:
+        note = f'snprintf("%lld") alone: {times[2] / n * 1e9:.1f} ns/value, {c[1] / n:.1f} chars/value'
+        base = Baseline(n / times[2], "M values/s (C snprintf %lld alone, 1 thread)", note)
+    same = base._replace(agrees=bool(np.array_equal(one(), user())))
     return [
-        judged(
+        compared_row(
             name,
-            n / t_user / 1e6,
+            n / times[0] / 1e6,
             "M values/s",
             base,
+            1.0,
+            "ratio",
             "offload.compat.keras.hashing(values, 1000, backend='cpu') as a user calls it (default threads)",
         ),
-        judged(
+        compared_row(
             f"keras hashing of {n:,} int64, its two steps on 1 thread",
-            n / t_one / 1e6,
+            n / times[1] / 1e6,
             "M values/s",
             same,
+            1.0,
+            "ratio",
             "format_decimal(threads=1), then hash_bucket(hash='farmhash64') on CpuBackend(threads=1): "
             "the drop-in's kernels, compared with its result",
         ),

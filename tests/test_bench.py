@@ -318,7 +318,7 @@ def test_a_baseline_that_computes_something_else_fails_its_row():
     wrong = np.zeros(len(KEYS), np.uint64)
     base = bench_hashes.reference_baseline("farmhash64", wrong, [b"12345678"], 1, keys=KEYS)
     assert base.agrees is False
-    r = bench_hashes.judged("x", 1e3, "M keys/s", base, "")
+    r = bench.compared_row("x", 1e3, "M keys/s", base, 1.0, "ratio", "")
     assert r["ratio"] is not None and r["ratio"] >= 1 and r["passed"] is False
     assert "the baseline's results differ from offload's" in r["note"]
 
@@ -329,7 +329,7 @@ def test_without_the_package_the_baseline_is_missing_and_not_checked(monkeypatch
     assert base == bench.Baseline(
         None, "", "baseline missing: pip install mmh3==5.3.1 (the reference C code)"
     )
-    r = bench_hashes.judged("murmur3_32 x", 5.0, "M keys/s", base, "")
+    r = bench.compared_row("murmur3_32 x", 5.0, "M keys/s", base, 1.0, "ratio", "")
     assert (r["baseline"], r["ratio"], r["passed"]) == (None, None, None)
 
 
@@ -348,8 +348,9 @@ def test_a_package_build_without_the_symbol_has_no_baseline(monkeypatch):
 
 def test_without_a_compiler_the_baselines_say_so(monkeypatch):
     monkeypatch.setattr(bench_hashes, "c_library", lambda: "no C compiler (test)")
-    rate, note = bench_hashes.format_rate(np.arange(10, dtype=np.int64), 1)
-    assert (rate, note) == (None, "baseline missing: no C compiler (test)")
+    assert (
+        bench_hashes.snprintf_loop(np.arange(10, dtype=np.int64)) == "baseline missing: no C compiler (test)"
+    )
     pytest.importorskip("cityhash", reason="the dev extra installs cityhash")
     base = bench_hashes.reference_baseline("cityhash64", np.zeros(1, np.uint64), [b"12345678"] * 2000, 3)
     # the estimate from the binding's per-call time, or nothing when the difference is not positive
@@ -360,10 +361,15 @@ def test_without_a_compiler_the_baselines_say_so(monkeypatch):
         assert base.unit == "M keys/s (estimate: cityhash.CityHash64 per call minus hash(b))"
 
 
-def test_format_rate_times_snprintf_over_the_values():
+def test_the_snprintf_loop_writes_the_decimal_text_of_every_value():
     if isinstance(bench_hashes.c_library(), str):
         pytest.skip(bench_hashes.c_library())
-    rate, note = bench_hashes.format_rate(np.array([0, -1, 42, -(2**63), 2**63 - 1], np.int64), 1)
-    assert rate is not None and rate > 0
-    # 1 + 2 + 2 + 20 + 19 characters
-    assert note.startswith('snprintf("%lld") alone: ') and note.endswith(", 8.8 chars/value")
+    loop = bench_hashes.snprintf_loop(np.array([0, -1, 42, -(2**63), 2**63 - 1], np.int64))
+    assert not isinstance(loop, str)
+    assert loop[1] == loop[0]() == 1 + 2 + 2 + 20 + 19
+
+
+def test_paired_best_interleaves_the_runs():
+    calls: list[str] = []
+    times = bench.paired_best([lambda: calls.append("a"), lambda: calls.append("b")], 3, warmup=1)
+    assert calls == ["a", "b"] * 4 and len(times) == 2 and all(t >= 0 for t in times)
