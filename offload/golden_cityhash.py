@@ -28,6 +28,7 @@ __all__ = [
     "FARM_SEED",
     "cityhash64",
     "farmhash64",
+    "hash_len16",
 ]
 
 MASK64 = (1 << 64) - 1
