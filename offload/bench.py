@@ -37,11 +37,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
 from offload import extras
+
+if TYPE_CHECKING:  # the registry is imported when the CPU group runs
+    from offload.ops import Operator
 
 __all__ = [
     "GROUPS",
@@ -402,7 +405,7 @@ OP_BENCHES: dict[str, OpBench] = {
 }
 
 
-def _first_valid_call(op: Any, candidates: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]) -> Any:
+def _first_valid_call(op: Operator, candidates: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]) -> Any:
     from offload.ops import make_call
 
     for params in candidates:
@@ -413,7 +416,7 @@ def _first_valid_call(op: Any, candidates: Sequence[Mapping[str, Any]], extra: M
     return None
 
 
-def _op_input(inp: CpuInputs, op: Any, spec: OpBench) -> tuple[Any, Any, int, str]:
+def _op_input(inp: CpuInputs, op: Operator, spec: OpBench) -> tuple[Any, Any, int, str]:
     """The call, batch, item count and description of ``op``'s row: its input kind decides the
     input (numbers: float64, else int64, whichever its examples accept)."""
     from offload.batch import as_numbers, as_records
@@ -438,7 +441,7 @@ def _op_input(inp: CpuInputs, op: Any, spec: OpBench) -> tuple[Any, Any, int, st
     return call, inp.encoded, n, f"int64 values of encoded sequences of {k}"
 
 
-def op_row(inp: CpuInputs, op: Any) -> Row:
+def op_row(inp: CpuInputs, op: Operator) -> Row:
     """One registry operator's single-thread throughput row (see :data:`OP_BENCHES`)."""
     spec = OP_BENCHES.get(op.name, OpBench())
     try:
