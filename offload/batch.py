@@ -576,7 +576,7 @@ def as_records(values: Any) -> Records:
     if is_arrow(values):
         values = _decoded(values)
     batch, nulls, _ = read_records(values)
-    return _strict(batch, nulls)  # type: ignore[no-any-return]
+    return _strict(batch, nulls)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,7 +624,7 @@ def as_numbers(x: Any, op: str = "bucketize") -> Numbers:
     if is_arrow(x):
         x = _decoded(x)
     batch, nulls = read_numbers(x, op)
-    return _strict(batch, nulls)  # type: ignore[no-any-return]
+    return _strict(batch, nulls)
 
 
 def _arrow_sequences(sequences: Any) -> tuple[Sequences, np.ndarray | None]:
@@ -721,7 +721,7 @@ def _sequence(i: int, s: Any) -> np.ndarray:
 def as_sequences(sequences: Any) -> Sequences:
     """The encoder's sequences, strictly (no nulls)."""
     batch, nulls = read_sequences(sequences)
-    return _strict(batch, nulls)  # type: ignore[no-any-return]
+    return _strict(batch, nulls)
 
 
 def as_encoded(offsets: Any, data: Any) -> VarRecords:
