@@ -137,7 +137,8 @@ class Control:
                 p.in_rec.eq(0),
             ]
             if self.lanes > 1:
-                m.d.sync += ser.clear() + [self.extra_pending.eq(0)]
+                m.d.comb += ser.clear.eq(1)
+                m.d.sync += self.extra_pending.eq(0)
         with m.Else():
             with m.Switch(self.state):
                 with m.Case(self.IDLE):
@@ -188,10 +189,10 @@ class Control:
         with m.If(p.beat_acc):
             with m.If(sl.bad_tkeep):
                 m.d.sync += self.err[ERR["BAD_TKEEP"]].eq(1)
-            ser.load(m, self.framed)
+            m.d.comb += ser.load.eq(1)
         with m.If(p.uacc):
             p.track_record(m, self.framed)
-            ser.advance(m)
+            m.d.comb += ser.advance.eq(1)
             self._count(m, p.n_in)
             with m.If(p.bad_hdr):
                 m.d.sync += [self.err[ERR["BAD_HEADER"]].eq(1), self.state.eq(self.DRAIN)]
@@ -227,6 +228,7 @@ class Control:
             if self.lanes > 1:
                 # Words of accepted beats after the batch's end: discarded now, after the
                 # trailer (as the 64-bit engine discards them in IDLE).
-                m.d.sync += ser.clear() + [self.extra_pending.eq(0)]
+                m.d.comb += ser.clear.eq(1)
+                m.d.sync += self.extra_pending.eq(0)
                 with m.If(ser.hold | self.extra_pending):
                     m.d.sync += self.err[ERR["EXTRA_DATA"]].eq(1)

@@ -230,7 +230,8 @@ class OffloadEngine(wiring.Component):
         m.submodules.slice = sl = InputSlice(self.lanes, self.seq_max)
         self._connect(m, sl, axis_in(self.lanes))
         m.d.comb += sl.soft_reset.eq(regs.soft_reset)
-        ser = Serialiser(sl, ctl.framed)
+        m.submodules.serialiser = ser = Serialiser(self.lanes, len(sl.beat))
+        m.d.comb += [ser.beat.eq(sl.beat), ser.valid.eq(sl.valid), ser.framed.eq(ctl.framed)]
         coll = Collector(self.lanes, self.fifo_depth)
         parser = Parser(self.lanes, self.fifo_depth - self.SLACK - self.CREDIT_LAG)
         parser.elaborate(m, sl, ser, ctl, coll.fifo.level, lanes.dv_room)

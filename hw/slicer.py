@@ -1,6 +1,6 @@
-"""The engine's input side: the ``s_axis`` register slice (:class:`InputSlice`, a submodule of
-:class:`~offload.hw.engine.OffloadEngine`) and the serialiser of framed beats
-(:class:`Serialiser`, an elaboration helper: the engine's control FSM drives its registers)."""
+"""The engine's input side: the ``s_axis`` register slice (:class:`InputSlice`) and the
+serialiser of framed beats (:class:`Serialiser`), submodules of
+:class:`~offload.hw.engine.OffloadEngine`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["InputSlice", "Serialiser", "axis_in", "XW"]
+__all__ = ["InputSlice", "Serialiser", "axis_in", "beat_fields", "XW"]
 
 #: Bits per word in the slice: the 64-bit word and its five header checks (see
 #: :meth:`InputSlice.checks`).
@@ -25,6 +25,12 @@ def axis_in(lanes: int) -> dict:
         "s_axis_tvalid": In(1),
         "s_axis_tready": Out(1),
     }
+
+
+def beat_fields(beat: Value, lanes: int) -> tuple[list[Value], Value, Value]:
+    """A beat as :class:`InputSlice` holds it: its words with their checks (:data:`XW` bits
+    each), ``tlast`` and the word count (``tkeep``'s check is the bit after ``tlast``)."""
+    return [beat.word_select(j, XW) for j in range(lanes)], beat[XW * lanes], beat[XW * lanes + 2 :]
 
 
 class InputSlice(wiring.Component):
@@ -60,12 +66,9 @@ class InputSlice(wiring.Component):
                 "beat": Out(XW * N + 2 + nw_bits),
             }
         )
-        beat = self.beat
-        self.xwords = [beat.word_select(j, XW) for j in range(N)]
+        self.xwords, self.tlast, self.nw = beat_fields(self.beat, N)
         self.words = [x[:64] for x in self.xwords]
-        self.tlast = beat[XW * N]
-        self.bad_tkeep = beat[XW * N + 1]
-        self.nw = beat[XW * N + 2 :]
+        self.bad_tkeep = self.beat[XW * N + 1]
 
     def checks(self, x: Value) -> Value:
         """A word ``x`` and the checks the parser makes when it is a header."""
@@ -112,66 +115,74 @@ class InputSlice(wiring.Component):
         return m
 
 
-class Serialiser:
+class Serialiser(wiring.Component):
     """Hands a framed (``VAR``/``SEQ``) beat's words to the parser one per cycle.
 
     A beat's word 0 goes to the parser straight from the slice; with ``lanes > 1`` its words
-    1..nw-1 are held and handed over one per cycle (the slice waits: :attr:`hold`). Fixed beats
-    pass through whole. With ``lanes == 1`` this is wiring only.
+    1..nw-1 are held and handed over one per cycle (the slice waits: ``hold``). Fixed beats pass
+    through whole. With ``lanes == 1`` this is wiring only.
 
-    Inputs: the :class:`InputSlice`'s outputs and the batch's ``framed`` bit. Outputs (values):
-    :attr:`hold` (words are held: the slice must not hand over a beat), :attr:`xw` (the word the
-    parser sees, with its checks), :attr:`w` (its 64 bits), :attr:`w_zero`, :attr:`w_hi`,
-    :attr:`w_long`, :attr:`w_one`, :attr:`w_le8` (its checks), :attr:`wlast` (the word ends
-    its beat and the beat has ``tlast``), :attr:`wvalid` (a word is there), :attr:`ulast`
-    (``tlast`` of the unit the parser takes: the word framed, the beat fixed).
+    Ports: In ``beat``, ``valid`` (the :class:`InputSlice`'s), ``framed`` (the batch's format
+    is ``VAR``/``SEQ``), and the control's strobes ``load`` (a beat is accepted in RUN: hold a
+    framed beat's words 1..nw-1), ``advance`` (the parser takes a word: hand over the next held
+    one) and ``clear`` (``SOFT_RESET``, the trailer sent: drop the held words); Out ``hold``
+    (words are held: the slice must not hand over a beat), ``xw`` (the word the parser sees,
+    with its checks, :data:`XW` bits, read through :attr:`w`, :attr:`w_zero`, :attr:`w_hi`,
+    :attr:`w_long`, :attr:`w_one`, :attr:`w_le8`), ``wlast`` (the word ends its beat and the
+    beat has ``tlast``), ``wvalid`` (a word is there), ``ulast`` (``tlast`` of the unit the
+    parser takes: the word framed, the beat fixed).
 
-    The control FSM drives the held words (registers ``hold``, ``left``, ``buf``, ``btl``):
-    :meth:`load` when a beat is accepted, :meth:`advance` when the parser takes a word,
-    :meth:`clear` on ``SOFT_RESET`` and when the trailer is sent. Zero latency: a held word is
-    offered in the cycle after its beat was accepted. Reset (``rst``): nothing held.
+    Latency 0: a held word is offered in the cycle after its beat was accepted, a word per cycle.
+    Reset (``rst``, or ``clear``): nothing held; the held words' data is kept.
     """
 
-    def __init__(self, slice_: InputSlice, framed: Value):
-        N = self.lanes = slice_.lanes
-        self.slice = slice_
-        xwords, tlast, tvalid, nw = slice_.xwords, slice_.tlast, slice_.valid, slice_.nw
+    def __init__(self, lanes: int, beat_width: int):
+        self.lanes = lanes
+        super().__init__(
+            {
+                "beat": In(beat_width),
+                "valid": In(1),
+                "framed": In(1),
+                "load": In(1),
+                "advance": In(1),
+                "clear": In(1),
+                "hold": Out(1),
+                "xw": Out(XW),
+                "wlast": Out(1),
+                "wvalid": Out(1),
+                "ulast": Out(1),
+            }
+        )
+        self.w = self.xw[:64]
+        self.w_zero, self.w_hi, self.w_long, self.w_one, self.w_le8 = (self.xw[64 + k] for k in range(5))
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        N = self.lanes
+        xwords, tlast, nw = beat_fields(self.beat, N)
+        m.d.comb += self.ulast.eq(Mux(self.framed, self.wlast, tlast))
         if N == 1:
-            self.hold = Const(0)
-            xw, self.wlast, self.wvalid = xwords[0], tlast, tvalid
-        else:
-            self.hold = Signal(name="hold")
-            self.left = Signal(range(N), name="left")  # held words still to hand over
-            self.buf = Signal(XW * (N - 1), name="buf")
-            self.btl = Signal(name="btl")
-            xw = Mux(self.hold, self.buf[:XW], xwords[0])
-            self.wlast = Mux(self.hold, self.btl & (self.left == 1), tlast & (nw == 1))
-            self.wvalid = self.hold | tvalid
-        self.xw = xw
-        self.w = xw[:64]
-        self.w_zero, self.w_hi, self.w_long, self.w_one, self.w_le8 = (xw[64 + k] for k in range(5))
-        self.ulast = Mux(framed, self.wlast, tlast)
-
-    def load(self, m: Module, framed: Value) -> None:
-        """In the current context (a beat accepted): hold a framed beat's words 1..nw-1."""
-        if self.lanes > 1:
-            nw = self.slice.nw
-            with m.If(framed & (nw > 1)):
-                m.d.sync += [
-                    self.hold.eq(1),
-                    self.buf.eq(Cat(*self.slice.xwords[1:])),
-                    self.left.eq(nw - 1),
-                    self.btl.eq(self.slice.tlast),
-                ]
-
-    def advance(self, m: Module) -> None:
-        """In the current context (the parser takes a word): hand over the next held word."""
-        if self.lanes > 1:
-            with m.If(self.hold):
-                m.d.sync += [self.buf.eq(self.buf >> XW), self.left.eq(self.left - 1)]
-                with m.If(self.left == 1):
-                    m.d.sync += self.hold.eq(0)
-
-    def clear(self) -> list:
-        """Statements that drop the held words."""
-        return [self.hold.eq(0)] if self.lanes > 1 else []
+            m.d.comb += [
+                self.hold.eq(0),
+                self.xw.eq(xwords[0]),
+                self.wlast.eq(tlast),
+                self.wvalid.eq(self.valid),
+            ]
+            return m
+        left = Signal(range(N), name="left")  # held words still to hand over
+        buf = Signal(XW * (N - 1), name="buf")
+        btl = Signal(name="btl")
+        m.d.comb += [
+            self.xw.eq(Mux(self.hold, buf[:XW], xwords[0])),
+            self.wlast.eq(Mux(self.hold, btl & (left == 1), tlast & (nw == 1))),
+            self.wvalid.eq(self.hold | self.valid),
+        ]
+        with m.If(self.load & self.framed & (nw > 1)):
+            m.d.sync += [self.hold.eq(1), buf.eq(Cat(*xwords[1:])), left.eq(nw - 1), btl.eq(tlast)]
+        with m.If(self.advance & self.hold):
+            m.d.sync += [buf.eq(buf >> XW), left.eq(left - 1)]
+            with m.If(left == 1):
+                m.d.sync += self.hold.eq(0)
+        with m.If(self.clear):
+            m.d.sync += self.hold.eq(0)
+        return m
