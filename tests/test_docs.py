@@ -93,21 +93,46 @@ def _as_bytes(v: Any) -> bytes:
     return v.encode("utf-8") if isinstance(v, str) else bytes(v)
 
 
-def _records(values: Any) -> tuple[list[bytes], tuple[int, ...] | None]:
-    """A hash operator's batch as byte records (and the result shape for numpy keys)."""
+def _int_bytes(keys: list[Any], width: int, signed: bool) -> list[bytes | None]:
+    return [None if v is None else int(v).to_bytes(width, "little", signed=signed) for v in keys]
+
+
+def _records(values: Any) -> tuple[list[bytes | None], tuple[int, ...] | None]:
+    """A hash operator's batch as byte records, None for a null (and the result shape for numpy
+    keys). A masked element's ``tolist()`` is None; a dictionary column's is its value."""
     if isinstance(values, np.ndarray) and values.dtype != object:
         width, signed = values.dtype.itemsize, values.dtype.kind == "i"
         keys = values.reshape(-1).tolist()  # the values, whatever the byte order
-        return [int(v).to_bytes(width, "little", signed=signed) for v in keys], values.shape
+        return _int_bytes(keys, width, signed), values.shape
     if isinstance(values, np.ndarray):
-        return [_as_bytes(v) for v in values.reshape(-1).tolist()], None
+        return [None if v is None else _as_bytes(v) for v in values.reshape(-1).tolist()], None
     if isinstance(values, tuple):
         offsets, data = values
         blob = bytes(data)
         return [blob[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)], None
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
-        return [_as_bytes(v) for v in values.to_pylist()], None
-    return [_as_bytes(v) for v in values], None
+        t = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
+        if pa.types.is_integer(t):
+            return _int_bytes(values.to_pylist(), t.bit_width // 8, pa.types.is_signed_integer(t)), None
+        return [None if v is None else _as_bytes(v) for v in values.to_pylist()], None
+    return [None if v is None else _as_bytes(v) for v in values], None
+
+
+def _replacement(values: Any, nulls: Any) -> Any:
+    """``nulls=``'s replacement as a record of the column (None for the policies)."""
+    if isinstance(nulls, str) and nulls in ("error", "null"):
+        return None
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        t = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
+        return _records(pa.array([nulls], t))[0][0]
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return _records(np.array([nulls], values.dtype))[0][0]
+    return _as_bytes(nulls) if isinstance(nulls, (str, bytes)) else nulls
+
+
+def _apply(fn: Callable[[Any], Any], items: list[Any], fill: Any) -> list[Any]:
+    """``fn`` of each item; a null (None) is ``fn(fill)``, or stays None without a replacement."""
+    return [None if v is None and fill is None else fn(fill if v is None else v) for v in items]
 
 
 def _shaped(flat: list[Any], shape: tuple[int, ...] | None) -> list[Any]:
@@ -119,10 +144,11 @@ def _param(v: Any) -> Any:
 
 
 def _golden_hash(fn: Callable[..., int]) -> Callable[..., list[Any]]:
-    def op(values: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    def op(values: Any, *args: Any, nulls: Any = "error", output: str = "numpy", **kwargs: Any) -> list[Any]:
         recs, shape = _records(values)
         a, k = [_param(v) for v in args], {n: _param(v) for n, v in kwargs.items()}
-        return _shaped([fn(r, *a, **k) for r in recs], shape)
+        out = _apply(lambda r: fn(r, *a, **k), recs, _replacement(values, nulls))
+        return _shaped(out, shape if output == "numpy" else None)
 
     return op
 
@@ -131,11 +157,18 @@ def _golden_sigrid(values: Any, salt: int, max_value: int) -> list[int]:
     return [golden_sigrid.sigrid_hash(int(v), salt, max_value) for v in np.asarray(values).tolist()]
 
 
-def _golden_bucketize(x: Any, boundaries: Any, right: bool = True) -> list[Any]:
+def _golden_bucketize(
+    x: Any, boundaries: Any, right: bool = True, nulls: Any = "error", output: str = "numpy"
+) -> list[Any]:
     bnd = np.asarray(boundaries).tolist()
+    fill = None if isinstance(nulls, str) else nulls
+
+    def one(v: Any) -> int:
+        return golden.bucketize(v, bnd, right)
+
     if isinstance(x, (pa.Array, pa.ChunkedArray)):
-        return [golden.bucketize(v, bnd, right) for v in x.to_pylist()]
-    return _shaped([golden.bucketize(v, bnd, right) for v in x.reshape(-1).tolist()], x.shape)
+        return _apply(one, x.to_pylist(), fill)
+    return _shaped(_apply(one, x.reshape(-1).tolist(), fill), x.shape if output == "numpy" else None)
 
 
 def _sequences(sequences: Any) -> list[list[int]]:
@@ -144,17 +177,27 @@ def _sequences(sequences: Any) -> list[list[int]]:
         return [vals[vo[i] : vo[i + 1]] for i in range(len(vo) - 1)]
     if isinstance(sequences, (pa.Array, pa.ChunkedArray)):
         return sequences.to_pylist()
-    return [[int(v) for v in s] for s in sequences]
+    return [None if s is None else [int(v) for v in s] for s in sequences]
 
 
-def _golden_encode(sequences: Any) -> tuple[list[int], bytes]:
-    parts = [golden.delta_varint_encode_seq(s) for s in _sequences(sequences)]
+def _golden_encode(sequences: Any, nulls: Any = "error", output: str = "numpy") -> Any:
+    fill = None if isinstance(nulls, str) else [int(v) for v in nulls]
+    parts = _apply(golden.delta_varint_encode_seq, _sequences(sequences), fill)
+    if output == "arrow":
+        return parts
     return np.cumsum([0] + [len(p) for p in parts]).tolist(), b"".join(parts)
 
 
-def _golden_decode(offsets: Any, data: Any) -> tuple[list[int], list[int]]:
-    o, blob = np.asarray(offsets).tolist(), bytes(data)
-    seqs = [golden.delta_varint_decode_seq(blob[o[i] : o[i + 1]], i, o[i]) for i in range(len(o) - 1)]
+def _golden_decode(offsets: Any, data: Any = None, nulls: Any = "error", output: str = "numpy") -> Any:
+    if isinstance(offsets, (pa.Array, pa.ChunkedArray)):  # a binary column
+        records = offsets.to_pylist()
+    else:
+        o, blob = np.asarray(offsets).tolist(), bytes(data)
+        records = [blob[o[i] : o[i + 1]] for i in range(len(o) - 1)]
+    fill = None if isinstance(nulls, str) else bytes(nulls)
+    seqs = _apply(lambda r: golden.delta_varint_decode_seq(r, 0, 0), records, fill)
+    if output == "arrow":
+        return seqs
     return np.cumsum([0] + [len(s) for s in seqs]).tolist(), [v for s in seqs for v in s]
 
 
@@ -192,6 +235,9 @@ def documented_dtypes() -> dict[str, list[np.dtype]]:
 def _api(op: str) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         res = getattr(offload, op)(*args, backend="cpu", **kwargs)
+        if isinstance(res, pa.Array):  # output="arrow": the documented dtype as an arrow type
+            assert res.type == _arrow_type(op), f"{op}: arrow result type"
+            return res.to_pylist()
         arrays = list(res) if isinstance(res, tuple) else [res]
         assert [a.dtype for a in arrays] == documented_dtypes()[op], f"{op}: result dtype"
         if op == "delta_varint_encode":
@@ -199,6 +245,14 @@ def _api(op: str) -> Callable[..., Any]:
         return tuple(a.tolist() for a in res) if isinstance(res, tuple) else res.tolist()
 
     return call
+
+
+def _arrow_type(op: str) -> pa.DataType:
+    if op == "delta_varint_encode":
+        return pa.large_binary()
+    if op == "delta_varint_decode":
+        return pa.large_list(pa.int64())
+    return pa.from_numpy_dtype(documented_dtypes()[op][0])
 
 
 API: dict[str, Callable[..., Any]] = {op: _api(op) for op in OPERATORS}
