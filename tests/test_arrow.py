@@ -656,3 +656,41 @@ def test_existing_numpy_inputs_are_unchanged_by_the_new_keywords():
     assert type(plain) is np.ndarray and plain.shape == (3, 4)
     assert np.array_equal(CPU.xxh64(keys, nulls="error", output="numpy"), plain)
     assert np.array_equal(CPU.xxh64(keys, nulls=0), plain)
+
+
+# -- the device backends read arrow columns too ------------------------------------------------
+
+
+DEVICE_CALLS = [
+    ("xxh64", pa.array(np.arange(50, dtype=np.int64)).slice(7, 30), {"seed": 3}),
+    ("xxh32", pa.chunked_array([[1, 2], [3]], pa.uint32()), {}),
+    ("hash_bucket", pa.array(["ab", None, "c" * 70, "ab"]).dictionary_encode(), {"num_buckets": 97}),
+    ("fid", pa.array(["x", None, "y"], pa.string_view()), {"slot": 5}),
+    ("bucketize", pa.array([0.5, None, 2.5], pa.float32()), {"boundaries": [1.0, 2.0]}),
+    ("delta_varint_encode", pa.array([[1, 2], None, [-5]], pa.large_list(pa.int64())).slice(1), {}),
+]
+
+
+@pytest.fixture(scope="module")
+def smartnic():
+    from offload.host.smartnic import SmartNicBackend
+    from offload.host.smartnic.testing import InProcessService
+
+    with InProcessService(warmup=False) as svc:
+        be = SmartNicBackend(svc.address)
+        yield be
+        be.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("device", ["sim", "smartnic"])
+@pytest.mark.parametrize(("op", "column", "params"), DEVICE_CALLS, ids=[c[0] for c in DEVICE_CALLS])
+def test_a_device_backend_gives_the_cpus_result_for_an_arrow_column(device, op, column, params, request):
+    be = request.getfixturevalue("smartnic") if device == "smartnic" else "sim"
+    rt = offload.Runtime(backends=[be], fallback=False, verify="full")
+    for nulls in ("null", b"\x07" if operator(op).inputs != "sequences" else [7]):
+        if op in ("xxh64", "xxh32", "bucketize") and not isinstance(nulls, str):
+            nulls = 7.0 if op == "bucketize" else 7
+        got = rt.call(op, column, nulls=nulls, output="arrow", **params)
+        assert got.to_pylist() == CPU.call(op, column, nulls=nulls, output="arrow", **params).to_pylist()
+        assert rt.last_call()["segments"][0][0] == device
