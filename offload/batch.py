@@ -46,6 +46,7 @@ __all__ = [
     "read_encoded",
     "arrow_nulls",
     "is_arrow",
+    "is_column",
 ]
 
 _KEY_DTYPES = {
@@ -57,7 +58,8 @@ _KEY_DTYPES = {
 _NUMBER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32), np.dtype(np.int64))
 _FORMS = (
     "a numpy int32/uint32/int64/uint64 array, a sequence of bytes/bytearray/memoryview/str, "
-    "a pyarrow binary/string array (or chunked array), or a pair (offsets int64, data uint8)"
+    "a pyarrow integer, binary, string or dictionary array (or chunked array), or a pair "
+    "(offsets int64, data uint8)"
 )
 #: The pyarrow types a records operator reads (besides a dictionary of one of them).
 _ARROW_RECORDS = (
@@ -385,11 +387,18 @@ def _strict(batch: Any, nulls: np.ndarray | None) -> Any:
     return batch
 
 
+def is_column(values: Any) -> bool:
+    """A pyarrow Array or ChunkedArray (not a table, a record batch or a scalar)."""
+    import pyarrow as pa
+
+    return isinstance(values, (pa.Array, pa.ChunkedArray))
+
+
 def _decoded(values: Any) -> Any:
     """A dictionary-encoded pyarrow column as its values (the strict readers' form of it)."""
     import pyarrow as pa
 
-    if pa.types.is_dictionary(values.type):
+    if is_column(values) and pa.types.is_dictionary(values.type):
         return values.cast(values.type.value_type)
     return values
 
@@ -598,7 +607,7 @@ def read_numbers(x: Any, op: str = "bucketize", masked_ok: bool = False) -> tupl
     if isinstance(x, Numbers):
         return x, None
     nulls: np.ndarray | None = None
-    if is_arrow(x):
+    if is_column(x):
         parts = _arrow_parts(x)
         dt = _arrow_number_dtype(x.type)
         if dt not in _NUMBER_DTYPES:
@@ -675,7 +684,7 @@ def read_sequences(sequences: Any) -> tuple[Sequences, np.ndarray | None]:
             )
         _check_offsets(vo, vals.shape[0], "value_offsets", "values")
         return Sequences(np.ascontiguousarray(vo), np.ascontiguousarray(vals)), None
-    if is_arrow(sequences):
+    if is_column(sequences):
         return _arrow_sequences(sequences)
     if isinstance(sequences, np.ndarray) or not isinstance(sequences, (list, tuple)):
         raise TypeError(
@@ -736,7 +745,7 @@ _ARROW_ENCODED = "binary, large_binary or binary_view (the encoder's arrow outpu
 
 def read_encoded(values: Any) -> tuple[VarRecords, np.ndarray | None]:
     """The decoder's input: an ``(offsets, data)`` pair, or a pyarrow binary column, and its nulls."""
-    if is_arrow(values):
+    if is_column(values):
         import pyarrow as pa
 
         t = values.type
@@ -746,5 +755,8 @@ def read_encoded(values: Any) -> tuple[VarRecords, np.ndarray | None]:
         assert isinstance(batch, VarRecords)
         return batch, nulls
     if not (isinstance(values, tuple) and len(values) == 2):
-        raise TypeError(f"expected an (offsets, data) pair, got {type(values).__name__}")
+        raise TypeError(
+            "delta_varint_decode: expected an (offsets, data) pair or a pyarrow binary column, "
+            f"got {type(values).__name__}"
+        )
     return as_encoded(*values), None

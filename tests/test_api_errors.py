@@ -54,7 +54,8 @@ BAD_BATCHES = [
         lambda: offload.xxh64(5),
         TypeError,
         "unsupported batch type int: expected a numpy int32/uint32/int64/uint64 array, a sequence of "
-        "bytes/bytearray/memoryview/str, a pyarrow binary/string array (or chunked array), or a pair "
+        "bytes/bytearray/memoryview/str, a pyarrow integer, binary, string or dictionary array (or chunked "
+        "array), or a pair "
         "(offsets int64, data uint8)",
     ),
     (
@@ -62,7 +63,8 @@ BAD_BATCHES = [
         lambda: offload.xxh64(None),
         TypeError,
         "unsupported batch type NoneType: expected a numpy int32/uint32/int64/uint64 array, a sequence "
-        "of bytes/bytearray/memoryview/str, a pyarrow binary/string array (or chunked array), or a pair "
+        "of bytes/bytearray/memoryview/str, a pyarrow integer, binary, string or dictionary array (or "
+        "chunked array), or a pair "
         "(offsets int64, data uint8)",
     ),
     (

@@ -633,6 +633,38 @@ REPLACEMENT_ERRORS = [
 ]
 
 
+TABLE = pa.table({"a": [1]})
+REPLACEMENT_ERRORS += [
+    (
+        "table for records",
+        lambda: offload.xxh64(TABLE),
+        TypeError,
+        "unsupported batch type Table: expected a numpy int32/uint32/int64/uint64 array, a sequence of "
+        "bytes/bytearray/memoryview/str, a pyarrow integer, binary, string or dictionary array (or chunked "
+        "array), or a pair (offsets int64, data uint8)",
+    ),
+    (
+        "scalar for numbers",
+        lambda: offload.bucketize(pa.scalar(1.0), [0.0]),
+        TypeError,
+        "bucketize: x must be a numpy float32, float64, int32 or int64 array, got DoubleScalar",
+    ),
+    (
+        "table for sequences",
+        lambda: offload.delta_varint_encode(TABLE),
+        TypeError,
+        "delta_varint_encode: sequences must be a list of 1-D int64 arrays, a pyarrow list<int64> array or "
+        "(value_offsets, values), got Table",
+    ),
+    (
+        "table for the decoder",
+        lambda: offload.call("delta_varint_decode", TABLE),
+        TypeError,
+        "delta_varint_decode: expected an (offsets, data) pair or a pyarrow binary column, got Table",
+    ),
+]
+
+
 @pytest.mark.parametrize(
     ("call", "exc", "message"), [c[1:] for c in REPLACEMENT_ERRORS], ids=[c[0] for c in REPLACEMENT_ERRORS]
 )
@@ -694,3 +726,29 @@ def test_a_device_backend_gives_the_cpus_result_for_an_arrow_column(device, op, 
         got = rt.call(op, column, nulls=nulls, output="arrow", **params)
         assert got.to_pylist() == CPU.call(op, column, nulls=nulls, output="arrow", **params).to_pylist()
         assert rt.last_call()["segments"][0][0] == device
+
+
+EMPTY = [
+    ("int64", lambda: CPU.xxh64(pa.array([], pa.int64()), output="arrow"), []),
+    ("no chunks", lambda: CPU.xxh64(pa.chunked_array([], pa.string())), []),
+    (
+        "no dictionary chunks",
+        lambda: CPU.xxh64(pa.chunked_array([], pa.dictionary(pa.int32(), pa.string()))),
+        [],
+    ),
+    ("empty dictionary", lambda: CPU.xxh64(pa.array([], pa.string()).dictionary_encode(), nulls="null"), []),
+    ("numbers", lambda: CPU.bucketize(pa.chunked_array([], pa.float64()), [0.0], nulls=1.0), []),
+    ("encoder", lambda: CPU.delta_varint_encode(pa.array([], pa.list_(pa.int64())), output="arrow"), []),
+    ("decoder", lambda: CPU.delta_varint_decode(pa.array([], pa.binary()), output="arrow"), []),
+    ("only a null", lambda: CPU.xxh64([None], nulls="null", output="arrow"), [None]),
+    (
+        "only a null decoded",
+        lambda: CPU.delta_varint_decode(pa.array([None], pa.binary()), nulls=b"\x02"),
+        [[0, 1], [1]],
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "expected"), [c[1:] for c in EMPTY], ids=[c[0] for c in EMPTY])
+def test_empty_and_all_null_columns(call, expected):
+    assert _tolist(call()) == expected
