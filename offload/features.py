@@ -911,18 +911,42 @@ def _dataset(src: Any) -> Any:
 
 
 def _scan(dataset: Any, columns: Sequence[str], keep: Sequence[str], batch_rows: int) -> Iterator[Any]:
-    """The record batches of the columns read, a few in flight (bounded memory)."""
-    wanted = list(dict.fromkeys([*columns, *keep]))
+    """The record batches of the columns read, file by file, with little in flight.
+
+    Each file is read by ``ParquetFile.iter_batches`` over a buffered stream, which decodes a
+    row group page by page (measured on 1M-row row groups: 29 MiB of Arrow memory in flight,
+    against 175 MiB for a dataset scanner and 830 MiB with its pre-buffering). A dataset whose
+    files do not all hold the wanted columns with the dataset's types (partition columns, types
+    unified across files) is read by the dataset's scanner instead, without pre-buffering."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
     names = set(dataset.schema.names)
+    wanted = [c for c in dict.fromkeys([*columns, *keep]) if c in names]
+    target = pa.schema([dataset.schema.field(c) for c in wanted])
+    if all(_holds(pq.read_schema(path), target) for path in dataset.files):
+        for path in dataset.files:  # one file open at a time
+            with pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20) as f:
+                for b in f.iter_batches(batch_size=batch_rows, columns=wanted):
+                    if b.num_rows:
+                        yield b.select(wanted)
+        return
     scanner = dataset.scanner(
-        columns=[c for c in wanted if c in names],
+        columns=wanted,
         batch_size=batch_rows,
         batch_readahead=2,
         fragment_readahead=1,
+        fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False),
     )
     for b in scanner.to_batches():
         if b.num_rows:
             yield b
+
+
+def _holds(schema: Any, target: Any) -> bool:
+    """Whether a file's schema has every field of ``target`` with the same type."""
+    names = set(schema.names)
+    return all(f.name in names and schema.field(f.name).type == f.type for f in target)
 
 
 def _peek_schema(it: Iterator[Any]) -> Iterator[Any]:
@@ -993,25 +1017,45 @@ class _Runner:
             groups.setdefault(self.place(feats[i], prepared[i]), []).append(i)
         results: dict[int, Any] = {}
         if len(groups) == 1:
-            for i in firsts:
-                results[i] = _compute(feats[i], prepared[i], self.rt, self.choices[feats[i].out])
+            ((name, members),) = groups.items()
+            results.update(self._group(name, members, prepared))
         else:
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(
                     max_workers=len(BACKEND_FACTORIES), thread_name_prefix="offload-feature"
                 )
-            futures: list[tuple[list[int], Future[list[Any]]]] = []
-            for members in groups.values():
-                futures.append((members, self.pool.submit(self._group, members, prepared)))
-            for members, fut in sorted(futures, key=lambda mf: mf[0][0]):  # the first feature's error first
-                results.update(zip(members, fut.result()))
+            futures: list[tuple[int, Future[dict[int, Any]]]] = []
+            for name, members in groups.items():
+                futures.append((members[0], self.pool.submit(self._group, name, members, prepared)))
+            for _, fut in sorted(futures, key=lambda mf: mf[0]):  # the first feature's error first
+                results.update(fut.result())
         arrays = [results[self.work[f._work_key()]] for f in feats]
         arrays += [b.column(k) for k in self.keep]
         return pa.RecordBatch.from_arrays(arrays, schema=self.out_schema)
 
-    def _group(self, members: list[int], prepared: dict[int, _Prepared]) -> list[Any]:
+    def _group(self, name: str, members: list[int], prepared: dict[int, _Prepared]) -> dict[int, Any]:
+        """One backend's features, one after the other; on a device, the features with the
+        same call over columns of one record form are merged into one call (one transfer)."""
         feats = self.spec.features
-        return [_compute(feats[i], prepared[i], self.rt, self.choices[feats[i].out]) for i in members]
+        units: dict[Any, list[int]] = {}
+        for i in members:
+            key = _merge_key(feats[i], prepared[i], self.choices[feats[i].out]) if name != "cpu" else None
+            units.setdefault(key if key is not None else ("alone", i), []).append(i)
+        out: dict[int, Any] = {}
+        for unit in units.values():
+            if len(unit) == 1:
+                out[unit[0]] = _compute(
+                    feats[unit[0]], prepared[unit[0]], self.rt, self.choices[feats[unit[0]].out]
+                )
+            else:
+                merged = _compute_merged(
+                    [feats[i] for i in unit],
+                    [prepared[i] for i in unit],
+                    self.rt,
+                    self.choices[feats[unit[0]].out],
+                )
+                out.update(zip(unit, merged))
+        return out
 
     def place(self, f: Feature, p: _Prepared) -> str:
         """The backend the feature's call will run on (the runtime's own choice, predicted)."""
@@ -1093,8 +1137,9 @@ def _fill(f: Feature, values: Any, take: Any, mask: np.ndarray) -> tuple[Any, An
     """The values and indices with every null given a value: the replacement, or (for
     ``nulls="null"``) any valid value, whose result is masked afterwards."""
     if f.nulls == "null":
-        if take is not None:
-            return values, take.fill_null(0) if len(values) else take.fill_null(0)
+        if take is not None:  # an all-null column may come with an empty dictionary
+            filler = values if len(values) else pa.array([_placeholder(values.type).as_py()], values.type)
+            return filler, take.fill_null(0)
         return values.fill_null(_placeholder(values.type)), None
     scalar = _replacement_scalar(f.nulls, values.type, f.out)
     if take is not None:
@@ -1133,6 +1178,43 @@ def _op_input(f: Feature, values: Any) -> Any:
         offsets, data = _batch.as_records(values).contiguous()  # type: ignore[union-attr]
         return (np.asarray(offsets, np.int64), data)
     return values
+
+
+def _merge_key(f: Feature, p: _Prepared, backend: str) -> Any:
+    """Features with equal keys make one call together: a registry operator taking records or
+    numbers, the same parameters and backend choice, and columns of one record form (keys of one
+    width, byte records, or numbers of one dtype). None: the feature runs alone."""
+    if f.op in COMPAT_OPS or operator(f.op).inputs not in ("records", "numbers"):
+        return None
+    v = p.values
+    if isinstance(v, np.ndarray):
+        form: Any = (
+            ("keys", v.dtype.itemsize) if operator(f.op).inputs == "records" else ("numbers", v.dtype.str)
+        )
+    else:
+        form = ("bytes",)
+    return (f.op, json.dumps(f.params, sort_keys=True), backend, form)
+
+
+def _compute_merged(feats: list[Feature], prepared: list[_Prepared], rt: Runtime, backend: str) -> list[Any]:
+    """One operator call over the concatenated columns of features with one merge key, split
+    back per feature (keys are concatenated; byte records travel as the chunks they are)."""
+    f0, parts = feats[0], [p.values for p in prepared]
+    if isinstance(parts[0], np.ndarray):
+        unsigned = operator(f0.op).inputs == "records"
+        views = [np.ascontiguousarray(v).reshape(-1) for v in parts]
+        if unsigned:
+            views = [v.view(np.dtype(f"u{v.dtype.itemsize}")) for v in views]
+        combined: Any = np.concatenate(views)
+        sizes = [v.shape[0] for v in views]
+    else:
+        records = [_batch.as_records(v) for v in parts]
+        combined = _batch.VarRecords(tuple(c for r in records for c in r.chunks))  # type: ignore[union-attr]
+        sizes = [r.n for r in records]
+    params = _boundaries_form(dict(f0.params))
+    res = np.asarray(rt.call(f0.op, combined, backend=backend, **params))  # type: ignore[arg-type]
+    pieces = np.split(res, np.cumsum(sizes)[:-1])
+    return [_to_arrow(f, piece, p) for f, piece, p in zip(feats, pieces, prepared)]
 
 
 def _compute(f: Feature, p: _Prepared, rt: Runtime, backend: str) -> Any:
