@@ -158,27 +158,30 @@ def prepare(entry: Operator, values: Any, nulls: Any = "error", output: str = "n
             raise _batch.null_error(int(np.flatnonzero(found)[0]))
         return Prepared(records, records.n, records.shape)
     policy, replacement = null_policy(nulls)
-    one_value = entry.result_dtype is not None
-    if policy == "null" and not one_value and output == "numpy":
+    if policy == "null" and entry.result_dtype is None and output == "numpy":
         pair = "(offsets, data)" if entry.result == "encoded" else "(value_offsets, values)"
         raise ValueError(
             f'nulls="null" needs output="arrow" for {entry.name}: its numpy result, an {pair} '
             "pair, cannot hold a null"
         )
     col = _read(entry, values, masked_ok=policy != "error")
-    found = col.nulls
-    if found is not None and policy == "error":
-        raise _batch.null_error(int(np.flatnonzero(found)[0]))
-    shape = col.batch.shape if col.take is None else (int(col.take.shape[0]),)
-    rows = col.batch.n if col.take is None else int(col.take.shape[0])
-    if policy == "error" or (found is None and policy == "null"):
-        return Prepared(col.batch, rows, shape, col.take, None, policy)
+    if col.nulls is not None and policy == "error":
+        raise _batch.null_error(int(np.flatnonzero(col.nulls)[0]))
     extra = _replacement(entry, col, replacement) if policy == "fill" else None
-    if found is None:
+    return _applied(entry, col, policy, extra)
+
+
+def _applied(entry: Operator, col: _Column, policy: str, extra: Batch | None) -> Prepared:
+    """The policy applied to a column's nulls: the codec gets ``extra`` (or an empty record)
+    written into its input; other operators get ``extra`` as one more record, taken by the null
+    rows (without it the null rows take any record: their results are masked)."""
+    rows = col.batch.n if col.take is None else int(col.take.shape[0])
+    shape = col.batch.shape if col.take is None else (rows,)
+    found = col.nulls
+    if found is None or policy == "error":
         return Prepared(col.batch, rows, shape, col.take, None, policy)
-    if not one_value:  # the codec: the replacement (or nothing) written in place of each null
-        filled = _splice(col.batch, found, extra)
-        return Prepared(filled, rows, shape, None, found, policy)
+    if entry.result_dtype is None:
+        return Prepared(_splice(col.batch, found, extra), rows, shape, None, found, policy)
     batch, fill = col.batch, None
     if extra is not None:
         batch = _extend(batch, extra)
