@@ -27,6 +27,7 @@ MODULE_EXTRA: dict[str, str] = {
     "cocotbext": "sim",
     "pynq": "fpga",
     "pyspark": "spark",
+    "ray": "ray",
     "matplotlib": "notebooks",
     "nbformat": "notebooks",
     "nbclient": "notebooks",
