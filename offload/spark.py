@@ -20,8 +20,11 @@ What runs where:
   (:meth:`FeatureSpec.from_json`) and its fingerprint compared with the driver's (a mismatch
   means the executor's offload reads the spec differently: an exact error, never different
   features); the Runtime is unpickled once per worker and kept across tasks (Spark reuses its
-  Python workers), so a device opens once per worker, when the first batch reaches it; each
-  Arrow record batch of the partition goes through :meth:`FeatureSpec.transform_batches`.
+  Python workers), so a device opens once per worker, when the first batch reaches it; the CPU
+  backend's kernel threads are the CPUs Spark gives a task (``spark.task.cpus``, 1 by default:
+  Spark already runs one task per core), unless ``options={"cpu": {"threads": n}}`` says
+  otherwise; each Arrow record batch of the partition goes through
+  :meth:`FeatureSpec.transform_batches` (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows).
   A data error (a null under ``nulls="error"``) names the row counted from the partition's
   first row, and a note names the partition.
 
@@ -79,7 +82,8 @@ def featurize(
         raise TypeError(f"featurize takes a pyspark.sql.DataFrame, got {type(df).__name__}")
     if not isinstance(spec, FeatureSpec):
         raise TypeError(f"featurize takes an offload.FeatureSpec, got {type(spec).__name__}")
-    rt = Runtime(**runtime_options)
+    task_cpus = int(df.sparkSession.conf.get("spark.task.cpus", "1") or "1")
+    rt = Runtime(**_cpu_threads(runtime_options, task_cpus))
     blob = pickle.dumps(rt)  # a backend instance that cannot travel is refused here
     for _ in spec.transform_batches((), backend=backend, runtime=rt, keep=keep):
         pass  # no batch: checks keep= and backend= with the spec's own messages
@@ -120,6 +124,21 @@ def _pyspark() -> None:
         if e.name != "pyspark":
             raise
         raise ModuleNotFoundError(message("offload.spark", "pyspark"), name="pyspark") from None
+
+
+def _cpu_threads(runtime_options: dict[str, Any], task_cpus: int) -> dict[str, Any]:
+    """The options with the CPU backend's kernel threads set to the CPUs Spark gives a task
+    (``spark.task.cpus``), unless they name a number: Spark runs as many tasks at once as its
+    executors have cores, each in its own Python worker."""
+    options = runtime_options.get("options")
+    if options is not None and not isinstance(options, Mapping):
+        return runtime_options  # the Runtime refuses it with its own message
+    options = dict(options or {})
+    cpu = options.get("cpu", {})
+    if not isinstance(cpu, Mapping) or "threads" in cpu:
+        return runtime_options
+    options["cpu"] = {**cpu, "threads": task_cpus}
+    return {**runtime_options, "options": options}
 
 
 def _arrow_schema(schema: Any, needed: Sequence[str], large: bool) -> pa.Schema:

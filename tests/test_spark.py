@@ -20,7 +20,7 @@ import pytest
 import offload
 import offload.spark
 from offload import Feature, FeatureSpec
-from offload.spark import _executor_runtime, _Featurize
+from offload.spark import _cpu_threads, _executor_runtime, _Featurize
 
 pytestmark = [
     pytest.mark.xdist_group("spark"),
@@ -347,6 +347,34 @@ def test_an_executor_whose_spec_has_another_fingerprint_refuses_to_run(spark) ->
         f"{spec.fingerprint}, the driver's is {wrong}: this executor's offload ({offload.__version__}) "
         "reads the spec differently; install the driver's offload version on every executor"
     ) in str(e.value)
+
+
+def test_the_runtime_shipped_has_the_options_and_one_cpu_thread_per_task(spark, monkeypatch) -> None:
+    shipped = []
+
+    def recording(*args: Any) -> _Featurize:
+        shipped.append(pickle.loads(args[2]))
+        return _Featurize(*args)
+
+    monkeypatch.setattr(offload.spark, "_Featurize", recording)
+    spec = FeatureSpec([Feature("user_id", "xxh64")])
+    offload.spark.featurize(spark.createDataFrame(events(3)), spec, backends=["cpu"], verify="sample")
+    (rt,) = shipped
+    assert (rt.order, rt.verify) == (("cpu",), "sample")
+    assert rt.backend("cpu").threads == 1  # spark.task.cpus, 1 by default
+
+
+def test_the_cpu_threads_are_set_unless_the_options_name_them() -> None:
+    assert _cpu_threads({}, 2) == {"options": {"cpu": {"threads": 2}}}
+    options = {"verify": "full", "options": {"cpu": {"parallel_threshold": 9}, "fpga": {"device": "sim"}}}
+    assert _cpu_threads(options, 1) == {
+        "verify": "full",
+        "options": {"cpu": {"parallel_threshold": 9, "threads": 1}, "fpga": {"device": "sim"}},
+    }
+    named = {"options": {"cpu": {"threads": 4}}}
+    assert _cpu_threads(named, 1) is named
+    wrong = {"options": ["cpu"]}
+    assert _cpu_threads(wrong, 1) is wrong  # Runtime's own error follows
 
 
 # ---------------------------------------------------------------------------------------------
