@@ -752,3 +752,11 @@ EMPTY = [
 @pytest.mark.parametrize(("call", "expected"), [c[1:] for c in EMPTY], ids=[c[0] for c in EMPTY])
 def test_empty_and_all_null_columns(call, expected):
     assert _tolist(call()) == expected
+
+
+def test_none_in_an_object_array_or_a_masked_object_array_follows_the_policy():
+    a, c = CPU.xxh64(["a", "c"]).tolist()
+    assert CPU.xxh64(np.array(["a", None, "c"], object), nulls="null").tolist() == [a, None, c]
+    masked = np.ma.array(np.array(["a", "b", "c"], object), mask=[0, 1, 0])
+    assert CPU.xxh64(masked, nulls="null", output="arrow").to_pylist() == [a, None, c]
+    assert CPU.xxh64(masked, nulls="c").tolist() == [a, c, c]
