@@ -713,6 +713,37 @@ def test_a_failed_transform_parquet_leaves_no_file(tmp_path: Path) -> None:
         five().transform_parquet(tmp_path / "src.parquet", dst, batch_rows=0)
 
 
+def test_a_dataset_whose_files_differ_is_read_through_the_dataset_scanner(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": pa.array([1, 2], pa.int64()), "label": [0, 1]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": pa.array([3], pa.int64())}), tmp_path / "b.parquet")  # no label
+    out = FeatureSpec([Feature("id", "xxh64")]).transform(tmp_path, keep=["label"])
+    assert out.to_pydict() == {"id_xxh64": offload.xxh64(np.array([1, 2, 3])).tolist(), "label": [0, 1, None]}
+
+
+def test_transform_parquet_reads_a_row_group_a_batch_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """48 MB of int64 columns in one row group: what is in flight while writing stays a few
+    batches (a reader decoding or pre-buffering whole row groups holds the 48 MB)."""
+    n = 2_000_000
+    rng = np.random.default_rng(0)
+    cols = {k: rng.integers(0, 2**62, n) for k in "abc"}
+    pq.write_table(pa.table(cols), tmp_path / "one_group.parquet", row_group_size=n)
+    base = pa.total_allocated_bytes()
+    in_flight = []
+    write = pq.ParquetWriter.write_batch
+
+    def watched(self, batch, *args, **kwargs):
+        in_flight.append(pa.total_allocated_bytes() - base)
+        return write(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", watched)
+    spec = FeatureSpec([Feature("a", "xxh64"), Feature("b", "xxh64")])
+    stats = spec.transform_parquet(
+        tmp_path / "one_group.parquet", tmp_path / "out.parquet", batch_rows=65_536, keep=["c"]
+    )
+    assert stats["rows"] == n and len(in_flight) == stats["batches"] == 31
+    assert max(in_flight) < 32 << 20  # measured: 19 MB, the writer's open row group included
+
+
 def test_the_progress_bar_is_quiet_off_a_terminal_and_shown_when_asked(tmp_path: Path, capfd) -> None:
     pq.write_table(table(100), tmp_path / "src.parquet")
     five().transform_parquet(tmp_path / "src.parquet", tmp_path / "a.parquet")
