@@ -27,8 +27,7 @@ import numpy as np
 from offload import batch as _batch
 from offload.backend import Batch, Result
 from offload.batch import FixedKeys, Numbers, Sequences, VarChunk, VarRecords
-from offload.ops import Operator
-from offload.ops import _representable as representable
+from offload.ops import Operator, representable
 
 __all__ = ["Prepared", "Output", "OUTPUTS", "prepare", "finish", "check_output", "null_policy"]
 

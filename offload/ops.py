@@ -42,6 +42,7 @@ __all__ = [
     "golden_result",
     "check_boundaries",
     "check_int",
+    "representable",
     "OPERATORS",
     "HASH_OPS",
     "InputKind",
@@ -458,7 +459,7 @@ def check_boundaries(boundaries: Any, dtype: np.dtype) -> np.ndarray:
             raise ValueError(f"boundaries must not contain NaN (boundaries[{int(nan[0])}])")
     target = np.dtype(dtype)
     for i, v in enumerate(b.tolist()):  # exact representability, value by value (no silent wrap)
-        if not _representable(v, target):
+        if not representable(v, target):
             raise ValueError(f"boundaries[{i}] = {v!r} is not exactly representable in {target}")
     out = b.astype(target)
     if out.size > 1:
@@ -472,7 +473,8 @@ def check_boundaries(boundaries: Any, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _representable(v: Any, target: np.dtype) -> bool:
+def representable(v: Any, target: np.dtype) -> bool:
+    """Whether the number ``v`` is exactly a value of the numeric dtype ``target``."""
     if target.kind == "i":
         info = np.iinfo(target)
         if isinstance(v, float) and (math.isinf(v) or v != math.floor(v)):

@@ -23,7 +23,14 @@ FOUNDATION = {
     "offload.golden_murmur3",
     "offload.golden_sigrid",
 }
-CORE = {"offload.ops", "offload.batch", "offload.backend", "offload.wire", "offload.runtime"}
+CORE = {
+    "offload.ops",
+    "offload.batch",
+    "offload.columnar",
+    "offload.backend",
+    "offload.wire",
+    "offload.runtime",
+}
 OPTIONAL = ("amaranth", "pynq", "cocotb", "cocotbext", "pyverilator", "matplotlib")
 
 
