@@ -134,8 +134,8 @@ class Control:
                 self.err.eq(0),
                 self.done_flag.eq(0),
                 self.busy_out.eq(0),
-                p.in_rec.eq(0),
             ]
+            m.d.comb += p.rec_clear.eq(1)
             if self.lanes > 1:
                 m.d.comb += ser.clear.eq(1)
                 m.d.sync += self.extra_pending.eq(0)
@@ -161,6 +161,7 @@ class Control:
         no records); a beat on ``s_axis`` is discarded (``EXTRA_DATA``)."""
         r, N = regs.params, self.lanes
         with m.If(regs.start):
+            m.d.comb += p.rec_clear.eq(1)
             m.d.sync += [
                 self.op.eq(r["OP"]),
                 self.fmt.eq(r["FORMAT"]),
@@ -177,7 +178,6 @@ class Control:
                 self.done_count.eq(0),
                 self.cycles.eq(0),
                 self.recs_in.eq(0),
-                p.in_rec.eq(0),
                 self.state.eq(Mux(self.bad_param | (r["COUNT"] == 0), self.TRAIL, self.RUN)),
             ]
         with m.Elif(p.beat_acc):
@@ -191,7 +191,6 @@ class Control:
                 m.d.sync += self.err[ERR["BAD_TKEEP"]].eq(1)
             m.d.comb += ser.load.eq(1)
         with m.If(p.uacc):
-            p.track_record(m, self.framed)
             m.d.comb += ser.advance.eq(1)
             self._count(m, p.n_in)
             with m.If(p.bad_hdr):
@@ -224,7 +223,8 @@ class Control:
     def _trail(self, m: Module, ser, p, coll) -> None:
         """TRAIL: once the trailer is written, IDLE."""
         with m.If(coll.write_trailer):
-            m.d.sync += [self.state.eq(self.IDLE), p.in_rec.eq(0)]
+            m.d.sync += self.state.eq(self.IDLE)
+            m.d.comb += p.rec_clear.eq(1)
             if self.lanes > 1:
                 # Words of accepted beats after the batch's end: discarded now, after the
                 # trailer (as the 64-bit engine discards them in IDLE).

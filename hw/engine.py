@@ -77,7 +77,7 @@ from .collector import Collector, axis_out
 from .common import ADDER_LEVELS, MULTIPLIERS, check_choice, check_pow2
 from .control import Control
 from .lanebank import LaneBank, mod_core
-from .opdecode import OpDecode
+from .opdecode import OpDecode, op_in
 from .parser import Parser
 from .postproc import FastRange, FidCore
 from .regfile import AXI_LITE, RegisterFile
@@ -233,12 +233,29 @@ class OffloadEngine(wiring.Component):
         m.submodules.serialiser = ser = Serialiser(self.lanes, len(sl.beat))
         m.d.comb += [ser.beat.eq(sl.beat), ser.valid.eq(sl.valid), ser.framed.eq(ctl.framed)]
         coll = Collector(self.lanes, self.fifo_depth)
-        parser = Parser(self.lanes, self.fifo_depth - self.SLACK - self.CREDIT_LAG)
-        parser.elaborate(m, sl, ser, ctl, coll.fifo.level, lanes.dv_room)
+        m.submodules.parser = parser = Parser(
+            self.lanes,
+            self.fifo_depth - self.SLACK - self.CREDIT_LAG,
+            fifo_level_width=len(coll.fifo.level),
+            nw_width=len(sl.nw),
+        )
+        m.d.comb += [
+            parser.state.eq(ctl.state),
+            parser.fmt.eq(ctl.fmt),
+            parser.is_delta.eq(op_in(ctl.op, self.decode.users("varint"))),
+            parser.rem_gt.eq(ctl.rem_gt),
+            parser.valid.eq(sl.valid),
+            parser.nw.eq(sl.nw),
+            parser.hold.eq(ser.hold),
+            parser.xw.eq(ser.xw),
+            parser.wvalid.eq(ser.wvalid),
+            parser.fifo_level.eq(coll.fifo.level),
+            parser.dv_room.eq(lanes.dv_room),
+            sl.take.eq(parser.take),
+        ]
         lanes.elaborate_inputs(m, parser, sl, ser)
         coll.elaborate(m, self, ctl, lanes, regs.soft_reset)
         ctl.elaborate_decode(m, regs)
-        parser.elaborate_records(m, ser, ctl)
         ctl.elaborate_fsm(m, regs, sl, ser, parser, coll, lanes.dv_busy)
         return m
 
