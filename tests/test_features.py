@@ -720,6 +720,29 @@ def test_a_dataset_whose_files_differ_is_read_through_the_dataset_scanner(tmp_pa
     assert out.to_pydict() == {"id_xxh64": offload.xxh64(np.array([1, 2, 3])).tolist(), "label": [0, 1, None]}
 
 
+def test_a_write_error_is_raised_and_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
+    pq.write_table(table(1000), tmp_path / "src.parquet")
+
+    def full(self, batch, *args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        five().transform_parquet(tmp_path / "src.parquet", tmp_path / "out.parquet", batch_rows=100)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.parquet"]
+
+
+def test_transform_parquet_keeps_nested_columns(tmp_path: Path) -> None:
+    t = table(300)
+    pq.write_table(t, tmp_path / "src.parquet")
+    spec = FeatureSpec([Feature("price", "bucketize", boundaries=[1.0, 10.0])])
+    spec.transform_parquet(tmp_path / "src.parquet", tmp_path / "out.parquet", keep=["clicks", "category"])
+    assert (
+        pq.read_table(tmp_path / "out.parquet").to_pydict()
+        == spec.transform(t, keep=["clicks", "category"]).to_pydict()
+    )
+
+
 def test_transform_parquet_reads_a_row_group_a_batch_at_a_time(tmp_path: Path, monkeypatch) -> None:
     """48 MB of int64 columns in one row group: what is in flight while writing stays a few
     batches (a reader decoding or pre-buffering whole row groups holds the 48 MB)."""
