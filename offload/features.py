@@ -1049,10 +1049,10 @@ class _Runner:
         self.schema: Any = None
         self.out_schema: Any = None
         self.pool: ThreadPoolExecutor | None = None
-        # one computation per distinct feature (identical features share it)
-        self.work: dict[str, int] = {}
-        for i, f in enumerate(spec.features):
-            self.work.setdefault(f._work_key(), i)
+        # one computation per distinct feature: feature i takes the result of feature source[i]
+        first: dict[str, int] = {}
+        self.source = [first.setdefault(f._work_key(), i) for i, f in enumerate(spec.features)]
+        self.firsts = sorted(set(self.source))
 
     def close(self) -> None:
         if self.pool is not None:
@@ -1072,10 +1072,9 @@ class _Runner:
 
     def batch(self, b: Any, base: int) -> Any:
         feats = self.spec.features
-        firsts = sorted(set(self.work.values()))
-        prepared = {i: _prepare(feats[i], b.column(feats[i].column), base) for i in firsts}
+        prepared = {i: _prepare(feats[i], b.column(feats[i].column), base) for i in self.firsts}
         groups: dict[str, list[int]] = {}
-        for i in firsts:
+        for i in self.firsts:
             groups.setdefault(self.place(feats[i], prepared[i]), []).append(i)
         results: dict[int, Any] = {}
         if len(groups) == 1:
@@ -1091,7 +1090,7 @@ class _Runner:
                 futures.append((members[0], self.pool.submit(self._group, name, members, prepared)))
             for _, fut in sorted(futures, key=lambda mf: mf[0]):  # the first feature's error first
                 results.update(fut.result())
-        arrays = [results[self.work[f._work_key()]] for f in feats]
+        arrays = [results[i] for i in self.source]
         arrays += [b.column(k) for k in self.keep]
         return pa.RecordBatch.from_arrays(arrays, schema=self.out_schema)
 
@@ -1137,14 +1136,15 @@ class _Runner:
 
 
 def _placed_call(f: Feature, p: _Prepared) -> tuple[OpCall, Any]:
-    """The registry call and normalised batch the feature's call reaches the runtime with."""
+    """The registry call and normalised batch the feature's call reaches the runtime with (a
+    compat op's: the call it makes on the runtime, over the column as it stands; close enough to
+    pick the backend, which is all this is for)."""
     if f.op in COMPAT_OPS:
         name, params = COMPAT_OPS[f.op].placed_as(f.compat_params())
         call = make_call(name, **params)
-        values = p.values if not isinstance(p.values, np.ndarray) or p.values.dtype.kind in "iu" else p.values
         if operator(name).inputs == "numbers":
-            return call, _batch.as_numbers(values, name)
-        return call, _batch.as_records(values)
+            return call, _batch.as_numbers(p.values, name)
+        return call, _batch.as_records(p.values)
     entry = operator(f.op)
     if entry.inputs == "numbers":
         return f.op_call(p.values.dtype), _batch.as_numbers(p.values, f.op)
