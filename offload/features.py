@@ -28,7 +28,14 @@ The contract (docs/features.md):
   backend); features that go to the same backend run one after the other; identical features
   (same column, operator, parameters, null policy and type) are computed once. A dictionary
   column is computed once per distinct value and then taken, so only its dictionary reaches a
-  device.
+  device. On a device, features with the same registry call over columns of one record form are
+  merged into one call (one transfer).
+
+Columns are prepared here (cast, dictionary, nulls) rather than by ``Runtime.call``'s own
+``nulls=`` and dictionary handling: one policy then serves registry and compat ops alike (the
+drop-ins take no ``nulls=``), errors name the feature and the row counted across batches, and the
+placement and merging of calls need the prepared column. The runtime receives null-free numpy
+keys and numbers (views of the Arrow buffers), Arrow byte records and list columns.
 """
 
 from __future__ import annotations
