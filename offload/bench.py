@@ -23,7 +23,8 @@ Timings are the best of several repeats (the minimum time), which filters out ot
 sharing the machine; the python-xxhash baselines are timed on a subset and scaled per key.
 
 The groups (:data:`GROUPS`): ``cpu`` (this module), ``devices`` (the Verilator model and the fpga
-backend on the simulated PYNQ device) and ``smartnic`` (the service over loopback); others are
+backend on the simulated PYNQ device), ``smartnic`` (the service over loopback), ``features``
+(feature specs over Arrow tables) and ``ray`` (the specs on a local Ray cluster); others are
 added with :func:`register`: ``fn(quick) -> list[row]`` (use :func:`row`).
 """
 
@@ -72,6 +73,8 @@ GROUPS: dict[str, RowsFn | str] = {
     "cpu": "offload.bench:_cpu_rows",
     "devices": "offload.host.bench_devices:rows",
     "smartnic": "offload.host.smartnic.bench:rows",
+    "features": "offload.features:bench_rows",
+    "ray": "offload.ray_data:bench_rows",
 }
 #: The note of a row whose python-xxhash baseline could not be measured.
 NO_XXHASH = "baseline missing: pip install xxhash (the python-xxhash loop it is compared with)"
