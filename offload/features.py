@@ -1331,16 +1331,6 @@ def _with_mask(arr: Any, mask: np.ndarray) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def _best(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def bench_table(n: int, seed: int = 12345) -> Any:
     """The benchmark's table: int64 ids, a string category (1k distinct), float32 prices and
     list<int64> click histories (0-8 clicks)."""
@@ -1378,6 +1368,7 @@ def bench_rows(quick: bool) -> list[dict[str, Any]]:
     """Rows of ``offload.bench.row`` for a "features" bench group: a 5-feature spec's transform
     on the CPU backend against the same operator calls on plain numpy inputs (target 0.8x), and
     a dictionary column (1k distinct values) against the same column as plain strings (5x)."""
+    from offload.bench import best as _best
     from offload.bench import row
 
     n = 200_000 if quick else 1_000_000
