@@ -370,33 +370,45 @@ def _bind(resource: str) -> tuple[int, int]:
 BENCH_BLOCK_ROWS = 262_144
 
 
-def _ray_seconds(table: pa.Table, spec: FeatureSpec, block_rows: int, actors: int) -> float:
-    """Wall time of ``featurize(...).materialize()`` over ``table`` cut into blocks of
-    ``block_rows`` (already in the object store): actor start, every block, results stored."""
+def _ray_run(table: pa.Table, spec: FeatureSpec, block_rows: int, actors: int) -> tuple[float, float]:
+    """``featurize`` over ``table`` cut into blocks of ``block_rows`` (already in the object
+    store), its output blocks streamed as they come: the wall time from submission to the last
+    block, and the steady rate (rows/s): the rows of the blocks after the first ``actors`` ones,
+    over the time from the ``actors``-th block to the last (the pool's start excluded)."""
     import ray.data
 
     ds = ray.data.from_arrow([table.slice(i, block_rows) for i in range(0, table.num_rows, block_rows)])
     t0 = time.perf_counter()
-    out = featurize(ds, spec, actors=actors, backends=["cpu"]).materialize()
+    arrivals = [
+        (time.perf_counter(), bundle.num_rows())
+        for bundle in featurize(ds, spec, actors=actors, backends=["cpu"]).iter_internal_ref_bundles()
+    ]
     seconds = time.perf_counter() - t0
-    if out.count() != table.num_rows:
-        raise RuntimeError(f"ray featurize returned {out.count()} rows for {table.num_rows}")
-    return seconds
+    rows = sum(r for _, r in arrivals)
+    if rows != table.num_rows or len(arrivals) <= actors:
+        raise RuntimeError(
+            f"ray featurize returned {rows} rows in {len(arrivals)} blocks for {table.num_rows}"
+        )
+    after = sum(r for _, r in arrivals[actors:])
+    return seconds, after / (arrivals[-1][0] - arrivals[actors - 1][0])
 
 
 def ray_model(quick: bool) -> dict[str, Any]:
     """The measured model of ``featurize`` on a local Ray cluster of this machine's CPUs, with
-    one CPU per actor, against ``spec.transform`` in this process (every core):
+    2 actors of one CPU each, against ``spec.transform`` in this process (every core):
 
-    ``T(rows, blocks) = start + blocks / actors * (block_cost + block_rows / actor_rate)``
+    ``T(rows) = start + blocks / actors * (block_cost + block_rows / actor_rate)``
 
-    ``actor_rate``: one CPU thread's ``spec.transform`` rate (rows/s); ``start``: the pool's fixed
-    cost (executor and actors started); ``block_cost``: Ray's fixed cost per block (task
-    dispatch, the block's transfer and the result's store), from runs with 8x as many blocks."""
+    ``start``: the pool's fixed cost (executor and actors started, first blocks); ``actor_rate``
+    (rows/s of one actor in the running pool: its compute, the block's transfer in and out, and
+    its share of the CPUs with Ray's own processes) and ``block_cost`` (Ray's fixed cost per
+    block: task dispatch, metadata) from the steady rates at two block sizes, ``B`` and ``B/8``;
+    ``thread_rate``: one CPU thread's ``spec.transform`` rate in this process, for comparison."""
     from offload.features import bench_spec, bench_table
 
     ray = _ray()
     n = 1_000_000 if quick else 4_000_000
+    b = BENCH_BLOCK_ROWS // 4 if quick else BENCH_BLOCK_ROWS
     actors = 2
     started = not ray.is_initialized()
     if started:
@@ -406,33 +418,31 @@ def ray_model(quick: bool) -> dict[str, Any]:
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         spec, table = bench_spec(), bench_table(n)
-        direct = Runtime(["cpu"])
+        reps = 1 if quick else 3
+        t_direct = _best(lambda: spec.transform(table, backend="cpu", runtime=Runtime(["cpu"])), reps)
         one = Runtime(["cpu"], options={"cpu": {"threads": 1}})
-        t_direct = _best(lambda: spec.transform(table, backend="cpu", runtime=direct), 1 if quick else 3)
-        small = table.slice(0, n // 4)
-        t_one = _best(lambda: spec.transform(small, backend="cpu", runtime=one), 1 if quick else 3)
-        b = BENCH_BLOCK_ROWS if not quick else BENCH_BLOCK_ROWS // 4
-        t_small = _ray_seconds(small, spec, b, actors)
-        t_full = _ray_seconds(table, spec, b, actors)
-        t_many = _ray_seconds(small, spec, b // 8, actors)
+        t_one = _best(lambda: spec.transform(table, backend="cpu", runtime=one), reps)
+        seconds, steady = _ray_run(table, spec, b, actors)
+        _, steady_small = _ray_run(table.slice(0, n // 2), spec, b // 8, actors)
     finally:
         if started:
             ray.shutdown()
-    blocks_small, blocks_many = -(-small.num_rows // b), -(-small.num_rows // (b // 8))
-    per_block = (t_many - t_small) / ((blocks_many - blocks_small) / actors)
-    marginal = (n - small.num_rows) / (t_full - t_small)  # rows/s once the pool runs
-    actor_rate = small.num_rows / t_one
+    # one actor turns a block of B rows over in t(B) = block_cost + B / actor_rate
+    t_big, t_small = actors * b / steady, actors * (b // 8) / steady_small
+    actor_rate = (b - b // 8) / (t_big - t_small)
     return {
         "rows": n,
         "actors": actors,
         "block_rows": b,
         "direct_rows_per_s": n / t_direct,
+        "thread_rate": n / t_one,
+        "ray_seconds": seconds,
+        "ray_rows_per_s": n / seconds,
+        "ray_steady_rows_per_s": steady,
+        "ray_steady_small_blocks_rows_per_s": steady_small,
         "actor_rate": actor_rate,
-        "ray_seconds": t_full,
-        "ray_rows_per_s": n / t_full,
-        "ray_steady_rows_per_s": marginal,
-        "start_s": t_small - (blocks_small / actors) * (per_block + b / actor_rate),
-        "block_cost_s": per_block,
+        "block_cost_s": t_big - b / actor_rate,
+        "start_s": seconds - n / steady,
     }
 
 
@@ -465,7 +475,7 @@ def bench_rows(quick: bool) -> list[dict[str, Any]]:
             baseline_unit=base,
             target=0.4,
             target_kind="ratio",
-            note="marginal rate: the difference of runs on all and on a quarter of the rows",
+            note="the rows after the first 2 blocks over the time from the 2nd block to the last",
         ),
         row(
             f"ray featurize, end to end, {shape}",
@@ -475,8 +485,14 @@ def bench_rows(quick: bool) -> list[dict[str, Any]]:
             baseline_unit=base,
             note=f"includes the pool's start, {m['start_s']:.2f} s",
         ),
-        row("ray actor rate (one CPU thread)", m["actor_rate"] / 1e6, "M rows/s"),
-        row("ray fixed cost per block", m["block_cost_s"] * 1e3, "ms", note="from 8x as many blocks"),
+        row(
+            "ray actor rate (one CPU)",
+            m["actor_rate"] / 1e6,
+            "M rows/s",
+            baseline=m["thread_rate"] / 1e6,
+            baseline_unit="M rows/s (spec.transform on one thread in this process)",
+        ),
+        row("ray fixed cost per block", m["block_cost_s"] * 1e3, "ms", note="from blocks of B and B/8 rows"),
         row(
             "ray predicted steady state, 4 nodes of 2 actors",
             predict(m, 4) / 1e6,

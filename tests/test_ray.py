@@ -3,8 +3,9 @@
 Every result equals ``spec.transform`` of the same table, compared row by row after sorting on a
 row id kept with ``keep=``: CPU actors; an actor killed in the middle of a batch (restarted by Ray,
 its batch retried: no row lost or duplicated); simulated PYNQ FPGAs that lose their device (the
-actor falls back to the CPU); two actors bound to the two declared devices. A resource the
-cluster lacks is an immediate error. One xdist group: the cluster is started once per module.
+actor falls back to the CPU); two actors bound to the two declared devices. Bad data fails the
+dataset with the spec's message; a resource the cluster lacks, too many actors and a spec error
+are immediate errors. One xdist group: the cluster is started once for the module.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -147,9 +149,22 @@ class Recorded(FpgaBackend):
             res = super().run(call, batch)
         except BackendError as e:
             self.note(f"error {e.cause}")
+            self.meet()
             raise
         self.note(f"ran {batch.n}")
+        self.meet()
         return res
+
+    def meet(self, deadline_s: float = 120.0) -> None:
+        """On its first call, wait until every device noted a call: an actor that was ready
+        first cannot run every batch before the other actor starts (the other blocks are
+        queued for it meanwhile)."""
+        if getattr(self, "met", False):
+            return
+        self.met = True
+        end = time.monotonic() + deadline_s
+        while len({line.split()[1] for line in open(self.log)}) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
 
 
 def notes(log) -> list[tuple[int, int, int, str]]:
@@ -177,6 +192,17 @@ def test_actor_killed_mid_batch_is_retried_without_loss_or_duplicates(cluster, t
     assert marker.exists()  # an actor died in the middle of a batch
     assert got.column("row_id").to_pylist() == list(range(N))  # no row lost, none twice
     assert got.equals(EXPECTED)
+
+
+def test_bad_data_fails_the_dataset_with_the_spec_message(cluster):
+    nulls = pa.table({"user_id": pa.array([1, 2, None, 4], pa.int64())})
+    spec = offload.FeatureSpec([offload.Feature("user_id", "hash_bucket", num_buckets=97, dtype="int64")])
+    out = offload.ray_data.featurize(ray.data.from_arrow(nulls), spec, backends=["cpu"])
+    with pytest.raises(
+        ray.exceptions.RayTaskError,
+        match=re.escape("ValueError: feature 'user_id_hash_bucket': null at row 2 of column 'user_id'"),
+    ):
+        out.materialize()
 
 
 @pytest.fixture(scope="module")
