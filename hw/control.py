@@ -90,16 +90,13 @@ class Control:
         self.rem_gt = Signal(N + 1, name="rem_gt")
         self.extra_pending = Signal(name="extra_pending")
         self.err = Signal(len(ERR_BITS), name="err")
-        self.done_flag = Signal(name="done_flag")
-        self.busy_out = Signal(name="busy_out")
-        self.done_count = Signal(32, name="done_count")
         self.cycles = Signal(64, name="cycles")
         self.core_clr = Signal(name="core_clr")
         self.bad_param = Signal(name="bad_param")
 
-    def status(self) -> Value:
-        """The ``STATUS`` register: busy, done, error."""
-        return Cat(self.busy_out | (self.state != self.IDLE), self.done_flag, self.err != 0)
+    def status(self, coll) -> Value:
+        """The ``STATUS`` register: busy, done, error (``coll``: the collector's flags)."""
+        return Cat(coll.busy_out | (self.state != self.IDLE), coll.done_flag, self.err != 0)
 
     def param_error(self, r: dict[str, Signal]) -> Value:
         """The parameter registers ``r`` do not make a batch the engine runs (``BAD_PARAM``):
@@ -126,14 +123,12 @@ class Control:
         with m.If(self.state != self.IDLE):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
-    def elaborate_fsm(self, m: Module, regs, sl, ser, p, coll, dv_busy: Value) -> None:
+    def elaborate_fsm(self, m: Module, regs, sl, ser, p, coll, any_res: Value, dv_busy: Value) -> None:
         """Add the batch FSM to ``m`` (after :meth:`elaborate_decode`)."""
         with m.If(regs.soft_reset):
             m.d.sync += [
                 self.state.eq(self.IDLE),
                 self.err.eq(0),
-                self.done_flag.eq(0),
-                self.busy_out.eq(0),
             ]
             m.d.comb += p.rec_clear.eq(1)
             if self.lanes > 1:
@@ -142,13 +137,13 @@ class Control:
         with m.Else():
             with m.Switch(self.state):
                 with m.Case(self.IDLE):
-                    self._idle(m, regs, p)
+                    self._idle(m, regs, p, coll)
                 with m.Case(self.RUN):
                     self._run(m, sl, ser, p)
                 with m.Case(self.DRAIN):
                     # Every complete record has its result in the FIFO and nothing is in flight.
                     with m.If(
-                        (self.done_count == self.recs_in) & ~dv_busy & ~coll.any_res & ~coll.resq_valid.any()
+                        (coll.done_count == self.recs_in) & ~dv_busy & ~any_res & ~coll.resq_valid.any()
                     ):
                         m.d.sync += self.state.eq(self.ROLLBACK)
                 with m.Case(self.ROLLBACK):
@@ -156,12 +151,12 @@ class Control:
                 with m.Case(self.TRAIL):
                     self._trail(m, ser, p, coll)
 
-    def _idle(self, m: Module, regs, p) -> None:
+    def _idle(self, m: Module, regs, p, coll) -> None:
         """IDLE: START loads the batch (or goes straight to the trailer: a bad parameter or
         no records); a beat on ``s_axis`` is discarded (``EXTRA_DATA``)."""
         r, N = regs.params, self.lanes
         with m.If(regs.start):
-            m.d.comb += p.rec_clear.eq(1)
+            m.d.comb += [p.rec_clear.eq(1), coll.batch_start.eq(1)]
             m.d.sync += [
                 self.op.eq(r["OP"]),
                 self.fmt.eq(r["FORMAT"]),
@@ -173,9 +168,6 @@ class Control:
                 self.slot.eq(r["SLOT"]),
                 self.nbound.eq(r["NUM_BOUNDARIES"]),
                 self.err.eq(Mux(self.bad_param, 1 << ERR["BAD_PARAM"], 0)),
-                self.done_flag.eq(0),
-                self.busy_out.eq(1),
-                self.done_count.eq(0),
                 self.cycles.eq(0),
                 self.recs_in.eq(0),
                 self.state.eq(Mux(self.bad_param | (r["COUNT"] == 0), self.TRAIL, self.RUN)),

@@ -216,15 +216,16 @@ class OffloadEngine(wiring.Component):
             table_depth=self.table_depth, caps=self.caps, ops_mask=self.ops_mask, seq_max=self.seq_max
         )
         lanes = LaneBank(self, ctl)
+        m.submodules.collector = coll = Collector(self.lanes, self.fifo_depth)
         # The cores' logic comes first: a net's name in the RTL is that of the first signal
         # the module's statements use for it, sync before comb when the first statement is a
         # register's, so the cores' input registers keep their names (not their ports').
         lanes.elaborate_cores(m, regs)
         self._connect(m, regs, AXI_LITE)
         m.d.comb += [
-            regs.status.eq(ctl.status()),
+            regs.status.eq(ctl.status(coll)),
             regs.err.eq(ctl.err),
-            regs.done_count.eq(ctl.done_count),
+            regs.done_count.eq(coll.done_count),
             regs.cycles.eq(ctl.cycles),
         ]
         m.submodules.slice = sl = InputSlice(self.lanes, self.seq_max)
@@ -232,11 +233,10 @@ class OffloadEngine(wiring.Component):
         m.d.comb += sl.soft_reset.eq(regs.soft_reset)
         m.submodules.serialiser = ser = Serialiser(self.lanes, len(sl.beat))
         m.d.comb += [ser.beat.eq(sl.beat), ser.valid.eq(sl.valid), ser.framed.eq(ctl.framed)]
-        coll = Collector(self.lanes, self.fifo_depth)
         m.submodules.parser = parser = Parser(
             self.lanes,
             self.fifo_depth - self.SLACK - self.CREDIT_LAG,
-            fifo_level_width=len(coll.fifo.level),
+            fifo_level_width=len(coll.level),
             nw_width=len(sl.nw),
         )
         m.d.comb += [
@@ -249,14 +249,25 @@ class OffloadEngine(wiring.Component):
             parser.hold.eq(ser.hold),
             parser.xw.eq(ser.xw),
             parser.wvalid.eq(ser.wvalid),
-            parser.fifo_level.eq(coll.fifo.level),
+            parser.fifo_level.eq(coll.level),
             parser.dv_room.eq(lanes.dv_room),
             sl.take.eq(parser.take),
         ]
         lanes.elaborate_inputs(m, parser, sl, ser)
-        coll.elaborate(m, self, ctl, lanes, regs.soft_reset)
+        res_valid, res_data, res_kind = lanes.select(m)
+        self._connect(m, coll, axis_out(self.lanes))
+        m.d.comb += [
+            coll.res_valid.eq(res_valid),
+            coll.res_data.eq(res_data),
+            coll.res_kind.eq(res_kind),
+            coll.state.eq(ctl.state),
+            coll.err.eq(ctl.err),
+            coll.core_clr.eq(ctl.core_clr),
+            coll.core_rst.eq(lanes.core_rst),
+            coll.soft_reset.eq(regs.soft_reset),
+        ]
         ctl.elaborate_decode(m, regs)
-        ctl.elaborate_fsm(m, regs, sl, ser, parser, coll, lanes.dv_busy)
+        ctl.elaborate_fsm(m, regs, sl, ser, parser, coll, res_valid.any(), lanes.dv_busy)
         return m
 
     def _connect(self, m: Module, sub: wiring.Component, ports: dict) -> None:

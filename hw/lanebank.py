@@ -11,6 +11,7 @@ from amaranth.hdl import Cat, EnableInserter, Module, Mux, ResetInserter, Signal
 from offload.engine_map import FORMATS
 
 from .bucketize import Bucketize
+from .fifo import SEQ_DATA, SEQ_HEADER
 from .lanes import XXH32Lane, XXH64Lane
 from .opdecode import op_in
 from .parser import Parser
@@ -243,8 +244,27 @@ class LaneBank:
 
     def results(self) -> list:
         """``(op codes, [core per lane])`` for every operator whose results are a lane core's
-        output, in the order of their first op code (the varint encoder's are not: see
-        :class:`~offload.hw.collector.Collector`)."""
-        return [
-            (tuple(codes), self.cores[name]) for name, codes in self.ctl.decode.results() if name != "varint"
-        ]
+        output, in the order of their first op code (the varint encoder's are not)."""
+        results = self.ctl.decode.results()
+        return [(tuple(codes), self.cores[name]) for name, codes in results if name != "varint"]
+
+    def select(self, m: Module) -> tuple[Signal, Signal, Signal]:
+        """Add the operator mux to ``m``: the batch operator's results, its cores' outputs
+        (``delta_varint_encode``: the encoder's words, kind ``SEQ_DATA`` or ``SEQ_HEADER``).
+        Returns ``(valid, data, kind)``: a bit and 64 data bits per lane, the FIFO word kind."""
+        N, dv = self.lanes, self.dv
+        res_valid = [Signal(name="res_valid" if j == 0 else f"res_valid_l{j}") for j in range(N)]
+        res_data = [Signal(64, name="res_data" if j == 0 else f"res_data_l{j}") for j in range(N)]
+        res_kind = Signal(2, name="res_kind")
+        with m.Switch(self.ctl.op):
+            for case, cores in self.results():
+                with m.Case(*case):
+                    for j in range(N):
+                        m.d.comb += [res_valid[j].eq(cores[j].o.valid), res_data[j].eq(cores[j].o.payload)]
+            with m.Case(*self.ctl.decode.users("varint")):
+                m.d.comb += [
+                    res_valid[0].eq(dv.o.valid),
+                    res_data[0].eq(dv.o.payload.data),
+                    res_kind.eq(Mux(dv.o.payload.header, SEQ_HEADER, SEQ_DATA)),
+                ]
+        return Cat(*res_valid), Cat(*res_data), res_kind
