@@ -1,0 +1,114 @@
+"""SigridHash core: TorchArrow's ``sigrid_hash`` of int64 ids, bit-exact with
+:func:`offload.golden_sigrid.sigrid_hash`, one id per cycle.
+
+Pipeline (every step is independent of the previous id, so one id enters per cycle):
+
+1. ``twang_mix64(id)``: four multiplies by small constants (``2**21 - 1`` with ``-1`` added,
+   265, 21, ``2**31 + 1``: two or three terms each) with an xor-shift folded into the input of
+   the next one.
+2. ``hash_128_to_64(salt, .)``: three multiplies by ``HASH128_KMUL`` (from the golden model),
+   each a pipelined constant multiply of the project's multiplier style (an adder tree of the
+   constant's signed digits in LUTs, no DSP; or the behavioural simulation flavour,
+   :data:`~offload.hw.common.MULTIPLIERS`), with the salt's and the shifts' xors in front.
+3. The floor modulo of the signed result by ``max_value`` (``1 <= max_value < 2**63``): for a
+   negative ``hashed``, ``hashed mod n = n - 1 - (~hashed mod n)`` (``~hashed = -hashed - 1``
+   is in ``[0, 2**63)``), so one unsigned remainder serves both signs: the engine's restoring
+   remainder pipeline :class:`~offload.hw.postproc.ModPipe` (any 64-bit divisor, no reciprocal
+   to set up, one value per cycle), then one subtract. ``max_value == 1`` gives 0 on both paths,
+   as the golden model's early return.
+
+Ports: ``i`` In(stream of 64-bit ids, two's complement, always ready), ``o`` Out(stream of 64-bit
+results in ``[0, max_value)``, always ready: the consumer takes every result), ``salt`` In(64)
+and ``max_value`` In(64), batch parameters held while ids flow (both are registered: allow 2
+cycles after a change before the first id). ``max_value <= 0`` is refused by the golden model
+(and must be by the engine before a batch); the core's result for it is unspecified.
+Latency :attr:`SigridCore.latency` cycles; throughput one id per cycle. Reset: the synchronous
+``rst`` clears only the ``valid`` bits.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from offload.golden_sigrid import HASH128_KMUL
+
+from .common import Pipe, check_choice, mul_depth, set_multiplier_params
+from .postproc import ModPipe
+
+__all__ = ["SigridCore", "TWANG_STEPS", "HASH128_SHIFT"]
+
+M64 = (1 << 64) - 1
+
+#: folly's ``twang_mix64`` as ``(xor-shift before, multiplier, addend)`` steps, then a final
+#: ``key ^= key >> 28`` folded into the next step: ``(~k) + (k << 21)`` is ``k * (2**21 - 1) - 1``,
+#: ``k + (k << 3) + (k << 8)`` is ``k * 265``, ``k + (k << 2) + (k << 4)`` is ``k * 21``,
+#: ``k + (k << 31)`` is ``k * (2**31 + 1)``. The golden model writes them inline; the equations
+#: check them against it.
+TWANG_STEPS = ((0, (1 << 21) - 1, M64), (24, 265, 0), (14, 21, 0), (28, (1 << 31) + 1, 0))
+#: ``hash_128_to_64``'s xor-shift.
+HASH128_SHIFT = 47
+
+
+class SigridCore(wiring.Component):
+    """``sigrid_hash(id, salt, max_value)`` of one int64 id per cycle (module docstring).
+
+    ``bits_per_stage``: the remainder pipeline's radix (1 or 2, see
+    :class:`~offload.hw.postproc.ModPipe`: latency 65 or 33). ``adder_levels``, ``multipliers``:
+    as the hash cores. Latency :attr:`latency` = the twang and ``hash_128_to_64`` multiplies +
+    1 (sign fold) + the remainder pipeline + 1 (sign fix-up).
+    """
+
+    def __init__(self, bits_per_stage: int = 1, adder_levels: int | str = "csa", multipliers: str = "lut"):
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
+        set_multiplier_params(self, adder_levels, multipliers)
+        self.bits_per_stage = check_choice("bits_per_stage", bits_per_stage, (1, 2))
+        self._MustUse__silence = False
+        self.mod_latency = 64 // bits_per_stage + 1  # ModPipe's
+        hash_depth = sum(mul_depth(64, c, 64, a, adder_levels) for _, c, a in TWANG_STEPS)
+        hash_depth += 3 * mul_depth(64, HASH128_KMUL, 64, levels=adder_levels)
+        self.latency = hash_depth + 1 + self.mod_latency + 1
+        super().__init__(
+            {
+                "i": In(stream.Signature(64, always_ready=True)),
+                "o": Out(stream.Signature(64, always_ready=True)),
+                "salt": In(64),
+                "max_value": In(64),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        salt = Signal(64, reset_less=True)
+        nm1 = Signal(64, reset_less=True)  # max_value - 1
+        m.d.sync += [salt.eq(self.salt), nm1.eq((self.max_value - 1)[:64])]
+        kw = {"levels": self.adder_levels, "behavioural": self.behavioural}
+        p = Pipe(m, "sg", **kw, valid=self.i.valid, k=self.i.payload)
+        one = Const(1)
+        for shift, mult, add in TWANG_STEPS:
+            k = p["k"]
+            p.mul_step("k", k ^ (k >> shift) if shift else k, mult, 64, one, add=add)
+        # hash_128_to_64(salt, k): a = (k ^ salt) * kMul; a ^= a >> 47; b = (salt ^ a) * kMul;
+        # b ^= b >> 47; b * kMul. (The twang's last xor-shift is TWANG_STEPS' trailing 28.)
+        k = p["k"]
+        p.mul_step("k", k ^ salt, HASH128_KMUL, 64, one)
+        k = p["k"]
+        p.mul_step("k", salt ^ k ^ (k >> HASH128_SHIFT), HASH128_KMUL, 64, one)
+        k = p["k"]
+        p.mul_step("k", k ^ (k >> HASH128_SHIFT), HASH128_KMUL, 64, one)
+        k = p["k"]
+        p.stage(drop=["k"], neg=k[63], x=Mux(k[63], ~k, k))
+        mod = ModPipe(self.bits_per_stage, self.multipliers)
+        assert mod.latency == self.mod_latency
+        m.submodules.mod = mod
+        m.d.comb += [mod.i.valid.eq(p["valid"]), mod.i.payload.eq(p["x"]), mod.num_buckets.eq(self.max_value)]
+        s = Pipe(m, "sgn", neg=p["neg"])
+        for _ in range(mod.latency):
+            s.stage()
+        r = mod.o.payload
+        q = Pipe(m, "sgo", valid=mod.o.valid, res=Mux(s["neg"], (nm1 - r)[:64], r))
+        q.stage()
+        m.d.comb += [self.o.valid.eq(q["valid"]), self.o.payload.eq(q["res"])]
+        assert p.depth + mod.latency + 1 == self.latency, (p.depth, mod.latency, self.latency)
+        return m
