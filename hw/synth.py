@@ -92,7 +92,9 @@ ECP5_DEVICE = ("--85k", "--package", "CABGA381")
 def _cores() -> dict[str, Callable[..., Any]]:
     from .bucketize import Bucketize
     from .engine import OffloadEngine
+    from .murmur3 import Murmur3Core, Murmur3Lane
     from .postproc import FastRange, ModPipe, ModReciprocal
+    from .sigrid import SigridCore
     from .varint import DeltaVarintEncoder
     from .xxhash import XXH32Core, XXH64Core, XXH64Fixed
 
@@ -105,6 +107,9 @@ def _cores() -> dict[str, Callable[..., Any]]:
         "FastRange": FastRange,
         "Bucketize": Bucketize,
         "DeltaVarintEncoder": DeltaVarintEncoder,
+        "Murmur3Core": Murmur3Core,
+        "Murmur3Lane": Murmur3Lane,
+        "SigridCore": SigridCore,
         "OffloadEngine": OffloadEngine,
     }
 
@@ -118,6 +123,9 @@ CORES = (
     "FastRange",
     "Bucketize",
     "DeltaVarintEncoder",
+    "Murmur3Core",
+    "Murmur3Lane",
+    "SigridCore",
     "OffloadEngine",
 )
 
@@ -155,6 +163,9 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "FastRange": [{}],
         "Bucketize": [{"table_depth": 16}, {"table_depth": 256}],
         "DeltaVarintEncoder": [{}],
+        "Murmur3Core": [{}],
+        "Murmur3Lane": [{"latency": 16}],
+        "SigridCore": [{}],
         "OffloadEngine": [{}],
     },
     "full": {
@@ -166,6 +177,9 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "FastRange": [{}],
         "Bucketize": [{"table_depth": d} for d in (16, 64, 256, 1024)],
         "DeltaVarintEncoder": [{}],
+        "Murmur3Core": [{"adder_levels": a} for a in _LEVELS],
+        "Murmur3Lane": [{"latency": 16}],
+        "SigridCore": [{"bits_per_stage": b} for b in (1, 2)],
         "OffloadEngine": [
             {},
             {"adder_levels": 2},
