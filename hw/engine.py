@@ -67,7 +67,7 @@ pipelines (the boundary tables are kept).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Cat, Module
 from amaranth.lib import wiring
 
 from offload.engine_map import ENGINE_ID, ENGINE_VERSION, ERR_BITS, REGISTERS, TRAILER_MAGIC
@@ -215,12 +215,8 @@ class OffloadEngine(wiring.Component):
         m.submodules.regfile = regs = RegisterFile(
             table_depth=self.table_depth, caps=self.caps, ops_mask=self.ops_mask, seq_max=self.seq_max
         )
-        lanes = LaneBank(self, ctl)
+        m.submodules.lanebank = lanes = LaneBank(self, self.decode)
         m.submodules.collector = coll = Collector(self.lanes, self.fifo_depth)
-        # The cores' logic comes first: a net's name in the RTL is that of the first signal
-        # the module's statements use for it, sync before comb when the first statement is a
-        # register's, so the cores' input registers keep their names (not their ports').
-        lanes.elaborate_cores(m, regs)
         self._connect(m, regs, AXI_LITE)
         m.d.comb += [
             regs.status.eq(ctl.status(coll)),
@@ -253,13 +249,38 @@ class OffloadEngine(wiring.Component):
             parser.dv_room.eq(lanes.dv_room),
             sl.take.eq(parser.take),
         ]
-        lanes.elaborate_inputs(m, parser, sl, ser)
-        res_valid, res_data, res_kind = lanes.select(m)
+        m.d.comb += [
+            lanes.op.eq(ctl.op),
+            lanes.fmt.eq(ctl.fmt),
+            lanes.dtype.eq(ctl.dtype),
+            lanes.seed.eq(ctl.seed),
+            lanes.nbuckets.eq(ctl.nbuckets),
+            lanes.slot.eq(ctl.slot),
+            lanes.nbound.eq(ctl.nbound),
+            lanes.core_clr.eq(ctl.core_clr),
+            lanes.table_addr.eq(regs.params["TABLE_ADDR"]),
+            lanes.table_data_lo.eq(regs.params["TABLE_DATA_LO"]),
+            lanes.wdata.eq(regs.wdata),
+            lanes.table_we.eq(regs.table_we),
+            lanes.w.eq(ser.w),
+            lanes.words.eq(Cat(*sl.words)),
+        ]
+        for name in (
+            "core_valid",
+            "lane_on",
+            "beat_first",
+            "last_word",
+            "empty_rec",
+            "beat_len",
+            "uacc",
+            "needs_dv",
+        ):
+            m.d.comb += getattr(lanes, name).eq(getattr(parser, name))
         self._connect(m, coll, axis_out(self.lanes))
         m.d.comb += [
-            coll.res_valid.eq(res_valid),
-            coll.res_data.eq(res_data),
-            coll.res_kind.eq(res_kind),
+            coll.res_valid.eq(lanes.res_valid),
+            coll.res_data.eq(lanes.res_data),
+            coll.res_kind.eq(lanes.res_kind),
             coll.state.eq(ctl.state),
             coll.err.eq(ctl.err),
             coll.core_clr.eq(ctl.core_clr),
@@ -267,7 +288,7 @@ class OffloadEngine(wiring.Component):
             coll.soft_reset.eq(regs.soft_reset),
         ]
         ctl.elaborate_decode(m, regs)
-        ctl.elaborate_fsm(m, regs, sl, ser, parser, coll, res_valid.any(), lanes.dv_busy)
+        ctl.elaborate_fsm(m, regs, sl, ser, parser, coll, lanes.res_valid.any(), lanes.dv_busy)
         return m
 
     def _connect(self, m: Module, sub: wiring.Component, ports: dict) -> None:

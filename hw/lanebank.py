@@ -1,22 +1,22 @@
-"""The engine's lanes: every operator core, its enables, parameters and input registers.
-
-An elaboration helper of :class:`~offload.hw.engine.OffloadEngine` (it adds its logic and the
-cores, as submodules, to the engine's module, see :class:`LaneBank`).
+"""The engine's lanes: every operator core, its enables, parameters and input registers, and
+the operator's results (:class:`LaneBank`, a submodule of :class:`~offload.hw.engine.OffloadEngine`).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, EnableInserter, Module, Mux, ResetInserter, Signal, Value
+from typing import Any
 
-from offload.engine_map import FORMATS
+from amaranth.hdl import Cat, EnableInserter, Module, Mux, ResetInserter, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from offload.engine_map import DTYPE_CODES, FORMATS, OP_CODES
 
 from .bucketize import Bucketize
 from .fifo import SEQ_DATA, SEQ_HEADER
 from .lanes import XXH32Lane, XXH64Lane
-from .opdecode import op_in
-from .parser import Parser
+from .opdecode import OpDecode, op_in
 from .postproc import FastRange, FidCore, ModPipe, ModReciprocal
-from .slicer import InputSlice, Serialiser
 from .varint import DeltaVarintEncoder
 from .xxhash import XXH32Core, XXH64Core
 
@@ -34,7 +34,7 @@ def mod_core(modulo: str, bits_per_stage: int, multipliers: str):
     return ModReciprocal(multipliers)
 
 
-class LaneBank:
+class LaneBank(wiring.Component):
     """The operator cores of every lane, as submodules, and what feeds them.
 
     Lane 0 has the record cores (``XXH64Core``, ``XXH32Core``, which also serve ``VAR``) and
@@ -57,13 +57,44 @@ class LaneBank:
     register :attr:`core_rst`), the cores' valid bits; data registers are not reset.
     """
 
-    def __init__(self, engine, ctl):
+    def __init__(self, engine, decode: OpDecode):
         N = self.lanes = engine.lanes
         mul = self.multipliers = engine.multipliers
-        self.ctl = ctl
-        self.core_rst = Signal(name="core_rst")
-        self.dv_room = Signal(name="dv_room")  # the varint skid buffer has room
-        self.dv_busy = Signal(name="dv_busy")  # a value in the varint path
+        self.decode = decode
+        super().__init__(
+            {
+                "op": In(max(OP_CODES.values()).bit_length()),
+                "fmt": In(max(FORMATS.values()).bit_length()),
+                "dtype": In(max(DTYPE_CODES.values()).bit_length()),
+                "seed": In(64),
+                "nbuckets": In(64),
+                "slot": In(16),
+                "nbound": In(13),
+                "core_clr": In(1),
+                "table_addr": In(32),
+                "table_data_lo": In(32),
+                "wdata": In(32),
+                "table_we": In(1),
+                "core_valid": In(1),
+                "lane_on": In(N),
+                "beat_first": In(1),
+                "last_word": In(1),
+                "empty_rec": In(1),
+                "beat_len": In(32),
+                "uacc": In(1),
+                "needs_dv": In(1),
+                "w": In(64),
+                "words": In(64 * N),
+                "res_valid": Out(N),
+                "res_data": Out(64 * N),
+                "res_kind": Out(2),
+                "core_rst": Out(1),
+                "dv_room": Out(1),
+                "dv_busy": Out(1),
+            }
+        )
+        self.framed = self.fmt[1]
+        self.fixed = ~self.framed
         levels = engine.adder_levels
         self.x64, self.x32 = XXH64Core(levels, mul), XXH32Core(levels, mul)
         x64 = self.x64
@@ -86,16 +117,20 @@ class LaneBank:
         self.bzs = [Bucketize(engine.table_depth, mul) for _ in range(N)]
         self.dv = DeltaVarintEncoder()
         #: Each lane core's instances, lane by lane, by its :data:`LANE_CORES` name.
-        self.cores = dict(zip(LANE_CORES, (self.h64, self.h32, self.mods, self.frs, self.fids, self.bzs)))
+        cores: tuple[list[Any], ...] = (self.h64, self.h32, self.mods, self.frs, self.fids, self.bzs)
+        self.cores = dict(zip(LANE_CORES, cores))
 
-    def elaborate_cores(self, m: Module, regs) -> None:
-        """Add the cores to ``m`` with their enables, resets and parameters."""
-        ctl, dec = self.ctl, self.ctl.decode
-        m.d.sync += self.core_rst.eq(ctl.core_clr)
-        self.is_bz = op_in(ctl.op, dec.users("bucketize"))
-        self.uses = {name: op_in(ctl.op, dec.users(name)) for name in LANE_CORES[:-1]}
-        self._submodules(m, regs.table_we)
-        self._parameters(m, regs)
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        dec = self.decode
+        m.d.sync += self.core_rst.eq(self.core_clr)
+        self.is_bz = op_in(self.op, dec.users("bucketize"))
+        self.uses = {name: op_in(self.op, dec.users(name)) for name in LANE_CORES[:-1]}
+        self._submodules(m, self.table_we)
+        self._parameters(m)
+        self._inputs(m)
+        self._select(m)
+        return m
 
     def _submodules(self, m: Module, table_we: Value) -> None:
         # core_clr (START, SOFT_RESET) resets every core; in the pipelines that clears the valid
@@ -112,7 +147,7 @@ class LaneBank:
         # thing in both flavours. The LUT flavour (synthesised) has no such enable: it would be
         # one clock-enable net to every datapath flip-flop (~40k loads). Lanes 1..N-1 only run
         # for the fixed formats. Boundary table writes always reach every lane's bucketize.
-        ctl, core_rst = self.ctl, self.core_rst
+        core_rst = self.core_rst
         for j in range(self.lanes):
             sfx = "" if j == 0 else f"_l{j}"
             for name in LANE_CORES:
@@ -121,51 +156,51 @@ class LaneBank:
                 if self.multipliers == "behavioural":
                     core_en = Signal(name=f"{name}{sfx}_en")
                     m.d.comb += core_en.eq(
-                        core_rst | (use if j == 0 or name == "bucketize" else use & ctl.fixed)
+                        core_rst | (use if j == 0 or name == "bucketize" else use & self.fixed)
                     )
                     core = EnableInserter(core_en)(core)
                 m.submodules[name + sfx] = ResetInserter(core_rst)(core)
         dv_en = Signal(name="varint_en")
-        m.d.comb += dv_en.eq(ctl.core_clr | op_in(ctl.op, ctl.decode.users("varint")))
-        m.submodules.varint = ResetInserter(ctl.core_clr)(EnableInserter(dv_en)(self.dv))
+        m.d.comb += dv_en.eq(self.core_clr | op_in(self.op, self.decode.users("varint")))
+        m.submodules.varint = ResetInserter(self.core_clr)(EnableInserter(dv_en)(self.dv))
 
-    def _parameters(self, m: Module, regs) -> None:
+    def _parameters(self, m: Module) -> None:
         # Each post core gets a copy of num_buckets of its own, loaded only while the batch's
         # operator uses that core (a static enable, as the cores' inputs have). Both cores
         # register the port; fed by one signal, synthesis merged the two copies, and the merged
         # register, placed by ModPipe, fed FastRange's multipliers across the device (11.72 ns,
         # nextpnr seed 2). The copies are a cycle behind START; the first value reaches either
         # core behind the whole hash pipeline.
-        ctl, op, r = self.ctl, self.ctl.op, regs.params
+        op = self.op
         nb_mod = Signal(64, name="mod_num_buckets", reset_less=True)
         nb_fr = Signal(64, name="fastrange_num_buckets", reset_less=True)
         with m.If(self.uses["mod"]):
-            m.d.sync += nb_mod.eq(ctl.nbuckets)
+            m.d.sync += nb_mod.eq(self.nbuckets)
         with m.If(self.uses["fastrange"]):
-            m.d.sync += nb_fr.eq(ctl.nbuckets)
+            m.d.sync += nb_fr.eq(self.nbuckets)
         for j in range(self.lanes):
             bz = self.bzs[j]
             m.d.comb += [
-                self.h64[j].seed.eq(ctl.seed),
-                self.h32[j].seed.eq(ctl.seed[:32]),
+                self.h64[j].seed.eq(self.seed),
+                self.h32[j].seed.eq(self.seed[:32]),
                 self.mods[j].num_buckets.eq(nb_mod),
                 self.frs[j].num_buckets.eq(nb_fr),
-                self.fids[j].slot.eq(ctl.slot),
-                self.fids[j].version.eq(ctl.decode.selected(op, "fid")),
-                bz.dtype.eq(ctl.dtype),
-                bz.right.eq(ctl.decode.selected(op, "bucketize")),
-                bz.num_boundaries.eq(ctl.nbound),
-                bz.table_addr.eq(r["TABLE_ADDR"]),
-                bz.table_we.eq(regs.table_we),
-                bz.table_data.eq(Cat(r["TABLE_DATA_LO"], regs.wdata)),
+                self.fids[j].slot.eq(self.slot),
+                self.fids[j].version.eq(self.decode.selected(op, "fid")),
+                bz.dtype.eq(self.dtype),
+                bz.right.eq(self.decode.selected(op, "bucketize")),
+                bz.num_boundaries.eq(self.nbound),
+                bz.table_addr.eq(self.table_addr),
+                bz.table_we.eq(self.table_we),
+                bz.table_data.eq(Cat(self.table_data_lo, self.wdata)),
             ]
             if j:
                 m.d.comb += [
-                    self.h64[j].key8.eq(ctl.fmt == FORMATS["FIXED8"]),
-                    self.h32[j].key8.eq(ctl.fmt == FORMATS["FIXED8"]),
+                    self.h64[j].key8.eq(self.fmt == FORMATS["FIXED8"]),
+                    self.h32[j].key8.eq(self.fmt == FORMATS["FIXED8"]),
                 ]
 
-    def elaborate_inputs(self, m: Module, p: Parser, sl: InputSlice, ser: Serialiser) -> None:
+    def _inputs(self, m: Module) -> None:
         """Add every core's input register to ``m``, fed from the parser's unit.
 
         Every core's input goes through a register of its own, placed by the tools next to the
@@ -173,25 +208,25 @@ class LaneBank:
         registers across it into a core's first adder stage was the engine's longest (routing
         ~80 % of it). The data register loads only while the batch's operator uses the core (a
         static enable), which also keeps the copies distinct (not merged by synthesis)."""
-        N, ctl, uses = self.lanes, self.ctl, self.uses
+        N, uses = self.lanes, self.uses
         use_x64, use_x32, use_bz = uses["xxh64"], uses["xxh32"], self.is_bz
         for core, use, name in ((self.x64, use_x64, "xxh64"), (self.x32, use_x32, "xxh32")):
             beat = Signal.like(core.i.payload, name=f"{name}_beat")
             m.d.comb += [
-                beat.data.eq(ser.w),
-                beat.first.eq(p.beat_first),
-                beat.last.eq(~ctl.framed | p.last_word),
-                beat.empty.eq(p.empty_rec),
-                beat.length.eq(p.beat_len),
+                beat.data.eq(self.w),
+                beat.first.eq(self.beat_first),
+                beat.last.eq(~self.framed | self.last_word),
+                beat.empty.eq(self.empty_rec),
+                beat.length.eq(self.beat_len),
             ]
-            self._feed(m, name, core.i, p.core_valid, beat, use)
+            self._feed(m, name, core.i, self.core_valid, beat, use)
         for j in range(1, N):
-            lv = p.core_valid & p.lane_on[j]
-            self._feed(m, f"xxh64_l{j}", self.h64[j].i, lv, sl.words[j], use_x64)
-            self._feed(m, f"xxh32_l{j}", self.h32[j].i, lv, sl.words[j], use_x32)
-            self._feed(m, f"bucketize_l{j}", self.bzs[j].i, lv, sl.words[j], use_bz)
-        self._feed(m, "bucketize", self.bzs[0].i, p.core_valid, ser.w, use_bz)
-        self._varint_input(m, p, ser)
+            lv = self.core_valid & self.lane_on[j]
+            self._feed(m, f"xxh64_l{j}", self.h64[j].i, lv, self.words.word_select(j, 64), use_x64)
+            self._feed(m, f"xxh32_l{j}", self.h32[j].i, lv, self.words.word_select(j, 64), use_x32)
+            self._feed(m, f"bucketize_l{j}", self.bzs[j].i, lv, self.words.word_select(j, 64), use_bz)
+        self._feed(m, "bucketize", self.bzs[0].i, self.core_valid, self.w, use_bz)
+        self._varint_input(m)
         # Hash -> post-processing: a register per post core, for the same reason.
         use_mod, use_fr, use_fid = uses["mod"], uses["fastrange"], uses["fid"]
         for j in range(N):
@@ -210,30 +245,30 @@ class LaneBank:
         while core_rst is set: the core's reset does not reach this register.)"""
         v = Signal(name=f"{name}_in_valid")
         d = Signal.like(port.payload, name=f"{name}_in_data", reset_less=True)
-        m.d.sync += v.eq(valid & use & ~self.ctl.core_clr & (~self.core_rst if after_core else 1))
+        m.d.sync += v.eq(valid & use & ~self.core_clr & (~self.core_rst if after_core else 1))
         with m.If(use):
             m.d.sync += d.eq(payload)
         m.d.comb += [port.valid.eq(v), port.payload.eq(d)]
 
-    def _varint_input(self, m: Module, p: Parser, ser: Serialiser) -> None:
+    def _varint_input(self, m: Module) -> None:
         """The varint encoder has a ready handshake, so its input register is a two-entry skid
         buffer: the parser sees a registered ready (dvq_skid_valid clear), and the encoder's
         first stage (a 64-bit subtraction) starts at a register next to it rather than at the
         parser's (it was the engine's longest path without one). A value taken by the parser
         reaches the encoder a cycle later, a value per cycle as before."""
-        dv, core_clr = self.dv, self.ctl.core_clr
+        dv, core_clr = self.dv, self.core_clr
         dvq = Signal.like(dv.i.payload, name="dvq_data", reset_less=True)
         dvs = Signal.like(dv.i.payload, name="dvq_skid", reset_less=True)
         dvq_v, dvs_v = Signal(name="dvq_valid"), Signal(name="dvq_skid_valid")
         dv_in = Signal.like(dv.i.payload, name="dvq_in")
         m.d.comb += [
-            dv_in.data.eq(ser.w),
-            dv_in.first.eq(p.beat_first),
-            dv_in.last.eq(p.last_word),
-            dv_in.empty.eq(p.empty_rec),
+            dv_in.data.eq(self.w),
+            dv_in.first.eq(self.beat_first),
+            dv_in.last.eq(self.last_word),
+            dv_in.empty.eq(self.empty_rec),
             self.dv_room.eq(~dvs_v),
         ]
-        dv_fire = p.uacc & p.needs_dv
+        dv_fire = self.uacc & self.needs_dv
         with m.If(core_clr):
             m.d.sync += [dvq_v.eq(0), dvs_v.eq(0)]
         with m.Elif(dv.i.ready | ~dvq_v):
@@ -245,26 +280,29 @@ class LaneBank:
     def results(self) -> list:
         """``(op codes, [core per lane])`` for every operator whose results are a lane core's
         output, in the order of their first op code (the varint encoder's are not)."""
-        results = self.ctl.decode.results()
+        results = self.decode.results()
         return [(tuple(codes), self.cores[name]) for name, codes in results if name != "varint"]
 
-    def select(self, m: Module) -> tuple[Signal, Signal, Signal]:
-        """Add the operator mux to ``m``: the batch operator's results, its cores' outputs
-        (``delta_varint_encode``: the encoder's words, kind ``SEQ_DATA`` or ``SEQ_HEADER``).
-        Returns ``(valid, data, kind)``: a bit and 64 data bits per lane, the FIFO word kind."""
+    def _select(self, m: Module) -> None:
+        """The operator mux: the batch operator's results, its cores' outputs
+        (``delta_varint_encode``: the encoder's words, kind ``SEQ_DATA`` or ``SEQ_HEADER``)."""
         N, dv = self.lanes, self.dv
         res_valid = [Signal(name="res_valid" if j == 0 else f"res_valid_l{j}") for j in range(N)]
         res_data = [Signal(64, name="res_data" if j == 0 else f"res_data_l{j}") for j in range(N)]
         res_kind = Signal(2, name="res_kind")
-        with m.Switch(self.ctl.op):
+        with m.Switch(self.op):
             for case, cores in self.results():
                 with m.Case(*case):
                     for j in range(N):
                         m.d.comb += [res_valid[j].eq(cores[j].o.valid), res_data[j].eq(cores[j].o.payload)]
-            with m.Case(*self.ctl.decode.users("varint")):
+            with m.Case(*self.decode.users("varint")):
                 m.d.comb += [
                     res_valid[0].eq(dv.o.valid),
                     res_data[0].eq(dv.o.payload.data),
                     res_kind.eq(Mux(dv.o.payload.header, SEQ_HEADER, SEQ_DATA)),
                 ]
-        return Cat(*res_valid), Cat(*res_data), res_kind
+        m.d.comb += [
+            self.res_valid.eq(Cat(*res_valid)),
+            self.res_data.eq(Cat(*res_data)),
+            self.res_kind.eq(res_kind),
+        ]
