@@ -27,8 +27,8 @@ Structure of the record core (why it sustains one word per cycle):
    fully unrolled pipeline (records are independent from here): the standard tail (xor of the
    partial block's ``mix_k1``) or Spark's tail (one full round per trailing byte, sign-extended:
    up to three rounds, one per stage, each byte's ``mix_k1`` read from a 256-entry table computed
-   from the golden model, one block-RAM read port per byte), then ``h ^= length`` and fmix32 (two
-   pipelined constant multiplies).
+   from the golden model, one block-RAM read port per byte, registered before use), then
+   ``h ^= length`` and fmix32 (two pipelined constant multiplies).
 
 Multipliers: as the XXH cores, no DSP blocks: constant multiplies as adder trees in LUTs
 (``multipliers="lut"``, what is synthesised) or the behavioural simulation flavour (one ``*``
@@ -215,24 +215,24 @@ class Murmur3Core(wiring.Component):
             hin=h ^ fe["sd"],  # the state before this word (the seed on a first word)
             **{k: fe[k] for k in ("full0", "full1", "length", "spark", "nt", "kt", "sb0", "sb1", "sb2")},
         )
-        fin.stage()
-        # Spark's byte values from the table, each read one stage before its round.
+        # Spark's byte values from the table: read here, registered once (a block RAM's output
+        # straight into the round's adder was the core's critical path), used 2-4 stages on.
         rom = Memory(shape=32, depth=256, init=spark_byte_table())
         m.submodules.spark_bytes = rom
-        ports = [rom.read_port(domain="sync") for _ in range(3)]
+        for j in range(3):
+            port = rom.read_port(domain="sync")
+            m.d.comb += [port.addr.eq(fin.f.pop(f"sb{j}")), port.en.eq(1)]
+            fin.at(1, lambda j=j, port=port: fin.f.__setitem__(f"mk{j}", port.data))
+        fin.stage()
         std = ~fin["spark"] & (fin["nt"] != 0)
-        m.d.comb += [ports[0].addr.eq(fin["sb0"]), ports[0].en.eq(1)]
         fin.stage(
-            drop=["r0", "r1", "hin", "full0", "full1", "kt", "sb0"],
+            drop=["r0", "r1", "hin", "full0", "full1", "kt"],
             h=Mux(fin["full1"], fin["r1"], Mux(fin["full0"], fin["r0"], fin["hin"])) ^ Mux(std, fin["kt"], 0),
         )
         for j in range(3):
-            fin.f[f"mk{j}"] = ports[j].data
-            if j < 2:
-                m.d.comb += [ports[j + 1].addr.eq(fin[f"sb{j + 1}"]), ports[j + 1].en.eq(1)]
             on = fin["spark"] & (fin["nt"] > j)
             fin.stage(
-                drop=[f"mk{j}", f"sb{j + 1}"] if j < 2 else [f"mk{j}", "spark", "nt"],
+                drop=[f"mk{j}"] + (["spark", "nt"] if j == 2 else []),
                 h=Mux(on, murmur3_round(fin["h"], fin[f"mk{j}"]), fin["h"]),
             )
         length = fin.f.pop("length")
