@@ -22,8 +22,9 @@ What runs where:
   ``backend=`` and the Runtime's options are checked by building a Runtime (no backend opens: a
   Runtime opens backends on first use) and pickling it, and the cluster is checked: ``actors``
   actors of ``num_cpus`` CPUs, and one unit of ``device_resource`` each, must fit in the
-  cluster's resources as they are now; otherwise a ``ValueError`` says what is missing (a pool
-  that can never start would wait forever).
+  cluster's resources as they are now, leaving a CPU to the tasks that make the blocks of a
+  dataset that is not materialized (a read); otherwise a ``ValueError`` says what is missing (a
+  pool that can never start, or that starves its own input, would wait forever).
 - **In each actor**: the constructor only keeps the configuration (it opens no device). On the
   first batch the actor rebuilds the spec from its JSON and checks its fingerprint, binds its
   device (below) and builds its Runtime, kept for the actor's life; the CPU backend's kernel
@@ -122,6 +123,10 @@ def featurize(
     if schema is not None:
         spec.validate(schema, keep)
     _check_cluster(ray, actors, float(num_cpus), device_resource, len(slots))
+    from ray.data.dataset import MaterializedDataset
+
+    if not isinstance(ds, MaterializedDataset):
+        _check_room_for_tasks(ray, actors, float(num_cpus))
     udf = _Featurize(
         spec.to_json(indent=None),
         spec.fingerprint,
@@ -212,6 +217,19 @@ def _known_schema(ds: Any) -> pa.Schema | None:
     if schema is None or not all(isinstance(t, pa.DataType) for t in schema.types):
         return None
     return pa.schema(list(zip(schema.names, schema.types)))
+
+
+def _check_room_for_tasks(ray: Any, actors: int, num_cpus: float) -> None:
+    """A dataset that is not materialized makes its blocks with tasks (a read, a transformation)
+    when it runs; if the actors took every CPU, those tasks could never start."""
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    if actors * num_cpus > cpus - 1 + 1e-9:
+        raise ValueError(
+            f"{actors} actors of {num_cpus:g} CPUs would leave less than one of the Ray cluster's "
+            f"{cpus:g} CPUs to the tasks that make this dataset's blocks (a read or a "
+            "transformation), which would then wait forever: use fewer actors or a smaller "
+            "num_cpus, or pass a materialized dataset (ds.materialize())"
+        )
 
 
 def _node_units(ray: Any, resource: str) -> list[int]:

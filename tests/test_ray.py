@@ -274,6 +274,22 @@ def test_more_cpus_than_the_cluster_has_is_an_immediate_error(cluster):
         offload.ray_data.featurize(dataset(), SPEC, actors=3)
 
 
+def test_actors_leaving_no_cpu_to_a_read_is_an_immediate_error(cluster, tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(TABLE, tmp_path / "t.parquet")
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "2 actors of 1 CPUs would leave less than one of the Ray cluster's 2 CPUs to the tasks "
+            "that make this dataset's blocks (a read or a transformation), which would then wait "
+            "forever: use fewer actors or a smaller num_cpus, or pass a materialized dataset "
+            "(ds.materialize())"
+        ),
+    ):
+        offload.ray_data.featurize(ray.data.read_parquet(str(tmp_path)), SPEC, actors=2)
+
+
 def test_spec_errors_are_raised_on_the_driver(cluster):
     with pytest.raises(ValueError, match=re.escape("feature 'user_id_hash_bucket': column 'user_id' is not")):
         offload.ray_data.featurize(ray.data.from_arrow(TABLE.drop_columns(["user_id"])), SPEC)
