@@ -1,19 +1,19 @@
-"""The engine's control: the batch registers, the parameter check and the batch FSM.
-
-An elaboration helper of :class:`~offload.hw.engine.OffloadEngine` (it adds its logic to the
-engine's module, see :class:`Control`).
-"""
+"""The engine's control: the batch registers, the parameter check and the batch FSM
+(:class:`Control`, a submodule of :class:`~offload.hw.engine.OffloadEngine`)."""
 
 from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from offload.engine_map import (
     DTYPE_CODES,
     ERR_BITS,
     FORMATS,
     OP_CODES,
+    PARAM_REGISTERS,
     STATUS_BUSY,
     STATUS_DONE,
     STATUS_ERROR,
@@ -44,29 +44,33 @@ def _formats_ok(kind: str, rfmt: Value, rdt: Value) -> Value:
     return any_of(([op_in(rfmt, any_key)] if any_key else []) + sized)
 
 
-class Control:
+class Control(wiring.Component):
     """The batch: its registers, its checks, its state and its error flags.
 
     States: ``IDLE`` (``s_axis`` discards beats, ``EXTRA_DATA``), ``RUN`` (the parser takes
     units), ``DRAIN`` (every complete record's result reaches the FIFO), ``ROLLBACK`` (the FIFO
     drops an unfinished sequence), ``TRAIL`` (the trailer is written once it has room).
 
-    Outputs (signals created here): :attr:`state`; the batch registers loaded at START from
-    the parameter registers (:attr:`op`, :attr:`fmt`, :attr:`dtype`, :attr:`seed`,
-    :attr:`nbuckets`, :attr:`slot`, :attr:`nbound`) and :attr:`framed` / :attr:`fixed` (the
-    format's framing); the counters :attr:`rem` (records still to come), :attr:`rem_gt` (bit j:
-    ``rem > j``, kept with ``rem`` so the end-of-batch and lane decisions read one register bit,
-    not a 32-bit compare) and :attr:`recs_in` (records taken); :attr:`extra_pending` (words of
-    an accepted beat after the batch's end); the status registers :attr:`err`,
-    :attr:`done_flag`, :attr:`busy_out` (set at START, cleared when the trailer leaves
-    ``m_axis``), :attr:`done_count`, :attr:`cycles` (cycles since START while not idle) and
-    :attr:`core_clr` (START in IDLE or SOFT_RESET: clears the data path), :attr:`bad_param`
-    (the parameter registers do not make a batch: :meth:`param_error`).
+    Ports: In, from the :class:`~offload.hw.regfile.RegisterFile`, ``start``, ``soft_reset``
+    and ``reg_<name>`` for every parameter register (``PARAM_REGISTERS``); from the slice
+    ``bad_tkeep``; from the serialiser ``ulast``, ``hold``; from the parser ``beat_acc``,
+    ``uacc``, ``bad_hdr``, ``fin``, ``extra``, ``n_in``; from the collector ``write_trailer``,
+    ``done_count``, ``resq_valid``, ``busy_out``, ``done_flag``; from the lanes ``any_res`` (a
+    core has a result this cycle) and ``dv_busy`` (a value in the varint path). Out ``state``;
+    the batch registers loaded at START from the parameter registers (``op``, ``fmt``,
+    ``dtype``, ``seed``, ``nbuckets``, ``slot``, ``nbound``); ``rem_gt`` (bit j: records still
+    to come > j, kept with the count so the end-of-batch and lane decisions read one register
+    bit, not a 32-bit compare); ``err`` (the ``ERR`` flags), ``cycles`` (cycles since START
+    while not idle), ``status`` (``STATUS``: busy, done, error), ``core_clr`` (START in IDLE or
+    SOFT_RESET: clears the data path); the strobes ``ser_load``, ``ser_advance``,
+    ``ser_clear`` (the :class:`~offload.hw.slicer.Serialiser`'s), ``rec_clear`` (the parser
+    leaves its record) and ``batch_start`` (the collector's counters restart).
 
-    Inputs, at :meth:`elaborate_fsm`: the register file's strobes and parameters, the slice,
-    serialiser and parser decisions, the collector's ``write_trailer`` and in-flight results
-    and the varint path's ``dv_busy``. Reset (``rst``): IDLE, every register 0; ``SOFT_RESET``:
-    IDLE, flags clear (the batch registers are kept, reloaded by the next START).
+    Latency: the batch registers, state and flags are registers (a cycle after the event);
+    ``core_clr``, ``status`` and the strobes are combinational. BAD_PARAM is decided from the
+    parameter registers in START's cycle (:meth:`param_error`). Reset (``rst``): IDLE, every
+    register 0; ``soft_reset``: IDLE, flags clear (the batch registers are kept, reloaded by the
+    next START).
     """
 
     IDLE, RUN, DRAIN, ROLLBACK, TRAIL = range(5)
@@ -75,28 +79,53 @@ class Control:
         N = self.lanes = lanes
         self.table_depth = table_depth
         self.decode = decode
-        self.state = Signal(3, name="state")
-        self.op = Signal(max(OP_CODES.values()).bit_length(), name="op")
-        self.fmt = Signal(max(FORMATS.values()).bit_length(), name="fmt")
-        self.dtype = Signal(max(DTYPE_CODES.values()).bit_length(), name="dtype")
-        self.seed = Signal(64, name="seed")
-        self.nbuckets = Signal(64, name="nbuckets")
-        self.slot = Signal(16, name="slot")
-        self.nbound = Signal(13, name="nbound")
-        self.framed = self.fmt[1]  # VAR or SEQ (lane 0 only)
-        self.fixed = ~self.framed
-        self.recs_in = Signal(32, name="recs_in")
+        super().__init__(
+            {
+                "start": In(1),
+                "soft_reset": In(1),
+                **{f"reg_{n.lower()}": In(32) for n in PARAM_REGISTERS},
+                "bad_tkeep": In(1),
+                "ulast": In(1),
+                "hold": In(1),
+                "beat_acc": In(1),
+                "uacc": In(1),
+                "bad_hdr": In(1),
+                "fin": In(1),
+                "extra": In(1),
+                "n_in": In(range(N + 1)),
+                "write_trailer": In(1),
+                "done_count": In(32),
+                "resq_valid": In(N),
+                "busy_out": In(1),
+                "done_flag": In(1),
+                "any_res": In(1),
+                "dv_busy": In(1),
+                "state": Out(3),
+                "op": Out(max(OP_CODES.values()).bit_length()),
+                "fmt": Out(max(FORMATS.values()).bit_length()),
+                "dtype": Out(max(DTYPE_CODES.values()).bit_length()),
+                "seed": Out(64),
+                "nbuckets": Out(64),
+                "slot": Out(16),
+                "nbound": Out(13),
+                "rem_gt": Out(N + 1),
+                "err": Out(len(ERR_BITS)),
+                "cycles": Out(64),
+                "status": Out(3),
+                "core_clr": Out(1),
+                "ser_load": Out(1),
+                "ser_advance": Out(1),
+                "ser_clear": Out(1),
+                "rec_clear": Out(1),
+                "batch_start": Out(1),
+            }
+        )
+        #: The parameter registers by name.
+        self.params = {n: getattr(self, f"reg_{n.lower()}") for n in PARAM_REGISTERS}
+        self.recs_in = Signal(32, name="recs_in")  # records taken
         self.rem = Signal(32, name="rem")  # records still to come (COUNT - recs_in)
-        self.rem_gt = Signal(N + 1, name="rem_gt")
-        self.extra_pending = Signal(name="extra_pending")
-        self.err = Signal(len(ERR_BITS), name="err")
-        self.cycles = Signal(64, name="cycles")
-        self.core_clr = Signal(name="core_clr")
-        self.bad_param = Signal(name="bad_param")
-
-    def status(self, coll) -> Value:
-        """The ``STATUS`` register: busy, done, error (``coll``: the collector's flags)."""
-        return Cat(coll.busy_out | (self.state != self.IDLE), coll.done_flag, self.err != 0)
+        self.extra_pending = Signal(name="extra_pending")  # words of a beat after the batch's end
+        self.bad_param = Signal(name="bad_param")  # the parameters do not make a batch
 
     def param_error(self, r: dict[str, Signal]) -> Value:
         """The parameter registers ``r`` do not make a batch the engine runs (``BAD_PARAM``):
@@ -116,47 +145,55 @@ class Control:
             terms.append(of_kind["numbers"] & (r["NUM_BOUNDARIES"] > self.table_depth))
         return any_of(terms)
 
-    def elaborate_decode(self, m: Module, regs) -> None:
-        """Add BAD_PARAM, the data path's clear and the cycle counter to ``m``."""
-        m.d.comb += self.bad_param.eq(self.param_error(regs.params))
-        m.d.comb += self.core_clr.eq(regs.soft_reset | (regs.start & (self.state == self.IDLE)))
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.d.comb += [
+            self.status.eq(Cat(self.busy_out | (self.state != self.IDLE), self.done_flag, self.err != 0)),
+            self.bad_param.eq(self.param_error(self.params)),
+            self.core_clr.eq(self.soft_reset | (self.start & (self.state == self.IDLE))),
+        ]
         with m.If(self.state != self.IDLE):
             m.d.sync += self.cycles.eq(self.cycles + 1)
+        self._fsm(m)
+        return m
 
-    def elaborate_fsm(self, m: Module, regs, sl, ser, p, coll, any_res: Value, dv_busy: Value) -> None:
-        """Add the batch FSM to ``m`` (after :meth:`elaborate_decode`)."""
-        with m.If(regs.soft_reset):
+    def _fsm(self, m: Module) -> None:
+        """The batch FSM."""
+        with m.If(self.soft_reset):
             m.d.sync += [
                 self.state.eq(self.IDLE),
                 self.err.eq(0),
             ]
-            m.d.comb += p.rec_clear.eq(1)
+            m.d.comb += self.rec_clear.eq(1)
             if self.lanes > 1:
-                m.d.comb += ser.clear.eq(1)
+                m.d.comb += self.ser_clear.eq(1)
                 m.d.sync += self.extra_pending.eq(0)
         with m.Else():
             with m.Switch(self.state):
                 with m.Case(self.IDLE):
-                    self._idle(m, regs, p, coll)
+                    self._idle(m)
                 with m.Case(self.RUN):
-                    self._run(m, sl, ser, p)
+                    self._run(m)
                 with m.Case(self.DRAIN):
                     # Every complete record has its result in the FIFO and nothing is in flight.
                     with m.If(
-                        (coll.done_count == self.recs_in) & ~dv_busy & ~any_res & ~coll.resq_valid.any()
+                        (self.done_count == self.recs_in)
+                        & ~self.dv_busy
+                        & ~self.any_res
+                        & ~self.resq_valid.any()
                     ):
                         m.d.sync += self.state.eq(self.ROLLBACK)
                 with m.Case(self.ROLLBACK):
                     m.d.sync += self.state.eq(self.TRAIL)
                 with m.Case(self.TRAIL):
-                    self._trail(m, ser, p, coll)
+                    self._trail(m)
 
-    def _idle(self, m: Module, regs, p, coll) -> None:
+    def _idle(self, m: Module) -> None:
         """IDLE: START loads the batch (or goes straight to the trailer: a bad parameter or
         no records); a beat on ``s_axis`` is discarded (``EXTRA_DATA``)."""
-        r, N = regs.params, self.lanes
-        with m.If(regs.start):
-            m.d.comb += [p.rec_clear.eq(1), coll.batch_start.eq(1)]
+        r, N = self.params, self.lanes
+        with m.If(self.start):
+            m.d.comb += [self.rec_clear.eq(1), self.batch_start.eq(1)]
             m.d.sync += [
                 self.op.eq(r["OP"]),
                 self.fmt.eq(r["FORMAT"]),
@@ -172,29 +209,29 @@ class Control:
                 self.recs_in.eq(0),
                 self.state.eq(Mux(self.bad_param | (r["COUNT"] == 0), self.TRAIL, self.RUN)),
             ]
-        with m.Elif(p.beat_acc):
+        with m.Elif(self.beat_acc):
             m.d.sync += self.err[ERR["EXTRA_DATA"]].eq(1)
 
-    def _run(self, m: Module, sl, ser, p) -> None:
+    def _run(self, m: Module) -> None:
         """RUN: a beat accepted (its tkeep checked, its words held by the serialiser), a unit
         taken (the record tracked, the counters advanced, the batch's end or an error)."""
-        with m.If(p.beat_acc):
-            with m.If(sl.bad_tkeep):
+        with m.If(self.beat_acc):
+            with m.If(self.bad_tkeep):
                 m.d.sync += self.err[ERR["BAD_TKEEP"]].eq(1)
-            m.d.comb += ser.load.eq(1)
-        with m.If(p.uacc):
-            m.d.comb += ser.advance.eq(1)
-            self._count(m, p.n_in)
-            with m.If(p.bad_hdr):
+            m.d.comb += self.ser_load.eq(1)
+        with m.If(self.uacc):
+            m.d.comb += self.ser_advance.eq(1)
+            self._count(m, self.n_in)
+            with m.If(self.bad_hdr):
                 m.d.sync += [self.err[ERR["BAD_HEADER"]].eq(1), self.state.eq(self.DRAIN)]
-            with m.Elif(p.fin):
-                with m.If(~ser.ulast | p.extra):
+            with m.Elif(self.fin):
+                with m.If(~self.ulast | self.extra):
                     m.d.sync += self.err[ERR["MISSING_TLAST"]].eq(1)
                 if self.lanes > 1:
-                    with m.If(p.extra):
+                    with m.If(self.extra):
                         m.d.sync += self.extra_pending.eq(1)
                 m.d.sync += self.state.eq(self.DRAIN)
-            with m.Elif(ser.ulast):
+            with m.Elif(self.ulast):
                 m.d.sync += [self.err[ERR["EARLY_TLAST"]].eq(1), self.state.eq(self.DRAIN)]
 
     def _count(self, m: Module, n_in: Value) -> None:
@@ -212,15 +249,15 @@ class Control:
             ),
         ]
 
-    def _trail(self, m: Module, ser, p, coll) -> None:
+    def _trail(self, m: Module) -> None:
         """TRAIL: once the trailer is written, IDLE."""
-        with m.If(coll.write_trailer):
+        with m.If(self.write_trailer):
             m.d.sync += self.state.eq(self.IDLE)
-            m.d.comb += p.rec_clear.eq(1)
+            m.d.comb += self.rec_clear.eq(1)
             if self.lanes > 1:
                 # Words of accepted beats after the batch's end: discarded now, after the
                 # trailer (as the 64-bit engine discards them in IDLE).
-                m.d.comb += ser.clear.eq(1)
+                m.d.comb += self.ser_clear.eq(1)
                 m.d.sync += self.extra_pending.eq(0)
-                with m.If(ser.hold | self.extra_pending):
+                with m.If(self.hold | self.extra_pending):
                     m.d.sync += self.err[ERR["EXTRA_DATA"]].eq(1)

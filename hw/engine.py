@@ -37,19 +37,19 @@ result entering the FIFO: 1 cycle in the input slice plus the operator's core la
 (:attr:`OffloadEngine.latency` is the longest), plus 2
 cycles to ``m_axis`` (plus the rest of its output beat for ``lanes > 1``).
 
-Blocks (each in its own module, with its ports, latency and reset in its docstring). Two are
-submodules (``wiring.Component``, their signature is their whole interface):
+Blocks (each in its own module, a ``wiring.Component`` whose signature is its whole interface,
+with its ports, latency and reset in its docstring), the engine's submodules:
 :class:`~offload.hw.regfile.RegisterFile` (AXI-Lite slave, parameter registers, command
-strobes) and :class:`~offload.hw.slicer.InputSlice` (the ``s_axis`` register slice). The others
-are elaboration helpers that add their logic to the engine's module, because they share the
-batch FSM: :class:`~offload.hw.control.Control` (batch registers, ``BAD_PARAM``, the FSM, the
-status registers) writes the registers of :class:`~offload.hw.slicer.Serialiser` (a framed
-beat's held words) and :class:`~offload.hw.parser.Parser` (accept decision, record framing)
-inside its states, and :class:`~offload.hw.collector.Collector` (results, trailer, FIFO,
-``m_axis``) counts ``DONE_COUNT`` and ends the batch's busy/done state, which the FSM sets at
-START; as components they would need that logic restructured, not only renamed.
+strobes), :class:`~offload.hw.slicer.InputSlice` (the ``s_axis`` register slice),
+:class:`~offload.hw.slicer.Serialiser` (a framed beat's words, one per cycle),
+:class:`~offload.hw.parser.Parser` (accept decision, record framing),
 :class:`~offload.hw.lanebank.LaneBank` (the cores of every lane, their enables, parameters and
-input registers) keeps the cores as the engine's own submodules, as they were.
+input registers, the operator's results), :class:`~offload.hw.collector.Collector` (results,
+trailer, FIFO, ``m_axis``, ``DONE_COUNT`` and the busy/done flags) and
+:class:`~offload.hw.control.Control` (batch registers, ``BAD_PARAM``, the FSM, ``ERR``); the
+control drives the others' registers through strobes (the serialiser's load/advance/clear, the
+parser's record clear, the collector's batch start). Which op codes run and on which cores is
+derived from the operator registry (:class:`~offload.hw.opdecode.OpDecode`).
 
 Errors never deadlock: in the idle state ``s_axis_tready`` is 1 and words are discarded
 (``EXTRA_DATA``); after an error the engine drains its pipelines (a bounded number of cycles,
@@ -207,76 +207,42 @@ class OffloadEngine(wiring.Component):
         super().__init__({**axis_in(lanes), **axis_out(lanes), **AXI_LITE})
 
     def elaborate(self, platform):
-        """The blocks (see the module docstring), in the order their logic is added: the
-        lanes' cores, the register file, the input slice and serialiser, the parser, the cores'
-        input registers, the collector, the control."""
+        """The blocks (see the module docstring), each a submodule, and their connections."""
         m = Module()
-        ctl = Control(self.lanes, self.table_depth, self.decode)
         m.submodules.regfile = regs = RegisterFile(
             table_depth=self.table_depth, caps=self.caps, ops_mask=self.ops_mask, seq_max=self.seq_max
         )
+        m.submodules.slice = sl = InputSlice(self.lanes, self.seq_max)
+        m.submodules.serialiser = ser = Serialiser(self.lanes, len(sl.beat))
+        m.submodules.control = ctl = Control(self.lanes, self.table_depth, self.decode)
         m.submodules.lanebank = lanes = LaneBank(self, self.decode)
         m.submodules.collector = coll = Collector(self.lanes, self.fifo_depth)
-        self._connect(m, regs, AXI_LITE)
-        m.d.comb += [
-            regs.status.eq(ctl.status(coll)),
-            regs.err.eq(ctl.err),
-            regs.done_count.eq(coll.done_count),
-            regs.cycles.eq(ctl.cycles),
-        ]
-        m.submodules.slice = sl = InputSlice(self.lanes, self.seq_max)
-        self._connect(m, sl, axis_in(self.lanes))
-        m.d.comb += sl.soft_reset.eq(regs.soft_reset)
-        m.submodules.serialiser = ser = Serialiser(self.lanes, len(sl.beat))
-        m.d.comb += [ser.beat.eq(sl.beat), ser.valid.eq(sl.valid), ser.framed.eq(ctl.framed)]
         m.submodules.parser = parser = Parser(
             self.lanes,
             self.fifo_depth - self.SLACK - self.CREDIT_LAG,
             fifo_level_width=len(coll.level),
             nw_width=len(sl.nw),
         )
-        m.d.comb += [
-            parser.state.eq(ctl.state),
-            parser.fmt.eq(ctl.fmt),
-            parser.is_delta.eq(op_in(ctl.op, self.decode.users("varint"))),
-            parser.rem_gt.eq(ctl.rem_gt),
-            parser.valid.eq(sl.valid),
-            parser.nw.eq(sl.nw),
-            parser.hold.eq(ser.hold),
-            parser.xw.eq(ser.xw),
-            parser.wvalid.eq(ser.wvalid),
-            parser.fifo_level.eq(coll.level),
-            parser.dv_room.eq(lanes.dv_room),
-            sl.take.eq(parser.take),
-        ]
-        m.d.comb += [
-            lanes.op.eq(ctl.op),
-            lanes.fmt.eq(ctl.fmt),
-            lanes.dtype.eq(ctl.dtype),
-            lanes.seed.eq(ctl.seed),
-            lanes.nbuckets.eq(ctl.nbuckets),
-            lanes.slot.eq(ctl.slot),
-            lanes.nbound.eq(ctl.nbound),
-            lanes.core_clr.eq(ctl.core_clr),
-            lanes.table_addr.eq(regs.params["TABLE_ADDR"]),
-            lanes.table_data_lo.eq(regs.params["TABLE_DATA_LO"]),
-            lanes.wdata.eq(regs.wdata),
-            lanes.table_we.eq(regs.table_we),
-            lanes.w.eq(ser.w),
-            lanes.words.eq(Cat(*sl.words)),
-        ]
-        for name in (
-            "core_valid",
-            "lane_on",
-            "beat_first",
-            "last_word",
-            "empty_rec",
-            "beat_len",
-            "uacc",
-            "needs_dv",
-        ):
-            m.d.comb += getattr(lanes, name).eq(getattr(parser, name))
+        self._connect(m, regs, AXI_LITE)
+        self._connect(m, sl, axis_in(self.lanes))
         self._connect(m, coll, axis_out(self.lanes))
+        m.d.comb += [
+            regs.status.eq(ctl.status),
+            regs.err.eq(ctl.err),
+            regs.done_count.eq(coll.done_count),
+            regs.cycles.eq(ctl.cycles),
+            sl.soft_reset.eq(regs.soft_reset),
+            sl.take.eq(parser.take),
+            ser.beat.eq(sl.beat),
+            ser.valid.eq(sl.valid),
+            ser.framed.eq(ctl.fmt[1]),
+            ser.load.eq(ctl.ser_load),
+            ser.advance.eq(ctl.ser_advance),
+            ser.clear.eq(ctl.ser_clear),
+        ]
+        self._control(m, ctl, regs, sl, ser, parser, coll, lanes)
+        self._parser(m, parser, ctl, sl, ser, coll, lanes)
+        self._lanes(m, lanes, ctl, regs, sl, ser, parser)
         m.d.comb += [
             coll.res_valid.eq(lanes.res_valid),
             coll.res_data.eq(lanes.res_data),
@@ -286,10 +252,80 @@ class OffloadEngine(wiring.Component):
             coll.core_clr.eq(ctl.core_clr),
             coll.core_rst.eq(lanes.core_rst),
             coll.soft_reset.eq(regs.soft_reset),
+            coll.batch_start.eq(ctl.batch_start),
         ]
-        ctl.elaborate_decode(m, regs)
-        ctl.elaborate_fsm(m, regs, sl, ser, parser, coll, lanes.res_valid.any(), lanes.dv_busy)
         return m
+
+    @staticmethod
+    def _control(m: Module, ctl, regs, sl, ser, parser, coll, lanes) -> None:
+        """The control's inputs: the register file's strobes and parameters, the decisions of
+        the slice, serialiser and parser, the collector's state and the lanes' results."""
+        m.d.comb += [
+            ctl.start.eq(regs.start),
+            ctl.soft_reset.eq(regs.soft_reset),
+            *(ctl.params[n].eq(regs.params[n]) for n in ctl.params),
+            ctl.bad_tkeep.eq(sl.bad_tkeep),
+            ctl.ulast.eq(ser.ulast),
+            ctl.hold.eq(ser.hold),
+            *(
+                getattr(ctl, n).eq(getattr(parser, n))
+                for n in ("beat_acc", "uacc", "bad_hdr", "fin", "extra", "n_in")
+            ),
+            *(
+                getattr(ctl, n).eq(getattr(coll, n))
+                for n in ("write_trailer", "done_count", "resq_valid", "busy_out", "done_flag")
+            ),
+            ctl.any_res.eq(lanes.res_valid.any()),
+            ctl.dv_busy.eq(lanes.dv_busy),
+        ]
+
+    def _parser(self, m: Module, parser, ctl, sl, ser, coll, lanes) -> None:
+        """The parser's inputs: the control's batch, the slice's beat, the serialiser's word,
+        the FIFO's level and the varint input's room."""
+        m.d.comb += [
+            parser.state.eq(ctl.state),
+            parser.fmt.eq(ctl.fmt),
+            parser.is_delta.eq(op_in(ctl.op, self.decode.users("varint"))),
+            parser.rem_gt.eq(ctl.rem_gt),
+            parser.rec_clear.eq(ctl.rec_clear),
+            parser.valid.eq(sl.valid),
+            parser.nw.eq(sl.nw),
+            parser.hold.eq(ser.hold),
+            parser.xw.eq(ser.xw),
+            parser.wvalid.eq(ser.wvalid),
+            parser.fifo_level.eq(coll.level),
+            parser.dv_room.eq(lanes.dv_room),
+        ]
+
+    @staticmethod
+    def _lanes(m: Module, lanes, ctl, regs, sl, ser, parser) -> None:
+        """The lanes' inputs: the control's batch registers, the boundary table's write, the
+        parser's unit and the words it carries."""
+        m.d.comb += [
+            *(
+                getattr(lanes, n).eq(getattr(ctl, n))
+                for n in ("op", "fmt", "dtype", "seed", "nbuckets", "slot", "nbound", "core_clr")
+            ),
+            lanes.table_addr.eq(regs.params["TABLE_ADDR"]),
+            lanes.table_data_lo.eq(regs.params["TABLE_DATA_LO"]),
+            lanes.wdata.eq(regs.wdata),
+            lanes.table_we.eq(regs.table_we),
+            lanes.w.eq(ser.w),
+            lanes.words.eq(Cat(*sl.words)),
+            *(
+                getattr(lanes, n).eq(getattr(parser, n))
+                for n in (
+                    "core_valid",
+                    "lane_on",
+                    "beat_first",
+                    "last_word",
+                    "empty_rec",
+                    "beat_len",
+                    "uacc",
+                    "needs_dv",
+                )
+            ),
+        ]
 
     def _connect(self, m: Module, sub: wiring.Component, ports: dict) -> None:
         """Connect the engine's ``ports`` to the submodule ``sub``'s ports of the same names

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import struct
 
 import pytest
+from amaranth.back import rtlil
 
 from offload import engine_map, golden, ops
 from offload.hw.engine import ENGINE_ID, ENGINE_VERSION, ERR, OffloadEngine
@@ -508,3 +510,13 @@ def test_bad_param_follows_the_entry_ranges(monkeypatch):
     res = run_batches(batches, engine=eng)
     bad = engine_map.ERR_FLAGS["BAD_PARAM"]
     assert [trailer_fields(r.out[-1])[1] for r in res] == [bad, 0, 0, bad]
+
+
+def test_engine_blocks_are_submodules():
+    """Every block of the engine is a wiring.Component instantiated as its submodule (the cores
+    inside the lane bank, the FIFO inside the collector)."""
+    il = rtlil.convert(_small_engine(), name="top", emit_src=False)
+    modules = set(re.findall(r"^module \\(\S+)$", il, re.M))
+    blocks = ("regfile", "slice", "serialiser", "parser", "lanebank", "collector", "control")
+    assert {f"top.{b}" for b in blocks} <= modules
+    assert {"top.lanebank.xxh64", "top.lanebank.varint", "top.collector.fifo"} <= modules
