@@ -91,6 +91,7 @@ ECP5_DEVICE = ("--85k", "--package", "CABGA381")
 
 def _cores() -> dict[str, Callable[..., Any]]:
     from .bucketize import Bucketize
+    from .cityhash import CityFarmCore, CityFarmLane
     from .engine import OffloadEngine
     from .murmur3 import Murmur3Core, Murmur3Lane
     from .postproc import FastRange, ModPipe, ModReciprocal
@@ -110,6 +111,8 @@ def _cores() -> dict[str, Callable[..., Any]]:
         "Murmur3Core": Murmur3Core,
         "Murmur3Lane": Murmur3Lane,
         "SigridCore": SigridCore,
+        "CityFarmCore": CityFarmCore,
+        "CityFarmLane": CityFarmLane,
         "OffloadEngine": OffloadEngine,
     }
 
@@ -126,6 +129,8 @@ CORES = (
     "Murmur3Core",
     "Murmur3Lane",
     "SigridCore",
+    "CityFarmCore",
+    "CityFarmLane",
     "OffloadEngine",
 )
 
@@ -166,6 +171,8 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "Murmur3Core": [{}],
         "Murmur3Lane": [{"latency": 16}],
         "SigridCore": [{}],
+        "CityFarmCore": [{}],
+        "CityFarmLane": [{}],
         "OffloadEngine": [{}],
     },
     "full": {
@@ -180,6 +187,8 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "Murmur3Core": [{"adder_levels": a} for a in _LEVELS],
         "Murmur3Lane": [{"latency": 16}],
         "SigridCore": [{"bits_per_stage": b} for b in (1, 2)],
+        "CityFarmCore": [{}],
+        "CityFarmLane": [{}],
         "OffloadEngine": [
             {},
             {"adder_levels": 2},
