@@ -248,6 +248,12 @@ class Runtime:
         slot.availability, slot.checked_at = av, now
         return av
 
+    def _lost(self, name: str, why: str) -> None:
+        """A backend lost its device: unavailable at once (not only at its next availability
+        check, a few seconds on), so the calls in between go straight to the next backend."""
+        slot = self._slot(name)
+        slot.availability, slot.checked_at = Availability(False, why), time.monotonic()
+
     def backends(self, refresh: bool = True) -> list[tuple[str, bool, str]]:
         """``(name, available, reason)`` for every known backend, chain order first."""
         names = list(self.order) + [n for n in BACKEND_FACTORIES if n not in self.order]
@@ -355,6 +361,8 @@ class Runtime:
                     self._account(be.name, done, time.perf_counter() - t0, sub)
                 nxt = chain.peek_name() if self.fallback and start + done < n else None
                 self._record_fallback(call, be.name, nxt, e.cause, str(e), start + done, n - start - done)
+                if e.cause == "device_lost":
+                    self._lost(be.name, str(e))
                 failures.append(f"{be.name}: {e}")
                 start += done
                 if not self.fallback:

@@ -297,6 +297,14 @@ def test_fault_falls_back_complete_and_in_order(kind, cause, fpga_upto):
     assert (fb["at_record"], fb["records_redone"]) == (fpga_upto, N - fpga_upto)
     assert st["last_call"]["segments"] == [("fpga", 0, fpga_upto), ("cpu", fpga_upto, N)]
     if kind == "disappear":
+        # unavailable at once: the next call goes straight to the cpu, recorded as unavailable
+        r.reset_stats()
+        with pytest.warns(
+            RuntimeWarning, match="backend 'fpga' is unavailable: fpga: simulated PYNQ-Z2 lost"
+        ):
+            assert r.xxh64(KEYS, seed=3).tolist() == EXPECTED
+        (fb,) = r.stats()["fallbacks"]
+        assert (fb["from"], fb["cause"], fb["at_record"]) == ("fpga", "unavailable", 0)
         av = r.availability("fpga", refresh=True)
         assert not av.ok and "simulated PYNQ-Z2 lost" in av.reason
     else:  # the DMA and engine were reset: the next batch runs on the device again
