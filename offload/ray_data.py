@@ -422,6 +422,7 @@ def ray_model(quick: bool) -> dict[str, Any]:
     its share of the CPUs with Ray's own processes) and ``block_cost`` (Ray's fixed cost per
     block: task dispatch, metadata) from the steady rates at two block sizes, ``B`` and ``B/8``;
     ``thread_rate``: one CPU thread's ``spec.transform`` rate in this process, for comparison."""
+    from offload.bench import best as _best
     from offload.features import bench_spec, bench_table
 
     ray = _ray()
@@ -539,13 +540,3 @@ def _ray_missing() -> str | None:
     from offload.extras import missing
 
     return missing("the ray bench", "ray")
-
-
-def _best(fn: Any, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
