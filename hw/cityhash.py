@@ -43,12 +43,15 @@ HASH_FARM = 1
 # ---------------------------------------------------------------------------------------------
 
 
-def start_mul(p: Pipe, name: str, x, const: int, var=None, vshift: int = 1, extra=()) -> None:
+def start_mul(p: Pipe, name: str, x, const: int, var=None, vshift: int = 1, extra=(), more=()) -> None:
     """Start field ``name = (x * (const + (var << vshift)) + sum(extra)) mod 2**64`` in pipe
     ``p`` (finishes like :meth:`Pipe.mul_tree`; ``var`` a narrow unsigned value or None,
-    ``extra`` 64-bit values added in the same tree)."""
+    ``extra`` 64-bit values and ``more`` products ``(x2, const2)`` added in the same tree: an add
+    after a product costs no carry chain of its own)."""
     x = p.wire(x, f"{name}_x")
     terms = const_mul_terms(x, const, 64)
+    for x2, c2 in more:
+        terms += const_mul_terms(x2, c2, 64)
     if var is not None:
         var = Value.cast(var)
         for i in range(len(var)):
@@ -62,6 +65,8 @@ def start_mul(p: Pipe, name: str, x, const: int, var=None, vshift: int = 1, extr
     prod = (x * mul)[:64]
     for e in extra:
         prod = (prod + Value.cast(e))[:64]
+    for x2, c2 in more:
+        prod = (prod + Value.cast(x2) * c2)[:64]
     p._delay(name, prod, p.tree_stages(len(terms)))
 
 
@@ -618,7 +623,6 @@ def _short_program(p: Pipe) -> list:
     ``_hash_len_17to32``, ``_city_len_33to64``, ``_farm_len_33to64``); the last one leaves
     ``hshort``. Each function starts a level's multiplies from the current fields."""
     h32 = HashLen16(p, "h32", CITY_K2, "n7")
-    fz = HashLen16(p, "fz", CITY_K2, "n7")
     ff = HashLen16(p, "ff", CITY_K2, "n7")
 
     def mm(name, x, const=CITY_K2, extra=()):
@@ -637,7 +641,8 @@ def _short_program(p: Pipe) -> list:
         start_mul(p, "y3", y3, CITY_K2)
         start_mul(p, "z3", p.f["n"][:2] + Cat(Const(0, 2), e7[56:64]), CITY_K0)
         start_mul(p, "ca", h0, CITY_K2)
-        start_mul(p, "ce", p.f["h2"], CITY_K2)
+        start_mul(p, "ag", h0, CITY_K2, extra=[e7])  # a + g of City 33..64
+        start_mul(p, "cef", p.f["h2"], CITY_K2, more=[(p.f["h3"], 9)])  # e + f
         start_mul(p, "cf", p.f["h3"], 9)
         mm("ch", p.f["e6"])
         start_mul(p, "c9", (p.f["h1"].rotate_right(30) + p.f["e5"])[:64], 9)
@@ -653,38 +658,38 @@ def _short_program(p: Pipe) -> list:
         a32, c32, d32 = p.f.pop("a32"), p.f.pop("c32"), p.f.pop("d32")
         u32 = add3((a32 + h1)[:64].rotate_right(43), c32.rotate_right(30), d32)
         v32 = add3(a32, (h1 + CITY_K2)[:64].rotate_right(18), c32)
-        h32.step(0, Mux(le16, u16, u32), Mux(le16, v16, v32))
         start_mul(p, "r3", shift_mix(p.f.pop("y3") ^ p.f.pop("z3")), CITY_K2)
         # City 33..64
-        ca, ce, cf = p.f["ca"], p.f.pop("ce"), p.f.pop("cf")
-        ag = (ca + e7)[:64]
+        ca, cef, cf, ag = p.f["ca"], p.f.pop("cef"), p.f.pop("cf"), p.f.pop("ag")
         u = (ag.rotate_right(43) + p.f.pop("c9"))[:64]
         v = add3(ag ^ p.f["e4"], cf, 1)
         mm("cw", (u + v)[:64])
-        cx = ((ce + cf)[:64].rotate_right(42) + p.f["e5"])[:64]
-        cz = add3(ce, cf, p.f["e5"])
+        cx = (cef.rotate_right(42) + p.f["e5"])[:64]
+        cz = (cef + p.f["e5"])[:64]
         mm("cxz", (cx + cz)[:64])
         p.f.update(cv=v, cx=cx, cz=cz)
         # Farm 33..64
         fy = add3((ca + h1)[:64].rotate_right(43), c32.rotate_right(30), d32)
-        fz.step(0, fy, add3(ca, (h1 + CITY_K2)[:64].rotate_right(18), c32))
+        fu = add3(ca, (h1 + CITY_K2)[:64].rotate_right(18), c32)
+        # One HashLen16 for both: 17..32's final and farm 33..64's z (lengths apart).
+        le32 = n <= 32
+        h32.step(0, Mux(le32, Mux(le16, u16, u32), fy), Mux(le32, Mux(le16, v16, v32), fu))
         mm("fg", (fy + p.f["e4"])[:64])
 
     def s2():
         h32.step(1)
-        fz.step(1)
         w = (bswap(p.f.pop("cw")) + p.f["ch"])[:64]
         mm("cyp", (p.f.pop("cv") + w)[:64])
 
     def s3():
         h32.step(2)
-        fz.step(2)
         mm("cy", (bswap(p.f.pop("cyp")) + p.f["e7"])[:64])
 
     def s4():
-        a = (bswap((p.f.pop("cxz") + p.f.pop("cy"))[:64]) + p.f["h1"])[:64]
-        mm("cb", (p.f["cz"] + a)[:64], extra=[p.f["e4"], p.f["ch"]])
-        mm("fh", (p.f["fz"] + p.f["e5"])[:64])
+        # z + a with a = bswap((x + z) * mul + y) + b: two carry chains, not three
+        a_b = bswap((p.f.pop("cxz") + p.f.pop("cy"))[:64])
+        mm("cb", add3(p.f["cz"], a_b, p.f["h1"]), extra=[p.f["e4"], p.f["ch"]])
+        mm("fh", (p.f["h32"] + p.f["e5"])[:64])  # farm 33..64: (z + Fetch64(len - 24)) * mul
 
     def s5():
         mm("cb2", shift_mix(p.f.pop("cb")))
@@ -694,7 +699,7 @@ def _short_program(p: Pipe) -> list:
             add3((fe + h3)[:64].rotate_right(43), fg.rotate_right(30), p.f.pop("fh")),
             add3(fe, (h3 + ca)[:64].rotate_right(18), fg),
         )
-        for k in ("fz", "ch", "cz", "h1"):
+        for k in ("ch", "cz", "h1"):
             p.f.pop(k)
 
     def s6():
