@@ -238,7 +238,7 @@ class Weak:
         if k == 0:
             w, x, y, z = ws
             f[f"{n}_a1"] = (a + w)[:64]
-            f[f"{n}_bz"] = add3(*b, z) if len(b) == 2 else (b[0] + z)[:64]
+            f[f"{n}_bz"] = add3(b[0], b[1], z) if len(b) == 2 else (b[0] + z)[:64]
             f[f"{n}_xy"] = (x + y)[:64]
             f[f"{n}_z"] = Value.cast(z)
         elif k == 1:
@@ -644,10 +644,10 @@ def _short_program(p: Pipe) -> list:
         start_mul(p, "ag", h0, CITY_K2, extra=[e7])  # a + g of City 33..64
         start_mul(p, "cef", p.f["h2"], CITY_K2, more=[(p.f["h3"], 9)])  # e + f
         start_mul(p, "cf", p.f["h3"], 9)
-        mm("ch", p.f["e6"])
         start_mul(p, "c9", (p.f["h1"].rotate_right(30) + p.f["e5"])[:64], 9)
-        mm("fe", p.f["h2"])
-        p.f.pop("h2")
+        # City 33..64's h = Fetch64(len - 16) * mul or farm 33..64's e = Fetch64(16) * mul: the
+        # hash is fixed for a batch, so the two paths' products share multipliers ("hf").
+        mm("hf", Mux(p.f["farm"], p.f.pop("h2"), p.f["e6"]))
 
     def s1():
         n, h0, h1, e7 = p.f["n"], p.f["h0"], p.f["h1"], p.f["e7"]
@@ -666,7 +666,6 @@ def _short_program(p: Pipe) -> list:
         mm("cw", (u + v)[:64])
         cx = (cef.rotate_right(42) + p.f["e5"])[:64]
         cz = (cef + p.f["e5"])[:64]
-        mm("cxz", (cx + cz)[:64])
         p.f.update(cv=v, cx=cx, cz=cz)
         # Farm 33..64
         fy = add3((ca + h1)[:64].rotate_right(43), c32.rotate_right(30), d32)
@@ -674,11 +673,12 @@ def _short_program(p: Pipe) -> list:
         # One HashLen16 for both: 17..32's final and farm 33..64's z (lengths apart).
         le32 = n <= 32
         h32.step(0, Mux(le32, Mux(le16, u16, u32), fy), Mux(le32, Mux(le16, v16, v32), fu))
-        mm("fg", (fy + p.f["e4"])[:64])
+        # City: (x + z) * mul; farm: g = (y + Fetch64(len - 32)) * mul
+        mm("xzg", Mux(p.f["farm"], fy + p.f["e4"], cx + cz)[:64])
 
     def s2():
         h32.step(1)
-        w = (bswap(p.f.pop("cw")) + p.f["ch"])[:64]
+        w = (bswap(p.f.pop("cw")) + p.f["hf"])[:64]
         mm("cyp", (p.f.pop("cv") + w)[:64])
 
     def s3():
@@ -687,19 +687,25 @@ def _short_program(p: Pipe) -> list:
 
     def s4():
         # z + a with a = bswap((x + z) * mul + y) + b: two carry chains, not three
-        a_b = bswap((p.f.pop("cxz") + p.f.pop("cy"))[:64])
-        mm("cb", add3(p.f["cz"], a_b, p.f["h1"]), extra=[p.f["e4"], p.f["ch"]])
-        mm("fh", (p.f["h32"] + p.f["e5"])[:64])  # farm 33..64: (z + Fetch64(len - 24)) * mul
+        a_b = bswap((p.f["xzg"] + p.f.pop("cy"))[:64])
+        farm = p.f["farm"]
+        # City: (z + a) * mul + d + h; farm: h = (z + Fetch64(len - 24)) * mul
+        mm(
+            "cbh",
+            Mux(farm, p.f["h32"] + p.f["e5"], add3(p.f["cz"], a_b, p.f["h1"]))[:64],
+            extra=[Mux(farm, 0, p.f["e4"]), Mux(farm, 0, p.f["hf"])],
+        )
 
     def s5():
-        mm("cb2", shift_mix(p.f.pop("cb")))
-        fe, fg, h3, ca = p.f.pop("fe"), p.f.pop("fg"), p.f.pop("h3"), p.f.pop("ca")
+        cbh = p.f.pop("cbh")
+        mm("cb2", shift_mix(cbh))
+        fe, fg, h3, ca = p.f.pop("hf"), p.f.pop("xzg"), p.f.pop("h3"), p.f.pop("ca")
         ff.step(
             0,
-            add3((fe + h3)[:64].rotate_right(43), fg.rotate_right(30), p.f.pop("fh")),
+            add3((fe + h3)[:64].rotate_right(43), fg.rotate_right(30), cbh),
             add3(fe, (h3 + ca)[:64].rotate_right(18), fg),
         )
-        for k in ("ch", "cz", "h1"):
+        for k in ("cz", "h1"):
             p.f.pop(k)
 
     def s6():
@@ -732,74 +738,72 @@ def _long_program(p: Pipe, st) -> list:
     def g0():
         p.f.update({f"s{k}": Value.cast(v) for k, v in zip(STATE, st)})
         p.f["fm"] = p.f["sz"][:8]  # farmhashna: mul = k1 + ((z & 0xff) << 1)
-        p.f["fw0"] = (p.f["sw0"] + (p.f["n"] - 1)[:6])[:64]
-        lv.step(0, p.f["sv0"], p.f["sw0"])
+        # farmhashna: w0 += (len - 1) & 63; v0 += w0; w0 += v0, each as one addition
+        c, v0, w0 = (p.f["n"] - 1)[:6], p.f["sv0"], p.f["sw0"]
+        p.f["fv0"] = add3(v0, w0, c)
+        p.f["fw0b"] = add3(Cat(Const(0, 1), w0), Cat(Const(0, 1), c), v0)
+        lv.step(0, p.f.pop("sv0"), p.f.pop("sw0"))
         lw.step(0, p.f["sv1"], p.f["sw1"])
         start_mul(p, "lsm", shift_mix(p.f["sy"]), CITY_K1)
 
     def g1():
-        p.f["fv0"] = (p.f.pop("sv0") + p.f["fw0"])[:64]
-        p.f.pop("sw0")
-        lv.step(1)
-        lw.step(1)
-
-    def g2():
-        p.f["fw0b"] = (p.f.pop("fw0") + p.f["fv0"])[:64]
-        lv.step(2)
-        lw.step(2)
-
-    def g3():
-        sx, sy, sz, fv0 = p.f.pop("sx"), p.f.pop("sy"), p.f.pop("sz"), p.f.pop("fv0")
+        sx, sy, sz, fv0 = p.f["sx"], p.f["sy"], p.f["sz"], p.f.pop("fv0")
         fmul("FX", (add3(sx, sy, fv0) + p.f["e1"])[:64].rotate_right(37))
         fmul("FY", add3(sy, p.f["sv1"], p.f["e6"]).rotate_right(42))
         start_mul(p, "FW9", p.f["sw1"], 9)
         start_mul(p, "FV9", fv0, 9)
         fmul("FZ", (sz + p.f["fw0b"])[:64].rotate_right(33))
         fmul("FV1", p.f.pop("sv1"))
-        lo.step(0, add3(p.f.pop("lv"), p.f.pop("lsm"), sz), (p.f.pop("lw") + sx)[:64])
+        lv.step(1)
+        lw.step(1)
 
-    def g4():
+    def g2():
         fxx = p.f.pop("FX") ^ p.f.pop("FW9")
         fyy = add3(p.f.pop("FY"), p.f.pop("FV9"), p.f["e5"])
         p.f.update(fxx=fxx, fyy=fyy)
         e = [p.f.pop(f"e{k}") for k in range(8)]
         nv.step(0, e[0:4], p.f.pop("FV1"), (fxx, p.f.pop("fw0b")))
         nw.step(0, e[4:8], (p.f["FZ"] + p.f.pop("sw1"))[:64], (fyy, e[2]))
+        lv.step(2)
+        lw.step(2)
+
+    def g3():
+        nv.step(1)
+        nw.step(1)
+        sx, sz = p.f.pop("sx"), p.f.pop("sz")
+        p.f.pop("sy")
+        lo.step(0, add3(p.f.pop("lv"), p.f.pop("lsm"), sz), (p.f.pop("lw") + sx)[:64])
+
+    def g4():
+        nv.step(2)
+        nw.step(2)
         lo.step(1)
 
     def g5():
-        nv.step(1)
-        nw.step(1)
-        lo.step(2)
-
-    def g6():
-        nv.step(2)
-        nw.step(2)
-
-    def g7():
         fa.step(0, p.f.pop("nv0"), p.f.pop("nw0"))
         fb.step(0, p.f.pop("nv1"), p.f.pop("nw1"))
         start_mul(p, "fsm", shift_mix(p.f.pop("fyy")), CITY_K0)
+        lo.step(2)
 
-    def g8():
+    def g6():
         fa.step(1)
         fb.step(1)
 
-    def g9():
+    def g7():
         fa.step(2)
         fb.step(2)
 
-    def g10():
+    def g8():
         fo.step(0, add3(p.f.pop("fa"), p.f.pop("fsm"), p.f.pop("fxx")), (p.f.pop("fb") + p.f.pop("FZ"))[:64])
 
-    def g11():
+    def g9():
         fo.step(1)
 
-    def g12():
+    def g10():
         fo.step(2)
 
     def sel():
         p.f["hlong"] = Mux(p.f["farm"], p.f.pop("fo"), p.f.pop("lo"))
         p.f.pop("fm")
 
-    return [g0, g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, sel]
+    return [g0, g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, sel]
