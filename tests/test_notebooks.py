@@ -51,6 +51,7 @@ def test_there_are_notebooks():
         "02_design_space.ipynb",
         "03_offload_runtime.ipynb",
         "04_smartnic.ipynb",
+        "05_feature_pipeline.ipynb",
     ]
 
 
