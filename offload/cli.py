@@ -176,7 +176,14 @@ def _featurize_parser() -> argparse.ArgumentParser:
         help="run on the Ray cluster at ADDRESS ('local': start one on this machine); SRC and DST "
         "must be paths every node sees (the 'ray' extra)",
     )
-    p.add_argument("--actors", type=int, default=1, help="with --ray: actors of one CPU each (default 1)")
+    p.add_argument("--actors", type=int, default=1, help="with --ray: the actors (default 1)")
+    p.add_argument(
+        "--cpus-per-actor",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="with --ray: the CPUs Ray reserves for each actor (default 1)",
+    )
     p.add_argument(
         "--keep", nargs="+", action="extend", default=[], metavar="COL", help="input columns to copy to DST"
     )
@@ -197,6 +204,8 @@ def _featurize(argv: list[str]) -> int:
         p.error(f"--batch-rows must be at least 1, got {a.batch_rows}")
     if a.actors < 1:
         p.error(f"--actors must be at least 1, got {a.actors}")
+    if not a.cpus_per_actor > 0:
+        p.error(f"--cpus-per-actor must be positive, got {a.cpus_per_actor:g}")
     if a.ray is not None:
         why = extras.missing("offload featurize --ray", "ray", "ray.data")
         if why:
@@ -304,11 +313,12 @@ def _featurize_ray(spec: FeatureSpec, a: argparse.Namespace) -> tuple[int, float
         t0 = time.perf_counter()
         # absolute paths: Ray's workers do not run in this directory
         columns = list(dict.fromkeys([*spec.columns, *a.keep]))
-        source = ray.data.read_parquet(os.path.abspath(a.src), columns=columns)
+        source = ray.data.read_parquet(os.path.abspath(a.src)).select_columns(columns)
         out = offload.ray_data.featurize(
             source,
             spec,
             actors=a.actors,
+            num_cpus=a.cpus_per_actor,
             keep=a.keep,
             backend=a.backend,
             batch_size=a.batch_rows,

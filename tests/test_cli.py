@@ -459,6 +459,7 @@ def test_featurize_refuses_bad_data_and_writes_nothing(tmp_path, capsys):
     [
         (["--batch-rows", "0"], "offload featurize: error: --batch-rows must be at least 1, got 0"),
         (["--actors", "0"], "offload featurize: error: --actors must be at least 1, got 0"),
+        (["--cpus-per-actor", "0"], "offload featurize: error: --cpus-per-actor must be positive, got 0"),
     ],
 )
 def test_featurize_rejects_bad_counts(files, tmp_path, args, message):
