@@ -182,7 +182,9 @@ class CityFarmLane(wiring.Component):
         )
         # 8 bytes (HashLen0to16, len >= 8): a = w + k2, b = w, mul = k2 + 2 * len;
         # c = rotr(b, 37) * mul + a, d = (rotr(a, 25) + b) * mul, then HashLen16(c, d, mul).
-        a = (p["w"] + CITY_K2)[:64]
+        # (a in a stage of its own: d's operand is a second addition after it)
+        p.stage(a=(p["w"] + CITY_K2)[:64])
+        a = p.f.pop("a")
         start_mul(p, "c", p["w"].rotate_right(37), CITY_K2, p["n"], extra=[a])
         start_mul(p, "d", (a.rotate_right(25) + p["w"])[:64], CITY_K2, p["n"])
         level(p)
@@ -373,6 +375,9 @@ class CityFarmCore(wiring.Component):
         p = Pipe(m, "inf", levels=levels, behavioural=behavioural, valid=valid, slot=slot, farm=farm)
         p.f.update({f"e{k}": E[k] for k in range(8)})
         p.f["n"] = Value.cast(n)
+        p.f["h0"] = Value.cast(h0)
+        p.stage()  # the words as they arrived (the end words through a byte shift)
+        E, h0, n = [p[f"e{k}"] for k in range(8)], p.f.pop("h0"), p["n"]
         fx, fy, fz = _farm_start()
         p.f["fx"] = (h0 + fx)[:64]
         p.f["y"] = (E[6] + E[1])[:64]
@@ -473,9 +478,11 @@ class CityFarmCore(wiring.Component):
         p = Pipe(m, "fin", levels=levels, behavioural=behavioural, valid=valid, n=n, farm=farm)
         p.f.update({f"h{k}": heads[k] for k in range(4)})
         p.f.update({f"e{k}": ends[k] for k in range(8)})
+        # The words come from the ring's memory through the end words' byte shift: register
+        # them before any arithmetic, and a + k2 of 0..16 bytes before its multiplies.
+        p.stage()
         n = p["n"]
-        p.f["n7"] = n[:7]  # len of a record of at most 64 bytes: mul = k2 + 2 * len
-        p.f["lng"] = n > 64
+        p.stage(n7=n[:7], lng=n > 64, a16=(p["h0"] + CITY_K2)[:64])  # n7: mul = k2 + 2 * len
         short = _short_program(p)
         long = _long_program(p, st)
         i, j = 0, None
@@ -630,7 +637,7 @@ def _short_program(p: Pipe) -> list:
 
     def s0():
         h0, e7 = p.f["h0"], p.f["e7"]
-        a16 = (h0 + CITY_K2)[:64]
+        a16 = p.f.pop("a16")
         mm("c16", e7.rotate_right(37), extra=[a16])
         mm("d16", (a16.rotate_right(25) + e7)[:64])
         start_mul(p, "a32", h0, CITY_K1)
@@ -705,7 +712,7 @@ def _short_program(p: Pipe) -> list:
             add3((fe + h3)[:64].rotate_right(43), fg.rotate_right(30), cbh),
             add3(fe, (h3 + ca)[:64].rotate_right(18), fg),
         )
-        for k in ("cz", "h1"):
+        for k in ("cz", "h1", "e4", "e5", "e7"):
             p.f.pop(k)
 
     def s6():
@@ -761,7 +768,8 @@ def _long_program(p: Pipe, st) -> list:
         fxx = p.f.pop("FX") ^ p.f.pop("FW9")
         fyy = add3(p.f.pop("FY"), p.f.pop("FV9"), p.f["e5"])
         p.f.update(fxx=fxx, fyy=fyy)
-        e = [p.f.pop(f"e{k}") for k in range(8)]
+        # e4, e5, e7: the short paths' City 33..64 still reads them (and drops them)
+        e = [p.f[f"e{k}"] if k in (4, 5, 7) else p.f.pop(f"e{k}") for k in range(8)]
         nv.step(0, e[0:4], p.f.pop("FV1"), (fxx, p.f.pop("fw0b")))
         nw.step(0, e[4:8], (p.f["FZ"] + p.f.pop("sw1"))[:64], (fyy, e[2]))
         lv.step(2)
