@@ -327,9 +327,20 @@ def _featurize_ray(spec: FeatureSpec, a: argparse.Namespace) -> tuple[int, float
         )
         out.write_parquet(os.path.abspath(a.dst))
         seconds = time.perf_counter() - t0
+    except ValueError as e:  # bad data: an actor's ValueError, in Ray's task error
+        raise _Refused(_task_message(e)) from None
     finally:
         ray.shutdown()
     return ds.dataset(a.dst, format="parquet").count_rows(), seconds
+
+
+def _task_message(error: BaseException) -> str:
+    """The message of the exception a Ray task raised: out of Ray's ``RayTaskError`` (whose
+    text is the whole remote traceback) by its ``cause`` chain, without the retry advice Ray
+    Data appends on the lines after it."""
+    while isinstance(getattr(error, "cause", None), BaseException):
+        error = error.cause  # type: ignore[attr-defined]
+    return (str(error).splitlines() or [""])[0]
 
 
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {

@@ -454,6 +454,23 @@ def test_featurize_refuses_bad_data_and_writes_nothing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.parquet", "spec.json"]  # no DST
 
 
+RAY_MISSING = "ray is not installed (pip install 'offload[ray]')"
+
+
+def test_featurize_on_ray_reports_an_actors_error_as_its_own_line():
+    # Ray raises a task's ValueError as a RayTaskError(ValueError) whose text is the whole remote
+    # traceback, its cause the ValueError, to which Ray Data appends lines of retry advice.
+    exceptions = pytest.importorskip("ray.exceptions", reason=RAY_MISSING)
+    from offload.cli import _task_message
+
+    spec_message = "feature 'id_xxh64': null at row 2 of column 'id'"
+    bad = ValueError(f"{spec_message}\nFailed to apply UDF transform after 1/1 attempts.\nTo change ...")
+    wrapped = exceptions.RayTaskError("MapWorker.submit", "Traceback ...\nValueError: ...", bad)
+    assert isinstance(wrapped.as_instanceof_cause(), ValueError)
+    assert _task_message(wrapped.as_instanceof_cause()) == spec_message
+    assert _task_message(ValueError(spec_message)) == spec_message
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -486,7 +503,7 @@ def test_featurize_on_a_local_ray_cluster_equals_spec_transform(files, tmp_path)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pytest.importorskip("ray.data", reason="ray is not installed (pip install 'offload[ray]')")
+    pytest.importorskip("ray.data", reason=RAY_MISSING)
     spec_path, src = files
     dst = tmp_path / "features"
     r = offload("featurize", str(spec_path), str(src), str(dst), "--ray", "local", "--keep", "row_id")
