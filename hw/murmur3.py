@@ -89,8 +89,8 @@ def murmur3_round(h: Value, k: Value) -> Value:
     :func:`~offload.hw.common.add3_terms`, the xor folded into the carry-save LUTs."""
     x = (Value.cast(h) ^ k).rotate_left(ROT_H1)
     terms = const_mul_terms(x, MIX_H1_MUL, 32, MURMUR3_H_ADD)
-    assert len(terms) == 3, "x * 5 + const is three terms: one carry-save level"
-    return term_value(add3_terms(*terms, 32), 32)
+    a, b, c = terms  # x, x << 2 and the constant: one carry-save level
+    return term_value(add3_terms(a, b, c, 32), 32)
 
 
 def _mix_k1_trees(p: Pipe, names: list[tuple[str, Value]], drop=()) -> None:
