@@ -300,9 +300,11 @@ class CityFarmCore(wiring.Component):
     Ports: ``i`` In(stream of :data:`~offload.hw.xxhash.HashBeat`, always ready: the input of
     :class:`~offload.hw.xxhash.XXH64Core`), ``o`` Out(stream of 64-bit hashes, always ready),
     ``hash``, ``seeded``, ``seed`` (as :class:`CityFarmLane`), ``overflow`` Out(1) (sticky: a
-    record longer than ``max_bytes`` was seen; its hash and those of records near it are
+    record took more than :attr:`span` = ``max_bytes / 8`` cycles from its first to its last
+    word, i.e. it was longer than ``max_bytes`` or too spread out by idle cycles; its hash is
     wrong). Latency exactly :attr:`latency` cycles from a record's last word; one word per
-    cycle for any mix of lengths.
+    cycle for any mix of lengths (a record of ``n`` bytes takes ``max(1, ceil(n / 8))``
+    cycles); no ``ready``: nothing ever stalls.
 
     Why a delay line: CityHash seeds its chunk loop from the record's *last* 64 bytes, then
     runs it from the first byte, so no result can be computed while the record streams in.
