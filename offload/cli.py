@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -291,6 +292,26 @@ def _featurize_local(spec: FeatureSpec, a: argparse.Namespace) -> tuple[int, flo
     return int(stats["rows"]), float(stats["seconds"])
 
 
+#: How long a cluster address may take to accept a connection (ray.init itself waits minutes).
+RAY_PROBE_TIMEOUT_S = 5.0
+
+
+def _probe_ray(address: str) -> None:
+    """A ``host:port`` (or ``ray://host:port``) address must accept a TCP connection at once:
+    ``ray.init`` would otherwise wait for minutes on an address nobody listens on. Other forms
+    (``auto``) are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=RAY_PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__).lower()
+        raise _Refused(
+            f"cannot connect to the Ray cluster at {address}: nothing answers there ({why})"
+        ) from None
+
+
 def _featurize_ray(spec: FeatureSpec, a: argparse.Namespace) -> tuple[int, float]:
     import pyarrow.dataset as ds
     import ray
@@ -302,6 +323,7 @@ def _featurize_ray(spec: FeatureSpec, a: argparse.Namespace) -> tuple[int, float
         if a.ray == "local":
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
         else:
+            _probe_ray(a.ray)
             ray.init(address=a.ray, log_to_driver=False)
     except (ConnectionError, ValueError) as e:
         raise _Refused(f"cannot connect to the Ray cluster at {a.ray}: {_one_line(str(e))}") from None

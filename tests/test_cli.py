@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -497,6 +498,26 @@ def test_featurize_on_ray_without_the_ray_extra_says_which_to_install(files, tmp
         2,
         "",
         "offload featurize --ray needs the 'ray' extra: pip install 'offload[ray]' (missing module 'ray')\n",
+    )
+
+
+@pytest.mark.timeout(60)
+def test_featurize_on_ray_refuses_an_address_nobody_listens_on_at_once(files, tmp_path, capsys):
+    """ray.init waits minutes on a dead address; the CLI probes it first (a few seconds)."""
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'offload[ray]')")
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec_path, src = files
+    t0 = time.monotonic()
+    rc, out, err = featurize(capsys, spec_path, src, tmp_path / "out", "--ray", f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 30
+    assert (rc, out) == (2, "")
+    assert err.splitlines()[-1] == (
+        f"offload featurize: cannot connect to the Ray cluster at 127.0.0.1:{port}: "
+        "nothing answers there (connection refused)"
     )
 
 

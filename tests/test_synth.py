@@ -393,9 +393,13 @@ def test_heartbeat_must_be_positive(capsys):
 def test_default_grid_leaves_the_wide_designs_to_their_own_grids():
     """The default grid finishes in minutes: the cores but the engine (25-45 min of nextpnr),
     XXH64Core (10-15 min) and ModPipe (6.5 min) at their default parameters, and two bucket
-    tables."""
+    tables. The framework-hash cores are not in the engine yet: until they are, they are
+    synthesised in the small and full grids only (SigridCore alone takes 23 min of nextpnr)."""
+    framework_hash_cores = {"Murmur3Core", "Murmur3Lane", "SigridCore", "CityFarmCore", "CityFarmLane"}
     assert {p.core for p in S.grid("engine")} == {"OffloadEngine"}
-    assert set(S.GRIDS["default"]) == set(S.CORES) - {"OffloadEngine", "XXH64Core", "ModPipe"}
+    wide = {"OffloadEngine", "XXH64Core", "ModPipe"}
+    assert set(S.GRIDS["default"]) == set(S.CORES) - wide - framework_hash_cores
+    assert framework_hash_cores <= set(S.GRIDS["small"]) and framework_hash_cores <= set(S.GRIDS["full"])
     assert all({} in plist for plist in S.GRIDS["default"].values())
     assert [p.label for p in S.grid("default") if p.params] == ["Bucketize(table_depth=16)"]
 
