@@ -312,7 +312,7 @@ def test_supports_answers_from_the_engine():
     assert driver.supports(XXH64, KEYS) is None
     assert (
         driver.supports(make_call("fid", slot=1, version=1), KEYS)
-        == "the engine is built without op 5 (fid(slot=1, version=1, seed=0))"
+        == "the engine is built without op 5 (fid(slot=1, version=1, seed=0, hash='xxh64'))"
     )
     seqs = as_sequences([np.arange(5, dtype=np.int64)])
     assert (
