@@ -15,6 +15,18 @@ def golden(call: OpCall, batch: Any) -> list[Any]:
     return [golden_result(call, batch.record(i)) for i in range(batch.n)]
 
 
+def a_dtype_it_takes(entry: Any) -> Any:
+    """A numbers operator's dtype for a test: float64, or int64 for an operator of integers
+    (sigrid_hash's ids)."""
+    import numpy as np
+
+    check = next(p.check for p in entry.params if p.name == "dtype")
+    try:
+        return check(np.dtype(np.float64), {})
+    except TypeError:
+        return check(np.dtype(np.int64), {})
+
+
 def require(backend: Any, name: str | None = None) -> None:
     """A backend (an instance, or a Runtime and a backend name) must be available: in CI its
     absence fails the test, elsewhere it skips with the backend's reason."""

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 import offload
+from tests.conftest import a_dtype_it_takes
 
 K = np.arange(4, dtype=np.uint64)
 NULL_HINT = 'fill or drop nulls first, or pass nulls="null" (null results) or nulls=<a replacement value>'
@@ -481,15 +482,6 @@ def test_bad_input_raises_exact_message(case):
         fn()
 
 
-def _a_dtype_it_takes(entry) -> np.dtype:
-    """float64, or int64 for an operator of integers (sigrid_hash's ids)."""
-    check = next(p.check for p in entry.params if p.name == "dtype")
-    try:
-        return check(np.dtype(np.float64), {})
-    except TypeError:
-        return check(np.dtype(np.int64), {})
-
-
 def _scalar_params():
     from offload.ops import REGISTRY
 
@@ -508,7 +500,7 @@ def test_every_scalar_parameter_refuses_a_float(entry, param):
     from offload.ops import make_call
 
     base = dict(
-        entry.examples[0], **({"dtype": _a_dtype_it_takes(entry)} if entry.inputs == "numbers" else {})
+        entry.examples[0], **({"dtype": a_dtype_it_takes(entry)} if entry.inputs == "numbers" else {})
     )
     base[param.name] = 1.5
     with pytest.raises(TypeError, match=rf"^{param.name} must be (an int|a str|a bool), got float$"):

@@ -30,6 +30,7 @@ from offload.host.smartnic.protocol import (
     parse_located_error,
 )
 from offload.ops import REGISTRY, make_call
+from tests.conftest import a_dtype_it_takes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -167,15 +168,6 @@ def _batches(kind: str, dtype: np.dtype | None = None) -> list:
     ]
 
 
-def _a_dtype_it_takes(entry) -> np.dtype:
-    """float64, or int64 for an operator of integers (sigrid_hash's ids)."""
-    check = next(p.check for p in entry.params if p.name == "dtype")
-    try:
-        return check(np.dtype(np.float64), {})
-    except TypeError:
-        return check(np.dtype(np.int64), {})
-
-
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_codec_round_trip_of_every_operator(name):
     """Every registered operator's examples, on every batch layout of its input kind: the request
@@ -183,7 +175,7 @@ def test_codec_round_trip_of_every_operator(name):
     cpu = CpuBackend()
     entry = REGISTRY[name]
     for example in entry.examples:
-        dtype = _a_dtype_it_takes(entry) if entry.inputs == "numbers" else None
+        dtype = a_dtype_it_takes(entry) if entry.inputs == "numbers" else None
         call = make_call(name, **example, **({"dtype": dtype} if dtype is not None else {}))
         for batch in _batches(entry.inputs, dtype):
             meta, bufs = _request(call, batch)
