@@ -302,7 +302,7 @@ def _strings() -> Any:
 def test_the_c_loop_over_the_reference_computes_what_offload_computes(op):
     pytest.importorskip(bench_hashes.REFERENCES[op].module, reason="the dev extra installs the references")
     if isinstance(bench_hashes.c_library(), str):
-        pytest.skip(bench_hashes.c_library())
+        pytest.skip(reason=bench_hashes.c_library())
     for kind, values, py in (("keys", KEYS, [k.tobytes() for k in KEYS]), ("strings", _strings(), None)):
         ours = getattr(offload, op)(values, backend="cpu")
         items = py if py is not None else values.to_pylist()
@@ -316,7 +316,7 @@ def test_the_c_loop_over_the_reference_computes_what_offload_computes(op):
 
 def test_a_baseline_that_computes_something_else_fails_its_row():
     if isinstance(bench_hashes.c_library(), str):
-        pytest.skip(bench_hashes.c_library())
+        pytest.skip(reason=bench_hashes.c_library())
     pytest.importorskip("farmhash", reason="the dev extra installs cityhash (module farmhash)")
     wrong = np.zeros(len(KEYS), np.uint64)
     base = bench_hashes.reference_baseline("farmhash64", wrong, [b"12345678"], 1, keys=KEYS)
@@ -339,7 +339,7 @@ def test_without_the_package_the_baseline_is_missing_and_not_checked(monkeypatch
 def test_a_package_build_without_the_symbol_has_no_baseline(monkeypatch):
     pytest.importorskip("cityhash", reason="the dev extra installs cityhash")
     if isinstance(bench_hashes.c_library(), str):
-        pytest.skip(bench_hashes.c_library())
+        pytest.skip(reason=bench_hashes.c_library())
     ref = bench_hashes.REFERENCES["cityhash64"]
     monkeypatch.setitem(
         bench_hashes.REFERENCES, "cityhash64", dataclasses.replace(ref, symbol="_Z7NoSuchFnv")
@@ -366,7 +366,7 @@ def test_without_a_compiler_the_baselines_say_so(monkeypatch):
 
 def test_the_snprintf_loop_writes_the_decimal_text_of_every_value():
     if isinstance(bench_hashes.c_library(), str):
-        pytest.skip(bench_hashes.c_library())
+        pytest.skip(reason=bench_hashes.c_library())
     loop = bench_hashes.snprintf_loop(np.array([0, -1, 42, -(2**63), 2**63 - 1], np.int64))
     assert not isinstance(loop, str)
     assert loop[1] == loop[0]() == 1 + 2 + 2 + 20 + 19
