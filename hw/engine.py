@@ -67,22 +67,22 @@ pipelines (the boundary tables are kept).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from amaranth.hdl import Cat, Module
 from amaranth.lib import wiring
 
 from offload.engine_map import ENGINE_ID, ENGINE_VERSION, ERR_BITS, REGISTERS, TRAILER_MAGIC
+from offload.ops import REGISTRY
 
-from .bucketize import Bucketize
 from .collector import Collector, axis_out
 from .common import ADDER_LEVELS, MULTIPLIERS, check_choice, check_pow2
 from .control import Control
-from .lanebank import LaneBank, mod_core
+from .lanebank import LaneBank, core_latencies
 from .opdecode import OpDecode, op_in
 from .parser import Parser
-from .postproc import FastRange, FidCore
 from .regfile import AXI_LITE, RegisterFile
 from .slicer import InputSlice, Serialiser, axis_in
-from .xxhash import XXH32Core, XXH64Core
 
 __all__ = ["OffloadEngine", "REG", "ERR", "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "LANES", "MODULO"]
 
@@ -96,10 +96,23 @@ LANES = (1, 2, 4)
 MODULO = ("reciprocal", "restoring")
 
 
-def _latency(core) -> int:
-    """``core.latency`` of a core instantiated only to read it (no UnusedElaboratable warning)."""
-    core._MustUse__silence = True
-    return core.latency
+def _operators(names: Iterable[str] | None) -> tuple[str, ...]:
+    """The operators an engine is built for: ``names`` (None: every registry operator the
+    engine has cores for), in registry order; ``ValueError`` for a name that is not registered
+    or runs on the host only."""
+    if names is None:
+        return tuple(n for n, op in REGISTRY.items() if op.wire is not None)
+    if isinstance(names, str):
+        raise TypeError(f"operators must be a collection of operator names, not the str {names!r}")
+    chosen = set(names)
+    for name in sorted(chosen):
+        if name not in REGISTRY:
+            raise ValueError(f"unknown operator {name!r}: expected one of {', '.join(REGISTRY)}")
+        if REGISTRY[name].wire is None:
+            raise ValueError(f"operator {name!r} runs on the host only: the engine has no core for it")
+    if not chosen:
+        raise ValueError("operators must name at least one operator")
+    return tuple(n for n in REGISTRY if n in chosen)
 
 
 class OffloadEngine(wiring.Component):
@@ -151,6 +164,7 @@ class OffloadEngine(wiring.Component):
         adder_levels: int | str = "csa",
         multipliers: str = "lut",
         modulo: str = "restoring",
+        operators: Iterable[str] | None = None,
     ):
         self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)
@@ -164,20 +178,18 @@ class OffloadEngine(wiring.Component):
         self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.lanes = check_choice("lanes", lanes, LANES)
-        #: The registry's operators as this engine decodes them (read now: an operator
-        #: registered later is in the next engine built).
-        self.decode = OpDecode()
+        #: The registry's operators this engine is built for (read now: an operator
+        #: registered later is in the next engine built), as the engine decodes them.
+        self.operators = _operators(operators)
+        self.decode = OpDecode({name: REGISTRY[name] for name in self.operators})
         # In-flight results: the longest path from the input to the FIFO, from the cores that
-        # are built (their pipelines change depth with Fmax work; the credit follows).
-        hash_post = max(
-            _latency(mod_core(modulo, mod_bits_per_stage, "lut")), _latency(FastRange()), _latency(FidCore())
-        )
-        # Plus the engine's registers at the cores' boundaries (see elaborate): one in front
-        # of every core, one between the hash and its post-processing, one before the FIFO.
+        # are built (their pipelines change depth with Fmax work; the credit follows), plus
+        # the engine's registers at the cores' boundaries (see elaborate): one in front of
+        # every core (so one between a core and the next on a path) and one before the FIFO.
+        lat = core_latencies(adder_levels, modulo, mod_bits_per_stage, table_depth)
+        lat["varint"] = 0  # the encoder's words are in SLACK_MARGIN
         self.latency = self.BOUNDARY + max(
-            _latency(XXH64Core(adder_levels)) + 1 + hash_post,
-            _latency(XXH32Core(adder_levels)),
-            _latency(Bucketize(table_depth)),
+            sum(lat[c] for c in path) + len(path) - 1 for path in self.decode.paths()
         )
         self.SLACK = lanes * (self.latency + self.SLACK_MARGIN)
         #: FIFO words one cycle can add (N results, or a sequence's header slot and first word):

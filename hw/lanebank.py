@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amaranth.hdl import Cat, EnableInserter, Module, Mux, ResetInserter, Signal, Value
+from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, ResetInserter, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,17 +14,47 @@ from offload.engine_map import DTYPE_CODES, FORMATS, OP_CODES
 
 from .bucketize import Bucketize
 from .fifo import SEQ_DATA, SEQ_HEADER
-from .lanes import XXH32Lane, XXH64Lane
-from .opdecode import OpDecode, op_in
+from .lanes import XXH32Lane, XXH64Lane, delay
+from .murmur3 import Murmur3Core, Murmur3Lane
+from .opdecode import OpDecode, any_of, op_in
 from .postproc import FastRange, FidCore, ModPipe, ModReciprocal
+from .sigrid import SigridFix, SigridMix
 from .varint import DeltaVarintEncoder
 from .xxhash import XXH32Core, XXH64Core
 
-__all__ = ["LaneBank", "mod_core", "LANE_CORES"]
+__all__ = ["LaneBank", "mod_core", "LANE_CORES", "RECORD_CORES", "POST_CORES"]
 
-#: The cores of a lane, in the order they are added (their names in the RTL), and the varint
-#: encoder's (lane 0 only); :class:`~offload.hw.opdecode.OpDecode` says which op codes use each.
-LANE_CORES = ("xxh64", "xxh32", "mod", "fastrange", "fid", "bucketize")
+#: The cores of a lane, in the order they are added (their names in the RTL); the engine builds
+#: those some op code goes through (:class:`~offload.hw.opdecode.OpDecode` says which use each).
+#: The varint encoder (lane 0 only) is not a lane core.
+LANE_CORES = ("xxh64", "xxh32", "murmur3", "sigrid", "mod", "fastrange", "fid", "sigfix", "bucketize")
+#: The record cores: lane 0's takes framed records (``VAR``) as well as fixed keys; lanes 1..N-1
+#: have the one-word form, padded to the same latency.
+RECORD_CORES = ("xxh64", "xxh32", "murmur3")
+#: The cores behind another core of the lane (a path's later cores), fed from the core in
+#: front of them for the batch's op code.
+POST_CORES = ("mod", "fastrange", "fid", "sigfix")
+
+
+def core_latencies(
+    adder_levels: int | str, modulo: str, mod_bits_per_stage: int, table_depth: int
+) -> dict[str, int]:
+    """Each lane core's latency (lane 0's; the other lanes are padded to it), by its
+    :data:`LANE_CORES` name, read from cores instantiated only for that."""
+    cores = {
+        "xxh64": XXH64Core(adder_levels),
+        "xxh32": XXH32Core(adder_levels),
+        "murmur3": Murmur3Core(adder_levels),
+        "sigrid": SigridMix(adder_levels),
+        "mod": mod_core(modulo, mod_bits_per_stage, "lut"),
+        "fastrange": FastRange(),
+        "fid": FidCore(),
+        "sigfix": SigridFix(),
+        "bucketize": Bucketize(table_depth),
+    }
+    for core in cores.values():
+        core._MustUse__silence = True  # no UnusedElaboratable warning
+    return {name: core.latency for name, core in cores.items()}
 
 
 def mod_core(modulo: str, bits_per_stage: int, multipliers: str):
@@ -96,10 +126,14 @@ class LaneBank(wiring.Component):
         self.framed = self.fmt[1]
         self.fixed = ~self.framed
         levels = engine.adder_levels
-        self.x64, self.x32 = XXH64Core(levels, mul), XXH32Core(levels, mul)
-        x64 = self.x64
+        x64 = XXH64Core(levels, mul)
         self.h64 = [x64] + [XXH64Lane(x64.latency, levels, mul) for _ in range(1, N)]
-        self.h32 = [self.x32] + [XXH32Lane(self.x32.latency, levels, mul) for _ in range(1, N)]
+        x32 = XXH32Core(levels, mul)
+        self.h32 = [x32] + [XXH32Lane(x32.latency, levels, mul) for _ in range(1, N)]
+        m3 = Murmur3Core(levels, mul)
+        self.m3 = [m3] + [Murmur3Lane(m3.latency, levels, mul) for _ in range(1, N)]
+        self.sg = [SigridMix(levels, mul) for _ in range(N)]
+        self.sgfix = [SigridFix() for _ in range(N)]
         self.mods = [mod_core(engine.modulo, engine.mod_bits_per_stage, mul) for _ in range(N)]
         # ModReciprocal needs num_buckets stable ``setup`` cycles before its first value. Its
         # copy (nb_mod below) changes the cycle after START's, two cycles after START; the
@@ -107,25 +141,40 @@ class LaneBank(wiring.Component):
         # input register, XXH64Core and the register between them: x64.latency + 1 cycles
         # after nb_mod changed. (The cores' reset, a cycle after START, restarts the
         # reciprocal too, earlier than that.)
-        if isinstance(self.mods[0], ModReciprocal) and self.mods[0].setup > x64.latency + 1:
+        ahead = min(x64.latency, m3.latency, self.sg[0].latency) + 1
+        if isinstance(self.mods[0], ModReciprocal) and self.mods[0].setup > ahead:
             raise AssertionError(
                 f"ModReciprocal.setup ({self.mods[0].setup}) exceeds the hash "
-                f"pipeline in front of it ({x64.latency + 1} cycles)"
+                f"pipeline in front of it ({ahead} cycles)"
             )
         self.frs = [FastRange(mul) for _ in range(N)]
         self.fids = [FidCore() for _ in range(N)]
         self.bzs = [Bucketize(engine.table_depth, mul) for _ in range(N)]
         self.dv = DeltaVarintEncoder()
-        #: Each lane core's instances, lane by lane, by its :data:`LANE_CORES` name.
-        cores: tuple[list[Any], ...] = (self.h64, self.h32, self.mods, self.frs, self.fids, self.bzs)
-        self.cores = dict(zip(LANE_CORES, cores))
+        #: Each built lane core's instances, lane by lane, by its :data:`LANE_CORES` name.
+        cores: tuple[list[Any], ...] = (
+            self.h64,
+            self.h32,
+            self.m3,
+            self.sg,
+            self.mods,
+            self.frs,
+            self.fids,
+            self.sgfix,
+            self.bzs,
+        )
+        self.cores = {n: c for n, c in zip(LANE_CORES, cores) if decode.built(n)}
+        for name, insts in zip(LANE_CORES, cores):
+            if name not in self.cores:
+                for core in insts:
+                    core._MustUse__silence = True  # not built: no op code uses it
 
     def elaborate(self, platform) -> Module:
         m = Module()
         dec = self.decode
         m.d.sync += self.core_rst.eq(self.core_clr)
         self.is_bz = op_in(self.op, dec.users("bucketize"))
-        self.uses = {name: op_in(self.op, dec.users(name)) for name in LANE_CORES[:-1]}
+        self.uses = {name: op_in(self.op, dec.users(name)) for name in self.cores}
         self._submodules(m, self.table_we)
         self._parameters(m)
         self._inputs(m)
@@ -150,8 +199,8 @@ class LaneBank(wiring.Component):
         core_rst = self.core_rst
         for j in range(self.lanes):
             sfx = "" if j == 0 else f"_l{j}"
-            for name in LANE_CORES:
-                core = self.cores[name][j]
+            for name, insts in self.cores.items():
+                core = insts[j]
                 use = (self.is_bz | table_we) if name == "bucketize" else self.uses[name]
                 if self.multipliers == "behavioural":
                     core_en = Signal(name=f"{name}{sfx}_en")
@@ -160,9 +209,13 @@ class LaneBank(wiring.Component):
                     )
                     core = EnableInserter(core_en)(core)
                 m.submodules[name + sfx] = ResetInserter(core_rst)(core)
-        dv_en = Signal(name="varint_en")
-        m.d.comb += dv_en.eq(self.core_clr | op_in(self.op, self.decode.users("varint")))
-        m.submodules.varint = ResetInserter(self.core_clr)(EnableInserter(dv_en)(self.dv))
+        if self.decode.built("varint"):
+            dv_en = Signal(name="varint_en")
+            m.d.comb += dv_en.eq(self.core_clr | op_in(self.op, self.decode.users("varint")))
+            m.submodules.varint = ResetInserter(self.core_clr)(EnableInserter(dv_en)(self.dv))
+        else:
+            self.dv._MustUse__silence = True
+            m.d.comb += self.dv_room.eq(1)
 
     def _parameters(self, m: Module) -> None:
         # Each post core gets a copy of num_buckets of its own, loaded only while the batch's
@@ -171,34 +224,44 @@ class LaneBank(wiring.Component):
         # register, placed by ModPipe, fed FastRange's multipliers across the device (11.72 ns,
         # nextpnr seed 2). The copies are a cycle behind START; the first value reaches either
         # core behind the whole hash pipeline.
-        op = self.op
-        nb_mod = Signal(64, name="mod_num_buckets", reset_less=True)
-        nb_fr = Signal(64, name="fastrange_num_buckets", reset_less=True)
-        with m.If(self.uses["mod"]):
-            m.d.sync += nb_mod.eq(self.nbuckets)
-        with m.If(self.uses["fastrange"]):
-            m.d.sync += nb_fr.eq(self.nbuckets)
-        for j in range(self.lanes):
-            bz = self.bzs[j]
-            m.d.comb += [
-                self.h64[j].seed.eq(self.seed),
-                self.h32[j].seed.eq(self.seed[:32]),
-                self.mods[j].num_buckets.eq(nb_mod),
-                self.frs[j].num_buckets.eq(nb_fr),
-                self.fids[j].slot.eq(self.slot),
-                self.fids[j].version.eq(self.decode.selected(op, "fid")),
-                bz.dtype.eq(self.dtype),
-                bz.right.eq(self.decode.selected(op, "bucketize")),
-                bz.num_boundaries.eq(self.nbound),
-                bz.table_addr.eq(self.table_addr),
-                bz.table_we.eq(self.table_we),
-                bz.table_data.eq(Cat(self.table_data_lo, self.wdata)),
-            ]
-            if j:
-                m.d.comb += [
-                    self.h64[j].key8.eq(self.fmt == FORMATS["FIXED8"]),
-                    self.h32[j].key8.eq(self.fmt == FORMATS["FIXED8"]),
-                ]
+        dec, op, cores = self.decode, self.op, self.cores
+        key8 = self.fmt == FORMATS["FIXED8"]
+        spark = op_in(op, dec.where(lambda v: v.get("tail") == "spark"))
+        copies = {
+            n: Signal(64, name=f"{n}_num_buckets", reset_less=True) for n in ("mod", "fastrange", "sigfix")
+        }
+        for name, nb in copies.items():
+            if name in cores:
+                with m.If(self.uses[name]):
+                    m.d.sync += nb.eq(self.nbuckets)
+        # (core, port) -> value, for every lane's instance of each built core
+        ports: dict[tuple[str, str], Value] = {
+            ("xxh64", "seed"): self.seed,
+            ("xxh32", "seed"): self.seed[:32],
+            ("murmur3", "seed"): self.seed[:32],
+            ("sigrid", "salt"): self.seed,
+            ("mod", "num_buckets"): copies["mod"],
+            ("fastrange", "num_buckets"): copies["fastrange"],
+            ("sigfix", "max_value"): copies["sigfix"],
+            ("fid", "slot"): self.slot,
+            ("bucketize", "dtype"): self.dtype,
+            ("bucketize", "num_boundaries"): self.nbound,
+            ("bucketize", "table_addr"): self.table_addr,
+            ("bucketize", "table_we"): self.table_we,
+            ("bucketize", "table_data"): Cat(self.table_data_lo, self.wdata),
+        }
+        if "fid" in cores:
+            ports["fid", "version"] = dec.selected(op, "fid", "version")
+        if "bucketize" in cores:
+            ports["bucketize", "right"] = dec.selected(op, "bucketize", "right")
+        for (name, port), value in ports.items():
+            for core in cores.get(name, ()):
+                m.d.comb += getattr(core, port).eq(value)
+        if "murmur3" in cores:
+            m.d.comb += cores["murmur3"][0].spark_tail.eq(spark)
+        for name in RECORD_CORES:
+            for core in cores.get(name, [])[1:]:
+                m.d.comb += core.key8.eq(key8)
 
     def _inputs(self, m: Module) -> None:
         """Add every core's input register to ``m``, fed from the parser's unit.
@@ -208,9 +271,11 @@ class LaneBank(wiring.Component):
         registers across it into a core's first adder stage was the engine's longest (routing
         ~80 % of it). The data register loads only while the batch's operator uses the core (a
         static enable), which also keeps the copies distinct (not merged by synthesis)."""
-        N, uses = self.lanes, self.uses
-        use_x64, use_x32, use_bz = uses["xxh64"], uses["xxh32"], self.is_bz
-        for core, use, name in ((self.x64, use_x64, "xxh64"), (self.x32, use_x32, "xxh32")):
+        N, uses, cores = self.lanes, self.uses, self.cores
+        for name in RECORD_CORES:
+            if name not in cores:
+                continue
+            core = cores[name][0]
             beat = Signal.like(core.i.payload, name=f"{name}_beat")
             m.d.comb += [
                 beat.data.eq(self.w),
@@ -219,22 +284,47 @@ class LaneBank(wiring.Component):
                 beat.empty.eq(self.empty_rec),
                 beat.length.eq(self.beat_len),
             ]
-            self._feed(m, name, core.i, self.core_valid, beat, use)
-        for j in range(1, N):
-            lv = self.core_valid & self.lane_on[j]
-            self._feed(m, f"xxh64_l{j}", self.h64[j].i, lv, self.words.word_select(j, 64), use_x64)
-            self._feed(m, f"xxh32_l{j}", self.h32[j].i, lv, self.words.word_select(j, 64), use_x32)
-            self._feed(m, f"bucketize_l{j}", self.bzs[j].i, lv, self.words.word_select(j, 64), use_bz)
-        self._feed(m, "bucketize", self.bzs[0].i, self.core_valid, self.w, use_bz)
-        self._varint_input(m)
-        # Hash -> post-processing: a register per post core, for the same reason.
-        use_mod, use_fr, use_fid = uses["mod"], uses["fastrange"], uses["fid"]
+            self._feed(m, name, core.i, self.core_valid, beat, uses[name])
+        # one-word cores: lane j takes the beat's word j (lane 0 the parser's word)
         for j in range(N):
             sfx = "" if j == 0 else f"_l{j}"
-            hv, hp = self.h64[j].o.valid, self.h64[j].o.payload
-            self._feed(m, "mod" + sfx, self.mods[j].i, hv, hp, use_mod, after_core=True)
-            self._feed(m, "fastrange" + sfx, self.frs[j].i, hv, hp, use_fr, after_core=True)
-            self._feed(m, "fid" + sfx, self.fids[j].i, hv, hp, use_fid, after_core=True)
+            valid = self.core_valid if j == 0 else self.core_valid & self.lane_on[j]
+            word = self.w if j == 0 else self.words.word_select(j, 64)
+            for name in ("xxh64", "xxh32", "murmur3") if j else ():
+                if name in cores:
+                    self._feed(m, name + sfx, cores[name][j].i, valid, word, uses[name])
+            if "sigrid" in cores:  # int32 ids (FIXED4) are sign-extended
+                sext = Mux(self.fixed & self.fmt[0], word[:32].as_signed(), word)
+                self._feed(m, "sigrid" + sfx, cores["sigrid"][j].i, valid, sext, uses["sigrid"])
+            if "bucketize" in cores:
+                self._feed(m, "bucketize" + sfx, cores["bucketize"][j].i, valid, word, self.is_bz)
+        if self.decode.built("varint"):
+            self._varint_input(m)
+        for j in range(N):
+            self._post_inputs(m, j)
+
+    def _post_inputs(self, m: Module, j: int) -> None:
+        """Lane ``j``'s post cores, each fed through a register (as the cores' inputs) from the
+        core in front of it on the batch's path (a static choice per batch), and the sign of
+        sigrid's value delayed to meet its remainder at the fix-up."""
+        sfx = "" if j == 0 else f"_l{j}"
+        dec, cores = self.decode, self.cores
+        for post in POST_CORES:
+            if post not in cores:
+                continue
+            fronts = dec.fronts(post).items()
+            picks = [(op_in(self.op, codes), cores[front][j].o) for front, codes in fronts]
+            valid = any_of([sel & o.valid for sel, o in picks])
+            payload: Value = Value.cast(picks[-1][1].payload)
+            for sel, o in reversed(picks[:-1]):
+                payload = Mux(sel, o.payload, payload)
+            self._feed(m, post + sfx, cores[post][j].i, valid, payload, self.uses[post], after_core=True)
+        if "sigfix" in cores:
+            # sigrid's output -> the mod core's input register -> the mod core -> the fix-up's
+            # input register: the sign takes as long
+            lag = 1 + cores["mod"][j].latency + 1
+            _, neg = delay(m, f"sigrid_neg{sfx}", Const(1), cores["sigrid"][j].neg, lag)
+            m.d.comb += cores["sigfix"][j].neg.eq(neg)
 
     def _feed(
         self, m: Module, name: str, port, valid: Value, payload: Value, use: Value, after_core: bool = False
@@ -295,12 +385,13 @@ class LaneBank(wiring.Component):
                 with m.Case(*case):
                     for j in range(N):
                         m.d.comb += [res_valid[j].eq(cores[j].o.valid), res_data[j].eq(cores[j].o.payload)]
-            with m.Case(*self.decode.users("varint")):
-                m.d.comb += [
-                    res_valid[0].eq(dv.o.valid),
-                    res_data[0].eq(dv.o.payload.data),
-                    res_kind.eq(Mux(dv.o.payload.header, SEQ_HEADER, SEQ_DATA)),
-                ]
+            if self.decode.built("varint"):
+                with m.Case(*self.decode.users("varint")):
+                    m.d.comb += [
+                        res_valid[0].eq(dv.o.valid),
+                        res_data[0].eq(dv.o.payload.data),
+                        res_kind.eq(Mux(dv.o.payload.header, SEQ_HEADER, SEQ_DATA)),
+                    ]
         m.d.comb += [
             self.res_valid.eq(Cat(*res_valid)),
             self.res_data.eq(Cat(*res_data)),

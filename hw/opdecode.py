@@ -28,16 +28,34 @@ from offload.ops import REGISTRY, Operator, Param
 
 __all__ = ["OpDecode", "RangeCheck", "CORE_PATHS", "FORMATS_OF", "op_in", "any_of"]
 
-#: The engine's cores that compute an operator, by the registry's ``hw_core``: for each selector
-#: value (``None``: any value) the lane's cores in order, hash first, the last one giving the
-#: result. (``hash_bucket``'s ``method`` picks its post-processing core.)
-CORE_PATHS: dict[str, dict[Any, tuple[str, ...]]] = {
-    "offload.hw.xxhash:XXH32Core": {None: ("xxh32",)},
-    "offload.hw.xxhash:XXH64Core": {None: ("xxh64",)},
-    "offload.hw.postproc:ModPipe": {"mod": ("xxh64", "mod"), "fastrange": ("xxh64", "fastrange")},
-    "offload.hw.postproc:FidCore": {None: ("xxh64", "fid")},
-    "offload.hw.bucketize:Bucketize": {None: ("bucketize",)},
-    "offload.hw.varint:DeltaVarintEncoder": {None: ("varint",)},
+#: The lane core that computes each hash ``hash_bucket`` and ``fid`` take by name.
+HASH_CORES: dict[str, str] = {"xxh64": "xxh64", "murmur3_32": "murmur3"}
+
+
+def _hashed(post: str | None) -> Any:
+    """The path of a hash operator: its ``hash``'s core, then ``post`` (None: the ``method``)."""
+
+    def path(values: Mapping[str, Any]) -> tuple[str, ...] | None:
+        core = HASH_CORES.get(values["hash"])
+        return None if core is None else (core, post or values["method"])
+
+    return path
+
+
+#: The engine's cores that compute an operator, by the registry's ``hw_core``: a function of
+#: the selector's values (:meth:`~offload.ops.WireForm.params_of`, plus ``hash``: the hash the
+#: op code computes) giving the lane's cores in order, hash first, the last one giving the
+#: result (None: the engine has no path for those values).
+CORE_PATHS: dict[str, Any] = {
+    "offload.hw.xxhash:XXH32Core": lambda v: ("xxh32",),
+    "offload.hw.xxhash:XXH64Core": lambda v: ("xxh64",),
+    "offload.hw.postproc:ModPipe": _hashed(None),
+    "offload.hw.postproc:FidCore": _hashed("fid"),
+    "offload.hw.bucketize:Bucketize": lambda v: ("bucketize",),
+    "offload.hw.varint:DeltaVarintEncoder": lambda v: ("varint",),
+    "offload.hw.murmur3:Murmur3Core": lambda v: ("murmur3",),
+    # the hash, then the lane's mod core (the floor modulo's unsigned remainder), then the sign fix
+    "offload.hw.sigrid:SigridCore": lambda v: ("sigrid", "mod", "sigfix"),
 }
 
 #: The input formats the engine takes for each input kind: ``FORMAT`` -> the key types it
@@ -101,7 +119,7 @@ class RangeCheck:
 class _Code:
     code: int
     op: Operator
-    value: Any  # the selector's value
+    values: Mapping[str, Any]  # the selector's values by parameter, and ``hash``
     path: tuple[str, ...]
 
 
@@ -142,10 +160,32 @@ class OpDecode:
             out.setdefault(c.path[-1], []).append(c.code)
         return list(out.items())
 
-    def selected(self, op: Value, core: str) -> Value:
-        """The selector value of the batch's op code among ``core``'s users (a core parameter:
-        ``fid``'s version, ``bucketize``'s right): a bool as an :func:`op_in`, else muxes."""
-        pairs = [(c.code, c.value) for c in self._codes if core in c.path]
+    def fronts(self, core: str) -> dict[str, list[int]]:
+        """For a core behind another on some path: the core in front of it -> the op codes
+        taking that way."""
+        out: dict[str, list[int]] = {}
+        for c in self._codes:
+            if core in c.path[1:]:
+                out.setdefault(c.path[c.path.index(core) - 1], []).append(c.code)
+        return out
+
+    def paths(self) -> list[tuple[str, ...]]:
+        """Every distinct path of the op codes built."""
+        return sorted({c.path for c in self._codes})
+
+    def where(self, test: Any) -> list[int]:
+        """The op codes whose selector values (a mapping, with ``hash``) pass ``test``."""
+        return [c.code for c in self._codes if test(c.values)]
+
+    def built(self, core: str) -> bool:
+        """Some op code goes through the lane core ``core`` (else the engine leaves it out)."""
+        return bool(self.users(core))
+
+    def selected(self, op: Value, core: str, name: str) -> Value:
+        """The value of selector parameter ``name`` for the batch's op code among ``core``'s
+        users (a core parameter: ``fid``'s version, ``bucketize``'s right): a bool as an
+        :func:`op_in`, else muxes."""
+        pairs = [(c.code, c.values[name]) for c in self._codes if core in c.path]
         if all(isinstance(v, bool) for _, v in pairs):
             return op_in(op, [code for code, v in pairs if v])
         out: Value | int = pairs[-1][1]
@@ -167,10 +207,11 @@ def _codes(op: Operator) -> list[_Code]:
         raise ValueError(f"operator {op.name!r}: the engine takes no input format for {op.inputs!r}")
     out = []
     for value, key in op.wire.codes.items():
-        path = paths.get(value, paths.get(None))
+        values = {"hash": op.name, **op.wire.params_of(value)}
+        path = paths(values)
         if path is None:
             raise ValueError(f"operator {op.name!r}: the engine has no path for {op.wire.selector}={value!r}")
-        out.append(_Code(OP_CODES[key], op, value, path))
+        out.append(_Code(OP_CODES[key], op, values, path))
     return out
 
 
@@ -180,8 +221,9 @@ def _range_checks(op: Operator) -> list[RangeCheck]:
     out = []
     for value, key in op.wire.codes.items():
         base = _base_params(op, value)
+        fixed = op.wire.params_of(value)  # a parameter fixed to None has no registers to check
         for p in op.params:
-            if p.registers:
+            if p.registers and not (p.name in fixed and fixed[p.name] is None):
                 lo, hi, top = _interval(op, p, base)
                 if lo > 0 or hi < top:
                     out.append(RangeCheck(OP_CODES[key], p.registers, lo, hi, top))
@@ -200,8 +242,7 @@ def _base_params(op: Operator, selected: Any) -> dict[str, Any]:
             if given:
                 base[p.name] = given[0]
     assert op.wire is not None
-    if op.wire.selector is not None:
-        base[op.wire.selector] = selected
+    base.update(op.wire.params_of(selected))
     return base
 
 
@@ -209,6 +250,7 @@ def _accepts(op: Operator, p: Param, base: Mapping[str, Any], v: int) -> bool:
     """The engine runs ``op`` with register value ``v`` for ``p``: only ``engine_error`` decides
     where the entry has one (as ``offload.wire.call_from_regs(engine=True)``), else ``p.check``."""
     assert op.wire is not None
+    v = p.from_registers(v)
     if op.wire.engine_error is not None:
         return op.wire.engine_error({**base, p.name: v}) is None
     try:

@@ -109,7 +109,15 @@ OP_CODES: dict[str, int] = {
     "bucketize/right": 7,
     "bucketize/left": 8,
     "delta_varint_encode": 9,
+    "murmur3_32": 10,
+    "murmur3_32/spark": 11,
+    "sigrid_hash": 12,
+    "hash_bucket/mod/murmur3_32": 13,
+    "fid/1/murmur3_32": 14,
+    "fid/2/murmur3_32": 15,
 }
+# The OPS register is a 32-bit mask of the op codes built: codes stay below 32.
+assert max(OP_CODES.values()) < 32
 #: ``FORMAT`` codes: how the input stream frames records.
 FORMATS: dict[str, int] = {"FIXED8": 0, "FIXED4": 1, "VAR": 2, "SEQ": 3}
 #: ``DTYPE`` codes: bucketize's key type, by numpy dtype name.

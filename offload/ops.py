@@ -136,9 +136,9 @@ class Param:
     with an exact message; ``earlier`` holds the parameters validated before it: those without
     ``needs`` in declaration order, then those with ``needs`` (whose range depends on them).
     ``registers`` names the engine registers that carry the value, 32 bits each, low word first
-    (empty: the parameter selects the op code or is not sent). ``checks_default``: a missing
-    parameter's value is ``check(default, earlier)`` (a default that depends on another
-    parameter, e.g. the seed of the chosen hash).
+    (empty: the parameter selects the op code or is not sent); ``signed``: in two's complement.
+    ``checks_default``: a missing parameter's value is ``check(default, earlier)`` (a default
+    that depends on another parameter, e.g. the seed of the chosen hash).
     """
 
     name: str
@@ -148,6 +148,12 @@ class Param:
     shown: bool = True  # part of OpCall.describe()
     needs: tuple[str, ...] = ()  # parameters validated before this one (its range depends on them)
     checks_default: bool = False  # the default goes through ``check`` too (it depends on ``needs``)
+    signed: bool = False  # the registers carry it in two's complement
+
+    def from_registers(self, raw: int) -> int:
+        """The value ``raw`` (the registers, low word first, as one unsigned int) stands for."""
+        bits = 32 * len(self.registers)
+        return raw - (1 << bits) if self.signed and raw >> (bits - 1) else raw
 
     @property
     def required(self) -> bool:
@@ -157,27 +163,67 @@ class Param:
 @dataclass(frozen=True)
 class WireForm:
     """How an operator travels to the engine: ``codes`` maps the value of the ``selector``
-    parameter (``None`` when one code serves every call) to a key of
-    :data:`offload.engine_map.OP_CODES`; ``engine_error(params)`` names parameter values the
-    engine refuses with ``BAD_PARAM`` although the host's validation would accept them.
-    ``only``: parameter values the engine's cores are built for (a call with another value, e.g.
-    ``hash_bucket`` with ``hash="farmhash64"``, has no op code and runs on the host).
+    (``None`` when one code serves every call) to a key of :data:`offload.engine_map.OP_CODES`.
+
+    ``selector`` names one parameter, or a tuple of them (then ``codes`` is keyed by tuples of
+    their values, e.g. ``hash_bucket``'s ``("method", "hash", "seed?")``). A name ending in ``?``
+    stands for whether that parameter is given (not ``None``; its value then travels in its
+    registers): ``cityhash64`` with ``seed=None`` is CityHash64, with a seed CityHash64WithSeed.
+    A call whose selector values have no entry in ``codes`` (e.g. ``hash_bucket`` with a hash no
+    engine core is built for) runs on the host. ``engine_error(params)`` names parameter values
+    the engine refuses with ``BAD_PARAM`` although the host's validation would accept them.
+    ``only``: parameter values the engine's cores are built for, beside the selector.
     """
 
     codes: Mapping[Any, str]
-    selector: str | None = None
+    selector: str | tuple[str, ...] | None = None
     engine_error: Callable[[Mapping[str, Any]], str | None] | None = None
     only: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The selector's names (``seed?`` included as written)."""
+        if self.selector is None:
+            return ()
+        return (self.selector,) if isinstance(self.selector, str) else self.selector
+
+    def selected(self, params: Mapping[str, Any]) -> Any:
+        """The selector's value for ``params`` (a key of ``codes`` if the engine has the call)."""
+        values = tuple(params[n[:-1]] is not None if n.endswith("?") else params[n] for n in self.names)
+        if not values:
+            return None
+        return values[0] if isinstance(self.selector, str) else values
+
+    def params_of(self, value: Any) -> dict[str, Any]:
+        """The parameters a selector value fixes (``name?`` False: the parameter is None; True:
+        its registers carry it, so it is not fixed here)."""
+        values = (value,) if isinstance(self.selector, str) else tuple(value or ())
+        out: dict[str, Any] = {}
+        for n, v in zip(self.names, values):
+            if not n.endswith("?"):
+                out[n] = v
+            elif not v:
+                out[n[:-1]] = None
+        return out
+
     def unbuilt(self, params: Mapping[str, Any]) -> str | None:
-        """The first parameter whose value no engine core is built for, as ``name=value``."""
+        """The parameter values no engine core is built for, as ``name=value`` (None: built)."""
         for name, value in self.only.items():
             if params.get(name, value) != value:
                 return f"{name}={params[name]!r}"
-        return None
+        value = self.selected(params)
+        if value in self.codes:
+            return None
+        names = [n[:-1] if n.endswith("?") else n for n in self.names]
+        if isinstance(self.selector, str):
+            return f"{names[0]}={params[names[0]]!r}"
+        # name the values no op code has; if each has one, the combination
+        lone = [i for i, v in enumerate(value) if all(k[i] != v for k in self.codes)]
+        plain = [i for i in lone if not self.names[i].endswith("?")]
+        return ", ".join(f"{names[i]}={params[names[i]]!r}" for i in plain or lone or range(len(names)))
 
     def key(self, params: Mapping[str, Any]) -> str:
-        return self.codes[None if self.selector is None else params[self.selector]]
+        return self.codes[self.selected(params)]
 
 
 @dataclass(frozen=True)
@@ -579,8 +625,14 @@ def _boundaries(value: Any, earlier: Mapping[str, Any]) -> np.ndarray:
 
 
 def _mod_zero(params: Mapping[str, Any]) -> str | None:
+    """What the engine refuses of ``hash_bucket`` (it takes any 64-bit ``num_buckets`` but 0
+    for ``mod``): a zero divisor, a seed wider than the hash's."""
     if params["method"] == "mod" and params["num_buckets"] == 0:
         return "NUM_BUCKETS is 0 for hash_bucket mod"
+    try:
+        _optional_seed(params["hash"], params.get("seed"))
+    except ValueError as e:
+        return str(e)
     return None
 
 
@@ -629,10 +681,13 @@ register(
         lambda c, r: golden.hash_bucket(r, c.num_buckets, c.seed, c.method, c.hash),
         f"{_CPU}.run_hashed",
         WireForm(
-            {"mod": "hash_bucket/mod", "fastrange": "hash_bucket/fastrange"},
-            "method",
+            {
+                ("mod", "xxh64", True): "hash_bucket/mod",
+                ("fastrange", "xxh64", True): "hash_bucket/fastrange",
+                ("mod", "murmur3_32", True): "hash_bucket/mod/murmur3_32",
+            },
+            ("method", "hash", "seed?"),
             _mod_zero,
-            only={"hash": "xxh64"},
         ),
         "offload.hw.postproc:ModPipe",
         None,
@@ -660,7 +715,15 @@ register(
         "uint64",
         lambda c, r: golden.fid(r, c.slot, c.version, c.seed, c.hash),
         f"{_CPU}.run_hashed",
-        WireForm({1: "fid/1", 2: "fid/2"}, "version", only={"hash": "xxh64"}),
+        WireForm(
+            {
+                (1, "xxh64", True): "fid/1",
+                (2, "xxh64", True): "fid/2",
+                (1, "murmur3_32", True): "fid/1/murmur3_32",
+                (2, "murmur3_32", True): "fid/2/murmur3_32",
+            },
+            ("version", "hash", "seed?"),
+        ),
         "offload.hw.postproc:FidCore",
         None,
         (
@@ -745,12 +808,15 @@ register(
         "MurmurHash3_x86_32 of each record; tail='spark' is Spark SQL's string tail",
         "records",
         (
-            Param("seed", seed_check(32), 0),
+            Param("seed", seed_check(32), 0, ("SEED_LO",)),
             Param("tail", choice_check("tail", ("standard", "spark"), "murmur3_32 tail"), "standard"),
         ),
         "uint32",
         lambda c, r: golden.murmur3_32(r, c.seed, c.tail),
         f"{_CPU}.run_murmur3_32",
+        WireForm({"standard": "murmur3_32", "spark": "murmur3_32/spark"}, "tail"),
+        "offload.hw.murmur3:Murmur3Core",
+        "offload.hw.murmur3:Murmur3Lane",
         examples=({}, {"seed": 42, "tail": "spark"}, {"seed": (1 << 32) - 1}),
     )
 )
@@ -761,12 +827,14 @@ register(
         "numbers",
         (
             Param("dtype", _sigrid_dtype, shown=False),
-            Param("salt", _int64("salt", -(1 << 63))),
-            Param("max_value", _int64("max_value", 1)),
+            Param("salt", _int64("salt", -(1 << 63)), registers=_SEED64, signed=True),
+            Param("max_value", _int64("max_value", 1), registers=("NUM_BUCKETS_LO", "NUM_BUCKETS_HI")),
         ),
         "int64",
         lambda c, r: golden_sigrid.sigrid_hash(int(r), c.salt, c.max_value),
         f"{_CPU}.run_sigrid_hash",
+        WireForm({None: "sigrid_hash"}),
+        "offload.hw.sigrid:SigridCore",
         examples=({"salt": 0, "max_value": 100}, {"salt": -(1 << 63), "max_value": (1 << 63) - 1}),
     )
 )

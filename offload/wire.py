@@ -39,7 +39,7 @@ from offload.engine_map import (
     TRAILER_MAGIC,
     err_names,
 )
-from offload.ops import OpCall, by_code, golden_result, make_call, result_dtype
+from offload.ops import OpCall, Operator, by_code, golden_result, make_call, result_dtype
 
 __all__ = [
     # the engine map's names the framing uses (defined in offload.engine_map, not here)
@@ -94,7 +94,8 @@ def _param_registers(call: OpCall) -> dict[str, int]:
     """Every parameter register: 0, then each parameter's value in its registers, low word first."""
     regs = dict.fromkeys(PARAM_REGISTERS, 0)
     for p in call.operator.params:
-        value = int(call.params[p.name]) if p.registers else 0
+        given = call.params[p.name]
+        value = int(given) if p.registers and given is not None else 0
         for i, name in enumerate(p.registers):
             regs[name] = (value >> (32 * i)) & 0xFFFFFFFF
     return regs
@@ -272,12 +273,13 @@ def encode_request(call: OpCall, batch: Batch) -> WireJob:
     if kind == "numbers":
         if not isinstance(batch, Numbers):
             raise WireError(f"{call.op} takes a numeric batch")
-        assert call.boundaries is not None
         words, fmt = _fixed_words(batch.values)
         dtype = batch.values.dtype
         regs["DTYPE"] = DTYPES[dtype]
-        regs["NUM_BOUNDARIES"] = len(call.boundaries)
-        table = _boundary_table(call.boundaries)
+        boundaries = call.params.get("boundaries")
+        if boundaries is not None:
+            regs["NUM_BOUNDARIES"] = len(boundaries)
+            table = _boundary_table(boundaries)
     elif kind == "sequences":
         if not isinstance(batch, Sequences):
             raise WireError(f"{call.op} takes a Sequences batch")
@@ -388,14 +390,13 @@ def call_from_regs(regs: dict[str, int], table: np.ndarray, *, engine: bool = Fa
     entry, selected = hit
     assert entry.wire is not None
     params = {
-        p.name: sum(regs.get(r, 0) << (32 * i) for i, r in enumerate(p.registers))
+        p.name: p.from_registers(sum(regs.get(r, 0) << (32 * i) for i, r in enumerate(p.registers)))
         for p in entry.params
         if p.registers
     }
-    if entry.wire.selector is not None:
-        params[entry.wire.selector] = selected
+    params.update(entry.wire.params_of(selected))
     if entry.inputs == "numbers":
-        params.update(_table_params(regs, table, fmt))
+        params.update(_table_params(entry, regs, table, fmt))
     try:
         if engine and entry.wire.engine_error is not None:
             why = entry.wire.engine_error(params)
@@ -421,8 +422,9 @@ _FORMATS_OF = {
 }
 
 
-def _table_params(regs: dict[str, int], table: np.ndarray, fmt: int) -> dict[str, Any]:
-    """A numeric operator's ``dtype`` and ``boundaries`` from DTYPE, NUM_BOUNDARIES and the table."""
+def _table_params(entry: Operator, regs: dict[str, int], table: np.ndarray, fmt: int) -> dict[str, Any]:
+    """A numeric operator's ``dtype`` from DTYPE and, if it takes them, its ``boundaries`` from
+    NUM_BOUNDARIES and the table."""
     dtype = _DTYPE_OF.get(regs.get("DTYPE", -1))
     if dtype is None:
         raise WireError(f"bad DTYPE {regs.get('DTYPE')}")
@@ -431,6 +433,8 @@ def _table_params(regs: dict[str, int], table: np.ndarray, fmt: int) -> dict[str
         raise WireError(f"NUM_BOUNDARIES {nb} exceeds the table of {table.shape[0]}")
     if (fmt == FORMATS["FIXED4"]) != (dtype.itemsize == 4):
         raise WireError(f"FORMAT {fmt} does not fit DTYPE {dtype}")
+    if "boundaries" not in {p.name for p in entry.params}:
+        return {"dtype": dtype}
     raw = np.ascontiguousarray(table[:nb], dtype=np.uint64)
     return {
         "dtype": dtype,

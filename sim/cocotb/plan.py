@@ -186,13 +186,14 @@ def batch_job(
 def _job_from_call(name: str, call_name: str, values: Any, flow: str, job_seed: int, **params):
     from offload import batch as _batch
     from offload.backend import Batch
-    from offload.ops import make_call
+    from offload.ops import make_call, operator
 
     b: Batch
-    if call_name == "bucketize":
+    kind = operator(call_name).inputs
+    if kind == "numbers":
         b = _batch.as_numbers(values)
         call = make_call(call_name, dtype=b.values.dtype, **params)
-    elif call_name == "delta_varint_encode":
+    elif kind == "sequences":
         b = _batch.as_sequences(values)
         call = make_call(call_name, **params)
     else:
@@ -216,7 +217,8 @@ def _seed64(rng: random.Random) -> int:
 
 
 def _hash_variants(rng: random.Random) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, operator, params) for the six hash operators, parameters drawn from ``rng``."""
+    """(label, operator, params) for the hash operators (each op code of theirs), parameters
+    drawn from ``rng``."""
     nb = lambda: rng.choice(
         [
             1,
@@ -247,7 +249,40 @@ def _hash_variants(rng: random.Random) -> list[tuple[str, str, dict[str, Any]]]:
             "fid",
             {"slot": rng.choice([0, 32767, rng.randrange(32768)]), "version": 2, "seed": _seed64(rng)},
         ),
+        ("murmur3", "murmur3_32", {"seed": _seed32(rng), "tail": "standard"}),
+        ("murmur3_spark", "murmur3_32", {"seed": _seed32(rng), "tail": "spark"}),
+        (
+            "bucket_mod_murmur3",
+            "hash_bucket",
+            {"num_buckets": nb(), "seed": _seed32(rng), "method": "mod", "hash": "murmur3_32"},
+        ),
+        (
+            "fid1_murmur3",
+            "fid",
+            {"slot": rng.randrange(1024), "version": 1, "seed": _seed32(rng), "hash": "murmur3_32"},
+        ),
+        (
+            "fid2_murmur3",
+            "fid",
+            {"slot": rng.randrange(32768), "version": 2, "seed": _seed32(rng), "hash": "murmur3_32"},
+        ),
     ]
+
+
+def _seed32(rng: random.Random) -> int:
+    return rng.choice([0, 0xFFFFFFFF, rng.getrandbits(32)])
+
+
+def _sigrid_case(rng: random.Random, dtype: np.dtype, n: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Ids of ``dtype`` (the extremes, 0, -1 and random) and a salt and max_value, extremes included."""
+    info = np.iinfo(dtype)
+    pool = [int(info.min), int(info.max), 0, -1, 1]
+    ids = np.array(
+        [rng.choice(pool) if rng.random() < 0.3 else rng.randint(info.min, info.max) for _ in range(n)], dtype
+    )
+    salt = rng.choice([0, INT64_MIN, INT64_MAX, rng.randint(INT64_MIN, INT64_MAX)])
+    max_value = rng.choice([1, 2, 1000003, INT64_MAX, rng.randint(1, INT64_MAX)])
+    return ids, {"salt": salt, "max_value": max_value}
 
 
 _SPECIAL_F = [0.0, -0.0, 1.0, -1.0, 0.5, math.inf, -math.inf, math.nan, 1e-30, -3.25e10]
@@ -340,6 +375,11 @@ def stream_jobs(
                     continue
                 x, b = _bucketize_case(rng, np.dtype(dt), fixed_n + 4, ENGINE["table_depth"])
                 jobs.append(_job_from_call(label, "bucketize", x, flow, seed, boundaries=b, right=right))
+        for dt in (np.int32, np.int64):
+            label = f"sigrid_hash_{np.dtype(dt).name}"
+            if want is None or "sigrid_hash" in want or label in want:
+                ids, params = _sigrid_case(rng, np.dtype(dt), fixed_n + 4)
+                jobs.append(_job_from_call(label, "sigrid_hash", ids, flow, seed, **params))
         if want is None or "delta_varint_encode" in want:
             seqs = _sequences(rng, [k for k in lengths if k <= ENGINE["seq_max"]])
             jobs.append(_job_from_call("delta_varint_encode/SEQ", "delta_varint_encode", seqs, flow, seed))
