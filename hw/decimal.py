@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden_cityhash import CITY_K0, CITY_K1, CITY_K2
 
-from .cityhash import HashLen16, level, shift_mix, start_mul
+from .cityhash import HashLen16, add3, level, shift_mix, start_mul
 from .common import Pipe, set_multiplier_params
 from .lanes import delay
 
@@ -56,6 +56,9 @@ DABBLE_STEPS = 4
 #: The magnitude's top 3 bits start the BCD register (a value < 8 needs no correction yet).
 _START_BITS = 3
 _MAG_MAX = 1 << 63
+#: A BCD digit of at least half the radix passes 9 when doubled: + 3 before the shift is + 6
+#: after it, which moves the 4-bit carry (at 16) to the decimal one (at 10).
+_HALF = 10 // 2
 
 #: :class:`Int2Decimal`'s output: ``text``, byte ``k`` = the text's ``k``-th character (bytes at
 #: and beyond ``length`` are 0); ``length``, 1..20.
@@ -84,6 +87,15 @@ def _prefix_bound(bits: int) -> int:
     return _MAG_MAX >> (64 - bits)
 
 
+def _add3(d: Value) -> Value:
+    """``d >= 5 ? d + 3 : d`` of a BCD digit as a truth table per output bit: one LUT4 each (as a
+    compare and an add, Yosys builds carry chains: 592 CARRY4 on the xc7)."""
+    table = [v + 3 if v >= _HALF else v for v in range(16)]  # 10..15 never occur
+    return Cat(
+        *[Const(sum(1 << v for v in range(16) if table[v] >> b & 1), 16).bit_select(d, 1) for b in range(4)]
+    )
+
+
 def _dabble_step(p: Pipe, digits: list[Value], bit: Value, bound: int, step: int) -> list[Value]:
     """One shift-and-add-3 step: the BCD ``digits`` (least significant first) of a value of at
     most ``bound``, times two plus ``bit``. A digit of 5..9 gets + 3 before the shift, so the
@@ -91,9 +103,7 @@ def _dabble_step(p: Pipe, digits: list[Value], bit: Value, bound: int, step: int
     # Each corrected digit is a named wire: the next step reads it twice (its low bits and its
     # carry), and simulators expand unnamed expressions as trees (exponential over the steps).
     fixed = [
-        p.wire(Mux(d >= 5, (d + 3)[:4], d), f"dd{step}_{j}")
-        if bound >= 5 * 10**j
-        else Cat(d, Const(0, 4))[:4]
+        p.wire(_add3(d), f"dd{step}_{j}") if bound >= _HALF * 10**j else Cat(d, Const(0, 4))[:4]
         for j, d in enumerate(digits)
     ]
     out = []
@@ -240,8 +250,8 @@ def farm_steps(p: Pipe) -> None:
         r3=shift_mix(p.f["y"] ^ p.f["z"]),
     )
     a, b18, c, d, ab = p.f.pop("a32"), p.f.pop("b18"), p.f.pop("c"), p.f.pop("d"), p.f.pop("ab")
-    u32 = (ab.rotate_right(43) + c.rotate_right(30) + d)[:64]
-    v32 = (a + b18.rotate_right(18) + c)[:64]
+    u32 = add3(ab.rotate_right(43), c.rotate_right(30), d)  # one carry chain each
+    v32 = add3(a, b18.rotate_right(18), c)
     le3, lt8, le16, e8 = p.f["le3"], p.f.pop("lt8"), p.f["le16"], p.f.pop("e8")
     p.stage(
         drop=["h1", "le16"],
