@@ -39,7 +39,7 @@ from .common import Pipe, const_mul_terms, set_multiplier_params
 from .lanes import delay
 from .xxhash import HashBeat
 
-__all__ = ["HASH_CITY", "HASH_FARM", "CityFarmLane", "CityFarmCore"]
+__all__ = ["HASH_CITY", "HASH_FARM", "HASHES", "CityFarmLane", "CityFarmCore"]
 
 #: Values of the ``hash`` input.
 HASH_CITY = 0
@@ -123,11 +123,30 @@ def seed_steps(p: Pipe, seed: Value, active: Value) -> None:
     p.stage(drop=["hsd", "sd"], h=Mux(p["sd"], p["hsd"], p["h"]))
 
 
-def _registered_params(m: Module, component) -> tuple[Signal, Signal]:
-    """``seed`` and ``seeded & hash == city``, registered once per batch."""
+#: The hashes a core can compute (its ``hashes`` parameter).
+HASHES = ("city", "farm")
+
+
+def check_hashes(hashes) -> tuple[str, ...]:
+    """Validate a core's ``hashes``; returns them in :data:`HASHES` order."""
+    if (
+        not isinstance(hashes, tuple)
+        or not hashes
+        or not all(isinstance(h, str) for h in hashes)
+        or len(set(hashes)) != len(hashes)
+        or not set(hashes) <= set(HASHES)
+    ):
+        raise ValueError(f"hashes must be ('city', 'farm'), ('city',) or ('farm',), not {hashes!r}")
+    return tuple(h for h in HASHES if h in hashes)
+
+
+def _registered_params(m: Module, component, hashes: tuple[str, ...]) -> tuple[Signal, Signal]:
+    """``seed`` and ``seeded & hash == city`` (a CityHash-only core: ``seeded``), registered
+    once per batch."""
     seed = Signal(64, name="seed_r", reset_less=True)
     seeded = Signal(name="seeded_r", reset_less=True)
-    m.d.sync += [seed.eq(component.seed), seeded.eq(component.seeded & (component.hash == HASH_CITY))]
+    city = component.hash == HASH_CITY if len(hashes) == 2 else Const(1, 1)
+    m.d.sync += [seed.eq(component.seed), seeded.eq(component.seeded & city)]
     return seed, seeded
 
 
@@ -139,7 +158,8 @@ def _registered_params(m: Module, component) -> tuple[Signal, Signal]:
 class CityFarmLane(wiring.Component):
     """CityHash64 (v1.1, optionally seeded) or FarmHash Fingerprint64 of one 4- or 8-byte key
     per cycle (both hashes are the same function for at most 32 bytes; ``hash`` only decides
-    whether ``seeded`` applies).
+    whether ``seeded`` applies). ``hashes``: as :class:`CityFarmCore`'s (``("farm",)``: no
+    seed steps; ``hash`` is ignored by a single-hash lane).
 
     Ports: ``i`` In(stream of 64-bit words, always ready; a 4-byte key is the low half), ``o``
     Out(stream of 64-bit hashes, always ready), ``key8`` In(1) (1: 8-byte keys, 0: 4-byte),
@@ -149,10 +169,17 @@ class CityFarmLane(wiring.Component):
     delay line, as :class:`~offload.hw.lanes.XXH64Lane`); one key per cycle.
     """
 
-    def __init__(self, latency: int | None = None, adder_levels: int | str = "csa", multipliers: str = "lut"):
+    def __init__(
+        self,
+        latency: int | None = None,
+        adder_levels: int | str = "csa",
+        multipliers: str = "lut",
+        hashes: tuple[str, ...] = HASHES,
+    ):
         self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         set_multiplier_params(self, adder_levels, multipliers)
-        self.depth = self._natural_depth(adder_levels)
+        self.hashes = check_hashes(hashes)
+        self.depth = self._natural_depth(adder_levels, self.hashes)
         if latency is None:
             latency = self.depth
         if not isinstance(latency, int) or isinstance(latency, bool) or latency < self.depth:
@@ -171,13 +198,14 @@ class CityFarmLane(wiring.Component):
         )
 
     @classmethod
-    def _natural_depth(cls, levels: int | str) -> int:
+    def _natural_depth(cls, levels: int | str, hashes: tuple[str, ...] = HASHES) -> int:
         scratch = Module()
         scratch._MustUse__silence = True
-        return cls._pipeline(scratch, Signal(), Signal(64), Signal(), Signal(64), Signal(), levels).depth
+        z = Signal(64)
+        return cls._pipeline(scratch, Signal(), z, Signal(), z, Signal(), levels, hashes=hashes).depth
 
     @staticmethod
-    def _pipeline(m, valid, w, key8, seed, seeded, levels, behavioural=False) -> Pipe:
+    def _pipeline(m, valid, w, key8, seed, seeded, levels, behavioural=False, hashes=HASHES) -> Pipe:
         p = Pipe(
             m,
             "cfl",
@@ -207,16 +235,25 @@ class CityFarmLane(wiring.Component):
             level(p)
             hl.step(k)
         level(p, drop=["k8", "n"])
-        seed_steps(p, seed, seeded)
+        if "city" in hashes:
+            seed_steps(p, seed, seeded)
         return p
 
     def elaborate(self, platform):
         m = Module()
-        seed, seeded = _registered_params(m, self)
+        seed, seeded = _registered_params(m, self, self.hashes)
         key8 = Signal(reset_less=True)
         m.d.sync += key8.eq(self.key8)
         p = self._pipeline(
-            m, self.i.valid, self.i.payload, key8, seed, seeded, self.adder_levels, self.behavioural
+            m,
+            self.i.valid,
+            self.i.payload,
+            key8,
+            seed,
+            seeded,
+            self.adder_levels,
+            self.behavioural,
+            self.hashes,
         )
         assert p.depth == self.depth
         valid, data = delay(m, "pad", p["valid"], p["h"], self.latency - p.depth)
@@ -301,6 +338,114 @@ class _Window:
         return self.ends[k]
 
 
+#: Records over 64 bytes take at least 9 words, so at one word per cycle two of them reach a
+#: stage of the paths only they take (the start state, the long finishes) at least 9 cycles
+#: apart: what :class:`_Hold` and :class:`_MulPool` rely on there. The chunk loop's rounds
+#: fire at least ``CityFarmCore.ROUND`` = 8 cycles apart.
+LONG_GAP = 9
+
+
+class _Hold:
+    """Fields of a pipe whose records are at least ``gap`` cycles apart, each kept in one
+    register instead of riding one register per stage: a register loaded when the record's
+    ``valid`` is set at depth ``d`` keeps the value until the next record reaches ``d``, so it
+    reads right at depths ``d + 1 .. d + gap``; a copy loaded at ``d + gap`` takes over after
+    that (until :meth:`drop`)."""
+
+    def __init__(self, p: Pipe, gap: int = LONG_GAP):
+        self.p, self.gap = p, gap
+        self.regs: dict[str, list[tuple[Signal, int]]] = {}
+
+    def hold(self, *names: str) -> None:
+        for k in names:
+            self.regs[k] = []
+            self._load(k, self.p.f.pop(k))
+
+    def _load(self, k: str, v) -> None:
+        p = self.p
+        r = Signal(Value.cast(v).shape(), name=f"{p.name}_hold{p.depth}_{k}", reset_less=True)
+        p.m.d.sync += r.eq(Mux(p["valid"], v, r))
+        self.regs[k].append((r, p.depth))
+        p.at(p.depth + self.gap, lambda: self._renew(k, r))
+
+    def _renew(self, k: str, r: Signal) -> None:
+        if k in self.regs and self.regs[k][-1][0] is r:
+            self._load(k, r)
+
+    def __getitem__(self, k: str) -> Signal:
+        for r, d in reversed(self.regs[k]):
+            if d < self.p.depth <= d + self.gap:
+                return r
+        raise AssertionError(f"{self.p.name}: {k} read at depth {self.p.depth}")
+
+    def drop(self, *names: str) -> None:
+        for k in names:
+            del self.regs[k]
+
+
+class _MulPool:
+    """Products ``x * (const + (v << 1)) + sum(extras)`` of a pipe whose records are at least
+    ``gap`` cycles apart, on as few multiplier pipelines as that allows (as ``xxh64_finalize``
+    shares one among the four accumulators of long records). :meth:`issue` starts a product at
+    the pipe's current depth on the first pipeline whose other products of the record enter it
+    less than ``gap`` cycles before or after (so two records never meet in it), or on a new
+    one; the product becomes field ``dest`` when it leaves. The operands of the products that
+    share a pipeline are ANDed with their record's ``valid`` and ORed, then registered
+    (``register``; without, the OR feeds the first adder level: one cycle less). :meth:`close`
+    connects the inputs once every product is issued."""
+
+    def __init__(self, p: Pipe, name: str, const: int, var_width=0, extras=0, gap=LONG_GAP, register=True):
+        self.p, self.name, self.const, self.gap, self.register = p, name, const, gap, register
+        self.var_width, self.extras = var_width, extras
+        self.units: list[dict] = []
+
+    def _unit(self) -> dict:
+        n = f"{self.name}{len(self.units)}"
+        sig = {"x": Signal(64, name=f"{n}_x")}
+        if self.var_width:
+            sig["v"] = Signal(self.var_width, name=f"{n}_v")
+        sig.update({f"e{i}": Signal(64, name=f"{n}_e{i}") for i in range(self.extras)})
+        q = Pipe(self.p.m, n, levels=self.p.levels, behavioural=self.p.behavioural, **sig)
+        if self.register:
+            q.stage()
+        extra = [q[f"e{i}"] for i in range(self.extras)]
+        start_mul(q, "r", q["x"], self.const, q.f.get("v"), extra=extra)
+        level(q, drop=list(sig))
+        unit = {"sig": sig, "feeds": {k: [] for k in sig}, "at": set(), "out": q["r"], "depth": q.depth}
+        self.units.append(unit)
+        return unit
+
+    def _fits(self, unit: dict, d: int) -> bool:
+        at = unit["at"] | {d}
+        return d not in unit["at"] and max(at) - min(at) < self.gap
+
+    def issue(self, dest: str, x, v=None, extra=()) -> int:
+        """Start ``dest``; returns the depth where it is a field."""
+        p, d = self.p, self.p.depth
+        unit = next((u for u in self.units if self._fits(u, d)), None) or self._unit()
+        unit["at"].add(d)
+        vals = {"x": x, "v": v, **{f"e{i}": e for i, e in enumerate(extra)}}
+        for k, feeds in unit["feeds"].items():
+            if vals.get(k) is not None:
+                feeds.append(Mux(p["valid"], vals[k], 0))
+        out, t = unit["out"], d + unit["depth"]
+        p.at(t, lambda: p.f.__setitem__(dest, out))
+        return t
+
+    def close(self) -> None:
+        for unit in self.units:
+            for k, s in unit["sig"].items():
+                acc = Const(0, len(s))
+                for f in unit["feeds"][k]:
+                    acc = acc | f
+                self.p.m.d.comb += s.eq(acc)
+
+
+def _until(p: Pipe, depth: int) -> None:
+    while p.depth < depth:
+        p.stage()
+
+
 class CityFarmCore(wiring.Component):
     """CityHash64 v1.1 (optionally seeded) or FarmHash Fingerprint64 of records of up to
     ``max_bytes`` bytes, one 64-bit word per cycle.
@@ -310,29 +455,45 @@ class CityFarmCore(wiring.Component):
     ``hash``, ``seeded``, ``seed`` (as :class:`CityFarmLane`), ``overflow`` Out(1) (sticky: a
     record took more than :attr:`span` = ``max_bytes / 8`` cycles from its first to its last
     word, i.e. it was longer than ``max_bytes`` or too spread out by idle cycles; its hash is
-    wrong). Latency exactly :attr:`latency` cycles from a record's last word; one word per
-    cycle for any mix of lengths (a record of ``n`` bytes takes ``max(1, ceil(n / 8))``
-    cycles); no ``ready``: nothing ever stalls.
+    wrong, except in a FarmHash-only core, which flags the same records but needs no bound).
+    Latency exactly :attr:`latency` cycles from a record's last word; one word per cycle for
+    any mix of lengths (a record of ``n`` bytes takes ``max(1, ceil(n / 8))`` cycles); no
+    ``ready``: nothing ever stalls. A record's ``length`` must match its words (the engine's
+    parser guarantees it): the long paths share multipliers because records over 64 bytes
+    take 9 or more cycles each.
+
+    ``hashes``: the hashes the core computes, ``("city", "farm")`` (``hash`` chooses per
+    batch), ``("city",)`` or ``("farm",)`` (``hash`` is ignored: a CityHash-only core applies
+    ``seeded`` whatever ``hash`` says; a FarmHash-only core ignores ``seeded`` and ``seed``).
 
     Why a delay line: CityHash seeds its chunk loop from the record's *last* 64 bytes, then
     runs it from the first byte, so no result can be computed while the record streams in.
-    The core therefore (1) computes each record's loop start state when its last word arrives
-    (City: from its last 64 bytes; FarmHash: constants and the first word) and stores it in a
-    memory at the slot of the record's first word in (2) a ring buffer that delays the stream
-    by :attr:`delay` cycles (``max_bytes / 8`` words plus that computation), then (3) runs the
-    stream again, out of the ring, through a streaming core: the chunk loop (one round per 64
-    bytes, a round takes at most 8 cycles and so keeps up with one word per cycle) and the
-    finaliser of every length path (0..16, 17..32, 33..64 for each hash, the long finishes),
-    which starts on the record's last word and picks the path by length.
+    A core with CityHash therefore (1) computes each record's loop start state when its last
+    word arrives (City: from its last 64 bytes; FarmHash: constants and the first word) and
+    stores it in a memory at the slot of the record's first word in (2) a ring buffer that
+    delays the stream by :attr:`delay` cycles (``max_bytes / 8`` words plus that computation),
+    then (3) runs the stream again, out of the ring, through a streaming core: the chunk loop
+    (one round per 64 bytes, a round takes at most 8 cycles and so keeps up with one word per
+    cycle) and the finaliser of every length path (0..16, 17..32, 33..64, the long finish),
+    which starts on the record's last word and picks the path by length. FarmHash starts its
+    loop from constants and the first word, so a FarmHash-only core has no ring (``delay`` 0):
+    the streaming core runs on the input.
     """
 
     ROUND = 8  # a chunk's 8 words: the loop round may take 8 cycles
 
-    def __init__(self, max_bytes: int = 1024, adder_levels: int | str = "csa", multipliers: str = "lut"):
+    def __init__(
+        self,
+        max_bytes: int = 1024,
+        adder_levels: int | str = "csa",
+        multipliers: str = "lut",
+        hashes: tuple[str, ...] = HASHES,
+    ):
         self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         set_multiplier_params(self, adder_levels, multipliers)
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or not 64 < max_bytes <= 1 << 16:
             raise ValueError(f"max_bytes must be an int between 65 and 65536, not {max_bytes!r}")
+        self.hashes = check_hashes(hashes)
         self._MustUse__silence = False
         self.max_bytes = max_bytes
         #: cycles from a record's first to its last word at most (``overflow`` beyond)
@@ -340,9 +501,20 @@ class CityFarmCore(wiring.Component):
         scratch = Module()
         scratch._MustUse__silence = True
         z64 = Signal(64)
-        self.info_depth = self._info_pipe(
-            scratch, Signal(), Signal(16), Signal(32), Signal(), z64, [z64] * 8, adder_levels
-        ).depth
+        self.info_depth = 0
+        if "city" in self.hashes:
+            self.info_depth = self._info_pipe(
+                scratch,
+                Signal(),
+                Signal(16),
+                Signal(32),
+                Signal(),
+                z64,
+                [z64] * 8,
+                adder_levels,
+                False,
+                self.hashes,
+            ).depth
         self.round_depth = self._round(scratch, Signal(), [z64] * 7, [z64] * 8, adder_levels)[0].depth + 1
         assert self.round_depth <= self.ROUND, self.round_depth
         fin = self._finisher(
@@ -357,12 +529,14 @@ class CityFarmCore(wiring.Component):
             Signal(),
             self.round_depth,
             adder_levels,
+            False,
+            self.hashes,
         )
         self.fin_depth = fin.depth
         # A record's start state is written info_depth cycles after its last word and must be in
         # the memory before the ring reads the record's first word again (one cycle before that
         # word leaves the ring): span + info_depth + 2 cycles after the first word at the latest.
-        self.delay = self.span + self.info_depth + 2
+        self.delay = self.span + self.info_depth + 2 if "city" in self.hashes else 0
         self.latency = self.delay + self.fin_depth
         super().__init__(
             {
@@ -378,42 +552,51 @@ class CityFarmCore(wiring.Component):
     # ------------------------------------------------------------------ the start state
 
     @staticmethod
-    def _info_pipe(m, valid, slot, n, farm, h0, ends, levels, behavioural=False) -> Pipe:
-        """The chunk loop's start state of a record, from its last beat (golden ``_city_long``
-        and ``_farm_long`` before their loops); fields ``slot`` and :data:`STATE`."""
-        E = ends
-        p = Pipe(m, "inf", levels=levels, behavioural=behavioural, valid=valid, slot=slot, farm=farm)
-        p.f.update({f"e{k}": E[k] for k in range(8)})
-        p.f["n"] = Value.cast(n)
-        p.f["h0"] = Value.cast(h0)
+    def _info_pipe(m, valid, slot, n, farm, h0, ends, levels, behavioural=False, hashes=HASHES) -> Pipe:
+        """The chunk loop's start state of a record over 64 bytes, from its last beat (golden
+        ``_city_long`` and ``_farm_long`` before their loops); fields ``slot`` and
+        :data:`STATE`. Such records are 9+ cycles apart: the words wait in :class:`_Hold`
+        registers and the three products of ``z`` share one multiplier."""
+        p = Pipe(m, "inf", levels=levels, behavioural=behavioural, valid=valid, slot=slot)
+        p.f.update({f"e{k}": ends[k] for k in range(8)})
+        p.f.update(n=Value.cast(n), h0=Value.cast(h0), farm=farm)
         p.stage()  # the words as they arrived (the end words through a byte shift)
-        E, h0, n = [p[f"e{k}"] for k in range(8)], p.f.pop("h0"), p["n"]
+        hd = _Hold(p)
+        E = [p[f"e{k}"] for k in range(8)]
         fx, fy, fz = _farm_start()
-        p.f["fx"] = (h0 + fx)[:64]
+        h0 = p.f.pop("h0")
         p.f["y"] = (E[6] + E[1])[:64]
+        if len(hashes) == 2:
+            p.f["fx"] = (h0 + fx)[:64]
         start_mul(p, "x", E[3], CITY_K1, extra=[h0])
-        hz = HashLen16(p, "z")
-        hz.step(0, (E[2] + n)[:64], E[5])
-        for k in (1, 2):
-            level(p)
-            hz.step(k)
-        level(p)
+        zm = _MulPool(p, "infz", CITY_KMUL)
+        t = zm.issue("z_a", (E[2] + p["n"])[:64] ^ E[5])
+        hd.hold(*[f"e{k}" for k in range(8)], "n", "y", *(["fx"] if len(hashes) == 2 else []))
+        _until(p, t)
+        t = zm.issue("z_b", hd["e5"] ^ shift_mix(p.f.pop("z_a")))
+        hd.hold("x")
+        _until(p, t)
+        t = zm.issue("z", shift_mix(p.f.pop("z_b")))
+        _until(p, t)
+        zm.close()
         wv, ww = Weak(p, "v"), Weak(p, "w")
-        e = [p.f.pop(f"e{k}") for k in range(8)]
-        wv.step(0, e[0:4], p["n"], (p["z"],))
-        ww.step(0, e[4:8], (p["y"] + CITY_K1)[:64], (e[3],))
+        e = [hd[f"e{k}"] for k in range(8)]
+        wv.step(0, e[0:4], hd["n"], (p["z"],))
+        ww.step(0, e[4:8], (hd["y"] + CITY_K1)[:64], (e[3],))
         for k in (1, 2):
-            p.stage(drop=["n"])
+            p.stage()
             wv.step(k)
             ww.step(k)
-        farm = p["farm"]
-        p.stage(
-            drop=["farm", "fx"],
-            x=Mux(farm, p["fx"], p["x"]),
-            y=Mux(farm, fy, p["y"]),
-            z=Mux(farm, fz, p["z"]),
-            **{k: Mux(farm, 0, p[k]) for k in ("v0", "v1", "w0", "w1")},
-        )
+        upd = {"x": hd["x"], "y": hd["y"]}
+        if len(hashes) == 2:
+            farm = p["farm"]
+            upd = {
+                "x": Mux(farm, hd["fx"], hd["x"]),
+                "y": Mux(farm, fy, hd["y"]),
+                "z": Mux(farm, fz, p["z"]),
+                **{k: Mux(farm, 0, p[k]) for k in ("v0", "v1", "w0", "w1")},
+            }
+        p.stage(drop=["farm"], **upd)
         assert not p.busy()
         return p
 
@@ -423,17 +606,24 @@ class CityFarmCore(wiring.Component):
     def _round(m, fire, st, d, levels, behavioural=False) -> tuple[Pipe, list[Value]]:
         """One round of the chunk loop (golden ``_chunk_round`` with ``mul = k1``) over words
         ``d`` from state ``st``; returns the pipe and the new state as values of its last
-        stage (the caller registers them: :attr:`round_depth` is the pipe's depth + 1). The
-        adds of the weak hashes that do not depend on the products are made ahead, and the
-        ones right after a product ride in its adder tree, so a round fits in 7 cycles."""
+        stage (the caller registers them: :attr:`round_depth` is the pipe's depth + 1). Rounds
+        fire 8+ cycles apart, so the four products share two multipliers: ``z`` and ``v1``'s
+        (no addition in front) enter them in the round's first cycle, ``x`` and ``y``'s (from
+        sums made in that cycle) in the next. The adds of the weak hashes that do not depend
+        on the products are made ahead, and the ones right after a product ride in its adder
+        tree or wait in :class:`_Hold` registers, so a round fits in 7 cycles."""
         x, y, z, v0, v1, w0, w1 = st
-        p = Pipe(m, "rd", levels=levels, behavioural=behavioural, valid=fire, v0=v0, v1=v1, w1=w1)
-        p.f.update({f"d{k}": d[k] for k in (0, 3, 5, 6, 7)})
+        p = Pipe(m, "rd", levels=levels, behavioural=behavioural, valid=fire, v0=v0, w1=w1)
+        gap = CityFarmCore.ROUND
+        mxz = _MulPool(p, "rdxz", CITY_K1, gap=gap)
+        mya = _MulPool(p, "rdya", CITY_K1, extras=2, gap=gap)
+        mxz.issue("Z", (z + w0)[:64].rotate_right(33))
+        mya.issue("VA", v1, extra=[d[0]])
+        p.f.update({f"d{k}": d[k] for k in (3, 5, 6, 7)})
         p.f.update(
             txy=(x + y)[:64],
             tvd=(v0 + d[1])[:64],
             ty=(y + v1)[:64],
-            tz=(z + w0)[:64].rotate_right(33),
             q=(w0 + d[3])[:64],
             d12=(d[1] + d[2])[:64],
             d27=(d[2] + d[7])[:64],
@@ -441,37 +631,34 @@ class CityFarmCore(wiring.Component):
             w1d4=(w1 + d[4])[:64],
         )
         p.stage()
-        start_mul(p, "X", (p["txy"] + p["tvd"])[:64].rotate_right(37), CITY_K1)
-        start_mul(p, "Y", (p["ty"] + p["d6"])[:64].rotate_right(42), CITY_K1, extra=[p["v0"], p["d5"]])
-        start_mul(p, "Z", p["tz"], CITY_K1)
-        start_mul(p, "VA", p["v1"], CITY_K1, extra=[p["d0"]])
-        level(p, drop=["txy", "tvd", "ty", "tz", "v0", "v1", "d0", "d5", "d6"])
-        xp = p["X"] ^ p["w1"]
-        va = p["VA"]
-        wa = (p["Z"] + p["w1d4"])[:64]
+        mxz.issue("X", (p["txy"] + p["tvd"])[:64].rotate_right(37))
+        t = mya.issue("Y", (p["ty"] + p["d6"])[:64].rotate_right(42), extra=[p["v0"], p["d5"]])
+        hd = _Hold(p, gap)
+        hd.hold("w1", "q", "d12", "d27", "d56", "w1d4", "d3", "d7")
+        for k in ("txy", "tvd", "ty", "v0", "d5", "d6"):
+            p.f.pop(k)
+        mxz.close()
+        mya.close()
+        _until(p, t - 1)  # Z and VA are here
+        p.stage(a2=(p["VA"] + hd["d12"])[:64], WA=(p["Z"] + hd["w1d4"])[:64])
+        xp = p["X"] ^ hd["w1"]
+        wa = p["WA"]
         p.stage(
-            drop=["X", "w1", "q", "d12", "w1d4"],
+            drop=["X"],
             xp=xp,
-            b1=add3(xp, p["q"], va).rotate_right(21),
-            a2=(va + p["d12"])[:64],
-            WA=wa,
+            b1=add3(xp, hd["q"], p["VA"]).rotate_right(21),
+            v0=(p["a2"] + hd["d3"])[:64],
+            wb1=add3(p["Y"], wa, hd["d27"]).rotate_right(21),
+            wa2=(wa + hd["d56"])[:64],
         )
-        a2, wa = p["a2"], p["WA"]
-        p.stage(
-            drop=["a2", "b1", "VA", "d3", "d27", "d56"],
-            v0=(a2 + p["d3"])[:64],
-            v1=add3(p["b1"], a2.rotate_right(44), p["VA"]),
-            wb1=add3(p["Y"], wa, p["d27"]).rotate_right(21),
-            wa2=(wa + p["d56"])[:64],
-        )
-        wa2 = p["wa2"]
+        wa2, a2 = p["wa2"], p["a2"]
         new = [
             p["Z"],
             p["Y"],
             p["xp"],
             p["v0"],
-            p["v1"],
-            (wa2 + p["d7"])[:64],
+            add3(p["b1"], a2.rotate_right(44), p["VA"]),
+            (wa2 + hd["d7"])[:64],
             add3(p["wb1"], wa2.rotate_right(44), p["WA"]),
         ]
         assert not p.busy()
@@ -480,35 +667,54 @@ class CityFarmCore(wiring.Component):
     # ------------------------------------------------------------------ the finisher
 
     @staticmethod
-    def _finisher(m, valid, n, farm, heads, ends, st, seed, seeded, round_depth, levels, behavioural=False):
-        """Every length path of both hashes from a record's last beat (``heads``: its first
-        four words, ``ends``: the eight words ending at its last byte; ``st``: the chunk loop's
-        state registers, read ``round_depth - 1`` or more cycles later, when the record's last
-        round has written them), the result picked by length and ``farm``; then the seed."""
+    def _finisher(
+        m,
+        valid,
+        n,
+        farm,
+        heads,
+        ends,
+        st,
+        seed,
+        seeded,
+        round_depth,
+        levels,
+        behavioural=False,
+        hashes=HASHES,
+    ):
+        """Every length path of the core's hashes from a record's last beat (``heads``: its
+        first four words, ``ends``: the eight words ending at its last byte; ``st``: the chunk
+        loop's state registers, read ``round_depth - 1`` or more cycles later, when the
+        record's last round has written them): the paths of up to 64 bytes in one pipeline,
+        the long finish of each hash in a pipeline of its own (:func:`_farm_long`,
+        :func:`_city_long`), the result picked by length and ``farm``; then the seed."""
+        city = "city" in hashes
         p = Pipe(m, "fin", levels=levels, behavioural=behavioural, valid=valid, n=n, farm=farm)
         p.f.update({f"h{k}": heads[k] for k in range(4)})
-        p.f.update({f"e{k}": ends[k] for k in range(8)})
+        p.f.update({f"e{k}": ends[k] for k in range(4, 8)})
+        lvalid = Value.cast(valid) & (Value.cast(n) > 64)
+        longs = {}
+        if "farm" in hashes:
+            longs["farm"] = _farm_long(m, lvalid, n, ends, st, round_depth, levels, behavioural)
+        if city:
+            longs["city"] = _city_long(m, lvalid, st, round_depth, levels, behavioural)
         # The words come from the ring's memory through the end words' byte shift: register
         # them before any arithmetic, and a + k2 of 0..16 bytes before its multiplies.
         p.stage()
         n = p["n"]
-        p.stage(n7=n[:7], lng=n > 64, a16=(p["h0"] + CITY_K2)[:64])  # n7: mul = k2 + 2 * len
-        short = _short_program(p)
-        long = _long_program(p, st)
-        i, j = 0, None
-        while i < len(short) or j is None or j < len(long):
-            if j is None and p.depth >= round_depth - 1:
-                assert p.depth <= round_depth + 7, "the next record's first round may have run"
-                j = 0
-            if i < len(short):
-                short[i]()
-                i += 1
-            if j is not None and j < len(long):
-                long[j]()
-                j += 1
+        # n7: mul = k2 + 2 * len and every compare of the short paths (len <= 64 there)
+        p.stage(drop=["n"], n7=n[:7], lng=n > 64, a16=(p["h0"] + CITY_K2)[:64])
+        for step in _short_program(p, city, "farm" in hashes):
+            step()
             level(p)
-        p.stage(drop=["lng", "hshort", "hlong", "n", "n7", "farm"], h=Mux(p["lng"], p["hlong"], p["hshort"]))
-        seed_steps(p, seed, seeded)
+        depth = max([p.depth] + [q.depth for q in longs.values()])
+        for q in [p, *longs.values()]:
+            _until(q, depth)
+        hl = [q.f.pop("h") for q in longs.values()]
+        hlong = Mux(p["farm"], hl[0], hl[1]) if len(hl) == 2 else hl[0]
+        p.stage(drop=["lng", "hshort", "n7", "farm"], h=Mux(p["lng"], hlong, p["hshort"]))
+        if city:
+            seed_steps(p, seed, seeded)
         assert not p.busy() and set(p.f) == {"valid", "h"}, set(p.f)
         return p
 
@@ -516,73 +722,37 @@ class CityFarmCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        seed, seeded = _registered_params(m, self)
-        farm = Signal(name="farm_r", reset_less=True)
-        m.d.sync += farm.eq(self.hash == HASH_FARM)
+        city = "city" in self.hashes
+        seed, seeded = _registered_params(m, self, self.hashes)
+        if len(self.hashes) == 2:
+            farm = Signal(name="farm_r", reset_less=True)
+            m.d.sync += farm.eq(self.hash == HASH_FARM)
+        else:
+            farm = Const(int(not city), 1)
         b, valid = self.i.payload, self.i.valid
-        cur = _word_index(m, "iw", valid, b.first)
-        win = _Window(m, "iw", valid, b, cur)
 
-        depth = 1 << (self.delay - 1).bit_length()
-        wp = Signal(range(depth), name="ring_wp")
-        m.d.sync += wp.eq(wp + 1)
-        slot_r = Signal(range(depth), name="slot_r", reset_less=True)
-        slot = Mux(b.first, wp, slot_r)
         cyc = Signal(20, name="cyc")
         m.d.sync += cyc.eq(cyc + 1)
         t_first_r = Signal(20, name="t_first", reset_less=True)
         t_first = Mux(b.first, cyc, t_first_r)
         with m.If(valid & b.first):
-            m.d.sync += [slot_r.eq(wp), t_first_r.eq(cyc)]
+            m.d.sync += t_first_r.eq(cyc)
         with m.If(valid & b.last & ((cyc - t_first)[:20] >= self.span)):
             m.d.sync += self.overflow.eq(1)
 
-        # (1) the start state, into the memory at the slot of the record's first word
-        inf = self._info_pipe(
-            m,
-            valid & b.last,
-            slot,
-            b.length,
-            farm,
-            win.head(0),
-            win.ends,
-            self.adder_levels,
-            self.behavioural,
-        )
-        info = Memory(shape=64 * len(STATE), depth=depth, init=[])
-        m.submodules.info = info
-        iw = info.write_port()
-        m.d.comb += [
-            iw.addr.eq(inf["slot"]),
-            iw.data.eq(Cat(*[inf[k] for k in STATE])),
-            iw.en.eq(inf["valid"]),
-        ]
-
-        # (2) the ring: the stream again, self.delay cycles later (as offload.hw.lanes.delay)
-        ring = Memory(shape=64 + 3 + 32, depth=depth, init=[])
-        m.submodules.ring = ring
-        rw = ring.write_port()
-        raddr = (wp - (self.delay - 1))[: len(wp)]
-        rr = ring.read_port(domain="sync")
-        ir = info.read_port(domain="sync")
-        m.d.comb += [
-            rw.addr.eq(wp),
-            rw.data.eq(Cat(b.data, b.first, b.last, b.empty, b.length)),
-            rw.en.eq(1),
-            rr.addr.eq(raddr),
-            rr.en.eq(1),
-            ir.addr.eq(raddr),
-            ir.en.eq(1),
-        ]
-        dvalid, _ = delay(m, "ringv", valid, Const(0, 1), self.delay)
-        db = _Beat(rr.data)
+        if city:
+            dvalid, db, init_state = self._ring(m, valid, b, farm)
+        else:
+            dvalid, db = valid, b
+            fx, fy, fz = _farm_start()
+            x0 = Signal(64, name="init_x", reset_less=True)
+            with m.If(valid & b.first):
+                m.d.sync += x0.eq((b.data + fx)[:64])
+            init_state = [x0, Const(fy, 64), Const(fz, 64)] + [Const(0, 64)] * 4
 
         # (3) the streaming core on the delayed stream
         dcur = _word_index(m, "dw", dvalid, db.first)
         dwin = _Window(m, "dw", dvalid, db, dcur)
-        init = [Signal(64, name=f"init_{k}", reset_less=True) for k in STATE]
-        with m.If(dvalid & db.first):
-            m.d.sync += [init[i].eq(ir.data.word_select(i, 64)) for i in range(len(STATE))]
         cw = [Signal(64, name=f"chunk{k}", reset_less=True) for k in range(7)]
         for k in range(7):
             with m.If(dvalid & (dcur[:3] == k)):
@@ -591,7 +761,7 @@ class CityFarmCore(wiring.Component):
         fire = dvalid & ~db.empty & (db.length > 64) & (dcur[:3] == 7) & (dcur[3:] < chunks)
         first_chunk = dcur[3:] == 0
         st = [Signal(64, name=f"st_{k}", reset_less=True) for k in STATE]
-        start = [Mux(first_chunk, init[i], st[i]) for i in range(len(STATE))]
+        start = [Mux(first_chunk, init_state[i], st[i]) for i in range(len(STATE))]
         rp, new = self._round(m, fire, start, cw + [db.data], self.adder_levels, self.behavioural)
         assert rp.depth + 1 == self.round_depth
         with m.If(rp["valid"]):
@@ -609,10 +779,71 @@ class CityFarmCore(wiring.Component):
             self.round_depth,
             self.adder_levels,
             self.behavioural,
+            self.hashes,
         )
         assert fin.depth == self.fin_depth
         m.d.comb += [self.o.valid.eq(fin["valid"]), self.o.payload.eq(fin["h"])]
         return m
+
+    def _ring(self, m: Module, valid, b, farm) -> tuple[Value, _Beat, list[Value]]:
+        """(1) the start state of each record and (2) the ring: the stream again,
+        :attr:`delay` cycles later, with the start state of the record whose first word
+        leaves the ring (registered at that word)."""
+        cur = _word_index(m, "iw", valid, b.first)
+        win = _Window(m, "iw", valid, b, cur)
+        depth = 1 << (self.delay - 1).bit_length()
+        wp = Signal(range(depth), name="ring_wp")
+        m.d.sync += wp.eq(wp + 1)
+        slot_r = Signal(range(depth), name="slot_r", reset_less=True)
+        slot = Mux(b.first, wp, slot_r)
+        with m.If(valid & b.first):
+            m.d.sync += slot_r.eq(wp)
+
+        # (1) the start state, into the memory at the slot of the record's first word
+        inf = self._info_pipe(
+            m,
+            valid & b.last & (b.length > 64),
+            slot,
+            b.length,
+            farm,
+            win.head(0),
+            win.ends,
+            self.adder_levels,
+            self.behavioural,
+            self.hashes,
+        )
+        assert inf.depth == self.info_depth
+        info = Memory(shape=64 * len(STATE), depth=depth, init=[])
+        m.submodules.info = info
+        iw = info.write_port()
+        m.d.comb += [
+            iw.addr.eq(inf["slot"]),
+            iw.data.eq(Cat(*[inf[k] for k in STATE])),
+            iw.en.eq(inf["valid"]),
+        ]
+
+        # (2) the ring (as offload.hw.lanes.delay)
+        ring = Memory(shape=64 + 3 + 32, depth=depth, init=[])
+        m.submodules.ring = ring
+        rw = ring.write_port()
+        raddr = (wp - (self.delay - 1))[: len(wp)]
+        rr = ring.read_port(domain="sync")
+        ir = info.read_port(domain="sync")
+        m.d.comb += [
+            rw.addr.eq(wp),
+            rw.data.eq(Cat(b.data, b.first, b.last, b.empty, b.length)),
+            rw.en.eq(1),
+            rr.addr.eq(raddr),
+            rr.en.eq(1),
+            ir.addr.eq(raddr),
+            ir.en.eq(1),
+        ]
+        dvalid, _ = delay(m, "ringv", valid, Const(0, 1), self.delay)
+        db = _Beat(rr.data)
+        init = [Signal(64, name=f"init_{k}", reset_less=True) for k in STATE]
+        with m.If(dvalid & db.first):
+            m.d.sync += [init[i].eq(ir.data.word_select(i, 64)) for i in range(len(STATE))]
+        return dvalid, db, init
 
 
 class _Beat:
@@ -635,12 +866,19 @@ def bswap(v: Value) -> Value:
     return Cat(*[v.word_select(7 - i, 8) for i in range(8)])
 
 
-def _short_program(p: Pipe) -> list:
+def _short_program(p: Pipe, city: bool, farm: bool) -> list:
     """Levels of the paths of records of at most 64 bytes (golden ``_hash_len_0to16``,
-    ``_hash_len_17to32``, ``_city_len_33to64``, ``_farm_len_33to64``); the last one leaves
-    ``hshort``. Each function starts a level's multiplies from the current fields."""
+    ``_hash_len_17to32``, ``_city_len_33to64`` with ``city``, ``_farm_len_33to64`` with
+    ``farm``); the last one leaves ``hshort``. Each function starts a level's multiplies from
+    the current fields; a field is dropped at its last reader."""
     h32 = HashLen16(p, "h32", CITY_K2, "n7")
     ff = HashLen16(p, "ff", CITY_K2, "n7")
+
+    def pick(farm_value, city_value):
+        """The FarmHash or the CityHash value (callables: a one-hash core builds only its own)."""
+        if city and farm:
+            return Mux(p.f["farm"], farm_value(), city_value())
+        return farm_value() if farm else city_value()
 
     def mm(name, x, const=CITY_K2, extra=()):
         start_mul(p, name, x, const, p.f["n7"], extra=extra)
@@ -654,20 +892,24 @@ def _short_program(p: Pipe) -> list:
         mm("c32", e7)
         start_mul(p, "d32", p.f["e6"], CITY_K2)
         # 1..3 bytes: y = s[0] + (s[len >> 1] << 8), z = len + (s[len - 1] << 2)
-        y3 = h0[:8] + Cat(Const(0, 8), Mux(p.f["n"][1], h0[8:16], h0[:8]))
+        y3 = h0[:8] + Cat(Const(0, 8), Mux(p.f["n7"][1], h0[8:16], h0[:8]))
         start_mul(p, "y3", y3, CITY_K2)
-        start_mul(p, "z3", p.f["n"][:2] + Cat(Const(0, 2), e7[56:64]), CITY_K0)
-        start_mul(p, "ca", h0, CITY_K2)
-        start_mul(p, "ag", h0, CITY_K2, extra=[e7])  # a + g of City 33..64
-        start_mul(p, "cef", p.f["h2"], CITY_K2, more=[(p.f["h3"], 9)])  # e + f
-        start_mul(p, "cf", p.f["h3"], 9)
-        start_mul(p, "c9", (p.f["h1"].rotate_right(30) + p.f["e5"])[:64], 9)
+        start_mul(p, "z3", p.f["n7"][:2] + Cat(Const(0, 2), e7[56:64]), CITY_K0)
+        if farm:
+            start_mul(p, "ca", h0, CITY_K2)
+        if city:
+            start_mul(p, "ag", h0, CITY_K2, extra=[e7])  # a + g of City 33..64
+            start_mul(p, "cef", p.f["h2"], CITY_K2, more=[(p.f["h3"], 9)])  # e + f
+            start_mul(p, "cf", p.f["h3"], 9)
+            start_mul(p, "c9", (p.f["h1"].rotate_right(30) + p.f["e5"])[:64], 9)
         # City 33..64's h = Fetch64(len - 16) * mul or farm 33..64's e = Fetch64(16) * mul: the
         # hash is fixed for a batch, so the two paths' products share multipliers ("hf").
-        mm("hf", Mux(p.f["farm"], p.f.pop("h2"), p.f["e6"]))
+        mm("hf", pick(lambda: p.f["h2"], lambda: p.f["e6"]))
+        for k in ["h2", "e6"] + ([] if farm else ["h3"]):
+            p.f.pop(k)
 
     def s1():
-        n, h0, h1, e7 = p.f["n"], p.f["h0"], p.f["h1"], p.f["e7"]
+        n, h0, h1, e7 = p.f["n7"], p.f.pop("h0"), p.f["h1"], p.f["e7"]
         ge8 = n[3:] != 0
         le16 = n <= 16
         u16 = Mux(ge8, p.f.pop("c16"), (Cat(Const(0, 3), h0[:32]) + n)[:64])
@@ -676,152 +918,218 @@ def _short_program(p: Pipe) -> list:
         u32 = add3((a32 + h1)[:64].rotate_right(43), c32.rotate_right(30), d32)
         v32 = add3(a32, (h1 + CITY_K2)[:64].rotate_right(18), c32)
         start_mul(p, "r3", shift_mix(p.f.pop("y3") ^ p.f.pop("z3")), CITY_K2)
-        # City 33..64
-        ca, cef, cf, ag = p.f["ca"], p.f.pop("cef"), p.f.pop("cf"), p.f.pop("ag")
-        u = (ag.rotate_right(43) + p.f.pop("c9"))[:64]
-        v = add3(ag ^ p.f["e4"], cf, 1)
-        mm("cw", (u + v)[:64])
-        cx = (cef.rotate_right(42) + p.f["e5"])[:64]
-        cz = (cef + p.f["e5"])[:64]
-        p.f.update(cv=v, cx=cx, cz=cz)
-        # Farm 33..64
-        fy = add3((ca + h1)[:64].rotate_right(43), c32.rotate_right(30), d32)
-        fu = add3(ca, (h1 + CITY_K2)[:64].rotate_right(18), c32)
-        # One HashLen16 for both: 17..32's final and farm 33..64's z (lengths apart).
-        le32 = n <= 32
-        h32.step(0, Mux(le32, Mux(le16, u16, u32), fy), Mux(le32, Mux(le16, v16, v32), fu))
+        u, v = Mux(le16, u16, u32), Mux(le16, v16, v32)
+        if city:  # City 33..64
+            cef, cf, ag = p.f.pop("cef"), p.f.pop("cf"), p.f.pop("ag")
+            cu = (ag.rotate_right(43) + p.f.pop("c9"))[:64]
+            cv = add3(ag ^ p.f["e4"], cf, 1)
+            mm("cw", (cu + cv)[:64])
+            p.f.update(cv=cv, cx=(cef.rotate_right(42) + p.f["e5"])[:64], cz=(cef + p.f["e5"])[:64])
+        if farm:  # Farm 33..64
+            ca = p.f["ca"]
+            fy = add3((ca + h1)[:64].rotate_right(43), c32.rotate_right(30), d32)
+            fu = add3(ca, (h1 + CITY_K2)[:64].rotate_right(18), c32)
+            # One HashLen16 for both: 17..32's final and farm 33..64's z (lengths apart).
+            u, v = Mux(n <= 32, u, fy), Mux(n <= 32, v, fu)
+        h32.step(0, u, v)
         # City: (x + z) * mul; farm: g = (y + Fetch64(len - 32)) * mul
-        mm("xzg", Mux(p.f["farm"], fy + p.f["e4"], cx + cz)[:64])
+        mm("xzg", pick(lambda: fy + p.f["e4"], lambda: p.f["cx"] + p.f["cz"])[:64])
+        if not city:
+            p.f.pop("e4")
+            p.f.pop("e7")
 
     def s2():
         h32.step(1)
-        w = (bswap(p.f.pop("cw")) + p.f["hf"])[:64]
-        mm("cyp", (p.f.pop("cv") + w)[:64])
+        if city:
+            w = (bswap(p.f.pop("cw")) + p.f["hf"])[:64]
+            mm("cyp", (p.f.pop("cv") + w)[:64])
 
     def s3():
         h32.step(2)
-        mm("cy", (bswap(p.f.pop("cyp")) + p.f["e7"])[:64])
+        if city:
+            mm("cy", (bswap(p.f.pop("cyp")) + p.f.pop("e7"))[:64])
 
     def s4():
-        # z + a with a = bswap((x + z) * mul + y) + b: two carry chains, not three
-        a_b = bswap((p.f["xzg"] + p.f.pop("cy"))[:64])
-        farm = p.f["farm"]
-        # City: (z + a) * mul + d + h; farm: h = (z + Fetch64(len - 24)) * mul
-        mm(
-            "cbh",
-            Mux(farm, p.f["h32"] + p.f["e5"], add3(p.f["cz"], a_b, p.f["h1"]))[:64],
-            extra=[Mux(farm, 0, p.f["e4"]), Mux(farm, 0, p.f["hf"])],
-        )
+        # City: (z + a) * mul + d + h, with a = bswap((x + z) * mul + y) + b (z + a: two
+        # carry chains, not three); farm: h = (z + Fetch64(len - 24)) * mul
+        n, h32_ = p.f["n7"], p.f.pop("h32")
+        if city:
+            a_b = bswap((p.f["xzg"] + p.f.pop("cy"))[:64])
+            city_x = add3(p.f.pop("cz"), a_b, p.f.pop("h1"))
+            city_extra = [p.f.pop("e4"), p.f["hf"] if farm else p.f.pop("hf")]
+        else:
+            p.f.pop("h1")
+        x = pick(lambda: h32_ + p.f["e5"], lambda: city_x)
+        extra = () if not city else city_extra if not farm else [Mux(p.f["farm"], 0, e) for e in city_extra]
+        mm("cbh", x[:64], extra=extra)
+        p.f.pop("e5")
+        if not farm:
+            p.f.pop("xzg")
+        # The paths of up to 32 bytes are done: one field from here on.
+        p.f["hs"] = Mux(n == 0, CITY_K2, Mux(n <= 3, p.f.pop("r3"), h32_))
 
     def s5():
         cbh = p.f.pop("cbh")
-        mm("cb2", shift_mix(cbh))
-        fe, fg, h3, ca = p.f.pop("hf"), p.f.pop("xzg"), p.f.pop("h3"), p.f.pop("ca")
-        ff.step(
-            0,
-            add3((fe + h3)[:64].rotate_right(43), fg.rotate_right(30), cbh),
-            add3(fe, (h3 + ca)[:64].rotate_right(18), fg),
-        )
-        for k in ("cz", "h1", "e4", "e5", "e7"):
-            p.f.pop(k)
+        if city:
+            mm("cb2", shift_mix(cbh))
+        if farm:
+            fe, fg, h3, ca = p.f.pop("hf"), p.f.pop("xzg"), p.f.pop("h3"), p.f.pop("ca")
+            ff.step(
+                0,
+                add3((fe + h3)[:64].rotate_right(43), fg.rotate_right(30), cbh),
+                add3(fe, (h3 + ca)[:64].rotate_right(18), fg),
+            )
 
     def s6():
-        p.f["c33"] = (p.f.pop("cb2") + p.f.pop("cx"))[:64]
-        ff.step(1)
+        if city:
+            p.f["c33"] = (p.f.pop("cb2") + p.f.pop("cx"))[:64]
+        if farm:
+            ff.step(1)
 
     def s7():
-        ff.step(2)
+        if farm:
+            ff.step(2)
 
     def sel():
-        n = p.f["n"]
-        big = Mux(p.f["farm"], p.f.pop("ff"), p.f.pop("c33"))
-        p.f["hshort"] = Mux(n == 0, CITY_K2, Mux(n <= 3, p.f.pop("r3"), Mux(n <= 32, p.f.pop("h32"), big)))
-        p.f.pop("h0")
+        big = pick(lambda: p.f.pop("ff"), lambda: p.f.pop("c33"))
+        p.f["hshort"] = Mux(p.f["n7"] <= 32, p.f.pop("hs"), big)
 
-    return [s0, s1, s2, s3, s4, s5, s6, s7, sel]
+    return [s0, s1, s2, s3, s4, s5, s6, s7, sel] if farm else [s0, s1, s2, s3, s4, s5, s6, sel]
 
 
-def _long_program(p: Pipe, st) -> list:
-    """Levels of the finishes of records over 64 bytes (the end of golden ``_city_long`` and
-    of ``_farm_long``, whose last round over the record's last 64 bytes is the ends ``e0..e7``)
-    from the chunk loop's state ``st``; the last one leaves ``hlong``."""
-    lv, lw, lo = HashLen16(p, "lv"), HashLen16(p, "lw"), HashLen16(p, "lo")
-    fa, fb, fo = (HashLen16(p, k, CITY_K1, "fm") for k in ("fa", "fb", "fo"))
+def _farm_long(m, valid, n, ends, st, round_depth, levels, behavioural) -> Pipe:
+    """farmhashna's finish of records over 64 bytes (the end of golden ``_farm_long``: a last
+    round over the record's last 64 bytes, the ends ``e0..e7``, under ``mul = k1 + 2 * (z &
+    0xff)``, then three HashLen16) from the chunk loop's state ``st``; leaves field ``h``.
+    Its records are 9+ cycles apart: 13 products on 4 shared multipliers, fields in
+    :class:`_Hold` registers."""
+    p = Pipe(m, "fl", levels=levels, behavioural=behavioural, valid=valid, c=(Value.cast(n) - 1)[:6])
+    p.f.update({f"e{k}": ends[k] for k in range(8)})
+    p.stage()  # the words out of the ring and the byte shift
+    hd = _Hold(p)
+    hd.hold(*[f"e{k}" for k in range(8)])
+    _until(p, round_depth - 1)
+    sx, sy, sz, v0, sv1, w0, sw1 = st
+    K = _MulPool(p, "flm", CITY_K1, var_width=8)
+    # farmhashna: w0 += (len - 1) & 63; v0 += w0; w0 += v0, each as one addition
+    c = p.f.pop("c")
+    fm = sz[:8]  # mul = k1 + ((z & 0xff) << 1)
+    t_y = K.issue("FY", add3(sy, sv1, hd["e6"]).rotate_right(42), fm)
+    p.f.update(
+        fm=fm,
+        sz=sz,
+        sv1=sv1,
+        fv0=add3(v0, w0, c),
+        fw0b=add3(Cat(Const(0, 1), w0), Cat(Const(0, 1), c), v0),
+        txy=add3(sx, sy, hd["e1"]),
+        w19=(sw1 + Cat(Const(0, 3), sw1))[:64],  # w1 * 9
+        sw1=sw1,
+    )
+    p.stage()
+    fv0 = p.f.pop("fv0")
+    K.issue("FX", (p.f.pop("txy") + fv0)[:64].rotate_right(37), p["fm"])
+    p.f["fv9e5"] = add3(Cat(Const(0, 3), fv0), fv0, hd["e5"])  # v0 * 9 + Fetch64(n - 24)
+    hd.hold("fm", "sv1", "sw1", "w19", "fw0b")
+    p.stage()
+    K.issue("FZ", (p.f.pop("sz") + hd["fw0b"])[:64].rotate_right(33), hd["fm"])
+    p.stage()
+    t_v = K.issue("FV1", hd["sv1"], hd["fm"])
+    _until(p, t_y)
+    p.f["fyy"] = (p.f.pop("FY") + p.f.pop("fv9e5"))[:64]
+    p.stage()
+    start_mul(p, "fsm", shift_mix(p["fyy"]), CITY_K0)
+    p.f["fxx"] = p.f.pop("FX") ^ hd["w19"]
+    p.stage()
+    hd.hold("fxx")
+    p.f["fzw"] = (p["FZ"] + hd["sw1"])[:64]
+    hd.hold("FZ")
+    _until(p, t_v)
     nv, nw = Weak(p, "nv"), Weak(p, "nw")
+    e = [hd[f"e{k}"] for k in range(8)]
+    nv.step(0, e[0:4], p.f.pop("FV1"), (hd["fxx"], hd["fw0b"]))
+    nw.step(0, e[4:8], p.f.pop("fzw"), (p.f.pop("fyy"), e[2]))
+    hd.drop(*[f"e{k}" for k in range(8)], "sv1", "sw1", "w19", "fw0b")
+    for k in (1, 2):
+        level(p)
+        nv.step(k)
+        nw.step(k)
+    level(p)
+    hd.hold("fsm")
+    # fa = HashLen16(v0, w0, mul), fb = HashLen16(v1, w1, mul), then fo from both
+    K.issue("fa_a", p.f.pop("nv0") ^ p["nw0"], hd["fm"])
+    p.f["x1"] = p.f.pop("nv1") ^ p["nw1"]
+    hd.hold("nw0", "nw1")
+    p.stage()
+    t = K.issue("fb_a", p.f.pop("x1"), hd["fm"])
+    _until(p, t - 1)
+    K.issue("fa_b", hd["nw0"] ^ shift_mix(p.f.pop("fa_a")), hd["fm"])
+    p.stage()
+    t = K.issue("fb_b", hd["nw1"] ^ shift_mix(p.f.pop("fb_a")), hd["fm"])
+    hd.drop("nw0", "nw1")
+    _until(p, t - 1)
+    K.issue("fa", shift_mix(p.f.pop("fa_b")), hd["fm"])
+    p.stage()
+    t = K.issue("fb", shift_mix(p.f.pop("fb_b")), hd["fm"])
+    _until(p, t)
+    u = add3(p.f.pop("fa"), hd["fsm"], hd["fxx"])
+    v = (p.f.pop("fb") + hd["FZ"])[:64]
+    t = K.issue("fo_a", u ^ v, hd["fm"])
+    p.f["fv"] = v
+    hd.drop("fsm", "fxx", "FZ")
+    p.stage()
+    hd.hold("fv")
+    _until(p, t)
+    t = K.issue("fo_b", hd["fv"] ^ shift_mix(p.f.pop("fo_a")), hd["fm"])
+    _until(p, t)
+    hd.drop("fv")
+    t = K.issue("h", shift_mix(p.f.pop("fo_b")), hd["fm"])
+    _until(p, t)
+    hd.drop("fm")
+    K.close()
+    assert not p.busy() and set(p.f) == {"valid", "h"}, set(p.f)
+    return p
 
-    def fmul(name, x, const=CITY_K1):
-        start_mul(p, name, x, const, p.f["fm"])
 
-    def g0():
-        p.f.update({f"s{k}": Value.cast(v) for k, v in zip(STATE, st)})
-        p.f["fm"] = p.f["sz"][:8]  # farmhashna: mul = k1 + ((z & 0xff) << 1)
-        # farmhashna: w0 += (len - 1) & 63; v0 += w0; w0 += v0, each as one addition
-        c, v0, w0 = (p.f["n"] - 1)[:6], p.f["sv0"], p.f["sw0"]
-        p.f["fv0"] = add3(v0, w0, c)
-        p.f["fw0b"] = add3(Cat(Const(0, 1), w0), Cat(Const(0, 1), c), v0)
-        lv.step(0, p.f.pop("sv0"), p.f.pop("sw0"))
-        lw.step(0, p.f["sv1"], p.f["sw1"])
-        start_mul(p, "lsm", shift_mix(p.f["sy"]), CITY_K1)
-
-    def g1():
-        sx, sy, sz, fv0 = p.f["sx"], p.f["sy"], p.f["sz"], p.f.pop("fv0")
-        fmul("FX", (add3(sx, sy, fv0) + p.f["e1"])[:64].rotate_right(37))
-        fmul("FY", add3(sy, p.f["sv1"], p.f["e6"]).rotate_right(42))
-        start_mul(p, "FW9", p.f["sw1"], 9)
-        start_mul(p, "FV9", fv0, 9)
-        fmul("FZ", (sz + p.f["fw0b"])[:64].rotate_right(33))
-        fmul("FV1", p.f.pop("sv1"))
-        lv.step(1)
-        lw.step(1)
-
-    def g2():
-        fxx = p.f.pop("FX") ^ p.f.pop("FW9")
-        fyy = add3(p.f.pop("FY"), p.f.pop("FV9"), p.f["e5"])
-        p.f.update(fxx=fxx, fyy=fyy)
-        # e4, e5, e7: the short paths' City 33..64 still reads them (and drops them)
-        e = [p.f[f"e{k}"] if k in (4, 5, 7) else p.f.pop(f"e{k}") for k in range(8)]
-        nv.step(0, e[0:4], p.f.pop("FV1"), (fxx, p.f.pop("fw0b")))
-        nw.step(0, e[4:8], (p.f["FZ"] + p.f.pop("sw1"))[:64], (fyy, e[2]))
-        lv.step(2)
-        lw.step(2)
-
-    def g3():
-        nv.step(1)
-        nw.step(1)
-        sx, sz = p.f.pop("sx"), p.f.pop("sz")
-        p.f.pop("sy")
-        lo.step(0, add3(p.f.pop("lv"), p.f.pop("lsm"), sz), (p.f.pop("lw") + sx)[:64])
-
-    def g4():
-        nv.step(2)
-        nw.step(2)
-        lo.step(1)
-
-    def g5():
-        fa.step(0, p.f.pop("nv0"), p.f.pop("nw0"))
-        fb.step(0, p.f.pop("nv1"), p.f.pop("nw1"))
-        start_mul(p, "fsm", shift_mix(p.f.pop("fyy")), CITY_K0)
-        lo.step(2)
-
-    def g6():
-        fa.step(1)
-        fb.step(1)
-
-    def g7():
-        fa.step(2)
-        fb.step(2)
-
-    def g8():
-        fo.step(0, add3(p.f.pop("fa"), p.f.pop("fsm"), p.f.pop("fxx")), (p.f.pop("fb") + p.f.pop("FZ"))[:64])
-
-    def g9():
-        fo.step(1)
-
-    def g10():
-        fo.step(2)
-
-    def sel():
-        p.f["hlong"] = Mux(p.f["farm"], p.f.pop("fo"), p.f.pop("lo"))
-        p.f.pop("fm")
-
-    return [g0, g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, sel]
+def _city_long(m, valid, st, round_depth, levels, behavioural) -> Pipe:
+    """CityHash's finish of records over 64 bytes (the end of golden ``_city_long``: three
+    HashLen16 of the chunk loop's state ``st``); leaves field ``h``. Its records are 9+ cycles
+    apart: the 9 products of the HashLen16 share 3 multipliers, fields wait in :class:`_Hold`
+    registers."""
+    p = Pipe(m, "cl", levels=levels, behavioural=behavioural, valid=valid)
+    _until(p, round_depth - 1)
+    sx, sy, sz, sv0, sv1, sw0, sw1 = st
+    K = _MulPool(p, "clm", CITY_KMUL)
+    K.issue("lv_a", sv0 ^ sw0)
+    start_mul(p, "lsm", shift_mix(sy), CITY_K1)
+    p.f.update(x1=sv1 ^ sw1, sw0=sw0, sw1=sw1, sx=sx, sz=sz)
+    p.stage()
+    hd = _Hold(p)
+    t = K.issue("lw_a", p.f.pop("x1"))
+    hd.hold("sw0", "sw1", "sx", "sz")
+    _until(p, t - 1)
+    K.issue("lv_b", hd["sw0"] ^ shift_mix(p.f.pop("lv_a")))
+    p.stage()
+    t = K.issue("lw_b", hd["sw1"] ^ shift_mix(p.f.pop("lw_a")))
+    hd.drop("sw0", "sw1")
+    hd.hold("lsm")
+    _until(p, t - 1)
+    K.issue("lv", shift_mix(p.f.pop("lv_b")))
+    p.stage()
+    t = K.issue("lw", shift_mix(p.f.pop("lw_b")))
+    _until(p, t)
+    u = add3(p.f.pop("lv"), hd["lsm"], hd["sz"])
+    v = (p.f.pop("lw") + hd["sx"])[:64]
+    t = K.issue("lo_a", u ^ v)
+    p.f["lv1"] = v
+    hd.drop("lsm", "sz", "sx")
+    p.stage()
+    hd.hold("lv1")
+    _until(p, t)
+    t = K.issue("lo_b", hd["lv1"] ^ shift_mix(p.f.pop("lo_a")))
+    _until(p, t)
+    hd.drop("lv1")
+    t = K.issue("h", shift_mix(p.f.pop("lo_b")))
+    _until(p, t)
+    K.close()
+    assert not p.busy() and set(p.f) == {"valid", "h"}, set(p.f)
+    return p
