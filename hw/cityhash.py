@@ -703,10 +703,14 @@ class CityFarmCore(wiring.Component):
         p.stage()
         n = p["n"]
         # n7: mul = k2 + 2 * len and every compare of the short paths (len <= 64 there)
-        p.stage(drop=["n"], n7=n[:7], lng=n > 64, a16=(p["h0"] + CITY_K2)[:64])
-        for step in _short_program(p, city, "farm" in hashes):
-            step()
-            level(p)
+        p.stage(
+            drop=["n"],
+            n7=n[:7],
+            lng=n > 64,
+            a16=(p["h0"] + CITY_K2)[:64],
+            h1k=(p["h1"] + CITY_K2)[:64].rotate_right(18),
+        )
+        _short(p, city, "farm" in hashes)
         depth = max([p.depth] + [q.depth for q in longs.values()])
         for q in [p, *longs.values()]:
             _until(q, depth)
@@ -866,135 +870,188 @@ def bswap(v: Value) -> Value:
     return Cat(*[v.word_select(7 - i, 8) for i in range(8)])
 
 
-def _short_program(p: Pipe, city: bool, farm: bool) -> list:
-    """Levels of the paths of records of at most 64 bytes (golden ``_hash_len_0to16``,
+def _short(p: Pipe, city: bool, farm: bool) -> None:
+    """The paths of records of at most 64 bytes (golden ``_hash_len_0to16``,
     ``_hash_len_17to32``, ``_city_len_33to64`` with ``city``, ``_farm_len_33to64`` with
-    ``farm``); the last one leaves ``hshort``. Each function starts a level's multiplies from
-    the current fields; a field is dropped at its last reader."""
-    h32 = HashLen16(p, "h32", CITY_K2, "n7")
-    ff = HashLen16(p, "ff", CITY_K2, "n7")
+    ``farm``) from fields ``h0..h3`` (the first four words), ``e4..e7`` (the last four), ``n7``
+    (the length), ``a16`` (``h0 + k2``) and ``h1k`` (``rotr(h1 + k2, 18)``); leaves
+    ``hshort``. A record takes one path, so the products of a level share multipliers, each
+    operand picked by length (and ``farm``): 13 products for FarmHash, 10 for CityHash, where
+    one per path and level took 16 and 19. A stage has at most one carry chain in front of a
+    product's first adder level; a field is dropped at its last reader."""
+    both = city and farm
+
+    def lens():
+        """The length and its path flags, at the current stage."""
+        n = p["n7"]
+        return n, n <= 3, n <= 16, n <= 32
 
     def pick(farm_value, city_value):
         """The FarmHash or the CityHash value (callables: a one-hash core builds only its own)."""
-        if city and farm:
-            return Mux(p.f["farm"], farm_value(), city_value())
+        if both:
+            return Mux(p["farm"], farm_value(), city_value())
         return farm_value() if farm else city_value()
 
-    def mm(name, x, const=CITY_K2, extra=()):
-        start_mul(p, name, x, const, p.f["n7"], extra=extra)
+    def on33(hash_: str) -> Value:
+        """Whether a record of 33..64 bytes takes ``hash_``'s path."""
+        if both:
+            return p["farm"] if hash_ == "farm" else ~p["farm"]
+        return Const(int((hash_ == "farm") == farm), 1)
 
-    def s0():
-        h0, e7 = p.f["h0"], p.f["e7"]
-        a16 = p.f.pop("a16")
-        mm("c16", e7.rotate_right(37), extra=[a16])
-        mm("d16", (a16.rotate_right(25) + e7)[:64])
-        start_mul(p, "a32", h0, CITY_K1)
-        mm("c32", e7)
-        start_mul(p, "d32", p.f["e6"], CITY_K2)
-        # 1..3 bytes: y = s[0] + (s[len >> 1] << 8), z = len + (s[len - 1] << 2)
-        y3 = h0[:8] + Cat(Const(0, 8), Mux(p.f["n7"][1], h0[8:16], h0[:8]))
-        start_mul(p, "y3", y3, CITY_K2)
-        start_mul(p, "z3", p.f["n7"][:2] + Cat(Const(0, 2), e7[56:64]), CITY_K0)
-        if farm:
-            start_mul(p, "ca", h0, CITY_K2)
-        if city:
-            start_mul(p, "ag", h0, CITY_K2, extra=[e7])  # a + g of City 33..64
-            start_mul(p, "cef", p.f["h2"], CITY_K2, more=[(p.f["h3"], 9)])  # e + f
-            start_mul(p, "cf", p.f["h3"], 9)
-            start_mul(p, "c9", (p.f["h1"].rotate_right(30) + p.f["e5"])[:64], 9)
-        # City 33..64's h = Fetch64(len - 16) * mul or farm 33..64's e = Fetch64(16) * mul: the
-        # hash is fixed for a batch, so the two paths' products share multipliers ("hf").
-        mm("hf", pick(lambda: p.f["h2"], lambda: p.f["e6"]))
-        for k in ["h2", "e6"] + ([] if farm else ["h3"]):
-            p.f.pop(k)
+    def mm(name, x, var=None, extra=()):
+        start_mul(p, name, x, CITY_K2, p["n7"] if var is None else var, extra=extra)
 
-    def s1():
-        n, h0, h1, e7 = p.f["n7"], p.f.pop("h0"), p.f["h1"], p.f["e7"]
-        ge8 = n[3:] != 0
-        le16 = n <= 16
-        u16 = Mux(ge8, p.f.pop("c16"), (Cat(Const(0, 3), h0[:32]) + n)[:64])
-        v16 = Mux(ge8, p.f.pop("d16"), e7[32:64])
-        a32, c32, d32 = p.f.pop("a32"), p.f.pop("c32"), p.f.pop("d32")
-        u32 = add3((a32 + h1)[:64].rotate_right(43), c32.rotate_right(30), d32)
-        v32 = add3(a32, (h1 + CITY_K2)[:64].rotate_right(18), c32)
-        start_mul(p, "r3", shift_mix(p.f.pop("y3") ^ p.f.pop("z3")), CITY_K2)
-        u, v = Mux(le16, u16, u32), Mux(le16, v16, v32)
-        if city:  # City 33..64
-            cef, cf, ag = p.f.pop("cef"), p.f.pop("cf"), p.f.pop("ag")
-            cu = (ag.rotate_right(43) + p.f.pop("c9"))[:64]
-            cv = add3(ag ^ p.f["e4"], cf, 1)
-            mm("cw", (cu + cv)[:64])
-            p.f.update(cv=cv, cx=(cef.rotate_right(42) + p.f["e5"])[:64], cz=(cef + p.f["e5"])[:64])
-        if farm:  # Farm 33..64
-            ca = p.f["ca"]
-            fy = add3((ca + h1)[:64].rotate_right(43), c32.rotate_right(30), d32)
-            fu = add3(ca, (h1 + CITY_K2)[:64].rotate_right(18), c32)
-            # One HashLen16 for both: 17..32's final and farm 33..64's z (lengths apart).
-            u, v = Mux(n <= 32, u, fy), Mux(n <= 32, v, fu)
-        h32.step(0, u, v)
-        # City: (x + z) * mul; farm: g = (y + Fetch64(len - 32)) * mul
-        mm("xzg", pick(lambda: fy + p.f["e4"], lambda: p.f["cx"] + p.f["cz"])[:64])
-        if not city:
-            p.f.pop("e4")
-            p.f.pop("e7")
+    # The first level's operands, registered. Product c, by length: 1..3 bytes y = s[0] +
+    # (s[len >> 1] << 8) (* k2); 4..16 rotr(b, 37) * mul + a; 17..32 and farm 33..64
+    # Fetch64(len - 8) * mul; city 33..64 a + g = Fetch64(0) * k2 + Fetch64(len - 8). Product d:
+    # 4..16 (rotr(a, 25) + b) * mul; 17..32 and farm 33..64 Fetch64(len - 16) * k2; city 33..64
+    # e + f = Fetch64(16) * k2 + Fetch64(24) * 9. (A k2 product: mul's variable part gated off.)
+    n, le3, le16, le32 = lens()
+    h0, h1, h3, e5, e7, a16 = p["h0"], p["h1"], p["h3"], p["e5"], p["e7"], p["a16"]
+    y3 = (h0[:8] + Cat(Const(0, 8), Mux(n[1], h0[8:16], h0[:8])))[:16]
+    upd = {
+        "xc": Mux(le3, y3, Mux(le16, e7.rotate_right(37), Mux(le32, e7, pick(lambda: e7, lambda: h0)))),
+        "ec": Mux(le3 | ~le16 & (le32 | on33("farm")), 0, Mux(le16, a16, e7)),
+        "vc": Mux(le3 | ~le32 & on33("city"), 0, n),
+        "xd": Mux(
+            le16, (a16.rotate_right(25) + e7)[:64], Mux(le32, p["e6"], pick(lambda: p["e6"], lambda: p["h2"]))
+        ),
+        "vd": Mux(le16, n, 0),
+        "z3x": (n[:2] + Cat(Const(0, 2), e7[56:64]))[:10],  # 1..3: z = len + (s[len - 1] << 2)
+        # v of 17..32 and farm 33..64: a + rotr(b + k2, 18) + c, with a + b from one product
+        "h1kh": (p["h1k"] - h1)[:64],
+        # City 33..64's h = Fetch64(len - 16) * mul, farm 33..64's e = Fetch64(16) * mul
+        "xhf": pick(lambda: p["h2"], lambda: p["e6"]),
+    }
+    if city:
+        e_f = ~le32 & on33("city")
+        upd.update(ed0=Mux(e_f, Cat(Const(0, 3), h3)[:64], 0), ed1=Mux(e_f, h3, 0))
+        upd["c9x"] = (h1.rotate_right(30) + e5)[:64]
+    if farm:
+        upd["h3h1"] = (h3 - h1)[:64]  # farm's f + a = h3 + (a + b) - b
+    p.stage(drop=["a16", "e6", "h2", "h1k"], **upd)
 
-    def s2():
-        h32.step(1)
-        if city:
-            w = (bswap(p.f.pop("cw")) + p.f["hf"])[:64]
-            mm("cyp", (p.f.pop("cv") + w)[:64])
+    f = p.f
+    mm("c", f.pop("xc"), f.pop("vc"), extra=[f.pop("ec")])
+    mm("d", f.pop("xd"), f.pop("vd"), extra=[f.pop(k) for k in ("ed0", "ed1") if k in f])
+    mm("hf", f.pop("xhf"))
+    # a * k1 + b of 17..32 (and a * k2 + b of farm 33..64): rotr(a + b, 43) reads them
+    start_mul(p, "ab", f["h0"], CITY_K1, extra=[f["h1"]])
+    start_mul(p, "z3", f.pop("z3x"), CITY_K0)
+    if farm:
+        start_mul(p, "cab", f["h0"], CITY_K2, extra=[f["h1"]])
+    if city:
+        start_mul(p, "cf", f["h3"], 9)
+        start_mul(p, "c9", f.pop("c9x"), 9)
+    h0l = f.pop("h0")[:32]
+    drop = [] if city else ["h1"]
+    level(p, drop=drop + ([] if farm else ["h3"]), h0l=h0l)
 
-    def s3():
-        h32.step(2)
-        if city:
-            mm("cy", (bswap(p.f.pop("cyp")) + p.f.pop("e7"))[:64])
+    # Mixing: HashLen16's (u, v) of 0..16, 17..32 and farm 33..64; city 33..64's u, v, x, z.
+    f = p.f
+    n, le3, le16, le32 = lens()
+    e5, e7 = p["e5"], p["e7"]
+    c, d, ab = f.pop("c"), f.pop("d"), f.pop("ab")
+    ge8 = n[3:] != 0
+    hu = Mux(
+        le16,
+        Mux(ge8, c, (Cat(Const(0, 3), f.pop("h0l")) + n)[:64]),
+        add3(ab.rotate_right(43), c.rotate_right(30), d),
+    )
+    hv = Mux(le16, Mux(ge8, d, e7[32:64]), add3(ab, f["h1kh"], c))
+    upd = {"r3x": shift_mix(c ^ f.pop("z3"))}
+    if farm:
+        cab = f.pop("cab")
+        fy = add3(cab.rotate_right(43), c.rotate_right(30), d)
+        hu = Mux(le32, hu, fy)
+        hv = Mux(le32, hv, add3(cab, f["h1kh"], c))
+        upd.update(fy=fy, feh3=(f["hf"] + f["h3"])[:64], h3ca=(cab + f.pop("h3h1"))[:64])
+        f.pop("h3")
+    if city:
+        cf, c9 = f.pop("cf"), f.pop("c9")
+        upd.update(
+            cu=(c.rotate_right(43) + c9)[:64],
+            cv=add3(c ^ p["e4"], cf, 1),
+            cx=(d.rotate_right(42) + e5)[:64],
+            cz=(d + e5)[:64],
+        )
+    f.pop("h1kh")
+    p.stage(drop=([] if farm else ["e5"]) + ([] if city else ["e7"]), hu=hu, hv=hv, **upd)
 
-    def s4():
-        # City: (z + a) * mul + d + h, with a = bswap((x + z) * mul + y) + b (z + a: two
-        # carry chains, not three); farm: h = (z + Fetch64(len - 24)) * mul
-        n, h32_ = p.f["n7"], p.f.pop("h32")
-        if city:
-            a_b = bswap((p.f["xzg"] + p.f.pop("cy"))[:64])
-            city_x = add3(p.f.pop("cz"), a_b, p.f.pop("h1"))
-            city_extra = [p.f.pop("e4"), p.f["hf"] if farm else p.f.pop("hf")]
-        else:
-            p.f.pop("h1")
-        x = pick(lambda: h32_ + p.f["e5"], lambda: city_x)
-        extra = () if not city else city_extra if not farm else [Mux(p.f["farm"], 0, e) for e in city_extra]
-        mm("cbh", x[:64], extra=extra)
-        p.f.pop("e5")
-        if not farm:
-            p.f.pop("xzg")
-        # The paths of up to 32 bytes are done: one field from here on.
-        p.f["hs"] = Mux(n == 0, CITY_K2, Mux(n <= 3, p.f.pop("r3"), h32_))
-
-    def s5():
-        cbh = p.f.pop("cbh")
-        if city:
-            mm("cb2", shift_mix(cbh))
-        if farm:
-            fe, fg, h3, ca = p.f.pop("hf"), p.f.pop("xzg"), p.f.pop("h3"), p.f.pop("ca")
-            ff.step(
-                0,
-                add3((fe + h3)[:64].rotate_right(43), fg.rotate_right(30), cbh),
-                add3(fe, (h3 + ca)[:64].rotate_right(18), fg),
-            )
-
-    def s6():
-        if city:
-            p.f["c33"] = (p.f.pop("cb2") + p.f.pop("cx"))[:64]
-        if farm:
-            ff.step(1)
-
-    def s7():
-        if farm:
-            ff.step(2)
-
-    def sel():
-        big = pick(lambda: p.f.pop("ff"), lambda: p.f.pop("c33"))
-        p.f["hshort"] = Mux(p.f["n7"] <= 32, p.f.pop("hs"), big)
-
-    return [s0, s1, s2, s3, s4, s5, s6, s7, sel] if farm else [s0, s1, s2, s3, s4, s5, s6, sel]
+    # HashLen16's first product; city 33..64's w's; 1..3 bytes' result, (x + z) * mul of city
+    # 33..64, g of farm 33..64.
+    f = p.f
+    n, le3, le16, le32 = lens()
+    q1 = f.pop("hu") ^ f["hv"]
+    if city:
+        q1 = Mux(~le32 & on33("city"), (f.pop("cu") + f["cv"])[:64], q1)
+    mm("q1", q1)
+    g = pick(lambda: p.f.pop("fy") + p["e4"], lambda: p["cx"] + p["cz"])[:64]
+    mm("q2", Mux(le3, f.pop("r3x"), g), Mux(le3, 0, n))
+    level(p, drop=[] if city else ["e4"])
+    # HashLen16's second; city: (v + w) * mul, w = bswap(u + v) * mul + h
+    f = p.f
+    n, le3, le16, le32 = lens()
+    q3 = f.pop("hv") ^ shift_mix(f["q1"])
+    if city:
+        q3 = Mux(~le32 & on33("city"), add3(f.pop("cv"), bswap(f["q1"]), f["hf"]), q3)
+    f.pop("q1")
+    mm("q3", q3)
+    level(p)
+    # HashLen16's result (z of farm 33..64); city 33..64's y = (bswap(that) + g) * mul
+    f = p.f
+    n, le3, le16, le32 = lens()
+    q4 = shift_mix(f["q3"])
+    if city:
+        q4 = Mux(~le32 & on33("city"), (bswap(f["q3"]) + f.pop("e7"))[:64], q4)
+    f.pop("q3")
+    mm("q4", q4)
+    level(p)
+    # Up to 32 bytes done: one field from here on.
+    n, le3, le16, le32 = lens()
+    hs = Mux(n == 0, CITY_K2, Mux(le3, p["q2"], p["q4"]))
+    if city:
+        # city 33..64's a = bswap((x + z) * mul + y) + b, a stage ahead of z + a
+        p.stage(hs=hs, ab4=bswap((p["q2"] + p["q4"])[:64]))
+        hs = p.f.pop("hs")
+    # City: (z + a) * mul + d + h; farm: h = (z + Fetch64(len - 24)) * mul
+    f = p.f
+    cbh = pick(lambda: p["q4"] + p["e5"], lambda: add3(p.f.pop("cz"), p.f.pop("ab4"), p.f.pop("h1")))[:64]
+    extra = []
+    if city:
+        extra = (
+            [f.pop("e4"), f["hf"]]
+            if not both
+            else [Mux(p["farm"], 0, f.pop("e4")), Mux(p["farm"], 0, f["hf"])]
+        )
+    mm("cbh", cbh, extra=extra)
+    f.pop("q4")
+    if farm:
+        f.pop("e5")
+    else:
+        f.pop("hf")
+    level(p, hs=hs)
+    # City: shift_mix(that) * mul; farm: HashLen16(rotr(e + f, 43) + rotr(g, 30) + h, e +
+    # rotr(f + a, 18) + g, mul)'s first product
+    f = p.f
+    cbh = f.pop("cbh")
+    upd = {}
+    if farm:
+        q2 = p["q2"]
+        fu = add3(f.pop("feh3").rotate_right(43), q2.rotate_right(30), cbh)
+        fv = add3(f.pop("hf"), f.pop("h3ca").rotate_right(18), q2)
+        upd["fv"] = fv
+    mm("q5", pick(lambda: fu ^ fv, lambda: shift_mix(cbh)))
+    level(p, drop=["q2"], **upd)
+    if farm:
+        mm("q6", p.f.pop("fv") ^ shift_mix(p["q5"]))
+    c33r = {"c33": (p["q5"] + p.f.pop("cx"))[:64]} if city else {}
+    level(p, drop=["q5"], **c33r)
+    if farm:
+        mm("ff", shift_mix(p.f.pop("q6")))
+        level(p)
+    big = pick(lambda: p.f.pop("ff"), lambda: p.f.pop("c33"))
+    p.f["hshort"] = Mux(p["n7"] <= 32, p.f.pop("hs"), big)
 
 
 def _farm_long(m, valid, n, ends, st, round_depth, levels, behavioural) -> Pipe:

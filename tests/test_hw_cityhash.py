@@ -2,14 +2,17 @@
 golden model (``offload.golden_cityhash``) as equations in the Amaranth simulator.
 
 Most runs use the ``"behavioural"`` multipliers (cycle-identical at the ports, one ``*`` per
-product: the Python simulator is slow); one run per core checks the ``"lut"`` adder trees that
-are synthesised. The cores have no ``ready`` (always-ready input, always-taken output, as the
-XXH cores): "backpressure" for them is the idle cycles between and inside records.
+product: the Python simulator is slow); one run per core and build checks the ``"lut"`` adder
+trees that are synthesised. Every build (``hashes``: both hashes, CityHash only, FarmHash
+only) is checked against the golden model of its hash for every length path. The cores have
+no ``ready`` (always-ready input, always-taken output, as the XXH cores): "backpressure" for
+them is the idle cycles between and inside records.
 """
 
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from amaranth.sim import Simulator
@@ -47,8 +50,8 @@ def sim_core(records, hash_, seed=None, *, gap_prob=0.0, rng=None, multipliers="
     return res, when, beats, dut
 
 
-def sim_lane(keys, key_bytes, hash_, seed=None, multipliers="behavioural"):
-    dut = CityFarmLane(multipliers=multipliers)
+def sim_lane(keys, key_bytes, hash_, seed=None, multipliers="behavioural", **kw):
+    dut = CityFarmLane(multipliers=multipliers, **kw)
     res, when = run_flow(dut, keys, len(keys), params={"key8": int(key_bytes == 8), **params(hash_, seed)})
     return res, when, dut
 
@@ -137,6 +140,87 @@ def test_core_one_word_per_cycle_random_mix():
     assert words_per_cycle == 1.0 and len(beats) >= 2000
 
 
+# ------------------------------------------------------------------------------ one-hash builds
+
+BUILDS = [(("farm",), HASH_FARM), (("city",), HASH_CITY)]
+
+
+@pytest.mark.parametrize("hashes,hash_", BUILDS)
+def test_core_one_hash_every_length(hashes, hash_):
+    """A one-hash core computes its hash for every length path; ``hash`` is ignored (set to
+    the other hash here), and a CityHash-only core applies ``seeded``."""
+    recs = _records(random.Random(7), LENGTHS)
+    other = HASH_CITY if hash_ == HASH_FARM else HASH_FARM
+    res, when, beats, dut = sim_core(recs, other, hashes=hashes)
+    assert res == [golden(r, hash_, None) for r in recs]
+    last = [i for i, b in enumerate(beats) if b["last"]]
+    assert when == [3 + 1 + i + dut.latency for i in last]
+    if hash_ == HASH_CITY:
+        res, _, _, _ = sim_core(recs[60:80], other, 1 << 63, hashes=hashes)
+        assert res == [cityhash64(r, 1 << 63) for r in recs[60:80]]
+    else:
+        # FarmHash has no seeded form: a FarmHash-only core ignores seeded and seed.
+        res, _, _, _ = sim_core(recs[60:80], HASH_CITY, M64, hashes=hashes)
+        assert res == [farmhash64(r) for r in recs[60:80]]
+
+
+@pytest.mark.parametrize(
+    "hashes,hash_", BUILDS + [(("city", "farm"), HASH_FARM), (("city", "farm"), HASH_CITY)]
+)
+def test_core_long_records_at_the_closest(hashes, hash_):
+    """Records over 64 bytes share the long paths' multipliers and hold registers: back to
+    back at 9 words (65..72 bytes, the closest two can be) and among short ones, every one is
+    still right."""
+    rng = random.Random(8)
+    lengths = list(range(65, 73)) * 2 + [rng.choice([0, 3, 8, 20, 40, 64, 65, 72, 130]) for _ in range(40)]
+    recs = _records(rng, lengths)
+    seed = 3 if hash_ == HASH_CITY else None
+    res, _, _, _ = sim_core(recs, hash_, seed, hashes=hashes)
+    assert res == [golden(r, hash_, seed) for r in recs]
+
+
+@pytest.mark.parametrize("hashes,hash_", BUILDS)
+def test_core_one_hash_lut_multipliers(hashes, hash_):
+    recs = _records(random.Random(9), [2, 7, 12, 30, 50, 64, 72, 140])
+    res, _, _, _ = sim_core(recs, hash_, 5 if hash_ == HASH_CITY else None, multipliers="lut", hashes=hashes)
+    assert res == [golden(r, hash_, 5 if hash_ == HASH_CITY else None) for r in recs]
+
+
+@pytest.mark.parametrize("hashes,hash_", BUILDS)
+def test_core_one_hash_one_word_per_cycle(hashes, hash_):
+    rng = random.Random(10)
+    mix = [(0, 17)] * 12 + [(17, 65)] * 2 + [(65, 200)]
+    recs = _records(rng, [rng.randrange(*rng.choice(mix)) for _ in range(500)])
+    res, when, beats, dut = sim_core(recs, hash_, hashes=hashes)
+    assert res == [golden(r, hash_, None) for r in recs]
+    last = [i for i, b in enumerate(beats) if b["last"]]
+    assert when == [3 + 1 + i + dut.latency for i in last]
+    assert len(beats) / (when[-1] - dut.latency - 3) == 1.0
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_farm_core_has_no_delay_line():
+    """FarmHash starts its chunk loop from constants and the first word: a FarmHash-only core
+    needs no ring, so its latency is its finisher's depth alone."""
+    farm, both = CityFarmCore(hashes=("farm",)), CityFarmCore()
+    assert farm.delay == 0 and farm.latency == farm.fin_depth
+    assert both.latency == both.span + both.info_depth + 2 + both.fin_depth
+    assert farm.span == both.span == 128
+
+
+@pytest.mark.parametrize("hashes,hash_", [(("farm",), HASH_FARM), (("city",), HASH_CITY)])
+def test_lane_one_hash(hashes, hash_):
+    rng = random.Random(11)
+    keys = [rng.getrandbits(64) for _ in range(12)]
+    recs = [k.to_bytes(8, "little") for k in keys]
+    seed = 7 if hash_ == HASH_CITY else None
+    res, when, dut = sim_lane(keys, 8, HASH_FARM if hash_ == HASH_CITY else HASH_CITY, seed, hashes=hashes)
+    assert res == [golden(r, hash_, seed) for r in recs]
+    assert when[0] == 3 + 1 + dut.latency
+    # FarmHash only: no seed steps, a shorter pipeline
+    assert (dut.depth < LANE_DEPTH) == (hash_ == HASH_FARM)
+
+
 # ------------------------------------------------------------------------------ limits
 
 
@@ -184,11 +268,19 @@ def test_core_overflow_flags_records_beyond_max_bytes():
             "multipliers must be one of 'lut', 'behavioural', not 'dsp'",
         ),
         (lambda: CityFarmLane(latency=3), f"latency must be at least {LANE_DEPTH}, not 3"),
+        *[
+            (
+                lambda h=h, cls=cls: cls(hashes=h),
+                f"hashes must be ('city', 'farm'), ('city',) or ('farm',), not {h!r}",
+            )
+            for cls in (CityFarmCore, CityFarmLane)
+            for h in [(), ("md5",), ("city", "city"), "city", ["farm"], ("farm", 1)]
+        ],
     ],
 )
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_parameter_validation(make, msg):
-    with pytest.raises(ValueError, match="^" + msg.replace("(", r"\(") + "$"):
+    with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
         make()
 
 
