@@ -78,7 +78,7 @@ from offload.ops import REGISTRY
 from .collector import Collector, axis_out
 from .common import ADDER_LEVELS, MULTIPLIERS, check_choice, check_pow2
 from .control import Control
-from .lanebank import LaneBank, core_latencies
+from .lanebank import LaneBank, core_latencies, mod_core, mod_pad
 from .opdecode import OpDecode, op_in
 from .parser import Parser
 from .regfile import AXI_LITE, RegisterFile
@@ -188,9 +188,14 @@ class OffloadEngine(wiring.Component):
         # every core (so one between a core and the next on a path) and one before the FIFO.
         lat = core_latencies(adder_levels, modulo, mod_bits_per_stage, table_depth)
         lat["varint"] = 0  # the encoder's words are in SLACK_MARGIN
-        self.latency = self.BOUNDARY + max(
-            sum(lat[c] for c in path) + len(path) - 1 for path in self.decode.paths()
-        )
+        mod = mod_core(modulo, mod_bits_per_stage, "lut")
+        mod._MustUse__silence = True
+
+        def path_latency(path: tuple[str, ...]) -> int:
+            pads = sum(mod_pad(mod, lat[a]) for a, b in zip(path, path[1:]) if b == "mod")
+            return sum(lat[c] for c in path) + len(path) - 1 + pads
+
+        self.latency = self.BOUNDARY + max(path_latency(p) for p in self.decode.paths())
         self.SLACK = lanes * (self.latency + self.SLACK_MARGIN)
         #: FIFO words one cycle can add (N results, or a sequence's header slot and first word):
         #: the credit is a register (the FIFO level a cycle ago), so it stops this much earlier.

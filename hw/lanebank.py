@@ -22,7 +22,7 @@ from .sigrid import SigridFix, SigridMix
 from .varint import DeltaVarintEncoder
 from .xxhash import XXH32Core, XXH64Core
 
-__all__ = ["LaneBank", "mod_core", "LANE_CORES", "RECORD_CORES", "POST_CORES"]
+__all__ = ["LaneBank", "mod_core", "mod_pad", "core_latencies", "LANE_CORES", "RECORD_CORES", "POST_CORES"]
 
 #: The cores of a lane, in the order they are added (their names in the RTL); the engine builds
 #: those some op code goes through (:class:`~offload.hw.opdecode.OpDecode` says which use each).
@@ -55,6 +55,15 @@ def core_latencies(
     for core in cores.values():
         core._MustUse__silence = True  # no UnusedElaboratable warning
     return {name: core.latency for name, core in cores.items()}
+
+
+def mod_pad(mod: Any, front_latency: int) -> int:
+    """Cycles of delay between a core of latency ``front_latency`` and the ``mod`` core behind
+    it: ``ModReciprocal`` needs ``setup`` cycles with the batch's ``num_buckets`` before its
+    first value, and its copy of ``num_buckets`` changes with START, when the parser may
+    already take the first word, which reaches the mod core ``front_latency + 1`` cycles later
+    (its input register); ``ModPipe`` needs none."""
+    return max(0, getattr(mod, "setup", 0) - (front_latency + 1))
 
 
 def mod_core(modulo: str, bits_per_stage: int, multipliers: str):
@@ -141,12 +150,7 @@ class LaneBank(wiring.Component):
         # input register, XXH64Core and the register between them: x64.latency + 1 cycles
         # after nb_mod changed. (The cores' reset, a cycle after START, restarts the
         # reciprocal too, earlier than that.)
-        ahead = min(x64.latency, m3.latency, self.sg[0].latency) + 1
-        if isinstance(self.mods[0], ModReciprocal) and self.mods[0].setup > ahead:
-            raise AssertionError(
-                f"ModReciprocal.setup ({self.mods[0].setup}) exceeds the hash "
-                f"pipeline in front of it ({ahead} cycles)"
-            )
+        # (A hash shorter than that reaches it through a delay: :func:`mod_pad`.)
         self.frs = [FastRange(mul) for _ in range(N)]
         self.fids = [FidCore() for _ in range(N)]
         self.bzs = [Bucketize(engine.table_depth, mul) for _ in range(N)]
@@ -312,17 +316,21 @@ class LaneBank(wiring.Component):
         for post in POST_CORES:
             if post not in cores:
                 continue
-            fronts = dec.fronts(post).items()
-            picks = [(op_in(self.op, codes), cores[front][j].o) for front, codes in fronts]
-            valid = any_of([sel & o.valid for sel, o in picks])
-            payload: Value = Value.cast(picks[-1][1].payload)
-            for sel, o in reversed(picks[:-1]):
-                payload = Mux(sel, o.payload, payload)
+            picks = []
+            for front, codes in dec.fronts(post).items():
+                o = cores[front][j].o
+                pad = mod_pad(cores[post][j], cores[front][0].latency) if post == "mod" else 0
+                v, d = delay(m, f"{front}_{post}_pad{sfx}", o.valid, o.payload, pad)
+                picks.append((op_in(self.op, codes), v, d))
+            valid = any_of([sel & v for sel, v, _ in picks])
+            payload: Value = Value.cast(picks[-1][2])
+            for sel, _, d in reversed(picks[:-1]):
+                payload = Mux(sel, d, payload)
             self._feed(m, post + sfx, cores[post][j].i, valid, payload, self.uses[post], after_core=True)
         if "sigfix" in cores:
             # sigrid's output -> the mod core's input register -> the mod core -> the fix-up's
             # input register: the sign takes as long
-            lag = 1 + cores["mod"][j].latency + 1
+            lag = mod_pad(cores["mod"][j], cores["sigrid"][0].latency) + 1 + cores["mod"][j].latency + 1
             _, neg = delay(m, f"sigrid_neg{sfx}", Const(1), cores["sigrid"][j].neg, lag)
             m.d.comb += cores["sigfix"][j].neg.eq(neg)
 

@@ -202,7 +202,7 @@ def test_registers_readback():
         0x14: 0xABCDEF12,
         0x2C: 0x12345678,
         0x4C: 256 | (1 << 16) | (8 << 24),
-        0x58: 0x3FE,
+        0x58: engine_map.ops_mask(),
         0x5C: 1024,
         0xFC: 0,
     }
@@ -220,7 +220,7 @@ def test_malformed_framing_never_hangs():
         # bad header (bits 63..32 set)
         Batch(_regs(2, 2, 3), [3, int.from_bytes(b"abc", "little"), 1 << 40, 5, 6]),
         # bad param: unknown op, then fid v1 slot out of range, then mod with 0 buckets
-        Batch(_regs(11, 0, 3), keys[:3]),
+        Batch(_regs(max(engine_map.OP_CODES.values()) + 1, 0, 3), keys[:3]),
         Batch(_regs(5, 0, 2, SLOT=1024), keys[:2]),
         Batch(_regs(3, 0, 2, NUM_BUCKETS_LO=0, NUM_BUCKETS_HI=0), keys[:2]),
         # bucketize with FORMAT VAR is not in the table
@@ -453,15 +453,25 @@ def test_decode_tables_are_the_registry_entries():
     assert dec.ops_mask == engine_map.ops_mask(dec.codes)
     codes = engine_map.OP_CODES
     assert dec.of_kind("records") == [c for k, c in codes.items() if k.split("/")[0] in ops.HASH_OPS]
-    assert dec.of_kind("numbers") == [codes["bucketize/right"], codes["bucketize/left"]]
+    assert dec.of_kind("numbers") == [codes["bucketize/right"], codes["bucketize/left"], codes["sigrid_hash"]]
     assert dec.users("xxh64") == [
-        codes[k] for k in codes if k.split("/")[0] in ("xxh64", "hash_bucket", "fid")
+        codes[k] for k in codes if k.split("/")[0] in ("xxh64", "hash_bucket", "fid") and "murmur3" not in k
     ]
+    assert dec.users("murmur3") == [codes[k] for k in codes if "murmur3_32" in k]
     assert dec.users("fastrange") == [codes["hash_bucket/fastrange"]]
-    assert [(ch.code, ch.lo, ch.hi) for ch in dec.checks] == [
-        (codes["hash_bucket/mod"], 1, M64),
-        (codes["fid/1"], 0, (1 << golden.FID_LAYOUT[1][0]) - 1),
-        (codes["fid/2"], 0, (1 << golden.FID_LAYOUT[2][0]) - 1),
+    slot1, slot2 = ((1 << golden.FID_LAYOUT[v][0]) - 1 for v in (1, 2))
+    m32 = (1 << 32) - 1
+    assert [(ch.code, ch.registers[0], ch.lo, ch.hi) for ch in dec.checks] == [
+        (codes["hash_bucket/mod"], "NUM_BUCKETS_LO", 1, M64),
+        (codes["hash_bucket/mod/murmur3_32"], "NUM_BUCKETS_LO", 1, M64),
+        (codes["hash_bucket/mod/murmur3_32"], "SEED_LO", 0, m32),  # a 32-bit seed
+        (codes["fid/1"], "SLOT", 0, slot1),
+        (codes["fid/2"], "SLOT", 0, slot2),
+        (codes["fid/1/murmur3_32"], "SLOT", 0, slot1),
+        (codes["fid/1/murmur3_32"], "SEED_LO", 0, m32),
+        (codes["fid/2/murmur3_32"], "SLOT", 0, slot2),
+        (codes["fid/2/murmur3_32"], "SEED_LO", 0, m32),
+        (codes["sigrid_hash"], "NUM_BUCKETS_LO", 1, (1 << 63) - 1),  # max_value, signed
     ]
 
 
