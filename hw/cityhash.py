@@ -390,9 +390,9 @@ class _MulPool:
     the pipe's current depth on the first pipeline whose other products of the record enter it
     less than ``gap`` cycles before or after (so two records never meet in it), or on a new
     one; the product becomes field ``dest`` when it leaves. The operands of the products that
-    share a pipeline are ANDed with their record's ``valid`` and ORed, then registered
-    (``register``; without, the OR feeds the first adder level: one cycle less). :meth:`close`
-    connects the inputs once every product is issued."""
+    share a pipeline are picked by their records' ``valid`` (:meth:`close`, once every product
+    is issued), then registered (``register``; without, the pick feeds the first adder level:
+    one cycle less)."""
 
     def __init__(self, p: Pipe, name: str, const: int, var_width=0, extras=0, gap=LONG_GAP, register=True):
         self.p, self.name, self.const, self.gap, self.register = p, name, const, gap, register
@@ -411,7 +411,7 @@ class _MulPool:
         extra = [q[f"e{i}"] for i in range(self.extras)]
         start_mul(q, "r", q["x"], self.const, q.f.get("v"), extra=extra)
         level(q, drop=list(sig))
-        unit = {"sig": sig, "feeds": {k: [] for k in sig}, "at": set(), "out": q["r"], "depth": q.depth}
+        unit = {"sig": sig, "feeds": [], "at": set(), "out": q["r"], "depth": q.depth}
         self.units.append(unit)
         return unit
 
@@ -419,25 +419,31 @@ class _MulPool:
         at = unit["at"] | {d}
         return d not in unit["at"] and max(at) - min(at) < self.gap
 
-    def issue(self, dest: str, x, v=None, extra=()) -> int:
-        """Start ``dest``; returns the depth where it is a field."""
+    def issue(self, dest: str, x, v=None, extra=(), active=None) -> int:
+        """Start ``dest`` (``active``: the record needs it, default its ``valid``); returns the
+        depth where it is a field."""
         p, d = self.p, self.p.depth
         unit = next((u for u in self.units if self._fits(u, d)), None) or self._unit()
         unit["at"].add(d)
         vals = {"x": x, "v": v, **{f"e{i}": e for i, e in enumerate(extra)}}
-        for k, feeds in unit["feeds"].items():
-            if vals.get(k) is not None:
-                feeds.append(Mux(p["valid"], vals[k], 0))
+        unit["feeds"].append((d, p["valid"] if active is None else active, vals))
         out, t = unit["out"], d + unit["depth"]
         p.at(t, lambda: p.f.__setitem__(dest, out))
         return t
 
     def close(self) -> None:
+        """Connect the inputs: a product passes when its record is there; the earliest one of
+        a pipeline when no later one's is (its own ``valid`` may be a long expression, the
+        later ones are registers)."""
         for unit in self.units:
+            feeds = sorted(unit["feeds"], key=lambda fd: fd[0])
+            later = [act for _, act, _ in feeds[1:]]
+            gates = [~Cat(*later).any() if later else Const(1, 1)] + later
             for k, s in unit["sig"].items():
                 acc = Const(0, len(s))
-                for f in unit["feeds"][k]:
-                    acc = acc | f
+                for gate, (_, _, vals) in zip(gates, feeds):
+                    if vals.get(k) is not None:
+                        acc = acc | Mux(gate, vals[k], 0)
                 self.p.m.d.comb += s.eq(acc)
 
 
