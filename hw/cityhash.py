@@ -713,6 +713,7 @@ class CityFarmCore(wiring.Component):
             drop=["n"],
             n7=n[:7],
             lng=n > 64,
+            b33=n > 32,  # the records that share the 33..64 paths' last multipliers
             a16=(p["h0"] + CITY_K2)[:64],
             h1k=(p["h1"] + CITY_K2)[:64].rotate_right(18),
         )
@@ -722,7 +723,7 @@ class CityFarmCore(wiring.Component):
             _until(q, depth)
         hl = [q.f.pop("h") for q in longs.values()]
         hlong = Mux(p["farm"], hl[0], hl[1]) if len(hl) == 2 else hl[0]
-        p.stage(drop=["lng", "hshort", "n7", "farm"], h=Mux(p["lng"], hlong, p["hshort"]))
+        p.stage(drop=["lng", "b33", "hshort", "n7", "farm"], h=Mux(p["lng"], hlong, p["hshort"]))
         if city:
             seed_steps(p, seed, seeded)
         assert not p.busy() and set(p.f) == {"valid", "h"}, set(p.f)
@@ -1020,9 +1021,18 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         # city 33..64's a = bswap((x + z) * mul + y) + b, a stage ahead of z + a
         p.stage(hs=hs, ab4=bswap((p["q2"] + p["q4"])[:64]))
         hs = p.f.pop("hs")
+    # From here on only records of 33..64 bytes need products. They are 5+ cycles apart, so two
+    # products of a record 4 cycles apart share a multiplier: its operand is picked in front of
+    # the first adder level (no register: its 4 stages fit the 5 cycles). 3 products for
+    # FarmHash on 2 multipliers, 2 for CityHash on 1.
+    pool = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5, register=False)
+
+    def issue(name, x, extra=()):
+        return pool.issue(name, x[:64], p["n7"], extra=extra, active=p["valid"] & p["b33"])
+
     # City: (z + a) * mul + d + h; farm: h = (z + Fetch64(len - 24)) * mul
     f = p.f
-    cbh = pick(lambda: p["q4"] + p["e5"], lambda: add3(p.f.pop("cz"), p.f.pop("ab4"), p.f.pop("h1")))[:64]
+    cbh = pick(lambda: p["q4"] + p["e5"], lambda: add3(p.f.pop("cz"), p.f.pop("ab4"), p.f.pop("h1")))
     extra = []
     if city:
         extra = (
@@ -1030,13 +1040,14 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
             if not both
             else [Mux(p["farm"], 0, f.pop("e4")), Mux(p["farm"], 0, f["hf"])]
         )
-    mm("cbh", cbh, extra=extra)
+    t = issue("cbh", cbh, extra)
     f.pop("q4")
     if farm:
         f.pop("e5")
     else:
         f.pop("hf")
-    level(p, hs=hs)
+    p.stage(hs=hs)
+    _until(p, t)
     # City: shift_mix(that) * mul; farm: HashLen16(rotr(e + f, 43) + rotr(g, 30) + h, e +
     # rotr(f + a, 18) + g, mul)'s first product
     f = p.f
@@ -1047,15 +1058,19 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         fu = add3(f.pop("feh3").rotate_right(43), q2.rotate_right(30), cbh)
         fv = add3(f.pop("hf"), f.pop("h3ca").rotate_right(18), q2)
         upd["fv"] = fv
-    mm("q5", pick(lambda: fu ^ fv, lambda: shift_mix(cbh)))
-    level(p, drop=["q2"], **upd)
+    t = issue("q5", pick(lambda: fu ^ fv, lambda: shift_mix(cbh)))
+    p.stage(drop=["q2"], **upd)
+    _until(p, t)
     if farm:
-        mm("q6", p.f.pop("fv") ^ shift_mix(p["q5"]))
+        t = issue("q6", p.f.pop("fv") ^ shift_mix(p["q5"]))
     c33r = {"c33": (p["q5"] + p.f.pop("cx"))[:64]} if city else {}
-    level(p, drop=["q5"], **c33r)
+    p.stage(drop=["q5"], **c33r)
     if farm:
-        mm("ff", shift_mix(p.f.pop("q6")))
-        level(p)
+        _until(p, t)
+        t = issue("ff", shift_mix(p.f.pop("q6")))
+        p.stage()
+        _until(p, t)
+    pool.close()
     big = pick(lambda: p.f.pop("ff"), lambda: p.f.pop("c33"))
     p.f["hshort"] = Mux(p["n7"] <= 32, p.f.pop("hs"), big)
 
