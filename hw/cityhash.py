@@ -352,8 +352,8 @@ class _Hold:
     reads right at depths ``d + 1 .. d + gap``; a copy loaded at ``d + gap`` takes over after
     that (until :meth:`drop`)."""
 
-    def __init__(self, p: Pipe, gap: int = LONG_GAP):
-        self.p, self.gap = p, gap
+    def __init__(self, p: Pipe, gap: int | None = None):
+        self.p, self.gap = p, LONG_GAP if gap is None else gap
         self.regs: dict[str, list[tuple[Signal, int]]] = {}
 
     def hold(self, *names: str) -> None:
@@ -394,8 +394,9 @@ class _MulPool:
     is issued), then registered (``register``; without, the pick feeds the first adder level:
     one cycle less)."""
 
-    def __init__(self, p: Pipe, name: str, const: int, var_width=0, extras=0, gap=LONG_GAP, register=True):
-        self.p, self.name, self.const, self.gap, self.register = p, name, const, gap, register
+    def __init__(self, p: Pipe, name: str, const: int, var_width=0, extras=0, gap=None, register=True):
+        self.p, self.name, self.const, self.register = p, name, const, register
+        self.gap = LONG_GAP if gap is None else gap
         self.var_width, self.extras = var_width, extras
         self.units: list[dict] = []
 

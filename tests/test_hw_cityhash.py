@@ -198,11 +198,11 @@ def test_core_one_hash_one_word_per_cycle(hashes, hash_):
     assert len(beats) / (when[-1] - dut.latency - 3) == 1.0
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_farm_core_has_no_delay_line():
     """FarmHash starts its chunk loop from constants and the first word: a FarmHash-only core
     needs no ring, so its latency is its finisher's depth alone."""
     farm, both = CityFarmCore(hashes=("farm",)), CityFarmCore()
+    farm._MustUse__silence = both._MustUse__silence = True  # built to read attributes only
     assert farm.delay == 0 and farm.latency == farm.fin_depth
     assert both.latency == both.span + both.info_depth + 2 + both.fin_depth
     assert farm.span == both.span == 128
@@ -301,3 +301,19 @@ def test_equation_check_can_fail(monkeypatch):
     assert [a != b for a, b in zip(bad, good)] == [True] * len(recs)
     keys = [0x0123456789ABCDEF]
     assert sim_lane(keys, 8, HASH_CITY)[0] != [cityhash64(keys[0].to_bytes(8, "little"))]
+
+
+@pytest.mark.parametrize("hashes,hash_", BUILDS)
+def test_sharing_check_can_fail(monkeypatch, hashes, hash_):
+    """The long paths share multipliers and hold registers because records over 64 bytes are 9+
+    cycles apart: a core built as if they were 12 apart still hashes long records 13 cycles
+    apart right, and gets every one wrong at the closest (so
+    test_core_long_records_at_the_closest would catch it)."""
+    monkeypatch.setattr(hw_cityhash, "LONG_GAP", 12)
+    recs = _records(random.Random(12), [65, 65, 65, 72, 72])
+    good = [golden(r, hash_, None) for r in recs]
+    lone = [b for r in recs for b in _record_beats(r) + [None] * 4]
+    dut = CityFarmCore(hashes=hashes, multipliers="behavioural")
+    assert run_flow(dut, lone, len(recs), params=params(hash_, None), timeout=dut.latency + 50)[0] == good
+    bad, _, _, _ = sim_core(recs, hash_, hashes=hashes)
+    assert [a != b for a, b in zip(bad, good)] == [True] * len(recs)
