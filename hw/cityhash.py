@@ -352,8 +352,10 @@ class _Hold:
     reads right at depths ``d + 1 .. d + gap``; a copy loaded at ``d + gap`` takes over after
     that (until :meth:`drop`)."""
 
-    def __init__(self, p: Pipe, gap: int | None = None):
+    def __init__(self, p: Pipe, gap: int | None = None, enable=None):
         self.p, self.gap = p, LONG_GAP if gap is None else gap
+        #: the records that are ``gap`` apart (a callable: their flag at the current depth)
+        self.enable = enable or (lambda: p["valid"])
         self.regs: dict[str, list[tuple[Signal, int]]] = {}
 
     def hold(self, *names: str) -> None:
@@ -364,7 +366,7 @@ class _Hold:
     def _load(self, k: str, v) -> None:
         p = self.p
         r = Signal(Value.cast(v).shape(), name=f"{p.name}_hold{p.depth}_{k}", reset_less=True)
-        p.m.d.sync += r.eq(Mux(p["valid"], v, r))
+        p.m.d.sync += r.eq(Mux(self.enable(), v, r))
         self.regs[k].append((r, p.depth))
         p.at(p.depth + self.gap, lambda: self._renew(k, r))
 
@@ -381,6 +383,15 @@ class _Hold:
     def drop(self, *names: str) -> None:
         for k in names:
             del self.regs[k]
+
+    def get(self, k: str, pop: bool = False) -> Value:
+        """Field ``k`` of the pipe, or held (``pop``: drop it)."""
+        if k in self.p.f:
+            return self.p.f.pop(k) if pop else self.p[k]
+        v = self[k]
+        if pop:
+            self.drop(k)
+        return v
 
 
 class _MulPool:
@@ -938,6 +949,9 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     if farm:
         upd["h3h1"] = (h3 - h1)[:64]  # farm's f + a = h3 + (a + b) - b
     p.stage(drop=["a16", "e6", "h2", "h1k"], **upd)
+    # Fields only records of 33..64 bytes (5+ cycles apart) read wait in hold registers.
+    hd = _Hold(p, 5, lambda: p["valid"] & p["b33"])
+    hd.hold("e4", "e5")
 
     f = p.f
     mm("c", f.pop("xc"), f.pop("vc"), extra=[f.pop("ec")])
@@ -958,7 +972,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     # Mixing: HashLen16's (u, v) of 0..16, 17..32 and farm 33..64; city 33..64's u, v, x, z.
     f = p.f
     n, le3, le16, le32 = lens()
-    e5, e7 = p["e5"], p["e7"]
+    e7 = p["e7"]
     c, d, ab = f.pop("c"), f.pop("d"), f.pop("ab")
     ge8 = n[3:] != 0
     hu = Mux(
@@ -979,12 +993,14 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         cf, c9 = f.pop("cf"), f.pop("c9")
         upd.update(
             cu=(c.rotate_right(43) + c9)[:64],
-            cv=add3(c ^ p["e4"], cf, 1),
-            cx=(d.rotate_right(42) + e5)[:64],
-            cz=(d + e5)[:64],
+            cv=add3(c ^ hd["e4"], cf, 1),
+            cx=(d.rotate_right(42) + hd["e5"])[:64],
+            cz=(d + hd["e5"])[:64],
         )
+        if not farm:
+            hd.drop("e5")
     f.pop("h1kh")
-    p.stage(drop=([] if farm else ["e5"]) + ([] if city else ["e7"]), hu=hu, hv=hv, **upd)
+    p.stage(drop=[] if city else ["e7"], hu=hu, hv=hv, **upd)
 
     # HashLen16's first product; city 33..64's w's; 1..3 bytes' result, (x + z) * mul of city
     # 33..64, g of farm 33..64.
@@ -994,15 +1010,18 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     if city:
         q1 = Mux(~le32 & on33("city"), (f.pop("cu") + f["cv"])[:64], q1)
     mm("q1", q1)
-    g = pick(lambda: p.f.pop("fy") + p["e4"], lambda: p["cx"] + p["cz"])[:64]
+    g = pick(lambda: p.f.pop("fy") + hd["e4"], lambda: p["cx"] + p["cz"])[:64]
     mm("q2", Mux(le3, f.pop("r3x"), g), Mux(le3, 0, n))
-    level(p, drop=[] if city else ["e4"])
+    if not city:
+        hd.drop("e4")
+    hd.hold(*[k for k in ("hf", "feh3", "h3ca", "cx", "cz", "cv", "e7", "h1") if k in p.f])
+    level(p)
     # HashLen16's second; city: (v + w) * mul, w = bswap(u + v) * mul + h
     f = p.f
     n, le3, le16, le32 = lens()
     q3 = f.pop("hv") ^ shift_mix(f["q1"])
     if city:
-        q3 = Mux(~le32 & on33("city"), add3(f.pop("cv"), bswap(f["q1"]), f["hf"]), q3)
+        q3 = Mux(~le32 & on33("city"), add3(hd.get("cv", pop=True), bswap(f["q1"]), hd["hf"]), q3)
     f.pop("q1")
     mm("q3", q3)
     level(p)
@@ -1011,7 +1030,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     n, le3, le16, le32 = lens()
     q4 = shift_mix(f["q3"])
     if city:
-        q4 = Mux(~le32 & on33("city"), (bswap(f["q3"]) + f.pop("e7"))[:64], q4)
+        q4 = Mux(~le32 & on33("city"), (bswap(f["q3"]) + hd.get("e7", pop=True))[:64], q4)
     f.pop("q3")
     mm("q4", q4)
     level(p)
@@ -1033,20 +1052,18 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
 
     # City: (z + a) * mul + d + h; farm: h = (z + Fetch64(len - 24)) * mul
     f = p.f
-    cbh = pick(lambda: p["q4"] + p["e5"], lambda: add3(p.f.pop("cz"), p.f.pop("ab4"), p.f.pop("h1")))
+    cbh = pick(
+        lambda: p["q4"] + hd["e5"], lambda: add3(hd.get("cz", True), p.f.pop("ab4"), hd.get("h1", True))
+    )
     extra = []
     if city:
-        extra = (
-            [f.pop("e4"), f["hf"]]
-            if not both
-            else [Mux(p["farm"], 0, f.pop("e4")), Mux(p["farm"], 0, f["hf"])]
-        )
+        extra = [hd.get("e4", True), hd["hf"]]
+        extra = extra if not both else [Mux(p["farm"], 0, e) for e in extra]
     t = issue("cbh", cbh, extra)
     f.pop("q4")
+    hd.drop("e5") if farm else hd.drop("hf")
     if farm:
-        f.pop("e5")
-    else:
-        f.pop("hf")
+        hd.hold("q2")
     p.stage(hs=hs)
     _until(p, t)
     # City: shift_mix(that) * mul; farm: HashLen16(rotr(e + f, 43) + rotr(g, 30) + h, e +
@@ -1055,16 +1072,16 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     cbh = f.pop("cbh")
     upd = {}
     if farm:
-        q2 = p["q2"]
-        fu = add3(f.pop("feh3").rotate_right(43), q2.rotate_right(30), cbh)
-        fv = add3(f.pop("hf"), f.pop("h3ca").rotate_right(18), q2)
+        q2 = hd.get("q2", True)
+        fu = add3(hd.get("feh3", True).rotate_right(43), q2.rotate_right(30), cbh)
+        fv = add3(hd.get("hf", True), hd.get("h3ca", True).rotate_right(18), q2)
         upd["fv"] = fv
     t = issue("q5", pick(lambda: fu ^ fv, lambda: shift_mix(cbh)))
-    p.stage(drop=["q2"], **upd)
+    p.stage(drop=["q2"] if "q2" in p.f else [], **upd)
     _until(p, t)
     if farm:
         t = issue("q6", p.f.pop("fv") ^ shift_mix(p["q5"]))
-    c33r = {"c33": (p["q5"] + p.f.pop("cx"))[:64]} if city else {}
+    c33r = {"c33": (p["q5"] + hd.get("cx", True))[:64]} if city else {}
     p.stage(drop=["q5"], **c33r)
     if farm:
         _until(p, t)
