@@ -631,7 +631,9 @@ class CityFarmCore(wiring.Component):
         on the products are made ahead, and the ones right after a product ride in its adder
         tree or wait in :class:`_Hold` registers, so a round fits in 7 cycles."""
         x, y, z, v0, v1, w0, w1 = st
-        p = Pipe(m, "rd", levels=levels, behavioural=behavioural, valid=fire, v0=v0, w1=w1)
+        # A round must fit in 8 cycles whatever adder_levels: carry-save stages (three terms a
+        # stage) for its products, as the XXH stripe loops.
+        p = Pipe(m, "rd", levels="csa", behavioural=behavioural, valid=fire, v0=v0, w1=w1)
         gap = CityFarmCore.ROUND
         mxz = _MulPool(p, "rdxz", CITY_K1, gap=gap)
         mya = _MulPool(p, "rdya", CITY_K1, extras=2, gap=gap)
@@ -956,18 +958,26 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     f = p.f
     mm("c", f.pop("xc"), f.pop("vc"), extra=[f.pop("ec")])
     mm("d", f.pop("xd"), f.pop("vd"), extra=[f.pop(k) for k in ("ed0", "ed1") if k in f])
-    mm("hf", f.pop("xhf"))
-    # a * k1 + b of 17..32 (and a * k2 + b of farm 33..64): rotr(a + b, 43) reads them
+    # a * k1 + b of 17..32: rotr(a + b, 43) reads them
     start_mul(p, "ab", f["h0"], CITY_K1, extra=[f["h1"]])
     start_mul(p, "z3", f.pop("z3x"), CITY_K0)
-    if farm:
-        start_mul(p, "cab", f["h0"], CITY_K2, extra=[f["h1"]])
     if city:
         start_mul(p, "cf", f["h3"], 9)
         start_mul(p, "c9", f.pop("c9x"), 9)
-    h0l = f.pop("h0")[:32]
-    drop = [] if city else ["h1"]
-    level(p, drop=drop + ([] if farm else ["h3"]), h0l=h0l)
+    if farm:
+        # Farm 33..64's a * k2 + b now and e (hf) next cycle share a multiplier (records of
+        # 33..64 bytes are 5+ cycles apart; no register in front: 4 stages fit).
+        pool = _MulPool(p, "s0", CITY_K2, var_width=7, extras=1, gap=5, register=False)
+        pool.issue("cab", f["h0"], Const(0, 7), extra=[f["h1"]], active=p["valid"] & p["b33"])
+        p.stage(h0l=f.pop("h0")[:32])
+        pool.issue("hf", p.f.pop("xhf"), p["n7"], active=p["valid"] & p["b33"])
+        pool.close()
+        p.drain()
+    else:
+        mm("hf", f.pop("xhf"))
+        p.stage(h0l=f.pop("h0")[:32])
+        p.drain()
+    p.stage(drop=([] if city else ["h1"]) + ([] if farm else ["h3"]))
 
     # Mixing: HashLen16's (u, v) of 0..16, 17..32 and farm 33..64; city 33..64's u, v, x, z.
     f = p.f
@@ -987,8 +997,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         fy = add3(cab.rotate_right(43), c.rotate_right(30), d)
         hu = Mux(le32, hu, fy)
         hv = Mux(le32, hv, add3(cab, f["h1kh"], c))
-        upd.update(fy=fy, feh3=(f["hf"] + f["h3"])[:64], h3ca=(cab + f.pop("h3h1"))[:64])
-        f.pop("h3")
+        upd.update(fy=fy, h3ca=(cab + f.pop("h3h1"))[:64])
     if city:
         cf, c9 = f.pop("cf"), f.pop("c9")
         upd.update(
@@ -1014,6 +1023,8 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     mm("q2", Mux(le3, f.pop("r3x"), g), Mux(le3, 0, n))
     if not city:
         hd.drop("e4")
+    if farm:
+        f["feh3"] = (f["hf"] + f.pop("h3"))[:64]  # rotr(e + f, 43) of farm 33..64
     hd.hold(*[k for k in ("hf", "feh3", "h3ca", "cx", "cz", "cv", "e7", "h1") if k in p.f])
     level(p)
     # HashLen16's second; city: (v + w) * mul, w = bswap(u + v) * mul + h
