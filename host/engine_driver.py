@@ -38,7 +38,9 @@ from offload.engine_map import (
     DEFAULT_SEQ_MAX,
     ENGINE_ID,
     ENGINE_VERSION,
+    NO_RECORD_MAX,
     PARAM_REGISTERS,
+    RECORD_LIMITED,
     REGISTERS,
 )
 from offload.ops import OpCall, by_code
@@ -139,6 +141,7 @@ class EngineInfo:
     ops_mask: int
     seq_max: int
     version: int
+    record_max: int = NO_RECORD_MAX  # the longest VAR record of the RECORD_LIMITED op codes
 
 
 def program_engine(write: Callable[[int, int], None], job: wire.WireJob) -> None:
@@ -159,7 +162,7 @@ def soft_reset(write: Callable[[int, int], None]) -> None:
 
 
 def read_info(read: Callable[[int], int], name: str) -> EngineInfo:
-    """Read and check the engine's ID, VERSION, CAPS, OPS and SEQ_MAX registers."""
+    """Read and check the engine's ID, VERSION, CAPS, OPS, SEQ_MAX and RECORD_MAX registers."""
     ident = read(REGISTERS["ID"])
     if ident != ENGINE_ID:
         raise BackendError(
@@ -176,6 +179,8 @@ def read_info(read: Callable[[int], int], name: str) -> EngineInfo:
         )
     # SEQ_MAX came with wire format 1.1; an older engine encodes the default
     seq_max = read(REGISTERS["SEQ_MAX"]) if version >= 0x00010001 else DEFAULT_SEQ_MAX
+    # RECORD_MAX came with 1.2 (and the only op codes it limits)
+    record_max = read(REGISTERS["RECORD_MAX"]) if version >= 0x00010002 else NO_RECORD_MAX
     names = {hit[0].name for code in range(32) if ops >> code & 1 and (hit := by_code(code))}
     return EngineInfo(
         Capabilities(
@@ -187,6 +192,7 @@ def read_info(read: Callable[[int], int], name: str) -> EngineInfo:
         ops,
         seq_max,
         version,
+        record_max,
     )
 
 
@@ -207,6 +213,9 @@ def supports_on_engine(info: EngineInfo, call: OpCall, batch: Batch) -> str | No
         longest = max(int(np.diff(c.offsets).max()) for c in batch.chunks if c.n)
         if longest >= 1 << 32:
             return f"a record has {longest} bytes, the wire format carries fewer than 2**32"
+        assert call.operator.wire is not None
+        if longest > info.record_max and call.operator.wire.key(call.params) in RECORD_LIMITED:
+            return f"a record has {longest} bytes, the engine's {call.op} takes at most {info.record_max}"
     return None
 
 

@@ -8,17 +8,20 @@ driver's transport: the registers are written over the model's AXI-Lite port and
 are streamed through its AXI-Stream ports by the compiled drive loop (``sim/engine_driver.cpp``),
 with the device faults of ``offload.sim.faults`` applied on the way.
 
-The model is the *behavioural* flavour of the engine by default (``rtl/offload_engine_sim.v``:
-every constant multiply of the hash cores is one ``*`` delayed to the depth of the LUT adder
-tree it stands for), which Verilator runs ~3x faster than the synthesised LUT flavour
-(``rtl/offload_engine.v``) and which is cycle-identical to it at the ports: same results, same
-cycle counts, same registers (``tests/test_hw_flavours.py``). ``flavour="lut"`` runs the
-synthesised design itself, as the cocotb benches and the simulated PYNQ device do.
+The model is the *behavioural* flavour of the ``"full"`` engine build by default
+(``rtl/offload_engine_full_sim.v``: every op code, FarmHash and CityHash included; every
+constant multiply of the hash cores is one ``*`` delayed to the depth of the LUT adder tree it
+stands for), which Verilator runs ~3x faster than a LUT flavour. ``flavour="behavioural"`` is
+the default build (``"pynq-z2"``) in that form, cycle-identical at the ports to the synthesised
+LUT flavour (``rtl/offload_engine.v``): same results, same cycle counts, same registers
+(``tests/test_hw_flavours.py``); ``flavour="lut"`` runs the synthesised design itself, as the
+cocotb benches and the simulated PYNQ device do. The backend runs what the model's ``OPS``
+register lists and sends the rest on (``supports()``).
 
 Options: ``trace="batch.vcd"`` records a VCD of everything the model does (slow);
 ``idle_pct``/``backpressure_pct`` randomise the stream handshakes; ``faults=[Fault(...)]`` injects
 device faults (``offload.sim.faults``); ``chunk_records`` bounds one transfer; ``flavour`` selects
-the engine flavour (``"behavioural"`` or ``"lut"``).
+the engine flavour (``"full"``, ``"behavioural"`` or ``"lut"``, :data:`offload.engine_map.RTL_FLAVOURS`).
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ __all__ = ["SimBackend"]
 
 class SimBackend(Backend):
     """The Verilator model of the engine (``rtl/``), built once per RTL hash and flavour and
-    cached; the behavioural-multiplier flavour unless ``flavour="lut"`` (see the module
-    docstring)."""
+    cached; the ``"full"`` build's behavioural flavour unless ``flavour`` says otherwise (see
+    the module docstring)."""
 
     name = "sim"
 
@@ -55,7 +58,7 @@ class SimBackend(Backend):
         faults: list[Any] | None = None,
         chunk_records: int = 1 << 20,
         stall_cycles: int = 200_000,
-        flavour: str = "behavioural",
+        flavour: str = "full",
     ) -> None:
         self.flavour = check_flavour(flavour)
         self.trace = trace

@@ -72,7 +72,19 @@ from collections.abc import Iterable
 from amaranth.hdl import Cat, Module
 from amaranth.lib import wiring
 
-from offload.engine_map import ENGINE_ID, ENGINE_VERSION, ERR_BITS, REGISTERS, TRAILER_MAGIC
+from offload.engine_map import (
+    BUILDS,
+    DEFAULT_BUILD,
+    DEFAULT_RECORD_MAX,
+    ENGINE_ID,
+    ENGINE_VERSION,
+    ERR_BITS,
+    NO_RECORD_MAX,
+    OP_CODES,
+    RECORD_LIMITED,
+    REGISTERS,
+    TRAILER_MAGIC,
+)
 from offload.ops import REGISTRY
 
 from .collector import Collector, axis_out
@@ -84,7 +96,17 @@ from .parser import Parser
 from .regfile import AXI_LITE, RegisterFile
 from .slicer import InputSlice, Serialiser, axis_in
 
-__all__ = ["OffloadEngine", "REG", "ERR", "ENGINE_ID", "ENGINE_VERSION", "TRAILER_MAGIC", "LANES", "MODULO"]
+__all__ = [
+    "OffloadEngine",
+    "REG",
+    "ERR",
+    "ENGINE_ID",
+    "ENGINE_VERSION",
+    "TRAILER_MAGIC",
+    "LANES",
+    "MODULO",
+    "build_codes",
+]
 
 #: Register byte addresses and error bit positions (the engine map, docs/wire_format.md).
 REG = REGISTERS
@@ -96,23 +118,30 @@ LANES = (1, 2, 4)
 MODULO = ("reciprocal", "restoring")
 
 
-def _operators(names: Iterable[str] | None) -> tuple[str, ...]:
-    """The operators an engine is built for: ``names`` (None: every registry operator the
-    engine has cores for), in registry order; ``ValueError`` for a name that is not registered
-    or runs on the host only."""
-    if names is None:
-        return tuple(n for n, op in REGISTRY.items() if op.wire is not None)
-    if isinstance(names, str):
-        raise TypeError(f"operators must be a collection of operator names, not the str {names!r}")
-    chosen = set(names)
-    for name in sorted(chosen):
-        if name not in REGISTRY:
-            raise ValueError(f"unknown operator {name!r}: expected one of {', '.join(REGISTRY)}")
-        if REGISTRY[name].wire is None:
+def build_codes(operators: str | Iterable[str]) -> tuple[int, ...]:
+    """The op codes of an engine build: ``operators`` names a build of
+    :data:`~offload.engine_map.BUILDS`, or lists operator names (each with all its op codes)
+    and op code names (keys of :data:`~offload.engine_map.OP_CODES`, one variant); exact
+    ``ValueError`` otherwise."""
+    if isinstance(operators, str):
+        if operators not in BUILDS:
+            raise ValueError(
+                f"unknown engine build {operators!r}: expected one of {', '.join(map(repr, BUILDS))}"
+            )
+        return tuple(sorted(OP_CODES[k] for k in BUILDS[operators]))
+    codes: set[int] = set()
+    for name in operators:
+        if name in OP_CODES:
+            codes.add(OP_CODES[name])
+        elif name in REGISTRY and REGISTRY[name].wire is not None:
+            codes.update(REGISTRY[name].op_codes())
+        elif name in REGISTRY:
             raise ValueError(f"operator {name!r} runs on the host only: the engine has no core for it")
-    if not chosen:
+        else:
+            raise ValueError(f"unknown operator or op code {name!r}: expected one of {', '.join(OP_CODES)}")
+    if not codes:
         raise ValueError("operators must name at least one operator")
-    return tuple(n for n in REGISTRY if n in chosen)
+    return tuple(sorted(codes))
 
 
 class OffloadEngine(wiring.Component):
@@ -120,7 +149,8 @@ class OffloadEngine(wiring.Component):
 
     * ``table_depth``: bucketize boundary table entries, a power of two in [1, 4096];
     * ``fifo_depth``: output FIFO words, a power of two in [256, 65536], and large enough for
-      :attr:`SLACK` (the smallest allowed depth is named in the error message);
+      :attr:`SLACK` (the smallest allowed depth is named in the error message); default 2048,
+      or the smallest power of two above it that ``seq_max`` fits (a build with long paths);
     * ``seq_max``: largest ``delta_varint_encode`` sequence (values) accepted; a longer one is
       ``BAD_HEADER``. Its whole encoding, plus a partly filled output beat, must fit in the FIFO
       below the credit limit:
@@ -139,7 +169,16 @@ class OffloadEngine(wiring.Component):
       is synthesised) or ``"behavioural"`` (one ``*`` each, delayed to the same depth: the same
       cycles at every port and the same register map, for fast simulation only;
       ``rtl/offload_engine_sim.v``, see :mod:`offload.hw.export`);
-    * ``lanes``: 64-bit words per AXI-Stream beat, 1, 2 or 4 (see the module docstring).
+    * ``lanes``: 64-bit words per AXI-Stream beat, 1, 2 or 4 (see the module docstring);
+    * ``operators``: the engine's operator set, a build parameter (:func:`build_codes`): the
+      name of a build of :data:`~offload.engine_map.BUILDS` (default ``"pynq-z2"``: every op
+      code but FarmHash's and CityHash's; ``"full"``: every op code), or operator names and op
+      code names. Only the cores the chosen op codes go through are built; the ``OPS``
+      register lists the op codes, and a host sends the others elsewhere;
+    * ``record_max``: the longest ``VAR`` record (bytes, 65..65536) of the FarmHash/CityHash
+      op codes (:data:`~offload.engine_map.RECORD_LIMITED`), read back in ``RECORD_MAX``; a
+      longer record's header is ``BAD_HEADER``. (``RECORD_MAX`` is ``0xFFFFFFFF`` in a build
+      without them.)
 
     Attributes: :attr:`latency`, the longest core path (cycles from a record's last word to its
     result at the FIFO); :attr:`SLACK` = ``lanes * (latency + SLACK_MARGIN)``, the FIFO words
@@ -157,18 +196,20 @@ class OffloadEngine(wiring.Component):
         self,
         *,
         table_depth: int = 256,
-        fifo_depth: int = 2048,
+        fifo_depth: int | None = None,
         seq_max: int = 1024,
         mod_bits_per_stage: int = 1,
         lanes: int = 1,
         adder_levels: int | str = "csa",
         multipliers: str = "lut",
         modulo: str = "restoring",
-        operators: Iterable[str] | None = None,
+        operators: str | Iterable[str] | None = None,
+        record_max: int = DEFAULT_RECORD_MAX,
     ):
         self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         self.table_depth = check_pow2("table_depth", table_depth, 1, 4096)
-        self.fifo_depth = check_pow2("fifo_depth", fifo_depth, 256, 65536)
+        if fifo_depth is not None:
+            check_pow2("fifo_depth", fifo_depth, 256, 65536)
         self.mod_bits_per_stage = check_choice("mod_bits_per_stage", mod_bits_per_stage, (1, 2))
         self.modulo = check_choice("modulo", modulo, MODULO)
         if modulo != "restoring" and mod_bits_per_stage != 1:
@@ -178,15 +219,25 @@ class OffloadEngine(wiring.Component):
         self.adder_levels = check_choice("adder_levels", adder_levels, ADDER_LEVELS)
         self.multipliers = check_choice("multipliers", multipliers, MULTIPLIERS)
         self.lanes = check_choice("lanes", lanes, LANES)
-        #: The registry's operators this engine is built for (read now: an operator
-        #: registered later is in the next engine built), as the engine decodes them.
-        self.operators = _operators(operators)
-        self.decode = OpDecode({name: REGISTRY[name] for name in self.operators})
+        if not isinstance(record_max, int) or isinstance(record_max, bool) or not 64 < record_max <= 1 << 16:
+            raise ValueError(f"record_max must be an int between 65 and 65536, not {record_max!r}")
+        self.record_max = record_max
+        #: The registry's op codes this engine is built for, as it decodes them (the registry
+        #: is read now: an operator registered later is in the next engine built).
+        self.decode = OpDecode(codes=build_codes(DEFAULT_BUILD if operators is None else operators))
+        #: The operators it runs (some of their op codes at least), in registry order.
+        self.operators = tuple(n for n, op in REGISTRY.items() if set(op.op_codes()) & set(self.decode.codes))
+        #: ``RECORD_MAX``: the longest VAR record of the op codes with a record limit.
+        self.record_limit = NO_RECORD_MAX if not self.decode.built("cityfarm") else record_max
+        limited = {OP_CODES[k] for k in RECORD_LIMITED} & set(self.decode.codes)
+        if limited != set(self.decode.users("cityfarm")):  # the map and the cores must agree
+            raise AssertionError(f"RECORD_LIMITED {sorted(limited)} != users of cityfarm")
         # In-flight results: the longest path from the input to the FIFO, from the cores that
         # are built (their pipelines change depth with Fmax work; the credit follows), plus
         # the engine's registers at the cores' boundaries (see elaborate): one in front of
         # every core (so one between a core and the next on a path) and one before the FIFO.
-        lat = core_latencies(adder_levels, modulo, mod_bits_per_stage, table_depth)
+        used = {c for path in self.decode.paths() for c in path} - {"varint"}
+        lat = core_latencies(used, adder_levels, modulo, mod_bits_per_stage, table_depth, record_max)
         lat["varint"] = 0  # the encoder's words are in SLACK_MARGIN
         mod = mod_core(modulo, mod_bits_per_stage, "lut")
         mod._MustUse__silence = True
@@ -210,6 +261,11 @@ class OffloadEngine(wiring.Component):
         lo = 256
         while limit_of(lo) < 1:
             lo *= 2
+        if fifo_depth is None:  # 2048, or as deep as the longest path and seq_max need
+            fifo_depth = max(2048, lo)
+            while fifo_depth < 65536 and isinstance(seq_max, int) and limit_of(fifo_depth) < seq_max:
+                fifo_depth *= 2
+        self.fifo_depth = fifo_depth
         if fifo_depth < lo:
             raise ValueError(f"fifo_depth must be a power of two between {lo} and 65536, not {fifo_depth!r}")
         limit = limit_of(fifo_depth)
@@ -227,9 +283,13 @@ class OffloadEngine(wiring.Component):
         """The blocks (see the module docstring), each a submodule, and their connections."""
         m = Module()
         m.submodules.regfile = regs = RegisterFile(
-            table_depth=self.table_depth, caps=self.caps, ops_mask=self.ops_mask, seq_max=self.seq_max
+            table_depth=self.table_depth,
+            caps=self.caps,
+            ops_mask=self.ops_mask,
+            seq_max=self.seq_max,
+            record_max=self.record_limit,
         )
-        m.submodules.slice = sl = InputSlice(self.lanes, self.seq_max)
+        m.submodules.slice = sl = InputSlice(self.lanes, self.seq_max, self.record_limit)
         m.submodules.serialiser = ser = Serialiser(self.lanes, len(sl.beat))
         m.submodules.control = ctl = Control(self.lanes, self.table_depth, self.decode)
         m.submodules.lanebank = lanes = LaneBank(self, self.decode)
@@ -303,6 +363,7 @@ class OffloadEngine(wiring.Component):
             parser.state.eq(ctl.state),
             parser.fmt.eq(ctl.fmt),
             parser.is_delta.eq(op_in(ctl.op, self.decode.users("varint"))),
+            parser.is_limited.eq(op_in(ctl.op, self.decode.users("cityfarm"))),
             parser.rem_gt.eq(ctl.rem_gt),
             parser.rec_clear.eq(ctl.rec_clear),
             parser.valid.eq(sl.valid),

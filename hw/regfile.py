@@ -67,8 +67,8 @@ class RegisterFile(wiring.Component):
     strobes from flip-flops: ``CTRL.START`` without ``SOFT_RESET``, ``CTRL.SOFT_RESET``, a
     ``TABLE_DATA_HI`` write while ``TABLE_ADDR < table_depth``); In ``status`` (3, busy, done,
     error), ``err`` (the ``ERR`` flags), ``done_count`` (32) and ``cycles`` (64), read back as
-    they are with the constant ``ID``, ``VERSION``, ``CAPS``, ``OPS`` and ``SEQ_MAX`` given to
-    the constructor.
+    they are with the constant ``ID``, ``VERSION``, ``CAPS``, ``OPS``, ``SEQ_MAX`` and
+    ``RECORD_MAX`` given to the constructor.
 
     Latency: a write handshake in cycle t (``awvalid & wvalid``, taken at once) raises its strobe
     in t+1, stores the register in t+1 (readable from t+2) and answers with ``bvalid`` from
@@ -79,7 +79,7 @@ class RegisterFile(wiring.Component):
     are not reset (read only after a write).
     """
 
-    def __init__(self, *, table_depth: int, caps: int, ops_mask: int, seq_max: int):
+    def __init__(self, *, table_depth: int, caps: int, ops_mask: int, seq_max: int, record_max: int):
         self.table_depth = table_depth
         self.constants = {
             "ID": ENGINE_ID,
@@ -87,6 +87,7 @@ class RegisterFile(wiring.Component):
             "CAPS": caps,
             "OPS": ops_mask,
             "SEQ_MAX": seq_max,
+            "RECORD_MAX": record_max,
         }
         super().__init__(
             {
@@ -187,6 +188,7 @@ class RegisterFile(wiring.Component):
             "CYCLES_HI": self.cycles[32:],
             "OPS": Const(c["OPS"], 32),
             "SEQ_MAX": Const(c["SEQ_MAX"], 32),
+            "RECORD_MAX": Const(c["RECORD_MAX"], 32),
             **{n: s for n, s in self.params.items() if n != "TABLE_DATA_LO"},
         }
         with m.If(self.s_axi_arvalid & ~rvalid):

@@ -12,7 +12,7 @@ __all__ = ["InputSlice", "Serialiser", "axis_in", "beat_fields", "XW"]
 
 #: Bits per word in the slice: the 64-bit word and its five header checks (see
 #: :meth:`InputSlice.checks`).
-XW = 64 + 5
+XW = 64 + 6
 
 
 def axis_in(lanes: int) -> dict:
@@ -53,9 +53,10 @@ class InputSlice(wiring.Component):
     the batch; the entries' data is not reset.
     """
 
-    def __init__(self, lanes: int, seq_max: int):
+    def __init__(self, lanes: int, seq_max: int, record_max: int = 0xFFFFFFFF):
         N = self.lanes = lanes
         self.seq_max = seq_max
+        self.record_max = record_max
         nw_bits = Shape.cast(range(N + 1)).width
         super().__init__(
             {
@@ -80,6 +81,7 @@ class InputSlice(wiring.Component):
             ln > self.seq_max,  # bad SEQ header (too long)
             ln == 1,  # SEQ: one word
             (ln != 0) & (ln <= 8),  # VAR: one word
+            ln > self.record_max,  # bad VAR header of an operator with a record limit (too long)
         )
 
     def _beat(self) -> Value:

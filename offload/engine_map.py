@@ -17,6 +17,11 @@ __all__ = [
     "ENGINE_VERSION",
     "TRAILER_MAGIC",
     "DEFAULT_SEQ_MAX",
+    "NO_RECORD_MAX",
+    "DEFAULT_RECORD_MAX",
+    "BUILDS",
+    "RECORD_LIMITED",
+    "DEFAULT_BUILD",
     "REGISTERS",
     "PARAM_REGISTERS",
     "RW_REGISTERS",
@@ -34,18 +39,24 @@ __all__ = [
     "err_names",
     "ops_mask",
     "RTL_FLAVOURS",
+    "FLAVOUR_PARAMS",
     "check_flavour",
 ]
 
 #: The ``ID`` register's value.
 ENGINE_ID = 0x0FF10AD0
 #: The ``VERSION`` register: wire format major.minor as ``major << 16 | minor`` (1.1: 1.0 plus
-#: the ``SEQ_MAX`` register). A host accepts an engine of the same major version.
-ENGINE_VERSION = 0x00010001
+#: the ``SEQ_MAX`` register; 1.2: the ``RECORD_MAX`` register and op codes 10-31). A host
+#: accepts an engine of the same major version.
+ENGINE_VERSION = 0x00010002
 #: The top 16 bits of every trailer word.
 TRAILER_MAGIC = 0x0FF1
 #: ``SEQ_MAX`` of an engine older than wire format 1.1 (which has no such register).
 DEFAULT_SEQ_MAX = 1024
+#: ``RECORD_MAX`` when no built operator limits its records (and of an engine older than 1.2).
+NO_RECORD_MAX = 0xFFFFFFFF
+#: ``RECORD_MAX`` of an engine built with the FarmHash/CityHash op codes, unless told otherwise.
+DEFAULT_RECORD_MAX = 1024
 
 #: AXI-Lite register byte addresses.
 REGISTERS: dict[str, int] = {
@@ -73,6 +84,7 @@ REGISTERS: dict[str, int] = {
     "CYCLES_HI": 0x54,
     "OPS": 0x58,
     "SEQ_MAX": 0x5C,
+    "RECORD_MAX": 0x60,
 }
 #: The batch parameters a host writes before ``START``, in the order it writes them.
 PARAM_REGISTERS = (
@@ -115,9 +127,40 @@ OP_CODES: dict[str, int] = {
     "hash_bucket/mod/murmur3_32": 13,
     "fid/1/murmur3_32": 14,
     "fid/2/murmur3_32": 15,
+    "farmhash64": 16,
+    "cityhash64": 17,
+    "cityhash64/seeded": 18,
+    "hash_bucket/mod/farmhash64": 19,
+    "hash_bucket/fastrange/farmhash64": 20,
+    "hash_bucket/mod/cityhash64": 21,
+    "hash_bucket/mod/cityhash64/seeded": 22,
+    "hash_bucket/fastrange/cityhash64": 23,
+    "hash_bucket/fastrange/cityhash64/seeded": 24,
+    "fid/1/farmhash64": 25,
+    "fid/2/farmhash64": 26,
+    "fid/1/cityhash64": 27,
+    "fid/1/cityhash64/seeded": 28,
+    "fid/2/cityhash64": 29,
+    "fid/2/cityhash64/seeded": 30,
 }
 # The OPS register is a 32-bit mask of the op codes built: codes stay below 32.
 assert max(OP_CODES.values()) < 32
+
+#: The op codes whose ``VAR`` records must be at most ``RECORD_MAX`` bytes (the FarmHash/
+#: CityHash record core holds a whole record: docs/wire_format.md); a longer record's header is
+#: ``BAD_HEADER``.
+RECORD_LIMITED: frozenset[str] = frozenset(k for k in OP_CODES if "farmhash64" in k or "cityhash64" in k)
+
+#: Engine builds: name -> the op codes built (keys of :data:`OP_CODES`). ``"pynq-z2"``, the
+#: default engine (``rtl/offload_engine.v``), fits the xc7z020 of a PYNQ-Z2: every op code but
+#: those of the FarmHash/CityHash record core, whose area (docs/verification.md) needs a larger
+#: part; ``"full"``: every op code.
+BUILDS: dict[str, tuple[str, ...]] = {
+    "pynq-z2": tuple(k for k in OP_CODES if k not in RECORD_LIMITED),
+    "full": tuple(OP_CODES),
+}
+#: The build an engine is unless told otherwise.
+DEFAULT_BUILD = "pynq-z2"
 #: ``FORMAT`` codes: how the input stream frames records.
 FORMATS: dict[str, int] = {"FIXED8": 0, "FIXED4": 1, "VAR": 2, "SEQ": 3}
 #: ``DTYPE`` codes: bucketize's key type, by numpy dtype name.
@@ -135,12 +178,21 @@ ERR_BITS: dict[str, int] = {
 ERR_FLAGS: dict[str, int] = {name: 1 << bit for name, bit in ERR_BITS.items()}
 
 
-#: The exported engine's flavours: the engine's ``multipliers`` value -> (file in ``rtl/``, Verilog
-#: module). ``"lut"`` is what is synthesised; ``"behavioural"`` has the same ports, registers and
-#: cycles with one ``*`` per multiplier, for fast simulation.
+#: The exported engine's flavours: name -> (file in ``rtl/``, Verilog module). ``"lut"`` is what
+#: is synthesised (the default build); ``"behavioural"`` has the same ports, registers and
+#: cycles with one ``*`` per multiplier, for fast simulation; ``"full"`` is the behavioural
+#: flavour of the ``"full"`` build (every op code), the ``sim`` backend's model.
 RTL_FLAVOURS: dict[str, tuple[str, str]] = {
     "lut": ("offload_engine.v", "offload_engine"),
     "behavioural": ("offload_engine_sim.v", "offload_engine_sim"),
+    "full": ("offload_engine_full_sim.v", "offload_engine_full_sim"),
+}
+#: Each flavour's engine parameters (``offload.hw.engine.OffloadEngine``'s ``multipliers`` and
+#: ``operators``).
+FLAVOUR_PARAMS: dict[str, dict[str, str]] = {
+    "lut": {"multipliers": "lut", "operators": DEFAULT_BUILD},
+    "behavioural": {"multipliers": "behavioural", "operators": DEFAULT_BUILD},
+    "full": {"multipliers": "behavioural", "operators": "full"},
 }
 
 

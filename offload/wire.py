@@ -30,8 +30,10 @@ from offload.engine_map import (
     ENGINE_VERSION,
     ERR_FLAGS,
     FORMATS,
+    NO_RECORD_MAX,
     OP_CODES,
     PARAM_REGISTERS,
+    RECORD_LIMITED,
     REGISTERS,
     STATUS_BUSY,
     STATUS_DONE,
@@ -498,8 +500,11 @@ def reference_engine(
     *,
     table_depth: int = 256,
     seq_max: int = DEFAULT_SEQ_MAX,
+    record_max: int = NO_RECORD_MAX,
 ) -> tuple[np.ndarray, int]:
     """What the engine does with one batch, flags included: ``(output words, ERR register)``.
+    ``record_max``: the engine's ``RECORD_MAX`` (the longest ``VAR`` record of the op codes in
+    :data:`~offload.engine_map.RECORD_LIMITED`).
 
     ``words`` is the whole input transfer; its last word carries ``tlast``. Written on the golden
     models, record by record: slow, for tests and benches.
@@ -513,6 +518,9 @@ def reference_engine(
         err = ERR_FLAGS["BAD_PARAM"] | (ERR_FLAGS["EXTRA_DATA"] if words.shape[0] else 0)
         return np.array([trailer(0, ERR_FLAGS["BAD_PARAM"])], np.uint64), err
     count, fmt = regs.get("COUNT", 0), regs["FORMAT"]
+    assert call.operator.wire is not None
+    if call.operator.wire.key(call.params) not in RECORD_LIMITED:
+        record_max = NO_RECORD_MAX
     out: list[int] = []
     pos, done, err = 0, 0, 0
     n = words.shape[0]
@@ -536,7 +544,11 @@ def reference_engine(
         else:
             h = int(words[pos])
             pos += 1
-            if h >> 32 or (fmt == FORMATS["SEQ"] and h > seq_max):
+            if (
+                h >> 32
+                or (fmt == FORMATS["SEQ"] and h > seq_max)
+                or (fmt == FORMATS["VAR"] and h > record_max)
+            ):
                 err |= ERR_FLAGS["BAD_HEADER"]
                 break
             nw = (h + 7) // 8 if fmt == FORMATS["VAR"] else h

@@ -148,6 +148,7 @@ def registers():
                 "CYCLES_HI",
                 "OPS",
                 "SEQ_MAX",
+                "RECORD_MAX",
             )
             else "read-write"
         )

@@ -34,15 +34,26 @@ _OK, _TIMEOUT, _OVERFLOW, _STALL = 0, 1, 2, 3
 class ReferenceEngineModel:
     """The engine's register file and stream behaviour on the golden models.
 
-    ``table_depth``, ``ops`` (bit k = OP k built in), ``lanes`` and ``bus_bytes`` shape what
-    ``CAPS``/``OPS`` report, so capability handling can be tested against other builds.
+    ``table_depth``, ``ops`` (bit k = OP k built in), ``lanes``, ``bus_bytes`` and
+    ``record_max`` shape what ``CAPS``/``OPS``/``RECORD_MAX`` report, so capability handling can
+    be tested against other builds.
     """
 
     def __init__(
-        self, *, table_depth: int = TABLE_DEPTH, ops: int = DEFAULT_OPS, lanes: int = 1, bus_bytes: int = 8
+        self,
+        *,
+        table_depth: int = TABLE_DEPTH,
+        ops: int = DEFAULT_OPS,
+        lanes: int = 1,
+        bus_bytes: int = 8,
+        record_max: int | None = None,
     ) -> None:
         self.table_depth = table_depth
         self.ops = ops
+        limited = any(ops >> em.OP_CODES[k] & 1 for k in em.RECORD_LIMITED)
+        #: ``RECORD_MAX`` (default: the engine's, if an op code with a record limit is built)
+        default = em.DEFAULT_RECORD_MAX if limited else em.NO_RECORD_MAX
+        self.record_max = default if record_max is None else record_max
         self.caps = (table_depth & 0xFFFF) | (lanes & 0xFF) << 16 | (bus_bytes & 0xFF) << 24
         self.lock = threading.RLock()
         self.closed = False
@@ -108,6 +119,7 @@ class ReferenceEngineModel:
                 "CYCLES_HI": self.cycles >> 32 & 0xFFFFFFFF,
                 "OPS": self.ops,
                 "SEQ_MAX": em.DEFAULT_SEQ_MAX,
+                "RECORD_MAX": self.record_max,
             }.get(name, 0)
 
     def stream(
@@ -142,11 +154,17 @@ class ReferenceEngineModel:
                 # flagged MISSING_TLAST (it is what the engine reports for "record COUNT had no
                 # TLAST"); one word of padding stands for "no TLAST yet" in the golden statement.
                 out, err = wire.reference_engine(
-                    regs, self.table, np.append(words, np.uint64(0)), table_depth=self.table_depth
+                    regs,
+                    self.table,
+                    np.append(words, np.uint64(0)),
+                    table_depth=self.table_depth,
+                    record_max=self.record_max,
                 )
                 err &= ~em.ERR_FLAGS["EXTRA_DATA"]
             else:
-                out, err = wire.reference_engine(regs, self.table, words, table_depth=self.table_depth)
+                out, err = wire.reference_engine(
+                    regs, self.table, words, table_depth=self.table_depth, record_max=self.record_max
+                )
             cycles = n + int(out.shape[0]) + 8
             self.cycles, self.time = cycles, self.time + cycles
             self.busy, self.done = False, True

@@ -8,12 +8,13 @@ before it + the records chunk k's own trailer vouches for, and ``partial`` = the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
 
-from offload import wire
+from offload import engine_map, wire
 from offload.backend import BackendError
 from offload.batch import as_numbers, as_records, as_sequences
 from offload.engine_map import (
@@ -21,6 +22,8 @@ from offload.engine_map import (
     CTRL_START,
     DEFAULT_SEQ_MAX,
     ENGINE_ID,
+    ENGINE_VERSION,
+    NO_RECORD_MAX,
     PARAM_REGISTERS,
     REGISTERS,
 )
@@ -31,6 +34,7 @@ from offload.host.engine_driver import (
     EngineDriver,
     program_engine,
     read_info,
+    supports_on_engine,
 )
 from offload.ops import make_call
 from offload.sim.refmodel import ReferenceEngineModel
@@ -279,15 +283,35 @@ class Regs(ReferenceEngineModel):
 
 
 def test_info_reads_the_engine_registers():
-    info = read_info(Regs(SEQ_MAX=77).read, "fake")
-    assert (info.caps.ops, info.caps.max_boundaries, info.ops_mask, info.seq_max, info.version) == (
-        frozenset({"xxh32", "xxh64"}),
-        16,
-        0b110,
-        77,
-        0x00010001,
+    info = read_info(Regs(SEQ_MAX=77, RECORD_MAX=500).read, "fake")
+    got = (
+        info.caps.ops,
+        info.caps.max_boundaries,
+        info.ops_mask,
+        info.seq_max,
+        info.version,
+        info.record_max,
     )
-    assert read_info(Regs(VERSION=0x00010000, SEQ_MAX=77).read, "fake").seq_max == DEFAULT_SEQ_MAX
+    assert got == (frozenset({"xxh32", "xxh64"}), 16, 0b110, 77, ENGINE_VERSION, 500)
+    # SEQ_MAX came with wire format 1.1, RECORD_MAX with 1.2: older engines read as their defaults
+    old = read_info(Regs(VERSION=0x00010000, SEQ_MAX=77, RECORD_MAX=500).read, "fake")
+    assert (old.seq_max, old.record_max) == (DEFAULT_SEQ_MAX, NO_RECORD_MAX)
+    v11 = read_info(Regs(VERSION=0x00010001, SEQ_MAX=77, RECORD_MAX=500).read, "fake")
+    assert (v11.seq_max, v11.record_max) == (77, NO_RECORD_MAX)
+
+
+def test_a_record_longer_than_record_max_is_refused_for_the_limited_op_codes_only():
+    info = read_info(Regs(RECORD_MAX=100).read, "fake")
+    info = dataclasses.replace(info, ops_mask=engine_map.ops_mask())
+    recs = as_records([b"x" * 100, b"y" * 101])
+    assert supports_on_engine(info, make_call("farmhash64"), recs) == (
+        "a record has 101 bytes, the engine's farmhash64 takes at most 100"
+    )
+    assert supports_on_engine(info, make_call("hash_bucket", num_buckets=9, hash="cityhash64"), recs) == (
+        "a record has 101 bytes, the engine's hash_bucket takes at most 100"
+    )
+    assert supports_on_engine(info, make_call("xxh64"), recs) is None  # no limit on XXH64
+    assert supports_on_engine(info, make_call("farmhash64"), as_records([b"x" * 100])) is None
 
 
 @pytest.mark.parametrize(
@@ -296,8 +320,8 @@ def test_info_reads_the_engine_registers():
         ({"ID": 0x1234}, rf"^fake: engine ID register reads 0x00001234, expected 0x{ENGINE_ID:08x}$"),
         (
             {"VERSION": 0x00020000},
-            r"^fake: engine wire format 2\.0 is not compatible with the host's "
-            r"1\.1$",
+            rf"^fake: engine wire format 2\.0 is not compatible with the host's "
+            rf"1\.{ENGINE_VERSION & 0xFFFF}$",
         ),
     ],
 )

@@ -16,6 +16,8 @@ import pytest
 
 import offload
 from offload import batch as B
+from offload import engine_map, wire
+from offload.host.sim_backend import SimBackend
 from offload.host.smartnic.backend import SmartNicBackend
 from offload.host.smartnic.testing import InProcessService
 from offload.ops import make_call
@@ -82,33 +84,35 @@ def test_the_smartnic_service_equals_golden(service, op, params, values):
 # Capability routing: the engine (sim, fpga) has no cores for these hashes
 # ---------------------------------------------------------------------------------------------
 
+#: Calls the default (PYNQ-Z2) build has no op code for: FarmHash and CityHash need the full build.
 ENGINE_LESS = [
-    ("farmhash64", {}, "sim does not implement farmhash64"),
-    ("cityhash64", {"seed": 1}, "sim does not implement cityhash64"),
-    (
-        "hash_bucket",
-        {"num_buckets": 10, "hash": "farmhash64"},
-        "hash_bucket with hash='farmhash64' has no engine op code (it runs on the host)",
-    ),
-    (
-        "fid",
-        {"slot": 1, "hash": "cityhash64", "seed": 5},
-        "fid with hash='cityhash64' has no engine op code (it runs on the host)",
-    ),
+    ("farmhash64", {}),
+    ("cityhash64", {"seed": 1}),
+    ("hash_bucket", {"num_buckets": 10, "hash": "farmhash64"}),
+    ("fid", {"slot": 1, "hash": "cityhash64", "seed": 5}),
 ]
+
+
+def _built_without(op: str, params: dict, where: str = "sim") -> str:
+    """The reason a PYNQ-Z2 build gives: it lacks the operator (no op code of it is built) or
+    the call's op code."""
+    if op in ("farmhash64", "cityhash64"):
+        return f"{where} does not implement {op}"
+    call = make_call(op, **params)
+    return f"the engine is built without op {wire.op_code(call)} ({call.describe()})"
 
 
 @pytest.fixture(scope="module")
 def sim_runtime():
-    rt = Runtime(backends=["sim", "cpu"], verify="off")
+    """The sim backend on the default build's model (``rtl/offload_engine_sim.v``)."""
+    rt = Runtime(backends=[SimBackend(flavour="behavioural"), "cpu"], verify="off")
     require(rt, "sim")
     return rt
 
 
-@pytest.mark.parametrize(
-    "op,params,why", ENGINE_LESS, ids=[f"{o}-{i}" for i, (o, _, _) in enumerate(ENGINE_LESS)]
-)
-def test_auto_routes_past_the_engine_and_says_why(sim_runtime, op, params, why):
+@pytest.mark.parametrize("op,params", ENGINE_LESS, ids=[f"{o}-{i}" for i, (o, _) in enumerate(ENGINE_LESS)])
+def test_auto_routes_past_the_engine_and_says_why(sim_runtime, op, params):
+    why = _built_without(op, params)
     res = sim_runtime.call(op, STRINGS, **params)
     assert res.tolist() == expected(op, params, STRINGS)
     st = sim_runtime.stats()
@@ -118,10 +122,9 @@ def test_auto_routes_past_the_engine_and_says_why(sim_runtime, op, params, why):
     assert fb["message"] == f"backend 'sim' cannot run {op}: {why}"
 
 
-@pytest.mark.parametrize(
-    "op,params,why", ENGINE_LESS, ids=[f"{o}-{i}" for i, (o, _, _) in enumerate(ENGINE_LESS)]
-)
-def test_naming_the_engine_is_an_exact_error(sim_runtime, op, params, why):
+@pytest.mark.parametrize("op,params", ENGINE_LESS, ids=[f"{o}-{i}" for i, (o, _) in enumerate(ENGINE_LESS)])
+def test_naming_the_engine_is_an_exact_error(sim_runtime, op, params):
+    why = _built_without(op, params)
     with pytest.raises(
         offload.BackendUnavailable, match="^" + re.escape(f"backend 'sim' cannot run {op}: {why}") + "$"
     ):
@@ -241,6 +244,7 @@ def test_the_public_api_equals_the_real_library(service, where, op, params, case
 
 
 def _engine_runtime(where: str) -> Runtime:
+    """``sim``: the full build's model; ``fpga``: the simulated PYNQ-Z2 (the default build)."""
     rt = Runtime(
         backends=[where], fallback=False, verify="off", **({"fpga": "sim"} if where == "fpga" else {})
     )
@@ -248,48 +252,86 @@ def _engine_runtime(where: str) -> Runtime:
     return rt
 
 
-def _on_the_engine(rt: Runtime, where: str, op: str, params: dict, values) -> bool:
-    """The built engine has the call's op code (else the test is about routing, above)."""
-    backend = rt.backend(where)
-    batch = B.as_numbers(values) if op == "sigrid_hash" else B.as_records(values)
+def _batch(op: str, values):
+    return B.as_numbers(values) if op == "sigrid_hash" else B.as_records(values)
+
+
+def _why_not(rt: Runtime, where: str, op: str, params: dict, values) -> str | None:
+    """Why the backend's engine cannot run the call (None: it can)."""
+    batch = _batch(op, values)
     extra = {"dtype": batch.values.dtype} if op == "sigrid_hash" else {}
-    return backend.supports(make_call(op, **extra, **params), batch) is None
-
-
-ENGINE_CALLS = [c for c in CALLS if c[0] in ("murmur3_32", "sigrid_hash") or c[1].get("hash") == "murmur3_32"]
+    return rt.backend(where).supports(make_call(op, **extra, **params), batch)
 
 
 @pytest.mark.parametrize("where", ["sim", "fpga"])
-@pytest.mark.parametrize(
-    "op,params,values", ENGINE_CALLS, ids=[f"{c[0]}-{i}" for i, c in enumerate(ENGINE_CALLS)]
-)
+@pytest.mark.parametrize("op,params,values", CALLS, ids=IDS_OF)
 def test_the_engine_equals_golden(where, op, params, values):
-    """The engine's Murmur3 and SigridHash cores (the sim backend's Verilator model, the fpga
-    backend on the simulated PYNQ-Z2) give the golden model's values."""
+    """The engine's Murmur3, SigridHash and FarmHash/CityHash cores (the sim backend's full
+    build, the fpga backend on the simulated PYNQ-Z2) give the golden model's values; the
+    PYNQ-Z2 build lacks exactly the FarmHash/CityHash op codes."""
     rt = _engine_runtime(where)
-    assert _on_the_engine(rt, where, op, params, values)
+    why = _why_not(rt, where, op, params, values)
+    if why is not None:
+        assert where == "fpga" and {op, params.get("hash")} & {"farmhash64", "cityhash64"}
+        assert why == _built_without(op, params, where)
+        return
     assert rt.call(op, values, **params).tolist() == expected(op, params, values)
     ran_only_on(rt, where)
 
 
-@pytest.mark.parametrize("where", ["sim", "fpga"])
-def test_the_engine_equals_the_real_library(where):
-    """Every murmur3 reference vector (mmh3 and Spark's hash, both tails, every length) through
-    the engine."""
+def _fits(data) -> bool:
+    return len(data) <= engine_map.DEFAULT_RECORD_MAX
+
+
+@pytest.mark.parametrize("name", ["murmur3", "farmhash", "cityhash", "sigrid"])
+def test_the_sim_engine_equals_the_real_library(name):
+    """Every reference vector (mmh3 and Spark's hash, pyfarmhash/tf.fingerprint, CityHash 1.1,
+    TorchArrow's sigrid_hash) through the engine's full build; FarmHash/CityHash records up to
+    its RECORD_MAX (longer ones: the next test)."""
     from tests.reference.load import load
 
-    rt = _engine_runtime(where)
-    for group in load("murmur3"):
-        inputs = [data for data, _ in group.cases]
-        assert rt.murmur3_32(inputs, **group.params).tolist() == [want for _, want in group.cases], group.name
-    ran_only_on(rt, where)
+    rt = _engine_runtime("sim")
+    op = {**REFERENCE, "sigrid": "sigrid_hash"}[name]
+    for group in load(name):
+        cases = [(d, w) for d, w in group.cases if name not in ("farmhash", "cityhash") or _fits(d)]
+        inputs = np.array([d for d, _ in cases], np.int64) if name == "sigrid" else [d for d, _ in cases]
+        assert rt.call(op, inputs, **group.params).tolist() == [w for _, w in cases], group.name
+        ran_only_on(rt, "sim")
 
 
-def test_a_corrupted_reference_value_fails():
+def test_the_fpga_engine_equals_the_real_library():
+    """The simulated PYNQ-Z2 (LUT flavour) on the murmur3 and sigrid reference vectors."""
     from tests.reference.load import load
 
-    group = load("cityhash")[0]
-    inputs = [data for data, _ in group.cases]
-    wrong = [want for _, want in group.cases]
-    wrong[17] ^= 1
-    assert offload.cityhash64(inputs, backend="cpu", **group.params).tolist() != wrong
+    rt = _engine_runtime("fpga")
+    for name, op in (("murmur3", "murmur3_32"), ("sigrid", "sigrid_hash")):
+        for group in load(name)[:4]:
+            inputs = (
+                np.array([d for d, _ in group.cases], np.int64)
+                if name == "sigrid"
+                else [d for d, _ in group.cases]
+            )
+            assert rt.call(op, inputs, **group.params).tolist() == [w for _, w in group.cases], group.name
+            ran_only_on(rt, "fpga")
+
+
+def test_a_record_longer_than_record_max_goes_to_the_next_backend():
+    """The engine's FarmHash/CityHash take records up to RECORD_MAX bytes: a batch with a
+    longer one runs on the next backend, with the reason in stats(); named, the engine refuses."""
+    rt = Runtime(backends=["sim", "cpu"], verify="off")
+    require(rt, "sim")
+    longest = engine_map.DEFAULT_RECORD_MAX
+    recs = [b"a" * longest, b"b" * (longest + 1)]
+    assert rt.farmhash64(recs).tolist() == golden(make_call("farmhash64"), B.as_records(recs))
+    (fb,) = rt.stats()["fallbacks"][-1:]
+    assert (fb["from"], fb["to"], fb["cause"]) == ("sim", "cpu", "unsupported")
+    why = f"a record has {longest + 1} bytes, the engine's farmhash64 takes at most {longest}"
+    assert fb["message"] == f"backend 'sim' cannot run farmhash64: {why}"
+    with pytest.raises(
+        offload.BackendUnavailable, match="^" + re.escape(f"backend 'sim' cannot run farmhash64: {why}")
+    ):
+        rt.farmhash64(recs, backend="sim")
+    assert (
+        rt.farmhash64(recs[:1], backend="sim").tolist()
+        == [golden(make_call("farmhash64"), B.as_records(recs[:1]))][0]
+    )

@@ -27,7 +27,7 @@ import pytest
 from amaranth.hdl import Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
-from offload import golden
+from offload import engine_map, golden
 from offload.hw import common
 from offload.hw.bucketize import Bucketize
 from offload.hw.engine import OffloadEngine
@@ -289,13 +289,16 @@ def test_multipliers_parameter_is_validated():
 
 # ------------------------------------------------------------------------------- 2. Verilator
 
+#: The two flavours of one build, cycle-identical at the ports ("full" is another build).
+PAIR = ("lut", "behavioural")
+
 
 def _verilator_unavailable() -> str | None:
     try:
         from offload.sim import verilator as v
 
         v.toolchain()
-        for flavour in v.FLAVOURS:
+        for flavour in PAIR:
             v.sources(flavour)
         importlib.import_module("pyverilator")
     except Exception as e:  # ToolchainError, ImportError
@@ -311,7 +314,7 @@ def models():
         pytest.skip(reason=f"Verilator model unavailable: {why}")
     from offload.sim import verilator as v
 
-    ms = {f: v.EngineModel(seed=3, flavour=f) for f in v.FLAVOURS}
+    ms = {f: v.EngineModel(seed=3, flavour=f) for f in PAIR}
     yield ms
     for m in ms.values():
         m.close()
@@ -340,18 +343,20 @@ def _verilator_cases():
     ]
 
 
-def test_sim_backend_runs_the_behavioural_flavour():
-    """The sim backend's default model is the behavioural flavour; the simulated PYNQ device's
-    (``EngineModel()``) is the LUT one; an unknown flavour is refused by name."""
+def test_sim_backend_runs_the_full_builds_behavioural_flavour():
+    """The sim backend's default model is the behavioural flavour of the full build; the
+    simulated PYNQ device's (``EngineModel()``) is the LUT one of the default build; an unknown
+    flavour is refused by name."""
     import inspect
 
     from offload.host.sim_backend import SimBackend
     from offload.sim import verilator as v
 
-    assert SimBackend().flavour == "behavioural"
+    assert SimBackend().flavour == "full"
+    assert engine_map.FLAVOUR_PARAMS["full"] == {"multipliers": "behavioural", "operators": "full"}
     assert inspect.signature(v.EngineModel).parameters["flavour"].default == "lut"
     assert inspect.signature(v.build_engine).parameters["flavour"].default == "lut"
-    msg = "flavour must be one of 'lut', 'behavioural', not 'dsp'"
+    msg = "flavour must be one of 'lut', 'behavioural', 'full', not 'dsp'"
     for bad in (lambda: SimBackend(flavour="dsp"), lambda: v.sources("dsp")):
         with pytest.raises(ValueError) as e:
             bad()

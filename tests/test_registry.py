@@ -266,8 +266,11 @@ def test_the_differential_cases_and_the_demo_cover_the_registry():
 def test_the_cocotb_plan_drives_every_op_code(monkeypatch):
     from offload.sim.cocotb import plan
 
-    jobs = plan.stream_jobs(1, ["steady"], lengths=[0, 1, 9], fixed_n=2)
+    jobs = plan.stream_jobs(1, ["steady"], lengths=[0, 1, 9], fixed_n=2, build="full")
     assert {j["regs"]["OP"] for j in jobs} == set(engine_map.OP_CODES.values())
+    jobs = plan.stream_jobs(1, ["steady"], lengths=[0, 1, 9], fixed_n=2)
+    assert {j["regs"]["OP"] for j in jobs} == plan.built_codes(engine_map.DEFAULT_BUILD)
     monkeypatch.setitem(engine_map.OP_CODES, "xorfold", 31)
+    monkeypatch.setitem(engine_map.BUILDS, "full", (*engine_map.BUILDS["full"], "xorfold"))
     with pytest.raises(ValueError, match=r"^the stream plan has no stimulus for op code\(s\) \[31\]"):
-        plan.stream_jobs(1, ["steady"], lengths=[0, 1], fixed_n=2)
+        plan.stream_jobs(1, ["steady"], lengths=[0, 1], fixed_n=2, build="full")

@@ -33,7 +33,19 @@ from typing import Any
 
 import numpy as np
 
-from offload.engine_map import ERR_FLAGS, FORMATS, OP_CODES, TRAILER_MAGIC
+from offload.engine_map import (
+    BUILDS,
+    DEFAULT_BUILD,
+    DEFAULT_RECORD_MAX,
+    ENGINE_ID,
+    ENGINE_VERSION,
+    ERR_FLAGS,
+    FORMATS,
+    NO_RECORD_MAX,
+    OP_CODES,
+    RECORD_LIMITED,
+    TRAILER_MAGIC,
+)
 from offload.wire import encode_request, reference_engine
 
 __all__ = [
@@ -54,13 +66,26 @@ __all__ = [
 FLOWS = {"steady": (0.0, 0.0), "idle": (0.35, 0.0), "backpressure": (0.0, 0.5), "both": (0.3, 0.4)}
 
 #: The default build's parameters (rtl/offload_engine.v is OffloadEngine() with defaults).
-ENGINE = {
+ENGINE: dict[str, Any] = {
     "table_depth": 256,
     "seq_max": 1024,
     "lanes": 1,
-    "id": 0x0FF10AD0,
-    "version": 0x00010001,
-}  # docs/wire_format.md: version 1.1
+    "id": ENGINE_ID,
+    "version": ENGINE_VERSION,
+    "build": DEFAULT_BUILD,
+}
+
+
+def built_codes(build: str = ENGINE["build"]) -> set[int]:
+    """The op codes of an engine build (``offload.engine_map.BUILDS``)."""
+    return {OP_CODES[k] for k in BUILDS[build]}
+
+
+def record_max_of(build: str = ENGINE["build"]) -> int:
+    """``RECORD_MAX`` of a build with the default ``record_max``."""
+    limited = any(k in RECORD_LIMITED for k in BUILDS[build])
+    return DEFAULT_RECORD_MAX if limited else NO_RECORD_MAX
+
 
 M64 = (1 << 64) - 1
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -115,6 +140,7 @@ def expected(
     bad_tkeep: Sequence[int] = (),
     seq_max: int = ENGINE["seq_max"],
     table_depth: int = ENGINE["table_depth"],
+    record_max: int | None = None,
 ) -> tuple[list[int], int]:
     """``(output words, ERR)`` the engine must produce for this job."""
     later = sum(len(f) for f in frames[1:])
@@ -122,7 +148,13 @@ def expected(
         return [], ERR_FLAGS["EXTRA_DATA"] if sum(len(f) for f in frames) else 0
     first = np.array(frames[0] if frames else [], dtype=np.uint64)
     words = _seq_max_fixup(regs, first, seq_max)
-    out_words, err = reference_engine(regs, np.array(table, dtype=np.uint64), words, table_depth=table_depth)
+    out_words, err = reference_engine(
+        regs,
+        np.array(table, dtype=np.uint64),
+        words,
+        table_depth=table_depth,
+        record_max=record_max_of() if record_max is None else record_max,
+    )
     out = [int(w) for w in out_words]
     if bad_tkeep and not err & ERR_FLAGS["BAD_PARAM"]:
         consumed = _consumed_in_batch(regs, first, err)
@@ -266,7 +298,27 @@ def _hash_variants(rng: random.Random) -> list[tuple[str, str, dict[str, Any]]]:
             "fid",
             {"slot": rng.randrange(32768), "version": 2, "seed": _seed32(rng), "hash": "murmur3_32"},
         ),
+        *_city_farm_variants(rng, nb),
     ]
+
+
+def _city_farm_variants(rng: random.Random, nb: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, operator, params) of every FarmHash/CityHash op code (the ``"full"`` build's)."""
+    out: list[tuple[str, str, dict[str, Any]]] = [
+        ("farmhash64", "farmhash64", {}),
+        ("cityhash64", "cityhash64", {}),
+        ("cityhash64_seeded", "cityhash64", {"seed": _seed64(rng)}),
+    ]
+    for h, seeds in (("farmhash64", [None]), ("cityhash64", [None, _seed64(rng)])):
+        for seed in seeds:
+            tag = f"{h}{'' if seed is None else '_seeded'}"
+            for method in ("mod", "fastrange"):
+                params = {"num_buckets": nb(), "seed": seed, "method": method, "hash": h}
+                out.append((f"bucket_{method}_{tag}", "hash_bucket", params))
+            for v, slots in ((1, 1024), (2, 32768)):
+                params = {"slot": rng.randrange(slots), "version": v, "seed": seed, "hash": h}
+                out.append((f"fid{v}_{tag}", "fid", params))
+    return out
 
 
 def _seed32(rng: random.Random) -> int:
@@ -344,16 +396,19 @@ def stream_jobs(
     lengths: Sequence[int] | None = None,
     fixed_n: int = 12,
     ops: Iterable[str] | None = None,
+    build: str = ENGINE["build"],
 ) -> list[dict[str, Any]]:
-    """Every operator (every bucketize dtype, both sides; delta_varint_encode) on the boundary
-    lengths, crossed with ``flows``; parameters and data drawn from ``seed``."""
+    """Every op code of the engine ``build`` (every bucketize dtype, both sides;
+    delta_varint_encode) on the boundary lengths, crossed with ``flows``; parameters and data
+    drawn from ``seed``."""
     rng = random.Random(seed)
     lengths = boundary_lengths() if lengths is None else list(lengths)
     want = set(ops) if ops is not None else None
+    built = built_codes(build)
     jobs = []
     for flow in flows:
         for label, op, params in _hash_variants(rng):
-            if want is not None and label not in want:
+            if want is not None and label not in want or _op_code(op, params) not in built:
                 continue
             recs = _records(rng, rng.sample(lengths, len(lengths)) if rng.random() < 0.5 else lengths)
             jobs.append(_job_from_call(f"{label}/VAR", op, recs, flow, seed, **params))
@@ -384,13 +439,20 @@ def stream_jobs(
             seqs = _sequences(rng, [k for k in lengths if k <= ENGINE["seq_max"]])
             jobs.append(_job_from_call("delta_varint_encode/SEQ", "delta_varint_encode", seqs, flow, seed))
     if want is None:
-        _check_covers_every_op_code(jobs)
+        _check_covers_every_op_code(jobs, built)
     return jobs
 
 
-def _check_covers_every_op_code(jobs: list[dict[str, Any]]) -> None:
-    """A full plan drives every op code of the engine map (a new operator needs its stimulus)."""
-    missing = sorted(set(OP_CODES.values()) - {job["regs"]["OP"] for job in jobs})
+def _op_code(op: str, params: dict[str, Any]) -> int:
+    from offload.ops import make_call
+    from offload.wire import op_code
+
+    return op_code(make_call(op, **params))
+
+
+def _check_covers_every_op_code(jobs: list[dict[str, Any]], built: set[int]) -> None:
+    """A full plan drives every op code of the build (a new operator needs its stimulus)."""
+    missing = sorted(built - {job["regs"]["OP"] for job in jobs})
     if missing:
         raise ValueError(
             f"the stream plan has no stimulus for op code(s) {missing}: add them to sim/cocotb/plan.py"
@@ -564,8 +626,9 @@ def register_expectations() -> dict[str, Any]:
         "ID": ENGINE["id"],
         "VERSION": ENGINE["version"],
         "CAPS": caps,
-        "OPS": sum(1 << k for k in OP_CODES.values()),
+        "OPS": sum(1 << k for k in built_codes()),
         "SEQ_MAX": ENGINE["seq_max"],
+        "RECORD_MAX": record_max_of(),
         "TRAILER_MAGIC": TRAILER_MAGIC,
     }
 
