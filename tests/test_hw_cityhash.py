@@ -198,6 +198,19 @@ def test_core_one_hash_one_word_per_cycle(hashes, hash_):
     assert len(beats) / (when[-1] - dut.latency - 3) == 1.0
 
 
+@pytest.mark.parametrize("levels", [1, 2])
+@pytest.mark.parametrize("hashes,hash_", BUILDS)
+def test_core_adder_levels(levels, hashes, hash_):
+    """Every ``adder_levels`` builds (the chunk round keeps carry-save stages: it must fit 8
+    cycles) and is bit-exact; the shared multipliers follow the trees' depth."""
+    recs = _records(random.Random(13), [0, 2, 5, 12, 20, 40, 64, 65, 65, 72, 129, 200])
+    res, when, beats, dut = sim_core(recs, hash_, hashes=hashes, adder_levels=levels)
+    assert res == [golden(r, hash_, None) for r in recs]
+    last = [i for i, b in enumerate(beats) if b["last"]]
+    assert when == [3 + 1 + i + dut.latency for i in last]
+    assert dut.round_depth == 7
+
+
 def test_farm_core_has_no_delay_line():
     """FarmHash starts its chunk loop from constants and the first word: a FarmHash-only core
     needs no ring, so its latency is its finisher's depth alone."""
