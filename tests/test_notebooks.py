@@ -52,6 +52,7 @@ def test_there_are_notebooks():
         "03_offload_runtime.ipynb",
         "04_smartnic.ipynb",
         "05_feature_pipeline.ipynb",
+        "06_framework_hashes.ipynb",
     ]
 
 
