@@ -3,9 +3,9 @@
 The vectors of tests/reference (tensorflow.json: ``tf.strings.to_hash_bucket_fast``, Keras
 ``Hashing`` and ``categorical_column_with_hash_bucket``; spark.json: ``F.hash`` / ``F.xxhash64``
 with nulls and several columns; sigrid.json: TorchArrow's unit tests) are checked case for case on
-the CPU backend and through an in-process SmartNIC service; then the capability routing (the sim
-engine has no cores for these hashes), the error messages, shapes, input forms, ``verify=``, the
-decimal-text kernel, and the code examples of docs/compatibility.md.
+the CPU backend, through an in-process SmartNIC service and on the engine (the sim backend's
+full build); then what runs where on the engine builds, the error messages, shapes, input
+forms, ``verify=``, the decimal-text kernel, and the code examples of docs/compatibility.md.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import offload
 import offload.compat
 from offload import BackendUnavailable, BitExactError
 from offload.compat import keras, spark, tf, torcharrow
+from offload.engine_map import DEFAULT_RECORD_MAX
 from offload.host.cpu import kernels_text
 from offload.host.cpu.kernels_text import format_decimal
 from offload.host.smartnic.testing import InProcessService
@@ -139,31 +140,75 @@ def test_the_drop_in_equals_the_library_through_the_smartnic_service(group: Grou
 
 
 # ---------------------------------------------------------------------------------------------
-# Capability routing: the engine (sim, fpga) has no cores for these hashes yet
+# On the engine: the sim backend's full build has every framework hash; the simulated PYNQ-Z2
+# (the default build) has Murmur3 and SigridHash, not FarmHash
 # ---------------------------------------------------------------------------------------------
 
+
+@pytest.fixture(scope="module")
+def sim_runtime(sim_available):
+    rt = offload.Runtime(backends=["sim", "cpu"])
+    yield rt
+    rt.close()
+
+
+def _fits_the_engine(group: Group) -> bool:
+    """Every input of the group is within the engine's RECORD_MAX (FarmHash's record limit)."""
+    return all(
+        not isinstance(x, (str, bytes))
+        or len(x if isinstance(x, bytes) else x.encode()) <= DEFAULT_RECORD_MAX
+        for x, _ in group.cases
+    )
+
+
+@pytest.mark.parametrize("group", ALL, ids=[g.name for g in ALL])
+def test_the_drop_in_equals_the_library_on_the_sim_engine(group: Group, sim_runtime) -> None:
+    """Every reference case with the runtime's first backend the engine's full build: the hash
+    runs there (a group with a record beyond RECORD_MAX goes to the CPU, with the reason)."""
+    sim_runtime.reset_stats()
+    check_group(group, runtime=sim_runtime)
+    segments = [s[0] for s in sim_runtime.stats()["last_call"]["segments"]]
+    if _fits_the_engine(group):
+        assert segments == ["sim"] and sim_runtime.stats()["fallbacks"] == []
+    else:
+        (fb,) = sim_runtime.stats()["fallbacks"][-1:]
+        assert segments == ["cpu"] and fb["cause"] == "unsupported" and "takes at most" in fb["message"]
+
+
 STRINGS = ["a", "hello", "US|ios", "日本語"]
-ROUTED = [
+DROP_INS = [
     ("tf", lambda **kw: tf.to_hash_bucket_fast(STRINGS, 1000, **kw), "hash_bucket"),
     ("keras", lambda **kw: keras.hashing(np.arange(5), 10, mask_value=3, **kw), "hash_bucket"),
     ("spark.hash", lambda **kw: spark.hash(np.arange(4, dtype=np.int32), STRINGS, **kw), "murmur3_32"),
     ("torcharrow", lambda **kw: torcharrow.sigrid_hash(np.arange(5), 0, 100, **kw), "sigrid_hash"),
 ]
-UNSUPPORTED = {
-    "hash_bucket": "hash_bucket with hash='farmhash64' has no engine op code (it runs on the host)",
-    "murmur3_32": "{engine} does not implement murmur3_32",
-    "sigrid_hash": "{engine} does not implement sigrid_hash",
-}
-#: the engine's backends: the Verilator model, and the PYNQ driver on the simulated board
+#: the engine's backends: the Verilator model (full build), and the PYNQ driver on the simulated
+#: board (the PYNQ-Z2 build: no FarmHash, so TF and Keras hashing route to the CPU)
 ENGINES = {"sim": {}, "fpga": {"fpga": "sim"}}
-ROUTING = [(engine, *r) for engine in ENGINES for r in ROUTED]
+ON_ENGINE = [(e, *d) for e in ENGINES for d in DROP_INS if not (e == "fpga" and d[2] == "hash_bucket")]
+ROUTED = [(e, *d) for e in ENGINES for d in DROP_INS if (e, *d) not in ON_ENGINE]
+UNSUPPORTED = (
+    "the engine is built without op 19 "
+    "(hash_bucket(num_buckets={n}, seed=None, method='mod', hash='farmhash64'))"
+)
 
 
-def _unsupported(engine: str, op: str) -> str:
-    return f"backend '{engine}' cannot run {op}: {UNSUPPORTED[op].format(engine=engine)}"
+@pytest.mark.parametrize(("engine", "name", "fn", "op"), ON_ENGINE, ids=[f"{r[0]}-{r[1]}" for r in ON_ENGINE])
+def test_the_drop_in_runs_on_the_engine_when_named(engine, name, fn, op, sim_available) -> None:
+    """``backend="sim"``/``"fpga"``: the hash runs on the engine (Spark's later columns chain on
+    the CPU kernels, as documented)."""
+    rt = offload.Runtime(backends=[engine, "cpu"], **ENGINES[engine])
+    assert np.array_equal(fn(backend=engine, runtime=rt, verify="full"), fn(backend="cpu"))
+    assert [s[0] for s in rt.stats()["last_call"]["segments"]] == [engine]
+    assert rt.stats()["fallbacks"] == [] and rt.stats()["last_call"]["op"] == op
 
 
-@pytest.mark.parametrize(("engine", "name", "fn", "op"), ROUTING, ids=[f"{r[0]}-{r[1]}" for r in ROUTING])
+def _unsupported(engine: str, name: str) -> str:
+    n = 1000 if name == "tf" else 9  # keras: num_bins 10 with a mask leaves 9 hashed bins
+    return f"backend '{engine}' cannot run hash_bucket: {UNSUPPORTED.format(n=n)}"
+
+
+@pytest.mark.parametrize(("engine", "name", "fn", "op"), ROUTED, ids=[f"{r[0]}-{r[1]}" for r in ROUTED])
 def test_auto_routes_past_the_engine_and_records_why(engine, name, fn, op, sim_available) -> None:
     rt = offload.Runtime(backends=[engine, "cpu"], **ENGINES[engine])
     assert np.array_equal(fn(runtime=rt), fn(backend="cpu"))
@@ -172,13 +217,13 @@ def test_auto_routes_past_the_engine_and_records_why(engine, name, fn, op, sim_a
     records = [f for f in rt.stats()["fallbacks"] if f["from"] == engine]
     assert records and records[-1]["op"] == op and records[-1]["to"] == "cpu"
     assert records[-1]["cause"] == "unsupported"
-    assert records[-1]["message"] == _unsupported(engine, op)
+    assert records[-1]["message"] == _unsupported(engine, name)
 
 
-@pytest.mark.parametrize(("engine", "name", "fn", "op"), ROUTING, ids=[f"{r[0]}-{r[1]}" for r in ROUTING])
+@pytest.mark.parametrize(("engine", "name", "fn", "op"), ROUTED, ids=[f"{r[0]}-{r[1]}" for r in ROUTED])
 def test_naming_the_engine_raises_naming_the_operator(engine, name, fn, op, sim_available) -> None:
     rt = offload.Runtime(backends=[engine, "cpu"], **ENGINES[engine])
-    with pytest.raises(BackendUnavailable, match=f"^{re.escape(_unsupported(engine, op))}$"):
+    with pytest.raises(BackendUnavailable, match=f"^{re.escape(_unsupported(engine, name))}$"):
         fn(backend=engine, runtime=rt)
 
 
