@@ -17,6 +17,7 @@ import os
 
 import pytest
 
+from offload.engine_map import OP_CODES, RECORD_LIMITED
 from offload.sim.cocotb import plan as P
 from offload.sim.cocotb import runner as R
 
@@ -137,6 +138,41 @@ def test_mutation_control_passes(tmp_path):
     """The same jobs, uncorrupted, pass (so the two checks above fail for the right reason)."""
     _need("verilator")
     _check(_run("verilator", _mutation_jobs(), tmp_path))
+
+
+# -------------------------------------------------- the full build (FarmHash, CityHash): Verilator, Icarus
+
+
+def _full_jobs(seed: int, flows, **kw):
+    """The stream jobs of the op codes only the full build has (FarmHash, CityHash, and
+    hash_bucket/fid over them)."""
+    limited = {OP_CODES[k] for k in RECORD_LIMITED}
+    return [j for j in P.stream_jobs(seed, flows, build="full", **kw) if j["regs"]["OP"] in limited]
+
+
+def _run_full(sim: str, jobs, tmp_path, testcases="test_plan") -> R.RunResult:
+    path = P.write_plan(tmp_path / "plan.json", jobs, build="full")
+    env = {"OFFLOAD_COCOTB_PLAN": str(path), "OFFLOAD_COCOTB_SEED": str(BASE_SEED)}
+    return R.run(sim, testcases, env=env, flavour="full")
+
+
+@pytest.mark.timeout(1200)
+def test_full_build_verilator(tmp_path):
+    """rtl/offload_engine_full_sim.v: its registers (OPS, RECORD_MAX), and every FarmHash/CityHash
+    op code on every boundary length, 8- and 4-byte keys, crossed with every flow."""
+    _need("verilator")
+    _check(_run_full("verilator", [], tmp_path, testcases="test_registers"))
+    _check(_run_full("verilator", _full_jobs(BASE_SEED * 1000 + 11, list(P.FLOWS), fixed_n=6), tmp_path))
+
+
+@pytest.mark.timeout(1200)
+def test_full_build_icarus(tmp_path):
+    """The same under Icarus Verilog, short lengths, gaps and backpressure together."""
+    _need("icarus")
+    lengths = [0, 1, 7, 8, 9, 16, 17, 32, 33, 64, 65, 129]
+    _check(
+        _run_full("icarus", _full_jobs(BASE_SEED * 1000 + 13, ["both"], fixed_n=3, lengths=lengths), tmp_path)
+    )
 
 
 # ------------------------------------------------------------------------------------ Icarus

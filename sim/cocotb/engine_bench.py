@@ -258,7 +258,10 @@ async def test_registers(dut):
         got = await env.read(n)
         if got != v:
             errs.append(f"{n} reads back 0x{got:08x}, wrote 0x{v:08x}")
-    for addr in (0x60, 0x7C, 0xFC):
+    # the address after the last register, and two far ones (none of them a register)
+    unlisted = (max(REG.values()) + 4, 0x7C, 0xFC)
+    assert not set(unlisted) & set(REG.values()), unlisted
+    for addr in unlisted:
         v = await env.read(addr)
         if v != 0:
             errs.append(f"unlisted address 0x{addr:02x} reads 0x{v:x}, expected 0")

@@ -620,21 +620,24 @@ def soft_reset_job(seed: int) -> dict[str, Any]:
     }
 
 
-def register_expectations() -> dict[str, Any]:
+def register_expectations(build: str = ENGINE["build"]) -> dict[str, Any]:
     caps = ENGINE["table_depth"] | (ENGINE["lanes"] << 16) | ((8 * ENGINE["lanes"]) << 24)
     return {
         "ID": ENGINE["id"],
         "VERSION": ENGINE["version"],
         "CAPS": caps,
-        "OPS": sum(1 << k for k in built_codes()),
+        "OPS": sum(1 << k for k in built_codes(build)),
         "SEQ_MAX": ENGINE["seq_max"],
-        "RECORD_MAX": record_max_of(),
+        "RECORD_MAX": record_max_of(build),
         "TRAILER_MAGIC": TRAILER_MAGIC,
     }
 
 
-def write_plan(path: str | Path, jobs: list[dict[str, Any]], *, mutate: str | None = None) -> Path:
-    """Write ``jobs`` (and the register expectations) as the plan file a bench reads.
+def write_plan(
+    path: str | Path, jobs: list[dict[str, Any]], *, mutate: str | None = None, build: str = ENGINE["build"]
+) -> Path:
+    """Write ``jobs`` (and the register expectations of the engine ``build``) as the plan file a
+    bench reads.
 
     ``mutate="flip"`` corrupts the scoreboard (bit 0 of the first expected result word): a
     bench run on such a plan must FAIL (the mutation check)."""
@@ -647,7 +650,7 @@ def write_plan(path: str | Path, jobs: list[dict[str, Any]], *, mutate: str | No
     elif mutate is not None:
         raise ValueError(f"unknown mutation {mutate!r}")
     path = Path(path)
-    path.write_text(json.dumps({"registers": register_expectations(), "jobs": jobs}))
+    path.write_text(json.dumps({"registers": register_expectations(build), "jobs": jobs}))
     return path
 
 

@@ -57,10 +57,12 @@ class SimulatorUnavailable(RuntimeError):
     """The simulator (or its toolchain) is not installed; the message says what to install."""
 
 
-def rtl_sources() -> list[Path]:
+def rtl_sources(flavour: str = "lut") -> list[Path]:
+    """The AXI wrapper and the engine of ``flavour`` (``offload.engine_map.RTL_FLAVOURS``)."""
+    from offload.engine_map import RTL_FLAVOURS, check_flavour
     from offload.sim.verilator import rtl_dir
 
-    srcs = [rtl_dir() / f"{TOP}.v", rtl_dir() / "offload_engine.v"]
+    srcs = [rtl_dir() / f"{TOP}.v", rtl_dir() / RTL_FLAVOURS[check_flavour(flavour)][0]]
     missing = [str(p) for p in srcs if not p.exists()]
     if missing:
         raise SimulatorUnavailable(f"RTL not found: {', '.join(missing)} (run 'offload export-rtl')")
@@ -101,12 +103,19 @@ def unavailable_reason(sim: str) -> str | None:
     return None
 
 
-def _key(sim: str, parameters: Mapping[str, object]) -> str:
+def _defines(flavour: str) -> list[str]:
+    """The wrapper instantiates ``offload_engine`` unless told the flavour's module name."""
+    from offload.engine_map import RTL_FLAVOURS
+
+    return [] if flavour == "lut" else [f"-DOFFLOAD_ENGINE_MODULE={RTL_FLAVOURS[flavour][1]}"]
+
+
+def _key(sim: str, parameters: Mapping[str, object], flavour: str = "lut") -> str:
     import cocotb
     import cocotb_tools.config as cfg
 
     h = hashlib.sha256()
-    for p in rtl_sources():
+    for p in rtl_sources(flavour):
         h.update(p.name.encode())
         h.update(p.read_bytes())
     h.update(
@@ -148,11 +157,16 @@ def _artifact(sim: str) -> str:
 
 
 def build(
-    sim: str = "verilator", parameters: Mapping[str, object] | None = None, *, quiet: bool = True
+    sim: str = "verilator",
+    parameters: Mapping[str, object] | None = None,
+    *,
+    quiet: bool = True,
+    flavour: str = "lut",
 ) -> Path:
-    """The build directory of ``sim`` for the current RTL and ``parameters`` (built if needed)."""
+    """The build directory of ``sim`` for the current RTL of ``flavour`` and ``parameters``
+    (built if needed)."""
     parameters = dict(parameters or {})
-    key = _key(sim, parameters)
+    key = _key(sim, parameters, flavour)
     final = cache_root() / "cocotb" / f"{sim}-{key}"
     if (final / _artifact(sim)).exists():
         return final
@@ -162,10 +176,10 @@ def build(
         tmp = Path(tempfile.mkdtemp(prefix=f"{sim}-{key}.", dir=final.parent))
         runner = _runner(sim)
         log = tmp / "build.log"
-        args = list(VERILATOR_ARGS if sim == "verilator" else ICARUS_ARGS)
+        args = list(VERILATOR_ARGS if sim == "verilator" else ICARUS_ARGS) + _defines(flavour)
         try:
             runner.build(
-                sources=rtl_sources(),
+                sources=rtl_sources(flavour),
                 hdl_toplevel=TOP,
                 parameters=parameters,
                 build_args=args,
@@ -189,7 +203,7 @@ def build(
                 {
                     "sim": sim,
                     "parameters": {k: str(v) for k, v in parameters.items()},
-                    "sources": [str(p) for p in rtl_sources()],
+                    "sources": [str(p) for p in rtl_sources(flavour)],
                 },
                 indent=1,
             )
@@ -275,9 +289,11 @@ def run(
     seed: int = 1,
     test_module: str = BENCH_MODULE,
     keep: bool = False,
+    flavour: str = "lut",
 ) -> RunResult:
-    """Run ``testcases`` of the bench module on ``sim``; never raises on a failing test."""
-    build_dir = build(sim, parameters)
+    """Run ``testcases`` of the bench module on ``sim`` with the engine of ``flavour``; never
+    raises on a failing test."""
+    build_dir = build(sim, parameters, flavour=flavour)
     runner = _runner(sim)
     # What build() would have set; the cached model is used as is.
     runner.build_dir = build_dir
