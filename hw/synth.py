@@ -158,7 +158,8 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "XXH64Fixed": [{}],
         "XXH32Core": [{}],
     },
-    "engine": {"OffloadEngine": [{}]},
+    # the default (PYNQ-Z2) build and the full one (every op code: a part larger than the xc7z020)
+    "engine": {"OffloadEngine": [{}, {"operators": "full"}]},
     "small": {
         "XXH64Fixed": [{"key_bytes": 8}],
         "XXH64Core": [{}, {"adder_levels": 1}, {"adder_levels": 2}],
@@ -173,7 +174,7 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "SigridCore": [{}],
         "CityFarmCore": [{}],
         "CityFarmLane": [{}],
-        "OffloadEngine": [{}],
+        "OffloadEngine": [{}, {"operators": "full"}],
     },
     "full": {
         "XXH64Fixed": [{"key_bytes": k, "adder_levels": a} for k in (4, 8) for a in _LEVELS],
@@ -191,6 +192,7 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "CityFarmLane": [{}],
         "OffloadEngine": [
             {},
+            {"operators": "full"},
             {"adder_levels": 2},
             {"adder_levels": "csa"},
             {"lanes": 2},

@@ -381,7 +381,10 @@ def test_a_core_outside_the_grid_is_an_error_naming_its_grids(capsys):
         "OffloadEngine is not in the 'default' grid: it is in 'engine', 'small', 'full'"
         in capsys.readouterr().err
     )
-    assert [p.label for p in S.grid("engine", ["OffloadEngine"])] == ["OffloadEngine()"]
+    assert [p.label for p in S.grid("engine", ["OffloadEngine"])] == [
+        "OffloadEngine()",
+        "OffloadEngine(operators=full)",
+    ]
 
 
 def test_heartbeat_must_be_positive(capsys):
