@@ -272,6 +272,12 @@ def add3(a, b, c) -> Value:
     return ((a ^ b ^ c) + Cat(Const(0, 1), ((a & b) | (a & c) | (b & c))[:63]))[:64]
 
 
+def add4(a, b, c, d) -> Value:
+    """``a + b + c + d`` mod 2**64 with one carry chain (two carry-save levels in front)."""
+    a, b, c = (Cat(Value.cast(v), Const(0, 64))[:64] for v in (a, b, c))
+    return add3(a ^ b ^ c, Cat(Const(0, 1), ((a & b) | (a & c) | (b & c))[:63]), d)
+
+
 class Weak:
     """City's ``WeakHashLen32WithSeeds(w, x, y, z, a, b)`` in three stages: :meth:`step` with
     ``k`` = 0 (words ``ws``, ``a``, ``b`` as one or two addends), 1, 2, each followed by a
@@ -964,20 +970,22 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     if city:
         start_mul(p, "cf", f["h3"], 9)
         start_mul(p, "c9", f.pop("c9x"), 9)
+    # The products only records of 33..64 bytes need in these levels share a multiplier (such
+    # records are 5+ cycles apart; no register in front: its 4 stages fit): farm's a * k2 + b
+    # (cab), e or city's h (hf) and, after the mixing, farm's g or city's (x + z) * mul (q2).
+    pool = _MulPool(p, "s0", CITY_K2, var_width=7, extras=1, gap=5, register=False)
+
+    def issue(name, x, v, extra=()):
+        return pool.issue(name, x, v, extra=extra, active=p["valid"] & p["b33"])
+
     if farm:
-        # Farm 33..64's a * k2 + b now and e (hf) next cycle share a multiplier (records of
-        # 33..64 bytes are 5+ cycles apart; no register in front: 4 stages fit).
-        pool = _MulPool(p, "s0", CITY_K2, var_width=7, extras=1, gap=5, register=False)
-        pool.issue("cab", f["h0"], Const(0, 7), extra=[f["h1"]], active=p["valid"] & p["b33"])
-        p.stage(h0l=f.pop("h0")[:32])
-        pool.issue("hf", p.f.pop("xhf"), p["n7"], active=p["valid"] & p["b33"])
-        pool.close()
-        p.drain()
+        issue("cab", f["h0"], Const(0, 7), [f["h1"]])
     else:
-        mm("hf", f.pop("xhf"))
-        p.stage(h0l=f.pop("h0")[:32])
-        p.drain()
-    p.stage(drop=([] if city else ["h1"]) + ([] if farm else ["h3"]))
+        t_hf = issue("hf", f.pop("xhf"), p["n7"])
+    p.stage(drop=([] if city else ["h1"]) + ([] if farm else ["h3"]), h0l=f.pop("h0")[:32])
+    if farm:
+        t_hf = issue("hf", p.f.pop("xhf"), p["n7"])
+    p.drain()
 
     # Mixing: HashLen16's (u, v) of 0..16, 17..32 and farm 33..64; city 33..64's u, v, x, z.
     f = p.f
@@ -994,10 +1002,20 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     upd = {"r3x": shift_mix(c ^ f.pop("z3"))}
     if farm:
         cab = f.pop("cab")
-        fy = add3(cab.rotate_right(43), c.rotate_right(30), d)
-        hu = Mux(le32, hu, fy)
+        hu = Mux(le32, hu, add3(cab.rotate_right(43), c.rotate_right(30), d))  # y
         hv = Mux(le32, hv, add3(cab, f["h1kh"], c))
-        upd.update(fy=fy, h3ca=(cab + f.pop("h3h1"))[:64])
+        upd["h3ca"] = (cab + f.pop("h3h1"))[:64]
+    # farm's g = (y + Fetch64(len - 32)) * mul, city's (x + z) * mul with x + z = rotr(e + f,
+    # 42) + (e + f) + 2 * Fetch64(len - 24)
+    issue(
+        "q2",
+        pick(
+            lambda: add4(cab.rotate_right(43), c.rotate_right(30), d, hd["e4"]),
+            lambda: add3(d.rotate_right(42), d, Cat(Const(0, 1), hd["e5"])),
+        ),
+        n,
+    )
+    pool.close()
     if city:
         cf, c9 = f.pop("cf"), f.pop("c9")
         upd.update(
@@ -1009,20 +1027,18 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         if not farm:
             hd.drop("e5")
     f.pop("h1kh")
+    if not city:
+        hd.drop("e4")
     p.stage(drop=[] if city else ["e7"], hu=hu, hv=hv, **upd)
+    _until(p, t_hf)
 
-    # HashLen16's first product; city 33..64's w's; 1..3 bytes' result, (x + z) * mul of city
-    # 33..64, g of farm 33..64.
+    # HashLen16's first product; city 33..64's w's; 1..3 bytes' result.
     f = p.f
     n, le3, le16, le32 = lens()
     q1 = f.pop("hu") ^ f["hv"]
     if city:
         q1 = Mux(~le32 & on33("city"), (f.pop("cu") + f["cv"])[:64], q1)
-    mm("q1", q1)
-    g = pick(lambda: p.f.pop("fy") + hd["e4"], lambda: p["cx"] + p["cz"])[:64]
-    mm("q2", Mux(le3, f.pop("r3x"), g), Mux(le3, 0, n))
-    if not city:
-        hd.drop("e4")
+    mm("q1", Mux(le3, f.pop("r3x"), q1), Mux(le3, 0, n))
     if farm:
         f["feh3"] = (f["hf"] + f.pop("h3"))[:64]  # rotr(e + f, 43) of farm 33..64
     hd.hold(*[k for k in ("hf", "feh3", "h3ca", "cx", "cz", "cv", "e7", "h1") if k in p.f])
@@ -1033,7 +1049,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     q3 = f.pop("hv") ^ shift_mix(f["q1"])
     if city:
         q3 = Mux(~le32 & on33("city"), add3(hd.get("cv", pop=True), bswap(f["q1"]), hd["hf"]), q3)
-    f.pop("q1")
+    f["r3"] = f.pop("q1")  # the result of 1..3 bytes
     mm("q3", q3)
     level(p)
     # HashLen16's result (z of farm 33..64); city 33..64's y = (bswap(that) + g) * mul
@@ -1047,15 +1063,14 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     level(p)
     # Up to 32 bytes done: one field from here on.
     n, le3, le16, le32 = lens()
-    hs = Mux(n == 0, CITY_K2, Mux(le3, p["q2"], p["q4"]))
+    hs = Mux(n == 0, CITY_K2, Mux(le3, p.f.pop("r3"), p["q4"]))
     if city:
         # city 33..64's a = bswap((x + z) * mul + y) + b, a stage ahead of z + a
         p.stage(hs=hs, ab4=bswap((p["q2"] + p["q4"])[:64]))
         hs = p.f.pop("hs")
-    # From here on only records of 33..64 bytes need products. They are 5+ cycles apart, so two
-    # products of a record 4 cycles apart share a multiplier: its operand is picked in front of
-    # the first adder level (no register: its 4 stages fit the 5 cycles). 3 products for
-    # FarmHash on 2 multipliers, 2 for CityHash on 1.
+    # From here on only records of 33..64 bytes need products: two of them 4 cycles apart
+    # share a multiplier, as above. 4 products for FarmHash on 2 multipliers, 2 for CityHash
+    # on 1.
     pool = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5, register=False)
 
     def issue(name, x, extra=()):
