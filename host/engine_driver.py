@@ -179,9 +179,11 @@ def read_info(read: Callable[[int], int], name: str) -> EngineInfo:
         )
     # SEQ_MAX came with wire format 1.1; an older engine encodes the default
     seq_max = read(REGISTERS["SEQ_MAX"]) if version >= 0x00010001 else DEFAULT_SEQ_MAX
-    # RECORD_MAX came with 1.2 (and the only op codes it limits)
+    # RECORD_MAX and OPS_HI came with 1.2 (and the only op codes they describe)
     record_max = read(REGISTERS["RECORD_MAX"]) if version >= 0x00010002 else NO_RECORD_MAX
-    names = {hit[0].name for code in range(32) if ops >> code & 1 and (hit := by_code(code))}
+    if version >= 0x00010002:
+        ops |= read(REGISTERS["OPS_HI"]) << 32
+    names = {hit[0].name for code in range(64) if ops >> code & 1 and (hit := by_code(code))}
     return EngineInfo(
         Capabilities(
             ops=frozenset(names),

@@ -15,6 +15,7 @@ from offload.engine_map import DTYPE_CODES, FORMATS, OP_CODES
 
 from .bucketize import Bucketize
 from .cityhash import HASH_CITY, HASH_FARM, CityFarmLane
+from .decimal import DecimalFarmLane
 from .fifo import SEQ_DATA, SEQ_HEADER
 from .gather import CityFarmRecords
 from .lanes import XXH32Lane, XXH64Lane, delay
@@ -35,6 +36,7 @@ LANE_CORES = (
     "xxh32",
     "murmur3",
     "cityfarm",
+    "decfarm",
     "sigrid",
     "mod",
     "fastrange",
@@ -65,6 +67,7 @@ def core_latencies(
         "xxh32": lambda: XXH32Core(adder_levels),
         "murmur3": lambda: Murmur3Core(adder_levels),
         "cityfarm": lambda: CityFarmRecords(record_max, adder_levels),
+        "decfarm": lambda: DecimalFarmLane(None, adder_levels),
         "sigrid": lambda: SigridMix(adder_levels),
         "mod": lambda: mod_core(modulo, mod_bits_per_stage, "lut"),
         "fastrange": FastRange,
@@ -168,6 +171,7 @@ class LaneBank(wiring.Component):
         if decode.built("cityfarm"):  # (a large core: not even instantiated unless built)
             cf = CityFarmRecords(engine.record_max, levels, mul)
             self.cf = [cf] + [CityFarmLane(cf.fixed_latency, levels, mul) for _ in range(1, N)]
+        self.df = [DecimalFarmLane(None, levels, mul) for _ in range(N)] if decode.built("decfarm") else []
         self.sg = [SigridMix(levels, mul) for _ in range(N)]
         self.sgfix = [SigridFix() for _ in range(N)]
         self.mods = [mod_core(engine.modulo, engine.mod_bits_per_stage, mul) for _ in range(N)]
@@ -188,6 +192,7 @@ class LaneBank(wiring.Component):
             self.h32,
             self.m3,
             self.cf,
+            self.df,
             self.sg,
             self.mods,
             self.frs,
@@ -306,6 +311,8 @@ class LaneBank(wiring.Component):
         for name in RECORD_CORES:
             for core in cores.get(name, [])[1:]:
                 m.d.comb += core.key8.eq(key8)
+        for core in cores.get("decfarm", []):  # int64 (FIXED8) or int32 (FIXED4) values
+            m.d.comb += core.key8.eq(key8)
 
     def _inputs(self, m: Module) -> None:
         """Add every core's input register to ``m``, fed from the parser's unit.
@@ -337,6 +344,8 @@ class LaneBank(wiring.Component):
             for name in RECORD_CORES if j else ():
                 if name in cores:
                     self._feed(m, name + sfx, cores[name][j].i, valid, word, uses[name])
+            if "decfarm" in cores:
+                self._feed(m, "decfarm" + sfx, cores["decfarm"][j].i, valid, word, uses["decfarm"])
             if "sigrid" in cores:  # int32 ids (FIXED4) are sign-extended
                 sext = Mux(self.fixed & self.fmt[0], word[:32].as_signed(), word)
                 self._feed(m, "sigrid" + sfx, cores["sigrid"][j].i, valid, sext, uses["sigrid"])

@@ -60,6 +60,8 @@ CORE_PATHS: dict[str, Any] = {
     "offload.hw.varint:DeltaVarintEncoder": lambda v: ("varint",),
     "offload.hw.murmur3:Murmur3Core": lambda v: ("murmur3",),
     "offload.hw.cityhash:CityFarmCore": lambda v: ("cityfarm",),
+    # the integer's decimal text and its FarmHash, then the lane's mod core
+    "offload.hw.decimal:DecimalFarmLane": lambda v: ("decfarm", "mod"),
     # the hash, then the lane's mod core (the floor modulo's unsigned remainder), then the sign fix
     "offload.hw.sigrid:SigridCore": lambda v: ("sigrid", "mod", "sigfix"),
 }

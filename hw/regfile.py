@@ -67,7 +67,8 @@ class RegisterFile(wiring.Component):
     strobes from flip-flops: ``CTRL.START`` without ``SOFT_RESET``, ``CTRL.SOFT_RESET``, a
     ``TABLE_DATA_HI`` write while ``TABLE_ADDR < table_depth``); In ``status`` (3, busy, done,
     error), ``err`` (the ``ERR`` flags), ``done_count`` (32) and ``cycles`` (64), read back as
-    they are with the constant ``ID``, ``VERSION``, ``CAPS``, ``OPS``, ``SEQ_MAX`` and
+    they are with the constant ``ID``, ``VERSION``, ``CAPS``, ``OPS``/``OPS_HI`` (the op code
+    mask ``ops_mask``, bits 31..0 and 63..32), ``SEQ_MAX`` and
     ``RECORD_MAX`` given to the constructor.
 
     Latency: a write handshake in cycle t (``awvalid & wvalid``, taken at once) raises its strobe
@@ -85,7 +86,8 @@ class RegisterFile(wiring.Component):
             "ID": ENGINE_ID,
             "VERSION": ENGINE_VERSION,
             "CAPS": caps,
-            "OPS": ops_mask,
+            "OPS": ops_mask & 0xFFFFFFFF,
+            "OPS_HI": ops_mask >> 32,
             "SEQ_MAX": seq_max,
             "RECORD_MAX": record_max,
         }
@@ -187,6 +189,7 @@ class RegisterFile(wiring.Component):
             "CYCLES_LO": self.cycles[:32],
             "CYCLES_HI": self.cycles[32:],
             "OPS": Const(c["OPS"], 32),
+            "OPS_HI": Const(c["OPS_HI"], 32),
             "SEQ_MAX": Const(c["SEQ_MAX"], 32),
             "RECORD_MAX": Const(c["RECORD_MAX"], 32),
             **{n: s for n, s in self.params.items() if n != "TABLE_DATA_LO"},

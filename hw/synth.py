@@ -92,10 +92,12 @@ ECP5_DEVICE = ("--85k", "--package", "CABGA381")
 def _cores() -> dict[str, Callable[..., Any]]:
     from .bucketize import Bucketize
     from .cityhash import CityFarmCore, CityFarmLane
+    from .decimal import DecimalFarmLane, Int2Decimal
     from .engine import OffloadEngine
+    from .gather import RecordGather
     from .murmur3 import Murmur3Core, Murmur3Lane
     from .postproc import FastRange, ModPipe, ModReciprocal
-    from .sigrid import SigridCore
+    from .sigrid import SigridCore, SigridMix
     from .varint import DeltaVarintEncoder
     from .xxhash import XXH32Core, XXH64Core, XXH64Fixed
 
@@ -113,6 +115,10 @@ def _cores() -> dict[str, Callable[..., Any]]:
         "SigridCore": SigridCore,
         "CityFarmCore": CityFarmCore,
         "CityFarmLane": CityFarmLane,
+        "SigridMix": SigridMix,
+        "RecordGather": RecordGather,
+        "Int2Decimal": Int2Decimal,
+        "DecimalFarmLane": DecimalFarmLane,
         "OffloadEngine": OffloadEngine,
     }
 
@@ -131,6 +137,10 @@ CORES = (
     "SigridCore",
     "CityFarmCore",
     "CityFarmLane",
+    "SigridMix",
+    "RecordGather",
+    "Int2Decimal",
+    "DecimalFarmLane",
     "OffloadEngine",
 )
 
@@ -174,6 +184,10 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "SigridCore": [{}],
         "CityFarmCore": [{}],
         "CityFarmLane": [{}],
+        "SigridMix": [{}],
+        "RecordGather": [{"max_words": 128}],
+        "Int2Decimal": [{}],
+        "DecimalFarmLane": [{}],
         "OffloadEngine": [{}, {"operators": "full"}],
     },
     "full": {
@@ -190,6 +204,10 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "SigridCore": [{"bits_per_stage": b} for b in (1, 2)],
         "CityFarmCore": [{}],
         "CityFarmLane": [{}],
+        "SigridMix": [{}],
+        "RecordGather": [{"max_words": 128}],
+        "Int2Decimal": [{}],
+        "DecimalFarmLane": [{}],
         "OffloadEngine": [
             {},
             {"operators": "full"},
@@ -935,6 +953,25 @@ def merge(results: list[SynthResult]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def engine_operators(params: dict[str, Any]) -> str:
+    """The operators (and op codes) of an engine design point's build, for the reports: which
+    operators a synthesised engine has is part of its figures."""
+    from offload.engine_map import BUILDS, DEFAULT_BUILD, OP_CODES
+
+    chosen = params.get("operators", DEFAULT_BUILD)
+    keys = BUILDS[chosen] if isinstance(chosen, str) else tuple(chosen)
+    names = dict.fromkeys(k.split("/")[0] for k in keys)  # in op code order
+    codes = sorted(OP_CODES[k] for k in keys if k in OP_CODES)
+    span = f"op codes {codes[0]}-{codes[-1]}" if codes == list(range(codes[0], codes[-1] + 1)) else "op codes"
+    return f"{', '.join(names)} ({span if codes else 'no op codes'})"
+
+
+def _operator_notes(results: list[SynthResult]) -> list[str]:
+    seen = dict.fromkeys(r.label for r in results if r.core == "OffloadEngine")
+    by_label = {r.label: r for r in results}
+    return [f"* {label} operators: {engine_operators(by_label[label].params)}" for label in seen]
+
+
 def format_table(results: list[SynthResult]) -> str:
     head = (
         f"{'design':<44} {'target':<5} {'LUT':>7} {'LUTRAM':>6} {'FF':>7} {'DSP':>4} "
@@ -964,7 +1001,7 @@ def format_table(results: list[SynthResult]) -> str:
             f"{r.bram:>5g} {fmax} {lat} {r.seconds:>6.1f}{' (cached)' if r.cached else ''}"
             f"{'  ' + r.note if r.note else ''}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + _operator_notes(results))
 
 
 def format_markdown(results: list[SynthResult]) -> str:
@@ -985,7 +1022,7 @@ def format_markdown(results: list[SynthResult]) -> str:
             f"{g(row, 'xc7_dsp')} | {g(row, 'xc7_bram')} | {g(row, 'ecp5_lut')} | "
             f"{g(row, 'ecp5_ff')} | {g(row, 'ecp5_dsp')} | {fm} | {g(row, 'latency')} |"
         )
-    notes = [f"* {r.label} {r.target}: {r.note}" for r in results if r.note]
+    notes = [f"* {r.label} {r.target}: {r.note}" for r in results if r.note] + _operator_notes(results)
     return "\n".join(out + ([""] + notes if notes else []))
 
 

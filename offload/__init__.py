@@ -31,6 +31,7 @@ __all__ = [
     "cityhash64",
     "murmur3_32",
     "sigrid_hash",
+    "decimal_hash_bucket",
     "Feature",
     "FeatureSpec",
     "Runtime",
@@ -172,6 +173,22 @@ def sigrid_hash(
     """TorchArrow's ``sigrid_hash`` of int64 ids (int64 in ``[0, max_value)``)."""
     return default_runtime().sigrid_hash(
         values, salt, max_value, backend=backend, verify=verify, nulls=nulls, output=output
+    )
+
+
+def decimal_hash_bucket(
+    values: Any,
+    num_buckets: int,
+    *,
+    backend: BackendChoice = "auto",
+    verify: VerifyMode | None = None,
+    nulls: Any = "error",
+    output: Output = "numpy",
+) -> Any:
+    """``farmhash64(str(v)) % num_buckets`` of int32/int64 values: Keras ``Hashing`` (no mask)
+    and TensorFlow's hash buckets of integer features (int64 in ``[0, num_buckets)``)."""
+    return default_runtime().decimal_hash_bucket(
+        values, num_buckets, backend=backend, verify=verify, nulls=nulls, output=output
     )
 
 

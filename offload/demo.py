@@ -119,6 +119,12 @@ def workloads(ev: dict[str, Any]) -> list[Workload]:
             B.as_numbers(ev["user_id"]),
             "keys",
         ),
+        Workload(
+            "decimal_hash_bucket user_id (Keras Hashing)",
+            make_call("decimal_hash_bucket", num_buckets=1 << 20, dtype=np.int64),
+            B.as_numbers(ev["user_id"]),
+            "keys",
+        ),
         Workload("delta_varint_encode", make_call("delta_varint_encode"), seqs, "sequences"),
         Workload(
             "delta_varint_decode",

@@ -20,6 +20,7 @@ __all__ = [
     "NO_RECORD_MAX",
     "DEFAULT_RECORD_MAX",
     "BUILDS",
+    "FARMHASH_CODES",
     "RECORD_LIMITED",
     "DEFAULT_BUILD",
     "REGISTERS",
@@ -46,7 +47,7 @@ __all__ = [
 #: The ``ID`` register's value.
 ENGINE_ID = 0x0FF10AD0
 #: The ``VERSION`` register: wire format major.minor as ``major << 16 | minor`` (1.1: 1.0 plus
-#: the ``SEQ_MAX`` register; 1.2: the ``RECORD_MAX`` register and op codes 10-31). A host
+#: the ``SEQ_MAX`` register; 1.2: the ``RECORD_MAX`` and ``OPS_HI`` registers, op codes 10-31). A host
 #: accepts an engine of the same major version.
 ENGINE_VERSION = 0x00010002
 #: The top 16 bits of every trailer word.
@@ -85,6 +86,7 @@ REGISTERS: dict[str, int] = {
     "OPS": 0x58,
     "SEQ_MAX": 0x5C,
     "RECORD_MAX": 0x60,
+    "OPS_HI": 0x64,
 }
 #: The batch parameters a host writes before ``START``, in the order it writes them.
 PARAM_REGISTERS = (
@@ -142,9 +144,10 @@ OP_CODES: dict[str, int] = {
     "fid/1/cityhash64/seeded": 28,
     "fid/2/cityhash64": 29,
     "fid/2/cityhash64/seeded": 30,
+    "decimal_hash_bucket": 31,
 }
-# The OPS register is a 32-bit mask of the op codes built: codes stay below 32.
-assert max(OP_CODES.values()) < 32
+# OPS and OPS_HI are a 64-bit mask of the op codes built: codes stay below 64.
+assert max(OP_CODES.values()) < 64
 
 #: The op codes whose ``VAR`` records must be at most ``RECORD_MAX`` bytes (the FarmHash/
 #: CityHash record core holds a whole record: docs/wire_format.md); a longer record's header is
@@ -153,10 +156,11 @@ RECORD_LIMITED: frozenset[str] = frozenset(k for k in OP_CODES if "farmhash64" i
 
 #: Engine builds: name -> the op codes built (keys of :data:`OP_CODES`). ``"pynq-z2"``, the
 #: default engine (``rtl/offload_engine.v``), fits the xc7z020 of a PYNQ-Z2: every op code but
-#: those of the FarmHash/CityHash record core, whose area (docs/verification.md) needs a larger
-#: part; ``"full"``: every op code.
+#: the FarmHash ones (the CityHash/FarmHash record core and the decimal FarmHash lane), whose
+#: area (docs/verification.md) needs a larger part; ``"full"``: every op code.
+FARMHASH_CODES: frozenset[str] = RECORD_LIMITED | {"decimal_hash_bucket"}
 BUILDS: dict[str, tuple[str, ...]] = {
-    "pynq-z2": tuple(k for k in OP_CODES if k not in RECORD_LIMITED),
+    "pynq-z2": tuple(k for k in OP_CODES if k not in FARMHASH_CODES),
     "full": tuple(OP_CODES),
 }
 #: The build an engine is unless told otherwise.
@@ -210,6 +214,7 @@ def err_names(err: int) -> str:
 
 
 def ops_mask(codes: Iterable[int] | None = None) -> int:
-    """The ``OPS`` register of an engine built with ``codes`` (default: every op code)."""
+    """The op code mask of an engine built with ``codes`` (default: every op code): ``OPS`` is
+    its bits 31..0, ``OPS_HI`` bits 63..32."""
     chosen = OP_CODES.values() if codes is None else codes
     return sum(1 << int(c) for c in chosen)

@@ -70,6 +70,7 @@ OperatorName = Literal[
     "cityhash64",
     "murmur3_32",
     "sigrid_hash",
+    "decimal_hash_bucket",
 ]
 #: ``hash_bucket``'s ``method``.
 HashBucketMethod = Literal["mod", "fastrange"]
@@ -606,11 +607,17 @@ def _city_seed(value: Any, _: Mapping[str, Any]) -> int | None:
     return _optional_seed("cityhash64", value)
 
 
-def _sigrid_dtype(value: Any, _: Mapping[str, Any]) -> np.dtype:
-    dt = np.dtype(value)
-    if dt not in (np.dtype(np.int64), np.dtype(np.int32)):
-        raise TypeError(f"sigrid_hash takes int64 (or int32) ids, got {dt}")
-    return dt
+def _int_dtype(op: str, what: str) -> Callable[[Any, Mapping[str, Any]], np.dtype]:
+    def check(value: Any, _: Mapping[str, Any]) -> np.dtype:
+        dt = np.dtype(value)
+        if dt not in (np.dtype(np.int64), np.dtype(np.int32)):
+            raise TypeError(f"{op} takes int64 (or int32) {what}, got {dt}")
+        return dt
+
+    return check
+
+
+_sigrid_dtype = _int_dtype("sigrid_hash", "ids")
 
 
 def _int64(name: str, lo: int) -> Callable[[Any, Mapping[str, Any]], int]:
@@ -854,6 +861,24 @@ register(
         WireForm({None: "sigrid_hash"}),
         "offload.hw.sigrid:SigridCore",
         examples=({"salt": 0, "max_value": 100}, {"salt": -(1 << 63), "max_value": (1 << 63) - 1}),
+    )
+)
+
+register(
+    Operator(
+        "decimal_hash_bucket",
+        "FarmHash Fingerprint64 of each integer's decimal text % num_buckets (Keras Hashing of integers)",
+        "numbers",
+        (
+            Param("dtype", _int_dtype("decimal_hash_bucket", "values"), shown=False),
+            Param("num_buckets", _num_buckets, registers=("NUM_BUCKETS_LO", "NUM_BUCKETS_HI")),
+        ),
+        "int64",
+        lambda c, r: golden.farmhash64(str(int(r)).encode()) % c.num_buckets,
+        f"{_CPU}.run_decimal_hash_bucket",
+        WireForm({None: "decimal_hash_bucket"}),
+        "offload.hw.decimal:DecimalFarmLane",
+        examples=({"num_buckets": 1000}, {"num_buckets": 1 << 63}),
     )
 )
 

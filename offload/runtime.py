@@ -719,6 +719,26 @@ class Runtime:
             "sigrid_hash", values, backend=backend, verify=verify, nulls=nulls, output=output, **params
         )
 
+    def decimal_hash_bucket(
+        self,
+        values: Any,
+        num_buckets: int,
+        *,
+        backend: BackendChoice | None = None,
+        verify: VerifyMode | None = None,
+        nulls: Any = "error",
+        output: Output = "numpy",
+    ) -> Any:
+        return self.call(
+            "decimal_hash_bucket",
+            values,
+            backend=backend,
+            verify=verify,
+            nulls=nulls,
+            output=output,
+            num_buckets=num_buckets,
+        )
+
     def bucketize(
         self,
         x: Any,

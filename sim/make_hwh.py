@@ -147,6 +147,7 @@ def registers():
                 "CYCLES_LO",
                 "CYCLES_HI",
                 "OPS",
+                "OPS_HI",
                 "SEQ_MAX",
                 "RECORD_MAX",
             )

@@ -117,7 +117,8 @@ class ReferenceEngineModel:
                 "CAPS": self.caps,
                 "CYCLES_LO": self.cycles & 0xFFFFFFFF,
                 "CYCLES_HI": self.cycles >> 32 & 0xFFFFFFFF,
-                "OPS": self.ops,
+                "OPS": self.ops & 0xFFFFFFFF,
+                "OPS_HI": self.ops >> 32,
                 "SEQ_MAX": em.DEFAULT_SEQ_MAX,
                 "RECORD_MAX": self.record_max,
             }.get(name, 0)

@@ -17,7 +17,7 @@ import os
 
 import pytest
 
-from offload.engine_map import OP_CODES, RECORD_LIMITED
+from offload.engine_map import FARMHASH_CODES, OP_CODES
 from offload.sim.cocotb import plan as P
 from offload.sim.cocotb import runner as R
 
@@ -144,9 +144,9 @@ def test_mutation_control_passes(tmp_path):
 
 
 def _full_jobs(seed: int, flows, **kw):
-    """The stream jobs of the op codes only the full build has (FarmHash, CityHash, and
-    hash_bucket/fid over them)."""
-    limited = {OP_CODES[k] for k in RECORD_LIMITED}
+    """The stream jobs of the op codes only the full build has (FarmHash, CityHash,
+    hash_bucket/fid over them, decimal_hash_bucket)."""
+    limited = {OP_CODES[k] for k in FARMHASH_CODES}
     return [j for j in P.stream_jobs(seed, flows, build="full", **kw) if j["regs"]["OP"] in limited]
 
 
@@ -159,10 +159,29 @@ def _run_full(sim: str, jobs, tmp_path, testcases="test_plan") -> R.RunResult:
 @pytest.mark.timeout(1200)
 def test_full_build_verilator(tmp_path):
     """rtl/offload_engine_full_sim.v: its registers (OPS, RECORD_MAX), and every FarmHash/CityHash
-    op code on every boundary length, 8- and 4-byte keys, crossed with every flow."""
+    op code on every boundary length, 8- and 4-byte keys, and decimal_hash_bucket on int32/int64,
+    crossed with every flow."""
     _need("verilator")
     _check(_run_full("verilator", [], tmp_path, testcases="test_registers"))
     _check(_run_full("verilator", _full_jobs(BASE_SEED * 1000 + 11, list(P.FLOWS), fixed_n=6), tmp_path))
+
+
+@pytest.mark.timeout(1200)
+def test_mutation_golden_farmhash_fails(tmp_path, monkeypatch):
+    """The full build's bench against expectations from a corrupted FarmHash constant (k2 of
+    offload.golden_cityhash): FAIL with an output mismatch, so those benches can fail."""
+    _need("verilator")
+    from offload import golden_cityhash
+
+    monkeypatch.setattr(golden_cityhash, "CITY_K2", golden_cityhash.CITY_K2 ^ (1 << 9))
+    jobs = [
+        j for j in _full_jobs(BASE_SEED, ["steady"], fixed_n=3, lengths=[5, 40]) if "farmhash64" in j["name"]
+    ]
+    monkeypatch.undo()
+    assert jobs
+    res = _run_full("verilator", jobs, tmp_path)
+    assert not res.passed, "a corrupted FarmHash constant went unnoticed:\n" + res.summary()
+    assert any("output differs" in t.message for t in res.failures), res.summary()
 
 
 @pytest.mark.timeout(1200)

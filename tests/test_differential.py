@@ -17,7 +17,7 @@ import pytest
 import offload
 from offload import batch as B
 from offload import golden as golden_model
-from offload.ops import HASH_SEEDS, golden_result, make_call, operator
+from offload.ops import golden_result, make_call, operator
 from tests.conftest import require
 from tests.lengths import BOUNDARY_LENGTHS
 
@@ -114,6 +114,12 @@ def case(name: str):
         salt = int(rng.integers(-(1 << 63), 1 << 63))
         call = make_call("sigrid_hash", salt=salt, max_value=1000, dtype=np.int64)
         return call, B.as_numbers(u64.view(np.int64))
+    if name == "decimal_hash_bucket/int64":
+        call = make_call("decimal_hash_bucket", num_buckets=1_000_003, dtype=np.int64)
+        return call, B.as_numbers(u64.view(np.int64))
+    if name == "decimal_hash_bucket/int32":
+        x = rng.integers(-(1 << 31), 1 << 31, N, dtype=np.int64).astype(np.int32)
+        return make_call("decimal_hash_bucket", num_buckets=97, dtype=np.int32), B.as_numbers(x)
     if name == "hash_bucket/farmhash64/mod-strings":
         return make_call("hash_bucket", num_buckets=1_000_003, hash="farmhash64"), B.as_records(strs)
     if name == "fid/cityhash64/v2-u64":
@@ -163,6 +169,8 @@ CASES = [
     "murmur3_32/spark-strings",
     "murmur3_32/int32",
     "sigrid_hash/int64",
+    "decimal_hash_bucket/int64",
+    "decimal_hash_bucket/int32",
     "hash_bucket/farmhash64/mod-strings",
     "fid/cityhash64/v2-u64",
     "hash_bucket/murmur3_32/mod-int64",
@@ -170,11 +178,15 @@ CASES = [
 
 
 def _runs_on(backend: str, name: str) -> bool:
-    """Devices run the operators with an engine op code, and hash_bucket and fid of xxh64 only
-    (a case of another hash names it); the host backends run every one."""
+    """Devices run the operators with an engine op code, if their build has it: the sim
+    backend's full build every one, the simulated PYNQ-Z2 (fpga) all but the FarmHash ones
+    (farmhash64, cityhash64, decimal_hash_bucket, and hash_bucket/fid over them: a case of
+    another hash names it); the host backends run every one."""
     op, *rest = name.split("/")
-    other_hash = any(part in HASH_SEEDS and part != "xxh64" for part in rest)
-    return backend == "cpu" or (operator(op).wire is not None and not other_hash)
+    farm = op in ("farmhash64", "cityhash64", "decimal_hash_bucket") or bool(
+        {"farmhash64", "cityhash64"} & set(rest)
+    )
+    return backend == "cpu" or (operator(op).wire is not None and not (backend == "fpga" and farm))
 
 
 PAIRS = [(b, n) for n in CASES for b in BACKENDS if _runs_on(b, n)]

@@ -157,6 +157,10 @@ def _golden_sigrid(values: Any, salt: int, max_value: int) -> list[int]:
     return [golden_sigrid.sigrid_hash(int(v), salt, max_value) for v in np.asarray(values).tolist()]
 
 
+def _golden_decimal(values: Any, num_buckets: int) -> list[int]:
+    return [golden.farmhash64(str(int(v)).encode()) % num_buckets for v in np.asarray(values).tolist()]
+
+
 def _golden_bucketize(
     x: Any, boundaries: Any, right: bool = True, nulls: Any = "error", output: str = "numpy"
 ) -> list[Any]:
@@ -213,6 +217,7 @@ GOLDEN: dict[str, Callable[..., Any]] = {
     "cityhash64": _golden_hash(golden.cityhash64),
     "murmur3_32": _golden_hash(golden.murmur3_32),
     "sigrid_hash": _golden_sigrid,
+    "decimal_hash_bucket": _golden_decimal,
 }
 
 

@@ -16,7 +16,7 @@ import pytest
 
 import offload
 from offload import batch as B
-from offload import engine_map, wire
+from offload import engine_map, ops, wire
 from offload.host.sim_backend import SimBackend
 from offload.host.smartnic.backend import SmartNicBackend
 from offload.host.smartnic.testing import InProcessService
@@ -42,6 +42,8 @@ CALLS = [
     ("murmur3_32", {"seed": 2**32 - 1}, KEYS.view(np.uint32)),
     ("sigrid_hash", {"salt": 0, "max_value": 100}, IDS),
     ("sigrid_hash", {"salt": -7, "max_value": 2**63 - 1}, IDS.astype(np.int32)),
+    ("decimal_hash_bucket", {"num_buckets": 1000}, IDS),
+    ("decimal_hash_bucket", {"num_buckets": 2**63}, IDS.astype(np.int32)),
     ("hash_bucket", {"num_buckets": 1000, "hash": "farmhash64"}, STRINGS),
     ("hash_bucket", {"num_buckets": 2**63, "hash": "cityhash64", "seed": 5, "method": "fastrange"}, KEYS),
     ("hash_bucket", {"num_buckets": 97, "hash": "murmur3_32", "seed": 42}, STRINGS),
@@ -52,7 +54,7 @@ IDS_OF = [f"{op}-{i}" for i, (op, _, _) in enumerate(CALLS)]
 
 
 def expected(op: str, params: dict, values) -> list:
-    if op == "sigrid_hash":
+    if ops.operator(op).inputs == "numbers":
         batch = B.as_numbers(values)
         return golden(make_call(op, dtype=batch.values.dtype, **params), batch)
     return golden(make_call(op, **params), B.as_records(values))
@@ -96,7 +98,7 @@ ENGINE_LESS = [
 def _built_without(op: str, params: dict, where: str = "sim") -> str:
     """The reason a PYNQ-Z2 build gives: it lacks the operator (no op code of it is built) or
     the call's op code."""
-    if op in ("farmhash64", "cityhash64"):
+    if op in ("farmhash64", "cityhash64", "decimal_hash_bucket"):
         return f"{where} does not implement {op}"
     call = make_call(op, **params)
     return f"the engine is built without op {wire.op_code(call)} ({call.describe()})"
@@ -253,13 +255,13 @@ def _engine_runtime(where: str) -> Runtime:
 
 
 def _batch(op: str, values):
-    return B.as_numbers(values) if op == "sigrid_hash" else B.as_records(values)
+    return B.as_numbers(values) if ops.operator(op).inputs == "numbers" else B.as_records(values)
 
 
 def _why_not(rt: Runtime, where: str, op: str, params: dict, values) -> str | None:
     """Why the backend's engine cannot run the call (None: it can)."""
     batch = _batch(op, values)
-    extra = {"dtype": batch.values.dtype} if op == "sigrid_hash" else {}
+    extra = {"dtype": batch.values.dtype} if isinstance(batch, B.Numbers) else {}
     return rt.backend(where).supports(make_call(op, **extra, **params), batch)
 
 
@@ -272,7 +274,11 @@ def test_the_engine_equals_golden(where, op, params, values):
     rt = _engine_runtime(where)
     why = _why_not(rt, where, op, params, values)
     if why is not None:
-        assert where == "fpga" and {op, params.get("hash")} & {"farmhash64", "cityhash64"}
+        assert where == "fpga" and {op, params.get("hash")} & {
+            "farmhash64",
+            "cityhash64",
+            "decimal_hash_bucket",
+        }
         assert why == _built_without(op, params, where)
         return
     assert rt.call(op, values, **params).tolist() == expected(op, params, values)
@@ -335,3 +341,49 @@ def test_a_record_longer_than_record_max_goes_to_the_next_backend():
         rt.farmhash64(recs[:1], backend="sim").tolist()
         == [golden(make_call("farmhash64"), B.as_records(recs[:1]))][0]
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput in cycles (the Verilator model's clock, not time): a word per cycle
+# ---------------------------------------------------------------------------------------------
+
+#: (name, record lengths) of the length mixes: short, mixed, long (up to RECORD_MAX)
+MIXES = [("short 0-8", (0, 8)), ("mixed 0-64", (0, 64)), ("long 200-1000", (200, 1000))]
+THROUGHPUT_CALLS = [
+    ("murmur3_32", {"tail": "spark"}),
+    ("farmhash64", {}),
+    ("cityhash64", {"seed": 7}),
+    ("hash_bucket", {"num_buckets": 1000, "hash": "murmur3_32"}),
+    ("fid", {"slot": 5, "hash": "farmhash64"}),
+]
+
+
+@pytest.mark.parametrize("op,params", THROUGHPUT_CALLS, ids=[c[0] for c in THROUGHPUT_CALLS])
+@pytest.mark.parametrize("mix,lengths", MIXES, ids=[m[0] for m in MIXES])
+def test_the_engine_takes_a_word_per_cycle_for_every_length_mix(op, params, mix, lengths):
+    """10,000 records of a random length mix in one transfer: input words (headers included)
+    per clock cycle of the model >= 0.95 (the batch's fixed start and drain included)."""
+    sb = SimBackend()
+    rt = Runtime(backends=[sb], fallback=False, verify="off")
+    require(rt, "sim")
+    rng = np.random.default_rng(len(op) * 100 + lengths[1])
+    recs = [rng.bytes(int(n)) for n in rng.integers(lengths[0], lengths[1] + 1, 10_000)]
+    call = make_call(op, **params)
+    words = wire.encode_request(call, B.as_records(recs)).words.shape[0]
+    before = sb.cycles
+    assert rt.call(op, recs, **params).tolist() == golden(call, B.as_records(recs))
+    assert words / (sb.cycles - before) >= 0.95, (words, sb.cycles - before)
+
+
+@pytest.mark.parametrize(
+    "op,params", [("sigrid_hash", {"salt": 1, "max_value": 97}), ("decimal_hash_bucket", {"num_buckets": 10})]
+)
+def test_the_engine_takes_a_key_per_cycle(op, params):
+    """Fixed-width ids: one 8-byte key per cycle (>= 0.95 with the batch's start and drain)."""
+    sb = SimBackend()
+    rt = Runtime(backends=[sb], fallback=False, verify="off")
+    require(rt, "sim")
+    ids = np.random.default_rng(3).integers(-(1 << 63), (1 << 63) - 1, 20_000, dtype=np.int64)
+    before = sb.cycles
+    assert rt.call(op, ids, **params).tolist() == expected(op, params, ids)
+    assert ids.shape[0] / (sb.cycles - before) >= 0.95

@@ -65,10 +65,8 @@ def test_the_default_build_is_the_pynq_z2_one_without_the_city_farm_core():
     dut._MustUse__silence = True  # read, never elaborated
     assert dut.decode.codes == build_codes("pynq-z2") == build_codes(engine_map.DEFAULT_BUILD)
     assert "cityfarm" not in dut.decode.paths()[0] and not dut.decode.built("cityfarm")
-    assert set(dut.operators) == {n for n, op in ops.REGISTRY.items() if op.wire} - {
-        "farmhash64",
-        "cityhash64",
-    }
+    farm = {"farmhash64", "cityhash64", "decimal_hash_bucket"}
+    assert set(dut.operators) == {n for n, op in ops.REGISTRY.items() if op.wire} - farm
 
 
 def test_a_build_of_some_operators_has_only_their_cores():
@@ -197,6 +195,25 @@ def test_sigrid_hash_equals_golden_with_gaps(dtype):
     results = _run(_engine("pynq-z2", 2), calls, [as_numbers(ids)] * len(calls), valid=0.7, ready=0.6, seed=9)
     for call, res in zip(calls, results):
         assert res.out[:-1] == [ops.golden_result(call, int(v)) & M64 for v in ids], call.describe()
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_decimal_hash_bucket_equals_golden_with_gaps(lanes):
+    """Keras-style integers: the engine's binary-to-decimal stage and FarmHash lane, then the mod
+    core, on int64 and int32 values of every digit count, both signs and the extremes."""
+    rng = random.Random(lanes)
+    calls, batches = [], []
+    for dtype in (np.int64, np.int32):
+        info = np.iinfo(dtype)
+        digits = [rng.randint(-(10**k), 10**k) for k in range(1, 19) if 10**k < info.max]
+        vals = np.array([info.min, info.max, 0, -1, 9, 10, -99, 100, *digits], dtype)
+        for nb in (1, 1000, 1 << 63):
+            calls.append(ops.make_call("decimal_hash_bucket", num_buckets=nb, dtype=dtype))
+            batches.append(as_numbers(vals))
+    results = _run(_engine("full", lanes), calls, batches, valid=0.7, ready=0.6, seed=lanes)
+    for call, batch, res in zip(calls, batches, results):
+        want = [ops.golden_result(call, int(v)) for v in batch.values]
+        assert res.out[:-1] == want, call.describe()
 
 
 def test_a_record_longer_than_record_max_is_a_bad_header_for_farm_and_city_only():

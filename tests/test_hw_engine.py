@@ -15,7 +15,7 @@ import pytest
 from amaranth.back import rtlil
 
 from offload import engine_map, golden, ops
-from offload.hw.engine import ENGINE_ID, ENGINE_VERSION, ERR, OffloadEngine
+from offload.hw.engine import ENGINE_ID, ENGINE_VERSION, ERR, OffloadEngine, build_codes
 from offload.hw.enginesim import Batch, pack_seq, pack_var, run_batches, trailer_fields, unpack_seq_output
 from offload.hw.opdecode import OpDecode
 from tests.lengths import BOUNDARY_LENGTHS
@@ -202,7 +202,9 @@ def test_registers_readback():
         0x14: 0xABCDEF12,
         0x2C: 0x12345678,
         0x4C: 256 | (1 << 16) | (8 << 24),
-        0x58: engine_map.ops_mask(),
+        0x58: engine_map.ops_mask(
+            engine_map.OP_CODES[k] for k in engine_map.BUILDS[engine_map.DEFAULT_BUILD]
+        ),
         0x5C: 1024,
         0xFC: 0,
     }
@@ -453,15 +455,20 @@ def test_decode_tables_are_the_registry_entries():
     assert dec.ops_mask == engine_map.ops_mask(dec.codes)
     codes = engine_map.OP_CODES
     assert dec.of_kind("records") == [c for k, c in codes.items() if k.split("/")[0] in ops.HASH_OPS]
-    assert dec.of_kind("numbers") == [codes["bucketize/right"], codes["bucketize/left"], codes["sigrid_hash"]]
+    numbers = ["bucketize/right", "bucketize/left", "sigrid_hash", "decimal_hash_bucket"]
+    assert dec.of_kind("numbers") == [codes[k] for k in numbers]
     assert dec.users("xxh64") == [
-        codes[k] for k in codes if k.split("/")[0] in ("xxh64", "hash_bucket", "fid") and "murmur3" not in k
+        codes[k]
+        for k in codes
+        if k.split("/")[0] in ("xxh64", "hash_bucket", "fid")
+        and not any(h in k for h in ("murmur3_32", "farmhash64", "cityhash64"))
     ]
     assert dec.users("murmur3") == [codes[k] for k in codes if "murmur3_32" in k]
-    assert dec.users("fastrange") == [codes["hash_bucket/fastrange"]]
+    assert dec.users("fastrange") == [codes[k] for k in codes if k.startswith("hash_bucket/fastrange")]
     slot1, slot2 = ((1 << golden.FID_LAYOUT[v][0]) - 1 for v in (1, 2))
     m32 = (1 << 32) - 1
-    assert [(ch.code, ch.registers[0], ch.lo, ch.hi) for ch in dec.checks] == [
+    pynq = OpDecode(codes=build_codes(engine_map.DEFAULT_BUILD))  # the full build adds codes 16-31
+    assert [(ch.code, ch.registers[0], ch.lo, ch.hi) for ch in pynq.checks] == [
         (codes["hash_bucket/mod"], "NUM_BUCKETS_LO", 1, M64),
         (codes["hash_bucket/mod/murmur3_32"], "NUM_BUCKETS_LO", 1, M64),
         (codes["hash_bucket/mod/murmur3_32"], "SEED_LO", 0, m32),  # a 32-bit seed

@@ -180,7 +180,7 @@ def _xorfold_cpu(backend, call: OpCall, batch) -> np.ndarray:
 
 @pytest.fixture
 def xorfold(monkeypatch):
-    monkeypatch.setitem(engine_map.OP_CODES, "xorfold", 31)
+    monkeypatch.setitem(engine_map.OP_CODES, "xorfold", 32)
     entry = ops.register(
         Operator(
             "xorfold",
@@ -223,7 +223,7 @@ def test_a_registered_operator_runs_on_the_reference_engine(xorfold):
     for values in (KEYS, RECORDS):
         batch = as_records(values)
         job = wire.encode_request(call, batch)
-        assert job.regs["OP"] == 31
+        assert job.regs["OP"] == 32
         out, err = wire.reference_engine(job.regs, job.table, job.words)
         assert err == 0
         assert wire.decode_response(job, out).tolist() == _expected(call, batch)
@@ -232,7 +232,7 @@ def test_a_registered_operator_runs_on_the_reference_engine(xorfold):
 
 def test_an_unregistered_operator_is_gone_everywhere(xorfold):
     ops.unregister("xorfold")
-    assert ops.by_code(31) is None
+    assert ops.by_code(32) is None
     with pytest.raises(ValueError, match=r"^unknown operator 'xorfold'"):
         make_call("xorfold", mask=1)
     ops.register(xorfold)  # the fixture unregisters it again
@@ -270,7 +270,7 @@ def test_the_cocotb_plan_drives_every_op_code(monkeypatch):
     assert {j["regs"]["OP"] for j in jobs} == set(engine_map.OP_CODES.values())
     jobs = plan.stream_jobs(1, ["steady"], lengths=[0, 1, 9], fixed_n=2)
     assert {j["regs"]["OP"] for j in jobs} == plan.built_codes(engine_map.DEFAULT_BUILD)
-    monkeypatch.setitem(engine_map.OP_CODES, "xorfold", 31)
+    monkeypatch.setitem(engine_map.OP_CODES, "xorfold", 32)
     monkeypatch.setitem(engine_map.BUILDS, "full", (*engine_map.BUILDS["full"], "xorfold"))
-    with pytest.raises(ValueError, match=r"^the stream plan has no stimulus for op code\(s\) \[31\]"):
+    with pytest.raises(ValueError, match=r"^the stream plan has no stimulus for op code\(s\) \[32\]"):
         plan.stream_jobs(1, ["steady"], lengths=[0, 1], fixed_n=2, build="full")

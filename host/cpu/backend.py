@@ -42,6 +42,7 @@ from .kernels_hash import (
     xxh64_var_ser,
 )
 from .kernels_murmur3 import murmur3_fixed_ser, murmur3_var_ser, sigrid_ser
+from .kernels_text import format_decimal
 from .kernels_varint import (
     decode_count_ser,
     decode_error,
@@ -170,6 +171,14 @@ class CpuBackend(Backend):
         else:
             self._chunks(lambda lo, hi: sigrid_ser(x[lo:hi], salt, mx, out[lo:hi]), bounds)
         return out
+
+    def run_decimal_hash_bucket(self, call: OpCall, batch: Numbers) -> np.ndarray:
+        """The decimal text of every value (a compiled kernel), then FarmHash mod buckets."""
+        offsets, data = format_decimal(batch.values)
+        text = VarRecords((VarChunk(offsets, data),))
+        return self.run_hashed(
+            make_call("hash_bucket", num_buckets=call.num_buckets, hash="farmhash64"), text
+        )
 
     def _raw_hash(self, name: str, seed: int | None, batch: FixedKeys | VarRecords) -> np.ndarray:
         """The 64-bit (murmur3_32: zero-extended) hash ``name`` of every record."""

@@ -12,8 +12,10 @@ What the layer computes (Keras 3, ``Hashing._hash_values_to_bins``), and so what
   gets 0 and every other value ``Fingerprint64 % (num_bins - 1) + 1``. With ``num_bins == 1``
   Keras applies no mask: every value, the mask included, gets bin 0.
 
-The decimal text is written by a compiled kernel (``offload.host.cpu.kernels_text``), never by
-Python ``str``; the hashing runs on the runtime (``backend=`` routes it).
+Integers go to the runtime as they are (``offload.decimal_hash_bucket``: the decimal text and its
+FarmHash computed together, on the engine by a binary-to-decimal stage in front of FarmHash, on
+the CPU by a compiled kernel, never by Python ``str``); strings to ``hash_bucket`` with
+``hash="farmhash64"``. ``backend=`` routes either.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from offload.compat import (
     runtime_of,
     text_kind,
 )
-from offload.host.cpu.kernels_text import equal_records, format_decimal
+from offload.host.cpu.kernels_text import equal_records
 from offload.runtime import BackendChoice, Runtime, VerifyMode
 
 __all__ = ["hashing"]
@@ -63,28 +65,30 @@ def hashing(
     bins = check_count(_WHO, "num_bins", num_bins)
     masked = mask_value is not None and bins > 1  # Keras reserves bin 0 only when it can
     ints = _integers(values)
-    if ints is not None:
-        shape = ints.shape
-        records: Any = format_decimal(ints)
-        mask = _int_mask(ints, mask_value) if masked else None
-    else:
-        if not text_kind(values):
-            raise TypeError(
-                f"{_WHO}: unsupported {describe(values)}: expected strings, int32 or int64 "
-                "(Keras truncates floats to int64 before hashing: cast explicitly)"
-            )
-        text = read_text(values, _WHO, nulls_allowed=False)
-        shape = text.shape
-        records = as_records(text.records)
-        mask = _text_mask(records, mask_value) if masked else None
     rt = runtime_of(runtime, _WHO)
-    out = rt.hash_bucket(
-        records, bins - 1 if masked else bins, hash="farmhash64", backend=backend, verify=verify
-    )
+    n_bins = bins - 1 if masked else bins
+    if ints is not None:
+        mask = _int_mask(ints, mask_value) if masked else None
+        out = rt.decimal_hash_bucket(ints.reshape(-1), n_bins, backend=backend, verify=verify)
+        return _masked(out, mask).reshape(ints.shape)
+    if not text_kind(values):
+        raise TypeError(
+            f"{_WHO}: unsupported {describe(values)}: expected strings, int32 or int64 "
+            "(Keras truncates floats to int64 before hashing: cast explicitly)"
+        )
+    text = read_text(values, _WHO, nulls_allowed=False)
+    records = as_records(text.records)
+    mask = _text_mask(records, mask_value) if masked else None
+    out = rt.hash_bucket(records, n_bins, hash="farmhash64", backend=backend, verify=verify)
+    return _masked(out, mask).reshape(text.shape)
+
+
+def _masked(out: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Keras's mask: bin 0 for the mask value, the others shifted up by one."""
     if mask is not None:
         out += 1
         out[mask] = 0
-    return out.reshape(shape)
+    return out
 
 
 def _integers(values: Any) -> np.ndarray | None:

@@ -242,7 +242,7 @@ async def test_registers(dut):
     await env.start()
     exp = plan["registers"]
     errs = []
-    for name in ("ID", "VERSION", "CAPS", "OPS", "SEQ_MAX", "RECORD_MAX"):
+    for name in ("ID", "VERSION", "CAPS", "OPS", "OPS_HI", "SEQ_MAX", "RECORD_MAX"):
         v = await env.read(name)
         if v != exp[name]:
             errs.append(f"{name} reads 0x{v:08x}, expected 0x{exp[name]:08x}")

@@ -435,6 +435,12 @@ def stream_jobs(
             if want is None or "sigrid_hash" in want or label in want:
                 ids, params = _sigrid_case(rng, np.dtype(dt), fixed_n + 4)
                 jobs.append(_job_from_call(label, "sigrid_hash", ids, flow, seed, **params))
+            label = f"decimal_hash_bucket_{np.dtype(dt).name}"
+            built_here = OP_CODES["decimal_hash_bucket"] in built
+            if built_here and (want is None or "decimal_hash_bucket" in want or label in want):
+                ids, _ = _sigrid_case(rng, np.dtype(dt), fixed_n + 4)  # the same extremes
+                nbk = rng.choice([1, 10, 1000003, 1 << 63])
+                jobs.append(_job_from_call(label, "decimal_hash_bucket", ids, flow, seed, num_buckets=nbk))
         if want is None or "delta_varint_encode" in want:
             seqs = _sequences(rng, [k for k in lengths if k <= ENGINE["seq_max"]])
             jobs.append(_job_from_call("delta_varint_encode/SEQ", "delta_varint_encode", seqs, flow, seed))
@@ -626,7 +632,8 @@ def register_expectations(build: str = ENGINE["build"]) -> dict[str, Any]:
         "ID": ENGINE["id"],
         "VERSION": ENGINE["version"],
         "CAPS": caps,
-        "OPS": sum(1 << k for k in built_codes(build)),
+        "OPS": sum(1 << k for k in built_codes(build)) & 0xFFFFFFFF,
+        "OPS_HI": sum(1 << k for k in built_codes(build)) >> 32,
         "SEQ_MAX": ENGINE["seq_max"],
         "RECORD_MAX": record_max_of(build),
         "TRAILER_MAGIC": TRAILER_MAGIC,
