@@ -931,9 +931,12 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     ``farm``) from fields ``h0..h3`` (the first four words), ``e4..e7`` (the last four), ``n7``
     (the length), ``a16`` (``h0 + k2``) and ``h1k`` (``rotr(h1 + k2, 18)``); leaves
     ``hshort``. A record takes one path, so the products of a level share multipliers, each
-    operand picked by length (and ``farm``): 13 products for FarmHash, 10 for CityHash, where
-    one per path and level took 16 and 19. A stage has at most one carry chain in front of a
-    product's first adder level; a field is dropped at its last reader."""
+    operand picked by length (and ``farm``), and the products only records of 33..64 bytes
+    need share pipelines (such records are 5+ cycles apart): 10 multipliers for FarmHash and 11
+    for CityHash (two of them times-9 adders) where a multiplier per product took 18 and 22. A
+    stage has at most one carry chain in front of a product's first adder level (farm's g:
+    two carry-save levels and one); a field is dropped at its last reader, or waits in a hold
+    register if only 33..64-byte records read it."""
     both = city and farm
 
     def lens():
