@@ -90,7 +90,7 @@ from offload.ops import REGISTRY
 from .collector import Collector, axis_out
 from .common import ADDER_LEVELS, MULTIPLIERS, check_choice, check_pow2
 from .control import Control
-from .lanebank import LaneBank, core_latencies, mod_core, mod_pad
+from .lanebank import LaneBank, city_farm_hashes, core_latencies, mod_core, mod_pad
 from .opdecode import OpDecode, op_in
 from .parser import Parser
 from .regfile import AXI_LITE, RegisterFile
@@ -237,7 +237,8 @@ class OffloadEngine(wiring.Component):
         # the engine's registers at the cores' boundaries (see elaborate): one in front of
         # every core (so one between a core and the next on a path) and one before the FIFO.
         used = {c for path in self.decode.paths() for c in path} - {"varint"}
-        lat = core_latencies(used, adder_levels, modulo, mod_bits_per_stage, table_depth, record_max)
+        hashes = city_farm_hashes(self.decode) if "cityfarm" in used else ("city", "farm")
+        lat = core_latencies(used, adder_levels, modulo, mod_bits_per_stage, table_depth, record_max, hashes)
         lat["varint"] = 0  # the encoder's words are in SLACK_MARGIN
         mod = mod_core(modulo, mod_bits_per_stage, "lut")
         mod._MustUse__silence = True

@@ -96,15 +96,22 @@ class CityFarmRecords(wiring.Component):
 
     Ports: as :class:`~offload.hw.cityhash.CityFarmCore` (``i``, ``o``, ``hash``, ``seeded``,
     ``seed``, ``overflow``). ``max_bytes``: the longest record (the engine's ``RECORD_MAX``; a
-    longer one must not get here). Latency: :attr:`latency` cycles at most from a record's last
-    word to its hash (:attr:`fixed_latency` exactly for one-word records arriving at most one
-    per cycle: nothing waits in the gather); one word per cycle.
+    longer one must not get here); ``hashes``: the core's (``CityFarmCore``'s build parameter).
+    Latency: :attr:`latency` cycles at most from a record's last word to its hash
+    (:attr:`fixed_latency` exactly for one-word records arriving at most one per cycle: nothing
+    waits in the gather); one word per cycle.
     """
 
-    def __init__(self, max_bytes: int = 1024, adder_levels: int | str = "csa", multipliers: str = "lut"):
+    def __init__(
+        self,
+        max_bytes: int = 1024,
+        adder_levels: int | str = "csa",
+        multipliers: str = "lut",
+        hashes: tuple[str, ...] = ("city", "farm"),
+    ):
         from .cityhash import CityFarmCore
 
-        self.core = CityFarmCore(max_bytes, adder_levels, multipliers)
+        self.core = CityFarmCore(max_bytes, adder_levels, multipliers, hashes)
         self.gather = RecordGather(self.core.span)
         for sub in (self.core, self.gather):
             sub._MustUse__silence = True  # elaborated as submodules, or never if this is not

@@ -59,6 +59,7 @@ def core_latencies(
     mod_bits_per_stage: int,
     table_depth: int,
     record_max: int,
+    hashes: tuple[str, ...] = ("city", "farm"),
 ) -> dict[str, int]:
     """The latency of each lane core in ``names`` (lane 0's, at most; the other lanes are
     padded to it), by its :data:`LANE_CORES` name, read from cores instantiated only for that."""
@@ -66,7 +67,7 @@ def core_latencies(
         "xxh64": lambda: XXH64Core(adder_levels),
         "xxh32": lambda: XXH32Core(adder_levels),
         "murmur3": lambda: Murmur3Core(adder_levels),
-        "cityfarm": lambda: CityFarmRecords(record_max, adder_levels),
+        "cityfarm": lambda: CityFarmRecords(record_max, adder_levels, "lut", hashes),
         "decfarm": lambda: DecimalFarmLane(None, adder_levels),
         "sigrid": lambda: SigridMix(adder_levels),
         "mod": lambda: mod_core(modulo, mod_bits_per_stage, "lut"),
@@ -81,6 +82,14 @@ def core_latencies(
         core._MustUse__silence = True  # no UnusedElaboratable warning
         out[name] = core.latency
     return out
+
+
+def city_farm_hashes(decode: OpDecode) -> tuple[str, ...]:
+    """The hashes the FarmHash/CityHash cores are built for: those the op codes name
+    (``CityFarmCore``'s ``hashes``; one hash is about half the area of both)."""
+    names = {"cityhash64": "city", "farmhash64": "farm"}
+    used = {names[h] for h in names if decode.where(lambda v, h=h: v["hash"] == h)}
+    return tuple(h for h in ("city", "farm") if h in used)
 
 
 def mod_pad(mod: Any, front_latency: int) -> int:
@@ -169,8 +178,9 @@ class LaneBank(wiring.Component):
         self.m3 = [m3] + [Murmur3Lane(m3.latency, levels, mul) for _ in range(1, N)]
         self.cf: list[Any] = []
         if decode.built("cityfarm"):  # (a large core: not even instantiated unless built)
-            cf = CityFarmRecords(engine.record_max, levels, mul)
-            self.cf = [cf] + [CityFarmLane(cf.fixed_latency, levels, mul) for _ in range(1, N)]
+            hashes = city_farm_hashes(decode)  # only the hash(es) the build's op codes name
+            cf = CityFarmRecords(engine.record_max, levels, mul, hashes)
+            self.cf = [cf] + [CityFarmLane(cf.fixed_latency, levels, mul, hashes) for _ in range(1, N)]
         self.df = [DecimalFarmLane(None, levels, mul) for _ in range(N)] if decode.built("decfarm") else []
         self.sg = [SigridMix(levels, mul) for _ in range(N)]
         self.sgfix = [SigridFix() for _ in range(N)]

@@ -19,6 +19,7 @@ from offload.batch import as_numbers, as_records
 from offload.hw.engine import OffloadEngine, build_codes
 from offload.hw.enginesim import Batch, axil_read, run_batches, trailer_fields
 from offload.hw.gather import RecordGather
+from offload.hw.lanebank import city_farm_hashes
 from tests.lengths import BOUNDARY_LENGTHS
 
 M64 = (1 << 64) - 1
@@ -179,6 +180,27 @@ def test_the_full_build_equals_golden_on_records_with_gaps_and_backpressure(lane
         assert not res.timed_out
         assert res.out[:-1] == w, call.describe()
         assert trailer_fields(res.out[-1])[:2] == (len(w), 0)
+
+
+@pytest.mark.parametrize(
+    "build,hashes",
+    [
+        (("farmhash64", "hash_bucket/fastrange/farmhash64"), ("farm",)),
+        (("cityhash64", "fid/2/cityhash64/seeded"), ("city",)),
+    ],
+)
+def test_a_build_with_one_of_farm_and_city_builds_that_hash_only(build, hashes):
+    """The record core is built for the hashes the build's op codes name (about half the area
+    of both); its results are the golden model's, with gaps and backpressure."""
+    rng = random.Random(7)
+    dut = _engine(build)
+    assert city_farm_hashes(dut.decode) == hashes
+    recs = _records(rng, 300)
+    calls = [c for c in CALLS if wire.op_code(c) in dut.decode.codes]
+    assert len(calls) == 2
+    results = _run(dut, calls, [as_records(recs)] * 2, valid=0.7, ready=0.6, seed=3)
+    for call, res in zip(calls, results):
+        assert res.out[:-1] == [ops.golden_result(call, r) for r in recs], call.describe()
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
