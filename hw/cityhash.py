@@ -335,21 +335,21 @@ class _Window:
     remainder). Bytes before the record's start are leftovers of earlier records: the paths that
     read them are not taken for such short records."""
 
-    def __init__(self, m: Module, name: str, valid, b, cur):
+    def __init__(self, m: Module, name: str, valid, b, cur, chunk0):
         self.win = [Signal(64, name=f"{name}_win{k}", reset_less=True) for k in range(8)]
         self.heads = [Signal(64, name=f"{name}_head{k}", reset_less=True) for k in range(4)]
         with m.If(valid):
             m.d.sync += [self.win[k].eq(self.win[k + 1]) for k in range(7)] + [self.win[7].eq(b.data)]
             for k in range(4):
-                with m.If(cur == k):
+                with m.If(chunk0 & (cur == k)):
                     m.d.sync += self.heads[k].eq(b.data)
-        self.b, self.cur = b, cur
+        self.b, self.cur, self.chunk0 = b, cur, chunk0
         nine = self.win + [b.data]
         sh = Cat(Const(0, 3), (b.length - 1)[:3])  # bits: 8 * ((len - 1) % 8); + 8 below
         self.ends = [Cat(nine[k], nine[k + 1])[8:].bit_select(sh, 64) for k in range(8)]
 
     def head(self, k: int) -> Value:
-        return Mux(self.cur == k, self.b.data, self.heads[k])
+        return Mux(self.chunk0 & (self.cur == k), self.b.data, self.heads[k])
 
     def end(self, k: int) -> Value:
         return self.ends[k]
@@ -807,15 +807,16 @@ class CityFarmCore(wiring.Component):
             init_state = [x0, Const(fy, 64), Const(fz, 64)] + [Const(0, 64)] * 4
 
         # (3) the streaming core on the delayed stream
-        dcur = _word_index(m, "dw", dvalid, db.first)
-        dwin = _Window(m, "dw", dvalid, db, dcur)
+        dcur, dchunk0 = _word_index(m, "dw", dvalid, db.first)
+        dwin = _Window(m, "dw", dvalid, db, dcur, dchunk0)
         cw = [Signal(64, name=f"chunk{k}", reset_less=True) for k in range(7)]
         for k in range(7):
-            with m.If(dvalid & (dcur[:3] == k)):
+            with m.If(dvalid & (dcur == k)):
                 m.d.sync += cw[k].eq(db.data)
-        chunks = (db.length - 1)[6:]  # whole 64-byte chunks looped over: (len - 1) // 64
-        fire = dvalid & ~db.empty & (db.length > 64) & (dcur[:3] == 7) & (dcur[3:] < chunks)
-        first_chunk = dcur[3:] == 0
+        # A round per whole 64-byte chunk before the last byte ((len - 1) // 64 of them): at a
+        # chunk's 8th word that is not the record's last (its length matches its words).
+        fire = dvalid & (dcur == 7) & ~db.last
+        first_chunk = dchunk0
         st = [Signal(64, name=f"st_{k}", reset_less=True) for k in STATE]
         start = [Mux(first_chunk, init_state[i], st[i]) for i in range(len(STATE))]
         k1: list[_MulPool] = []
@@ -848,8 +849,8 @@ class CityFarmCore(wiring.Component):
         """(1) the start state of each record and (2) the ring: the stream again,
         :attr:`delay` cycles later, with the start state of the record whose first word
         leaves the ring (registered at that word)."""
-        cur = _word_index(m, "iw", valid, b.first)
-        win = _Window(m, "iw", valid, b, cur)
+        cur, chunk0 = _word_index(m, "iw", valid, b.first)
+        win = _Window(m, "iw", valid, b, cur, chunk0)
         depth = 1 << (self.delay - 1).bit_length()
         wp = Signal(range(depth), name="ring_wp")
         m.d.sync += wp.eq(wp + 1)
@@ -912,13 +913,17 @@ class _Beat:
         self.data, self.first, self.last, self.empty, self.length = v[:64], v[64], v[65], v[66], v[67:99]
 
 
-def _word_index(m: Module, name: str, valid, first) -> Value:
-    """Index of the current beat's word within its record."""
-    idx = Signal(32, name=f"{name}_idx", reset_less=True)
+def _word_index(m: Module, name: str, valid, first) -> tuple[Value, Value]:
+    """The current beat's word index within its record modulo 8, and whether the beat is one of
+    the record's first 8 words (three bits and a flag: no wide compare in front of the
+    registers they enable)."""
+    idx = Signal(3, name=f"{name}_idx", reset_less=True)
+    in0 = Signal(name=f"{name}_chunk0", reset_less=True)
     cur = Mux(first, 0, idx)
+    chunk0 = first | in0
     with m.If(valid):
-        m.d.sync += idx.eq(cur + 1)
-    return cur
+        m.d.sync += [idx.eq(cur + 1), in0.eq(chunk0 & (cur != 7))]
+    return cur, chunk0
 
 
 def bswap(v: Value) -> Value:
