@@ -17,6 +17,7 @@ from offload.backend import Availability, Backend, BitExactError, Capabilities
 from offload.batch import as_numbers, as_records, as_sequences
 from offload.host.cpu import CpuBackend
 from offload.ops import OPERATORS, REGISTRY, operator
+from tests.conftest import a_dtype_it_takes
 
 CPU = offload.Runtime(backends=["cpu"])
 HINT = 'fill or drop nulls first, or pass nulls="null" (null results) or nulls=<a replacement value>'
@@ -132,7 +133,9 @@ def cases() -> list[Any]:
             if entry.inputs == "records":
                 forms = record_forms()
             elif entry.inputs == "numbers":
-                dtypes = (np.int64, np.int32) if entry.name == "sigrid_hash" else (np.float64, np.float32)
+                dtypes = (
+                    (np.int64, np.int32) if a_dtype_it_takes(entry) == np.int64 else (np.float64, np.float32)
+                )
                 forms = [f for dt in dtypes for f in number_forms(np.dtype(dt))]
             elif entry.inputs == "sequences":
                 forms = sequence_forms()

@@ -16,13 +16,16 @@ import struct
 import numpy as np
 import pytest
 
-from offload import golden
+from offload import engine_map, golden
 from offload.hw.engine import ERR, OffloadEngine
 from offload.hw.enginesim import Batch, beats_of, pack_seq, pack_var, run_batches, trailer_fields
 from offload.hw.lanes import XXH32Lane, XXH64Lane
 from offload.hw.simutil import run_flow
 from offload.hw.xxhash import XXH32Core, XXH64Core
 from offload.wire import reference_engine
+
+#: An op code no operator has.
+_UNKNOWN_OP = max(engine_map.OP_CODES.values()) + 1
 
 M64 = golden.MASK64
 MAGIC = 0x0FF1
@@ -217,7 +220,7 @@ def _error_batches(lanes: int) -> dict[str, Batch]:
         # VAR record ends inside a beat whose other words are extra
         "missing_tlast_var": Batch(_regs(2, 2, 1), [], beats=[beat(rec[:1]), beat(rec[1 : 1 + N], last=1)]),
         # bad parameters: trailer (0, BAD_PARAM) at once, the words are discarded
-        "bad_param_op": Batch(_regs(11, 0, 3), keys[: 2 * N + 1]),
+        "bad_param_op": Batch(_regs(_UNKNOWN_OP, 0, 3), keys[: 2 * N + 1]),
         "bad_param_slot": Batch(_regs(5, 0, 2, SLOT=1024), keys[:2]),
         "bad_param_mod0": Batch(_regs(3, 0, 2, NUM_BUCKETS_LO=0, NUM_BUCKETS_HI=0), keys[:2]),
         "bad_param_bz_var": Batch(_regs(7, 2, 1, NUM_BOUNDARIES=0, DTYPE=1), [8, 1]),
