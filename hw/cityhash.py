@@ -47,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 from offload.golden_cityhash import CITY_K0, CITY_K1, CITY_K2, CITY_KMUL, FARM_SEED, MASK64
 
 from .common import Pipe, const_mul_terms, set_multiplier_params
-from .lanes import delay
+from .lanes import delay, lane_latency
 from .xxhash import HashBeat
 
 __all__ = ["HASH_CITY", "HASH_FARM", "HASHES", "CityFarmLane", "CityFarmCore"]
@@ -191,12 +191,8 @@ class CityFarmLane(wiring.Component):
         set_multiplier_params(self, adder_levels, multipliers)
         self.hashes = check_hashes(hashes)
         self.depth = self._natural_depth(adder_levels, self.hashes)
-        if latency is None:
-            latency = self.depth
-        if not isinstance(latency, int) or isinstance(latency, bool) or latency < self.depth:
-            raise ValueError(f"latency must be at least {self.depth}, not {latency!r}")
+        self.latency = lane_latency(latency, self.depth)
         self._MustUse__silence = False
-        self.latency = latency
         super().__init__(
             {
                 "i": In(stream.Signature(64, always_ready=True)),

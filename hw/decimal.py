@@ -50,7 +50,7 @@ from offload.golden_cityhash import CITY_K0, CITY_K1, CITY_K2
 
 from .cityhash import HashLen16, add3, level, shift_mix, start_mul
 from .common import Pipe, set_multiplier_params
-from .lanes import delay
+from .lanes import delay, lane_latency
 
 __all__ = ["DABBLE_STEPS", "DIGITS", "MAX_BYTES", "DecimalFarmLane", "DecimalText", "Int2Decimal"]
 
@@ -291,12 +291,8 @@ class _DecimalBase(wiring.Component):
         self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         set_multiplier_params(self, adder_levels, multipliers)
         self.depth = self._natural_depth(adder_levels)
-        if latency is None:
-            latency = self.depth
-        if not isinstance(latency, int) or isinstance(latency, bool) or latency < self.depth:
-            raise ValueError(f"latency must be at least {self.depth}, not {latency!r}")
+        self.latency = lane_latency(latency, self.depth)
         self._MustUse__silence = False
-        self.latency = latency
         super().__init__(
             {
                 "i": In(stream.Signature(64, always_ready=True)),

@@ -38,6 +38,16 @@ __all__ = ["XXH64Lane", "XXH32Lane", "delay"]
 REG_DELAY_MAX = 4
 
 
+def lane_latency(latency: int | None, depth: int, optional: bool = True) -> int:
+    """A lane core's latency: ``latency`` (None, where ``optional``: its natural ``depth``), at
+    least ``depth`` (exact ``ValueError`` otherwise)."""
+    if latency is None and optional:
+        latency = depth
+    if not isinstance(latency, int) or isinstance(latency, bool) or latency < depth:
+        raise ValueError(f"latency must be at least {depth}, not {latency!r}")
+    return latency
+
+
 def delay(m: Module, name: str, valid: Value, data: Value, cycles: int) -> tuple[Value, Value]:
     """``(valid, data)`` delayed by ``cycles`` clock cycles (``valid`` through resettable registers,
     ``data`` through registers or, above :data:`REG_DELAY_MAX`, a memory)."""
@@ -84,10 +94,8 @@ class _LaneCore(wiring.Component):
         self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         set_multiplier_params(self, adder_levels, multipliers)
         self.depth = self._natural_depth(adder_levels)
-        if not isinstance(latency, int) or isinstance(latency, bool) or latency < self.depth:
-            raise ValueError(f"latency must be at least {self.depth}, not {latency!r}")
+        self.latency = lane_latency(latency, self.depth, optional=False)
         self._MustUse__silence = False
-        self.latency = latency
         super().__init__(
             {
                 "i": In(stream.Signature(64, always_ready=True)),
