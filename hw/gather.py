@@ -118,16 +118,8 @@ class CityFarmRecords(wiring.Component):
         self.max_bytes = max_bytes
         self.fixed_latency = 2 + self.core.latency
         self.latency = self.gather.delay_max + self.core.latency
-        super().__init__(
-            {
-                "i": In(stream.Signature(HashBeat, always_ready=True)),
-                "o": Out(stream.Signature(64, always_ready=True)),
-                "hash": In(1),
-                "seeded": In(1),
-                "seed": In(64),
-                "overflow": Out(1),
-            }
-        )
+        # the core's ports, as the core declares them (a wrapper that cannot drift from it)
+        super().__init__(wiring.Signature(dict(self.core.signature.members.items())))
 
     def elaborate(self, platform) -> Module:
         m = Module()
