@@ -122,11 +122,17 @@ class HashLen16:
             self._mul(n, shift_mix(p.f.pop(f"{n}_b")))
 
 
-def seed_steps(p: Pipe, seed: Value, active: Value) -> None:
-    """CityHash64WithSeed on field ``h``: ``h = active ? HashLen16(h - k2, seed) : h``."""
+def seed_steps(p: Pipe, seed: Value, active: Value, split: bool = False) -> None:
+    """CityHash64WithSeed on field ``h``: ``h = active ? HashLen16(h - k2, seed) : h``.
+    ``split``: ``h - k2`` in a stage of its own (one carry chain a stage, not the subtraction's
+    and the product's first adder's)."""
     hl = HashLen16(p, "hsd")
     p.f["sd"] = Value.cast(active)
-    hl.step(0, (p["h"] - CITY_K2)[:64], seed)
+    hk2 = (p["h"] - CITY_K2)[:64]
+    if split:
+        p.stage(hk2=hk2)
+        hk2 = p.f.pop("hk2")
+    hl.step(0, hk2, seed)
     for k in (1, 2):
         level(p)
         hl.step(k)
@@ -331,7 +337,7 @@ class _Window:
     remainder). Bytes before the record's start are leftovers of earlier records: the paths that
     read them are not taken for such short records."""
 
-    def __init__(self, m: Module, name: str, valid, b, cur, chunk0):
+    def __init__(self, m: Module, name: str, valid, b, cur, chunk0, rems):
         self.win = [Signal(64, name=f"{name}_win{k}", reset_less=True) for k in range(8)]
         self.heads = [Signal(64, name=f"{name}_head{k}", reset_less=True) for k in range(4)]
         with m.If(valid):
@@ -341,8 +347,10 @@ class _Window:
                     m.d.sync += self.heads[k].eq(b.data)
         self.b, self.cur, self.chunk0 = b, cur, chunk0
         nine = self.win + [b.data]
-        sh = Cat(Const(0, 3), (b.length - 1)[:3])  # bits: 8 * ((len - 1) % 8); + 8 below
-        self.ends = [Cat(nine[k], nine[k + 1])[8:].bit_select(sh, 64) for k in range(8)]
+        # rems[k]: (len - 1) % 8, registered with the beat (a copy per word: no 512-load net);
+        # bits 8 * that, + 8 below
+        shifts = [Cat(Const(0, 3), r) for r in rems]
+        self.ends = [Cat(nine[k], nine[k + 1])[8:].bit_select(shifts[k], 64) for k in range(8)]
 
     def head(self, k: int) -> Value:
         return Mux(self.chunk0 & (self.cur == k), self.b.data, self.heads[k])
@@ -522,6 +530,7 @@ class CityFarmCore(wiring.Component):
     """
 
     ROUND = 8  # a chunk's 8 words: the loop round may take 8 cycles
+    INPUT_STAGE = 1  # the input's register (its beat drives hundreds of loads)
 
     def __init__(
         self,
@@ -578,7 +587,7 @@ class CityFarmCore(wiring.Component):
         # the memory before the ring reads the record's first word again (one cycle before that
         # word leaves the ring): span + info_depth + 2 cycles after the first word at the latest.
         self.delay = self.span + self.info_depth + 2 if "city" in self.hashes else 0
-        self.latency = self.delay + self.fin_depth
+        self.latency = self.INPUT_STAGE + self.delay + self.fin_depth
         super().__init__(
             {
                 "i": In(stream.Signature(HashBeat, always_ready=True)),
@@ -607,12 +616,13 @@ class CityFarmCore(wiring.Component):
         fx, fy, fz = _farm_start()
         h0 = p.f.pop("h0")
         p.f["y"] = (E[6] + E[1])[:64]
+        p.f["yk1"] = add3(E[6], E[1], CITY_K1)  # the w's weak hash's a: one carry chain ahead
         if len(hashes) == 2:
             p.f["fx"] = (h0 + fx)[:64]
         start_mul(p, "x", E[3], CITY_K1, extra=[h0])
         zm = _MulPool(p, "infz", CITY_KMUL)
         t = zm.issue("z_a", (E[2] + p["n"])[:64] ^ E[5])
-        hd.hold(*[f"e{k}" for k in range(8)], "n", "y", *(["fx"] if len(hashes) == 2 else []))
+        hd.hold(*[f"e{k}" for k in range(8)], "n", "y", "yk1", *(["fx"] if len(hashes) == 2 else []))
         _until(p, t)
         t = zm.issue("z_b", hd["e5"] ^ shift_mix(p.f.pop("z_a")))
         hd.hold("x")
@@ -623,7 +633,7 @@ class CityFarmCore(wiring.Component):
         wv, ww = Weak(p, "v"), Weak(p, "w")
         e = [hd[f"e{k}"] for k in range(8)]
         wv.step(0, e[0:4], hd["n"], (p["z"],))
-        ww.step(0, e[4:8], (hd["y"] + CITY_K1)[:64], (e[3],))
+        ww.step(0, e[4:8], hd["yk1"], (e[3],))
         for k in (1, 2):
             p.stage()
             wv.step(k)
@@ -749,10 +759,16 @@ class CityFarmCore(wiring.Component):
         # them before any arithmetic, and a + k2 of 0..16 bytes before its multiplies.
         p.stage()
         n = p["n"]
-        # n7: mul = k2 + 2 * len and every compare of the short paths (len <= 64 there)
+        # n7: mul = k2 + 2 * len; the short paths' compares (len <= 64 there) as registers, read
+        # by a hundred or more selects each
+        n7 = n[:7]
         p.stage(
             drop=["n"],
-            n7=n[:7],
+            n7=n7,
+            n0=n7 == 0,
+            le3=n7 <= 3,
+            le16=n7 <= 16,
+            le32=n7 <= 32,
             lng=n > 64,
             b33=n > 32,  # the records that share the 33..64 paths' last multipliers
             a16=(p["h0"] + CITY_K2)[:64],
@@ -764,9 +780,10 @@ class CityFarmCore(wiring.Component):
             _until(q, depth)
         hl = [q.f.pop("h") for q in longs.values()]
         hlong = Mux(p["farm"], hl[0], hl[1]) if len(hl) == 2 else hl[0]
-        p.stage(drop=["lng", "b33", "hshort", "n7", "farm"], h=Mux(p["lng"], hlong, p["hshort"]))
+        short = ["hshort", "n7", "n0", "le3", "le16", "le32"]
+        p.stage(drop=["lng", "b33", "farm", *short], h=Mux(p["lng"], hlong, p["hshort"]))
         if city:
-            seed_steps(p, seed, seeded)
+            seed_steps(p, seed, seeded, split=True)
         assert not p.busy() and set(p.f) == {"valid", "h"}, set(p.f)
         return p
 
@@ -792,10 +809,12 @@ class CityFarmCore(wiring.Component):
         with m.If(valid & b.last & ((cyc - t_first)[:20] >= self.span)):
             m.d.sync += self.overflow.eq(1)
 
+        # The input's first register (INPUT_STAGE cycles)
+        valid, b, rems = _register_beat(m, "in", valid, _Beat.pack(b))
         if city:
-            dvalid, db, init_state = self._ring(m, valid, b, farm)
+            dvalid, db, drems, init_state = self._ring(m, valid, b, rems, farm)
         else:
-            dvalid, db = valid, b
+            dvalid, db, drems = valid, b, rems
             fx, fy, fz = _farm_start()
             x0 = Signal(64, name="init_x", reset_less=True)
             with m.If(valid & b.first):
@@ -803,8 +822,8 @@ class CityFarmCore(wiring.Component):
             init_state = [x0, Const(fy, 64), Const(fz, 64)] + [Const(0, 64)] * 4
 
         # (3) the streaming core on the delayed stream
-        dcur, dchunk0 = _word_index(m, "dw", dvalid, db.first)
-        dwin = _Window(m, "dw", dvalid, db, dcur, dchunk0)
+        dcur, dchunk0, in0 = _word_index(m, "dw", dvalid, db.first)
+        dwin = _Window(m, "dw", dvalid, db, dcur, dchunk0, drems)
         cw = [Signal(64, name=f"chunk{k}", reset_less=True) for k in range(7)]
         for k in range(7):
             with m.If(dvalid & (dcur == k)):
@@ -812,9 +831,8 @@ class CityFarmCore(wiring.Component):
         # A round per whole 64-byte chunk before the last byte ((len - 1) // 64 of them): at a
         # chunk's 8th word that is not the record's last (its length matches its words).
         fire = dvalid & (dcur == 7) & ~db.last
-        first_chunk = dchunk0
         st = [Signal(64, name=f"st_{k}", reset_less=True) for k in STATE]
-        start = [Mux(first_chunk, init_state[i], st[i]) for i in range(len(STATE))]
+        start = [Mux(in0[i], init_state[i], st[i]) for i in range(len(STATE))]
         k1: list[_MulPool] = []
         rp, new = self._round(m, fire, start, cw + [db.data], self.adder_levels, self.behavioural, k1)
         assert rp.depth + 1 == self.round_depth
@@ -841,12 +859,13 @@ class CityFarmCore(wiring.Component):
         m.d.comb += [self.o.valid.eq(fin["valid"]), self.o.payload.eq(fin["h"])]
         return m
 
-    def _ring(self, m: Module, valid, b, farm) -> tuple[Value, _Beat, list[Value]]:
+    def _ring(self, m: Module, valid, b, rems, farm) -> tuple[Value, _Beat, list[Signal], list[Value]]:
         """(1) the start state of each record and (2) the ring: the stream again,
-        :attr:`delay` cycles later, with the start state of the record whose first word
-        leaves the ring (registered at that word)."""
-        cur, chunk0 = _word_index(m, "iw", valid, b.first)
-        win = _Window(m, "iw", valid, b, cur, chunk0)
+        :attr:`delay` cycles later (the memory's read data registered, with its byte shifts),
+        with the start state of the record whose first word leaves the ring (registered at
+        that word)."""
+        cur, chunk0, _ = _word_index(m, "iw", valid, b.first)
+        win = _Window(m, "iw", valid, b, cur, chunk0, rems)
         depth = 1 << (self.delay - 1).bit_length()
         wp = Signal(range(depth), name="ring_wp")
         m.d.sync += wp.eq(wp + 1)
@@ -878,48 +897,79 @@ class CityFarmCore(wiring.Component):
             iw.en.eq(inf["valid"]),
         ]
 
-        # (2) the ring (as offload.hw.lanes.delay)
-        ring = Memory(shape=64 + 3 + 32, depth=depth, init=[])
+        # (2) the ring (as offload.hw.lanes.delay), read a cycle early into a register (the
+        # beat's fields drive hundreds of loads); the start state is read in the beat's cycle
+        ring = Memory(shape=_Beat.WIDTH, depth=depth, init=[])
         m.submodules.ring = ring
         rw = ring.write_port()
-        raddr = (wp - (self.delay - 1))[: len(wp)]
         rr = ring.read_port(domain="sync")
         ir = info.read_port(domain="sync")
         m.d.comb += [
             rw.addr.eq(wp),
-            rw.data.eq(Cat(b.data, b.first, b.last, b.empty, b.length)),
+            rw.data.eq(_Beat.pack(b)),
             rw.en.eq(1),
-            rr.addr.eq(raddr),
+            rr.addr.eq((wp - (self.delay - 2))[: len(wp)]),
             rr.en.eq(1),
-            ir.addr.eq(raddr),
+            ir.addr.eq((wp - (self.delay - 1))[: len(wp)]),
             ir.en.eq(1),
         ]
-        dvalid, _ = delay(m, "ringv", valid, Const(0, 1), self.delay)
-        db = _Beat(rr.data)
+        rvalid, _ = delay(m, "ringv", valid, Const(0, 1), self.delay - 1)
+        dvalid, db, drems = _register_beat(m, "ringo", rvalid, rr.data)
         init = [Signal(64, name=f"init_{k}", reset_less=True) for k in STATE]
         with m.If(dvalid & db.first):
             m.d.sync += [init[i].eq(ir.data.word_select(i, 64)) for i in range(len(STATE))]
-        return dvalid, db, init
+        return dvalid, db, drems, init
 
 
 class _Beat:
-    """A :data:`~offload.hw.xxhash.HashBeat` read back from the ring (fields as slices)."""
+    """A :data:`~offload.hw.xxhash.HashBeat` as one 99-bit value (fields as slices)."""
+
+    WIDTH = 99
 
     def __init__(self, v: Value):
         self.data, self.first, self.last, self.empty, self.length = v[:64], v[64], v[65], v[66], v[67:99]
 
+    @staticmethod
+    def pack(b) -> Value:
+        return Cat(b.data, b.first, b.last, b.empty, b.length)
 
-def _word_index(m: Module, name: str, valid, first) -> tuple[Value, Value]:
-    """The current beat's word index within its record modulo 8, and whether the beat is one of
+
+def _keep_copies(m: Module, name: str, v, n: int) -> list[Signal]:
+    """``n`` registered copies of ``v`` that synthesis keeps apart (``keep``): each drives a
+    share of a wide select's loads instead of one net driving them all."""
+    v = Value.cast(v)
+    regs = [Signal(len(v), name=f"{name}{i}", reset_less=True, attrs={"keep": 1}) for i in range(n)]
+    m.d.sync += [r.eq(v) for r in regs]
+    return regs
+
+
+def _register_beat(m: Module, name: str, valid, beat: Value) -> tuple[Signal, _Beat, list[Signal]]:
+    """The beat one cycle later, registered (the stream's first register: its fields drive
+    hundreds of loads, from a register instead of the core's input or a memory's read data),
+    with ``(len - 1) % 8`` (the end words' byte shift) registered beside it, a copy per end
+    word. ``beat``: the packed :class:`_Beat` value."""
+    v = Signal(name=f"{name}_valid")
+    r = Signal(_Beat.WIDTH, name=f"{name}_beat", reset_less=True)
+    m.d.sync += [v.eq(valid), r.eq(beat)]
+    rems = _keep_copies(m, f"{name}_rem", (_Beat(Value.cast(beat)).length - 1)[:3], 8)
+    return v, _Beat(r), rems
+
+
+def _word_index(m: Module, name: str, valid, first) -> tuple[Value, Value, list[Signal]]:
+    """The current beat's word index within its record modulo 8, whether the beat is one of
     the record's first 8 words (three bits and a flag: no wide compare in front of the
-    registers they enable)."""
+    registers they enable), and copies of that flag's register for the chunk round's start
+    state (at a round's 8th word the beat is not a first one: the flag is the register)."""
     idx = Signal(3, name=f"{name}_idx", reset_less=True)
     in0 = Signal(name=f"{name}_chunk0", reset_less=True)
     cur = Mux(first, 0, idx)
     chunk0 = first | in0
+    copies = [
+        Signal(name=f"{name}_chunk0_c{k}", reset_less=True, attrs={"keep": 1}) for k in range(len(STATE))
+    ]
     with m.If(valid):
-        m.d.sync += [idx.eq(cur + 1), in0.eq(chunk0 & (cur != 7))]
-    return cur, chunk0
+        m.d.sync += [idx.eq(cur + 1)] + [r.eq(chunk0 & (cur != 7)) for r in [in0, *copies]]
+    return cur, chunk0, copies
 
 
 def bswap(v: Value) -> Value:
@@ -941,9 +991,8 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     both = city and farm
 
     def lens():
-        """The length and its path flags, at the current stage."""
-        n = p["n7"]
-        return n, n <= 3, n <= 16, n <= 32
+        """The length and its path flags (registers), at the current stage."""
+        return p["n7"], p["le3"], p["le16"], p["le32"]
 
     def pick(farm_value, city_value):
         """The FarmHash or the CityHash value (callables: a one-hash core builds only its own)."""
@@ -1003,21 +1052,24 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         start_mul(p, "cf", f["h3"], 9)
         start_mul(p, "c9", f.pop("c9x"), 9)
     # The products only records of 33..64 bytes need in these levels share a multiplier (such
-    # records are 5+ cycles apart; no register in front: its 4 stages fit): farm's a * k2 + b
-    # (cab), e or city's h (hf) and, after the mixing, farm's g or city's (x + z) * mul (q2).
-    pool = _MulPool(p, "s0", CITY_K2, var_width=7, extras=1, gap=5, register=False)
+    # records are 5+ cycles apart; the picked operands registered: q2's come out of a carry
+    # chain): farm's a * k2 + b (cab), e or city's h (hf) and, after the mixing, farm's g or
+    # city's (x + z) * mul (q2).
+    pool = _MulPool(p, "s0", CITY_K2, var_width=7, extras=1, gap=5)
 
     def issue(name, x, v, extra=()):
         return pool.issue(name, x, v, extra=extra, active=p["valid"] & p["b33"])
 
+    t_cab = 0
     if farm:
-        issue("cab", f["h0"], Const(0, 7), [f["h1"]])
+        t_cab = issue("cab", f["h0"], Const(0, 7), [f["h1"]])
     else:
         t_hf = issue("hf", f.pop("xhf"), p["n7"])
     p.stage(drop=([] if city else ["h1"]) + ([] if farm else ["h3"]), h0l=f.pop("h0")[:32])
     if farm:
         t_hf = issue("hf", p.f.pop("xhf"), p["n7"])
     p.drain()
+    _until(p, t_cab)  # the pool's register: cab a stage after the others
 
     # Mixing: HashLen16's (u, v) of 0..16, 17..32 and farm 33..64; city 33..64's u, v, x, z.
     f = p.f
@@ -1050,8 +1102,12 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     pool.close()
     if city:
         cf, c9 = f.pop("cf"), f.pop("c9")
+        # u + v = rotr(c, 43) + c9 + (c ^ e4) + cf + 1 with one carry chain (the 1 in the
+        # carry-save level's free low bit): q1's operand is then a pick of registers
+        x3 = [c.rotate_right(43), c9, c ^ hd["e4"]]
+        maj = (x3[0] & x3[1]) | (x3[0] & x3[2]) | (x3[1] & x3[2])
         upd.update(
-            cu=(c.rotate_right(43) + c9)[:64],
+            cuv=add3(x3[0] ^ x3[1] ^ x3[2], Cat(Const(1, 1), maj[:63]), cf),
             cv=add3(c ^ hd["e4"], cf, 1),
             cx=(d.rotate_right(42) + hd["e5"])[:64],
             cz=(d + hd["e5"])[:64],
@@ -1069,7 +1125,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     n, le3, le16, le32 = lens()
     q1 = f.pop("hu") ^ f["hv"]
     if city:
-        q1 = Mux(~le32 & on33("city"), (f.pop("cu") + f["cv"])[:64], q1)
+        q1 = Mux(~le32 & on33("city"), f.pop("cuv"), q1)
     mm("q1", Mux(le3, f.pop("r3x"), q1), Mux(le3, 0, n))
     if farm:
         f["feh3"] = (f["hf"] + f.pop("h3"))[:64]  # rotr(e + f, 43) of farm 33..64
@@ -1082,6 +1138,9 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     if city:
         q3 = Mux(~le32 & on33("city"), add3(hd.get("cv", pop=True), bswap(f["q1"]), hd["hf"]), q3)
     f["r3"] = f.pop("q1")  # the result of 1..3 bytes
+    if city:  # the add and the pick registered: one carry chain a stage
+        p.stage(q3x=q3)
+        q3 = p.f.pop("q3x")
     mm("q3", q3)
     level(p)
     # HashLen16's result (z of farm 33..64); city 33..64's y = (bswap(that) + g) * mul
@@ -1091,11 +1150,14 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     if city:
         q4 = Mux(~le32 & on33("city"), (bswap(f["q3"]) + hd.get("e7", pop=True))[:64], q4)
     f.pop("q3")
+    if city:
+        p.stage(q4x=q4)
+        q4 = p.f.pop("q4x")
     mm("q4", q4)
     level(p)
     # Up to 32 bytes done: one field from here on.
     n, le3, le16, le32 = lens()
-    hs = Mux(n == 0, CITY_K2, Mux(le3, p.f.pop("r3"), p["q4"]))
+    hs = Mux(p["n0"], CITY_K2, Mux(le3, p.f.pop("r3"), p["q4"]))
     if city:
         # city 33..64's a = bswap((x + z) * mul + y) + b, a stage ahead of z + a
         p.stage(hs=hs, ab4=bswap((p["q2"] + p["q4"])[:64]))
@@ -1103,7 +1165,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     # From here on only records of 33..64 bytes need products: two of them 4 cycles apart
     # share a multiplier, as above. 4 products for FarmHash on 2 multipliers, 2 for CityHash
     # on 1.
-    pool33 = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5, register=False)
+    pool33 = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5)
 
     def issue33(name, x, extra=()):
         return pool33.issue(name, x[:64], p["n7"], extra=extra, active=p["valid"] & p["b33"])
@@ -1148,7 +1210,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         _until(p, t)
     pool33.close()
     big = pick(lambda: p.f.pop("ff"), lambda: p.f.pop("c33"))
-    p.f["hshort"] = Mux(p["n7"] <= 32, p.f.pop("hs"), big)
+    p.f["hshort"] = Mux(p["le32"], p.f.pop("hs"), big)
 
 
 def _farm_long(m, valid, n, ends, st, round_depth, levels, behavioural) -> Pipe:

@@ -213,11 +213,12 @@ def test_core_adder_levels(levels, hashes, hash_):
 
 def test_farm_core_has_no_delay_line():
     """FarmHash starts its chunk loop from constants and the first word: a FarmHash-only core
-    needs no ring, so its latency is its finisher's depth alone."""
+    needs no ring, so its latency is its input register and its finisher's depth alone."""
     farm, both = CityFarmCore(hashes=("farm",)), CityFarmCore()
     farm._MustUse__silence = both._MustUse__silence = True  # built to read attributes only
-    assert farm.delay == 0 and farm.latency == farm.fin_depth
-    assert both.latency == both.span + both.info_depth + 2 + both.fin_depth
+    assert CityFarmCore.INPUT_STAGE == 1
+    assert farm.delay == 0 and farm.latency == 1 + farm.fin_depth
+    assert both.latency == 1 + both.span + both.info_depth + 2 + both.fin_depth
     assert farm.span == both.span == 128
 
 
