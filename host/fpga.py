@@ -23,6 +23,8 @@ Options (``Runtime(fpga=...)`` passes ``device``; the rest via ``options={"fpga"
   board, the stand-in ``sim/offload_engine.bit`` on the simulated device.
 * ``engine`` (simulated device only): ``"verilator"`` (default, the RTL), ``"reference"``
   (pure Python, fast) or an engine-model instance; default ``$OFFLOAD_FPGA_ENGINE``;
+  ``flavour``: the Verilator engine's, ``"behavioural"`` (default) or ``"lut"`` (the
+  synthesised design itself, cycle-identical at the ports, several times slower to simulate);
   ``faults``: ``[offload.sim.faults.Fault(...)]`` injected into it.
 * ``timeout_s``: a fixed deadline for one chunk's DMA transfer. By default each chunk's deadline
   scales with its size (:mod:`offload.host.deadline`): 4 x its expected time at the rate measured
@@ -66,6 +68,7 @@ DMA_VLNV = "xilinx.com:ip:axi_dma:"
 NO_BOARD = "no PYNQ board found; set OFFLOAD_FPGA=sim for the simulated device"
 _FPGA_MANAGER = "/sys/class/fpga_manager/fpga0/firmware"
 _MODES = ("board", "sim")
+_FLAVOURS = ("behavioural", "lut")  # the simulated device's (offload.sim.pynq_device.FLAVOURS)
 
 
 def default_bitfile() -> Path:
@@ -100,6 +103,7 @@ class FpgaBackend(Backend):
         device: str | None = None,
         bitfile: str | os.PathLike[str] | None = None,
         engine: str | Any | None = None,
+        flavour: str | None = None,
         faults: list[Any] | None = None,
         timeout_s: float | None = None,
         chunk_records: int = 1 << 18,
@@ -108,13 +112,18 @@ class FpgaBackend(Backend):
         mode = device or os.environ.get("OFFLOAD_FPGA") or "board"
         if mode not in _MODES:
             raise ValueError(f"unknown fpga device {mode!r}: expected 'board' or 'sim'")
-        if mode == "board" and (engine is not None or faults):
-            raise ValueError("engine= and faults= apply only to the simulated device (device='sim')")
+        if mode == "board" and (engine is not None or flavour is not None or faults):
+            raise ValueError(
+                "engine=, flavour= and faults= apply only to the simulated device (device='sim')"
+            )
+        if flavour is not None and flavour not in _FLAVOURS:
+            raise ValueError(f"unknown engine flavour {flavour!r}: expected 'behavioural' or 'lut'")
         if (timeout_s is not None and not timeout_s > 0) or chunk_records < 1:
             raise ValueError("timeout_s must be > 0 and chunk_records >= 1")
         self.mode = mode
         self.bitfile = Path(bitfile) if bitfile is not None else None
         self.engine = engine
+        self.flavour = flavour or _FLAVOURS[0]
         self.faults = list(faults or [])
         self.timeout_s = None if timeout_s is None else float(timeout_s)
         self.chunk_records = int(chunk_records)
@@ -206,7 +215,7 @@ class FpgaBackend(Backend):
                     from offload.sim import verilator as v
 
                     v.toolchain()
-                    v.sources()
+                    v.sources(self.flavour)
                 except Exception as e:
                     why = extras.missing("", "verilator") or f"cannot be built ({e})"
                 else:
@@ -243,7 +252,9 @@ class FpgaBackend(Backend):
         if self.mode == "sim":
             from offload.sim import pynq_device
 
-            dev = pynq_device.activate(engine=self.engine, stall_cycles=self.stall_cycles)
+            dev = pynq_device.activate(
+                engine=self.engine, flavour=self.flavour, stall_cycles=self.stall_cycles
+            )
             if self.faults:
                 dev.inject(self.faults)
         else:
@@ -317,6 +328,14 @@ class FpgaBackend(Backend):
         return self.deadlines.deadline(*self._size(job))
 
 
+def _poll_pause(elapsed: float) -> float:
+    """The sleep between two polls of a transfer running for ``elapsed`` seconds: a 16th of
+    that, from 20 µs to 1 ms, so a transfer is seen done at most ~6 % (or 1 ms) after it ends
+    with a bounded number of register reads; a pause doubling up to 1 ms could see a 3 ms
+    transfer done 1 ms late."""
+    return min(1e-3, max(20e-6, elapsed / 16))
+
+
 class _DmaTransport:
     """The driver's transport on PYNQ: the engine IP's MMIO for registers; the AXI DMA and two
     ``pynq.allocate``d buffer pairs (used in turn) for a chunk's words. A transfer is waited for by
@@ -385,7 +404,6 @@ class _DmaTransport:
         t0 = pair.started
         limit = be._deadline_s(job)
         deadline = t0 + limit
-        pause = 0.0
         while not (recv.idle and send.idle):
             if send.error or recv.error:
                 st = (self.dma.mmio.read(0x04), self.dma.mmio.read(0x34))
@@ -394,11 +412,10 @@ class _DmaTransport:
                     f" (MM2S_DMASR 0x{st[0]:08x}, S2MM_DMASR 0x{st[1]:08x})",
                     cause="dma_error",
                 )
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise self._timeout(chunk, limit)
-            if pause:
-                time.sleep(pause)
-            pause = min(1e-3, pause * 2 or 20e-6)
+            time.sleep(_poll_pause(now - t0))
         be.deadlines.observe(*be._size(job), time.monotonic() - t0)
         send.wait()  # both idle: these return at once (PYNQ's bookkeeping, cache invalidate)
         recv.wait()

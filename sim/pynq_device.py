@@ -20,8 +20,10 @@ What is modelled, so that the unchanged PYNQ stack runs on it:
   words stream through the engine (as one numpy view, in a worker thread) and the output lands in
   the S2MM buffer;
 * **the engine at 0x43C00000**: its AXI-Lite registers are the engine model's: the Verilator
-  :class:`~offload.sim.verilator.EngineModel` (``engine="verilator"``, default) or the pure-Python
-  :class:`~offload.sim.refmodel.ReferenceEngineModel` (``engine="reference"``, fast);
+  :class:`~offload.sim.verilator.EngineModel` of the PYNQ-Z2 build (``engine="verilator"``,
+  default; ``flavour="behavioural"``, default, or ``"lut"``, the synthesised design itself,
+  cycle-identical at the ports and several times slower to simulate: ``docs/fpga.md``) or the
+  pure-Python :class:`~offload.sim.refmodel.ReferenceEngineModel` (``engine="reference"``);
 * **the SLCR clock registers at 0xF8000000**, initialised as a PYNQ-Z2 boots (50 MHz reference,
   IO PLL 1000 MHz, FCLK0 100 MHz), so ``pynq.ps.Clocks`` works during ``Overlay.download``.
 
@@ -58,6 +60,7 @@ __all__ = [
     "ENGINE_BASE",
     "SLCR_BASE",
     "PRIORITY",
+    "FLAVOURS",
 ]
 
 PRIORITY = 1000  # after every real pynq device (Versal 40, Embedded 50, Remote 100, XRT 200)
@@ -66,6 +69,10 @@ DMA_BASE, DMA_RANGE = 0x40400000, 0x10000
 SLCR_BASE, SLCR_RANGE = 0xF8000000, 0x1000
 DDR_BASE, DDR_TOP = 0x10000000, 0x20000000  # where buffers are placed (PS DDR, above the kernel)
 ZYNQ_ARCH = "armv7l"
+#: The Verilator engine's flavours of the PYNQ-Z2 build (``offload.engine_map.RTL_FLAVOURS``):
+#: ``"behavioural"``, cycle-identical at the ports to ``"lut"`` (the synthesised design) and
+#: several times faster to simulate, is the default.
+FLAVOURS = ("behavioural", "lut")
 
 _HERE = Path(__file__).resolve().parent
 _ACTIVATED = False
@@ -144,7 +151,12 @@ class SimulatedPynqDevice(Device):
         return []
 
     def __init__(
-        self, index: int = 0, *, engine: str | Any | None = None, stall_cycles: int = 200_000
+        self,
+        index: int = 0,
+        *,
+        engine: str | Any | None = None,
+        flavour: str = "behavioural",
+        stall_cycles: int = 200_000,
     ) -> None:
         super().__init__(f"offload_sim{index}")
         self.name = "pynq-z2-sim"
@@ -157,6 +169,12 @@ class SimulatedPynqDevice(Device):
             raise ValueError(
                 f"unknown engine model {self.engine_kind!r}: expected 'verilator' or 'reference'"
             )
+        if flavour not in FLAVOURS:
+            raise ValueError(
+                f"unknown engine flavour {flavour!r} for the simulated PYNQ-Z2: "
+                "expected 'behavioural' or 'lut'"
+            )
+        self.flavour = flavour
         self.stall_cycles = stall_cycles
         self._engine: Any = None if isinstance(self.engine_kind, str) else self.engine_kind
         self._lock = threading.RLock()
@@ -186,7 +204,7 @@ class SimulatedPynqDevice(Device):
                 else:
                     from offload.sim.verilator import EngineModel
 
-                    self._engine = EngineModel()
+                    self._engine = EngineModel(flavour=self.flavour)
             return self._engine
 
     def inject(self, faults: list[Any]) -> None:
@@ -423,11 +441,13 @@ class SimulatedPynqDevice(Device):
             self._s2mm.complete(n * 8)
 
 
-def activate(*, engine: str | Any | None = None, stall_cycles: int = 200_000) -> SimulatedPynqDevice:
+def activate(
+    *, engine: str | Any | None = None, flavour: str = "behavioural", stall_cycles: int = 200_000
+) -> SimulatedPynqDevice:
     """A new simulated device, made pynq's active device (and listed in ``Device.devices``)."""
     global _ACTIVATED
+    dev = SimulatedPynqDevice(engine=engine, flavour=flavour, stall_cycles=stall_cycles)
     _ACTIVATED = True
-    dev = SimulatedPynqDevice(engine=engine, stall_cycles=stall_cycles)
     probed = Device.__dict__.get("_devices")
     if probed is not None:
         probed[:] = [d for d in probed if not isinstance(d, SimulatedPynqDevice)] + [dev]

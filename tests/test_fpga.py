@@ -426,7 +426,55 @@ def test_board_without_bitstream_says_what_is_missing(monkeypatch, tmp_path):
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match=r"unknown fpga device 'usb': expected 'board' or 'sim'"):
         FpgaBackend(device="usb")
-    with pytest.raises(ValueError, match=r"engine= and faults= apply only to the simulated device"):
+    board_only = r"engine=, flavour= and faults= apply only to the simulated device \(device='sim'\)"
+    with pytest.raises(ValueError, match=board_only):
         FpgaBackend(device="board", engine="reference")
+    with pytest.raises(ValueError, match=board_only):
+        FpgaBackend(device="board", flavour="lut")
+    with pytest.raises(ValueError, match=r"unknown engine flavour 'full': expected 'behavioural' or 'lut'"):
+        FpgaBackend(device="sim", flavour="full")
     av = FpgaBackend(device="sim", engine="gates").availability()
     assert not av.ok and av.reason == "unknown engine model 'gates': expected 'verilator' or 'reference'"
+
+
+# -- the simulated device's engine flavour -----------------------------------------------------
+
+
+def test_the_simulated_device_runs_the_behavioural_flavour_unless_told_lut():
+    """The Verilator engine of the simulated PYNQ-Z2 is the PYNQ-Z2 build's behavioural flavour
+    (cycle-identical at the ports to the synthesised LUT one, tests/test_hw_flavours.py);
+    ``flavour="lut"`` runs the synthesised design itself."""
+    from offload.host import fpga
+
+    assert fpga._FLAVOURS == pynq_device.FLAVOURS == ("behavioural", "lut")
+    assert FpgaBackend(device="sim").flavour == "behavioural"
+    assert FpgaBackend(device="sim", flavour="lut").flavour == "lut"
+    assert pynq_device.SimulatedPynqDevice().flavour == "behavioural"
+    with pytest.raises(
+        ValueError,
+        match=r"unknown engine flavour 'full' for the simulated PYNQ-Z2: expected 'behavioural' or 'lut'",
+    ):
+        pynq_device.SimulatedPynqDevice(flavour="full")
+
+
+@pytest.mark.parametrize("flavour, expected", [(None, "behavioural"), ("lut", "lut")])
+def test_the_backend_hands_its_flavour_to_the_device(flavour, expected):
+    be = FpgaBackend(device="sim", flavour=flavour, engine="reference")
+    try:
+        be.capabilities()
+        assert be.device.flavour == expected
+    finally:
+        be.close()
+
+
+# -- waiting for a transfer ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "elapsed, pause",
+    [(0.0, 20e-6), (160e-6, 20e-6), (1.6e-3, 100e-6), (8e-3, 0.5e-3), (16e-3, 1e-3), (5.0, 1e-3)],
+)
+def test_the_poll_pause_is_a_16th_of_the_time_waited_from_20us_to_1ms(elapsed, pause):
+    from offload.host.fpga import _poll_pause
+
+    assert _poll_pause(elapsed) == pytest.approx(pause)

@@ -117,3 +117,24 @@ def test_fault_fallback_and_recovery(kind, cause):
     assert np.array_equal(r.xxh64(KEYS, seed=3), expected)
     only_fpga(r)
     r.close()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("flavour", ["behavioural", "lut"])
+def test_each_flavour_of_the_pynq_z2_build_through_the_pynq_stack(flavour):
+    """The default engine is the behavioural flavour of the PYNQ-Z2 build; ``flavour="lut"``
+    runs the synthesised design itself: both bit-exact over several chunks, both with the
+    op codes of that build (OPS/OPS_HI)."""
+    from offload import engine_map as em
+
+    r = runtime(flavour=flavour) if flavour == "lut" else runtime()
+    try:
+        keys = np.arange(300, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        assert np.array_equal(r.xxh64(keys, seed=5), offload.xxh64(keys, seed=5, backend="cpu"))
+        only_fpga(r)
+        be = r.backend("fpga")
+        assert (be.device.flavour, be.device.engine.flavour) == (flavour, flavour)
+        pynq_z2 = em.ops_mask(em.OP_CODES[k] for k in em.BUILDS["pynq-z2"])
+        assert be._driver.info.ops_mask == pynq_z2
+    finally:
+        r.close()
