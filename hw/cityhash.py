@@ -122,17 +122,14 @@ class HashLen16:
             self._mul(n, shift_mix(p.f.pop(f"{n}_b")))
 
 
-def seed_steps(p: Pipe, seed: Value, active: Value, split: bool = False) -> None:
+def seed_steps(p: Pipe, seed: Value, active: Value) -> None:
     """CityHash64WithSeed on field ``h``: ``h = active ? HashLen16(h - k2, seed) : h``.
-    ``split``: ``h - k2`` in a stage of its own (one carry chain a stage, not the subtraction's
-    and the product's first adder's)."""
+    ``h - k2`` has a stage of its own: one carry chain a stage, not the subtraction's and the
+    first product's first adder's."""
     hl = HashLen16(p, "hsd")
     p.f["sd"] = Value.cast(active)
-    hk2 = (p["h"] - CITY_K2)[:64]
-    if split:
-        p.stage(hk2=hk2)
-        hk2 = p.f.pop("hk2")
-    hl.step(0, hk2, seed)
+    p.stage(hk2=(p["h"] - CITY_K2)[:64])
+    hl.step(0, p.f.pop("hk2"), seed)
     for k in (1, 2):
         level(p)
         hl.step(k)
@@ -231,11 +228,13 @@ class CityFarmLane(wiring.Component):
         )
         # 8 bytes (HashLen0to16, len >= 8): a = w + k2, b = w, mul = k2 + 2 * len;
         # c = rotr(b, 37) * mul + a, d = (rotr(a, 25) + b) * mul, then HashLen16(c, d, mul).
-        # (a in a stage of its own: d's operand is a second addition after it)
+        # (a in a stage of its own, d's operand, a second addition after it, in the next: one
+        # carry chain a stage)
         p.stage(a=(p["w"] + CITY_K2)[:64])
+        p.stage(dx=(p["a"].rotate_right(25) + p["w"])[:64])
         a = p.f.pop("a")
         start_mul(p, "c", p["w"].rotate_right(37), CITY_K2, p["n"], extra=[a])
-        start_mul(p, "d", (a.rotate_right(25) + p["w"])[:64], CITY_K2, p["n"])
+        start_mul(p, "d", p.f.pop("dx"), CITY_K2, p["n"])
         level(p)
         # 4 bytes (len 4..7): HashLen16(len + (a << 3), a, mul) with a = the key's 32 bits.
         w32 = p["w"][:32]
@@ -783,7 +782,7 @@ class CityFarmCore(wiring.Component):
         short = ["hshort", "n7", "n0", "le3", "le16", "le32"]
         p.stage(drop=["lng", "b33", "farm", *short], h=Mux(p["lng"], hlong, p["hshort"]))
         if city:
-            seed_steps(p, seed, seeded, split=True)
+            seed_steps(p, seed, seeded)
         assert not p.busy() and set(p.f) == {"valid", "h"}, set(p.f)
         return p
 
