@@ -68,6 +68,9 @@ DMA_VLNV = "xilinx.com:ip:axi_dma:"
 NO_BOARD = "no PYNQ board found; set OFFLOAD_FPGA=sim for the simulated device"
 _FPGA_MANAGER = "/sys/class/fpga_manager/fpga0/firmware"
 _MODES = ("board", "sim")
+# AXI DMA (PG021) status registers and bits, as PYNQ's DMAChannel reads them
+MM2S_DMASR, S2MM_DMASR = 0x04, 0x34
+DMASR_IDLE, DMASR_ERRORS = 0x2, 0x70  # Idle; DMAIntErr | DMASlvErr | DMADecErr
 _FLAVOURS = ("behavioural", "lut")  # the simulated device's (offload.sim.pynq_device.FLAVOURS)
 
 
@@ -400,13 +403,17 @@ class _DmaTransport:
         """Words received for a started chunk; polls with a deadline, never blocks forever.
         On an error or timeout it raises; the driver then aborts (:meth:`abort`)."""
         be, job = self.backend, chunk.job
-        send, recv = self.dma.sendchannel, self.dma.recvchannel
+        send, recv, mmio = self.dma.sendchannel, self.dma.recvchannel, self.dma.mmio
         t0 = pair.started
         limit = be._deadline_s(job)
         deadline = t0 + limit
-        while not (recv.idle and send.idle):
-            if send.error or recv.error:
-                st = (self.dma.mmio.read(0x04), self.dma.mmio.read(0x34))
+        while True:
+            # One read of each status register per poll (PYNQ's idle and error properties read
+            # them once each: four register reads)
+            st = (mmio.read(MM2S_DMASR), mmio.read(S2MM_DMASR))
+            if st[0] & st[1] & DMASR_IDLE:
+                break
+            if (st[0] | st[1]) & DMASR_ERRORS:
                 raise BackendError(
                     f"fpga: AXI DMA error on records {chunk.start}..{chunk.stop - 1}"
                     f" (MM2S_DMASR 0x{st[0]:08x}, S2MM_DMASR 0x{st[1]:08x})",

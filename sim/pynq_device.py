@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import struct
 import threading
 import weakref
@@ -76,6 +77,7 @@ FLAVOURS = ("behavioural", "lut")
 
 _HERE = Path(__file__).resolve().parent
 _ACTIVATED = False
+_WORKER_IDLE_S = 1.0  # the DMA worker thread leaves after this long without a transfer
 
 # PG021 register bits (direct register mode)
 CR_RS, CR_RESET, CR_IOC_IRQ_EN, CR_ERR_IRQ_EN = 0x1, 0x4, 0x1000, 0x4000
@@ -180,7 +182,13 @@ class SimulatedPynqDevice(Device):
         self._lock = threading.RLock()
         self._mm2s, self._s2mm = _Channel("MM2S"), _Channel("S2MM")
         self._generation = 0  # bumped by a DMA reset: results of aborted transfers are dropped
+        # The DMA's worker thread and the transfers queued for it (gen, src, dst, plan, first
+        # record): one thread kept across transfers, as starting one per transfer blocks the
+        # host until the new thread runs.
         self._worker: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[tuple[int, np.ndarray, np.ndarray, dict[str, Any], int]] = (
+            queue.SimpleQueue()
+        )
         self._slcr = dict(_SLCR_BOOT)
         self._buffers: dict[int, tuple[weakref.ref, int]] = {}  # phys addr -> (array, nbytes)
         self.faults: list[Any] = []
@@ -403,11 +411,24 @@ class SimulatedPynqDevice(Device):
             return
         if plan["stall"] is not None:
             return  # the engine never takes or gives a word: neither channel goes idle
-        gen = self._generation
-        self._worker = threading.Thread(
-            target=self._run_transfer, name="offload-sim-dma", args=(gen, src, dst, plan, a), daemon=True
-        )
-        self._worker.start()
+        self._jobs.put((self._generation, src, dst, plan, a))
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._serve, name="offload-sim-dma", daemon=True)
+            self._worker.start()
+
+    def _serve(self) -> None:
+        """The DMA worker: runs the queued transfers in order; leaves after ``_WORKER_IDLE_S``
+        without one, so a device that is dropped without :meth:`close` keeps no thread."""
+        while True:
+            try:
+                job = self._jobs.get(timeout=_WORKER_IDLE_S)
+            except queue.Empty:
+                with self._lock:  # _launch queues under this lock: no transfer is left behind
+                    if self._jobs.empty():
+                        self._worker = None
+                        return
+                continue
+            self._run_transfer(*job)
 
     def _run_transfer(self, gen: int, src: np.ndarray, dst: np.ndarray, plan: dict[str, Any], a: int) -> None:
         words = src[: src.shape[0] // 8 * 8].view(np.uint64)

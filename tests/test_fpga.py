@@ -478,3 +478,66 @@ def test_the_poll_pause_is_a_16th_of_the_time_waited_from_20us_to_1ms(elapsed, p
     from offload.host.fpga import _poll_pause
 
     assert _poll_pause(elapsed) == pytest.approx(pause)
+
+
+class _Overflowing(ReferenceEngineModel):
+    """An engine whose output from record ``at`` on is longer than the S2MM buffer (PG021:
+    the S2MM channel halts with DMAIntErr)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.started = at, 0
+
+    def stream(self, words, out_cap, **kw):
+        self.started += 8  # CHUNK records per transfer
+        if self.started > self.at:
+            return np.zeros(0, np.uint64), 2, words.shape[0], 10
+        return super().stream(words, out_cap, **kw)
+
+
+def test_a_dma_error_raises_dma_error_with_both_status_registers():
+    # MM2S: Idle | IOC_Irq (its words were all taken); S2MM: DMAIntErr | Halted | Err_Irq, and
+    # IOC_Irq from the chunk before (PYNQ's simple-mode wait never clears it)
+    r = runtime(engine=_Overflowing(at=16), fallback=False)
+    with pytest.raises(
+        BackendError,
+        match=r"^fpga: AXI DMA error on records 16\.\.23 \(MM2S_DMASR 0x00001002, "
+        r"S2MM_DMASR 0x00005011\)$",
+    ) as ei:
+        r.xxh64(KEYS, seed=3)
+    assert (ei.value.cause, ei.value.completed) == ("dma_error", 16)
+    assert ei.value.partial.tolist() == EXPECTED[:16]
+    r.close()
+
+
+def test_a_dma_error_falls_back_complete_and_in_order():
+    r = runtime(engine=_Overflowing(at=16))
+    assert r.xxh64(KEYS, seed=3).tolist() == EXPECTED
+    (fb,) = r.stats()["fallbacks"]
+    assert (fb["cause"], fb["at_record"]) == ("dma_error", 16)
+    r.close()
+
+
+def test_one_dma_worker_thread_serves_the_transfers_and_leaves_when_idle(monkeypatch):
+    """The simulated DMA keeps one worker thread across transfers (starting one per transfer
+    blocks the host until it runs) and lets it go after _WORKER_IDLE_S without work."""
+    import threading
+
+    monkeypatch.setattr(pynq_device, "_WORKER_IDLE_S", 0.2)
+    threads = set()
+
+    class _Seen(ReferenceEngineModel):
+        def stream(self, words, out_cap, **kw):
+            threads.add(threading.current_thread())
+            return super().stream(words, out_cap, **kw)
+
+    r = runtime(engine=_Seen())
+    assert r.xxh64(KEYS, seed=3).tolist() == EXPECTED
+    assert r.backend("fpga").transfers == 7 and len(threads) == 1
+    dev = r.backend("fpga").device
+    (worker,) = threads
+    worker.join(timeout=10)
+    assert not worker.is_alive() and dev._worker is None
+    assert r.xxh64(KEYS, seed=3).tolist() == EXPECTED  # a new worker after the idle one left
+    assert len(threads) == 2
+    r.close()
