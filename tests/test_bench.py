@@ -376,3 +376,35 @@ def test_paired_best_interleaves_the_runs():
     calls: list[str] = []
     times = bench.paired_best([lambda: calls.append("a"), lambda: calls.append("b")], 3, warmup=1)
     assert calls == ["a", "b"] * 4 and len(times) == 2 and all(t >= 0 for t in times)
+
+
+# -- the devices group: the fpga path against the sim backend ---------------------------------
+
+
+@pytest.mark.verilator
+@pytest.mark.timeout(600)
+def test_the_devices_group_rates_the_fpga_path_against_the_sim_backend():
+    """Two rows, warm, at --quick's 16,384 keys: fpga keys/s against the sim backend's measured
+    in the same run (the sim backend as configured, and on the simulated device's own model)."""
+    pytest.importorskip("pynq", reason="pynq is not installed (pip install 'offload[fpga]')")
+    from offload.host.bench_devices import rows
+    from tests.conftest import require
+
+    rt = offload.Runtime(backends=["sim", "fpga"], fpga="sim")
+    require(rt, "sim")
+    require(rt, "fpga")
+    rt.close()
+    got = {r["name"]: r for r in rows(quick=True)}
+    sim = got["sim xxh64 16,384 uint64 keys"]
+    for name in (
+        "fpga (simulated PYNQ) vs sim backend, 16,384 keys warm",
+        "fpga (simulated PYNQ) vs sim backend on the same model, 16,384 keys warm",
+    ):
+        r = got[name]
+        assert (r["unit"], r["baseline_unit"]) == ("M keys/s", "M keys/s (sim backend)")
+        assert (r["target"], r["target_kind"]) == (0.5, "ratio")
+        assert r["value"] > 0 and r["baseline"] > 0
+        assert r["ratio"] == pytest.approx(r["value"] / r["baseline"])
+        assert r["passed"] is (r["ratio"] >= 0.5)
+    # the first ratio's baseline is the sim row's own measurement
+    assert got["fpga (simulated PYNQ) vs sim backend, 16,384 keys warm"]["baseline"] == sim["value"]
