@@ -1,16 +1,15 @@
 """MurmurHash3_x86_32 kernels (standard and Spark SQL string tail) and the SigridHash kernel.
 
-Like the XXH32 kernels, the 32-bit state lives in the low half of a ``uint64``, masked after every
-multiply and add (numba promotes ``uint32`` arithmetic to 64 bits anyway; LLVM turns each masked
-product into one 32-bit ``imul``). Every constant is an explicit ``np.uint64``.
+Like the XXH32 kernels, the 32-bit state lives in the low half of a ``uint64`` and its multiplies,
+adds and rotates are 32-bit operations (:func:`.intrinsics.mul32`, ``add32``, ``rotl32``: numba
+would promote ``uint32`` arithmetic to 64 bits), so a loop over keys vectorises 16 lanes to a zmm
+register. Every constant is an explicit ``np.uint64``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from offload.golden_murmur3 import (
     MURMUR3_C1,
@@ -21,7 +20,17 @@ from offload.golden_murmur3 import (
 )
 from offload.golden_sigrid import HASH128_KMUL
 
-from .intrinsics import kernel, load_u8, load_u32, select_unpredictable
+from .intrinsics import (
+    add32,
+    kernel,
+    load_half32,
+    load_u8,
+    load_u32,
+    mul32,
+    mulhi64,
+    rotl32,
+    select_unpredictable,
+)
 
 __all__ = [
     "murmur3_fixed_ser",
@@ -50,25 +59,21 @@ _KMUL = _U(HASH128_KMUL)
 
 @njit(inline="always")
 def _mix_k1(k):
-    k = (k * _C1) & _M32
-    k = ((k << _U(15)) | (k >> _U(17))) & _M32
-    return (k * _C2) & _M32
+    return mul32(rotl32(mul32(k, _C1), 15), _C2)
 
 
 @njit(inline="always")
 def _mix_h1(h, k):
-    h ^= k
-    h = ((h << _U(13)) | (h >> _U(19))) & _M32
-    return (h * _U(5) + _HADD) & _M32
+    return add32(mul32(rotl32(h ^ k, 13), _U(5)), _HADD)
 
 
 @njit(inline="always")
 def _fmix(h, n):
     h ^= _U(n) & _M32
     h ^= h >> _U(16)
-    h = (h * _F1) & _M32
+    h = mul32(h, _F1)
     h ^= h >> _U(13)
-    h = (h * _F2) & _M32
+    h = mul32(h, _F2)
     h ^= h >> _U(16)
     return h
 
@@ -81,11 +86,16 @@ def murmur3_k4(k, seed):
 
 
 @njit(inline="always")
+def _k8_words(lo, hi, seed):
+    h = _mix_h1(seed, _mix_k1(lo))
+    h = _mix_h1(h, _mix_k1(hi))
+    return _fmix(h, 8)
+
+
+@njit(inline="always")
 def murmur3_k8(k, seed):
     """MurmurHash3_x86_32 of one 8-byte little-endian key held in a uint64."""
-    h = _mix_h1(seed, _mix_k1(k & _M32))
-    h = _mix_h1(h, _mix_k1(k >> _U(32)))
-    return _fmix(h, 8)
+    return _k8_words(k & _M32, k >> _U(32), seed)
 
 
 @njit(inline="always")
@@ -152,9 +162,9 @@ def murmur3_fixed_ser(keys, seed, out):
     8-byte integer dtype (a 4-byte key is its 32-bit pattern), ``seed`` < 2**32, ``out`` uint32."""
     n = keys.shape[0]
     seed = _U(seed) & _M32
-    if keys.itemsize == 8:
+    if keys.itemsize == 8:  # each key's two 32-bit words loaded as such: 16 keys to a register
         for i in range(n):
-            out[i] = np.uint32(murmur3_k8(_U(keys[i]), seed))
+            out[i] = np.uint32(_k8_words(load_half32(keys, i, 0), load_half32(keys, i, 1), seed))
     else:
         for i in range(n):
             out[i] = np.uint32(murmur3_k4(_U(keys[i]) & _M32, seed))
@@ -219,19 +229,6 @@ def _hash_128_to_64(upper, lower):
     return b * _KMUL
 
 
-@intrinsic
-def _mulhi(typingctx, a, b):
-    """High 64 bits of the 128-bit product of two uint64 (one ``mul`` on x86-64)."""
-    sig = types.uint64(types.uint64, types.uint64)
-
-    def codegen(context, builder, signature, args):
-        wide = ir.IntType(128)
-        p = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
-        return builder.trunc(builder.lshr(p, ir.Constant(wide, 64)), ir.IntType(64))
-
-    return sig, codegen
-
-
 @njit(inline="always")
 def _mod_magic(d):
     """(m, s1, s2) for ``u % d`` by a multiply-high (Granlund and Montgomery, "Division by
@@ -258,7 +255,8 @@ def sigrid_ser(values, salt, max_value, out):
     checked ``1 <= max_value < 2**63``; any other value gives meaningless results, never a hang).
     The floor modulo is taken as Velox takes it: on the sign-folded ``u = sign ^ h`` (in
     [0, 2**63)) by an unsigned multiply-high, then unfolded (``h = -u - 1`` has floor modulo
-    ``d - 1 - u % d``)."""
+    ``d - 1 - u % d``). The mixing vectorises; the multiply-high stays a scalar ``mul`` per id
+    (LLVM turns a multiply-high from 32-bit halves back into it here)."""
     salt_u = _U(np.int64(salt))
     d = _U(np.int64(max_value))
     m, s1, s2 = _mod_magic(d)
@@ -266,6 +264,6 @@ def sigrid_ser(values, salt, max_value, out):
         h = _hash_128_to_64(salt_u, _twang_mix64(_U(values[i])))
         neg = (h >> _U(63)) != _U(0)
         u = select_unpredictable(neg, ~h, h)
-        t = _mulhi(m, u)
+        t = mulhi64(m, u)
         r = u - ((t + ((u - t) >> s1)) >> s2) * d
         out[i] = np.int64(select_unpredictable(neg, d - _U(1) - r, r))

@@ -1,0 +1,311 @@
+"""Placement (``Runtime(placement=...)``), the cost model it reads, and ``out=``.
+
+Devices of a known rate are :class:`~offload.host.modelled.ModelledDevice` instances (exact
+results, time held to ``latency + records / rate``); each test gives its Runtime its own
+:class:`~offload.costmodel.CostModel`, so no test learns from another.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import offload
+from offload.backend import Availability, Backend, BackendError, Capabilities, Result
+from offload.costmodel import PRIORS, CostModel, costs_path, op_key
+from offload.host.cpu import CpuBackend
+from offload.host.modelled import ModelledDevice
+from offload.ops import REGISTRY, OpCall
+from offload.runtime import PLACEMENTS, Runtime
+
+KEYS = np.arange(1, 50_001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+
+
+def cpu_xxh64(keys: np.ndarray, seed: int = 0) -> np.ndarray:
+    return Runtime(["cpu"], cost_model=CostModel()).xxh64(keys, seed)
+
+
+def taught(model: CostModel, backend: str, key: str, fixed: float, per_record: float) -> CostModel:
+    """``model`` with observations of an exact ``fixed + per_record * n`` cost at 1k..1M records."""
+    for n in (1_000, 4_000, 16_000, 64_000, 256_000, 1_000_000):
+        model.observe(backend, key, n, 8 * n, fixed + per_record * n)
+    return model
+
+
+# -- the cost model ------------------------------------------------------------------------------
+
+
+def test_a_fit_recovers_a_linear_cost_from_its_observations() -> None:
+    model = taught(CostModel(), "sim", "xxh64/fixed", 2e-3, 5e-8)
+    for n in (1_000, 50_000, 3_000_000):
+        assert model.predict("sim", "xxh64/fixed", n, 8 * n) == pytest.approx(2e-3 + 5e-8 * n, rel=0.05)
+
+
+def test_a_fit_follows_a_cost_per_record_that_changes_with_size() -> None:
+    """The CPU goes parallel at 64k records: per-record cost halves there."""
+    model = CostModel()
+    cost = {n: 1e-5 + (2e-9 if n < 65_536 else 1e-9) * n for n in (1_000, 4_000, 16_000, 262_144, 1 << 20, 1 << 22)}
+    for n, s in cost.items():
+        model.observe("cpu", "xxh64/fixed", n, 8 * n, s)
+    for n, s in cost.items():
+        assert model.predict("cpu", "xxh64/fixed", n, 8 * n) == pytest.approx(s, rel=0.25)
+
+
+def test_a_backend_never_seen_costs_its_prior_and_coefficients_stay_non_negative() -> None:
+    model = CostModel()
+    fixed, per_record, _ = PRIORS["fpga"]
+    assert model.predict("fpga", "xxh64/fixed", 1000, 8000) == pytest.approx(fixed + per_record * 1000)
+    model.observe("fpga", "xxh64/fixed", 1000, 8000, 1e-9)  # faster than any fixed cost allows
+    fit = model.fit("fpga", "xxh64/fixed", 1000, 8000)
+    assert min(fit.fixed, fit.per_record, fit.per_byte) >= 0.0
+
+
+def test_variable_length_batches_have_a_per_byte_cost() -> None:
+    model = CostModel()
+    for n, width in [(1000, 8), (1000, 64), (10_000, 8), (10_000, 64), (100_000, 8), (100_000, 64)]:
+        model.observe("cpu", "xxh64/var", n, n * width, 1e-5 + 1e-9 * n + 5e-10 * n * width)
+    assert model.predict("cpu", "xxh64/var", 50_000, 50_000 * 32) == pytest.approx(
+        1e-5 + 1e-9 * 50_000 + 5e-10 * 50_000 * 32, rel=0.15
+    )
+
+
+def test_the_model_persists_per_machine_and_ignores_a_broken_file(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.delenv("OFFLOAD_COSTS", raising=False)
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path))
+    path = costs_path()
+    assert path is not None and path.parent == tmp_path / "costs"
+    model = taught(CostModel(path), "sim", "xxh64/fixed", 2e-3, 5e-8)
+    model.observe("cpu@1234", "xxh64/fixed", 10, 80, 1.0, persist=False)  # a caller's instance: kept here only
+    model.save()
+    again = CostModel(path)
+    assert again.predict("sim", "xxh64/fixed", 10_000) == model.predict("sim", "xxh64/fixed", 10_000)
+    assert again.observations("cpu@1234", "xxh64/fixed") == []
+    path.write_text("{not json")
+    assert CostModel(path).observations("sim", "xxh64/fixed") == []
+    monkeypatch.setenv("OFFLOAD_COSTS", "none")
+    assert costs_path() is None
+    monkeypatch.setenv("OFFLOAD_COSTS", str(tmp_path / "elsewhere.json"))
+    assert costs_path() == tmp_path / "elsewhere.json"
+    assert json.loads(path.with_name("again.json").write_text("{}") and "{}") == {}
+
+
+def test_a_cost_model_pickles_with_its_observations() -> None:
+    model = taught(CostModel(), "sim", "xxh64/fixed", 2e-3, 5e-8)
+    again = pickle.loads(pickle.dumps(model))
+    assert again.predict("sim", "xxh64/fixed", 5000) == model.predict("sim", "xxh64/fixed", 5000)
+
+
+def test_the_runtime_learns_from_its_own_calls_after_the_first() -> None:
+    rt = Runtime(["cpu"], cost_model=CostModel())
+    for _ in range(4):
+        rt.xxh64(KEYS[:1000])
+    assert len(rt.costs.observations("cpu", "xxh64/fixed")) == 3
+    model = rt.stats()["cost_model"]
+    assert model["cpu"]["xxh64/fixed"]["observations"] == 3
+    assert op_key("hash_bucket", "var", "farmhash64") == "hash_bucket:farmhash64/var"
+
+
+# -- placement -----------------------------------------------------------------------------------
+
+
+def test_placement_is_one_of_four_and_defaults_by_whether_backends_are_given() -> None:
+    assert PLACEMENTS == ("fastest", "balanced", "offload", "ordered")
+    with pytest.raises(ValueError, match=r"unknown placement 'quick': expected 'fastest', 'balanced', 'offload' or 'ordered'"):
+        Runtime(placement="quick")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cost_model must be a CostModel or None, got dict"):
+        Runtime(cost_model={})  # type: ignore[arg-type]
+    assert Runtime().placement == "fastest"
+    assert Runtime(["cpu"]).placement == "ordered"
+    assert Runtime(["cpu"], placement="balanced").placement == "balanced"
+
+
+def test_fastest_sends_a_small_batch_to_the_cpu_and_a_large_one_to_a_faster_device() -> None:
+    device = ModelledDevice(rate=5e9, latency=2e-3, name="fast")  # 2 ms a call, then 5 G records/s
+    model = taught(CostModel(), f"fast@{id(device):x}", "xxh64/fixed", 2e-3, 2e-10)
+    taught(model, "cpu", "xxh64/fixed", 5e-6, 2e-9)
+    rt = Runtime([device, "cpu"], placement="fastest", cost_model=model)
+    assert (rt.xxh64(KEYS[:100]) == cpu_xxh64(KEYS[:100])).all()
+    assert rt.last_call()["segments"] == [("cpu", 0, 100)]
+    big = np.resize(KEYS, 2_000_000)
+    assert (rt.xxh64(big) == cpu_xxh64(big)).all()
+    assert rt.last_call()["segments"] == [("fast", 0, big.shape[0])]
+    decision = rt.stats()["decisions"][-1]
+    assert decision["placement"] == "fastest" and decision["records"] == big.shape[0]
+    assert decision["predicted_chosen_s"] == decision["predicted_s"]["fast"] == min(decision["predicted_s"].values())
+    assert decision["measured_s"] > 0
+
+
+def test_ordered_follows_the_list_and_offload_puts_devices_first() -> None:
+    device = ModelledDevice(rate=1e9, name="dev")
+    rt = Runtime(["cpu", device], cost_model=CostModel())
+    rt.xxh64(KEYS[:10])
+    assert rt.last_call()["segments"] == [("cpu", 0, 10)]
+    rt = Runtime(["cpu", device], placement="offload", cost_model=CostModel())
+    rt.xxh64(KEYS[:10])
+    assert rt.last_call()["segments"] == [("dev", 0, 10)]
+
+
+def test_balanced_splits_across_devices_of_the_same_rate_and_stitches_in_order() -> None:
+    a, b = ModelledDevice(rate=2e7, name="a"), ModelledDevice(rate=2e7, name="b")
+    model = taught(taught(CostModel(), f"a@{id(a):x}", "xxh64/fixed", 1e-4, 5e-8), f"b@{id(b):x}", "xxh64/fixed", 1e-4, 5e-8)
+    taught(model, "cpu", "xxh64/fixed", 5e-6, 1e-6)  # a slow CPU: not worth a part
+    rt = Runtime([a, b, "cpu"], placement="balanced", cost_model=model)
+    got = rt.xxh64(KEYS, 3)
+    assert (got == cpu_xxh64(KEYS, 3)).all()
+    segs = rt.last_call()["segments"]
+    assert sorted(s[0] for s in segs) == ["a", "b"]
+    assert [s[1:] for s in sorted(segs, key=lambda s: s[1])][0][0] == 0
+    assert sum(hi - lo for _, lo, hi in segs) == KEYS.shape[0]
+    assert abs((segs[0][2] - segs[0][1]) - KEYS.shape[0] / 2) < 0.05 * KEYS.shape[0]
+    decision = rt.stats()["decisions"][-1]
+    assert decision["predicted_chosen_s"] == decision["predicted_s"]["balanced"] < min(
+        v for k, v in decision["predicted_s"].items() if k != "balanced"
+    )
+    assert rt.stats()["calls"] == 1 and rt.stats()["records"] == KEYS.shape[0]
+
+
+def test_balanced_keeps_a_small_batch_or_a_lopsided_pair_on_one_backend() -> None:
+    a, b = ModelledDevice(rate=2e7, name="a"), ModelledDevice(rate=2e5, name="b")
+    model = taught(taught(CostModel(), f"a@{id(a):x}", "xxh64/fixed", 1e-4, 5e-8), f"b@{id(b):x}", "xxh64/fixed", 1e-4, 5e-6)
+    taught(model, "cpu", "xxh64/fixed", 5e-6, 1e-6)
+    rt = Runtime([a, b, "cpu"], placement="balanced", cost_model=model)
+    rt.xxh64(KEYS[:1000])
+    assert rt.last_call()["segments"] == [("a", 0, 1000)]
+    rt.xxh64(KEYS)
+    assert [s[0] for s in rt.last_call()["segments"]] == ["a"]
+
+
+class _Failing(Backend):
+    """A device that completes the first half of every batch and then loses the rest."""
+
+    name = "flaky"
+
+    def availability(self) -> Availability:
+        return Availability(True, "")
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(ops=frozenset(REGISTRY))
+
+    def run(self, call: OpCall, batch: Any) -> Result:
+        res = CpuBackend(threads=1).run(call, batch)
+        half = batch.n // 2
+        raise BackendError("lost", cause="device_lost", completed=half, partial=res[:half])
+
+
+@pytest.mark.parametrize("verify", ["off", "full"])
+def test_balanced_parts_fall_back_and_verify_like_any_call(verify: str) -> None:
+    flaky, dev = _Failing(), ModelledDevice(rate=2e7, name="dev")
+    model = taught(CostModel(), f"flaky@{id(flaky):x}", "xxh64/fixed", 1e-4, 5e-8)
+    taught(model, f"dev@{id(dev):x}", "xxh64/fixed", 1e-4, 5e-8)
+    taught(model, "cpu", "xxh64/fixed", 5e-6, 1e-6)
+    rt = Runtime([flaky, dev, "cpu"], placement="balanced", verify=verify, cost_model=model)  # type: ignore[arg-type]
+    out = np.empty(KEYS.shape, np.uint64)
+    assert rt.xxh64(KEYS, 5, out=out) is out
+    assert (out == cpu_xxh64(KEYS, 5)).all()
+    st = rt.stats()
+    assert [f["cause"] for f in st["fallbacks"]] == ["device_lost"]
+    assert st["fallbacks"][0]["from"] == "flaky" and st["fallbacks"][0]["to"] == "cpu"
+    assert sorted({s[0] for s in st["last_call"]["segments"]}) == ["cpu", "dev", "flaky"]
+    if verify == "full":
+        assert st["verified_records"] == KEYS.shape[0]
+
+
+def test_a_named_backend_overrides_placement() -> None:
+    rt = Runtime(placement="balanced", cost_model=CostModel())
+    rt.xxh64(KEYS, backend="cpu")
+    assert rt.last_call()["segments"] == [("cpu", 0, KEYS.shape[0])]
+
+
+def test_a_runtime_pickles_with_its_placement() -> None:
+    rt = pickle.loads(pickle.dumps(Runtime(["cpu"], placement="balanced", cost_model=CostModel())))
+    assert rt.placement == "balanced" and isinstance(rt.costs, CostModel)
+
+
+def test_a_modelled_device_takes_its_modelled_time_and_refuses_bad_rates() -> None:
+    dev = ModelledDevice(rate=1e6, latency=1e-3)
+    rt = Runtime([dev], cost_model=CostModel())
+    rt.xxh64(KEYS[:10_000])
+    assert rt.stats()["by_backend"]["modelled"]["seconds"] >= 0.011
+    with pytest.raises(ValueError, match=r"rate must be a finite number > 0, got 0"):
+        ModelledDevice(rate=0)
+    with pytest.raises(ValueError, match=r"latency must be a finite number >= 0, got -1"):
+        ModelledDevice(rate=1, latency=-1)
+
+
+# -- out= ----------------------------------------------------------------------------------------
+
+FIXED_WIDTH = {
+    "xxh32": ({"seed": 1}, "keys"),
+    "xxh64": ({"seed": 1}, "keys"),
+    "hash_bucket": ({"num_buckets": 1000, "hash": "cityhash64"}, "keys"),
+    "fid": ({"slot": 3}, "keys"),
+    "farmhash64": ({}, "keys"),
+    "cityhash64": ({"seed": 9}, "keys"),
+    "murmur3_32": ({"seed": 2}, "strings"),
+    "sigrid_hash": ({"salt": 4, "max_value": 10_000}, "ints"),
+    "decimal_hash_bucket": ({"num_buckets": 77}, "ints"),
+    "bucketize": ({"boundaries": [0.5, 10.0, 1e5]}, "floats"),
+}
+INPUTS = {
+    "keys": KEYS[:5000].reshape(50, 100),
+    "strings": np.array([b"x" * (i % 40) for i in range(3000)], dtype=object),
+    "ints": np.arange(-2000, 2000, dtype=np.int64) * 7919,
+    "floats": np.linspace(-5.0, 2e5, 4000),
+}
+
+
+def test_out_is_on_every_fixed_width_operator_and_nowhere_else() -> None:
+    assert sorted(FIXED_WIDTH) == sorted(n for n, e in REGISTRY.items() if e.result_dtype is not None)
+
+
+@pytest.mark.parametrize("op", sorted(FIXED_WIDTH))
+@pytest.mark.parametrize("backend", ["cpu", "sim-like"])
+def test_out_holds_the_result_of_every_fixed_width_operator(op: str, backend: str) -> None:
+    params, inp = FIXED_WIDTH[op]
+    values = INPUTS[inp]
+    rt = Runtime(["cpu"] if backend == "cpu" else [ModelledDevice(1e9)], cost_model=CostModel())
+    want = getattr(Runtime(["cpu"], cost_model=CostModel()), op)(values, **params)
+    out = np.full(want.shape, 7, want.dtype)
+    assert getattr(rt, op)(values, **params, out=out) is out
+    assert (out == want).all()
+    out2 = np.zeros_like(want)
+    assert getattr(offload, op)(values, **params, out=out2) is out2 and (out2 == want).all()
+
+
+def test_out_writes_in_place_over_its_own_input_and_into_strided_views() -> None:
+    keys = KEYS[:1000].copy()
+    want = cpu_xxh64(keys)
+    rt = Runtime(["cpu"], cost_model=CostModel())
+    assert (rt.xxh64(keys, out=keys) == want).all() and (keys == want).all()
+    wide = np.zeros((1000, 2), np.uint64)
+    rt.xxh64(KEYS[:1000], out=wide[:, 1])
+    assert (wide[:, 1] == want).all() and (wide[:, 0] == 0).all()
+    col = pa.array([b"a", b"b", b"a"]).dictionary_encode()
+    out = np.empty(3, np.uint64)
+    assert (rt.xxh64(col, out=out) == rt.xxh64(np.array([b"a", b"b", b"a"], dtype=object))).all()
+
+
+def test_out_errors_are_exact() -> None:
+    rt = Runtime(["cpu"], cost_model=CostModel())
+    keys = KEYS[:10]
+    with pytest.raises(TypeError, match=r"out must be a numpy array, got list"):
+        rt.xxh64(keys, out=[0] * 10)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"out has dtype int64, xxh64 returns uint64"):
+        rt.xxh64(keys, out=np.empty(10, np.int64))
+    with pytest.raises(ValueError, match=r"out has shape \(9,\), the result of xxh64 has shape \(10,\)"):
+        rt.xxh64(keys, out=np.empty(9, np.uint64))
+    ro = np.empty(10, np.uint64)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match=r"out is read-only"):
+        rt.xxh64(keys, out=ro)
+    with pytest.raises(ValueError, match=r'out= writes numpy results: it cannot be used with output="arrow"'):
+        rt.xxh64(keys, output="arrow", out=np.empty(10, np.uint64))
+    with pytest.raises(ValueError, match=r'out= cannot hold nulls: use nulls="error" or a replacement value'):
+        rt.xxh64(keys, nulls="null", out=np.empty(10, np.uint64))
+    with pytest.raises(ValueError, match=r"out= is for operators with one result per record: delta_varint_encode returns a pair"):
+        rt.call("delta_varint_encode", [[1, 2]], out=np.empty(1, np.uint8))
