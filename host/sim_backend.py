@@ -15,7 +15,7 @@ stands for), which Verilator runs ~3x faster than a LUT flavour. ``flavour="beha
 the default build (``"pynq-z2"``) in that form, cycle-identical at the ports to the synthesised
 LUT flavour (``rtl/offload_engine.v``): same results, same cycle counts, same registers
 (``tests/test_hw_flavours.py``); ``flavour="lut"`` runs the synthesised design itself, as the
-cocotb benches and the simulated PYNQ device do. The backend runs what the model's ``OPS``
+cocotb benches do. The backend runs what the model's ``OPS``
 register lists and sends the rest on (``supports()``).
 
 Options: ``trace="batch.vcd"`` records a VCD of everything the model does (slow);

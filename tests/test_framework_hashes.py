@@ -306,7 +306,7 @@ def test_the_sim_engine_equals_the_real_library(name):
 
 
 def test_the_fpga_engine_equals_the_real_library():
-    """The simulated PYNQ-Z2 (LUT flavour) on the murmur3 and sigrid reference vectors."""
+    """The simulated PYNQ-Z2 (the PYNQ-Z2 build) on the murmur3 and sigrid reference vectors."""
     from tests.reference.load import load
 
     rt = _engine_runtime("fpga")

@@ -344,9 +344,9 @@ def _verilator_cases():
 
 
 def test_sim_backend_runs_the_full_builds_behavioural_flavour():
-    """The sim backend's default model is the behavioural flavour of the full build; the
-    simulated PYNQ device's (``EngineModel()``) is the LUT one of the default build; an unknown
-    flavour is refused by name."""
+    """The sim backend's default model is the behavioural flavour of the full build;
+    ``EngineModel()``'s is the LUT one of the default build; an unknown flavour is refused by
+    name."""
     import inspect
 
     from offload.host.sim_backend import SimBackend
