@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden_cityhash import CITY_K0, CITY_K1, CITY_K2, CITY_KMUL, FARM_SEED, MASK64
 
-from .common import Pipe, const_mul_terms, set_multiplier_params
+from .common import Pipe, Term, const_mul_terms, set_multiplier_params, term_value
 from .lanes import delay, lane_latency
 from .xxhash import HashBeat
 
@@ -62,11 +62,43 @@ HASH_FARM = 1
 # ---------------------------------------------------------------------------------------------
 
 
-def start_mul(p: Pipe, name: str, x, const: int, var=None, vshift: int = 1, extra=(), more=()) -> None:
+def carry_save_level(terms: list[Term], width: int) -> list[Term]:
+    """Triples of terms with neighbouring shifts as two terms each, their sum and their shifted
+    majority (one LUT level, no carry chain; as :func:`~offload.hw.common.add3_terms` without
+    its adder: the bits below the middle shift are copied)."""
+    terms = sorted(terms, key=lambda t: -t[1])
+    out: list[Term] = []
+    i = 0
+    while len(terms) - i >= 3:
+        out += _carry_save3(terms[i], terms[i + 1], terms[i + 2], width)
+        i += 3
+    return out + terms[i:]
+
+
+def _carry_save3(a: Term, b: Term, c: Term, width: int) -> list[Term]:
+    (va, sa), (vb, sb), (vc, sc) = sorted([a, b, c], key=lambda t: t[1])
+    d, hi_w = sb - sa, width - sb
+    if hi_w <= 0:
+        return [(va, sa)]
+    low = va[:d] if len(va) >= d else Cat(va, Const(0, d - len(va)))
+    y = Cat(vb, Const(0, hi_w))[:hi_w]
+    if len(va) <= d:  # a ends below b: one term by concatenation
+        return [(Cat(low, y), sa), (vc, sc)]
+    x = Cat(va[d:], Const(0, hi_w))[:hi_w]
+    z = term_value((vc, sc - sb), hi_w)
+    maj = (x & y) | (x & z) | (y & z)
+    return [(Cat(low, x ^ y ^ z), sa)] + ([(maj[: hi_w - 1], sb + 1)] if hi_w > 1 else [])
+
+
+def start_mul(
+    p: Pipe, name: str, x, const: int, var=None, vshift: int = 1, extra=(), more=(), csa_first: bool = False
+) -> int:
     """Start field ``name = (x * (const + (var << vshift)) + sum(extra)) mod 2**64`` in pipe
     ``p`` (finishes like :meth:`Pipe.mul_tree`; ``var`` a narrow unsigned value or None,
     ``extra`` 64-bit values and ``more`` products ``(x2, const2)`` added in the same tree: an add
-    after a product costs no carry chain of its own)."""
+    after a product costs no carry chain of its own). ``csa_first``: the first stage is a
+    carry-save level (:func:`carry_save_level`: no carry chain behind the logic that makes
+    ``x``), the adder tree starts at the next. Returns the stages it takes."""
     x = p.wire(x, f"{name}_x")
     terms = const_mul_terms(x, const, 64)
     for x2, c2 in more:
@@ -77,16 +109,30 @@ def start_mul(p: Pipe, name: str, x, const: int, var=None, vshift: int = 1, extr
             s = i + vshift
             terms.append((x[: 64 - s] & var[i].replicate(64 - s), s))
     terms += [(Value.cast(e)[:64], 0) for e in extra]
+    if csa_first:
+        terms = carry_save_level(terms, 64)
+    stages = int(csa_first) + p.tree_stages(len(terms))
     if not p.behavioural:
-        p.tree(name, terms, 64)
-        return
+        if not csa_first:
+            p.tree(name, terms, 64)
+            return stages
+        for i, (v, _) in enumerate(terms):
+            p.f[f"{name}_cs{i}"] = Value.cast(v)
+        shifts = [sh for _, sh in terms]
+
+        def tree() -> None:  # the adder tree over the registered carry-save terms
+            p.tree(name, [(p.f.pop(f"{name}_cs{i}"), sh) for i, sh in enumerate(shifts)], 64)
+
+        p.at(p.depth + 1, tree)
+        return stages
     mul = Const(const, 64) if var is None else (Const(const, 64) + (Value.cast(var) << vshift))[:64]
     prod = (x * mul)[:64]
     for e in extra:
         prod = (prod + Value.cast(e))[:64]
     for x2, c2 in more:
         prod = (prod + Value.cast(x2) * c2)[:64]
-    p._delay(name, prod, p.tree_stages(len(terms)))
+    p._delay(name, prod, stages)
+    return stages
 
 
 def level(p: Pipe, drop=(), **updates) -> None:
@@ -422,8 +468,8 @@ class _MulPool:
     less than ``gap`` cycles before or after (so two records never meet in it), or on a new
     one; the product becomes field ``dest`` when it leaves. The operands of the products that
     share a pipeline are picked by their records' ``valid`` (:meth:`close`, once every product
-    is issued), then registered (``register``; without, the pick feeds the first adder level:
-    one cycle less)."""
+    is issued), then registered (``register``; without, the pick feeds a carry-save level, no
+    carry chain, in the same cycle: a cycle less where that level does not add a stage)."""
 
     def __init__(self, p: Pipe, name: str, const: int, var_width=0, extras=0, gap=None, register=True):
         self.p, self.name, self.const, self.register = p, name, const, register
@@ -441,7 +487,7 @@ class _MulPool:
         if self.register:
             q.stage()
         extra = [q[f"e{i}"] for i in range(self.extras)]
-        start_mul(q, "r", q["x"], self.const, q.f.get("v"), extra=extra)
+        start_mul(q, "r", q["x"], self.const, q.f.get("v"), extra=extra, csa_first=not self.register)
         level(q, drop=list(sig))
         unit = {"sig": sig, "feeds": [], "at": set(), "out": q["r"], "depth": q.depth}
         self.units.append(unit)
@@ -1006,7 +1052,9 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         return Const(int((hash_ == "farm") == farm), 1)
 
     def mm(name, x, var=None, extra=()):
-        start_mul(p, name, x, CITY_K2, p["n7"] if var is None else var, extra=extra)
+        # a carry-save level first (the operands are picks by length): no stage more at
+        # 28..31 terms
+        start_mul(p, name, x, CITY_K2, p["n7"] if var is None else var, extra=extra, csa_first=True)
 
     # The first level's operands, registered. Product c, by length: 1..3 bytes y = s[0] +
     # (s[len >> 1] << 8) (* k2); 4..16 rotr(b, 37) * mul + a; 17..32 and farm 33..64
@@ -1051,24 +1099,22 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         start_mul(p, "cf", f["h3"], 9)
         start_mul(p, "c9", f.pop("c9x"), 9)
     # The products only records of 33..64 bytes need in these levels share a multiplier (such
-    # records are 5+ cycles apart; the picked operands registered: q2's come out of a carry
-    # chain): farm's a * k2 + b (cab), e or city's h (hf) and, after the mixing, farm's g or
-    # city's (x + z) * mul (q2).
-    pool = _MulPool(p, "s0", CITY_K2, var_width=7, extras=1, gap=5)
+    # records are 5+ cycles apart; no register in front, a carry-save level behind the pick:
+    # its 4 stages fit): farm's a * k2 + b (cab), e or city's h (hf) and, after the mixing,
+    # farm's g or city's (x + z) * mul (q2).
+    pool = _MulPool(p, "s0", CITY_K2, var_width=7, extras=1, gap=5, register=False)
 
     def issue(name, x, v, extra=()):
         return pool.issue(name, x, v, extra=extra, active=p["valid"] & p["b33"])
 
-    t_cab = 0
     if farm:
-        t_cab = issue("cab", f["h0"], Const(0, 7), [f["h1"]])
+        issue("cab", f["h0"], Const(0, 7), [f["h1"]])
     else:
         t_hf = issue("hf", f.pop("xhf"), p["n7"])
     p.stage(drop=([] if city else ["h1"]) + ([] if farm else ["h3"]), h0l=f.pop("h0")[:32])
     if farm:
         t_hf = issue("hf", p.f.pop("xhf"), p["n7"])
     p.drain()
-    _until(p, t_cab)  # the pool's register: cab a stage after the others
 
     # Mixing: HashLen16's (u, v) of 0..16, 17..32 and farm 33..64; city 33..64's u, v, x, z.
     f = p.f
@@ -1164,7 +1210,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     # From here on only records of 33..64 bytes need products: two of them 4 cycles apart
     # share a multiplier, as above. 4 products for FarmHash on 2 multipliers, 2 for CityHash
     # on 1.
-    pool33 = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5)
+    pool33 = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5, register=False)
 
     def issue33(name, x, extra=()):
         return pool33.issue(name, x[:64], p["n7"], extra=extra, active=p["valid"] & p["b33"])
