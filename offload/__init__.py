@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from offload.backend import Backend, BackendError, BackendUnavailable, BitExactError, Capabilities
 from offload.features import Feature, FeatureSpec
 from offload.ops import HashBucketMethod, HashName, Murmur3Tail, OperatorName
@@ -62,9 +64,12 @@ def xxh32(
     verify: VerifyMode | None = None,
     nulls: Any = "error",
     output: Output = "numpy",
+    out: np.ndarray | None = None,
 ) -> Any:
     """XXH32 of each record: uint32, shaped like a numpy key array, else 1-D."""
-    return default_runtime().xxh32(values, seed, backend=backend, verify=verify, nulls=nulls, output=output)
+    return default_runtime().xxh32(
+        values, seed, backend=backend, verify=verify, nulls=nulls, output=output, out=out
+    )
 
 
 def xxh64(
@@ -75,9 +80,12 @@ def xxh64(
     verify: VerifyMode | None = None,
     nulls: Any = "error",
     output: Output = "numpy",
+    out: np.ndarray | None = None,
 ) -> Any:
     """XXH64 of each record: uint64, shaped like a numpy key array, else 1-D."""
-    return default_runtime().xxh64(values, seed, backend=backend, verify=verify, nulls=nulls, output=output)
+    return default_runtime().xxh64(
+        values, seed, backend=backend, verify=verify, nulls=nulls, output=output, out=out
+    )
 
 
 def hash_bucket(
@@ -91,11 +99,21 @@ def hash_bucket(
     verify: VerifyMode | None = None,
     nulls: Any = "error",
     output: Output = "numpy",
+    out: np.ndarray | None = None,
 ) -> Any:
     """``h % num_buckets`` (``"mod"``) or ``(h * num_buckets) >> 64`` (``"fastrange"``) of the
     hash ``h`` named by ``hash`` (``seed``: the hash's seed; None is its default)."""
     return default_runtime().hash_bucket(
-        values, num_buckets, seed, method, hash, backend=backend, verify=verify, nulls=nulls, output=output
+        values,
+        num_buckets,
+        seed,
+        method,
+        hash,
+        backend=backend,
+        verify=verify,
+        nulls=nulls,
+        output=output,
+        out=out,
     )
 
 
@@ -110,10 +128,11 @@ def fid(
     verify: VerifyMode | None = None,
     nulls: Any = "error",
     output: Output = "numpy",
+    out: np.ndarray | None = None,
 ) -> Any:
     """Monolith-layout feature ids: ``slot`` above the hash signature (v1: 10+54, v2: 15+48 bits)."""
     return default_runtime().fid(
-        values, slot, version, seed, hash, backend=backend, verify=verify, nulls=nulls, output=output
+        values, slot, version, seed, hash, backend=backend, verify=verify, nulls=nulls, output=output, out=out
     )
 
 
@@ -124,9 +143,12 @@ def farmhash64(
     verify: VerifyMode | None = None,
     nulls: Any = "error",
     output: Output = "numpy",
+    out: np.ndarray | None = None,
 ) -> Any:
     """FarmHash ``Fingerprint64`` of each record (TensorFlow's ``tf.fingerprint``): uint64."""
-    return default_runtime().farmhash64(values, backend=backend, verify=verify, nulls=nulls, output=output)
+    return default_runtime().farmhash64(
+        values, backend=backend, verify=verify, nulls=nulls, output=output, out=out
+    )
 
 
 def cityhash64(
@@ -137,10 +159,11 @@ def cityhash64(
     verify: VerifyMode | None = None,
     nulls: Any = "error",
     output: Output = "numpy",
+    out: np.ndarray | None = None,
 ) -> Any:
     """CityHash64 v1.1 of each record, ``CityHash64WithSeed`` when ``seed`` is given: uint64."""
     return default_runtime().cityhash64(
-        values, seed, backend=backend, verify=verify, nulls=nulls, output=output
+        values, seed, backend=backend, verify=verify, nulls=nulls, output=output, out=out
     )
 
 
@@ -153,10 +176,11 @@ def murmur3_32(
     verify: VerifyMode | None = None,
     nulls: Any = "error",
     output: Output = "numpy",
+    out: np.ndarray | None = None,
 ) -> Any:
     """MurmurHash3_x86_32 of each record (``tail="spark"``: Spark SQL's string tail): uint32."""
     return default_runtime().murmur3_32(
-        values, seed, tail, backend=backend, verify=verify, nulls=nulls, output=output
+        values, seed, tail, backend=backend, verify=verify, nulls=nulls, output=output, out=out
     )
 
 
@@ -169,10 +193,11 @@ def sigrid_hash(
     verify: VerifyMode | None = None,
     nulls: Any = "error",
     output: Output = "numpy",
+    out: np.ndarray | None = None,
 ) -> Any:
     """TorchArrow's ``sigrid_hash`` of int64 ids (int64 in ``[0, max_value)``)."""
     return default_runtime().sigrid_hash(
-        values, salt, max_value, backend=backend, verify=verify, nulls=nulls, output=output
+        values, salt, max_value, backend=backend, verify=verify, nulls=nulls, output=output, out=out
     )
 
 
@@ -184,11 +209,12 @@ def decimal_hash_bucket(
     verify: VerifyMode | None = None,
     nulls: Any = "error",
     output: Output = "numpy",
+    out: np.ndarray | None = None,
 ) -> Any:
     """``farmhash64(str(v)) % num_buckets`` of int32/int64 values: Keras ``Hashing`` (no mask)
     and TensorFlow's hash buckets of integer features (int64 in ``[0, num_buckets)``)."""
     return default_runtime().decimal_hash_bucket(
-        values, num_buckets, backend=backend, verify=verify, nulls=nulls, output=output
+        values, num_buckets, backend=backend, verify=verify, nulls=nulls, output=output, out=out
     )
 
 
@@ -201,10 +227,11 @@ def bucketize(
     verify: VerifyMode | None = None,
     nulls: Any = "error",
     output: Output = "numpy",
+    out: np.ndarray | None = None,
 ) -> Any:
     """Bucket index of each value of ``x`` among strictly increasing ``boundaries`` (int32)."""
     return default_runtime().bucketize(
-        x, boundaries, right, backend=backend, verify=verify, nulls=nulls, output=output
+        x, boundaries, right, backend=backend, verify=verify, nulls=nulls, output=output, out=out
     )
 
 

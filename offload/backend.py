@@ -143,6 +143,19 @@ class Backend(abc.ABC):
     def run(self, call: OpCall, batch: Batch) -> Result:
         """Run the whole batch; raise :class:`BackendError` on failure (see module docs)."""
 
+    def run_into(self, call: OpCall, batch: Batch, out: np.ndarray) -> None:
+        """Run the whole batch into ``out`` (1-D, the result's dtype, ``batch.n`` elements; for
+        one-value-per-record operators). This default copies :meth:`run`'s result; a backend
+        that can write there directly (the CPU) overrides it. Failures as :meth:`run`."""
+        res = self.run(call, batch)
+        if not isinstance(res, np.ndarray) or res.shape != (batch.n,):
+            got = res[0].shape[0] - 1 if isinstance(res, tuple) else getattr(res, "shape", None)
+            raise BackendError(
+                f"{self.name}: returned {got} results for {batch.n} records of {call.describe()}",
+                cause="result_length",
+            )
+        out[...] = res
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release devices, processes and connections. Idempotent."""
 

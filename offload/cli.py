@@ -1,4 +1,4 @@
-"""The ``offload`` command line: demo, bench, featurize, backends, serve, synth, export-rtl."""
+"""The ``offload`` command line: demo, bench, featurize, backends, calibrate, serve, synth, export-rtl."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from offload import extras
 
@@ -75,12 +75,77 @@ def _backends(argv: list[str]) -> int:
 
     with Runtime(backends=list(BACKEND_FACTORIES), fpga=a.fpga, smartnic=a.smartnic) as rt:
         rows = rt.backends()
+        costs = rt.costs.summary()
     if a.json:
-        print(json.dumps([{"backend": n, "available": ok, "reason": r} for n, ok, r in rows], indent=2))
+        out = [{"backend": n, "available": ok, "reason": r, "costs": costs.get(n, {})} for n, ok, r in rows]
+        print(json.dumps(out, indent=2))
     else:
         w = max(len(n) for n, _, _ in rows)
         for n, ok, r in rows:
             print(f"{n:<{w}}  {'available  ' if ok else 'unavailable'}  {r}")
+            for line in _cost_lines(costs.get(n, {})):
+                print(f"{'':<{w}}    {line}")
+    return 0
+
+
+def _cost_lines(costs: dict[str, dict[str, Any]]) -> list[str]:
+    """``xxh64/fixed  1k: 12 us  1M: 1.10 ms (909 M/s)  [64 runs]``: the cost model's
+    predictions for each operator key this machine has seen (``offload calibrate``)."""
+    out = []
+    for key, c in sorted(costs.items()):
+        small, big = c["seconds_at"][1000], c["seconds_at"][1_000_000]
+        out.append(
+            f"{key:<28} 1k: {_duration(small):>8}  1M: {_duration(big):>8} "
+            f"({1e6 / big / 1e6:,.0f} M/s)  [{c['observations']} runs]"
+        )
+    return out
+
+
+def _duration(s: float) -> str:
+    return f"{s * 1e6:.0f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def _calibrate(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="offload calibrate",
+        description="Time every available backend on every operator and save this machine's cost model.",
+    )
+    p.add_argument("--backends", default=None, help="comma-separated backends (default: every available one)")
+    p.add_argument("--ops", default=None, help="comma-separated operators (default: all)")
+    p.add_argument("--budget", type=float, default=1.0, help="seconds per backend and operator (default 1)")
+    p.add_argument("--quick", action="store_true", help="batches up to 100k records only")
+    p.add_argument(
+        "--fpga", default=None, choices=("board", "sim"), help="fpga device: 'sim' for the simulated one"
+    )
+    p.add_argument("--smartnic", default=None, help="HOST:PORT of an 'offload serve'")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the result here as JSON")
+    a = p.parse_args(argv)
+    from offload.calibrate import SIZES, calibrate
+    from offload.runtime import BACKEND_FACTORIES, Runtime
+
+    names = a.backends.split(",") if a.backends else None
+    for n in names or ():
+        if n not in BACKEND_FACTORIES:
+            p.error(f"unknown backend {n!r}: expected one of {', '.join(BACKEND_FACTORIES)}")
+    sizes = [s for s in SIZES if s <= 100_000] if a.quick else SIZES
+    with Runtime(list(BACKEND_FACTORIES), fpga=a.fpga, smartnic=a.smartnic, fallback=False) as rt:
+        try:
+            res = calibrate(
+                rt, backends=names, ops=a.ops.split(",") if a.ops else None, sizes=sizes, budget_s=a.budget
+            )
+        except ValueError as e:
+            p.error(str(e))
+    for n, why in res["skipped"].items():
+        print(f"{n}: skipped ({why})")
+    for n in res["backends"]:
+        print(n)
+        for line in _cost_lines(res["model"].get(n, {})):
+            print(f"    {line}")
+    print(
+        f"calibrated in {res['seconds']:.1f} s; saved to {res['saved'] or '(not saved: OFFLOAD_COSTS=none)'}"
+    )
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2, default=str))
     return 0
 
 
@@ -372,7 +437,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     ),
     "bench": ("benchmarks (ratios against baselines measured in the same run)", _bench),
     "featurize": ("a FeatureSpec over Parquet, in this process or on Ray (--ray ADDRESS)", _featurize),
-    "backends": ("list backends with status and reason", _backends),
+    "backends": ("list backends with status, reason and learnt costs", _backends),
+    "calibrate": ("time every backend on every operator: this machine's cost model", _calibrate),
     "serve": (
         "run the SmartNIC/DPU offload service",
         _delegate("offload.host.smartnic.server:main", "serve"),

@@ -253,7 +253,7 @@ class CostModel:
         with self._lock:
             for (backend, key), obs in rows.items():
                 dq = self._obs.setdefault((backend, key), deque(maxlen=MAX_OBSERVATIONS))
-                dq.extend(o for o in obs if len(o) == 3 and o[0] > 0 and o[2] > 0)  # type: ignore[misc]
+                dq.extend(o for o in obs if len(o) == 3 and o[0] > 0 and o[2] > 0)
                 self._persist.add((backend, key))
             self._fits.clear()
             self.generation += 1

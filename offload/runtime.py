@@ -17,7 +17,9 @@ import random
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,8 +37,9 @@ from offload.backend import (
     concat_results,
     empty_result,
 )
-from offload.batch import is_arrow
+from offload.batch import FixedKeys, Numbers, Sequences, VarRecords, is_arrow
 from offload.columnar import Output
+from offload.costmodel import CostModel, machine_model, op_key, size_step
 from offload.ops import (
     HashBucketMethod,
     HashName,
@@ -55,6 +58,8 @@ __all__ = [
     "VERIFY_MODES",
     "VerifyMode",
     "BackendChoice",
+    "PLACEMENTS",
+    "Placement",
     "default_runtime",
     "Output",
 ]
@@ -73,6 +78,15 @@ VerifyMode = Literal["off", "sample", "full"]
 #: ``backend=`` of a call: ``"auto"`` (the chain's order) or one backend by name.
 BackendChoice = Literal["auto", "cpu", "sim", "fpga", "smartnic"]
 AVAILABILITY_TTL_S = 5.0
+PLACEMENTS = ("fastest", "balanced", "offload", "ordered")
+#: ``placement=``: where each call runs (docs/architecture.md, "Placement").
+Placement = Literal["fastest", "balanced", "offload", "ordered"]
+#: Decisions kept for :meth:`Runtime.stats` (the most recent ones).
+DECISIONS_KEPT = 256
+#: ``"balanced"``: a part smaller than this is not worth a backend of its own.
+MIN_PART = 4096
+#: ``"balanced"``: a split is taken when predicted to finish at least this much sooner.
+SPLIT_GAIN = 0.95
 
 
 @dataclass
@@ -105,6 +119,14 @@ class Runtime:
     ``fpga``: passed to the fpga backend (``"sim"`` selects the simulated PYNQ device; default from
     ``OFFLOAD_FPGA``). ``smartnic``: ``"host:port"`` of an ``offload serve`` (default from
     ``OFFLOAD_SMARTNIC``). ``sample_size``: records checked per batch by ``verify="sample"``.
+
+    ``placement``: where each call runs (docs/architecture.md, "Placement"). ``"fastest"``: the
+    backend the cost model predicts to finish first; ``"balanced"``: a large batch split across
+    the backends in proportion to their predicted rates so that they finish together (the parts
+    stitched in order); ``"offload"``: devices first, the CPU last (frees the host CPU);
+    ``"ordered"``: the chain's order. Default: ``"ordered"`` when ``backends`` is given (a list
+    is an order of preference), else ``"fastest"``. ``cost_model``: the model placement reads and
+    every call teaches (default: this machine's, :func:`offload.costmodel.machine_model`).
     """
 
     def __init__(
@@ -118,7 +140,15 @@ class Runtime:
         sample_size: int = 32,
         options: dict[str, dict[str, Any]] | None = None,
         rng_seed: int | None = None,
+        placement: Placement | None = None,
+        cost_model: CostModel | None = None,
     ) -> None:
+        if placement is not None and placement not in PLACEMENTS:
+            raise ValueError(
+                f"unknown placement {placement!r}: expected 'fastest', 'balanced', 'offload' or 'ordered'"
+            )
+        if cost_model is not None and not isinstance(cost_model, CostModel):
+            raise TypeError(f"cost_model must be a CostModel or None, got {type(cost_model).__name__}")
         if rng_seed is not None and (isinstance(rng_seed, bool) or not isinstance(rng_seed, int)):
             raise TypeError(f"rng_seed must be an int or None, got {type(rng_seed).__name__}")
         if verify not in VERIFY_MODES:
@@ -159,6 +189,14 @@ class Runtime:
         self._rng_seed = rng_seed
         self._rng = random.Random(rng_seed)
         self._warned: set[str] = set()
+        self._placement_given = placement
+        self.placement: str = placement or ("ordered" if backends is not None else "fastest")
+        self._own_costs = cost_model
+        self.costs: CostModel = cost_model if cost_model is not None else machine_model()
+        self._ranked_cache: dict[tuple[Any, ...], tuple[list[str], dict[str, float]]] = {}
+        self._warm: set[tuple[str, str]] = set()
+        self._decisions: deque[tuple[Any, ...]] = deque(maxlen=DECISIONS_KEPT)
+        self._parts_pool: ThreadPoolExecutor | None = None
 
     # -- pickling: the configuration travels, backends are rebuilt lazily in the new process ----
 
@@ -184,6 +222,8 @@ class Runtime:
             "sample_size": self.sample_size,
             "options": self._options,
             "rng_seed": self._rng_seed,
+            "placement": self._placement_given,
+            "cost_model": self._own_costs,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -196,6 +236,8 @@ class Runtime:
             sample_size=state["sample_size"],
             options=state["options"],
             rng_seed=state["rng_seed"],
+            placement=state.get("placement"),
+            cost_model=state.get("cost_model"),
         )
         self._listed = state["listed"]
 
@@ -270,7 +312,7 @@ class Runtime:
         if names is None:
             order = list(self.order)
             if backend not in (None, "auto"):
-                if backend not in BACKEND_FACTORIES:
+                if backend not in BACKEND_FACTORIES and backend not in self._slots:  # or an instance's
                     raise ValueError(
                         f"unknown backend {backend!r}: expected 'auto' or one of "
                         f"{', '.join(BACKEND_FACTORIES)}"
@@ -297,11 +339,9 @@ class Runtime:
             return None, f"cannot run {call.op}: {why}"
         return be, ""
 
-    def _candidates(self, call: OpCall, batch: Batch, backend: str | None) -> Iterator[Backend]:
-        """Backends able to run the call, in chain order, checked lazily: a later backend is
-        probed only when an earlier one failed. A named backend must be able to run it."""
-        names = self._names(backend)
-        named = backend not in (None, "auto")
+    def _candidates(self, call: OpCall, batch: Batch, names: list[str], named: bool) -> Iterator[Backend]:
+        """Backends able to run the call, in the order of ``names``, checked lazily: a later
+        backend is probed only when an earlier one failed. A named backend must be able to run it."""
         skipped: list[str] = []
         configured: list[tuple[str, str]] = []  # asked for by the caller, yet unusable
         found = False
@@ -323,6 +363,69 @@ class Runtime:
         if not found:
             raise BackendUnavailable(f"no backend can run {call.op}: " + "; ".join(skipped))
 
+    # -- placement --------------------------------------------------------------------------
+
+    def _key(self, call: OpCall, batch: Batch) -> str:
+        """The cost model's key of this call (:func:`offload.costmodel.op_key`)."""
+        kind = _KINDS.get(type(batch), "sequences")
+        if call.op == "delta_varint_decode":
+            kind = "encoded"
+        return op_key(call.op, kind, call.params.get("hash"))
+
+    def _ranked(self, call: OpCall, batch: Batch, key: str) -> tuple[list[str], dict[str, float]]:
+        """The chain sorted by predicted time for this batch (``"fastest"``, ``"balanced"``), or
+        devices first (``"offload"``), with the predictions; memoised per size step until the
+        cost model changes."""
+        n, nbytes = batch.n, batch.nbytes
+        ck = (key, size_step(n, nbytes, key.rsplit("/", 1)[-1]), self.costs.generation)
+        hit = self._ranked_cache.get(ck)
+        if hit is None:
+            # The chain's backends are the candidates; the CPU added as the last resort is not.
+            names = list(self.order)
+            pred = {name: self.costs.predict(self._cost_name(name), key, n, nbytes) for name in names}
+            if self.placement == "offload":
+                ranked = sorted(names, key=lambda b: b == "cpu")
+            else:
+                ranked = sorted(names, key=pred.__getitem__)
+            if self.fallback and "cpu" not in ranked:
+                ranked.append("cpu")
+            if len(self._ranked_cache) > 4096:
+                self._ranked_cache.clear()
+            hit = self._ranked_cache[ck] = (ranked, pred)
+        return hit
+
+    def _split(self, call: OpCall, batch: Batch, key: str, ranked: list[str]) -> list[tuple[str, int, int]]:
+        """``"balanced"``: record ranges per backend that the cost model predicts to finish
+        together, or the fastest backend alone when splitting does not gain
+        (:data:`SPLIT_GAIN`)."""
+        n, nbytes = batch.n, batch.nbytes
+        best = ranked[0]
+        if n < 2 * MIN_PART:
+            return [(best, 0, n)]
+        usable = [name for name in ranked if self._usable(name, call, batch)[0] is not None]
+        if len(usable) < 2:
+            return [(best, 0, n)]
+        width = nbytes / n
+        shares = {name: float(n) / len(usable) for name in usable}
+        for _ in range(2):  # a second round reads each backend's cost at its own part's size
+            coef = {}
+            for name in shares:
+                f = self.costs.fit(self._cost_name(name), key, shares[name], shares[name] * width)
+                coef[name] = (f.fixed, max(f.per_record + f.per_byte * width, 1e-15))
+            shares = _finish_together(n, coef)
+        single = min(self.costs.predict(self._cost_name(name), key, n, nbytes) for name in usable)
+        finish = max(coef[b][0] + coef[b][1] * k for b, k in shares.items())
+        if len(shares) < 2 or finish > SPLIT_GAIN * single:
+            return [(usable[0], 0, n)]
+        parts, start = [], 0
+        order = [b for b in usable if b in shares]
+        for i, name in enumerate(order):
+            stop = n if i == len(order) - 1 else min(n, start + round(shares[name]))
+            if stop > start:
+                parts.append((name, start, stop))
+            start = stop
+        return parts
+
     # -- running ----------------------------------------------------------------------------
 
     def run(
@@ -332,30 +435,124 @@ class Runtime:
         *,
         backend: BackendChoice | None = None,
         verify: VerifyMode | None = None,
+        out: np.ndarray | None = None,
     ) -> Result:
-        """Run a validated call on a normalised batch; the whole result, in record order."""
+        """Run a validated call on a normalised batch; the whole result, in record order.
+        ``out``: a 1-D array of the result's dtype and ``batch.n`` elements the result is
+        written into (and returned); for one-value-per-record operators only."""
         verify = self.verify if verify is None else verify
         if verify not in VERIFY_MODES:
             raise ValueError(f"unknown verify mode {verify!r}: expected 'off', 'sample' or 'full'")
         n = batch.n
         if n == 0:
-            return empty_result(call.op)
-        chain = _Lookahead(self._candidates(call, batch, backend))
+            return empty_result(call.op) if out is None else out
+        named = backend not in (None, "auto")
+        key = self._key(call, batch)
+        pred: dict[str, float] = {}
+        if named or self.placement == "ordered":
+            names = self._names(backend)
+        else:
+            names, pred = self._ranked(call, batch, key)
+            if self.placement == "balanced":
+                parts = self._split(call, batch, key, names)
+                if len(parts) > 1:
+                    return self._run_parts(call, batch, key, parts, names, verify, out, pred)
+        t0 = time.perf_counter()
+        res, segments = self._run_chain(call, batch, key, names, named, verify, out)
+        self._called(call, n, key, segments, pred, time.perf_counter() - t0)
+        return res
+
+    def _called(
+        self,
+        call: OpCall,
+        n: int,
+        key: str,
+        segments: list[tuple[str, int, int]],
+        pred: dict[str, float],
+        s: float,
+    ) -> None:
+        with self._lock:
+            self._stats.calls += 1
+            self._stats.records += n
+            self._stats.last_call = {"op": call.op, "records": n, "segments": segments}
+            self._decisions.append((call.op, key, n, self.placement, segments, pred, s))
+
+    def _run_parts(
+        self,
+        call: OpCall,
+        batch: Batch,
+        key: str,
+        parts: list[tuple[str, int, int]],
+        ranked: list[str],
+        verify: str,
+        out: np.ndarray | None,
+        pred: dict[str, float],
+    ) -> Result:
+        """``"balanced"``: each part on its backend at the same time (the CPU's, or else the
+        first, on this thread), each with the CPU as its fallback; the parts stitched in order."""
+        t0 = time.perf_counter()
+        pool = self._parts_pool
+        if pool is None:
+            pool = self._parts_pool = ThreadPoolExecutor(
+                len(BACKEND_FACTORIES), thread_name_prefix="offload-part"
+            )
+        here = next((i for i, p in enumerate(parts) if p[0] == "cpu"), 0)
+
+        def one(i: int) -> tuple[Result, list[tuple[str, int, int]]]:
+            name, lo, hi = parts[i]
+            chain = [name] if name == "cpu" or not self.fallback else [name, "cpu"]
+            dst = None if out is None else out[lo:hi]
+            return self._run_chain(call, batch.slice(lo, hi), key, chain, False, verify, dst)
+
+        futures = {i: pool.submit(one, i) for i in range(len(parts)) if i != here}
+        done = {here: one(here)}
+        for i, f in futures.items():
+            done[i] = f.result()
+        segments = [
+            (b, parts[i][1] + lo, parts[i][1] + hi) for i in range(len(parts)) for b, lo, hi in done[i][1]
+        ]
+        width = batch.nbytes / batch.n
+        finish = max(
+            self.costs.predict(self._cost_name(b), key, hi - lo, (hi - lo) * width) for b, lo, hi in parts
+        )
+        pred_split = {**pred, "balanced": finish}
+        self._called(call, batch.n, key, segments, pred_split, time.perf_counter() - t0)
+        if out is not None:
+            return out
+        return concat_results(call.op, [done[i][0] for i in range(len(parts))])
+
+    def _run_chain(
+        self,
+        call: OpCall,
+        batch: Batch,
+        key: str,
+        names: list[str],
+        named: bool,
+        verify: str,
+        out: np.ndarray | None,
+    ) -> tuple[Result, list[tuple[str, int, int]]]:
+        """The batch on the first usable backend of ``names``; what a failing backend did not
+        complete on the next ones. The result and its ``(backend, start, stop)`` segments."""
+        n = batch.n
+        chain = _Lookahead(self._candidates(call, batch, names, named))
         parts: list[Result] = []
         segments: list[tuple[str, int, int]] = []
         start = 0
         failures: list[str] = []
         for be in chain:
             sub = batch if start == 0 else batch.slice(start, n)
+            dst = None if out is None else out[start:]
             t0 = time.perf_counter()
             try:
-                res = _run_checked(be, call, sub)
+                res = _run_checked(be, call, sub, dst)
             except BackendError as e:
                 done = _vouched(call.op, e, sub.n)
                 if done and e.partial is not None:
                     part = _head(call.op, e.partial, done)
                     if verify != "off":  # verify what came back against its own records only
                         self._check(call, sub.slice(0, done), part, be.name, verify, base=start)
+                    if dst is not None:
+                        dst[:done] = part
                     parts.append(part)
                     segments.append((be.name, start, start + done))
                     self._account(be.name, done, time.perf_counter() - t0, sub)
@@ -388,38 +585,49 @@ class Runtime:
                         cause="exception",
                     ) from e
                 continue
+            seconds = time.perf_counter() - t0
+            self._learn(be, key, sub, seconds)
             if verify != "off":
                 self._check(call, sub, res, be.name, verify, base=start)
-            self._account(be.name, sub.n, time.perf_counter() - t0, sub, whole=start == 0)
+            self._account(be.name, sub.n, seconds, sub)
             if start == 0:  # the common case: one backend ran the whole batch
-                self._stats.last_call = {"op": call.op, "records": n, "segments": [(be.name, 0, n)]}
-                return res
+                return res, [(be.name, 0, n)]
             parts.append(res)
             segments.append((be.name, start, n))
             start = n
             break
         if start != n:  # pragma: no cover - the loop raises before this
             raise BackendError("; ".join(failures), cause="exhausted")
-        with self._lock:
-            self._stats.calls += 1
-            self._stats.records += n
-            self._stats.last_call = {"op": call.op, "records": n, "segments": segments}
-        return concat_results(call.op, parts)
+        return (out if out is not None else concat_results(call.op, parts)), segments
 
-    def _account(self, name: str, records: int, seconds: float, batch: Batch, whole: bool = False) -> None:
-        """Per-backend counters; ``whole``: this backend ran the whole call (counts the call)."""
+    def _cost_name(self, name: str) -> str:
+        """The cost model's name of a backend: its name, or for an instance the caller gave (its
+        configuration is the caller's own) ``name@<instance>``, learnt apart and never saved."""
+        slot = self._slots.get(name)
+        if slot is not None and slot.given:
+            return f"{name}@{id(slot.backend):x}"
+        return name
+
+    def _learn(self, be: Backend, key: str, batch: Batch, seconds: float) -> None:
+        """One more observation for the cost model; a backend's first run of an operator key
+        (compilation, device start-up) teaches nothing about the next ones."""
+        wk = (be.name, key)
+        if wk not in self._warm:
+            self._warm.add(wk)
+            return
+        name = self._cost_name(be.name)
+        self.costs.observe(name, key, batch.n, batch.nbytes, seconds, persist="@" not in name)
+
+    def _account(self, name: str, records: int, seconds: float, batch: Batch) -> None:
+        """Per-backend counters (the call itself is counted once, by :meth:`_called`)."""
         with self._lock:
-            st = self._stats
-            s = st.by_backend.get(name)
+            s = self._stats.by_backend.get(name)
             if s is None:
-                s = st.by_backend[name] = {"records": 0, "batches": 0, "seconds": 0.0, "bytes": 0}
+                s = self._stats.by_backend[name] = {"records": 0, "batches": 0, "seconds": 0.0, "bytes": 0}
             s["records"] += records
             s["batches"] += 1
             s["seconds"] += seconds
             s["bytes"] += batch.nbytes
-            if whole:
-                st.calls += 1
-                st.records += records
 
     def _record_skipped(self, call: OpCall, batch: Batch, skipped: list[tuple[str, str]], to: str) -> None:
         """A backend the caller configured could not run the call: a fallback record per call
@@ -518,6 +726,9 @@ class Runtime:
                 "mismatches": list(s.mismatches),
                 "verified_records": s.verified_records,
                 "last_call": dict(s.last_call),
+                "placement": self.placement,
+                "decisions": [_decision(*d) for d in self._decisions],
+                "cost_model": self.costs.summary(),
             }
 
     def last_call(self) -> dict[str, Any]:
@@ -529,8 +740,12 @@ class Runtime:
     def reset_stats(self) -> None:
         with self._lock:
             self._stats = _Stats()
+            self._decisions.clear()
 
     def close(self) -> None:
+        if self._parts_pool is not None:
+            self._parts_pool.shutdown(wait=True)
+            self._parts_pool = None
         for slot in self._slots.values():
             if slot.backend is not None:
                 try:
@@ -557,6 +772,7 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
         **params: Any,
     ) -> Any:
         """Run any registered operator: ``rt.call("xxh64", keys, seed=7)``. ``values`` is the
@@ -564,15 +780,43 @@ class Runtime:
         pyarrow binary column); the result is shaped like a numpy input for one-value-per-record
         operators, else the operator's pair. ``nulls``: ``"error"`` (refuse them), ``"null"``
         (null results) or a replacement value; ``output``: ``"numpy"`` or ``"arrow"``
-        (docs/operators.md, "Nulls and Arrow output")."""
+        (docs/operators.md, "Nulls and Arrow output"); ``out``: an array the result is written
+        into and returned (numpy's convention; one-value-per-record operators, numpy output)."""
         entry = operator(op)
         if output != "numpy":
             _columnar.check_output(output)
+        if out is not None:
+            _check_out(entry, out, output, nulls)
         prep = _columnar.prepare(entry, values, nulls, output)
         if entry.inputs == "numbers":
             params["dtype"] = prep.batch.values.dtype  # type: ignore[union-attr]
-        res = self.run(make_call(op, **params), prep.batch, backend=backend, verify=verify)
+        call = make_call(op, **params)
+        if out is not None:
+            return self._call_into(entry, prep, call, out, backend, verify)
+        res = self.run(call, prep.batch, backend=backend, verify=verify)
         return _columnar.finish(entry, prep, res, output)
+
+    def _call_into(
+        self,
+        entry: Any,
+        prep: _columnar.Prepared,
+        call: OpCall,
+        out: np.ndarray,
+        backend: BackendChoice | None,
+        verify: VerifyMode | None,
+    ) -> np.ndarray:
+        """``out=``: the backends write into the caller's array when it is C-contiguous and
+        shares no memory with the input (numpy's rule: overlapping input is read first, through
+        a temporary) and every row is its own record; otherwise the result is copied there."""
+        if out.shape != prep.shape:
+            raise ValueError(f"out has shape {out.shape}, the result of {entry.name} has shape {prep.shape}")
+        batch = prep.batch
+        if prep.take is None and prep.fill is None and out.flags.c_contiguous and not _overlaps(batch, out):
+            self.run(call, batch, backend=backend, verify=verify, out=out.reshape(-1))
+            return out
+        res = self.run(call, batch, backend=backend, verify=verify)
+        out[...] = _columnar.finish(entry, prep, res, "numpy")
+        return out
 
     # One typed method per built-in operator (tests check they match the registry's parameters).
 
@@ -585,9 +829,10 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
     ) -> Any:
         return self.call(
-            "xxh32", values, seed=seed, backend=backend, verify=verify, nulls=nulls, output=output
+            "xxh32", values, seed=seed, backend=backend, verify=verify, nulls=nulls, output=output, out=out
         )
 
     def xxh64(
@@ -599,9 +844,10 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
     ) -> Any:
         return self.call(
-            "xxh64", values, seed=seed, backend=backend, verify=verify, nulls=nulls, output=output
+            "xxh64", values, seed=seed, backend=backend, verify=verify, nulls=nulls, output=output, out=out
         )
 
     def hash_bucket(
@@ -616,6 +862,7 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
     ) -> Any:
         return self.call(
             "hash_bucket",
@@ -628,6 +875,7 @@ class Runtime:
             verify=verify,
             nulls=nulls,
             output=output,
+            out=out,
         )
 
     def fid(
@@ -642,6 +890,7 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
     ) -> Any:
         return self.call(
             "fid",
@@ -654,6 +903,7 @@ class Runtime:
             verify=verify,
             nulls=nulls,
             output=output,
+            out=out,
         )
 
     def farmhash64(
@@ -664,8 +914,11 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
     ) -> Any:
-        return self.call("farmhash64", values, backend=backend, verify=verify, nulls=nulls, output=output)
+        return self.call(
+            "farmhash64", values, backend=backend, verify=verify, nulls=nulls, output=output, out=out
+        )
 
     def cityhash64(
         self,
@@ -676,9 +929,17 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
     ) -> Any:
         return self.call(
-            "cityhash64", values, seed=seed, backend=backend, verify=verify, nulls=nulls, output=output
+            "cityhash64",
+            values,
+            seed=seed,
+            backend=backend,
+            verify=verify,
+            nulls=nulls,
+            output=output,
+            out=out,
         )
 
     def murmur3_32(
@@ -691,6 +952,7 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
     ) -> Any:
         return self.call(
             "murmur3_32",
@@ -701,6 +963,7 @@ class Runtime:
             verify=verify,
             nulls=nulls,
             output=output,
+            out=out,
         )
 
     def sigrid_hash(
@@ -713,10 +976,18 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
     ) -> Any:
         params = {"salt": salt, "max_value": max_value}
         return self.call(
-            "sigrid_hash", values, backend=backend, verify=verify, nulls=nulls, output=output, **params
+            "sigrid_hash",
+            values,
+            backend=backend,
+            verify=verify,
+            nulls=nulls,
+            output=output,
+            out=out,
+            **params,
         )
 
     def decimal_hash_bucket(
@@ -728,6 +999,7 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
     ) -> Any:
         return self.call(
             "decimal_hash_bucket",
@@ -736,6 +1008,7 @@ class Runtime:
             verify=verify,
             nulls=nulls,
             output=output,
+            out=out,
             num_buckets=num_buckets,
         )
 
@@ -749,6 +1022,7 @@ class Runtime:
         verify: VerifyMode | None = None,
         nulls: Any = "error",
         output: Output = "numpy",
+        out: np.ndarray | None = None,
     ) -> Any:
         return self.call(
             "bucketize",
@@ -759,6 +1033,7 @@ class Runtime:
             verify=verify,
             nulls=nulls,
             output=output,
+            out=out,
         )
 
     def delta_varint_encode(
@@ -796,6 +1071,76 @@ class Runtime:
 # ---------------------------------------------------------------------------------------------
 
 
+_KINDS: dict[type, str] = {FixedKeys: "fixed", VarRecords: "var", Numbers: "numbers", Sequences: "sequences"}
+
+
+def _finish_together(n: int, coef: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Records per backend so that ``fixed + per_record * share`` is the same for all, the
+    shares summing to ``n``; a backend whose share falls under :data:`MIN_PART` is dropped."""
+    active = dict(coef)
+    while active:
+        t = (n + sum(a / b for a, b in active.values())) / sum(1.0 / b for _, b in active.values())
+        shares = {k: (t - a) / b for k, (a, b) in active.items()}
+        small = [k for k, v in shares.items() if v < MIN_PART]
+        if not small or len(active) == 1:
+            return shares if len(active) > 1 else {next(iter(active)): float(n)}
+        del active[min(small, key=shares.__getitem__)]
+    return {}
+
+
+def _check_out(entry: Any, out: Any, output: str, nulls: Any) -> None:
+    """The exact errors of a bad ``out=`` (before anything runs)."""
+    if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if entry.result_dtype is None:
+        raise ValueError(f"out= is for operators with one result per record: {entry.name} returns a pair")
+    if output != "numpy":
+        raise ValueError('out= writes numpy results: it cannot be used with output="arrow"')
+    if isinstance(nulls, str) and nulls == "null":
+        raise ValueError('out= cannot hold nulls: use nulls="error" or a replacement value')
+    want = np.dtype(entry.result_dtype)
+    if out.dtype != want:
+        raise TypeError(f"out has dtype {out.dtype}, {entry.name} returns {want}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+
+
+def _overlaps(batch: Batch, out: np.ndarray) -> bool:
+    if isinstance(batch, FixedKeys):
+        return bool(np.may_share_memory(batch.keys, out))
+    if isinstance(batch, Numbers):
+        return bool(np.may_share_memory(batch.values, out))
+    if isinstance(batch, VarRecords):
+        return any(
+            np.may_share_memory(c.data, out) or np.may_share_memory(c.offsets, out) for c in batch.chunks
+        )
+    return True
+
+
+def _decision(
+    op: str,
+    key: str,
+    n: int,
+    placement: str,
+    segments: list[tuple[str, int, int]],
+    pred: dict[str, float],
+    s: float,
+) -> dict[str, Any]:
+    """One placement decision as :meth:`Runtime.stats` shows it."""
+    chosen = sorted({b for b, _, _ in segments})
+    whole = segments[0][0] if len(segments) == 1 else None
+    return {
+        "op": op,
+        "key": key,
+        "records": n,
+        "placement": placement,
+        "segments": list(segments),
+        "predicted_s": dict(pred),
+        "predicted_chosen_s": pred.get("balanced" if len(chosen) > 1 else whole or "", None),
+        "measured_s": s,
+    }
+
+
 class _Lookahead:
     """An iterator of backends that can tell the next one's name (for fallback records)."""
 
@@ -824,9 +1169,13 @@ class _Lookahead:
         return self._next.name if self._next is not None else None
 
 
-def _run_checked(be: Backend, call: OpCall, batch: Batch) -> Result:
-    """``be.run``, with a result of the wrong length turned into that backend's failure (a backend
-    that loses records without saying so must not hand the caller a short array)."""
+def _run_checked(be: Backend, call: OpCall, batch: Batch, out: np.ndarray | None = None) -> Result:
+    """``be.run`` (``be.run_into`` with ``out``), with a result of the wrong length turned into
+    that backend's failure (a backend that loses records without saying so must not hand the
+    caller a short array)."""
+    if out is not None:
+        be.run_into(call, batch, out)
+        return out
     res = be.run(call, batch)
     got = _result_len(call.op, res)
     if got != batch.n:

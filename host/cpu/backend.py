@@ -61,6 +61,11 @@ _U = np.uint64
 DEFAULT_PARALLEL_THRESHOLD = 1 << 16
 
 
+def _dst(out: np.ndarray | None, n: int, dtype: Any) -> np.ndarray:
+    """The kernel's output: the caller's ``out`` (viewed as the kernel's unsigned type), or new."""
+    return np.empty(n, dtype) if out is None else out.view(dtype)
+
+
 def readonly(a: np.ndarray) -> np.ndarray:
     """A read-only view (one kernel signature per dtype, whatever the caller's buffer)."""
     if a.flags.writeable:
@@ -122,26 +127,42 @@ class CpuBackend(Backend):
             raise ValueError(f"unknown operator {call.op!r}")
         return _kernel_of(entry)(self, call, batch)
 
+    def run_into(self, call: OpCall, batch: Batch, out: np.ndarray) -> None:
+        """The kernels write into ``out`` itself: nothing is allocated (but the decimal text of
+        ``decimal_hash_bucket`` and the hash of a non-XXH64 ``hash_bucket``/``fid``)."""
+        entry = REGISTRY.get(call.op)
+        if entry is None:
+            raise ValueError(f"unknown operator {call.op!r}")
+        if entry.result_dtype is None:
+            raise ValueError(f"{call.op} has no one-value-per-record result to write into out")
+        _kernel_of(entry)(self, call, batch, out)
+
     # -- operators: (call, batch) -> result, one method per kernel family -----------------------
 
-    def run_xxh32(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
+    def run_xxh32(
+        self, call: OpCall, batch: FixedKeys | VarRecords, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """xxh32: the XXH32 of every record."""
-        out = np.empty(batch.n, np.uint32)
+        out = _dst(out, batch.n, np.uint32)
         return self._map_records(batch, out, xxh32_fixed_ser, xxh32_var_ser, (_U(call.seed),))
 
-    def run_xxh64(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
+    def run_xxh64(
+        self, call: OpCall, batch: FixedKeys | VarRecords, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """xxh64, and hash_bucket and fid of XXH64: one pass with the post-processing fused in."""
         args = (_U(call.seed or 0), *hash_params(call))
-        out = self._map_records(batch, np.empty(batch.n, np.uint64), xxh64_fixed_ser, xxh64_var_ser, args)
+        out = self._map_records(batch, _dst(out, batch.n, np.uint64), xxh64_fixed_ser, xxh64_var_ser, args)
         return out.view(np.int64) if call.op == "hash_bucket" else out
 
-    def run_hashed(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
+    def run_hashed(
+        self, call: OpCall, batch: FixedKeys | VarRecords, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """hash_bucket and fid: XXH64 fused (:meth:`run_xxh64`); another hash, then a second pass
         for the bucket or id."""
         if call.hash == "xxh64":
-            return self.run_xxh64(call, batch)
+            return self.run_xxh64(call, batch, out)
         h = self._raw_hash(call.hash, call.seed, batch)
-        out = np.empty(batch.n, np.uint64)
+        out = _dst(out, batch.n, np.uint64)
         args = hash_params(call)
         bounds = self._bounds(batch.n)
         if bounds is None:
@@ -150,20 +171,24 @@ class CpuBackend(Backend):
             self._chunks(lambda lo, hi: post64_ser(h[lo:hi], *args, out[lo:hi]), bounds)
         return out.view(np.int64) if call.op == "hash_bucket" else out
 
-    def run_hash64(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
+    def run_hash64(
+        self, call: OpCall, batch: FixedKeys | VarRecords, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """farmhash64 and cityhash64."""
-        return self._raw_hash(call.op, call.seed if call.op == "cityhash64" else None, batch)
+        return self._raw_hash(call.op, call.seed if call.op == "cityhash64" else None, batch, out)
 
-    def run_murmur3_32(self, call: OpCall, batch: FixedKeys | VarRecords) -> np.ndarray:
-        out = np.empty(batch.n, np.uint32)
+    def run_murmur3_32(
+        self, call: OpCall, batch: FixedKeys | VarRecords, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        out = _dst(out, batch.n, np.uint32)
         seed = _U(call.seed)
         if isinstance(batch, FixedKeys):  # 4- and 8-byte keys have no tail
             return self._map_records(batch, out, murmur3_fixed_ser, None, (seed,))
         return self._map_records(batch, out, None, murmur3_var_ser, (seed, call.tail == "spark"))
 
-    def run_sigrid_hash(self, call: OpCall, batch: Numbers) -> np.ndarray:
+    def run_sigrid_hash(self, call: OpCall, batch: Numbers, out: np.ndarray | None = None) -> np.ndarray:
         x = readonly(batch.values.astype(np.int64, copy=False))
-        out = np.empty(x.shape[0], np.int64)
+        out = _dst(out, x.shape[0], np.int64)
         salt, mx = np.int64(call.salt), np.int64(call.max_value)
         bounds = self._bounds(x.shape[0])
         if bounds is None:
@@ -172,19 +197,23 @@ class CpuBackend(Backend):
             self._chunks(lambda lo, hi: sigrid_ser(x[lo:hi], salt, mx, out[lo:hi]), bounds)
         return out
 
-    def run_decimal_hash_bucket(self, call: OpCall, batch: Numbers) -> np.ndarray:
+    def run_decimal_hash_bucket(
+        self, call: OpCall, batch: Numbers, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """The decimal text of every value (a compiled kernel), then FarmHash mod buckets."""
         offsets, data = format_decimal(batch.values)
         text = VarRecords((VarChunk(offsets, data),))
         return self.run_hashed(
-            make_call("hash_bucket", num_buckets=call.num_buckets, hash="farmhash64"), text
+            make_call("hash_bucket", num_buckets=call.num_buckets, hash="farmhash64"), text, out
         )
 
-    def _raw_hash(self, name: str, seed: int | None, batch: FixedKeys | VarRecords) -> np.ndarray:
+    def _raw_hash(
+        self, name: str, seed: int | None, batch: FixedKeys | VarRecords, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """The 64-bit (murmur3_32: zero-extended) hash ``name`` of every record."""
         if name == "murmur3_32":
             return self.run_murmur3_32(make_call("murmur3_32", seed=seed or 0), batch).astype(np.uint64)
-        out = np.empty(batch.n, np.uint64)
+        out = _dst(out, batch.n, np.uint64)
         if name == "farmhash64":
             return self._map_records(batch, out, farmhash64_fixed_ser, farmhash64_var_ser, ())
         if name == "cityhash64":
@@ -229,7 +258,7 @@ class CpuBackend(Backend):
             base += cn
         return out
 
-    def run_bucketize(self, call: OpCall, batch: Numbers) -> np.ndarray:
+    def run_bucketize(self, call: OpCall, batch: Numbers, out: np.ndarray | None = None) -> np.ndarray:
         x = readonly(batch.values)
         bnd = call.boundaries
         assert bnd is not None
@@ -238,7 +267,7 @@ class CpuBackend(Backend):
         bnd = readonly(np.ascontiguousarray(bnd))
         right = bool(call.right)
         n = x.shape[0]
-        out = np.empty(n, np.int32)
+        out = _dst(out, n, np.int32)
         bounds = self._bounds(n)
         if bounds is None:
             bucketize_ser(x, bnd, right, out)

@@ -1,0 +1,234 @@
+"""Benchmarks of placement and of the cost model (``offload bench --only placement``).
+
+Every row is a ratio against a baseline measured in the same run (the two sides interleaved,
+:func:`offload.bench.paired_best`). Devices of a set speed are
+:class:`~offload.host.modelled.ModelledDevice` instances (exact results, no sooner than
+``latency + records / rate``; the host is free while they wait), their rates set from the CPU's
+rate measured in this run, so the rows mean the same on a fast and a slow machine.
+
+* ``fastest, 100-key batches``: calls/s of ``Runtime(placement="fastest")`` with a device in the
+  chain against the same calls naming the CPU (``backend="cpu"``): the decision's overhead
+  (target ratio >= 0.9: within 10 %);
+* ``fastest, 1M keys``: its rate against the fastest backend measured alone (target >= 0.9; a
+  wrong pick counts as 0), in a chain that lists a slower device first;
+* ``balanced, two comparable devices``: balanced's rate against the fastest single backend's
+  (target ratio >= 1.2: faster);
+* ``balanced, a device 20x slower than the cpu``: (target ratio >= 0.95: never more than 5 %
+  slower than the fastest single backend);
+* ``cost model error, 1k-10M records``: the largest relative error of the CPU's predicted times
+  against measured ones, after learning from one run per size (target <= 0.25);
+* ``cpu threads, 2 vs 1``: xxh64 of 10M keys on two threads against one (target >= 1.8 on a
+  2-core machine: within 10 % of linear).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["rows"]
+
+REPEATS = 5
+
+
+def _keys(n: int) -> np.ndarray:
+    return np.random.default_rng(7).integers(0, 1 << 63, n, dtype=np.uint64)
+
+
+def rows(quick: bool = False) -> list[dict[str, Any]]:
+    big = 1 << 17 if quick else 1 << 20
+    out = [_fastest_small(2000 if quick else 20_000)]
+    out += _fastest_big(big)
+    out += _balanced(big)
+    out.append(_model_error(quick))
+    out.append(_threads(1 << 20 if quick else 10_000_000))
+    return out
+
+
+def _on(rt: Any, keys: np.ndarray, name: str) -> Callable[[], Any]:
+    """xxh64 of ``keys`` on the backend ``name`` (a factory's or a given instance's)."""
+    return lambda: rt.xxh64(keys, backend=name)
+
+
+def _cpu_rate(keys: np.ndarray) -> float:
+    from offload.bench import best
+    from offload.costmodel import CostModel
+    from offload.runtime import Runtime
+
+    rt = Runtime(["cpu"], cost_model=CostModel())
+    return keys.shape[0] / best(lambda: rt.xxh64(keys), REPEATS)
+
+
+def _fastest_small(calls: int) -> dict[str, Any]:
+    from offload.bench import paired_best, row
+    from offload.costmodel import CostModel
+    from offload.host.modelled import ModelledDevice
+    from offload.runtime import Runtime
+
+    keys = _keys(100)
+    placed = Runtime([ModelledDevice(1e9, latency=1e-3), "cpu"], placement="fastest", cost_model=CostModel())
+    direct = Runtime(["cpu"], cost_model=CostModel())
+
+    def loop(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(calls):
+                fn()
+
+        return run
+
+    t_placed, t_direct = paired_best(
+        [loop(lambda: placed.xxh64(keys)), loop(lambda: direct.xxh64(keys, backend="cpu"))], REPEATS
+    )
+    ran = {s[0] for d in placed.stats()["decisions"] for s in d["segments"]}
+    return row(
+        "placement fastest, 100-key batches",
+        calls / t_placed,
+        "calls/s",
+        baseline=calls / t_direct,
+        baseline_unit="calls/s naming the cpu",
+        target=0.9,
+        target_kind="ratio",
+        note=f"ran on {', '.join(sorted(ran))}; a 1 ms-latency device in the chain",
+    )
+
+
+def _fastest_big(n: int) -> list[dict[str, Any]]:
+    """The chain ``[device, sim?, cpu]`` with a device at half the CPU's rate (``"offload"``
+    placement would take it): ``"fastest"`` must pick the backend measured fastest alone, once a
+    few calls of each size taught it (as a pipeline's first batches would)."""
+    from offload.bench import best, row
+    from offload.costmodel import CostModel
+    from offload.host.modelled import ModelledDevice
+    from offload.runtime import Runtime
+
+    keys = _keys(n)
+    device = ModelledDevice(0.5 * _cpu_rate(keys), latency=1e-3, name="device")
+    rt = Runtime([device, "sim", "cpu"], placement="fastest", cost_model=CostModel())
+    names = ["device", "cpu"] + (["sim"] if rt.availability("sim").ok else [])
+    for m in (1000, 10_000, 100_000, n):
+        for name in names * 2:
+            _on(rt, keys[:m], name)()
+    alone = {name: best(_on(rt, keys, name), REPEATS) for name in names}
+    t = best(lambda: rt.xxh64(keys), REPEATS)
+    picked = rt.last_call()["segments"][0][0]
+    winner = min(alone, key=alone.__getitem__)
+    return [
+        row(
+            f"placement fastest, {n:,} keys",
+            n / t if picked == winner else 0.0,
+            "keys/s",
+            baseline=n / alone[winner],
+            baseline_unit=f"keys/s on {winner} alone",
+            target=0.9,
+            target_kind="ratio",
+            note=f"picked {picked}; measured alone: "
+            + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in alone.items())
+            + ("" if picked == winner else " (a wrong pick counts as 0)"),
+        )
+    ]
+
+
+def _balanced(n: int) -> list[dict[str, Any]]:
+    """Two devices of the same rate (each a third of the CPU's, so that their own exact
+    computation leaves the host mostly idle), then a device 20x slower than the CPU."""
+    from offload.bench import best, row
+    from offload.costmodel import CostModel
+    from offload.host.modelled import ModelledDevice
+    from offload.runtime import Runtime
+
+    keys = _keys(n)
+    rate = _cpu_rate(keys)
+    cases: tuple[tuple[str, list[Any], float], ...] = (
+        (
+            "two comparable devices",
+            [ModelledDevice(rate / 3, 2e-4, name="a"), ModelledDevice(rate / 3, 2e-4, name="b")],
+            1.2,
+        ),
+        ("a device 20x slower than the cpu", [ModelledDevice(rate / 20, 2e-4, name="a"), "cpu"], 0.95),
+    )
+    out = []
+    for label, chain, target in cases:
+        rt = Runtime(chain, placement="balanced", cost_model=CostModel())
+        names = [b if isinstance(b, str) else b.name for b in chain]
+        for m in (10_000, 100_000, n):
+            for name in names * 2:
+                _on(rt, keys[:m], name)()
+        single = min(best(_on(rt, keys, name), REPEATS) for name in names)
+        t = best(lambda: rt.xxh64(keys), REPEATS)
+        split = ", ".join(f"{b} {hi - lo:,}" for b, lo, hi in rt.last_call()["segments"])
+        out.append(
+            row(
+                f"placement balanced, {label}",
+                n / t,
+                "keys/s",
+                baseline=n / single,
+                baseline_unit="keys/s, fastest single backend",
+                target=target,
+                target_kind="ratio",
+                note=f"split: {split}",
+            )
+        )
+    return out
+
+
+def _model_error(quick: bool) -> dict[str, Any]:
+    """Learn from a few runs per size, then predict fresh runs: the largest relative error."""
+    from offload.bench import row
+    from offload.costmodel import CostModel
+    from offload.runtime import Runtime
+
+    sizes = [1_000, 10_000, 100_000, 1_000_000] + ([] if quick else [10_000_000])
+    keys = _keys(sizes[-1])
+    rt = Runtime(["cpu"], cost_model=CostModel())
+    for _ in range(3):
+        for m in sizes:
+            rt.xxh64(keys[:m])
+    worst, where = 0.0, 0
+    for m in sizes:
+        pred = rt.costs.predict("cpu", "xxh64/fixed", m, 8 * m)
+        times = []
+        for _ in range(REPEATS):
+            t = time.perf_counter()
+            rt.xxh64(keys[:m])
+            times.append(time.perf_counter() - t)
+        err = abs(pred - float(np.median(times))) / float(np.median(times))
+        if err > worst:
+            worst, where = err, m
+    return row(
+        f"cost model error, {sizes[0]:,}-{sizes[-1]:,} records",
+        worst,
+        "relative",
+        target=0.25,
+        target_kind="max",
+        note=f"largest at {where:,} records (cpu xxh64, median of {REPEATS} runs against the prediction)",
+    )
+
+
+def _threads(n: int) -> dict[str, Any]:
+    from offload.batch import as_records
+    from offload.bench import paired_best, row
+    from offload.host.cpu import CpuBackend
+    from offload.ops import make_call
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    batch = as_records(_keys(n))
+    call = make_call("xxh64", seed=3)
+    one, two = CpuBackend(threads=1), CpuBackend(threads=2)
+    out = np.empty(n, np.uint64)
+    t1, t2 = paired_best(
+        [lambda: one.run_into(call, batch, out), lambda: two.run_into(call, batch, out)], REPEATS
+    )
+    return row(
+        "cpu threads, 2 vs 1 (xxh64 into out=)",
+        n / t2,
+        "keys/s",
+        baseline=n / t1,
+        baseline_unit="keys/s on one thread",
+        target=1.8 if cores >= 2 else None,
+        target_kind="ratio",
+        note=f"{n:,} keys, {cores} CPUs" + ("" if cores >= 2 else ": one CPU, not checked"),
+    )
