@@ -63,6 +63,7 @@ __all__ = [
     "op_row",
     "paired_best",
     "compared_row",
+    "copy_bandwidth",
 ]
 
 Row = dict[str, Any]
@@ -72,7 +73,6 @@ RowsFn = Callable[[bool], list[Row]]
 GROUPS: dict[str, RowsFn | str] = {
     "cpu": "offload.bench:_cpu_rows",
     "devices": "offload.host.bench_devices:rows",
-    "placement": "offload.bench_placement:rows",
     "smartnic": "offload.host.smartnic.bench:rows",
     "features": "offload.features:bench_rows",
     "ray": "offload.ray_data:bench_rows",
@@ -470,6 +470,7 @@ def _cpu_rows(quick: bool) -> list[Row]:
     rows += _xxh64_rows(inp)
     from offload import bench_hashes
 
+    rows += bench_hashes.kernel_rows(inp)  # each hash kernel against C compiled for this machine
     rows += bench_hashes.string_rows(inp)
     rows += bench_hashes.keras_row(inp)
     rows += _two_thread_rows(inp)
@@ -478,22 +479,12 @@ def _cpu_rows(quick: bool) -> list[Row]:
 
 
 def _xxh64_rows(inp: CpuInputs) -> list[Row]:
-    """xxh64 beyond its operator row: the kernel alone, two threads, strings, a Python list."""
-    from offload.host.cpu import readonly, xxh64_fixed_ser
+    """xxh64 beyond its operator row: two threads, strings, a Python list (the kernel alone
+    against xxHash's C: :func:`offload.bench_hashes.kernel_rows`)."""
     from offload.ops import make_call
 
-    out, ro, n = np.empty(inp.n_keys, np.uint64), readonly(inp.keys), inp.n_keys
-    s7, z = np.uint64(7), np.uint64(0)
-    tk = best(lambda: xxh64_fixed_ser(ro, s7, 0, z, z, z, out), inp.reps)
-    rows = [
-        row(
-            "xxh64 uint64 keys, 1 thread, kernel into a preallocated output",
-            n / tk / 1e6,
-            "M keys/s",
-            target=325,
-            note="like-for-like with a tight C loop (~450 M keys/s on this machine)",
-        )
-    ]
+    n = inp.n_keys
+    rows: list[Row] = []
     c64, fk = inp.calls.get("xxh64", make_call("xxh64")), inp.batches.get("xxh64")
     rate1 = inp.rates.get("xxh64")
     if inp.two.threads < 2:
@@ -681,12 +672,13 @@ def _group_rows(name: str, quick: bool) -> list[Row]:
 
 
 def _cpuinfo() -> dict[str, Any]:
-    """CPU model and physical core count from /proc/cpuinfo (Linux; ``None`` elsewhere)."""
+    """CPU model, physical core count and AVX-512 flags from /proc/cpuinfo (Linux; ``None``
+    elsewhere)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return {"cpu_model": platform.processor() or None, "physical_cores": None}
-    model, cores, phys = None, set(), "0"
+        return {"cpu_model": platform.processor() or None, "physical_cores": None, "avx512": None}
+    model, cores, phys, flags = None, set(), "0", None
     for line in text.splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
         if key in ("model name", "Model", "Hardware") and model is None:
@@ -695,7 +687,34 @@ def _cpuinfo() -> dict[str, Any]:
             phys = value
         elif key == "core id":
             cores.add((phys, value))
-    return {"cpu_model": model or platform.processor() or None, "physical_cores": len(cores) or None}
+        elif key == "flags" and flags is None:
+            flags = value.split()
+    return {
+        "cpu_model": model or platform.processor() or None,
+        "physical_cores": len(cores) or None,
+        "avx512": None if flags is None else sorted(f for f in flags if f.startswith("avx512")),
+    }
+
+
+#: Bytes copied to measure the machine's memory bandwidth: well beyond the last-level cache.
+COPY_BYTES = 1 << 27
+
+
+def copy_bandwidth(nbytes: int | None = None, repeats: int = 5) -> dict[str, float]:
+    """Memory (copy) bandwidth in bytes/s: the bytes read and written per second by numpy
+    copying ``nbytes`` between two arrays, the best of ``repeats``; the limit of a streaming
+    kernel, which reads its input once and writes its output once. Two copies, since which one
+    is faster depends on the machine: ``copyto`` (glibc's ``memmove``, non-temporal stores at
+    this size) and ``ufunc`` (``bitwise_or(src, 0, out=dst)``: ordinary stores, as a kernel's);
+    ``best`` is the faster. ``nbytes`` defaults to :data:`COPY_BYTES`."""
+    src = np.ones((COPY_BYTES if nbytes is None else nbytes) // 8, np.uint64)
+    dst = np.zeros_like(src)
+    zero = np.uint64(0)
+    t_copy, t_ufunc = paired_best(
+        [lambda: np.copyto(dst, src), lambda: np.bitwise_or(src, zero, out=dst)], repeats
+    )
+    rates = {"copyto": 2 * src.nbytes / t_copy, "ufunc": 2 * src.nbytes / t_ufunc}
+    return {**rates, "best": max(rates.values())}
 
 
 def _machine(load_before: float | None) -> dict[str, Any]:
@@ -703,12 +722,16 @@ def _machine(load_before: float | None) -> dict[str, Any]:
         usable: int | None = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         usable = os.cpu_count()
+    import llvmlite.binding as ll
     import numba
 
     return {
         **_cpuinfo(),
         "cpus": os.cpu_count(),
         "cpus_usable": usable,
+        "llvm_cpu": ll.get_host_cpu_name(),
+        **{f"copy_bandwidth_{k}_gbs": round(v / 1e9, 2) for k, v in copy_bandwidth().items()},
+        "copy_bandwidth_how": f"numpy copies of {COPY_BYTES >> 20} MiB: bytes read + written per s",
         "load_before": load_before,
         "load_after": _load(),
         "platform": platform.platform(),
@@ -797,7 +820,9 @@ def format_table(results: dict[str, Any]) -> str:
     if m:
         out += [
             "",
-            f"machine: {m.get('cpu_model') or 'unknown CPU'}, {m.get('cpus')} CPUs, "
+            f"machine: {m.get('cpu_model') or 'unknown CPU'}, {m.get('cpus')} CPUs "
+            f"({m.get('physical_cores')} cores), AVX-512: {', '.join(m.get('avx512') or []) or 'none'}, "
+            f"copy bandwidth {m.get('copy_bandwidth_best_gbs')} GB/s (read + written), "
             f"load average {m.get('load_before')} before / {m.get('load_after')} after the "
             "run (a load above the CPU count means other processes shared the CPUs)",
         ]

@@ -17,6 +17,13 @@ handling); it is the baseline when no C compiler is found.
 
 Keras ``Hashing`` of integers hashes their decimal text: :func:`snprintf_loop` is
 ``snprintf("%lld")`` alone over the same int64 array, from the same C file.
+
+:func:`kernel_rows` puts each hash kernel on fixed-width keys against C written the way a C
+programmer would, compiled here with ``-O3 -march=native`` (gcc vectorises these loops): xxHash's
+own ``XXH64``/``XXH32`` inlined from its header (``#define XXH_INLINE_ALL``, Debian's
+``libxxhash-dev``), the bucket and id operators on top of it, and SigridHash's arithmetic; the
+framework hashes against their reference C above. Both sides write into one preallocated
+output, timed alternately, one thread.
 """
 
 from __future__ import annotations
@@ -42,10 +49,12 @@ __all__ = [
     "Reference",
     "REFERENCES",
     "c_library",
+    "kernel_rows",
     "reference_baseline",
     "snprintf_loop",
     "string_rows",
     "keras_row",
+    "xxhash_library",
 ]
 
 
@@ -134,30 +143,47 @@ def _compiler() -> str | None:
     return None
 
 
+def _build(source: str, flags: list[str], what: str) -> ctypes.CDLL | str:
+    """``source`` compiled with ``flags`` into a shared library and loaded, or why it could not."""
+    cc = _compiler()
+    if cc is None:
+        return f"no C compiler (cc, gcc or clang; or $CC) to build {what}"
+    with tempfile.TemporaryDirectory(prefix="offload-bench-") as tmp:
+        src, lib = Path(tmp) / "baseline.c", Path(tmp) / "baseline.so"
+        src.write_text(source)
+        done = subprocess.run(
+            [cc, *flags, "-shared", "-fPIC", "-o", str(lib), str(src)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            return f"{cc} failed to build {what}: {done.stderr.strip()[:200]}"
+        return ctypes.CDLL(str(lib))  # mapped: the file may go with the directory
+
+
+def _declare(lib: ctypes.CDLL, signatures: dict[str, list[Any]]) -> None:
+    for name, args in signatures.items():
+        getattr(lib, name).argtypes = args
+
+
+_I64, _PTR, _U64, _U32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32
+
+
 @functools.cache
 def c_library() -> ctypes.CDLL | str:
     """The compiled baseline loops (built once per process), or why there are none."""
-    cc = _compiler()
-    if cc is None:
-        return "no C compiler (cc, gcc or clang; or $CC) to build the C baseline loop"
-    with tempfile.TemporaryDirectory(prefix="offload-bench-") as tmp:
-        src, lib = Path(tmp) / "baseline.c", Path(tmp) / "baseline.so"
-        src.write_text(_C_SOURCE)
-        done = subprocess.run(
-            [cc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            return f"{cc} failed to build the C baseline loop: {done.stderr.strip()[:200]}"
-        loaded = ctypes.CDLL(str(lib))  # mapped: the file may go with the directory
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    for name, args in (
-        ("h64_fixed", [ptr, ptr, i64, ptr]),
-        ("h64_var", [ptr, ptr, ptr, i64, ptr]),
-        ("m32_fixed", [ptr, ptr, i64, ptr]),
-        ("m32_var", [ptr, ptr, ptr, i64, ptr]),
-        ("format_lld", [ptr, i64, ptr]),
-    ):
-        getattr(loaded, name).argtypes = args
+    loaded = _build(_C_SOURCE, ["-O2"], "the C baseline loop")
+    if isinstance(loaded, str):
+        return loaded
+    i64, ptr = _I64, _PTR
+    _declare(
+        loaded,
+        {
+            "h64_fixed": [ptr, ptr, i64, ptr],
+            "h64_var": [ptr, ptr, ptr, i64, ptr],
+            "m32_fixed": [ptr, ptr, i64, ptr],
+            "m32_var": [ptr, ptr, ptr, i64, ptr],
+            "format_lld": [ptr, i64, ptr],
+        },
+    )
     loaded.format_lld.restype = i64
     return loaded
 
@@ -343,3 +369,288 @@ def keras_row(inp: CpuInputs) -> list[Row]:
             "the drop-in's kernels, compared with its result",
         ),
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernels on fixed-width keys against C compiled for this machine
+# ---------------------------------------------------------------------------------------------
+
+# xxHash's own C, inlined from its header, in the loops a C programmer writes; gcc -O3
+# -march=native vectorises the hash loops (AVX-512 where the CPU has it). SigridHash as Velox
+# computes it (folly's mixes, then the floor modulo by a multiply-high with a magic number).
+_NATIVE_SOURCE = r"""
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+#include <stdint.h>
+
+void xxh64_keys(const uint64_t *keys, int64_t n, uint64_t seed, uint64_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = XXH64(&keys[i], 8, seed);
+}
+
+void xxh32_keys(const uint64_t *keys, int64_t n, uint32_t seed, uint32_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = XXH32(&keys[i], 8, seed);
+}
+
+void xxh64_mod(const uint64_t *keys, int64_t n, uint64_t seed, uint64_t nb, uint64_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = XXH64(&keys[i], 8, seed) % nb;
+}
+
+void xxh64_fastrange(const uint64_t *keys, int64_t n, uint64_t seed, uint64_t nb, uint64_t *out) {
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (uint64_t)(((unsigned __int128)XXH64(&keys[i], 8, seed) * nb) >> 64);
+}
+
+void xxh64_fid(const uint64_t *keys, int64_t n, uint64_t seed, uint64_t mask, uint64_t high,
+               uint64_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = (XXH64(&keys[i], 8, seed) & mask) | high;
+}
+
+static inline uint64_t twang_mix64(uint64_t k) {
+    k = (~k) + (k << 21);
+    k ^= k >> 24;
+    k = k + (k << 3) + (k << 8);
+    k ^= k >> 14;
+    k = k + (k << 2) + (k << 4);
+    k ^= k >> 28;
+    return k + (k << 31);
+}
+
+static inline uint64_t hash_128_to_64(uint64_t upper, uint64_t lower) {
+    const uint64_t kmul = 0x9DDFEA08EB382D69ULL;
+    uint64_t a = (lower ^ upper) * kmul;
+    a ^= a >> 47;
+    uint64_t b = (upper ^ a) * kmul;
+    b ^= b >> 47;
+    return b * kmul;
+}
+
+/* Velox's computeSigridHash: the multiplier and shift of computeMultiperAndShift(max_value, 63)
+   (ceil(log2) taken on integers), then a sign-symmetric multiply-high, branch-free. */
+void sigrid(const int64_t *v, int64_t n, int64_t salt, int64_t max_value, int64_t *out) {
+    uint64_t d = (uint64_t)max_value;
+    int ell = 0;
+    while (ell < 63 && ((uint64_t)1 << ell) < d) ell++;
+    unsigned __int128 one = 1, low = (one << (64 + ell)) / d;
+    unsigned __int128 high = ((one << (64 + ell)) + (one << (64 + ell - 63))) / d;
+    while (low / 2 < high / 2 && ell > 0) {
+        low /= 2;
+        high /= 2;
+        ell--;
+    }
+    uint64_t mult = (uint64_t)high;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t h = (int64_t)hash_128_to_64((uint64_t)salt, twang_mix64((uint64_t)v[i]));
+        int64_t sign = h >> 63;
+        int64_t q = sign ^ (int64_t)(((unsigned __int128)mult * (uint64_t)(sign ^ h)) >> (64 + ell));
+        out[i] = max_value == 1 ? 0 : h - q * max_value;
+    }
+}
+"""
+
+#: Keys of the rows that measure the kernels' own speed: 2 MiB of keys and 2 MiB of output stay
+#: in the L3 cache, so memory bandwidth does not hide the arithmetic (and a call is long enough
+#: that the call overheads of numba's dispatcher and ctypes are below 1 %).
+CACHED_KEYS = 1 << 18
+
+
+@functools.cache
+def xxhash_library() -> ctypes.CDLL | str:
+    """The native baseline loops (xxHash's own C and SigridHash; built once per process with
+    ``-O3 -march=native``), or why there are none."""
+    what = "xxHash's C baseline"
+    loaded = _build(_NATIVE_SOURCE, ["-O3", "-march=native"], what)
+    if isinstance(loaded, str):
+        if "xxhash.h" in loaded:
+            return f"no xxhash.h for {what} (Debian/Ubuntu: apt-get install libxxhash-dev)"
+        return loaded
+    i64, ptr, u64 = _I64, _PTR, _U64
+    _declare(
+        loaded,
+        {
+            "xxh64_keys": [ptr, i64, u64, ptr],
+            "xxh32_keys": [ptr, i64, _U32, ptr],
+            "xxh64_mod": [ptr, i64, u64, u64, ptr],
+            "xxh64_fastrange": [ptr, i64, u64, u64, ptr],
+            "xxh64_fid": [ptr, i64, u64, u64, u64, ptr],
+            "sigrid": [ptr, i64, i64, i64, ptr],
+        },
+    )
+    return loaded
+
+
+OutFn = Callable[[np.ndarray], Any]
+
+
+def _xxh64_pair(call: Any, keys: np.ndarray) -> tuple[OutFn, OutFn | str, str]:
+    """offload's XXH64 kernel (with hash_bucket's or fid's post-processing fused) and the same
+    computation in C over ``keys``, each into the ``out`` it is given."""
+    from offload.host.cpu import hash_params, readonly, xxh64_fixed_ser
+    from offload.host.cpu.kernels_hash import MODE_FASTRANGE, MODE_FID, MODE_MOD
+
+    ro, seed, params = readonly(keys), np.uint64(call.seed or 0), hash_params(call)
+    ours: OutFn = lambda out: xxh64_fixed_ser(ro, seed, *params, out)
+    lib = xxhash_library()
+    if isinstance(lib, str):
+        return ours, f"baseline missing: {lib}", ""
+    k, n, s, (mode, a, b, _) = keys.ctypes.data, len(keys), int(seed), params
+    c: OutFn
+    if mode == MODE_MOD:
+        c, what = (lambda out: lib.xxh64_mod(k, n, s, int(a), out.ctypes.data)), "XXH64(key) % n"
+    elif mode == MODE_FASTRANGE:
+        c, what = (lambda out: lib.xxh64_fastrange(k, n, s, int(a), out.ctypes.data)), "XXH64 * n >> 64"
+    elif mode == MODE_FID:
+        c, what = (lambda out: lib.xxh64_fid(k, n, s, int(a), int(b), out.ctypes.data)), "XXH64 & mask | slot"
+    else:
+        c, what = (lambda out: lib.xxh64_keys(k, n, s, out.ctypes.data)), "XXH64"
+    return ours, c, f"xxHash's C {what}"
+
+
+def _reference_pair(call: Any, keys: np.ndarray) -> tuple[OutFn, OutFn | str, str]:
+    """offload's kernel of a framework hash and its reference C (:data:`REFERENCES`) in a loop."""
+    from offload.host.cpu import readonly
+    from offload.host.cpu.kernels_cityhash import cityhash64_fixed_ser, farmhash64_fixed_ser
+    from offload.host.cpu.kernels_murmur3 import murmur3_fixed_ser
+
+    ro, op = readonly(keys), call.op
+    ours: OutFn
+    if op == "murmur3_32":
+        seed = np.uint64(call.seed)
+        ours = lambda out: murmur3_fixed_ser(ro, seed, out)
+    elif op == "farmhash64":
+        ours = lambda out: farmhash64_fixed_ser(ro, out)
+    else:
+        seeded, seed = call.seed is not None, np.uint64(call.seed or 0)
+        ours = lambda out: cityhash64_fixed_ser(ro, seeded, seed, out)
+    ref, lib = REFERENCES[op], c_library()
+    if isinstance(lib, str):
+        return ours, f"baseline missing: {lib}", ""
+    try:
+        module = importlib.import_module(ref.module)
+        fn_ptr = ctypes.cast(ctypes.CDLL(module.__file__)[ref.symbol], ctypes.c_void_p).value
+    except (ImportError, AttributeError, OSError, TypeError):
+        return ours, f"baseline missing: pip install {ref.package} (the reference C code)", ""
+    loop, f, k, n = getattr(lib, f"{ref.abi}_fixed"), ctypes.c_void_p(fn_ptr), keys.ctypes.data, len(keys)
+    package = ref.package.replace("==", " ")
+    return ours, (lambda out: loop(f, k, n, out.ctypes.data)), f"reference C {ref.c_name}, {package}"
+
+
+def _native_pair(call: Any, keys: np.ndarray) -> tuple[OutFn, OutFn | str, str]:
+    """offload's kernel and the native C loop of xxh32 or sigrid_hash over ``keys``."""
+    from offload.host.cpu import readonly
+    from offload.host.cpu.kernels_hash import xxh32_fixed_ser
+    from offload.host.cpu.kernels_murmur3 import sigrid_ser
+
+    lib, k, n = xxhash_library(), keys.ctypes.data, len(keys)
+    ours: OutFn
+    if call.op == "xxh32":
+        ro, seed = readonly(keys), np.uint64(call.seed)
+        ours, what = (lambda out: xxh32_fixed_ser(ro, seed, out)), "xxHash's C XXH32"
+        args: tuple[Any, ...] = ("xxh32_keys", k, n, int(seed))
+    else:
+        ro_v, salt, mx = readonly(keys.view(np.int64)), np.int64(call.salt), np.int64(call.max_value)
+        ours, what = (lambda out: sigrid_ser(ro_v, salt, mx, out)), "SigridHash in C as Velox computes it"
+        args = ("sigrid", k, n, int(salt), int(mx))
+    if isinstance(lib, str):
+        return ours, f"baseline missing: {lib}", what
+    fn = getattr(lib, args[0])
+    return ours, (lambda out: fn(*args[1:], out.ctypes.data)), what
+
+
+def _kernel_pair(call: Any, keys: np.ndarray) -> tuple[OutFn, OutFn | str, str, Any]:
+    """(offload's kernel, its C baseline or why there is none, what the baseline is, the
+    output dtype) of ``call`` over ``keys`` (uint64)."""
+    if call.op in ("xxh64", "hash_bucket", "fid"):
+        return (*_xxh64_pair(call, keys), np.uint64)
+    if call.op in REFERENCES:
+        return (*_reference_pair(call, keys), np.uint32 if call.op == "murmur3_32" else np.uint64)
+    return (*_native_pair(call, keys), np.uint32 if call.op == "xxh32" else np.int64)
+
+
+def kernel_row(
+    call: Any, keys: np.ndarray, repeats: int, target: float | None, where: str
+) -> tuple[Row, dict[str, float]]:
+    """One kernel against its C baseline over ``keys``, both into one preallocated output,
+    timed alternately (:func:`paired_best`); and the times (s) of ``ours``, ``c`` and ``copy``
+    (numpy copying the keys into that output: the same bytes read and written)."""
+    ours, c, what, dtype = _kernel_pair(call, keys)
+    n = len(keys)
+    out, ref = np.zeros(n, dtype), np.zeros(n, dtype)
+    ours(out)
+    # the keys' first out.nbytes copied into out with ordinary stores (see bench.copy_bandwidth)
+    src, dst = keys.view(np.uint8)[: out.nbytes].view(out.dtype), out
+    copy = lambda: np.bitwise_or(src, out.dtype.type(0), out=dst)
+    name = f"{call.describe()} kernel into out=, {n:,} uint64 keys ({where}), 1 thread"
+    note = "the kernel into a preallocated output against C into the same output, timed alternately"
+    if isinstance(c, str):
+        t, t_copy = paired_best([lambda: ours(out), copy], repeats)
+        missing = Baseline(None, "", c)
+        return compared_row(name, n / t / 1e6, "M keys/s", missing, target, "ratio", note), {
+            "ours": t,
+            "copy": t_copy,
+        }
+    c(ref)
+    t, t_c, t_copy = paired_best([lambda: ours(out), lambda: c(out), copy], repeats)
+    ours(out)
+    base = Baseline(
+        n / t_c,
+        f"M keys/s ({what}, C loop, gcc -O3 -march=native)"
+        if what.startswith(("xxHash", "Sigrid"))
+        else f"M keys/s ({what}, C loop)",
+        f"{what}: {t_c / n * 1e9:.2f} ns/key",
+        bool(np.array_equal(out, ref)),
+    )
+    row = compared_row(name, n / t / 1e6, "M keys/s", base, target, "ratio", note)
+    return row, {"ours": t, "c": t_c, "copy": t_copy}
+
+
+#: The kernel rows: each operator's call (the registry's first example unless given) and its
+#: target against C. XXH64 is the one with a stated target (issue 19: 1.2x xxHash's C); the others
+#: must not be slower than their C.
+KERNEL_CALLS: tuple[tuple[str, dict[str, Any], float], ...] = (
+    ("xxh64", {}, 1.2),
+    ("xxh32", {}, 1.0),
+    ("hash_bucket", {"num_buckets": 1000003}, 1.0),
+    ("hash_bucket", {"num_buckets": 1000003, "method": "fastrange"}, 1.0),
+    ("fid", {"slot": 42}, 1.0),
+    ("murmur3_32", {}, 1.0),
+    ("farmhash64", {}, 1.0),
+    ("cityhash64", {}, 1.0),
+    ("sigrid_hash", {"salt": 0, "max_value": 100, "dtype": np.int64}, 1.0),
+)
+
+
+def kernel_rows(inp: CpuInputs) -> list[Row]:
+    """Each hash kernel on :data:`CACHED_KEYS` 8-byte keys (in cache: the kernel's speed)
+    against its C; then XXH64 on the run's large key set (``inp.keys``, beyond the caches) and
+    the memory traffic it makes, against a copy of the same bytes: the limit of a streaming job."""
+    from offload.ops import REGISTRY, make_call
+
+    keys = np.ascontiguousarray(inp.keys[:CACHED_KEYS])
+    reps = 20 if inp.quick else 200
+    rows = [
+        kernel_row(make_call(op, **params), keys, reps, target, "in cache")[0]
+        for op, params, target in KERNEL_CALLS
+        if op in REGISTRY
+    ]
+    return rows + _streaming_rows(inp)
+
+
+def _streaming_rows(inp: CpuInputs) -> list[Row]:
+    from offload.ops import make_call
+
+    n = inp.n_keys
+    r, t = kernel_row(make_call("xxh64"), inp.keys, max(inp.reps, 5), None, "streamed from memory")
+    moved = 16 * n  # 8 bytes read and 8 written per key
+    fraction = {k: moved / v / (moved / t["copy"]) for k, v in t.items() if k != "copy"}
+    c_part = f"; xxHash's C: {fraction['c']:.2f} of it" if "c" in fraction else ""
+    bandwidth = row(
+        f"xxh64 kernel into out=, {n:,} uint64 keys: memory traffic, 1 thread",
+        moved / t["ours"] / 1e9,
+        "GB/s read+written",
+        baseline=moved / t["copy"] / 1e9,
+        baseline_unit="GB/s (numpy copying the keys into the same output, read+written)",
+        target=0.8,
+        target_kind="ratio",
+        note=f"the fraction of the machine's copy bandwidth (the ratio) that the kernel reaches{c_part}",
+    )
+    return [r, bandwidth]

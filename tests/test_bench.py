@@ -54,6 +54,7 @@ def groups(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         "pynq": _needs_pynq,
     }
     monkeypatch.setattr(bench, "GROUPS", fake)
+    monkeypatch.setattr(bench, "COPY_BYTES", 8 << 20)  # the machine's copy bandwidth, measured small
     return fake
 
 
@@ -170,6 +171,29 @@ def test_json_path_gets_the_rows_and_the_machine(groups, tmp_path, capsys):
     if sys.platform == "linux":
         assert isinstance(m["cpu_model"], str) and m["cpu_model"]
         assert isinstance(m["physical_cores"], int) and m["physical_cores"] >= 1
+        assert isinstance(m["avx512"], list) and all(f.startswith("avx512") for f in m["avx512"])
+    # the memory (copy) bandwidth measured in the same run: the faster of two copies
+    rates = [m["copy_bandwidth_copyto_gbs"], m["copy_bandwidth_ufunc_gbs"]]
+    assert all(r > 0 for r in rates) and m["copy_bandwidth_best_gbs"] == max(rates)
+    assert m["copy_bandwidth_how"] == "numpy copies of 8 MiB: bytes read + written per s"
+    assert isinstance(m["llvm_cpu"], str) and m["llvm_cpu"]
+
+
+def test_the_avx512_flags_come_from_cpuinfo(monkeypatch, tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: Some CPU\nphysical id\t: 0\ncore id\t: 0\n"
+        "flags\t\t: fpu avx2 avx512f avx512dq sse2 avx512vl\n\n"
+        "processor\t: 1\nmodel name\t: Some CPU\nphysical id\t: 0\ncore id\t: 1\n"
+        "flags\t\t: fpu avx2 avx512f avx512dq sse2 avx512vl\n"
+    )
+    real = bench.Path
+    monkeypatch.setattr(bench, "Path", lambda p: real(info) if p == "/proc/cpuinfo" else real(p))
+    assert bench._cpuinfo() == {
+        "cpu_model": "Some CPU",
+        "physical_cores": 2,
+        "avx512": ["avx512dq", "avx512f", "avx512vl"],
+    }
 
 
 def test_json_into_a_missing_directory_is_an_error_before_running(groups, tmp_path, capsys):
@@ -222,6 +246,19 @@ def test_the_cpu_group_without_xxhash_reports_missing_baselines(monkeypatch):
         ("ratio", None),
     ]
     assert missing[1]["passed"] is not None
+    # each hash kernel against C compiled for this machine, then XXH64 streamed from memory
+    kernels = [r for r in rows if " kernel into out=, " in r["name"]]
+    assert [r["name"].split("(")[0] for r in kernels] == [
+        *(op for op, _, _ in bench_hashes.KERNEL_CALLS),
+        "xxh64",
+        "xxh64 kernel into out=, 200,000 uint64 keys: memory traffic, 1 thread",
+    ]
+    assert all(r["value"] > 0 for r in kernels)
+    traffic = kernels[-1]
+    assert traffic["unit"] == "GB/s read+written" and traffic["ratio"] > 0 and traffic["target"] == 0.8
+    if not isinstance(bench_hashes.xxhash_library(), str):
+        assert kernels[0]["baseline_unit"] == "M keys/s (xxHash's C XXH64, C loop, gcc -O3 -march=native)"
+        assert kernels[0]["target"] == 1.2 and kernels[0]["ratio"] > 0
 
 
 # -- one row per registry operator, the bench never edited -----------------------------------
@@ -408,3 +445,62 @@ def test_the_devices_group_rates_the_fpga_path_against_the_sim_backend():
         assert r["passed"] is (r["ratio"] >= 0.5)
     # the first ratio's baseline is the sim row's own measurement
     assert got["fpga (simulated PYNQ) vs sim backend, 16,384 keys warm"]["baseline"] == sim["value"]
+
+
+# -- the hash kernels against C compiled for this machine -------------------------------------
+
+
+def _native_or_skip(op: str) -> None:
+    lib = bench_hashes.xxhash_library()
+    if isinstance(lib, str):
+        pytest.skip(reason=lib)
+    if op in bench_hashes.REFERENCES:
+        pytest.importorskip(bench_hashes.REFERENCES[op].module, reason="the dev extra installs them")
+
+
+@pytest.mark.parametrize(("op", "params", "target"), bench_hashes.KERNEL_CALLS, ids=lambda v: str(v))
+def test_each_kernel_and_its_c_compute_the_same(op, params, target):
+    _native_or_skip(op)
+    call = ops.make_call(op, **params)
+    r, times = bench_hashes.kernel_row(call, KEYS, 1, target, "test")
+    assert r["name"] == f"{call.describe()} kernel into out=, 1,000 uint64 keys (test), 1 thread"
+    assert r["baseline"] > 0 and r["ratio"] == r["value"] / r["baseline"] and r["target"] == target
+    assert r["target_kind"] == "ratio" and "differ" not in r["note"]  # like for like
+    assert sorted(times) == ["c", "copy", "ours"] and all(t > 0 for t in times.values())
+
+
+def test_a_kernel_row_whose_c_computes_something_else_fails(monkeypatch):
+    _native_or_skip("xxh64")
+    real = bench_hashes._kernel_pair
+
+    def wrong_c(call, keys):
+        ours, c, what, dtype = real(call, keys)
+
+        def c_off_by_one_bit(out):
+            c(out)
+            out[0] ^= np.uint64(1)
+
+        return ours, c_off_by_one_bit, what, dtype
+
+    monkeypatch.setattr(bench_hashes, "_kernel_pair", wrong_c)
+    r, _ = bench_hashes.kernel_row(ops.make_call("xxh64"), KEYS, 1, 1.2, "test")
+    assert r["passed"] is False and "the baseline's results differ from offload's" in r["note"]
+
+
+def test_without_xxhash_h_the_native_baselines_say_how_to_get_it(monkeypatch):
+    if bench_hashes._compiler() is None:
+        pytest.skip(reason="no C compiler")
+    source = bench_hashes._NATIVE_SOURCE.replace("<xxhash.h>", "<offload-no-such-dir/xxhash.h>")
+    monkeypatch.setattr(bench_hashes, "_NATIVE_SOURCE", source)
+    why = "no xxhash.h for xxHash's C baseline (Debian/Ubuntu: apt-get install libxxhash-dev)"
+    assert bench_hashes.xxhash_library.__wrapped__() == why
+    monkeypatch.setattr(bench_hashes, "xxhash_library", bench_hashes.xxhash_library.__wrapped__)
+    r, times = bench_hashes.kernel_row(ops.make_call("xxh64"), KEYS, 1, 1.2, "test")
+    assert (r["value"] > 0, r["baseline"], r["ratio"], r["passed"]) == (True, None, None, None)
+    assert r["note"].endswith(f"baseline missing: {why}") and sorted(times) == ["copy", "ours"]
+
+
+def test_the_copy_bandwidth_is_the_faster_of_two_copies():
+    rates = bench.copy_bandwidth(1 << 20, 2)
+    assert sorted(rates) == ["best", "copyto", "ufunc"]
+    assert rates["best"] == max(rates["copyto"], rates["ufunc"]) > 0

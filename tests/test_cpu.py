@@ -197,6 +197,85 @@ def test_hash_every_boundary_length_vs_xxhash(be: CpuBackend) -> None:
             assert int(h32[i]) == xxhash.xxh32_intdigest(r, seed & 0xFFFFFFFF)
 
 
+# ---------------------------------------------------------------------------------------------
+# The vectorised fixed-key loops, called as the backend calls them (``fixed(keys, *args, out)``)
+# ---------------------------------------------------------------------------------------------
+# XXH64 (and hash_bucket and fid of it) and SigridHash take 16 keys on the vector unit and 2 on
+# the scalar unit an iteration, XXH32 and MurmurHash3 16 keys to a register: every length around
+# those blocks, and each input form a kernel can be given.
+
+KERNEL_LENGTHS = [0, 1, 7, 8, 9, 15, 16, 17, 18, 19, 35, 36, 37, 1000]
+KERNEL_CALLS = [
+    make_call("xxh64", seed=2**63 + 5),
+    make_call("hash_bucket", num_buckets=1000003, seed=3),
+    make_call("hash_bucket", num_buckets=2**63 - 1, seed=3),
+    make_call("hash_bucket", num_buckets=1000003, method="fastrange"),
+    make_call("fid", slot=1023, version=1, seed=9),
+    make_call("xxh32", seed=2**32 - 1),
+    make_call("murmur3_32", seed=42),
+    make_call("farmhash64"),
+    make_call("cityhash64", seed=7),
+    make_call("sigrid_hash", salt=-5, max_value=1000, dtype=np.int64),
+]
+
+
+def _kernel_call(call: OpCall, keys: np.ndarray, out: np.ndarray) -> None:
+    """``call``'s fixed-key kernel on ``keys`` into ``out``, with the backend's arguments."""
+    from offload.host.cpu import hash_params
+    from offload.host.cpu.kernels_cityhash import cityhash64_fixed_ser, farmhash64_fixed_ser
+    from offload.host.cpu.kernels_hash import xxh32_fixed_ser, xxh64_fixed_ser
+    from offload.host.cpu.kernels_murmur3 import murmur3_fixed_ser, sigrid_ser
+
+    if call.op == "xxh32":
+        xxh32_fixed_ser(keys, np.uint64(call.seed), out)
+    elif call.op == "murmur3_32":
+        murmur3_fixed_ser(keys, np.uint64(call.seed), out)
+    elif call.op == "farmhash64":
+        farmhash64_fixed_ser(keys, out)
+    elif call.op == "cityhash64":
+        cityhash64_fixed_ser(keys, True, np.uint64(call.seed), out)
+    elif call.op == "sigrid_hash":
+        sigrid_ser(keys.view(np.int64), np.int64(call.salt), np.int64(call.max_value), out.view(np.int64))
+    else:
+        xxh64_fixed_ser(keys, np.uint64(call.seed or 0), *hash_params(call), out)
+
+
+def _key_forms(keys: np.ndarray) -> dict[str, np.ndarray]:
+    """``keys`` as each array a kernel may get: read-only (the backend's views), writable,
+    strided, and at an address that is not a multiple of the item size."""
+    ro = keys.copy()
+    ro.flags.writeable = False
+    strided = np.zeros(2 * len(keys), keys.dtype)
+    strided[::2] = keys
+    raw = np.zeros(keys.nbytes + 1, np.uint8)
+    unaligned = raw[1:].view(keys.dtype)
+    unaligned[:] = keys
+    return {"read-only": ro, "writable": keys.copy(), "strided": strided[::2], "unaligned": unaligned}
+
+
+def _golden_of_keys(call: OpCall, keys: np.ndarray) -> list[int]:
+    if call.op == "sigrid_hash":  # ids are numbers; the keys' bit patterns as int64
+        return [golden_result(call, int(v)) for v in keys.view(np.int64)]
+    return [golden_result(call, k.tobytes()) for k in keys]  # each key's little-endian bytes
+
+
+@pytest.mark.parametrize("form", ["read-only", "writable", "strided", "unaligned", "strided output"])
+@pytest.mark.parametrize("call", KERNEL_CALLS, ids=lambda c: c.describe())
+def test_fixed_key_kernels_at_every_length_around_their_blocks(call: OpCall, form: str) -> None:
+    rng = np.random.default_rng(19)
+    widths = (np.uint64, np.uint32) if form == "read-only" and call.op != "sigrid_hash" else (np.uint64,)
+    out_dtype = np.uint32 if call.op in ("xxh32", "murmur3_32") else np.uint64
+    for dt in widths:
+        for n in KERNEL_LENGTHS:
+            keys = rng.integers(0, np.iinfo(dt).max, n, dt, endpoint=True)
+            keys = _key_forms(keys)["read-only" if form == "strided output" else form]
+            out = np.full(2 * n if form == "strided output" else n, 7, out_dtype)
+            out = out[::2] if form == "strided output" else out
+            _kernel_call(call, keys, out)
+            got = out.view(np.int64) if call.op == "sigrid_hash" else out
+            assert [int(v) for v in got] == _golden_of_keys(call, keys), (np.dtype(dt).name, n)
+
+
 @pytest.mark.parametrize("be", BACKENDS, ids=["serial", "parallel"])
 def test_multi_chunk_offsets(be: CpuBackend) -> None:
     """Several chunks, int32 and int64 offsets, none starting at 0, into one output."""
