@@ -96,7 +96,7 @@ def calibrate(
     save: bool = True,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Time every available backend of ``runtime`` (default: a Runtime of every backend) on
+    """Time every available backend of ``runtime``'s chain (default: a Runtime of every backend) on
     every workload; ``budget_s``: seconds per backend and workload after which larger sizes are
     skipped. Returns ``{"backends": {name: reason}, "skipped": {...}, "seconds": s, "model": ...}``
     and saves the model for this machine (``save``)."""
@@ -108,7 +108,7 @@ def calibrate(
     ran: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for name, ok, reason in rt.backends():
-        if backends and name not in backends:
+        if name not in rt.order or backends and name not in backends:
             continue
         if not ok:
             skipped[name] = reason

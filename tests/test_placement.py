@@ -315,3 +315,72 @@ def test_out_errors_are_exact() -> None:
     pair = r"out= is for operators with one result per record: delta_varint_encode returns a pair"
     with pytest.raises(ValueError, match=pair):
         rt.call("delta_varint_encode", [[1, 2]], out=np.empty(1, np.uint8))
+
+
+# -- offload calibrate and offload backends ------------------------------------------------------
+
+
+def test_calibrate_teaches_every_workload_and_saves_the_model(tmp_path: Any) -> None:
+    from offload.calibrate import calibrate, workloads
+
+    assert {(w.op, w.kind) for w in workloads(["xxh64", "bucketize", "delta_varint_decode"])} == {
+        ("xxh64", "fixed"),
+        ("xxh64", "var"),
+        ("bucketize", "numbers"),
+        ("delta_varint_decode", "encoded"),
+    }
+    with pytest.raises(ValueError, match=r"unknown operator 'xxh65': expected one of xxh32, xxh64, "):
+        workloads(["xxh65"])
+    model = CostModel(tmp_path / "costs.json")
+    rt = Runtime(["cpu"], cost_model=model, fallback=False)
+    res = calibrate(rt, ops=["xxh64", "delta_varint_decode"], sizes=[1000, 4000], budget_s=5.0)
+    assert list(res["backends"]) == ["cpu"] and res["saved"] == str(tmp_path / "costs.json")
+    for key in ("xxh64/fixed", "xxh64/var", "delta_varint_decode/encoded"):
+        assert (
+            len(model.observations("cpu", key)) == 4
+        )  # 2 repeats x 2 sizes (the warm-up run teaches nothing)
+        assert res["model"]["cpu"][key]["observations"] == 4
+    assert CostModel(tmp_path / "costs.json").observations("cpu", "xxh64/fixed") == model.observations(
+        "cpu", "xxh64/fixed"
+    )
+
+
+def test_the_cli_calibrates_and_backends_shows_what_was_learnt(
+    tmp_path: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    import offload.costmodel as costmodel
+    from offload.cli import main
+
+    path = tmp_path / "machine.json"
+    monkeypatch.setenv("OFFLOAD_COSTS", str(path))
+    monkeypatch.setattr(costmodel, "_MACHINE", None)  # this process's model, read from the new file
+    assert main(["calibrate", "--backends", "cpu", "--ops", "xxh64", "--quick", "--budget", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu\n    xxh64/fixed " in out and f"saved to {path}" in out
+    assert path.is_file()
+    monkeypatch.setattr(costmodel, "_MACHINE", None)
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    assert "    xxh64/fixed " in out and "1k:" in out and "1M:" in out
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--backends", "gpu"])
+    assert "unknown backend 'gpu': expected one of cpu, sim, fpga, smartnic" in capsys.readouterr().err
+
+
+def test_the_placement_bench_measures_every_target_as_a_ratio_or_a_bound() -> None:
+    from offload.bench_placement import rows
+
+    got = rows(quick=True)
+    assert [r["name"].split(",")[0] for r in got] == [
+        "placement fastest",
+        "placement fastest",
+        "placement balanced",
+        "placement balanced",
+        "cost model error",
+        "cpu threads",
+    ]
+    for r in got:
+        assert r["value"] is not None and r["target"] is not None
+        assert r["target_kind"] == ("max" if r["name"].startswith("cost model") else "ratio")
+        assert r["ratio"] is not None or r["target_kind"] == "max"
+    assert "picked " in got[1]["note"] and "split: " in got[2]["note"]
