@@ -15,6 +15,11 @@ check-system:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
 	  else echo "offload: iverilog is missing (apt-get install iverilog): the Icarus benches will be skipped" >&2; fi; }
+	@# Debian's libxxhash-dev: xxHash's own C header, the baseline of the bench's XXH64/XXH32 kernel rows.
+	@test -f /usr/include/xxhash.h || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxxhash-dev >/dev/null; \
+	  else echo "offload: xxhash.h is missing (apt-get install libxxhash-dev): the bench's xxHash C baselines will be missing" >&2; fi; }
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "offload: Python >= 3.11 is required, found " + sys.version.split()[0])'
 
 $(STAMP): pyproject.toml | check-system
