@@ -5,11 +5,12 @@ Each ``(backend, operator key)`` pair keeps its last :data:`MAX_OBSERVATIONS` ti
 
     seconds = fixed + per_record * n (+ per_byte * bytes, for variable-length batches)
 
-to the observations near ``n`` (weighted by their distance in octaves, so the model follows a
-backend whose cost per record changes with size: the CPU going parallel, a batch leaving the
-caches), minimising the relative error, with every coefficient non-negative and a weak pull
-towards the backend's prior (:data:`PRIORS`) so that a backend seen at one size only still
-splits its time into a fixed and a per-record part. A backend never seen uses its prior.
+to the observations near ``n`` (the median run of each batch size, weighted by its distance in
+octaves, so the model follows a backend whose cost per record changes with size: the CPU going
+parallel, a batch leaving the caches), minimising the relative error, with every coefficient
+non-negative and a weak pull towards the backend's prior (:data:`PRIORS`) so that a backend seen
+at one size only still splits its time into a fixed and a per-record part. A backend never seen
+uses its prior.
 
 The operator key (:func:`op_key`) is the operator, the hash it runs for ``hash_bucket``/``fid``
 and the batch kind: ``xxh64/fixed``, ``hash_bucket:farmhash64/var``.
@@ -70,7 +71,7 @@ DEFAULT_PRIOR = (1e-3, 1e-7, 1e-8)
 #: After the first observations, a (backend, key)'s predictions are refitted at most this often.
 REFIT_S = 1.0
 #: Width, in octaves of batch size, of the neighbourhood a prediction is fitted to.
-_OCTAVES = 1.5
+_OCTAVES = 1.0
 #: Weight of the prior against one observation at the predicted size.
 _PRIOR_WEIGHT = 1e-3
 #: Distinct sizes (quarter octaves) whose predictions are cached per (backend, key).
@@ -273,7 +274,7 @@ def _local_fit(
     p = np.array(prior[:cols])
     if not obs:
         return Fit(prior[0], prior[1], prior[2] if bytes_too else 0.0, 0)
-    a = np.array(obs)
+    a = _medians(np.array(obs))
     x = np.column_stack([np.ones(len(a)), a[:, 0], a[:, 1]])[:, :cols]
     y = a[:, 2]
     dist = np.log2(a[:, 0] / max(records, 1.0)) / _OCTAVES
@@ -288,6 +289,17 @@ def _local_fit(
     rhs = np.concatenate([rhs, math.sqrt(_PRIOR_WEIGHT) * p / scale])
     coef = _nonnegative_lstsq(rows, rhs)
     return Fit(float(coef[0]), float(coef[1]), float(coef[2]) if bytes_too else 0.0, len(obs))
+
+
+def _medians(a: np.ndarray) -> np.ndarray:
+    """One row per batch size (quarter octave) and width: the median of its runs, so that runs
+    slowed down by another process on the host count as noise, not as the backend's cost."""
+    steps = np.round(_SIZE_STEPS * np.log2(a[:, 0] + 1.0)) * 64 + np.round(
+        2.0 * np.log2(a[:, 1] / a[:, 0] + 1.0)
+    )
+    if np.unique(steps).shape[0] == a.shape[0]:
+        return a
+    return np.array([np.median(a[steps == k], axis=0) for k in np.unique(steps)])
 
 
 def _nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:

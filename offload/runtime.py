@@ -402,7 +402,10 @@ class Runtime:
         best = ranked[0]
         if n < 2 * MIN_PART:
             return [(best, 0, n)]
-        usable = [name for name in ranked if self._usable(name, call, batch)[0] is not None]
+        # The chain's backends share the batch; the CPU added as the last resort does not.
+        usable = [
+            name for name in ranked if name in self.order and self._usable(name, call, batch)[0] is not None
+        ]
         if len(usable) < 2:
             return [(best, 0, n)]
         width = nbytes / n
