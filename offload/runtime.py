@@ -1258,11 +1258,23 @@ def _env_verify() -> VerifyMode:
     return mode  # type: ignore[return-value]
 
 
+def _env_placement() -> Placement | None:
+    mode = os.environ.get("OFFLOAD_PLACEMENT")
+    if mode is None:
+        return None
+    if mode not in PLACEMENTS:
+        raise ValueError(
+            f"OFFLOAD_PLACEMENT={mode!r}: expected 'fastest', 'balanced', 'offload' or 'ordered'"
+        )
+    return mode  # type: ignore[return-value]
+
+
 def default_runtime() -> Runtime:
-    """The process-wide Runtime behind ``offload.xxh64(...)`` and friends (auto chain)."""
+    """The process-wide Runtime behind ``offload.xxh64(...)`` and friends (auto chain;
+    ``OFFLOAD_VERIFY`` and ``OFFLOAD_PLACEMENT`` set its verification and placement)."""
     global _DEFAULT
     if _DEFAULT is None:
         with _DEFAULT_LOCK:
             if _DEFAULT is None:
-                _DEFAULT = Runtime(verify=_env_verify())
+                _DEFAULT = Runtime(verify=_env_verify(), placement=_env_placement())
     return _DEFAULT

@@ -153,7 +153,7 @@ def test_backends_without_pynq_name_the_fpga_extra_first(args):
     r = offload_without(["pynq"], "backends", "--json", *args)
     assert r.returncode == 0, r.stderr
     rows = {d["backend"]: d for d in json.loads(r.stdout)}
-    assert rows["fpga"] == {"backend": "fpga", "available": False, "reason": FPGA_EXTRA}
+    assert rows["fpga"] == {"backend": "fpga", "available": False, "reason": FPGA_EXTRA, "costs": {}}
 
 
 def test_the_sim_backend_without_pyverilator_names_the_sim_extra():

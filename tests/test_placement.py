@@ -384,3 +384,18 @@ def test_the_placement_bench_measures_every_target_as_a_ratio_or_a_bound() -> No
         assert r["target_kind"] == ("max" if r["name"].startswith("cost model") else "ratio")
         assert r["ratio"] is not None or r["target_kind"] == "max"
     assert "picked " in got[1]["note"] and "split: " in got[2]["note"]
+
+
+def test_the_default_runtime_takes_its_placement_from_the_environment(monkeypatch: Any) -> None:
+    import offload.runtime as runtime
+
+    monkeypatch.setattr(runtime, "_DEFAULT", None)
+    monkeypatch.setenv("OFFLOAD_PLACEMENT", "offload")
+    assert runtime.default_runtime().placement == "offload"
+    monkeypatch.setattr(runtime, "_DEFAULT", None)
+    monkeypatch.setenv("OFFLOAD_PLACEMENT", "nearest")
+    with pytest.raises(ValueError, match=r"OFFLOAD_PLACEMENT='nearest': expected 'fastest', 'balanced', "):
+        runtime.default_runtime()
+    monkeypatch.setattr(runtime, "_DEFAULT", None)
+    monkeypatch.delenv("OFFLOAD_PLACEMENT")
+    assert runtime.default_runtime().placement == "fastest"
