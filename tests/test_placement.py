@@ -399,3 +399,16 @@ def test_the_default_runtime_takes_its_placement_from_the_environment(monkeypatc
     monkeypatch.setattr(runtime, "_DEFAULT", None)
     monkeypatch.delenv("OFFLOAD_PLACEMENT")
     assert runtime.default_runtime().placement == "fastest"
+
+
+@pytest.mark.parametrize("placement", ["fastest", "offload", "ordered"])
+def test_every_placement_falls_back_without_losing_a_record(placement: str) -> None:
+    flaky = _Failing()
+    model = taught(CostModel(), f"flaky@{id(flaky):x}", "xxh64/fixed", 1e-6, 1e-12)  # predicted fastest
+    rt = Runtime([flaky, "cpu"], placement=placement, verify="sample", cost_model=model)  # type: ignore[arg-type]
+    assert (rt.xxh64(KEYS, 2) == cpu_xxh64(KEYS, 2)).all()
+    half = KEYS.shape[0] // 2
+    assert rt.last_call()["segments"] == [("flaky", 0, half), ("cpu", half, KEYS.shape[0])]
+    assert [(f["from"], f["to"], f["cause"]) for f in rt.stats()["fallbacks"]] == [
+        ("flaky", "cpu", "device_lost")
+    ]
