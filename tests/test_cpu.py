@@ -276,6 +276,35 @@ def test_fixed_key_kernels_at_every_length_around_their_blocks(call: OpCall, for
             assert [int(v) for v in got] == _golden_of_keys(call, keys), (np.dtype(dt).name, n)
 
 
+def _host_has_avx512() -> bool:
+    import llvmlite.binding as ll
+
+    return "+avx512f" in ll.get_host_cpu_features().flatten().split(",")
+
+
+@pytest.mark.skipif(not _host_has_avx512(), reason="the zmm instructions need a CPU with AVX-512")
+def test_the_fixed_key_loops_compile_to_zmm_rotates_and_32_bit_lanes(tmp_path: Path) -> None:
+    # numba shows no assembly of a cached kernel: a fresh process compiles them without the cache.
+    # XXH64's rotate by 31 of ``k * P2`` stays a vprolq (LLVM had folded the shift into a second
+    # vpmullq); XXH32 and MurmurHash3 multiply 16 lanes to a zmm register (they had 8, in ymm).
+    code = (
+        "import numpy as np\n"
+        "from offload.host.cpu.kernels_hash import xxh64_fixed_ser, xxh32_fixed_ser\n"
+        "from offload.host.cpu.kernels_murmur3 import murmur3_fixed_ser\n"
+        "k, z = np.arange(40, dtype=np.uint64), np.uint64(0)\n"
+        "k.flags.writeable = False\n"
+        "xxh64_fixed_ser(k, z, 0, z, z, z, np.empty(40, np.uint64))\n"
+        "xxh32_fixed_ser(k, z, np.empty(40, np.uint32))\n"
+        "murmur3_fixed_ser(k, z, np.empty(40, np.uint32))\n"
+        "for f in (xxh64_fixed_ser, xxh32_fixed_ser, murmur3_fixed_ser):\n"
+        "    a = next(iter(f.inspect_asm().values()))\n"
+        "    print(a.count('vprolq\\t$31, %zmm'), a.count('vpmulld\\t%zmm'))\n"
+    )
+    counts = _run_python(code, tmp_path, NUMBA_DISABLE_CACHE="1", NUMBA_CACHE_DIR=str(tmp_path))
+    (xxh64_rot31, _), (_, xxh32_zmm_mul), (_, murmur3_zmm_mul) = zip(counts[::2], counts[1::2])
+    assert xxh64_rot31 >= 1 and xxh32_zmm_mul >= 6 and murmur3_zmm_mul >= 5
+
+
 @pytest.mark.parametrize("be", BACKENDS, ids=["serial", "parallel"])
 def test_multi_chunk_offsets(be: CpuBackend) -> None:
     """Several chunks, int32 and int64 offsets, none starting at 0, into one output."""
