@@ -5,8 +5,8 @@ Each ``(backend, operator key)`` pair keeps its last :data:`MAX_OBSERVATIONS` ti
 
     seconds = fixed + per_record * n (+ per_byte * bytes, for variable-length batches)
 
-to the observations near ``n`` (the median run of each batch size, weighted by its distance in
-octaves, so the model follows a backend whose cost per record changes with size: the CPU going
+to the observations near ``n`` (the lower quartile of each batch size's runs, weighted by its
+distance in octaves, so the model follows a backend whose cost per record changes with size: the CPU going
 parallel, a batch leaving the caches), minimising the relative error, with every coefficient
 non-negative and a weak pull towards the backend's prior (:data:`PRIORS`) so that a backend seen
 at one size only still splits its time into a fixed and a per-record part. A backend never seen
@@ -274,7 +274,7 @@ def _local_fit(
     p = np.array(prior[:cols])
     if not obs:
         return Fit(prior[0], prior[1], prior[2] if bytes_too else 0.0, 0)
-    a = _medians(np.array(obs))
+    a = _typical(np.array(obs))
     x = np.column_stack([np.ones(len(a)), a[:, 0], a[:, 1]])[:, :cols]
     y = a[:, 2]
     dist = np.log2(a[:, 0] / max(records, 1.0)) / _OCTAVES
@@ -291,15 +291,20 @@ def _local_fit(
     return Fit(float(coef[0]), float(coef[1]), float(coef[2]) if bytes_too else 0.0, len(obs))
 
 
-def _medians(a: np.ndarray) -> np.ndarray:
-    """One row per batch size (quarter octave) and width: the median of its runs, so that runs
-    slowed down by another process on the host count as noise, not as the backend's cost."""
+def _typical(a: np.ndarray) -> np.ndarray:
+    """One row per batch size (quarter octave) and width: its runs' lower quartile. A run is
+    only ever slowed down by other work on the host, never sped up: the fast runs are the
+    backend's cost, the slow ones noise (this is also why the benchmarks report best times)."""
     steps = np.round(_SIZE_STEPS * np.log2(a[:, 0] + 1.0)) * 64 + np.round(
         2.0 * np.log2(a[:, 1] / a[:, 0] + 1.0)
     )
     if np.unique(steps).shape[0] == a.shape[0]:
         return a
-    return np.array([np.median(a[steps == k], axis=0) for k in np.unique(steps)])
+    rows = []
+    for k in np.unique(steps):
+        g = a[steps == k]
+        rows.append([np.median(g[:, 0]), np.median(g[:, 1]), np.quantile(g[:, 2], 0.25, method="lower")])
+    return np.array(rows)
 
 
 def _nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
