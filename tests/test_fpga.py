@@ -523,7 +523,7 @@ def test_one_dma_worker_thread_serves_the_transfers_and_leaves_when_idle(monkeyp
     blocks the host until it runs) and lets it go after _WORKER_IDLE_S without work."""
     import threading
 
-    monkeypatch.setattr(pynq_device, "_WORKER_IDLE_S", 0.2)
+    monkeypatch.setattr(pynq_device, "_WORKER_IDLE_S", 0.5)
     threads = set()
 
     class _Seen(ReferenceEngineModel):
