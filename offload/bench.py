@@ -73,6 +73,7 @@ RowsFn = Callable[[bool], list[Row]]
 GROUPS: dict[str, RowsFn | str] = {
     "cpu": "offload.bench:_cpu_rows",
     "devices": "offload.host.bench_devices:rows",
+    "placement": "offload.bench_placement:rows",
     "smartnic": "offload.host.smartnic.bench:rows",
     "features": "offload.features:bench_rows",
     "ray": "offload.ray_data:bench_rows",

@@ -66,14 +66,14 @@ def bench_cli(*args: str) -> int:
 
 
 def test_the_groups_are_named_and_each_resolves_to_a_function():
-    assert list(bench.GROUPS) == ["cpu", "devices", "smartnic", "features", "ray"]
+    assert list(bench.GROUPS) == ["cpu", "devices", "placement", "smartnic", "features", "ray"]
     for target in bench.GROUPS.values():
         module, fn = str(target).split(":")
         assert callable(getattr(importlib.import_module(module), fn))
 
 
 def test_select_keeps_the_group_order_and_takes_all_by_default():
-    assert bench.select(None) == ["cpu", "devices", "smartnic", "features", "ray"]
+    assert bench.select(None) == ["cpu", "devices", "placement", "smartnic", "features", "ray"]
     assert bench.select("smartnic,cpu") == ["cpu", "smartnic"]
     assert bench.select(" devices , devices") == ["devices"]
 
@@ -84,7 +84,7 @@ def test_an_unknown_only_name_is_an_error_listing_the_valid_ones(only, capsys, t
     bad = [n.strip() for n in only.split(",") if n.strip() not in bench.GROUPS][0]
     msg = (
         f"unknown benchmark group {bad!r}: expected a comma-separated list of "
-        "cpu, devices, smartnic, features, ray"
+        "cpu, devices, placement, smartnic, features, ray"
     )
     with pytest.raises(ValueError, match=f"^{msg}$"):
         bench.select(only)
