@@ -28,6 +28,10 @@ if sys.byteorder != "little":  # pragma: no cover - the unaligned loads and stor
     raise ImportError("offload.host.cpu needs a little-endian host")
 
 __all__ = [
+    "HAS_BMI2",
+    "address",
+    "clz64",
+    "ctz64",
     "add32",
     "kernel",
     "load_half32",
@@ -37,6 +41,12 @@ __all__ = [
     "mul32",
     "mulhi64",
     "mulhi64_halves",
+    "pdep64",
+    "peek_u8",
+    "peek_u64",
+    "pext64",
+    "poke_u64",
+    "popcount64",
     "rotl32",
     "rotl64",
     "select_unpredictable",
@@ -231,3 +241,163 @@ load_u64 = _make_load(64)
 load_u32 = _make_load(32)
 load_u8 = _make_load(8)
 
+
+# ---------------------------------------------------------------------------------------------
+# Bit scans, population count and BMI2 deposit/extract (the varint kernels)
+# ---------------------------------------------------------------------------------------------
+
+
+def _codegen_features() -> set[str]:
+    """The CPU features numba compiles for (its ``NUMBA_CPU_FEATURES`` if set, else the host's)."""
+    from numba.core import config
+
+    if config.CPU_FEATURES is not None:
+        flat = str(config.CPU_FEATURES)
+    else:
+        import llvmlite.binding as ll
+
+        try:
+            flat = ll.get_host_cpu_features().flatten()
+        except RuntimeError:  # pragma: no cover - llvmlite cannot read the features on some hosts
+            flat = ""
+    return {f[1:] for f in flat.split(",") if f.startswith("+")}
+
+
+#: The code numba generates has x86 BMI2 (``pdep``/``pext`` are one fast instruction). Kernels
+#: branch on it to portable paths; numba's cache is keyed by the CPU name and features, so a
+#: cached kernel never runs on a CPU it was not compiled for.
+HAS_BMI2: bool = "bmi2" in _codegen_features()
+
+
+def _make_bitcount(op: str) -> Any:
+    @intrinsic
+    def _count(typingctx, x):
+        sig = types.uint64(types.uint64)
+
+        def codegen(context, builder, signature, args):
+            if op == "ctpop":
+                return builder.ctpop(args[0])
+            # zero is defined (64), not poison: the callers rely on it
+            return getattr(builder, op)(args[0], ir.Constant(ir.IntType(1), 0))
+
+        return sig, codegen
+
+    return _count
+
+
+#: Leading zero bits of a uint64 (64 for 0): ``lzcnt`` where the CPU has it.
+clz64 = _make_bitcount("ctlz")
+#: Trailing zero bits of a uint64 (64 for 0): ``tzcnt`` where the CPU has it.
+ctz64 = _make_bitcount("cttz")
+#: Set bits of a uint64: ``popcnt`` (and ``vpopcntq`` in vectorised loops) where the CPU has it.
+popcount64 = _make_bitcount("ctpop")
+
+
+def _pdep_soft(x, mask):
+    """``pdep`` bit by bit (CPUs without BMI2)."""
+    out = _U(0)
+    bit = _U(1)
+    while mask != _U(0):
+        low = mask & (_U(0) - mask)
+        if x & bit:
+            out |= low
+        mask ^= low
+        bit <<= _U(1)
+    return out
+
+
+def _pext_soft(x, mask):
+    """``pext`` bit by bit (CPUs without BMI2)."""
+    out = _U(0)
+    bit = _U(1)
+    while mask != _U(0):
+        low = mask & (_U(0) - mask)
+        if x & low:
+            out |= bit
+        mask ^= low
+        bit <<= _U(1)
+    return out
+
+
+def _make_bmi2(name: str, soft: Any) -> Any:
+    @intrinsic
+    def _bmi2(typingctx, x, mask):
+        sig = types.uint64(types.uint64, types.uint64)
+
+        def codegen(context, builder, signature, args):
+            if not HAS_BMI2:  # LLVM cannot select the instruction for such a CPU
+                return context.compile_internal(builder, soft, signature, args)
+            i64 = ir.IntType(64)
+            fnty = ir.FunctionType(i64, [i64, i64])
+            fn = builder.module.declare_intrinsic(f"llvm.x86.bmi.{name}.64", fnty=fnty)
+            return builder.call(fn, args)
+
+        return sig, codegen
+
+    return _bmi2
+
+
+#: ``pdep``: the low bits of ``x`` deposited at the set bits of ``mask``. One instruction where
+#: :data:`HAS_BMI2`, a loop over the mask's bits elsewhere (callers with a fixed mask branch on
+#: :data:`HAS_BMI2` to a shift-and-mask form).
+pdep64 = _make_bmi2("pdep", _pdep_soft)
+#: ``pext``: the bits of ``x`` at the set bits of ``mask``, packed low (as :func:`pdep64`).
+pext64 = _make_bmi2("pext", _pext_soft)
+
+
+# ---------------------------------------------------------------------------------------------
+# Addresses: loads and stores for loops whose state must stay scalars
+# ---------------------------------------------------------------------------------------------
+# numba's inliner passes an array to an inlined function as a new reference: in a loop whose
+# inlined step branches (a fast and a slow path), the reference counting calls stay in the loop
+# (measured: 10x slower varint decoding). A loop that keeps several independent states (the
+# varint decoder's lanes) passes addresses instead; the caller keeps the arrays alive and in
+# bounds.
+
+
+@intrinsic
+def address(typingctx, arr):
+    """The address of ``arr``'s first element, as an int64 (C-contiguous arrays only: others
+    do not compile)."""
+    if not (isinstance(arr, types.Array) and arr.layout == "C"):
+        return None
+    sig = types.int64(arr)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, ir.IntType(64))
+
+    return sig, codegen
+
+
+def _make_peek(bits: int) -> Any:
+    @intrinsic
+    def _peek(typingctx, addr):
+        sig = types.uint64(types.int64)
+
+        def codegen(context, builder, signature, args):
+            val = builder.load(builder.inttoptr(args[0], ir.IntType(bits).as_pointer()))
+            val.align = 1
+            return builder.zext(val, ir.IntType(64)) if bits < 64 else val
+
+        return sig, codegen
+
+    return _peek
+
+
+#: Unaligned little-endian load of 8 bytes at an address (as :func:`load_u64`).
+peek_u64 = _make_peek(64)
+#: The byte at an address.
+peek_u8 = _make_peek(8)
+
+
+@intrinsic
+def poke_u64(typingctx, addr, val):
+    """Unaligned little-endian 8-byte store of ``val`` (uint64) at an address."""
+    sig = types.void(types.int64, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        builder.store(args[1], builder.inttoptr(args[0], ir.IntType(64).as_pointer())).align = 1
+        return context.get_dummy_value()
+
+    return sig, codegen

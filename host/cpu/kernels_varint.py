@@ -1,16 +1,49 @@
 """``delta_varint_encode`` / ``delta_varint_decode`` kernels: zigzag deltas as LEB128 varints.
 
-Both directions run in two passes, so that chunks of sequences can run on several threads: encode
-sizes every sequence, the offsets are the sizes' running sum, then fills the bytes; decode counts
-every sequence's values (and finds the first malformed varint), then fills the values.
+Encode builds each varint of up to 8 bytes in a register and stores it with one unaligned 8-byte
+store: ``pdep`` spreads the value's 7-bit groups over the bytes, ``lzcnt`` of the result gives the
+length, the continuation bits are a mask of the bytes below the top one. Decode loads 8 bytes at
+a varint's start: the first byte without its high bit (``tzcnt`` of the inverted high bits) ends
+the varint, ``pext`` gathers its 7-bit groups. Varints of 9 or 10 bytes (deltas of 2**55 and
+more), malformed ones and the last 7 bytes of a buffer take an exact byte loop, so the kernels
+never read or write outside their buffers and report the golden model's errors.
+
+Decoding one varint waits for the previous one's length (load, ``tzcnt``, add), so the decoder
+runs several independent stretches of sequences ("lanes") in one loop. The output of a lane
+starts at the number of varints before it: a population count of the bytes without a high bit.
+
+Where the CPU has no BMI2 (:data:`.intrinsics.HAS_BMI2`), ``pdep``/``pext`` are shifts and masks.
+
+Serial calls (:func:`encode_ser`, :func:`decode_ser`) run in one pass over the data and allocate
+their outputs with numpy (transparent huge pages: a third of the page-fault time of numba's
+allocations). The parallel path runs in two passes, so that chunks of sequences can run on
+several threads: encode sizes every sequence, the offsets are the sizes' running sum, then fills
+the bytes; decode counts every sequence's values (and finds the first malformed varint), then
+fills the values.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
-from .intrinsics import kernel, store_u64
+from .intrinsics import (
+    HAS_BMI2,
+    address,
+    clz64,
+    ctz64,
+    kernel,
+    load_u64,
+    pdep64,
+    peek_u8,
+    peek_u64,
+    pext64,
+    poke_u64,
+    popcount64,
+    store_u64,
+)
 
 __all__ = [
     "decode_count_ser",
@@ -23,6 +56,15 @@ __all__ = [
 ]
 
 _U = np.uint64
+_C80 = _U(0x8080808080808080)
+_M7F = _U(0x7F7F7F7F7F7F7F7F)
+_BIG = _U(1 << 56)  # zigzag values from here on take 9 or 10 bytes
+_LANES = 4  # independent decode chains in one loop (measured: 4 > 3 > 2 > 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# One value
+# ---------------------------------------------------------------------------------------------
 
 
 @njit(inline="always")
@@ -32,19 +74,53 @@ def _zigzag(v, prev):
 
 
 @njit(inline="always")
+def _unzigzag(z):
+    return (z >> _U(1)) ^ (_U(0) - (z & _U(1)))
+
+
+@njit(inline="always")
 def _varint_len(z):
+    """Bytes of the varint of ``z``: 1 + (bit length - 1) // 7."""
+    return np.int64((_U(63) - clz64(z | _U(1))) // _U(7)) + 1
+
+
+@njit(inline="always")
+def _spread7(z, bmi2):
+    """The low 56 bits of ``z`` as eight 7-bit groups, one per byte (high bits 0)."""
+    if bmi2:
+        return pdep64(z, _M7F)
     return (
-        1
-        + (z >= _U(1 << 7))
-        + (z >= _U(1 << 14))
-        + (z >= _U(1 << 21))
-        + (z >= _U(1 << 28))
-        + (z >= _U(1 << 35))
-        + (z >= _U(1 << 42))
-        + (z >= _U(1 << 49))
-        + (z >= _U(1 << 56))
-        + (z >= _U(1 << 63))
+        (z & _U(0x7F))
+        | ((z << _U(1)) & _U(0x7F00))
+        | ((z << _U(2)) & _U(0x7F0000))
+        | ((z << _U(3)) & _U(0x7F000000))
+        | ((z << _U(4)) & _U(0x7F00000000))
+        | ((z << _U(5)) & _U(0x7F0000000000))
+        | ((z << _U(6)) & _U(0x7F000000000000))
+        | ((z << _U(7)) & _U(0x7F00000000000000))
     )
+
+
+@njit(inline="always")
+def _gather7(w, bmi2):
+    """The low 7 bits of each byte of ``w``, packed: the inverse of :func:`_spread7`."""
+    if bmi2:
+        return pext64(w, _M7F)
+    return (
+        (w & _U(0x7F))
+        | ((w >> _U(1)) & _U(0x3F80))
+        | ((w >> _U(2)) & _U(0x1FC000))
+        | ((w >> _U(3)) & _U(0xFE00000))
+        | ((w >> _U(4)) & _U(0x7F0000000))
+        | ((w >> _U(5)) & _U(0x3F800000000))
+        | ((w >> _U(6)) & _U(0x1FC0000000000))
+        | ((w >> _U(7)) & _U(0xFE000000000000))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Encode
+# ---------------------------------------------------------------------------------------------
 
 
 @njit
@@ -60,52 +136,215 @@ def _encode_sizes_range(vo, vals, sizes, lo, hi):
         sizes[i + 1] = tot
 
 
-_C80 = _U(0x8080808080808080)
+@njit
+def _encode_slow(data, p, z):
+    """The varint of ``z`` byte by byte at ``data[p:]``; returns the end."""
+    while z >= _U(0x80):
+        data[p] = np.uint8((z & _U(0x7F)) | _U(0x80))
+        z >>= _U(7)
+        p += 1
+    data[p] = np.uint8(z)
+    return p + 1
 
 
 @njit(inline="always")
-def _spread7(z):
-    """The low 56 bits of ``z`` as eight 7-bit groups, one per byte (high bits 0)."""
-    return (
-        (z & _U(0x7F))
-        | ((z << _U(1)) & _U(0x7F00))
-        | ((z << _U(2)) & _U(0x7F0000))
-        | ((z << _U(3)) & _U(0x7F000000))
-        | ((z << _U(4)) & _U(0x7F00000000))
-        | ((z << _U(5)) & _U(0x7F0000000000))
-        | ((z << _U(6)) & _U(0x7F000000000000))
-        | ((z << _U(7)) & _U(0x7F00000000000000))
-    )
+def _encode_range(vo, vals, offsets, data, lo, hi, p, lim, write_offsets, bmi2):
+    """Sequences ``lo..hi-1`` from byte ``p`` on; 8-byte stores only at or below ``lim``.
 
-
-@njit
-def _encode_fill_range(vo, vals, offsets, data, lo, hi):
+    The bytes an 8-byte store writes past its varint are this range's (``lim`` keeps them below
+    the range's end) and are overwritten by the next varints, so the stores go in order. With
+    ``write_offsets``, ``offsets[i + 1]`` is set to the end of sequence i. Returns the end."""
     for i in range(lo, hi):
         prev = np.int64(0)
-        p = offsets[i]
-        lim = offsets[i + 1] - 8  # never store past this sequence (another thread may own it)
         for j in range(vo[i], vo[i + 1]):
             v = vals[j]
             z = _zigzag(v, prev)
             prev = v
-            if z < _U(1 << 14) or z >= _U(1 << 56) or p > lim:
-                # 1-2 bytes (a short loop is fastest), 9-10 bytes, or the sequence's last 8 bytes
-                while z >= _U(0x80):
-                    data[p] = np.uint8((z & _U(0x7F)) | _U(0x80))
-                    z >>= _U(7)
-                    p += 1
-                data[p] = np.uint8(z)
-                p += 1
-            else:
-                # 3..8 bytes: build the whole varint in a word, one unaligned 8-byte store (the
-                # bytes past the varint belong to this sequence and are overwritten next)
-                n = _varint_len(z)
-                store_u64(data, p, _spread7(z) | (_C80 & ((_U(1) << _U(8 * n - 8)) - _U(1))))
-                p += n
+            if z < _BIG and p <= lim:
+                s = _spread7(z, bmi2)
+                top = (_U(63) - clz64(s | _U(1))) >> _U(3)  # index of the varint's last byte
+                store_u64(data, p, s | (_C80 & ((_U(1) << (top << _U(3))) - _U(1))))
+                p += np.int64(top) + 1
+            else:  # 9-10 bytes, or the last 7 bytes of the range
+                p = _encode_slow(data, p, z)
+        if write_offsets:
+            offsets[i + 1] = p
+    return p
 
+
+@njit
+def _encode_fill_range(vo, vals, offsets, data, lo, hi, bmi2):
+    _encode_range(vo, vals, offsets, data, lo, hi, offsets[lo], offsets[hi] - 8, False, bmi2)
+
+
+@njit
+def _encode_one_pass(vo, vals, offsets, data, bmi2):
+    """All sequences into ``data`` (room for 10 bytes a value); ``offsets[0]`` = 0; returns the
+    byte count."""
+    offsets[0] = 0
+    return _encode_range(vo, vals, offsets, data, 0, vo.shape[0] - 1, 0, data.shape[0] - 8, True, bmi2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode
+# ---------------------------------------------------------------------------------------------
 
 # Decode error codes (the messages are golden.delta_varint_decode_seq's).
 _ERR_CUT, _ERR_LONG, _ERR_TENTH = 1, 2, 3
+
+
+@njit
+def _count_ends(data, a, b):
+    """Bytes without their high bit (varint ends) in ``data[a:b]``."""
+    c = 0
+    p = a
+    while p + 8 <= b:
+        c += np.int64(popcount64(~load_u64(data, p) & _C80))
+        p += 8
+    while p < b:
+        c += data[p] < 0x80
+        p += 1
+    return c
+
+
+@njit
+def _decode_slow(d, p, e):
+    """The varint at byte ``p`` (< ``e``, the sequence's end) of the buffer at address ``d``,
+    byte by byte as the golden model reads it: (z, end, error code or 0)."""
+    z = _U(0)
+    shift = _U(0)
+    start = p
+    code = -1
+    while code < 0:
+        if p >= e:
+            code = _ERR_CUT
+        else:
+            byte = peek_u8(d + p)
+            if p - start == 9 and byte >= _U(0x80):
+                code = _ERR_LONG
+            elif p - start == 9 and byte > _U(1):
+                code = _ERR_TENTH
+            else:
+                z |= (byte & _U(0x7F)) << shift
+                shift += _U(7)
+                p += 1
+                if byte < _U(0x80):
+                    code = 0
+    return z, p, code
+
+
+def _decoder(bmi2: bool) -> Any:
+    """The lane decoder, with ``pext`` where ``bmi2`` (a constant: no branch in the loop)."""
+
+    @njit(inline="always")
+    def varint(d, p, e, safe):
+        # One 8-byte load (at most at ``safe``, the buffer's last 8 bytes; the slow path takes
+        # a varint there); the fast path needs the varint's end within the load and the sequence.
+        w = peek_u64(d + min(p, safe))
+        t = ~w & _C80  # the high bit of each byte that ends a varint
+        n = np.int64(ctz64(t) >> _U(3)) + 1  # 9 if none of the 8 bytes ends one
+        if (p <= safe) & (t != _U(0)) & (n <= e - p):
+            z = _gather7(w & (t ^ (t - _U(1))), bmi2)
+            q = p + n
+            code = 0
+        else:  # 9 or 10 bytes, the buffer's last 7 bytes, or malformed
+            z, q, code = _decode_slow(d, p, e)
+        return z, q, code
+
+    @njit(inline="always")
+    def next_seq(po, pvo, i, stop, k):
+        """From sequence ``i`` on, past empty sequences (their value offsets set to ``k``):
+        (i, its end byte); ``i == stop`` when the lane has none left."""
+        while i < stop and peek_u64(po + 8 * i + 8) == peek_u64(po + 8 * i):
+            poke_u64(pvo + 8 * i + 8, _U(k))
+            i += 1
+        return i, np.int64(peek_u64(po + 8 * min(i + 1, stop)))
+
+    @njit(inline="always")
+    def step(po, d, pvo, pout, lane, safe):
+        """One varint of a lane (i, stop, byte p, sequence end e, address of its next value,
+        running value, address of its error row): its value stored, on at the sequence's end.
+        A malformed varint stops the lane (i = stop) with (code, sequence, offset) stored."""
+        i, stop, p, e, pk, prev, perr = lane
+        z, q, code = varint(d, p, e, safe)
+        if code != 0:
+            poke_u64(perr, _U(code))
+            poke_u64(perr + 8, _U(i))
+            poke_u64(perr + 16, _U(p))
+            i = stop
+        else:
+            prev += _unzigzag(z)
+            poke_u64(pk, prev)
+            pk += 8
+            if q == e:
+                k = (pk - pout) >> 3
+                poke_u64(pvo + 8 * i + 8, _U(k))
+                i, e = next_seq(po, pvo, i + 1, stop, k)
+                prev = _U(0)
+        return i, stop, q, e, pk, prev, perr
+
+    @njit(inline="always")
+    def lane(offsets, po, pvo, pout, perr, lo, hi, k):
+        i, e = next_seq(po, pvo, lo, hi, k)
+        return i, hi, np.int64(offsets[i]), e, pout + 8 * k, _U(0), perr
+
+    @njit
+    def decode_range(offsets, data, vo, out, starts, ks, err):
+        """Sequences ``starts[0]..starts[4]-1`` into ``out`` and ``vo`` (offsets of values in
+        ``out``), as four lanes: lane ``l`` takes sequences ``starts[l]..starts[l+1]-1`` and
+        writes from ``out[ks[l]]`` on. Its first malformed varint goes to ``err[l]``."""
+        safe = data.shape[0] - 8
+        po, d, pvo, pout, perr = address(offsets), address(data), address(vo), address(out), address(err)
+        vo[starts[0]] = ks[0]
+        l0 = lane(offsets, po, pvo, pout, perr, starts[0], starts[1], ks[0])
+        l1 = lane(offsets, po, pvo, pout, perr + 24, starts[1], starts[2], ks[1])
+        l2 = lane(offsets, po, pvo, pout, perr + 48, starts[2], starts[3], ks[2])
+        l3 = lane(offsets, po, pvo, pout, perr + 72, starts[3], starts[4], ks[3])
+        while l0[0] < l0[1] and l1[0] < l1[1] and l2[0] < l2[1] and l3[0] < l3[1]:
+            l0 = step(po, d, pvo, pout, l0, safe)
+            l1 = step(po, d, pvo, pout, l1, safe)
+            l2 = step(po, d, pvo, pout, l2, safe)
+            l3 = step(po, d, pvo, pout, l3, safe)
+        while l0[0] < l0[1]:
+            l0 = step(po, d, pvo, pout, l0, safe)
+        while l1[0] < l1[1]:
+            l1 = step(po, d, pvo, pout, l1, safe)
+        while l2[0] < l2[1]:
+            l2 = step(po, d, pvo, pout, l2, safe)
+        while l3[0] < l3[1]:
+            l3 = step(po, d, pvo, pout, l3, safe)
+
+    return decode_range
+
+
+_decode_lanes = _decoder(HAS_BMI2)
+
+
+@njit
+def _lane_bounds(offsets, data, k0, starts, ks):
+    """Four lanes of about equal bytes: their first sequences (``starts``, and the end) and the
+    first value of each (``ks``: ``k0`` plus the varint ends before it)."""
+    n = offsets.shape[0] - 1
+    a = offsets[0]
+    span = offsets[n] - a
+    starts[0] = 0
+    ks[0] = k0
+    for ln in range(1, _LANES):
+        s = np.searchsorted(offsets, a + span * ln // _LANES)
+        starts[ln] = max(min(s, n), starts[ln - 1])
+        ks[ln] = ks[ln - 1] + _count_ends(data, offsets[starts[ln - 1]], offsets[starts[ln]])
+    starts[_LANES] = n
+
+
+@njit
+def _first_error(lane_err, err):
+    """The first lane's error (lanes are in sequence order) into ``err``."""
+    for ln in range(lane_err.shape[0]):
+        if lane_err[ln, 0] != 0:
+            err[0] = lane_err[ln, 0]
+            err[1] = lane_err[ln, 1]
+            err[2] = lane_err[ln, 2]
+            return
 
 
 @njit
@@ -144,28 +383,6 @@ def _decode_count_range(offsets, data, counts, lo, hi, err):
         counts[i + 1] = count
 
 
-@njit
-def _decode_fill_range(offsets, data, vo, out, lo, hi):
-    for i in range(lo, hi):
-        p = np.int64(offsets[i])
-        e = np.int64(offsets[i + 1])
-        k = vo[i]
-        prev = _U(0)
-        while p < e:
-            z = _U(0)
-            shift = _U(0)
-            while True:
-                byte = data[p]
-                p += 1
-                z |= (_U(byte) & _U(0x7F)) << shift
-                shift += _U(7)
-                if byte < 0x80:
-                    break
-            prev += (z >> _U(1)) ^ (_U(0) - (z & _U(1)))
-            out[k] = np.int64(prev)
-            k += 1
-
-
 # ---------------------------------------------------------------------------------------------
 # Kernels: each runs one contiguous range on the calling thread with the GIL released; the
 # backend calls them on the whole batch (small batches) or on chunks from several threads.
@@ -173,15 +390,10 @@ def _decode_fill_range(offsets, data, vo, out, lo, hi):
 
 
 @kernel
-def encode_ser(vo, vals):
-    n = vo.shape[0] - 1
-    offsets = np.zeros(n + 1, np.int64)
-    _encode_sizes_range(vo, vals, offsets, 0, n)
-    for i in range(n):
-        offsets[i + 1] += offsets[i]
-    data = np.empty(offsets[n], np.uint8)
-    _encode_fill_range(vo, vals, offsets, data, 0, n)
-    return offsets, data
+def encode_one_pass_ser(vo, vals, offsets, data):
+    """All sequences into ``offsets`` (n + 1) and ``data`` (10 bytes a value); returns the byte
+    count."""
+    return _encode_one_pass(vo, vals, offsets, data, HAS_BMI2)
 
 
 @kernel
@@ -192,22 +404,26 @@ def encode_sizes_ser(vo, vals, sizes):
 
 @kernel
 def encode_fill_ser(vo, vals, offsets, data):
-    _encode_fill_range(vo, vals, offsets, data, 0, vo.shape[0] - 1)
+    _encode_fill_range(vo, vals, offsets, data, 0, vo.shape[0] - 1, HAS_BMI2)
 
 
 @kernel
-def decode_ser(offsets, data, err):
-    """Returns (value_offsets, values); on a malformed varint fills ``err`` and returns empties."""
-    n = offsets.shape[0] - 1
-    vo = np.zeros(n + 1, np.int64)
-    _decode_count_range(offsets, data, vo, 0, n, err)
-    if err[0] != 0:
-        return vo, np.empty(0, np.int64)
-    for i in range(n):
-        vo[i + 1] += vo[i]
-    out = np.empty(vo[n], np.int64)
-    _decode_fill_range(offsets, data, vo, out, 0, n)
-    return vo, out
+def count_ends_ser(offsets, data):
+    """Varint ends (values, if well formed) in the bytes of all sequences of ``offsets``."""
+    return _count_ends(data, offsets[0], offsets[offsets.shape[0] - 1])
+
+
+@kernel
+def decode_into_ser(offsets, data, vo, out, err):
+    """All sequences of ``offsets`` (int64) into ``vo`` (n + 1) and ``out`` (sized by
+    :func:`count_ends_ser`); the first malformed varint to ``err`` (3), the outputs then
+    partial."""
+    starts = np.empty(_LANES + 1, np.int64)
+    ks = np.empty(_LANES + 1, np.int64)
+    lane_err = np.zeros((_LANES, 3), np.int64)
+    _lane_bounds(offsets, data, 0, starts, ks)
+    _decode_lanes(offsets, data, vo, out, starts, ks, lane_err)
+    _first_error(lane_err, err)
 
 
 @kernel
@@ -218,12 +434,54 @@ def decode_count_ser(offsets, data, counts, err):
 
 @kernel
 def decode_fill_ser(offsets, data, vo, out):
-    _decode_fill_range(offsets, data, vo, out, 0, offsets.shape[0] - 1)
+    """The values of sequences the count pass found well formed (``vo``: their value offsets in
+    ``out``). ``vo`` is left as it is (its ends are shared with the neighbouring chunks)."""
+    offs = offsets.astype(np.int64)  # the lanes read int64 offsets by address
+    starts = np.empty(_LANES + 1, np.int64)
+    ks = np.empty(_LANES + 1, np.int64)
+    _lane_bounds(offs, data, 0, starts, ks)
+    for ln in range(_LANES + 1):
+        ks[ln] = vo[starts[ln]]
+    _decode_lanes(offs, data, vo.copy(), out, starts, ks, np.zeros((_LANES, 3), np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
 # Host side
 # ---------------------------------------------------------------------------------------------
+
+# Above this many values, encode_ser runs two passes rather than reserve 10 bytes a value.
+_ONE_PASS_MAX_VALUES = 1 << 27
+
+
+def encode_ser(vo: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All sequences: (offsets int64[n + 1], data uint8). One pass into room for the longest
+    encoding (10 bytes a value; pages never written cost nothing), then shrunk in place."""
+    n = vo.shape[0] - 1
+    m = int(vo[n]) - int(vo[0])
+    offsets = np.empty(n + 1, np.int64)
+    if m > _ONE_PASS_MAX_VALUES:
+        offsets[0] = 0
+        encode_sizes_ser(vo, vals, offsets)
+        np.cumsum(offsets, out=offsets)
+        data = np.empty(int(offsets[n]), np.uint8)
+        encode_fill_ser(vo, vals, offsets, data)
+        return offsets, data
+    data = np.empty(10 * m + 8, np.uint8)
+    size = encode_one_pass_ser(vo, vals, offsets, data)
+    data.resize(size, refcheck=False)  # realloc: a large buffer shrinks in place (mremap)
+    return offsets, data
+
+
+def decode_ser(offsets: np.ndarray, data: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (value_offsets, values); on a malformed varint fills ``err`` and returns empties."""
+    offsets = np.ascontiguousarray(offsets, np.int64)  # the lanes read by address
+    data = np.ascontiguousarray(data)
+    vo = np.empty(offsets.shape[0], np.int64)
+    out = np.empty(count_ends_ser(offsets, data), np.int64)
+    decode_into_ser(offsets, data, vo, out, err)
+    if err[0] != 0:
+        return vo, np.empty(0, np.int64)
+    return vo, out
 
 
 def decode_error(code: int, seq: int, off: int, data: np.ndarray) -> ValueError:
