@@ -144,8 +144,10 @@ def _param(v: Any) -> Any:
 
 
 def _golden_hash(fn: Callable[..., int]) -> Callable[..., list[Any]]:
-    def op(values: Any, *args: Any, nulls: Any = "error", output: str = "numpy", **kwargs: Any) -> list[Any]:
-        recs, shape = _records(values)
+    def op(
+        values: Any, *args: Any, nulls: Any = "error", output: str = "numpy", out: Any = None, **kwargs: Any
+    ) -> list[Any]:
+        recs, shape = _records(values)  # out=: where the result goes, not what it is
         a, k = [_param(v) for v in args], {n: _param(v) for n, v in kwargs.items()}
         out = _apply(lambda r: fn(r, *a, **k), recs, _replacement(values, nulls))
         return _shaped(out, shape if output == "numpy" else None)
