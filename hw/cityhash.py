@@ -276,7 +276,8 @@ class CityFarmLane(wiring.Component):
         # c = rotr(b, 37) * mul + a, d = (rotr(a, 25) + b) * mul, then HashLen16(c, d, mul).
         # (a in a stage of its own, d's operand, a second addition after it, in the next: one
         # carry chain a stage)
-        p.stage(a=(p["w"] + CITY_K2)[:64])
+        # (4 bytes: u = len + (a << 3) made here too, not in front of its product's adder)
+        p.stage(a=(p["w"] + CITY_K2)[:64], u4=(Cat(Const(0, 3), p["w"][:32]) + p["n"])[:64])
         p.stage(dx=(p["a"].rotate_right(25) + p["w"])[:64])
         a = p.f.pop("a")
         start_mul(p, "c", p["w"].rotate_right(37), CITY_K2, p["n"], extra=[a])
@@ -284,7 +285,7 @@ class CityFarmLane(wiring.Component):
         level(p)
         # 4 bytes (len 4..7): HashLen16(len + (a << 3), a, mul) with a = the key's 32 bits.
         w32 = p["w"][:32]
-        u = Mux(p["k8"], p["c"], (Cat(Const(0, 3), w32) + p["n"])[:64])
+        u = Mux(p["k8"], p["c"], p.f.pop("u4"))
         v = Mux(p["k8"], p["d"], w32)
         hl = HashLen16(p, "h", CITY_K2, "n")
         p.f = {k: x for k, x in p.f.items() if k not in ("c", "d", "w")}
@@ -379,8 +380,9 @@ class _Window:
     """The words of a record as its beats pass: the first four words (``head(k)`` =
     ``Fetch64(8k)``) and, on the record's last beat, the eight words ending at its last byte
     (``end(k)`` = ``Fetch64(len - 64 + 8k)``, from the last nine words shifted by the length's
-    remainder). Bytes before the record's start are leftovers of earlier records: the paths that
-    read them are not taken for such short records."""
+    remainder, ``rems[k]`` = ``(len - 1) % 8`` registered with the beat, a copy per end word).
+    Bytes before the record's start are leftovers of earlier records: the paths that read them
+    are not taken for such short records."""
 
     def __init__(self, m: Module, name: str, valid, b, cur, chunk0, rems):
         self.win = [Signal(64, name=f"{name}_win{k}", reset_less=True) for k in range(8)]
@@ -572,6 +574,12 @@ class CityFarmCore(wiring.Component):
     which starts on the record's last word and picks the path by length. FarmHash starts its
     loop from constants and the first word, so a FarmHash-only core has no ring (``delay`` 0):
     the streaming core runs on the input.
+
+    Timing (ECP5, 100 MHz): the input beat is registered first (:attr:`INPUT_STAGE`; the ring's
+    read data too, within :attr:`delay`), its byte shift's select beside it in copies; a stage
+    has one carry chain at most, with a few LUT levels (the length compares are registers, the
+    products behind picked operands start with a carry-save level). :attr:`latency` =
+    :attr:`INPUT_STAGE` + :attr:`delay` + the finisher's depth.
     """
 
     ROUND = 8  # a chunk's 8 words: the loop round may take 8 cycles
