@@ -237,10 +237,12 @@ def _decoder(bmi2: bool) -> Any:
     """The lane decoder, with ``pext`` where ``bmi2`` (a constant: no branch in the loop)."""
 
     @njit(inline="always")
-    def varint(d, p, e, safe):
-        # One 8-byte load (at most at ``safe``, the buffer's last 8 bytes; the slow path takes
-        # a varint there); the fast path needs the varint's end within the load and the sequence.
-        w = peek_u64(d + min(p, safe))
+    def varint(d, p, e, safe, last):
+        # One 8-byte load, at most at ``last`` (``safe``: the last byte with 8 bytes of the
+        # buffer from it, negative for a buffer shorter than 8 bytes, which the caller pads:
+        # ``last`` = 0); the fast path needs the varint's end within the load and the sequence,
+        # the slow path reads only the sequence's bytes.
+        w = peek_u64(d + min(p, last))
         t = ~w & _C80  # the high bit of each byte that ends a varint
         n = np.int64(ctz64(t) >> _U(3)) + 1  # 9 if none of the 8 bytes ends one
         if (p <= safe) & (t != _U(0)) & (n <= e - p):
@@ -266,7 +268,7 @@ def _decoder(bmi2: bool) -> Any:
         running value, address of its error row): its value stored, on at the sequence's end.
         A malformed varint stops the lane (i = stop) with (code, sequence, offset) stored."""
         i, stop, p, e, pk, prev, perr = lane
-        z, q, code = varint(d, p, e, safe)
+        z, q, code = varint(d, p, e, safe, max(safe, 0))
         if code != 0:
             poke_u64(perr, _U(code))
             poke_u64(perr + 8, _U(i))
@@ -289,11 +291,11 @@ def _decoder(bmi2: bool) -> Any:
         return i, hi, np.int64(offsets[i]), e, pout + 8 * k, _U(0), perr
 
     @njit
-    def decode_range(offsets, data, vo, out, starts, ks, err):
+    def decode_range(offsets, data, safe, vo, out, starts, ks, err):
         """Sequences ``starts[0]..starts[4]-1`` into ``out`` and ``vo`` (offsets of values in
         ``out``), as four lanes: lane ``l`` takes sequences ``starts[l]..starts[l+1]-1`` and
-        writes from ``out[ks[l]]`` on. Its first malformed varint goes to ``err[l]``."""
-        safe = data.shape[0] - 8
+        writes from ``out[ks[l]]`` on. Its first malformed varint goes to ``err[l]``. ``data``
+        has at least 8 bytes, ``safe`` + 8 of them the sequences'."""
         po, d, pvo, pout, perr = address(offsets), address(data), address(vo), address(out), address(err)
         vo[starts[0]] = ks[0]
         l0 = lane(offsets, po, pvo, pout, perr, starts[0], starts[1], ks[0])
@@ -314,7 +316,19 @@ def _decoder(bmi2: bool) -> Any:
         while l3[0] < l3[1]:
             l3 = step(po, d, pvo, pout, l3, safe)
 
-    return decode_range
+    @njit
+    def decode_all(offsets, data, vo, out, starts, ks, err):
+        """:func:`decode_range` on ``data``, copied into 8 bytes if shorter (the lanes' loads
+        stay inside it)."""
+        n = data.shape[0]
+        if n < 8:
+            buf = np.zeros(8, np.uint8)
+            buf[:n] = data
+            decode_range(offsets, buf, n - 8, vo, out, starts, ks, err)
+        else:
+            decode_range(offsets, data, n - 8, vo, out, starts, ks, err)
+
+    return decode_all
 
 
 _decode_lanes = _decoder(HAS_BMI2)
