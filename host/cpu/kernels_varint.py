@@ -3,14 +3,15 @@
 Encode builds each varint of up to 8 bytes in a register and stores it with one unaligned 8-byte
 store: ``pdep`` spreads the value's 7-bit groups over the bytes, ``lzcnt`` of the result gives the
 length, the continuation bits are a mask of the bytes below the top one. Decode loads 8 bytes at
-a varint's start: the first byte without its high bit (``tzcnt`` of the inverted high bits) ends
-the varint, ``pext`` gathers its 7-bit groups. Varints of 9 or 10 bytes (deltas of 2**55 and
-more), malformed ones and the last 7 bytes of a buffer take an exact byte loop, so the kernels
-never read or write outside their buffers and report the golden model's errors.
+a varint's start: the bytes without their high bit end varints (``tzcnt`` finds the first two),
+one ``pext`` gathers the 7-bit groups of the first two varints when both end in the load. Varints
+of 9 or 10 bytes (deltas of 2**55 and more), malformed ones and the last 7 bytes of a buffer take
+an exact byte loop, so the kernels never read or write outside their buffers and report the
+golden model's errors.
 
-Decoding one varint waits for the previous one's length (load, ``tzcnt``, add), so the decoder
-runs several independent stretches of sequences ("lanes") in one loop. The output of a lane
-starts at the number of varints before it: a population count of the bytes without a high bit.
+Decoding waits for the previous varints' length (load, ``tzcnt``, add), so the decoder runs two
+independent stretches of sequences ("lanes") in one loop. The output of a lane starts at the
+number of varints before it: a population count of the bytes without a high bit.
 
 Where the CPU has no BMI2 (:data:`.intrinsics.HAS_BMI2`), ``pdep``/``pext`` are shifts and masks.
 
@@ -59,7 +60,9 @@ _U = np.uint64
 _C80 = _U(0x8080808080808080)
 _M7F = _U(0x7F7F7F7F7F7F7F7F)
 _BIG = _U(1 << 56)  # zigzag values from here on take 9 or 10 bytes
-_LANES = 4  # independent decode chains in one loop (measured: 4 > 3 > 2 > 1)
+# Independent decode chains in one loop. Measured on the bench's sequences: one 290, two 410-423,
+# four 405 M values/s (register spills), one value a step 385 with two lanes, 395 with four.
+_LANES = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,36 +151,37 @@ def _encode_slow(data, p, z):
 
 
 @njit(inline="always")
-def _encode_range(vo, vals, offsets, data, lo, hi, p, lim, write_offsets, bmi2):
+def _encode_range(vo, vals, offsets, data, lo, hi, p, lim, one_pass, bmi2):
     """Sequences ``lo..hi-1`` from byte ``p`` on; 8-byte stores only at or below ``lim``.
 
     The bytes an 8-byte store writes past its varint are this range's (``lim`` keeps them below
     the range's end) and are overwritten by the next varints, so the stores go in order. With
-    ``write_offsets``, ``offsets[i + 1]`` is set to the end of sequence i. Returns the end."""
+    ``one_pass`` (a literal), ``data`` has room for 10 bytes a value and 8 more, so no store
+    needs the check, and ``offsets[i + 1]`` is set to the end of sequence i. Returns the end."""
     for i in range(lo, hi):
         prev = np.int64(0)
         for j in range(vo[i], vo[i + 1]):
-            v = vals[j]
+            v = vals[_U(j)]  # an unsigned index: no negative-index wraparound in the loop
             z = _zigzag(v, prev)
             prev = v
-            if z < _BIG and p <= lim:
+            if z < _BIG and (one_pass or p <= lim):  # one pass: 10 bytes a value, always room
                 s = _spread7(z, bmi2)
                 top = (_U(63) - clz64(s | _U(1))) >> _U(3)  # index of the varint's last byte
                 store_u64(data, p, s | (_C80 & ((_U(1) << (top << _U(3))) - _U(1))))
                 p += np.int64(top) + 1
             else:  # 9-10 bytes, or the last 7 bytes of the range
                 p = _encode_slow(data, p, z)
-        if write_offsets:
+        if one_pass:
             offsets[i + 1] = p
     return p
 
 
-@njit
+@njit(inline="always")
 def _encode_fill_range(vo, vals, offsets, data, lo, hi, bmi2):
     _encode_range(vo, vals, offsets, data, lo, hi, offsets[lo], offsets[hi] - 8, False, bmi2)
 
 
-@njit
+@njit(inline="always")
 def _encode_one_pass(vo, vals, offsets, data, bmi2):
     """All sequences into ``data`` (room for 10 bytes a value); ``offsets[0]`` = 0; returns the
     byte count."""
@@ -237,23 +241,6 @@ def _decoder(bmi2: bool) -> Any:
     """The lane decoder, with ``pext`` where ``bmi2`` (a constant: no branch in the loop)."""
 
     @njit(inline="always")
-    def varint(d, p, e, safe, last):
-        # One 8-byte load, at most at ``last`` (``safe``: the last byte with 8 bytes of the
-        # buffer from it, negative for a buffer shorter than 8 bytes, which the caller pads:
-        # ``last`` = 0); the fast path needs the varint's end within the load and the sequence,
-        # the slow path reads only the sequence's bytes.
-        w = peek_u64(d + min(p, last))
-        t = ~w & _C80  # the high bit of each byte that ends a varint
-        n = np.int64(ctz64(t) >> _U(3)) + 1  # 9 if none of the 8 bytes ends one
-        if (p <= safe) & (t != _U(0)) & (n <= e - p):
-            z = _gather7(w & (t ^ (t - _U(1))), bmi2)
-            q = p + n
-            code = 0
-        else:  # 9 or 10 bytes, the buffer's last 7 bytes, or malformed
-            z, q, code = _decode_slow(d, p, e)
-        return z, q, code
-
-    @njit(inline="always")
     def next_seq(po, pvo, i, stop, k):
         """From sequence ``i`` on, past empty sequences (their value offsets set to ``k``):
         (i, its end byte); ``i == stop`` when the lane has none left."""
@@ -264,25 +251,54 @@ def _decoder(bmi2: bool) -> Any:
 
     @njit(inline="always")
     def step(po, d, pvo, pout, lane, safe):
-        """One varint of a lane (i, stop, byte p, sequence end e, address of its next value,
-        running value, address of its error row): its value stored, on at the sequence's end.
-        A malformed varint stops the lane (i = stop) with (code, sequence, offset) stored."""
+        """The next one or two varints of a lane (i, stop, byte p, sequence end e, address of
+        its next value, running value, address of its error row): their values stored, on at
+        the sequence's end. A malformed varint stops the lane (i = stop) with (code, sequence,
+        offset) stored.
+
+        One 8-byte load, at most at the buffer's last 8 bytes (``safe``: the last byte with 8
+        bytes from it; negative for a buffer shorter than 8 bytes, which the caller pads). Its
+        bytes without a high bit end varints; when the first two ends are in the load and the
+        sequence, one ``pext`` gathers both varints' 7-bit groups; the slow path reads only the
+        sequence's bytes (9- and 10-byte varints, the buffer's last 7 bytes, malformed ones)."""
         i, stop, p, e, pk, prev, perr = lane
-        z, q, code = varint(d, p, e, safe, max(safe, 0))
-        if code != 0:
-            poke_u64(perr, _U(code))
-            poke_u64(perr + 8, _U(i))
-            poke_u64(perr + 16, _U(p))
-            i = stop
+        w = peek_u64(d + min(p, max(safe, 0)))
+        t = ~w & _C80  # the high bit of each byte that ends a varint
+        t2 = t & (t - _U(1))  # from the second end on
+        n1 = np.int64(ctz64(t) >> _U(3)) + 1  # 9 if no byte of the load ends one
+        n2 = np.int64(ctz64(t2) >> _U(3)) + 1
+        r = e - p
+        code = 0
+        if (p <= safe) & (t != _U(0)) & (n1 <= r):
+            g = _gather7(w & (t2 ^ (t2 - _U(1))), bmi2)  # both varints' groups (all if no t2)
+            s1 = _U(7 * n1)
+            v1 = prev + _unzigzag(g & ((_U(1) << s1) - _U(1)))
+            poke_u64(pk, v1)
+            if (t2 != _U(0)) & (n2 <= r):
+                prev = v1 + _unzigzag(g >> s1)
+                poke_u64(pk + 8, prev)
+                q = p + n2
+                pk += 16
+            else:
+                prev = v1
+                q = p + n1
+                pk += 8
         else:
-            prev += _unzigzag(z)
-            poke_u64(pk, prev)
-            pk += 8
-            if q == e:
-                k = (pk - pout) >> 3
-                poke_u64(pvo + 8 * i + 8, _U(k))
-                i, e = next_seq(po, pvo, i + 1, stop, k)
-                prev = _U(0)
+            z, q, code = _decode_slow(d, p, e)
+            if code != 0:
+                poke_u64(perr, _U(code))
+                poke_u64(perr + 8, _U(i))
+                poke_u64(perr + 16, _U(p))
+                i = stop
+            else:
+                prev += _unzigzag(z)
+                poke_u64(pk, prev)
+                pk += 8
+        if (code == 0) & (q == e):
+            k = (pk - pout) >> 3
+            poke_u64(pvo + 8 * i + 8, _U(k))
+            i, e = next_seq(po, pvo, i + 1, stop, k)
+            prev = _U(0)
         return i, stop, q, e, pk, prev, perr
 
     @njit(inline="always")
@@ -292,29 +308,21 @@ def _decoder(bmi2: bool) -> Any:
 
     @njit
     def decode_range(offsets, data, safe, vo, out, starts, ks, err):
-        """Sequences ``starts[0]..starts[4]-1`` into ``out`` and ``vo`` (offsets of values in
-        ``out``), as four lanes: lane ``l`` takes sequences ``starts[l]..starts[l+1]-1`` and
+        """Sequences ``starts[0]..starts[2]-1`` into ``out`` and ``vo`` (offsets of values in
+        ``out``), as two lanes: lane ``l`` takes sequences ``starts[l]..starts[l+1]-1`` and
         writes from ``out[ks[l]]`` on. Its first malformed varint goes to ``err[l]``. ``data``
         has at least 8 bytes, ``safe`` + 8 of them the sequences'."""
         po, d, pvo, pout, perr = address(offsets), address(data), address(vo), address(out), address(err)
         vo[starts[0]] = ks[0]
         l0 = lane(offsets, po, pvo, pout, perr, starts[0], starts[1], ks[0])
         l1 = lane(offsets, po, pvo, pout, perr + 24, starts[1], starts[2], ks[1])
-        l2 = lane(offsets, po, pvo, pout, perr + 48, starts[2], starts[3], ks[2])
-        l3 = lane(offsets, po, pvo, pout, perr + 72, starts[3], starts[4], ks[3])
-        while l0[0] < l0[1] and l1[0] < l1[1] and l2[0] < l2[1] and l3[0] < l3[1]:
+        while l0[0] < l0[1] and l1[0] < l1[1]:
             l0 = step(po, d, pvo, pout, l0, safe)
             l1 = step(po, d, pvo, pout, l1, safe)
-            l2 = step(po, d, pvo, pout, l2, safe)
-            l3 = step(po, d, pvo, pout, l3, safe)
         while l0[0] < l0[1]:
             l0 = step(po, d, pvo, pout, l0, safe)
         while l1[0] < l1[1]:
             l1 = step(po, d, pvo, pout, l1, safe)
-        while l2[0] < l2[1]:
-            l2 = step(po, d, pvo, pout, l2, safe)
-        while l3[0] < l3[1]:
-            l3 = step(po, d, pvo, pout, l3, safe)
 
     @njit
     def decode_all(offsets, data, vo, out, starts, ks, err):
@@ -336,7 +344,7 @@ _decode_lanes = _decoder(HAS_BMI2)
 
 @njit
 def _lane_bounds(offsets, data, k0, starts, ks):
-    """Four lanes of about equal bytes: their first sequences (``starts``, and the end) and the
+    """Lanes of about equal bytes: their first sequences (``starts``, and the end) and the
     first value of each (``ks``: ``k0`` plus the varint ends before it)."""
     n = offsets.shape[0] - 1
     a = offsets[0]
