@@ -653,4 +653,30 @@ def _streaming_rows(inp: CpuInputs) -> list[Row]:
         target_kind="ratio",
         note=f"the fraction of the machine's copy bandwidth (the ratio) that the kernel reaches{c_part}",
     )
-    return [r, bandwidth]
+    return [r, bandwidth, *_run_into_row(inp)]
+
+
+def _run_into_row(inp: CpuInputs) -> list[Row]:
+    """XXH64 of the large key set as a caller gets it: ``CpuBackend(threads=1).run_into`` (the
+    ``out=`` of ``offload.xxh64``, less the runtime's few microseconds) against xxHash's C."""
+    from offload.batch import as_records
+    from offload.ops import make_call
+
+    call, n = make_call("xxh64"), inp.n_keys
+    name = f"xxh64 CpuBackend(threads=1).run_into (out=), {n:,} uint64 keys (streamed from memory)"
+    _, c, what, _ = _kernel_pair(call, inp.keys)
+    if not hasattr(inp.one, "run_into") or isinstance(c, str):
+        return [row(name, None, "M keys/s", note=f"skipped: {c if isinstance(c, str) else 'no run_into'}")]
+    batch, out = as_records(inp.keys), np.zeros(n, np.uint64)
+    run = lambda: inp.one.run_into(call, batch, out)
+    t, t_c = paired_best([run, lambda: c(out)], max(inp.reps, 5))
+    return [
+        row(
+            name,
+            n / t / 1e6,
+            "M keys/s",
+            baseline=n / t_c / 1e6,
+            baseline_unit=f"M keys/s ({what}, C loop, gcc -O3 -march=native)",
+            note="both into the same preallocated output, timed alternately",
+        )
+    ]

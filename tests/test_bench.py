@@ -255,6 +255,10 @@ def test_the_cpu_group_without_xxhash_reports_missing_baselines(monkeypatch):
     ]
     assert all(r["value"] > 0 for r in kernels)
     traffic = kernels[-1]
+    # and as a caller gets it: the backend's run_into, the out= of offload.xxh64
+    into = rows[rows.index(traffic) + 1]
+    assert into["name"].startswith("xxh64 CpuBackend(threads=1).run_into (out=), 200,000 uint64 keys")
+    assert isinstance(bench_hashes.xxhash_library(), str) or into["value"] > 0 < into["baseline"]
     assert traffic["unit"] == "GB/s read+written" and traffic["ratio"] > 0 and traffic["target"] == 0.8
     if not isinstance(bench_hashes.xxhash_library(), str):
         assert kernels[0]["baseline_unit"] == "M keys/s (xxHash's C XXH64, C loop, gcc -O3 -march=native)"
