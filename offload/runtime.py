@@ -492,8 +492,12 @@ class Runtime:
         pred: dict[str, float],
     ) -> Result:
         """``"balanced"``: each part on its backend at the same time (the CPU's, or else the
-        first, on this thread), each with the CPU as its fallback; the parts stitched in order."""
+        first, on this thread), each with the CPU as its fallback; the parts stitched in order
+        (a one-value-per-record result: each part written in place into one output)."""
         t0 = time.perf_counter()
+        dtype = operator(call.op).result_dtype
+        if out is None and dtype is not None:
+            out = np.empty(batch.n, dtype)
         pool = self._parts_pool
         if pool is None:
             pool = self._parts_pool = ThreadPoolExecutor(
@@ -1129,7 +1133,10 @@ def _decision(
     pred: dict[str, float],
     s: float,
 ) -> dict[str, Any]:
-    """One placement decision as :meth:`Runtime.stats` shows it."""
+    """One placement decision as :meth:`Runtime.stats` shows it. ``predicted_s``: each
+    candidate's predicted run (what the cost model learns: the backend's own time);
+    ``measured_s``: the call's time in the runtime (its runs, any fallback, verification and, for
+    a split, the parts' threads), so at a few thousand records it exceeds the prediction."""
     chosen = sorted({b for b, _, _ in segments})
     whole = segments[0][0] if len(segments) == 1 else None
     return {
