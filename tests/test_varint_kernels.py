@@ -340,3 +340,23 @@ def test_encode_output_owns_exactly_its_bytes() -> None:
     """The one-pass encoder's buffer is shrunk to the encoding (not a view of a larger one)."""
     offsets, data = kv.encode_ser(*_pair([[1, 2, 3], [2**40]]))
     assert data.flags.owndata and data.shape == (int(offsets[-1]),)
+
+
+def test_encode_above_the_one_pass_limit_runs_two_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches too large to reserve 10 bytes a value are sized first, then filled."""
+    seqs = [[1, 2, 3], [], [I64_MIN, I64_MAX], [varint_of_len(9)] * 3]
+    monkeypatch.setattr(kv, "_ONE_PASS_MAX_VALUES", 2)
+    offsets, data = kv.encode_ser(*_pair(seqs))
+    exp_offsets, exp_data = golden_encode(seqs)
+    assert data.tobytes() == exp_data and np.array_equal(offsets, exp_offsets)
+
+
+@pytest.mark.parametrize("be", [SER, PAR], ids=["serial", "parallel"])
+def test_decode_of_int32_offsets(be: CpuBackend) -> None:
+    """A binary column's int32 offsets (the lanes read int64 ones: converted on the way)."""
+    from offload.batch import VarChunk, VarRecords
+
+    seqs: Seqs = [[5, 3, 3, 10], [], [1], [I64_MIN, I64_MAX], list(range(0, 900, 9))] * 3
+    offsets, data = golden_encode(seqs)
+    batch = VarRecords((VarChunk(offsets.astype(np.int32), np.frombuffer(data, np.uint8)),))
+    assert same(be.run(OpCall("delta_varint_decode"), batch), _pair(seqs))
