@@ -360,3 +360,37 @@ def test_decode_of_int32_offsets(be: CpuBackend) -> None:
     offsets, data = golden_encode(seqs)
     batch = VarRecords((VarChunk(offsets.astype(np.int32), np.frombuffer(data, np.uint8)),))
     assert same(be.run(OpCall("delta_varint_decode"), batch), _pair(seqs))
+
+
+def test_kernels_compiled_for_a_cpu_without_bmi2(tmp_path: object) -> None:
+    """For a CPU without BMI2 (numba told so), HAS_BMI2 is False and the kernels, with no
+    ``pext`` instruction, still equal the golden model (a fresh process and numba cache)."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("names an x86-64 CPU without BMI2: only meaningful on x86-64")
+    script = """
+import numpy as np
+from offload import golden
+from offload.host.cpu import intrinsics, kernels_varint as kv
+assert not intrinsics.HAS_BMI2
+seqs = [[5, 3, 3, 10], [], [1], [0, 1, -1, 2**63 - 1, -2**63], list(range(0, 10**6, 12345))]
+vo = np.zeros(len(seqs) + 1, np.int64)
+vo[1:] = np.cumsum([len(s) for s in seqs])
+vals = np.array([x for s in seqs for x in s], np.int64)
+offs, data = kv.encode_ser(vo, vals)
+assert data.tobytes() == b"".join(golden.delta_varint_encode_seq(s) for s in seqs)
+err = np.zeros(3, np.int64)
+vo2, out = kv.decode_ser(offs, data, err)
+assert err[0] == 0 and np.array_equal(out, vals) and np.array_equal(vo2, vo)
+code = next(iter(kv.decode_into_ser.overloads.values())).library.get_asm_str()
+assert "pext" not in code and "pdep" not in code
+print("ok")
+"""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="x86-64")
+    env["NUMBA_CPU_FEATURES"] = "+sse2,+cx16,+popcnt"
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert run.stdout.strip() == "ok", run.stderr[-2000:]

@@ -251,8 +251,9 @@ def _codegen_features() -> set[str]:
     """The CPU features numba compiles for (its ``NUMBA_CPU_FEATURES`` if set, else the host's)."""
     from numba.core import config
 
-    if config.CPU_FEATURES is not None:
-        flat = str(config.CPU_FEATURES)
+    features = getattr(config, "CPU_FEATURES", None)  # set from the environment at import
+    if features is not None:
+        flat = str(features)
     else:
         import llvmlite.binding as ll
 
