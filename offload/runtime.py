@@ -194,6 +194,7 @@ class Runtime:
         self._own_costs = cost_model
         self.costs: CostModel = cost_model if cost_model is not None else machine_model()
         self._ranked_cache: dict[tuple[Any, ...], tuple[list[str], dict[str, float]]] = {}
+        self._plans: dict[tuple[Any, ...], list[tuple[str, float]]] = {}
         self._warm: set[tuple[str, str]] = set()
         self._decisions: deque[tuple[Any, ...]] = deque(maxlen=DECISIONS_KEPT)
         self._parts_pool: ThreadPoolExecutor | None = None
@@ -408,8 +409,25 @@ class Runtime:
         ]
         if len(usable) < 2:
             return [(best, 0, n)]
+        plan = self._plan(key, n, nbytes, tuple(usable))
+        parts, start = [], 0
+        for i, (name, share) in enumerate(plan):
+            stop = n if i == len(plan) - 1 else min(n, start + round(share * n))
+            if stop > start:
+                parts.append((name, start, stop))
+            start = stop
+        return parts
+
+    def _plan(self, key: str, n: int, nbytes: int, usable: tuple[str, ...]) -> list[tuple[str, float]]:
+        """Each backend's fraction of the batch (memoised per size step until the model
+        changes: a split is decided in microseconds, not refitted per call)."""
+        ck = (key, size_step(n, nbytes, key.rsplit("/", 1)[-1]), usable, self.costs.generation)
+        hit = self._plans.get(ck)
+        if hit is not None:
+            return hit
         width = nbytes / n
         shares = {name: float(n) / len(usable) for name in usable}
+        coef: dict[str, tuple[float, float]] = {}
         for _ in range(2):  # a second round reads each backend's cost at its own part's size
             coef = {}
             for name in shares:
@@ -419,15 +437,13 @@ class Runtime:
         single = min(self.costs.predict(self._cost_name(name), key, n, nbytes) for name in usable)
         finish = max(coef[b][0] + coef[b][1] * k for b, k in shares.items())
         if len(shares) < 2 or finish > SPLIT_GAIN * single:
-            return [(usable[0], 0, n)]
-        parts, start = [], 0
-        order = [b for b in usable if b in shares]
-        for i, name in enumerate(order):
-            stop = n if i == len(order) - 1 else min(n, start + round(shares[name]))
-            if stop > start:
-                parts.append((name, start, stop))
-            start = stop
-        return parts
+            plan = [(usable[0], 1.0)]
+        else:
+            plan = [(b, shares[b] / n) for b in usable if b in shares]
+        if len(self._plans) > 4096:
+            self._plans.clear()
+        self._plans[ck] = plan
+        return plan
 
     # -- running ----------------------------------------------------------------------------
 
