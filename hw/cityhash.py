@@ -471,10 +471,15 @@ class _MulPool:
     one; the product becomes field ``dest`` when it leaves. The operands of the products that
     share a pipeline are picked by their records' ``valid`` (:meth:`close`, once every product
     is issued), then registered (``register``; without, the pick feeds a carry-save level, no
-    carry chain, in the same cycle: a cycle less where that level does not add a stage)."""
+    carry chain, in the same cycle: a cycle less where that level does not add a stage).
+    ``gate``: field of the pipe that says a record needs a product (default ``valid``), best a
+    field of its own: its register at each depth then drives the picks only and is placed by
+    them, not one net across the device to them and every other reader of ``valid``."""
 
-    def __init__(self, p: Pipe, name: str, const: int, var_width=0, extras=0, gap=None, register=True):
-        self.p, self.name, self.const, self.register = p, name, const, register
+    def __init__(
+        self, p: Pipe, name: str, const: int, var_width=0, extras=0, gap=None, register=True, gate="valid"
+    ):
+        self.p, self.name, self.const, self.register, self.gate = p, name, const, register, gate
         self.gap = LONG_GAP if gap is None else gap
         self.var_width, self.extras = var_width, extras
         self.units: list[dict] = []
@@ -500,13 +505,13 @@ class _MulPool:
         return d not in unit["at"] and max(at) - min(at) < self.gap
 
     def issue(self, dest: str, x, v=None, extra=(), active=None) -> int:
-        """Start ``dest`` (``active``: the record needs it, default its ``valid``); returns the
-        depth where it is a field."""
+        """Start ``dest`` (``active``: the record needs it, default the pool's ``gate`` field);
+        returns the depth where it is a field."""
         p, d = self.p, self.p.depth
         unit = next((u for u in self.units if self._fits(u, d)), None) or self._unit()
         unit["at"].add(d)
         vals = {"x": x, "v": v, **{f"e{i}": e for i, e in enumerate(extra)}}
-        unit["feeds"].append((d, p["valid"] if active is None else active, vals))
+        unit["feeds"].append((d, p[self.gate] if active is None else active, vals))
         out, t = unit["out"], d + unit["depth"]
         p.at(t, lambda: p.f.__setitem__(dest, out))
         return t
@@ -522,19 +527,26 @@ class _MulPool:
         return t
 
     def close(self) -> None:
-        """Connect the inputs: a product passes when its record is there; the earliest one of
-        a pipeline when no later one's is (its own ``valid`` may be a long expression, the
-        later ones are registers)."""
+        """Connect the inputs: a product passes when its record is there (its ``active``), the
+        pipeline's latest one when no other's is. The latest is the last to be computed (often
+        out of a carry chain): one mux level behind it, the others' picks made beside it."""
         for unit in self.units:
             feeds = sorted(unit["feeds"], key=lambda fd: fd[0])
-            later = [act for _, act, _ in feeds[1:]]
-            gates = [~Cat(*later).any() if later else Const(1, 1)] + later
             for k, s in unit["sig"].items():
-                acc = Const(0, len(s))
-                for gate, (_, _, vals) in zip(gates, feeds):
-                    if vals.get(k) is not None:
-                        acc = acc | Mux(gate, vals[k], 0)
+                last = feeds[-1][2].get(k)
+                acc = Const(0, len(s)) if last is None else Value.cast(last)
+                for _, act, vals in reversed(feeds[:-1]):
+                    acc = Mux(act, 0 if vals.get(k) is None else vals[k], acc)
                 self.p.m.d.comb += s.eq(acc)
+
+
+def _gate_field(p: Pipe, valid) -> None:
+    """Field ``gate`` of a pipe at depth 1: its input ``valid`` again, in a register of its own
+    (``keep``: synthesis would merge it with ``valid``'s), for a :class:`_MulPool`'s picks."""
+    assert p.depth == 1, p.depth
+    g = Signal(name=f"{p.name}_gate", attrs={"keep": 1})
+    p.m.d.sync += g.eq(valid)
+    p.f["gate"] = g
 
 
 def _until(p: Pipe, depth: int) -> None:
@@ -1092,6 +1104,8 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         upd["c9x"] = (h1.rotate_right(30) + e5)[:64]
     if farm:
         upd["h3h1"] = (h3 - h1)[:64]  # farm's f + a = h3 + (a + b) - b
+    # the shared multipliers' gate (a 33..64-byte record), a field of its own (see _MulPool)
+    upd["g33"] = p["valid"] & p["b33"]
     p.stage(drop=["a16", "e6", "h2", "h1k"], **upd)
     # Fields only records of 33..64 bytes (5+ cycles apart) read wait in hold registers.
     hd = _Hold(p, 5, lambda: p["valid"] & p["b33"])
@@ -1110,10 +1124,10 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     # records are 5+ cycles apart; no register in front, a carry-save level behind the pick:
     # its 4 stages fit): farm's a * k2 + b (cab), e or city's h (hf) and, after the mixing,
     # farm's g or city's (x + z) * mul (q2).
-    pool = _MulPool(p, "s0", CITY_K2, var_width=7, extras=1, gap=5, register=False)
+    pool = _MulPool(p, "s0", CITY_K2, var_width=7, extras=1, gap=5, register=False, gate="g33")
 
     def issue(name, x, v, extra=()):
-        return pool.issue(name, x, v, extra=extra, active=p["valid"] & p["b33"])
+        return pool.issue(name, x, v, extra=extra)
 
     if farm:
         issue("cab", f["h0"], Const(0, 7), [f["h1"]])
@@ -1218,10 +1232,12 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     # From here on only records of 33..64 bytes need products: two of them 4 cycles apart
     # share a multiplier, as above. 4 products for FarmHash on 2 multipliers, 2 for CityHash
     # on 1.
-    pool33 = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5, register=False)
+    pool33 = _MulPool(
+        p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5, register=False, gate="g33"
+    )
 
     def issue33(name, x, extra=()):
-        return pool33.issue(name, x[:64], p["n7"], extra=extra, active=p["valid"] & p["b33"])
+        return pool33.issue(name, x[:64], p["n7"], extra=extra)
 
     # City: (z + a) * mul + d + h; farm: h = (z + Fetch64(len - 24)) * mul
     f = p.f
@@ -1264,6 +1280,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     pool33.close()
     big = pick(lambda: p.f.pop("ff"), lambda: p.f.pop("c33"))
     p.f["hshort"] = Mux(p["le32"], p.f.pop("hs"), big)
+    p.f.pop("g33")
 
 
 def _farm_long(m, valid, n, ends, st, round_depth, levels, behavioural) -> Pipe:
@@ -1275,11 +1292,12 @@ def _farm_long(m, valid, n, ends, st, round_depth, levels, behavioural) -> Pipe:
     p = Pipe(m, "fl", levels=levels, behavioural=behavioural, valid=valid, c=(Value.cast(n) - 1)[:6])
     p.f.update({f"e{k}": ends[k] for k in range(8)})
     p.stage()  # the words out of the ring and the byte shift
+    _gate_field(p, valid)
     hd = _Hold(p)
     hd.hold(*[f"e{k}" for k in range(8)])
     _until(p, round_depth - 1)
     sx, sy, sz, v0, sv1, w0, sw1 = st
-    K = _MulPool(p, "flm", CITY_K1, var_width=8)
+    K = _MulPool(p, "flm", CITY_K1, var_width=8, gate="gate")
     # farmhashna: w0 += (len - 1) & 63; v0 += w0; w0 += v0, each as one addition
     c = p.f.pop("c")
     fm = sz[:8]  # mul = k1 + ((z & 0xff) << 1)
@@ -1355,6 +1373,7 @@ def _farm_long(m, valid, n, ends, st, round_depth, levels, behavioural) -> Pipe:
     _until(p, t)
     hd.drop("fm")
     K.close()
+    p.f.pop("gate")
     assert not p.busy() and set(p.f) == {"valid", "h"}, set(p.f)
     return p
 
@@ -1366,9 +1385,11 @@ def _city_long(m, valid, st, round_depth, levels, behavioural, k1=None) -> Pipe:
     registers. ``k1``: the chunk round's first multiplier (a :class:`_MulPool`), which
     computes ``shift_mix(y) * k1`` too."""
     p = Pipe(m, "cl", levels=levels, behavioural=behavioural, valid=valid)
+    p.stage()
+    _gate_field(p, valid)
     _until(p, round_depth - 1)
     sx, sy, sz, sv0, sv1, sw0, sw1 = st
-    K = _MulPool(p, "clm", CITY_KMUL)
+    K = _MulPool(p, "clm", CITY_KMUL, gate="gate")
     K.issue("lv_a", sv0 ^ sw0)
     if k1 is None:
         start_mul(p, "lsm", shift_mix(sy), CITY_K1)
@@ -1408,5 +1429,6 @@ def _city_long(m, valid, st, round_depth, levels, behavioural, k1=None) -> Pipe:
     t = K.issue("h", shift_mix(p.f.pop("lo_b")))
     _until(p, t)
     K.close()
+    p.f.pop("gate")
     assert not p.busy() and set(p.f) == {"valid", "h"}, set(p.f)
     return p

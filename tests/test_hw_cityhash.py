@@ -321,8 +321,10 @@ def test_equation_check_can_fail(monkeypatch):
 def test_sharing_check_can_fail(monkeypatch, hashes, hash_):
     """The long paths share multipliers and hold registers because records over 64 bytes are 9+
     cycles apart: a core built as if they were 12 apart still hashes long records 13 cycles
-    apart right, and gets every one wrong at the closest (so
-    test_core_long_records_at_the_closest would catch it)."""
+    apart right, and gets every one but the last wrong at the closest (so
+    test_core_long_records_at_the_closest would catch it): where two records' products meet
+    at a shared multiplier's pick, the earlier stage's, the younger record's, passes, so the
+    last record loses none of its own."""
     monkeypatch.setattr(hw_cityhash, "LONG_GAP", 12)
     recs = _records(random.Random(12), [65, 65, 65, 72, 72])
     good = [golden(r, hash_, None) for r in recs]
@@ -330,4 +332,4 @@ def test_sharing_check_can_fail(monkeypatch, hashes, hash_):
     dut = CityFarmCore(hashes=hashes, multipliers="behavioural")
     assert run_flow(dut, lone, len(recs), params=params(hash_, None), timeout=dut.latency + 50)[0] == good
     bad, _, _, _ = sim_core(recs, hash_, hashes=hashes)
-    assert [a != b for a, b in zip(bad, good)] == [True] * len(recs)
+    assert [a != b for a, b in zip(bad, good)][:-1] == [True] * (len(recs) - 1)
