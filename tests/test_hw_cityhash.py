@@ -15,6 +15,7 @@ import random
 import re
 
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from offload import golden_cityhash
@@ -209,6 +210,32 @@ def test_core_adder_levels(levels, hashes, hash_):
     last = [i for i, b in enumerate(beats) if b["last"]]
     assert when == [3 + 1 + i + dut.latency for i in last]
     assert dut.round_depth == 7
+
+
+@pytest.mark.parametrize(
+    "hashes,units",
+    [
+        (("farm",), {"rdxz": 1, "rdya": 1, "flm": 4, "s0": 1, "s33": 2}),
+        (("city",), {"infz": 1, "rdxz": 1, "rdya": 1, "clm": 3, "s0": 1, "s33": 1}),
+        (("city", "farm"), {"infz": 1, "rdxz": 1, "rdya": 1, "flm": 4, "clm": 3, "s0": 1, "s33": 2}),
+    ],
+)
+def test_shared_multipliers_per_pool(monkeypatch, hashes, units):
+    """The multiplier pipelines each pool of shared products builds: as many as the records'
+    spacing needs, no more. (Registering the short paths' picks, one stage more per product,
+    spreads a record's products beyond the 5-cycle gap: s0 and s33 then took 2 and 4.)"""
+    built: dict[str, int] = {}
+    close = hw_cityhash._MulPool.close
+
+    def counting_close(pool):
+        built[pool.name] = len(pool.units)
+        close(pool)
+
+    monkeypatch.setattr(hw_cityhash._MulPool, "close", counting_close)
+    dut = CityFarmCore(hashes=hashes, multipliers="behavioural")
+    built.clear()  # the constructor builds scratch pipelines to measure depths
+    Fragment.get(dut, None)
+    assert built == units
 
 
 def test_farm_core_has_no_delay_line():
