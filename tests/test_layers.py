@@ -29,6 +29,7 @@ CORE = {
     "offload.columnar",
     "offload.backend",
     "offload.wire",
+    "offload.costmodel",
     "offload.runtime",
 }
 OPTIONAL = ("amaranth", "pynq", "cocotb", "cocotbext", "pyverilator", "matplotlib")
