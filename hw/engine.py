@@ -91,7 +91,7 @@ from .collector import Collector, axis_out
 from .common import ADDER_LEVELS, MULTIPLIERS, check_choice, check_pow2
 from .control import Control
 from .lanebank import LaneBank, city_farm_hashes, core_latencies, mod_core, mod_pad
-from .opdecode import OpDecode, op_in
+from .opdecode import OpDecode
 from .parser import Parser
 from .regfile import AXI_LITE, RegisterFile
 from .slicer import InputSlice, Serialiser, axis_in
@@ -363,8 +363,8 @@ class OffloadEngine(wiring.Component):
         m.d.comb += [
             parser.state.eq(ctl.state),
             parser.fmt.eq(ctl.fmt),
-            parser.is_delta.eq(op_in(ctl.op, self.decode.users("varint"))),
-            parser.is_limited.eq(op_in(ctl.op, self.decode.users("cityfarm"))),
+            parser.is_delta.eq(ctl.is_delta),
+            parser.is_limited.eq(ctl.is_limited),
             parser.rem_gt.eq(ctl.rem_gt),
             parser.rec_clear.eq(ctl.rec_clear),
             parser.valid.eq(sl.valid),
