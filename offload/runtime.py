@@ -85,8 +85,9 @@ Placement = Literal["fastest", "balanced", "offload", "ordered"]
 DECISIONS_KEPT = 256
 #: ``"balanced"``: a part smaller than this is not worth a backend of its own.
 MIN_PART = 4096
-#: ``"balanced"``: a split is taken when predicted to finish at least this much sooner.
-SPLIT_GAIN = 0.95
+#: ``"balanced"``: a split is taken when predicted to finish in this fraction of the fastest
+#: backend's time or less (the parts' threads and the estimates' noise take the rest).
+SPLIT_GAIN = 0.85
 
 
 @dataclass
