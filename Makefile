@@ -39,7 +39,7 @@ test: $(STAMP) | check-system
 	$(PY) -c "from offload.sim.verilator import FLAVOURS, build_engine; [print(f'verilator model ({f}):', build_engine(flavour=f)) for f in FLAVOURS]"
 	@# Compile the numba kernels into their on-disk cache once, so test processes only load them.
 	$(PY) -c "from offload.host.cpu import CpuBackend; CpuBackend().warmup(); print('cpu kernels: cached')"
-	$(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbmake --timeout 900 -q
+	$(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbmake --timeout 900 -q --durations=15
 
 # Execute every notebook in place, keeping its outputs (the figures a reader of the repository
 # sees) and stamping its code hash; tests/test_notebooks.py fails when a notebook is not current.
