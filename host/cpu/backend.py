@@ -53,6 +53,7 @@ from .kernels_varint import (
     encode_sizes_ser,
 )
 from .pool import default_threads, shared_pool
+from .results import result_pool
 
 __all__ = ["CpuBackend", "DEFAULT_PARALLEL_THRESHOLD", "hash_params", "readonly"]
 
@@ -62,8 +63,9 @@ DEFAULT_PARALLEL_THRESHOLD = 1 << 16
 
 
 def _dst(out: np.ndarray | None, n: int, dtype: Any) -> np.ndarray:
-    """The kernel's output: the caller's ``out`` (viewed as the kernel's unsigned type), or new."""
-    return np.empty(n, dtype) if out is None else out.view(dtype)
+    """The kernel's output: the caller's ``out`` (viewed as the kernel's unsigned type), or a
+    new result (from :mod:`.results`: memory already written, no page faults)."""
+    return result_pool().empty(n, dtype) if out is None else out.view(dtype)
 
 
 def readonly(a: np.ndarray) -> np.ndarray:
@@ -337,7 +339,7 @@ class CpuBackend(Backend):
             code, seq, off = (int(v) for v in errs[k])
             raise decode_error(code, seq_base + bounds[k] + seq, off, data)
         np.cumsum(vo, out=vo)
-        out = np.empty(int(vo[-1]), np.int64)
+        out = result_pool().empty(int(vo[-1]), np.int64)
         self._chunks(lambda lo, hi: decode_fill_ser(offsets[lo : hi + 1], data, vo[lo : hi + 1], out), bounds)
         return vo, out
 

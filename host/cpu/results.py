@@ -1,0 +1,164 @@
+"""Result arrays whose memory is reused once the caller has dropped them.
+
+A fresh result of a million keys or more comes from the operating system as untouched pages:
+the kernel's first write to each page faults, and the kernel zeroes it. On this project's
+2-core bench machine that costs more than the hashing: xxh64 of 10M keys took about 20 ms into a
+fresh array and 3.5 ms into memory written before (docs/architecture.md, "Result memory"). How
+much of a call is page faults also depended on the C allocator's history (glibc moves its
+``mmap`` threshold with the sizes freed before), so the same call took 250 us or 570 us at 1M
+keys: a cost the cost model cannot predict.
+
+:class:`ResultPool` hands out result arrays of at least :data:`MIN_BYTES` from memory it keeps:
+each array is a view of a pooled block through a small lease object that numpy keeps as the
+array's base. Every view, slice, reshape or Arrow array made from the result holds the lease,
+so the block goes back to the pool only when the last of them is gone, never while anything can
+still read it. The pool keeps at most ``limit`` bytes of free blocks (:data:`DEFAULT_LIMIT`, or
+``OFFLOAD_RESULT_POOL_MB``; ``0`` turns the pool off) and frees the least recently returned
+beyond that. Arrays are 64-byte aligned (one cache line, one AVX-512 vector).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULT_LIMIT", "MIN_BYTES", "ResultPool", "pool_limit", "result_pool"]
+
+#: Smaller results come from numpy's allocator: glibc serves them from its heap without faults.
+MIN_BYTES = 128 << 10
+#: Free memory the process-wide pool keeps at most (``OFFLOAD_RESULT_POOL_MB`` overrides).
+DEFAULT_LIMIT = 512 << 20
+_ALIGN = 64
+_HUGE = 2 << 20  # blocks from 2 MiB are whole transparent huge pages
+_SMALL = 64 << 10
+
+
+def _capacity(nbytes: int) -> int:
+    step = _HUGE if nbytes >= _HUGE else _SMALL
+    return -(-nbytes // step) * step
+
+
+class _Lease:
+    """The base of one result array: returns its block to the pool when no view is left."""
+
+    __slots__ = ("__array_interface__", "_block", "_pool")
+
+    def __init__(self, pool: ResultPool, block: np.ndarray, n: int, dtype: np.dtype[Any]) -> None:
+        self._pool, self._block = pool, block
+        address = block.ctypes.data
+        self.__array_interface__ = {
+            "data": (address + (-address) % _ALIGN, False),
+            "shape": (n,),
+            "typestr": dtype.str,
+            "version": 3,
+        }
+
+    def __del__(self) -> None:
+        pool = self._pool
+        if pool is not None:  # None at interpreter shutdown
+            pool._give(self._block)
+
+
+class ResultPool:
+    """Blocks of memory for result arrays, reused after the caller drops them (thread-safe)."""
+
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be a non-negative number of bytes, got {limit!r}")
+        self.limit = limit
+        self._free: dict[int, list[np.ndarray]] = {}  # capacity -> free blocks
+        self._order: OrderedDict[int, int] = OrderedDict()  # id(block) -> capacity, oldest first
+        self._lock = threading.Lock()
+        self.kept = 0  # bytes of free blocks
+        self.hits = 0
+        self.misses = 0
+
+    def empty(self, n: int, dtype: Any) -> np.ndarray:
+        """An uninitialised 1-D array of ``n`` items (``numpy.empty``'s contract)."""
+        dt = np.dtype(dtype)
+        nbytes = n * dt.itemsize
+        if nbytes < MIN_BYTES or self.limit == 0:
+            return np.empty(n, dt)
+        need = _capacity(nbytes + _ALIGN)
+        block = self._take(need)
+        if block is None:
+            block = np.empty(need, np.uint8)
+        return np.asarray(_Lease(self, block, n, dt))
+
+    def _take(self, need: int) -> np.ndarray | None:
+        """A free block of the smallest capacity from ``need`` to twice that."""
+        with self._lock:
+            fits = [c for c in self._free if need <= c <= 2 * need]
+            if not fits:
+                self.misses += 1
+                return None
+            cap = min(fits)
+            blocks = self._free[cap]
+            block = blocks.pop()
+            if not blocks:
+                del self._free[cap]
+            del self._order[id(block)]
+            self.kept -= cap
+            self.hits += 1
+            return block
+
+    def _give(self, block: np.ndarray) -> None:
+        cap = block.nbytes
+        with self._lock:
+            if cap > self.limit:
+                return
+            self._free.setdefault(cap, []).append(block)
+            self._order[id(block)] = cap
+            self.kept += cap
+            while self.kept > self.limit:
+                self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        key, cap = self._order.popitem(last=False)
+        blocks = self._free[cap]
+        blocks[:] = [b for b in blocks if id(b) != key]
+        if not blocks:
+            del self._free[cap]
+        self.kept -= cap
+
+    def clear(self) -> None:
+        """Free every kept block (results still in use are not affected)."""
+        with self._lock:
+            self._free.clear()
+            self._order.clear()
+            self.kept = 0
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            blocks = len(self._order)
+            return {"kept_bytes": self.kept, "blocks": blocks, "hits": self.hits, "misses": self.misses}
+
+
+def pool_limit(env: str | None) -> int:
+    """The pool's limit from ``OFFLOAD_RESULT_POOL_MB`` (unset: :data:`DEFAULT_LIMIT`)."""
+    if env is None or env.strip() == "":
+        return DEFAULT_LIMIT
+    try:
+        mb = float(env)
+    except ValueError:
+        mb = -1.0
+    if not mb >= 0 or mb != mb or mb == float("inf"):
+        raise ValueError(f"OFFLOAD_RESULT_POOL_MB must be a non-negative number of MiB, got {env!r}")
+    return int(mb * (1 << 20))
+
+
+_POOL: ResultPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def result_pool() -> ResultPool:
+    """The process-wide pool every CPU backend's results come from."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ResultPool(pool_limit(os.environ.get("OFFLOAD_RESULT_POOL_MB")))
+        return _POOL
