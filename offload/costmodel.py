@@ -1,7 +1,8 @@
 """The cost model: how long a backend takes to run an operator on a batch, learnt from its calls.
 
-Each ``(backend, operator key)`` pair keeps its last :data:`MAX_OBSERVATIONS` timed runs
-``(records, bytes, seconds)``. A prediction for a batch of ``n`` records fits
+Each ``(backend, operator key)`` pair keeps its last :data:`PER_SIZE` timed runs
+``(records, bytes, seconds)`` of each batch size (quarter octave), so the sizes a pipeline runs
+most never push the others out. A prediction for a batch of ``n`` records fits
 
     seconds = fixed + per_record * n (+ per_byte * bytes, for variable-length batches)
 
@@ -43,7 +44,7 @@ __all__ = [
     "BYTE_KINDS",
     "CostModel",
     "Fit",
-    "MAX_OBSERVATIONS",
+    "PER_SIZE",
     "PRIORS",
     "costs_path",
     "machine_model",
@@ -51,8 +52,10 @@ __all__ = [
     "size_step",
 ]
 
-#: Observations kept per (backend, operator key): the most recent ones.
-MAX_OBSERVATIONS = 64
+#: Observations kept per (backend, operator key) and batch size (quarter octave): the most recent.
+PER_SIZE = 8
+#: Refits after the 1st, 2nd, 4th ... observation up to this one, then by time (:data:`REFIT_S`).
+_EARLY_REFITS = 64
 
 #: Batch kinds whose cost has a per-byte part (their records' lengths vary).
 BYTE_KINDS = frozenset({"var", "encoded", "sequences"})
@@ -113,7 +116,7 @@ class CostModel:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self._obs: dict[tuple[str, str], deque[Observation]] = {}
+        self._obs: dict[tuple[str, str], _Runs] = {}
         self._persist: set[tuple[str, str]] = set()
         self._fits: dict[tuple[str, str, tuple[int, int]], Fit] = {}
         self._counts: dict[tuple[str, str], int] = {}
@@ -128,7 +131,7 @@ class CostModel:
         with self._lock:
             return {
                 "path": self.path,
-                "obs": {k: list(v) for k, v in self._obs.items()},
+                "obs": {k: v.all() for k, v in self._obs.items()},
                 "persist": set(self._persist),
             }
 
@@ -136,7 +139,7 @@ class CostModel:
         self.__init__(None)  # type: ignore[misc]
         self.path = state["path"]
         for k, v in state["obs"].items():
-            self._obs[k] = deque(v, maxlen=MAX_OBSERVATIONS)
+            self._obs[k] = _Runs(v)
         self._persist = set(state["persist"])
 
     # -- observing ------------------------------------------------------------------------------
@@ -151,11 +154,11 @@ class CostModel:
         with self._lock:
             obs = self._obs.get((backend, key))
             if obs is None:
-                obs = self._obs[(backend, key)] = deque(maxlen=MAX_OBSERVATIONS)
+                obs = self._obs[(backend, key)] = _Runs()
             if persist:
                 self._persist.add((backend, key))
                 self.dirty = True
-            obs.append((float(records), float(nbytes), float(seconds)))
+            obs.add((float(records), float(nbytes), float(seconds)))
             count = self._counts[(backend, key)] = self._counts.get((backend, key), 0) + 1
             if self._stale(backend, key, count):
                 self._forget(backend, key)
@@ -163,7 +166,7 @@ class CostModel:
     def _stale(self, backend: str, key: str, count: int) -> bool:
         """Refit after the 1st, 2nd, 4th... 64th observation, then at most every
         :data:`REFIT_S` seconds (a refit costs a few hundred microseconds: not per call)."""
-        if count <= MAX_OBSERVATIONS and count & (count - 1) == 0:
+        if count <= _EARLY_REFITS and count & (count - 1) == 0:
             return True
         return time.monotonic() - self._refit_at.get((backend, key), 0.0) >= REFIT_S
 
@@ -185,7 +188,8 @@ class CostModel:
 
     def observations(self, backend: str, key: str) -> list[Observation]:
         with self._lock:
-            return list(self._obs.get((backend, key), ()))
+            runs = self._obs.get((backend, key))
+            return runs.all() if runs else []
 
     def fit(self, backend: str, key: str, records: float, nbytes: float = 0.0) -> Fit:
         """The cost of ``backend`` for ``key`` around a batch of this size (cached per quarter
@@ -195,7 +199,8 @@ class CostModel:
         fit = self._fits.get(ck)
         if fit is None:
             with self._lock:
-                obs = list(self._obs.get((backend, key), ()))
+                runs = self._obs.get((backend, key))
+                obs = runs.all() if runs else []
             prior = PRIORS.get(backend.split("@", 1)[0], DEFAULT_PRIOR)  # "cpu@..." : a caller's own
             fit = _local_fit(obs, prior, records, nbytes, kind in BYTE_KINDS)
             with self._lock:
@@ -224,8 +229,8 @@ class CostModel:
     def to_json(self) -> dict[str, Any]:
         with self._lock:
             pairs = {
-                f"{b}|{k}": [list(o) for o in obs]
-                for (b, k), obs in self._obs.items()
+                f"{b}|{k}": [list(o) for o in runs.all()]
+                for (b, k), runs in self._obs.items()
                 if (b, k) in self._persist
             }
         return {"format": 1, "machine": machine_id(), "saved": time.time(), "observations": pairs}
@@ -253,11 +258,40 @@ class CostModel:
             return
         with self._lock:
             for (backend, key), obs in rows.items():
-                dq = self._obs.setdefault((backend, key), deque(maxlen=MAX_OBSERVATIONS))
-                dq.extend(o for o in obs if len(o) == 3 and o[0] > 0 and o[2] > 0)
+                runs = self._obs.setdefault((backend, key), _Runs())
+                for o in obs:
+                    if len(o) == 3 and o[0] > 0 and o[2] > 0:
+                        runs.add(o)
                 self._persist.add((backend, key))
             self._fits.clear()
             self.generation += 1
+
+
+class _Runs:
+    """One (backend, key)'s observations: the last :data:`PER_SIZE` of each quarter octave of
+    batch size, in the order they were made."""
+
+    __slots__ = ("by_step", "seq")
+
+    def __init__(self, obs: list[Observation] | None = None) -> None:
+        self.by_step: dict[int, deque[tuple[int, Observation]]] = {}
+        self.seq = 0
+        for o in obs or ():
+            self.add(o)
+
+    def add(self, o: Observation) -> None:
+        step = round(_SIZE_STEPS * math.log2(o[0] + 1.0))
+        runs = self.by_step.get(step)
+        if runs is None:
+            runs = self.by_step[step] = deque(maxlen=PER_SIZE)
+        self.seq += 1
+        runs.append((self.seq, o))
+
+    def all(self) -> list[Observation]:
+        return [o for _, o in sorted(r for runs in self.by_step.values() for r in runs)]
+
+    def __len__(self) -> int:
+        return sum(len(runs) for runs in self.by_step.values())
 
 
 def _mean_width(obs: list[Observation]) -> float:
