@@ -402,3 +402,14 @@ def poke_u64(typingctx, addr, val):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+# ---------------------------------------------------------------------------------------------
+# AVX-512 byte permutes (the varint decoder's block kernel)
+# ---------------------------------------------------------------------------------------------
+
+#: The code numba generates has the AVX-512 subsets of a 64-byte block decoder (F and BW:
+#: byte masks, masked loads and stores; VBMI: ``vpermb``, ``vpmultishiftqb``; VBMI2:
+#: ``vpcompressb``) and BMI2. Kernels that use them are chosen at import by this flag (LLVM
+#: cannot select those instructions for another CPU), the portable ones otherwise.
+HAS_AVX512_VBMI2: bool = {"avx512f", "avx512bw", "avx512vbmi", "avx512vbmi2", "bmi2"} <= _codegen_features()

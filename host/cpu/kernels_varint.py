@@ -28,9 +28,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .intrinsics import (
+    HAS_AVX512_VBMI2,
     HAS_BMI2,
     address,
     clz64,
@@ -335,6 +339,237 @@ def _decoder(bmi2: bool) -> Any:
 _decode_lanes = _decoder(HAS_BMI2)
 
 
+# ---------------------------------------------------------------------------------------------
+# Decode with AVX-512: 64-byte blocks, up to 32 varints each (HAS_AVX512_VBMI2)
+# ---------------------------------------------------------------------------------------------
+# The Masked VByte idea with AVX-512's byte permutes. One 64-byte load and ``vpmovb2m`` give the
+# block's continuation bits; the varints that end in it (at most 32, each of at most 8 bytes)
+# are decoded eight at a time: ``vpcompressb`` lists their first and last bytes, ``vpermb``
+# gathers each one's bytes into a 64-bit lane (the bytes past its end zeroed), two
+# ``vpmultishiftqb`` and a bit select pack the 7-bit groups, then zigzag and a prefix sum over
+# the lanes that restarts where a sequence starts. The scalar loop only moves from block to
+# block, marks the sequences that start in a block and checks it; a block that fails a check
+# (a varint of 9 or more bytes, a sequence end inside a varint, no varint end in 64 bytes)
+# goes to the byte loop, which decodes exactly, or reports the golden model's error.
+
+_I1, _I8, _I16, _I32, _I64 = (ir.IntType(w) for w in (1, 8, 16, 32, 64))
+_B64 = ir.VectorType(_I8, 64)  # one zmm register as bytes
+_Q8 = ir.VectorType(_I64, 8)  # ... as 64-bit lanes
+_K64 = ir.VectorType(_I1, 64)
+_K8 = ir.VectorType(_I1, 8)
+_ALL = _U(0xFFFFFFFFFFFFFFFF)
+
+
+def _fn(builder: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
+
+
+def _bytes(vals: list[int]) -> ir.Constant:
+    return ir.Constant(_B64, [ir.Constant(_I8, v & 0xFF) for v in vals])
+
+
+def _qwords(v: int) -> ir.Constant:
+    return ir.Constant(_Q8, [ir.Constant(_I64, v)] * 8)
+
+
+def _lanes(vals: list[int]) -> ir.Constant:
+    return ir.Constant(ir.VectorType(_I32, 8), [ir.Constant(_I32, v) for v in vals])
+
+
+def _load64(builder: ir.IRBuilder, addr: ir.Value, keep: ir.Value | None = None) -> ir.Value:
+    """The 64 bytes at ``addr``; with ``keep`` (i64) only the bytes of its set bits are read
+    (a masked load: the others are 0 and never touched, so no fault past a buffer's end)."""
+    if keep is None:
+        v = builder.load(builder.inttoptr(addr, _B64.as_pointer()))
+        v.align = 1
+        return v
+    ptr = builder.inttoptr(addr, _I8.as_pointer())
+    fn = _fn(builder, "llvm.masked.load.v64i8.p0", _B64, [ptr.type, _I32, _K64, _B64])
+    return builder.call(fn, [ptr, ir.Constant(_I32, 1), builder.bitcast(keep, _K64), ir.Constant(_B64, None)])
+
+
+def _high_bits(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """Bit i = the high bit of byte i (``vpmovb2m``)."""
+    return builder.bitcast(builder.icmp_signed("<", v, ir.Constant(_B64, None)), _I64)
+
+
+@intrinsic
+def _cont64(typingctx, addr):
+    """The continuation bits of the 64 bytes at ``addr`` (bit i: byte i's high bit)."""
+    sig = types.uint64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return _high_bits(builder, _load64(builder, args[0]))
+
+    return sig, codegen
+
+
+@intrinsic
+def _cont_part(typingctx, addr, n):
+    """As :func:`_cont64` for the first ``n`` (< 64) bytes only: no byte past them is read."""
+    sig = types.uint64(types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        one = ir.Constant(_I64, 1)
+        return _high_bits(builder, _load64(builder, args[0], builder.sub(builder.shl(one, args[1]), one)))
+
+    return sig, codegen
+
+
+# vpmultishiftqb packs eight 7-bit groups (the varint's bytes, one per byte of a lane) into 56
+# bits: output byte j (< 7) is bits 8j..8j+7 of the value, which are bits j..6 of byte j and
+# bits 0..j of byte j + 1. The first multishift takes 8 bits from bit 9j (byte j from bit j on,
+# right for the low 7 - j bits), the second from bit 9j + 1 (right for the high j + 1 bits).
+_MSHIFT_LO = _bytes([9 * j if j < 7 else 56 for _ in range(8) for j in range(8)])
+_MSHIFT_HI = _bytes([9 * j + 1 if j < 7 else 56 for _ in range(8) for j in range(8)])
+_MSHIFT_SEL = [(1 << (7 - j)) - 1 if j < 7 else 0 for j in range(8)]  # bits from the first
+
+
+def _decode8(b: ir.IRBuilder, data: ir.Value, starts: ir.Value, ends: ir.Value, c: int) -> ir.Value:
+    """The zigzag values of varints 8c..8c+7 of a block, one per 64-bit lane (0 past the last):
+    ``starts``/``ends`` hold each varint's first and last byte index (0x80 and 0 past the last)."""
+    permb = _fn(b, "llvm.x86.avx512.permvar.qi.512", _B64, [_B64, _B64])
+    mshift = _fn(b, "llvm.x86.avx512.pmultishift.qb.512", _B64, [_B64, _B64])
+    which = _bytes([8 * c + j for j in range(8) for _ in range(8)])  # varint 8c+j to lane j
+    idx = b.add(b.call(permb, [starts, which]), _bytes([j for _ in range(8) for j in range(8)]))
+    inside = b.icmp_unsigned("<=", idx, b.call(permb, [ends, which]))
+    g = b.select(inside, b.call(permb, [data, idx]), ir.Constant(_B64, None))  # vpermb {z}
+    lo = b.bitcast(b.call(mshift, [_MSHIFT_LO, g]), _Q8)
+    hi = b.bitcast(b.call(mshift, [_MSHIFT_HI, g]), _Q8)
+    sel = b.bitcast(_bytes(_MSHIFT_SEL * 8), _Q8)
+    z = b.and_(b.or_(b.and_(lo, sel), b.and_(hi, b.not_(sel))), _qwords((1 << 56) - 1))
+    return z
+
+
+def _delta_sum8(b: ir.IRBuilder, z: ir.Value, flags: ir.Value, carry: ir.Value) -> ir.Value:
+    """Unzigzagged ``z`` summed over the lanes, from ``carry`` (all lanes) on, restarting at
+    each lane whose bit of ``flags`` (i8) is set (a sequence's first value)."""
+    zero = ir.Constant(_Q8, None)
+    x = b.xor(b.lshr(z, _qwords(1)), b.sub(zero, b.and_(z, _qwords(1))))
+    for k in (1, 2, 4):  # Hillis-Steele: lane i adds lane i - k unless a restart lies between
+        shifted = b.shuffle_vector(zero, x, _lanes([8 + i - k if i >= k else 0 for i in range(8)]))
+        x = b.select(b.bitcast(b.not_(flags), _K8), b.add(x, shifted), x)
+        flags = b.or_(flags, b.shl(flags, ir.Constant(_I8, k)))
+    return b.select(b.bitcast(b.not_(flags), _K8), b.add(x, carry), x)
+
+
+@intrinsic
+def _decode_block(typingctx, addr, ends, starts, firsts, cnt, pout, carry):
+    """The ``cnt`` (<= 32) varints of the block at ``addr``: their last bytes at the set bits
+    of ``ends``, their first bytes at those of ``starts``, each of at most 8 bytes; bit k of
+    ``firsts`` marks varint k as its sequence's first value. Their values (zigzag deltas summed
+    from ``carry``) are stored at ``pout``; returns the last one (``carry`` if none). Reads only
+    the bytes up to the last end, writes only ``cnt`` values."""
+    i64, u64 = types.int64, types.uint64
+    sig = u64(i64, u64, u64, u64, i64, i64, u64)
+
+    def codegen(context, builder, signature, args):
+        b = builder
+        addr, ends, starts, firsts, cnt, pout, carry = args
+        top = b.call(_fn(b, "llvm.ctlz.i64", _I64, [_I64, _I1]), [ends, ir.Constant(_I1, 0)])
+        data = _load64(b, addr, b.lshr(ir.Constant(_I64, -1), top))  # bytes 0..last end
+        compress = _fn(b, "llvm.x86.avx512.mask.compress.v64i8", _B64, [_B64, _B64, _K64])
+        iota = _bytes(list(range(64)))
+        sv = b.call(compress, [iota, _bytes([0x80] * 64), b.bitcast(starts, _K64)])
+        ev = b.call(compress, [iota, ir.Constant(_B64, None), b.bitcast(ends, _K64)])
+        cv = b.insert_element(ir.Constant(_Q8, ir.Undefined), carry, ir.Constant(_I32, 0))
+        cv = b.shuffle_vector(cv, cv, _lanes([0] * 8))
+        store = _fn(b, "llvm.masked.store.v8i64.p0", ir.VoidType(), [_Q8, _I64.as_pointer(), _I32, _K8])
+        for c in range(4):
+            flags = b.trunc(b.lshr(firsts, ir.Constant(_I64, 8 * c)), _I8)
+            x = _delta_sum8(b, _decode8(b, data, sv, ev, c), flags, cv)
+            left = b.sub(cnt, ir.Constant(_I64, 8 * c))  # lanes to store: min(max(left, 0), 8)
+            left = b.select(b.icmp_signed("<", left, ir.Constant(_I64, 0)), ir.Constant(_I64, 0), left)
+            left = b.select(b.icmp_signed(">", left, ir.Constant(_I64, 8)), ir.Constant(_I64, 8), left)
+            keep = b.trunc(b.sub(b.shl(ir.Constant(_I16, 1), b.trunc(left, _I16)), ir.Constant(_I16, 1)), _I8)
+            ptr = b.inttoptr(b.add(pout, ir.Constant(_I64, 64 * c)), _I64.as_pointer())
+            b.call(store, [x, ptr, ir.Constant(_I32, 1), b.bitcast(keep, _K8)])
+            cv = b.shuffle_vector(x, x, _lanes([7] * 8))  # lanes past the last hold its value
+        return b.extract_element(cv, ir.Constant(_I32, 0))
+
+    return sig, codegen
+
+
+@njit
+def _exact_span(po, d, pvo, pout, k0, hi, end, p, k, i, carry, stop, perr):
+    """The byte loop from byte ``p`` (a varint's start; value ``k`` after ``k0``, running value
+    ``carry``, sequence ``i`` the next to start) up to ``stop`` or the range's ``end``: sequences
+    starting at ``p`` get their value offset. A malformed varint stores (code, sequence, byte)
+    at ``perr``. Returns (p, k, i, carry, code)."""
+    code = 0
+    while True:
+        while i < hi and np.int64(peek_u64(po + 8 * i)) <= p:
+            poke_u64(pvo + 8 * i, _U(k0 + k))
+            i += 1
+            carry = _U(0)
+        if p >= stop or p >= end:
+            return p, k, i, carry, code
+        e = np.int64(peek_u64(po + 8 * i)) if i < hi else end  # the sequence's end
+        z, q, code = _decode_slow(d, p, e)
+        if code != 0:
+            poke_u64(perr, _U(code))
+            poke_u64(perr + 8, _U(i - 1))
+            poke_u64(perr + 16, _U(p))
+            return p, k, i, carry, code
+        carry += _unzigzag(z)
+        poke_u64(pout + 8 * k, carry)
+        k += 1
+        p = q
+
+
+@njit
+def _decode_blocks(offsets, data, vo, out, lo, hi, k0, err):
+    """Sequences ``lo..hi-1`` (``offsets`` int64, C-contiguous) into ``out`` from value ``k0``
+    on, their value offsets into ``vo[lo..hi]``; returns the value count, or -1 with the first
+    malformed varint's (code, sequence, byte) in ``err``."""
+    po, d, pvo, perr = address(offsets), address(data), address(vo), address(err)
+    pout = address(out) + 8 * k0
+    end = np.int64(offsets[hi])
+    p = np.int64(offsets[lo])
+    size = data.shape[0]
+    k = 0
+    i = lo
+    carry = _U(0)
+    while p < end:
+        m = _cont64(d + p) if p <= size - 64 else _cont_part(d + p, size - p)  # predicted
+        left = end - p
+        t = ~m & (_ALL if left >= 64 else (_U(1) << _U(left)) - _U(1))  # varint ends
+        t &= (pdep64(_U(1) << _U(31), t) << _U(1)) - _U(1)  # the first 32 (all if fewer)
+        lz = clz64(t)
+        block = _ALL >> lz  # bytes up to the last end
+        starts = ((t << _U(1)) | _U(1)) & block
+        run = m & block  # 8 continuation bits in a row: a varint of 9 bytes or more
+        run &= run >> _U(1)
+        run &= run >> _U(2)
+        run &= run >> _U(4)
+        stop = p + 64 - np.int64(lz)
+        firsts = _U(0)  # the sequences that start in the block, at their first byte
+        i0 = i
+        while i < hi:
+            s = np.int64(peek_u64(po + 8 * i)) - p
+            if s >= stop - p:
+                break
+            poke_u64(pvo + 8 * i, _U(k0 + k) + popcount64(t & ((_U(1) << _U(s)) - _U(1))))
+            firsts |= _U(1) << _U(s)
+            i += 1
+        if (t == _U(0)) | (run != _U(0)) | ((firsts & ~starts) != _U(0)):
+            p, k, i, carry, code = _exact_span(
+                po, d, pvo, pout, k0, hi, end, p, k, i0, carry, p + 1 if t == _U(0) else stop, perr
+            )
+            if code != 0:
+                return -1
+            continue
+        cnt = np.int64(popcount64(t))
+        carry = _decode_block(d + p, t, starts, pext64(firsts, starts), cnt, pout + 8 * k, carry)
+        k += cnt
+        p = stop
+    while i < hi:  # empty sequences at the end
+        poke_u64(pvo + 8 * i, _U(k0 + k))
+        i += 1
+    vo[hi] = k0 + k
+    return k
+
+
 @njit
 def _lane_bounds(offsets, data, k0, starts, ks):
     """Lanes of about equal bytes: their first sequences (``starts``, and the end) and the
@@ -428,11 +663,15 @@ def count_ends_ser(offsets, data):
     return _count_ends(data, offsets[0], offsets[offsets.shape[0] - 1])
 
 
-@kernel
-def decode_into_ser(offsets, data, vo, out, err):
-    """All sequences of ``offsets`` (int64) into ``vo`` (n + 1) and ``out`` (sized by
-    :func:`count_ends_ser`); the first malformed varint to ``err`` (3), the outputs then
+def _decode_into_blocks(offsets, data, vo, out, err):
+    """All sequences of ``offsets`` (int64) into ``vo`` (n + 1) and ``out`` (room for
+    :func:`count_ends_ser` values); the first malformed varint to ``err`` (3), the outputs then
     partial."""
+    _decode_blocks(offsets, data, vo, out, 0, offsets.shape[0] - 1, 0, err)
+
+
+def _decode_into_lanes(offsets, data, vo, out, err):
+    """As :func:`_decode_into_blocks`, with the two-lane decoder (CPUs without AVX-512)."""
     starts = np.empty(_LANES + 1, np.int64)
     ks = np.empty(_LANES + 1, np.int64)
     lane_err = np.zeros((_LANES, 3), np.int64)
@@ -441,16 +680,26 @@ def decode_into_ser(offsets, data, vo, out, err):
     _first_error(lane_err, err)
 
 
+#: All sequences into ``vo`` and ``out`` (see :func:`_decode_into_blocks`), with AVX-512 where
+#: the CPU has it.
+decode_into_ser = kernel(_decode_into_blocks if HAS_AVX512_VBMI2 else _decode_into_lanes)
+
+
 @kernel
 def decode_count_ser(offsets, data, counts, err):
     """``counts[i + 1]`` = value count of sequence i; the range's first error goes to ``err``."""
     _decode_count_range(offsets, data, counts, 0, offsets.shape[0] - 1, err)
 
 
-@kernel
-def decode_fill_ser(offsets, data, vo, out):
+def _decode_fill_blocks(offsets, data, vo, out):
     """The values of sequences the count pass found well formed (``vo``: their value offsets in
     ``out``). ``vo`` is left as it is (its ends are shared with the neighbouring chunks)."""
+    offs = offsets.astype(np.int64)  # read by address
+    _decode_blocks(offs, data, vo.copy(), out, 0, offs.shape[0] - 1, vo[0], np.zeros(3, np.int64))
+
+
+def _decode_fill_lanes(offsets, data, vo, out):
+    """As :func:`_decode_fill_blocks`, with the two-lane decoder (CPUs without AVX-512)."""
     offs = offsets.astype(np.int64)  # the lanes read int64 offsets by address
     starts = np.empty(_LANES + 1, np.int64)
     ks = np.empty(_LANES + 1, np.int64)
@@ -458,6 +707,10 @@ def decode_fill_ser(offsets, data, vo, out):
     for ln in range(_LANES + 1):
         ks[ln] = vo[starts[ln]]
     _decode_lanes(offs, data, vo.copy(), out, starts, ks, np.zeros((_LANES, 3), np.int64))
+
+
+#: The chunked path's fill (see :func:`_decode_fill_blocks`), with AVX-512 where the CPU has it.
+decode_fill_ser = kernel(_decode_fill_blocks if HAS_AVX512_VBMI2 else _decode_fill_lanes)
 
 
 # ---------------------------------------------------------------------------------------------
