@@ -2,9 +2,11 @@
 
 For each available backend and each workload (every registered operator with its first example's
 parameters, on each batch kind it takes: 8-byte keys and strings for the hashes, numbers, sequences,
-encoded sequences), the calibration runs batches of growing size (1k, 10k, 100k, 1M records) until
-the workload's time budget is spent; the runtime records every timed run in the cost model
-(:mod:`offload.costmodel`), which is then saved for this machine. A backend's first run of a
+encoded sequences), the calibration runs batches of doubling size (1,024 to 8M records: an octave
+apart, because a backend's cost per record changes within a decade, e.g. the CPU going parallel at
+65,536 records) until the workload's time budget is spent or the next size would overrun it;
+the runtime records every timed run in the cost model (:mod:`offload.costmodel`), which is then
+saved for this machine. A backend's first run of a
 workload warms it up and teaches nothing (compilation, device start-up).
 """
 
@@ -22,7 +24,11 @@ from offload.ops import REGISTRY, Operator
 __all__ = ["SIZES", "Workload", "calibrate", "workloads"]
 
 #: Batch sizes a calibration runs, smallest first.
-SIZES = (1_000, 10_000, 100_000, 1_000_000)
+SIZES = tuple(1 << k for k in range(10, 24))
+#: Batches shorter than this run :data:`SHORT_RUNS` times (at least): their first runs after a
+#: change of size are slower (caches, a result block of a new size), and they cost nothing.
+SHORT_S = 1e-3
+SHORT_RUNS = 8
 
 
 @dataclass(frozen=True)
@@ -92,13 +98,14 @@ def calibrate(
     ops: Sequence[str] | None = None,
     sizes: Sequence[int] = SIZES,
     budget_s: float = 1.0,
-    repeats: int = 2,
+    repeats: int = 3,
     save: bool = True,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Time every available backend of ``runtime``'s chain (default: a Runtime of every backend) on
     every workload; ``budget_s``: seconds per backend and workload after which larger sizes are
-    skipped. Returns ``{"backends": {name: reason}, "skipped": {...}, "seconds": s, "model": ...}``
+    skipped; ``repeats``: timed runs per size (:data:`SHORT_RUNS` for batches under
+    :data:`SHORT_S`). Returns ``{"backends": {name: reason}, "skipped": {...}, "seconds": s, "model": ...}``
     and saves the model for this machine (``save``)."""
     from offload.runtime import BACKEND_FACTORIES, Runtime
 
@@ -135,21 +142,23 @@ def _time_workload(
     repeats: int,
     rng: np.random.Generator,
 ) -> None:
-    """Growing batches of one workload on one backend until the budget is spent; a backend that
-    cannot run the workload (an engine build without the operator) is left out of it."""
+    """Growing batches of one workload on one backend until the budget (the inputs' making
+    included) is spent or the next size would overrun it; a backend that cannot run the workload
+    (an engine build without the operator) is left out of it."""
     from offload.backend import BackendError, BackendUnavailable
 
-    spent = 0.0
-    warm = False
-    for n in sorted(sizes):
+    start = time.perf_counter()
+    warm, last = False, 0.0
+    for i, n in enumerate(sorted(sizes)):
         values = w.values(n, rng)
-        for _ in range(repeats + (0 if warm else 1)):
+        runs = repeats if last > SHORT_S else max(repeats, SHORT_RUNS)
+        for _ in range(runs + (0 if warm else 1)):
             t = time.perf_counter()
             try:
                 rt.call(w.op, values, backend=name, **w.params)
             except (BackendUnavailable, BackendError):
                 return
-            warm = True
-            spent += time.perf_counter() - t
-        if spent >= budget_s:
+            warm, last = True, time.perf_counter() - t
+        grow = sorted(sizes)[i + 1] / n if i + 1 < len(sizes) else 1.0
+        if time.perf_counter() - start + grow * last * (runs + 1) >= budget_s:
             return

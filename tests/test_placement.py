@@ -321,7 +321,7 @@ def test_out_errors_are_exact() -> None:
 
 
 def test_calibrate_teaches_every_workload_and_saves_the_model(tmp_path: Any) -> None:
-    from offload.calibrate import calibrate, workloads
+    from offload.calibrate import SHORT_RUNS, calibrate, workloads
 
     assert {(w.op, w.kind) for w in workloads(["xxh64", "bucketize", "delta_varint_decode"])} == {
         ("xxh64", "fixed"),
@@ -336,13 +336,25 @@ def test_calibrate_teaches_every_workload_and_saves_the_model(tmp_path: Any) -> 
     res = calibrate(rt, ops=["xxh64", "delta_varint_decode"], sizes=[1000, 4000], budget_s=5.0)
     assert list(res["backends"]) == ["cpu"] and res["saved"] == str(tmp_path / "costs.json")
     for key in ("xxh64/fixed", "xxh64/var", "delta_varint_decode/encoded"):
-        assert (
-            len(model.observations("cpu", key)) == 4
-        )  # 2 repeats x 2 sizes (the warm-up run teaches nothing)
-        assert res["model"]["cpu"][key]["observations"] == 4
+        # 2 sizes x 8 runs (short batches run SHORT_RUNS times; the warm-up run teaches nothing)
+        assert len(model.observations("cpu", key)) == 2 * SHORT_RUNS
+        assert res["model"]["cpu"][key]["observations"] == 2 * SHORT_RUNS
     assert CostModel(tmp_path / "costs.json").observations("cpu", "xxh64/fixed") == model.observations(
         "cpu", "xxh64/fixed"
     )
+
+
+def test_calibrate_stops_before_a_size_that_would_overrun_its_budget() -> None:
+    from offload.calibrate import calibrate
+
+    # 1 us a record: 1,024 records take 1 ms (9 runs: 8 short ones and the warm-up), 2,048 and
+    # 4,096 three runs each (27.6 ms so far); 8,192 would take 4 x 8.2 ms more: past 50 ms
+    device = ModelledDevice(rate=1e6, name="dev")
+    rt = Runtime([device], cost_model=CostModel(), fallback=False)
+    calibrate(rt, ops=["xxh64"], sizes=[1 << k for k in range(10, 16)], budget_s=0.05, save=False)
+    (learnt,) = {b for b, key in rt.costs.summary().items() if "xxh64/fixed" in key}  # "dev@<id>"
+    sizes = {int(o[0]) for o in rt.costs.observations(learnt, "xxh64/fixed")}
+    assert min(sizes) == 1024 and max(sizes) <= 4096
 
 
 def test_the_cli_calibrates_and_backends_shows_what_was_learnt(
