@@ -1,10 +1,13 @@
-"""The varint kernels (host/cpu/kernels_varint.py) against the golden model, on both code paths.
+"""The varint kernels (host/cpu/kernels_varint.py) against the golden model, on every code path.
 
-Each equation is checked with the kernels as compiled for this CPU (``pdep``/``pext`` where it has
-BMI2) and with the portable shift-and-mask paths (``bmi2=False``), and through the CPU backend
-(serial one-pass kernels and the parallel two-pass ones). Inputs put 1- to 10-byte varints at
-every position near the end of a buffer and of a sequence (the loads' last 8 bytes take the
-byte loop), and the lanes of the decoder over many sequences of uneven lengths.
+Each equation is checked with the decoder of each CPU class: the AVX-512 block decoder
+(``avx512``: where the CPU has AVX-512 VBMI2, what :func:`kv.decode_ser` runs), the two-lane
+decoder with ``pext`` (``bmi2``) and with shifts and masks (``portable``); encode with
+``pdep`` (``avx512``, ``bmi2``) and portably; and through the CPU backend (serial one-pass
+kernels and the parallel two-pass ones). Inputs put 1- to 10-byte varints at every position near
+the end of a buffer and of a sequence (the loads' last bytes take the byte loop), at every
+position of a 64-byte block, past a block's 32 varints, and the lanes of the decoder over many
+sequences of uneven lengths; malformed input at every byte; buffers between guard pages.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from offload.ops import OpCall
 SER = CpuBackend(threads=1)
 PAR = CpuBackend(threads=2, parallel_threshold=0)
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
-PATHS = [pytest.param(True, id="bmi2"), pytest.param(False, id="portable")]
-_SOFT_DECODER = kv._decoder(False)
+PATHS = ["avx512", "bmi2", "portable"]
+_LANE_DECODERS = {"bmi2": kv._decoder(True), "portable": kv._decoder(False)}
 
 Seqs = list[list[int]]
 Decoded = tuple[np.ndarray, np.ndarray] | str
@@ -36,8 +39,10 @@ Decoded = tuple[np.ndarray, np.ndarray] | str
 # ---------------------------------------------------------------------------------------------
 
 
-def _paths(bmi2: bool) -> None:
-    if bmi2 and not intr.HAS_BMI2:
+def _paths(path: str) -> None:
+    if path == "avx512" and not intr.HAS_AVX512_VBMI2:
+        pytest.skip("this CPU has no AVX-512 VBMI2: its decoder is the two-lane one (the other params)")
+    if path == "bmi2" and not intr.HAS_BMI2:
         pytest.skip("this CPU has no BMI2: its kernels take the portable path (the other param)")
 
 
@@ -47,10 +52,10 @@ def _pair(seqs: Seqs) -> tuple[np.ndarray, np.ndarray]:
     return vo, np.array([v for s in seqs for v in s], np.int64)
 
 
-def encode(seqs: Seqs, bmi2: bool) -> tuple[np.ndarray, bytes]:
+def encode(seqs: Seqs, path: str) -> tuple[np.ndarray, bytes]:
     """The one-pass encoder on one path (the kernel :func:`kv.encode_ser` runs on this CPU's)."""
     vo, vals = _pair(seqs)
-    if bmi2:
+    if path != "portable":
         offsets, data = kv.encode_ser(vo, vals)
         return offsets, data.tobytes()
     offsets = np.empty(len(seqs) + 1, np.int64)
@@ -59,7 +64,7 @@ def encode(seqs: Seqs, bmi2: bool) -> tuple[np.ndarray, bytes]:
     return offsets, data[:size].tobytes()
 
 
-def encode_two_pass(seqs: Seqs, bmi2: bool) -> tuple[np.ndarray, bytes]:
+def encode_two_pass(seqs: Seqs, path: str) -> tuple[np.ndarray, bytes]:
     """Sizes, then fill in two halves (the chunked path's kernels): the halves' last bytes take
     the byte loop."""
     vo, vals = _pair(seqs)
@@ -69,28 +74,34 @@ def encode_two_pass(seqs: Seqs, bmi2: bool) -> tuple[np.ndarray, bytes]:
     np.cumsum(offsets, out=offsets)
     data = np.full(int(offsets[-1]), 0xAA, np.uint8)
     for lo, hi in ((0, n // 2), (n // 2, n)):
-        kv._encode_fill_range(vo, vals, offsets, data, lo, hi, bmi2)
+        kv._encode_fill_range(vo, vals, offsets, data, lo, hi, path != "portable")
     return offsets, data.tobytes()
 
 
-def decode(offsets: np.ndarray, data: bytes, bmi2: bool) -> Decoded:
-    """(value offsets, values), or the error message, from the one-pass decoder on one path."""
-    buf = np.frombuffer(data, np.uint8)
+def decode_buf(offsets: np.ndarray, buf: np.ndarray, path: str) -> Decoded:
+    """(value offsets, values), or the error message, from the one-pass decoder on one path
+    (``offsets`` may start after the buffer's first byte and end before its last)."""
     err = np.zeros(3, np.int64)
-    if bmi2:
+    if path == "avx512":
+        assert kv.decode_into_ser.py_func is kv._decode_into_blocks
         vo, out = kv.decode_ser(offsets, buf, err)
     else:
+        offsets = offsets.astype(np.int64)
         vo = np.empty(offsets.shape[0], np.int64)
         out = np.empty(kv.count_ends_ser(offsets, buf), np.int64)
         starts = np.empty(kv._LANES + 1, np.int64)
         ks = np.empty(kv._LANES + 1, np.int64)
         lane_err = np.zeros((kv._LANES, 3), np.int64)
         kv._lane_bounds(offsets, buf, 0, starts, ks)
-        _SOFT_DECODER(offsets, buf, vo, out, starts, ks, lane_err)
+        _LANE_DECODERS[path](offsets, buf, vo, out, starts, ks, lane_err)
         kv._first_error(lane_err, err)
     if err[0]:
         return str(kv.decode_error(int(err[0]), int(err[1]), int(err[2]), buf))
     return vo, out
+
+
+def decode(offsets: np.ndarray, data: bytes, path: str) -> Decoded:
+    return decode_buf(offsets, np.frombuffer(data, np.uint8), path)
 
 
 def golden_encode(seqs: Seqs) -> tuple[np.ndarray, bytes]:
@@ -119,20 +130,20 @@ def same(got: Decoded, exp: Decoded) -> bool:
     return np.array_equal(got[0], exp[0]) and np.array_equal(got[1], exp[1])
 
 
-def check_roundtrip(seqs: Seqs, bmi2: bool) -> None:
+def check_roundtrip(seqs: Seqs, path: str) -> None:
     """encode == golden encode (one pass and two passes), decode(that) == golden decode == seqs."""
     exp_offsets, exp_data = golden_encode(seqs)
     for enc in (encode, encode_two_pass):
-        offsets, data = enc(seqs, bmi2)
+        offsets, data = enc(seqs, path)
         assert data == exp_data, enc.__name__
         assert np.array_equal(offsets, exp_offsets), enc.__name__
-    got = decode(exp_offsets, exp_data, bmi2)
+    got = decode(exp_offsets, exp_data, path)
     assert same(got, golden_decode(exp_offsets, exp_data))
     assert same(got, _pair(seqs))
 
 
-def check_decode(offsets: np.ndarray, data: bytes, bmi2: bool) -> None:
-    assert same(decode(offsets, data, bmi2), golden_decode(offsets, data))
+def check_decode(offsets: np.ndarray, data: bytes, path: str) -> None:
+    assert same(decode(offsets, data, path), golden_decode(offsets, data))
 
 
 def varint_of_len(n: int) -> int:
@@ -191,42 +202,42 @@ def test_portable_pdep_pext_equal_python() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bmi2", PATHS)
-def test_empty_and_single_values(bmi2: bool) -> None:
-    _paths(bmi2)
-    check_roundtrip([[]], bmi2)
-    check_roundtrip([[], [], []], bmi2)
+@pytest.mark.parametrize("path", PATHS)
+def test_empty_and_single_values(path: str) -> None:
+    _paths(path)
+    check_roundtrip([[]], path)
+    check_roundtrip([[], [], []], path)
     for v in (0, 1, -1, 63, -64, 64, I64_MAX, I64_MIN):
-        check_roundtrip([[v]], bmi2)
-        check_roundtrip([[], [v], []], bmi2)
+        check_roundtrip([[v]], path)
+        check_roundtrip([[], [v], []], path)
 
 
-@pytest.mark.parametrize("bmi2", PATHS)
-def test_extreme_deltas(bmi2: bool) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_extreme_deltas(path: str) -> None:
     """int64 min/max values and deltas (10-byte varints, wrapping deltas)."""
-    _paths(bmi2)
+    _paths(path)
     ext = [I64_MIN, I64_MAX, 0, I64_MIN, -1, I64_MAX, I64_MAX, 1, I64_MIN + 1]
-    check_roundtrip([ext, ext[::-1], [I64_MAX] * 20, [I64_MIN] * 20], bmi2)
+    check_roundtrip([ext, ext[::-1], [I64_MAX] * 20, [I64_MIN] * 20], path)
 
 
-@pytest.mark.parametrize("bmi2", PATHS)
-def test_every_length_at_every_position_near_the_end(bmi2: bool) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_every_length_at_every_position_near_the_end(path: str) -> None:
     """A varint of 1..10 bytes after 0..17 one-byte varints, at the end of the buffer (one
     sequence) and at the end of a sequence followed by another (two)."""
-    _paths(bmi2)
+    _paths(path)
     for n in range(1, 11):
         for f in range(18):
             seq = [0] * f + [varint_of_len(n)]
             assert len(golden.delta_varint_encode_seq(seq)) == f + n
-            check_roundtrip([seq], bmi2)
-            check_roundtrip([seq, [5]], bmi2)
-            check_roundtrip([[3] * (f % 3), seq], bmi2)
+            check_roundtrip([seq], path)
+            check_roundtrip([seq, [5]], path)
+            check_roundtrip([[3] * (f % 3), seq], path)
 
 
-@pytest.mark.parametrize("bmi2", PATHS)
-def test_every_length_boundary_value(bmi2: bool) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_every_length_boundary_value(path: str) -> None:
     """Deltas at each varint length's edges (zigzag 2**(7k) - 1 and 2**(7k)), both signs."""
-    _paths(bmi2)
+    _paths(path)
     seq: list[int] = []
     v = 0
     for k in range(1, 10):
@@ -238,13 +249,13 @@ def test_every_length_boundary_value(bmi2: bool) -> None:
         ):
             v = (v + d + 2**63) % 2**64 - 2**63
             seq.append(v)
-    check_roundtrip([seq, seq[::-1], seq[:7]], bmi2)
+    check_roundtrip([seq, seq[::-1], seq[:7]], path)
 
 
-@pytest.mark.parametrize("bmi2", PATHS)
-def test_many_sequences_of_uneven_lengths(bmi2: bool) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_many_sequences_of_uneven_lengths(path: str) -> None:
     """Lanes of very different sizes: runs of empty sequences, long ones, mixed varint lengths."""
-    _paths(bmi2)
+    _paths(path)
     rng = np.random.default_rng(19)
     lengths = [0] * 50 + list(rng.integers(0, 40, 300)) + [0] * 7 + [2000, 1, 0, 3000] + [0] * 30
     seqs: Seqs = []
@@ -255,10 +266,61 @@ def test_many_sequences_of_uneven_lengths(bmi2: bool) -> None:
             for b in bits
         ]
         seqs.append([int(x) for x in np.cumsum(np.array(deltas, np.int64))])
-    check_roundtrip(seqs, bmi2)
-    check_roundtrip(seqs[::-1], bmi2)
-    check_roundtrip([s for s in seqs if s], bmi2)  # no empty sequence
-    check_roundtrip([[7] * 500] + [[] for _ in range(100)], bmi2)  # one lane has it all
+    check_roundtrip(seqs, path)
+    check_roundtrip(seqs[::-1], path)
+    check_roundtrip([s for s in seqs if s], path)  # no empty sequence
+    check_roundtrip([[7] * 500] + [[] for _ in range(100)], path)  # one lane has it all
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_position_of_a_block(path: str) -> None:
+    """Varints of 1..10 bytes after every prefix of 0..70 bytes (so at every position of a
+    64-byte block and across two), and runs of one-byte varints past a block's 32; sequences
+    starting at every byte (one value each)."""
+    _paths(path)
+    rng = np.random.default_rng(64)
+    for n in range(1, 11):
+        for f in range(71):
+            seq = [0] * f + [varint_of_len(n)] + [int(x) for x in rng.integers(-200, 200, 5)]
+            check_roundtrip([seq], path)
+            check_roundtrip([[1]] * (f % 9) + [seq[: f // 2], seq[f // 2 :]], path)
+    check_roundtrip([[0] * k for k in (31, 32, 33, 63, 64, 65, 200)], path)
+    check_roundtrip([[i % 50] for i in range(300)], path)  # 300 sequences of one byte each
+    check_roundtrip([[i % 50, 2**40] for i in range(300)], path)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_long_varints_among_short_ones(path: str) -> None:
+    """8-byte varints (the largest a block decodes) next to 9- and 10-byte ones (the byte loop)
+    in long sequences: the decoder leaves the blocks and comes back at every position."""
+    _paths(path)
+    rng = np.random.default_rng(89)
+    for long_len in (8, 9, 10):
+        for gap in (0, 1, 5, 30, 31, 32, 33, 60):
+            deltas = []
+            for _ in range(12):
+                deltas += [int(x) for x in rng.integers(-60, 60, gap)]
+                deltas.append(varint_of_len(long_len) * int(rng.choice([1, -1])))
+            seq = [int(x) for x in np.cumsum(np.array(deltas, np.int64))]
+            check_roundtrip([seq, seq[:gap], [], seq[::-1]], path)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_ranges_inside_a_larger_buffer(path: str) -> None:
+    """Offsets that start after the buffer's first byte and end before its last (an Arrow
+    slice): the bytes around them, continuation bytes or not, are never decoded."""
+    _paths(path)
+    rng = np.random.default_rng(11)
+    seqs: Seqs = [
+        [int(x) for x in np.cumsum(rng.integers(-3000, 3000, int(n)))] for n in rng.integers(0, 30, 60)
+    ]
+    offsets, data = golden_encode(seqs)
+    for pad in (b"", b"\x00", b"\xff" * 3, b"\x80" * 70, bytes(range(256))):
+        for tail in (b"", b"\xff", b"\x80" * 70, b"\x05" * 9):
+            buf = np.frombuffer(pad + data + tail, np.uint8)
+            got = decode_buf(offsets + len(pad), buf, path)
+            assert same(got, _pair(seqs))
+            assert same(decode_buf(offsets[10:31] + len(pad), buf, path), golden_decode(offsets[10:31], data))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,11 +328,11 @@ def test_many_sequences_of_uneven_lengths(bmi2: bool) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bmi2", PATHS)
-def test_truncated_at_every_byte(bmi2: bool) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_truncated_at_every_byte(path: str) -> None:
     """A sequence cut after each byte of its varints (cut off at the end of the sequence), at
     the end of the buffer and before another sequence."""
-    _paths(bmi2)
+    _paths(path)
     for n in range(2, 11):
         full = golden.delta_varint_encode_seq([1, varint_of_len(n), 3])
         for cut in range(1, len(full)):
@@ -278,28 +340,28 @@ def test_truncated_at_every_byte(bmi2: bool) -> None:
             for tail in (b"", b"\x02", bytes(range(0, 40))):
                 data = part + tail
                 offsets = np.array([0, cut, len(data)] if tail else [0, cut], np.int64)
-                check_decode(offsets, data, bmi2)
-                check_decode(np.array([0, 0, cut, len(data)], np.int64), data, bmi2)
+                check_decode(offsets, data, path)
+                check_decode(np.array([0, 0, cut, len(data)], np.int64), data, path)
 
 
-@pytest.mark.parametrize("bmi2", PATHS)
-def test_too_long_and_too_large(bmi2: bool) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_too_long_and_too_large(path: str) -> None:
     """11-byte varints and 10th bytes above 0x01, at every position near the buffer end."""
-    _paths(bmi2)
+    _paths(path)
     for bad in (b"\xff" * 10 + b"\x00", b"\x80" * 10 + b"\x01", b"\xff" * 9 + b"\x02", b"\x80" * 9 + b"\x7f"):
         for f in range(12):
             for tail in (b"", b"\x00" * 3):
                 data = b"\x02" * f + bad + tail
-                check_decode(np.array([0, len(data)], np.int64), data, bmi2)
-                check_decode(np.array([0, f, len(data)], np.int64), data, bmi2)
+                check_decode(np.array([0, len(data)], np.int64), data, path)
+                check_decode(np.array([0, f, len(data)], np.int64), data, path)
     ten = b"\xff" * 9 + b"\x01"  # the largest valid varint
-    check_decode(np.array([0, 10, 20], np.int64), ten + ten, bmi2)
+    check_decode(np.array([0, 10, 20], np.int64), ten + ten, path)
 
 
-@pytest.mark.parametrize("bmi2", PATHS)
-def test_first_error_wins_across_lanes(bmi2: bool) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_first_error_wins_across_lanes(path: str) -> None:
     """Errors in several lanes: the one of the lowest sequence is reported."""
-    _paths(bmi2)
+    _paths(path)
     good = golden.delta_varint_encode_seq(list(range(0, 3000, 7)))
     parts = [good] * 40
     parts[13] = good[:-1] + b"\x80"  # cut off
@@ -307,8 +369,27 @@ def test_first_error_wins_across_lanes(bmi2: bool) -> None:
     data = b"".join(parts)
     offsets = np.zeros(41, np.int64)
     offsets[1:] = np.cumsum([len(p) for p in parts])
-    check_decode(offsets, data, bmi2)
-    assert "sequence 13 " in str(decode(offsets, data, bmi2))
+    check_decode(offsets, data, path)
+    assert "sequence 13 " in str(decode(offsets, data, path))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_one_corrupt_byte_at_every_position(path: str) -> None:
+    """Each byte of an encoding with its high bit flipped (two varints merged, or one cut in
+    two): the golden model's values or its first error, whichever byte it is."""
+    _paths(path)
+    rng = np.random.default_rng(13)
+    seqs: Seqs = [
+        [int(x) for x in np.cumsum(rng.integers(-(2**20), 2**20, int(n)))] for n in (5, 0, 40, 1, 30, 9)
+    ]
+    seqs.append([varint_of_len(9), varint_of_len(10), 1, varint_of_len(8)])
+    offsets, data = golden_encode(seqs)
+    for pos in range(len(data)):
+        bad = bytearray(data)
+        bad[pos] ^= 0x80
+        check_decode(offsets, bytes(bad), path)
+        bad[pos] = 0xFF
+        check_decode(offsets, bytes(bad), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,21 +443,32 @@ def test_decode_of_int32_offsets(be: CpuBackend) -> None:
     assert same(be.run(OpCall("delta_varint_decode"), batch), _pair(seqs))
 
 
-def test_kernels_compiled_for_a_cpu_without_bmi2(tmp_path: object) -> None:
-    """For a CPU without BMI2 (numba told so), HAS_BMI2 is False and the kernels, with no
-    ``pext`` instruction, still equal the golden model (a fresh process and numba cache)."""
+_CPU_CLASSES = [
+    pytest.param("x86-64", "+sse2,+cx16,+popcnt", False, id="x86-64"),
+    pytest.param("haswell", "+sse4.2,+popcnt,+avx,+avx2,+bmi,+bmi2,+lzcnt", True, id="haswell"),
+]
+
+
+@pytest.mark.parametrize(("cpu", "features", "bmi2"), _CPU_CLASSES)
+def test_kernels_compiled_for_a_cpu_without_avx512(
+    tmp_path: object, cpu: str, features: str, bmi2: bool
+) -> None:
+    """For a CPU without AVX-512 (numba told so; an x86-64 without BMI2 too), the flags say so,
+    the decoder is the two-lane one (``pext`` only with BMI2, no zmm register) and the kernels
+    still equal the golden model (a fresh process and numba cache)."""
     import os
     import platform
     import subprocess
     import sys
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        pytest.skip("names an x86-64 CPU without BMI2: only meaningful on x86-64")
-    script = """
+        pytest.skip("names x86-64 CPUs without AVX-512: only meaningful on x86-64")
+    script = f"""
 import numpy as np
 from offload import golden
 from offload.host.cpu import intrinsics, kernels_varint as kv
-assert not intrinsics.HAS_BMI2
+assert intrinsics.HAS_BMI2 is {bmi2} and not intrinsics.HAS_AVX512_VBMI2
+assert kv.decode_into_ser.py_func is kv._decode_into_lanes
 seqs = [[5, 3, 3, 10], [], [1], [0, 1, -1, 2**63 - 1, -2**63], list(range(0, 10**6, 12345))]
 vo = np.zeros(len(seqs) + 1, np.int64)
 vo[1:] = np.cumsum([len(s) for s in seqs])
@@ -387,10 +479,93 @@ err = np.zeros(3, np.int64)
 vo2, out = kv.decode_ser(offs, data, err)
 assert err[0] == 0 and np.array_equal(out, vals) and np.array_equal(vo2, vo)
 code = next(iter(kv.decode_into_ser.overloads.values())).library.get_asm_str()
-assert "pext" not in code and "pdep" not in code
+assert ("pext" in code) is {bmi2} and "pdep" not in code and "zmm" not in code
 print("ok")
 """
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="x86-64")
-    env["NUMBA_CPU_FEATURES"] = "+sse2,+cx16,+popcnt"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features)
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_avx512_decoder_is_compiled_where_the_cpu_has_it() -> None:
+    """On a CPU with AVX-512 VBMI2 the decode kernels are the block decoder's, and its machine
+    code has the byte permutes (not a scalar emulation of them)."""
+    if not intr.HAS_AVX512_VBMI2:
+        pytest.skip("this CPU has no AVX-512 VBMI2")
+    assert kv.decode_into_ser.py_func is kv._decode_into_blocks
+    assert kv.decode_fill_ser.py_func is kv._decode_fill_blocks
+    from numba import njit
+
+    fresh = njit(kv.decode_into_ser.py_func)  # not from the cache: its machine code can be read
+    offsets, data = golden_encode([[1, 2, 3]])
+    vo, out, err = np.empty(2, np.int64), np.empty(3, np.int64), np.zeros(3, np.int64)
+    fresh(offsets, np.frombuffer(data, np.uint8), vo, out, err)
+    assert out.tolist() == [1, 2, 3] and vo.tolist() == [0, 3]
+    code = next(iter(fresh.overloads.values())).library.get_asm_str()
+    for insn in ("vpcompressb", "vpermb", "vpmultishiftqb", "vpmovb2m"):
+        assert insn in code, insn
+
+
+_GUARDED = """
+import ctypes, mmap, sys
+import numpy as np
+from offload import golden
+from offload.host.cpu import kernels_varint as kv
+
+libc = ctypes.CDLL(None, use_errno=True)
+PAGE = mmap.PAGESIZE
+keep = []
+
+
+def guarded(nbytes, at_end):
+    \"\"\"nbytes of memory between two inaccessible pages, against the one after (at_end) or the one
+    before: a read or write past the buffer faults.\"\"\"
+    pages = -(-max(nbytes, 1) // PAGE) + 2
+    m = mmap.mmap(-1, pages * PAGE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    for page in (0, pages - 1):
+        assert libc.mprotect(ctypes.c_void_p(base + page * PAGE), PAGE, 0) == 0
+    keep.append(m)
+    start = (pages - 1) * PAGE - nbytes if at_end else PAGE
+    return np.frombuffer(m, np.uint8, nbytes, start)
+
+
+def run(seqs, corrupt, at_end):
+    parts = [golden.delta_varint_encode_seq(s) for s in seqs]
+    offsets = np.zeros(len(parts) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(p) for p in parts])
+    raw = bytearray(b"".join(parts))
+    if corrupt and raw:
+        raw[-1] |= 0x80  # the last varint cut off: the decoder looks for its end
+    data = guarded(len(raw), at_end)
+    data[:] = np.frombuffer(bytes(raw), np.uint8)
+    count = kv.count_ends_ser(offsets, data)
+    vo = guarded(8 * len(offsets), at_end).view(np.int64)
+    out = guarded(8 * count, at_end).view(np.int64)
+    err = np.zeros(3, np.int64)
+    kv.decode_into_ser(offsets, data, vo, out, err)
+    if not corrupt:
+        assert err[0] == 0 and out.tolist() == [v for s in seqs for v in s], (seqs, at_end)
+
+
+rng = np.random.default_rng(3)
+for n in (1, 2, 7, 8, 9, 31, 32, 33, 63, 64, 65, 200, 3000):
+    for lens in ([n], [n // 2, 0, n - n // 2]):
+        seqs = [[int(x) for x in np.cumsum(rng.integers(-(2**15), 2**15, k))] for k in lens]
+        for corrupt in (False, True):
+            for at_end in (True, False):
+                run(seqs, corrupt, at_end)
+run([[2**62, -(2**62)] * 3], False, True)  # 9- and 10-byte varints at the end
+print("ok")
+"""
+
+
+def test_decoder_stays_inside_its_buffers() -> None:
+    """Input, value offsets and values each between two inaccessible pages, against either one:
+    no byte outside the buffers is read or written (a fault would end the process), however the
+    data ends (1..3000 bytes, a varint cut off at the very end, 9- and 10-byte varints)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _GUARDED], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-2000:])
