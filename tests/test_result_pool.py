@@ -157,3 +157,32 @@ def test_the_cpu_backend_reuses_a_dropped_result_and_stays_exact():
     again = rt.xxh64(keys, seed=3)
     assert address(again) == where or result_pool().limit == 0
     assert (again[::1000] == kept).all()
+
+
+def test_a_lease_dying_while_the_pool_is_locked_is_kept_later():
+    # the garbage collector can drop a result inside the pool's own critical section
+    pool = ResultPool()
+    a = pool.empty(N, np.uint64)
+    where = address(a)
+    with pool._lock:
+        del a
+    assert pool.stats() == {"kept_bytes": N * 8 + (64 << 10), "blocks": 1, "hits": 0, "misses": 1}
+    assert address(pool.empty(N, np.uint64)) == where
+
+
+def test_a_forked_child_can_use_the_pool_a_thread_held_at_the_fork():
+    import os
+
+    pool = result_pool()
+    with pool._lock:
+        pid = os.fork()
+        if pid == 0:  # the child: the lock must be free here (a deadlock ends at the alarm)
+            import signal
+
+            signal.alarm(5)
+            try:
+                ok = pool.empty(N, np.uint64).shape == (N,)
+            finally:
+                os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 import numpy as np
@@ -73,6 +73,7 @@ class ResultPool:
         self._free: dict[int, list[np.ndarray]] = {}  # capacity -> free blocks
         self._order: OrderedDict[int, int] = OrderedDict()  # id(block) -> capacity, oldest first
         self._lock = threading.Lock()
+        self._returned: deque[np.ndarray] = deque()  # given back while the lock was held
         self.kept = 0  # bytes of free blocks
         self.hits = 0
         self.misses = 0
@@ -92,6 +93,7 @@ class ResultPool:
     def _take(self, need: int) -> np.ndarray | None:
         """A free block of the smallest capacity from ``need`` to twice that."""
         with self._lock:
+            self._drain()
             fits = [c for c in self._free if need <= c <= 2 * need]
             if not fits:
                 self.misses += 1
@@ -107,15 +109,31 @@ class ResultPool:
             return block
 
     def _give(self, block: np.ndarray) -> None:
+        """A lease's block back. Never waits: a lease can die inside the pool's own critical
+        section (the garbage collector runs on any allocation) or while another thread holds
+        the lock; such a block is queued and kept at the next :meth:`empty`."""
+        if not self._lock.acquire(blocking=False):
+            self._returned.append(block)  # atomic: no lock needed
+            return
+        try:
+            self._keep(block)
+            self._drain()
+        finally:
+            self._lock.release()
+
+    def _drain(self) -> None:
+        while self._returned:
+            self._keep(self._returned.popleft())
+
+    def _keep(self, block: np.ndarray) -> None:
         cap = block.nbytes
-        with self._lock:
-            if cap > self.limit:
-                return
-            self._free.setdefault(cap, []).append(block)
-            self._order[id(block)] = cap
-            self.kept += cap
-            while self.kept > self.limit:
-                self._evict_oldest()
+        if cap > self.limit:
+            return
+        self._free.setdefault(cap, []).append(block)
+        self._order[id(block)] = cap
+        self.kept += cap
+        while self.kept > self.limit:
+            self._evict_oldest()
 
     def _evict_oldest(self) -> None:
         key, cap = self._order.popitem(last=False)
@@ -128,12 +146,14 @@ class ResultPool:
     def clear(self) -> None:
         """Free every kept block (results still in use are not affected)."""
         with self._lock:
+            self._returned.clear()
             self._free.clear()
             self._order.clear()
             self.kept = 0
 
     def stats(self) -> dict[str, int]:
         with self._lock:
+            self._drain()
             blocks = len(self._order)
             return {"kept_bytes": self.kept, "blocks": blocks, "hits": self.hits, "misses": self.misses}
 
@@ -162,3 +182,14 @@ def result_pool() -> ResultPool:
         if _POOL is None:
             _POOL = ResultPool(pool_limit(os.environ.get("OFFLOAD_RESULT_POOL_MB")))
         return _POOL
+
+
+def _after_fork() -> None:
+    """A child process starts with unheld locks (another thread may have held one at the fork)."""
+    global _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+    if _POOL is not None:
+        _POOL._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
