@@ -186,3 +186,14 @@ def test_a_forked_child_can_use_the_pool_a_thread_held_at_the_fork():
                 os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_bad_limit_in_the_environment_fails_the_call_with_its_message(monkeypatch):
+    from offload.host.cpu import results
+
+    monkeypatch.setattr(results, "_POOL", None)
+    monkeypatch.setenv("OFFLOAD_RESULT_POOL_MB", "lots")
+    with pytest.raises(
+        ValueError, match=r"^OFFLOAD_RESULT_POOL_MB must be a non-negative number of MiB, got 'lots'$"
+    ):
+        Runtime([CpuBackend(threads=1)]).xxh64(np.arange(N, dtype=np.uint64))
