@@ -432,6 +432,37 @@ def test_encode_above_the_one_pass_limit_runs_two_passes(monkeypatch: pytest.Mon
     assert data.tobytes() == exp_data and np.array_equal(offsets, exp_offsets)
 
 
+def test_decode_output_owns_exactly_its_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Room for one value a byte, shrunk to the values (not a view of a larger buffer); above
+    the one-pass limit, or with an allocator given, the values are counted first."""
+    seqs: Seqs = [[1, 2, 3], [], [2**40, -5], [I64_MIN, I64_MAX]]
+    offsets, data = golden_encode(seqs)
+    buf = np.frombuffer(data, np.uint8)
+    vo, out = kv.decode_ser(offsets, buf, np.zeros(3, np.int64))
+    assert same((vo, out), _pair(seqs)) and out.flags.owndata and out.shape == (7,)
+    sizes: list[int] = []
+
+    def empty(n: int, dtype: object) -> np.ndarray:
+        sizes.append(n)
+        return np.full(n, -1, np.int64)
+
+    assert same(kv.decode_ser(offsets, buf, np.zeros(3, np.int64), empty), _pair(seqs))
+    assert sizes == [len(seqs) + 1, 7]
+    monkeypatch.setattr(kv, "_ONE_PASS_MAX_BYTES", 2)
+    vo, out = kv.decode_ser(offsets, buf, np.zeros(3, np.int64))
+    assert same((vo, out), _pair(seqs)) and out.flags.owndata and out.shape == (7,)
+
+
+@pytest.mark.parametrize("counted", [False, True], ids=["one_pass", "counted"])
+def test_decode_error_returns_no_values(counted: bool) -> None:
+    offsets, data = golden_encode([[1, 2, 3], [300]])
+    err = np.zeros(3, np.int64)
+    vo, out = kv.decode_ser(
+        offsets, np.frombuffer(data[:-1] + b"\x80", np.uint8), err, np.empty if counted else None
+    )
+    assert out.shape == (0,) and err.tolist() == [kv._ERR_CUT, 1, 3]
+
+
 @pytest.mark.parametrize("be", [SER, PAR], ids=["serial", "parallel"])
 def test_decode_of_int32_offsets(be: CpuBackend) -> None:
     """A binary column's int32 offsets (the lanes read int64 ones: converted on the way)."""

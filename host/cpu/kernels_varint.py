@@ -543,13 +543,26 @@ def _decode_blocks(offsets, data, vo, out, lo, hi, k0, err):
         run &= run >> _U(2)
         run &= run >> _U(4)
         stop = p + 64 - np.int64(lz)
-        firsts = _U(0)  # the sequences that start in the block, at their first byte
+        # The sequences that start in the block (their value offsets; firsts: their first
+        # bytes). The next three are looked at without a branch (one that does not start in
+        # the block gets a value offset that its own block overwrites; offsets[hi] is the end):
+        # 1049 against 993 M values/s into a preallocated output, 1063 with three.
+        firsts = _U(0)
         i0 = i
-        while i < hi:
+        span = stop - p
+        kk = _U(k0 + k)
+        for _ in range(3):
+            s = np.int64(peek_u64(po + 8 * min(i, hi))) - p
+            inside = s < span
+            s = min(s, 63)
+            poke_u64(pvo + 8 * i, kk + popcount64(t & ((_U(1) << _U(s)) - _U(1))))
+            firsts |= _U(inside) << _U(s)
+            i += np.int64(inside)
+        while i < hi:  # more than three
             s = np.int64(peek_u64(po + 8 * i)) - p
-            if s >= stop - p:
+            if s >= span:
                 break
-            poke_u64(pvo + 8 * i, _U(k0 + k) + popcount64(t & ((_U(1) << _U(s)) - _U(1))))
+            poke_u64(pvo + 8 * i, kk + popcount64(t & ((_U(1) << _U(s)) - _U(1))))
             firsts |= _U(1) << _U(s)
             i += 1
         if (t == _U(0)) | (run != _U(0)) | ((firsts & ~starts) != _U(0)):
@@ -740,12 +753,33 @@ def encode_ser(vo: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return offsets, data
 
 
-def decode_ser(offsets: np.ndarray, data: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (value_offsets, values); on a malformed varint fills ``err`` and returns empties."""
-    offsets = np.ascontiguousarray(offsets, np.int64)  # the lanes read by address
+# Above this many bytes, decode_ser counts the values first rather than reserve 8 bytes a byte.
+_ONE_PASS_MAX_BYTES = 1 << 27
+
+
+def decode_ser(
+    offsets: np.ndarray, data: np.ndarray, err: np.ndarray, empty: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (value_offsets, values); on a malformed varint fills ``err`` and returns empties.
+
+    ``empty(n, dtype)`` (e.g. a result pool's) allocates both, the values once counted (a pass
+    over the bytes). Without it, the values go into room for one value a byte, shrunk in place
+    afterwards (no counting pass: 609 against 587 M values/s end to end; pages never written
+    cost nothing)."""
+    offsets = np.ascontiguousarray(offsets, np.int64)  # the decoders read by address
     data = np.ascontiguousarray(data)
-    vo = np.empty(offsets.shape[0], np.int64)
-    out = np.empty(count_ends_ser(offsets, data), np.int64)
+    nbytes = int(offsets[-1]) - int(offsets[0])
+    if empty is None and nbytes <= _ONE_PASS_MAX_BYTES:
+        vo = np.empty(offsets.shape[0], np.int64)
+        out = np.empty(nbytes, np.int64)
+        decode_into_ser(offsets, data, vo, out, err)
+        if err[0] != 0:
+            return vo, np.empty(0, np.int64)
+        out.resize(int(vo[-1]), refcheck=False)  # realloc: a large buffer shrinks in place (mremap)
+        return vo, out
+    alloc = np.empty if empty is None else empty
+    vo = alloc(offsets.shape[0], np.int64)
+    out = alloc(count_ends_ser(offsets, data), np.int64)
     decode_into_ser(offsets, data, vo, out, err)
     if err[0] != 0:
         return vo, np.empty(0, np.int64)
