@@ -416,17 +416,20 @@ def _cont_part(typingctx, addr, n):
     return sig, codegen
 
 
-# vpmultishiftqb packs eight 7-bit groups (the varint's bytes, one per byte of a lane) into 56
-# bits: output byte j (< 7) is bits 8j..8j+7 of the value, which are bits j..6 of byte j and
-# bits 0..j of byte j + 1. The first multishift takes 8 bits from bit 9j (byte j from bit j on,
-# right for the low 7 - j bits), the second from bit 9j + 1 (right for the high j + 1 bits).
-_MSHIFT_LO = _bytes([9 * j if j < 7 else 56 for _ in range(8) for j in range(8)])
-_MSHIFT_HI = _bytes([9 * j + 1 if j < 7 else 56 for _ in range(8) for j in range(8)])
-_MSHIFT_SEL = [(1 << (7 - j)) - 1 if j < 7 else 0 for j in range(8)]  # bits from the first
+# vpmultishiftqb packs eight 7-bit groups (the varint's bytes, one per byte of a lane) into the
+# 56 bits of the value, placed from bit 8 on (byte 0 is left over: the zigzag step shifts it
+# out, where masking the top byte off would take one more instruction). Byte j of the value
+# (j < 7) is bits j..6 of the varint's byte j and bits 0..j of its byte j + 1: output byte
+# j + 1 takes 8 bits from bit 9j (right for the low 7 - j bits), or from bit 9j + 1 (right for
+# the high j + 1 bits), chosen bit by bit.
+_MSHIFT_LO = _bytes([9 * (j - 1) if j > 0 else 0 for _ in range(8) for j in range(8)])
+_MSHIFT_HI = _bytes([9 * (j - 1) + 1 if j > 0 else 0 for _ in range(8) for j in range(8)])
+_MSHIFT_SEL = [(1 << (8 - j)) - 1 if j > 0 else 0 for j in range(8)]  # bits from the first
 
 
 def _decode8(b: ir.IRBuilder, data: ir.Value, starts: ir.Value, ends: ir.Value, c: int) -> ir.Value:
-    """The zigzag values of varints 8c..8c+7 of a block, one per 64-bit lane (0 past the last):
+    """The zigzag values of varints 8c..8c+7 of a block shifted left by 8 (the low byte left
+    over), one per 64-bit lane (0 past the last):
     ``starts``/``ends`` hold each varint's first and last byte index (0x80 and 0 past the last)."""
     permb = _fn(b, "llvm.x86.avx512.permvar.qi.512", _B64, [_B64, _B64])
     mshift = _fn(b, "llvm.x86.avx512.pmultishift.qb.512", _B64, [_B64, _B64])
@@ -437,15 +440,14 @@ def _decode8(b: ir.IRBuilder, data: ir.Value, starts: ir.Value, ends: ir.Value, 
     lo = b.bitcast(b.call(mshift, [_MSHIFT_LO, g]), _Q8)
     hi = b.bitcast(b.call(mshift, [_MSHIFT_HI, g]), _Q8)
     sel = b.bitcast(_bytes(_MSHIFT_SEL * 8), _Q8)
-    z = b.and_(b.or_(b.and_(lo, sel), b.and_(hi, b.not_(sel))), _qwords((1 << 56) - 1))
-    return z
+    return b.or_(b.and_(lo, sel), b.and_(hi, b.not_(sel)))
 
 
 def _delta_sum8(b: ir.IRBuilder, z: ir.Value, flags: ir.Value, carry: ir.Value) -> ir.Value:
-    """Unzigzagged ``z`` summed over the lanes, from ``carry`` (all lanes) on, restarting at
+    """Unzigzagged ``z >> 8`` summed over the lanes, from ``carry`` (all lanes) on, restarting at
     each lane whose bit of ``flags`` (i8) is set (a sequence's first value)."""
     zero = ir.Constant(_Q8, None)
-    x = b.xor(b.lshr(z, _qwords(1)), b.sub(zero, b.and_(z, _qwords(1))))
+    x = b.xor(b.lshr(z, _qwords(9)), b.ashr(b.shl(z, _qwords(55)), _qwords(63)))
     for k in (1, 2, 4):  # Hillis-Steele: lane i adds lane i - k unless a restart lies between
         shifted = b.shuffle_vector(zero, x, _lanes([8 + i - k if i >= k else 0 for i in range(8)]))
         x = b.select(b.bitcast(b.not_(flags), _K8), b.add(x, shifted), x)
