@@ -50,6 +50,8 @@ __all__ = [
     "REFERENCES",
     "c_library",
     "kernel_rows",
+    "multiplier_ceiling",
+    "multiplier_ceiling_row",
     "reference_baseline",
     "snprintf_loop",
     "string_rows",
@@ -632,7 +634,7 @@ def kernel_rows(inp: CpuInputs) -> list[Row]:
         for op, params, target in KERNEL_CALLS
         if op in REGISTRY
     ]
-    return rows + _streaming_rows(inp)
+    return [*rows, multiplier_ceiling_row(rows[0]["baseline"]), *_streaming_rows(inp)]
 
 
 def _streaming_rows(inp: CpuInputs) -> list[Row]:
@@ -680,3 +682,132 @@ def _run_into_row(inp: CpuInputs) -> list[Row]:
             note="both into the same preallocated output, timed alternately",
         )
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The multiplier ceiling: how fast this core's pipes could hash 8-byte keys with XXH64
+# ---------------------------------------------------------------------------------------------
+
+#: The instructions XXH64 of 8-byte keys needs, and those that could stand in for its 64-bit
+#: multiplies (32x32->64 vpmuludq pieces, 52-bit IFMA pieces), in AT&T syntax: ``{r}`` is a
+#: vector register (zmm or ymm), ``{g}`` a general one. zmm/ymm 30 and 31 and r15 are inputs.
+_PIPE_OPS: dict[str, str] = {
+    "vpmullq zmm": "vpmullq %%zmm31, %%zmm{r}, %%zmm{r}",
+    "vpmullq ymm": "vpmullq %%ymm31, %%ymm{r}, %%ymm{r}",
+    "vpmuludq zmm": "vpmuludq %%zmm31, %%zmm{r}, %%zmm{r}",
+    "vpmuludq ymm": "vpmuludq %%ymm31, %%ymm{r}, %%ymm{r}",
+    "vpmadd52luq zmm": "vpmadd52luq %%zmm31, %%zmm30, %%zmm{r}",
+    "vpmadd52huq zmm": "vpmadd52huq %%zmm31, %%zmm30, %%zmm{r}",
+    "vpmadd52luq ymm": "vpmadd52luq %%ymm31, %%ymm30, %%ymm{r}",
+    "vprolq zmm": "vprolq $31, %%zmm{r}, %%zmm{r}",
+    "vpsrlq zmm": "vpsrlq $33, %%zmm{r}, %%zmm{r}",
+    "vpxorq zmm": "vpxorq %%zmm31, %%zmm{r}, %%zmm{r}",
+    "imul r64": "imulq %%r15, %%{g}",
+}
+#: Pairs timed together: their ops per cycle exceed either alone only when they use other pipes.
+_PIPE_MIXES: tuple[tuple[str, str], ...] = (
+    ("vpmullq zmm", "vpmuludq zmm"),
+    ("vpmullq zmm", "vpmadd52luq zmm"),
+    ("vpmullq zmm", "vprolq zmm"),
+    ("vpmullq zmm", "vpsrlq zmm"),
+    ("vpmullq zmm", "vpxorq zmm"),
+    ("vpmullq zmm", "imul r64"),
+)
+_GPRS = ("rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14")
+_CHAINS = 12  # independent registers per instruction (24 vector registers for a mix)
+_LOOP_ITERATIONS = 100_000
+
+
+def _pipe_asm(kinds: tuple[str, ...]) -> str:
+    """One loop iteration: :data:`_CHAINS` copies of each of ``kinds``, interleaved."""
+    lines = []
+    for c in range(_CHAINS):
+        for k, kind in enumerate(kinds):
+            lines.append(_PIPE_OPS[kind].format(r=c + _CHAINS * k, g=_GPRS[c]))
+    return "\\n\\t".join(lines)
+
+
+def _asm_loop(name: str, body: str, clobbers: str) -> str:
+    return (
+        f'void {name}(long n) {{ for (long i = 0; i < n; i++) __asm__ volatile("{body}" ::: {clobbers}); }}'
+    )
+
+
+def _pipe_source(cases: list[tuple[str, ...]]) -> str:
+    """C functions ``clock_adds(n)`` (100 dependent adds an iteration) and ``pipe<i>(n)`` (the
+    instructions of ``cases[i]``), each a loop of ``n`` iterations."""
+    clobbers = ", ".join([*(f'"{g}"' for g in (*_GPRS, "cc")), *(f'"zmm{i}"' for i in range(32))])
+    adds = _asm_loop("clock_adds", "\\n\\t".join(["addq %%rax, %%rax"] * 100), '"rax", "cc"')
+    return (
+        "\n".join([adds, *(_asm_loop(f"pipe{i}", _pipe_asm(k), clobbers) for i, k in enumerate(cases))])
+        + "\n"
+    )
+
+
+def _pipe_support() -> str | None:
+    """Why the microbenchmarks cannot run here, or None."""
+    import platform
+
+    import llvmlite.binding as ll
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return f"the microbenchmarks are x86-64 code (this is {platform.machine()})"
+    have = set(ll.get_host_cpu_features().flatten().split(","))
+    missing = [f for f in ("avx512f", "avx512dq", "avx512vl", "avx512ifma") if f"+{f}" not in have]
+    return f"the CPU lacks {', '.join(missing)}" if missing else None
+
+
+@functools.cache
+def multiplier_ceiling() -> dict[str, Any] | str:
+    """This core's clock (GHz: a chain of dependent 1-cycle adds) and the throughput, in
+    instructions per cycle, of each of :data:`_PIPE_OPS` alone and of each pair of
+    :data:`_PIPE_MIXES` together (best of 5 loops of 12 independent copies each); or why they
+    could not be measured. About 0.3 s."""
+    why = _pipe_support()
+    if why is not None:
+        return why
+    cases: list[tuple[str, ...]] = [(k,) for k in _PIPE_OPS] + list(_PIPE_MIXES)
+    lib = _build(_pipe_source(cases), ["-O2", "-march=native"], "the multiplier microbenchmarks")
+    if isinstance(lib, str):
+        return lib
+    n = _LOOP_ITERATIONS
+
+    def seconds(fn: Any) -> float:
+        fn.argtypes = [ctypes.c_long]
+        return best(lambda: fn(n), 5, warmup=1)
+
+    hz = 100 * n / seconds(lib.clock_adds)
+    per_cycle = {
+        " + ".join(kinds): _CHAINS * len(kinds) / (seconds(getattr(lib, f"pipe{i}")) * hz / n)
+        for i, kinds in enumerate(cases)
+    }
+    return {"clock_ghz": hz / 1e9, "per_cycle": per_cycle}
+
+
+def xxh64_k8_ceiling(per_cycle: dict[str, float]) -> float:
+    """Keys per cycle XXH64 of 8-byte keys could reach on pipes with these throughputs: 8 keys
+    in a zmm register need 5 vpmullq and 2 vprolq (on the pipes they share, at their mix's
+    rate) among 14 zmm ops (at vpxorq's rate: it runs on every pipe), and a key on the scalar
+    unit alongside 5 imul."""
+    mul_rotate = per_cycle["vpmullq zmm + vprolq zmm"]
+    cycles_per_vector = max(7 / mul_rotate, 14 / per_cycle["vpxorq zmm"])
+    return 8 / cycles_per_vector + per_cycle["imul r64"] / 5
+
+
+def multiplier_ceiling_row(c_rate: float | None) -> Row:
+    """The ceiling of XXH64 on 8-byte keys on one core, against xxHash's C (M keys/s, measured
+    by the xxh64 kernel row in the same run), with the throughputs it comes from."""
+    name = "multiplier ceiling: XXH64 of 8-byte keys, 1 core (vector and scalar pipes)"
+    m = multiplier_ceiling()
+    if isinstance(m, str):
+        return row(name, None, "M keys/s", note=f"skipped: {m}")
+    tp, ghz = m["per_cycle"], m["clock_ghz"]
+    table = ", ".join(f"{k} {v:.2f}" for k, v in tp.items())
+    return row(
+        name,
+        xxh64_k8_ceiling(tp) * ghz * 1e3,
+        "M keys/s (the bound of this core's measured pipe throughputs)",
+        baseline=c_rate,
+        baseline_unit="M keys/s (xxHash's C, the xxh64 kernel row above)",
+        note=f"clock {ghz:.2f} GHz (dependent adds); instructions per cycle, alone and in pairs: {table}",
+    )

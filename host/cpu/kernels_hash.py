@@ -4,13 +4,23 @@ All hash arithmetic is done on ``uint64``: every constant is an explicit ``np.ui
 promotes ``uint64 op int64`` to ``float64``), multiplies wrap, rotates are funnel shifts
 (:func:`.intrinsics.rotl64`), and XXH32 keeps its state in the low 32 bits of a ``uint64`` with
 32-bit multiplies, adds and rotates (:func:`.intrinsics.mul32`), so its loops vectorise 16 keys to
-a zmm register. The fixed-key loops are in :func:`_lanes` (why 16 + 2 keys an iteration).
+a zmm register. XXH64 of fixed-width keys runs on :data:`u64x8` values (eight uint64 lanes in
+one vector register: numba has no vector type, so this file defines one) in a software-pipelined
+loop, :func:`_pipelined` (why, and why 32 + 3 keys a block); XXH32's loops are :func:`_plain`.
 """
 
 from __future__ import annotations
 
+import operator
+from typing import Any
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.core.imputils import lower_builtin
+from numba.core.typing.templates import AbstractTemplate, infer_global, signature
+from numba.extending import intrinsic, models, register_model
 
 from offload.golden import XXH32_PRIMES, XXH64_PRIMES
 
@@ -57,6 +67,182 @@ MODE_RAW = 0  # xxh64
 MODE_MOD = 1  # hash_bucket "mod":       h % a
 MODE_FASTRANGE = 2  # hash_bucket "fastrange": (h * a) >> 64
 MODE_FID = 3  # fid:                     (h & a) | b
+
+
+# ---------------------------------------------------------------------------------------------
+# Eight uint64 lanes in one vector register
+# ---------------------------------------------------------------------------------------------
+# LLVM vectorises a loop's body, but keeps nothing in vector registers from one iteration to the
+# next: the software-pipelined loop (:func:`_pipelined`) needs that, so its state is held in
+# u64x8 values, an LLVM <8 x i64> (one zmm register). The hash functions are written once: the
+# operators below (and :func:`_rotl`) take u64x8 and uint64 operands alike, a scalar operand
+# standing for eight copies of itself, and arithmetic wraps as on uint64.
+
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+_V8 = ir.VectorType(_I64, 8)
+
+
+class U64x8(types.Type):
+    """The numba type of eight uint64 lanes held in one vector register."""
+
+    def __init__(self) -> None:
+        super().__init__(name="u64x8")
+
+
+#: The one instance of :class:`U64x8`.
+u64x8 = U64x8()
+
+
+@register_model(U64x8)
+class _U64x8Model(models.PrimitiveModel):
+    def __init__(self, dmm: Any, fe_type: Any) -> None:
+        super().__init__(dmm, fe_type, _V8)
+
+
+def _splat(builder: ir.IRBuilder, ty: Any, val: ir.Value) -> ir.Value:
+    """``val`` of numba type ``ty`` as a <8 x i64>: a u64x8 as it is, an integer (converted
+    to 64 bits as numba converts it to uint64) in every lane."""
+    if isinstance(ty, U64x8):
+        return val
+    if val.type.width < 64:
+        val = builder.sext(val, _I64) if ty.signed else builder.zext(val, _I64)
+    undef = ir.Constant(_V8, ir.Undefined)
+    one = builder.insert_element(undef, val, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, 8), [0] * 8))
+
+
+def _overload_lanewise(pyops: tuple[Any, ...], name: str) -> None:
+    """Type and lower ``pyops`` on a u64x8 and a u64x8 or an integer as the IR instruction
+    ``name`` lane by lane (a typing template and a lowering, not ``@overload``: that compiles a
+    wrapper function for every combination of operand types)."""
+
+    class Lanewise(AbstractTemplate):
+        def generic(self, args: tuple[Any, ...], kws: dict[str, Any]) -> Any:
+            lanes = len(args) == 2 and any(isinstance(t, U64x8) for t in args)
+            if lanes and not kws and all(isinstance(t, (U64x8, types.Integer)) for t in args):
+                return signature(u64x8, *args)
+            return None
+
+    def lower(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> ir.Value:
+        x, y = (_splat(builder, t, v) for t, v in zip(sig.args, args))
+        return getattr(builder, name)(x, y)
+
+    for pyop in pyops:
+        infer_global(pyop)(type(f"Lanewise_{pyop.__name__}", (Lanewise,), {"key": pyop}))
+        for tys in ((U64x8, U64x8), (U64x8, types.Integer), (types.Integer, U64x8)):
+            lower_builtin(pyop, *tys)(lower)
+
+
+for _pyops, _name in (
+    ((operator.add, operator.iadd), "add"),
+    ((operator.sub, operator.isub), "sub"),
+    ((operator.mul, operator.imul), "mul"),
+    ((operator.xor, operator.ixor), "xor"),
+    ((operator.and_, operator.iand), "and_"),
+    ((operator.or_, operator.ior), "or_"),
+    ((operator.rshift, operator.irshift), "lshr"),
+    ((operator.lshift, operator.ilshift), "shl"),
+):
+    _overload_lanewise(_pyops, _name)
+
+
+@intrinsic
+def _rotl(typingctx, x, r):
+    """``x`` (uint64 or u64x8) rotated left by ``r`` bits: a funnel shift, one ``rol`` or
+    ``vprolq`` (as :func:`.intrinsics.rotl64`)."""
+    if isinstance(x, U64x8):
+        sig = u64x8(x, r)
+    elif isinstance(x, types.Integer):
+        sig = types.uint64(types.uint64, types.uint64)
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        xv, rv = args
+        if isinstance(xv.type, ir.VectorType):
+            rv, name = _splat(builder, signature.args[1], rv), "llvm.fshl.v8i64"
+        else:
+            name = "llvm.fshl.i64"
+        fnty = ir.FunctionType(xv.type, [xv.type] * 3)
+        fn = builder.module.globals.get(name) or ir.Function(builder.module, fnty, name)
+        return builder.call(fn, [xv, xv, rv])
+
+    return sig, codegen
+
+
+@intrinsic
+def _broadcast(typingctx, x):
+    """The integer ``x`` in all eight lanes of a u64x8."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _splat(builder, signature.args[0], args[0])
+
+    return u64x8(x), codegen
+
+
+def _lane_pointers(
+    context: Any, builder: ir.IRBuilder, aryty: Any, ary: Any, idx: ir.Value
+) -> list[ir.Value]:
+    return [
+        cgutils.get_item_pointer(context, builder, aryty, ary, [builder.add(idx, ir.Constant(idx.type, k))])
+        for k in range(8)
+    ]
+
+
+@intrinsic
+def _load8(typingctx, arr, idx):
+    """``arr[idx:idx + 8]`` as a u64x8, each element converted as ``np.uint64(arr[i])`` (a 1-D
+    array of 4- or 8-byte integers; the caller keeps ``idx + 8 <= len(arr)``). One vector load
+    from a contiguous array, eight loads from a strided one."""
+    ok = isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(arr.dtype, types.Integer)
+    if not (ok and arr.dtype.bitwidth in (32, 64)):
+        return None
+    sig = u64x8(arr, types.intp)
+
+    def codegen(context, builder, signature, args):
+        aryty, (av, iv) = signature.args[0], args
+        ary = context.make_array(aryty)(context, builder, av)
+        lane = context.get_data_type(aryty.dtype)
+        vty = ir.VectorType(lane, 8)
+        if aryty.layout == "C":
+            item = cgutils.get_item_pointer(context, builder, aryty, ary, [iv])
+            v = builder.load(
+                builder.bitcast(item, vty.as_pointer()), align=lane.width // 8 if aryty.aligned else 1
+            )
+        else:
+            v = ir.Constant(vty, ir.Undefined)
+            for k, ptr in enumerate(_lane_pointers(context, builder, aryty, ary, iv)):
+                v = builder.insert_element(v, builder.load(ptr), ir.Constant(_I32, k))
+        if lane.width == 64:
+            return v
+        return builder.sext(v, _V8) if aryty.dtype.signed else builder.zext(v, _V8)
+
+    return sig, codegen
+
+
+@intrinsic
+def _store8(typingctx, arr, idx, val):
+    """``arr[idx:idx + 8] = val`` (a u64x8 into a 1-D uint64 array; the caller keeps ``idx + 8
+    <= len(arr)``): one vector store into a contiguous array, eight into a strided one."""
+    ok = isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.uint64
+    if not (ok and isinstance(val, U64x8)):
+        return None
+    sig = types.void(arr, types.intp, val)
+
+    def codegen(context, builder, signature, args):
+        aryty, (av, iv, vv) = signature.args[0], args
+        ary = context.make_array(aryty)(context, builder, av)
+        if aryty.layout == "C":
+            item = cgutils.get_item_pointer(context, builder, aryty, ary, [iv])
+            builder.store(vv, builder.bitcast(item, _V8.as_pointer()), align=8 if aryty.aligned else 1)
+        else:
+            for k, ptr in enumerate(_lane_pointers(context, builder, aryty, ary, iv)):
+                builder.store(builder.extract_element(vv, ir.Constant(_I32, k)), ptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,22 +304,57 @@ def _modm_scalar(h, d, m, sh):
     return h - q * d
 
 
+# XXH64 of an 8- or 4-byte key in three stages of about equal work (the software-pipelined loop
+# runs them on different keys at once): _k8_a or _k4_a, then _k8_b or _k4_b, then _mix_c. Each
+# takes uint64 or u64x8 keys (the 4-byte key < 2**32). Functions of numbers only are left to
+# LLVM's inliner: numba's own (inline="always") copies a callee's IR at every call site, which
+# made compiling the 8 pipelined loops several times slower.
+
+
+@njit
+def _mix_b(h):
+    """The first half of XXH64's avalanche."""
+    return (h ^ (h >> _U(33))) * _P64_2
+
+
+@njit
+def _mix_c(h):
+    """The second half of XXH64's avalanche."""
+    h ^= h >> _U(29)
+    h *= _P64_3
+    return h ^ (h >> _U(32))
+
+
+@njit
+def _k8_a(k, seed):
+    return _rotl((seed + _P64_5 + _U(8)) ^ (_rotl(k * _P64_2, 31) * _P64_1), 27)
+
+
+@njit
+def _k8_b(h):
+    return _mix_b(h * _P64_1 + _P64_4)
+
+
+@njit
+def _k4_a(k, seed):
+    return _rotl((seed + _P64_5 + _U(4)) ^ (k * _P64_1), 23)
+
+
+@njit
+def _k4_b(h):
+    return _mix_b(h * _P64_2 + _P64_3)
+
+
 @njit(inline="always")
 def _xxh64_k8(k, seed):
     """XXH64 of one 8-byte little-endian key."""
-    h = seed + _P64_5 + _U(8)
-    h ^= _round64(_U(0), k)
-    h = rotl64(h, 27) * _P64_1 + _P64_4
-    return _aval64(h)
+    return _mix_c(_k8_b(_k8_a(k, seed)))
 
 
 @njit(inline="always")
 def _xxh64_k4(k, seed):
     """XXH64 of one 4-byte little-endian key (``k`` < 2**32)."""
-    h = seed + _P64_5 + _U(4)
-    h ^= k * _P64_1
-    h = rotl64(h, 23) * _P64_2 + _P64_3
-    return _aval64(h)
+    return _mix_c(_k4_b(_k4_a(k, seed)))
 
 
 @njit(inline="always")
@@ -311,69 +532,102 @@ def _xxh32_rec(d, s, e, seed, short_ok):
 # ---------------------------------------------------------------------------------------------
 
 
-# Fixed-width keys: 16 keys an iteration go to the vector unit (two zmm registers of 8 uint64
-# lanes, or one of 16 uint32 lanes), 2 more to the scalar unit alongside them. The vector unit
-# is the bottleneck of a vectorised hash (on AMD Zen 4, xxHash's own C loop keeps its multiply
-# and shift pipes busy), while the scalar multiplier idles: the 2 keys ride along for free
-# (measured: XXH64 of 8-byte keys 1.08x faster than 16 + 0, and faster than 16 + 3 or 32 + 4).
-# The loops index keys and out directly, so any strides work (contiguous ones vectorise).
-_VEC = 16
-_BLOCK = 18
-
-
-def _lanes(hash_v, hash_s):
-    """A loop ``out[i] = hash(keys, i, seed, a, b, sh)`` over ``lo <= i < hi``: ``hash_v`` for
-    the keys of the vector unit, ``hash_s`` (the same function, written for scalar code) for the
-    others. Both are inlined, so each loop compiles to straight-line code per mode."""
-
-    @njit(inline="always")
-    def loop(keys, seed, a, b, sh, out, lo, hi):
-        i = lo
-        while i + _BLOCK <= hi:
-            for j in range(_VEC):
-                out[i + j] = hash_v(keys, i + j, seed, a, b, sh)
-            for j in range(_VEC, _BLOCK):
-                out[i + j] = hash_s(keys, i + j, seed, a, b, sh)
-            i += _BLOCK
-        while i < hi:
-            out[i] = hash_s(keys, i, seed, a, b, sh)
-            i += 1
-
-    return loop
-
-
-def _xxh64_post(key_hash, mod, mulhi):
-    """The four post-processings (MODE_*) of the XXH64 ``key_hash(key, seed)`` of ``keys[i]``,
+def _xxh64_posts(mod, mulhi):
+    """The four post-processings (MODE_*, their order) of an XXH64 ``h`` (uint64 or u64x8),
     with the given ``h % d`` and multiply-high."""
 
-    @njit(inline="always")
-    def raw(keys, i, seed, a, b, sh):
-        return key_hash(_U(keys[i]), seed)
+    @njit
+    def raw(h, a, b, sh):
+        return h
 
-    @njit(inline="always")
-    def modulo(keys, i, seed, a, b, sh):
-        return mod(key_hash(_U(keys[i]), seed), a, b, sh)
+    @njit
+    def modulo(h, a, b, sh):
+        return mod(h, a, b, sh)
 
-    @njit(inline="always")
-    def fastrange(keys, i, seed, a, b, sh):
-        return mulhi(key_hash(_U(keys[i]), seed), a)
+    @njit
+    def fastrange(h, a, b, sh):
+        return mulhi(h, a)
 
-    @njit(inline="always")
-    def fid(keys, i, seed, a, b, sh):
-        return (key_hash(_U(keys[i]), seed) & a) | b
+    @njit
+    def fid(h, a, b, sh):
+        return (h & a) | b
 
     return raw, modulo, fastrange, fid
 
 
-def _xxh64_loops(key_hash):
-    """One loop per MODE_* (their order) for keys hashed by ``key_hash``."""
-    vec = _xxh64_post(key_hash, _modm, mulhi64_halves)
-    scal = _xxh64_post(key_hash, _modm_scalar, mulhi64)
-    return tuple(_lanes(v, s) for v, s in zip(vec, scal))
+# The software-pipelined loop. On AMD Zen 4 (measured by the "multiplier ceiling" row of
+# offload/bench_hashes.py) vpmullq and vprolq share two pipes, a zmm op of either a cycle;
+# shifts use the two others and logic any of the four. XXH64 of 8 keys is 7 zmm multiplies and
+# rotates and 7 other ops: 7 cycles if all four pipes were busy. A loop that hashes keys start to
+# finish (xxHash's C, gcc -O3 -march=native) takes 10.5: a vector's 15 dependent ops span about
+# 27 cycles, and the scheduler fills up with ops that wait for their inputs. Here an iteration
+# runs the three stages on three different blocks (stage 1 of block t, stage 2 of block t - 1,
+# stage 3 of block t - 2), whose ops are independent, the blocks in between held in registers
+# (through memory it is slower than not pipelining at all). 3 keys of each block go to the scalar
+# unit, whose multiplier idles. Measured: 4 vectors a block beat 2 or 3 (in C), 3 keys beat 2,
+# 4, 5 or 6.
+_PIPE_VECS = 4
+_PIPE = 8 * _PIPE_VECS + 3
 
 
-_K8_RAW, _K8_MOD, _K8_FASTRANGE, _K8_FID = _xxh64_loops(_xxh64_k8)
-_K4_RAW, _K4_MOD, _K4_FASTRANGE, _K4_FID = _xxh64_loops(_xxh64_k4)
+def _pipelined(stage_a, stage_b, post_v, post_s):
+    """A loop ``out[i] = post(XXH64 of keys[i])`` over ``lo <= i < hi`` for keys hashed by
+    ``_mix_c(stage_b(stage_a(key, seed)))``: blocks of :data:`_PIPE` keys software-pipelined
+    (``post_v`` for the vectors, ``post_s`` for the keys on the scalar unit), then the last
+    keys (fewer than two blocks: a few hundred cycles) on the scalar unit."""
+
+    @njit
+    def full(k, seed, a, b, sh):
+        return post_s(_mix_c(stage_b(stage_a(k, seed))), a, b, sh)
+
+    @njit(inline="always")
+    def scalars(keys, seed, a, b, sh, out, i):
+        # unsigned indexes: numba then adds no branch for negative ones
+        for j in range(8 * _PIPE_VECS, _PIPE):
+            k = _U(i) + _U(j)
+            out[k] = full(_U(keys[k]), seed, a, b, sh)
+
+    @njit(inline="always")
+    def step(keys, seed, a, b, sh, out, i, c, x, y):
+        """Stage 3 of the vector ``y`` into ``out[c:c + 8]``, stage 2 of ``x``, stage 1 of
+        ``keys[i:i + 8]``: the next (x, y)."""
+        _store8(out, c, post_v(_mix_c(y), a, b, sh))
+        return stage_a(_load8(keys, i), seed), stage_b(x)
+
+    @njit
+    def loop(keys, seed, a, b, sh, out, lo, hi):
+        blocks = (hi - lo) // _PIPE
+        if blocks >= 2:
+            # No prologue or epilogue (less code to compile): the first two iterations store
+            # their unfinished vectors into the block they load, finished two iterations later,
+            # and the last two load block 0 again, whose hashes go nowhere.
+            x0 = x1 = x2 = x3 = y0 = y1 = y2 = y3 = _broadcast(_U(0))
+            for t in range(blocks + 2):
+                i = lo + t * _PIPE
+                c = i - 2 * _PIPE if t >= 2 else i
+                i = i if t < blocks else lo
+                x0, y0 = step(keys, seed, a, b, sh, out, i, c, x0, y0)
+                x1, y1 = step(keys, seed, a, b, sh, out, i + 8, c + 8, x1, y1)
+                x2, y2 = step(keys, seed, a, b, sh, out, i + 16, c + 16, x2, y2)
+                x3, y3 = step(keys, seed, a, b, sh, out, i + 24, c + 24, x3, y3)
+                scalars(keys, seed, a, b, sh, out, c)
+            lo += blocks * _PIPE
+        for i in range(lo, hi):
+            out[i] = full(_U(keys[i]), seed, a, b, sh)
+
+    return loop
+
+
+def _xxh64_loops(stage_a, stage_b):
+    """One loop per MODE_* (their order) for keys hashed by ``_mix_c(stage_b(stage_a(key,
+    seed)))``."""
+    vec = _xxh64_posts(_modm, mulhi64_halves)
+    scal = _xxh64_posts(_modm_scalar, mulhi64)
+    return tuple(_pipelined(stage_a, stage_b, v, s) for v, s in zip(vec, scal))
+
+
+_K8_RAW, _K8_MOD, _K8_FASTRANGE, _K8_FID = _xxh64_loops(_k8_a, _k8_b)
+_K4_RAW, _K4_MOD, _K4_FASTRANGE, _K4_FID = _xxh64_loops(_k4_a, _k4_b)
 
 
 @njit
@@ -410,9 +664,10 @@ def _xxh32_key4(keys, i, seed, a, b, sh):
 
 
 def _plain(hash_fn):
-    """A plain loop of ``hash_fn`` (as :func:`_lanes`' loops) for hashes with 32-bit lanes: 16
-    keys to a zmm register need about as many vector cycles as 2 keys need scalar multiplies,
-    so no key rides along on the scalar unit."""
+    """A loop ``out[i] = hash_fn(keys, i, seed, a, b, sh)`` over ``lo <= i < hi`` for hashes
+    with 32-bit lanes (LLVM vectorises it: 16 keys to a zmm register need about as many vector
+    cycles as 2 keys need scalar multiplies, so no key rides along on the scalar unit). The loop
+    indexes keys and out directly, so any strides work (contiguous ones vectorise)."""
 
     @njit(inline="always")
     def loop(keys, seed, a, b, sh, out, lo, hi):
