@@ -16,6 +16,7 @@ import re
 
 import numpy as np
 import pytest
+from numba import njit
 
 from offload import golden
 from offload.batch import as_encoded, as_sequences
@@ -104,6 +105,26 @@ def decode(offsets: np.ndarray, data: bytes, path: str) -> Decoded:
     return decode_buf(offsets, np.frombuffer(data, np.uint8), path)
 
 
+_count_bytes = njit(kv._decode_count_bytes)
+
+
+def count(offsets: np.ndarray, buf: np.ndarray, path: str) -> Decoded:
+    """The parallel path's count pass on one path (64-byte blocks with AVX-512, else byte by
+    byte), as (value offsets: the counts' running sum, the golden values) or the error message,
+    to compare with :func:`golden_decode`."""
+    counts = np.zeros(offsets.shape[0], np.int64)
+    err = np.zeros(3, np.int64)
+    if path == "avx512":
+        assert kv.decode_count_ser.py_func is kv._decode_count_blocks
+        kv.decode_count_ser(offsets, buf, counts, err)
+    else:
+        _count_bytes(offsets, buf, counts, err)
+    if err[0]:
+        return str(kv.decode_error(int(err[0]), int(err[1]), int(err[2]), buf))
+    exp = golden_decode(offsets, buf.tobytes())
+    return np.cumsum(counts), exp[1] if not isinstance(exp, str) else np.zeros(0, np.int64)
+
+
 def golden_encode(seqs: Seqs) -> tuple[np.ndarray, bytes]:
     parts = [golden.delta_varint_encode_seq(s) for s in seqs]
     offsets = np.zeros(len(parts) + 1, np.int64)
@@ -140,10 +161,15 @@ def check_roundtrip(seqs: Seqs, path: str) -> None:
     got = decode(exp_offsets, exp_data, path)
     assert same(got, golden_decode(exp_offsets, exp_data))
     assert same(got, _pair(seqs))
+    assert same(
+        count(exp_offsets, np.frombuffer(exp_data, np.uint8), path), golden_decode(exp_offsets, exp_data)
+    )
 
 
 def check_decode(offsets: np.ndarray, data: bytes, path: str) -> None:
-    assert same(decode(offsets, data, path), golden_decode(offsets, data))
+    exp = golden_decode(offsets, data)
+    assert same(decode(offsets, data, path), exp)
+    assert same(count(offsets, np.frombuffer(data, np.uint8), path), exp)
 
 
 def varint_of_len(n: int) -> int:
@@ -321,6 +347,8 @@ def test_ranges_inside_a_larger_buffer(path: str) -> None:
             got = decode_buf(offsets + len(pad), buf, path)
             assert same(got, _pair(seqs))
             assert same(decode_buf(offsets[10:31] + len(pad), buf, path), golden_decode(offsets[10:31], data))
+            assert same(count(offsets + len(pad), buf, path), _pair(seqs))
+            assert same(count(offsets[10:31] + len(pad), buf, path), golden_decode(offsets[10:31], data))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,6 +384,18 @@ def test_too_long_and_too_large(path: str) -> None:
                 check_decode(np.array([0, f, len(data)], np.int64), data, path)
     ten = b"\xff" * 9 + b"\x01"  # the largest valid varint
     check_decode(np.array([0, 10, 20], np.int64), ten + ten, path)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_too_long_across_a_block_boundary(path: str) -> None:
+    """Varints of 10 and 11 bytes that straddle a 64-byte block (no 9 continuation bytes on
+    either side), and the valid 10-byte varint, after 50..70 one-byte varints."""
+    _paths(path)
+    for bad in (b"\xff" * 10 + b"\x00", b"\xff" * 9 + b"\x02", b"\xff" * 9 + b"\x01"):
+        for f in range(50, 71):
+            data = b"\x02" * f + bad + b"\x04" * 5
+            check_decode(np.array([0, len(data)], np.int64), data, path)
+            check_decode(np.array([0, 3, len(data) - 2, len(data)], np.int64), data, path)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -575,8 +615,13 @@ def run(seqs, corrupt, at_end):
     out = guarded(8 * count, at_end).view(np.int64)
     err = np.zeros(3, np.int64)
     kv.decode_into_ser(offsets, data, vo, out, err)
+    counts = np.zeros(len(offsets), np.int64)  # the parallel path's two passes
+    kv.decode_count_ser(offsets, data, counts, err)
     if not corrupt:
         assert err[0] == 0 and out.tolist() == [v for s in seqs for v in s], (seqs, at_end)
+        out2 = guarded(8 * count, at_end).view(np.int64)
+        kv.decode_fill_ser(offsets, data, np.cumsum(counts), out2)
+        assert out2.tolist() == out.tolist()
 
 
 rng = np.random.default_rng(3)
@@ -592,9 +637,10 @@ print("ok")
 
 
 def test_decoder_stays_inside_its_buffers() -> None:
-    """Input, value offsets and values each between two inaccessible pages, against either one:
-    no byte outside the buffers is read or written (a fault would end the process), however the
-    data ends (1..3000 bytes, a varint cut off at the very end, 9- and 10-byte varints)."""
+    """Input, value offsets and values each between two inaccessible pages, against either one
+    (the one-pass decoder, the parallel path's count and fill): no byte outside the buffers is
+    read or written (a fault would end the process), however the data ends (1..3000 bytes, a
+    varint cut off at the very end, 9- and 10-byte varints)."""
     import subprocess
     import sys
 

@@ -655,6 +655,61 @@ def _decode_count_range(offsets, data, counts, lo, hi, err):
         counts[i + 1] = count
 
 
+@njit(inline="always")
+def _run9(m):
+    """Nonzero where 9 set bits in a row start (a varint of 10 bytes or more)."""
+    m &= m >> _U(1)
+    m &= m >> _U(2)
+    m &= m >> _U(4)
+    return m & (m >> _U(1))
+
+
+@njit
+def _count_blocks(offsets, data, counts, lo, hi):
+    """``counts[i + 1]`` = varint ends in sequence i's bytes, for ``lo <= i < hi``, from 64-byte
+    blocks (``vpmovb2m``, ``popcnt``): a sequence's count is the difference of the ends before
+    its two offsets. Returns False, counts then partial, if a varint of 10 bytes or more (runs
+    of 9 continuation bytes) or a sequence ending inside a varint is seen: the byte loop then
+    finds the first error, or counts exactly."""
+    d = address(data)
+    size = data.shape[0]
+    end = np.int64(offsets[hi])
+    base = np.int64(offsets[lo])  # the current block: bytes base..base+63 (those before end)
+    before = 0  # varint ends from offsets[lo] to base
+    m_prev = _U(0)
+    m = _U(0)
+    t = _U(0)
+    bad = _U(0)
+    if base < end:
+        m = _cont64(d + base) if base <= size - 64 else _cont_part(d + base, size - base)
+        left = end - base
+        valid = _ALL if left >= 64 else (_U(1) << _U(left)) - _U(1)
+        m &= valid
+        t = ~m & valid
+        bad |= _run9(m)
+    prev_rank = 0
+    for i in range(lo, hi):
+        e = np.int64(offsets[i + 1])
+        while e - base > 64:  # to the block of byte e - 1
+            before += np.int64(popcount64(t))
+            base += 64
+            m_prev = m
+            m = _cont64(d + base) if base <= size - 64 else _cont_part(d + base, size - base)
+            left = end - base
+            valid = _ALL if left >= 64 else (_U(1) << _U(left)) - _U(1)
+            m &= valid
+            t = ~m & valid
+            bad |= _run9(m) | _run9((m << _U(8)) | (m_prev >> _U(56)))
+        below = e - base  # 0..64
+        rank = before + np.int64(popcount64(t & ((_U(1) << _U(below & 63)) - _U(1) | _U(-(below >> 6)))))
+        s = np.int64(offsets[i])
+        if (e > s) and (peek_u8(d + e - 1) >= _U(0x80)):
+            return False
+        counts[i + 1] = rank - prev_rank
+        prev_rank = rank
+    return bad == _U(0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Kernels: each runs one contiguous range on the calling thread with the GIL released; the
 # backend calls them on the whole batch (small batches) or on chunks from several threads.
@@ -707,10 +762,20 @@ def _decode_into_lanes(offsets, data, vo, out, err):
 decode_into_ser = kernel(_decode_into_blocks if HAS_AVX512_VBMI2 else _decode_into_lanes)
 
 
-@kernel
-def decode_count_ser(offsets, data, counts, err):
+def _decode_count_blocks(offsets, data, counts, err):
     """``counts[i + 1]`` = value count of sequence i; the range's first error goes to ``err``."""
+    n = offsets.shape[0] - 1
+    if not _count_blocks(offsets, data, counts, 0, n):
+        _decode_count_range(offsets, data, counts, 0, n, err)
+
+
+def _decode_count_bytes(offsets, data, counts, err):
+    """As :func:`_decode_count_blocks`, byte by byte (CPUs without AVX-512)."""
     _decode_count_range(offsets, data, counts, 0, offsets.shape[0] - 1, err)
+
+
+#: The chunked path's count (see :func:`_decode_count_blocks`), with AVX-512 where the CPU has it.
+decode_count_ser = kernel(_decode_count_blocks if HAS_AVX512_VBMI2 else _decode_count_bytes)
 
 
 def _decode_fill_blocks(offsets, data, vo, out):
