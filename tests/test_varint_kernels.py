@@ -89,7 +89,7 @@ def decode_buf(offsets: np.ndarray, buf: np.ndarray, path: str) -> Decoded:
     else:
         offsets = offsets.astype(np.int64)
         vo = np.empty(offsets.shape[0], np.int64)
-        out = np.empty(kv.count_ends_ser(offsets, buf), np.int64)
+        out = np.empty(kv._count_ends(buf, offsets[0], offsets[-1]), np.int64)
         starts = np.empty(kv._LANES + 1, np.int64)
         ks = np.empty(kv._LANES + 1, np.int64)
         lane_err = np.zeros((kv._LANES, 3), np.int64)
@@ -610,7 +610,7 @@ def run(seqs, corrupt, at_end):
         raw[-1] |= 0x80  # the last varint cut off: the decoder looks for its end
     data = guarded(len(raw), at_end)
     data[:] = np.frombuffer(bytes(raw), np.uint8)
-    count = kv.count_ends_ser(offsets, data)
+    count = kv._count_ends(data, offsets[0], offsets[-1])
     vo = guarded(8 * len(offsets), at_end).view(np.int64)
     out = guarded(8 * count, at_end).view(np.int64)
     err = np.zeros(3, np.int64)

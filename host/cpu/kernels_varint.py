@@ -734,15 +734,9 @@ def encode_fill_ser(vo, vals, offsets, data):
     _encode_fill_range(vo, vals, offsets, data, 0, vo.shape[0] - 1, HAS_BMI2)
 
 
-@kernel
-def count_ends_ser(offsets, data):
-    """Varint ends (values, if well formed) in the bytes of all sequences of ``offsets``."""
-    return _count_ends(data, offsets[0], offsets[offsets.shape[0] - 1])
-
-
 def _decode_into_blocks(offsets, data, vo, out, err):
-    """All sequences of ``offsets`` (int64) into ``vo`` (n + 1) and ``out`` (room for
-    :func:`count_ends_ser` values); the first malformed varint to ``err`` (3), the outputs then
+    """All sequences of ``offsets`` (int64) into ``vo`` (n + 1) and ``out`` (room for a value
+    per varint end: :func:`_count_ends`); the first malformed varint to ``err`` (3), the outputs then
     partial."""
     _decode_blocks(offsets, data, vo, out, 0, offsets.shape[0] - 1, 0, err)
 
@@ -836,10 +830,10 @@ def decode_ser(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns (value_offsets, values); on a malformed varint fills ``err`` and returns empties.
 
-    ``empty(n, dtype)`` (e.g. a result pool's) allocates both, the values once counted (a pass
-    over the bytes). Without it, the values go into room for one value a byte, shrunk in place
-    afterwards (no counting pass: 609 against 587 M values/s end to end; pages never written
-    cost nothing)."""
+    ``empty(n, dtype)`` (e.g. a result pool's) allocates both, the values once counted (the
+    parallel path's count pass, which also finds the first malformed varint). Without it, the
+    values go into room for one value a byte, shrunk in place afterwards (no counting pass: 609
+    against 587 M values/s end to end; pages never written cost nothing)."""
     offsets = np.ascontiguousarray(offsets, np.int64)  # the decoders read by address
     data = np.ascontiguousarray(data)
     nbytes = int(offsets[-1]) - int(offsets[0])
@@ -853,10 +847,13 @@ def decode_ser(
         return vo, out
     alloc = np.empty if empty is None else empty
     vo = alloc(offsets.shape[0], np.int64)
-    out = alloc(count_ends_ser(offsets, data), np.int64)
-    decode_into_ser(offsets, data, vo, out, err)
+    vo[0] = 0
+    decode_count_ser(offsets, data, vo, err)
     if err[0] != 0:
         return vo, np.empty(0, np.int64)
+    np.cumsum(vo, out=vo)
+    out = alloc(int(vo[-1]), np.int64)
+    decode_into_ser(offsets, data, vo, out, err)  # the same value offsets again
     return vo, out
 
 
