@@ -197,3 +197,17 @@ def test_a_bad_limit_in_the_environment_fails_the_call_with_its_message(monkeypa
         ValueError, match=r"^OFFLOAD_RESULT_POOL_MB must be a non-negative number of MiB, got 'lots'$"
     ):
         Runtime([CpuBackend(threads=1)]).xxh64(np.arange(N, dtype=np.uint64))
+
+
+def test_a_block_unused_for_the_decay_time_is_freed(monkeypatch):
+    from offload.host.cpu import results
+
+    clock = [1000.0]
+    monkeypatch.setattr(results.time, "monotonic", lambda: clock[0])
+    pool = ResultPool()
+    pool.empty(N, np.uint64)  # dropped at once: its block goes back to the pool
+    assert pool.stats()["blocks"] == 1
+    clock[0] += results.DECAY_S - 1
+    assert pool.stats()["blocks"] == 1
+    clock[0] += 2
+    assert pool.stats() == {"kept_bytes": 0, "blocks": 0, "hits": 0, "misses": 1}

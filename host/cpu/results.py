@@ -13,14 +13,16 @@ each array is a view of a pooled block through a small lease object that numpy k
 array's base. Every view, slice, reshape or Arrow array made from the result holds the lease,
 so the block goes back to the pool only when the last of them is gone, never while anything can
 still read it. The pool keeps at most ``limit`` bytes of free blocks (:data:`DEFAULT_LIMIT`, or
-``OFFLOAD_RESULT_POOL_MB``; ``0`` turns the pool off) and frees the least recently returned
-beyond that. Arrays are 64-byte aligned (one cache line, one AVX-512 vector).
+``OFFLOAD_RESULT_POOL_MB``; ``0`` turns the pool off), frees the least recently returned
+beyond that, and frees a block unused for :data:`DECAY_S` at its next use. Arrays are 64-byte
+aligned (one cache line, one AVX-512 vector).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -32,6 +34,9 @@ __all__ = ["DEFAULT_LIMIT", "MIN_BYTES", "ResultPool", "pool_limit", "result_poo
 MIN_BYTES = 128 << 10
 #: Free memory the process-wide pool keeps at most (``OFFLOAD_RESULT_POOL_MB`` overrides).
 DEFAULT_LIMIT = 512 << 20
+#: A free block unused this long is freed at the pool's next use (a process that once ran a big
+#: batch, e.g. one of many Ray workers, does not keep its memory for good).
+DECAY_S = 30.0
 _ALIGN = 64
 _HUGE = 2 << 20  # blocks from 2 MiB are whole transparent huge pages
 _SMALL = 64 << 10
@@ -71,7 +76,8 @@ class ResultPool:
             raise ValueError(f"limit must be a non-negative number of bytes, got {limit!r}")
         self.limit = limit
         self._free: dict[int, list[np.ndarray]] = {}  # capacity -> free blocks
-        self._order: OrderedDict[int, int] = OrderedDict()  # id(block) -> capacity, oldest first
+        # id(block) -> (capacity, when it was returned), oldest first
+        self._order: OrderedDict[int, tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
         self._returned: deque[np.ndarray] = deque()  # given back while the lock was held
         self.kept = 0  # bytes of free blocks
@@ -124,19 +130,22 @@ class ResultPool:
     def _drain(self) -> None:
         while self._returned:
             self._keep(self._returned.popleft())
+        stale = time.monotonic() - DECAY_S
+        while self._order and next(iter(self._order.values()))[1] < stale:
+            self._evict_oldest()
 
     def _keep(self, block: np.ndarray) -> None:
         cap = block.nbytes
         if cap > self.limit:
             return
         self._free.setdefault(cap, []).append(block)
-        self._order[id(block)] = cap
+        self._order[id(block)] = (cap, time.monotonic())
         self.kept += cap
         while self.kept > self.limit:
             self._evict_oldest()
 
     def _evict_oldest(self) -> None:
-        key, cap = self._order.popitem(last=False)
+        key, (cap, _) = self._order.popitem(last=False)
         blocks = self._free[cap]
         blocks[:] = [b for b in blocks if id(b) != key]
         if not blocks:
