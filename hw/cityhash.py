@@ -505,14 +505,16 @@ class _MulPool:
         at = unit["at"] | {d}
         return d not in unit["at"] and max(at) - min(at) < self.gap
 
-    def issue(self, dest: str, x, v=None, extra=(), active=None) -> int:
-        """Start ``dest`` (``active``: the record needs it, default the pool's ``gate`` field);
-        returns the depth where it is a field."""
+    def issue(self, dest: str, x, v=None, extra=(), active=None, late: bool = False) -> int:
+        """Start ``dest`` (``active``: the record needs it, default the pool's ``gate`` field;
+        ``late``: its operand comes out of a carry chain, so it is the pipeline's default pick,
+        no mux level behind it, instead of the latest product); returns the depth where it is
+        a field."""
         p, d = self.p, self.p.depth
         unit = next((u for u in self.units if self._fits(u, d)), None) or self._unit()
         unit["at"].add(d)
         vals = {"x": x, "v": v, **{f"e{i}": e for i, e in enumerate(extra)}}
-        unit["feeds"].append((d, p[self.gate] if active is None else active, vals))
+        unit["feeds"].append((d, p[self.gate] if active is None else active, vals, late))
         out, t = unit["out"], d + unit["depth"]
         p.at(t, lambda: p.f.__setitem__(dest, out))
         return t
@@ -522,21 +524,22 @@ class _MulPool:
         (the caller shows that no record of ``q`` ever enters it in the same cycle as one of
         this pool's); returns the depth of ``q`` where it is a field."""
         unit = self.units[0]
-        unit["feeds"].append((1 << 30, q["valid"], {"x": x}))  # never the default pick
+        unit["feeds"].append((1 << 30, q["valid"], {"x": x}, False))  # never the default pick
         out, t = unit["out"], q.depth + unit["depth"]
         q.at(t, lambda: q.f.__setitem__(dest, out))
         return t
 
     def close(self) -> None:
         """Connect the inputs: a product passes when its record is there (its ``active``), the
-        pipeline's latest one when no other's is. The latest is the last to be computed (often
-        out of a carry chain): one mux level behind it, the others' picks made beside it."""
+        pipeline's default one (the ``late`` one, else the latest) when no other's is. The
+        default is the last to be computed (often out of a carry chain): one mux level behind
+        it, the others' picks made beside it."""
         for unit in self.units:
-            feeds = sorted(unit["feeds"], key=lambda fd: fd[0])
+            feeds = sorted(unit["feeds"], key=lambda fd: (fd[3], fd[0]))
             for k, s in unit["sig"].items():
                 last = feeds[-1][2].get(k)
                 acc = Const(0, len(s)) if last is None else Value.cast(last)
-                for _, act, vals in reversed(feeds[:-1]):
+                for _, act, vals, _late in reversed(feeds[:-1]):
                     acc = Mux(act, 0 if vals.get(k) is None else vals[k], acc)
                 self.p.m.d.comb += s.eq(acc)
 
@@ -1158,14 +1161,11 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         hv = Mux(le32, hv, add3(cab, f["h1kh"], c))
         upd["h3ca"] = (cab + f.pop("h3h1"))[:64]
     # farm's g = (y + Fetch64(len - 32)) * mul, city's (x + z) * mul with x + z = rotr(e + f,
-    # 42) + (e + f) + 2 * Fetch64(len - 24)
-    issue(
-        "q2",
-        pick(
-            lambda: add4(cab.rotate_right(43), c.rotate_right(30), d, hd["e4"]),
-            lambda: add3(d.rotate_right(42), d, Cat(Const(0, 1), hd["e5"])),
-        ),
-        n,
+    # 42) + (e + f) + 2 * Fetch64(len - 24): the operand registered, then a multiplier of its
+    # own (in the pool its carry chain, the pick and the carry-save level made one stage)
+    upd["q2x"] = pick(
+        lambda: add4(cab.rotate_right(43), c.rotate_right(30), d, hd["e4"]),
+        lambda: add3(d.rotate_right(42), d, Cat(Const(0, 1), hd["e5"])),
     )
     pool.close()
     if city:
@@ -1186,6 +1186,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     if not city:
         hd.drop("e4")
     p.stage(drop=[] if city else ["e7"], hu=hu, hv=hv, **upd)
+    mm("q2", p.f.pop("q2x"))
     _until(p, t_hf)
 
     # HashLen16's first product; city 33..64's w's; 1..3 bytes' result.
@@ -1233,41 +1234,36 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     # From here on only records of 33..64 bytes need products: two of them 4 cycles apart
     # share a multiplier, as above. 4 products for FarmHash on 2 multipliers, 2 for CityHash
     # on 1.
-    pool33 = _MulPool(
-        p, "s33", CITY_K2, var_width=7, extras=2 if city else 0, gap=5, register=False, gate="g33"
-    )
+    pool33 = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2, gap=5, register=False, gate="g33")
 
-    def issue33(name, x, extra=()):
-        return pool33.issue(name, x[:64], p["n7"], extra=extra)
+    def issue33(name, x, extra=(), late=False):
+        return pool33.issue(name, x[:64], p["n7"], extra=extra, late=late)
 
     # City: (z + a) * mul + d + h; farm: h = (z + Fetch64(len - 24)) * mul
     f = p.f
     cbh = pick(
         lambda: p["q4"] + hd["e5"], lambda: add3(hd.get("cz", True), p.f.pop("ab4"), hd.get("h1", True))
     )
-    extra = []
-    if city:
-        extra = [hd.get("e4", True), hd["hf"]]
-        extra = extra if not both else [Mux(p["farm"], 0, e) for e in extra]
-    t = issue33("cbh", cbh, extra)
-    f.pop("q4")
-    hd.drop("e5") if farm else hd.drop("hf")
+    # farm: u = rotr(e + f, 43) + rotr(g, 30) + h, its two addends in h's adder tree (no carry
+    # chain of its own in front of the next pick); v = e + rotr(f + a, 18) + g registered here
+    upd, extra = {}, []
     if farm:
-        hd.hold("q2")
-    p.stage(hs=hs)
+        q2 = p["q2"]
+        extra = [hd.get("feh3", True).rotate_right(43), q2.rotate_right(30)]
+        upd["fv"] = add3(hd["hf"], hd.get("h3ca", True).rotate_right(18), q2)
+    if city:
+        ce = [hd.get("e4", True), hd["hf"]]
+        extra = [Mux(p["farm"], fe, e) for fe, e in zip(extra, ce)] if both else ce
+    t = issue33("cbh", cbh, extra, late=True)
+    f.pop("q4")
+    hd.drop("hf", *(["e5"] if farm else []))
+    p.stage(drop=["q2"], hs=hs, **upd)
     _until(p, t)
-    # City: shift_mix(that) * mul; farm: HashLen16(rotr(e + f, 43) + rotr(g, 30) + h, e +
-    # rotr(f + a, 18) + g, mul)'s first product
+    # City: shift_mix(that) * mul; farm: HashLen16(u, v, mul)'s first product
     f = p.f
     cbh = f.pop("cbh")
-    upd = {}
-    if farm:
-        q2 = hd.get("q2", True)
-        fu = add3(hd.get("feh3", True).rotate_right(43), q2.rotate_right(30), cbh)
-        fv = add3(hd.get("hf", True), hd.get("h3ca", True).rotate_right(18), q2)
-        upd["fv"] = fv
-    t = issue33("q5", pick(lambda: fu ^ fv, lambda: shift_mix(cbh)))
-    p.stage(drop=["q2"] if "q2" in p.f else [], **upd)
+    t = issue33("q5", pick(lambda: cbh ^ p["fv"], lambda: shift_mix(cbh)))
+    p.stage()
     _until(p, t)
     if farm:
         t = issue33("q6", p.f.pop("fv") ^ shift_mix(p["q5"]))
@@ -1323,9 +1319,10 @@ def _farm_long(m, valid, n, ends, st, round_depth, levels, behavioural) -> Pipe:
     p.stage()
     t_v = K.issue("FV1", hd["sv1"], hd["fm"])
     _until(p, t_y)
-    p.f["fyy"] = (p.f.pop("FY") + p.f.pop("fv9e5"))[:64]
-    p.stage()
-    start_mul(p, "fsm", shift_mix(p["fyy"]), CITY_K0)
+    fyy = (p.f.pop("FY") + p.f.pop("fv9e5"))[:64]
+    # shift_mix(y) registered beside y: no LUT level in front of its product's first adders
+    p.stage(fyy=fyy, fys=shift_mix(fyy))
+    start_mul(p, "fsm", p.f.pop("fys"), CITY_K0)
     p.f["fxx"] = p.f.pop("FX") ^ hd["w19"]
     p.stage()
     hd.hold("fxx")
