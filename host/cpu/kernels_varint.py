@@ -666,47 +666,50 @@ def _run9(m):
 
 @njit
 def _count_blocks(offsets, data, counts, lo, hi):
-    """``counts[i + 1]`` = varint ends in sequence i's bytes, for ``lo <= i < hi``, from 64-byte
-    blocks (``vpmovb2m``, ``popcnt``): a sequence's count is the difference of the ends before
-    its two offsets. Returns False, counts then partial, if a varint of 10 bytes or more (runs
-    of 9 continuation bytes) or a sequence ending inside a varint is seen: the byte loop then
-    finds the first error, or counts exactly."""
+    """``counts[i + 1]`` = varint ends in sequence i's bytes, for ``lo <= i < hi``: the ends
+    before each offset (its rank) are the ends before its 64-byte block plus those of the block
+    below it, so a sequence's count is the difference of two ranks. One pass over the blocks
+    (``vpmovb2m``, ``popcnt``) keeps each block's ends and the ends before it, then one over
+    the offsets, neither with a data-dependent branch (6.7 ms with a loop over blocks inside
+    the loop over sequences, 5.3 this way, on the bench's 1M sequences). Returns False,
+    counts then partial, if a varint of 10 bytes or more (runs of 9 continuation bytes, also
+    across blocks) or a sequence ending inside a varint is seen: the byte loop then finds the
+    first error, or counts exactly."""
     d = address(data)
-    size = data.shape[0]
+    a = np.int64(offsets[lo])
     end = np.int64(offsets[hi])
-    base = np.int64(offsets[lo])  # the current block: bytes base..base+63 (those before end)
-    before = 0  # varint ends from offsets[lo] to base
+    nblocks = (end - a) // 64 + 1  # the last one partial (or empty)
+    ends = np.empty(nblocks, np.uint64)
+    before = np.empty(nblocks, np.int64)
+    total = 0
     m_prev = _U(0)
-    m = _U(0)
-    t = _U(0)
     bad = _U(0)
-    if base < end:
-        m = _cont64(d + base) if base <= size - 64 else _cont_part(d + base, size - base)
-        left = end - base
-        valid = _ALL if left >= 64 else (_U(1) << _U(left)) - _U(1)
-        m &= valid
+    for j in range(nblocks):
+        q = a + 64 * j
+        left = end - q
+        if left >= 64:  # all blocks but the last (end <= the buffer's size)
+            m = _cont64(d + q)
+            valid = _ALL
+        else:  # 0..63 bytes
+            m = _cont_part(d + q, left) if left > 0 else _U(0)
+            valid = (_U(1) << _U(left)) - _U(1)
         t = ~m & valid
-        bad |= _run9(m)
+        ends[j] = t
+        before[j] = total
+        total += np.int64(popcount64(t))
+        bad |= _run9(m) | _run9((m << _U(8)) | (m_prev >> _U(56)))
+        m_prev = m
     prev_rank = 0
     for i in range(lo, hi):
-        e = np.int64(offsets[i + 1])
-        while e - base > 64:  # to the block of byte e - 1
-            before += np.int64(popcount64(t))
-            base += 64
-            m_prev = m
-            m = _cont64(d + base) if base <= size - 64 else _cont_part(d + base, size - base)
-            left = end - base
-            valid = _ALL if left >= 64 else (_U(1) << _U(left)) - _U(1)
-            m &= valid
-            t = ~m & valid
-            bad |= _run9(m) | _run9((m << _U(8)) | (m_prev >> _U(56)))
-        below = e - base  # 0..64
-        rank = before + np.int64(popcount64(t & ((_U(1) << _U(below & 63)) - _U(1) | _U(-(below >> 6)))))
         s = np.int64(offsets[i])
-        if (e > s) and (peek_u8(d + e - 1) >= _U(0x80)):
-            return False
+        e = np.int64(offsets[i + 1])
+        x = e - a
+        j = x >> 6
+        rank = before[j] + np.int64(popcount64(ends[j] & ((_U(1) << _U(x & 63)) - _U(1))))
         counts[i + 1] = rank - prev_rank
         prev_rank = rank
+        y = max(x - 1, 0)  # the sequence's last byte: a varint end unless it is empty
+        bad |= _U(e > s) & ~(ends[y >> 6] >> _U(y & 63))
     return bad == _U(0)
 
 
