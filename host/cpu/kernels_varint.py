@@ -96,7 +96,7 @@ def _unzigzag(z):
 @njit(inline="always")
 def _varint_len(z):
     """Bytes of the varint of ``z``: 1 + (bit length - 1) // 7."""
-    return np.int64((_U(63) - clz64(z | _U(1))) // _U(7)) + 1
+    return np.int64(((_U(63) - clz64(z | _U(1))) * _U(37)) >> _U(8)) + 1  # x // 7 for x < 64
 
 
 @njit(inline="always")
@@ -142,12 +142,15 @@ def _gather7(w, bmi2):
 def _encode_sizes_range(vo, vals, sizes, lo, hi):
     """``sizes[i + 1]`` = encoded byte count of sequence i (for a cumsum into offsets)."""
     for i in range(lo, hi):
-        prev = np.int64(0)
+        a = vo[i]
+        b = vo[i + 1]
         tot = 0
-        for j in range(vo[i], vo[i + 1]):
-            v = vals[j]
-            tot += _varint_len(_zigzag(v, prev))
-            prev = v
+        if b > a:
+            tot = _varint_len(_zigzag(vals[_U(a)], np.int64(0)))
+        # no running prev and unsigned indices (no negative-index wraparound): the loop
+        # vectorises, 15.4 against 31.6 ms on the bench's 19.5M values
+        for j in range(a + 1, b):
+            tot += _varint_len(_zigzag(vals[_U(j)], vals[_U(j - 1)]))
         sizes[i + 1] = tot
 
 
