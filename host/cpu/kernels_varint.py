@@ -23,8 +23,9 @@ On the bench's sequences (1M of 0..39 timestamps, 2.05 bytes a value), one Zen 4
 1110 M values/s into a preallocated output with AVX-512 (447 with the lanes), about 600 end to
 end into fresh memory, whose page faults take about 12 of its 32 ms.
 
-Serial calls (:func:`encode_ser`, :func:`decode_ser`) run in one pass over the data into room for
-the longest result (pages never written cost nothing), shrunk in place afterwards. The parallel
+Serial calls (:func:`encode_ser`, :func:`decode_ser`) run in one pass over the data into numpy
+memory (transparent huge pages: a third of the page-fault time of numba's allocations) with room
+for the longest result (pages never written cost nothing), shrunk in place afterwards. The parallel
 path runs in two passes, so that chunks of sequences can run on several threads: encode sizes
 every sequence, the offsets are the sizes' running sum, then fills the bytes; decode counts every
 sequence's values (and finds the first malformed varint), then fills the values.
