@@ -14,16 +14,11 @@ from numba import njit
 from offload import bench_hashes
 from offload.host.cpu import hash_params
 from offload.host.cpu.kernels_hash import _PIPE, _broadcast, _load8, _rotl, _store8, xxh64_fixed_ser
-from offload.ops import OpCall, golden_result, make_call
+from offload.ops import OpCall, golden_result
+from tests.test_cpu import KERNEL_CALLS
 
 MASK64 = (1 << 64) - 1
-CALLS = [
-    make_call("xxh64", seed=2**63 + 5),
-    make_call("hash_bucket", num_buckets=1000003, seed=3),
-    make_call("hash_bucket", num_buckets=2**63 - 1, seed=3),
-    make_call("hash_bucket", num_buckets=1000003, method="fastrange"),
-    make_call("fid", slot=1023, version=1, seed=9),
-]
+CALLS = [c for c in KERNEL_CALLS if c.op in ("xxh64", "hash_bucket", "fid")]  # XXH64's modes
 # fewer than two blocks (scalar only), exactly two, the loop's first lengths, a ragged tail
 LENGTHS = [0, 1, 2 * _PIPE - 1, 2 * _PIPE, 2 * _PIPE + 1, 3 * _PIPE - 1, 3 * _PIPE, 3 * _PIPE + 1]
 LENGTHS += [4 * _PIPE + 34, 1000]
