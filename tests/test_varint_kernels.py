@@ -54,14 +54,16 @@ def _pair(seqs: Seqs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode(seqs: Seqs, path: str) -> tuple[np.ndarray, bytes]:
-    """The one-pass encoder on one path (the kernel :func:`kv.encode_ser` runs on this CPU's)."""
+    """The one-pass encoder on one path (:func:`kv.encode_ser`, the AVX-512 one where the CPU
+    has it, or a varint at a time with and without ``pdep``)."""
     vo, vals = _pair(seqs)
-    if path != "portable":
+    if path == "avx512":
+        assert kv.encode_one_pass_ser.py_func is kv._encode_one_pass_blocks
         offsets, data = kv.encode_ser(vo, vals)
         return offsets, data.tobytes()
     offsets = np.empty(len(seqs) + 1, np.int64)
     data = np.empty(10 * len(vals) + 8, np.uint8)
-    size = kv._encode_one_pass(vo, vals, offsets, data, False)
+    size = kv._encode_one_pass(vo, vals, offsets, data, path == "bmi2")
     return offsets, data[:size].tobytes()
 
 
@@ -540,6 +542,7 @@ from offload import golden
 from offload.host.cpu import intrinsics, kernels_varint as kv
 assert intrinsics.HAS_BMI2 is {bmi2} and not intrinsics.HAS_AVX512_VBMI2
 assert kv.decode_into_ser.py_func is kv._decode_into_lanes
+assert kv.encode_one_pass_ser.py_func is kv._encode_one_pass_words
 seqs = [[5, 3, 3, 10], [], [1], [0, 1, -1, 2**63 - 1, -2**63], list(range(0, 10**6, 12345))]
 vo = np.zeros(len(seqs) + 1, np.int64)
 vo[1:] = np.cumsum([len(s) for s in seqs])
@@ -565,6 +568,7 @@ def test_avx512_decoder_is_compiled_where_the_cpu_has_it() -> None:
         pytest.skip("this CPU has no AVX-512 VBMI2")
     assert kv.decode_into_ser.py_func is kv._decode_into_blocks
     assert kv.decode_fill_ser.py_func is kv._decode_fill_blocks
+    assert kv.encode_one_pass_ser.py_func is kv._encode_one_pass_blocks
     from numba import njit
 
     fresh = njit(kv.decode_into_ser.py_func)  # not from the cache: its machine code can be read
@@ -574,6 +578,12 @@ def test_avx512_decoder_is_compiled_where_the_cpu_has_it() -> None:
     assert out.tolist() == [1, 2, 3] and vo.tolist() == [0, 3]
     code = next(iter(fresh.overloads.values())).library.get_asm_str()
     for insn in ("vpcompressb", "vpermb", "vpmultishiftqb", "vpmovb2m"):
+        assert insn in code, insn
+    fresh_enc = njit(kv.encode_one_pass_ser.py_func)
+    vo, vals = _pair([[1, 2, 3]])
+    assert fresh_enc(vo, vals, np.empty(2, np.int64), np.empty(38, np.uint8)) == 3
+    code = next(iter(fresh_enc.overloads.values())).library.get_asm_str()
+    for insn in ("vpcompressb", "vpmultishiftqb"):
         assert insn in code, insn
 
 
@@ -615,6 +625,16 @@ def run(seqs, corrupt, at_end):
     out = guarded(8 * count, at_end).view(np.int64)
     err = np.zeros(3, np.int64)
     kv.decode_into_ser(offsets, data, vo, out, err)
+    if not corrupt:  # the one-pass encoder: values and 10 bytes a value + 8 between guards
+        flat = [v for s in seqs for v in s]
+        vals = guarded(8 * len(flat), at_end).view(np.int64)
+        vals[:] = flat
+        vo = np.zeros(len(seqs) + 1, np.int64)
+        vo[1:] = np.cumsum([len(s) for s in seqs])
+        room = guarded(10 * len(flat) + 8, at_end)
+        offs = np.empty(len(seqs) + 1, np.int64)
+        size = kv.encode_one_pass_ser(vo, vals, offs, room)
+        assert room[:size].tobytes() == bytes(raw) and offs.tolist() == offsets.tolist()
     counts = np.zeros(len(offsets), np.int64)  # the parallel path's two passes
     kv.decode_count_ser(offsets, data, counts, err)
     if not corrupt:
@@ -636,11 +656,11 @@ print("ok")
 """
 
 
-def test_decoder_stays_inside_its_buffers() -> None:
+def test_kernels_stay_inside_their_buffers() -> None:
     """Input, value offsets and values each between two inaccessible pages, against either one
-    (the one-pass decoder, the parallel path's count and fill): no byte outside the buffers is
-    read or written (a fault would end the process), however the data ends (1..3000 bytes, a
-    varint cut off at the very end, 9- and 10-byte varints)."""
+    (the one-pass decoder, the parallel path's count and fill, the one-pass encoder): no byte
+    outside the buffers is read or written (a fault would end the process), however the data
+    ends (1..3000 bytes, a varint cut off at the very end, 9- and 10-byte varints)."""
     import subprocess
     import sys
 
