@@ -731,15 +731,15 @@ def _encode8(typingctx, pvals, cnt, firsts, prev, pdata):
 
 
 @njit
-def _encode_blocks(vo, vals, offsets, data):
-    """All sequences into ``offsets`` (n + 1) and ``data`` (room for 10 bytes a value), eight
-    values at a time; a block with a value of 9 bytes or more is written byte by byte. Returns
-    the byte count."""
+def _encode_blocks(vo, vals, offsets, data, p0):
+    """All sequences of ``vo`` into ``offsets`` (n + 1) and ``data`` from byte ``p0`` on, eight
+    values at a time; a block with a value of 9 bytes or more is written byte by byte. Writes
+    no byte past the encoding (masked stores). Returns the end."""
     n = vo.shape[0] - 1
     pv, d = address(vals), address(data)
     j = np.int64(vo[0])
     jend = np.int64(vo[n])
-    p = 0
+    p = p0
     i = 0
     prev = _U(0)
     while j < jend:
@@ -847,7 +847,7 @@ def _count_blocks(offsets, data, counts, lo, hi):
 def _encode_one_pass_blocks(vo, vals, offsets, data):
     """All sequences into ``offsets`` (n + 1) and ``data`` (10 bytes a value); returns the byte
     count."""
-    return _encode_blocks(vo, vals, offsets, data)
+    return _encode_blocks(vo, np.ascontiguousarray(vals), offsets, data, 0)  # vals read by address
 
 
 def _encode_one_pass_words(vo, vals, offsets, data):
@@ -865,9 +865,19 @@ def encode_sizes_ser(vo, vals, sizes):
     _encode_sizes_range(vo, vals, sizes, 0, vo.shape[0] - 1)
 
 
-@kernel
-def encode_fill_ser(vo, vals, offsets, data):
+def _encode_fill_blocks(vo, vals, offsets, data):
+    """The bytes of the sequences of ``vo`` at ``offsets`` (sized by :func:`encode_sizes_ser`),
+    in ``data``; ``offsets`` is left as it is (its ends are shared with the neighbouring chunks)."""
+    _encode_blocks(vo, np.ascontiguousarray(vals), offsets.copy(), data, offsets[0])
+
+
+def _encode_fill_words(vo, vals, offsets, data):
+    """As :func:`_encode_fill_blocks`, a varint at a time (CPUs without AVX-512)."""
     _encode_fill_range(vo, vals, offsets, data, 0, vo.shape[0] - 1, HAS_BMI2)
+
+
+#: The chunked path's fill (see :func:`_encode_fill_blocks`), with AVX-512 where the CPU has it.
+encode_fill_ser = kernel(_encode_fill_blocks if HAS_AVX512_VBMI2 else _encode_fill_words)
 
 
 def _decode_into_blocks(offsets, data, vo, out, err):
@@ -952,7 +962,7 @@ def encode_ser(vo: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray
         encode_fill_ser(vo, vals, offsets, data)
         return offsets, data
     data = np.empty(10 * m + 8, np.uint8)
-    size = encode_one_pass_ser(vo, np.ascontiguousarray(vals), offsets, data)  # vals read by address
+    size = encode_one_pass_ser(vo, vals, offsets, data)
     data.resize(size, refcheck=False)  # realloc: a large buffer shrinks in place (mremap)
     return offsets, data
 
