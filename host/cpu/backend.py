@@ -322,7 +322,7 @@ class CpuBackend(Backend):
         bounds = self._seq_bounds(n, (int(offsets[-1]) - int(offsets[0])) // 2)
         if bounds is None:
             err = np.zeros(3, np.int64)
-            vo, out = decode_ser(offsets, data, err)
+            vo, out = decode_ser(offsets, data, err, result_pool().empty)
             if err[0]:
                 raise decode_error(int(err[0]), seq_base + int(err[1]), int(err[2]), data)
             return vo, out
