@@ -38,14 +38,27 @@ __all__ = ["Bucketize", "order_key", "boundary_key", "x_key"]
 DTYPE_INT32, DTYPE_INT64, DTYPE_FLOAT32, DTYPE_FLOAT64 = 0, 1, 2, 3
 
 
-def order_key(raw, dtype):
-    """(ordered unsigned 64-bit key, is-NaN) of a raw 64-bit pattern of ``dtype``."""
+def key_flags(raw):
+    """The wide compares :func:`order_key` and :func:`x_key` need (three LUT levels each): the
+    core registers them a stage ahead of the key, so no path has both."""
+    return {
+        "neg_zero32": raw[:32] == 0x8000_0000,
+        "neg_zero64": raw == 0x8000_0000_0000_0000,
+        "zero32": raw[:31] == 0,
+        "zero64": raw[:63] == 0,
+    }
+
+
+def order_key(raw, dtype, flags=None):
+    """(ordered unsigned 64-bit key, is-NaN) of a raw 64-bit pattern of ``dtype`` (``flags``:
+    :func:`key_flags` of ``raw``, registered; computed here when not given)."""
+    f = key_flags(raw) if flags is None else flags
     s32 = raw[:32]
     i32 = Cat(s32, s32[31].replicate(31), ~s32[31])
     i64 = Cat(raw[:63], ~raw[63])
-    b32 = Mux(s32 == 0x8000_0000, 0, s32)  # -0.0 -> +0.0
+    b32 = Mux(f["neg_zero32"], 0, s32)  # -0.0 -> +0.0
     f32 = Mux(b32[31], ~b32, b32 | 0x8000_0000)[:32]
-    b64 = Mux(raw == 0x8000_0000_0000_0000, 0, raw)
+    b64 = Mux(f["neg_zero64"], 0, raw)
     f64 = Mux(b64[63], ~b64, b64 | 0x8000_0000_0000_0000)[:64]
     nan32 = (s32[23:31] == 0xFF) & (s32[:23] != 0)
     nan64 = (raw[52:63] == 0x7FF) & (raw[:52] != 0)
@@ -82,15 +95,16 @@ def _boundary_key_sim(raw, dtype):
     return value ^ Mux(dtype[1], flip_f, top)
 
 
-def x_key(raw, dtype, right):
+def x_key(raw, dtype, right, flags=None):
     """(key, is-NaN) of the value ``x``: :func:`order_key`, except that a float ``x == ±0.0``
     gets the key of ``+0.0`` when ``right`` and the key just below it (that of an unmapped
     ``-0.0``) when not. Against :func:`boundary_key` keys this gives exactly ``b <= x`` /
     ``b < x`` with ``-0.0 == 0.0``: a ``-0.0`` boundary's key is that just-below key, a
     ``+0.0`` boundary's is ``+0.0``'s, and no other value lies between them."""
-    key, nan = order_key(raw, dtype)
-    zero32 = (dtype == DTYPE_FLOAT32) & (raw[:31] == 0)
-    zero64 = (dtype == DTYPE_FLOAT64) & (raw[:63] == 0)
+    f = key_flags(raw) if flags is None else flags
+    key, nan = order_key(raw, dtype, f)
+    zero32 = (dtype == DTYPE_FLOAT32) & f["zero32"]
+    zero64 = (dtype == DTYPE_FLOAT64) & f["zero64"]
     below = Mux(dtype == DTYPE_FLOAT32, 0x7FFF_FFFF, 0x7FFF_FFFF_FFFF_FFFF)
     return Mux((zero32 | zero64) & ~right, below, key), nan
 
@@ -151,7 +165,12 @@ class Bucketize(wiring.Component):
         dtype = Signal(2, reset_less=True)
         right = Signal(reset_less=True)
         m.d.sync += [nb.eq(self.num_boundaries), dtype.eq(self.dtype), right.eq(self.right)]
-        kx, nan = x_key(self.i.payload, self.dtype, self.right)
+        # x's key is needed at the first step's compare, two stages in: the first registers x
+        # with its wide compares (and NaN), the second the key (ECP5: x_key in one stage was the
+        # engine's critical path, seven LUT levels at 82.7 MHz).
+        raw = self.i.payload
+        flags = key_flags(raw)
+        _, nan = order_key(raw, self.dtype, flags)
         pw = self.abits + 1
         # Binary lifting: after the steps D/2..1, pos = min(count, D-1); one more lookup at pos
         # adds the last boundary when all D are below x. Before the step of size s, pos is a
@@ -159,7 +178,7 @@ class Bucketize(wiring.Component):
         # the address logic is wiring, no adders.
         steps = [D >> k for k in range(1, self.steps)] + [1]
         offs = [s - 1 for s in steps[:-1]] + [0]  # index = pos | offs[n]
-        p = Pipe(m, "bz", valid=self.i.valid, kx=kx, nan=nan, pos=Const(0, pw))
+        p = Pipe(m, "bz", valid=self.i.valid, raw=raw, nan=nan, pos=Const(0, pw), **flags)
         for n, step in enumerate(steps):
             final = n == len(steps) - 1
             # Stage M: the lookup's read, addressed straight from registers (memory address
@@ -168,12 +187,17 @@ class Bucketize(wiring.Component):
             rp = table.read_port(domain="sync")
             m.d.comb += rp.addr.eq(idx[: self.abits])
             p.stage(inb=idx < nb)
-            # Stage R: the boundary as read (a DP16KD's clock-to-out is ~5 ns).
+            # Stage R: the boundary as read (a DP16KD's clock-to-out is ~5 ns); in the first
+            # step also x's key, from the registered x and compares.
+            first: dict = {}
+            if n == 0:
+                first["kx"] = x_key(p["raw"], dtype, right, {k: p[k] for k in flags})[0]
+                first["drop"] = ["raw", *flags]
             if self.behavioural:
-                p.stage(kraw=_boundary_key_sim(rp.data, dtype))
+                p.stage(kraw=_boundary_key_sim(rp.data, dtype), **first)
                 ge = Mux(right, p["kraw"] <= p["kx"], p["kraw"] < p["kx"])
             else:
-                p.stage(kraw=rp.data)
+                p.stage(kraw=rp.data, **first)
                 # Stage C: key (two LUT levels) and compare: kx + ~kb + right = kx - kb - (1 -
                 # right) carries out iff (kb <= kx) when right, else (kb < kx); split in 32-bit
                 # halves computed in parallel (three 33-bit chains instead of one 65-bit chain).
