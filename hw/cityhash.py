@@ -505,16 +505,14 @@ class _MulPool:
         at = unit["at"] | {d}
         return d not in unit["at"] and max(at) - min(at) < self.gap
 
-    def issue(self, dest: str, x, v=None, extra=(), active=None, late: bool = False) -> int:
-        """Start ``dest`` (``active``: the record needs it, default the pool's ``gate`` field;
-        ``late``: its operand comes out of a carry chain, so it is the pipeline's default pick,
-        no mux level behind it, instead of the latest product); returns the depth where it is
-        a field."""
+    def issue(self, dest: str, x, v=None, extra=(), active=None) -> int:
+        """Start ``dest`` (``active``: the record needs it, default the pool's ``gate`` field);
+        returns the depth where it is a field."""
         p, d = self.p, self.p.depth
         unit = next((u for u in self.units if self._fits(u, d)), None) or self._unit()
         unit["at"].add(d)
         vals = {"x": x, "v": v, **{f"e{i}": e for i, e in enumerate(extra)}}
-        unit["feeds"].append((d, p[self.gate] if active is None else active, vals, late))
+        unit["feeds"].append((d, p[self.gate] if active is None else active, vals))
         out, t = unit["out"], d + unit["depth"]
         p.at(t, lambda: p.f.__setitem__(dest, out))
         return t
@@ -524,22 +522,21 @@ class _MulPool:
         (the caller shows that no record of ``q`` ever enters it in the same cycle as one of
         this pool's); returns the depth of ``q`` where it is a field."""
         unit = self.units[0]
-        unit["feeds"].append((1 << 30, q["valid"], {"x": x}, False))  # never the default pick
+        unit["feeds"].append((1 << 30, q["valid"], {"x": x}))  # never the default pick
         out, t = unit["out"], q.depth + unit["depth"]
         q.at(t, lambda: q.f.__setitem__(dest, out))
         return t
 
     def close(self) -> None:
         """Connect the inputs: a product passes when its record is there (its ``active``), the
-        pipeline's default one (the ``late`` one, else the latest) when no other's is. The
-        default is the last to be computed (often out of a carry chain): one mux level behind
-        it, the others' picks made beside it."""
+        pipeline's latest one when no other's is. The latest is the last to be computed (often
+        out of a carry chain): one mux level behind it, the others' picks made beside it."""
         for unit in self.units:
-            feeds = sorted(unit["feeds"], key=lambda fd: (fd[3], fd[0]))
+            feeds = sorted(unit["feeds"], key=lambda fd: fd[0])
             for k, s in unit["sig"].items():
                 last = feeds[-1][2].get(k)
                 acc = Const(0, len(s)) if last is None else Value.cast(last)
-                for _, act, vals, _late in reversed(feeds[:-1]):
+                for _, act, vals in reversed(feeds[:-1]):
                     acc = Mux(act, 0 if vals.get(k) is None else vals[k], acc)
                 self.p.m.d.comb += s.eq(acc)
 
@@ -1126,8 +1123,8 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         start_mul(p, "c9", f.pop("c9x"), 9)
     # The products only records of 33..64 bytes need in these levels share a multiplier (such
     # records are 5+ cycles apart; no register in front, a carry-save level behind the pick:
-    # its 4 stages fit): farm's a * k2 + b (cab), e or city's h (hf) and, after the mixing,
-    # farm's g or city's (x + z) * mul (q2).
+    # its 4 stages fit): farm's a * k2 + b (cab), e or city's h (hf) and farm's Fetch64(len -
+    # 24) * mul (e5m, a part of its h).
     pool = _MulPool(p, "s0", CITY_K2, var_width=7, extras=1, gap=5, register=False, gate="g33")
 
     def issue(name, x, v, extra=()):
@@ -1140,6 +1137,10 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     p.stage(drop=([] if city else ["h1"]) + ([] if farm else ["h3"]), h0l=f.pop("h0")[:32])
     if farm:
         t_hf = issue("hf", p.f.pop("xhf"), p["n7"])
+        # farm's h = (z + Fetch64(len - 24)) * mul as z * mul + this: z comes out of a
+        # product, no carry chain then in front of h's pick
+        p.stage()
+        issue("e5m", hd["e5"], p["n7"])
     p.drain()
 
     # Mixing: HashLen16's (u, v) of 0..16, 17..32 and farm 33..64; city 33..64's u, v, x, z.
@@ -1180,9 +1181,8 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
             cx=(d.rotate_right(42) + hd["e5"])[:64],
             cz=(d + hd["e5"])[:64],
         )
-        if not farm:
-            hd.drop("e5")
     f.pop("h1kh")
+    hd.drop("e5")
     if not city:
         hd.drop("e4")
     p.stage(drop=[] if city else ["e7"], hu=hu, hv=hv, **upd)
@@ -1200,6 +1200,8 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
         f["feh3"] = (f["hf"] + f.pop("h3"))[:64]  # rotr(e + f, 43) of farm 33..64
     hd.hold(*[k for k in ("hf", "feh3", "h3ca", "cx", "cz", "cv", "e7", "h1") if k in p.f])
     level(p)
+    if farm:
+        hd.hold("e5m")
     # HashLen16's second; city: (v + w) * mul, w = bswap(u + v) * mul + h
     f = p.f
     n, le3, le16, le32 = lens()
@@ -1234,29 +1236,29 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     # From here on only records of 33..64 bytes need products: two of them 4 cycles apart
     # share a multiplier, as above. 4 products for FarmHash on 2 multipliers, 2 for CityHash
     # on 1.
-    pool33 = _MulPool(p, "s33", CITY_K2, var_width=7, extras=2, gap=5, register=False, gate="g33")
-
-    def issue33(name, x, extra=(), late=False):
-        return pool33.issue(name, x[:64], p["n7"], extra=extra, late=late)
-
-    # City: (z + a) * mul + d + h; farm: h = (z + Fetch64(len - 24)) * mul
-    f = p.f
-    cbh = pick(
-        lambda: p["q4"] + hd["e5"], lambda: add3(hd.get("cz", True), p.f.pop("ab4"), hd.get("h1", True))
+    pool33 = _MulPool(
+        p, "s33", CITY_K2, var_width=7, extras=3 if farm else 2, gap=5, register=False, gate="g33"
     )
-    # farm: u = rotr(e + f, 43) + rotr(g, 30) + h, its two addends in h's adder tree (no carry
+
+    def issue33(name, x, extra=()):
+        return pool33.issue(name, x[:64], p["n7"], extra=extra)
+
+    # City: (z + a) * mul + d + h; farm: h = z * mul + Fetch64(len - 24) * mul (e5m)
+    f = p.f
+    cbh = pick(lambda: p["q4"], lambda: add3(hd.get("cz", True), p.f.pop("ab4"), hd.get("h1", True)))
+    # farm: u = rotr(e + f, 43) + rotr(g, 30) + h, its addends in h's adder tree (no carry
     # chain of its own in front of the next pick); v = e + rotr(f + a, 18) + g registered here
     upd, extra = {}, []
     if farm:
         q2 = p["q2"]
-        extra = [hd.get("feh3", True).rotate_right(43), q2.rotate_right(30)]
+        extra = [hd.get("e5m", True), hd.get("feh3", True).rotate_right(43), q2.rotate_right(30)]
         upd["fv"] = add3(hd["hf"], hd.get("h3ca", True).rotate_right(18), q2)
     if city:
         ce = [hd.get("e4", True), hd["hf"]]
-        extra = [Mux(p["farm"], fe, e) for fe, e in zip(extra, ce)] if both else ce
-    t = issue33("cbh", cbh, extra, late=True)
+        extra = [Mux(p["farm"], fe, e) for fe, e in zip(extra, ce + [0])] if both else ce
+    t = issue33("cbh", cbh, extra)
     f.pop("q4")
-    hd.drop("hf", *(["e5"] if farm else []))
+    hd.drop("hf")
     p.stage(drop=["q2"], hs=hs, **upd)
     _until(p, t)
     # City: shift_mix(that) * mul; farm: HashLen16(u, v, mul)'s first product

@@ -15,14 +15,13 @@ import random
 import re
 
 import pytest
-from amaranth.hdl import Fragment, Module, Signal
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from offload import golden_cityhash
 from offload.golden_cityhash import cityhash64, farmhash64
 from offload.hw import cityhash as hw_cityhash
 from offload.hw.cityhash import HASH_CITY, HASH_FARM, CityFarmCore, CityFarmLane
-from offload.hw.common import Pipe
 from offload.hw.simutil import CLOCK_PERIOD, run_flow
 from tests.lengths import BOUNDARY_LENGTHS
 from tests.test_hw_cores import _record_beats, _records, _with_gaps
@@ -237,37 +236,6 @@ def test_shared_multipliers_per_pool(monkeypatch, hashes, units):
     built.clear()  # the constructor builds scratch pipelines to measure depths
     Fragment.get(dut, None)
     assert built == units
-
-
-def test_mul_pool_picks_the_late_operand_by_default():
-    """A shared multiplier passes the operand of the product whose record is there and, when
-    none is, its default one: the product issued ``late`` (its operand out of a carry chain,
-    so no mux level behind it), else the latest issued. Here the late one is the earlier."""
-    m = Module()
-    a, b, act = Signal(64), Signal(64), Signal()
-    p = Pipe(m, "t", levels="csa", behavioural=True, valid=act, b=b)
-    pool = hw_cityhash._MulPool(p, "tp", 3, gap=5, register=False)
-    pool.issue("pa", a, late=True)
-    p.stage()
-    pool.issue("pb", p["b"])
-    pool.close()
-    x = pool.units[0]["sig"]["x"]
-    seen = []
-
-    async def bench(ctx):
-        ctx.set(b, 7)
-        await ctx.tick()  # depth 1: b's record, not valid
-        ctx.set(a, 5)
-        seen.append(ctx.get(x))
-        ctx.set(act, 1)
-        await ctx.tick()  # depth 1: b's record, valid
-        seen.append(ctx.get(x))
-
-    sim = Simulator(m)
-    sim.add_clock(CLOCK_PERIOD)
-    sim.add_testbench(bench)
-    sim.run()
-    assert seen == [5, 7]
 
 
 def test_farm_core_has_no_delay_line():
