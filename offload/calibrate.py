@@ -4,7 +4,7 @@ For each available backend and each workload (every registered operator with its
 parameters, on each batch kind it takes: 8-byte keys and strings for the hashes, numbers, sequences,
 encoded sequences), the calibration runs batches of doubling size (1,024 to 8M records: an octave
 apart, because a backend's cost per record changes within a decade, e.g. the CPU going parallel at
-65,536 records) until the workload's time budget is spent or the next size would overrun it;
+262,144 keys) until the workload's time budget is spent or the next size would overrun it;
 the runtime records every timed run in the cost model (:mod:`offload.costmodel`), which is then
 saved for this machine. A backend's first run of a
 workload warms it up and teaches nothing (compilation, device start-up).
