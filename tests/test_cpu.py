@@ -762,3 +762,21 @@ def test_bench_quick_structure() -> None:
     assert unmeasured == [] and all(r["value"] > 0 for r in op_rows)
     table = bench.format_table(res)
     assert isinstance(table, str) and names[0] in table
+
+
+def test_fixed_width_records_go_parallel_from_light_factor_times_the_threshold(monkeypatch):
+    from offload.host.cpu.backend import LIGHT_FACTOR
+
+    be = CpuBackend(threads=2, parallel_threshold=1000)
+    chunked: list[str] = []
+    real = be._chunks
+    monkeypatch.setattr(be, "_chunks", lambda fn, bounds: (chunked.append("chunks"), real(fn, bounds)))
+    from offload.runtime import Runtime
+
+    rt = Runtime([be])
+    rt.xxh64(np.arange(LIGHT_FACTOR * 1000 - 1, dtype=np.uint64))
+    assert chunked == []
+    rt.xxh64(np.arange(LIGHT_FACTOR * 1000, dtype=np.uint64))
+    assert chunked == ["chunks"]
+    rt.xxh64(pa.array(["ab"] * 1000))  # variable records: from the threshold itself
+    assert chunked == ["chunks", "chunks"]
