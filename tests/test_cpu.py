@@ -774,8 +774,9 @@ def test_fixed_width_records_go_parallel_from_light_factor_times_the_threshold(m
     from offload.runtime import Runtime
 
     rt = Runtime([be])
+    rt.xxh64(np.arange(2000, dtype=np.uint64))  # twice the threshold: still one thread
     rt.xxh64(np.arange(LIGHT_FACTOR * 1000 - 1, dtype=np.uint64))
-    assert chunked == []
+    assert chunked == [] and LIGHT_FACTOR > 2
     rt.xxh64(np.arange(LIGHT_FACTOR * 1000, dtype=np.uint64))
     assert chunked == ["chunks"]
     rt.xxh64(pa.array(["ab"] * 1000))  # variable records: from the threshold itself
