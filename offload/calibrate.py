@@ -27,7 +27,7 @@ __all__ = ["SIZES", "Workload", "calibrate", "workloads"]
 SIZES = tuple(1 << k for k in range(10, 24))
 #: Batches shorter than this run :data:`SHORT_RUNS` times (at least): their first runs after a
 #: change of size are slower (caches, a result block of a new size), and they cost nothing.
-SHORT_S = 1e-3
+SHORT_S = 5e-3
 SHORT_RUNS = 8
 
 
