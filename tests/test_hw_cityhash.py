@@ -215,9 +215,12 @@ def test_core_adder_levels(levels, hashes, hash_):
 @pytest.mark.parametrize(
     "hashes,units",
     [
-        (("farm",), {"rdxz": 1, "rdya": 1, "flm": 4, "s0": 1, "s33": 2}),
-        (("city",), {"infz": 1, "rdxz": 1, "rdya": 1, "clm": 3, "s0": 1, "s33": 1}),
-        (("city", "farm"), {"infz": 1, "rdxz": 1, "rdya": 1, "flm": 4, "clm": 3, "s0": 1, "s33": 2}),
+        (("farm",), {"rdxz": 1, "rdya": 1, "flm": 4, "s0": 1, "q2m": 1, "s33": 2}),
+        (("city",), {"infz": 1, "rdxz": 1, "rdya": 1, "clm": 3, "s0": 1, "q2m": 1, "s33": 1}),
+        (
+            ("city", "farm"),
+            {"infz": 1, "rdxz": 1, "rdya": 1, "flm": 4, "clm": 3, "s0": 1, "q2m": 1, "s33": 2},
+        ),
     ],
 )
 def test_shared_multipliers_per_pool(monkeypatch, hashes, units):
