@@ -101,7 +101,7 @@ def _fastest_big(n: int, sim: bool = True) -> list[dict[str, Any]]:
     half the CPU's rate (``"offload"`` placement would take it): ``"fastest"`` must pick the
     backend measured fastest alone, once a few calls of each size taught it (as a pipeline's
     first batches would)."""
-    from offload.bench import best, row
+    from offload.bench import paired_best, row
     from offload.costmodel import CostModel
     from offload.host.modelled import ModelledDevice
     from offload.runtime import Runtime
@@ -113,8 +113,10 @@ def _fastest_big(n: int, sim: bool = True) -> list[dict[str, Any]]:
     for m in (1000, 10_000, 100_000, n):
         for name in names * 2:
             _on(rt, keys[:m], name)()
-    alone = {name: best(_on(rt, keys, name), REPEATS) for name in names}
-    t = best(lambda: rt.xxh64(keys), REPEATS)
+    # interleaved, the placed call last in each round: both sides of the ratio see the same
+    # moments of the machine (a 1M-key call on two threads varies by 10 % between moments)
+    *times, t = paired_best([*(_on(rt, keys, name) for name in names), lambda: rt.xxh64(keys)], 2 * REPEATS)
+    alone = dict(zip(names, times))
     picked = rt.last_call()["segments"][0][0]
     winner = min(alone, key=alone.__getitem__)
     return [
@@ -136,7 +138,7 @@ def _fastest_big(n: int, sim: bool = True) -> list[dict[str, Any]]:
 def _balanced(n: int) -> list[dict[str, Any]]:
     """Two devices of the same rate (each a third of the CPU's, so that their own exact
     computation leaves the host mostly idle), then a device 20x slower than the CPU."""
-    from offload.bench import best, row
+    from offload.bench import paired_best, row
     from offload.costmodel import CostModel
     from offload.host.modelled import ModelledDevice
     from offload.runtime import Runtime
@@ -158,8 +160,10 @@ def _balanced(n: int) -> list[dict[str, Any]]:
         for m in (10_000, 100_000, n):
             for name in names * 2:
                 _on(rt, keys[:m], name)()
-        single = min(best(_on(rt, keys, name), REPEATS) for name in names)
-        t = best(lambda: rt.xxh64(keys), REPEATS)
+        *times, t = paired_best(
+            [*(_on(rt, keys, name) for name in names), lambda: rt.xxh64(keys)], 2 * REPEATS
+        )
+        single = min(times)
         split = ", ".join(f"{b} {hi - lo:,}" for b, lo, hi in rt.last_call()["segments"])
         out.append(
             row(
