@@ -153,13 +153,16 @@ def best(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 def paired_best(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int = 1) -> list[float]:
     """:func:`best` of each of ``fns``, their runs interleaved: on a shared machine both sides
-    of a ratio then see the same load (a ratio near 1 must not depend on when each side ran)."""
+    of a ratio then see the same load (a ratio near 1 must not depend on when each side ran).
+    Every other round runs them in reverse order, so that none always follows the same one (a
+    call right after a similar one finds warm caches and a woken worker thread)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
     times = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
+    for r in range(repeats):
+        order = list(enumerate(fns))
+        for i, fn in order if r % 2 == 0 else order[::-1]:
             t = time.perf_counter()
             fn()
             times[i] = min(times[i], time.perf_counter() - t)
