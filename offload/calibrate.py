@@ -149,7 +149,8 @@ def _time_workload(
 
     start = time.perf_counter()
     warm, last = False, 0.0
-    for i, n in enumerate(sorted(sizes)):
+    ordered = sorted(sizes)
+    for i, n in enumerate(ordered):
         values = w.values(n, rng)
         runs = repeats if last > SHORT_S else max(repeats, SHORT_RUNS)
         for _ in range(runs + (0 if warm else 1)):
@@ -159,6 +160,6 @@ def _time_workload(
             except (BackendUnavailable, BackendError):
                 return
             warm, last = True, time.perf_counter() - t
-        grow = sorted(sizes)[i + 1] / n if i + 1 < len(sizes) else 1.0
+        grow = ordered[i + 1] / n if i + 1 < len(ordered) else 1.0
         if time.perf_counter() - start + grow * last * (runs + 1) >= budget_s:
             return

@@ -175,7 +175,7 @@ def pool_limit(env: str | None) -> int:
         mb = float(env)
     except ValueError:
         mb = -1.0
-    if not mb >= 0 or mb != mb or mb == float("inf"):
+    if not 0 <= mb < float("inf"):  # NaN compares false
         raise ValueError(f"OFFLOAD_RESULT_POOL_MB must be a non-negative number of MiB, got {env!r}")
     return int(mb * (1 << 20))
 
