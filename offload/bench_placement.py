@@ -54,13 +54,36 @@ def _on(rt: Any, keys: np.ndarray, name: str) -> Callable[[], Any]:
     return lambda: rt.xxh64(keys, backend=name)
 
 
+def _teach(rt: Any, keys: np.ndarray, names: list[str], sizes: tuple[int, ...]) -> None:
+    """Two calls of each size on each backend: what a pipeline's first batches teach the model."""
+    for m in sizes:
+        for name in names * 2:
+            _on(rt, keys[:m], name)()
+
+
+def _against_fastest(rt: Any, keys: np.ndarray, names: list[str]) -> tuple[dict[str, float], float]:
+    """Each backend alone (best of :data:`REPEATS`), then the fastest of them and the placed call
+    interleaved (:func:`offload.bench.paired_best`): the two sides of the ratio see the same
+    moments of the machine. The others are timed apart: a call right after a device's
+    milliseconds of waiting finds this machine cold (a 1M-key CPU call took 1.1-4 ms there
+    against 0.3 ms back to back, the simulator's second of cold caches cost either side 0.5x).
+    Returns each backend's time alone (the fastest's from the paired rounds) and the placed
+    call's."""
+    from offload.bench import best, paired_best
+
+    alone = {name: best(_on(rt, keys, name), REPEATS) for name in names}
+    winner = min(alone, key=alone.__getitem__)
+    alone[winner], placed = paired_best([_on(rt, keys, winner), lambda: rt.xxh64(keys)], 2 * REPEATS)
+    return alone, placed
+
+
 def _cpu_rate(keys: np.ndarray) -> float:
     from offload.bench import best
     from offload.costmodel import CostModel
     from offload.runtime import Runtime
 
-    rt = Runtime(["cpu"], cost_model=CostModel())
-    return keys.shape[0] / best(lambda: rt.xxh64(keys), REPEATS)
+    with Runtime(["cpu"], cost_model=CostModel()) as rt:
+        return keys.shape[0] / best(lambda: rt.xxh64(keys), REPEATS)
 
 
 def _fastest_small(calls: int) -> dict[str, Any]:
@@ -70,8 +93,6 @@ def _fastest_small(calls: int) -> dict[str, Any]:
     from offload.runtime import Runtime
 
     keys = _keys(100)
-    placed = Runtime([ModelledDevice(1e9, latency=1e-3), "cpu"], placement="fastest", cost_model=CostModel())
-    direct = Runtime(["cpu"], cost_model=CostModel())
 
     def loop(fn: Callable[[], Any]) -> Callable[[], None]:
         def run() -> None:
@@ -80,10 +101,16 @@ def _fastest_small(calls: int) -> dict[str, Any]:
 
         return run
 
-    t_placed, t_direct = paired_best(
-        [loop(lambda: placed.xxh64(keys)), loop(lambda: direct.xxh64(keys, backend="cpu"))], REPEATS
-    )
-    ran = {s[0] for d in placed.stats()["decisions"] for s in d["segments"]}
+    with (
+        Runtime(
+            [ModelledDevice(1e9, latency=1e-3), "cpu"], placement="fastest", cost_model=CostModel()
+        ) as placed,
+        Runtime(["cpu"], cost_model=CostModel()) as direct,
+    ):
+        t_placed, t_direct = paired_best(
+            [loop(lambda: placed.xxh64(keys)), loop(lambda: direct.xxh64(keys, backend="cpu"))], REPEATS
+        )
+        ran = {s[0] for d in placed.stats()["decisions"] for s in d["segments"]}
     return row(
         "placement fastest, 100-key batches",
         calls / t_placed,
@@ -101,25 +128,19 @@ def _fastest_big(n: int, sim: bool = True) -> list[dict[str, Any]]:
     half the CPU's rate (``"offload"`` placement would take it): ``"fastest"`` must pick the
     backend measured fastest alone, once a few calls of each size taught it (as a pipeline's
     first batches would)."""
-    from offload.bench import best, paired_best, row
+    from offload.bench import row
     from offload.costmodel import CostModel
     from offload.host.modelled import ModelledDevice
     from offload.runtime import Runtime
 
     keys = _keys(n)
     device = ModelledDevice(0.5 * _cpu_rate(keys), latency=1e-3, name="device")
-    rt = Runtime([device, "sim", "cpu"], placement="fastest", cost_model=CostModel())
-    names = (["sim"] if sim and rt.availability("sim").ok else []) + ["device", "cpu"]
-    for m in (1000, 10_000, 100_000, n):
-        for name in names * 2:
-            _on(rt, keys[:m], name)()
-    # the CPU's and the placed call interleaved: both see the same moments of the machine (a
-    # 1M-key call on two threads varies by 10 % between moments); the other backends alone
-    # before (interleaved with the simulator's second of cold caches, either side lost 0.5x)
-    alone = {name: best(_on(rt, keys, name), REPEATS) for name in names if name != "cpu"}
-    alone["cpu"], t = paired_best([_on(rt, keys, "cpu"), lambda: rt.xxh64(keys)], 2 * REPEATS)
-    rt.xxh64(keys)  # the decision read from a placed call (paired rounds may end on another)
-    picked = rt.last_call()["segments"][0][0]
+    with Runtime([device, "sim", "cpu"], placement="fastest", cost_model=CostModel()) as rt:
+        names = (["sim"] if sim and rt.availability("sim").ok else []) + ["device", "cpu"]
+        _teach(rt, keys, names, (1000, 10_000, 100_000, n))
+        alone, t = _against_fastest(rt, keys, names)
+        rt.xxh64(keys)  # the decision read from a placed call (paired rounds may end on another)
+        picked = rt.last_call()["segments"][0][0]
     winner = min(alone, key=alone.__getitem__)
     return [
         row(
@@ -140,7 +161,7 @@ def _fastest_big(n: int, sim: bool = True) -> list[dict[str, Any]]:
 def _balanced(n: int) -> list[dict[str, Any]]:
     """Two devices of the same rate (each a third of the CPU's, so that their own exact
     computation leaves the host mostly idle), then a device 20x slower than the CPU."""
-    from offload.bench import paired_best, row
+    from offload.bench import row
     from offload.costmodel import CostModel
     from offload.host.modelled import ModelledDevice
     from offload.runtime import Runtime
@@ -157,17 +178,13 @@ def _balanced(n: int) -> list[dict[str, Any]]:
     )
     out = []
     for label, chain, target in cases:
-        rt = Runtime(chain, placement="balanced", cost_model=CostModel())
-        names = [b if isinstance(b, str) else b.name for b in chain]
-        for m in (10_000, 100_000, n):
-            for name in names * 2:
-                _on(rt, keys[:m], name)()
-        *times, t = paired_best(
-            [*(_on(rt, keys, name) for name in names), lambda: rt.xxh64(keys)], 2 * REPEATS
-        )
-        single = min(times)
-        rt.xxh64(keys)  # the split read from a placed call (paired rounds may end on another)
-        split = ", ".join(f"{b} {hi - lo:,}" for b, lo, hi in rt.last_call()["segments"])
+        with Runtime(chain, placement="balanced", cost_model=CostModel()) as rt:
+            names = [b if isinstance(b, str) else b.name for b in chain]
+            _teach(rt, keys, names, (10_000, 100_000, n))
+            alone, t = _against_fastest(rt, keys, names)
+            rt.xxh64(keys)  # the split read from a placed call (paired rounds may end on another)
+            split = ", ".join(f"{b} {hi - lo:,}" for b, lo, hi in rt.last_call()["segments"])
+        single = min(alone.values())
         out.append(
             row(
                 f"placement balanced, {label}",
@@ -200,18 +217,18 @@ def _model_error(quick: bool) -> dict[str, Any]:
 
     sizes = [n for n in CHECK_SIZES if not quick or n <= 100_000]
     keys = _keys(sizes[-1])
-    rt = Runtime(["cpu"], cost_model=CostModel())
-    calibrate(rt, ops=["xxh64"], budget_s=2.0, save=False)
-    predicted = {n: rt.costs.predict("cpu", "xxh64/fixed", n, 8 * n) for n in sizes}
-    errors = {}
-    for n in sizes:
-        for _ in range(CHECK_RUNS):
-            rt.xxh64(keys[:n])
-        # the runs' own times, as the runtime measured them (what the model predicts: the
-        # backend's run, without the call's argument checks around it)
-        runs = sorted(o[2] for o in rt.costs.observations("cpu", "xxh64/fixed")[-CHECK_RUNS:])
-        typical = runs[len(runs) // 4]
-        errors[n] = abs(predicted[n] - typical) / typical
+    with Runtime(["cpu"], cost_model=CostModel()) as rt:
+        calibrate(rt, ops=["xxh64"], budget_s=2.0, save=False)
+        predicted = {n: rt.costs.predict("cpu", "xxh64/fixed", n, 8 * n) for n in sizes}
+        errors = {}
+        for n in sizes:
+            for _ in range(CHECK_RUNS):
+                rt.xxh64(keys[:n])
+            # the runs' own times, as the runtime measured them (what the model predicts: the
+            # backend's run, without the call's argument checks around it)
+            runs = sorted(o[2] for o in rt.costs.observations("cpu", "xxh64/fixed")[-CHECK_RUNS:])
+            typical = runs[len(runs) // 4]
+            errors[n] = abs(predicted[n] - typical) / typical
     where = max(errors, key=errors.__getitem__)
     return row(
         f"cost model error, {sizes[0]:,}-{sizes[-1]:,} records",

@@ -374,10 +374,13 @@ class Runtime:
             kind = "encoded"
         return op_key(call.op, kind, call.params.get("hash"))
 
-    def _ranked(self, call: OpCall, batch: Batch, key: str) -> tuple[list[str], dict[str, float]]:
+    def _ranked(
+        self, call: OpCall, batch: Batch, key: str
+    ) -> tuple[list[str], dict[str, float], list[tuple[str, float]] | None]:
         """The chain sorted by predicted time for this batch (``"fastest"``, ``"balanced"``), or
-        devices first (``"offload"``), with the predictions; memoised per size step until the
-        cost model changes."""
+        devices first (``"offload"``), with the predictions and, for ``"balanced"``, the plan
+        over the chain's backends (None: the batch is too small to split); memoised per size
+        step until the cost model changes."""
         n, nbytes = batch.n, batch.nbytes
         ck = (key, size_step(n, nbytes, key.rsplit("/", 1)[-1]), self.costs.generation)
         hit = self._ranked_cache.get(ck)
@@ -389,28 +392,32 @@ class Runtime:
                 ranked = sorted(names, key=lambda b: b == "cpu")
             else:
                 ranked = sorted(names, key=pred.__getitem__)
+            plan = None
+            if self.placement == "balanced" and n >= 2 * MIN_PART:
+                plan = self._plan(key, n, nbytes, tuple(ranked)) if len(ranked) > 1 else [(ranked[0], 1.0)]
             if self.fallback and "cpu" not in ranked:
                 ranked.append("cpu")
             if len(self._ranked_cache) > 4096:
                 self._ranked_cache.clear()
-            hit = self._ranked_cache[ck] = (ranked, pred)
+            hit = self._ranked_cache[ck] = (ranked, pred, plan)
         return hit
 
-    def _split(self, call: OpCall, batch: Batch, key: str, ranked: list[str]) -> list[tuple[str, int, int]]:
+    def _split(
+        self, call: OpCall, batch: Batch, key: str, ranked: list[str], plan: list[tuple[str, float]]
+    ) -> list[tuple[str, int, int]]:
         """``"balanced"``: record ranges per backend that the cost model predicts to finish
-        together, or the fastest backend alone when splitting does not gain
-        (:data:`SPLIT_GAIN`)."""
+        together (``plan``, made over the chain's backends), or the fastest backend alone when
+        splitting does not gain (:data:`SPLIT_GAIN`). Only the backends the plan names are
+        probed (a call that runs on one backend pays for the probe its run makes anyway); a plan
+        naming an unusable backend is made again over the usable ones. The CPU added as the
+        last resort never takes a part."""
         n, nbytes = batch.n, batch.nbytes
-        best = ranked[0]
-        if n < 2 * MIN_PART:
-            return [(best, 0, n)]
-        # The chain's backends share the batch; the CPU added as the last resort does not.
-        usable = [
-            name for name in ranked if name in self.order and self._usable(name, call, batch)[0] is not None
-        ]
-        if len(usable) < 2:
-            return [(best, 0, n)]
-        plan = self._plan(key, n, nbytes, tuple(usable))
+        if any(self._usable(name, call, batch)[0] is None for name, _ in plan):
+            chain = [name for name in ranked if name in self.order]
+            usable = tuple(name for name in chain if self._usable(name, call, batch)[0] is not None)
+            if len(usable) < 2:
+                return [(ranked[0], 0, n)]
+            plan = self._plan(key, n, nbytes, usable)
         parts, start = [], 0
         for i, (name, share) in enumerate(plan):
             stop = n if i == len(plan) - 1 else min(n, start + round(share * n))
@@ -472,9 +479,9 @@ class Runtime:
         if named or self.placement == "ordered":
             names = self._names(backend)
         else:
-            names, pred = self._ranked(call, batch, key)
-            if self.placement == "balanced":
-                parts = self._split(call, batch, key, names)
+            names, pred, plan = self._ranked(call, batch, key)
+            if plan is not None:
+                parts = self._split(call, batch, key, names, plan)
                 if len(parts) > 1:
                     return self._run_parts(call, batch, key, parts, names, verify, out, pred)
         t0 = time.perf_counter()

@@ -185,6 +185,45 @@ def test_balanced_keeps_a_small_batch_or_a_lopsided_pair_on_one_backend() -> Non
     assert [s[0] for s in rt.last_call()["segments"]] == ["a"]
 
 
+class _Counted(ModelledDevice):
+    """A modelled device that counts the runtime's probes of it (``supports``)."""
+
+    def __init__(self, *args: Any, up: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.up, self.probes = up, 0
+
+    def availability(self) -> Availability:
+        return Availability(self.up, "" if self.up else "switched off")
+
+    def supports(self, call: OpCall, batch: Any) -> str | None:
+        self.probes += 1
+        return super().supports(call, batch)
+
+
+def test_balanced_probes_only_the_backends_its_plan_names() -> None:
+    a, slow = ModelledDevice(rate=2e7, name="a"), _Counted(rate=2e5, name="slow")
+    model = taught(CostModel(), f"a@{id(a):x}", "xxh64/fixed", 1e-4, 5e-8)
+    taught(model, f"slow@{id(slow):x}", "xxh64/fixed", 1e-4, 5e-6)
+    rt = Runtime([a, slow], placement="balanced", cost_model=model)
+    for _ in range(3):
+        assert (rt.xxh64(KEYS, 1) == cpu_xxh64(KEYS, 1)).all()
+    assert rt.last_call()["segments"] == [("a", 0, KEYS.shape[0])]
+    assert slow.probes == 0
+
+
+def test_balanced_plans_again_over_the_backends_that_are_up() -> None:
+    a, b = ModelledDevice(rate=2e7, name="a"), ModelledDevice(rate=2e7, name="b")
+    down = _Counted(rate=2e7, name="down", up=False)
+    model = CostModel()
+    for dev in (a, b, down):
+        taught(model, f"{dev.name}@{id(dev):x}", "xxh64/fixed", 1e-4, 5e-8)
+    taught(model, "cpu", "xxh64/fixed", 5e-6, 1e-6)
+    rt = Runtime([a, b, down, "cpu"], placement="balanced", cost_model=model)
+    assert (rt.xxh64(KEYS, 4) == cpu_xxh64(KEYS, 4)).all()
+    assert sorted(s[0] for s in rt.last_call()["segments"]) == ["a", "b"]
+    assert sum(hi - lo for _, lo, hi in rt.last_call()["segments"]) == KEYS.shape[0]
+
+
 class _Failing(Backend):
     """A device that completes the first half of every batch and then loses the rest."""
 
