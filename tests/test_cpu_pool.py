@@ -1,0 +1,164 @@
+"""The CPU backend's worker threads (:mod:`offload.host.cpu.pool`): every chunk once, errors
+re-raised, concurrent callers, fork, and the polling between calls."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from offload.batch import as_records
+from offload.host.cpu import CpuBackend
+from offload.host.cpu import pool as P
+from offload.ops import make_call
+
+
+def chunked(n: int, k: int) -> list[int]:
+    return [i * n // k for i in range(k + 1)]
+
+
+def ranges_of(pool: P.Pool, n: int, k: int) -> list[tuple[int, int, str]]:
+    seen: list[tuple[int, int, str]] = []
+    lock = threading.Lock()
+
+    def fn(lo: int, hi: int) -> None:
+        with lock:
+            seen.append((lo, hi, threading.current_thread().name))
+
+    pool.run(fn, chunked(n, k))
+    return seen
+
+
+def test_every_chunk_runs_once() -> None:
+    pool = P.Pool(2)
+    for k in (1, 2, 3, 8, 64):
+        got = ranges_of(pool, 1000, k)
+        assert sorted((lo, hi) for lo, hi, _ in got) == list(zip(chunked(1000, k), chunked(1000, k)[1:]))
+
+
+def test_workers_take_chunks_while_the_caller_runs_its_own() -> None:
+    pool = P.Pool(1)
+    started = threading.Event()
+
+    def fn(lo: int, hi: int) -> None:
+        if lo == 0:  # the first chunk (the caller's): waits until another thread has one
+            assert started.wait(10.0)
+        else:
+            started.set()
+
+    pool.run(fn, chunked(100, 4))
+
+
+def test_the_first_error_is_raised_and_the_pool_serves_the_next_call() -> None:
+    pool = P.Pool(1)
+
+    def fn(lo: int, hi: int) -> None:
+        if lo == 50:
+            raise KeyError("chunk 50")
+
+    with pytest.raises(KeyError, match="chunk 50"):
+        pool.run(fn, chunked(100, 4))
+    assert len(ranges_of(pool, 100, 4)) == 4
+
+
+def test_concurrent_callers_each_get_all_their_chunks() -> None:
+    pool = P.Pool(1)
+    results: dict[int, list[int]] = {}
+
+    def caller(c: int) -> None:
+        out = np.zeros(4000, np.int64)
+
+        def fn(lo: int, hi: int) -> None:
+            out[lo:hi] += c
+
+        for _ in range(50):
+            pool.run(fn, chunked(4000, 8))
+        results[c] = sorted(set(out.tolist()))
+
+    threads = [threading.Thread(target=caller, args=(c,)) for c in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60.0)
+    assert results == {1: [50], 2: [100], 3: [150]}
+
+
+def test_a_busy_worker_never_stalls_another_call() -> None:
+    """A worker stuck in a long chunk of one call: a second call runs all its chunks itself."""
+    pool = P.Pool(1)
+    release, inside = threading.Event(), threading.Event()
+
+    def slow(lo: int, hi: int) -> None:
+        if threading.current_thread().name.startswith("offload-cpu"):
+            inside.set()
+            release.wait(30.0)
+        else:
+            time.sleep(0.001)  # the caller's chunks leave the worker time to take one
+
+    first = threading.Thread(target=pool.run, args=(slow, chunked(100, 50)))
+    first.start()
+    assert inside.wait(10.0)
+    try:
+        got = ranges_of(pool, 100, 8)
+        assert len(got) == 8 and {name for _, _, name in got} == {threading.current_thread().name}
+    finally:
+        release.set()
+        first.join(30.0)
+
+
+@pytest.mark.parametrize("spin_us", ["0", "50", "1000"])
+def test_with_or_without_polling_the_result_is_the_same(monkeypatch: Any, spin_us: str) -> None:
+    monkeypatch.setenv("OFFLOAD_CPU_SPIN_US", spin_us)
+    pool = P.Pool(1)
+    assert (pool._polls == 0) == (spin_us == "0")
+    for gap in (0.0, 0.002):
+        time.sleep(gap)  # longer than the polling: the worker has blocked
+        assert len(ranges_of(pool, 1000, 8)) == 8
+
+
+@pytest.mark.parametrize("bad", ["-1", "fast", "1e7", "nan"])
+def test_a_bad_spin_setting_is_a_clear_error(monkeypatch: Any, bad: str) -> None:
+    monkeypatch.setenv("OFFLOAD_CPU_SPIN_US", bad)
+    with pytest.raises(
+        ValueError, match="OFFLOAD_CPU_SPIN_US must be a number of microseconds from 0 to 1000000, got"
+    ):
+        P.Pool(1)
+
+
+def test_poll_sees_a_counter_another_thread_raises() -> None:
+    flags = np.zeros(1, np.int64)
+    assert not P._poll(flags, 0, 1, 1000)  # gives up
+    timer = threading.Timer(0.01, lambda: flags.__setitem__(0, 3))
+    timer.start()
+    assert P._poll(flags, 0, 3, P._polls(10.0))  # returns once it is seen, long before 10 s
+    timer.join()
+
+
+KEYS = np.arange(100_000, dtype=np.uint64)
+
+
+def parallel_xxh64() -> list[int]:
+    be = CpuBackend(threads=2, parallel_threshold=0)
+    return be.run(make_call("xxh64", seed=1), as_records(KEYS)).tolist()
+
+
+def _child(q: Any) -> None:
+    got = parallel_xxh64()
+    q.put((got, sorted(t.name for t in threading.enumerate() if t.name.startswith("offload-cpu"))))
+
+
+def test_a_forked_child_makes_its_own_workers() -> None:
+    want = parallel_xxh64()  # the parent's workers exist before the fork
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_child, args=(q,))
+    child.start()
+    try:
+        assert q.get(timeout=60) == (want, ["offload-cpu_0"])
+    finally:
+        child.join(30)
+    assert child.exitcode == 0
