@@ -194,7 +194,9 @@ class Runtime:
         self.placement: str = placement or ("ordered" if backends is not None else "fastest")
         self._own_costs = cost_model
         self.costs: CostModel = cost_model if cost_model is not None else machine_model()
-        self._ranked_cache: dict[tuple[Any, ...], tuple[list[str], dict[str, float]]] = {}
+        self._ranked_cache: dict[
+            tuple[Any, ...], tuple[list[str], dict[str, float], list[tuple[str, float]] | None]
+        ] = {}
         self._plans: dict[tuple[Any, ...], list[tuple[str, float]]] = {}
         self._warm: set[tuple[str, str]] = set()
         self._decisions: deque[tuple[Any, ...]] = deque(maxlen=DECISIONS_KEPT)
