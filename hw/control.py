@@ -49,7 +49,8 @@ class Control(wiring.Component):
 
     States: ``IDLE`` (``s_axis`` discards beats, ``EXTRA_DATA``), ``RUN`` (the parser takes
     units), ``DRAIN`` (every complete record's result reaches the FIFO), ``ROLLBACK`` (the FIFO
-    drops an unfinished sequence), ``TRAIL`` (the trailer is written once it has room).
+    drops an unfinished sequence), ``TRAIL`` (the trailer is written once it has room, from
+    TRAIL's second cycle: the collector reads the state through a register).
 
     Ports: In, from the :class:`~offload.hw.regfile.RegisterFile`, ``start``, ``soft_reset``
     and ``reg_<name>`` for every parameter register (``PARAM_REGISTERS``); from the slice
@@ -259,7 +260,8 @@ class Control(wiring.Component):
         ]
 
     def _trail(self, m: Module) -> None:
-        """TRAIL: once the trailer is written, IDLE."""
+        """TRAIL: once the trailer is written (``write_trailer``: the FIFO writes it this cycle,
+        at the earliest in TRAIL's second cycle), IDLE."""
         with m.If(self.write_trailer):
             m.d.sync += self.state.eq(self.IDLE)
             m.d.comb += self.rec_clear.eq(1)
