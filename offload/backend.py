@@ -156,6 +156,12 @@ class Backend(abc.ABC):
             )
         out[...] = res
 
+    def cost_breaks(self, kind: str) -> tuple[int, ...]:
+        """Batch sizes (records) of ``kind`` batches (``"fixed"``, ``"var"``, ``"numbers"``...)
+        at which this backend changes how it runs them, so that its cost per record jumps (the
+        CPU going parallel): the cost model fits each side apart. None by default."""
+        return ()
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release devices, processes and connections. Idempotent."""
 

@@ -26,6 +26,7 @@ file).
 from __future__ import annotations
 
 import atexit
+import bisect
 import json
 import math
 import os
@@ -118,9 +119,10 @@ class CostModel:
         self.path = path
         self._obs: dict[tuple[str, str], _Runs] = {}
         self._persist: set[tuple[str, str]] = set()
-        self._fits: dict[tuple[str, str, tuple[int, int]], Fit] = {}
+        self._fits: dict[tuple[str, str, tuple[int, int], int], Fit] = {}
         self._counts: dict[tuple[str, str], int] = {}
         self._refit_at: dict[tuple[str, str], float] = {}
+        self._breaks: dict[tuple[str, str], tuple[int, ...]] = {}
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever predictions may change (the runtime's decision cache)
         self.dirty = False
@@ -176,6 +178,23 @@ class CostModel:
         self._refit_at[(backend, key)] = time.monotonic()
         self.generation += 1
 
+    def set_breaks(self, backend: str, kind: str, breaks: tuple[int, ...]) -> None:
+        """The batch sizes at which ``backend`` changes how it runs ``kind`` batches
+        (:meth:`offload.backend.Backend.cost_breaks`): a prediction is fitted to the
+        observations on its own side of them (to all when that side has none)."""
+        breaks = tuple(sorted(int(b) for b in breaks))
+        with self._lock:
+            if self._breaks.get((backend, kind), ()) == breaks:
+                return
+            self._breaks[(backend, kind)] = breaks
+            for k in [k for k in self._fits if k[0] == backend and _kind_of(k[1]) == kind]:
+                del self._fits[k]
+            self.generation += 1
+
+    def breaks(self, backend: str, kind: str) -> tuple[int, ...]:
+        """What :meth:`set_breaks` was told for ``backend`` and ``kind`` (none by default)."""
+        return self._breaks.get((backend, kind), ())
+
     def clear(self) -> None:
         with self._lock:
             self._obs.clear()
@@ -195,14 +214,16 @@ class CostModel:
         """The cost of ``backend`` for ``key`` around a batch of this size (cached per quarter
         octave)."""
         kind = _kind_of(key)
-        ck = (backend, key, size_step(records, nbytes, kind))
+        breaks = self._breaks.get((backend, kind), ())
+        # a quarter octave may straddle a break: each side is cached apart
+        ck = (backend, key, size_step(records, nbytes, kind), bisect.bisect_right(breaks, records))
         fit = self._fits.get(ck)
         if fit is None:
             with self._lock:
                 runs = self._obs.get((backend, key))
                 obs = runs.all() if runs else []
             prior = PRIORS.get(backend.split("@", 1)[0], DEFAULT_PRIOR)  # "cpu@..." : a caller's own
-            fit = _local_fit(obs, prior, records, nbytes, kind in BYTE_KINDS)
+            fit = _local_fit(_same_side(obs, breaks, records), prior, records, nbytes, kind in BYTE_KINDS)
             with self._lock:
                 self._fits[ck] = fit
         return fit
@@ -292,6 +313,17 @@ class _Runs:
 
     def __len__(self) -> int:
         return sum(len(runs) for runs in self.by_step.values())
+
+
+def _same_side(obs: list[Observation], breaks: tuple[int, ...], records: float) -> list[Observation]:
+    """The observations on the same side of every break as ``records`` (all of them when none
+    is): a backend's cost per record jumps at a break, and a fit across it is wrong on both
+    sides (the CPU's first parallel batches once predicted 0.4-0.6 off)."""
+    if not breaks:
+        return obs
+    side = bisect.bisect_right(breaks, records)
+    same = [o for o in obs if bisect.bisect_right(breaks, o[0]) == side]
+    return same or obs
 
 
 def _mean_width(obs: list[Observation]) -> float:

@@ -201,6 +201,15 @@ class Runtime:
         self._warm: set[tuple[str, str]] = set()
         self._decisions: deque[tuple[Any, ...]] = deque(maxlen=DECISIONS_KEPT)
         self._parts_pool: ThreadPoolExecutor | None = None
+        for slot in self._slots.values():
+            if slot.backend is not None:
+                self._tell_breaks(slot.name, slot.backend)
+
+    def _tell_breaks(self, name: str, be: Backend) -> None:
+        """Tell the cost model where this backend's cost per record jumps (its
+        :meth:`~offload.backend.Backend.cost_breaks`, per batch kind)."""
+        for kind in (*_KINDS.values(), "encoded"):
+            self.costs.set_breaks(self._cost_name(name), kind, be.cost_breaks(kind))
 
     # -- pickling: the configuration travels, backends are rebuilt lazily in the new process ----
 
@@ -271,6 +280,7 @@ class Runtime:
             try:
                 factory = getattr(importlib.import_module(module), cls)
                 slot.backend = factory(**self._options.get(name, {}))
+                self._tell_breaks(name, slot.backend)
             except BackendUnavailable as e:
                 slot.error = str(e)
                 raise BackendUnavailable(f"backend {name!r} is unavailable: {e}") from None

@@ -56,6 +56,42 @@ def test_a_fit_follows_a_cost_per_record_that_changes_with_size() -> None:
         assert model.predict("cpu", "xxh64/fixed", n, 8 * n) == pytest.approx(s, rel=0.25)
 
 
+def test_a_fit_keeps_to_its_own_side_of_a_break() -> None:
+    """A cost that jumps at 100k records (a backend going parallel): fitted across the jump the
+    prediction just above it is far off; each side apart, it is the cost."""
+
+    def cost(n: float) -> float:
+        return 5e-6 + 0.4e-9 * n if n < 100_000 else 80e-6 + 0.2e-9 * n
+
+    model = CostModel()
+    for n in (25_000, 50_000, 70_000, 100_000, 140_000, 200_000, 400_000):
+        for _ in range(2):
+            model.observe("cpu", "xxh64/fixed", n, 8 * n, cost(n))
+    across = model.predict("cpu", "xxh64/fixed", 120_000)
+    generation = model.generation
+    model.set_breaks("cpu", "fixed", (100_000,))
+    assert model.generation == generation + 1 and model.breaks("cpu", "fixed") == (100_000,)
+    assert abs(across - cost(120_000)) / cost(120_000) > 0.1
+    for n in (30_000, 90_000, 120_000, 300_000):
+        assert model.predict("cpu", "xxh64/fixed", n) == pytest.approx(cost(n), rel=0.02)
+    assert model.breaks("cpu", "var") == ()
+    model.set_breaks("cpu", "fixed", (100_000,))
+    assert model.generation == generation + 1  # the same breaks again: nothing refitted
+
+
+def test_the_runtime_tells_the_model_where_the_cpu_goes_parallel() -> None:
+    from offload.host.cpu.backend import LIGHT_FACTOR
+
+    rt = Runtime(["cpu"], cost_model=CostModel(), options={"cpu": {"threads": 2, "parallel_threshold": 1000}})
+    rt.xxh64(KEYS[:10])
+    assert rt.costs.breaks("cpu", "fixed") == (1000 * LIGHT_FACTOR,)
+    assert rt.costs.breaks("cpu", "var") == (1000, 1000 * LIGHT_FACTOR)
+    assert rt.costs.breaks("cpu", "sequences") == ()
+    one = CpuBackend(threads=1)
+    rt1 = Runtime([one], cost_model=CostModel())
+    assert rt1.costs.breaks(f"cpu@{id(one):x}", "fixed") == ()
+
+
 def test_a_backend_never_seen_costs_its_prior_and_coefficients_stay_non_negative() -> None:
     model = CostModel()
     fixed, per_record, _ = PRIORS["fpga"]

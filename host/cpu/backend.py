@@ -129,6 +129,16 @@ class CpuBackend(Backend):
     def supports(self, call: OpCall, batch: Batch) -> str | None:
         return None if call.op in REGISTRY else f"cpu does not implement {call.op}"
 
+    def cost_breaks(self, kind: str) -> tuple[int, ...]:
+        """Where batches go parallel (:meth:`_bounds`): fixed-width records and numbers at
+        :data:`LIGHT_FACTOR` times the threshold; variable-length records at the threshold (and
+        a second pass of fixed-width work, a non-XXH64 ``hash_bucket``'s, at the higher one).
+        Sequences go parallel by their values' count, not their records': no break."""
+        if self.threads < 2:
+            return ()
+        light = self.parallel_threshold * LIGHT_FACTOR
+        return {"fixed": (light,), "numbers": (light,), "var": (self.parallel_threshold, light)}.get(kind, ())
+
     def run(self, call: OpCall, batch: Batch) -> Result:
         entry = REGISTRY.get(call.op)
         if entry is None:

@@ -47,18 +47,30 @@ def _capacity(nbytes: int) -> int:
     return -(-nbytes // step) * step
 
 
+class _Block:
+    """A block of memory and its first 64-byte aligned address (read once: numpy's ``ctypes``
+    attribute costs a microsecond)."""
+
+    __slots__ = ("address", "cap", "mem")
+
+    def __init__(self, cap: int) -> None:
+        self.mem = np.empty(cap, np.uint8)
+        self.cap = cap
+        start = self.mem.__array_interface__["data"][0]
+        self.address = start + (-start) % _ALIGN
+
+
 class _Lease:
     """The base of one result array: returns its block to the pool when no view is left."""
 
     __slots__ = ("__array_interface__", "_block", "_pool")
 
-    def __init__(self, pool: ResultPool, block: np.ndarray, n: int, dtype: np.dtype[Any]) -> None:
+    def __init__(self, pool: ResultPool, block: _Block, n: int, typestr: str) -> None:
         self._pool, self._block = pool, block
-        address = block.ctypes.data
         self.__array_interface__ = {
-            "data": (address + (-address) % _ALIGN, False),
+            "data": (block.address, False),
             "shape": (n,),
-            "typestr": dtype.str,
+            "typestr": typestr,
             "version": 3,
         }
 
@@ -75,12 +87,13 @@ class ResultPool:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit must be a non-negative number of bytes, got {limit!r}")
         self.limit = limit
-        self._free: dict[int, list[np.ndarray]] = {}  # capacity -> free blocks
+        self._free: dict[int, list[_Block]] = {}  # capacity -> free blocks
         # id(block) -> (capacity, when it was returned), oldest first
         self._order: OrderedDict[int, tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
-        self._returned: deque[np.ndarray] = deque()  # given back while the lock was held
+        self._returned: deque[_Block] = deque()  # given back while the lock was held
         self.kept = 0  # bytes of free blocks
+        self._swept = -DECAY_S  # when blocks unused for DECAY_S were last freed
         self.hits = 0
         self.misses = 0
 
@@ -93,18 +106,21 @@ class ResultPool:
         need = _capacity(nbytes + _ALIGN)
         block = self._take(need)
         if block is None:
-            block = np.empty(need, np.uint8)
-        return np.asarray(_Lease(self, block, n, dt))
+            block = _Block(need)
+        return np.asarray(_Lease(self, block, n, dt.str))
 
-    def _take(self, need: int) -> np.ndarray | None:
+    def _take(self, need: int) -> _Block | None:
         """A free block of the smallest capacity from ``need`` to twice that."""
         with self._lock:
-            self._drain()
-            fits = [c for c in self._free if need <= c <= 2 * need]
-            if not fits:
-                self.misses += 1
-                return None
-            cap = min(fits)
+            if self._returned:
+                self._drain()
+            cap = need
+            if need not in self._free:  # the usual case is a block of the same size
+                fits = [c for c in self._free if need < c <= 2 * need]
+                if not fits:
+                    self.misses += 1
+                    return None
+                cap = min(fits)
             blocks = self._free[cap]
             block = blocks.pop()
             if not blocks:
@@ -114,7 +130,7 @@ class ResultPool:
             self.hits += 1
             return block
 
-    def _give(self, block: np.ndarray) -> None:
+    def _give(self, block: _Block) -> None:
         """A lease's block back. Never waits: a lease can die inside the pool's own critical
         section (the garbage collector runs on any allocation) or while another thread holds
         the lock; such a block is queued and kept at the next :meth:`empty`."""
@@ -130,12 +146,15 @@ class ResultPool:
     def _drain(self) -> None:
         while self._returned:
             self._keep(self._returned.popleft())
-        stale = time.monotonic() - DECAY_S
-        while self._order and next(iter(self._order.values()))[1] < stale:
+        now = time.monotonic()
+        if now - self._swept < 1.0:  # blocks decay over DECAY_S: once a second is often enough
+            return
+        self._swept = now
+        while self._order and next(iter(self._order.values()))[1] < now - DECAY_S:
             self._evict_oldest()
 
-    def _keep(self, block: np.ndarray) -> None:
-        cap = block.nbytes
+    def _keep(self, block: _Block) -> None:
+        cap = block.cap
         if cap > self.limit:
             return
         self._free.setdefault(cap, []).append(block)
