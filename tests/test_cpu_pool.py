@@ -120,6 +120,26 @@ def test_with_or_without_polling_the_result_is_the_same(monkeypatch: Any, spin_u
         assert len(ranges_of(pool, 1000, 8)) == 8
 
 
+def test_workers_poll_only_while_calls_come_close_together(monkeypatch: Any) -> None:
+    monkeypatch.setenv("OFFLOAD_CPU_SPIN_US", "1000")
+    pool = P.Pool(1)
+
+    def call() -> None:  # chunks of 0.1 ms (sleeping: the GIL is free, as in a kernel)
+        pool.run(lambda lo, hi: time.sleep(1e-4), chunked(8, 8))
+
+    for _ in range(50):
+        call()
+    assert pool.polled > 0  # back to back: the worker finds calls polling
+    time.sleep(0.05)
+    call()  # after a pause longer than the polling time
+    polled, spun_out = pool.polled, pool.spun_out
+    for _ in range(5):
+        time.sleep(0.02)
+        call()
+    # calls 20 ms apart: the worker blocks at once (at most the first pause polled in vain)
+    assert pool.polled == polled and pool.spun_out <= spun_out + 1
+
+
 @pytest.mark.parametrize("bad", ["-1", "fast", "1e7", "nan"])
 def test_a_bad_spin_setting_is_a_clear_error(monkeypatch: Any, bad: str) -> None:
     monkeypatch.setenv("OFFLOAD_CPU_SPIN_US", bad)

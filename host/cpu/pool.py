@@ -147,7 +147,10 @@ class Pool:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._polls = _polls(spin_seconds())
+        self._spin_s = spin_seconds()
+        self.polled = 0  # calls a worker found by polling (the others woke it)
+        self.spun_out = 0  # times a worker polled in vain for the whole polling time
+        self._polls = _polls(self._spin_s)
         self._cond = threading.Condition()
         # [0]: the number of calls posted (a worker polls it for a change); [1]: unused padding
         self._posted = np.zeros(2, np.int64)
@@ -169,16 +172,25 @@ class Pool:
             raise job.error
 
     def _serve(self) -> None:
-        seen = 0
+        """Run chunks of each posted call. A worker polls only while calls come closer together
+        than the polling time: after a longer pause it blocks at once (a caller that does other
+        work between its calls, a test computing its expected values, gains nothing from a
+        worker that spins, and its other threads lose a CPU)."""
+        seen, idle_since, close = 0, time.perf_counter(), True
         while True:
-            if not _poll(self._posted, 0, seen + 1, self._polls):
+            if close and _poll(self._posted, 0, seen + 1, self._polls):
+                self.polled += 1
+            else:
+                self.spun_out += close
                 with self._cond:
                     while int(self._posted[0]) == seen:
                         self._cond.wait()
+            close = time.perf_counter() - idle_since < self._spin_s
             with self._cond:
                 seen, job = int(self._posted[0]), self._job
             if job is not None:
                 job.work()
+            idle_since = time.perf_counter()
 
 
 _POOLS: dict[int, Pool] = {}
