@@ -390,9 +390,11 @@ class Runtime:
         self, call: OpCall, batch: Batch, key: str
     ) -> tuple[list[str], dict[str, float], list[tuple[str, float]] | None]:
         """The chain sorted by predicted time for this batch (``"fastest"``, ``"balanced"``), or
-        devices first (``"offload"``), with the predictions and, for ``"balanced"``, the plan
-        over the chain's backends (None: the batch is too small to split); memoised per size
-        step until the cost model changes."""
+        devices first (``"offload"``), with the predictions and, for ``"balanced"``, the split
+        planned over the chain's backends (None when the batch is too small to split or one
+        backend alone is predicted to finish first: it then runs as under ``"fastest"``, a
+        backend that is down falling back to the next); memoised per size step until the cost
+        model changes."""
         n, nbytes = batch.n, batch.nbytes
         ck = (key, size_step(n, nbytes, key.rsplit("/", 1)[-1]), self.costs.generation)
         hit = self._ranked_cache.get(ck)
@@ -404,9 +406,11 @@ class Runtime:
                 ranked = sorted(names, key=lambda b: b == "cpu")
             else:
                 ranked = sorted(names, key=pred.__getitem__)
-            plan = None
-            if self.placement == "balanced" and n >= 2 * MIN_PART:
-                plan = self._plan(key, n, nbytes, tuple(ranked)) if len(ranked) > 1 else [(ranked[0], 1.0)]
+            plan = None  # no split: the ranked chain runs the batch, as "fastest" would
+            if self.placement == "balanced" and n >= 2 * MIN_PART and len(ranked) > 1:
+                plan = self._plan(key, n, nbytes, tuple(ranked))
+                if len(plan) < 2:
+                    plan = None
             if self.fallback and "cpu" not in ranked:
                 ranked.append("cpu")
             if len(self._ranked_cache) > 4096:
@@ -418,11 +422,10 @@ class Runtime:
         self, call: OpCall, batch: Batch, key: str, ranked: list[str], plan: list[tuple[str, float]]
     ) -> list[tuple[str, int, int]]:
         """``"balanced"``: record ranges per backend that the cost model predicts to finish
-        together (``plan``, made over the chain's backends), or the fastest backend alone when
-        splitting does not gain (:data:`SPLIT_GAIN`). Only the backends the plan names are
-        probed (a call that runs on one backend pays for the probe its run makes anyway); a plan
-        naming an unusable backend is made again over the usable ones. The CPU added as the
-        last resort never takes a part."""
+        together (``plan``, made over the chain's backends: :meth:`_ranked`). A plan naming an
+        unusable backend is made again over the usable ones (the fastest alone when splitting
+        them does not gain, :data:`SPLIT_GAIN`). The CPU added as the last resort never takes a
+        part."""
         n, nbytes = batch.n, batch.nbytes
         if any(self._usable(name, call, batch)[0] is None for name, _ in plan):
             chain = [name for name in ranked if name in self.order]

@@ -247,6 +247,19 @@ def test_balanced_probes_only_the_backends_its_plan_names() -> None:
     assert slow.probes == 0
 
 
+def test_balanced_runs_a_batch_no_split_gains_from_like_fastest_with_its_fallback() -> None:
+    down, b = _Counted(rate=2e7, name="down", up=False), ModelledDevice(rate=2e5, name="b")
+    model = taught(CostModel(), f"down@{id(down):x}", "xxh64/fixed", 1e-4, 5e-8)
+    taught(model, f"b@{id(b):x}", "xxh64/fixed", 1e-4, 5e-6)
+    rt = Runtime([down, b], placement="balanced", cost_model=model)
+    with pytest.warns(RuntimeWarning, match="backend 'down' is unavailable: switched off; running on b"):
+        assert (rt.xxh64(KEYS, 6) == cpu_xxh64(KEYS, 6)).all()
+    assert rt.last_call()["segments"] == [("b", 0, KEYS.shape[0])]
+    assert [(f["from"], f["to"], f["cause"]) for f in rt.stats()["fallbacks"]] == [
+        ("down", "b", "unavailable")
+    ]
+
+
 def test_balanced_plans_again_over_the_backends_that_are_up() -> None:
     a, b = ModelledDevice(rate=2e7, name="a"), ModelledDevice(rate=2e7, name="b")
     down = _Counted(rate=2e7, name="down", up=False)
