@@ -140,6 +140,31 @@ def test_workers_poll_only_while_calls_come_close_together(monkeypatch: Any) -> 
     assert pool.polled == polled and pool.spun_out <= spun_out + 1
 
 
+def first_chunk_runners(pool: P.Pool, calls: int) -> set[str]:
+    """The threads that ran the first chunk of each of ``calls`` calls back to back."""
+    runners: set[str] = set()
+
+    def fn(lo: int, hi: int) -> None:
+        if lo == 0:
+            runners.add(threading.current_thread().name)
+        time.sleep(1e-4)  # the GIL is free, as in a kernel
+
+    for _ in range(calls):
+        pool.run(fn, chunked(8, 8))
+    return runners
+
+
+def test_a_polling_worker_takes_the_first_chunk(monkeypatch: Any) -> None:
+    monkeypatch.setenv("OFFLOAD_CPU_SPIN_US", "1000")
+    # The caller waits for a polling worker to take a chunk before it takes one (the worker
+    # needs the GIL, which a caller on its way into its own chunk holds): so the worker runs the
+    # first chunk, which without the hand-off only the caller, holding the GIL from posting the
+    # call to taking it, ever does.
+    assert "offload-cpu_0" in first_chunk_runners(P.Pool(1), 50)
+    monkeypatch.setattr(P, "HANDOFF_S", 0.0)
+    assert first_chunk_runners(P.Pool(1), 50) == {threading.current_thread().name}
+
+
 @pytest.mark.parametrize("bad", ["-1", "fast", "1e7", "nan"])
 def test_a_bad_spin_setting_is_a_clear_error(monkeypatch: Any, bad: str) -> None:
     monkeypatch.setenv("OFFLOAD_CPU_SPIN_US", bad)

@@ -18,7 +18,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["SPIN_S", "Pool", "default_threads", "shared_pool", "spin_seconds"]
+__all__ = ["HANDOFF_S", "SPIN_S", "Pool", "default_threads", "shared_pool", "spin_seconds"]
 
 #: How long a worker keeps polling for the next call after its last chunk, and the caller for
 #: the workers' last chunks, before blocking (``OFFLOAD_CPU_SPIN_US`` sets it; 0 blocks at once).
@@ -26,6 +26,9 @@ __all__ = ["SPIN_S", "Pool", "default_threads", "shared_pool", "spin_seconds"]
 #: and 100-170 us after 10 ms on this project's VMs; a call of a few hundred microseconds paid it
 #: twice. OpenMP runtimes poll the same way (``GOMP_SPINCOUNT``, ``KMP_BLOCKTIME``).
 SPIN_S = 1e-3
+#: How long a caller that finds a worker awake waits for it to take the first chunk (it takes
+#: a few microseconds; longer means the worker's CPU is busy elsewhere: the caller goes on).
+HANDOFF_S = 1e-4
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
@@ -102,7 +105,8 @@ def _polls(seconds: float) -> int:
 
 class _Job:
     """One :meth:`Pool.run`: its chunks, the next to take, how many are done and its first
-    error. ``counts[0]`` is the number of chunks done, mirrored for the caller's polling."""
+    error. ``counts`` mirrors for the caller's polling the number of chunks done (``[0]``) and
+    taken (``[1]``)."""
 
     def __init__(self, fn: Callable[[int, int], object], bounds: list[int]) -> None:
         self.fn, self.bounds = fn, bounds
@@ -111,7 +115,7 @@ class _Job:
         self.error: BaseException | None = None
         self.lock = threading.Lock()
         self.finished = threading.Event()
-        self.counts = np.zeros(1, np.int64)
+        self.counts = np.zeros(2, np.int64)
 
     def work(self) -> None:
         """Take the next chunk until none is left."""
@@ -121,6 +125,7 @@ class _Job:
                 if k >= self.nchunks:
                     return
                 self.next = k + 1
+                self.counts[1] = k + 1
             try:
                 self.fn(self.bounds[k], self.bounds[k + 1])
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller
@@ -143,6 +148,13 @@ class Pool:
 
     Between calls a worker polls for the next one for :data:`SPIN_S` before it blocks, and the
     caller polls for the workers' last chunks as long before it blocks: both without the GIL.
+
+    A caller that finds a worker awake (polling, or finishing the last call) lets it take the
+    first chunk before it takes one itself, polling without the GIL for up to
+    :data:`HANDOFF_S`. Why: the worker needs the GIL to leave its poll and take a chunk; when
+    the caller held it at that moment (on its way into its own chunk), the worker slept on the
+    GIL, its idle CPU halted, and waking it cost tens of microseconds a call on this project's
+    VMs (``docs/architecture.md``, "CPU threads").
     """
 
     def __init__(self, workers: int) -> None:
@@ -151,27 +163,34 @@ class Pool:
         self.polled = 0  # calls a worker found by polling (the others woke it)
         self.spun_out = 0  # times a worker polled in vain for the whole polling time
         self._polls = _polls(self._spin_s)
+        self._handoff = _polls(min(self._spin_s, HANDOFF_S))
+        # [i]: worker i is awake (working, or polling for the next call), not blocked: a hint,
+        # read without a lock
+        self._awake = np.ones(max(workers, 1), np.int64)
         self._cond = threading.Condition()
         # [0]: the number of calls posted (a worker polls it for a change); [1]: unused padding
         self._posted = np.zeros(2, np.int64)
         self._job: _Job | None = None
         for i in range(workers):
-            threading.Thread(target=self._serve, name=f"offload-cpu_{i}", daemon=True).start()
+            threading.Thread(target=self._serve, args=(i,), name=f"offload-cpu_{i}", daemon=True).start()
 
     def run(self, fn: Callable[[int, int], object], bounds: list[int]) -> None:
         """Call ``fn(lo, hi)`` for each consecutive pair of ``bounds``, in parallel."""
         job = _Job(fn, bounds)
+        handoff = self._handoff if self._awake.any() else 0
         with self._cond:
             self._job = job
             self._posted[0] += 1
             self._cond.notify_all()
+        if handoff:
+            _poll(job.counts, 1, 1, handoff)
         job.work()
         if job.done < job.nchunks and not _poll(job.counts, 0, job.nchunks, self._polls):
             job.finished.wait()
         if job.error is not None:
             raise job.error
 
-    def _serve(self) -> None:
+    def _serve(self, i: int) -> None:
         """Run chunks of each posted call. A worker polls only while calls come closer together
         than the polling time: after a longer pause it blocks at once (a caller that does other
         work between its calls, a test computing its expected values, gains nothing from a
@@ -182,9 +201,11 @@ class Pool:
                 self.polled += 1
             else:
                 self.spun_out += close
+                self._awake[i] = 0
                 with self._cond:
                     while int(self._posted[0]) == seen:
                         self._cond.wait()
+                self._awake[i] = 1
             close = time.perf_counter() - idle_since < self._spin_s
             with self._cond:
                 seen, job = int(self._posted[0]), self._job
