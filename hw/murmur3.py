@@ -23,8 +23,10 @@ Structure of the record core (why it sustains one word per cycle):
    word reads the seed through its block value (``k0 ^ seed``, prepared in the front), so the
    seed mux is not in the loop either. Records are back to back: the word after a last word is
    the next record's first.
-3. *Finaliser.* On a record's last word, the state after its full blocks leaves the loop into a
-   fully unrolled pipeline (records are independent from here): the standard tail (xor of the
+3. *Finaliser.* On a record's last word, the state before that word and the word's block values
+   leave the loop into a fully unrolled pipeline (records are independent from here), which
+   redoes the word's rounds over its full blocks, one carry chain a stage, so nothing but the
+   state register reads the loop's chains; then the standard tail (xor of the
    partial block's ``mix_k1``) or Spark's tail (one full round per trailing byte, sign-extended:
    up to three rounds, one per stage, each byte's ``mix_k1`` read from a 256-entry table computed
    from the golden model, one block-RAM read port per byte, registered before use), then
@@ -210,9 +212,14 @@ class Murmur3Core(wiring.Component):
             levels=self.adder_levels,
             behavioural=self.behavioural,
             valid=fe["valid"] & fe["last"],
-            r0=r0,
-            r1=r1,
-            hin=h ^ fe["sd"],  # the state before this word (the seed on a first word)
+            # The finaliser recomputes the word's two rounds from registered copies of the
+            # loop's inputs instead of taking ``r0``/``r1``: the loop's carry chains then drive
+            # only ``murmur_h`` and place next to it (in the PYNQ-Z2 engine their fan-out to
+            # this pipeline's registers made the loop the critical path).
+            hl=h,
+            kk0=fe["kk0"],
+            k1=fe["k1"],
+            sd=fe["sd"],
             **{k: fe[k] for k in ("full0", "full1", "length", "spark", "nt", "kt", "sb0", "sb1", "sb2")},
         )
         # Spark's byte values from the table: read here, registered once (a block RAM's output
@@ -223,11 +230,17 @@ class Murmur3Core(wiring.Component):
             port = rom.read_port(domain="sync")
             m.d.comb += [port.addr.eq(fin.f.pop(f"sb{j}")), port.en.eq(1)]
             fin.at(1, lambda j=j, port=port: fin.f.__setitem__(f"mk{j}", port.data))
-        fin.stage()
-        std = ~fin["spark"] & (fin["nt"] != 0)
+        # The first round here (one chain), the second in the next stage, beside the tail's mux.
         fin.stage(
-            drop=["r0", "r1", "hin", "full0", "full1", "kt"],
-            h=Mux(fin["full1"], fin["r1"], Mux(fin["full0"], fin["r0"], fin["hin"])) ^ Mux(std, fin["kt"], 0),
+            drop=["hl", "kk0", "sd"],
+            r0=murmur3_round(fin["hl"], fin["kk0"]),
+            hin=fin["hl"] ^ fin["sd"],  # the state before this word (the seed on a first word)
+        )
+        std = ~fin["spark"] & (fin["nt"] != 0)
+        r1 = murmur3_round(fin["r0"], fin["k1"])
+        fin.stage(
+            drop=["r0", "k1", "hin", "full0", "full1", "kt"],
+            h=Mux(fin["full1"], r1, Mux(fin["full0"], fin["r0"], fin["hin"])) ^ Mux(std, fin["kt"], 0),
         )
         for j in range(3):
             on = fin["spark"] & (fin["nt"] > j)
