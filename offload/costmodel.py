@@ -195,6 +195,14 @@ class CostModel:
         """What :meth:`set_breaks` was told for ``backend`` and ``kind`` (none by default)."""
         return self._breaks.get((backend, kind), ())
 
+    def refit(self) -> None:
+        """Fit every prediction anew from the observations so far (the model does so by itself
+        after its first calls and then at most every :data:`REFIT_S` seconds)."""
+        with self._lock:
+            self._fits.clear()
+            self._refit_at.clear()
+            self.generation += 1
+
     def clear(self) -> None:
         with self._lock:
             self._obs.clear()

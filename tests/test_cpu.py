@@ -764,20 +764,46 @@ def test_bench_quick_structure() -> None:
     assert isinstance(table, str) and names[0] in table
 
 
+def chunked_calls(monkeypatch, be: CpuBackend) -> list[str]:
+    """Grows by one entry for each kernel run in chunks on the pool."""
+    chunked: list[str] = []
+    real = be._chunks
+    monkeypatch.setattr(be, "_chunks", lambda fn, bounds: (chunked.append("chunks"), real(fn, bounds)))
+    return chunked
+
+
 def test_fixed_width_records_go_parallel_from_light_factor_times_the_threshold(monkeypatch):
     from offload.host.cpu.backend import LIGHT_FACTOR
 
     be = CpuBackend(threads=2, parallel_threshold=1000)
-    chunked: list[str] = []
-    real = be._chunks
-    monkeypatch.setattr(be, "_chunks", lambda fn, bounds: (chunked.append("chunks"), real(fn, bounds)))
+    chunked = chunked_calls(monkeypatch, be)
     from offload.runtime import Runtime
 
     rt = Runtime([be])
-    rt.xxh64(np.arange(2000, dtype=np.uint64))  # twice the threshold: still one thread
-    rt.xxh64(np.arange(LIGHT_FACTOR * 1000 - 1, dtype=np.uint64))
+    keys = np.arange(LIGHT_FACTOR * 1000, dtype=np.uint64)
+    rt.sigrid_hash(keys[:2000].astype(np.int64), salt=0, max_value=10)  # twice the threshold: one thread
+    rt.sigrid_hash(keys[:-1].astype(np.int64), salt=0, max_value=10)
     assert chunked == [] and LIGHT_FACTOR > 2
-    rt.xxh64(np.arange(LIGHT_FACTOR * 1000, dtype=np.uint64))
+    rt.hash_bucket(keys, num_buckets=10)
     assert chunked == ["chunks"]
     rt.xxh64(pa.array(["ab"] * 1000))  # variable records: from the threshold itself
+    assert chunked == ["chunks", "chunks"]
+
+
+@pytest.mark.parametrize("name", ["xxh64", "xxh32", "murmur3_32", "farmhash64", "cityhash64"])
+def test_the_lightest_hashes_go_parallel_from_lightest_factor_times_the_threshold(monkeypatch, name):
+    from offload.host.cpu.backend import LIGHT_FACTOR, LIGHTEST_FACTOR
+    from offload.runtime import Runtime
+
+    be = CpuBackend(threads=2, parallel_threshold=1000)
+    chunked = chunked_calls(monkeypatch, be)
+    rt, serial = Runtime([be]), Runtime([CpuBackend(threads=1)])
+    keys = np.arange(LIGHTEST_FACTOR * 1000, dtype=np.uint64)
+    getattr(rt, name)(keys[: LIGHT_FACTOR * 1000])  # the other operators' break: one thread
+    getattr(rt, name)(keys[:-1])
+    assert chunked == [] and LIGHTEST_FACTOR > LIGHT_FACTOR
+    assert getattr(rt, name)(keys).tolist() == getattr(serial, name)(keys).tolist()
+    assert chunked == ["chunks"]
+    # a bucket after XXH64 costs more per key: it goes parallel at the lower break
+    rt.hash_bucket(keys[: LIGHT_FACTOR * 1000], num_buckets=10)
     assert chunked == ["chunks", "chunks"]

@@ -79,12 +79,30 @@ def test_a_fit_keeps_to_its_own_side_of_a_break() -> None:
     assert model.generation == generation + 1  # the same breaks again: nothing refitted
 
 
+def test_refit_takes_in_observations_made_since_the_last_fit(monkeypatch: Any) -> None:
+    import offload.costmodel
+
+    monkeypatch.setattr(offload.costmodel, "REFIT_S", 1e9)  # no refit by time in this test
+    model = CostModel()
+    for _ in range(64):  # past the early refits: the model now refits only by time
+        model.observe("cpu", "xxh64/fixed", 100_000, 800_000, 1e-4)
+    before = model.predict("cpu", "xxh64/fixed", 100_000)
+    for _ in range(8):  # the machine got three times slower
+        model.observe("cpu", "xxh64/fixed", 100_000, 800_000, 3e-4)
+    assert model.predict("cpu", "xxh64/fixed", 100_000) == before
+    generation = model.generation
+    model.refit()
+    assert model.generation == generation + 1
+    assert model.predict("cpu", "xxh64/fixed", 100_000) == pytest.approx(3e-4, rel=0.02)
+
+
 def test_the_runtime_tells_the_model_where_the_cpu_goes_parallel() -> None:
-    from offload.host.cpu.backend import LIGHT_FACTOR
+    from offload.host.cpu.backend import LIGHT_FACTOR, LIGHTEST_FACTOR
 
     rt = Runtime(["cpu"], cost_model=CostModel(), options={"cpu": {"threads": 2, "parallel_threshold": 1000}})
     rt.xxh64(KEYS[:10])
-    assert rt.costs.breaks("cpu", "fixed") == (1000 * LIGHT_FACTOR,)
+    assert rt.costs.breaks("cpu", "fixed") == (1000 * LIGHT_FACTOR, 1000 * LIGHTEST_FACTOR)
+    assert rt.costs.breaks("cpu", "numbers") == (1000 * LIGHT_FACTOR,)
     assert rt.costs.breaks("cpu", "var") == (1000, 1000 * LIGHT_FACTOR)
     assert rt.costs.breaks("cpu", "sequences") == ()
     one = CpuBackend(threads=1)

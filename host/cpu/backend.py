@@ -55,7 +55,14 @@ from .kernels_varint import (
 from .pool import default_threads, shared_pool
 from .results import result_pool
 
-__all__ = ["CpuBackend", "DEFAULT_PARALLEL_THRESHOLD", "hash_params", "readonly"]
+__all__ = [
+    "CpuBackend",
+    "DEFAULT_PARALLEL_THRESHOLD",
+    "LIGHTEST_FACTOR",
+    "LIGHT_FACTOR",
+    "hash_params",
+    "readonly",
+]
 
 _U = np.uint64
 
@@ -65,6 +72,12 @@ DEFAULT_PARALLEL_THRESHOLD = 1 << 16
 #: and 100-170 us when its CPU was idle for 10 ms (measured on this project's 2-vCPU VM: the
 #: wake-up of a halted virtual CPU), so on 65,536 keys two threads took 126 us against 43 us on one.
 LIGHT_FACTOR = 4
+#: The hashes that cost about a third of a nanosecond per 8-byte key on one core (XXH64, XXH32,
+#: Murmur3, FarmHash and CityHash, without a bucket or id after them) go parallel from this many times the
+#: threshold (1,048,576 records). Below it two threads gained nothing and varied more:
+#: xxh64 of 262,144 keys took 101-104 us on one thread and a median of 117-126 us on two; of
+#: 1,048,576, about 350 us against 280-300.
+LIGHTEST_FACTOR = 16
 
 
 def _dst(out: np.ndarray | None, n: int, dtype: Any) -> np.ndarray:
@@ -130,14 +143,17 @@ class CpuBackend(Backend):
         return None if call.op in REGISTRY else f"cpu does not implement {call.op}"
 
     def cost_breaks(self, kind: str) -> tuple[int, ...]:
-        """Where batches go parallel (:meth:`_bounds`): fixed-width records and numbers at
-        :data:`LIGHT_FACTOR` times the threshold; variable-length records at the threshold (and
-        a second pass of fixed-width work, a non-XXH64 ``hash_bucket``'s, at the higher one).
-        Sequences go parallel by their values' count, not their records': no break."""
+        """Where batches go parallel (:meth:`_bounds`): fixed-width records at
+        :data:`LIGHT_FACTOR` times the threshold, or :data:`LIGHTEST_FACTOR` times for the
+        lightest hashes (each operator changes at one of the two), numbers at the first;
+        variable-length records at the threshold (and a second pass of fixed-width work, a
+        non-XXH64 ``hash_bucket``'s, at :data:`LIGHT_FACTOR` times). Sequences go parallel by
+        their values' count, not their records': no break."""
         if self.threads < 2:
             return ()
-        light = self.parallel_threshold * LIGHT_FACTOR
-        return {"fixed": (light,), "numbers": (light,), "var": (self.parallel_threshold, light)}.get(kind, ())
+        t = self.parallel_threshold
+        light, lightest = t * LIGHT_FACTOR, t * LIGHTEST_FACTOR
+        return {"fixed": (light, lightest), "numbers": (light,), "var": (t, light)}.get(kind, ())
 
     def run(self, call: OpCall, batch: Batch) -> Result:
         entry = REGISTRY.get(call.op)
@@ -162,14 +178,19 @@ class CpuBackend(Backend):
     ) -> np.ndarray:
         """xxh32: the XXH32 of every record."""
         out = _dst(out, batch.n, np.uint32)
-        return self._map_records(batch, out, xxh32_fixed_ser, xxh32_var_ser, (_U(call.seed),))
+        return self._map_records(
+            batch, out, xxh32_fixed_ser, xxh32_var_ser, (_U(call.seed),), factor=LIGHTEST_FACTOR
+        )
 
     def run_xxh64(
         self, call: OpCall, batch: FixedKeys | VarRecords, out: np.ndarray | None = None
     ) -> np.ndarray:
         """xxh64, and hash_bucket and fid of XXH64: one pass with the post-processing fused in."""
         args = (_U(call.seed or 0), *hash_params(call))
-        out = self._map_records(batch, _dst(out, batch.n, np.uint64), xxh64_fixed_ser, xxh64_var_ser, args)
+        factor = LIGHTEST_FACTOR if call.op == "xxh64" else LIGHT_FACTOR  # a bucket or id costs more
+        out = self._map_records(
+            batch, _dst(out, batch.n, np.uint64), xxh64_fixed_ser, xxh64_var_ser, args, factor=factor
+        )
         return out.view(np.int64) if call.op == "hash_bucket" else out
 
     def run_hashed(
@@ -201,7 +222,7 @@ class CpuBackend(Backend):
         out = _dst(out, batch.n, np.uint32)
         seed = _U(call.seed)
         if isinstance(batch, FixedKeys):  # 4- and 8-byte keys have no tail
-            return self._map_records(batch, out, murmur3_fixed_ser, None, (seed,))
+            return self._map_records(batch, out, murmur3_fixed_ser, None, (seed,), factor=LIGHTEST_FACTOR)
         return self._map_records(batch, out, None, murmur3_var_ser, (seed, call.tail == "spark"))
 
     def run_sigrid_hash(self, call: OpCall, batch: Numbers, out: np.ndarray | None = None) -> np.ndarray:
@@ -233,10 +254,14 @@ class CpuBackend(Backend):
             return self.run_murmur3_32(make_call("murmur3_32", seed=seed or 0), batch).astype(np.uint64)
         out = _dst(out, batch.n, np.uint64)
         if name == "farmhash64":
-            return self._map_records(batch, out, farmhash64_fixed_ser, farmhash64_var_ser, ())
+            return self._map_records(
+                batch, out, farmhash64_fixed_ser, farmhash64_var_ser, (), factor=LIGHTEST_FACTOR
+            )
         if name == "cityhash64":
             args = (seed is not None, _U(seed or 0))
-            return self._map_records(batch, out, cityhash64_fixed_ser, cityhash64_var_ser, args)
+            return self._map_records(
+                batch, out, cityhash64_fixed_ser, cityhash64_var_ser, args, factor=LIGHTEST_FACTOR
+            )
         raise ValueError(f"cpu has no raw kernel for hash {name!r}")
 
     def _map_records(
@@ -246,14 +271,16 @@ class CpuBackend(Backend):
         fixed: Callable[..., Any] | None,
         var: Callable[..., Any] | None,
         args: tuple[Any, ...],
+        factor: int = LIGHT_FACTOR,
     ) -> np.ndarray:
         """Run a per-record kernel pair over every record into ``out``: ``fixed(keys, *args,
-        out)`` on fixed keys, ``var(offsets, data, *args, out)`` on each chunk of variable
-        records; from ``parallel_threshold`` records up in chunks on the pool."""
+        out)`` on fixed keys (in chunks on the pool from ``factor`` times ``parallel_threshold``
+        records), ``var(offsets, data, *args, out)`` on each chunk of variable records (from
+        ``parallel_threshold``)."""
         if isinstance(batch, FixedKeys):
             assert fixed is not None
             keys = readonly(batch.keys)
-            bounds = self._bounds(batch.n)
+            bounds = self._bounds(batch.n, factor)
             if bounds is None:
                 fixed(keys, *args, out)
             else:
@@ -266,7 +293,7 @@ class CpuBackend(Backend):
             if cn <= 0:
                 continue
             o, d, dst = readonly(c.offsets), readonly(c.data), out[base : base + cn]
-            bounds = self._bounds(cn, light=False)
+            bounds = self._bounds(cn, 1)
             if bounds is None:
                 var(o, d, *args, dst)
             else:
@@ -361,10 +388,11 @@ class CpuBackend(Backend):
 
     # -- chunking -------------------------------------------------------------------------------
 
-    def _bounds(self, n: int, light: bool = True) -> list[int] | None:
-        """Chunk bounds for a parallel run over ``n`` records (``light``: fixed-width ones), or
+    def _bounds(self, n: int, factor: int = LIGHT_FACTOR) -> list[int] | None:
+        """Chunk bounds for a parallel run over ``n`` records (from ``factor`` times the
+        threshold: :data:`LIGHT_FACTOR` for fixed-width ones, 1 for variable-length ones), or
         None to run serially."""
-        if self.threads < 2 or n < self.parallel_threshold * (LIGHT_FACTOR if light else 1) or n < 2:
+        if self.threads < 2 or n < self.parallel_threshold * factor or n < 2:
             return None
         nchunks = min(n, 4 * self.threads)
         return [k * n // nchunks for k in range(nchunks + 1)]
