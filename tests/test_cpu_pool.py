@@ -170,6 +170,20 @@ def test_a_polling_worker_takes_the_first_chunk(monkeypatch: Any) -> None:
     assert first_chunk_runners(P.Pool(1), 20) == {threading.current_thread().name}
 
 
+def test_a_pool_without_workers_never_waits_to_hand_off(monkeypatch: Any) -> None:
+    polled: list[int] = []
+    real = P._poll
+
+    def poll(flags: np.ndarray, i: int, value: int, n: int) -> bool:
+        polled.append(i)
+        return real(flags, i, value, n)
+
+    monkeypatch.setattr(P, "_poll", poll)
+    pool = P.Pool(0)
+    assert {name for _, _, name in ranges_of(pool, 100, 4)} == {threading.current_thread().name}
+    assert 1 not in polled  # never polled for a worker to take a chunk
+
+
 @pytest.mark.parametrize("bad", ["-1", "fast", "1e7", "nan"])
 def test_a_bad_spin_setting_is_a_clear_error(monkeypatch: Any, bad: str) -> None:
     monkeypatch.setenv("OFFLOAD_CPU_SPIN_US", bad)

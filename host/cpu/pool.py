@@ -166,7 +166,7 @@ class Pool:
         self._handoff = _polls(min(self._spin_s, HANDOFF_S))
         # [i]: worker i is awake (working, or polling for the next call), not blocked: a hint,
         # read without a lock
-        self._awake = np.ones(max(workers, 1), np.int64)
+        self._awake = np.ones(workers, np.int64)
         self._cond = threading.Condition()
         # [0]: the number of calls posted (a worker polls it for a change); [1]: unused padding
         self._posted = np.zeros(2, np.int64)
