@@ -41,6 +41,36 @@ def test_a_large_list_is_read_in_place_by_arrow():
     assert r.record(99_999) == b"id99999"
 
 
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (["a", "b", "c", "d", b"e"], "mixed element types: element 0 is str but element 4 is bytes"),
+        ([b"a", b"b", b"c", b"d", "e"], "mixed element types: element 0 is bytes but element 4 is str"),
+        ([None, None, None, None, 5], "element 4 has unsupported type int"),
+    ],
+)
+def test_slices_of_different_kinds_are_the_errors_one_slice_would_be(monkeypatch, values, message):
+    import offload.batch as batch_module
+
+    monkeypatch.setattr(batch_module, "_CONVERT_SLICE", 4)  # each slice alone converts
+    with pytest.raises(TypeError, match=message):
+        as_records(values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [b"a", memoryview(np.arange(3, dtype=np.int32))],  # a memoryview's bytes, as bytes() reads them
+        [b"a", memoryview(np.arange(6, dtype=np.uint8))[::2]],  # not contiguous
+        [np.str_("x"), "y"],
+        [bytearray(b"x"), np.bytes_(b"y")],
+    ],
+)
+def test_records_of_a_list_are_the_bytes_of_its_elements(values):
+    expected = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
+    assert _records(as_records(values)) == expected
+
+
 def test_a_list_longer_than_one_conversion_slice(monkeypatch):
     import offload.batch as batch_module
 
