@@ -411,19 +411,24 @@ def _from_sequence(values: Sequence[Any]) -> tuple[VarRecords, np.ndarray | None
     """A Python sequence of ``str`` (hashed as UTF-8) or of bytes-like records, in one pass, and
     its nulls (``None`` elements: an empty record in the batch).
 
-    Arrow's converter infers the elements' type and writes the UTF-8/bytes and offsets straight
-    into its buffers in one C-level pass (no per-element ``bytes`` objects, no joined copy: the
-    peak is about the data's size). Anything else (another type, ``str`` mixed with bytes, a
-    lone surrogate) fails there and the sequence is re-read element by element, which raises
-    the exact error (type and index of the first bad element) or converts what Arrow would
-    not."""
+    One C-level pass takes the set of element types; when they are all ``str`` or all
+    bytes/bytearray (or ``None``), Arrow's converter writes the UTF-8/bytes and int64 offsets
+    straight into its buffers (no per-element ``bytes`` objects, no joined copy: the peak is about
+    the data's size). Anything else re-reads the sequence element by element, which raises the
+    exact error (type and index of the first bad element) or converts memoryviews by their bytes."""
     n = len(values)
     if n == 0:
         return VarRecords((VarChunk(np.zeros(1, np.int64), np.zeros(0, np.uint8)),)), None
     first = values[0]
     if not isinstance(first, (str, *_BYTES_LIKE)) and first is not None:
         raise TypeError(f"element 0 has unsupported type {type(first).__name__}: {_ELEMENT_TYPES}")
-    fast = _arrow_converted(values)
+    kinds = set(map(type, values)) - {type(None)}
+    if all(issubclass(k, str) for k in kinds):
+        fast = _arrow_converted(values, "large_string")
+    elif all(issubclass(k, (bytes, bytearray)) for k in kinds):
+        fast = _arrow_converted(values, "large_binary")
+    else:
+        fast = None
     if fast is not None:
         return fast
     _raise_first_bad_element(values)
@@ -437,29 +442,16 @@ def _from_sequence(values: Sequence[Any]) -> tuple[VarRecords, np.ndarray | None
 _CONVERT_SLICE = 1 << 20
 
 
-def _arrow_converted(values: Sequence[Any]) -> tuple[VarRecords, np.ndarray | None] | None:
-    """Each slice of ``values`` through ``pa.array`` (its type inferred: one pass instead of a
-    type pass and a conversion; 1M ``str`` of 23 B took 45 ms against 20 + 47), or None when a
-    slice is not all records."""
+def _arrow_converted(values: Sequence[Any], type_name: str) -> tuple[VarRecords, np.ndarray | None] | None:
     import pyarrow as pa
 
-    parts, kinds = [], set()
-    for i in range(0, len(values), _CONVERT_SLICE):
-        piece = values[i : i + _CONVERT_SLICE]
-        try:
-            arr = pa.array(piece)
-        except (UnicodeEncodeError, pa.ArrowException, TypeError, ValueError, OverflowError):
-            return None  # e.g. a lone surrogate or a number: the element-by-element pass names it
-        if pa.types.is_binary(arr.type) and any(issubclass(k, str) for k in set(map(type, piece))):
-            return None  # str and bytes mixed: an error the element-by-element pass raises
-        large = {"string": pa.large_string(), "binary": pa.large_binary(), "null": pa.large_binary()}
-        if str(arr.type) not in large:
-            return None  # inferred as something other than text or bytes
-        kinds.add(str(arr.type))
-        if {"string", "binary"} <= kinds:
-            return None  # one slice of str, another of bytes: mixed, as above
-        arr = arr.cast(large[str(arr.type)])  # 64-bit offsets as before; the data is not copied
-        parts.extend(arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr])
+    typ = getattr(pa, type_name)()
+    n = len(values)
+    try:
+        arrays = [pa.array(values[i : i + _CONVERT_SLICE], type=typ) for i in range(0, n, _CONVERT_SLICE)]
+    except (UnicodeEncodeError, pa.ArrowException, TypeError, ValueError):
+        return None  # e.g. a lone surrogate: the element-by-element pass names it
+    parts = [c for arr in arrays for c in (arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr])]
     chunks = tuple(_arrow_chunk(c) for c in parts if len(c))
     return VarRecords(chunks), _concat_nulls([(len(c), arrow_nulls(c)) for c in parts])
 

@@ -71,6 +71,21 @@ def test_records_of_a_list_are_the_bytes_of_its_elements(values):
     assert _records(as_records(values)) == expected
 
 
+def test_any_sequence_of_records_converts_as_a_list_does():
+    from collections import deque
+
+    assert _records(as_records(deque(["a", "bc"]))) == _records(as_records(["a", "bc"])) == [b"a", b"bc"]
+
+
+@pytest.mark.parametrize("values", [["a", "STRING"], [b"a", "BINARY"]])
+def test_arrow_scalars_among_the_elements_are_refused(values):
+    import pyarrow as pa
+
+    values = [values[0], pa.scalar("b") if values[1] == "STRING" else pa.scalar(b"b")]
+    with pytest.raises(TypeError, match="element 1 has unsupported type (String|Binary)Scalar"):
+        as_records(values)
+
+
 def test_a_list_longer_than_one_conversion_slice(monkeypatch):
     import offload.batch as batch_module
 
