@@ -492,26 +492,23 @@ def _cpu_rows(quick: bool) -> list[Row]:
 def _xxh64_rows(inp: CpuInputs) -> list[Row]:
     """xxh64 beyond its operator row: two threads, strings, a Python list (the kernel alone
     against xxHash's C: :func:`offload.bench_hashes.kernel_rows`)."""
+    from offload.host.cpu.backend import LIGHTEST_FACTOR
     from offload.ops import make_call
 
     rows: list[Row] = []
     c64, fk = inp.calls.get("xxh64", make_call("xxh64")), inp.batches.get("xxh64")
-    rate1 = inp.rates.get("xxh64")
+    name = f"xxh64 {inp.n_keys:,} uint64 keys, 2 threads: memory traffic against 2 threads copying"
     if inp.two.threads < 2:
-        rows.append(
-            row(
-                "xxh64 uint64 keys, 2 threads vs 1",
-                None,
-                "M keys/s",
-                note=f"skipped: numba has {inp.two.threads} thread(s) on this machine",
-            )
-        )
-    elif fk is not None and rate1 is not None:
-        rows.append(_two_threads_row(inp, c64, fk))
+        rows.append(row(name, None, "GB/s", note=f"skipped: {inp.two.threads} thread(s) on this machine"))
+    elif inp.two._bounds(inp.n_keys, LIGHTEST_FACTOR) is None:
+        note = "skipped: this many keys run on one thread (the lightest hashes go parallel from "
+        rows.append(row(name, None, "GB/s", note=note + f"{inp.two.parallel_threshold * LIGHTEST_FACTOR:,})"))
+    elif fk is not None:
+        rows.append(_two_threads_row(inp, name, c64, fk))
     return rows + _xxh64_string_rows(inp, c64)
 
 
-def _two_threads_row(inp: CpuInputs, call: Any, batch: Any) -> Row:
+def _two_threads_row(inp: CpuInputs, name: str, call: Any, batch: Any) -> Row:
     """XXH64 of the large key set on two threads, as memory traffic against two threads copying
     the same bytes. One thread already streams at the copy bandwidth (the ``memory traffic``
     row), so what two threads can add is what the memory gives a second core: on this project's
@@ -537,7 +534,7 @@ def _two_threads_row(inp: CpuInputs, call: Any, batch: Any) -> Row:
     )
     moved = 16 * n  # 8 bytes read and 8 written per key
     return row(
-        f"xxh64 {n:,} uint64 keys, 2 threads: memory traffic against 2 threads copying",
+        name,
         moved / t2 / 1e9,
         "GB/s read+written",
         baseline=moved / c2 / 1e9,

@@ -807,3 +807,17 @@ def test_the_lightest_hashes_go_parallel_from_lightest_factor_times_the_threshol
     # a bucket after XXH64 costs more per key: it goes parallel at the lower break
     rt.hash_bucket(keys[: LIGHT_FACTOR * 1000], num_buckets=10)
     assert chunked == ["chunks", "chunks"]
+
+
+@pytest.mark.parametrize("hash_name", ["farmhash64", "cityhash64", "murmur3_32"])
+def test_a_bucket_over_another_hash_runs_both_passes_in_chunks_from_light_factor(monkeypatch, hash_name):
+    from offload.host.cpu.backend import LIGHT_FACTOR
+    from offload.runtime import Runtime
+
+    be = CpuBackend(threads=2, parallel_threshold=1000)
+    chunked = chunked_calls(monkeypatch, be)
+    keys = np.arange(LIGHT_FACTOR * 1000, dtype=np.uint64)
+    got = Runtime([be]).hash_bucket(keys, num_buckets=10, hash=hash_name)
+    assert chunked == ["chunks", "chunks"]  # the hash, then the bucket
+    serial = Runtime([CpuBackend(threads=1)]).hash_bucket(keys, num_buckets=10, hash=hash_name)
+    assert got.tolist() == serial.tolist()

@@ -121,22 +121,26 @@ def test_with_or_without_polling_the_result_is_the_same(monkeypatch: Any, spin_u
 
 
 def test_workers_poll_only_while_calls_come_close_together(monkeypatch: Any) -> None:
-    monkeypatch.setenv("OFFLOAD_CPU_SPIN_US", "1000")
+    # a polling time of 50 ms: calls back to back come well within it even on a loaded machine
+    # (with 1 ms, a worker woken late on a busy CPU saw every gap as a long one)
+    monkeypatch.setenv("OFFLOAD_CPU_SPIN_US", "50000")
     pool = P.Pool(1)
 
-    def call() -> None:  # chunks of 0.1 ms (sleeping: the GIL is free, as in a kernel)
-        pool.run(lambda lo, hi: time.sleep(1e-4), chunked(8, 8))
+    never, spin = np.zeros(1, np.int64), P._polls(2e-5)
+
+    def call() -> None:  # chunks of 20 us without the GIL, as a kernel's
+        pool.run(lambda lo, hi: P._poll(never, 0, 1, spin), chunked(8, 8))
 
     for _ in range(50):
         call()
     assert pool.polled > 0  # back to back: the worker finds calls polling
-    time.sleep(0.05)
+    time.sleep(0.2)
     call()  # after a pause longer than the polling time
     polled, spun_out = pool.polled, pool.spun_out
     for _ in range(5):
-        time.sleep(0.02)
+        time.sleep(0.2)
         call()
-    # calls 20 ms apart: the worker blocks at once (at most the first pause polled in vain)
+    # calls 0.2 s apart: the worker blocks at once (at most the first pause polled in vain)
     assert pool.polled == polled and pool.spun_out <= spun_out + 1
 
 
@@ -182,6 +186,34 @@ def test_a_pool_without_workers_never_waits_to_hand_off(monkeypatch: Any) -> Non
     pool = P.Pool(0)
     assert {name for _, _, name in ranges_of(pool, 100, 4)} == {threading.current_thread().name}
     assert 1 not in polled  # never polled for a worker to take a chunk
+
+
+def test_a_worker_busy_with_another_call_is_not_waited_for(monkeypatch: Any) -> None:
+    monkeypatch.setenv("OFFLOAD_CPU_SPIN_US", "1000000")
+    monkeypatch.setattr(P, "HANDOFF_S", 1.0)
+    pool = P.Pool(1)
+    release = np.zeros(1, np.int64)
+    running: list[str] = []
+
+    def long_chunk(lo: int, hi: int) -> None:  # holds its thread without the GIL until released
+        running.append(threading.current_thread().name)
+        P._poll(release, 0, 1, P._polls(30.0))
+
+    other = threading.Thread(target=pool.run, args=(long_chunk, chunked(2, 2)))
+    other.start()
+    try:
+        deadline = time.monotonic() + 10.0
+        while len(running) < 2 and time.monotonic() < deadline:  # the worker runs one of them
+            time.sleep(0.001)
+        assert "offload-cpu_0" in running
+        t = time.perf_counter()
+        for _ in range(20):
+            pool.run(lambda lo, hi: None, chunked(4, 4))
+        # a worker running a chunk is not handed one: no call waits out the 1 s hand-off
+        assert time.perf_counter() - t < 1.0
+    finally:
+        release[0] = 1
+        other.join(30.0)
 
 
 @pytest.mark.parametrize("bad", ["-1", "fast", "1e7", "nan"])

@@ -200,7 +200,7 @@ class CpuBackend(Backend):
         for the bucket or id."""
         if call.hash == "xxh64":
             return self.run_xxh64(call, batch, out)
-        h = self._raw_hash(call.hash, call.seed, batch)
+        h = self._raw_hash(call.hash, call.seed, batch, factor=LIGHT_FACTOR)  # two passes: more work a key
         out = _dst(out, batch.n, np.uint64)
         args = hash_params(call)
         bounds = self._bounds(batch.n)
@@ -219,10 +219,15 @@ class CpuBackend(Backend):
     def run_murmur3_32(
         self, call: OpCall, batch: FixedKeys | VarRecords, out: np.ndarray | None = None
     ) -> np.ndarray:
+        return self._murmur3(call, batch, out, LIGHTEST_FACTOR)
+
+    def _murmur3(
+        self, call: OpCall, batch: FixedKeys | VarRecords, out: np.ndarray | None, factor: int
+    ) -> np.ndarray:
         out = _dst(out, batch.n, np.uint32)
         seed = _U(call.seed)
         if isinstance(batch, FixedKeys):  # 4- and 8-byte keys have no tail
-            return self._map_records(batch, out, murmur3_fixed_ser, None, (seed,), factor=LIGHTEST_FACTOR)
+            return self._map_records(batch, out, murmur3_fixed_ser, None, (seed,), factor=factor)
         return self._map_records(batch, out, None, murmur3_var_ser, (seed, call.tail == "spark"))
 
     def run_sigrid_hash(self, call: OpCall, batch: Numbers, out: np.ndarray | None = None) -> np.ndarray:
@@ -247,21 +252,25 @@ class CpuBackend(Backend):
         )
 
     def _raw_hash(
-        self, name: str, seed: int | None, batch: FixedKeys | VarRecords, out: np.ndarray | None = None
+        self,
+        name: str,
+        seed: int | None,
+        batch: FixedKeys | VarRecords,
+        out: np.ndarray | None = None,
+        factor: int = LIGHTEST_FACTOR,
     ) -> np.ndarray:
-        """The 64-bit (murmur3_32: zero-extended) hash ``name`` of every record."""
+        """The 64-bit (murmur3_32: zero-extended) hash ``name`` of every record (fixed-width
+        records in chunks from ``factor`` times the threshold)."""
         if name == "murmur3_32":
-            return self.run_murmur3_32(make_call("murmur3_32", seed=seed or 0), batch).astype(np.uint64)
+            call = make_call("murmur3_32", seed=seed or 0)
+            return self._murmur3(call, batch, None, factor).astype(np.uint64)
         out = _dst(out, batch.n, np.uint64)
         if name == "farmhash64":
-            return self._map_records(
-                batch, out, farmhash64_fixed_ser, farmhash64_var_ser, (), factor=LIGHTEST_FACTOR
-            )
+            return self._map_records(batch, out, farmhash64_fixed_ser, farmhash64_var_ser, (), factor=factor)
         if name == "cityhash64":
             args = (seed is not None, _U(seed or 0))
-            return self._map_records(
-                batch, out, cityhash64_fixed_ser, cityhash64_var_ser, args, factor=LIGHTEST_FACTOR
-            )
+            kernels = (cityhash64_fixed_ser, cityhash64_var_ser)
+            return self._map_records(batch, out, *kernels, args, factor=factor)
         raise ValueError(f"cpu has no raw kernel for hash {name!r}")
 
     def _map_records(

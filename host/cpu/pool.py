@@ -26,9 +26,12 @@ __all__ = ["HANDOFF_S", "SPIN_S", "Pool", "default_threads", "shared_pool", "spi
 #: and 100-170 us after 10 ms on this project's VMs; a call of a few hundred microseconds paid it
 #: twice. OpenMP runtimes poll the same way (``GOMP_SPINCOUNT``, ``KMP_BLOCKTIME``).
 SPIN_S = 1e-3
-#: How long a caller that finds a worker awake waits for it to take the first chunk (it takes
+#: How long a caller that finds a worker polling waits for it to take the first chunk (it takes
 #: a few microseconds; longer means the worker's CPU is busy elsewhere: the caller goes on).
 HANDOFF_S = 1e-4
+#: A worker's state (:attr:`Pool._state`): only a polling worker is handed the first chunk (one
+#: running another caller's chunks would make every call wait out :data:`HANDOFF_S`).
+_BLOCKED, _POLLING, _WORKING = 0, 1, 2
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
@@ -149,8 +152,8 @@ class Pool:
     Between calls a worker polls for the next one for :data:`SPIN_S` before it blocks, and the
     caller polls for the workers' last chunks as long before it blocks: both without the GIL.
 
-    A caller that finds a worker awake (polling, or finishing the last call) lets it take the
-    first chunk before it takes one itself, polling without the GIL for up to
+    A caller that finds a worker polling lets it take the first chunk before it takes one
+    itself, polling without the GIL for up to
     :data:`HANDOFF_S`. Why: the worker needs the GIL to leave its poll and take a chunk; when
     the caller held it at that moment (on its way into its own chunk), the worker slept on the
     GIL, its idle CPU halted, and waking it cost tens of microseconds a call on this project's
@@ -164,9 +167,9 @@ class Pool:
         self.spun_out = 0  # times a worker polled in vain for the whole polling time
         self._polls = _polls(self._spin_s)
         self._handoff = _polls(min(self._spin_s, HANDOFF_S))
-        # [i]: worker i is awake (working, or polling for the next call), not blocked: a hint,
-        # read without a lock
-        self._awake = np.ones(workers, np.int64)
+        # [i]: worker i is polling for the next call (1), running chunks (2) or blocked (0): a
+        # hint, read without a lock
+        self._state = np.ones(workers, np.int64)
         self._cond = threading.Condition()
         # [0]: the number of calls posted (a worker polls it for a change); [1]: unused padding
         self._posted = np.zeros(2, np.int64)
@@ -177,7 +180,7 @@ class Pool:
     def run(self, fn: Callable[[int, int], object], bounds: list[int]) -> None:
         """Call ``fn(lo, hi)`` for each consecutive pair of ``bounds``, in parallel."""
         job = _Job(fn, bounds)
-        handoff = self._handoff if self._awake.any() else 0
+        handoff = self._handoff if (self._state == _POLLING).any() else 0
         with self._cond:
             self._job = job
             self._posted[0] += 1
@@ -201,17 +204,18 @@ class Pool:
                 self.polled += 1
             else:
                 self.spun_out += close
-                self._awake[i] = 0
+                self._state[i] = _BLOCKED
                 with self._cond:
                     while int(self._posted[0]) == seen:
                         self._cond.wait()
-                self._awake[i] = 1
+            self._state[i] = _WORKING
             close = time.perf_counter() - idle_since < self._spin_s
             with self._cond:
                 seen, job = int(self._posted[0]), self._job
             if job is not None:
                 job.work()
             idle_since = time.perf_counter()
+            self._state[i] = _POLLING if close else _BLOCKED  # what the loop does next
 
 
 _POOLS: dict[int, Pool] = {}
