@@ -31,7 +31,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import MULTIPLIERS, Pipe, check_choice, check_pow2
+from .common import MULTIPLIERS, Pipe, check_choice, check_pow2, keep_copies
 
 __all__ = ["Bucketize", "order_key", "boundary_key", "x_key"]
 
@@ -162,9 +162,7 @@ class Bucketize(wiring.Component):
         wp = table.write_port()
         m.d.comb += [wp.addr.eq(self.table_addr), wp.data.eq(self.table_data), wp.en.eq(self.table_we)]
         nb = Signal(13, reset_less=True)  # copies of the ports, reloaded every cycle
-        dtype = Signal(2, reset_less=True)
-        right = Signal(reset_less=True)
-        m.d.sync += [nb.eq(self.num_boundaries), dtype.eq(self.dtype), right.eq(self.right)]
+        m.d.sync += nb.eq(self.num_boundaries)
         # x's key is needed at the first step's compare, two stages in: the first registers x
         # with its wide compares (and NaN), the second the key (ECP5: x_key in one stage was the
         # engine's critical path, seven LUT levels at 82.7 MHz).
@@ -178,6 +176,10 @@ class Bucketize(wiring.Component):
         # the address logic is wiring, no adders.
         steps = [D >> k for k in range(1, self.steps)] + [1]
         offs = [s - 1 for s in steps[:-1]] + [0]  # index = pos | offs[n]
+        # A copy of dtype and right per step: one register drove every step's key masks and
+        # compares, and on the ECP5 its net (7.5 ns of routing) was the engine's critical path.
+        dtypes = keep_copies(m, "bz_dtype", self.dtype, len(steps))
+        rights = keep_copies(m, "bz_right", self.right, len(steps))
         p = Pipe(m, "bz", valid=self.i.valid, raw=raw, nan=nan, pos=Const(0, pw), **flags)
         for n, step in enumerate(steps):
             final = n == len(steps) - 1
@@ -190,6 +192,7 @@ class Bucketize(wiring.Component):
             # Stage R: the boundary as read (a DP16KD's clock-to-out is ~5 ns); in the first
             # step also x's key, from the registered x and compares.
             first: dict = {}
+            dtype, right = dtypes[n], rights[n]
             if n == 0:
                 first["kx"] = x_key(p["raw"], dtype, right, {k: p[k] for k in flags})[0]
                 first["drop"] = ["raw", *flags]

@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden_cityhash import CITY_K0, CITY_K1, CITY_K2, CITY_KMUL, FARM_SEED, MASK64
 
-from .common import Pipe, Term, const_mul_terms, set_multiplier_params, term_value
+from .common import Pipe, Term, const_mul_terms, keep_copies, set_multiplier_params, term_value
 from .lanes import delay, lane_latency
 from .xxhash import HashBeat
 
@@ -1005,15 +1005,6 @@ class _Beat:
         return Cat(b.data, b.first, b.last, b.empty, b.length)
 
 
-def _keep_copies(m: Module, name: str, v, n: int) -> list[Signal]:
-    """``n`` registered copies of ``v`` that synthesis keeps apart (``keep``): each drives a
-    share of a wide select's loads instead of one net driving them all."""
-    v = Value.cast(v)
-    regs = [Signal(len(v), name=f"{name}{i}", reset_less=True, attrs={"keep": 1}) for i in range(n)]
-    m.d.sync += [r.eq(v) for r in regs]
-    return regs
-
-
 def _register_beat(m: Module, name: str, valid, beat: Value) -> tuple[Signal, _Beat, list[Signal]]:
     """The beat one cycle later, registered (the stream's first register: its fields drive
     hundreds of loads, from a register instead of the core's input or a memory's read data),
@@ -1022,7 +1013,7 @@ def _register_beat(m: Module, name: str, valid, beat: Value) -> tuple[Signal, _B
     v = Signal(name=f"{name}_valid")
     r = Signal(_Beat.WIDTH, name=f"{name}_beat", reset_less=True)
     m.d.sync += [v.eq(valid), r.eq(beat)]
-    rems = _keep_copies(m, f"{name}_rem", (_Beat(Value.cast(beat)).length - 1)[:3], 8)
+    rems = keep_copies(m, f"{name}_rem", (_Beat(Value.cast(beat)).length - 1)[:3], 8)
     return v, _Beat(r), rems
 
 

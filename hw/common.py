@@ -73,6 +73,15 @@ def set_multiplier_params(core, adder_levels, multipliers: str) -> None:
     core.behavioural = multipliers == "behavioural"
 
 
+def keep_copies(m, name: str, v, n: int) -> list[Signal]:
+    """``n`` registered copies of ``v`` that synthesis keeps apart (``keep``): each drives a
+    share of a wide select's loads instead of one net driving them all."""
+    v = Value.cast(v)
+    regs = [Signal(len(v), name=f"{name}{i}", reset_less=True, attrs={"keep": 1}) for i in range(n)]
+    m.d.sync += [r.eq(v) for r in regs]
+    return regs
+
+
 def mux_index(index: Value, items: list[Value]) -> Value:
     """``items[index]`` as a mux tree (items beyond the list read as the last one)."""
     out = items[-1]
