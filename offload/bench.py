@@ -500,9 +500,10 @@ def _xxh64_rows(inp: CpuInputs) -> list[Row]:
     name = f"xxh64 {inp.n_keys:,} uint64 keys, 2 threads: memory traffic against 2 threads copying"
     if inp.two.threads < 2:
         rows.append(row(name, None, "GB/s", note=f"skipped: {inp.two.threads} thread(s) on this machine"))
-    elif inp.two._bounds(inp.n_keys, LIGHTEST_FACTOR) is None:
-        note = "skipped: this many keys run on one thread (the lightest hashes go parallel from "
-        rows.append(row(name, None, "GB/s", note=note + f"{inp.two.parallel_threshold * LIGHTEST_FACTOR:,})"))
+    elif inp.n_keys < (parallel_from := inp.two.parallel_threshold * LIGHTEST_FACTOR):
+        why = f"the lightest hashes go parallel from {parallel_from:,}"
+        note = f"skipped: one thread runs this many keys ({why})"
+        rows.append(row(name, None, "GB/s", note=note))
     elif fk is not None:
         rows.append(_two_threads_row(inp, name, c64, fk))
     return rows + _xxh64_string_rows(inp, c64)
