@@ -313,7 +313,7 @@ class OffloadEngine(wiring.Component):
             sl.take.eq(parser.take),
             ser.beat.eq(sl.beat),
             ser.valid.eq(sl.valid),
-            ser.framed.eq(ctl.fmt[1]),
+            ser.framed.eq(ctl.fmt_ser[1]),
             ser.load.eq(ctl.ser_load),
             ser.advance.eq(ctl.ser_advance),
             ser.clear.eq(ctl.ser_clear),
@@ -363,6 +363,7 @@ class OffloadEngine(wiring.Component):
         m.d.comb += [
             parser.state.eq(ctl.state),
             parser.fmt.eq(ctl.fmt),
+            parser.fmt_rec.eq(ctl.fmt_rec),
             parser.is_delta.eq(ctl.is_delta),
             parser.is_limited.eq(ctl.is_limited),
             parser.rem_gt.eq(ctl.rem_gt),
@@ -383,8 +384,9 @@ class OffloadEngine(wiring.Component):
         m.d.comb += [
             *(
                 getattr(lanes, n).eq(getattr(ctl, n))
-                for n in ("op", "fmt", "dtype", "seed", "nbuckets", "slot", "nbound", "core_clr")
+                for n in ("op", "dtype", "seed", "nbuckets", "slot", "nbound", "core_clr")
             ),
+            lanes.fmt.eq(ctl.fmt_lanes),
             lanes.table_addr.eq(regs.params["TABLE_ADDR"]),
             lanes.table_data_lo.eq(regs.params["TABLE_DATA_LO"]),
             lanes.wdata.eq(regs.wdata),

@@ -107,13 +107,20 @@ class InputSlice(wiring.Component):
         main_v, skid_v = Signal(name="slice_main_valid"), Signal(name="slice_skid_valid")
         m.d.comb += [self.s_axis_tready.eq(~skid_v), self.beat.eq(main), self.valid.eq(main_v)]
         in_fire = self.s_axis_tvalid & ~skid_v
+        # The data registers' enables leave the soft reset out (their data is not reset; the
+        # valid flags are): one LUT less behind the parser's accept decision (``take``), which
+        # reaches every bit of ``main`` across the device.
+        with m.If(self.take | ~main_v):
+            m.d.sync += main.eq(Mux(skid_v, skid, in_beat))
+        with m.Elif(in_fire):
+            m.d.sync += skid.eq(in_beat)
         with m.If(self.soft_reset):
             # Abort: beats already taken from the bus are dropped with the batch.
             m.d.sync += [main_v.eq(0), skid_v.eq(0)]
         with m.Elif(self.take | ~main_v):
-            m.d.sync += [main.eq(Mux(skid_v, skid, in_beat)), main_v.eq(skid_v | in_fire), skid_v.eq(0)]
+            m.d.sync += [main_v.eq(skid_v | in_fire), skid_v.eq(0)]
         with m.Elif(in_fire):
-            m.d.sync += [skid.eq(in_beat), skid_v.eq(1)]
+            m.d.sync += skid_v.eq(1)
         return m
 
 
