@@ -136,11 +136,15 @@ class Control(wiring.Component):
         self.rem = Signal(32, name="rem")  # records still to come (COUNT - recs_in)
         self.extra_pending = Signal(name="extra_pending")  # words of a beat after the batch's end
         self.bad_param = Signal(name="bad_param")  # the parameters do not make a batch
-        # DRAIN's end condition, registered (checked from DRAIN's second cycle): its inputs come
-        # from every lane and the collector (a routed path from the op register through the
-        # lanes' result decode to the state's enable, 10.48 ns at nextpnr seed 3). Once true in
-        # DRAIN it stays true: no unit is taken after RUN, so no result or value can follow.
+        # DRAIN's end condition, registered (checked from DRAIN's second cycle), so the state's
+        # enable reads one register. Its inputs come from every lane and the collector (op
+        # through the lanes' result decode was a 10.48 ns path to the state's enable, nextpnr
+        # seed 3; it now ends at this register, as long). Once true in DRAIN it stays true: no
+        # unit is taken after RUN, so no result or value can follow.
         self.drained = Signal(name="drained")
+        # The parser's varint decision reads no format: it relies on these taking SEQ only.
+        if not set(decode.users("varint")) <= set(decode.of_kind("sequences")):
+            raise ValueError("the varint encoder's operators must take sequences (SEQ) only")
         # The batch's format, one register per consumer (``fmt``: the parser's framing;
         # ``fmt_rec``: its record registers; ``fmt_ser``: the serialiser; ``fmt_lanes``: the
         # lanes), each loaded at START and kept apart in synthesis. One register fed all four
@@ -221,10 +225,6 @@ class Control(wiring.Component):
         """IDLE: START loads the batch (or goes straight to the trailer: a bad parameter or
         no records); a beat on ``s_axis`` is discarded (``EXTRA_DATA``)."""
         r, N = self.params, self.lanes
-        # The parser's varint decision reads no format: it relies on these taking SEQ only.
-        assert set(self.decode.users("varint")) <= set(self.decode.of_kind("sequences")), (
-            "the varint encoder's operators must take sequences (SEQ) only"
-        )
         with m.If(self.start):
             m.d.comb += [self.rec_clear.eq(1), self.batch_start.eq(1)]
             m.d.sync += [
