@@ -79,6 +79,9 @@ class Control(wiring.Component):
     """
 
     IDLE, RUN, DRAIN, ROLLBACK, TRAIL = range(5)
+    #: The format's registers (one per consumer, see ``_fmts``) and their width.
+    FMT_COPIES = ("fmt", "fmt_rec", "fmt_ser", "fmt_lanes")
+    FMT_WIDTH = max(FORMATS.values()).bit_length()
 
     def __init__(self, lanes: int, table_depth: int, decode: OpDecode):
         N = self.lanes = lanes
@@ -109,10 +112,7 @@ class Control(wiring.Component):
                 "op": Out(max(OP_CODES.values()).bit_length()),
                 "is_delta": Out(1),
                 "is_limited": Out(1),
-                "fmt": Out(max(FORMATS.values()).bit_length()),
-                "fmt_rec": Out(max(FORMATS.values()).bit_length()),
-                "fmt_ser": Out(max(FORMATS.values()).bit_length()),
-                "fmt_lanes": Out(max(FORMATS.values()).bit_length()),
+                **{n: Out(self.FMT_WIDTH) for n in self.FMT_COPIES},
                 "dtype": Out(max(DTYPE_CODES.values()).bit_length()),
                 "seed": Out(64),
                 "nbuckets": Out(64),
@@ -150,11 +150,7 @@ class Control(wiring.Component):
         # lanes), each loaded at START and kept apart in synthesis. One register fed all four
         # across the device: its framed bit, placed by the parser's record counter, reached the
         # state's enable through 9.31 ns of routing (88.9 MHz on ECP5, nextpnr seed 1).
-        width = max(FORMATS.values()).bit_length()
-        self._fmts = {
-            n: Signal(width, name=f"{n}_reg", attrs={"keep": 1})
-            for n in ("fmt", "fmt_rec", "fmt_ser", "fmt_lanes")
-        }
+        self._fmts = {n: Signal(self.FMT_WIDTH, name=f"{n}_reg", attrs={"keep": 1}) for n in self.FMT_COPIES}
 
     def param_error(self, r: dict[str, Signal]) -> Value:
         """The parameter registers ``r`` do not make a batch the engine runs (``BAD_PARAM``):
