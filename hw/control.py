@@ -56,8 +56,8 @@ class Control(wiring.Component):
     and ``reg_<name>`` for every parameter register (``PARAM_REGISTERS``); from the slice
     ``bad_tkeep``; from the serialiser ``ulast``, ``hold``; from the parser ``beat_acc``,
     ``uacc``, ``bad_hdr``, ``fin``, ``extra``, ``n_in``; from the collector ``write_trailer``,
-    ``done_count``, ``resq_valid``, ``busy_out``, ``done_flag``; from the lanes ``any_res`` (a
-    core has a result this cycle) and ``dv_busy`` (a value in the varint path). Out ``state``;
+    ``done_count``, ``resq_valid``, ``busy_out``, ``done_flag``; from the lanes ``dv_busy`` (a
+    value in the varint path). Out ``state``;
     the batch registers loaded at START from the parameter registers (``op``; ``fmt``,
     ``fmt_rec``, ``fmt_ser``, ``fmt_lanes``: the format, one copy per consumer; ``dtype``,
     ``seed``, ``nbuckets``, ``slot``, ``nbound``, and the parser's flags of the op code,
@@ -71,7 +71,7 @@ class Control(wiring.Component):
     leaves its record) and ``batch_start`` (the collector's counters restart).
 
     Latency: the batch registers, state and flags are registers (a cycle after the event);
-    DRAIN ends a cycle after its condition holds (``drained``, a register);
+    DRAIN ends a cycle after its condition has held for two cycles (``drained``, a register);
     ``core_clr``, ``status`` and the strobes are combinational. BAD_PARAM is decided from the
     parameter registers in START's cycle (:meth:`param_error`). Reset (``rst``): IDLE, every
     register 0; ``soft_reset``: IDLE, flags clear (the batch registers are kept, reloaded by the
@@ -106,7 +106,6 @@ class Control(wiring.Component):
                 "resq_valid": In(N),
                 "busy_out": In(1),
                 "done_flag": In(1),
-                "any_res": In(1),
                 "dv_busy": In(1),
                 "state": Out(3),
                 "op": Out(max(OP_CODES.values()).bit_length()),
@@ -136,11 +135,15 @@ class Control(wiring.Component):
         self.rem = Signal(32, name="rem")  # records still to come (COUNT - recs_in)
         self.extra_pending = Signal(name="extra_pending")  # words of a beat after the batch's end
         self.bad_param = Signal(name="bad_param")  # the parameters do not make a batch
-        # DRAIN's end condition, registered (checked from DRAIN's second cycle), so the state's
-        # enable reads one register. Its inputs come from every lane and the collector (op
-        # through the lanes' result decode was a 10.48 ns path to the state's enable, nextpnr
-        # seed 3; it now ends at this register, as long). Once true in DRAIN it stays true: no
-        # unit is taken after RUN, so no result or value can follow.
+        # DRAIN's end condition, from registers only: every record taken has its result counted,
+        # the result register and the varint path are empty, for two cycles running. The second
+        # cycle stands in for "no core has a result this cycle": a lane's result valid, decoded
+        # from ``op`` through the lanes' result mux, is the result register's input a cycle
+        # later. Read directly, it was a routed path from ``op`` across the lanes to this
+        # register (11.88 ns, nextpnr seed 2). ``drain_seen``: the condition held last cycle;
+        # ``drained``: and this cycle too. Once true in DRAIN it stays true: no unit is taken
+        # after RUN, so no result or value can follow. (DRAIN takes a cycle more per batch.)
+        self.drain_seen = Signal(name="drain_seen")
         self.drained = Signal(name="drained")
         # The parser's varint decision reads no format: it relies on these taking SEQ only.
         if not set(decode.users("varint")) <= set(decode.of_kind("sequences")):
@@ -180,13 +183,14 @@ class Control(wiring.Component):
         m.d.comb += [getattr(self, n).eq(reg) for n, reg in self._fmts.items()]
         with m.If(self.state != self.IDLE):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-        m.d.sync += self.drained.eq(
+        quiet = Signal(name="drain_quiet")
+        m.d.comb += quiet.eq(
             (self.state == self.DRAIN)
             & (self.done_count == self.recs_in)
             & ~self.dv_busy
-            & ~self.any_res
             & ~self.resq_valid.any()
         )
+        m.d.sync += [self.drain_seen.eq(quiet), self.drained.eq(self.drain_seen & quiet)]
         self._fsm(m)
         return m
 
@@ -209,7 +213,7 @@ class Control(wiring.Component):
                     self._run(m)
                 with m.Case(self.DRAIN):
                     # Every complete record has its result in the FIFO and nothing is in flight
-                    # (as of the previous cycle, in DRAIN).
+                    # (as of the previous two cycles, in DRAIN).
                     with m.If(self.drained):
                         m.d.sync += self.state.eq(self.ROLLBACK)
                 with m.Case(self.ROLLBACK):

@@ -353,7 +353,6 @@ class OffloadEngine(wiring.Component):
                 getattr(ctl, n).eq(getattr(coll, n))
                 for n in ("write_trailer", "done_count", "resq_valid", "busy_out", "done_flag")
             ),
-            ctl.any_res.eq(lanes.res_valid.any()),
             ctl.dv_busy.eq(lanes.dv_busy),
         ]
 

@@ -45,6 +45,9 @@ class Batch:
     table: list | None = None  # 64-bit boundary patterns written before START
     start: bool = True  # False: send the words without START (engine idle)
     soft_reset_after: int | None = None  # SOFT_RESET after this many input beats
+    # with soft_reset_after: START again at once (the parameter registers keep the batch) and
+    # send every beat again, as a host retrying an aborted batch does
+    restart: bool = False
     beats: list | None = None  # explicit (tdata, tkeep, tlast) beats (``words`` unused)
     valid_prob: float | None = None  # per-batch overrides of run_batches' probabilities
     ready_prob: float | None = None
@@ -180,6 +183,13 @@ def run_batches(
                     ctx.set(dut.s_axis_tvalid, 0)
                     await axil_write(ctx, dut, REG["CTRL"], 2)
                     soft_reset_after = None
+                    if b.restart:
+                        # what m_axis sent before the reset is the aborted run's (a host
+                        # discards it); from here on it is the new run's
+                        state["beats"] = []
+                        await axil_write(ctx, dut, REG["CTRL"], 1)
+                        i, first_acc, res.words_in = 0, None, 0
+                        continue
                 v = rng.random() < vp
                 data, keep, last = beats[i]
                 ctx.set(dut.s_axis_tvalid, int(v))

@@ -127,8 +127,9 @@ class LaneBank(wiring.Component):
 
     Latency: one input register in front of every core and one between a hash and its
     post-processing, besides the cores' own (``OffloadEngine.latency``). Reset: ``core_clr``
-    (START, SOFT_RESET) clears the input registers' valid bits and, a cycle later (from the
-    register :attr:`core_rst`), the cores' valid bits; data registers are not reset.
+    (START, SOFT_RESET) clears the varint input buffer and, a cycle later (from the register
+    :attr:`core_rst`), the cores' and the encoder's valid bits (which drops a unit in a core's
+    input register); data registers are not reset.
     """
 
     def __init__(self, engine, decode: OpDecode):
@@ -233,10 +234,12 @@ class LaneBank(wiring.Component):
         # bits only (``Pipe`` registers and the cores' data registers are reset-less), so the
         # reset reaches a few hundred flip-flops, not the whole datapath. It reaches them a
         # cycle later, from a register (core_rst): as a decode of the AXI-Lite write it was the
-        # engine's longest path (routing to every core). The varint encoder keeps core_clr
-        # itself (as does its input skid buffer); the cores' inputs come through
-        # registers that core_clr clears, and their outputs are ignored while core_rst is set,
-        # so nothing from before the reset gets through in that cycle. In the behavioural
+        # engine's longest path (routing to every core). No unit from before the reset reaches
+        # a core after it: in START's cycle the parser takes none (IDLE), and one it took in
+        # SOFT_RESET's cycle is in the core's input register while core_rst clears the core,
+        # so the core drops it; a core's outputs are ignored while core_rst is set (the next
+        # core's input register and the collector's result register), and the parser's first
+        # unit of the new batch reaches a core's input register after core_rst. In the behavioural
         # (simulation) flavour a core also only advances while the current OP uses it, so a
         # cycle-based simulator does not recompute idle pipelines every cycle; the others hold
         # their cleared state and their outputs are not selected, so the ports see the same
@@ -257,9 +260,17 @@ class LaneBank(wiring.Component):
                     core = EnableInserter(core_en)(core)
                 m.submodules[name + sfx] = ResetInserter(core_rst)(core)
         if self.decode.built("varint"):
+            # The encoder is cleared by core_rst, as the cores are, and enabled by a registered
+            # decode of op (a cycle behind op, two behind START): its first value leaves the
+            # input buffer two cycles after START at the earliest, and what it outputs while
+            # core_rst is set is ignored. Cleared by core_clr, a decode of the register file's
+            # strobes, its clear and enable were the engine's longest path (11.52 ns, 10.28 of
+            # it routing, nextpnr seed 1).
+            dv_use = Signal(name="varint_use")
+            m.d.sync += dv_use.eq(op_in(self.op, self.decode.users("varint")))
             dv_en = Signal(name="varint_en")
-            m.d.comb += dv_en.eq(self.core_clr | op_in(self.op, self.decode.users("varint")))
-            m.submodules.varint = ResetInserter(self.core_clr)(EnableInserter(dv_en)(self.dv))
+            m.d.comb += dv_en.eq(core_rst | dv_use)
+            m.submodules.varint = ResetInserter(core_rst)(EnableInserter(dv_en)(self.dv))
         else:
             self.dv._MustUse__silence = True
             m.d.comb += self.dv_room.eq(1)
@@ -397,12 +408,13 @@ class LaneBank(wiring.Component):
         self, m: Module, name: str, port, valid: Value, payload: Value, use: Value, after_core: bool = False
     ) -> None:
         """A core's input register: ``valid`` while ``use``, ``payload`` loaded while ``use``.
-        Cleared by core_clr; behind a core (after_core) also while core_rst still lets the
-        core's output from before the reset out. (The parser may hand over a batch's first word
-        while core_rst is set: the core's reset does not reach this register.)"""
+        Behind a core (after_core) not while core_rst still lets the core's output from before
+        the reset out. In front of a core it is not cleared: the parser hands over a batch's
+        first word while core_rst is set, and a stale unit in it is dropped by the core's own
+        reset (see :meth:`_submodules`)."""
         v = Signal(name=f"{name}_in_valid")
         d = Signal.like(port.payload, name=f"{name}_in_data", reset_less=True)
-        m.d.sync += v.eq(valid & use & ~self.core_clr & (~self.core_rst if after_core else 1))
+        m.d.sync += v.eq(valid & use & (~self.core_rst if after_core else 1))
         with m.If(use):
             m.d.sync += d.eq(payload)
         m.d.comb += [port.valid.eq(v), port.payload.eq(d)]
@@ -442,23 +454,34 @@ class LaneBank(wiring.Component):
 
     def _select(self, m: Module) -> None:
         """The operator mux: the batch operator's results, its cores' outputs
-        (``delta_varint_encode``: the encoder's words, kind ``SEQ_DATA`` or ``SEQ_HEADER``)."""
+        (``delta_varint_encode``: the encoder's words, kind ``SEQ_DATA`` or ``SEQ_HEADER``).
+
+        Each source is selected by a register of its own (``res_sel_<k>``, op's decode a cycle
+        behind op, kept apart in synthesis): the first result of a batch leaves a core three
+        cycles after START at the earliest, and the collector ignores what comes out while
+        core_rst is set. Decoded from op in the mux itself, the decode was routed from op to
+        every lane's result (3.7 + 4.3 ns of routing, nextpnr seed 2)."""
         N, dv = self.lanes, self.dv
+        # (op codes, [(valid, result) per lane]) per source
+        sources = [(codes, [(c.o.valid, c.o.payload) for c in cores]) for codes, cores in self.results()]
+        if self.decode.built("varint"):
+            sources.append((tuple(self.decode.users("varint")), [(dv.o.valid, dv.o.payload.data)]))
+        sels = []
+        for k, (codes, _) in enumerate(sources):
+            sel = Signal(name=f"res_sel_{k}", attrs={"keep": 1})
+            m.d.sync += sel.eq(op_in(self.op, codes))
+            sels.append(sel)
         res_valid = [Signal(name="res_valid" if j == 0 else f"res_valid_l{j}") for j in range(N)]
         res_data = [Signal(64, name="res_data" if j == 0 else f"res_data_l{j}") for j in range(N)]
         res_kind = Signal(2, name="res_kind")
-        with m.Switch(self.op):
-            for case, cores in self.results():
-                with m.Case(*case):
-                    for j in range(N):
-                        m.d.comb += [res_valid[j].eq(cores[j].o.valid), res_data[j].eq(cores[j].o.payload)]
-            if self.decode.built("varint"):
-                with m.Case(*self.decode.users("varint")):
-                    m.d.comb += [
-                        res_valid[0].eq(dv.o.valid),
-                        res_data[0].eq(dv.o.payload.data),
-                        res_kind.eq(Mux(dv.o.payload.header, SEQ_HEADER, SEQ_DATA)),
-                    ]
+        for j in range(N):
+            picks = [(sel, outs[j]) for sel, (_, outs) in zip(sels, sources) if j < len(outs)]
+            m.d.comb += [
+                res_valid[j].eq(any_of([sel & v for sel, (v, _) in picks])),
+                res_data[j].eq(any_of([Mux(sel, d, 0) for sel, (_, d) in picks])),  # one-hot
+            ]
+        if self.decode.built("varint"):
+            m.d.comb += res_kind.eq(Mux(sels[-1], Mux(dv.o.payload.header, SEQ_HEADER, SEQ_DATA), 0))
         m.d.comb += [
             self.res_valid.eq(Cat(*res_valid)),
             self.res_data.eq(Cat(*res_data)),

@@ -278,6 +278,26 @@ def test_soft_reset_aborts_and_recovers():
     _check_trailer(R[1], 3)
 
 
+@pytest.mark.parametrize("op,fmt", [(2, 0), (9, 3)])
+def test_soft_reset_then_start_at_once_drops_the_values_in_flight(op, fmt):
+    """SOFT_RESET with values in every stage of the cores, START again a few cycles later and
+    the same batch again: only the second run's results, each once (the cores' reset drops
+    what was in flight; nothing else clears their input registers)."""
+    if fmt == 3:
+        seqs = [[k, k + 3, k - 7] for k in range(12)]
+        words, n = pack_seq(seqs), len(seqs)
+    else:
+        words = list(range(1, 41))
+        n = len(words)
+    (res,) = run_batches([Batch(_regs(op, fmt, n), words, soft_reset_after=len(words) // 2, restart=True)])
+    if fmt == 3:
+        out, _ = unpack_seq_output(res.out, n)
+        assert out == [golden.delta_varint_encode_seq(s) for s in seqs]
+    else:
+        assert res.out[:-1] == [golden.xxh64(k.to_bytes(8, "little")) for k in words]
+    _check_trailer(res, n)
+
+
 @pytest.mark.parametrize("op,fmt", [(2, 0), (3, 1), (1, 2), (7, 0), (9, 3)])
 def test_throughput_one_beat_per_cycle(op, fmt):
     rng = random.Random(op)

@@ -243,6 +243,9 @@ def _error_batches(lanes: int) -> dict[str, Batch]:
         # SOFT_RESET mid-batch, then a good batch
         "soft_reset": Batch(_regs(2, 0, 4 * N), keys[: 4 * N], soft_reset_after=2, timeout=300),
         "after_soft_reset": Batch(_regs(1, 1, N + 1), keys[: N + 1]),
+        # SOFT_RESET with values in flight and START again at once (a host's retry): the
+        # batch's results only
+        "restart": Batch(_regs(2, 0, 8 * N), keys[: 8 * N], soft_reset_after=4, restart=True),
     }
 
 
