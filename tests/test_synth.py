@@ -590,6 +590,38 @@ def test_seed_is_another_cache_entry(tmp_path, monkeypatch, capsys):
     assert S.main(["--core", "FastRange", "--seed", "3", "--cached-only", "-q"]) == 0
 
 
+def test_the_seeds_of_a_design_share_one_netlist(fake_cache, monkeypatch):
+    """ecp5: Yosys runs once per design, whatever the seeds (side by side, they wait for one
+    run); nextpnr once per seed. Without the cache every run synthesises."""
+    tools = FakeTools(delay=0.2)
+    monkeypatch.setattr(S, "_run", tools)
+    p = S.DesignPoint.of("FastRange")
+    threads = [threading.Thread(target=S.synthesize, args=(p, "ecp5"), kwargs={"seed": k}) for k in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    r3 = S.synthesize(p, "ecp5", seed=3)
+    assert sorted(tools.calls) == ["ecp5_yosys.log", *["nextpnr.log"] * 3, "wrap_yosys.log"]
+    assert (r3.lut, r3.fmax_mhz, r3.seed) == (9, 150.0, 3)
+    assert [d.name for d in (fake_cache / "synth" / "netlists").iterdir()] == [S.netlist_key(p)]
+    tools.calls.clear()
+    S.synthesize(p, "ecp5", seed=4, use_cache=False)
+    assert tools.calls == ["ecp5_yosys.log", "wrap_yosys.log", "nextpnr.log"]
+
+
+def test_the_cache_keeps_the_latest_netlists(fake_cache, monkeypatch):
+    monkeypatch.setattr(S, "_run", FakeTools())
+    names = ("FastRange", "ModPipe", "DeltaVarintEncoder", "SigridMix", "Int2Decimal")
+    points = [S.DesignPoint.of(n) for n in names]
+    for k, p in enumerate(points):
+        S.synthesize(p, "ecp5")
+        os.utime(fake_cache / "synth" / "netlists" / S.netlist_key(p), (k, k))  # in order of use
+    kept = {d.name for d in (fake_cache / "synth" / "netlists").iterdir()}
+    assert len(kept) == S.NETLISTS_KEPT
+    assert S.netlist_key(points[0]) not in kept and S.netlist_key(points[-1]) in kept
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("target", sorted(S.SYNTH_CMD))
