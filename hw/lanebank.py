@@ -390,7 +390,16 @@ class LaneBank(wiring.Component):
             for front, codes in dec.fronts(post).items():
                 o = cores[front][j].o
                 pad = mod_pad(cores[post][j], cores[front][0].latency) if post == "mod" else 0
-                v, d = delay(m, f"{front}_{post}_pad{sfx}", o.valid, o.payload, pad)
+                name = f"{front}_{post}_pad{sfx}"
+                if pad:
+                    # cleared with the cores (core_rst): a value from before START or SOFT_RESET
+                    # is in the pad for more than the cycle core_rst keeps the post core's
+                    # input register clear
+                    pm = Module()
+                    v, d = delay(pm, name, o.valid, o.payload, pad)
+                    m.submodules[name] = ResetInserter(self.core_rst)(pm)
+                else:
+                    v, d = o.valid, o.payload
                 picks.append((op_in(self.op, codes), v, d))
             valid = any_of([sel & v for sel, v, _ in picks])
             payload: Value = Value.cast(picks[-1][2])

@@ -15,6 +15,8 @@ import pytest
 from amaranth.back import rtlil
 
 from offload import engine_map, golden, ops
+from offload.engine_map import DTYPE_CODES, OP_CODES
+from offload.golden_sigrid import sigrid_hash
 from offload.hw.engine import ENGINE_ID, ENGINE_VERSION, ERR, OffloadEngine, build_codes
 from offload.hw.enginesim import Batch, pack_seq, pack_var, run_batches, trailer_fields, unpack_seq_output
 from offload.hw.opdecode import OpDecode
@@ -296,6 +298,28 @@ def test_soft_reset_then_start_at_once_drops_the_values_in_flight(op, fmt):
     else:
         assert res.out[:-1] == [golden.xxh64(k.to_bytes(8, "little")) for k in words]
     _check_trailer(res, n)
+
+
+@pytest.mark.parametrize("op", ["hash_bucket/mod/murmur3_32", "sigrid_hash"])
+def test_soft_reset_then_start_at_once_with_values_in_the_reciprocal_pad(op):
+    """The reciprocal ``mod`` core needs ``setup`` cycles, so a short hash (Murmur3: 18
+    cycles, SigridHash: 25) reaches it through a pad delay: SOFT_RESET with values in the pad
+    and START again at once gives the batch's results only, and the batch ends (the pad is
+    cleared with the cores; it was not, and the stale values came out as results of the new
+    batch: DONE_COUNT beyond COUNT, no trailer)."""
+    keys = list(range(1, 61))
+    seed, nb = (3, 1000)
+    regs = _regs(
+        OP_CODES[op], 0, len(keys), seed, NUM_BUCKETS_LO=nb, NUM_BUCKETS_HI=0, DTYPE=DTYPE_CODES["int64"]
+    )
+    eng = OffloadEngine(modulo="reciprocal", multipliers="behavioural")
+    (res,) = run_batches([Batch(regs, keys, soft_reset_after=30, restart=True)], engine=eng)
+    if op == "sigrid_hash":
+        expect = [sigrid_hash(k, seed, nb) for k in keys]
+    else:
+        expect = [golden.hash_bucket(k.to_bytes(8, "little"), nb, seed, "mod", "murmur3_32") for k in keys]
+    assert res.out[:-1] == expect
+    _check_trailer(res, len(keys))
 
 
 @pytest.mark.parametrize("op,fmt", [(2, 0), (3, 1), (1, 2), (7, 0), (9, 3)])
