@@ -56,7 +56,7 @@ class Control(wiring.Component):
     and ``reg_<name>`` for every parameter register (``PARAM_REGISTERS``); from the slice
     ``bad_tkeep``; from the serialiser ``ulast``, ``hold``; from the parser ``beat_acc``,
     ``uacc``, ``bad_hdr``, ``fin``, ``extra``, ``n_in``; from the collector ``write_trailer``,
-    ``done_count``, ``resq_valid``, ``busy_out``, ``done_flag``; from the lanes ``dv_busy`` (a
+    ``done_count``, ``resq_any``, ``busy_out``, ``done_flag``; from the lanes ``dv_busy`` (a
     value in the varint path). Out ``state``;
     the batch registers loaded at START from the parameter registers (``op``; ``fmt``,
     ``fmt_rec``, ``fmt_ser``, ``fmt_lanes``: the format, one copy per consumer; ``dtype``,
@@ -103,7 +103,7 @@ class Control(wiring.Component):
                 "n_in": In(range(N + 1)),
                 "write_trailer": In(1),
                 "done_count": In(32),
-                "resq_valid": In(N),
+                "resq_any": In(1),
                 "busy_out": In(1),
                 "done_flag": In(1),
                 "dv_busy": In(1),
@@ -188,7 +188,7 @@ class Control(wiring.Component):
             (self.state == self.DRAIN)
             & (self.done_count == self.recs_in)
             & ~self.dv_busy
-            & ~self.resq_valid.any()
+            & ~self.resq_any
         )
         m.d.sync += [self.drain_seen.eq(quiet), self.drained.eq(self.drain_seen & quiet)]
         self._fsm(m)

@@ -351,7 +351,7 @@ class OffloadEngine(wiring.Component):
             ),
             *(
                 getattr(ctl, n).eq(getattr(coll, n))
-                for n in ("write_trailer", "done_count", "resq_valid", "busy_out", "done_flag")
+                for n in ("write_trailer", "done_count", "resq_any", "busy_out", "done_flag")
             ),
             ctl.dv_busy.eq(lanes.dv_busy),
         ]
