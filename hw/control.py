@@ -185,10 +185,7 @@ class Control(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         quiet = Signal(name="drain_quiet")
         m.d.comb += quiet.eq(
-            (self.state == self.DRAIN)
-            & (self.done_count == self.recs_in)
-            & ~self.dv_busy
-            & ~self.resq_any
+            (self.state == self.DRAIN) & (self.done_count == self.recs_in) & ~self.dv_busy & ~self.resq_any
         )
         m.d.sync += [self.drain_seen.eq(quiet), self.drained.eq(self.drain_seen & quiet)]
         self._fsm(m)
