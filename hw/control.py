@@ -62,7 +62,8 @@ class Control(wiring.Component):
     ``fmt_rec``, ``fmt_ser``, ``fmt_lanes``: the format, one copy per consumer; ``dtype``,
     ``seed``, ``nbuckets``, ``slot``, ``nbound``, and the parser's flags of the op code,
     ``is_delta``: a sequence-codec operator, ``is_limited``: a FarmHash/CityHash record
-    operator, whose records are at most ``RECORD_MAX`` bytes); ``rem_gt`` (bit j: records still
+    operator, whose records are at most ``RECORD_MAX`` bytes; ``uses``: bit k, the operator goes
+    through core ``decode.cores()[k]``); ``rem_gt`` (bit j: records still
     to come > j, kept with the count so the end-of-batch and lane decisions read one register
     bit, not a 32-bit compare); ``err`` (the ``ERR`` flags), ``cycles`` (cycles since START
     while not idle), ``status`` (``STATUS``: busy, done, error), ``core_clr`` (START in IDLE or
@@ -111,6 +112,7 @@ class Control(wiring.Component):
                 "op": Out(max(OP_CODES.values()).bit_length()),
                 "is_delta": Out(1),
                 "is_limited": Out(1),
+                "uses": Out(len(decode.cores())),
                 **{n: Out(self.FMT_WIDTH) for n in self.FMT_COPIES},
                 "dtype": Out(max(DTYPE_CODES.values()).bit_length()),
                 "seed": Out(64),
@@ -154,6 +156,10 @@ class Control(wiring.Component):
         # across the device: its framed bit, placed by the parser's record counter, reached the
         # state's enable through 9.31 ns of routing (88.9 MHz on ECP5, nextpnr seed 1).
         self._fmts = {n: Signal(self.FMT_WIDTH, name=f"{n}_reg", attrs={"keep": 1}) for n in self.FMT_COPIES}
+        # Which cores the batch's operator goes through (bit k: decode.cores()[k]), decoded
+        # from the OP register at START and kept apart (one equals is_delta): decoded from op
+        # in the lanes, a core's input valid was 8.92 ns of routing from op (nextpnr seed 1).
+        self._uses = Signal(len(decode.cores()), name="uses_reg", attrs={"keep": 1})
 
     def param_error(self, r: dict[str, Signal]) -> Value:
         """The parameter registers ``r`` do not make a batch the engine runs (``BAD_PARAM``):
@@ -181,6 +187,7 @@ class Control(wiring.Component):
             self.core_clr.eq(self.soft_reset | (self.start & (self.state == self.IDLE))),
         ]
         m.d.comb += [getattr(self, n).eq(reg) for n, reg in self._fmts.items()]
+        m.d.comb += self.uses.eq(self._uses)
         with m.If(self.state != self.IDLE):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         quiet = Signal(name="drain_quiet")
@@ -231,6 +238,7 @@ class Control(wiring.Component):
                 # state's enable through seven LUTs, 82 MHz on ECP5).
                 self.is_delta.eq(op_in(r["OP"], self.decode.users("varint"))),
                 self.is_limited.eq(op_in(r["OP"], self.decode.users("cityfarm"))),
+                self._uses.eq(Cat(*(op_in(r["OP"], self.decode.users(n)) for n in self.decode.cores()))),
                 *(reg.eq(r["FORMAT"]) for reg in self._fmts.values()),
                 self.dtype.eq(r["DTYPE"]),
                 self.rem.eq(r["COUNT"]),

@@ -386,6 +386,7 @@ class OffloadEngine(wiring.Component):
                 for n in ("op", "dtype", "seed", "nbuckets", "slot", "nbound", "core_clr")
             ),
             lanes.fmt.eq(ctl.fmt_lanes),
+            lanes.op_uses.eq(ctl.uses),
             lanes.table_addr.eq(regs.params["TABLE_ADDR"]),
             lanes.table_data_lo.eq(regs.params["TABLE_DATA_LO"]),
             lanes.wdata.eq(regs.wdata),

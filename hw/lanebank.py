@@ -116,7 +116,8 @@ class LaneBank(wiring.Component):
     the same latency. Every lane has ``mod`` (the ``modulo`` core), ``fastrange``, ``fid``
     behind its XXH64 and a ``bucketize``.
 
-    Inputs: the batch registers of :class:`~offload.hw.control.Control` (``op``, ``fmt``,
+    Inputs: the batch registers of :class:`~offload.hw.control.Control` (``op``, ``op_uses``: its
+    ``uses``, ``fmt``,
     ``dtype``, ``seed``, ``nbuckets``, ``slot``, ``nbound``, ``fixed``, ``core_clr``), the
     register file's boundary table write (``TABLE_ADDR``, ``TABLE_DATA_LO``, ``wdata``,
     ``table_we``) and, at :meth:`elaborate_inputs`, the parser's unit. Outputs: the cores
@@ -139,6 +140,7 @@ class LaneBank(wiring.Component):
         super().__init__(
             {
                 "op": In(max(OP_CODES.values()).bit_length()),
+                "op_uses": In(len(decode.cores())),
                 "fmt": In(max(FORMATS.values()).bit_length()),
                 "dtype": In(max(DTYPE_CODES.values()).bit_length()),
                 "seed": In(64),
@@ -221,8 +223,10 @@ class LaneBank(wiring.Component):
         m = Module()
         dec = self.decode
         m.d.sync += self.core_rst.eq(self.core_clr)
-        self.is_bz = op_in(self.op, dec.users("bucketize"))
-        self.uses = {name: op_in(self.op, dec.users(name)) for name in self.cores}
+        # which cores the batch uses: the control's registers (decoded at START), not op's decode
+        bits = dict(zip(dec.cores(), self.op_uses))
+        self.uses = {name: bits[name] for name in self.cores}
+        self.is_bz = self.uses.get("bucketize", Const(0))
         self._submodules(m, self.table_we)
         self._parameters(m)
         self._inputs(m)

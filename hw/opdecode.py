@@ -200,6 +200,10 @@ class OpDecode:
         """The op codes whose selector values (a mapping, with ``hash``) pass ``test``."""
         return [c.code for c in self._codes if test(c.values)]
 
+    def cores(self) -> list[str]:
+        """Every core some op code goes through, sorted (the bits of ``Control.uses``)."""
+        return sorted({core for c in self._codes for core in c.path})
+
     def built(self, core: str) -> bool:
         """Some op code goes through the lane core ``core`` (else the engine leaves it out)."""
         return bool(self.users(core))
