@@ -116,9 +116,9 @@ class LaneBank(wiring.Component):
     the same latency. Every lane has ``mod`` (the ``modulo`` core), ``fastrange``, ``fid``
     behind its XXH64 and a ``bucketize``.
 
-    Inputs: the batch registers of :class:`~offload.hw.control.Control` (``op``, ``op_uses``: its
-    ``uses``, ``fmt``,
-    ``dtype``, ``seed``, ``nbuckets``, ``slot``, ``nbound``, ``fixed``, ``core_clr``), the
+    Inputs: the batch registers of :class:`~offload.hw.control.Control` (``op``, ``op_uses``
+    (its ``uses``), ``fmt``, ``dtype``, ``seed``, ``nbuckets``, ``slot``, ``nbound``, ``fixed``,
+    ``core_clr``), the
     register file's boundary table write (``TABLE_ADDR``, ``TABLE_DATA_LO``, ``wdata``,
     ``table_we``) and, at :meth:`elaborate_inputs`, the parser's unit. Outputs: the cores
     (:attr:`h64`, :attr:`h32`, :attr:`mods`, :attr:`frs`, :attr:`fids`, :attr:`bzs`, one per
