@@ -38,7 +38,9 @@ The default grid's results are kept in the repository (``hw/synth_results.json``
 matches the RTL, the flow or the tools.
 
     offload synth                                  # the default grid (a few minutes)
-    offload synth --grid engine                    # the whole engine (25-45 minutes)
+    offload synth --grid engine --target xc7       # the engine's builds on the xc7z020 (minutes)
+    offload synth --core OffloadEngine --grid engine --target ecp5 \
+        --seed 1 2 3 -j 3 --timeout 150            # its Fmax at three seeds (about an hour)
     offload synth --cached-only --markdown         # every point, "-" where the cache has none
     offload synth --committed                      # the results kept in the repository
     offload synth --core XXH64Core --grid small --target ecp5
@@ -60,7 +62,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,7 @@ __all__ = [
     "cached_result",
     "merge",
     "check_seed",
+    "check_seeds",
     "GridInterrupted",
     "committed_results",
     "stale_committed",
@@ -154,9 +157,10 @@ _LEVELS = (1, 2, "csa")
 #: Parameter grids per core. ``default`` (``offload synth`` with no ``--grid``): the cores that
 #: place and route in seconds to a few minutes, each with its default parameters, and the
 #: bucket table's depth (16 and 256); minutes from an empty cache on two cores. Its results are
-#: kept in the repository (:data:`COMMITTED`). ``engine``: the whole engine (nextpnr takes
-#: 25-45 minutes on it). ``small`` and ``full``: every core, the wide ones (XXH64Core, ModPipe)
-#: and the parameter sweeps included (hours).
+#: kept in the repository (:data:`COMMITTED`). ``engine``: the whole engine (Yosys about 15
+#: minutes, then nextpnr about an hour a seed, three seeds side by side on two cores).
+#: ``small`` and ``full``: every core, the wide ones (XXH64Core, ModPipe) and the parameter
+#: sweeps included (hours).
 GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
     # Cheapest first, so the first rows come in seconds. Both targets of a point, from an
     # empty cache, one point at a time, on 2 cores shared with other work: 14-26 s each up to
@@ -760,6 +764,17 @@ def check_seed(seed: Any) -> int:
     return seed
 
 
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """Placer seeds for a grid: at least one, each valid, none twice (in the order given)."""
+    if isinstance(seeds, (int, str)) or not seeds:
+        raise ValueError(f"seeds must be a non-empty sequence of seeds, not {seeds!r}")
+    out = tuple(check_seed(s) for s in seeds)
+    twice = [s for k, s in enumerate(out) if s in out[:k]]
+    if twice:
+        raise ValueError(f"seed {twice[0]} is given twice")
+    return out
+
+
 def synthesize(
     point: DesignPoint,
     target: str = "xc7",
@@ -917,18 +932,26 @@ def run_grid(
     jobs: int | None = None,
     use_cache: bool = True,
     progress: Callable[[SynthResult], None] | None = None,
-    seed: int = 1,
+    seeds: Sequence[int] = (1,),
     log: Callable[[str], None] | None = None,
     heartbeat: float = 20.0,
+    timeout: float = 3600.0,
 ) -> list[SynthResult]:
     """Synthesise every point for every target (``jobs`` at a time); results in grid order.
+
+    ``seeds``: nextpnr's placer seeds; each point is placed on ecp5 once per seed (from one
+    Yosys netlist, :func:`synthesize`), its xc7 result, which no placer touches, comes once.
+    ``timeout``: seconds each run may take (a seed of the whole engine takes about an hour
+    when three run side by side on two cores).
 
     ``log`` receives the progress lines: each point as it starts and ends (with its time and
     the grid's), and every ``heartbeat`` seconds what each running point is doing and for how
     long (``  still placing and routing XXH64Core() on ecp5: 2m30s``). ``progress`` receives
     each result as it ends. A KeyboardInterrupt stops the running tools, starts nothing more
     and raises :class:`GridInterrupted` with the results that finished."""
-    work = [(p, t) for p in points for t in targets]
+    seeds = check_seeds(seeds)
+    work = [(p, t, s) for p in points for t in targets for s in (seeds if t == "ecp5" else (1,))]
+    named = seeds != (1,)  # progress lines name the seed unless it is the flow's only one
     jobs = jobs or max(1, os.cpu_count() or 1)
     say = log or (lambda _line: None)
     results: dict[int, SynthResult] = {}
@@ -938,8 +961,9 @@ def run_grid(
     cancel = threading.Event()
     t0 = time.monotonic()
 
-    def one(i: int, point: DesignPoint, target: str) -> SynthResult:
-        job = _Running(point.label, target, time.monotonic())
+    def one(i: int, point: DesignPoint, target: str, seed: int) -> SynthResult:
+        where = f"{target} seed {seed}" if named and target == "ecp5" else target
+        job = _Running(point.label, where, time.monotonic())
 
         def on_stage(stage: str) -> None:
             if cancel.is_set():
@@ -948,19 +972,21 @@ def run_grid(
 
         with lock:
             running[i] = job
-        say(f"[{i + 1}/{len(work)}] {point.label} {target}: started")
+        say(f"[{i + 1}/{len(work)}] {point.label} {where}: started")
         try:
-            r = synthesize(point, target, freq=freq, use_cache=use_cache, seed=seed, on_stage=on_stage)
+            r = synthesize(
+                point, target, freq=freq, use_cache=use_cache, seed=seed, timeout=timeout, on_stage=on_stage
+            )
         finally:
             with lock:
                 running.pop(i, None)
         if r.error and cancel.is_set():
-            say(f"[{i + 1}/{len(work)}] {r.label} {r.target}: stopped after {duration(r.seconds)}")
+            say(f"[{i + 1}/{len(work)}] {r.label} {where}: stopped after {duration(r.seconds)}")
             return r
         with lock:  # said here, not when collected: before this worker's next start
             finished.append(i)
             say(
-                f"[{i + 1}/{len(work)}] {r.label} {r.target}: "
+                f"[{i + 1}/{len(work)}] {r.label} {where}: "
                 f"{'ERROR' if r.error else 'done'} in {duration(r.seconds)}"
                 f"{' (cached)' if r.cached else ''}; {len(finished)}/{len(work)} finished, "
                 f"{duration(time.monotonic() - t0)} elapsed"
@@ -976,8 +1002,8 @@ def run_grid(
     ex = cf.ThreadPoolExecutor(max_workers=jobs)
     futs: dict[cf.Future, int] = {}
     try:
-        for i, (p, t) in enumerate(work):
-            futs[ex.submit(one, i, p, t)] = i
+        for i, (p, t, s) in enumerate(work):
+            futs[ex.submit(one, i, p, t, s)] = i
         for fut in cf.as_completed(futs):
             r = results[futs[fut]] = fut.result()
             if progress:
@@ -1011,15 +1037,22 @@ _FIGURES = ("lut", "lutram", "ff", "dsp", "bram", "carry")
 
 def merge(results: list[SynthResult]) -> list[dict[str, Any]]:
     """One row per design point: xc7 resources, ecp5 resources and Fmax side by side (None
-    where a target has no figures: missing or failed)."""
+    where a target has no figures: missing or failed). A point placed at several seeds has
+    each seed's Fmax in ``ecp5_fmax_by_seed`` (in the order given) and the lowest of them, the
+    figure a build can count on, in ``ecp5_fmax_mhz`` (None if a seed has none); its
+    resources are those of the one netlist the seeds share."""
     rows: dict[str, dict[str, Any]] = {}
     for r in results:
         row = rows.setdefault(r.label, {"core": r.core, "params": r.params, "latency": r.latency})
         known = not (r.missing or r.error)
         for k in _FIGURES:
-            row[f"{r.target}_{k}"] = getattr(r, k) if known else None
+            if known or row.get(f"{r.target}_{k}") is None:
+                row[f"{r.target}_{k}"] = getattr(r, k) if known else None
         if r.target == "ecp5":
-            row["ecp5_fmax_mhz"] = r.fmax_mhz
+            by_seed = row.setdefault("ecp5_fmax_by_seed", {})
+            by_seed[r.seed] = r.fmax_mhz
+            fmaxes = list(by_seed.values())
+            row["ecp5_fmax_mhz"] = None if None in fmaxes else min(fmaxes)
         if r.note:
             row[f"{r.target}_note"] = r.note
         if r.error:
@@ -1046,20 +1079,49 @@ def _operator_notes(results: list[SynthResult]) -> list[str]:
     return [f"* {label} operators: {engine_operators(by_label[label].params)}" for label in seen]
 
 
+def _seeded(results: list[SynthResult]) -> bool:
+    """Whether the results name their placer seeds (some ecp5 result is not of seed 1)."""
+    return any(r.target == "ecp5" and r.seed != 1 for r in results)
+
+
+def _fmax_text(by_seed: dict[int, float | None]) -> str:
+    return " / ".join("-" if f is None else f"{f:.1f}" for f in by_seed.values())
+
+
+def _seed_notes(results: list[SynthResult]) -> list[str]:
+    """A line per point placed at several seeds: its Fmax at each and the lowest."""
+    by_label: dict[str, dict[int, float | None]] = {}
+    for r in results:
+        if r.target == "ecp5":
+            by_label.setdefault(r.label, {})[r.seed] = None if r.missing or r.error else r.fmax_mhz
+    out = []
+    for label, by_seed in by_label.items():
+        if len(by_seed) > 1:
+            known = [f for f in by_seed.values() if f is not None]
+            low = f", the lowest {min(known):.1f}" if len(known) == len(by_seed) else ""
+            out.append(
+                f"* {label} ecp5 Fmax at seeds {'/'.join(map(str, by_seed))}: {_fmax_text(by_seed)} MHz{low}"
+            )
+    return out
+
+
 def format_table(results: list[SynthResult]) -> str:
+    seeded = _seeded(results)
     head = (
-        f"{'design':<44} {'target':<5} {'LUT':>7} {'LUTRAM':>6} {'FF':>7} {'DSP':>4} "
-        f"{'BRAM':>5} {'Fmax MHz':>9} {'lat':>4} {'s':>6}"
+        f"{'design':<44} {'target':<5} "
+        + (f"{'seed':>4} " if seeded else "")
+        + f"{'LUT':>7} {'LUTRAM':>6} {'FF':>7} {'DSP':>4} {'BRAM':>5} {'Fmax MHz':>9} {'lat':>4} {'s':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         lat = f"{r.latency:>4}" if r.latency is not None else f"{'-':>4}"
+        where = f"{r.target:<5}" + (f" {r.seed if r.target == 'ecp5' else '-':>4}" if seeded else "")
         if r.error:
-            lines.append(f"{r.label:<44} {r.target:<5} ERROR {r.error.splitlines()[-1][:60]}")
+            lines.append(f"{r.label:<44} {where} ERROR {r.error.splitlines()[-1][:60]}")
             continue
         if r.missing:
             lines.append(
-                f"{r.label:<44} {r.target:<5} {'-':>7} {'-':>6} {'-':>7} {'-':>4} "
+                f"{r.label:<44} {where} {'-':>7} {'-':>6} {'-':>7} {'-':>4} "
                 f"{'-':>5} {'-':>9} {lat} {'-':>6}  not synthesised"
             )
             continue
@@ -1071,11 +1133,11 @@ def format_table(results: list[SynthResult]) -> str:
             else f"{'-':>9}"
         )
         lines.append(
-            f"{r.label:<44} {r.target:<5} {r.lut:>7} {r.lutram:>6} {r.ff:>7} {r.dsp:>4} "
+            f"{r.label:<44} {where} {r.lut:>7} {r.lutram:>6} {r.ff:>7} {r.dsp:>4} "
             f"{r.bram:>5g} {fmax} {lat} {r.seconds:>6.1f}{' (cached)' if r.cached else ''}"
             f"{'  ' + r.note if r.note else ''}"
         )
-    return "\n".join(lines + _operator_notes(results))
+    return "\n".join(lines + _seed_notes(results) + _operator_notes(results))
 
 
 def format_markdown(results: list[SynthResult]) -> str:
@@ -1091,6 +1153,9 @@ def format_markdown(results: list[SynthResult]) -> str:
         p = ",".join(f"{k}={v}" for k, v in sorted(row["params"].items()))
         fmax = row.get("ecp5_fmax_mhz")
         fm = f"{fmax:.1f}" if fmax else ("no fit" if "fit" in (row.get("ecp5_note") or "") else "-")
+        by_seed = row.get("ecp5_fmax_by_seed", {})
+        if len(by_seed) > 1:
+            fm = _fmax_text(by_seed) + f" (seeds {'/'.join(map(str, by_seed))})"
         out.append(
             f"| {row['core']}({p}) | {g(row, 'xc7_lut')} | {g(row, 'xc7_ff')} | "
             f"{g(row, 'xc7_dsp')} | {g(row, 'xc7_bram')} | {g(row, 'ecp5_lut')} | "
@@ -1193,7 +1258,7 @@ def _parser() -> argparse.ArgumentParser:
         default=COMMITTED_GRID,
         help="parameter grid (default: %(default)s, the cores that place and route "
         "in seconds to minutes, 7 CPU-minutes from an empty cache; 'engine': "
-        "the whole engine, 25-45 minutes; 'small', 'full': every core and the "
+        "the whole engine, an hour and more; 'small', 'full': every core and the "
         "parameter sweeps, hours)",
     )
     ap.add_argument(
@@ -1210,8 +1275,20 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--seed",
         type=int,
-        default=COMMITTED_SEED,
-        help="nextpnr placer seed (default 1; another seed is another cache entry)",
+        nargs="+",
+        default=[COMMITTED_SEED],
+        metavar="SEED",
+        help="nextpnr placer seeds (default 1): each ecp5 point is placed at each, from one "
+        "Yosys netlist; the table gives each seed's Fmax and the lowest. Another seed is "
+        "another cache entry",
+    )
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="MINUTES",
+        help="minutes each run may take (default %(default)g; a seed of the whole engine "
+        "takes about an hour when three run side by side on two cores)",
     )
     ap.add_argument(
         "--jobs",
@@ -1253,9 +1330,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     try:
-        check_seed(a.seed)
+        a.seed = check_seeds(a.seed)
     except ValueError as e:
         ap.error(str(e))
+    if not a.timeout > 0:
+        ap.error(f"--timeout must be a positive number of minutes, not {a.timeout:g}")
     if a.heartbeat <= 0:
         ap.error(f"--heartbeat must be a positive number of seconds, not {a.heartbeat:g}")
     if a.update_committed and (
@@ -1263,7 +1342,7 @@ def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         or a.core
         or a.target != "both"
         or a.freq != COMMITTED_FREQ
-        or a.seed != COMMITTED_SEED
+        or a.seed != (COMMITTED_SEED,)
         or a.no_cache
         or a.cached_only
         or a.committed
@@ -1307,17 +1386,17 @@ def _say(line: str) -> None:
 
 
 def _from_cache(
-    points: list[DesignPoint], targets: tuple[str, ...], freq: float, seed: int
+    points: list[DesignPoint], targets: tuple[str, ...], freq: float, seeds: tuple[int, ...]
 ) -> list[SynthResult]:
-    """Every point from the cache, a missing one as a row of "-" (Ctrl-C: GridInterrupted,
-    since hashing a grid elaborates each point)."""
+    """Every point (ecp5: at every seed) from the cache, a missing one as a row of "-"
+    (Ctrl-C: GridInterrupted, since hashing a grid elaborates each point)."""
+    work = [(p, t, s) for p in points for t in targets for s in (seeds if t == "ecp5" else (1,))]
     results: list[SynthResult] = []
     try:
-        for p in points:
-            for t in targets:
-                results.append(cached_result(p, t, freq, seed) or missing_result(p, t, seed))
+        for p, t, s in work:
+            results.append(cached_result(p, t, freq, s) or missing_result(p, t, s))
     except KeyboardInterrupt as e:
-        raise GridInterrupted(results, len(points) * len(targets)) from e
+        raise GridInterrupted(results, len(work)) from e
     return results
 
 
@@ -1359,7 +1438,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     say = None if a.quiet else _say
     if say:
-        say(f"offload synth: {len(points)} design points x {len(targets)} targets (cache {cache_root()})")
+        seeds = f", ecp5 at {len(a.seed)} seeds" if len(a.seed) > 1 and "ecp5" in targets else ""
+        grid_size = f"{len(points)} design points x {len(targets)} targets{seeds}"
+        say(f"offload synth: {grid_size} (cache {cache_root()})")
     t0 = time.monotonic()
     try:
         with _terminate_as_interrupt():
@@ -1372,9 +1453,10 @@ def main(argv: list[str] | None = None) -> int:
                     freq=a.freq,
                     jobs=a.jobs,
                     use_cache=not a.no_cache,
-                    seed=a.seed,
+                    seeds=a.seed,
                     log=say,
                     heartbeat=a.heartbeat,
+                    timeout=a.timeout * 60,
                 )
     except GridInterrupted as e:
         _report(a, e.results)

@@ -134,12 +134,21 @@ class FakeTools:
         "nextpnr.log": ("report.json", {"fmax": {"clk": {"achieved": 150.0, "constraint": 100.0}}}),
     }
 
-    def __init__(self, delay: float = 0.0, interrupt_at: int | None = None, fail: bool = False):
+    def __init__(
+        self,
+        delay: float = 0.0,
+        interrupt_at: int | None = None,
+        fail: bool = False,
+        fmax_by_seed: dict[int, float] | None = None,
+    ):
         self.delay, self.interrupt_at, self.fail = delay, interrupt_at, fail
+        self.fmax_by_seed = fmax_by_seed or {}
         self.calls: list[str] = []
+        self.deadlines: list[float] = []  # seconds each call had left
 
     def __call__(self, cmd, cwd, log, deadline):
         self.calls.append(log)
+        self.deadlines.append(deadline - time.monotonic())
         if len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt
         if self.fail:
@@ -148,6 +157,9 @@ class FakeTools:
             time.sleep(self.delay)
         (cwd / log).write_text("")
         name, data = self.OUTPUTS[log]
+        if log == "nextpnr.log":
+            fmax = self.fmax_by_seed.get(int(cmd[cmd.index("--seed") + 1]), 150.0)
+            data = {"fmax": {"clk": {"achieved": fmax, "constraint": 100.0}}}
         (cwd / name).write_text(json.dumps(data))
 
 
@@ -497,6 +509,7 @@ def test_update_committed_refuses_a_failed_grid_and_other_settings(small_default
         ["--core", "FastRange"],
         ["--grid", "engine"],
         ["--seed", "2"],
+        ["--seed", "1", "2"],
         ["--freq", "150"],
         ["--target", "xc7"],
         ["--no-cache"],
@@ -608,6 +621,72 @@ def test_the_seeds_of_a_design_share_one_netlist(fake_cache, monkeypatch):
     tools.calls.clear()
     S.synthesize(p, "ecp5", seed=4, use_cache=False)
     assert tools.calls == ["ecp5_yosys.log", "wrap_yosys.log", "nextpnr.log"]
+
+
+def test_a_grid_places_each_point_at_each_seed(fake_cache, monkeypatch):
+    """``seeds``: xc7 once (no placer), ecp5 once per seed from one netlist; the table gives
+    each seed's row and a line with every seed's Fmax and the lowest, the Markdown one cell."""
+    tools = FakeTools(fmax_by_seed={2: 140.0, 3: 160.0})
+    monkeypatch.setattr(S, "_run", tools)
+    lines: list[str] = []
+    results = S.run_grid([S.DesignPoint.of("FastRange")], seeds=(1, 2, 3), jobs=2, log=lines.append)
+    assert [(r.target, r.seed, r.fmax_mhz) for r in results] == [
+        ("xc7", 1, None),
+        ("ecp5", 1, 150.0),
+        ("ecp5", 2, 140.0),
+        ("ecp5", 3, 160.0),
+    ]
+    assert sorted(tools.calls) == ["ecp5_yosys.log", *["nextpnr.log"] * 3, "wrap_yosys.log", "xc7_yosys.log"]
+    assert "[3/4] FastRange() ecp5 seed 2: started" in lines and "[1/4] FastRange() xc7: started" in lines
+    [row] = S.merge(results)
+    assert row["ecp5_fmax_by_seed"] == {1: 150.0, 2: 140.0, 3: 160.0} and row["ecp5_fmax_mhz"] == 140.0
+    table = S.format_table(results).splitlines()
+    assert table[0].split()[:3] == ["design", "target", "seed"]
+    assert [ln.split()[1:4] for ln in table[2:6]] == [
+        ["xc7", "-", "7"],
+        ["ecp5", "1", "9"],
+        ["ecp5", "2", "9"],
+        ["ecp5", "3", "9"],
+    ]
+    assert table[6] == "* FastRange() ecp5 Fmax at seeds 1/2/3: 150.0 / 140.0 / 160.0 MHz, the lowest 140.0"
+    cells = S.format_markdown(results).splitlines()[2].split(" | ")
+    assert cells[8] == "150.0 / 140.0 / 160.0 (seeds 1/2/3)"
+    assert S.format_table(results[:2]).splitlines()[0].split()[:3] == ["design", "target", "LUT"]
+
+
+def test_a_seed_without_fmax_has_no_lowest(fake_cache, monkeypatch):
+    monkeypatch.setattr(S, "_run", FakeTools())
+    p = S.DesignPoint.of("FastRange")
+    results = [S.synthesize(p, "ecp5"), S.missing_result(p, "ecp5", seed=2)]
+    [row] = S.merge(results)
+    assert row["ecp5_fmax_by_seed"] == {1: 150.0, 2: None} and row["ecp5_fmax_mhz"] is None
+    assert row["ecp5_lut"] == 9  # the figures of the seed that ran
+    assert S.format_table(results).splitlines()[-1] == "* FastRange() ecp5 Fmax at seeds 1/2: 150.0 / - MHz"
+
+
+def test_seeds_and_timeout_from_the_command_line(fake_cache, monkeypatch, capsys):
+    tools = FakeTools()
+    monkeypatch.setattr(S, "_run", tools)
+    assert (
+        S.main(["--core", "FastRange", "--target", "ecp5", "--seed", "3", "1", "--timeout", "0.5", "-q"]) == 0
+    )
+    assert all(20 < left <= 30 for left in tools.deadlines), tools.deadlines
+    out = capsys.readouterr().out.splitlines()
+    assert [ln.split()[1:3] for ln in out[2:4]] == [["ecp5", "3"], ["ecp5", "1"]]
+    assert out[4] == "* FastRange() ecp5 Fmax at seeds 3/1: 150.0 / 150.0 MHz, the lowest 150.0"
+    assert S.main(["--core", "FastRange", "--target", "ecp5", "--seed", "3", "4", "--cached-only", "-q"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [ln.split()[2] for ln in out[2:4]] == ["3", "4"] and out[3].endswith("not synthesised")
+    for bad, message in (
+        (["--seed", "2", "2"], "seed 2 is given twice"),
+        (["--seed", "1", "0"], "seed must be an integer between 1 and 2147483647, not 0"),
+        (["--timeout", "0"], "--timeout must be a positive number of minutes, not 0"),
+    ):
+        with pytest.raises(SystemExit):
+            S.main(["--core", "FastRange", *bad])
+        assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"^seeds must be a non-empty sequence of seeds, not \(\)$"):
+        S.run_grid([], seeds=())
 
 
 def test_the_cache_keeps_the_latest_netlists(fake_cache, monkeypatch):
