@@ -10,8 +10,9 @@ word ``j`` in bits ``64j+63..64j``); ``s_axi_aw*/w*/b*/ar*/r*`` an AXI4-Lite sla
 address; 32-bit data; ``wstrb`` is ignored: registers are written whole). Clock ``clk``,
 synchronous active-high ``rst``.
 
-Data path: ``s_axis`` enters a register slice (a two-entry skid buffer: ``s_axis_tready`` is a
-register, and each word's header checks are computed on the way in), then a framing parser feeds
+Data path: ``s_axis`` enters a register slice (an input register and a two-entry skid buffer:
+``s_axis_tready`` is a register, and each word's header checks are computed from the input
+register into the buffer), then a framing parser feeds
 the operator selected by ``OP`` (every core is a flow-through
 pipeline, see the cores' docstrings); results go into a :class:`~offload.hw.fifo.CommitFIFO`
 that drives ``m_axis``. Flow control is by credit: a beat is accepted only while the FIFO has
@@ -33,7 +34,7 @@ behaviour).
 Throughput with ``m_axis_tready`` held high: one input beat per cycle for the fixed formats
 (N keys per cycle), one word per cycle for ``VAR``/``SEQ`` (``delta_varint_encode``: up to the
 encoder's flush cycles per sequence). Latency from a record's last word on ``s_axis`` to its
-result entering the FIFO: 1 cycle in the input slice plus the operator's core latency
+result entering the FIFO: 2 cycles in the input slice plus the operator's core latency
 (:attr:`OffloadEngine.latency` is the longest), plus 2
 cycles to ``m_axis`` (plus the rest of its output beat for ``lanes > 1``).
 

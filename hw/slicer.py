@@ -34,12 +34,17 @@ def beat_fields(beat: Value, lanes: int) -> tuple[list[Value], Value, Value]:
 
 
 class InputSlice(wiring.Component):
-    """A register slice (two-entry skid buffer) between ``s_axis`` and the parser.
+    """A register slice between ``s_axis`` and the parser: an input register, then a two-entry
+    skid buffer.
 
-    ``s_axis_tready`` is a register (no path from the bus through the parser back to the bus),
-    and the header checks of every word are computed on the way in and registered with it, so
-    the parser's accept decision, which fans out to the cores and every counter, starts at
-    registers. It costs one cycle of latency, not throughput (a beat per cycle).
+    ``s_axis_tready`` is a register (no path from the bus through the parser back to the bus).
+    The bus goes into the input register as it is, with no logic in front (the bus's source
+    may be placed anywhere); the header checks of every word are computed from that register
+    and registered with the word in the skid buffer, so the parser's accept decision, which
+    fans out to the cores and every counter, starts at registers. The input register moves on
+    unless it holds a beat the buffer cannot take (both entries full): ``s_axis_tready`` is
+    the register of exactly that, so it costs two cycles of latency, not throughput (a beat
+    per cycle).
 
     Ports: the :func:`axis_in` ports; In ``take`` (the parser takes the held beat this cycle),
     ``soft_reset``; Out ``valid`` (a beat is held) and ``beat`` (the held beat), read through
@@ -48,9 +53,9 @@ class InputSlice(wiring.Component):
     words carried) and :attr:`nw` (words carried: up to the highest word whose ``tkeep`` bits
     are not all clear, at least 1).
 
-    Latency 1 cycle (a beat accepted in cycle t is held from t+1). Reset (``rst`` or
-    ``soft_reset``): both entries empty, so beats already taken from the bus are dropped with
-    the batch; the entries' data is not reset.
+    Latency 2 cycles (a beat accepted in cycle t is held from t+2). Reset (``rst`` or
+    ``soft_reset``): the input register and both entries empty, so beats already taken from
+    the bus are dropped with the batch; their data is not reset.
     """
 
     def __init__(self, lanes: int, seq_max: int, record_max: int = 0xFFFFFFFF):
@@ -84,29 +89,37 @@ class InputSlice(wiring.Component):
             ln > self.record_max,  # bad VAR header of an operator with a record limit (too long)
         )
 
-    def _beat(self) -> Value:
-        """The bus beat as the slice stores it: the words with their checks, ``tlast``,
+    def _beat(self, tdata: Value, tkeep_in: Value, tlast: Value) -> Value:
+        """A bus beat as the skid buffer stores it: the words with their checks, ``tlast``,
         ``tkeep``'s check and the word count."""
         N = self.lanes
-        bus_words = [self.s_axis_tdata.word_select(j, 64) for j in range(N)]
-        tkeep_in = self.s_axis_tkeep
+        bus_words = [tdata.word_select(j, 64) for j in range(N)]
         nw_in = Const(1, range(N + 1))
         canon = Const(0xFF, 8 * N)
         for j in range(1, N):
             grp = tkeep_in[8 * j : 8 * j + 8].any()
             nw_in = Mux(grp, j + 1, nw_in)
             canon = Mux(grp, (1 << 8 * (j + 1)) - 1, canon)
-        return Cat(*(self.checks(x) for x in bus_words), self.s_axis_tlast, tkeep_in != canon, nw_in)
+        return Cat(*(self.checks(x) for x in bus_words), tlast, tkeep_in != canon, nw_in)
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        in_beat = self._beat()
+        bus = Cat(self.s_axis_tdata, self.s_axis_tkeep, self.s_axis_tlast)
+        ireg = Signal(len(bus), name="slice_in", reset_less=True)
+        in_v = Signal(name="slice_in_valid")
+        ready = Signal(init=1, name="slice_ready")
+        N = self.lanes
+        in_beat = self._beat(ireg[: 64 * N], ireg[64 * N : 72 * N], ireg[72 * N])
         assert len(in_beat) == len(self.beat)
         main = Signal(len(in_beat), name="slice_main", reset_less=True)
         skid = Signal(len(in_beat), name="slice_skid", reset_less=True)
         main_v, skid_v = Signal(name="slice_main_valid"), Signal(name="slice_skid_valid")
-        m.d.comb += [self.s_axis_tready.eq(~skid_v), self.beat.eq(main), self.valid.eq(main_v)]
-        in_fire = self.s_axis_tvalid & ~skid_v
+        m.d.comb += [self.s_axis_tready.eq(ready), self.beat.eq(main), self.valid.eq(main_v)]
+        # The input register: loads the bus whenever it does not hold a beat the buffer
+        # cannot take, which is what ``ready`` says (so its enable is a register too).
+        with m.If(ready):
+            m.d.sync += ireg.eq(bus)
+        in_fire = in_v & ~skid_v
         # The data registers' enables leave the soft reset out (their data is not reset; the
         # valid flags are): one LUT less behind the parser's accept decision (``take``), which
         # reaches every bit of ``main`` across the device.
@@ -114,13 +127,20 @@ class InputSlice(wiring.Component):
             m.d.sync += main.eq(Mux(skid_v, skid, in_beat))
         with m.Elif(in_fire):
             m.d.sync += skid.eq(in_beat)
+        skid_v_next = Mux(self.take | ~main_v, 0, skid_v | in_fire)
+        in_v_next = (in_v & ~ready) | (self.s_axis_tvalid & ready)
         with m.If(self.soft_reset):
             # Abort: beats already taken from the bus are dropped with the batch.
-            m.d.sync += [main_v.eq(0), skid_v.eq(0)]
-        with m.Elif(self.take | ~main_v):
-            m.d.sync += [main_v.eq(skid_v | in_fire), skid_v.eq(0)]
-        with m.Elif(in_fire):
-            m.d.sync += skid_v.eq(1)
+            m.d.sync += [main_v.eq(0), skid_v.eq(0), in_v.eq(0), ready.eq(1)]
+        with m.Else():
+            m.d.sync += [
+                skid_v.eq(skid_v_next),
+                in_v.eq(in_v_next),
+                # Next cycle the input register holds a beat the buffer cannot take.
+                ready.eq(~(in_v_next & skid_v_next)),
+            ]
+            with m.If(self.take | ~main_v):
+                m.d.sync += main_v.eq(skid_v | in_fire)
         return m
 
 

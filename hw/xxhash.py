@@ -534,33 +534,49 @@ class XXH64Core(wiring.Component):
             fs=cur < 4,
             tidx=(cur - nsw)[:2],
         )
-        fe.mul_tree("lp", fe.wire(b.data, "data"), P2, 64)
+        lp_done = fe.depth + fe.mul_tree("lp", fe.wire(b.data, "data"), P2, 64)
         fe.stage()
-        # While lp is in its tree, prepare the loop's accumulator select, so that the loop's
-        # first stage is one AND-OR level in front of the add (a 4:1 mux behind a lane compare
-        # and the first-stripe mux there set the core's Fmax): ``ini`` is the lane's init value
-        # on a record's first stripe (else 0), ``sel{k}`` the one-hot, registered select of
-        # v[k] otherwise (each drives the 64 bits of one lane, not 256 through a compare).
+        # While lp is in its tree, prepare the loop's accumulator select: ``ini`` is the
+        # lane's init value on a record's first stripe (else 0), ``sel{k}`` the one-hot,
+        # registered select of v[k] otherwise (each drives the 64 bits of one lane, not 256
+        # through a compare).
         fe.stage(
             ini=Mux(fe["fs"], mux_index(fe["lane"], init), 0),
             **{f"sel{k}": ~fe["fs"] & (fe["lane"] == k) for k in range(4)},
         )
-        assert fe.busy(), "the lp tree is at least two stages deep"
-        fe.drain()
+        assert fe.depth < lp_done, "the lp tree is at least three stages deep"
+        while fe.depth < lp_done - 1:
+            fe.stage()
         v = [Signal(64, name=f"v{k}", reset_less=True) for k in range(4)]
-        # The loop: read v[lane] (or the init value on a record's first stripe) LOOP stages
-        # after the same lane's previous word read it.
-        acc = fe["ini"]
+        # The loop reads v[lane] (or the init value on a record's first stripe) LOOP stages
+        # after the same lane's previous word read it. v[lane] is selected a stage early, into
+        # a register of its own (``vsel``), so the loop's first stage has one 2:1 mux level
+        # of registers in front of its add (a one-hot select of nine inputs a bit there was the
+        # engine's critical path at one placement). A stage early, the previous word of the
+        # lane may still be in the loop's last stage (``fwd``): its result is then taken from
+        # ``last``, the register of every cycle's loop result.
+        new_fw = Signal(64, name="fe_new_fw")
+        wr = [Signal(name=f"fe_wr{k}") for k in range(4)]  # the loop's last stage writes v[k]
+        last = Signal(64, name="fe_last", reset_less=True)
+        m.d.sync += last.eq(new_fw)
+        fwd = Const(0)
         for k in range(4):
-            acc = acc | (fe[f"sel{k}"].replicate(64) & v[k])
+            fwd = fwd | (fe[f"sel{k}"] & wr[k])
+        fe.stage(vsel=mux_index(fe["lane"], v), fwd=fwd)
+        assert not fe.busy() and fe.depth == lp_done
+        acc = Mux(fe["fwd"], last, Mux(fe["fs"], fe["ini"], fe["vsel"]))
+        for k in ("vsel", "fwd"):
+            del fe.f[k]
         lp = fe["lp"]
         for k in ("lp", "fs", "ini", "sel0", "sel1", "sel2", "sel3"):
             del fe.f[k]
         fe.f["lpt"] = lp  # word * P2 goes on: a tail word's product for the finaliser
         new = _loop_round(m, fe, [acc], [lp], 31, P1, 64, self.LOOP)[0]
         lane, stripe, valid = fe["lane"], fe["stripe"], fe["valid"]
+        m.d.comb += new_fw.eq(new)
         for k in range(4):
-            with m.If(valid & stripe & (lane == k)):
+            m.d.comb += wr[k].eq(valid & stripe & (lane == k))
+            with m.If(wr[k]):
                 m.d.sync += v[k].eq(new)
         vf = [Mux(stripe & (lane == k), new, v[k]) for k in range(4)]  # bypass this word
         # The tail: products word * P2 of tail words 0..2 (tail word 3 is always partial); the
