@@ -11,14 +11,13 @@ address; 32-bit data; ``wstrb`` is ignored: registers are written whole). Clock 
 synchronous active-high ``rst``.
 
 Data path: ``s_axis`` enters a register slice (an input register and a two-entry skid buffer:
-``s_axis_tready`` is a register, and each word's header checks are computed from the input
-register into the buffer), then a framing parser feeds
-the operator selected by ``OP`` (every core is a flow-through
-pipeline, see the cores' docstrings); results go into a :class:`~offload.hw.fifo.CommitFIFO`
-that drives ``m_axis``. Flow control is by credit: a beat is accepted only while the FIFO has
-room for everything that can still be in the pipelines (:attr:`OffloadEngine.SLACK` words,
-derived from the instantiated cores' latencies), so cores never stall and results are never lost
-under backpressure.
+``s_axis_tready`` comes from two of its registers, and each word's header checks are computed
+from the input register into the buffer), then a framing parser feeds the operator selected by
+``OP`` (every core is a flow-through pipeline, see the cores' docstrings); results go into a
+:class:`~offload.hw.fifo.CommitFIFO` that drives ``m_axis``. Flow control is by credit: a beat
+is accepted only while the FIFO has room for everything that can still be in the pipelines
+(:attr:`OffloadEngine.SLACK` words, derived from the instantiated cores' latencies), so cores
+never stall and results are never lost under backpressure.
 
 Lanes (``lanes = N``): ``FIXED8``/``FIXED4`` beats carry N records that go to N parallel lanes
 (hash core + ``mod``/``fastrange``/``fid`` + ``bucketize`` per lane; lane 0 has the record cores

@@ -334,16 +334,26 @@ def xxh32_finalize_depth(stripes: bool, max_lanes: int, max_bytes: int, levels: 
     return M32 + (M32 + 1) * (max_lanes + max_bytes) + 2 * M32 + 1
 
 
+def xxh32_tail_byte(len_: Value, tails: list[Value], i: int) -> Value:
+    """Byte ``i`` of the tail after the record's full 4-byte lanes (``len_ % 16 // 4`` of
+    them) in the tail words ``tails``."""
+    t = Cat(*tails)
+    nl = len_[2:4]
+    return mux_index(
+        nl, [t.word_select(4 * q + i, 8) if 4 * q + i < len(t) // 8 else Const(0, 8) for q in range(4)]
+    )
+
+
 def xxh32_finalize(p: Pipe, seed_p5, *, stripes: bool, max_lanes: int, max_bytes: int) -> None:
     """XXH32 finalisation of pipe ``p`` (fields ``valid``, ``len``, [``hs``, ``v0..v3``], ``t0``,
-    [``t1``]); leaves the 32-bit hash in field ``h``.
+    [``t1``], and optionally ``byte0..``: :func:`xxh32_tail_byte` computed a stage before);
+    leaves the 32-bit hash in field ``h``.
 
     Each lane/byte step is ``h = rotl(h + k, r) * P``: the 32-bit add gets its own stage (``hk``)
     so that no stage holds two carry chains."""
     P1, P2, P3, P4, P5 = P32
     depth0 = p.depth
     r = p["len"][:4]
-    nl = r[2:4]
     tails = [p.wire(p[k], k) for k in ("t0", "t1") if k in p]
     t = Cat(*tails)
     lanes = [t.word_select(j, 32) for j in range(len(tails) * 2)]
@@ -351,17 +361,20 @@ def xxh32_finalize(p: Pipe, seed_p5, *, stripes: bool, max_lanes: int, max_bytes
         p.mul_tree(f"kl{j}", lanes[j], P3, 32)
     for i in range(max_bytes):
         # byte i of the tail after the nl full 4-byte lanes
-        byte = mux_index(
-            nl, [t.word_select(4 * q + i, 8) if 4 * q + i < len(t) // 8 else Const(0, 8) for q in range(4)]
-        )
-        p.mul_tree(f"kb{i}", p.wire(byte, f"byte{i}"), P5, 32)
+        if f"byte{i}" in p:
+            byte = p[f"byte{i}"]
+        else:
+            byte = p.wire(xxh32_tail_byte(p["len"], tails, i), f"byte{i}")
+        p.mul_tree(f"kb{i}", byte, P5, 32)
     ln = p["len"][:32]
     if stripes:
         vs = [p.wire(p[f"v{j}"], f"v{j}") for j in range(4)]
         p.tree("h", _rot_terms(vs, (1, 7, 12, 18), seed_p5, p["hs"], extra=[ln]), 32)
     else:
         p.tree("h", [(seed_p5, 0), (ln, 0)], 32)
-    p.stage(drop=["t0", "t1", "hs", "v0", "v1", "v2", "v3", "len"], r=r)
+    p.stage(
+        drop=["t0", "t1", "hs", "v0", "v1", "v2", "v3", "len", *(f"byte{i}" for i in range(max_bytes))], r=r
+    )
     p.drain()
     steps = [(f"kl{j}", 17, P4, p["r"][2:4] > j) for j in range(max_lanes)] + [
         (f"kb{i}", 11, P1, p["r"][:2] > i) for i in range(max_bytes)
@@ -718,9 +731,13 @@ class XXH32Core(wiring.Component):
         # of its own. Added in one stage, the loop's carry-save levels and that carry chain were
         # one path, the engine's routed critical path (10.33 ns, 7.35 of it routing).
         fin.stage()
+        # The tail's bytes are picked here, beside the accumulators' add, not in front of their
+        # products' first adder (a 4:1 select and a carry chain in one stage, the engine's
+        # critical path at one placement).
         fin.stage(
             drop=[f"v{k}_{x}" for k in range(4) for x in "sc"],
             **{f"v{k}": (fin[f"v{k}_s"] + fin[f"v{k}_c"])[:32] for k in range(4)},
+            **{f"byte{i}": xxh32_tail_byte(fin["len"], [fin["t0"], fin["t1"]], i) for i in range(3)},
         )
         xxh32_finalize(fin, seed_p5, stripes=True, max_lanes=3, max_bytes=3)
         m.d.comb += [self.o.valid.eq(fin["valid"]), self.o.payload.eq(fin["h"])]

@@ -341,7 +341,7 @@ def test_throughput_one_beat_per_cycle(op, fmt):
     assert rate >= 0.95, rate
 
 
-def test_s_axis_tready_is_a_register():
+def test_s_axis_tready_does_not_follow_the_bus():
     """The input slice: within a cycle, s_axis_tready does not follow s_axis (no combinational
     path from the bus through the parser back to the bus; before the slice, a zero header word
     changed it while the varint encoder stalled), and it drops only when the slice is full
