@@ -39,7 +39,7 @@ matches the RTL, the flow or the tools.
 
     offload synth                                  # the default grid (a few minutes)
     offload synth --grid engine --target xc7       # the engine's builds on the xc7z020 (minutes)
-    offload synth --core OffloadEngine --grid engine --target ecp5 \
+    offload synth --grid engine --point 'OffloadEngine()' --target ecp5 \
         --seed 1 2 3 -j 3 --timeout 150            # its Fmax at three seeds (about an hour)
     offload synth --cached-only --markdown         # every point, "-" where the cache has none
     offload synth --committed                      # the results kept in the repository
@@ -879,6 +879,17 @@ def grid(name: str = "small", cores: list[str] | None = None) -> list[DesignPoin
     return out
 
 
+def select_points(points: list[DesignPoint], labels: list[str] | None) -> list[DesignPoint]:
+    """The points whose label is one of ``labels`` (all of them if None), in grid order."""
+    if labels is None:
+        return points
+    known = [p.label for p in points]
+    absent = [x for x in labels if x not in known]
+    if absent:
+        raise ValueError(f"no design point {absent[0]!r} in the grid: it has {', '.join(known)}")
+    return [p for p in points if p.label in labels]
+
+
 def duration(seconds: float) -> str:
     """``45s``, ``2m30s``, ``1h02m``: elapsed times in progress lines."""
     s = int(seconds)
@@ -1268,6 +1279,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CORE",
         help=f"only this core (repeatable): {', '.join(CORES)}",
     )
+    ap.add_argument(
+        "--point",
+        action="append",
+        metavar="LABEL",
+        help="only the grid's design point of this label, as the table prints it, e.g. "
+        "'OffloadEngine()' or \"CityFarmCore(hashes=('city',))\" (repeatable)",
+    )
     ap.add_argument("--target", choices=("xc7", "ecp5", "both"), default="both")
     ap.add_argument(
         "--freq", type=float, default=COMMITTED_FREQ, help="nextpnr target MHz (default %(default)g)"
@@ -1433,7 +1451,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     try:
-        points = grid(a.grid, a.core)
+        points = select_points(grid(a.grid, a.core), a.point)
     except ValueError as e:
         ap.error(str(e))
     say = None if a.quiet else _say

@@ -689,6 +689,20 @@ def test_seeds_and_timeout_from_the_command_line(fake_cache, monkeypatch, capsys
         S.run_grid([], seeds=())
 
 
+def test_point_picks_design_points_by_their_label(fake_cache, monkeypatch, capsys):
+    monkeypatch.setattr(S, "_run", lambda *a, **k: pytest.fail("a tool was started"))
+    assert (
+        S.main(["--grid", "small", "--point", "CityFarmCore(hashes=('city',))", "--cached-only", "-q"]) == 0
+    )
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [r.split()[:2] for r in rows] == [["CityFarmCore(hashes=('city',))", t] for t in ("xc7", "ecp5")]
+    with pytest.raises(SystemExit):
+        S.main(["--grid", "engine", "--point", "OffloadEngine(lanes=2)", "--cached-only"])
+    err = capsys.readouterr().err
+    grid = "OffloadEngine(), OffloadEngine(operators=full)"
+    assert f"no design point 'OffloadEngine(lanes=2)' in the grid: it has {grid}" in err
+
+
 def test_the_cache_keeps_the_latest_netlists(fake_cache, monkeypatch):
     monkeypatch.setattr(S, "_run", FakeTools())
     names = ("FastRange", "ModPipe", "DeltaVarintEncoder", "SigridMix", "Int2Decimal")
