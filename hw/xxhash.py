@@ -563,8 +563,8 @@ class XXH64Core(wiring.Component):
         v = [Signal(64, name=f"v{k}", reset_less=True) for k in range(4)]
         # The loop reads v[lane] (or the init value on a record's first stripe) LOOP stages
         # after the same lane's previous word read it. v[lane] is selected a stage early, into
-        # a register of its own (``vsel``), so the loop's first stage has one 2:1 mux level
-        # of registers in front of its add (a one-hot select of nine inputs a bit there was the
+        # a register of its own (``vsel``), so the loop's first stage has a select of three
+        # registers in front of its add (a one-hot select of nine inputs a bit there was the
         # engine's critical path at one placement). A stage early, the previous word of the
         # lane may still be in the loop's last stage (``fwd``): its result is then taken from
         # ``last``, the register of every cycle's loop result.
