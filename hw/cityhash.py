@@ -1216,7 +1216,12 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
     mm("q1", Mux(le3, f.pop("r3x"), q1), Mux(le3, 0, n))
     if farm:
         f["feh3"] = (f["hf"] + f.pop("h3"))[:64]  # rotr(e + f, 43) of farm 33..64
-    hd.hold(*[k for k in ("hf", "feh3", "h3ca", "cx", "cz", "cv", "e7", "h1") if k in p.f])
+    if city:
+        # city 33..64's operand cz + ab4 + h1 of the shared multiplier below as (cz + h1) + ab4,
+        # cz + h1 added here: one carry chain of registers in front of the pick, no carry-save
+        # level (with it, that path missed 100 MHz at one placement seed)
+        f["czh"] = (f.pop("cz") + f.pop("h1"))[:64]
+    hd.hold(*[k for k in ("hf", "feh3", "h3ca", "cx", "czh", "cv", "e7") if k in p.f])
     level(p)
     if farm:
         hd.hold("e5m")
@@ -1263,7 +1268,7 @@ def _short(p: Pipe, city: bool, farm: bool) -> None:
 
     # City: (z + a) * mul + d + h; farm: h = z * mul + Fetch64(len - 24) * mul (e5m)
     f = p.f
-    cbh = pick(lambda: p["q4"], lambda: add3(hd.get("cz", True), p.f.pop("ab4"), hd.get("h1", True)))
+    cbh = pick(lambda: p["q4"], lambda: (hd.get("czh", True) + p.f.pop("ab4"))[:64])
     # farm: u = rotr(e + f, 43) + rotr(g, 30) + h, its addends in h's adder tree (no carry
     # chain of its own in front of the next pick); v = e + rotr(f + a, 18) + g registered here
     upd, extra = {}, []
