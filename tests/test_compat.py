@@ -4,8 +4,9 @@ The vectors of tests/reference (tensorflow.json: ``tf.strings.to_hash_bucket_fas
 ``Hashing`` and ``categorical_column_with_hash_bucket``; spark.json: ``F.hash`` / ``F.xxhash64``
 with nulls and several columns; sigrid.json: TorchArrow's unit tests) are checked case for case on
 the CPU backend, through an in-process SmartNIC service and on the engine (the sim backend's
-full build); then what runs where on the engine builds, the error messages, shapes, input
-forms, ``verify=``, the decimal-text kernel, and the code examples of docs/compatibility.md.
+full build; Spark's and TorchArrow's also on the simulated PYNQ-Z2's default build); then what
+runs where on the engine builds, the error messages, shapes, input forms, ``verify=``, the
+decimal-text kernel, and the code examples of docs/compatibility.md.
 """
 
 from __future__ import annotations
@@ -173,6 +174,27 @@ def test_the_drop_in_equals_the_library_on_the_sim_engine(group: Group, sim_runt
     else:
         (fb,) = sim_runtime.stats()["fallbacks"][-1:]
         assert segments == ["cpu"] and fb["cause"] == "unsupported" and "takes at most" in fb["message"]
+
+
+@pytest.fixture(scope="module")
+def fpga_runtime(sim_available):
+    rt = offload.Runtime(backends=["fpga", "cpu"], fpga="sim")
+    yield rt
+    rt.close()
+
+
+#: the reference groups the PYNQ-Z2 build runs (Murmur3, XXH64 and SigridHash: no FarmHash)
+ON_PYNQ = SPARK + SIGRID
+
+
+@pytest.mark.parametrize("group", ON_PYNQ, ids=[g.name for g in ON_PYNQ])
+def test_the_drop_in_equals_the_library_on_the_fpga_engine(group: Group, fpga_runtime) -> None:
+    """Every Spark and TorchArrow reference case on the simulated PYNQ-Z2 (the default build,
+    driven by the PYNQ driver): the hash runs there, nothing falls back."""
+    fpga_runtime.reset_stats()
+    check_group(group, runtime=fpga_runtime)
+    assert [s[0] for s in fpga_runtime.stats()["last_call"]["segments"]] == ["fpga"]
+    assert fpga_runtime.stats()["fallbacks"] == []
 
 
 STRINGS = ["a", "hello", "US|ios", "日本語"]

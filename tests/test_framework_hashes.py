@@ -83,7 +83,7 @@ def test_the_smartnic_service_equals_golden(service, op, params, values):
 
 
 # ---------------------------------------------------------------------------------------------
-# Capability routing: the engine (sim, fpga) has no cores for these hashes
+# Capability routing: the PYNQ-Z2 build (sim on its model, fpga) has no FarmHash or CityHash
 # ---------------------------------------------------------------------------------------------
 
 #: Calls the default (PYNQ-Z2) build has no op code for: FarmHash and CityHash need the full build.
@@ -306,12 +306,13 @@ def test_the_sim_engine_equals_the_real_library(name):
 
 
 def test_the_fpga_engine_equals_the_real_library():
-    """The simulated PYNQ-Z2 (the PYNQ-Z2 build) on the murmur3 and sigrid reference vectors."""
+    """The simulated PYNQ-Z2 (the PYNQ-Z2 build) on every murmur3 and sigrid reference vector
+    (Spark's: tests/test_compat.py)."""
     from tests.reference.load import load
 
     rt = _engine_runtime("fpga")
     for name, op in (("murmur3", "murmur3_32"), ("sigrid", "sigrid_hash")):
-        for group in load(name)[:4]:
+        for group in load(name):
             inputs = (
                 np.array([d for d, _ in group.cases], np.int64)
                 if name == "sigrid"
@@ -351,14 +352,21 @@ def test_a_record_longer_than_record_max_goes_to_the_next_backend():
 MIXES = [("short 0-8", (0, 8)), ("mixed 0-64", (0, 64)), ("long 200-1000", (200, 1000))]
 THROUGHPUT_CALLS = [
     ("murmur3_32", {"tail": "spark"}),
+    ("murmur3_32", {}),
     ("farmhash64", {}),
+    ("cityhash64", {}),
     ("cityhash64", {"seed": 7}),
     ("hash_bucket", {"num_buckets": 1000, "hash": "murmur3_32"}),
+    ("hash_bucket", {"num_buckets": 1000, "hash": "cityhash64"}),
     ("fid", {"slot": 5, "hash": "farmhash64"}),
 ]
 
 
-@pytest.mark.parametrize("op,params", THROUGHPUT_CALLS, ids=[c[0] for c in THROUGHPUT_CALLS])
+def _ids(calls: list[tuple[str, dict]]) -> list[str]:
+    return ["-".join([op, *(f"{k}={v}" for k, v in params.items())]) for op, params in calls]
+
+
+@pytest.mark.parametrize("op,params", THROUGHPUT_CALLS, ids=_ids(THROUGHPUT_CALLS))
 @pytest.mark.parametrize("mix,lengths", MIXES, ids=[m[0] for m in MIXES])
 def test_the_engine_takes_a_word_per_cycle_for_every_length_mix(op, params, mix, lengths):
     """10,000 records of a random length mix in one transfer: input words (headers included)
@@ -375,15 +383,26 @@ def test_the_engine_takes_a_word_per_cycle_for_every_length_mix(op, params, mix,
     assert words / (sb.cycles - before) >= 0.95, (words, sb.cycles - before)
 
 
-@pytest.mark.parametrize(
-    "op,params", [("sigrid_hash", {"salt": 1, "max_value": 97}), ("decimal_hash_bucket", {"num_buckets": 10})]
-)
+KEY_CALLS = [
+    ("sigrid_hash", {"salt": 1, "max_value": 97}),
+    ("decimal_hash_bucket", {"num_buckets": 10}),
+    ("murmur3_32", {"tail": "spark"}),
+    ("farmhash64", {}),
+    ("cityhash64", {}),
+    ("cityhash64", {"seed": 7}),
+]
+
+
+@pytest.mark.parametrize("op,params", KEY_CALLS, ids=_ids(KEY_CALLS))
 def test_the_engine_takes_a_key_per_cycle(op, params):
-    """Fixed-width ids: one 8-byte key per cycle (>= 0.95 with the batch's start and drain)."""
+    """Fixed-width input: one 8-byte key per cycle (>= 0.95 with the batch's start and drain),
+    int64 ids for the number operators, uint64 keys (8-byte records) for the hashes."""
     sb = SimBackend()
     rt = Runtime(backends=[sb], fallback=False, verify="off")
     require(rt, "sim")
     ids = np.random.default_rng(3).integers(-(1 << 63), (1 << 63) - 1, 20_000, dtype=np.int64)
+    if ops.operator(op).inputs != "numbers":
+        ids = ids.view(np.uint64)
     before = sb.cycles
     assert rt.call(op, ids, **params).tolist() == expected(op, params, ids)
     assert ids.shape[0] / (sb.cycles - before) >= 0.95
