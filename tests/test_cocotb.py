@@ -184,6 +184,57 @@ def test_mutation_golden_farmhash_fails(tmp_path, monkeypatch):
     assert any("output differs" in t.message for t in res.failures), res.summary()
 
 
+#: A wrong constant or step of each framework hash's golden model while the expectations are
+#: computed, so those expectations are wrong: (build, the jobs' labels, module of offload,
+#: attribute, its wrong value from the right one). The FarmHash constant: the test above.
+GOLDEN_MUTATIONS = {
+    "murmur3_c1": (
+        "pynq-z2",
+        ["murmur3", "murmur3_spark"],
+        "golden_murmur3",
+        "MURMUR3_C1",
+        lambda c: c ^ 1 << 5,
+    ),
+    "sigrid_kmul": ("pynq-z2", ["sigrid_hash"], "golden_sigrid", "HASH128_KMUL", lambda c: c ^ 1 << 40),
+    "cityhash_k2": (
+        "full",
+        ["cityhash64", "cityhash64_seeded"],
+        "golden_cityhash",
+        "CITY_K2",
+        lambda c: c ^ 1 << 9,
+    ),
+    # the decimal text of a negative value without its sign, a fault of the decimal stage alone
+    "decimal_sign": (
+        "full",
+        ["decimal_hash_bucket"],
+        "golden",
+        "farmhash64",
+        lambda f: lambda d: f(d.lstrip(b"-")),
+    ),
+}
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("mutation", list(GOLDEN_MUTATIONS))
+def test_mutation_golden_framework_hash_fails(tmp_path, monkeypatch, mutation):
+    """The engine's bench against expectations from a corrupted Murmur3, SigridHash, CityHash or
+    decimal-text golden model: FAIL with an output mismatch, so each of those benches can fail."""
+    import importlib
+
+    _need("verilator")
+    build, labels, module, name, wrong = GOLDEN_MUTATIONS[mutation]
+    mod = importlib.import_module(f"offload.{module}")
+    monkeypatch.setattr(mod, name, wrong(getattr(mod, name)))
+    jobs = (_full_jobs if build == "full" else P.stream_jobs)(
+        BASE_SEED, ["steady"], ops=labels, fixed_n=3, lengths=[5, 40]
+    )
+    monkeypatch.undo()
+    assert jobs
+    res = _run_full("verilator", jobs, tmp_path) if build == "full" else _run("verilator", jobs, tmp_path)
+    assert not res.passed, f"a corrupted {module}.{name} went unnoticed:\n" + res.summary()
+    assert any("output differs" in t.message for t in res.failures), res.summary()
+
+
 @pytest.mark.timeout(1200)
 def test_full_build_icarus(tmp_path):
     """The same under Icarus Verilog, short lengths, gaps and backpressure together."""
