@@ -485,7 +485,7 @@ def _chunk_from_lengths(lengths: np.ndarray, data: np.ndarray) -> VarRecords:
 
 def _raise_first_bad_element(values: Sequence[Any]) -> None:
     """Raise the exact error for the first element that breaks the sequence's rules."""
-    first = next((v for v in values if v is not None), None)
+    at, first = next(((i, v) for i, v in enumerate(values) if v is not None), (0, None))
     for i, v in enumerate(values):
         if v is None:
             continue  # a null: the caller's null policy decides
@@ -493,7 +493,7 @@ def _raise_first_bad_element(values: Sequence[Any]) -> None:
             raise TypeError(f"element {i} has unsupported type {type(v).__name__}: {_ELEMENT_TYPES}")
         if isinstance(v, str) != isinstance(first, str):
             raise TypeError(
-                f"mixed element types: element 0 is {type(first).__name__} but "
+                f"mixed element types: element {at} is {type(first).__name__} but "
                 f"element {i} is {type(v).__name__}"
             )
         if isinstance(v, str):

@@ -46,6 +46,8 @@ def test_a_large_list_is_read_in_place_by_arrow():
     [
         (["a", "b", "c", "d", b"e"], "mixed element types: element 0 is str but element 4 is bytes"),
         ([b"a", b"b", b"c", b"d", "e"], "mixed element types: element 0 is bytes but element 4 is str"),
+        # the first element that is not a null is the one named
+        ([None, b"a", "b"], "mixed element types: element 1 is bytes but element 2 is str"),
         ([None, None, None, None, 5], "element 4 has unsupported type int"),
     ],
 )
