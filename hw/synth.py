@@ -1053,6 +1053,7 @@ def merge(results: list[SynthResult]) -> list[dict[str, Any]]:
     figure a build can count on, in ``ecp5_fmax_mhz`` (None if a seed has none); its
     resources are those of the one netlist the seeds share."""
     rows: dict[str, dict[str, Any]] = {}
+    fmax_by_seed = _ecp5_fmax_by_seed(results)
     for r in results:
         row = rows.setdefault(r.label, {"core": r.core, "params": r.params, "latency": r.latency})
         known = not (r.missing or r.error)
@@ -1060,10 +1061,9 @@ def merge(results: list[SynthResult]) -> list[dict[str, Any]]:
             if known or row.get(f"{r.target}_{k}") is None:
                 row[f"{r.target}_{k}"] = getattr(r, k) if known else None
         if r.target == "ecp5":
-            by_seed = row.setdefault("ecp5_fmax_by_seed", {})
-            by_seed[r.seed] = r.fmax_mhz
-            fmaxes = list(by_seed.values())
-            row["ecp5_fmax_mhz"] = None if None in fmaxes else min(fmaxes)
+            by_seed = row["ecp5_fmax_by_seed"] = fmax_by_seed[r.label]
+            fmaxes = [f for f in by_seed.values() if f is not None]
+            row["ecp5_fmax_mhz"] = min(fmaxes) if len(fmaxes) == len(by_seed) else None
         if r.note:
             row[f"{r.target}_note"] = r.note
         if r.error:
@@ -1099,14 +1099,20 @@ def _fmax_text(by_seed: dict[int, float | None]) -> str:
     return " / ".join("-" if f is None else f"{f:.1f}" for f in by_seed.values())
 
 
-def _seed_notes(results: list[SynthResult]) -> list[str]:
-    """A line per point placed at several seeds: its Fmax at each and the lowest."""
+def _ecp5_fmax_by_seed(results: list[SynthResult]) -> dict[str, dict[int, float | None]]:
+    """Each design point's ECP5 Fmax at each placer seed, in the order given (None: no figure,
+    missing or failed)."""
     by_label: dict[str, dict[int, float | None]] = {}
     for r in results:
         if r.target == "ecp5":
             by_label.setdefault(r.label, {})[r.seed] = None if r.missing or r.error else r.fmax_mhz
+    return by_label
+
+
+def _seed_notes(results: list[SynthResult]) -> list[str]:
+    """A line per point placed at several seeds: its Fmax at each and the lowest."""
     out = []
-    for label, by_seed in by_label.items():
+    for label, by_seed in _ecp5_fmax_by_seed(results).items():
         if len(by_seed) > 1:
             known = [f for f in by_seed.values() if f is not None]
             low = f", the lowest {min(known):.1f}" if len(known) == len(by_seed) else ""
