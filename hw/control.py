@@ -57,7 +57,8 @@ class Control(wiring.Component):
     ``bad_tkeep``; from the serialiser ``ulast``, ``hold``; from the parser ``beat_acc``,
     ``uacc``, ``bad_hdr``, ``fin``, ``extra``, ``n_in``; from the collector ``write_trailer``,
     ``done_count``, ``resq_any``, ``busy_out``, ``done_flag``; from the lanes ``dv_busy`` (a
-    value in the varint path). Out ``state``;
+    value in the varint path). Out ``state`` and ``parser_state`` (the same, a register of the
+    parser's own);
     the batch registers loaded at START from the parameter registers (``op``; ``fmt``,
     ``fmt_rec``, ``fmt_ser``, ``fmt_lanes``: the format, one copy per consumer; ``dtype``,
     ``seed``, ``nbuckets``, ``slot``, ``nbound``, and the parser's flags of the op code,
@@ -73,8 +74,10 @@ class Control(wiring.Component):
 
     Latency: the batch registers, state and flags are registers (a cycle after the event);
     DRAIN ends a cycle after its condition has held for two cycles (``drained``, a register);
-    ``core_clr``, ``status`` and the strobes are combinational. BAD_PARAM is decided from the
-    parameter registers in START's cycle (:meth:`param_error`). Reset (``rst``): IDLE, every
+    ``core_clr``, ``status`` and the strobes are combinational. BAD_PARAM (:meth:`param_error`)
+    and an empty batch are decided from the parameter registers as they were in the cycle
+    before START's (the register file stores a write two cycles before the next write's START
+    strobe at the earliest). Reset (``rst``): IDLE, every
     register 0; ``soft_reset``: IDLE, flags clear (the batch registers are kept, reloaded by the
     next START).
     """
@@ -109,6 +112,7 @@ class Control(wiring.Component):
                 "done_flag": In(1),
                 "dv_busy": In(1),
                 "state": Out(3),
+                "parser_state": Out(3),
                 "op": Out(max(OP_CODES.values()).bit_length()),
                 "is_delta": Out(1),
                 "is_limited": Out(1),
@@ -136,7 +140,18 @@ class Control(wiring.Component):
         self.recs_in = Signal(32, name="recs_in")  # records taken
         self.rem = Signal(32, name="rem")  # records still to come (COUNT - recs_in)
         self.extra_pending = Signal(name="extra_pending")  # words of a beat after the batch's end
-        self.bad_param = Signal(name="bad_param")  # the parameters do not make a batch
+        # The parameters do not make a batch, and the batch has no records: registers, computed
+        # every cycle from the parameter registers. A write stores its register two cycles
+        # before the START strobe of the next write at the earliest (RegisterFile's latency),
+        # so at START they are the parameters' as written. Decided in START's cycle they were
+        # the engine's critical path (NUM_BOUNDARIES's compare, 21 carry cells and six LUTs to
+        # the state, 10.23 ns at nextpnr seed 1).
+        self.bad_param = Signal(name="bad_param")
+        self.no_records = Signal(name="no_records")
+        # The state as the parser reads it, a copy of ``state`` kept apart in synthesis: read
+        # from ``state``, whose loads spread over the device, the parser's accept decision put
+        # 8.70 ns of routing between the state and the input slice (nextpnr seed 2).
+        self._pstate = Signal(3, name="parser_state_reg", attrs={"keep": 1})
         # DRAIN's end condition, from registers only: every record taken has its result counted,
         # the result register and the varint path are empty, for two cycles running. The second
         # cycle stands in for "no core has a result this cycle": a lane's result valid, decoded
@@ -183,10 +198,14 @@ class Control(wiring.Component):
         m = Module()
         m.d.comb += [
             self.status.eq(Cat(self.busy_out | (self.state != self.IDLE), self.done_flag, self.err != 0)),
-            self.bad_param.eq(self.param_error(self.params)),
             self.core_clr.eq(self.soft_reset | (self.start & (self.state == self.IDLE))),
         ]
+        m.d.sync += [
+            self.bad_param.eq(self.param_error(self.params)),
+            self.no_records.eq(self.params["COUNT"] == 0),
+        ]
         m.d.comb += [getattr(self, n).eq(reg) for n, reg in self._fmts.items()]
+        m.d.comb += self.parser_state.eq(self._pstate)
         m.d.comb += self.uses.eq(self._uses)
         with m.If(self.state != self.IDLE):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -198,13 +217,14 @@ class Control(wiring.Component):
         self._fsm(m)
         return m
 
+    def _goto(self, state: Value | int) -> list:
+        """The next state, in ``state`` and in the parser's copy of it."""
+        return [self.state.eq(state), self._pstate.eq(state)]
+
     def _fsm(self, m: Module) -> None:
         """The batch FSM."""
         with m.If(self.soft_reset):
-            m.d.sync += [
-                self.state.eq(self.IDLE),
-                self.err.eq(0),
-            ]
+            m.d.sync += [*self._goto(self.IDLE), self.err.eq(0)]
             m.d.comb += self.rec_clear.eq(1)
             if self.lanes > 1:
                 m.d.comb += self.ser_clear.eq(1)
@@ -219,9 +239,9 @@ class Control(wiring.Component):
                     # Every complete record has its result in the FIFO and nothing is in flight
                     # (as of the previous two cycles, in DRAIN).
                     with m.If(self.drained):
-                        m.d.sync += self.state.eq(self.ROLLBACK)
+                        m.d.sync += self._goto(self.ROLLBACK)
                 with m.Case(self.ROLLBACK):
-                    m.d.sync += self.state.eq(self.TRAIL)
+                    m.d.sync += self._goto(self.TRAIL)
                 with m.Case(self.TRAIL):
                     self._trail(m)
 
@@ -250,7 +270,7 @@ class Control(wiring.Component):
                 self.err.eq(Mux(self.bad_param, 1 << ERR["BAD_PARAM"], 0)),
                 self.cycles.eq(0),
                 self.recs_in.eq(0),
-                self.state.eq(Mux(self.bad_param | (r["COUNT"] == 0), self.TRAIL, self.RUN)),
+                *self._goto(Mux(self.bad_param | self.no_records, self.TRAIL, self.RUN)),
             ]
         with m.Elif(self.beat_acc):
             m.d.sync += self.err[ERR["EXTRA_DATA"]].eq(1)
@@ -266,16 +286,16 @@ class Control(wiring.Component):
             m.d.comb += self.ser_advance.eq(1)
             self._count(m, self.n_in)
             with m.If(self.bad_hdr):
-                m.d.sync += [self.err[ERR["BAD_HEADER"]].eq(1), self.state.eq(self.DRAIN)]
+                m.d.sync += [self.err[ERR["BAD_HEADER"]].eq(1), *self._goto(self.DRAIN)]
             with m.Elif(self.fin):
                 with m.If(~self.ulast | self.extra):
                     m.d.sync += self.err[ERR["MISSING_TLAST"]].eq(1)
                 if self.lanes > 1:
                     with m.If(self.extra):
                         m.d.sync += self.extra_pending.eq(1)
-                m.d.sync += self.state.eq(self.DRAIN)
+                m.d.sync += self._goto(self.DRAIN)
             with m.Elif(self.ulast):
-                m.d.sync += [self.err[ERR["EARLY_TLAST"]].eq(1), self.state.eq(self.DRAIN)]
+                m.d.sync += [self.err[ERR["EARLY_TLAST"]].eq(1), *self._goto(self.DRAIN)]
 
     def _count(self, m: Module, n_in: Value) -> None:
         """Advance the record counters by ``n_in``. n_in comes at the end of the input
@@ -296,7 +316,7 @@ class Control(wiring.Component):
         """TRAIL: once the trailer is written (``write_trailer``: the FIFO writes it this cycle,
         at the earliest in TRAIL's second cycle), IDLE."""
         with m.If(self.write_trailer):
-            m.d.sync += self.state.eq(self.IDLE)
+            m.d.sync += self._goto(self.IDLE)
             m.d.comb += self.rec_clear.eq(1)
             if self.lanes > 1:
                 # Words of accepted beats after the batch's end: discarded now, after the

@@ -360,7 +360,7 @@ class OffloadEngine(wiring.Component):
         """The parser's inputs: the control's batch, the slice's beat, the serialiser's word,
         the FIFO's level and the varint input's room."""
         m.d.comb += [
-            parser.state.eq(ctl.state),
+            parser.state.eq(ctl.parser_state),
             parser.fmt.eq(ctl.fmt),
             parser.fmt_rec.eq(ctl.fmt_rec),
             parser.is_delta.eq(ctl.is_delta),
