@@ -13,6 +13,7 @@ in the assertion message.
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -218,19 +219,22 @@ GOLDEN_MUTATIONS = {
 @pytest.mark.parametrize("mutation", list(GOLDEN_MUTATIONS))
 def test_mutation_golden_framework_hash_fails(tmp_path, monkeypatch, mutation):
     """The engine's bench against expectations from a corrupted Murmur3, SigridHash, CityHash or
-    decimal-text golden model: FAIL with an output mismatch, so each of those benches can fail."""
-    import importlib
-
+    decimal-text golden model: FAIL with an output mismatch, so each of those benches can fail
+    (and the same jobs with the right expectations pass)."""
     _need("verilator")
     build, labels, module, name, wrong = GOLDEN_MUTATIONS[mutation]
+    make = _full_jobs if build == "full" else P.stream_jobs
+    run = _run_full if build == "full" else _run
+    right = make(BASE_SEED, ["steady"], ops=labels, fixed_n=3, lengths=[5, 40])
     mod = importlib.import_module(f"offload.{module}")
     monkeypatch.setattr(mod, name, wrong(getattr(mod, name)))
-    jobs = (_full_jobs if build == "full" else P.stream_jobs)(
-        BASE_SEED, ["steady"], ops=labels, fixed_n=3, lengths=[5, 40]
-    )
+    jobs = make(BASE_SEED, ["steady"], ops=labels, fixed_n=3, lengths=[5, 40])
     monkeypatch.undo()
-    assert jobs
-    res = _run_full("verilator", jobs, tmp_path) if build == "full" else _run("verilator", jobs, tmp_path)
+    # the mutation changes some expectation (a max_value or num_buckets of 1 drawn for every
+    # job would hide it), and the same jobs with the right expectations pass
+    assert [j["expect_out"] for j in jobs] != [j["expect_out"] for j in right]
+    _check(run("verilator", right, tmp_path))
+    res = run("verilator", jobs, tmp_path)
     assert not res.passed, f"a corrupted {module}.{name} went unnoticed:\n" + res.summary()
     assert any("output differs" in t.message for t in res.failures), res.summary()
 
