@@ -69,8 +69,7 @@ class SigridMix(wiring.Component):
         self._MustUse__silence = False
         hash_depth = sum(mul_depth(64, c, 64, a, adder_levels) for _, c, a in TWANG_STEPS)
         hash_depth += 3 * mul_depth(64, HASH128_KMUL, 64, levels=adder_levels)
-        # + a stage per multiply for its registered operand (elaborate)
-        self.latency = hash_depth + len(TWANG_STEPS) + 3 + 1
+        self.latency = hash_depth + 1
         super().__init__(
             {
                 "i": In(stream.Signature(64, always_ready=True)),
@@ -87,25 +86,17 @@ class SigridMix(wiring.Component):
         kw = {"levels": self.adder_levels, "behavioural": self.behavioural}
         p = Pipe(m, "sg", **kw, valid=self.i.valid, k=self.i.payload)
         one = Const(1)
-
-        def mul(x, const: int, add: int = 0) -> None:
-            # The operand (an xor-shift) registered first: with its LUT in front of the first
-            # adder's carry chain, the stage was a routed path of 10.01 ns in the engine
-            # (nextpnr seed 3; 126 MHz alone).
-            p.stage(kx=x)
-            p.mul_step("k", p["kx"], const, 64, one, add=add, drop=["kx"])
-
         for shift, mult, add in TWANG_STEPS:
             k = p["k"]
-            mul(k ^ (k >> shift) if shift else k, mult, add)
+            p.mul_step("k", k ^ (k >> shift) if shift else k, mult, 64, one, add=add)
         # hash_128_to_64(salt, k): a = (k ^ salt) * kMul; a ^= a >> 47; b = (salt ^ a) * kMul;
         # b ^= b >> 47; b * kMul. (The twang's last xor-shift is TWANG_STEPS' trailing 28.)
         k = p["k"]
-        mul(k ^ salt, HASH128_KMUL)
+        p.mul_step("k", k ^ salt, HASH128_KMUL, 64, one)
         k = p["k"]
-        mul(salt ^ k ^ (k >> HASH128_SHIFT), HASH128_KMUL)
+        p.mul_step("k", salt ^ k ^ (k >> HASH128_SHIFT), HASH128_KMUL, 64, one)
         k = p["k"]
-        mul(k ^ (k >> HASH128_SHIFT), HASH128_KMUL)
+        p.mul_step("k", k ^ (k >> HASH128_SHIFT), HASH128_KMUL, 64, one)
         k = p["k"]
         p.stage(drop=["k"], neg=k[63], x=Mux(k[63], ~k, k))
         assert p.depth == self.latency, (p.depth, self.latency)
