@@ -404,6 +404,7 @@ class OffloadEngine(wiring.Component):
                     "beat_len",
                     "uacc",
                     "needs_dv",
+                    "dv_first",
                 )
             ),
         ]

@@ -128,7 +128,9 @@ class InputSlice(wiring.Component):
         # reaches every bit of ``main`` across the device.
         with m.If(self.take | ~main_v):
             m.d.sync += main.eq(Mux(skid_v, skid, in_beat))
-        with m.Elif(in_fire):
+        # The skid follows the input register while it is empty, so it holds the beat of the
+        # cycle that fills it; its enable is its valid flag alone, not ``take``.
+        with m.If(~skid_v):
             m.d.sync += skid.eq(in_beat)
         with m.If(self.soft_reset):
             # Abort: beats already taken from the bus are dropped with the batch.
