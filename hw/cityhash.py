@@ -971,9 +971,9 @@ class CityFarmCore(wiring.Component):
 
         # (2) the ring (as offload.hw.lanes.delay), read a cycle early into a register (the
         # beat's fields drive hundreds of loads); the start state is read in the beat's cycle.
-        # It also stores (len - 1) % 8, so the end words' shift copies load the RAM's output
-        # with no logic: through the decrement's two LUTs, 5.83 ns of the DP16KD's
-        # clock-to-output were 10.57 ns (nextpnr seed 2).
+        # It also stores (len - 1) % 8 (the input's register of it), so the end words' shift
+        # copies load the RAM's output with no logic: through the decrement's two LUTs, 5.83 ns
+        # of the DP16KD's clock-to-output were 10.57 ns (nextpnr seed 2).
         ring = Memory(shape=_Beat.WIDTH + 3, depth=depth, init=[])
         m.submodules.ring = ring
         rw = ring.write_port()
@@ -981,7 +981,7 @@ class CityFarmCore(wiring.Component):
         ir = info.read_port(domain="sync")
         m.d.comb += [
             rw.addr.eq(wp),
-            rw.data.eq(Cat(_Beat.pack(b), (b.length - 1)[:3])),
+            rw.data.eq(Cat(_Beat.pack(b), rems[0])),
             rw.en.eq(1),
             rr.addr.eq((wp - (self.delay - 2))[: len(wp)]),
             rr.en.eq(1),
