@@ -125,6 +125,9 @@ class Pipe:
         self._delays: dict[str, tuple[int, object]] = {}
         #: callbacks to run once the pipeline reaches a depth (see :meth:`at`)
         self._hooks: dict[int, list] = {}
+        #: fields to compute once the current :meth:`stage`'s trees have finished (see
+        #: :meth:`mul_step`'s ``then``)
+        self._post: list = []
 
     def __getitem__(self, key: str) -> Value:
         return self.f[key]
@@ -205,6 +208,9 @@ class Pipe:
                 for i, (v, _) in enumerate(terms):
                     self.f[f"{name}__{i}"] = v
                 self._trees[name] = ([s for _, s in terms], width, done)
+        for fn in self._post:
+            fn()
+        self._post.clear()
         new = {}
         for k, v in self.f.items():
             # Only the valid bits are reset: a datapath register holds data only while its
@@ -249,24 +255,60 @@ class Pipe:
         while self.busy():
             self.stage()
 
-    def mul_step(self, key: str, x: Value, const: int, width: int, active: Value, add=0, drop=()) -> int:
+    def mul_step(
+        self, key: str, x: Value, const: int, width: int, active: Value, add=0, drop=(), then=None
+    ) -> int:
         """``f[key] = active ? (x * const + add) mod 2**width : f[key]`` in
         :func:`mul_depth` stages; ``x`` is computed by the caller from the current (registered)
-        fields. Returns the number of stages."""
+        fields. Returns the number of stages.
+
+        ``then``: the next step's operand as a function of the fields (a dict), computed in
+        this step's last stage from its result (before the registers) and registered as field
+        ``{key}_x``; the next step passes ``p.take(f"{key}_x")`` as its ``x``. Its first stage
+        then starts from a register: the operand's logic (an xor, a shift) sits after this
+        step's last carry chain instead of in front of the next step's carry-save LUTs and
+        chain (10.35 ns, nextpnr seed 2). Meant for an unconditional next step (``active``
+        ``Const(1)``): a conditional one keeps its old value, whose copies, no longer read at
+        its first stage, become a shift register on the xc7 (LUTs, the scarce resource there)."""
         depth0 = self.depth
         # Every term reads x: one named signal instead of ~23 copies of its expression.
         x = self.wire(x, f"{key}_x")
-        if self.behavioural:
+        active = Value.cast(active)
+        if isinstance(active, Const) and active.value == 1:
+            # An unconditional step keeps no copy of the old value. (As a field, the constant
+            # would be a register that powers up 0, so synthesis would keep the hold mux and
+            # the old value's registers for the first cycle: 64 LUTs and a shift register.)
+            self.f.pop(key)
+
+            def done_u(res):
+                self._then(key, then)
+                return {key: res}
+
+            if self.behavioural:
+                self._delay(
+                    f"{key}_m",
+                    _product(x, const, width, add),
+                    self.tree_stages(len(const_mul_terms(x, const, width, add))),
+                    done_u,
+                )
+            else:
+                self.mul_tree(f"{key}_m", x, const, width, add, done_u)
+        elif self.behavioural:
             # The selection is made where the product is computed, and the result travels as
             # one delay tree: the same value in the same stage as the LUT flavour's late
             # selection, with one field in flight instead of three (product, kept value, active
             # bit), i.e. fewer registers for a simulator to copy every cycle.
             n_terms = len(const_mul_terms(x, const, width, add))
+
+            def done_b(res):
+                self._then(key, then)
+                return {key: res}
+
             self._delay(
                 f"{key}_m",
                 Mux(active, _product(x, const, width, add), self.f.pop(key)),
                 self.tree_stages(n_terms),
-                lambda res: {key: res},
+                done_b,
             )
         else:
             act = f"{key}_act"
@@ -275,6 +317,7 @@ class Pipe:
             def done(res):
                 out = {key: Mux(self.f[act], res, self.f[key])}
                 self.f.pop(act)
+                self._then(key, then)
                 return out
 
             self.mul_tree(f"{key}_m", x, const, width, add, done)
@@ -282,6 +325,15 @@ class Pipe:
         while f"{key}_m" in self._trees or f"{key}_m" in self._delays:
             self.stage()
         return self.depth - depth0
+
+    def _then(self, key: str, then) -> None:
+        """Compute ``then(fields)`` as field ``{key}_x`` once the stage's trees have finished."""
+        if then is not None:
+            self._post.append(lambda: self.f.__setitem__(f"{key}_x", Value.cast(then(self.f))))
+
+    def take(self, name: str) -> Value:
+        """Field ``name``, no longer carried (a step's registered operand, see :meth:`mul_step`)."""
+        return self.f.pop(name)
 
 
 def _product(x: Value, const: int, width: int, add: int = 0) -> Value:

@@ -55,7 +55,7 @@ class Control(wiring.Component):
     Ports: In, from the :class:`~offload.hw.regfile.RegisterFile`, ``start``, ``soft_reset``
     and ``reg_<name>`` for every parameter register (``PARAM_REGISTERS``); from the slice
     ``bad_tkeep``; from the serialiser ``ulast``, ``hold``; from the parser ``beat_acc``,
-    ``uacc``, ``bad_hdr``, ``fin``, ``extra``, ``n_in``; from the collector ``write_trailer``,
+    ``uacc``, ``bad_hdr``, ``fin``, ``extra``, ``ends``, ``n_rec``; from the collector ``write_trailer``,
     ``done_count``, ``resq_any``, ``busy_out``, ``done_flag``; from the lanes ``dv_busy`` (a
     value in the varint path). Out ``state`` and ``parser_state`` (the same, a register of the
     parser's own);
@@ -104,7 +104,8 @@ class Control(wiring.Component):
                 "bad_hdr": In(1),
                 "fin": In(1),
                 "extra": In(1),
-                "n_in": In(range(N + 1)),
+                "ends": In(1),
+                "n_rec": In(range(N + 1)),
                 "write_trailer": In(1),
                 "done_count": In(32),
                 "resq_any": In(1),
@@ -287,7 +288,8 @@ class Control(wiring.Component):
             m.d.comb += self.ser_load.eq(1)
         with m.If(self.uacc):
             m.d.comb += self.ser_advance.eq(1)
-            self._count(m, self.n_in)
+            with m.If(self.ends):
+                self._count(m, self.n_rec)
             with m.If(self.bad_hdr):
                 m.d.sync += [self.err[ERR["BAD_HEADER"]].eq(1), *self._goto(self.DRAIN)]
             with m.Elif(self.fin):
@@ -300,19 +302,18 @@ class Control(wiring.Component):
             with m.Elif(self.ulast):
                 m.d.sync += [self.err[ERR["EARLY_TLAST"]].eq(1), *self._goto(self.DRAIN)]
 
-    def _count(self, m: Module, n_in: Value) -> None:
-        """Advance the record counters by ``n_in``. n_in comes at the end of the input
-        decision: add every candidate count in parallel with it and select (a mux, not a carry
-        chain, after it)."""
+    def _count(self, m: Module, n: Value) -> None:
+        """Advance the record counters by ``n`` (1..N records, from registers): every candidate
+        count is added in parallel and selected by ``n``. No candidate is the counter itself
+        (n is never 0), so the counters' enable stays the caller's condition alone."""
         N, rem = self.lanes, self.rem
+        ks = [1, *range(1, N + 1)]  # index 0 never happens: read as 1
         m.d.sync += [
-            self.recs_in.eq(mux_index(n_in, [(self.recs_in + k)[:32] for k in range(N + 1)])),
-            rem.eq(mux_index(n_in, [(rem - k)[:32] for k in range(N + 1)])),
-            # rem - k > j is rem > j + k: rem >= n_in in RUN (rem >= 1, a framed unit completes
+            self.recs_in.eq(mux_index(n, [(self.recs_in + k)[:32] for k in ks])),
+            rem.eq(mux_index(n, [(rem - k)[:32] for k in ks])),
+            # rem - k > j is rem > j + k: rem >= n in RUN (rem >= 1, a framed unit completes
             # at most one record, lane j needs rem > j).
-            self.rem_gt.eq(
-                Cat(*(mux_index(n_in, [rem > j + k for k in range(N + 1)]) for j in range(N + 1)))
-            ),
+            self.rem_gt.eq(Cat(*(mux_index(n, [rem > j + k for k in ks]) for j in range(N + 1)))),
         ]
 
     def _trail(self, m: Module) -> None:

@@ -347,7 +347,7 @@ class OffloadEngine(wiring.Component):
             ctl.hold.eq(ser.hold),
             *(
                 getattr(ctl, n).eq(getattr(parser, n))
-                for n in ("beat_acc", "uacc", "bad_hdr", "fin", "extra", "n_in")
+                for n in ("beat_acc", "uacc", "bad_hdr", "fin", "extra", "ends", "n_rec")
             ),
             *(
                 getattr(ctl, n).eq(getattr(coll, n))

@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from offload.golden import XXH32_PRIMES, XXH64_PRIMES
 
 from .common import Pipe, set_multiplier_params
-from .xxhash import xxh32_avalanche, xxh64_avalanche
+from .xxhash import xxh32_avalanche, xxh64_avalanche, xxh64_avalanche_x
 
 __all__ = ["XXH64Lane", "XXH32Lane", "delay"]
 
@@ -161,12 +161,16 @@ class XXH64Lane(_LaneCore):
             k=Mux(key8, w, Cat(w[:32], Const(0, 32))),
         )
         # 8 bytes: k = round(0, w) = rotl(w * P2, 31) * P1;  4 bytes: k = w32 * P1.
-        p.mul_step("k", p["k"], P2, 64, p["k8"])
-        p.mul_step("k", Mux(p["k8"], p["k"].rotate_left(31), p["k"]), P1, 64, Const(1))
+        # An unconditional step (the second ``k`` step, the avalanche) starts from its operand
+        # registered by the step before it (``then``), not from an xor in front of its
+        # carry-save LUTs (see ``Pipe.mul_step``).
+        p.mul_step("k", p["k"], P2, 64, p["k8"], then=lambda f: Mux(f["k8"], f["k"].rotate_left(31), f["k"]))
+        p.mul_step("k", p.take("k_x"), P1, 64, Const(1))
         # 8 bytes: h = rotl(h ^ k, 27) * P1 + P4;  4 bytes: h = rotl(h ^ k, 23) * P2 + P3.
         p.mul_step("h", (p["h"] ^ p["k"]).rotate_left(27), P1, 64, p["k8"], add=P4)
-        p.mul_step("h", (p["h"] ^ p["k"]).rotate_left(23), P2, 64, ~p["k8"], add=P3, drop=["k"])
-        xxh64_avalanche(p, drop=["k8"])
+        h, k = p["h"], p["k"]
+        p.mul_step("h", (h ^ k).rotate_left(23), P2, 64, ~p["k8"], add=P3, drop=["k"], then=xxh64_avalanche_x)
+        xxh64_avalanche(p, drop=["k8"], x0=p.take("h_x"))
         return p
 
 

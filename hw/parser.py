@@ -40,8 +40,10 @@ class Parser(wiring.Component):
     ``core_valid`` (the unit goes into a core), ``needs_dv`` (it goes into the varint encoder),
     ``dv_first`` (the varint encoder's ``beat_first``: a varint batch is ``SEQ``),
     ``last_word``, ``beat_first``, ``beat_len`` (the cores' framing of the word), ``lane_on``
-    (bit j: lane j takes word j), ``n_in`` (records completed by the unit), ``fin`` (the batch
-    ends with it), ``extra`` (its beat carries words after the batch's end).
+    (bit j: lane j takes word j), ``ends`` (the unit, if taken, completes records), ``n_rec``
+    (how many: 1 framed, the beat's lanes fixed; from registers only, so the record counters'
+    candidates are ready before the accept decision), ``fin`` (the batch ends with it),
+    ``extra`` (its beat carries words after the batch's end).
 
     Latency: combinational from its inputs, except ``credit`` (the FIFO level a cycle ago,
     compared with ``credit_limit``: safe with ``CREDIT_LAG`` words of margin, as a cycle adds at
@@ -81,7 +83,8 @@ class Parser(wiring.Component):
                 "beat_first": Out(1),
                 "beat_len": Out(32),
                 "lane_on": Out(N),
-                "n_in": Out(range(N + 1)),
+                "ends": Out(1),
+                "n_rec": Out(range(N + 1)),
                 "fin": Out(1),
                 "extra": Out(1),
             }
@@ -147,7 +150,8 @@ class Parser(wiring.Component):
         N, fmt, rem_gt, nw = self.lanes, self.fmt, self.rem_gt, self.nw
         first_word, rec_len, rem_last = self._first_word, self._rec_len, self._rem_last
         last_word = Mux(hdr, self.empty_rec, rem_last)
-        complete = self.uacc & send & (~framed | last_word)
+        ends = send & (~framed | last_word)
+        complete = self.uacc & ends
         # Fixed formats: lane j takes word j when the beat carries it and a record is left
         # for it.
         lane_on = [Const(1)] + [~framed & (nw > j) & rem_gt[j] for j in range(1, N)]
@@ -163,7 +167,12 @@ class Parser(wiring.Component):
             self.beat_first.eq(Mux(framed, Mux(hdr, 1, first_word), 1)),
             self.beat_len.eq(Mux(framed, Mux(hdr, 0, rec_len), Mux(fmt == FIXED8, 8, 4))),
             self.lane_on.eq(Cat(*lane_on)),
-            self.n_in.eq(Mux(framed, complete, n_fixed)),  # records completed by this unit
+            # Records the unit completes: ``n_rec`` if ``uacc & ends``. The count reads
+            # registers only; one signal (uacc & ends) enables the counters. A count that
+            # included uacc let Yosys fold "0 records: keep" into the counters' enable, which then
+            # carried the whole accept decision (10.42 ns, nextpnr seed 3).
+            self.ends.eq(ends),
+            self.n_rec.eq(Mux(framed, 1, n_fixed)),
             self.fin.eq(Mux(framed, complete & rem_one, rem_le_nw)),
             self.extra.eq(~framed & mux_index(nw, beyond) if N > 1 else 0),
         ]

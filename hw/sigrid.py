@@ -51,6 +51,11 @@ TWANG_STEPS = ((0, (1 << 21) - 1, M64), (24, 265, 0), (14, 21, 0), (28, (1 << 31
 HASH128_SHIFT = 47
 
 
+def _xorshift(shift: int):
+    """The operand ``k ^ k >> shift`` (``k`` for 0) as a function of the fields."""
+    return lambda f: f["k"] ^ (f["k"] >> shift) if shift else f["k"]
+
+
 class SigridMix(wiring.Component):
     """The part of ``sigrid_hash`` before the modulo: ``twang_mix64``, ``hash_128_to_64`` with
     the salt, and the sign fold (module docstring, steps 1-2 and the fold of step 3).
@@ -86,17 +91,21 @@ class SigridMix(wiring.Component):
         kw = {"levels": self.adder_levels, "behavioural": self.behavioural}
         p = Pipe(m, "sg", **kw, valid=self.i.valid, k=self.i.payload)
         one = Const(1)
-        for shift, mult, add in TWANG_STEPS:
-            k = p["k"]
-            p.mul_step("k", k ^ (k >> shift) if shift else k, mult, 64, one, add=add)
+        # (operand, multiplier, addend); each operand after the first is registered by the
+        # step before it (``then``), so a step starts from a register, not an xor-shift.
+        steps = [(_xorshift(shift), mult, add) for shift, mult, add in TWANG_STEPS]
         # hash_128_to_64(salt, k): a = (k ^ salt) * kMul; a ^= a >> 47; b = (salt ^ a) * kMul;
         # b ^= b >> 47; b * kMul. (The twang's last xor-shift is TWANG_STEPS' trailing 28.)
-        k = p["k"]
-        p.mul_step("k", k ^ salt, HASH128_KMUL, 64, one)
-        k = p["k"]
-        p.mul_step("k", salt ^ k ^ (k >> HASH128_SHIFT), HASH128_KMUL, 64, one)
-        k = p["k"]
-        p.mul_step("k", k ^ (k >> HASH128_SHIFT), HASH128_KMUL, 64, one)
+        steps += [
+            (lambda f: f["k"] ^ salt, HASH128_KMUL, 0),
+            (lambda f: salt ^ _xorshift(HASH128_SHIFT)(f), HASH128_KMUL, 0),
+            (_xorshift(HASH128_SHIFT), HASH128_KMUL, 0),
+        ]
+        x = steps[0][0](p.f)
+        for i, (_, mult, add) in enumerate(steps):
+            then = steps[i + 1][0] if i + 1 < len(steps) else None
+            p.mul_step("k", x, mult, 64, one, add=add, then=then)
+            x = p.take("k_x") if then else None
         k = p["k"]
         p.stage(drop=["k"], neg=k[63], x=Mux(k[63], ~k, k))
         assert p.depth == self.latency, (p.depth, self.latency)
