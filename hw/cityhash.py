@@ -594,10 +594,11 @@ class CityFarmCore(wiring.Component):
     the streaming core runs on the input.
 
     Timing (ECP5, 100 MHz): the input beat is registered first (:attr:`INPUT_STAGE`; the ring's
-    read data too, within :attr:`delay`), its byte shift's select beside it in copies; a stage
-    has one carry chain at most, with a few LUT levels (the length compares are registers, the
-    products behind picked operands start with a carry-save level). :attr:`latency` =
-    :attr:`INPUT_STAGE` + :attr:`delay` + the finisher's depth.
+    read data twice, within :attr:`delay`: a register beside the RAM, then the beat's), its
+    byte shift's select beside it in copies; a stage has one carry chain at most, with a few
+    LUT levels (the length compares are registers, the products behind picked operands start
+    with a carry-save level). :attr:`latency` = :attr:`INPUT_STAGE` + :attr:`delay` + the
+    finisher's depth.
     """
 
     ROUND = 8  # a chunk's 8 words: the loop round may take 8 cycles
@@ -969,11 +970,13 @@ class CityFarmCore(wiring.Component):
             iw.en.eq(inf["valid"]),
         ]
 
-        # (2) the ring (as offload.hw.lanes.delay), read a cycle early into a register (the
-        # beat's fields drive hundreds of loads); the start state is read in the beat's cycle.
-        # It also stores (len - 1) % 8 (the input's register of it), so the end words' shift
-        # copies load the RAM's output with no logic: through the decrement's two LUTs, 5.83 ns
-        # of the DP16KD's clock-to-output were 10.57 ns (nextpnr seed 2).
+        # (2) the ring (as offload.hw.lanes.delay), read two cycles early: into a register of
+        # the read data alone (one load per bit, placed beside the RAM), then the beat's
+        # register (its fields drive hundreds of loads); the start state is read in the beat's
+        # cycle. Loading the beat's copies straight from the RAM left 4.2 ns after the DP16KD's
+        # 5.83 ns clock-to-output to reach copies spread over the core (10.68 ns, nextpnr seed
+        # 1). It also stores (len - 1) % 8 (the input's register of it): the end words' shift
+        # copies need no decrement behind the RAM (two LUTs, 10.57 ns at seed 2).
         ring = Memory(shape=_Beat.WIDTH + 3, depth=depth, init=[])
         m.submodules.ring = ring
         rw = ring.write_port()
@@ -983,15 +986,16 @@ class CityFarmCore(wiring.Component):
             rw.addr.eq(wp),
             rw.data.eq(Cat(_Beat.pack(b), rems[0])),
             rw.en.eq(1),
-            rr.addr.eq((wp - (self.delay - 2))[: len(wp)]),
+            rr.addr.eq((wp - (self.delay - 3))[: len(wp)]),
             rr.en.eq(1),
             ir.addr.eq((wp - (self.delay - 1))[: len(wp)]),
             ir.en.eq(1),
         ]
-        rvalid, _ = delay(m, "ringv", valid, Const(0, 1), self.delay - 1)
-        dvalid, db, drems = _register_beat(
-            m, "ringo", rvalid, rr.data[: _Beat.WIDTH], rem=rr.data[_Beat.WIDTH :]
-        )
+        rvalid, _ = delay(m, "ringv", valid, Const(0, 1), self.delay - 2)
+        raw_v = Signal(name="ringr_valid")
+        raw = Signal(len(rr.data), name="ringr_data", reset_less=True)
+        m.d.sync += [raw_v.eq(rvalid), raw.eq(rr.data)]
+        dvalid, db, drems = _register_beat(m, "ringo", raw_v, raw[: _Beat.WIDTH], rem=raw[_Beat.WIDTH :])
         init = [Signal(64, name=f"init_{k}", reset_less=True) for k in STATE]
         with m.If(dvalid & db.first):
             m.d.sync += [init[i].eq(ir.data.word_select(i, 64)) for i in range(len(STATE))]
