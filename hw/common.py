@@ -125,6 +125,8 @@ class Pipe:
         self._delays: dict[str, tuple[int, object]] = {}
         #: callbacks to run once the pipeline reaches a depth (see :meth:`at`)
         self._hooks: dict[int, list] = {}
+        #: fields whose registers synthesis keeps apart from equal ones (see :meth:`keep`)
+        self._kept: set[str] = set()
         #: fields to compute once the current :meth:`stage`'s trees have finished (see
         #: :meth:`mul_step`'s ``then``)
         self._post: list = []
@@ -215,7 +217,12 @@ class Pipe:
         for k, v in self.f.items():
             # Only the valid bits are reset: a datapath register holds data only while its
             # stage's valid bit is set, and a reset on it would be one more high-fanout net.
-            s = Signal(v.shape(), name=f"{self.name}_s{self.depth + 1}_{k}", reset_less=k != "valid")
+            s = Signal(
+                v.shape(),
+                name=f"{self.name}_s{self.depth + 1}_{k}",
+                reset_less=k != "valid",
+                attrs={"keep": 1} if k in self._kept else {},
+            )
             self.m.d.sync += s.eq(v)
             new[k] = s
         self.f = new
@@ -234,6 +241,12 @@ class Pipe:
             fn()
         else:
             self._hooks.setdefault(depth, []).append(fn)
+
+    def keep(self, *names: str) -> None:
+        """Keep the registers of fields ``names`` apart from equal ones in synthesis (``keep``):
+        a copy of a flag that drives a group of loads of its own instead of one net driving
+        them all."""
+        self._kept.update(names)
 
     def wire(self, v: Value, name: str) -> Signal:
         """``v`` as a named combinational signal (shared by every reader instead of copied into
