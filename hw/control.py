@@ -75,9 +75,9 @@ class Control(wiring.Component):
     Latency: the batch registers, state and flags are registers (a cycle after the event);
     DRAIN ends a cycle after its condition has held for two cycles (``drained``, a register);
     ``core_clr``, ``status`` and the strobes are combinational. BAD_PARAM (:meth:`param_error`)
-    and an empty batch are decided from the parameter registers as they were in the cycle
-    before START's (the register file stores a write two cycles before the next write's START
-    strobe at the earliest). Reset (``rst``): IDLE, every
+    is decided from the parameter registers as they were two cycles before START's, an empty
+    batch from them a cycle before (the register file stores a write two cycles before the
+    next write's START strobe at the earliest). Reset (``rst``): IDLE, every
     register 0; ``soft_reset``: IDLE, flags clear (the batch registers are kept, reloaded by the
     next START).
     """
@@ -142,9 +142,10 @@ class Control(wiring.Component):
         self.rem = Signal(32, name="rem")  # records still to come (COUNT - recs_in)
         self.extra_pending = Signal(name="extra_pending")  # words of a beat after the batch's end
         # The parameters do not make a batch, and the batch has no records: registers, computed
-        # every cycle from the parameter registers. A write stores its register two cycles
-        # before the START strobe of the next write at the earliest (RegisterFile's latency),
-        # so at START they are the parameters' as written. Decided in START's cycle they were
+        # every cycle from the parameter registers (BAD_PARAM over two register levels). A
+        # write stores its register two cycles before the START strobe of the next write at
+        # the earliest (RegisterFile's latency), so at START they are the parameters' as
+        # written. Decided in START's cycle they were
         # the engine's critical path (NUM_BOUNDARIES's compare, 21 carry cells and six LUTs to
         # the state, 10.23 ns at nextpnr seed 1).
         self.bad_param = Signal(name="bad_param")
@@ -180,22 +181,31 @@ class Control(wiring.Component):
         # in the lanes, a core's input valid was 8.92 ns of routing from op (nextpnr seed 1).
         self._uses = Signal(len(decode.cores()), name="uses_reg", attrs={"keep": 1})
 
-    def param_error(self, r: dict[str, Signal]) -> Value:
+    def param_error(self, m: Module, r: dict[str, Signal]) -> Value:
         """The parameter registers ``r`` do not make a batch the engine runs (``BAD_PARAM``):
         an op code it does not run, a format or key type its operator does not take, a
         parameter out of the range the operator's entry accepts (:attr:`decode`), or more
-        boundaries than the table holds."""
+        boundaries than the table holds. Over two register levels: each operator kind's
+        decode, its formats' check, each parameter check and the boundary compare are
+        registers (``bp_*``), which the returned value ors. In one cycle, the OP register
+        through the decode to BAD_PARAM was eleven LUT levels (10.07 ns, nextpnr seed 3)."""
         rop, dec = r["OP"], self.decode
-        of_kind = {kind: op_in(rop, dec.of_kind(kind)) for kind in dec.kinds()}
-        runs = any_of([op & _formats_ok(kind, r["FORMAT"], r["DTYPE"]) for kind, op in of_kind.items()])
-        terms = [~runs]
-        for ch in dec.checks:
+
+        def reg(v: Value, name: str) -> Signal:
+            q = Signal(name=f"bp_{name}")
+            m.d.sync += q.eq(v)
+            return q
+
+        of_kind = {kind: reg(op_in(rop, dec.of_kind(kind)), f"op_{kind}") for kind in dec.kinds()}
+        fmt_ok = {kind: reg(_formats_ok(kind, r["FORMAT"], r["DTYPE"]), f"fmt_{kind}") for kind in of_kind}
+        terms = [~any_of([op & fmt_ok[kind] for kind, op in of_kind.items()])]
+        for i, ch in enumerate(dec.checks):
             regs = [r[n] for n in ch.registers]
             refused = ch.refused(regs[0] if len(regs) == 1 else Cat(*regs))
             if refused is not None:
-                terms.append((rop == ch.code) & refused)
+                terms.append(reg(rop == ch.code, f"code{i}") & reg(refused, f"refused{i}"))
         if "numbers" in of_kind:  # the operators that read the boundary table
-            terms.append(of_kind["numbers"] & (r["NUM_BOUNDARIES"] > self.table_depth))
+            terms.append(of_kind["numbers"] & reg(r["NUM_BOUNDARIES"] > self.table_depth, "nbound"))
         return any_of(terms)
 
     def elaborate(self, platform) -> Module:
@@ -205,7 +215,7 @@ class Control(wiring.Component):
             self.core_clr.eq(self.soft_reset | (self.start & self._is_idle)),
         ]
         m.d.sync += [
-            self.bad_param.eq(self.param_error(self.params)),
+            self.bad_param.eq(self.param_error(m, self.params)),
             self.no_records.eq(self.params["COUNT"] == 0),
         ]
         m.d.comb += [getattr(self, n).eq(reg) for n, reg in self._fmts.items()]

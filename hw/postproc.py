@@ -180,20 +180,23 @@ def _sum_limb_products(p: Pipe, limbs: list[tuple[int, int]], L: int, width: int
 class FastRange(_BucketCore):
     """``(h * num_buckets) >> 64`` (Lemire's fastrange): the high half of the 128-bit product.
 
-    Both operands are split into four 16-bit limbs. Stage 1 copies them: every multiplier
-    gets its own register of its two limbs (``fr_ops{i}{j}``, marked ``keep`` so synthesis
-    does not merge the 16 equal copies back into one), because one register bit fanning out to
-    four DSP blocks spread along the device's DSP rows was the engine's routed critical path
-    (register -> MULT18X18D -> product register, 10.35 ns, 5.90 of it routing). The 16 limb
-    products (16x16, one ECP5 MULT18X18D / 7-series DSP48E1 each) are registered (stage 2).
-    They are packed into 7
+    Both operands are split into four 16-bit limbs. Stages 1 and 2 copy them: every
+    multiplier gets its own registers of its two limbs (``fr_opa{i}{j}`` then ``fr_ops{i}{j}``,
+    marked ``keep`` so synthesis does not merge the 16 equal copies back into one), because one
+    register bit fanning out to four DSP blocks spread along the device's DSP rows was the
+    engine's routed critical path (register -> MULT18X18D -> product register, 10.35 ns, 5.90
+    of it routing). The 16 limb products (16x16, one ECP5 MULT18X18D / 7-series DSP48E1 each)
+    are registered (stage 3) and registered again (stage 4). The second register on each side
+    lets the placer put one register beside the DSP block and the other beside the logic it
+    serves: with one each, a DSP placed 37 rows from both was 11.44 ns (nextpnr seed 2). The
+    products are packed into 7
     non-overlapping 128-bit rows (products whose diagonals ``i + j`` differ by >= 2 share a row)
     which two stages of 3:2 carry-save adders reduce to two rows, two CSA levels (LUTs only, no
-    carry chain) per stage: 7 -> 5 -> 4 (stage 3), 4 -> 3 -> 2 (stage 4). Stage 5 adds the two
+    carry chain) per stage: 7 -> 5 -> 4 (stage 5), 4 -> 3 -> 2 (stage 6). Stage 7 adds the two
     rows with carry select: the carry out of the low 64 bits and both ``hi`` and ``hi + 1``
     are three parallel ~64-bit chains, then a mux. Every stage holds at most one carry chain.
 
-    Latency 5 cycles (:attr:`latency`), one value per cycle, no stall. ``num_buckets`` is
+    Latency 7 cycles (:attr:`latency`), one value per cycle, no stall. ``num_buckets`` is
     registered with the first value (into the copies), so it must be stable from the first
     value's cycle on. Reset: only the ``valid`` bits matter. The critical path (ECP5) is the
     unregistered MULT18X18D itself.
@@ -201,11 +204,11 @@ class FastRange(_BucketCore):
     Ports: ``i``, ``o`` as :class:`ModPipe`, ``num_buckets`` In(64).
 
     ``multipliers="behavioural"`` (simulation flavour): the high half as one ``*`` where
-    stage 2 reads ``h``, delayed by the same 5 registers (same values in the same cycles, see
+    stage 2 reads ``h``, delayed by the same 7 registers (same values in the same cycles, see
     :class:`ModPipe`).
     """
 
-    latency = 5
+    latency = 7
 
     def elaborate(self, platform):
         m = Module()
@@ -224,17 +227,25 @@ class FastRange(_BucketCore):
         L, N = 16, 4
         p = Pipe(m, "fr", valid=self.i.valid)
         p.stage()
+        p.stage()
         prods = {}
         for i in range(N):
             for j in range(N):
-                # Stage 1: each multiplier's own copy of h's limb i and num_buckets' limb j.
-                ops = Signal(2 * L, name=f"fr_ops{i}{j}", reset_less=True, attrs={"keep": 1})
-                m.d.sync += ops.eq(Cat(h[L * i : L * (i + 1)], self.num_buckets[L * j : L * (j + 1)]))
+                # Stages 1 and 2: each multiplier's own copies of h's limb i and num_buckets'
+                # limb j.
+                keep = {"keep": 1}
+                opa = Signal(2 * L, name=f"fr_opa{i}{j}", reset_less=True, attrs=keep)
+                ops = Signal(2 * L, name=f"fr_ops{i}{j}", reset_less=True, attrs=keep)
+                m.d.sync += [
+                    opa.eq(Cat(h[L * i : L * (i + 1)], self.num_buckets[L * j : L * (j + 1)])),
+                    ops.eq(opa),
+                ]
                 prods[f"p{i}{j}"] = ops[:L] * ops[L:]
         p.stage(**prods)
-        # Stages 3 and 4: the 16 products in 7 rows, summed to two.
+        p.stage()
+        # Stages 5 and 6: the 16 products in 7 rows, summed to two.
         _sum_limb_products(p, [(i, j) for i in range(N) for j in range(N)], L, 128)
-        # Stage 5: carry-select final add; only the high half is kept.
+        # Stage 7: carry-select final add; only the high half is kept.
         x, y = p["x"], p["y"]
         carry = (x[:64] + y[:64])[64]
         hi0 = (x[64:] + y[64:])[:64]

@@ -212,6 +212,27 @@ def test_registers_readback():
     }
 
 
+def test_bad_param_follows_the_last_write_before_start():
+    """BAD_PARAM is decided over two register levels from the parameter registers: the write
+    just before START (the testbench's fastest spacing) still decides it, either way."""
+    eng = _small_engine()
+    keys = list(range(1, 4))
+    bad_op = max(engine_map.OP_CODES.values()) + 1
+    B = [
+        Batch(dict(SEED_LO=0, SEED_HI=0, COUNT=3, FORMAT=0, OP=bad_op), keys),  # bad OP, last
+        Batch(dict(OP=2), keys),  # the good OP written last
+        Batch(dict(FORMAT=3), keys),  # xxh64 does not take SEQ: written last
+        Batch(dict(FORMAT=0), keys),
+        Batch(dict(NUM_BOUNDARIES=17, DTYPE=1, FORMAT=0, COUNT=1, OP=7), keys[:1]),  # > 16 boundaries
+        Batch(dict(NUM_BOUNDARIES=0), keys[:1]),
+    ]
+    R = run_batches(B, engine=eng, timeout=2000)
+    bad = 1 << ERR["BAD_PARAM"]
+    h = [golden.xxh64(k.to_bytes(8, "little"), 0) for k in keys]
+    assert [trailer_fields(r.out[-1])[1] for r in R] == [bad, 0, bad, 0, bad, 0]
+    assert R[1].out[:-1] == h and R[3].out[:-1] == h
+
+
 def test_malformed_framing_never_hangs():
     eng = _small_engine()
     keys = list(range(1, 9))
