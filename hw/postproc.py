@@ -310,10 +310,10 @@ class ModReciprocal(_BucketCore):
     latency to arrive, which the engine checks at elaboration). ``num_buckets == 0`` gives ``h``
     (the engine rejects it with BAD_PARAM before a batch starts).
 
-    Stages: the :class:`FastRange` (5), the variable shift (2: 8-bit then 1-bit steps), the
+    Stages: the :class:`FastRange` (7), the variable shift (2: 8-bit then 1-bit steps), the
     limb products (1, registered), two carry-save stages (7 -> 4 -> 2 rows), ``q * n`` (one
     carry chain), ``h - q * n`` (one), the correction (one subtract and a mux): latency
-    :attr:`latency` = 13, one value per cycle, no stall. Reset: the valid bits, and a
+    :attr:`latency` = 15, one value per cycle, no stall. Reset: the valid bits, and a
     ``stale`` flag that restarts the reciprocal (the data registers are reset-less).
 
     Ports: ``i`` In(stream of 64-bit values, always ready), ``o`` Out(stream of 64-bit
