@@ -57,8 +57,8 @@ class Control(wiring.Component):
     ``bad_tkeep``; from the serialiser ``ulast``, ``hold``; from the parser ``beat_acc``,
     ``uacc``, ``bad_hdr``, ``fin``, ``extra``, ``ends``, ``n_rec``; from the collector ``write_trailer``,
     ``done_count``, ``resq_any``, ``busy_out``, ``done_flag``; from the lanes ``dv_busy`` (a
-    value in the varint path). Out ``state`` and ``parser_state`` (the same, a register of the
-    parser's own);
+    value in the varint path). Out ``state``, ``parser_state`` and ``slice_state`` (the same, a
+    register of the parser's own and one for the input slice's flags);
     the batch registers loaded at START from the parameter registers (``op``; ``fmt``,
     ``fmt_rec``, ``fmt_ser``, ``fmt_lanes``: the format, one copy per consumer; ``dtype``,
     ``seed``, ``nbuckets``, ``slot``, ``nbound``, and the parser's flags of the op code,
@@ -114,6 +114,7 @@ class Control(wiring.Component):
                 "dv_busy": In(1),
                 "state": Out(3),
                 "parser_state": Out(3),
+                "slice_state": Out(3),
                 "op": Out(max(OP_CODES.values()).bit_length()),
                 "is_delta": Out(1),
                 "is_limited": Out(1),
@@ -154,6 +155,11 @@ class Control(wiring.Component):
         # from ``state``, whose loads spread over the device, the parser's accept decision put
         # 8.70 ns of routing between the state and the input slice (nextpnr seed 2).
         self._pstate = Signal(3, name="parser_state_reg", attrs={"keep": 1})
+        # The state as the input slice's valid flags read it (through the parser's
+        # ``take_flags``), a third copy: read from ``_pstate``, the flags' accept decision was
+        # the LUT that enables the held beat's hundreds of bits, which nextpnr places among
+        # them, far from the flags (11.92 ns, 10.26 of it routing, nextpnr seed 1 of round 13).
+        self._sstate = Signal(3, name="slice_state_reg", attrs={"keep": 1})
         # The state is IDLE, a flag of its own: core_clr, which resets every core a cycle
         # later through a register beside each, is then one LUT from three flip-flops.
         self._is_idle = Signal(name="state_idle", init=1)
@@ -219,7 +225,7 @@ class Control(wiring.Component):
             self.no_records.eq(self.params["COUNT"] == 0),
         ]
         m.d.comb += [getattr(self, n).eq(reg) for n, reg in self._fmts.items()]
-        m.d.comb += self.parser_state.eq(self._pstate)
+        m.d.comb += [self.parser_state.eq(self._pstate), self.slice_state.eq(self._sstate)]
         m.d.comb += self.uses.eq(self._uses)
         with m.If(self.state != self.IDLE):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -232,8 +238,14 @@ class Control(wiring.Component):
         return m
 
     def _goto(self, state: Value | int) -> list:
-        """The next state, in ``state``, in the parser's copy of it and in the IDLE flag."""
-        return [self.state.eq(state), self._pstate.eq(state), self._is_idle.eq(state == self.IDLE)]
+        """The next state, in ``state``, in the parser's and the slice's copies of it and in the
+        IDLE flag."""
+        return [
+            self.state.eq(state),
+            self._pstate.eq(state),
+            self._sstate.eq(state),
+            self._is_idle.eq(state == self.IDLE),
+        ]
 
     def _fsm(self, m: Module) -> None:
         """The batch FSM."""

@@ -311,6 +311,7 @@ class OffloadEngine(wiring.Component):
             regs.cycles.eq(ctl.cycles),
             sl.soft_reset.eq(regs.soft_reset),
             sl.take.eq(parser.take),
+            sl.take_flags.eq(parser.take_flags),
             ser.beat.eq(sl.beat),
             ser.valid.eq(sl.valid),
             ser.framed.eq(ctl.fmt_ser[1]),
@@ -361,6 +362,7 @@ class OffloadEngine(wiring.Component):
         the FIFO's level and the varint input's room."""
         m.d.comb += [
             parser.state.eq(ctl.parser_state),
+            parser.slice_state.eq(ctl.slice_state),
             parser.fmt.eq(ctl.fmt),
             parser.fmt_rec.eq(ctl.fmt_rec),
             parser.is_delta.eq(ctl.is_delta),

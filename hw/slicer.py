@@ -46,12 +46,13 @@ class InputSlice(wiring.Component):
     entries full), which is what ``s_axis_tready`` says: two cycles of latency, not throughput
     (a beat per cycle).
 
-    Ports: the :func:`axis_in` ports; In ``take`` (the parser takes the held beat this cycle),
-    ``soft_reset``; Out ``valid`` (a beat is held) and ``beat`` (the held beat), read through
-    :attr:`xwords` (per word: the word and its checks, :data:`XW` bits), :attr:`words` (the
-    64-bit words), :attr:`tlast`, :attr:`bad_tkeep` (``tkeep`` is not exactly the bytes of the
-    words carried) and :attr:`nw` (words carried: up to the highest word whose ``tkeep`` bits
-    are not all clear, at least 1).
+    Ports: the :func:`axis_in` ports; In ``take`` (the parser takes the held beat this cycle:
+    the held beat's enable) and ``take_flags`` (equal to ``take``, from registers of its own:
+    the valid flags'), ``soft_reset``; Out ``valid`` (a beat is held) and ``beat`` (the held
+    beat), read through :attr:`xwords` (per word: the word and its checks, :data:`XW` bits),
+    :attr:`words` (the 64-bit words), :attr:`tlast`, :attr:`bad_tkeep` (``tkeep`` is not exactly
+    the bytes of the words carried) and :attr:`nw` (words carried: up to the highest word whose
+    ``tkeep`` bits are not all clear, at least 1).
 
     Latency 2 cycles (a beat accepted in cycle t is held from t+2). Reset (``rst`` or
     ``soft_reset``): the input register and both entries empty, so beats already taken from
@@ -67,6 +68,7 @@ class InputSlice(wiring.Component):
             {
                 **axis_in(lanes),
                 "take": In(1),
+                "take_flags": In(1),
                 "soft_reset": In(1),
                 "valid": Out(1),
                 "beat": Out(XW * N + 2 + nw_bits),
@@ -132,15 +134,18 @@ class InputSlice(wiring.Component):
         # cycle that fills it; its enable is its valid flag alone, not ``take``.
         with m.If(~skid_v):
             m.d.sync += skid.eq(in_beat)
+        # The flags read ``take_flags``, not ``take``: sharing the beat's enable LUT, which is
+        # placed among the beat's bits, they were the engine's critical path.
+        move_f = self.take_flags | ~main_v
         with m.If(self.soft_reset):
             # Abort: beats already taken from the bus are dropped with the batch.
             m.d.sync += [main_v.eq(0), skid_v.eq(0), in_v.eq(0)]
         with m.Else():
             m.d.sync += [
-                skid_v.eq(Mux(self.take | ~main_v, 0, skid_v | in_fire)),
+                skid_v.eq(Mux(move_f, 0, skid_v | in_fire)),
                 in_v.eq((in_v & ~ready) | (self.s_axis_tvalid & ready)),
             ]
-            with m.If(self.take | ~main_v):
+            with m.If(move_f):
                 m.d.sync += main_v.eq(skid_v | in_fire)
         return m
 
