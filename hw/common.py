@@ -14,6 +14,7 @@ from amaranth.hdl import Cat, Const, Mux, Signal, Value
 __all__ = [
     "Pipe",
     "mux_index",
+    "xorshift",
     "set_multiplier_params",
     "check_choice",
     "check_pow2",
@@ -88,6 +89,12 @@ def mux_index(index: Value, items: list[Value]) -> Value:
     for i in reversed(range(len(items) - 1)):
         out = Mux(index == i, items[i], out)
     return out
+
+
+def xorshift(field: str, shift: int):
+    """The operand ``v ^ v >> shift`` of field ``field`` (``v`` itself for shift 0), as a
+    function of a pipe's fields: the form :meth:`Pipe.mul_step`'s ``then`` takes."""
+    return lambda f: f[field] ^ (f[field] >> shift) if shift else f[field]
 
 
 class Pipe:

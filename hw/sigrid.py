@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from offload.golden_sigrid import HASH128_KMUL
 
-from .common import Pipe, check_choice, mul_depth, set_multiplier_params
+from .common import Pipe, check_choice, mul_depth, set_multiplier_params, xorshift
 from .postproc import ModPipe
 
 __all__ = ["SigridCore", "SigridMix", "SigridFix", "TWANG_STEPS", "HASH128_SHIFT"]
@@ -49,11 +49,6 @@ M64 = (1 << 64) - 1
 TWANG_STEPS = ((0, (1 << 21) - 1, M64), (24, 265, 0), (14, 21, 0), (28, (1 << 31) + 1, 0))
 #: ``hash_128_to_64``'s xor-shift.
 HASH128_SHIFT = 47
-
-
-def _xorshift(shift: int):
-    """The operand ``k ^ k >> shift`` (``k`` for 0) as a function of the fields."""
-    return lambda f: f["k"] ^ (f["k"] >> shift) if shift else f["k"]
 
 
 class SigridMix(wiring.Component):
@@ -93,13 +88,13 @@ class SigridMix(wiring.Component):
         one = Const(1)
         # (operand, multiplier, addend); each operand after the first is registered by the
         # step before it (``then``), so a step starts from a register, not an xor-shift.
-        steps = [(_xorshift(shift), mult, add) for shift, mult, add in TWANG_STEPS]
+        steps = [(xorshift("k", shift), mult, add) for shift, mult, add in TWANG_STEPS]
         # hash_128_to_64(salt, k): a = (k ^ salt) * kMul; a ^= a >> 47; b = (salt ^ a) * kMul;
         # b ^= b >> 47; b * kMul. (The twang's last xor-shift is TWANG_STEPS' trailing 28.)
         steps += [
             (lambda f: f["k"] ^ salt, HASH128_KMUL, 0),
-            (lambda f: salt ^ _xorshift(HASH128_SHIFT)(f), HASH128_KMUL, 0),
-            (_xorshift(HASH128_SHIFT), HASH128_KMUL, 0),
+            (lambda f: salt ^ xorshift("k", HASH128_SHIFT)(f), HASH128_KMUL, 0),
+            (xorshift("k", HASH128_SHIFT), HASH128_KMUL, 0),
         ]
         x = steps[0][0](p.f)
         for i, (_, mult, add) in enumerate(steps):

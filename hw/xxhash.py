@@ -67,6 +67,7 @@ from .common import (
     mux_index,
     set_multiplier_params,
     term_value,
+    xorshift,
 )
 
 __all__ = [
@@ -124,23 +125,18 @@ def _avalanche(
 ) -> None:
     """``h ^= h >> s0; h *= p0; h ^= h >> s1; h *= p1; h ^= h >> s2`` on field ``h`` (2
     multiplies + 1 stage); ``drop`` leaves at its first stage. ``x0``: the first operand
-    (``h ^ h >> s0``) if the step before registered it (its ``then``, :func:`avalanche_x`)."""
+    (``h ^ h >> s0``) if the step before registered it (its ``then``, :data:`xxh64_avalanche_x`)."""
     if x0 is None:
-        x0 = _xorshift(shifts[0])(p.f)
-    p.mul_step("h", x0, primes[0], width, Const(1), drop=drop, then=_xorshift(shifts[1]))
+        x0 = xorshift("h", shifts[0])(p.f)
+    p.mul_step("h", x0, primes[0], width, Const(1), drop=drop, then=xorshift("h", shifts[1]))
     p.mul_step("h", p.take("h_x"), primes[1], width, Const(1))
     h = p["h"]
     p.stage(h=h ^ (h >> shifts[2]))
 
 
-def _xorshift(s: int):
-    """The operand ``h ^ h >> s`` as a function of the fields (see ``Pipe.mul_step``'s ``then``)."""
-    return lambda f: f["h"] ^ (f["h"] >> s)
-
-
 #: The XXH64 avalanche's first operand, for the step before it (``then``; pass the registered
 #: field as ``xxh64_avalanche``'s ``x0``).
-xxh64_avalanche_x = _xorshift(33)
+xxh64_avalanche_x = xorshift("h", 33)
 
 
 def xxh64_avalanche(p: Pipe, drop=(), x0=None) -> None:
@@ -305,67 +301,46 @@ def xxh64_finalize(p: Pipe, seed_p5, *, stripes: bool, max_words: int, four: boo
             p.stage()
         for j in range(4):
             p.mul_step("h", p["h"] ^ p[f"km{j}"], P1, 64, p["hs"], add=P4, drop=[f"km{j}"])
-    steps = _tail_steps(p, max_words, four, max_bytes, start_k4, start_kb)
     # The avalanche's first operand is registered by the stage before it (``then``). A tail
     # step computes its own operand: it is conditional, and registered a stage earlier its
     # operand would leave the kept old value's copies untapped, a shift register (LUTs) on the
     # xc7.
+    left = max_words + four + max_bytes
     h_len = (p["h"] + p["len"])[:64]
-    if steps:
+    if left:
         p.stage(drop=["hs", "len"], h=h_len)
     else:
         p.stage(drop=["hs", "len"], h=h_len, h_x=xxh64_avalanche_x({**p.f, "h": h_len}))
-    # The step conditions are re-read from the current stage's ``r`` (it moves with the record).
-    for i, (x_of, prime, act, add, drop, before) in enumerate(steps):
-        before()
-        then = xxh64_avalanche_x if i == len(steps) - 1 else None
-        p.mul_step("h", x_of(p.f), prime, 64, act(p), add=add, drop=drop, then=then)
+
+    def step(x: Value, prime: int, active: Value, add: int, drop: list[str]) -> None:
+        # The last tail step registers the avalanche's first operand.
+        nonlocal left
+        left -= 1
+        then = None if left else xxh64_avalanche_x
+        p.mul_step("h", x, prime, 64, active, add=add, drop=drop, then=then)
+
+    # h = rotl(h ^ k, r) * P + a per 8-byte word, 4-byte lane and byte left; the conditions
+    # read the current stage's ``r`` (it moves with the record). The 4-byte and byte products
+    # start one step ahead of their steps.
+    for j in range(max_words):
+        if j == max_words - 1:
+            (start_k4 if four else start_kb if max_bytes else lambda: None)()
+        step((p["h"] ^ p[f"kw{j}"]).rotate_left(27), P1, p["r"][3:5] > j, P4, [f"kw{j}"])
+    if four:
+        if max_bytes:
+            start_kb()
+        step((p["h"] ^ p["k4"]).rotate_left(23), P2, p["r"][2], P3, ["k4"] + ([] if max_bytes else ["tw"]))
+    for i in range(max_bytes):
+        step(
+            (p["h"] ^ p[f"kb{i}"]).rotate_left(11),
+            P1,
+            p["r"][:2] > i,
+            0,
+            [f"kb{i}"] + (["tw"] if i == 0 else []),
+        )
     xxh64_avalanche(p, drop=["r"], x0=p.take("h_x"))
     assert not p.busy() and not p.pending()
     assert p.depth - depth0 == xxh64_finalize_depth(stripes, max_words, four, max_bytes, p.levels)
-
-
-def _tail_steps(p: Pipe, max_words: int, four: bool, max_bytes: int, start_k4, start_kb) -> list:
-    """The finaliser's tail steps after ``h += len``: ``(operand(fields), prime, active(p), add,
-    drop, before())``; ``before`` starts the 4-byte or byte products one step ahead."""
-    P1, P2, P3, _, _ = P64
-    none = lambda: None  # noqa: E731
-    steps: list = []
-    for j in range(max_words):
-        last = j == max_words - 1
-        steps.append(
-            (
-                lambda f, j=j: (f["h"] ^ f[f"kw{j}"]).rotate_left(27),
-                P1,
-                lambda p, j=j: p["r"][3:5] > j,
-                P64[3],
-                [f"kw{j}"],
-                (start_k4 if four else start_kb if max_bytes else none) if last else none,
-            )
-        )
-    if four:
-        steps.append(
-            (
-                lambda f: (f["h"] ^ f["k4"]).rotate_left(23),
-                P2,
-                lambda p: p["r"][2],
-                P3,
-                ["k4"] + ([] if max_bytes else ["tw"]),
-                start_kb if max_bytes else none,
-            )
-        )
-    for i in range(max_bytes):
-        steps.append(
-            (
-                lambda f, i=i: (f["h"] ^ f[f"kb{i}"]).rotate_left(11),
-                P1,
-                lambda p, i=i: p["r"][:2] > i,
-                0,
-                [f"kb{i}"] + (["tw"] if i == 0 else []),
-                none,
-            )
-        )
-    return steps
 
 
 def xxh32_finalize_depth(stripes: bool, max_lanes: int, max_bytes: int, levels: int | str = 1) -> int:
