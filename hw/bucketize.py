@@ -14,8 +14,9 @@ M, the synchronous read, addressed straight from the registered position (the in
 ``pos | (step - 1)``: no adder); R, the boundary registered as read (block RAM clock-to-out is
 slow); C, the boundary's key (:func:`boundary_key`, an XOR mask: the ``-0.0`` rule is applied
 to x instead, see :func:`x_key`) and a compare split into three parallel 33-bit chains.
-Latency ``3 * (log2(table_depth) + 1) + 1`` cycles (:attr:`latency`: 16 for depth 16, 28 for
-256). Reset: only the ``valid`` bits matter.
+In front of the steps, x is registered once more inside the core (its wide compares then start
+at a register placed with them). Latency ``3 * (log2(table_depth) + 1) + 2`` cycles
+(:attr:`latency`: 17 for depth 16, 29 for 256). Reset: only the ``valid`` bits matter.
 
 Ports: ``i`` In(stream of 64-bit raw values, always ready), ``o`` Out(stream of 32-bit counts,
 always ready), ``dtype`` In(2) (0 int32, 1 int64, 2 float32, 3 float64), ``right`` In(1)
@@ -144,7 +145,7 @@ class Bucketize(wiring.Component):
         self._MustUse__silence = False
         self.abits = max(1, (table_depth - 1).bit_length())
         self.steps = table_depth.bit_length()  # log2(depth) + 1 lookups
-        self.latency = 3 * self.steps + 1
+        self.latency = 3 * self.steps + 2
         super().__init__(
             {
                 "i": In(stream.Signature(64, always_ready=True)),
@@ -168,9 +169,11 @@ class Bucketize(wiring.Component):
         m.d.sync += nb.eq(self.num_boundaries)
         # x's key is needed at the first step's compare, two stages in: the first registers x
         # with its wide compares (NaN's parts too), the second the key and NaN (ECP5: x_key in
-        # one stage was the engine's critical path, seven LUT levels at 82.7 MHz).
-        raw = self.i.payload
-        flags = key_flags(raw)
+        # one stage was the engine's critical path, seven LUT levels at 82.7 MHz). The compares
+        # start from a copy of x registered here (stage I), not from the core's input register:
+        # placed by the lanes' input mux, that register was 60 rows from the compares'
+        # registers, the engine's critical path at two placements (10.55 ns, 8.33 of it
+        # routing, nextpnr seed 2 of round 14; 9.95 ns, seed 3 of round 13).
         pw = self.abits + 1
         # Binary lifting: after the steps D/2..1, pos = min(count, D-1); one more lookup at pos
         # adds the last boundary when all D are below x. Before the step of size s, pos is a
@@ -182,7 +185,9 @@ class Bucketize(wiring.Component):
         # compares, and on the ECP5 its net (7.5 ns of routing) was the engine's critical path.
         dtypes = keep_copies(m, "bz_dtype", self.dtype, len(steps))
         rights = keep_copies(m, "bz_right", self.right, len(steps))
-        p = Pipe(m, "bz", valid=self.i.valid, raw=raw, pos=Const(0, pw), **flags)
+        p = Pipe(m, "bz", valid=self.i.valid, raw=self.i.payload, pos=Const(0, pw))
+        p.stage()
+        flags = key_flags(p["raw"])
         for n, step in enumerate(steps):
             final = n == len(steps) - 1
             # Stage M: the lookup's read, addressed straight from registers (memory address
@@ -190,7 +195,7 @@ class Bucketize(wiring.Component):
             idx = p["pos"] | offs[n]
             rp = table.read_port(domain="sync")
             m.d.comb += rp.addr.eq(idx[: self.abits])
-            p.stage(inb=idx < nb)
+            p.stage(inb=idx < nb, **(flags if n == 0 else {}))
             # Stage R: the boundary as read (a DP16KD's clock-to-out is ~5 ns); in the first
             # step also x's key, from the registered x and compares.
             first: dict = {}
