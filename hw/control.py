@@ -57,8 +57,11 @@ class Control(wiring.Component):
     ``bad_tkeep``; from the serialiser ``ulast``, ``hold``; from the parser ``beat_acc``,
     ``uacc``, ``bad_hdr``, ``fin``, ``extra``, ``ends``, ``n_rec``; from the collector ``write_trailer``,
     ``done_count``, ``resq_any``, ``busy_out``, ``done_flag``; from the lanes ``dv_busy`` (a
-    value in the varint path). Out ``state``, ``parser_state`` and ``slice_state`` (the same, a
-    register of the parser's own and one for the input slice's flags);
+    value in the varint path). Out ``state`` and its copies (:attr:`STATE_COPIES`, equal to it,
+    each a register of its own): ``parser_state`` (the data path's accept decision: the slice's
+    held beat, the cores' input), ``slice_state`` (the input slice's flags) and ``rec_state``
+    (the parser's record registers and the decisions it sends back here, which this FSM also
+    switches on);
     the batch registers loaded at START from the parameter registers (``op``; ``fmt``,
     ``fmt_rec``, ``fmt_ser``, ``fmt_lanes``: the format, one copy per consumer; ``dtype``,
     ``seed``, ``nbuckets``, ``slot``, ``nbound``, and the parser's flags of the op code,
@@ -83,6 +86,8 @@ class Control(wiring.Component):
     """
 
     IDLE, RUN, DRAIN, ROLLBACK, TRAIL = range(5)
+    #: The state's copies (see ``_states``), by their consumers.
+    STATE_COPIES = ("parser_state", "slice_state", "rec_state")
     #: The format's registers (one per consumer, see ``_fmts``) and their width.
     FMT_COPIES = ("fmt", "fmt_rec", "fmt_ser", "fmt_lanes")
     FMT_WIDTH = max(FORMATS.values()).bit_length()
@@ -113,8 +118,7 @@ class Control(wiring.Component):
                 "done_flag": In(1),
                 "dv_busy": In(1),
                 "state": Out(3),
-                "parser_state": Out(3),
-                "slice_state": Out(3),
+                **{n: Out(3) for n in self.STATE_COPIES},
                 "op": Out(max(OP_CODES.values()).bit_length()),
                 "is_delta": Out(1),
                 "is_limited": Out(1),
@@ -151,15 +155,22 @@ class Control(wiring.Component):
         # the state, 10.23 ns at nextpnr seed 1).
         self.bad_param = Signal(name="bad_param")
         self.no_records = Signal(name="no_records")
-        # The state as the parser reads it, a copy of ``state`` kept apart in synthesis: read
-        # from ``state``, whose loads spread over the device, the parser's accept decision put
-        # 8.70 ns of routing between the state and the input slice (nextpnr seed 2).
-        self._pstate = Signal(3, name="parser_state_reg", attrs={"keep": 1})
-        # The state as the input slice's valid flags read it (through the parser's
-        # ``take_flags``), a third copy: read from ``_pstate``, the flags' accept decision was
-        # the LUT that enables the held beat's hundreds of bits, which nextpnr places among
-        # them, far from the flags (11.92 ns, 10.26 of it routing, nextpnr seed 1 of round 13).
-        self._sstate = Signal(3, name="slice_state_reg", attrs={"keep": 1})
+        # The state, one register per consumer group, each written by ``_goto`` and kept apart
+        # in synthesis, so no LUT of one group's decision is shared with another's and each
+        # copy can sit by its loads:
+        # - ``parser_state``: the data path's accept decision (the slice's held beat, the cores'
+        #   input). Read from ``state``, whose loads spread over the device, it put 8.70 ns of
+        #   routing between the state and the input slice (nextpnr seed 2).
+        # - ``slice_state``: the input slice's valid flags (the parser's ``take_flags``). Read
+        #   from ``parser_state``, their accept decision was the LUT that enables the held
+        #   beat's hundreds of bits, placed among them, far from the flags (11.92 ns, 10.26 of
+        #   it routing, nextpnr seed 1 of round 13).
+        # - ``rec_state``: the parser's record registers, the decisions it sends here and this
+        #   FSM. With ``parser_state`` the records' enable was a LUT of the cores' input valid,
+        #   placed by the cores (10.52 ns, 9.05 of it routing), and the end of the batch came
+        #   from the cores' ``last_word``, 46 rows from its registers and 59 from the FSM
+        #   (12.37 ns, 10.41 of it routing, nextpnr seeds 2 and 1 of round 15).
+        self._states = {n: Signal(3, name=f"{n}_reg", attrs={"keep": 1}) for n in self.STATE_COPIES}
         # The state is IDLE, a flag of its own: core_clr, which resets every core a cycle
         # later through a register beside each, is then one LUT from three flip-flops.
         self._is_idle = Signal(name="state_idle", init=1)
@@ -225,7 +236,7 @@ class Control(wiring.Component):
             self.no_records.eq(self.params["COUNT"] == 0),
         ]
         m.d.comb += [getattr(self, n).eq(reg) for n, reg in self._fmts.items()]
-        m.d.comb += [self.parser_state.eq(self._pstate), self.slice_state.eq(self._sstate)]
+        m.d.comb += [getattr(self, n).eq(reg) for n, reg in self._states.items()]
         m.d.comb += self.uses.eq(self._uses)
         with m.If(self.state != self.IDLE):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -238,12 +249,10 @@ class Control(wiring.Component):
         return m
 
     def _goto(self, state: Value | int) -> list:
-        """The next state, in ``state``, in the parser's and the slice's copies of it and in the
-        IDLE flag."""
+        """The next state, in ``state``, in its copies and in the IDLE flag."""
         return [
             self.state.eq(state),
-            self._pstate.eq(state),
-            self._sstate.eq(state),
+            *(reg.eq(state) for reg in self._states.values()),
             self._is_idle.eq(state == self.IDLE),
         ]
 
@@ -256,7 +265,7 @@ class Control(wiring.Component):
                 m.d.comb += self.ser_clear.eq(1)
                 m.d.sync += self.extra_pending.eq(0)
         with m.Else():
-            with m.Switch(self.state):
+            with m.Switch(self._states["rec_state"]):
                 with m.Case(self.IDLE):
                     self._idle(m)
                 with m.Case(self.RUN):

@@ -348,8 +348,9 @@ class OffloadEngine(wiring.Component):
             ctl.hold.eq(ser.hold),
             *(
                 getattr(ctl, n).eq(getattr(parser, n))
-                for n in ("beat_acc", "uacc", "bad_hdr", "fin", "extra", "ends", "n_rec")
+                for n in ("beat_acc", "bad_hdr", "fin", "extra", "ends", "n_rec")
             ),
+            ctl.uacc.eq(parser.rec_uacc),
             *(
                 getattr(ctl, n).eq(getattr(coll, n))
                 for n in ("write_trailer", "done_count", "resq_any", "busy_out", "done_flag")
@@ -363,6 +364,7 @@ class OffloadEngine(wiring.Component):
         m.d.comb += [
             parser.state.eq(ctl.parser_state),
             parser.slice_state.eq(ctl.slice_state),
+            parser.rec_state.eq(ctl.rec_state),
             parser.fmt.eq(ctl.fmt),
             parser.fmt_rec.eq(ctl.fmt_rec),
             parser.is_delta.eq(ctl.is_delta),
