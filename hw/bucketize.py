@@ -15,8 +15,9 @@ M, the synchronous read, addressed straight from the registered position (the in
 slow); C, the boundary's key (:func:`boundary_key`, an XOR mask: the ``-0.0`` rule is applied
 to x instead, see :func:`x_key`) and a compare split into three parallel 33-bit chains.
 In front of the steps, x is registered once more inside the core (its wide compares then start
-at a register placed with them). Latency ``3 * (log2(table_depth) + 1) + 2`` cycles
-(:attr:`latency`: 17 for depth 16, 29 for 256). Reset: only the ``valid`` bits matter.
+at a register placed with them), and its wide compares take two stages (:func:`key_parts`, then
+:func:`key_flags`). Latency ``3 * (log2(table_depth) + 1) + 3`` cycles (:attr:`latency`: 18 for
+depth 16, 30 for 256). Reset: only the ``valid`` bits matter.
 
 Ports: ``i`` In(stream of 64-bit raw values, always ready), ``o`` Out(stream of 32-bit counts,
 always ready), ``dtype`` In(2) (0 int32, 1 int64, 2 float32, 3 float64), ``right`` In(1)
@@ -39,19 +40,41 @@ __all__ = ["Bucketize", "order_key", "boundary_key", "x_key"]
 DTYPE_INT32, DTYPE_INT64, DTYPE_FLOAT32, DTYPE_FLOAT64 = 0, 1, 2, 3
 
 
-def key_flags(raw):
-    """The wide compares :func:`order_key` and :func:`x_key` need (three LUT levels each): the
+def key_parts(raw) -> dict:
+    """The all-zero and all-one tests of x's bit fields that :func:`key_flags` combines, each
+    over at most 16 bits (two LUT levels): the core registers them a stage ahead of the flags.
+    Computed in one stage, the flags' compares shared their LUTs (NaN's mantissa test is a part
+    of the zero tests), and the chain from x's register to the ``-0.0`` flag was seven LUTs,
+    spread over tens of rows: the engine's critical path at two placements (10.75 and 10.26 ns,
+    8.54 and 8.04 of them routing, nextpnr seeds 1 and 3 of round 16)."""
+    return {
+        "z0": raw[0:16] == 0,
+        "z1": raw[16:23] == 0,
+        "z2": raw[23:31] == 0,
+        "z3": raw[31:47] == 0,
+        "z4": raw[47:52] == 0,
+        "z5": raw[52:63] == 0,
+        "ones32": raw[23:31] == 0xFF,  # float32's exponent
+        "ones64": raw[52:63] == 0x7FF,  # float64's exponent
+    }
+
+
+def key_flags(raw, parts=None) -> dict:
+    """The wide compares :func:`order_key` and :func:`x_key` need, from :func:`key_parts` of
+    ``raw`` (``parts``, registered; computed here when not given): at most two LUT levels. The
     core registers them a stage ahead of the key, so no path has both. NaN's too: with the
     dtype's select behind them in one stage, the input register to the NaN flag was seven
-    LUTs, the engine's critical path at one placement (10.43 ns, nextpnr seed 2)."""
-    s32 = raw[:32]
+    LUTs, the engine's critical path at one placement (10.43 ns, nextpnr seed 2). ``-0.0`` is
+    a zero flag and the sign bit (:func:`order_key`)."""
+    q = key_parts(raw) if parts is None else parts
+    low23 = q["z0"] & q["z1"]  # float32's mantissa is 0
+    zero32 = low23 & q["z2"]
+    low52 = zero32 & q["z3"] & q["z4"]  # float64's mantissa is 0
     return {
-        "neg_zero32": s32 == 0x8000_0000,
-        "neg_zero64": raw == 0x8000_0000_0000_0000,
-        "zero32": raw[:31] == 0,
-        "zero64": raw[:63] == 0,
-        "nan32": (s32[23:31] == 0xFF) & (s32[:23] != 0),
-        "nan64": (raw[52:63] == 0x7FF) & (raw[:52] != 0),
+        "zero32": zero32,
+        "zero64": low52 & q["z5"],
+        "nan32": q["ones32"] & ~low23,
+        "nan64": q["ones64"] & ~low52,
     }
 
 
@@ -62,9 +85,10 @@ def order_key(raw, dtype, flags=None):
     s32 = raw[:32]
     i32 = Cat(s32, s32[31].replicate(31), ~s32[31])
     i64 = Cat(raw[:63], ~raw[63])
-    b32 = Mux(f["neg_zero32"], 0, s32)  # -0.0 -> +0.0
+    # -0.0 -> +0.0: the sign bit cleared when the other bits are 0.
+    b32 = Cat(s32[:31], s32[31] & ~f["zero32"])
     f32 = Mux(b32[31], ~b32, b32 | 0x8000_0000)[:32]
-    b64 = Mux(f["neg_zero64"], 0, raw)
+    b64 = Cat(raw[:63], raw[63] & ~f["zero64"])
     f64 = Mux(b64[63], ~b64, b64 | 0x8000_0000_0000_0000)[:64]
     key = Mux(
         dtype == DTYPE_INT32,
@@ -145,7 +169,7 @@ class Bucketize(wiring.Component):
         self._MustUse__silence = False
         self.abits = max(1, (table_depth - 1).bit_length())
         self.steps = table_depth.bit_length()  # log2(depth) + 1 lookups
-        self.latency = 3 * self.steps + 2
+        self.latency = 3 * self.steps + 3
         super().__init__(
             {
                 "i": In(stream.Signature(64, always_ready=True)),
@@ -167,10 +191,11 @@ class Bucketize(wiring.Component):
         m.d.comb += [wp.addr.eq(self.table_addr), wp.data.eq(self.table_data), wp.en.eq(self.table_we)]
         nb = Signal(13, reset_less=True)  # copies of the ports, reloaded every cycle
         m.d.sync += nb.eq(self.num_boundaries)
-        # x's key is needed at the first step's compare, two stages in: the first registers x
-        # with its wide compares (NaN's parts too), the second the key and NaN (ECP5: x_key in
-        # one stage was the engine's critical path, seven LUT levels at 82.7 MHz). The compares
-        # start from a copy of x registered here (stage I), not from the core's input register:
+        # x's key is needed at the first step's compare: stage F registers x with the parts of
+        # its wide compares, the first step's M their flags (NaN's too), its R the key and NaN
+        # (ECP5: x_key in one stage was the engine's critical path, seven LUT levels at 82.7
+        # MHz). The compares start from a copy of x registered here (stage I), not from the
+        # core's input register:
         # placed by the lanes' input mux, that register was 60 rows from the compares'
         # registers, the engine's critical path at two placements (10.55 ns, 8.33 of it
         # routing, nextpnr seed 2 of round 14; 9.95 ns, seed 3 of round 13).
@@ -187,7 +212,9 @@ class Bucketize(wiring.Component):
         rights = keep_copies(m, "bz_right", self.right, len(steps))
         p = Pipe(m, "bz", valid=self.i.valid, raw=self.i.payload, pos=Const(0, pw))
         p.stage()
-        flags = key_flags(p["raw"])
+        parts = key_parts(p["raw"])
+        p.stage(**parts)
+        flags = key_flags(p["raw"], {k: p[k] for k in parts})
         for n, step in enumerate(steps):
             final = n == len(steps) - 1
             # Stage M: the lookup's read, addressed straight from registers (memory address
@@ -195,7 +222,7 @@ class Bucketize(wiring.Component):
             idx = p["pos"] | offs[n]
             rp = table.read_port(domain="sync")
             m.d.comb += rp.addr.eq(idx[: self.abits])
-            p.stage(inb=idx < nb, **(flags if n == 0 else {}))
+            p.stage(inb=idx < nb, **(dict(flags, drop=list(parts)) if n == 0 else {}))
             # Stage R: the boundary as read (a DP16KD's clock-to-out is ~5 ns); in the first
             # step also x's key, from the registered x and compares.
             first: dict = {}
