@@ -14,10 +14,11 @@ M, the synchronous read, addressed straight from the registered position (the in
 ``pos | (step - 1)``: no adder); R, the boundary registered as read (block RAM clock-to-out is
 slow); C, the boundary's key (:func:`boundary_key`, an XOR mask: the ``-0.0`` rule is applied
 to x instead, see :func:`x_key`) and a compare split into three parallel 33-bit chains.
-In front of the steps, x is registered once more inside the core (its wide compares then start
-at a register placed with them), and its wide compares take two stages (:func:`key_parts`, then
-:func:`key_flags`). Latency ``3 * (log2(table_depth) + 1) + 3`` cycles (:attr:`latency`: 18 for
-depth 16, 30 for 256). Reset: only the ``valid`` bits matter.
+In front of the steps, x is registered once more inside the core (stage I: its wide compares
+then start at a register placed with them), and its wide compares take two stages: F registers
+the parts (:func:`key_parts`), the first step's M the flags (:func:`key_flags`). Latency
+``3 * (log2(table_depth) + 1) + 3`` cycles (:attr:`latency`: 18 for depth 16, 30 for 256).
+Reset: only the ``valid`` bits matter.
 
 Ports: ``i`` In(stream of 64-bit raw values, always ready), ``o`` Out(stream of 32-bit counts,
 always ready), ``dtype`` In(2) (0 int32, 1 int64, 2 float32, 3 float64), ``right`` In(1)
@@ -61,7 +62,8 @@ def key_parts(raw) -> dict:
 
 def key_flags(raw, parts=None) -> dict:
     """The wide compares :func:`order_key` and :func:`x_key` need, from :func:`key_parts` of
-    ``raw`` (``parts``, registered; computed here when not given): at most two LUT levels. The
+    ``raw`` (``parts``, registered; computed here when not given): from registered parts, at
+    most two LUT levels. The
     core registers them a stage ahead of the key, so no path has both. NaN's too: with the
     dtype's select behind them in one stage, the input register to the NaN flag was seven
     LUTs, the engine's critical path at one placement (10.43 ns, nextpnr seed 2). ``-0.0`` is

@@ -55,8 +55,9 @@ class Control(wiring.Component):
     Ports: In, from the :class:`~offload.hw.regfile.RegisterFile`, ``start``, ``soft_reset``
     and ``reg_<name>`` for every parameter register (``PARAM_REGISTERS``); from the slice
     ``bad_tkeep``; from the serialiser ``ulast``, ``hold``; from the parser ``beat_acc``,
-    ``uacc``, ``bad_hdr``, ``fin``, ``extra``, ``ends``, ``n_rec``; from the collector ``write_trailer``,
-    ``done_count``, ``resq_any``, ``busy_out``, ``done_flag``; from the lanes ``dv_busy`` (a
+    ``uacc`` (the parser's ``rec_uacc``, the records' copy of the accept decision), ``bad_hdr``,
+    ``fin``, ``extra``, ``ends``, ``n_rec``; from the collector ``write_trailer``, ``done_count``,
+    ``resq_any``, ``busy_out``, ``done_flag``; from the lanes ``dv_busy`` (a
     value in the varint path). Out ``state`` and its copies (:attr:`STATE_COPIES`, equal to it,
     each a register of its own): ``parser_state`` (the data path's accept decision: the slice's
     held beat, the cores' input), ``slice_state`` (the input slice's flags) and ``rec_state``

@@ -201,7 +201,8 @@ class Parser(wiring.Component):
         beyond = [Const(0)] + [~rem_gt[v - 1] for v in range(1, N + 1)]
         m.d.comb += [
             self.lane_on.eq(Cat(*lane_on)),
-            # Records the unit completes: ``n_rec`` if ``uacc & ends``. The count reads
+            # Records the unit completes: ``n_rec`` if ``uacc & ends`` (the control's ``uacc``
+            # is the records' copy, ``rec_uacc``). The count reads
             # registers only; one signal (uacc & ends) enables the counters. A count that
             # included uacc let Yosys fold "0 records: keep" into the counters' enable, which then
             # carried the whole accept decision (10.42 ns, nextpnr seed 3).
@@ -215,7 +216,7 @@ class Parser(wiring.Component):
         """The record registers. Between records they follow the parser's word, accepted or
         not, in any state: they are read only inside a record (in_rec), which starts with the
         cycle that accepts the header, so they then hold that header's values; their enable is
-        one register (in_rec), not the accept decision (uacc) or the state. ``in_rec`` and
+        one register (in_rec), not the accept decision (rec_uacc) or the state. ``in_rec`` and
         ``rem_last`` load their cores' copies with the same values."""
         fmt, in_rec, remaining = self.fmt_rec, self._in_rec, self._remaining
         in_recs, rem_lasts = (in_rec, self._in_rec_cores), (self._rem_last, self._rem_last_cores)
@@ -228,7 +229,7 @@ class Parser(wiring.Component):
                 *(r.eq(Mux(fmt == SEQ, w_one, w_le8)) for r in rem_lasts),
             ]
         # Inside a record (framed, so no header word) an accepted word is one of its words. Not
-        # under SOFT_RESET or the control's state: uacc already implies RUN, and a reset clears
+        # under SOFT_RESET or the control's state: rec_uacc already implies RUN, and a reset clears
         # in_rec, after which these registers reload. (The reset's and the state's decode in
         # their enables was a routed critical path: 11.03 ns, 9.07 of it routing.)
         with m.Elif(self.rec_uacc):

@@ -647,6 +647,7 @@ COPIES = [
     *(lambda c, p, n=n: (c.state, getattr(c, n)) for n in ("parser_state", "slice_state", "rec_state")),
     lambda c, p: (p.take, p.take_flags),
     lambda c, p: (p.uacc, p.rec_uacc),
+    lambda c, p: (p.beat_acc, p.valid & p.take),  # beat_acc is the records' copy of take
     lambda c, p: (p._in_rec, p._in_rec_cores),
     lambda c, p: (p._rem_last, p._rem_last_cores),
 ]
@@ -664,6 +665,8 @@ def _copies_batches():
         Batch({}, keys[:3], start=False),  # extra data while idle
         Batch(dict(OP=9, FORMAT=3, COUNT=2), pack_seq([[1, 2], [3, 4, 5]]), ready_prob=0.3),
         Batch(_regs(2, 0, 10), keys[:10], soft_reset_after=4, restart=True),
+        # more keys than the FIFO's credit: the credit copies fall to 0 and rise again
+        Batch(_regs(2, 0, 500), list(range(500)), ready_prob=0.1, timeout=20000),
     ]
 
 
@@ -673,12 +676,14 @@ def test_the_kept_copies_are_equal_every_cycle(monkeypatch):
     monitor, differ = _copies_watch(monkeypatch, COPIES)
     R = run_batches(_copies_batches(), engine=_small_engine(), timeout=3000, monitor=monitor)
     assert not any(r.timed_out for r in R)
+    # The credit ran out in the last batch: its input (tvalid always high) was stalled.
+    assert R[-1].in_cycles > R[-1].accepted + 10, (R[-1].in_cycles, R[-1].accepted)
     assert differ == []
 
 
 def test_the_copies_check_can_fail(monkeypatch):
-    """The same check on a pair that is not a copy (the state and the IDLE flag's negation
-    are equal only sometimes) finds cycles where they differ."""
+    """The same check on a pair that is not a copy (``state == IDLE`` and ``take``: equal in
+    IDLE, different whenever RUN takes a unit) finds cycles where they differ."""
     monitor, differ = _copies_watch(monkeypatch, [lambda c, p: (c.state == 0, p.take)])
     run_batches(_copies_batches()[:2], engine=_small_engine(), timeout=3000, monitor=monitor)
     assert differ
