@@ -223,7 +223,6 @@ class Parser(wiring.Component):
         w_one, w_le8 = self.xw[64 + 3], self.xw[64 + 4]
         with m.If(~in_rec):
             m.d.sync += [
-                self._first_word.eq(1),
                 self._rec_len.eq(hdr_len),
                 remaining.eq(Mux(fmt == SEQ, hdr_len, (hdr_len + 7) >> 3)),
                 *(r.eq(Mux(fmt == SEQ, w_one, w_le8)) for r in rem_lasts),
@@ -234,10 +233,17 @@ class Parser(wiring.Component):
         # their enables was a routed critical path: 11.03 ns, 9.07 of it routing.)
         with m.Elif(self.rec_uacc):
             m.d.sync += [
-                self._first_word.eq(0),
                 remaining.eq(remaining - 1),
                 *(r.eq(remaining == 2) for r in rem_lasts),
             ]
+        # first_word's enable from the cores' copy of in_rec (equal to in_rec every cycle), a
+        # LUT of its own: shared with the wide registers above, it was placed among them, 49
+        # columns from first_word, which sits by its readers, the cores' beat_first and the
+        # varint encoder's dv_first (10.32 ns, nextpnr seed 2 of round 17).
+        with m.If(~self._in_rec_cores):
+            m.d.sync += self._first_word.eq(1)
+        with m.Elif(self.rec_uacc):
+            m.d.sync += self._first_word.eq(0)
         # in_rec: entered at a good header of a non-empty record, left at its last word.
         with m.If(self.rec_clear):
             m.d.sync += [r.eq(0) for r in in_recs]
