@@ -12,11 +12,12 @@ seed)``) and compare it with the golden model as an equation. Two drivers:
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
-from amaranth.hdl import Const
+from amaranth.hdl import Const, Value
 from amaranth.sim import Simulator
 
-__all__ = ["run_flow", "run_handshake", "set_payload", "CLOCK_PERIOD"]
+__all__ = ["run_flow", "run_handshake", "set_payload", "EqualWatch", "CLOCK_PERIOD"]
 
 CLOCK_PERIOD = 1e-8
 
@@ -28,6 +29,29 @@ def set_payload(ctx, port, value) -> None:
             ctx.set(getattr(port, k), v)
     else:
         ctx.set(port, value)
+
+
+class EqualWatch:
+    """A background testbench that compares pairs of signals on every clock cycle.
+
+    ``pairs`` holds ``(name, a, b)``; it may be set after construction, before the simulation
+    starts (the signals of a design built by the driver). Each cycle where ``a != b`` appends
+    ``(cycle, name, a_value, b_value)`` to :attr:`differ`; :attr:`cycles` counts the cycles
+    seen. Pass :meth:`run` as a driver's ``monitor``."""
+
+    def __init__(self, pairs: Sequence[tuple[str, Value, Value]] = ()):
+        self.pairs = list(pairs)
+        self.differ: list[tuple[int, str, int, int]] = []
+        self.cycles = 0
+
+    async def run(self, ctx) -> None:
+        pairs = list(self.pairs)
+        sigs = [s for _n, a, b in pairs for s in (a, b)]
+        async for _clk, _rst, *vals in ctx.tick().sample(*sigs):
+            self.cycles += 1
+            for k, (name, _a, _b) in enumerate(pairs):
+                if vals[2 * k] != vals[2 * k + 1]:
+                    self.differ.append((self.cycles, name, vals[2 * k], vals[2 * k + 1]))
 
 
 def _setup(ctx, dut, params):

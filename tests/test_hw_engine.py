@@ -20,6 +20,7 @@ from offload.golden_sigrid import sigrid_hash
 from offload.hw.engine import ENGINE_ID, ENGINE_VERSION, ERR, OffloadEngine, build_codes
 from offload.hw.enginesim import Batch, pack_seq, pack_var, run_batches, trailer_fields, unpack_seq_output
 from offload.hw.opdecode import OpDecode
+from offload.hw.simutil import EqualWatch
 from tests.lengths import BOUNDARY_LENGTHS
 
 M64 = golden.MASK64
@@ -609,8 +610,9 @@ def test_engine_blocks_are_submodules():
 
 def _copies_watch(monkeypatch, pairs):
     """Run the control's and the parser's construction through recorders, and return a monitor
-    that, every cycle, compares each of ``pairs`` (functions of (control, parser) giving two
-    signals) and records the cycles where they differ."""
+    (an :class:`~offload.hw.simutil.EqualWatch`) that, every cycle, compares each of ``pairs``
+    (functions of (control, parser) giving two signals) and records in ``differ`` the cycles
+    where they differ, named by the pair's index."""
     import offload.hw.engine as engine_mod
 
     built: dict = {}
@@ -627,18 +629,13 @@ def _copies_watch(monkeypatch, pairs):
 
     monkeypatch.setattr(engine_mod, "Control", Control)
     monkeypatch.setattr(engine_mod, "Parser", Parser)
-    differ: list = []
+    watch = EqualWatch()
 
     async def monitor(ctx):
-        sigs = [f(built["control"], built["parser"]) for f in pairs]
-        cycle = 0
-        async for _clk, _rst, *values in ctx.tick().sample(*(s for pair in sigs for s in pair)):
-            for i in range(len(sigs)):
-                if values[2 * i] != values[2 * i + 1]:
-                    differ.append((cycle, i))
-            cycle += 1
+        watch.pairs = [(str(i), *f(built["control"], built["parser"])) for i, f in enumerate(pairs)]
+        await watch.run(ctx)
 
-    return monitor, differ
+    return monitor, watch.differ
 
 
 #: The copies kept apart in synthesis (rounds 14 and 16 of docs/verification.md): each pair is

@@ -34,7 +34,7 @@ from offload.hw.engine import OffloadEngine
 from offload.hw.enginesim import Batch, pack_seq, run_batches, unpack_seq_output
 from offload.hw.lanes import XXH32Lane, XXH64Lane
 from offload.hw.postproc import FastRange, ModPipe, ModReciprocal
-from offload.hw.simutil import run_flow
+from offload.hw.simutil import EqualWatch, run_flow
 from offload.hw.xxhash import XXH32Core, XXH32Fixed, XXH64Core, XXH64Fixed
 from tests.lengths import BOUNDARY_LENGTHS
 from tests.test_hw_cores import FLOATS, _f32, _record_beats, _with_gaps, sim_bucketize
@@ -47,9 +47,10 @@ class Lockstep(Elaboratable):
     """Components ``a`` and ``b`` with the same signature, side by side.
 
     The pair looks like ``a`` to a driver (attribute access goes to ``a``): the driver sets
-    ``a``'s inputs and ``b``'s inputs follow them. :meth:`monitor` (a background testbench)
-    compares every output port of ``a`` and ``b`` on every clock cycle and records each
-    difference in :attr:`mismatches` as ``(cycle, port, a_value, b_value)``."""
+    ``a``'s inputs and ``b``'s inputs follow them. :attr:`monitor` (a background testbench,
+    :meth:`offload.hw.simutil.EqualWatch.run`) compares every output port of ``a`` and ``b``
+    on every clock cycle and records each difference in :attr:`mismatches` as ``(cycle,
+    port, a_value, b_value)``."""
 
     def __init__(self, a: wiring.Component, b: wiring.Component):
         self.a, self.b = a, b
@@ -63,8 +64,8 @@ class Lockstep(Elaboratable):
         ]
         self.inputs = [(va, vb) for _p, f, va, vb in live if f == wiring.In]
         self.outputs = [(".".join(p), va, vb) for p, f, va, vb in live if f == wiring.Out]
-        self.mismatches: list[tuple[int, str, int, int]] = []
-        self.cycles = 0
+        self.watch = EqualWatch(self.outputs)
+        self.monitor = self.watch.run
 
     def __getattr__(self, name):
         return getattr(self.__dict__["a"], name)
@@ -76,13 +77,13 @@ class Lockstep(Elaboratable):
         m.d.comb += [vb.eq(va) for va, vb in self.inputs]
         return m
 
-    async def monitor(self, ctx) -> None:
-        sigs = [s for _n, va, vb in self.outputs for s in (va, vb)]
-        async for _clk, _rst, *vals in ctx.tick().sample(*sigs):
-            self.cycles += 1
-            for k, (name, _va, _vb) in enumerate(self.outputs):
-                if vals[2 * k] != vals[2 * k + 1]:
-                    self.mismatches.append((self.cycles, name, vals[2 * k], vals[2 * k + 1]))
+    @property
+    def mismatches(self) -> list[tuple[int, str, int, int]]:
+        return self.watch.differ
+
+    @property
+    def cycles(self) -> int:
+        return self.watch.cycles
 
 
 def _check(pair: Lockstep, min_cycles: int) -> None:
