@@ -63,11 +63,10 @@ def key_parts(raw) -> dict:
 def key_flags(raw, parts=None) -> dict:
     """The wide compares :func:`order_key` and :func:`x_key` need, from :func:`key_parts` of
     ``raw`` (``parts``, registered; computed here when not given): from registered parts, at
-    most two LUT levels. The
-    core registers them a stage ahead of the key, so no path has both. NaN's too: with the
-    dtype's select behind them in one stage, the input register to the NaN flag was seven
-    LUTs, the engine's critical path at one placement (10.43 ns, nextpnr seed 2). ``-0.0`` is
-    a zero flag and the sign bit (:func:`order_key`)."""
+    most two LUT levels. The core registers them a stage ahead of the key, so no path has both.
+    NaN's too: with the dtype's select behind them in one stage, the input register to the NaN
+    flag was seven LUTs, the engine's critical path at one placement (10.43 ns, nextpnr seed
+    2). ``-0.0`` is a zero flag and the sign bit (:func:`order_key`)."""
     q = key_parts(raw) if parts is None else parts
     low23 = q["z0"] & q["z1"]  # float32's mantissa is 0
     zero32 = low23 & q["z2"]
