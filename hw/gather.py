@@ -11,11 +11,15 @@ word per cycle, so every record reaches the core contiguous.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from typing import Any
+
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .cityhash import HASH_FARM, CityFarmCore, check_hashes
+from .lanes import delay
 from .xxhash import HashBeat
 
 __all__ = ["RecordGather", "CityFarmRecords"]
@@ -90,16 +94,27 @@ class RecordGather(wiring.Component):
 
 
 class CityFarmRecords(wiring.Component):
-    """The engine's FarmHash/CityHash record core: a :class:`RecordGather` in front of a
-    :class:`~offload.hw.cityhash.CityFarmCore`, so records paused anywhere by the input still
-    reach the core contiguous.
+    """The engine's FarmHash/CityHash record core: a :class:`RecordGather` in front of one
+    :class:`~offload.hw.cityhash.CityFarmCore` per hash, so records paused anywhere by the
+    input still reach a core contiguous.
 
     Ports: as :class:`~offload.hw.cityhash.CityFarmCore` (``i``, ``o``, ``hash``, ``seeded``,
     ``seed``, ``overflow``). ``max_bytes``: the longest record (the engine's ``RECORD_MAX``; a
-    longer one must not get here); ``hashes``: the core's (``CityFarmCore``'s build parameter).
+    longer one must not get here); ``hashes``: the hashes built, one single-hash core each
+    (with both, ``hash`` sends a batch's records to one of them; the other is idle).
     Latency: :attr:`latency` cycles at most from a record's last word to its hash
     (:attr:`fixed_latency` exactly for one-word records arriving at most one per cycle: nothing
-    waits in the gather); one word per cycle.
+    waits in the gather); one word per cycle. With both hashes the FarmHash core's results wait
+    in a delay for the CityHash core's longer latency, so both come out at the same latency.
+    ``hash`` is read as a record leaves the gather: it must not change while records are in it
+    (the engine sets it at a batch's START, with no record in the engine).
+
+    Why one core per hash rather than ``CityFarmCore(hashes=("city", "farm"))``, which shares
+    its multipliers between the hashes in less area: each single-hash core routes at 100 MHz
+    or more on ECP5 and the shared one does not (its paths pick between the hashes' operands;
+    docs/verification.md). The build with both hashes is
+    the ``"full"`` engine, too large for a PYNQ-Z2 anyway, so its part has room and timing
+    is what it needs.
     """
 
     def __init__(
@@ -109,32 +124,50 @@ class CityFarmRecords(wiring.Component):
         multipliers: str = "lut",
         hashes: tuple[str, ...] = ("city", "farm"),
     ):
-        from .cityhash import CityFarmCore
-
-        self.core = CityFarmCore(max_bytes, adder_levels, multipliers, hashes)
-        self.gather = RecordGather(self.core.span)
-        for sub in (self.core, self.gather):
+        self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
+        self.hashes = check_hashes(hashes)
+        self._MustUse__silence = False
+        #: the single-hash core of each hash in :attr:`hashes`
+        self.cores = {h: CityFarmCore(max_bytes, adder_levels, multipliers, (h,)) for h in self.hashes}
+        first = self.cores[self.hashes[0]]
+        self.gather = RecordGather(first.span)
+        subs: list[Any] = [*self.cores.values(), self.gather]
+        for sub in subs:
             sub._MustUse__silence = True  # elaborated as submodules, or never if this is not
         self.max_bytes = max_bytes
-        self.fixed_latency = 2 + self.core.latency
-        self.latency = self.gather.delay_max + self.core.latency
-        # the core's ports, as the core declares them (a wrapper that cannot drift from it)
-        super().__init__(wiring.Signature(dict(self.core.signature.members.items())))
+        self.core_latency = max(c.latency for c in self.cores.values())
+        self.fixed_latency = 2 + self.core_latency
+        self.latency = self.gather.delay_max + self.core_latency
+        # the cores' ports, as a core declares them (a wrapper that cannot drift from it)
+        super().__init__(wiring.Signature(dict(first.signature.members.items())))
 
     def elaborate(self, platform) -> Module:
         m = Module()
         m.submodules.gather = g = self.gather
-        m.submodules.core = c = self.core
+        m.d.comb += [g.i.valid.eq(self.i.valid), g.i.payload.eq(self.i.payload)]
+        # The batch's hash, registered: it changes at START, cycles before its first record
+        # leaves the gather.
+        farm = Signal(name="farm_sel", reset_less=True)
+        m.d.sync += farm.eq(self.hash == HASH_FARM)
+        picked = {"city": ~farm, "farm": farm} if len(self.hashes) == 2 else {self.hashes[0]: 1}
+        outs = []
+        for h, core in self.cores.items():
+            m.submodules[h] = core
+            m.d.comb += [
+                core.i.valid.eq(g.o.valid & picked[h]),
+                core.i.payload.eq(g.o.payload),
+                core.hash.eq(self.hash),
+                core.seeded.eq(self.seeded),
+                core.seed.eq(self.seed),
+            ]
+            outs.append(delay(m, f"{h}_pad", core.o.valid, core.o.payload, self.core_latency - core.latency))
+        # one record a cycle leaves the gather for one core, so at most one result a cycle
+        valid, payload = outs[0]
+        for v, d in outs[1:]:
+            valid, payload = valid | v, Mux(v, d, payload)
         m.d.comb += [
-            g.i.valid.eq(self.i.valid),
-            g.i.payload.eq(self.i.payload),
-            c.i.valid.eq(g.o.valid),
-            c.i.payload.eq(g.o.payload),
-            c.hash.eq(self.hash),
-            c.seeded.eq(self.seeded),
-            c.seed.eq(self.seed),
-            self.o.valid.eq(c.o.valid),
-            self.o.payload.eq(c.o.payload),
-            self.overflow.eq(c.overflow),
+            self.o.valid.eq(valid),
+            self.o.payload.eq(payload),
+            self.overflow.eq(Cat(c.overflow for c in self.cores.values()).any()),
         ]
         return m

@@ -86,7 +86,7 @@ def core_latencies(
 
 def city_farm_hashes(decode: OpDecode) -> tuple[str, ...]:
     """The hashes the FarmHash/CityHash cores are built for: those the op codes name
-    (``CityFarmCore``'s ``hashes``; one hash is about half the area of both)."""
+    (``CityFarmRecords``' ``hashes``, a single-hash record core each; ``CityFarmLane``'s)."""
     names = {"cityhash64": "city", "farmhash64": "farm"}
     used = {names[h] for h in names if decode.where(lambda v, h=h: v["hash"] == h)}
     return tuple(h for h in ("city", "farm") if h in used)

@@ -16,11 +16,15 @@ from amaranth.sim import Simulator
 
 from offload import engine_map, ops, wire
 from offload.batch import as_numbers, as_records
+from offload.golden_cityhash import cityhash64, farmhash64
+from offload.hw.cityhash import HASH_CITY, HASH_FARM
 from offload.hw.engine import OffloadEngine, build_codes
 from offload.hw.enginesim import Batch, axil_read, run_batches, trailer_fields
-from offload.hw.gather import RecordGather
+from offload.hw.gather import CityFarmRecords, RecordGather
 from offload.hw.lanebank import city_farm_hashes
+from offload.hw.simutil import run_flow
 from tests.lengths import BOUNDARY_LENGTHS
+from tests.test_hw_cores import _record_beats, _with_gaps
 
 M64 = (1 << 64) - 1
 
@@ -254,6 +258,43 @@ def test_a_record_longer_than_record_max_is_a_bad_header_for_farm_and_city_only(
     job = wire.encode_request(calls[0], as_records(recs))
     out, err = wire.reference_engine(job.regs, job.table, job.words, record_max=100)
     assert [int(w) for w in out] == results[0].out and err == results[0].regs["ERR"]
+
+
+# ---------------------------------------------------------------------------------------------
+# CityFarmRecords: the gather and one single-hash core per hash
+# ---------------------------------------------------------------------------------------------
+
+
+def _city_farm_records(hash_: int, seed: int | None, records: list[bytes], gap_prob: float):
+    """CityFarmRecords with both hashes on ``records``: (results, the cycle of each, the core)."""
+    dut = CityFarmRecords(engine_map.DEFAULT_RECORD_MAX, multipliers="behavioural")
+    beats = [b for r in records for b in _record_beats(r)]
+    beats = _with_gaps(beats, random.Random(len(records)), gap_prob) if gap_prob else beats
+    params = {"hash": hash_, "seeded": int(seed is not None), "seed": seed or 0}
+    return *run_flow(dut, beats, len(records), params=params, timeout=dut.latency + 50), dut
+
+
+def _city_farm_golden(rec: bytes, hash_: int, seed: int | None) -> int:
+    return farmhash64(rec) if hash_ == HASH_FARM else cityhash64(rec, seed)
+
+
+@pytest.mark.parametrize("hash_,seed", [(HASH_FARM, None), (HASH_CITY, None), (HASH_CITY, M64)])
+def test_the_record_core_of_both_hashes_equals_golden_with_gaps(hash_, seed):
+    """``hash`` sends the records to that hash's core; the other core's nothing reaches ``o``."""
+    recs = _records(random.Random(hash_), engine_map.DEFAULT_RECORD_MAX)
+    got, _, _ = _city_farm_records(hash_, seed, recs, 0.3)
+    assert got == [_city_farm_golden(r, hash_, seed) for r in recs]
+
+
+def test_both_hashes_leave_the_record_core_at_its_fixed_latency():
+    """The FarmHash core's results wait for the CityHash core's latency: one-word records, one
+    per cycle, come out of both at :attr:`fixed_latency` (the other lanes are padded to it)."""
+    keys = [bytes([k]) * 8 for k in range(6)]
+    for hash_ in (HASH_FARM, HASH_CITY):
+        got, when, dut = _city_farm_records(hash_, None, keys, 0.0)
+        assert dut.cores["farm"].latency < dut.cores["city"].latency
+        assert got == [_city_farm_golden(k, hash_, None) for k in keys]
+        assert when == [3 + 1 + dut.fixed_latency + k for k in range(len(keys))]  # settle, first key
 
 
 # ---------------------------------------------------------------------------------------------
