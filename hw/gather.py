@@ -112,9 +112,8 @@ class CityFarmRecords(wiring.Component):
     Why one core per hash rather than ``CityFarmCore(hashes=("city", "farm"))``, which shares
     its multipliers between the hashes in less area: each single-hash core routes at 100 MHz
     or more on ECP5 and the shared one does not (its paths pick between the hashes' operands;
-    docs/verification.md). The build with both hashes is
-    the ``"full"`` engine, too large for a PYNQ-Z2 anyway, so its part has room and timing
-    is what it needs.
+    docs/verification.md). The build with both hashes is the ``"full"`` engine, too large for
+    a PYNQ-Z2 anyway, so its part has room and timing is what it needs.
     """
 
     def __init__(
