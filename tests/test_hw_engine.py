@@ -609,10 +609,10 @@ def test_engine_blocks_are_submodules():
 
 
 def _copies_watch(monkeypatch, pairs):
-    """Run the control's and the parser's construction through recorders, and return a monitor
-    (an :class:`~offload.hw.simutil.EqualWatch`) that, every cycle, compares each of ``pairs``
-    (functions of (control, parser) giving two signals) and records in ``differ`` the cycles
-    where they differ, named by the pair's index."""
+    """Run the control's, the parser's and the input slice's construction through recorders,
+    and return a monitor (an :class:`~offload.hw.simutil.EqualWatch`) that, every cycle,
+    compares each of ``pairs`` (functions of (control, parser, slice) giving two signals) and
+    records in ``differ`` the cycles where they differ, named by the pair's index."""
     import offload.hw.engine as engine_mod
 
     built: dict = {}
@@ -627,26 +627,34 @@ def _copies_watch(monkeypatch, pairs):
             super().__init__(*a, **kw)
             built["parser"] = self
 
+    class InputSlice(engine_mod.InputSlice):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            built["slice"] = self
+
     monkeypatch.setattr(engine_mod, "Control", Control)
     monkeypatch.setattr(engine_mod, "Parser", Parser)
+    monkeypatch.setattr(engine_mod, "InputSlice", InputSlice)
     watch = EqualWatch()
 
     async def monitor(ctx):
-        watch.pairs = [(str(i), *f(built["control"], built["parser"])) for i, f in enumerate(pairs)]
+        parts = (built["control"], built["parser"], built["slice"])
+        watch.pairs = [(str(i), *f(*parts)) for i, f in enumerate(pairs)]
         await watch.run(ctx)
 
     return monitor, watch.differ
 
 
-#: The copies kept apart in synthesis (rounds 14 and 16 of docs/verification.md): each pair is
-#: equal every cycle.
+#: The copies kept apart in synthesis (rounds 14, 16 and 20 of docs/verification.md): each pair
+#: is equal every cycle.
 COPIES = [
-    *(lambda c, p, n=n: (c.state, getattr(c, n)) for n in ("parser_state", "slice_state", "rec_state")),
-    lambda c, p: (p.take, p.take_flags),
-    lambda c, p: (p.uacc, p.rec_uacc),
-    lambda c, p: (p.beat_acc, p.valid & p.take),  # beat_acc is the records' copy of take
-    lambda c, p: (p._in_rec, p._in_rec_cores),
-    lambda c, p: (p._rem_last, p._rem_last_cores),
+    *(lambda c, p, s, n=n: (c.state, getattr(c, n)) for n in ("parser_state", "slice_state", "rec_state")),
+    lambda c, p, s: (p.take, p.take_flags),
+    lambda c, p, s: (p.uacc, p.rec_uacc),
+    lambda c, p, s: (p.beat_acc, p.valid & p.take),  # beat_acc is the records' copy of take
+    lambda c, p, s: (p._in_rec, p._in_rec_cores),
+    lambda c, p, s: (p._rem_last, p._rem_last_cores),
+    lambda c, p, s: (s.skid_v, s.skid_v_main),
 ]
 
 
@@ -681,6 +689,6 @@ def test_the_kept_copies_are_equal_every_cycle(monkeypatch):
 def test_the_copies_check_can_fail(monkeypatch):
     """The same check on a pair that is not a copy (``state == IDLE`` and ``take``: equal in
     IDLE, different whenever RUN takes a unit) finds cycles where they differ."""
-    monitor, differ = _copies_watch(monkeypatch, [lambda c, p: (c.state == 0, p.take)])
+    monitor, differ = _copies_watch(monkeypatch, [lambda c, p, s: (c.state == 0, p.take)])
     run_batches(_copies_batches()[:2], engine=_small_engine(), timeout=3000, monitor=monitor)
     assert differ
