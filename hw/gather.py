@@ -105,9 +105,12 @@ class CityFarmRecords(wiring.Component):
     Latency: :attr:`latency` cycles at most from a record's last word to its hash
     (:attr:`fixed_latency` exactly for one-word records arriving at most one per cycle: nothing
     waits in the gather); one word per cycle. With both hashes the FarmHash core's results wait
-    in a delay for the CityHash core's longer latency, so both come out at the same latency.
-    ``hash`` is read as a record leaves the gather: it must not change while records are in it
-    (the engine sets it at a batch's START, with no record in the engine).
+    in a delay for the CityHash core's longer latency, so both come out at one latency (the
+    engine pads its other lanes to :attr:`fixed_latency`). ``hash`` goes through a register
+    read as a record leaves the gather, so it must not change while records are in here (the
+    engine sets it at a batch's START, with no record in the engine); with one hash it is
+    ignored. Reset (synchronous ``rst``): the gather empty, the cores' and the delay's valid
+    flags clear.
 
     Why one core per hash rather than ``CityFarmCore(hashes=("city", "farm"))``, which shares
     its multipliers between the hashes in less area: each single-hash core routes at 100 MHz
@@ -125,15 +128,16 @@ class CityFarmRecords(wiring.Component):
     ):
         self._MustUse__silence = True  # no UnusedElaboratable warning if rejected
         self.hashes = check_hashes(hashes)
-        self._MustUse__silence = False
         #: the single-hash core of each hash in :attr:`hashes`
         self.cores = {h: CityFarmCore(max_bytes, adder_levels, multipliers, (h,)) for h in self.hashes}
+        self._MustUse__silence = False
         first = self.cores[self.hashes[0]]
         self.gather = RecordGather(first.span)
         subs: list[Any] = [*self.cores.values(), self.gather]
         for sub in subs:
             sub._MustUse__silence = True  # elaborated as submodules, or never if this is not
         self.max_bytes = max_bytes
+        #: the cores' latency after the FarmHash core's delay: the CityHash core's, if built
         self.core_latency = max(c.latency for c in self.cores.values())
         self.fixed_latency = 2 + self.core_latency
         self.latency = self.gather.delay_max + self.core_latency
@@ -144,8 +148,9 @@ class CityFarmRecords(wiring.Component):
         m = Module()
         m.submodules.gather = g = self.gather
         m.d.comb += [g.i.valid.eq(self.i.valid), g.i.payload.eq(self.i.payload)]
-        # The batch's hash, registered: it changes at START, cycles before its first record
-        # leaves the gather.
+        # The batch's hash, registered, so the cores' valid gates read a register rather than
+        # the op code's decode; it changes at START, cycles before the first record leaves the
+        # gather.
         farm = Signal(name="farm_sel", reset_less=True)
         m.d.sync += farm.eq(self.hash == HASH_FARM)
         picked = {"city": ~farm, "farm": farm} if len(self.hashes) == 2 else {self.hashes[0]: 1}

@@ -52,7 +52,8 @@ class InputSlice(wiring.Component):
     beat), read through :attr:`xwords` (per word: the word and its checks, :data:`XW` bits),
     :attr:`words` (the 64-bit words), :attr:`tlast`, :attr:`bad_tkeep` (``tkeep`` is not exactly
     the bytes of the words carried) and :attr:`nw` (words carried: up to the highest word whose
-    ``tkeep`` bits are not all clear, at least 1).
+    ``tkeep`` bits are not all clear, at least 1). :attr:`skid_v` and :attr:`skid_v_main`: the
+    skid's valid flag and its copy for ``main``'s select (equal every cycle).
 
     Latency 2 cycles (a beat accepted in cycle t is held from t+2). Reset (``rst`` or
     ``soft_reset``): the input register and both entries empty, so beats already taken from
@@ -77,10 +78,11 @@ class InputSlice(wiring.Component):
         self.xwords, self.tlast, self.nw = beat_fields(self.beat, N)
         self.words = [x[:64] for x in self.xwords]
         self.bad_tkeep = self.beat[XW * N + 1]
-        # The skid's valid flag and its copy for ``main``'s select (the same next state, both
-        # kept): with one flag, ``main``'s select and the skid's hold were one mux, so the skid
-        # got no clock enable and the flag went into the header checks' LUT trees of its data,
-        # placed by the input register across the device (11.39 ns, 9.92 of it routing).
+        # The skid's valid flag and a copy for ``main``'s select (the same next state, both
+        # kept), so the skid's hold is a clock enable of its own: with one flag, ``main``'s
+        # select and the hold were one mux after synthesis, the skid had no clock enable and
+        # the flag went into the header checks' LUT trees, placed by the input register
+        # across the device (11.39 ns, 9.92 of it routing, at one placement).
         self.skid_v = Signal(name="slice_skid_valid", attrs={"keep": 1})
         self.skid_v_main = Signal(name="slice_skid_valid_main", attrs={"keep": 1})
 

@@ -280,7 +280,8 @@ def _city_farm_golden(rec: bytes, hash_: int, seed: int | None) -> int:
 
 @pytest.mark.parametrize("hash_,seed", [(HASH_FARM, None), (HASH_CITY, None), (HASH_CITY, M64)])
 def test_the_record_core_of_both_hashes_equals_golden_with_gaps(hash_, seed):
-    """``hash`` sends the records to that hash's core; the other core's nothing reaches ``o``."""
+    """``hash`` sends the records to that hash's core; nothing from the other core reaches ``o``
+    (records over 32 bytes, where the two hashes differ, catch a record sent to the wrong one)."""
     recs = _records(random.Random(hash_), engine_map.DEFAULT_RECORD_MAX)
     got, _, _ = _city_farm_records(hash_, seed, recs, 0.3)
     assert got == [_city_farm_golden(r, hash_, seed) for r in recs]
@@ -288,7 +289,8 @@ def test_the_record_core_of_both_hashes_equals_golden_with_gaps(hash_, seed):
 
 def test_both_hashes_leave_the_record_core_at_its_fixed_latency():
     """The FarmHash core's results wait for the CityHash core's latency: one-word records, one
-    per cycle, come out of both at :attr:`fixed_latency` (the other lanes are padded to it)."""
+    per cycle, come out of both at :attr:`fixed_latency` (the other lanes are padded to it).
+    (Up to 32 bytes the hashes agree: which core computed them is the test above's question.)"""
     keys = [bytes([k]) * 8 for k in range(6)]
     for hash_ in (HASH_FARM, HASH_CITY):
         got, when, dut = _city_farm_records(hash_, None, keys, 0.0)

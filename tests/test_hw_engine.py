@@ -676,8 +676,9 @@ def _copies_batches():
 
 
 def test_the_kept_copies_are_equal_every_cycle(monkeypatch):
-    """The state's copies, the three accept decisions and the record registers' copies read
-    equal on every cycle of batches that stall, end early, fail and are reset."""
+    """The state's copies, the three accept decisions, the record registers' copies and the
+    input slice's skid flags read equal on every cycle of batches that stall, end early, fail
+    and are reset."""
     monitor, differ = _copies_watch(monkeypatch, COPIES)
     R = run_batches(_copies_batches(), engine=_small_engine(), timeout=3000, monitor=monitor)
     assert not any(r.timed_out for r in R)
