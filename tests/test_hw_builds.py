@@ -16,7 +16,6 @@ from amaranth.sim import Simulator
 
 from offload import engine_map, ops, wire
 from offload.batch import as_numbers, as_records
-from offload.golden_cityhash import cityhash64, farmhash64
 from offload.hw.cityhash import HASH_CITY, HASH_FARM
 from offload.hw.engine import OffloadEngine, build_codes
 from offload.hw.enginesim import Batch, axil_read, run_batches, trailer_fields
@@ -24,6 +23,8 @@ from offload.hw.gather import CityFarmRecords, RecordGather
 from offload.hw.lanebank import city_farm_hashes
 from offload.hw.simutil import run_flow
 from tests.lengths import BOUNDARY_LENGTHS
+from tests.test_hw_cityhash import golden as city_farm_golden
+from tests.test_hw_cityhash import params as city_farm_params
 from tests.test_hw_cores import _record_beats, _with_gaps
 
 M64 = (1 << 64) - 1
@@ -270,12 +271,8 @@ def _city_farm_records(hash_: int, seed: int | None, records: list[bytes], gap_p
     dut = CityFarmRecords(engine_map.DEFAULT_RECORD_MAX, multipliers="behavioural")
     beats = [b for r in records for b in _record_beats(r)]
     beats = _with_gaps(beats, random.Random(len(records)), gap_prob) if gap_prob else beats
-    params = {"hash": hash_, "seeded": int(seed is not None), "seed": seed or 0}
+    params = city_farm_params(hash_, seed)
     return *run_flow(dut, beats, len(records), params=params, timeout=dut.latency + 50), dut
-
-
-def _city_farm_golden(rec: bytes, hash_: int, seed: int | None) -> int:
-    return farmhash64(rec) if hash_ == HASH_FARM else cityhash64(rec, seed)
 
 
 @pytest.mark.parametrize("hash_,seed", [(HASH_FARM, None), (HASH_CITY, None), (HASH_CITY, M64)])
@@ -284,7 +281,7 @@ def test_the_record_core_of_both_hashes_equals_golden_with_gaps(hash_, seed):
     (records over 32 bytes, where the two hashes differ, catch a record sent to the wrong one)."""
     recs = _records(random.Random(hash_), engine_map.DEFAULT_RECORD_MAX)
     got, _, _ = _city_farm_records(hash_, seed, recs, 0.3)
-    assert got == [_city_farm_golden(r, hash_, seed) for r in recs]
+    assert got == [city_farm_golden(r, hash_, seed) for r in recs]
 
 
 def test_both_hashes_leave_the_record_core_at_its_fixed_latency():
@@ -295,7 +292,7 @@ def test_both_hashes_leave_the_record_core_at_its_fixed_latency():
     for hash_ in (HASH_FARM, HASH_CITY):
         got, when, dut = _city_farm_records(hash_, None, keys, 0.0)
         assert dut.cores["farm"].latency < dut.cores["city"].latency
-        assert got == [_city_farm_golden(k, hash_, None) for k in keys]
+        assert got == [city_farm_golden(k, hash_, None) for k in keys]
         assert when == [3 + 1 + dut.fixed_latency + k for k in range(len(keys))]  # settle, first key
 
 
