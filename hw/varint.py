@@ -20,7 +20,9 @@ always ready: the consumer must take every word), ``busy`` Out(1) (a value or a 
 Latency: first data word 3 cycles after the value that fills it (stage A: delta/zigzag,
 stage B: LEB128 bytes and count, then the buffer register); header 1 cycle after the flush.
 Reset: ``valid``/count/flush state only. Timing: stage B keeps the wide "anything left above
-byte i" ORs out of the packer, whose byte shifter is steered by a register (``sh``).
+byte i" ORs out of the packer, whose byte shifter is steered by a register (``sh``) and whose
+emit/take decisions read the count's compares as registers (``cnt_ge8``, ``cnt_nz``,
+``cnt_room``), not the count.
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ class DeltaVarintEncoder(wiring.Component):
         buf = Signal(8 * self.BUF_BYTES)
         cnt = Signal(5)  # bytes in buf
         sh = Signal(4)  # where a value taken now goes: cnt, minus 8 if cnt >= 8
+        # cnt's compares, registered with it (from c_next): emit and take, which steer all of
+        # buf, are then one LUT from registers instead of a 5-bit compare and its carry away.
+        cnt_ge8 = Signal()  # cnt >= 8: a full word to emit
+        cnt_nz = Signal()  # cnt != 0
+        cnt_room = Signal(init=1)  # cnt <= BUF_BYTES - 2 (see b_take)
         total = Signal(32)  # bytes of the current sequence so far
         flushing = Signal()
         emit = Signal()
@@ -101,17 +108,17 @@ class DeltaVarintEncoder(wiring.Component):
         c_after = Signal(5)
         c_next = Signal(5)
         m.d.comb += [
-            emit.eq((cnt >= 8) | (flushing & (cnt != 0))),
-            header_now.eq(flushing & (cnt == 0)),
-            c_after.eq(Mux(emit, Mux(cnt >= 8, cnt - 8, 0), cnt)),
+            emit.eq(cnt_ge8 | (flushing & cnt_nz)),
+            header_now.eq(flushing & ~cnt_nz),
+            c_after.eq(Mux(emit, Mux(cnt_ge8, cnt - 8, 0), cnt)),
             # A value is taken when the buffer, after this cycle's word, has room for 10 more
             # bytes: c_after <= BUF_BYTES - 10. Not flushing, so emit == (cnt >= 8) and that is
             # cnt <= BUF_BYTES - 2 (a compare on a register, not on c_after).
-            b_take.eq(b_valid & ~flushing & (cnt <= self.BUF_BYTES - 2)),
+            b_take.eq(b_valid & ~flushing & cnt_room),
             self.o.valid.eq(emit | header_now),
             self.o.payload.data.eq(Mux(header_now, total, buf[:64])),
             self.o.payload.header.eq(header_now),
-            self.busy.eq(a_valid | b_valid | flushing | (cnt >= 8)),  # more words will come
+            self.busy.eq(a_valid | b_valid | flushing | cnt_ge8),  # more words will come
         ]
         buf_after = Mux(emit, buf >> 64, buf)
         with m.If(b_take & ~b_empty):
@@ -125,7 +132,13 @@ class DeltaVarintEncoder(wiring.Component):
         with m.Else():
             m.d.sync += buf.eq(buf_after)
             m.d.comb += c_next.eq(c_after)
-        m.d.sync += [cnt.eq(c_next), sh.eq(Mux(c_next >= 8, c_next - 8, c_next))]
+        m.d.sync += [
+            cnt.eq(c_next),
+            sh.eq(Mux(c_next >= 8, c_next - 8, c_next)),
+            cnt_ge8.eq(c_next >= 8),
+            cnt_nz.eq(c_next != 0),
+            cnt_room.eq(c_next <= self.BUF_BYTES - 2),
+        ]
         with m.If(b_take & (b_last | b_empty)):
             m.d.sync += flushing.eq(1)
         with m.If(header_now):

@@ -469,6 +469,26 @@ def test_delta_varint_encoder():
         assert out == [golden.delta_varint_encode_seq(s) for s in seqs]
 
 
+def _wide_deltas(rng, n):
+    """A sequence whose deltas take 9 or 10 LEB128 bytes: the buffer fills to every level up to
+    its room limit (a value is taken at 22 bytes buffered, never at 23 or 24)."""
+    v, out = 0, []
+    for _ in range(n):
+        z = rng.randrange(1 << 56, 1 << 63) if rng.random() < 0.3 else rng.randrange(1 << 63, 1 << 64)
+        v = (v + ((z >> 1) ^ -(z & 1))) & M64  # un-zigzag
+        out.append(v - (1 << 64) if v >> 63 else v)
+    return out
+
+
+def test_delta_varint_encoder_buffer_room():
+    rng = random.Random(5)
+    seqs = [_wide_deltas(rng, n) for n in (1, 2, 3, 17, 40, 64)]
+    assert all(len(golden.delta_varint_encode_seq(s)) >= 9 * len(s) for s in seqs)
+    for vp in (1.0, 0.7):
+        out, _ = sim_delta_encode(seqs, vp, rng)
+        assert out == [golden.delta_varint_encode_seq(s) for s in seqs]
+
+
 def test_delta_varint_small_values_one_per_cycle():
     seq = list(range(0, 2000, 37))  # deltas of 1 byte
     out, stats = sim_delta_encode([seq])
