@@ -46,11 +46,6 @@ ADDER_LEVELS = (1, 2, "csa")
 #: evaluates one native multiply instead of ~23 registered adders per product).
 MULTIPLIERS = ("lut", "behavioural")
 
-#: Registered copies of a multiply's operand when the step before computes it (``then`` of
-#: :meth:`Pipe.mul_step`, LUT flavour): each copy feeds a share of the first adder level's terms,
-#: so one register bit no longer drives ~23 adders spread over the tree.
-OPERAND_COPIES = 2
-
 
 def check_pow2(name: str, value, lo: int, hi: int) -> int:
     """Validate a power-of-two parameter; the message names the parameter and the bad value."""
@@ -168,22 +163,18 @@ class Pipe:
         if name in self._trees or name in self._delays or f"{name}__0" in self.f:
             raise ValueError(f"tree {name!r} is already in flight")
 
-    def mul_tree(
-        self, name: str, x: Value | tuple[Value, ...], const: int, width: int, add: int = 0, done=None
-    ) -> int:
+    def mul_tree(self, name: str, x: Value, const: int, width: int, add: int = 0, done=None) -> int:
         """Start the pipelined product ``(x * const + add) mod 2**width``; finishes like
         :meth:`tree` (field ``name``, or ``done(product)``) and returns its depth in stages.
 
-        LUT flavour: the adder tree of :func:`const_mul_terms`; ``x`` may be a tuple of equal
-        copies (:func:`split_terms` gives each a share of the terms). Behavioural flavour: the
+        LUT flavour: the adder tree of :func:`const_mul_terms`. Behavioural flavour: the
         product as one ``*``, computed from ``x`` here (where the adder tree would read its
         terms) and delayed by exactly the adder tree's depth, so both flavours deliver the same
         value in the same stage."""
-        xs = x if isinstance(x, tuple) else (x,)
-        terms = split_terms([const_mul_terms(c, const, width, add) for c in xs])
+        terms = const_mul_terms(x, const, width, add)
         if not self.behavioural:
             return self.tree(name, terms, width, done)
-        return self._delay(name, _product(xs[0], const, width, add), self.tree_stages(len(terms)), done)
+        return self._delay(name, _product(x, const, width, add), self.tree_stages(len(terms)), done)
 
     def _delay(self, name: str, value: Value, depth: int, done=None) -> int:
         """Start a delay tree: ``value`` finishes like a tree of ``depth`` stages."""
@@ -301,11 +292,7 @@ class Pipe:
         its first stage, become a shift register on the xc7 (LUTs, the scarce resource there)."""
         depth0 = self.depth
         # Every term reads x: one named signal instead of ~23 copies of its expression.
-        if isinstance(x, tuple):
-            x = tuple(self.wire(c, f"{key}_x{i or ''}") for i, c in enumerate(x))
-            x0 = x[0]
-        else:
-            x = x0 = self.wire(x, f"{key}_x")
+        x = self.wire(x, f"{key}_x")
         active = Value.cast(active)
         if isinstance(active, Const) and active.value == 1:
             # An unconditional step keeps no copy of the old value. (As a field, the constant
@@ -320,8 +307,8 @@ class Pipe:
             if self.behavioural:
                 self._delay(
                     f"{key}_m",
-                    _product(x0, const, width, add),
-                    self.tree_stages(len(const_mul_terms(x0, const, width, add))),
+                    _product(x, const, width, add),
+                    self.tree_stages(len(const_mul_terms(x, const, width, add))),
                     done_u,
                 )
             else:
@@ -331,7 +318,7 @@ class Pipe:
             # one delay tree: the same value in the same stage as the LUT flavour's late
             # selection, with one field in flight instead of three (product, kept value, active
             # bit), i.e. fewer registers for a simulator to copy every cycle.
-            n_terms = len(const_mul_terms(x0, const, width, add))
+            n_terms = len(const_mul_terms(x, const, width, add))
 
             def done_b(res):
                 self._then(key, then)
@@ -339,7 +326,7 @@ class Pipe:
 
             self._delay(
                 f"{key}_m",
-                Mux(active, _product(x0, const, width, add), self.f.pop(key)),
+                Mux(active, _product(x, const, width, add), self.f.pop(key)),
                 self.tree_stages(n_terms),
                 done_b,
             )
@@ -360,29 +347,13 @@ class Pipe:
         return self.depth - depth0
 
     def _then(self, key: str, then) -> None:
-        """Compute ``then(fields)`` as field ``{key}_x`` once the stage's trees have finished
-        (LUT flavour: also its kept copies ``{key}_x1``... up to :data:`OPERAND_COPIES`)."""
-        if then is None:
-            return
-        n = 1 if self.behavioural else OPERAND_COPIES
-        names = [f"{key}_x{i or ''}" for i in range(n)]
+        """Compute ``then(fields)`` as field ``{key}_x`` once the stage's trees have finished."""
+        if then is not None:
+            self._post.append(lambda: self.f.__setitem__(f"{key}_x", Value.cast(then(self.f))))
 
-        def post() -> None:
-            v = Value.cast(then(self.f))
-            for name in names:
-                self.f[name] = v
-            if n > 1:
-                self.keep(*names)
-
-        self._post.append(post)
-
-    def take(self, name: str) -> Value | tuple[Value, ...]:
-        """Field ``name``, no longer carried (a step's registered operand, see :meth:`mul_step`);
-        with its copies (``name1``...), the tuple of all, for :meth:`mul_step`'s ``x``."""
-        copies = [self.f.pop(name)]
-        while f"{name}{len(copies)}" in self.f:
-            copies.append(self.f.pop(f"{name}{len(copies)}"))
-        return copies[0] if len(copies) == 1 else tuple(copies)
+    def take(self, name: str) -> Value:
+        """Field ``name``, no longer carried (a step's registered operand, see :meth:`mul_step`)."""
+        return self.f.pop(name)
 
 
 def _product(x: Value, const: int, width: int, add: int = 0) -> Value:
@@ -505,17 +476,6 @@ def add3_terms(a: Term, b: Term, c: Term, width: int) -> Term:
     maj = (x & y) | (x & z) | (y & z)
     hi = (sm + Cat(Const(0, 1), maj[: hi_w - 1]))[:hi_w]
     return Cat(low, hi), sa
-
-
-def split_terms(per_copy: list[list[Term]]) -> list[Term]:
-    """The terms of one sum built from equal copies of an operand (``per_copy[i]``: the terms
-    read from copy ``i``, in the same order for every copy): each copy supplies a block of terms
-    with neighbouring shifts, the order in which the adder levels group them, so an adder's
-    inputs come from one copy."""
-    terms = per_copy[0]
-    order = sorted(range(len(terms)), key=lambda i: -terms[i][1])
-    copy = {i: r * len(per_copy) // len(terms) for r, i in enumerate(order)}
-    return [per_copy[copy[i]][i] for i in range(len(terms))]
 
 
 def ternary_level(terms: list[Term], width: int) -> list[Term]:

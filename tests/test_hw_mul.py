@@ -6,24 +6,21 @@ from __future__ import annotations
 import random
 
 import pytest
-from amaranth.hdl import Const, Module, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from offload import golden
 from offload.hw.common import (
     ADDER_LEVELS,
-    OPERAND_COPIES,
     Pipe,
     const_mul_terms,
     csa_level,
     csd_digits,
     mul_depth,
-    split_terms,
     term_value,
     ternary_level,
     tree_level,
-    xorshift,
 )
 from offload.hw.simutil import run_flow
 
@@ -63,31 +60,6 @@ class _MulStep(wiring.Component):
         p = Pipe(m, "t", levels=self.levels, valid=self.i.valid, h=keep)
         n = p.mul_step("h", x, self.const, self.width, act, add=self.add)
         assert n == self.latency
-        m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["h"])]
-        return m
-
-
-class _ThenChain(wiring.Component):
-    """``o = (h ^ h >> 29) * c1`` with ``h = x * c0``: the second step's operand registered by
-    the first (``then``), as the hash finalisers do."""
-
-    def __init__(self, c0: int, c1: int, levels, multipliers: str = "lut"):
-        self.c0, self.c1, self.levels, self.multipliers = c0, c1, levels, multipliers
-        self.operand = None
-        super().__init__(
-            {
-                "i": In(stream.Signature(64, always_ready=True)),
-                "o": Out(stream.Signature(64, always_ready=True)),
-            }
-        )
-
-    def elaborate(self, platform):
-        m = Module()
-        behavioural = self.multipliers == "behavioural"
-        p = Pipe(m, "t", levels=self.levels, behavioural=behavioural, valid=self.i.valid, h=self.i.payload)
-        p.mul_step("h", p["h"], self.c0, 64, Const(1), then=xorshift("h", 29))
-        self.operand = p.take("h_x")
-        p.mul_step("h", self.operand, self.c1, 64, Const(1))
         m.d.comb += [self.o.valid.eq(p["valid"]), self.o.payload.eq(p["h"])]
         return m
 
@@ -187,36 +159,6 @@ def test_tree_depth_is_logarithmic():
     # binary levels, but with one carry chain per stage.
     assert {mul_depth(64, c, 64, levels="csa") for c in golden.XXH64_PRIMES} == {3}
     assert [len(ternary_level([(Signal(8), 0)] * n, 8)) for n in (2, 3, 4, 5, 7)] == [1, 1, 2, 2, 3]
-
-
-@pytest.mark.parametrize("levels", ADDER_LEVELS)
-def test_registered_operand_copies(levels):
-    # The operand a step registers for the next (``then``) is OPERAND_COPIES kept registers in
-    # the LUT flavour (one in the behavioural), and the product reads them all.
-    c0, c1 = golden.XXH64_PRIMES[1], golden.XXH64_PRIMES[2]
-    rng = random.Random(3)
-    xs = EDGE + [rng.getrandbits(64) for _ in range(30)]
-
-    def model(x):
-        h = model_mul(c0, 64, x)
-        return model_mul(c1, 64, h ^ h >> 29)
-
-    for flavour, copies in (("lut", OPERAND_COPIES), ("behavioural", 1)):
-        dut = _ThenChain(c0, c1, levels, flavour)
-        assert run_flow(dut, xs, len(xs))[0] == [model(x) for x in xs]
-        regs = dut.operand if isinstance(dut.operand, tuple) else (dut.operand,)
-        assert len(regs) == copies
-        assert all(r.attrs.get("keep") == 1 for r in regs) == (copies > 1)
-
-
-def test_split_terms_gives_each_copy_a_block_of_neighbouring_shifts():
-    shifts = [0, 40, 5, 63, 17, 22, 9]  # unordered, as constant folding can leave them
-    per_copy = [[((c, i), s) for i, s in enumerate(shifts)] for c in range(2)]
-    terms = split_terms(per_copy)
-    assert [t[0][1] for t in terms] == list(range(len(shifts)))  # every term once, in place
-    by_shift = sorted(terms, key=lambda t: -t[1])
-    assert [t[0][0] for t in by_shift] == [0, 0, 0, 0, 1, 1, 1]
-    assert split_terms(per_copy[:1]) == per_copy[0]
 
 
 def test_equation_fails_on_a_wrong_constant():
