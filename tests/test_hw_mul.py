@@ -81,6 +81,11 @@ class _CsaSum(wiring.Component):
         terms = const_mul_terms(self.i.payload, self.const, self.width)
         while len(terms) > 2:
             terms = csa_level(terms, self.width)
+            # Each level as named signals: the next level reads every value twice (sum and
+            # majority), which the simulator would otherwise expand as a tree per level.
+            named = [Signal(len(v)) for v, _ in terms]
+            m.d.comb += [n.eq(v) for n, (v, _) in zip(named, terms)]
+            terms = [(n, sh) for n, (_, sh) in zip(named, terms)]
         total = sum((term_value(t, self.width) for t in terms[1:]), term_value(terms[0], self.width))
         r = Signal(self.width)
         v = Signal()
