@@ -475,7 +475,7 @@ def _wide_deltas(rng, n):
     v, out = 0, []
     for _ in range(n):
         z = rng.randrange(1 << 56, 1 << 63) if rng.random() < 0.3 else rng.randrange(1 << 63, 1 << 64)
-        v = (v + ((z >> 1) ^ -(z & 1))) & M64  # un-zigzag
+        v = (v + golden.unzigzag64(z)) & M64
         out.append(v - (1 << 64) if v >> 63 else v)
     return out
 
