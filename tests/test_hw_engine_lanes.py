@@ -10,6 +10,7 @@ width runs its batches in one simulation (module fixtures) and the tests check p
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 
@@ -26,6 +27,10 @@ from offload.wire import reference_engine
 
 #: An op code no operator has.
 _UNKNOWN_OP = max(engine_map.OP_CODES.values()) + 1
+
+# One worker for the module, so each width's simulation (a minute or more) runs once: pytest may
+# set a parametrised module fixture up again when a worker's tests for a width are not adjacent.
+pytestmark = pytest.mark.xdist_group("engine_lanes")
 
 M64 = golden.MASK64
 MAGIC = 0x0FF1
@@ -253,6 +258,7 @@ def _error_batches(lanes: int) -> dict[str, Batch]:
 TKEEP_ERRORS = {"bad_tkeep_hole": E["BAD_TKEEP"], "bad_tkeep_partial_word": E["BAD_TKEEP"]}
 
 
+@functools.cache  # per width, once per process (see pytestmark)
 def _run_wide(lanes: int):
     rng = random.Random(100 + lanes)
     eng = _engine(lanes)
