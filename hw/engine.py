@@ -33,7 +33,7 @@ behaviour).
 Throughput with ``m_axis_tready`` held high: one input beat per cycle for the fixed formats
 (N keys per cycle), one word per cycle for ``VAR``/``SEQ`` (``delta_varint_encode``: up to the
 encoder's flush cycles per sequence). Latency from a record's last word on ``s_axis`` to its
-result entering the FIFO: 2 cycles in the input slice plus the operator's core latency
+result entering the FIFO: 3 cycles in the input slice plus the operator's core latency
 (:attr:`OffloadEngine.latency` is the longest), plus 2
 cycles to ``m_axis`` (plus the rest of its output beat for ``lanes > 1``).
 

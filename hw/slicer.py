@@ -34,17 +34,18 @@ def beat_fields(beat: Value, lanes: int) -> tuple[list[Value], Value, Value]:
 
 
 class InputSlice(wiring.Component):
-    """A register slice between ``s_axis`` and the parser: an input register, then a two-entry
-    skid buffer.
+    """A register slice between ``s_axis`` and the parser: an input register, a checks register,
+    then a two-entry skid buffer.
 
-    ``s_axis_tready`` comes from two registers through one LUT (no path from the bus, nor from
-    the parser's accept decision). The bus goes into the input register as it is, with no
+    ``s_axis_tready`` comes from three registers through one LUT (no path from the bus, nor
+    from the parser's accept decision). The bus goes into the input register as it is, with no
     logic in front (the bus's source may be placed anywhere); the header checks of every word
-    are computed from that register and registered with the word in the skid buffer, so the
-    parser's accept decision, which fans out to the cores and every counter, starts at
-    registers. The input register moves on unless it holds a beat the buffer cannot take (both
-    entries full), which is what ``s_axis_tready`` says: two cycles of latency, not throughput
-    (a beat per cycle).
+    are computed from that register into the checks register, and the skid buffer loads only
+    from registers, so neither the parser's accept decision, which fans out to the cores and
+    every counter, nor the buffer's ``main`` entry, placed by the parser, starts at a check's
+    LUTs. Each of the two registers moves on unless it holds a beat the next stage cannot take
+    (the buffer's two entries full), which is what ``s_axis_tready`` says: three cycles of
+    latency, not throughput (a beat per cycle).
 
     Ports: the :func:`axis_in` ports; In ``take`` (the parser takes the held beat this cycle:
     the held beat's enable) and ``take_flags`` (equal to ``take``, from registers of its own:
@@ -55,9 +56,9 @@ class InputSlice(wiring.Component):
     ``tkeep`` bits are not all clear, at least 1). :attr:`skid_v` and :attr:`skid_v_main`: the
     skid's valid flag and its copy for ``main``'s select (equal every cycle).
 
-    Latency 2 cycles (a beat accepted in cycle t is held from t+2). Reset (``rst`` or
-    ``soft_reset``): the input register and both entries empty, so beats already taken from
-    the bus are dropped with the batch; their data is not reset.
+    Latency 3 cycles (a beat accepted in cycle t is held from t+3). Reset (``rst`` or
+    ``soft_reset``): the input register, the checks register and both entries empty, so beats
+    already taken from the bus are dropped with the batch; their data is not reset.
     """
 
     def __init__(self, lanes: int, seq_max: int, record_max: int = 0xFFFFFFFF):
@@ -123,37 +124,47 @@ class InputSlice(wiring.Component):
         main = Signal(len(in_beat), name="slice_main", reset_less=True)
         skid = Signal(len(in_beat), name="slice_skid", reset_less=True)
         main_v, skid_v = Signal(name="slice_main_valid"), self.skid_v
-        # Not a register of its own: as one, it was the parser's accept decision (the buffer's
-        # next state) carried across the device to the input side, the engine's critical path
-        # at two placements (10.90 ns, 9.26 of it routing).
-        ready = ~(in_v & skid_v)
+        # The checks register: the skid buffer loads registers only. With ``main`` loading the
+        # input register's checks directly when the skid was empty, the checks' LUTs (placed by
+        # the input register) drove ``main`` (placed by the parser) across the device (10.56 ns,
+        # 5.73 of it one route, at one placement).
+        creg = Signal(len(in_beat), name="slice_checked", reset_less=True)
+        c_v = Signal(name="slice_checked_valid")
+        # Not registers of their own: as one, ``ready`` was the parser's accept decision (the
+        # buffer's next state) carried across the device to the input side, the engine's
+        # critical path at two placements (10.90 ns, 9.26 of it routing).
+        c_ready = ~(c_v & skid_v)
+        ready = ~(in_v & c_v & skid_v)
         m.d.comb += [self.s_axis_tready.eq(ready), self.beat.eq(main), self.valid.eq(main_v)]
-        # The input register: loads the bus whenever it does not hold a beat the buffer
-        # cannot take.
+        # The input register loads the bus whenever it does not hold a beat the checks register
+        # cannot take; the checks register likewise with the buffer.
         with m.If(ready):
             m.d.sync += ireg.eq(bus)
-        in_fire = in_v & ~skid_v
+        with m.If(c_ready):
+            m.d.sync += creg.eq(in_beat)
+        c_fire = c_v & ~skid_v
         # The data registers' enables leave the soft reset out (their data is not reset; the
         # valid flags are): one LUT less behind the parser's accept decision (``take``), which
         # reaches every bit of ``main`` across the device.
         with m.If(self.take | ~main_v):
-            m.d.sync += main.eq(Mux(self.skid_v_main, skid, in_beat))
-        # The skid follows the input register while it is empty, so it holds the beat of the
+            m.d.sync += main.eq(Mux(self.skid_v_main, skid, creg))
+        # The skid follows the checks register while it is empty, so it holds the beat of the
         # cycle that fills it; its enable is its valid flag alone, not ``take``.
         with m.If(~skid_v):
-            m.d.sync += skid.eq(in_beat)
+            m.d.sync += skid.eq(creg)
         # The flags read ``take_flags``, not ``take``: sharing the beat's enable LUT, which is
         # placed among the beat's bits, they were the engine's critical path.
         move_f = self.take_flags | ~main_v
         with m.If(self.soft_reset):
             # Abort: beats already taken from the bus are dropped with the batch.
-            m.d.sync += [main_v.eq(0), in_v.eq(0)]
+            m.d.sync += [main_v.eq(0), in_v.eq(0), c_v.eq(0)]
             m.d.sync += [v.eq(0) for v in (skid_v, self.skid_v_main)]
         with m.Else():
             m.d.sync += in_v.eq((in_v & ~ready) | (self.s_axis_tvalid & ready))
-            m.d.sync += [v.eq(Mux(move_f, 0, skid_v | in_fire)) for v in (skid_v, self.skid_v_main)]
+            m.d.sync += c_v.eq((c_v & ~c_ready) | (in_v & c_ready))
+            m.d.sync += [v.eq(Mux(move_f, 0, skid_v | c_fire)) for v in (skid_v, self.skid_v_main)]
             with m.If(move_f):
-                m.d.sync += main_v.eq(skid_v | in_fire)
+                m.d.sync += main_v.eq(skid_v | c_fire)
         return m
 
 
