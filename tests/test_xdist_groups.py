@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-GROUPED = '''
+GROUPED = """
 import os
 from pathlib import Path
 
@@ -33,7 +33,7 @@ def test_member(width, i):
     out = Path(os.environ["GROUP_LOG"])
     with out.open("a") as f:
         f.write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
-'''
+"""
 
 
 def test_an_xdist_group_runs_on_one_worker(tmp_path: Path) -> None:
