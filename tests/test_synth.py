@@ -130,7 +130,7 @@ class FakeTools:
     OUTPUTS: ClassVar[dict[str, tuple[str, dict]]] = {
         "xc7_yosys.log": ("xc7_stat.json", {"design": {"num_cells_by_type": {"LUT6": 7, "FDRE": 5}}}),
         "ecp5_yosys.log": ("ecp5_stat.json", {"design": {"num_cells_by_type": {"LUT4": 9, "TRELLIS_FF": 6}}}),
-        "wrap_yosys.log": ("wrap.json", {}),
+        "wrap_yosys.log": ("wrap.json", {"modules": {"top": {"ports": {}, "cells": {}}}}),
         "nextpnr.log": ("report.json", {"fmax": {"clk": {"achieved": 150.0, "constraint": 100.0}}}),
     }
 
