@@ -11,10 +11,11 @@ its register configuration (setup at A/B, clock-to-out at P).
 
 A multiplier's inputs move in when every non-constant A and B bit is driven by a flip-flop that
 drives nothing else, is always enabled, never reset (``LSR`` tied 0), has its global reset
-disabled and shares one clock; both inputs or neither (the block has no timing for one
-registered input). Its output moves in when every used P bit drives exactly one such flip-flop
-and nothing else. The flip-flops are removed and the block's pins take their D (inputs) or Q
-(output) nets, so the netlist computes the same values in the same cycles.
+disabled, powers up at 0 (as the block's registers do) and shares one clock; both inputs or
+neither (the block has no timing for one registered input). Its output moves in when every
+used P bit drives exactly one such flip-flop and nothing else. The flip-flops are removed and
+the block's pins take their D (inputs) or Q (output) nets, so the netlist computes the same
+values in the same cycles.
 """
 
 from __future__ import annotations
@@ -51,14 +52,16 @@ class DspRegisterStats:
 
 
 def _simple_ff(cell: dict[str, Any]) -> Bit | None:
-    """The clock net of a ``TRELLIS_FF`` that loads every cycle and is never reset, else
-    None."""
+    """The clock net of a ``TRELLIS_FF`` that loads every cycle, is never reset and powers up
+    at 0, else None."""
     if cell["type"] != "TRELLIS_FF":
         return None
     p, c = cell["parameters"], cell["connections"]
     always = p.get("CEMUX", "CE").strip() == "1" or c.get("CE") == ["1"]
     no_reset = c.get("LSR", ["0"]) == ["0"] or p.get("LSRMUX", "LSR").strip() == "0"
-    if not (always and no_reset and p.get("CLKMUX", "CLK") == "CLK" and p.get("GSR") == "DISABLED"):
+    # REGSET: the value it powers up with (the block's registers power up at 0).
+    zero = p.get("REGSET", "RESET") == "RESET"
+    if not (always and no_reset and zero and p.get("CLKMUX", "CLK") == "CLK" and p.get("GSR") == "DISABLED"):
         return None
     return c["CLK"][0]
 

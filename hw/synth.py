@@ -562,7 +562,8 @@ def netlist_key(point: DesignPoint) -> str:
 
 #: The ecp5 flow's multiplier-register pass (:mod:`offload.hw.dspregs`), in the cache keys of
 #: designs that multiply (RTLIL ``$mul``, which Yosys maps to ``MULT18X18D``) only: the others'
-#: netlists and results, cached under FLOW_VERSION "1", are unchanged.
+#: netlists and results, cached under FLOW_VERSION "1", are unchanged. Bump it when the pass
+#: moves other flip-flops.
 DSP_REGS_FLOW = "dsp-regs=1"
 
 

@@ -117,6 +117,8 @@ def _without(reason: str) -> dict[str, Any]:
         c["a0_r"]["connections"]["CLK"] = [3]
     elif reason == "an operand register with its global reset":
         c["a0_r"]["parameters"]["GSR"] = "ENABLED"
+    elif reason == "an operand register that powers up at 1":
+        c["a0_r"]["parameters"]["REGSET"] = "SET"
     elif reason == "an operand that is a module port":
         n["modules"]["top"]["ports"]["z"] = {"direction": "output", "bits": [20]}
     return n
@@ -131,6 +133,7 @@ def _without(reason: str) -> dict[str, Any]:
         "an operand from logic",
         "an operand register on another clock",
         "an operand register with its global reset",
+        "an operand register that powers up at 1",
         "an operand that is a module port",
     ],
 )
