@@ -669,14 +669,7 @@ def _synth_ecp5(
 
 def _dsp_note(path: Path) -> str | None:
     """What :func:`~offload.hw.dspregs.absorb_dsp_registers` moved into the multipliers."""
-    st = json.loads(path.read_text())
-    if not st["flip_flops_removed"]:
-        return None
-    return (
-        f"MULT18X18D registers in use: inputs of {st['inputs_absorbed']}, outputs of "
-        f"{st['outputs_absorbed']} of {st['multipliers']} blocks ({st['flip_flops_removed']} "
-        "flip-flops moved in; FF counts are before)"
-    )
+    return dspregs.DspRegisterStats(**json.loads(path.read_text())).note()
 
 
 #: xc7z020 capacity (Zynq-7020: 53200 LUTs, 106400 FFs, 220 DSP48E1, 140 RAMB36).
