@@ -1207,7 +1207,9 @@ def format_markdown(results: list[SynthResult]) -> str:
             f"{g(row, 'xc7_dsp')} | {g(row, 'xc7_bram')} | {g(row, 'ecp5_lut')} | "
             f"{g(row, 'ecp5_ff')} | {g(row, 'ecp5_dsp')} | {fm} | {g(row, 'latency')} |"
         )
-    notes = [f"* {r.label} {r.target}: {r.note}" for r in results if r.note] + _operator_notes(results)
+    # A note every seed of a design gives alike (the flow's, not the placement's) is one line.
+    notes = list(dict.fromkeys(f"* {r.label} {r.target}: {r.note}" for r in results if r.note))
+    notes += _operator_notes(results)
     return "\n".join(out + ([""] + notes if notes else []))
 
 

@@ -7,6 +7,7 @@ without running the tools.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -651,6 +652,11 @@ def test_a_grid_places_each_point_at_each_seed(fake_cache, monkeypatch):
     assert table[6] == "* FastRange() ecp5 Fmax at seeds 1/2/3: 150.0 / 140.0 / 160.0 MHz, the lowest 140.0"
     cells = S.format_markdown(results).splitlines()[2].split(" | ")
     assert cells[8] == "150.0 / 140.0 / 160.0 (seeds 1/2/3)"
+    # The flow's note, alike at every seed, is one line; a seed's own note is its own line.
+    noted = [dataclasses.replace(r, note="flow") if r.target == "ecp5" else r for r in results]
+    noted[3] = dataclasses.replace(noted[3], note="seed 3's")
+    notes = [ln for ln in S.format_markdown(noted).splitlines() if ln.startswith("* FastRange() ecp5")]
+    assert notes == ["* FastRange() ecp5: flow", "* FastRange() ecp5: seed 3's"]
     assert S.format_table(results[:2]).splitlines()[0].split()[:3] == ["design", "target", "LUT"]
 
 
